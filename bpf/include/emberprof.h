@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0) */
+/*
+ * The one source of truth for everything the BPF programs share with userspace: limits, the
+ * load-time configuration, the keys of the count map, the ring-buffer records and the counters.
+ * bpf/src/lib.rs mirrors every type here as #[repr(C)] with compile-time size checks; change both
+ * together. Shared structs have no bool and no implicit padding (explicit _pad fields instead), so the
+ * two sides cannot disagree on layout.
+ */
+#ifndef EMBERPROF_H
+#define EMBERPROF_H
+
+#include <linux/types.h>
+
+/* Frames kept per stack. 127 is the kernel's default kernel.perf_event_max_stack, the most
+ * bpf_get_stack{,id} will return without raising that sysctl. */
+#define MAX_STACK_DEPTH 127
+
+/* Length of task_struct::comm including the NUL (TASK_COMM_LEN). */
+#define COMM_LEN 16
+
+/* Stack-id values that are not ids. */
+#define STACK_ID_NONE (-1)      /* not captured: disabled by config, or there is no such stack */
+#define STACK_ID_IN_RECORD (-2) /* the stack travels inline in a ring-buffer sample record */
+
+/* Load-time configuration, a `const volatile` global set by the loader before the program is
+ * verified, so disabled features cost nothing per sample (the verifier prunes dead branches). */
+struct config {
+	/* 1: only sample processes whose TGID is in the `target_tgids` map; 0: every process. */
+	__u32 filter_tgids;
+	/* 1: processes forked by a target become targets themselves (perf's inherit). */
+	__u32 follow_children;
+	/* 1: capture kernel stacks. */
+	__u32 capture_kernel;
+	/* 1: capture user stacks. */
+	__u32 capture_user;
+	/* 1: also sample kernel threads (no user memory), as system-wide perf does. */
+	__u32 include_kernel_threads;
+	__u32 _pad;
+};
+
+/* Key of the `counts` map: one distinct (thread, stack pair). */
+struct sample_key {
+	__u32 tgid;
+	__u32 tid;
+	/* Ids in the `stacks` map, or STACK_ID_NONE / STACK_ID_IN_RECORD. */
+	__s32 kernel_stack_id;
+	__s32 user_stack_id;
+	/* Name of the process (its thread-group leader) and of the sampled thread. */
+	char process_comm[COMM_LEN];
+	char thread_comm[COMM_LEN];
+};
+
+/* Ring-buffer records; each starts with its kind. */
+enum record_kind {
+	/* The first sample of a thread group: userspace snapshots the process while it is alive. */
+	RECORD_PROCESS_SEEN = 1,
+	/* One sample that could not be counted in the maps (stack-map collision, count map full). */
+	RECORD_SAMPLE = 2,
+};
+
+struct process_seen_record {
+	__u32 kind; /* RECORD_PROCESS_SEEN */
+	__u32 tgid;
+	char process_comm[COMM_LEN];
+};
+
+struct sample_record {
+	__u32 kind; /* RECORD_SAMPLE */
+	/* Number of valid entries in kernel_ips / user_ips when the matching stack id in `key` is
+	 * STACK_ID_IN_RECORD; otherwise 0 and the ids refer to the `stacks` map. */
+	__u32 kernel_len;
+	__u32 user_len;
+	__u32 _pad;
+	struct sample_key key;
+	__u64 kernel_ips[MAX_STACK_DEPTH];
+	__u64 user_ips[MAX_STACK_DEPTH];
+};
+
+/*
+ * Per-CPU counters in the `stats` map, one slot each. Every early exit of the sampling program bumps
+ * exactly one of them, so userspace can account for every invocation:
+ *   SAMPLES = IDLE + FILTERED + COUNTED + STREAMED + LOST_*
+ */
+enum stat {
+	STAT_SAMPLES = 0,          /* program invocations */
+	STAT_IDLE,                 /* the CPU was idle (pid 0): not a sample of anything */
+	STAT_FILTERED,             /* not a target process, or a kernel thread when not wanted */
+	STAT_COUNTED,              /* counted in the `counts` map */
+	STAT_STREAMED,             /* sent whole through the ring buffer (see the STREAM_* causes) */
+	STAT_LOST_RINGBUF_FULL,    /* had to be streamed but the ring buffer was full: lost */
+	/* Causes of streaming, counted in addition to STAT_STREAMED. */
+	STAT_STREAM_STACK_COLLISION, /* bpf_get_stackid: -EEXIST (another stack owns the bucket) */
+	STAT_STREAM_STACK_MAP_FULL,  /* bpf_get_stackid: -ENOMEM (no free stack entry) */
+	STAT_STREAM_COUNTS_FULL,     /* the `counts` map had no room for a new key */
+	/* Informational. */
+	STAT_KERNEL_STACK_ERROR,   /* kernel stack unavailable for another reason (kept, without it) */
+	STAT_USER_STACK_ERROR,     /* user stack unavailable for another reason (kept, without it) */
+	STAT_PROCESS_SEEN_LOST,    /* a first-sample notice did not fit the ring buffer */
+	STAT_CHILD_FOLLOWED,       /* a forked child of a target became a target */
+	STAT_CHILD_NOT_FOLLOWED,   /* ... but `target_tgids` was full */
+	STAT_COUNT,
+};
+
+/* Layout checks, mirrored by the size asserts in bpf/src/lib.rs. */
+_Static_assert(sizeof(struct config) == 24, "struct config layout");
+_Static_assert(sizeof(struct sample_key) == 48, "struct sample_key layout");
+_Static_assert(sizeof(struct process_seen_record) == 24, "struct process_seen_record layout");
+_Static_assert(sizeof(struct sample_record) == 16 + 48 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
+_Static_assert(STAT_COUNT == 14, "enum stat: update Stat in bpf/src/lib.rs");
+
+#endif /* EMBERPROF_H */

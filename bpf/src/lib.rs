@@ -1,0 +1,172 @@
+//! emberprof's BPF programs, compiled from `src/*.bpf.c` by `build.rs`, and the Rust mirrors of the
+//! types they share with userspace.
+//!
+//! `include/emberprof.h` is the source of truth for those types; every struct here is `#[repr(C)]`
+//! with the same fields in the same order, and the size checks below fail the build when the two
+//! drift apart. Only the capture side of the profiler uses this crate.
+
+/// The sampling object: `sample_cpu` (perf_event) and `follow_fork` (tp_btf/sched_process_fork).
+pub static PROFILE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profile.bpf.o"));
+
+/// Frames kept per stack (`MAX_STACK_DEPTH`).
+pub const MAX_STACK_DEPTH: usize = 127;
+/// `COMM_LEN`: task name length including the NUL.
+pub const COMM_LEN: usize = 16;
+/// `STACK_ID_NONE`: the stack was not captured.
+pub const STACK_ID_NONE: i32 = -1;
+/// `STACK_ID_IN_RECORD`: the stack is inline in a [`SampleRecord`].
+pub const STACK_ID_IN_RECORD: i32 = -2;
+
+/// Names of the programs and maps in [`PROFILE_OBJECT`].
+pub mod names {
+    pub const SAMPLE_PROGRAM: &str = "sample_cpu";
+    pub const FORK_PROGRAM: &str = "follow_fork";
+    pub const FORK_TRACEPOINT: &str = "sched_process_fork";
+    pub const CONFIG_GLOBAL: &str = "cfg";
+    pub const TARGET_TGIDS: &str = "target_tgids";
+    pub const STACKS: &str = "stacks";
+    pub const COUNTS: &str = "counts";
+    pub const RECORDS: &str = "records";
+    pub const STATS: &str = "stats";
+}
+
+/// `struct config`: load-time settings (a `const volatile` global).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub filter_tgids: u32,
+    pub follow_children: u32,
+    pub capture_kernel: u32,
+    pub capture_user: u32,
+    pub include_kernel_threads: u32,
+    pub _pad: u32,
+}
+
+/// `struct sample_key`: the key of the `counts` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    pub tgid: u32,
+    pub tid: u32,
+    pub kernel_stack_id: i32,
+    pub user_stack_id: i32,
+    pub process_comm: [u8; COMM_LEN],
+    pub thread_comm: [u8; COMM_LEN],
+}
+
+/// `enum record_kind`.
+pub const RECORD_PROCESS_SEEN: u32 = 1;
+pub const RECORD_SAMPLE: u32 = 2;
+
+/// `struct process_seen_record`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessSeenRecord {
+    pub kind: u32,
+    pub tgid: u32,
+    pub process_comm: [u8; COMM_LEN],
+}
+
+/// `struct sample_record`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SampleRecord {
+    pub kind: u32,
+    pub kernel_len: u32,
+    pub user_len: u32,
+    pub _pad: u32,
+    pub key: SampleKey,
+    pub kernel_ips: [u64; MAX_STACK_DEPTH],
+    pub user_ips: [u64; MAX_STACK_DEPTH],
+}
+
+/// `enum stat`: slots of the per-CPU `stats` map, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Stat {
+    Samples = 0,
+    Idle,
+    Filtered,
+    Counted,
+    Streamed,
+    LostRingbufFull,
+    StreamStackCollision,
+    StreamStackMapFull,
+    StreamCountsFull,
+    KernelStackError,
+    UserStackError,
+    ProcessSeenLost,
+    ChildFollowed,
+    ChildNotFollowed,
+}
+
+impl Stat {
+    /// Number of slots (`STAT_COUNT`).
+    pub const COUNT: u32 = 14;
+    pub const ALL: [Stat; Self::COUNT as usize] = [
+        Stat::Samples,
+        Stat::Idle,
+        Stat::Filtered,
+        Stat::Counted,
+        Stat::Streamed,
+        Stat::LostRingbufFull,
+        Stat::StreamStackCollision,
+        Stat::StreamStackMapFull,
+        Stat::StreamCountsFull,
+        Stat::KernelStackError,
+        Stat::UserStackError,
+        Stat::ProcessSeenLost,
+        Stat::ChildFollowed,
+        Stat::ChildNotFollowed,
+    ];
+}
+
+// SAFETY: plain-old-data mirrors of C structs: every bit pattern is valid and there is no padding.
+unsafe impl aya::Pod for Config {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SampleKey {}
+
+const _: () = {
+    assert!(size_of::<Config>() == 24);
+    assert!(size_of::<SampleKey>() == 48);
+    assert!(size_of::<ProcessSeenRecord>() == 24);
+    assert!(size_of::<SampleRecord>() == 16 + 48 + 2 * 8 * MAX_STACK_DEPTH);
+    assert!(Stat::ALL.len() == Stat::ChildNotFollowed as usize + 1);
+};
+
+/// Decodes a ring-buffer record. Records are written by our own BPF program, so a short or unknown one
+/// means a version mismatch or a bug; the caller counts it rather than failing the capture.
+#[derive(Debug)]
+pub enum Record<'a> {
+    ProcessSeen(ProcessSeenRecord),
+    Sample(&'a SampleRecord),
+}
+
+impl<'a> Record<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Option<Record<'a>> {
+        let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+        match kind {
+            RECORD_PROCESS_SEEN if bytes.len() >= size_of::<ProcessSeenRecord>() => {
+                // SAFETY: length checked; read_unaligned copes with any alignment; POD type.
+                let record = unsafe { bytes.as_ptr().cast::<ProcessSeenRecord>().read_unaligned() };
+                Some(Record::ProcessSeen(record))
+            }
+            RECORD_SAMPLE if bytes.len() >= size_of::<SampleRecord>() => {
+                let ptr = bytes.as_ptr().cast::<SampleRecord>();
+                // Ring-buffer records are 8-byte aligned by the kernel; check rather than assume.
+                if !ptr.is_aligned() {
+                    return None;
+                }
+                // SAFETY: length and alignment checked; POD type; borrows `bytes`.
+                Some(Record::Sample(unsafe { &*ptr }))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The bytes of a `comm` array up to the first NUL, as text.
+pub fn comm_to_string(comm: &[u8; COMM_LEN]) -> String {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+    String::from_utf8_lossy(&comm[..len]).into_owned()
+}

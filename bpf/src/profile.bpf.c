@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+/*
+ * emberprof's sampler: runs on every cpu-clock tick of every CPU, keeps the ticks of the target
+ * processes, and counts each distinct (thread, kernel stack, user stack) in the `counts` map, so the
+ * per-sample cost is two stack walks and one hash update. Samples that cannot be counted in the maps
+ * (stack-map collision, a full map) are streamed whole through the `records` ring buffer instead of
+ * being dropped; every way out of the program bumps one counter in `stats` (see emberprof.h).
+ */
+#include <linux/bpf.h>
+#include <linux/bpf_perf_event.h>
+#include <linux/errno.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "emberprof.h"
+#include "kernel_types.h"
+
+/* Helpers such as bpf_probe_read_kernel and bpf_get_current_task are GPL-only. */
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+const volatile struct config cfg = {};
+
+/* Processes to sample when cfg.filter_tgids is set; filled by userspace before attaching. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* resized at load */
+	__type(key, __u32);
+	__type(value, __u8);
+} target_tgids SEC(".maps");
+
+/* Kernel and user stacks, deduplicated by the kernel. Never BPF_F_REUSE_STACKID: on a hash collision
+ * that flag overwrites the bucket, so an id already counted would silently name another stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 16384); /* resized at load */
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* resized at load */
+	__type(key, struct sample_key);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+/* Thread groups already announced to userspace. LRU: a long system-wide run sees more processes than
+ * fit; an evicted one is announced again, which userspace ignores. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} seen_tgids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); /* bytes; resized at load */
+} records SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void stat_add(__u32 stat, __u64 n)
+{
+	__u64 *slot = bpf_map_lookup_elem(&stats, &stat);
+	if (slot)
+		*slot += n; /* per-CPU slot: no other writer */
+}
+
+static __always_inline void stat_inc(__u32 stat) { stat_add(stat, 1); }
+
+/* Tell userspace about a thread group the first time one of its threads is sampled, so it can read
+ * the process's memory map while the process is still alive. */
+static __always_inline void announce_process(__u32 tgid, const char *process_comm)
+{
+	__u8 one = 1;
+	if (bpf_map_lookup_elem(&seen_tgids, &tgid))
+		return;
+	bpf_map_update_elem(&seen_tgids, &tgid, &one, BPF_ANY);
+
+	struct process_seen_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	if (!rec) {
+		/* Forget it again so the next sample retries the notice. */
+		bpf_map_delete_elem(&seen_tgids, &tgid);
+		stat_inc(STAT_PROCESS_SEEN_LOST);
+		return;
+	}
+	rec->kind = RECORD_PROCESS_SEEN;
+	rec->tgid = tgid;
+	__builtin_memcpy(rec->process_comm, process_comm, COMM_LEN);
+	bpf_ringbuf_submit(rec, 0);
+}
+
+/* bpf_get_stackid, with the errors folded into what the sample does next. */
+static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, __u64 flags, __u32 error_stat,
+				      int *must_stream)
+{
+	long id = bpf_get_stackid(ctx, &stacks, flags);
+	if (id >= 0)
+		return id;
+	if (id == -EEXIST) {
+		stat_inc(STAT_STREAM_STACK_COLLISION);
+		*must_stream = 1;
+		return STACK_ID_IN_RECORD;
+	}
+	if (id == -ENOMEM) {
+		stat_inc(STAT_STREAM_STACK_MAP_FULL);
+		*must_stream = 1;
+		return STACK_ID_IN_RECORD;
+	}
+	/* -EFAULT is the normal answer for the kernel stack of a sample taken in user mode. */
+	if (id != -EFAULT)
+		stat_inc(error_stat);
+	return STACK_ID_NONE;
+}
+
+/* Send one sample through the ring buffer. Stacks marked STACK_ID_IN_RECORD are copied into the record
+ * with bpf_get_stack; the others keep their map ids. */
+static __always_inline void stream_sample(struct bpf_perf_event_data *ctx, const struct sample_key *key)
+{
+	struct sample_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	if (!rec) {
+		stat_inc(STAT_LOST_RINGBUF_FULL);
+		return;
+	}
+	rec->kind = RECORD_SAMPLE;
+	rec->kernel_len = 0;
+	rec->user_len = 0;
+	rec->_pad = 0;
+	rec->key = *key;
+	if (key->kernel_stack_id == STACK_ID_IN_RECORD) {
+		long bytes = bpf_get_stack(ctx, rec->kernel_ips, sizeof(rec->kernel_ips), 0);
+		if (bytes > 0)
+			rec->kernel_len = bytes / sizeof(__u64);
+	}
+	if (key->user_stack_id == STACK_ID_IN_RECORD) {
+		long bytes = bpf_get_stack(ctx, rec->user_ips, sizeof(rec->user_ips), BPF_F_USER_STACK);
+		if (bytes > 0)
+			rec->user_len = bytes / sizeof(__u64);
+	}
+	bpf_ringbuf_submit(rec, 0);
+	stat_inc(STAT_STREAMED);
+}
+
+/* Add one to the key's count. Two CPUs can insert the same new key at once: the loser of the
+ * BPF_NOEXIST race sees -EEXIST and adds to the winner's slot, so no increment is lost. */
+static __always_inline int count_sample(const struct sample_key *key)
+{
+	__u64 *count = bpf_map_lookup_elem(&counts, key);
+	if (count) {
+		__sync_fetch_and_add(count, 1);
+		return 0;
+	}
+	__u64 one = 1;
+	long err = bpf_map_update_elem(&counts, key, &one, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		count = bpf_map_lookup_elem(&counts, key);
+		if (count) {
+			__sync_fetch_and_add(count, 1);
+			return 0;
+		}
+	}
+	return err ? -1 : 0;
+}
+
+SEC("perf_event")
+int sample_cpu(struct bpf_perf_event_data *ctx)
+{
+	stat_inc(STAT_SAMPLES);
+
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	__u32 tid = (__u32)pid_tgid;
+	if (tid == 0) {
+		stat_inc(STAT_IDLE);
+		return 0;
+	}
+	if (cfg.filter_tgids && !bpf_map_lookup_elem(&target_tgids, &tgid)) {
+		stat_inc(STAT_FILTERED);
+		return 0;
+	}
+	/* bpf_get_current_task (not _btf) and CO-RE reads keep the program loadable on 5.8+. */
+	struct task_struct___emberprof *task = (void *)bpf_get_current_task();
+	int has_user_memory = BPF_CORE_READ(task, mm) != NULL;
+	if (!has_user_memory && !cfg.include_kernel_threads) {
+		stat_inc(STAT_FILTERED);
+		return 0;
+	}
+
+	struct sample_key key = {};
+	key.tgid = tgid;
+	key.tid = tid;
+	bpf_get_current_comm(key.thread_comm, sizeof(key.thread_comm));
+	BPF_CORE_READ_STR_INTO(&key.process_comm, task, group_leader, comm);
+
+	int must_stream = 0;
+	key.kernel_stack_id = STACK_ID_NONE;
+	key.user_stack_id = STACK_ID_NONE;
+	if (cfg.capture_kernel)
+		key.kernel_stack_id = stack_id(ctx, 0, STAT_KERNEL_STACK_ERROR, &must_stream);
+	if (cfg.capture_user && has_user_memory)
+		key.user_stack_id = stack_id(ctx, BPF_F_USER_STACK, STAT_USER_STACK_ERROR, &must_stream);
+
+	if (has_user_memory)
+		announce_process(tgid, key.process_comm);
+
+	if (!must_stream) {
+		if (count_sample(&key) == 0) {
+			stat_inc(STAT_COUNTED);
+			return 0;
+		}
+		stat_inc(STAT_STREAM_COUNTS_FULL);
+	}
+	stream_sample(ctx, &key);
+	return 0;
+}
+
+/* Children forked by a target are targets too, from their first instruction (perf's inherit). New
+ * threads need nothing: they share the parent's TGID. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(follow_fork, struct task_struct___emberprof *parent, struct task_struct___emberprof *child)
+{
+	if (!cfg.filter_tgids || !cfg.follow_children)
+		return 0;
+	__u32 parent_tgid = parent->tgid;
+	__u32 child_tgid = child->tgid;
+	if (child_tgid == parent_tgid || !bpf_map_lookup_elem(&target_tgids, &parent_tgid))
+		return 0;
+	__u8 one = 1;
+	if (bpf_map_update_elem(&target_tgids, &child_tgid, &one, BPF_ANY) == 0)
+		stat_inc(STAT_CHILD_FOLLOWED);
+	else
+		stat_inc(STAT_CHILD_NOT_FOLLOWED);
+	return 0;
+}

@@ -1,0 +1,39 @@
+/*
+ * main -> run -> {burn_a, burn_b}: burn_a does three times the work of burn_b, so about 75 % of the
+ * CPU time is in burn_a and 25 % in burn_b. Both run the same loop, so the ratio holds whatever the
+ * optimisation level.
+ *
+ * usage: burn [SECONDS [EXIT_STATUS]]   (defaults: 5 s, exit 0)
+ */
+#include "common.h"
+
+#define UNIT 200000
+
+static volatile unsigned long sink;
+
+__attribute__((noinline)) static unsigned long spin(unsigned long iterations, unsigned long seed)
+{
+	unsigned long x = seed;
+	for (unsigned long i = 0; i < iterations; i++)
+		x = x * 6364136223846793005UL + 1442695040888963407UL;
+	return x;
+}
+
+__attribute__((noinline)) void burn_a(void) { sink += spin(3 * UNIT, sink); }
+
+__attribute__((noinline)) void burn_b(void) { sink += spin(UNIT, sink); }
+
+__attribute__((noinline)) void run(double seconds)
+{
+	double end = now_seconds() + seconds;
+	while (now_seconds() < end) {
+		burn_a();
+		burn_b();
+	}
+}
+
+int main(int argc, char **argv)
+{
+	run(seconds_arg(argc, argv, 5));
+	return argc > 2 ? atoi(argv[2]) : 0;
+}

@@ -1,0 +1,203 @@
+//! Loading the BPF object, attaching it, and reading what it collected. The only module that talks to
+//! aya.
+
+use std::collections::HashMap as StdHashMap;
+use std::os::fd::{AsRawFd, RawFd};
+
+use anyhow::{anyhow, Context, Result};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::{BtfTracePoint, PerfEvent};
+use aya::{Btf, Ebpf, EbpfLoader};
+use emberprof_bpf::{names, Config, SampleKey, Stat, STACK_ID_NONE};
+
+use super::stats::BpfStats;
+
+/// Map sizes, fixed at load time.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSizes {
+    /// Distinct stacks (kernel and user together) the stack map holds before samples are streamed.
+    pub stacks: u32,
+    /// Distinct (thread, stack pair) keys counted in the kernel before samples are streamed.
+    pub counts: u32,
+    /// Ring buffer bytes (a power of two, at least a page).
+    pub ring_buffer_bytes: u32,
+    /// Target processes, including followed children.
+    pub targets: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        // ~16 MiB of stacks (127 frames x 8 bytes each), ~6 MiB of counts: room for minutes of a busy
+        // system before anything has to be streamed.
+        MapSizes { stacks: 16 * 1024, counts: 64 * 1024, ring_buffer_bytes: 8 << 20, targets: 8 * 1024 }
+    }
+}
+
+pub struct SamplerConfig {
+    /// `None` samples every process.
+    pub target_pids: Option<Vec<u32>>,
+    pub follow_children: bool,
+    pub capture_kernel: bool,
+    pub capture_user: bool,
+    pub map_sizes: MapSizes,
+}
+
+/// The loaded BPF object. Sampling runs from [`Sampler::attach`] until [`Sampler::detach`] or drop.
+pub struct Sampler {
+    ebpf: Ebpf,
+    records: RingBuf<MapData>,
+    perf_links: Vec<PerfEventLinkId>,
+}
+
+impl Sampler {
+    /// Loads and verifies the programs and creates the maps; nothing is sampled yet.
+    pub fn load(btf: &Btf, config: &SamplerConfig) -> Result<Self> {
+        let bpf_config = Config {
+            filter_tgids: config.target_pids.is_some() as u32,
+            follow_children: config.follow_children as u32,
+            capture_kernel: config.capture_kernel as u32,
+            capture_user: config.capture_user as u32,
+            include_kernel_threads: config.target_pids.is_none() as u32,
+            _pad: 0,
+        };
+        let sizes = config.map_sizes;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
+            .override_global(names::CONFIG_GLOBAL, &bpf_config, true)
+            .map_max_entries(names::STACKS, sizes.stacks)
+            .map_max_entries(names::COUNTS, sizes.counts)
+            .map_max_entries(names::RECORDS, sizes.ring_buffer_bytes)
+            .map_max_entries(names::TARGET_TGIDS, sizes.targets)
+            .load(emberprof_bpf::PROFILE_OBJECT)
+            .context("cannot load the BPF object (is BPF enabled in this kernel, CONFIG_BPF_SYSCALL=y?)")?;
+
+        let sample: &mut PerfEvent = program(&mut ebpf, names::SAMPLE_PROGRAM)?.try_into()?;
+        sample.load().context("the kernel rejected the sampling program")?;
+        let fork: &mut BtfTracePoint = program(&mut ebpf, names::FORK_PROGRAM)?.try_into()?;
+        fork.load(names::FORK_TRACEPOINT, btf).context("the kernel rejected the fork-following program")?;
+
+        if let Some(pids) = &config.target_pids {
+            let mut targets: HashMap<_, u32, u8> = HashMap::try_from(map(&mut ebpf, names::TARGET_TGIDS)?)?;
+            for &pid in pids {
+                targets.insert(pid, 1, 0).with_context(|| format!("cannot add PID {pid} to the target map"))?;
+            }
+        }
+        let records = RingBuf::try_from(
+            ebpf.take_map(names::RECORDS).ok_or_else(|| anyhow!("BPF object has no map {}", names::RECORDS))?,
+        )?;
+        Ok(Sampler { ebpf, records, perf_links: Vec::new() })
+    }
+
+    /// Starts sampling: follows forks first, so no child is missed, then opens one cpu-clock event per
+    /// online CPU. Per-CPU events with the TGID filter in BPF cover every thread of a target, present
+    /// and future; an event bound to a PID would sample only that one thread.
+    pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
+        let fork: &mut BtfTracePoint = program(&mut self.ebpf, names::FORK_PROGRAM)?.try_into()?;
+        fork.attach().context("cannot attach to the sched_process_fork tracepoint")?;
+
+        let cpus = aya::util::online_cpus().map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
+        let sample: &mut PerfEvent = program(&mut self.ebpf, names::SAMPLE_PROGRAM)?.try_into()?;
+        for cpu in cpus {
+            let link = sample
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(frequency_hz),
+                    false,
+                )
+                .with_context(|| format!("cannot open the cpu-clock perf event on CPU {cpu}"))?;
+            self.perf_links.push(link);
+        }
+        Ok(())
+    }
+
+    /// Stops sampling. The maps stay readable.
+    pub fn detach(&mut self) -> Result<()> {
+        let sample: &mut PerfEvent = program(&mut self.ebpf, names::SAMPLE_PROGRAM)?.try_into()?;
+        for link in self.perf_links.drain(..) {
+            sample.detach(link).context("cannot detach the sampling program")?;
+        }
+        Ok(())
+    }
+
+    /// File descriptor that becomes readable when the ring buffer has records.
+    pub fn records_fd(&self) -> RawFd {
+        self.records.as_raw_fd()
+    }
+
+    /// Hands every pending ring-buffer record to `handle`.
+    pub fn drain_records(&mut self, mut handle: impl FnMut(&[u8])) {
+        while let Some(item) = self.records.next() {
+            handle(&item);
+        }
+    }
+
+    /// The per-CPU counters, summed over CPUs.
+    pub fn stats(&self) -> Result<BpfStats> {
+        let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf.map(names::STATS).ok_or_else(|| anyhow!("BPF object has no map {}", names::STATS))?,
+        )?;
+        let mut totals = BpfStats::default();
+        for stat in Stat::ALL {
+            let per_cpu = stats.get(&(stat as u32), 0).with_context(|| format!("cannot read counter {stat:?}"))?;
+            totals.set(stat, per_cpu.iter().sum());
+        }
+        Ok(totals)
+    }
+
+    /// Every counted key with its count, and the stacks their ids refer to (innermost frame first).
+    pub fn read_counts(&self) -> Result<CountedStacks> {
+        let counts: HashMap<_, SampleKey, u64> = HashMap::try_from(
+            self.ebpf.map(names::COUNTS).ok_or_else(|| anyhow!("BPF object has no map {}", names::COUNTS))?,
+        )?;
+        let stacks: StackTraceMap<_> = StackTraceMap::try_from(
+            self.ebpf.map(names::STACKS).ok_or_else(|| anyhow!("BPF object has no map {}", names::STACKS))?,
+        )?;
+        let mut result = CountedStacks::default();
+        for entry in counts.iter() {
+            let (key, count) = entry.context("cannot read the counts map")?;
+            for id in [key.kernel_stack_id, key.user_stack_id] {
+                if id >= 0 && !result.stacks.contains_key(&id) {
+                    let frames = match stacks.get(&(id as u32), 0) {
+                        Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
+                        // Cannot happen without BPF_F_REUSE_STACKID or deletions; keep the sample.
+                        Err(error) => {
+                            log::warn!("stack {id} vanished from the stack map: {error}");
+                            Vec::new()
+                        }
+                    };
+                    result.stacks.insert(id, frames);
+                }
+            }
+            result.counts.push((key, count));
+        }
+        Ok(result)
+    }
+}
+
+/// The contents of the `counts` and `stacks` maps.
+#[derive(Debug, Default)]
+pub struct CountedStacks {
+    pub counts: Vec<(SampleKey, u64)>,
+    /// Stack id to frames, innermost first.
+    pub stacks: StdHashMap<i32, Vec<u64>>,
+}
+
+impl CountedStacks {
+    /// The frames of a stack id; empty for [`STACK_ID_NONE`] or an id that could not be read.
+    pub fn frames(&self, id: i32) -> &[u64] {
+        if id == STACK_ID_NONE {
+            return &[];
+        }
+        self.stacks.get(&id).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name).ok_or_else(|| anyhow!("BPF object has no program {name}"))
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name).ok_or_else(|| anyhow!("BPF object has no map {name}"))
+}

@@ -1,0 +1,230 @@
+//! The command line. Clap types stay in this module: `into_options` validates them and converts them
+//! into the plain [`RecordOptions`] the rest of the program uses.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::{OutputFormat, OutputTarget};
+use crate::record::{RecordOptions, Target};
+
+const RECORD_EXAMPLES: &str = "\
+EXAMPLES:
+  sudo emberprof record --pid 1234 --duration 10 -o flame.svg
+      All threads of process 1234 for 10 seconds, as a flame graph.
+  sudo emberprof record --all -d 5 -o system.folded
+      Every process on every CPU for 5 seconds, as folded stacks.
+  sudo emberprof record -o out.svg -- ./my-program arg1 arg2
+      Launch a command and profile it (and its children) until it exits.
+  sudo emberprof record -p 1234,5678 -F 999 -o - | grep main
+      Folded stacks of two processes to stdout, at 999 samples per second.
+
+Folded output is one line per distinct stack, `process;outermost;...;leaf COUNT`, kernel frames
+suffixed `_[k]`: it feeds flamegraph.pl, inferno-flamegraph and speedscope.";
+
+/// A sampling profiler for Linux on eBPF: full stacks, real function names, flame graphs.
+#[derive(Debug, Parser)]
+#[command(name = "emberprof", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Verbosity {
+    /// More log output on stderr (-v: info, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr: no status line, no summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample stacks of processes, a command or the whole system, and write a flame graph.
+    #[command(after_help = RECORD_EXAMPLES)]
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).multiple(false).args(["pid", "all", "command"])))]
+pub struct RecordArgs {
+    /// Profile these processes (every thread of each, and the processes they fork), e.g. -p 1234,5678.
+    #[arg(short, long, value_name = "PID[,PID..]", value_delimiter = ',', num_args = 1..)]
+    pub pid: Vec<u32>,
+
+    /// Profile every process on every CPU, kernel threads included.
+    #[arg(short, long)]
+    pub all: bool,
+
+    /// Launch COMMAND and profile it, and the processes it forks, from its first instruction until it
+    /// exits. emberprof then exits with the command's exit status.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+
+    /// Stop after this many seconds (fractions allowed). Without it, run until Ctrl-C or until the
+    /// target processes or the command have exited. A launched command still running at the end
+    /// is sent SIGTERM, as timeout(1) does.
+    #[arg(short, long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Samples per second on each CPU, on the software cpu-clock event. An odd rate such as 99
+    /// avoids sampling in lockstep with periodic work.
+    #[arg(short = 'F', long, value_name = "HZ", default_value_t = 99)]
+    pub frequency: u64,
+
+    /// Where to write the result; `-` writes folded stacks to stdout. The format follows the extension
+    /// (.svg: flame graph; .folded or .txt: folded stacks) unless --format says otherwise.
+    #[arg(short, long, value_name = "FILE", default_value = "flamegraph.svg")]
+    pub output: PathBuf,
+
+    /// Output format, overriding the one implied by the --output extension.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+
+    /// Leave kernel frames out.
+    #[arg(long, conflicts_with = "no_user")]
+    pub no_kernel: bool,
+
+    /// Leave user-space frames out (kernel stacks only).
+    #[arg(long)]
+    pub no_user: bool,
+
+    /// Root each stack at `threadname-PID/TID` instead of the process name, so every thread gets
+    /// its own tower.
+    #[arg(long)]
+    pub per_thread: bool,
+
+    /// Do not follow processes forked by the targets (with --pid or a COMMAND).
+    #[arg(long, conflicts_with = "all")]
+    pub no_inherit: bool,
+
+    /// Title of the flame graph.
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
+
+    /// BTF of the running kernel, for kernels built without /sys/kernel/btf/vmlinux (e.g. a file
+    /// from BTFHub).
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FormatArg {
+    /// An interactive SVG flame graph.
+    Svg,
+    /// Folded stacks, one `process;frame;..;frame COUNT` line per distinct stack.
+    Folded,
+}
+
+impl RecordArgs {
+    /// Validates the arguments and turns them into plain options.
+    pub fn into_options(self, verbosity: &Verbosity) -> Result<RecordOptions> {
+        let RecordArgs {
+            pid,
+            all,
+            command,
+            duration,
+            frequency,
+            output,
+            format,
+            no_kernel,
+            no_user,
+            per_thread,
+            no_inherit,
+            title,
+            btf,
+        } = self;
+        let target = match (pid.is_empty(), all, command.is_empty()) {
+            (false, false, true) => Target::Pids(pid),
+            (true, true, true) => Target::AllProcesses,
+            (true, false, false) => Target::Command(command),
+            // clap's "target" group already rejects these; kept so a change there cannot slip through.
+            _ => bail!("give exactly one target: --pid PID[,PID..], --all, or -- COMMAND [ARGS..]"),
+        };
+        let duration = match duration {
+            None => None,
+            Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+            Some(secs) => bail!("--duration must be a positive number of seconds, not {secs}"),
+        };
+        if frequency == 0 {
+            bail!("--frequency must be at least 1 sample per second");
+        }
+        let output = OutputTarget::from_arg(output);
+        let format = match format {
+            Some(FormatArg::Svg) => OutputFormat::Svg,
+            Some(FormatArg::Folded) => OutputFormat::Folded,
+            None => OutputFormat::from_target(&output)?,
+        };
+        Ok(RecordOptions {
+            target,
+            duration,
+            frequency_hz: frequency,
+            output,
+            format,
+            capture_kernel: !no_kernel,
+            capture_user: !no_user,
+            per_thread,
+            follow_children: !no_inherit,
+            title,
+            btf_path: btf,
+            quiet: verbosity.quiet,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks on every argument.
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<RecordOptions> {
+        let cli = Cli::try_parse_from(args)?;
+        let Command::Record(record) = cli.command;
+        record.into_options(&cli.verbosity)
+    }
+
+    /// Each target kind parses; a PID list splits on commas.
+    #[test]
+    fn parses_targets() {
+        let options = parse(&["emberprof", "record", "-p", "1,2", "-d", "1"]).expect("pids");
+        assert_eq!(options.target, Target::Pids(vec![1, 2]));
+        assert_eq!(options.duration, Some(Duration::from_secs(1)));
+        let options = parse(&["emberprof", "record", "--all"]).expect("all");
+        assert_eq!(options.target, Target::AllProcesses);
+        let options = parse(&["emberprof", "record", "--", "ls", "-l"]).expect("command");
+        assert_eq!(options.target, Target::Command(vec!["ls".into(), "-l".into()]));
+        assert_eq!(options.frequency_hz, 99);
+        assert_eq!(options.format, OutputFormat::Svg);
+    }
+
+    /// No target, or two kinds at once, is a usage error naming the choices.
+    #[test]
+    fn rejects_zero_or_two_targets() {
+        let none = Cli::try_parse_from(["emberprof", "record"]).expect_err("no target");
+        assert!(none.to_string().contains("--pid"), "{none}");
+        let two = Cli::try_parse_from(["emberprof", "record", "--all", "-p", "1"]).expect_err("two targets");
+        assert!(two.to_string().contains("cannot be used with"), "{two}");
+    }
+
+    /// Bad numbers are refused with the option's name.
+    #[test]
+    fn rejects_bad_numbers() {
+        let error = parse(&["emberprof", "record", "--all", "-d", "0"]).expect_err("zero duration");
+        assert!(error.to_string().contains("--duration"));
+        let error = parse(&["emberprof", "record", "--all", "-F", "0"]).expect_err("zero frequency");
+        assert!(error.to_string().contains("--frequency"));
+    }
+}

@@ -1,0 +1,211 @@
+//! `emberprof record`: checks, capture, symbolization, output, summary — the pipeline in order.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use emberprof_symbolizer::{Symbolizer, SymbolizerOptions};
+
+use crate::capture::{
+    self, Capture, ExitStatus, MapSizes, PausedCommand, ProcessWatch, RunningCommand, Sampler, SamplerConfig,
+    StopConditions, StopReason,
+};
+use crate::output::{fold, render_svg, FoldOptions, Folded, OutputFile, OutputFormat, OutputTarget};
+use crate::preflight;
+
+/// What to profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// These processes, all their threads, and (with `follow_children`) what they fork.
+    Pids(Vec<u32>),
+    /// Everything on every CPU.
+    AllProcesses,
+    /// A command launched by emberprof.
+    Command(Vec<OsString>),
+}
+
+/// Everything `record` needs, validated (see `cli.rs` for the command-line spelling of each).
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub target: Target,
+    /// `None`: until Ctrl-C or the targets end.
+    pub duration: Option<Duration>,
+    /// Samples per second per CPU. Default 99.
+    pub frequency_hz: u64,
+    pub output: OutputTarget,
+    pub format: OutputFormat,
+    pub capture_kernel: bool,
+    pub capture_user: bool,
+    /// Root stacks per thread. Default false.
+    pub per_thread: bool,
+    /// Processes forked by targets become targets. Default true.
+    pub follow_children: bool,
+    /// Flame graph title; `None` derives one from the target.
+    pub title: Option<String>,
+    /// Kernel BTF file; `None` uses /sys/kernel/btf/vmlinux.
+    pub btf_path: Option<PathBuf>,
+    /// No status line and no summary.
+    pub quiet: bool,
+}
+
+/// How long a launched command gets to exit after SIGTERM before it is killed.
+const COMMAND_TERM_GRACE: Duration = Duration::from_secs(2);
+
+pub fn run(options: RecordOptions) -> Result<ExitCode> {
+    preflight::check_privileges()?;
+    preflight::check_kernel()?;
+    preflight::check_frequency(options.frequency_hz)?;
+    let watches = match &options.target {
+        Target::Pids(pids) => pids.iter().map(|&pid| ProcessWatch::open(pid)).collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
+    let btf = preflight::load_btf(options.btf_path.as_deref())?;
+    let output = OutputFile::create(&options.output)?;
+    preflight::raise_file_limit();
+
+    let signal = Arc::new(AtomicUsize::new(0));
+    for number in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_usize(number, Arc::clone(&signal), number as usize)
+            .context("cannot install the signal handler")?;
+    }
+
+    // Forked before anything starts threads; held before exec until the sampler is attached.
+    let paused = match &options.target {
+        Target::Command(argv) => Some(PausedCommand::spawn(argv)?),
+        _ => None,
+    };
+    let mut symbolizer = Symbolizer::new(SymbolizerOptions::default()).context("cannot set up symbolization")?;
+    let target_pids = match (&options.target, &paused) {
+        (Target::Pids(pids), _) => Some(pids.clone()),
+        (Target::Command(_), Some(paused)) => Some(vec![paused.pid()]),
+        _ => None,
+    };
+    let mut sampler = Sampler::load(
+        &btf,
+        &SamplerConfig {
+            target_pids,
+            follow_children: options.follow_children,
+            capture_kernel: options.capture_kernel,
+            capture_user: options.capture_user,
+            map_sizes: MapSizes::default(),
+        },
+    )?;
+    sampler.attach(options.frequency_hz)?;
+    let mut command = paused.map(PausedCommand::start).transpose()?;
+
+    let capture = capture::record(
+        &mut sampler,
+        &mut symbolizer,
+        StopConditions { duration: options.duration, watches, command: command.as_mut(), signal: &signal },
+        !options.quiet,
+    )?;
+    drop(sampler); // frees the kernel maps
+
+    let folded = fold(&capture.samples, &mut symbolizer, FoldOptions { per_thread: options.per_thread });
+    let title = options.title.clone().unwrap_or_else(|| default_title(&options.target));
+    let format = options.format;
+    output.commit(|writer| write_output(&folded, format, &title, writer))?;
+    let post_processing = capture.stopped_at.elapsed();
+
+    let command_status = command.as_mut().map(finish_command).transpose()?;
+    if !options.quiet {
+        print_summary(&capture, &folded, post_processing, &options.output);
+        if let (Some(command), Some(status)) = (&command, command_status) {
+            eprintln!("emberprof: `{}` {status}", command.display());
+        }
+    }
+    Ok(match command_status {
+        Some(status) => ExitCode::from(status.shell_code()),
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn write_output(folded: &Folded, format: OutputFormat, title: &str, writer: &mut dyn Write) -> Result<()> {
+    let lines: Vec<String> = folded.lines().collect();
+    match format {
+        OutputFormat::Svg => render_svg(lines.iter().map(String::as_str), title, writer),
+        OutputFormat::Folded => {
+            for line in &lines {
+                writeln!(writer, "{line}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn default_title(target: &Target) -> String {
+    match target {
+        Target::Pids(pids) => {
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+            format!("CPU flame graph: PID {}", pids.join(", "))
+        }
+        Target::AllProcesses => "CPU flame graph: all processes".to_owned(),
+        Target::Command(argv) => {
+            let command: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+            format!("CPU flame graph: {}", command.join(" "))
+        }
+    }
+}
+
+/// A launched command still running when recording stops is asked to end with SIGTERM (timeout(1)'s
+/// behaviour), then killed if it does not.
+fn finish_command(command: &mut RunningCommand) -> Result<ExitStatus> {
+    if let Some(status) = command.try_wait()? {
+        return Ok(status);
+    }
+    command.signal(libc::SIGTERM);
+    let deadline = Instant::now() + COMMAND_TERM_GRACE;
+    while Instant::now() < deadline {
+        if let Some(status) = command.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    command.signal(libc::SIGKILL);
+    command.wait()
+}
+
+fn print_summary(capture: &Capture, folded: &Folded, post_processing: Duration, output: &OutputTarget) {
+    let stats = &capture.stats;
+    let lost = stats.lost() + capture.malformed_records;
+    let processes: HashSet<u32> = capture.samples.iter().map(|s| s.pid).collect();
+    let samples = folded.total_samples();
+    let stopped = match capture.stop_reason {
+        StopReason::DurationElapsed => "",
+        StopReason::Signal(_) => " (interrupted)",
+        StopReason::TargetsExited => " (targets exited)",
+        StopReason::CommandExited => " (command exited)",
+    };
+    if samples == 0 {
+        eprintln!("emberprof: no samples were collected (was the target idle?); wrote an empty {output}");
+    }
+    eprintln!(
+        "emberprof: {samples} samples ({lost} lost), {} distinct stacks, {} processes, {:.1} s{stopped}; \
+         output written {:.2} s after sampling stopped: {output}",
+        folded.stacks.len(),
+        processes.len(),
+        capture.recorded_for.as_secs_f64(),
+        post_processing.as_secs_f64(),
+    );
+    if stats.get(emberprof_bpf::Stat::Streamed) > 0 {
+        log::info!(
+            "{} samples went through the ring buffer (stack collisions {}, stack map full {}, count map full {})",
+            stats.get(emberprof_bpf::Stat::Streamed),
+            stats.get(emberprof_bpf::Stat::StreamStackCollision),
+            stats.get(emberprof_bpf::Stat::StreamStackMapFull),
+            stats.get(emberprof_bpf::Stat::StreamCountsFull),
+        );
+    }
+    for (reason, count) in &folded.unknown_frames {
+        log::info!("{count} sampled frames unnamed: {}", reason.describe());
+    }
+    if stats.unaccounted() != 0 {
+        log::warn!("{} BPF invocations unaccounted for (counter bug?)", stats.unaccounted());
+    }
+}

@@ -1,0 +1,18 @@
+//! The plain data that leaves the capture stage: one distinct stack of one thread, with how many
+//! samples hit it. Nothing here knows about BPF maps, and nothing downstream needs root.
+
+/// A distinct (thread, kernel stack, user stack) and its sample count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackSample {
+    pub pid: u32,
+    pub tid: u32,
+    /// Name of the process (its main thread), as `ps` shows it.
+    pub process_name: String,
+    /// Name of the sampled thread.
+    pub thread_name: String,
+    /// Kernel instruction pointers, innermost first; empty when the sample was in user mode.
+    pub kernel_ips: Vec<u64>,
+    /// User instruction pointers, innermost first.
+    pub user_ips: Vec<u64>,
+    pub count: u64,
+}

@@ -1,0 +1,28 @@
+//! Addresses to frames.
+//!
+//! The capture side tells this crate about each process the moment it first sees a sample of it
+//! ([`Symbolizer::process_seen`]); the crate then takes a [`ProcessSnapshot`] of the process's
+//! executable mappings and keeps an open file handle to every mapped module, so its frames can be
+//! named even after the process has exited. At the end, user addresses are normalized through the
+//! snapshot to (module, file offset) and symbolized with blazesym's ELF source (DWARF lines, inlined
+//! functions, demangling); kernel addresses with kallsyms. Results are cached per (module, offset) and
+//! per kernel address, and modules are shared between processes by (device, inode), so libc is parsed
+//! once however many processes map it.
+//!
+//! A frame that cannot be named is not an error: it comes back as [`Symbol::Unknown`] with the reason,
+//! printed `module+0xOFFSET`.
+
+mod error;
+mod frame;
+mod maps;
+mod modules;
+mod process;
+mod symbolize;
+mod vdso;
+
+pub use error::Error;
+pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
+pub use maps::{parse_maps, MapsEntry};
+pub use modules::{Module, ModuleId, ModuleTable};
+pub use process::{ProcessSnapshot, ProcessTable, UserLocation};
+pub use symbolize::{Symbolizer, SymbolizerOptions};

@@ -1,0 +1,116 @@
+//! The files that processes map executable code from, shared between processes.
+//!
+//! A module is opened once, through the first process seen mapping it, and the handle is kept for the
+//! whole session: the file stays readable when the process exits, when the file is deleted or replaced
+//! on disk, and when it lives only inside the process's mount namespace. Symbolization reads it as
+//! `/proc/self/fd/N`. Modules are keyed by (device, inode) so one libc serves every process.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::Error;
+
+/// Index of a module in its [`ModuleTable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModuleId(pub u32);
+
+#[derive(Debug)]
+pub struct Module {
+    /// Path as the process named it in its memory map (in its own mount namespace).
+    pub mapped_path: PathBuf,
+    /// Basename, as shown for frames that have no symbol: `libc.so.6+0x1234`.
+    pub display_name: Arc<str>,
+    /// Open handle; keeps the file alive and reachable.
+    file: File,
+}
+
+impl Module {
+    /// A path any code in this process can open to read the module, as long as the table lives.
+    pub fn readable_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// Every module seen in this session. Bounded by the number of distinct executable files mapped by the
+/// profiled processes (a few hundred on a busy machine); each costs one file descriptor.
+#[derive(Debug, Default)]
+pub struct ModuleTable {
+    modules: Vec<Module>,
+    by_file: HashMap<(u64, u64), ModuleId>,
+}
+
+impl ModuleTable {
+    pub fn get(&self, id: ModuleId) -> &Module {
+        &self.modules[id.0 as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.modules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty()
+    }
+
+    /// The module for file (`dev`, `inode`), opening it with `open` if it is new.
+    pub fn get_or_open(
+        &mut self,
+        dev: u64,
+        inode: u64,
+        mapped_path: &str,
+        open: impl FnOnce() -> Result<File, Error>,
+    ) -> Result<ModuleId, Error> {
+        if let Some(&id) = self.by_file.get(&(dev, inode)) {
+            return Ok(id);
+        }
+        let file = open()?;
+        let id = self.insert(mapped_path, file);
+        self.by_file.insert((dev, inode), id);
+        Ok(id)
+    }
+
+    /// Adds a module that is not keyed by a mapped file (the vDSO image).
+    pub fn insert(&mut self, mapped_path: &str, file: File) -> ModuleId {
+        let id = ModuleId(self.modules.len() as u32);
+        let mapped_path = PathBuf::from(mapped_path.trim_end_matches(" (deleted)"));
+        let display_name = display_name(&mapped_path);
+        self.modules.push(Module { mapped_path, display_name, file });
+        id
+    }
+}
+
+fn display_name(path: &Path) -> Arc<str> {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_else(|| path.to_string_lossy());
+    Arc::from(name.as_ref())
+}
+
+/// Opens a module mapped by `pid` at `start..end` from `mapped_path`.
+///
+/// `/proc/PID/map_files/` is the exact file the mapping came from, even when deleted or in another
+/// mount namespace, but needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE); without it, the path is opened
+/// through the process's root directory and accepted only if it is still the same inode.
+pub(crate) fn open_mapped_file(pid: u32, start: u64, end: u64, mapped_path: &str, inode: u64) -> Result<File, Error> {
+    let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+    if let Ok(file) = File::open(&map_file) {
+        return Ok(file);
+    }
+    let in_root = PathBuf::from(format!("/proc/{pid}/root{mapped_path}"));
+    let file = File::open(&in_root).map_err(|source| Error::OpenModule { pid, path: in_root.clone(), source })?;
+    let same_inode = file.metadata().map(|m| m.ino() == inode).unwrap_or(false);
+    if !same_inode {
+        return Err(Error::OpenModule {
+            pid,
+            path: in_root,
+            source: std::io::Error::other("the file on disk was replaced since the process mapped it"),
+        });
+    }
+    Ok(file)
+}

@@ -1,0 +1,136 @@
+//! Snapshots of processes' executable mappings, taken while each process is alive.
+
+use std::collections::HashMap;
+
+use crate::maps::{parse_maps, MapsEntry};
+use crate::modules::{open_mapped_file, ModuleId, ModuleTable};
+use crate::Error;
+
+/// One executable mapping of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    /// File offset of `start` within the module.
+    offset: u64,
+    module: ModuleId,
+}
+
+/// The executable, file-backed mappings of one process (plus its vDSO), sorted by address.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessSnapshot {
+    mappings: Vec<Mapping>,
+    /// Mappings whose file could not be opened, by display name, so their frames still say where they are.
+    unreadable: Vec<(u64, u64, u64, std::sync::Arc<str>)>,
+}
+
+/// Where a user address lies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserLocation {
+    /// In a module at a file offset.
+    Module { module: ModuleId, file_offset: u64 },
+    /// In a mapped file that could not be opened (named for display).
+    UnreadableModule { name: std::sync::Arc<str>, file_offset: u64 },
+    /// In no file-backed mapping of the snapshot.
+    Unmapped,
+}
+
+impl ProcessSnapshot {
+    pub fn locate(&self, address: u64) -> UserLocation {
+        let index = self.mappings.partition_point(|m| m.start <= address);
+        if let Some(mapping) = index.checked_sub(1).map(|i| &self.mappings[i]) {
+            if address < mapping.end {
+                return UserLocation::Module {
+                    module: mapping.module,
+                    file_offset: address - mapping.start + mapping.offset,
+                };
+            }
+        }
+        for (start, end, offset, name) in &self.unreadable {
+            if (*start..*end).contains(&address) {
+                return UserLocation::UnreadableModule { name: name.clone(), file_offset: address - start + offset };
+            }
+        }
+        UserLocation::Unmapped
+    }
+
+    pub fn mapping_count(&self) -> usize {
+        self.mappings.len()
+    }
+}
+
+/// Snapshots by PID.
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    processes: HashMap<u32, ProcessSnapshot>,
+    vdso: Option<ModuleId>,
+}
+
+impl ProcessTable {
+    pub fn new(vdso: Option<ModuleId>) -> Self {
+        ProcessTable { processes: HashMap::new(), vdso }
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&ProcessSnapshot> {
+        self.processes.get(&pid)
+    }
+
+    pub fn contains(&self, pid: u32) -> bool {
+        self.processes.contains_key(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
+
+    /// Reads `/proc/PID/maps` now and opens every module not yet in `modules`; replaces an earlier
+    /// snapshot of `pid`. Modules that cannot be opened are logged and left unreadable; only a process
+    /// that cannot be read at all (it has exited) is an error.
+    pub fn snapshot(&mut self, pid: u32, modules: &mut ModuleTable) -> Result<&ProcessSnapshot, Error> {
+        let path = format!("/proc/{pid}/maps");
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadMaps { pid, path: path.into(), source })?;
+        let snapshot = self.snapshot_from_entries(pid, parse_maps(&text), modules);
+        self.processes.insert(pid, snapshot);
+        Ok(&self.processes[&pid])
+    }
+
+    fn snapshot_from_entries(&self, pid: u32, entries: Vec<MapsEntry>, modules: &mut ModuleTable) -> ProcessSnapshot {
+        let mut snapshot = ProcessSnapshot::default();
+        for entry in entries.into_iter().filter(|e| e.executable) {
+            if entry.path == "[vdso]" {
+                if let Some(module) = self.vdso {
+                    snapshot.mappings.push(Mapping { start: entry.start, end: entry.end, offset: 0, module });
+                }
+                continue;
+            }
+            if entry.inode == 0 || !entry.path.starts_with('/') {
+                continue; // anonymous executable memory: JIT code, trampolines
+            }
+            let opened = modules.get_or_open(entry.dev, entry.inode, &entry.path, || {
+                open_mapped_file(pid, entry.start, entry.end, &entry.path, entry.inode)
+            });
+            match opened {
+                Ok(module) => snapshot.mappings.push(Mapping {
+                    start: entry.start,
+                    end: entry.end,
+                    offset: entry.offset,
+                    module,
+                }),
+                Err(error) => {
+                    log::debug!("{}", crate::error::chain(&error));
+                    let name = std::path::Path::new(&entry.path)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| entry.path.clone());
+                    snapshot.unreadable.push((entry.start, entry.end, entry.offset, name.into()));
+                }
+            }
+        }
+        snapshot.mappings.sort_by_key(|m| m.start);
+        snapshot
+    }
+}

@@ -1,0 +1,222 @@
+//! Batch symbolization with caches, over blazesym.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized};
+use blazesym::MaybeDefault;
+
+use crate::frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
+use crate::modules::{ModuleId, ModuleTable};
+use crate::process::{ProcessTable, UserLocation};
+use crate::Error;
+
+/// What to put in frames. Defaults: inlined functions as their own frames, no source lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SymbolizerOptions {
+    /// Report functions inlined at an address as frames of their own (kind [`FrameKind::Inlined`]).
+    pub inlined_functions: bool,
+    /// Append ` (file:line)` to each frame name when debug info has it.
+    pub source_lines: bool,
+}
+
+impl Default for SymbolizerOptions {
+    fn default() -> Self {
+        SymbolizerOptions { inlined_functions: true, source_lines: false }
+    }
+}
+
+pub struct Symbolizer {
+    options: SymbolizerOptions,
+    blaze: blazesym::symbolize::Symbolizer,
+    modules: ModuleTable,
+    processes: ProcessTable,
+    /// By (module, file offset looked up).
+    user_cache: HashMap<(ModuleId, u64), Symbol>,
+    /// By kernel address looked up.
+    kernel_cache: HashMap<u64, Symbol>,
+    /// Processes whose memory map was re-read for an address outside the snapshot (a library loaded
+    /// after the first sample); once each, so a truly unmapped address costs one re-read, not one per
+    /// sample.
+    refreshed: HashSet<u32>,
+}
+
+impl Symbolizer {
+    pub fn new(options: SymbolizerOptions) -> Result<Self, Error> {
+        let mut modules = ModuleTable::default();
+        let vdso = crate::vdso::extract_vdso()?.map(|file| modules.insert("[vdso]", file));
+        let blaze = blazesym::symbolize::Symbolizer::builder()
+            .enable_code_info(options.source_lines)
+            .enable_inlined_fns(options.inlined_functions)
+            .enable_demangling(true)
+            .build();
+        Ok(Symbolizer {
+            options,
+            blaze,
+            modules,
+            processes: ProcessTable::new(vdso),
+            user_cache: HashMap::new(),
+            kernel_cache: HashMap::new(),
+            refreshed: HashSet::new(),
+        })
+    }
+
+    /// Called when a process is first sampled: snapshots its mappings while it is alive. A second call
+    /// for the same PID keeps the first snapshot.
+    pub fn process_seen(&mut self, pid: u32) -> Result<(), Error> {
+        if self.processes.contains(pid) {
+            return Ok(());
+        }
+        self.processes.snapshot(pid, &mut self.modules).map(|_| ())
+    }
+
+    pub fn modules(&self) -> &ModuleTable {
+        &self.modules
+    }
+
+    pub fn processes(&self) -> &ProcessTable {
+        &self.processes
+    }
+
+    /// Symbolizes user addresses of the given processes; one result per input, in order.
+    pub fn symbolize_user(&mut self, addresses: &[(u32, FrameAddress)]) -> Vec<Symbol> {
+        let locations: Vec<UserLocation> =
+            addresses.iter().map(|&(pid, address)| self.locate_user(pid, address.lookup_address())).collect();
+
+        let mut misses: HashMap<ModuleId, Vec<u64>> = HashMap::new();
+        for location in &locations {
+            if let UserLocation::Module { module, file_offset } = *location {
+                if !self.user_cache.contains_key(&(module, file_offset)) {
+                    misses.entry(module).or_default().push(file_offset);
+                }
+            }
+        }
+        for (module, mut offsets) in misses {
+            offsets.sort_unstable();
+            offsets.dedup();
+            self.symbolize_module(module, &offsets);
+        }
+
+        locations
+            .into_iter()
+            .zip(addresses)
+            .map(|(location, &(pid, address))| match location {
+                UserLocation::Module { module, file_offset } => self.user_cache[&(module, file_offset)].clone(),
+                UserLocation::UnreadableModule { name, file_offset } => {
+                    Symbol::Unknown { module: Some(name), offset: file_offset, reason: UnknownReason::ModuleUnreadable }
+                }
+                UserLocation::Unmapped => {
+                    let reason = if self.processes.contains(pid) {
+                        UnknownReason::NotInModule
+                    } else {
+                        UnknownReason::ProcessNotSnapshotted
+                    };
+                    Symbol::Unknown { module: None, offset: address.lookup_address(), reason }
+                }
+            })
+            .collect()
+    }
+
+    /// Symbolizes kernel addresses with kallsyms; one result per input, in order.
+    pub fn symbolize_kernel(&mut self, addresses: &[FrameAddress]) -> Vec<Symbol> {
+        let mut misses: Vec<u64> = addresses
+            .iter()
+            .map(|a| a.lookup_address())
+            .filter(|a| !self.kernel_cache.contains_key(a))
+            .collect();
+        misses.sort_unstable();
+        misses.dedup();
+        if !misses.is_empty() {
+            let source = Source::Kernel(Kernel {
+                // kallsyms only: searching the disk for a vmlinux image is slow and rarely fruitful.
+                vmlinux: MaybeDefault::None,
+                debug_syms: false,
+                ..Kernel::default()
+            });
+            let results = self.blaze.symbolize(&source, Input::AbsAddr(&misses));
+            let options = self.options;
+            for (index, &address) in misses.iter().enumerate() {
+                let symbol = match &results {
+                    Ok(results) => match &results[index] {
+                        Symbolized::Sym(sym) => Symbol::Named(frames_of(sym, FrameKind::Kernel, options)),
+                        Symbolized::Unknown(_) => unknown_kernel(address),
+                    },
+                    Err(error) => {
+                        log::debug!("kernel symbolization failed: {error}");
+                        unknown_kernel(address)
+                    }
+                };
+                self.kernel_cache.insert(address, symbol);
+            }
+        }
+        addresses.iter().map(|a| self.kernel_cache[&a.lookup_address()].clone()).collect()
+    }
+
+    fn locate_user(&mut self, pid: u32, address: u64) -> UserLocation {
+        let location = match self.processes.get(pid) {
+            Some(snapshot) => snapshot.locate(address),
+            None => UserLocation::Unmapped,
+        };
+        if location != UserLocation::Unmapped || !self.refreshed.insert(pid) {
+            return location;
+        }
+        // Not found: the process may have mapped it after its snapshot, or never been snapshotted.
+        match self.processes.snapshot(pid, &mut self.modules) {
+            Ok(snapshot) => snapshot.locate(address),
+            Err(_) => UserLocation::Unmapped, // gone: nothing more to learn
+        }
+    }
+
+    fn symbolize_module(&mut self, module_id: ModuleId, offsets: &[u64]) {
+        let module = self.modules.get(module_id);
+        let source = Source::Elf(Elf::new(module.readable_path()));
+        let display_name = module.display_name.clone();
+        let results = self.blaze.symbolize(&source, Input::FileOffset(offsets));
+        let options = self.options;
+        if let Err(error) = &results {
+            log::warn!("cannot symbolize {}: {error}", module.mapped_path.display());
+        }
+        for (index, &offset) in offsets.iter().enumerate() {
+            let symbol = match &results {
+                Ok(results) => match &results[index] {
+                    Symbolized::Sym(sym) => Symbol::Named(frames_of(sym, FrameKind::User, options)),
+                    Symbolized::Unknown(_) => {
+                        Symbol::Unknown { module: Some(display_name.clone()), offset, reason: UnknownReason::NoSymbol }
+                    }
+                },
+                Err(_) => Symbol::Unknown {
+                    module: Some(display_name.clone()),
+                    offset,
+                    reason: UnknownReason::ModuleUnreadable,
+                },
+            };
+            self.user_cache.insert((module_id, offset), symbol);
+        }
+    }
+}
+
+fn unknown_kernel(address: u64) -> Symbol {
+    Symbol::Unknown { module: None, offset: address, reason: UnknownReason::UnknownKernelAddress }
+}
+
+/// The function at the address, then the functions inlined into it, outermost first.
+fn frames_of(sym: &Sym<'_>, kind: FrameKind, options: SymbolizerOptions) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(1 + sym.inlined.len());
+    let outer_location = if sym.inlined.is_empty() { sym.code_info.as_deref() } else { None };
+    frames.push(Frame { name: frame_name(&sym.name, outer_location, options), kind });
+    if options.inlined_functions {
+        let inlined_kind = if kind == FrameKind::Kernel { FrameKind::Kernel } else { FrameKind::Inlined };
+        for inlined in sym.inlined.iter() {
+            frames.push(Frame { name: frame_name(&inlined.name, inlined.code_info.as_ref(), options), kind: inlined_kind });
+        }
+    }
+    frames
+}
+
+fn frame_name(name: &str, location: Option<&CodeInfo<'_>>, options: SymbolizerOptions) -> Arc<str> {
+    match location.filter(|_| options.source_lines) {
+        Some(CodeInfo { file, line: Some(line), .. }) => Arc::from(format!("{name} ({}:{line})", file.to_string_lossy())),
+        _ => Arc::from(name),
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: run the real `emberprof` binary, as a user would, against the workloads in
+//! `examples/`, and check what comes out. Tests that sample need root (CI runs them as root); without
+//! it they fail, saying how to run them, rather than pass silently.
+
+mod errors;
+mod record;
+mod support;
