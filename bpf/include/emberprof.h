@@ -56,12 +56,21 @@ enum record_kind {
 	RECORD_PROCESS_SEEN = 1,
 	/* One sample that could not be counted in the maps (stack-map collision, count map full). */
 	RECORD_SAMPLE = 2,
+	/* A key was added to the `counts` map: userspace symbolizes its stacks while recording, so the
+	 * output is ready soon after sampling stops. */
+	RECORD_NEW_KEY = 3,
 };
 
 struct process_seen_record {
 	__u32 kind; /* RECORD_PROCESS_SEEN */
 	__u32 tgid;
 	char process_comm[COMM_LEN];
+};
+
+struct new_key_record {
+	__u32 kind; /* RECORD_NEW_KEY */
+	__u32 _pad;
+	struct sample_key key;
 };
 
 struct sample_record {
@@ -98,6 +107,7 @@ enum stat {
 	STAT_PROCESS_SEEN_LOST,    /* a first-sample notice did not fit the ring buffer */
 	STAT_CHILD_FOLLOWED,       /* a forked child of a target became a target */
 	STAT_CHILD_NOT_FOLLOWED,   /* ... but `target_tgids` was full */
+	STAT_NEW_KEY_LOST,         /* a new-key notice did not fit the ring buffer (symbolized at the end) */
 	STAT_COUNT,
 };
 
@@ -106,6 +116,7 @@ _Static_assert(sizeof(struct config) == 24, "struct config layout");
 _Static_assert(sizeof(struct sample_key) == 48, "struct sample_key layout");
 _Static_assert(sizeof(struct process_seen_record) == 24, "struct process_seen_record layout");
 _Static_assert(sizeof(struct sample_record) == 16 + 48 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
-_Static_assert(STAT_COUNT == 14, "enum stat: update Stat in bpf/src/lib.rs");
+_Static_assert(sizeof(struct new_key_record) == 56, "struct new_key_record layout");
+_Static_assert(STAT_COUNT == 15, "enum stat: update Stat in bpf/src/lib.rs");
 
 #endif /* EMBERPROF_H */

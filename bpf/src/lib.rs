@@ -57,6 +57,16 @@ pub struct SampleKey {
 /// `enum record_kind`.
 pub const RECORD_PROCESS_SEEN: u32 = 1;
 pub const RECORD_SAMPLE: u32 = 2;
+pub const RECORD_NEW_KEY: u32 = 3;
+
+/// `struct new_key_record`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NewKeyRecord {
+    pub kind: u32,
+    pub _pad: u32,
+    pub key: SampleKey,
+}
 
 /// `struct process_seen_record`.
 #[repr(C)]
@@ -98,11 +108,12 @@ pub enum Stat {
     ProcessSeenLost,
     ChildFollowed,
     ChildNotFollowed,
+    NewKeyLost,
 }
 
 impl Stat {
     /// Number of slots (`STAT_COUNT`).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Samples,
         Stat::Idle,
@@ -118,6 +129,7 @@ impl Stat {
         Stat::ProcessSeenLost,
         Stat::ChildFollowed,
         Stat::ChildNotFollowed,
+        Stat::NewKeyLost,
     ];
 }
 
@@ -131,7 +143,8 @@ const _: () = {
     assert!(size_of::<SampleKey>() == 48);
     assert!(size_of::<ProcessSeenRecord>() == 24);
     assert!(size_of::<SampleRecord>() == 16 + 48 + 2 * 8 * MAX_STACK_DEPTH);
-    assert!(Stat::ALL.len() == Stat::ChildNotFollowed as usize + 1);
+    assert!(size_of::<NewKeyRecord>() == 56);
+    assert!(Stat::ALL.len() == Stat::NewKeyLost as usize + 1);
 };
 
 /// Decodes a ring-buffer record. Records are written by our own BPF program, so a short or unknown one
@@ -140,6 +153,7 @@ const _: () = {
 pub enum Record<'a> {
     ProcessSeen(ProcessSeenRecord),
     Sample(&'a SampleRecord),
+    NewKey(SampleKey),
 }
 
 impl<'a> Record<'a> {
@@ -150,6 +164,11 @@ impl<'a> Record<'a> {
                 // SAFETY: length checked; read_unaligned copes with any alignment; POD type.
                 let record = unsafe { bytes.as_ptr().cast::<ProcessSeenRecord>().read_unaligned() };
                 Some(Record::ProcessSeen(record))
+            }
+            RECORD_NEW_KEY if bytes.len() >= size_of::<NewKeyRecord>() => {
+                // SAFETY: length checked; read_unaligned copes with any alignment; POD type.
+                let record = unsafe { bytes.as_ptr().cast::<NewKeyRecord>().read_unaligned() };
+                Some(Record::NewKey(record.key))
             }
             RECORD_SAMPLE if bytes.len() >= size_of::<SampleRecord>() => {
                 let ptr = bytes.as_ptr().cast::<SampleRecord>();

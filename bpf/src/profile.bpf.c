@@ -148,6 +148,21 @@ static __always_inline void stream_sample(struct bpf_perf_event_data *ctx, const
 	stat_inc(STAT_STREAMED);
 }
 
+/* Tell userspace about a new key so it can symbolize the stacks while sampling goes on. Optional: a
+ * key whose notice is lost is symbolized when the maps are read at the end. */
+static __always_inline void announce_key(const struct sample_key *key)
+{
+	struct new_key_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	if (!rec) {
+		stat_inc(STAT_NEW_KEY_LOST);
+		return;
+	}
+	rec->kind = RECORD_NEW_KEY;
+	rec->_pad = 0;
+	rec->key = *key;
+	bpf_ringbuf_submit(rec, 0);
+}
+
 /* Add one to the key's count. Two CPUs can insert the same new key at once: the loser of the
  * BPF_NOEXIST race sees -EEXIST and adds to the winner's slot, so no increment is lost. */
 static __always_inline int count_sample(const struct sample_key *key)
@@ -159,6 +174,10 @@ static __always_inline int count_sample(const struct sample_key *key)
 	}
 	__u64 one = 1;
 	long err = bpf_map_update_elem(&counts, key, &one, BPF_NOEXIST);
+	if (err == 0) {
+		announce_key(key);
+		return 0;
+	}
 	if (err == -EEXIST) {
 		count = bpf_map_lookup_elem(&counts, key);
 		if (count) {
@@ -166,7 +185,7 @@ static __always_inline int count_sample(const struct sample_key *key)
 			return 0;
 		}
 	}
-	return err ? -1 : 0;
+	return -1;
 }
 
 SEC("perf_event")

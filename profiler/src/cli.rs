@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+use crate::capture::MapSizes;
 use crate::output::{OutputFormat, OutputTarget};
 use crate::record::{RecordOptions, Target};
 
@@ -109,9 +110,20 @@ pub struct RecordArgs {
     #[arg(long, value_name = "TEXT")]
     pub title: Option<String>,
 
+    /// Entries of the kernel's stack map (distinct kernel and user stacks). When it is full, further
+    /// new stacks are streamed to emberprof one sample at a time instead: nothing is lost, but each
+    /// such sample costs more.
+    #[arg(long, value_name = "N", default_value_t = MapSizes::default().stacks, help_heading = "Advanced")]
+    pub stack_map_entries: u32,
+
+    /// Entries of the kernel's count map (distinct thread + stack pairs); beyond it, samples are
+    /// streamed as with --stack-map-entries.
+    #[arg(long, value_name = "N", default_value_t = MapSizes::default().counts, help_heading = "Advanced")]
+    pub count_map_entries: u32,
+
     /// BTF of the running kernel, for kernels built without /sys/kernel/btf/vmlinux (e.g. a file
     /// from BTFHub).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Advanced")]
     pub btf: Option<PathBuf>,
 }
 
@@ -139,8 +151,13 @@ impl RecordArgs {
             per_thread,
             no_inherit,
             title,
+            stack_map_entries,
+            count_map_entries,
             btf,
         } = self;
+        if stack_map_entries == 0 || count_map_entries == 0 {
+            bail!("--stack-map-entries and --count-map-entries must be at least 1");
+        }
         let target = match (pid.is_empty(), all, command.is_empty()) {
             (false, false, true) => Target::Pids(pid),
             (true, true, true) => Target::AllProcesses,
@@ -174,6 +191,7 @@ impl RecordArgs {
             follow_children: !no_inherit,
             title,
             btf_path: btf,
+            map_sizes: MapSizes { stacks: stack_map_entries, counts: count_map_entries, ..MapSizes::default() },
             quiet: verbosity.quiet,
         })
     }

@@ -10,6 +10,7 @@ mod output;
 mod preflight;
 mod record;
 mod sample;
+mod symbols;
 
 use std::process::ExitCode;
 

@@ -50,6 +50,8 @@ pub struct RecordOptions {
     pub title: Option<String>,
     /// Kernel BTF file; `None` uses /sys/kernel/btf/vmlinux.
     pub btf_path: Option<PathBuf>,
+    /// Sizes of the kernel maps. Default [`MapSizes::default`].
+    pub map_sizes: MapSizes,
     /// No status line and no summary.
     pub quiet: bool,
 }
@@ -93,10 +95,13 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
             follow_children: options.follow_children,
             capture_kernel: options.capture_kernel,
             capture_user: options.capture_user,
-            map_sizes: MapSizes::default(),
+            map_sizes: options.map_sizes,
         },
     )?;
     sampler.attach(options.frequency_hz)?;
+    // The parsed kernel BTF (tens of MB) is only needed to load the programs.
+    drop(btf);
+    release_free_memory();
     let mut command = paused.map(PausedCommand::start).transpose()?;
 
     let capture = capture::record(
@@ -106,8 +111,10 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         !options.quiet,
     )?;
     drop(sampler); // frees the kernel maps
+    log::debug!("maps read and released {:?} after stop", capture.stopped_at.elapsed());
 
     let folded = fold(&capture.samples, &mut symbolizer, FoldOptions { per_thread: options.per_thread });
+    log::debug!("folded {} samples in {:?} after stop", capture.samples.len(), capture.stopped_at.elapsed());
     let title = options.title.clone().unwrap_or_else(|| default_title(&options.target));
     let format = options.format;
     output.commit(|writer| write_output(&folded, format, &title, writer))?;
@@ -124,6 +131,12 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         Some(status) => ExitCode::from(status.shell_code()),
         None => ExitCode::SUCCESS,
     })
+}
+
+/// Hands memory freed on the heap back to the kernel, so peak RSS reflects what is in use.
+fn release_free_memory() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
 }
 
 fn write_output(folded: &Folded, format: OutputFormat, title: &str, writer: &mut dyn Write) -> Result<()> {
@@ -187,7 +200,7 @@ fn print_summary(capture: &Capture, folded: &Folded, post_processing: Duration, 
     }
     eprintln!(
         "emberprof: {samples} samples ({lost} lost), {} distinct stacks, {} processes, {:.1} s{stopped}; \
-         output written {:.2} s after sampling stopped: {output}",
+         output written {:.3} s after sampling stopped: {output}",
         folded.stacks.len(),
         processes.len(),
         capture.recorded_for.as_secs_f64(),

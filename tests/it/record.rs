@@ -57,6 +57,7 @@ fn launch_mode_profiles_command_and_returns_its_status() {
     assert!(started.elapsed() < Duration::from_secs(10), "capture did not end with the command");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("exited with status 7"), "{stderr}");
+    assert!(!stderr.contains("unaccounted"), "{stderr}");
     assert_burn_profile(&read_folded(&out));
 }
 
@@ -175,7 +176,7 @@ fn signals_stop_recording_and_write_output() {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         let dir = scratch();
         let out = out_path(&dir, "interrupted.folded");
-        let mut child = emberprof()
+        let child = emberprof()
             .args(["record", "-p", &workload.pid().to_string(), "-o", out.to_str().unwrap()])
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -212,6 +213,23 @@ fn empty_capture_writes_valid_output() {
     assert_eq!(std::fs::read_to_string(&folded).expect("folded written"), "");
     let _ = idle.kill();
     let _ = idle.wait();
+}
+
+/// With maps far too small for the workload, samples go through the ring buffer instead of being
+/// lost: the profile is as right as with roomy maps, and the BPF counters account for every sample.
+#[test]
+fn tiny_maps_stream_samples_instead_of_losing_them() {
+    let _kernel = kernel_test();
+    let workload = Workload::start("burn", &["10"]);
+    let pid = workload.pid().to_string();
+    let output = run_ok(&[
+        "-v", "record", "-p", &pid, "-d", "3", "-F", "999", "--stack-map-entries", "2", "--count-map-entries", "2", "-o", "-",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("went through the ring buffer"), "{stderr}");
+    assert!(stderr.contains("(0 lost)"), "{stderr}");
+    assert!(!stderr.contains("unaccounted"), "{stderr}");
+    assert_burn_profile(&parse_folded(&String::from_utf8_lossy(&output.stdout)));
 }
 
 /// A target that exits ends the capture early, keeping its samples.

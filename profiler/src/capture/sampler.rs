@@ -29,8 +29,11 @@ pub struct MapSizes {
 impl Default for MapSizes {
     fn default() -> Self {
         // ~16 MiB of stacks (127 frames x 8 bytes each), ~6 MiB of counts: room for minutes of a busy
-        // system before anything has to be streamed.
-        MapSizes { stacks: 16 * 1024, counts: 64 * 1024, ring_buffer_bytes: 8 << 20, targets: 8 * 1024 }
+        // system before anything has to be streamed. The ring buffer is drained every 100 ms; 1 MiB
+        // holds 500 streamed samples, more than two CPUs produce at 999 Hz in that time. Its pages
+        // are mapped into emberprof twice (the kernel's wrap-around trick), so every MiB here is
+        // 2 MiB of resident memory.
+        MapSizes { stacks: 16 * 1024, counts: 64 * 1024, ring_buffer_bytes: 1 << 20, targets: 8 * 1024 }
     }
 }
 
@@ -146,46 +149,44 @@ impl Sampler {
         Ok(totals)
     }
 
-    /// Every counted key with its count, and the stacks their ids refer to (innermost frame first).
-    pub fn read_counts(&self) -> Result<CountedStacks> {
+    /// Every counted key with its count.
+    pub fn read_counts(&self) -> Result<Vec<(SampleKey, u64)>> {
         let counts: HashMap<_, SampleKey, u64> = HashMap::try_from(
             self.ebpf.map(names::COUNTS).ok_or_else(|| anyhow!("BPF object has no map {}", names::COUNTS))?,
         )?;
+        counts.iter().map(|entry| entry.context("cannot read the counts map")).collect()
+    }
+
+    /// Makes sure `cache` holds the frames of stack `id` (a no-op for ids that are not map ids).
+    pub fn load_stack(&self, id: i32, cache: &mut StackCache) -> Result<()> {
+        if id < 0 || cache.stacks.contains_key(&id) {
+            return Ok(());
+        }
         let stacks: StackTraceMap<_> = StackTraceMap::try_from(
             self.ebpf.map(names::STACKS).ok_or_else(|| anyhow!("BPF object has no map {}", names::STACKS))?,
         )?;
-        let mut result = CountedStacks::default();
-        for entry in counts.iter() {
-            let (key, count) = entry.context("cannot read the counts map")?;
-            for id in [key.kernel_stack_id, key.user_stack_id] {
-                if id >= 0 && !result.stacks.contains_key(&id) {
-                    let frames = match stacks.get(&(id as u32), 0) {
-                        Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
-                        // Cannot happen without BPF_F_REUSE_STACKID or deletions; keep the sample.
-                        Err(error) => {
-                            log::warn!("stack {id} vanished from the stack map: {error}");
-                            Vec::new()
-                        }
-                    };
-                    result.stacks.insert(id, frames);
-                }
+        let frames = match stacks.get(&(id as u32), 0) {
+            Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
+            // Cannot happen without BPF_F_REUSE_STACKID or deletions; keep the sample, without this stack.
+            Err(error) => {
+                log::warn!("stack {id} vanished from the stack map: {error}");
+                Vec::new()
             }
-            result.counts.push((key, count));
-        }
-        Ok(result)
+        };
+        cache.stacks.insert(id, frames);
+        Ok(())
     }
 }
 
-/// The contents of the `counts` and `stacks` maps.
+/// Stacks read from the stack map, by id. An id's frames never change while the map lives (no
+/// BPF_F_REUSE_STACKID, no deletions), so each is read once.
 #[derive(Debug, Default)]
-pub struct CountedStacks {
-    pub counts: Vec<(SampleKey, u64)>,
-    /// Stack id to frames, innermost first.
-    pub stacks: StdHashMap<i32, Vec<u64>>,
+pub struct StackCache {
+    stacks: StdHashMap<i32, Vec<u64>>,
 }
 
-impl CountedStacks {
-    /// The frames of a stack id; empty for [`STACK_ID_NONE`] or an id that could not be read.
+impl StackCache {
+    /// The frames of a stack id, innermost first; empty for [`STACK_ID_NONE`] or an id not loaded.
     pub fn frames(&self, id: i32) -> &[u64] {
         if id == STACK_ID_NONE {
             return &[];

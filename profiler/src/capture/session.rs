@@ -12,15 +12,18 @@ use emberprof_bpf::{comm_to_string, Record, SampleKey, STACK_ID_IN_RECORD};
 use emberprof_symbolizer::Symbolizer;
 
 use super::launch::RunningCommand;
-use super::sampler::{CountedStacks, Sampler};
+use super::sampler::{Sampler, StackCache};
 use super::stats::BpfStats;
 use super::targets::ProcessWatch;
 use crate::sample::StackSample;
+use crate::symbols::symbolize_stacks;
 
 /// How often the loop wakes without ring-buffer activity, to check the clock, targets and signals.
 const TICK: Duration = Duration::from_millis(100);
 /// How often the status line is redrawn.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+/// How often stacks first seen since the last round are symbolized while recording.
+const SYMBOLIZE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What ends a recording besides a signal.
 pub struct StopConditions<'a> {
@@ -67,10 +70,17 @@ pub fn record(
     let mut streamed: HashMap<StreamedKey, u64> = HashMap::new();
     let mut malformed_records = 0;
     let mut last_status = started;
+    let mut stack_cache = StackCache::default();
+    let mut new_keys = Vec::new();
+    let mut last_symbolized = started;
 
     let stop_reason = loop {
         wait_readable(sampler.records_fd(), next_wakeup(started, stop.duration));
-        drain(sampler, symbolizer, &mut streamed, &mut malformed_records);
+        drain(sampler, symbolizer, &mut streamed, &mut new_keys, &mut malformed_records);
+        if last_symbolized.elapsed() >= SYMBOLIZE_INTERVAL && !new_keys.is_empty() {
+            symbolize_new_keys(sampler, symbolizer, &mut stack_cache, &mut new_keys)?;
+            last_symbolized = Instant::now();
+        }
 
         if let Some(signal) = match stop.signal.load(Ordering::Relaxed) {
             0 => None,
@@ -101,11 +111,19 @@ pub fn record(
         eprint!("\r\x1b[2K");
     }
     // Records written before the detach are still in the ring buffer.
-    drain(sampler, symbolizer, &mut streamed, &mut malformed_records);
+    drain(sampler, symbolizer, &mut streamed, &mut new_keys, &mut malformed_records);
 
     let stats = sampler.stats()?;
     let counted = sampler.read_counts()?;
-    let samples = to_samples(&counted, streamed);
+    for (key, _) in &counted {
+        sampler.load_stack(key.kernel_stack_id, &mut stack_cache)?;
+        sampler.load_stack(key.user_stack_id, &mut stack_cache)?;
+    }
+    for (key, _, _) in streamed.keys() {
+        sampler.load_stack(key.kernel_stack_id, &mut stack_cache)?;
+        sampler.load_stack(key.user_stack_id, &mut stack_cache)?;
+    }
+    let samples = to_samples(&stack_cache, &counted, streamed);
     Ok(Capture { samples, stats, recorded_for, stop_reason, stopped_at, malformed_records })
 }
 
@@ -127,11 +145,13 @@ fn drain(
     sampler: &mut Sampler,
     symbolizer: &mut Symbolizer,
     streamed: &mut HashMap<StreamedKey, u64>,
+    new_keys: &mut Vec<SampleKey>,
     malformed: &mut u64,
 ) {
     let mut new_processes = Vec::new();
     sampler.drain_records(|bytes| match Record::parse(bytes) {
         Some(Record::ProcessSeen(record)) => new_processes.push(record.tgid),
+        Some(Record::NewKey(key)) => new_keys.push(key),
         Some(Record::Sample(record)) => {
             let kernel = inline_stack(record.key.kernel_stack_id, &record.kernel_ips, record.kernel_len);
             let user = inline_stack(record.key.user_stack_id, &record.user_ips, record.user_len);
@@ -147,6 +167,27 @@ fn drain(
     }
 }
 
+/// Symbolizes the stacks of keys first counted since the last round, while their processes are alive
+/// and while sampling goes on, so that little is left to do when it stops.
+fn symbolize_new_keys(
+    sampler: &Sampler,
+    symbolizer: &mut Symbolizer,
+    stack_cache: &mut StackCache,
+    new_keys: &mut Vec<SampleKey>,
+) -> Result<()> {
+    for key in new_keys.iter() {
+        sampler.load_stack(key.kernel_stack_id, stack_cache)?;
+        sampler.load_stack(key.user_stack_id, stack_cache)?;
+    }
+    let samples: Vec<StackSample> = new_keys
+        .drain(..)
+        .map(|key| to_sample(&key, stack_cache.frames(key.kernel_stack_id).to_vec(), stack_cache.frames(key.user_stack_id).to_vec(), 0))
+        .collect();
+    // The result is dropped: the point is the symbolizer's caches.
+    symbolize_stacks(&samples, symbolizer);
+    Ok(())
+}
+
 fn inline_stack(id: i32, ips: &[u64], len: u32) -> Vec<u64> {
     if id == STACK_ID_IN_RECORD {
         ips[..(len as usize).min(ips.len())].to_vec()
@@ -155,10 +196,10 @@ fn inline_stack(id: i32, ips: &[u64], len: u32) -> Vec<u64> {
     }
 }
 
-fn to_samples(counted: &CountedStacks, streamed: HashMap<StreamedKey, u64>) -> Vec<StackSample> {
-    let stack = |id: i32, inline: Vec<u64>| if id == STACK_ID_IN_RECORD { inline } else { counted.frames(id).to_vec() };
-    let from_counts = counted.counts.iter().map(|(key, count)| {
-        to_sample(key, counted.frames(key.kernel_stack_id).to_vec(), counted.frames(key.user_stack_id).to_vec(), *count)
+fn to_samples(stacks: &StackCache, counted: &[(SampleKey, u64)], streamed: HashMap<StreamedKey, u64>) -> Vec<StackSample> {
+    let stack = |id: i32, inline: Vec<u64>| if id == STACK_ID_IN_RECORD { inline } else { stacks.frames(id).to_vec() };
+    let from_counts = counted.iter().map(|(key, count)| {
+        to_sample(key, stacks.frames(key.kernel_stack_id).to_vec(), stacks.frames(key.user_stack_id).to_vec(), *count)
     });
     let from_stream = streamed.into_iter().map(|((key, kernel, user), count)| {
         to_sample(&key, stack(key.kernel_stack_id, kernel), stack(key.user_stack_id, user), count)

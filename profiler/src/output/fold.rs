@@ -2,12 +2,13 @@
 //! User frames come first (outermost first), then kernel frames suffixed `_[k]`; inlined functions are
 //! suffixed `_[i]`. Lines are kept sorted so output is deterministic.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use emberprof_symbolizer::{FrameAddress, FrameKind, Symbol, Symbolizer, UnknownReason};
+use emberprof_symbolizer::{FrameKind, Symbol, Symbolizer, UnknownReason};
 
 use crate::sample::StackSample;
+use crate::symbols::symbolize_stacks;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FoldOptions {
@@ -35,19 +36,9 @@ impl Folded {
     }
 }
 
-/// Symbolizes every address of `samples` (in two batches, one per address space kind) and folds.
+/// Symbolizes every address of `samples` (see [`symbolize_stacks`]) and folds.
 pub fn fold(samples: &[StackSample], symbolizer: &mut Symbolizer, options: FoldOptions) -> Folded {
-    let user_addresses: Vec<(u32, FrameAddress)> = unique(samples.iter().flat_map(|s| {
-        s.user_ips.iter().enumerate().map(|(i, &ip)| (s.pid, FrameAddress::from_stack_index(i, ip)))
-    }));
-    let kernel_addresses: Vec<FrameAddress> = unique(
-        samples.iter().flat_map(|s| s.kernel_ips.iter().enumerate().map(|(i, &ip)| FrameAddress::from_stack_index(i, ip))),
-    );
-    let user_symbols: HashMap<(u32, FrameAddress), Symbol> =
-        user_addresses.iter().copied().zip(symbolizer.symbolize_user(&user_addresses)).collect();
-    let kernel_symbols: HashMap<FrameAddress, Symbol> =
-        kernel_addresses.iter().copied().zip(symbolizer.symbolize_kernel(&kernel_addresses)).collect();
-
+    let symbols = symbolize_stacks(samples, symbolizer);
     let mut folded = Folded::default();
     let mut line = String::new();
     for sample in samples {
@@ -57,9 +48,9 @@ pub fn fold(samples: &[StackSample], symbolizer: &mut Symbolizer, options: FoldO
         } else {
             line.push_str(&sanitize(&sample.process_name));
         }
-        let user = sample.user_ips.iter().enumerate().rev().map(|(i, &ip)| &user_symbols[&(sample.pid, FrameAddress::from_stack_index(i, ip))]);
-        let kernel = sample.kernel_ips.iter().enumerate().rev().map(|(i, &ip)| &kernel_symbols[&FrameAddress::from_stack_index(i, ip)]);
-        for (symbol, in_kernel) in user.map(|s| (s, false)).chain(kernel.map(|s| (s, true))) {
+        let user = symbols.user_outermost_first(sample).map(|s| (s, false));
+        let kernel = symbols.kernel_outermost_first(sample).map(|s| (s, true));
+        for (symbol, in_kernel) in user.chain(kernel) {
             append_symbol(&mut line, symbol, in_kernel);
             if let Symbol::Unknown { reason, .. } = symbol {
                 *folded.unknown_frames.entry(*reason).or_default() += sample.count;
@@ -68,11 +59,6 @@ pub fn fold(samples: &[StackSample], symbolizer: &mut Symbolizer, options: FoldO
         *folded.stacks.entry(line.clone()).or_default() += sample.count;
     }
     folded
-}
-
-fn unique<T: std::hash::Hash + Eq + Copy>(items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut seen = HashSet::new();
-    items.filter(|item| seen.insert(*item)).collect()
 }
 
 fn append_symbol(line: &mut String, symbol: &Symbol, in_kernel: bool) {

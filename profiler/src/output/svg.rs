@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
+use inferno::flamegraph::color::{MultiPalette, Palette};
 use inferno::flamegraph::{self, Options};
 
 /// Renders folded lines (`stack COUNT`) as an SVG flame graph. An empty capture gives a valid SVG that
@@ -15,6 +16,9 @@ pub fn render_svg<'a>(lines: impl IntoIterator<Item = &'a str>, title: &str, wri
     let mut options = Options::default();
     options.title = title.to_owned();
     options.count_name = "samples".to_owned();
+    // The "java" palette keys colours on the frame suffixes we emit: kernel (_[k]) orange, JIT (_[j])
+    // green, inlined (_[i]) aqua, native code red/yellow.
+    options.colors = Palette::Multi(MultiPalette::Java);
     // Stable colours from run to run: the same function keeps its colour.
     options.hash = true;
     options.deterministic = true;
