@@ -39,7 +39,9 @@ fn build() -> Result<(), String> {
             .ok_or_else(|| format!("unexpected BPF source name {}", source.display()))?;
         let object = out_dir.join(format!("{stem}.bpf.o"));
         let status = Command::new(&clang)
-            .args(["-g", "-O2", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror"])
+            .args([
+                "-g", "-O2", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
+            ])
             .arg("-D__TARGET_ARCH_x86")
             .arg(format!("-I{}", include_dir.display()))
             // UAPI headers (asm/types.h, asm/ptrace.h) of the build host's architecture.
@@ -68,7 +70,8 @@ fn build() -> Result<(), String> {
 }
 
 fn bpf_sources(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut sources: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.to_string_lossy().ends_with(".bpf.c"))
@@ -81,6 +84,8 @@ fn bpf_sources(dir: &Path) -> Result<Vec<PathBuf>, String> {
 fn strip_dwarf(object: &Path) {
     let stripped = Command::new("llvm-strip").arg("-g").arg(object).status();
     if !matches!(stripped, Ok(status) if status.success()) {
-        println!("cargo:warning=llvm-strip not found or failed; the embedded BPF object keeps its DWARF");
+        println!(
+            "cargo:warning=llvm-strip not found or failed; the embedded BPF object keeps its DWARF"
+        );
     }
 }

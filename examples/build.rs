@@ -11,10 +11,27 @@ use std::process::{Command, ExitCode};
 const WORKLOADS: &[(&str, &str, &[&str])] = &[
     ("burn", "burn.c", FRAME_POINTERS),
     ("syscalls", "syscalls.c", FRAME_POINTERS),
-    ("threads", "threads.c", &["-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-O1", "-pthread"]),
+    (
+        "threads",
+        "threads.c",
+        &[
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+            "-O1",
+            "-pthread",
+        ],
+    ),
+    // The same burn without frame pointers, as most -O2 C is built: frame-pointer walking fails on it.
+    ("burn-nofp", "burn.c", FRAMELESS),
+    ("deep-nofp", "deep.c", FRAMELESS),
 ];
 
-const FRAME_POINTERS: &[&str] = &["-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-O1"];
+const FRAME_POINTERS: &[&str] = &[
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+    "-O1",
+];
+const FRAMELESS: &[&str] = &["-fomit-frame-pointer", "-O2"];
 
 fn main() -> ExitCode {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_default());

@@ -18,6 +18,19 @@
 /* Length of task_struct::comm including the NUL (TASK_COMM_LEN). */
 #define COMM_LEN 16
 
+/* Most user-stack bytes one sample can copy for DWARF unwinding (a power of two: offsets into the
+ * scratch buffer are masked with it to satisfy the verifier). */
+#define MAX_STACK_COPY 65536
+
+/* Address ranges of frameless code per process for --unwind auto. A process with more frameless
+ * ranges than this is unwound with DWARF entirely. */
+#define MAX_FRAMELESS_RANGES 16
+
+/* Values of config.unwind_mode. */
+#define UNWIND_FRAME_POINTERS 0 /* user stacks walked by the kernel via frame pointers */
+#define UNWIND_DWARF 1          /* every user stack copied for DWARF unwinding in userspace */
+#define UNWIND_AUTO 2           /* copied when the process or the sampled code is frameless */
+
 /* Stack-id values that are not ids. */
 #define STACK_ID_NONE (-1)      /* not captured: disabled by config, or there is no such stack */
 #define STACK_ID_IN_RECORD (-2) /* the stack travels inline in a ring-buffer sample record */
@@ -35,7 +48,22 @@ struct config {
 	__u32 capture_user;
 	/* 1: also sample kernel threads (no user memory), as system-wide perf does. */
 	__u32 include_kernel_threads;
+	/* UNWIND_* */
+	__u32 unwind_mode;
+	/* Bytes of user stack to copy per sample (at most MAX_STACK_COPY). */
+	__u32 stack_copy_bytes;
+	/* Wake the reader when this many bytes are waiting in the ring buffer (stack copies are not
+	 * worth a wakeup each). */
+	__u32 wakeup_bytes;
+};
+
+/* Value of the `frameless_ranges` map: [start, end) user address ranges of code without frame
+ * pointers in one process. */
+struct frameless_ranges {
+	__u32 count;
 	__u32 _pad;
+	__u64 start[MAX_FRAMELESS_RANGES];
+	__u64 end[MAX_FRAMELESS_RANGES];
 };
 
 /* Key of the `counts` map: one distinct (thread, stack pair). */
@@ -59,6 +87,15 @@ enum record_kind {
 	/* A key was added to the `counts` map: userspace symbolizes its stacks while recording, so the
 	 * output is ready soon after sampling stops. */
 	RECORD_NEW_KEY = 3,
+	/* One sample with a copy of the user stack and registers, for DWARF unwinding. */
+	RECORD_USER_STACK = 4,
+	/* A sampled process exec'd a new program: its memory map is no longer the one snapshotted. */
+	RECORD_EXEC = 5,
+};
+
+struct exec_record {
+	__u32 kind; /* RECORD_EXEC */
+	__u32 tgid;
 };
 
 struct process_seen_record {
@@ -71,6 +108,28 @@ struct new_key_record {
 	__u32 kind; /* RECORD_NEW_KEY */
 	__u32 _pad;
 	struct sample_key key;
+};
+
+struct user_stack_record {
+	__u32 kind; /* RECORD_USER_STACK */
+	__u32 kernel_len; /* valid entries of kernel_ips */
+	__u32 stack_len;  /* bytes of stack that follow the record */
+	__u32 _pad;
+	/* Both stack ids are STACK_ID_IN_RECORD (or NONE when not captured). */
+	struct sample_key key;
+	/* User registers at the sample (the task's saved user registers when it was in the kernel). */
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	__u64 kernel_ips[MAX_STACK_DEPTH];
+	/* followed by stack_len bytes copied from sp upwards */
+};
+
+/* Per-CPU staging area for a user_stack_record and its stack bytes: too big for the 512-byte BPF
+ * stack and for a PERCPU_ARRAY value (32 KiB cap), so a plain ARRAY indexed by CPU. */
+struct stack_scratch {
+	struct user_stack_record record;
+	__u8 stack[MAX_STACK_COPY];
 };
 
 struct sample_record {
@@ -108,15 +167,21 @@ enum stat {
 	STAT_CHILD_FOLLOWED,       /* a forked child of a target became a target */
 	STAT_CHILD_NOT_FOLLOWED,   /* ... but `target_tgids` was full */
 	STAT_NEW_KEY_LOST,         /* a new-key notice did not fit the ring buffer (symbolized at the end) */
+	STAT_STACK_COPIED,         /* user stack copied for DWARF unwinding (a kind of STREAMED) */
+	STAT_STACK_COPY_FALLBACK,  /* a copy did not fit the ring buffer: frame pointers used instead */
+	STAT_EXEC_LOST,            /* an exec notice did not fit the ring buffer */
 	STAT_COUNT,
 };
 
 /* Layout checks, mirrored by the size asserts in bpf/src/lib.rs. */
-_Static_assert(sizeof(struct config) == 24, "struct config layout");
+_Static_assert(sizeof(struct config) == 32, "struct config layout");
+_Static_assert(sizeof(struct frameless_ranges) == 8 + 16 * MAX_FRAMELESS_RANGES, "struct frameless_ranges layout");
+_Static_assert(sizeof(struct user_stack_record) == 16 + 48 + 24 + 8 * MAX_STACK_DEPTH, "struct user_stack_record layout");
 _Static_assert(sizeof(struct sample_key) == 48, "struct sample_key layout");
 _Static_assert(sizeof(struct process_seen_record) == 24, "struct process_seen_record layout");
 _Static_assert(sizeof(struct sample_record) == 16 + 48 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
+_Static_assert(sizeof(struct exec_record) == 8, "struct exec_record layout");
 _Static_assert(sizeof(struct new_key_record) == 56, "struct new_key_record layout");
-_Static_assert(STAT_COUNT == 15, "enum stat: update Stat in bpf/src/lib.rs");
+_Static_assert(STAT_COUNT == 18, "enum stat: update Stat in bpf/src/lib.rs");
 
 #endif /* EMBERPROF_H */

@@ -27,4 +27,11 @@ struct task_struct___emberprof {
 	struct task_struct___emberprof *group_leader;
 } __attribute__((preserve_access_index));
 
+/* The registers the kernel saved at entry from user mode (bpf_task_pt_regs). */
+struct pt_regs___emberprof {
+	unsigned long bp;
+	unsigned long ip;
+	unsigned long sp;
+} __attribute__((preserve_access_index));
+
 #endif /* EMBERPROF_KERNEL_TYPES_H */

@@ -6,12 +6,21 @@
 //! drift apart. Only the capture side of the profiler uses this crate.
 
 /// The sampling object: `sample_cpu` (perf_event) and `follow_fork` (tp_btf/sched_process_fork).
-pub static PROFILE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profile.bpf.o"));
+pub static PROFILE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profile.bpf.o"));
 
 /// Frames kept per stack (`MAX_STACK_DEPTH`).
 pub const MAX_STACK_DEPTH: usize = 127;
 /// `COMM_LEN`: task name length including the NUL.
 pub const COMM_LEN: usize = 16;
+/// `MAX_STACK_COPY`: most user-stack bytes copied per sample.
+pub const MAX_STACK_COPY: usize = 65536;
+/// `MAX_FRAMELESS_RANGES`: frameless ranges per process in `frameless_ranges`.
+pub const MAX_FRAMELESS_RANGES: usize = 16;
+/// `UNWIND_*`: values of [`Config::unwind_mode`].
+pub const UNWIND_FRAME_POINTERS: u32 = 0;
+pub const UNWIND_DWARF: u32 = 1;
+pub const UNWIND_AUTO: u32 = 2;
 /// `STACK_ID_NONE`: the stack was not captured.
 pub const STACK_ID_NONE: i32 = -1;
 /// `STACK_ID_IN_RECORD`: the stack is inline in a [`SampleRecord`].
@@ -22,8 +31,13 @@ pub mod names {
     pub const SAMPLE_PROGRAM: &str = "sample_cpu";
     pub const FORK_PROGRAM: &str = "follow_fork";
     pub const FORK_TRACEPOINT: &str = "sched_process_fork";
+    pub const EXEC_PROGRAM: &str = "notice_exec";
+    pub const EXEC_TRACEPOINT: &str = "sched_process_exec";
     pub const CONFIG_GLOBAL: &str = "cfg";
     pub const TARGET_TGIDS: &str = "target_tgids";
+    pub const DWARF_TGIDS: &str = "dwarf_tgids";
+    pub const FRAMELESS_RANGES: &str = "frameless_ranges";
+    pub const STACK_SCRATCH: &str = "stack_scratch";
     pub const STACKS: &str = "stacks";
     pub const COUNTS: &str = "counts";
     pub const RECORDS: &str = "records";
@@ -39,7 +53,19 @@ pub struct Config {
     pub capture_kernel: u32,
     pub capture_user: u32,
     pub include_kernel_threads: u32,
+    pub unwind_mode: u32,
+    pub stack_copy_bytes: u32,
+    pub wakeup_bytes: u32,
+}
+
+/// `struct frameless_ranges`: value of the `frameless_ranges` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FramelessRanges {
+    pub count: u32,
     pub _pad: u32,
+    pub start: [u64; MAX_FRAMELESS_RANGES],
+    pub end: [u64; MAX_FRAMELESS_RANGES],
 }
 
 /// `struct sample_key`: the key of the `counts` map.
@@ -58,6 +84,23 @@ pub struct SampleKey {
 pub const RECORD_PROCESS_SEEN: u32 = 1;
 pub const RECORD_SAMPLE: u32 = 2;
 pub const RECORD_NEW_KEY: u32 = 3;
+pub const RECORD_USER_STACK: u32 = 4;
+pub const RECORD_EXEC: u32 = 5;
+
+/// `struct user_stack_record`; the stack bytes follow it in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UserStackRecord {
+    pub kind: u32,
+    pub kernel_len: u32,
+    pub stack_len: u32,
+    pub _pad: u32,
+    pub key: SampleKey,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub kernel_ips: [u64; MAX_STACK_DEPTH],
+}
 
 /// `struct new_key_record`.
 #[repr(C)]
@@ -109,11 +152,14 @@ pub enum Stat {
     ChildFollowed,
     ChildNotFollowed,
     NewKeyLost,
+    StackCopied,
+    StackCopyFallback,
+    ExecLost,
 }
 
 impl Stat {
     /// Number of slots (`STAT_COUNT`).
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 18;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Samples,
         Stat::Idle,
@@ -130,6 +176,9 @@ impl Stat {
         Stat::ChildFollowed,
         Stat::ChildNotFollowed,
         Stat::NewKeyLost,
+        Stat::StackCopied,
+        Stat::StackCopyFallback,
+        Stat::ExecLost,
     ];
 }
 
@@ -137,14 +186,18 @@ impl Stat {
 unsafe impl aya::Pod for Config {}
 // SAFETY: as above.
 unsafe impl aya::Pod for SampleKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FramelessRanges {}
 
 const _: () = {
-    assert!(size_of::<Config>() == 24);
+    assert!(size_of::<Config>() == 32);
+    assert!(size_of::<FramelessRanges>() == 8 + 16 * MAX_FRAMELESS_RANGES);
+    assert!(size_of::<UserStackRecord>() == 16 + 48 + 24 + 8 * MAX_STACK_DEPTH);
     assert!(size_of::<SampleKey>() == 48);
     assert!(size_of::<ProcessSeenRecord>() == 24);
     assert!(size_of::<SampleRecord>() == 16 + 48 + 2 * 8 * MAX_STACK_DEPTH);
     assert!(size_of::<NewKeyRecord>() == 56);
-    assert!(Stat::ALL.len() == Stat::NewKeyLost as usize + 1);
+    assert!(Stat::ALL.len() == Stat::ExecLost as usize + 1);
 };
 
 /// Decodes a ring-buffer record. Records are written by our own BPF program, so a short or unknown one
@@ -154,6 +207,10 @@ pub enum Record<'a> {
     ProcessSeen(ProcessSeenRecord),
     Sample(&'a SampleRecord),
     NewKey(SampleKey),
+    /// A sample with its user registers and the copied top of its user stack.
+    UserStack(&'a UserStackRecord, &'a [u8]),
+    /// The process (TGID) exec'd a new program.
+    Exec(u32),
 }
 
 impl<'a> Record<'a> {
@@ -169,6 +226,20 @@ impl<'a> Record<'a> {
                 // SAFETY: length checked; read_unaligned copes with any alignment; POD type.
                 let record = unsafe { bytes.as_ptr().cast::<NewKeyRecord>().read_unaligned() };
                 Some(Record::NewKey(record.key))
+            }
+            RECORD_EXEC if bytes.len() >= 8 => Some(Record::Exec(u32::from_ne_bytes(
+                bytes[4..8].try_into().ok()?,
+            ))),
+            RECORD_USER_STACK if bytes.len() >= size_of::<UserStackRecord>() => {
+                let ptr = bytes.as_ptr().cast::<UserStackRecord>();
+                if !ptr.is_aligned() {
+                    return None;
+                }
+                // SAFETY: length and alignment checked; POD type; borrows `bytes`.
+                let record = unsafe { &*ptr };
+                let stack = bytes.get(size_of::<UserStackRecord>()..)?;
+                let stack = stack.get(..record.stack_len as usize)?;
+                Some(Record::UserStack(record, stack))
             }
             RECORD_SAMPLE if bytes.len() >= size_of::<SampleRecord>() => {
                 let ptr = bytes.as_ptr().cast::<SampleRecord>();

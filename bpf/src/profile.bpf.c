@@ -59,6 +59,30 @@ struct {
 	__uint(max_entries, 4 << 20); /* bytes; resized at load */
 } records SEC(".maps");
 
+/* --unwind auto: processes whose user stacks are all copied (their main code is frameless). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} dwarf_tgids SEC(".maps");
+
+/* --unwind auto: frameless code ranges per process; a sample whose user IP is in one is copied. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct frameless_ranges);
+} frameless_ranges SEC(".maps");
+
+/* Staging for stack copies, one slot per CPU (max_entries set to the CPU count at load). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack_scratch);
+} stack_scratch SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT_COUNT);
@@ -74,6 +98,15 @@ static __always_inline void stat_add(__u32 stat, __u64 n)
 }
 
 static __always_inline void stat_inc(__u32 stat) { stat_add(stat, 1); }
+
+/* Flags for a ring-buffer write: wake the reader only once enough has piled up, so a stream of stack
+ * copies does not cost a wakeup each (the reader also polls on a timer). */
+static __always_inline __u64 wakeup_flags(void)
+{
+	if (bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
 
 /* Tell userspace about a thread group the first time one of its threads is sampled, so it can read
  * the process's memory map while the process is still alive. */
@@ -94,7 +127,8 @@ static __always_inline void announce_process(__u32 tgid, const char *process_com
 	rec->kind = RECORD_PROCESS_SEEN;
 	rec->tgid = tgid;
 	__builtin_memcpy(rec->process_comm, process_comm, COMM_LEN);
-	bpf_ringbuf_submit(rec, 0);
+	/* Wake the reader now: the process may be short-lived. */
+	bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
 }
 
 /* bpf_get_stackid, with the errors folded into what the sample does next. */
@@ -144,7 +178,7 @@ static __always_inline void stream_sample(struct bpf_perf_event_data *ctx, const
 		if (bytes > 0)
 			rec->user_len = bytes / sizeof(__u64);
 	}
-	bpf_ringbuf_submit(rec, 0);
+	bpf_ringbuf_submit(rec, wakeup_flags());
 	stat_inc(STAT_STREAMED);
 }
 
@@ -160,7 +194,96 @@ static __always_inline void announce_key(const struct sample_key *key)
 	rec->kind = RECORD_NEW_KEY;
 	rec->_pad = 0;
 	rec->key = *key;
-	bpf_ringbuf_submit(rec, 0);
+	bpf_ringbuf_submit(rec, wakeup_flags());
+}
+
+/* The user registers of the current task: the interrupted ones for a sample taken in user mode,
+ * otherwise the ones the kernel saved when the task entered it. */
+static __always_inline void user_registers(struct bpf_perf_event_data *ctx, __u64 *ip, __u64 *sp, __u64 *bp)
+{
+	if ((ctx->regs.cs & 3) == 3) {
+		__u64 user_ip = ctx->regs.rip, user_sp = ctx->regs.rsp, user_bp = ctx->regs.rbp;
+		/* Keep the loads in this branch: merged with the other branch, clang would load through a
+		 * ctx pointer with an offset, which the verifier rejects. */
+		asm volatile("" : "+r"(user_ip), "+r"(user_sp), "+r"(user_bp));
+		*ip = user_ip;
+		*sp = user_sp;
+		*bp = user_bp;
+		return;
+	}
+	struct pt_regs___emberprof *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	*ip = regs->ip;
+	*sp = regs->sp;
+	*bp = regs->bp;
+}
+
+/* --unwind auto: is this sample's user code frameless? */
+static __always_inline int needs_stack_copy(__u32 tgid, __u64 ip)
+{
+	if (bpf_map_lookup_elem(&dwarf_tgids, &tgid))
+		return 1;
+	struct frameless_ranges *ranges = bpf_map_lookup_elem(&frameless_ranges, &tgid);
+	if (!ranges)
+		return 0;
+	for (int i = 0; i < MAX_FRAMELESS_RANGES; i++) {
+		if (i >= ranges->count)
+			break;
+		if (ip >= ranges->start[i] && ip < ranges->end[i])
+			return 1;
+	}
+	return 0;
+}
+
+/* Sends the sample with a copy of the top of the user stack, for DWARF unwinding in userspace.
+ * bpf_probe_read_user cannot fault pages in and one read fails as a whole, so the copy goes page by
+ * page and stops at the first page that cannot be read (the end of the stack mapping). Returns 0 if
+ * sent. */
+static __always_inline int send_user_stack(struct bpf_perf_event_data *ctx, const struct sample_key *key,
+					   __u64 ip, __u64 sp, __u64 bp)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct stack_scratch *scratch = bpf_map_lookup_elem(&stack_scratch, &cpu);
+	if (!scratch)
+		return -1;
+	struct user_stack_record *rec = &scratch->record;
+	rec->kind = RECORD_USER_STACK;
+	rec->_pad = 0;
+	rec->key = *key;
+	rec->key.user_stack_id = STACK_ID_IN_RECORD;
+	rec->ip = ip;
+	rec->sp = sp;
+	rec->bp = bp;
+	rec->kernel_len = 0;
+	if (cfg.capture_kernel) {
+		rec->key.kernel_stack_id = STACK_ID_IN_RECORD;
+		long bytes = bpf_get_stack(ctx, rec->kernel_ips, sizeof(rec->kernel_ips), 0);
+		if (bytes > 0)
+			rec->kernel_len = bytes / sizeof(__u64);
+	}
+
+	__u32 limit = cfg.stack_copy_bytes;
+	__u32 copied = 0;
+	/* The first chunk runs to the end of sp's page, every other one is a whole page. */
+	__u32 chunk = 4096 - (sp & 4095);
+	for (int i = 0; i < MAX_STACK_COPY / 4096 + 1; i++) {
+		if (copied >= limit || copied > MAX_STACK_COPY - 4096)
+			break;
+		if (chunk > limit - copied)
+			chunk = limit - copied;
+		if (chunk == 0 || chunk > 4096)
+			break;
+		if (bpf_probe_read_user(&scratch->stack[copied & (MAX_STACK_COPY - 1)], chunk,
+					(void *)(sp + copied)) != 0)
+			break;
+		copied += chunk;
+		chunk = 4096;
+	}
+	rec->stack_len = copied;
+
+	__u64 size = sizeof(struct user_stack_record) + copied;
+	if (size > sizeof(struct stack_scratch))
+		return -1;
+	return bpf_ringbuf_output(&records, scratch, size, wakeup_flags()) == 0 ? 0 : -1;
 }
 
 /* Add one to the key's count. Two CPUs can insert the same new key at once: the loser of the
@@ -218,16 +341,29 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	bpf_get_current_comm(key.thread_comm, sizeof(key.thread_comm));
 	BPF_CORE_READ_STR_INTO(&key.process_comm, task, group_leader, comm);
 
-	int must_stream = 0;
+	if (has_user_memory)
+		announce_process(tgid, key.process_comm);
+
 	key.kernel_stack_id = STACK_ID_NONE;
 	key.user_stack_id = STACK_ID_NONE;
+	if (cfg.capture_user && has_user_memory && cfg.unwind_mode != UNWIND_FRAME_POINTERS) {
+		__u64 ip, sp, bp;
+		user_registers(ctx, &ip, &sp, &bp);
+		if (cfg.unwind_mode == UNWIND_DWARF || needs_stack_copy(tgid, ip)) {
+			if (send_user_stack(ctx, &key, ip, sp, bp) == 0) {
+				stat_inc(STAT_STACK_COPIED);
+				stat_inc(STAT_STREAMED);
+				return 0;
+			}
+			stat_inc(STAT_STACK_COPY_FALLBACK);
+		}
+	}
+
+	int must_stream = 0;
 	if (cfg.capture_kernel)
 		key.kernel_stack_id = stack_id(ctx, 0, STAT_KERNEL_STACK_ERROR, &must_stream);
 	if (cfg.capture_user && has_user_memory)
 		key.user_stack_id = stack_id(ctx, BPF_F_USER_STACK, STAT_USER_STACK_ERROR, &must_stream);
-
-	if (has_user_memory)
-		announce_process(tgid, key.process_comm);
 
 	if (!must_stream) {
 		if (count_sample(&key) == 0) {
@@ -237,6 +373,28 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 		stat_inc(STAT_STREAM_COUNTS_FULL);
 	}
 	stream_sample(ctx, &key);
+	return 0;
+}
+
+/* A process that was announced exec'd a new program: forget what was decided about its old image and
+ * tell userspace, so the next sample announces it again and it is snapshotted anew. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(notice_exec, struct task_struct___emberprof *task)
+{
+	__u32 tgid = task->tgid;
+	if (!bpf_map_lookup_elem(&seen_tgids, &tgid))
+		return 0;
+	bpf_map_delete_elem(&seen_tgids, &tgid);
+	bpf_map_delete_elem(&dwarf_tgids, &tgid);
+	bpf_map_delete_elem(&frameless_ranges, &tgid);
+	struct exec_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	if (!rec) {
+		stat_inc(STAT_EXEC_LOST);
+		return 0;
+	}
+	rec->kind = RECORD_EXEC;
+	rec->tgid = tgid;
+	bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
 

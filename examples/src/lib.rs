@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub const BIN_DIR: &str = env!("EXAMPLES_BIN_DIR");
 
 /// Every workload, by name.
-pub const NAMES: &[&str] = &["burn", "syscalls", "threads"];
+pub const NAMES: &[&str] = &["burn", "syscalls", "threads", "burn-nofp", "deep-nofp"];
 
 /// Path of the workload `name` (one of [`NAMES`]).
 pub fn path(name: &str) -> PathBuf {

@@ -9,14 +9,22 @@ use std::process::{Command, ExitCode};
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let Some(name) = args.next().and_then(|n| n.into_string().ok()) else {
-        eprintln!("usage: run-example NAME [ARGS..]; NAME is one of: {}", emberprof_examples::NAMES.join(", "));
+        eprintln!(
+            "usage: run-example NAME [ARGS..]; NAME is one of: {}",
+            emberprof_examples::NAMES.join(", ")
+        );
         return ExitCode::from(2);
     };
     if !emberprof_examples::NAMES.contains(&name.as_str()) {
-        eprintln!("run-example: unknown example {name:?}; known: {}", emberprof_examples::NAMES.join(", "));
+        eprintln!(
+            "run-example: unknown example {name:?}; known: {}",
+            emberprof_examples::NAMES.join(", ")
+        );
         return ExitCode::from(2);
     }
-    let error = Command::new(emberprof_examples::path(&name)).args(args).exec();
+    let error = Command::new(emberprof_examples::path(&name))
+        .args(args)
+        .exec();
     eprintln!("run-example: cannot run {name}: {error}");
     ExitCode::FAILURE
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use crate::capture::MapSizes;
+use crate::capture::{MapSizes, UnwindMode};
 use crate::output::{OutputFormat, OutputTarget};
 use crate::record::{RecordOptions, Target};
 
@@ -89,6 +89,20 @@ pub struct RecordArgs {
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
 
+    /// How user stacks are unwound. `fp`: the kernel walks frame pointers (cheapest, but code
+    /// built without them, such as Debian's libc and most -O2 C/C++, loses callers). `dwarf`: the
+    /// top of every user stack (--stack-size bytes) is copied and unwound with the modules'
+    /// .eh_frame/.debug_frame CFI. `auto`: copied only where code is frameless, judged per module
+    /// from its CFI: every sample of a process whose main executable is frameless, and samples
+    /// whose instruction is in a frameless library; the rest takes the frame-pointer path.
+    #[arg(long, value_enum, default_value_t = UnwindArg::Auto)]
+    pub unwind: UnwindArg,
+
+    /// Bytes of user stack copied per sample for DWARF unwinding (64 to 65536). Deeper stacks are
+    /// cut at that point; the summary counts them.
+    #[arg(long, value_name = "BYTES", default_value_t = 16384)]
+    pub stack_size: u32,
+
     /// Leave kernel frames out.
     #[arg(long, conflicts_with = "no_user")]
     pub no_kernel: bool,
@@ -127,6 +141,16 @@ pub struct RecordArgs {
     pub btf: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum UnwindArg {
+    /// Frame pointers, walked by the kernel.
+    Fp,
+    /// DWARF CFI on a copy of every user stack.
+    Dwarf,
+    /// DWARF where the code is frameless, frame pointers elsewhere.
+    Auto,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FormatArg {
     /// An interactive SVG flame graph.
@@ -146,6 +170,8 @@ impl RecordArgs {
             frequency,
             output,
             format,
+            unwind,
+            stack_size,
             no_kernel,
             no_user,
             per_thread,
@@ -155,6 +181,17 @@ impl RecordArgs {
             count_map_entries,
             btf,
         } = self;
+        if !(64..=emberprof_bpf::MAX_STACK_COPY as u32).contains(&stack_size) {
+            bail!(
+                "--stack-size must be between 64 and {} bytes, not {stack_size}",
+                emberprof_bpf::MAX_STACK_COPY
+            );
+        }
+        let unwind = match unwind {
+            UnwindArg::Fp => UnwindMode::FramePointers,
+            UnwindArg::Dwarf => UnwindMode::Dwarf,
+            UnwindArg::Auto => UnwindMode::Auto,
+        };
         if stack_map_entries == 0 || count_map_entries == 0 {
             bail!("--stack-map-entries and --count-map-entries must be at least 1");
         }
@@ -191,7 +228,13 @@ impl RecordArgs {
             follow_children: !no_inherit,
             title,
             btf_path: btf,
-            map_sizes: MapSizes { stacks: stack_map_entries, counts: count_map_entries, ..MapSizes::default() },
+            unwind,
+            stack_copy_bytes: stack_size,
+            map_sizes: MapSizes {
+                stacks: stack_map_entries,
+                counts: count_map_entries,
+                ..MapSizes::for_unwind(unwind)
+            },
             quiet: verbosity.quiet,
         })
     }
@@ -223,9 +266,14 @@ mod tests {
         let options = parse(&["emberprof", "record", "--all"]).expect("all");
         assert_eq!(options.target, Target::AllProcesses);
         let options = parse(&["emberprof", "record", "--", "ls", "-l"]).expect("command");
-        assert_eq!(options.target, Target::Command(vec!["ls".into(), "-l".into()]));
+        assert_eq!(
+            options.target,
+            Target::Command(vec!["ls".into(), "-l".into()])
+        );
         assert_eq!(options.frequency_hz, 99);
         assert_eq!(options.format, OutputFormat::Svg);
+        assert_eq!(options.unwind, UnwindMode::Auto);
+        assert_eq!(options.stack_copy_bytes, 16384);
     }
 
     /// No target, or two kinds at once, is a usage error naming the choices.
@@ -233,7 +281,8 @@ mod tests {
     fn rejects_zero_or_two_targets() {
         let none = Cli::try_parse_from(["emberprof", "record"]).expect_err("no target");
         assert!(none.to_string().contains("--pid"), "{none}");
-        let two = Cli::try_parse_from(["emberprof", "record", "--all", "-p", "1"]).expect_err("two targets");
+        let two = Cli::try_parse_from(["emberprof", "record", "--all", "-p", "1"])
+            .expect_err("two targets");
         assert!(two.to_string().contains("cannot be used with"), "{two}");
     }
 
@@ -242,7 +291,11 @@ mod tests {
     fn rejects_bad_numbers() {
         let error = parse(&["emberprof", "record", "--all", "-d", "0"]).expect_err("zero duration");
         assert!(error.to_string().contains("--duration"));
-        let error = parse(&["emberprof", "record", "--all", "-F", "0"]).expect_err("zero frequency");
+        let error =
+            parse(&["emberprof", "record", "--all", "-F", "0"]).expect_err("zero frequency");
         assert!(error.to_string().contains("--frequency"));
+        let error = parse(&["emberprof", "record", "--all", "--stack-size", "100000"])
+            .expect_err("huge copy");
+        assert!(error.to_string().contains("--stack-size"));
     }
 }

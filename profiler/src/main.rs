@@ -46,7 +46,12 @@ fn init_logging(verbosity: &cli::Verbosity) {
         // blazesym and aya are chatty at debug level; their debug output is for -vv only.
         .format(|buf, record| {
             use std::io::Write;
-            writeln!(buf, "emberprof: {}: {}", record.level().as_str().to_lowercase(), record.args())
+            writeln!(
+                buf,
+                "emberprof: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
         })
         .init();
 }
@@ -54,6 +59,8 @@ fn init_logging(verbosity: &cli::Verbosity) {
 /// Output piped into `head` that closes early is not an error.
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }

@@ -18,6 +18,8 @@ const CAP_BPF: u32 = 39;
 
 /// The oldest kernel the sampler runs on: BPF ring buffers arrived in 5.8.
 const MIN_KERNEL: (u8, u8) = (5, 8);
+/// bpf_task_pt_regs (user registers of a sample taken in the kernel) arrived in 5.15.
+const STACK_COPY_KERNEL: (u8, u8) = (5, 15);
 /// From 5.11 BPF memory is charged to the memory cgroup, not to RLIMIT_MEMLOCK.
 const MEMCG_ACCOUNTING_KERNEL: (u8, u8) = (5, 11);
 
@@ -32,7 +34,9 @@ pub fn check_privileges() -> Result<()> {
         .map(|(_, name)| name)
         .collect();
     if !missing.is_empty() {
-        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "emberprof".into());
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "emberprof".into());
         bail!(
             "missing {}: run emberprof as root (sudo emberprof ...) or grant the capabilities with \
              `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_syslog,cap_sys_admin+ep {exe}`",
@@ -58,14 +62,28 @@ fn effective_capabilities() -> Result<u64> {
 }
 
 /// Checks the kernel version and, on kernels that charge BPF maps to RLIMIT_MEMLOCK, raises it.
-pub fn check_kernel() -> Result<()> {
+pub fn check_kernel(copies_stacks: bool) -> Result<()> {
     let current = KernelVersion::current().context("cannot read the kernel version")?;
     let at_least = |(major, minor): (u8, u8)| current >= KernelVersion::new(major, minor, 0);
     if !at_least(MIN_KERNEL) {
-        bail!("kernel {current:?} is too old: emberprof needs Linux {}.{} or newer (BPF ring buffer)", MIN_KERNEL.0, MIN_KERNEL.1);
+        bail!(
+            "kernel {current:?} is too old: emberprof needs Linux {}.{} or newer (BPF ring buffer)",
+            MIN_KERNEL.0,
+            MIN_KERNEL.1
+        );
+    }
+    if copies_stacks && !at_least(STACK_COPY_KERNEL) {
+        bail!(
+            "kernel {current:?} cannot copy user stacks for DWARF unwinding (needs {}.{}): use --unwind fp",
+            STACK_COPY_KERNEL.0,
+            STACK_COPY_KERNEL.1
+        );
     }
     if !at_least(MEMCG_ACCOUNTING_KERNEL) {
-        let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
         // SAFETY: setrlimit with a valid struct.
         if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
             bail!(
@@ -93,14 +111,19 @@ pub fn load_btf(path: Option<&Path>) -> Result<Btf> {
             path
         }
     };
-    Btf::parse_file(&path, Endianness::default()).with_context(|| format!("cannot read kernel BTF from {}", path.display()))
+    Btf::parse_file(&path, Endianness::default())
+        .with_context(|| format!("cannot read kernel BTF from {}", path.display()))
 }
 
 /// Fails if the kernel would refuse the sampling rate.
 pub fn check_frequency(hz: u64) -> Result<()> {
     let limit_path = "/proc/sys/kernel/perf_event_max_sample_rate";
-    let Ok(limit) = std::fs::read_to_string(limit_path) else { return Ok(()) };
-    let Ok(limit) = limit.trim().parse::<u64>() else { return Ok(()) };
+    let Ok(limit) = std::fs::read_to_string(limit_path) else {
+        return Ok(());
+    };
+    let Ok(limit) = limit.trim().parse::<u64>() else {
+        return Ok(());
+    };
     if hz > limit {
         bail!(
             "--frequency {hz} is above the kernel's limit of {limit} samples per second \
@@ -114,10 +137,14 @@ pub fn check_frequency(hz: u64) -> Result<()> {
 /// Every module of every profiled process is held open, so a busy system needs more than the
 /// default 1024 descriptors. Raises the soft limit to the hard one; best effort.
 pub fn raise_file_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit with a valid struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }

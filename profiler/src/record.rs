@@ -13,10 +13,12 @@ use anyhow::{Context, Result};
 use emberprof_symbolizer::{Symbolizer, SymbolizerOptions};
 
 use crate::capture::{
-    self, Capture, ExitStatus, MapSizes, PausedCommand, ProcessWatch, RunningCommand, Sampler, SamplerConfig,
-    StopConditions, StopReason,
+    self, Capture, ExitStatus, MapSizes, PausedCommand, ProcessWatch, RunningCommand, Sampler,
+    SamplerConfig, StopConditions, StopReason, UnwindMode,
 };
-use crate::output::{fold, render_svg, FoldOptions, Folded, OutputFile, OutputFormat, OutputTarget};
+use crate::output::{
+    fold, render_svg, FoldOptions, Folded, OutputFile, OutputFormat, OutputTarget,
+};
 use crate::preflight;
 
 /// What to profile.
@@ -50,7 +52,11 @@ pub struct RecordOptions {
     pub title: Option<String>,
     /// Kernel BTF file; `None` uses /sys/kernel/btf/vmlinux.
     pub btf_path: Option<PathBuf>,
-    /// Sizes of the kernel maps. Default [`MapSizes::default`].
+    /// How user stacks are unwound. Default auto.
+    pub unwind: UnwindMode,
+    /// Bytes of user stack copied per sample for DWARF unwinding. Default 16384.
+    pub stack_copy_bytes: u32,
+    /// Sizes of the kernel maps. Default [`MapSizes::for_unwind`].
     pub map_sizes: MapSizes,
     /// No status line and no summary.
     pub quiet: bool,
@@ -61,10 +67,13 @@ const COMMAND_TERM_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run(options: RecordOptions) -> Result<ExitCode> {
     preflight::check_privileges()?;
-    preflight::check_kernel()?;
+    preflight::check_kernel(options.unwind != UnwindMode::FramePointers && options.capture_user)?;
     preflight::check_frequency(options.frequency_hz)?;
     let watches = match &options.target {
-        Target::Pids(pids) => pids.iter().map(|&pid| ProcessWatch::open(pid)).collect::<Result<Vec<_>>>()?,
+        Target::Pids(pids) => pids
+            .iter()
+            .map(|&pid| ProcessWatch::open(pid))
+            .collect::<Result<Vec<_>>>()?,
         _ => Vec::new(),
     };
     let btf = preflight::load_btf(options.btf_path.as_deref())?;
@@ -82,7 +91,8 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         Target::Command(argv) => Some(PausedCommand::spawn(argv)?),
         _ => None,
     };
-    let mut symbolizer = Symbolizer::new(SymbolizerOptions::default()).context("cannot set up symbolization")?;
+    let mut symbolizer =
+        Symbolizer::new(SymbolizerOptions::default()).context("cannot set up symbolization")?;
     let target_pids = match (&options.target, &paused) {
         (Target::Pids(pids), _) => Some(pids.clone()),
         (Target::Command(_), Some(paused)) => Some(vec![paused.pid()]),
@@ -95,6 +105,8 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
             follow_children: options.follow_children,
             capture_kernel: options.capture_kernel,
             capture_user: options.capture_user,
+            unwind: options.unwind,
+            stack_copy_bytes: options.stack_copy_bytes,
             map_sizes: options.map_sizes,
         },
     )?;
@@ -107,15 +119,37 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     let capture = capture::record(
         &mut sampler,
         &mut symbolizer,
-        StopConditions { duration: options.duration, watches, command: command.as_mut(), signal: &signal },
+        options.unwind,
+        StopConditions {
+            duration: options.duration,
+            watches,
+            command: command.as_mut(),
+            signal: &signal,
+        },
         !options.quiet,
     )?;
     drop(sampler); // frees the kernel maps
-    log::debug!("maps read and released {:?} after stop", capture.stopped_at.elapsed());
+    log::debug!(
+        "maps read and released {:?} after stop",
+        capture.stopped_at.elapsed()
+    );
 
-    let folded = fold(&capture.samples, &mut symbolizer, FoldOptions { per_thread: options.per_thread });
-    log::debug!("folded {} samples in {:?} after stop", capture.samples.len(), capture.stopped_at.elapsed());
-    let title = options.title.clone().unwrap_or_else(|| default_title(&options.target));
+    let folded = fold(
+        &capture.samples,
+        &mut symbolizer,
+        FoldOptions {
+            per_thread: options.per_thread,
+        },
+    );
+    log::debug!(
+        "folded {} samples in {:?} after stop",
+        capture.samples.len(),
+        capture.stopped_at.elapsed()
+    );
+    let title = options
+        .title
+        .clone()
+        .unwrap_or_else(|| default_title(&options.target));
     let format = options.format;
     output.commit(|writer| write_output(&folded, format, &title, writer))?;
     let post_processing = capture.stopped_at.elapsed();
@@ -139,7 +173,12 @@ fn release_free_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
-fn write_output(folded: &Folded, format: OutputFormat, title: &str, writer: &mut dyn Write) -> Result<()> {
+fn write_output(
+    folded: &Folded,
+    format: OutputFormat,
+    title: &str,
+    writer: &mut dyn Write,
+) -> Result<()> {
     let lines: Vec<String> = folded.lines().collect();
     match format {
         OutputFormat::Svg => render_svg(lines.iter().map(String::as_str), title, writer),
@@ -184,7 +223,12 @@ fn finish_command(command: &mut RunningCommand) -> Result<ExitStatus> {
     command.wait()
 }
 
-fn print_summary(capture: &Capture, folded: &Folded, post_processing: Duration, output: &OutputTarget) {
+fn print_summary(
+    capture: &Capture,
+    folded: &Folded,
+    post_processing: Duration,
+    output: &OutputTarget,
+) {
     let stats = &capture.stats;
     let lost = stats.lost() + capture.malformed_records;
     let processes: HashSet<u32> = capture.samples.iter().map(|s| s.pid).collect();
@@ -196,16 +240,38 @@ fn print_summary(capture: &Capture, folded: &Folded, post_processing: Duration, 
         StopReason::CommandExited => " (command exited)",
     };
     if samples == 0 {
-        eprintln!("emberprof: no samples were collected (was the target idle?); wrote an empty {output}");
+        eprintln!(
+            "emberprof: no samples were collected (was the target idle?); wrote an empty {output}"
+        );
     }
+    let unwinding = &capture.unwinding;
+    let ended_early = unwinding.dwarf_total() - unwinding.dwarf_complete;
+    let user_stacks = if unwinding.dwarf_total() > 0 {
+        format!(
+            "; user stacks: {} by DWARF ({ended_early} ended early), {} by frame pointers",
+            unwinding.dwarf_total(),
+            unwinding.frame_pointer
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "emberprof: {samples} samples ({lost} lost), {} distinct stacks, {} processes, {:.1} s{stopped}; \
+        "emberprof: {samples} samples ({lost} lost), {} distinct stacks, {} processes, {:.1} s{stopped}{user_stacks}; \
          output written {:.3} s after sampling stopped: {output}",
         folded.stacks.len(),
         processes.len(),
         capture.recorded_for.as_secs_f64(),
         post_processing.as_secs_f64(),
     );
+    if ended_early > 0 {
+        log::info!(
+            "DWARF unwinds that ended early: {} at the end of the stack copy (raise --stack-size), {} without \
+             a working unwind rule, {} in processes never snapshotted",
+            unwinding.dwarf_stack_copy_exhausted,
+            unwinding.dwarf_failed,
+            unwinding.dwarf_unknown_process
+        );
+    }
     if stats.get(emberprof_bpf::Stat::Streamed) > 0 {
         log::info!(
             "{} samples went through the ring buffer (stack collisions {}, stack map full {}, count map full {})",
@@ -219,6 +285,9 @@ fn print_summary(capture: &Capture, folded: &Folded, post_processing: Duration, 
         log::info!("{count} sampled frames unnamed: {}", reason.describe());
     }
     if stats.unaccounted() != 0 {
-        log::warn!("{} BPF invocations unaccounted for (counter bug?)", stats.unaccounted());
+        log::warn!(
+            "{} BPF invocations unaccounted for (counter bug?)",
+            stats.unaccounted()
+        );
     }
 }

@@ -17,25 +17,55 @@ pub struct StackSymbols {
 
 impl StackSymbols {
     /// Symbols of a sample's user stack, outermost first.
-    pub fn user_outermost_first<'a>(&'a self, sample: &'a StackSample) -> impl Iterator<Item = &'a Symbol> + 'a {
-        sample.user_ips.iter().enumerate().rev().map(|(i, &ip)| &self.user[&(sample.pid, FrameAddress::from_stack_index(i, ip))])
+    pub fn user_outermost_first<'a>(
+        &'a self,
+        sample: &'a StackSample,
+    ) -> impl Iterator<Item = &'a Symbol> + 'a {
+        sample
+            .user_ips
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, &ip)| &self.user[&(sample.pid, FrameAddress::from_stack_index(i, ip))])
     }
 
     /// Symbols of a sample's kernel stack, outermost first.
-    pub fn kernel_outermost_first<'a>(&'a self, sample: &'a StackSample) -> impl Iterator<Item = &'a Symbol> + 'a {
-        sample.kernel_ips.iter().enumerate().rev().map(|(i, &ip)| &self.kernel[&FrameAddress::from_stack_index(i, ip)])
+    pub fn kernel_outermost_first<'a>(
+        &'a self,
+        sample: &'a StackSample,
+    ) -> impl Iterator<Item = &'a Symbol> + 'a {
+        sample
+            .kernel_ips
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, &ip)| &self.kernel[&FrameAddress::from_stack_index(i, ip)])
     }
 }
 
 pub fn symbolize_stacks(samples: &[StackSample], symbolizer: &mut Symbolizer) -> StackSymbols {
     let user_addresses: Vec<(u32, FrameAddress)> = unique(samples.iter().flat_map(|s| {
-        s.user_ips.iter().enumerate().map(|(i, &ip)| (s.pid, FrameAddress::from_stack_index(i, ip)))
+        s.user_ips
+            .iter()
+            .enumerate()
+            .map(|(i, &ip)| (s.pid, FrameAddress::from_stack_index(i, ip)))
     }));
-    let kernel_addresses: Vec<FrameAddress> = unique(
-        samples.iter().flat_map(|s| s.kernel_ips.iter().enumerate().map(|(i, &ip)| FrameAddress::from_stack_index(i, ip))),
-    );
-    let user = user_addresses.iter().copied().zip(symbolizer.symbolize_user(&user_addresses)).collect();
-    let kernel = kernel_addresses.iter().copied().zip(symbolizer.symbolize_kernel(&kernel_addresses)).collect();
+    let kernel_addresses: Vec<FrameAddress> = unique(samples.iter().flat_map(|s| {
+        s.kernel_ips
+            .iter()
+            .enumerate()
+            .map(|(i, &ip)| FrameAddress::from_stack_index(i, ip))
+    }));
+    let user = user_addresses
+        .iter()
+        .copied()
+        .zip(symbolizer.symbolize_user(&user_addresses))
+        .collect();
+    let kernel = kernel_addresses
+        .iter()
+        .copied()
+        .zip(symbolizer.symbolize_kernel(&kernel_addresses))
+        .collect();
     StackSymbols { user, kernel }
 }
 

@@ -67,7 +67,9 @@ impl UnknownReason {
     pub fn describe(self) -> &'static str {
         match self {
             UnknownReason::ProcessNotSnapshotted => "process exited before its memory map was read",
-            UnknownReason::NotInModule => "address not in a file-backed mapping (anonymous or JIT code)",
+            UnknownReason::NotInModule => {
+                "address not in a file-backed mapping (anonymous or JIT code)"
+            }
             UnknownReason::NoSymbol => "no symbol covers the address (stripped module?)",
             UnknownReason::ModuleUnreadable => "module could not be read",
             UnknownReason::UnknownKernelAddress => "kernel address not in kallsyms",
@@ -82,5 +84,9 @@ pub enum Symbol {
     Named(Vec<Frame>),
     /// No name; `module` is the basename of the containing module when known, `offset` the file offset
     /// within it (or the address itself when there is no module).
-    Unknown { module: Option<Arc<str>>, offset: u64, reason: UnknownReason },
+    Unknown {
+        module: Option<Arc<str>>,
+        offset: u64,
+        reason: UnknownReason,
+    },
 }

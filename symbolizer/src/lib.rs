@@ -18,11 +18,13 @@ mod maps;
 mod modules;
 mod process;
 mod symbolize;
+mod unwind;
 mod vdso;
 
 pub use error::Error;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use maps::{parse_maps, MapsEntry};
 pub use modules::{Module, ModuleId, ModuleTable};
-pub use process::{ProcessSnapshot, ProcessTable, UserLocation};
-pub use symbolize::{Symbolizer, SymbolizerOptions};
+pub use process::{Mapping, ProcessSnapshot, ProcessTable, UserLocation};
+pub use symbolize::{FramelessCode, Symbolizer, SymbolizerOptions};
+pub use unwind::{UnwindEnd, UnwoundStack, UserRegisters};

@@ -48,7 +48,10 @@ fn parse_line(line: &str) -> Option<MapsEntry> {
 
 /// glibc's `makedev`, so devices compare equal to `st_dev` from `stat`.
 fn libc_makedev(major: u64, minor: u64) -> u64 {
-    ((major & 0xffff_f000) << 32) | ((major & 0xfff) << 8) | ((minor & 0xffff_ff00) << 12) | (minor & 0xff)
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0xff)
 }
 
 #[cfg(test)]
@@ -86,7 +89,9 @@ mod tests {
     /// A malformed line is skipped, the rest still parse.
     #[test]
     fn skips_malformed_lines() {
-        let entries = parse_maps("garbage\n55d0c8a01000-55d0c8a05000 r-xp 00001000 fe:01 393240 /usr/bin/cat\n");
+        let entries = parse_maps(
+            "garbage\n55d0c8a01000-55d0c8a05000 r-xp 00001000 fe:01 393240 /usr/bin/cat\n",
+        );
         assert_eq!(entries.len(), 1);
     }
 

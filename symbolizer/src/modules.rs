@@ -77,18 +77,30 @@ impl ModuleTable {
         Ok(id)
     }
 
+    /// The module of file (`dev`, `inode`), if it was opened.
+    pub fn find(&self, (dev, inode): (u64, u64)) -> Option<ModuleId> {
+        self.by_file.get(&(dev, inode)).copied()
+    }
+
     /// Adds a module that is not keyed by a mapped file (the vDSO image).
     pub fn insert(&mut self, mapped_path: &str, file: File) -> ModuleId {
         let id = ModuleId(self.modules.len() as u32);
         let mapped_path = PathBuf::from(mapped_path.trim_end_matches(" (deleted)"));
         let display_name = display_name(&mapped_path);
-        self.modules.push(Module { mapped_path, display_name, file });
+        self.modules.push(Module {
+            mapped_path,
+            display_name,
+            file,
+        });
         id
     }
 }
 
 fn display_name(path: &Path) -> Arc<str> {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_else(|| path.to_string_lossy());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_else(|| path.to_string_lossy());
     Arc::from(name.as_ref())
 }
 
@@ -97,19 +109,31 @@ fn display_name(path: &Path) -> Arc<str> {
 /// `/proc/PID/map_files/` is the exact file the mapping came from, even when deleted or in another
 /// mount namespace, but needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE); without it, the path is opened
 /// through the process's root directory and accepted only if it is still the same inode.
-pub(crate) fn open_mapped_file(pid: u32, start: u64, end: u64, mapped_path: &str, inode: u64) -> Result<File, Error> {
+pub(crate) fn open_mapped_file(
+    pid: u32,
+    start: u64,
+    end: u64,
+    mapped_path: &str,
+    inode: u64,
+) -> Result<File, Error> {
     let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
     if let Ok(file) = File::open(&map_file) {
         return Ok(file);
     }
     let in_root = PathBuf::from(format!("/proc/{pid}/root{mapped_path}"));
-    let file = File::open(&in_root).map_err(|source| Error::OpenModule { pid, path: in_root.clone(), source })?;
+    let file = File::open(&in_root).map_err(|source| Error::OpenModule {
+        pid,
+        path: in_root.clone(),
+        source,
+    })?;
     let same_inode = file.metadata().map(|m| m.ino() == inode).unwrap_or(false);
     if !same_inode {
         return Err(Error::OpenModule {
             pid,
             path: in_root,
-            source: std::io::Error::other("the file on disk was replaced since the process mapped it"),
+            source: std::io::Error::other(
+                "the file on disk was replaced since the process mapped it",
+            ),
         });
     }
     Ok(file)

@@ -8,18 +8,20 @@ use crate::Error;
 
 /// One executable mapping of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Mapping {
-    start: u64,
-    end: u64,
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
     /// File offset of `start` within the module.
-    offset: u64,
-    module: ModuleId,
+    pub offset: u64,
+    pub module: ModuleId,
 }
 
 /// The executable, file-backed mappings of one process (plus its vDSO), sorted by address.
 #[derive(Clone, Debug, Default)]
 pub struct ProcessSnapshot {
     mappings: Vec<Mapping>,
+    /// The module of the main executable (`/proc/PID/exe`), if it is mapped.
+    executable: Option<ModuleId>,
     /// Mappings whose file could not be opened, by display name, so their frames still say where they are.
     unreadable: Vec<(u64, u64, u64, std::sync::Arc<str>)>,
 }
@@ -30,7 +32,10 @@ pub enum UserLocation {
     /// In a module at a file offset.
     Module { module: ModuleId, file_offset: u64 },
     /// In a mapped file that could not be opened (named for display).
-    UnreadableModule { name: std::sync::Arc<str>, file_offset: u64 },
+    UnreadableModule {
+        name: std::sync::Arc<str>,
+        file_offset: u64,
+    },
     /// In no file-backed mapping of the snapshot.
     Unmapped,
 }
@@ -48,15 +53,29 @@ impl ProcessSnapshot {
         }
         for (start, end, offset, name) in &self.unreadable {
             if (*start..*end).contains(&address) {
-                return UserLocation::UnreadableModule { name: name.clone(), file_offset: address - start + offset };
+                return UserLocation::UnreadableModule {
+                    name: name.clone(),
+                    file_offset: address - start + offset,
+                };
             }
         }
         UserLocation::Unmapped
     }
 
-    pub fn mapping_count(&self) -> usize {
-        self.mappings.len()
+    pub fn mappings(&self) -> &[Mapping] {
+        &self.mappings
     }
+
+    pub fn executable(&self) -> Option<ModuleId> {
+        self.executable
+    }
+}
+
+/// (device, inode) of the process's main executable.
+fn executable_file(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((meta.dev(), meta.ino()))
 }
 
 /// Snapshots by PID.
@@ -68,11 +87,18 @@ pub struct ProcessTable {
 
 impl ProcessTable {
     pub fn new(vdso: Option<ModuleId>) -> Self {
-        ProcessTable { processes: HashMap::new(), vdso }
+        ProcessTable {
+            processes: HashMap::new(),
+            vdso,
+        }
     }
 
     pub fn get(&self, pid: u32) -> Option<&ProcessSnapshot> {
         self.processes.get(&pid)
+    }
+
+    pub fn remove(&mut self, pid: u32) {
+        self.processes.remove(&pid);
     }
 
     pub fn contains(&self, pid: u32) -> bool {
@@ -90,20 +116,39 @@ impl ProcessTable {
     /// Reads `/proc/PID/maps` now and opens every module not yet in `modules`; replaces an earlier
     /// snapshot of `pid`. Modules that cannot be opened are logged and left unreadable; only a process
     /// that cannot be read at all (it has exited) is an error.
-    pub fn snapshot(&mut self, pid: u32, modules: &mut ModuleTable) -> Result<&ProcessSnapshot, Error> {
+    pub fn snapshot(
+        &mut self,
+        pid: u32,
+        modules: &mut ModuleTable,
+    ) -> Result<&ProcessSnapshot, Error> {
         let path = format!("/proc/{pid}/maps");
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadMaps { pid, path: path.into(), source })?;
-        let snapshot = self.snapshot_from_entries(pid, parse_maps(&text), modules);
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadMaps {
+            pid,
+            path: path.into(),
+            source,
+        })?;
+        let mut snapshot = self.snapshot_from_entries(pid, parse_maps(&text), modules);
+        snapshot.executable = executable_file(pid).and_then(|file| modules.find(file));
         self.processes.insert(pid, snapshot);
         Ok(&self.processes[&pid])
     }
 
-    fn snapshot_from_entries(&self, pid: u32, entries: Vec<MapsEntry>, modules: &mut ModuleTable) -> ProcessSnapshot {
+    fn snapshot_from_entries(
+        &self,
+        pid: u32,
+        entries: Vec<MapsEntry>,
+        modules: &mut ModuleTable,
+    ) -> ProcessSnapshot {
         let mut snapshot = ProcessSnapshot::default();
         for entry in entries.into_iter().filter(|e| e.executable) {
             if entry.path == "[vdso]" {
                 if let Some(module) = self.vdso {
-                    snapshot.mappings.push(Mapping { start: entry.start, end: entry.end, offset: 0, module });
+                    snapshot.mappings.push(Mapping {
+                        start: entry.start,
+                        end: entry.end,
+                        offset: 0,
+                        module,
+                    });
                 }
                 continue;
             }
@@ -126,7 +171,9 @@ impl ProcessTable {
                         .file_name()
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_else(|| entry.path.clone());
-                    snapshot.unreadable.push((entry.start, entry.end, entry.offset, name.into()));
+                    snapshot
+                        .unreadable
+                        .push((entry.start, entry.end, entry.offset, name.into()));
                 }
             }
         }

@@ -10,6 +10,7 @@ use blazesym::MaybeDefault;
 use crate::frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 use crate::modules::{ModuleId, ModuleTable};
 use crate::process::{ProcessTable, UserLocation};
+use crate::unwind::{Unwinders, UnwoundStack, UserRegisters};
 use crate::Error;
 
 /// What to put in frames. Defaults: inlined functions as their own frames, no source lines.
@@ -23,7 +24,10 @@ pub struct SymbolizerOptions {
 
 impl Default for SymbolizerOptions {
     fn default() -> Self {
-        SymbolizerOptions { inlined_functions: true, source_lines: false }
+        SymbolizerOptions {
+            inlined_functions: true,
+            source_lines: false,
+        }
     }
 }
 
@@ -40,6 +44,18 @@ pub struct Symbolizer {
     /// after the first sample); once each, so a truly unmapped address costs one re-read, not one per
     /// sample.
     refreshed: HashSet<u32>,
+    unwinders: Unwinders,
+}
+
+/// Where a process runs code without frame pointers, for `--unwind auto`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FramelessCode {
+    /// Every module keeps frame pointers.
+    None,
+    /// These address ranges (of frameless modules) do not.
+    Ranges(Vec<std::ops::Range<u64>>),
+    /// The main executable itself is frameless: unwind everything with DWARF.
+    Everywhere,
 }
 
 impl Symbolizer {
@@ -59,6 +75,7 @@ impl Symbolizer {
             user_cache: HashMap::new(),
             kernel_cache: HashMap::new(),
             refreshed: HashSet::new(),
+            unwinders: Unwinders::default(),
         })
     }
 
@@ -71,6 +88,49 @@ impl Symbolizer {
         self.processes.snapshot(pid, &mut self.modules).map(|_| ())
     }
 
+    /// Rebuilds a user stack from its registers and a copy of its top, with the modules' unwind
+    /// information (see the `unwind` module).
+    pub fn unwind(&mut self, pid: u32, registers: UserRegisters, stack: &[u8]) -> UnwoundStack {
+        if !self.processes.contains(pid) && self.processes.snapshot(pid, &mut self.modules).is_ok()
+        {
+            self.unwinders.forget(pid);
+        }
+        self.unwinders
+            .unwind(pid, registers, stack, &self.processes, &self.modules)
+    }
+
+    /// Which code of a snapshotted process lacks frame pointers; `None` if there is no snapshot.
+    pub fn frameless_code(&mut self, pid: u32) -> Option<FramelessCode> {
+        let snapshot = self.processes.get(pid)?;
+        let executable = snapshot.executable();
+        let mut ranges = Vec::new();
+        for mapping in snapshot.mappings().to_vec() {
+            let frameless = self
+                .unwinders
+                .elf_info(mapping.module, &self.modules)
+                .is_some_and(|info| !info.keeps_frame_pointers);
+            if frameless {
+                if Some(mapping.module) == executable {
+                    return Some(FramelessCode::Everywhere);
+                }
+                ranges.push(mapping.start..mapping.end);
+            }
+        }
+        Some(if ranges.is_empty() {
+            FramelessCode::None
+        } else {
+            FramelessCode::Ranges(ranges)
+        })
+    }
+
+    /// Called when a process exec'd: its snapshot and unwinder describe the old program, so they are
+    /// dropped and the process is snapshotted again at its next first sample.
+    pub fn process_exec(&mut self, pid: u32) {
+        self.processes.remove(pid);
+        self.unwinders.forget(pid);
+        self.refreshed.remove(&pid);
+    }
+
     pub fn modules(&self) -> &ModuleTable {
         &self.modules
     }
@@ -81,12 +141,18 @@ impl Symbolizer {
 
     /// Symbolizes user addresses of the given processes; one result per input, in order.
     pub fn symbolize_user(&mut self, addresses: &[(u32, FrameAddress)]) -> Vec<Symbol> {
-        let locations: Vec<UserLocation> =
-            addresses.iter().map(|&(pid, address)| self.locate_user(pid, address.lookup_address())).collect();
+        let locations: Vec<UserLocation> = addresses
+            .iter()
+            .map(|&(pid, address)| self.locate_user(pid, address.lookup_address()))
+            .collect();
 
         let mut misses: HashMap<ModuleId, Vec<u64>> = HashMap::new();
         for location in &locations {
-            if let UserLocation::Module { module, file_offset } = *location {
+            if let UserLocation::Module {
+                module,
+                file_offset,
+            } = *location
+            {
                 if !self.user_cache.contains_key(&(module, file_offset)) {
                     misses.entry(module).or_default().push(file_offset);
                 }
@@ -102,17 +168,26 @@ impl Symbolizer {
             .into_iter()
             .zip(addresses)
             .map(|(location, &(pid, address))| match location {
-                UserLocation::Module { module, file_offset } => self.user_cache[&(module, file_offset)].clone(),
-                UserLocation::UnreadableModule { name, file_offset } => {
-                    Symbol::Unknown { module: Some(name), offset: file_offset, reason: UnknownReason::ModuleUnreadable }
-                }
+                UserLocation::Module {
+                    module,
+                    file_offset,
+                } => self.user_cache[&(module, file_offset)].clone(),
+                UserLocation::UnreadableModule { name, file_offset } => Symbol::Unknown {
+                    module: Some(name),
+                    offset: file_offset,
+                    reason: UnknownReason::ModuleUnreadable,
+                },
                 UserLocation::Unmapped => {
                     let reason = if self.processes.contains(pid) {
                         UnknownReason::NotInModule
                     } else {
                         UnknownReason::ProcessNotSnapshotted
                     };
-                    Symbol::Unknown { module: None, offset: address.lookup_address(), reason }
+                    Symbol::Unknown {
+                        module: None,
+                        offset: address.lookup_address(),
+                        reason,
+                    }
                 }
             })
             .collect()
@@ -139,7 +214,9 @@ impl Symbolizer {
             for (index, &address) in misses.iter().enumerate() {
                 let symbol = match &results {
                     Ok(results) => match &results[index] {
-                        Symbolized::Sym(sym) => Symbol::Named(frames_of(sym, FrameKind::Kernel, options)),
+                        Symbolized::Sym(sym) => {
+                            Symbol::Named(frames_of(sym, FrameKind::Kernel, options))
+                        }
                         Symbolized::Unknown(_) => unknown_kernel(address),
                     },
                     Err(error) => {
@@ -150,7 +227,10 @@ impl Symbolizer {
                 self.kernel_cache.insert(address, symbol);
             }
         }
-        addresses.iter().map(|a| self.kernel_cache[&a.lookup_address()].clone()).collect()
+        addresses
+            .iter()
+            .map(|a| self.kernel_cache[&a.lookup_address()].clone())
+            .collect()
     }
 
     fn locate_user(&mut self, pid: u32, address: u64) -> UserLocation {
@@ -162,6 +242,7 @@ impl Symbolizer {
             return location;
         }
         // Not found: the process may have mapped it after its snapshot, or never been snapshotted.
+        self.unwinders.forget(pid);
         match self.processes.snapshot(pid, &mut self.modules) {
             Ok(snapshot) => snapshot.locate(address),
             Err(_) => UserLocation::Unmapped, // gone: nothing more to learn
@@ -181,9 +262,11 @@ impl Symbolizer {
             let symbol = match &results {
                 Ok(results) => match &results[index] {
                     Symbolized::Sym(sym) => Symbol::Named(frames_of(sym, FrameKind::User, options)),
-                    Symbolized::Unknown(_) => {
-                        Symbol::Unknown { module: Some(display_name.clone()), offset, reason: UnknownReason::NoSymbol }
-                    }
+                    Symbolized::Unknown(_) => Symbol::Unknown {
+                        module: Some(display_name.clone()),
+                        offset,
+                        reason: UnknownReason::NoSymbol,
+                    },
                 },
                 Err(_) => Symbol::Unknown {
                     module: Some(display_name.clone()),
@@ -197,18 +280,36 @@ impl Symbolizer {
 }
 
 fn unknown_kernel(address: u64) -> Symbol {
-    Symbol::Unknown { module: None, offset: address, reason: UnknownReason::UnknownKernelAddress }
+    Symbol::Unknown {
+        module: None,
+        offset: address,
+        reason: UnknownReason::UnknownKernelAddress,
+    }
 }
 
 /// The function at the address, then the functions inlined into it, outermost first.
 fn frames_of(sym: &Sym<'_>, kind: FrameKind, options: SymbolizerOptions) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(1 + sym.inlined.len());
-    let outer_location = if sym.inlined.is_empty() { sym.code_info.as_deref() } else { None };
-    frames.push(Frame { name: frame_name(&sym.name, outer_location, options), kind });
+    let outer_location = if sym.inlined.is_empty() {
+        sym.code_info.as_deref()
+    } else {
+        None
+    };
+    frames.push(Frame {
+        name: frame_name(&sym.name, outer_location, options),
+        kind,
+    });
     if options.inlined_functions {
-        let inlined_kind = if kind == FrameKind::Kernel { FrameKind::Kernel } else { FrameKind::Inlined };
+        let inlined_kind = if kind == FrameKind::Kernel {
+            FrameKind::Kernel
+        } else {
+            FrameKind::Inlined
+        };
         for inlined in sym.inlined.iter() {
-            frames.push(Frame { name: frame_name(&inlined.name, inlined.code_info.as_ref(), options), kind: inlined_kind });
+            frames.push(Frame {
+                name: frame_name(&inlined.name, inlined.code_info.as_ref(), options),
+                kind: inlined_kind,
+            });
         }
     }
     frames
@@ -216,7 +317,11 @@ fn frames_of(sym: &Sym<'_>, kind: FrameKind, options: SymbolizerOptions) -> Vec<
 
 fn frame_name(name: &str, location: Option<&CodeInfo<'_>>, options: SymbolizerOptions) -> Arc<str> {
     match location.filter(|_| options.source_lines) {
-        Some(CodeInfo { file, line: Some(line), .. }) => Arc::from(format!("{name} ({}:{line})", file.to_string_lossy())),
+        Some(CodeInfo {
+            file,
+            line: Some(line),
+            ..
+        }) => Arc::from(format!("{name} ({}:{line})", file.to_string_lossy())),
         _ => Arc::from(name),
     }
 }

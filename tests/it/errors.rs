@@ -7,9 +7,16 @@ use crate::support::*;
 
 fn run_failing(command: &mut std::process::Command) -> String {
     let output = command.output().expect("run emberprof");
-    assert!(!output.status.success(), "expected failure, got {}", output.status);
+    assert!(
+        !output.status.success(),
+        "expected failure, got {}",
+        output.status
+    );
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(stderr.trim().lines().count() == 1 || stderr.contains("Usage:"), "one-line error expected:\n{stderr}");
+    assert!(
+        stderr.trim().lines().count() == 1 || stderr.contains("Usage:"),
+        "one-line error expected:\n{stderr}"
+    );
     stderr
 }
 
@@ -36,7 +43,10 @@ fn missing_capabilities() {
         "-o",
         "-",
     ]));
-    assert!(stderr.contains("missing CAP_BPF and CAP_PERFMON"), "{stderr}");
+    assert!(
+        stderr.contains("missing CAP_BPF and CAP_PERFMON"),
+        "{stderr}"
+    );
     assert!(stderr.contains("setcap cap_bpf,cap_perfmon"), "{stderr}");
 }
 
@@ -45,10 +55,24 @@ fn missing_capabilities() {
 fn unwritable_output_fails_before_sampling() {
     let _kernel = kernel_test();
     let started = Instant::now();
-    let stderr = run_failing(emberprof().args(["record", "--all", "-d", "30", "-o", "/sys/flame.svg"]));
-    assert!(started.elapsed() < Duration::from_secs(5), "failed only after sampling");
-    assert!(stderr.contains("cannot write output /sys/flame.svg"), "{stderr}");
-    let stderr = run_failing(emberprof().args(["record", "--all", "-d", "30", "-o", "/no/such/dir/flame.svg"]));
+    let stderr =
+        run_failing(emberprof().args(["record", "--all", "-d", "30", "-o", "/sys/flame.svg"]));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed only after sampling"
+    );
+    assert!(
+        stderr.contains("cannot write output /sys/flame.svg"),
+        "{stderr}"
+    );
+    let stderr = run_failing(emberprof().args([
+        "record",
+        "--all",
+        "-d",
+        "30",
+        "-o",
+        "/no/such/dir/flame.svg",
+    ]));
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
 
@@ -56,15 +80,30 @@ fn unwritable_output_fails_before_sampling() {
 #[test]
 fn missing_btf() {
     let _kernel = kernel_test();
-    let stderr = run_failing(emberprof().args(["record", "--all", "-d", "1", "--btf", "/no/such/vmlinux", "-o", "-"]));
-    assert!(stderr.contains("cannot read kernel BTF from /no/such/vmlinux"), "{stderr}");
+    let stderr = run_failing(emberprof().args([
+        "record",
+        "--all",
+        "-d",
+        "1",
+        "--btf",
+        "/no/such/vmlinux",
+        "-o",
+        "-",
+    ]));
+    assert!(
+        stderr.contains("cannot read kernel BTF from /no/such/vmlinux"),
+        "{stderr}"
+    );
 }
 
 /// Zero or two target kinds are usage errors that list the choices.
 #[test]
 fn target_usage_errors() {
     let stderr = run_failing(emberprof().args(["record", "-d", "1"]));
-    assert!(stderr.contains("--pid") && stderr.contains("--all") && stderr.contains("COMMAND"), "{stderr}");
+    assert!(
+        stderr.contains("--pid") && stderr.contains("--all") && stderr.contains("COMMAND"),
+        "{stderr}"
+    );
     let stderr = run_failing(emberprof().args(["record", "--all", "-p", "1"]));
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
@@ -73,14 +112,19 @@ fn target_usage_errors() {
 #[test]
 fn command_not_found() {
     let _kernel = kernel_test();
-    let stderr = run_failing(emberprof().args(["record", "-o", "-", "--", "no-such-program-emberprof"]));
-    assert!(stderr.contains("command not found in PATH: no-such-program-emberprof"), "{stderr}");
+    let stderr =
+        run_failing(emberprof().args(["record", "-o", "-", "--", "no-such-program-emberprof"]));
+    assert!(
+        stderr.contains("command not found in PATH: no-such-program-emberprof"),
+        "{stderr}"
+    );
 }
 
 /// A frequency above the kernel's limit is refused up front.
 #[test]
 fn frequency_above_kernel_limit() {
     let _kernel = kernel_test();
-    let stderr = run_failing(emberprof().args(["record", "--all", "-F", "100000000", "-d", "1", "-o", "-"]));
+    let stderr =
+        run_failing(emberprof().args(["record", "--all", "-F", "100000000", "-d", "1", "-o", "-"]));
     assert!(stderr.contains("perf_event_max_sample_rate"), "{stderr}");
 }

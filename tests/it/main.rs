@@ -5,3 +5,4 @@
 mod errors;
 mod record;
 mod support;
+mod unwind;

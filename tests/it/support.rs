@@ -86,17 +86,22 @@ pub struct FoldedStack {
 pub fn parse_folded(text: &str) -> Vec<FoldedStack> {
     text.lines()
         .map(|line| {
-            let (stack, count) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no count in folded line {line:?}"));
+            let (stack, count) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("no count in folded line {line:?}"));
             FoldedStack {
                 frames: stack.split(';').map(str::to_owned).collect(),
-                count: count.parse().unwrap_or_else(|_| panic!("bad count in folded line {line:?}")),
+                count: count
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad count in folded line {line:?}")),
             }
         })
         .collect()
 }
 
 pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     parse_folded(&text)
 }
 
@@ -113,7 +118,11 @@ pub fn has_subsequence(frames: &[String], wanted: &[&str]) -> bool {
 
 /// Every stack, one per line, for failure messages.
 pub fn describe(stacks: &[FoldedStack]) -> String {
-    stacks.iter().map(|s| format!("  {} {}", s.frames.join(";"), s.count)).collect::<Vec<_>>().join("\n")
+    stacks
+        .iter()
+        .map(|s| format!("  {} {}", s.frames.join(";"), s.count))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn total(stacks: &[FoldedStack], filter: impl Fn(&FoldedStack) -> bool) -> u64 {

@@ -57,9 +57,16 @@ impl std::fmt::Display for ExitStatus {
 impl PausedCommand {
     /// Forks a child that will exec `argv` (looked up in PATH like a shell does) once started.
     pub fn spawn(argv: &[OsString]) -> Result<Self> {
-        let Some(program) = argv.first() else { bail!("no command given after --") };
-        let display = argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
-        let path = resolve_in_path(program).with_context(|| format!("cannot run {:?}", program.to_string_lossy()))?;
+        let Some(program) = argv.first() else {
+            bail!("no command given after --")
+        };
+        let display = argv
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let path = resolve_in_path(program)
+            .with_context(|| format!("cannot run {:?}", program.to_string_lossy()))?;
         // Everything the child needs is allocated before fork: between fork and exec only
         // async-signal-safe calls are allowed.
         let path = cstring(path.as_os_str())?;
@@ -89,13 +96,23 @@ impl PausedCommand {
                 }
                 libc::execv(path.as_ptr(), arg_ptrs.as_ptr());
                 let errno = *libc::__errno_location();
-                libc::write(error_write.as_raw_fd(), (&raw const errno).cast(), size_of::<i32>());
+                libc::write(
+                    error_write.as_raw_fd(),
+                    (&raw const errno).cast(),
+                    size_of::<i32>(),
+                );
                 libc::_exit(127);
             }
         }
         drop(go_read);
         drop(error_write);
-        Ok(PausedCommand { pid, display, go: go_write, exec_error: error_read, armed: true })
+        Ok(PausedCommand {
+            pid,
+            display,
+            go: go_write,
+            exec_error: error_read,
+            armed: true,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -107,17 +124,34 @@ impl PausedCommand {
         self.armed = false;
         // SAFETY: writing one byte from a valid buffer to an fd we own.
         let written = unsafe { libc::write(self.go.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-        let mut running = RunningCommand { pid: self.pid, display: std::mem::take(&mut self.display), status: None };
+        let mut running = RunningCommand {
+            pid: self.pid,
+            display: std::mem::take(&mut self.display),
+            status: None,
+        };
         if written != 1 {
             running.wait()?;
-            bail!("cannot start {}: the child process is gone", running.display);
+            bail!(
+                "cannot start {}: the child process is gone",
+                running.display
+            );
         }
         let mut errno = 0i32;
         // SAFETY: reading into a local i32. EOF (0) means exec closed the close-on-exec pipe: success.
-        let read = unsafe { libc::read(self.exec_error.as_raw_fd(), (&raw mut errno).cast(), size_of::<i32>()) };
+        let read = unsafe {
+            libc::read(
+                self.exec_error.as_raw_fd(),
+                (&raw mut errno).cast(),
+                size_of::<i32>(),
+            )
+        };
         if read == size_of::<i32>() as isize {
             running.wait()?;
-            bail!("cannot run {}: {}", running.display, std::io::Error::from_raw_os_error(errno));
+            bail!(
+                "cannot run {}: {}",
+                running.display,
+                std::io::Error::from_raw_os_error(errno)
+            );
         }
         Ok(running)
     }
@@ -202,13 +236,18 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 fn cstring(text: &OsStr) -> Result<CString> {
-    CString::new(text.as_bytes()).with_context(|| format!("{:?} contains a NUL byte", text.to_string_lossy()))
+    CString::new(text.as_bytes())
+        .with_context(|| format!("{:?} contains a NUL byte", text.to_string_lossy()))
 }
 
 /// Finds `program` the way execvp does: a name with a slash is a path, anything else is searched in PATH.
 fn resolve_in_path(program: &OsStr) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let is_executable = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    let is_executable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
     if program.as_bytes().contains(&b'/') {
         let path = PathBuf::from(program);
         if !path.exists() {
@@ -244,13 +283,25 @@ mod tests {
     /// A command that does not exist fails before fork; one that cannot be exec'd fails at start.
     #[test]
     fn bad_commands_fail_clearly() {
-        let error = PausedCommand::spawn(&["no-such-command-emberprof".into()]).err().unwrap();
-        assert!(format!("{error:#}").contains("command not found"), "{error:#}");
+        let error = PausedCommand::spawn(&["no-such-command-emberprof".into()])
+            .err()
+            .unwrap();
+        assert!(
+            format!("{error:#}").contains("command not found"),
+            "{error:#}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let not_executable = dir.path().join("data");
         std::fs::write(&not_executable, "x").unwrap();
-        let error = PausedCommand::spawn(&[not_executable.into()]).unwrap().start().err().unwrap();
-        assert!(format!("{error:#}").contains("Permission denied"), "{error:#}");
+        let error = PausedCommand::spawn(&[not_executable.into()])
+            .unwrap()
+            .start()
+            .err()
+            .unwrap();
+        assert!(
+            format!("{error:#}").contains("Permission denied"),
+            "{error:#}"
+        );
     }
 
     /// Signal deaths map to 128 + signal, like a shell.

@@ -8,6 +8,6 @@ mod stats;
 mod targets;
 
 pub use launch::{ExitStatus, PausedCommand, RunningCommand};
-pub use sampler::{MapSizes, Sampler, SamplerConfig};
+pub use sampler::{MapSizes, Sampler, SamplerConfig, UnwindMode};
 pub use session::{record, Capture, StopConditions, StopReason};
 pub use targets::ProcessWatch;

@@ -6,10 +6,14 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
-use aya::programs::perf_event::{PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::perf_event::{
+    PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
+};
 use aya::programs::{BtfTracePoint, PerfEvent};
 use aya::{Btf, Ebpf, EbpfLoader};
-use emberprof_bpf::{names, Config, SampleKey, Stat, STACK_ID_NONE};
+use emberprof_bpf::{
+    names, Config, FramelessRanges, SampleKey, Stat, MAX_FRAMELESS_RANGES, STACK_ID_NONE,
+};
 
 use super::stats::BpfStats;
 
@@ -26,6 +30,33 @@ pub struct MapSizes {
     pub targets: u32,
 }
 
+impl MapSizes {
+    /// Sizes for an unwinding mode: copying user stacks for DWARF unwinding streams ~17 KiB per
+    /// sample (34 MB/s for two CPUs at 999 Hz), so the ring buffer gets 8 MiB, about a quarter of a
+    /// second of that, enough to ride out a symbolization round in the reader.
+    pub fn for_unwind(mode: UnwindMode) -> Self {
+        match mode {
+            UnwindMode::FramePointers => MapSizes::default(),
+            UnwindMode::Dwarf | UnwindMode::Auto => MapSizes {
+                ring_buffer_bytes: 8 << 20,
+                ..MapSizes::default()
+            },
+        }
+    }
+}
+
+/// How user stacks are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnwindMode {
+    /// The kernel walks frame pointers (`bpf_get_stackid`).
+    FramePointers,
+    /// Every user stack is copied and unwound with DWARF CFI in userspace.
+    Dwarf,
+    /// Copied only where the code is frameless: per process (frameless main executable) or per
+    /// sample (the sampled instruction is in a frameless module).
+    Auto,
+}
+
 impl Default for MapSizes {
     fn default() -> Self {
         // ~16 MiB of stacks (127 frames x 8 bytes each), ~6 MiB of counts: room for minutes of a busy
@@ -33,7 +64,12 @@ impl Default for MapSizes {
         // holds 500 streamed samples, more than two CPUs produce at 999 Hz in that time. Its pages
         // are mapped into emberprof twice (the kernel's wrap-around trick), so every MiB here is
         // 2 MiB of resident memory.
-        MapSizes { stacks: 16 * 1024, counts: 64 * 1024, ring_buffer_bytes: 1 << 20, targets: 8 * 1024 }
+        MapSizes {
+            stacks: 16 * 1024,
+            counts: 64 * 1024,
+            ring_buffer_bytes: 1 << 20,
+            targets: 8 * 1024,
+        }
     }
 }
 
@@ -43,6 +79,9 @@ pub struct SamplerConfig {
     pub follow_children: bool,
     pub capture_kernel: bool,
     pub capture_user: bool,
+    pub unwind: UnwindMode,
+    /// Bytes of user stack copied per sample when unwinding with DWARF.
+    pub stack_copy_bytes: u32,
     pub map_sizes: MapSizes,
 }
 
@@ -62,9 +101,25 @@ impl Sampler {
             capture_kernel: config.capture_kernel as u32,
             capture_user: config.capture_user as u32,
             include_kernel_threads: config.target_pids.is_none() as u32,
-            _pad: 0,
+            unwind_mode: match config.unwind {
+                UnwindMode::FramePointers => emberprof_bpf::UNWIND_FRAME_POINTERS,
+                UnwindMode::Dwarf => emberprof_bpf::UNWIND_DWARF,
+                UnwindMode::Auto => emberprof_bpf::UNWIND_AUTO,
+            },
+            stack_copy_bytes: config.stack_copy_bytes,
+            // An eighth of the buffer: few wakeups, yet room for the seven eighths that can pile up
+            // while the reader is busy.
+            wakeup_bytes: config.map_sizes.ring_buffer_bytes / 8,
         };
         let sizes = config.map_sizes;
+        // One staging slot per possible CPU (bpf_get_smp_processor_id indexes possible CPUs); none
+        // worth allocating when stacks are never copied.
+        let scratch_slots = match config.unwind {
+            UnwindMode::FramePointers => 1,
+            _ => aya::util::nr_cpus()
+                .map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?
+                as u32,
+        };
         let mut ebpf = EbpfLoader::new()
             .btf(Some(btf))
             .override_global(names::CONFIG_GLOBAL, &bpf_config, true)
@@ -72,24 +127,73 @@ impl Sampler {
             .map_max_entries(names::COUNTS, sizes.counts)
             .map_max_entries(names::RECORDS, sizes.ring_buffer_bytes)
             .map_max_entries(names::TARGET_TGIDS, sizes.targets)
+            .map_max_entries(names::STACK_SCRATCH, scratch_slots)
             .load(emberprof_bpf::PROFILE_OBJECT)
-            .context("cannot load the BPF object (is BPF enabled in this kernel, CONFIG_BPF_SYSCALL=y?)")?;
+            .context(
+                "cannot load the BPF object (is BPF enabled in this kernel, CONFIG_BPF_SYSCALL=y?)",
+            )?;
 
         let sample: &mut PerfEvent = program(&mut ebpf, names::SAMPLE_PROGRAM)?.try_into()?;
-        sample.load().context("the kernel rejected the sampling program")?;
+        sample
+            .load()
+            .context("the kernel rejected the sampling program")?;
         let fork: &mut BtfTracePoint = program(&mut ebpf, names::FORK_PROGRAM)?.try_into()?;
-        fork.load(names::FORK_TRACEPOINT, btf).context("the kernel rejected the fork-following program")?;
+        fork.load(names::FORK_TRACEPOINT, btf)
+            .context("the kernel rejected the fork-following program")?;
+        let exec: &mut BtfTracePoint = program(&mut ebpf, names::EXEC_PROGRAM)?.try_into()?;
+        exec.load(names::EXEC_TRACEPOINT, btf)
+            .context("the kernel rejected the exec-noticing program")?;
 
         if let Some(pids) = &config.target_pids {
-            let mut targets: HashMap<_, u32, u8> = HashMap::try_from(map(&mut ebpf, names::TARGET_TGIDS)?)?;
+            let mut targets: HashMap<_, u32, u8> =
+                HashMap::try_from(map(&mut ebpf, names::TARGET_TGIDS)?)?;
             for &pid in pids {
-                targets.insert(pid, 1, 0).with_context(|| format!("cannot add PID {pid} to the target map"))?;
+                targets
+                    .insert(pid, 1, 0)
+                    .with_context(|| format!("cannot add PID {pid} to the target map"))?;
             }
         }
         let records = RingBuf::try_from(
-            ebpf.take_map(names::RECORDS).ok_or_else(|| anyhow!("BPF object has no map {}", names::RECORDS))?,
+            ebpf.take_map(names::RECORDS)
+                .ok_or_else(|| anyhow!("BPF object has no map {}", names::RECORDS))?,
         )?;
-        Ok(Sampler { ebpf, records, perf_links: Vec::new() })
+        Ok(Sampler {
+            ebpf,
+            records,
+            perf_links: Vec::new(),
+        })
+    }
+
+    /// `--unwind auto`: copy every user stack of this process.
+    pub fn unwind_process_with_dwarf(&mut self, pid: u32) -> Result<()> {
+        let mut map: HashMap<_, u32, u8> =
+            HashMap::try_from(map(&mut self.ebpf, names::DWARF_TGIDS)?)?;
+        map.insert(pid, 1, 0)
+            .with_context(|| format!("cannot mark process {pid} for DWARF unwinding"))
+    }
+
+    /// `--unwind auto`: copy the user stacks of samples whose instruction lies in these ranges. More
+    /// ranges than the BPF side holds mean the whole process is copied.
+    pub fn set_frameless_ranges(
+        &mut self,
+        pid: u32,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<()> {
+        if ranges.len() > MAX_FRAMELESS_RANGES {
+            return self.unwind_process_with_dwarf(pid);
+        }
+        let mut value = FramelessRanges {
+            count: ranges.len() as u32,
+            ..FramelessRanges::default()
+        };
+        for (i, range) in ranges.iter().enumerate() {
+            value.start[i] = range.start;
+            value.end[i] = range.end;
+        }
+        let mut map: HashMap<_, u32, FramelessRanges> =
+            HashMap::try_from(map(&mut self.ebpf, names::FRAMELESS_RANGES)?)?;
+        map.insert(pid, value, 0)
+            .with_context(|| format!("cannot set frameless ranges of process {pid}"))
     }
 
     /// Starts sampling: follows forks first, so no child is missed, then opens one cpu-clock event per
@@ -97,9 +201,14 @@ impl Sampler {
     /// and future; an event bound to a PID would sample only that one thread.
     pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
         let fork: &mut BtfTracePoint = program(&mut self.ebpf, names::FORK_PROGRAM)?.try_into()?;
-        fork.attach().context("cannot attach to the sched_process_fork tracepoint")?;
+        fork.attach()
+            .context("cannot attach to the sched_process_fork tracepoint")?;
+        let exec: &mut BtfTracePoint = program(&mut self.ebpf, names::EXEC_PROGRAM)?.try_into()?;
+        exec.attach()
+            .context("cannot attach to the sched_process_exec tracepoint")?;
 
-        let cpus = aya::util::online_cpus().map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
         let sample: &mut PerfEvent = program(&mut self.ebpf, names::SAMPLE_PROGRAM)?.try_into()?;
         for cpu in cpus {
             let link = sample
@@ -119,7 +228,9 @@ impl Sampler {
     pub fn detach(&mut self) -> Result<()> {
         let sample: &mut PerfEvent = program(&mut self.ebpf, names::SAMPLE_PROGRAM)?.try_into()?;
         for link in self.perf_links.drain(..) {
-            sample.detach(link).context("cannot detach the sampling program")?;
+            sample
+                .detach(link)
+                .context("cannot detach the sampling program")?;
         }
         Ok(())
     }
@@ -139,11 +250,15 @@ impl Sampler {
     /// The per-CPU counters, summed over CPUs.
     pub fn stats(&self) -> Result<BpfStats> {
         let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(
-            self.ebpf.map(names::STATS).ok_or_else(|| anyhow!("BPF object has no map {}", names::STATS))?,
+            self.ebpf
+                .map(names::STATS)
+                .ok_or_else(|| anyhow!("BPF object has no map {}", names::STATS))?,
         )?;
         let mut totals = BpfStats::default();
         for stat in Stat::ALL {
-            let per_cpu = stats.get(&(stat as u32), 0).with_context(|| format!("cannot read counter {stat:?}"))?;
+            let per_cpu = stats
+                .get(&(stat as u32), 0)
+                .with_context(|| format!("cannot read counter {stat:?}"))?;
             totals.set(stat, per_cpu.iter().sum());
         }
         Ok(totals)
@@ -152,9 +267,14 @@ impl Sampler {
     /// Every counted key with its count.
     pub fn read_counts(&self) -> Result<Vec<(SampleKey, u64)>> {
         let counts: HashMap<_, SampleKey, u64> = HashMap::try_from(
-            self.ebpf.map(names::COUNTS).ok_or_else(|| anyhow!("BPF object has no map {}", names::COUNTS))?,
+            self.ebpf
+                .map(names::COUNTS)
+                .ok_or_else(|| anyhow!("BPF object has no map {}", names::COUNTS))?,
         )?;
-        counts.iter().map(|entry| entry.context("cannot read the counts map")).collect()
+        counts
+            .iter()
+            .map(|entry| entry.context("cannot read the counts map"))
+            .collect()
     }
 
     /// Makes sure `cache` holds the frames of stack `id` (a no-op for ids that are not map ids).
@@ -163,7 +283,9 @@ impl Sampler {
             return Ok(());
         }
         let stacks: StackTraceMap<_> = StackTraceMap::try_from(
-            self.ebpf.map(names::STACKS).ok_or_else(|| anyhow!("BPF object has no map {}", names::STACKS))?,
+            self.ebpf
+                .map(names::STACKS)
+                .ok_or_else(|| anyhow!("BPF object has no map {}", names::STACKS))?,
         )?;
         let frames = match stacks.get(&(id as u32), 0) {
             Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
@@ -196,9 +318,11 @@ impl StackCache {
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
-    ebpf.program_mut(name).ok_or_else(|| anyhow!("BPF object has no program {name}"))
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("BPF object has no program {name}"))
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
-    ebpf.map_mut(name).ok_or_else(|| anyhow!("BPF object has no map {name}"))
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("BPF object has no map {name}"))
 }

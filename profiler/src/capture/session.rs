@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use emberprof_bpf::{comm_to_string, Record, SampleKey, STACK_ID_IN_RECORD};
-use emberprof_symbolizer::Symbolizer;
+use emberprof_bpf::{comm_to_string, Record, SampleKey, UserStackRecord, STACK_ID_IN_RECORD};
+use emberprof_symbolizer::{FramelessCode, Symbolizer, UnwindEnd, UserRegisters};
 
 use super::launch::RunningCommand;
-use super::sampler::{Sampler, StackCache};
+use super::sampler::{Sampler, StackCache, UnwindMode};
 use super::stats::BpfStats;
 use super::targets::ProcessWatch;
 use crate::sample::StackSample;
@@ -24,6 +24,8 @@ const TICK: Duration = Duration::from_millis(100);
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 /// How often stacks first seen since the last round are symbolized while recording.
 const SYMBOLIZE_INTERVAL: Duration = Duration::from_millis(500);
+/// Keys symbolized between two drains of the ring buffer.
+const SYMBOLIZE_BATCH: usize = 64;
 
 /// What ends a recording besides a signal.
 pub struct StopConditions<'a> {
@@ -54,6 +56,53 @@ pub struct Capture {
     pub stopped_at: Instant,
     /// Ring-buffer records that did not decode (version skew or a bug); counted as lost.
     pub malformed_records: u64,
+    pub unwinding: UnwindStats,
+}
+
+/// How user stacks were obtained, in samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindStats {
+    /// Copied and unwound with DWARF to the root of the stack.
+    pub dwarf_complete: u64,
+    /// ... that ended because the copy was too short (`--stack-size`).
+    pub dwarf_stack_copy_exhausted: u64,
+    /// ... that ended where no unwind rule worked.
+    pub dwarf_failed: u64,
+    /// ... of processes that were never snapshotted (only the sampled instruction is known).
+    pub dwarf_unknown_process: u64,
+    /// Walked by the kernel through frame pointers.
+    pub frame_pointer: u64,
+}
+
+impl UnwindStats {
+    pub fn dwarf_total(&self) -> u64 {
+        self.dwarf_complete
+            + self.dwarf_stack_copy_exhausted
+            + self.dwarf_failed
+            + self.dwarf_unknown_process
+    }
+
+    fn count(&mut self, end: UnwindEnd) {
+        match end {
+            UnwindEnd::Complete => self.dwarf_complete += 1,
+            UnwindEnd::StackCopyExhausted => self.dwarf_stack_copy_exhausted += 1,
+            UnwindEnd::Failed => self.dwarf_failed += 1,
+            UnwindEnd::UnknownProcess => self.dwarf_unknown_process += 1,
+        }
+    }
+}
+
+/// What the drain loop keeps between rounds.
+#[derive(Default)]
+struct Collected {
+    /// Samples that came through the ring buffer, with their stacks.
+    streamed: HashMap<StreamedKey, u64>,
+    /// Keys first counted in the kernel since the last symbolization round.
+    new_keys: Vec<SampleKey>,
+    /// Streamed stacks first seen since the last symbolization round.
+    new_streamed: Vec<StackSample>,
+    malformed_records: u64,
+    unwinding: UnwindStats,
 }
 
 /// A sample that came through the ring buffer, keyed with its inline stacks.
@@ -62,23 +111,29 @@ type StreamedKey = (SampleKey, Vec<u64>, Vec<u64>);
 pub fn record(
     sampler: &mut Sampler,
     symbolizer: &mut Symbolizer,
+    unwind: UnwindMode,
     mut stop: StopConditions<'_>,
     status_line: bool,
 ) -> Result<Capture> {
     let status_line = status_line && std::io::stderr().is_terminal();
     let started = Instant::now();
-    let mut streamed: HashMap<StreamedKey, u64> = HashMap::new();
-    let mut malformed_records = 0;
+    let mut collected = Collected::default();
     let mut last_status = started;
     let mut stack_cache = StackCache::default();
-    let mut new_keys = Vec::new();
     let mut last_symbolized = started;
 
     let stop_reason = loop {
         wait_readable(sampler.records_fd(), next_wakeup(started, stop.duration));
-        drain(sampler, symbolizer, &mut streamed, &mut new_keys, &mut malformed_records);
-        if last_symbolized.elapsed() >= SYMBOLIZE_INTERVAL && !new_keys.is_empty() {
-            symbolize_new_keys(sampler, symbolizer, &mut stack_cache, &mut new_keys)?;
+        drain(sampler, symbolizer, unwind, &mut collected);
+        let pending = !collected.new_keys.is_empty() || !collected.new_streamed.is_empty();
+        if last_symbolized.elapsed() >= SYMBOLIZE_INTERVAL && pending {
+            symbolize_new_keys(
+                sampler,
+                symbolizer,
+                unwind,
+                &mut stack_cache,
+                &mut collected,
+            )?;
             last_symbolized = Instant::now();
         }
 
@@ -101,7 +156,11 @@ pub fn record(
         }
         if status_line && last_status.elapsed() >= STATUS_INTERVAL {
             last_status = Instant::now();
-            draw_status(started.elapsed(), stop.duration, sampler.stats().map(|s| s.kept()).unwrap_or(0));
+            draw_status(
+                started.elapsed(),
+                stop.duration,
+                sampler.stats().map(|s| s.kept()).unwrap_or(0),
+            );
         }
     };
     let recorded_for = started.elapsed();
@@ -111,7 +170,13 @@ pub fn record(
         eprint!("\r\x1b[2K");
     }
     // Records written before the detach are still in the ring buffer.
-    drain(sampler, symbolizer, &mut streamed, &mut new_keys, &mut malformed_records);
+    drain(sampler, symbolizer, unwind, &mut collected);
+    let Collected {
+        streamed,
+        malformed_records,
+        mut unwinding,
+        ..
+    } = collected;
 
     let stats = sampler.stats()?;
     let counted = sampler.read_counts()?;
@@ -123,8 +188,29 @@ pub fn record(
         sampler.load_stack(key.kernel_stack_id, &mut stack_cache)?;
         sampler.load_stack(key.user_stack_id, &mut stack_cache)?;
     }
+    unwinding.frame_pointer = counted
+        .iter()
+        .filter(|(key, _)| key.user_stack_id >= 0)
+        .map(|(_, count)| count)
+        .sum::<u64>()
+        + streamed
+            .iter()
+            .filter(|((key, _, _), _)| {
+                key.user_stack_id >= 0 || key.user_stack_id == STACK_ID_IN_RECORD
+            })
+            .map(|(_, count)| count)
+            .sum::<u64>()
+            .saturating_sub(unwinding.dwarf_total());
     let samples = to_samples(&stack_cache, &counted, streamed);
-    Ok(Capture { samples, stats, recorded_for, stop_reason, stopped_at, malformed_records })
+    Ok(Capture {
+        samples,
+        stats,
+        recorded_for,
+        stop_reason,
+        stopped_at,
+        malformed_records,
+        unwinding,
+    })
 }
 
 fn next_wakeup(started: Instant, duration: Option<Duration>) -> Duration {
@@ -136,55 +222,144 @@ fn next_wakeup(started: Instant, duration: Option<Duration>) -> Duration {
 
 /// Sleeps until `fd` is readable or `timeout` passes (or a signal arrives).
 fn wait_readable(fd: i32, timeout: Duration) {
-    let mut poll_fd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut poll_fd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd. EINTR (a signal) just ends the wait early.
     unsafe { libc::poll(&mut poll_fd, 1, timeout.as_millis() as i32) };
 }
 
+impl Collected {
+    /// Counts a streamed sample; a stack not seen before is queued for symbolization while recording.
+    fn add_streamed(&mut self, key: StreamedKey) {
+        match self.streamed.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut entry) => *entry.get_mut() += 1,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let (sample_key, kernel, user) = entry.key();
+                self.new_streamed
+                    .push(to_sample(sample_key, kernel.clone(), user.clone(), 0));
+                entry.insert(1);
+            }
+        }
+    }
+}
+
+/// Handles every pending ring-buffer record. New processes are snapshotted at once, before the
+/// records after them (their first stack copies may follow directly).
 fn drain(
     sampler: &mut Sampler,
     symbolizer: &mut Symbolizer,
-    streamed: &mut HashMap<StreamedKey, u64>,
-    new_keys: &mut Vec<SampleKey>,
-    malformed: &mut u64,
+    unwind: UnwindMode,
+    collected: &mut Collected,
 ) {
     let mut new_processes = Vec::new();
     sampler.drain_records(|bytes| match Record::parse(bytes) {
-        Some(Record::ProcessSeen(record)) => new_processes.push(record.tgid),
-        Some(Record::NewKey(key)) => new_keys.push(key),
-        Some(Record::Sample(record)) => {
-            let kernel = inline_stack(record.key.kernel_stack_id, &record.kernel_ips, record.kernel_len);
-            let user = inline_stack(record.key.user_stack_id, &record.user_ips, record.user_len);
-            *streamed.entry((record.key, kernel, user)).or_default() += 1;
+        Some(Record::ProcessSeen(record)) => {
+            if let Err(error) = symbolizer.process_seen(record.tgid) {
+                // Usually a process that exited between its first sample and now.
+                log::debug!("no snapshot of process {}: {error}", record.tgid);
+            } else if unwind == UnwindMode::Auto {
+                new_processes.push(record.tgid);
+            }
         }
-        None => *malformed += 1,
+        Some(Record::NewKey(key)) => collected.new_keys.push(key),
+        Some(Record::Exec(pid)) => symbolizer.process_exec(pid),
+        Some(Record::Sample(record)) => {
+            let kernel = inline_stack(
+                record.key.kernel_stack_id,
+                &record.kernel_ips,
+                record.kernel_len,
+            );
+            let user = inline_stack(record.key.user_stack_id, &record.user_ips, record.user_len);
+            collected.add_streamed((record.key, kernel, user));
+        }
+        Some(Record::UserStack(record, stack)) => {
+            let key = unwind_user_stack(symbolizer, record, stack, &mut collected.unwinding);
+            collected.add_streamed(key);
+        }
+        None => collected.malformed_records += 1,
     });
     for pid in new_processes {
-        if let Err(error) = symbolizer.process_seen(pid) {
-            // Usually a process that exited between its first sample and now.
-            log::debug!("no snapshot of process {pid}: {error}");
+        if let Err(error) = plan_auto_unwinding(sampler, symbolizer, pid) {
+            log::warn!("{error:#}");
         }
     }
+}
+
+/// `--unwind auto`: tells the BPF side where this process's code is frameless, so samples there get
+/// their stacks copied while the rest keeps the cheap frame-pointer walk.
+fn plan_auto_unwinding(sampler: &mut Sampler, symbolizer: &mut Symbolizer, pid: u32) -> Result<()> {
+    match symbolizer.frameless_code(pid) {
+        None | Some(FramelessCode::None) => Ok(()),
+        Some(FramelessCode::Everywhere) => sampler.unwind_process_with_dwarf(pid),
+        Some(FramelessCode::Ranges(ranges)) => sampler.set_frameless_ranges(pid, &ranges),
+    }
+}
+
+fn unwind_user_stack(
+    symbolizer: &mut Symbolizer,
+    record: &UserStackRecord,
+    stack: &[u8],
+    stats: &mut UnwindStats,
+) -> StreamedKey {
+    let registers = UserRegisters {
+        ip: record.ip,
+        sp: record.sp,
+        bp: record.bp,
+    };
+    let unwound = symbolizer.unwind(record.key.tgid, registers, stack);
+    stats.count(unwound.end);
+    let kernel = inline_stack(
+        record.key.kernel_stack_id,
+        &record.kernel_ips,
+        record.kernel_len,
+    );
+    (record.key, kernel, unwound.frames)
 }
 
 /// Symbolizes the stacks of keys first counted since the last round, while their processes are alive
 /// and while sampling goes on, so that little is left to do when it stops.
 fn symbolize_new_keys(
-    sampler: &Sampler,
+    sampler: &mut Sampler,
     symbolizer: &mut Symbolizer,
+    unwind: UnwindMode,
     stack_cache: &mut StackCache,
-    new_keys: &mut Vec<SampleKey>,
+    collected: &mut Collected,
 ) -> Result<()> {
-    for key in new_keys.iter() {
-        sampler.load_stack(key.kernel_stack_id, stack_cache)?;
-        sampler.load_stack(key.user_stack_id, stack_cache)?;
+    let keys = std::mem::take(&mut collected.new_keys);
+    // In batches, draining the ring buffer in between: a round can take tens of milliseconds (the
+    // first one loads kallsyms and the DWARF of every module), while stack copies keep arriving.
+    for batch in keys.chunks(SYMBOLIZE_BATCH) {
+        for key in batch {
+            sampler.load_stack(key.kernel_stack_id, stack_cache)?;
+            sampler.load_stack(key.user_stack_id, stack_cache)?;
+        }
+        let samples: Vec<StackSample> = batch
+            .iter()
+            .map(|key| {
+                to_sample(
+                    key,
+                    stack_cache.frames(key.kernel_stack_id).to_vec(),
+                    stack_cache.frames(key.user_stack_id).to_vec(),
+                    0,
+                )
+            })
+            .collect();
+        // The result is dropped: the point is the symbolizer's caches.
+        symbolize_stacks(&samples, symbolizer);
+        drain(sampler, symbolizer, unwind, collected);
     }
-    let samples: Vec<StackSample> = new_keys
-        .drain(..)
-        .map(|key| to_sample(&key, stack_cache.frames(key.kernel_stack_id).to_vec(), stack_cache.frames(key.user_stack_id).to_vec(), 0))
-        .collect();
-    // The result is dropped: the point is the symbolizer's caches.
-    symbolize_stacks(&samples, symbolizer);
+    // Only what was pending when the round started: stacks streamed in meanwhile wait for the next.
+    let mut left = collected.new_streamed.len();
+    while left > 0 {
+        let batch_size = left.min(SYMBOLIZE_BATCH);
+        left -= batch_size;
+        let batch: Vec<StackSample> = collected.new_streamed.drain(..batch_size).collect();
+        symbolize_stacks(&batch, symbolizer);
+        drain(sampler, symbolizer, unwind, collected);
+    }
     Ok(())
 }
 
@@ -196,13 +371,33 @@ fn inline_stack(id: i32, ips: &[u64], len: u32) -> Vec<u64> {
     }
 }
 
-fn to_samples(stacks: &StackCache, counted: &[(SampleKey, u64)], streamed: HashMap<StreamedKey, u64>) -> Vec<StackSample> {
-    let stack = |id: i32, inline: Vec<u64>| if id == STACK_ID_IN_RECORD { inline } else { stacks.frames(id).to_vec() };
+fn to_samples(
+    stacks: &StackCache,
+    counted: &[(SampleKey, u64)],
+    streamed: HashMap<StreamedKey, u64>,
+) -> Vec<StackSample> {
+    let stack = |id: i32, inline: Vec<u64>| {
+        if id == STACK_ID_IN_RECORD {
+            inline
+        } else {
+            stacks.frames(id).to_vec()
+        }
+    };
     let from_counts = counted.iter().map(|(key, count)| {
-        to_sample(key, stacks.frames(key.kernel_stack_id).to_vec(), stacks.frames(key.user_stack_id).to_vec(), *count)
+        to_sample(
+            key,
+            stacks.frames(key.kernel_stack_id).to_vec(),
+            stacks.frames(key.user_stack_id).to_vec(),
+            *count,
+        )
     });
     let from_stream = streamed.into_iter().map(|((key, kernel, user), count)| {
-        to_sample(&key, stack(key.kernel_stack_id, kernel), stack(key.user_stack_id, user), count)
+        to_sample(
+            &key,
+            stack(key.kernel_stack_id, kernel),
+            stack(key.user_stack_id, user),
+            count,
+        )
     });
     from_counts.chain(from_stream).collect()
 }
@@ -224,6 +419,9 @@ fn draw_status(elapsed: Duration, duration: Option<Duration>, samples: u64) {
         Some(d) => format!(" / {:.0} s", d.as_secs_f64()),
         None => String::new(),
     };
-    eprint!("\r\x1b[2Krecording {:.1} s{total}, {samples} samples (Ctrl-C to stop)", elapsed.as_secs_f64());
+    eprint!(
+        "\r\x1b[2Krecording {:.1} s{total}, {samples} samples (Ctrl-C to stop)",
+        elapsed.as_secs_f64()
+    );
     let _ = std::io::stderr().flush();
 }

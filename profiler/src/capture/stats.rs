@@ -28,8 +28,15 @@ impl BpfStats {
 
     /// Every program invocation is accounted for by exactly one outcome.
     pub fn unaccounted(&self) -> i128 {
-        let outcomes = [Stat::Idle, Stat::Filtered, Stat::Counted, Stat::Streamed, Stat::LostRingbufFull];
-        self.get(Stat::Samples) as i128 - outcomes.iter().map(|&s| self.get(s) as i128).sum::<i128>()
+        let outcomes = [
+            Stat::Idle,
+            Stat::Filtered,
+            Stat::Counted,
+            Stat::Streamed,
+            Stat::LostRingbufFull,
+        ];
+        self.get(Stat::Samples) as i128
+            - outcomes.iter().map(|&s| self.get(s) as i128).sum::<i128>()
     }
 }
 

@@ -27,13 +27,20 @@ impl ProcessWatch {
         }
         // SAFETY: a fresh fd we own.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        Ok(ProcessWatch { pidfd, exited: false })
+        Ok(ProcessWatch {
+            pidfd,
+            exited: false,
+        })
     }
 
     /// Whether the process has exited (checked without blocking).
     pub fn has_exited(&mut self) -> bool {
         if !self.exited {
-            let mut poll_fd = libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut poll_fd = libc::pollfd {
+                fd: self.pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd, zero timeout.
             let ready = unsafe { libc::poll(&mut poll_fd, 1, 0) };
             self.exited = ready > 0 && poll_fd.revents & (libc::POLLIN | libc::POLLHUP) != 0;
@@ -49,12 +56,18 @@ mod tests {
     /// A live process is not exited, a finished one is, a missing PID is a clear error.
     #[test]
     fn watches_process_lifetime() {
-        let mut child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
         let mut watch = ProcessWatch::open(child.id()).unwrap();
         assert!(!watch.has_exited());
         child.wait().unwrap();
         assert!(watch.has_exited());
         let error = ProcessWatch::open(i32::MAX as u32).err().unwrap();
-        assert_eq!(error.to_string(), format!("no process with PID {}", i32::MAX));
+        assert_eq!(
+            error.to_string(),
+            format!("no process with PID {}", i32::MAX)
+        );
     }
 }

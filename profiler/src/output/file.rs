@@ -15,7 +15,10 @@ use super::OutputTarget;
 
 pub enum OutputFile {
     Stdout,
-    File { destination: PathBuf, temp: NamedTempFile },
+    File {
+        destination: PathBuf,
+        temp: NamedTempFile,
+    },
 }
 
 impl OutputFile {
@@ -26,15 +29,26 @@ impl OutputFile {
             OutputTarget::File(path) => path.clone(),
         };
         if destination.is_dir() {
-            bail!("output {} is a directory; give a file name such as {}/flamegraph.svg", destination.display(), destination.display());
+            bail!(
+                "output {} is a directory; give a file name such as {}/flamegraph.svg",
+                destination.display(),
+                destination.display()
+            );
         }
         let directory = match destination.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let file_name = destination.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = destination
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !directory.is_dir() {
-            bail!("cannot write output {}: directory {} does not exist", destination.display(), directory.display());
+            bail!(
+                "cannot write output {}: directory {} does not exist",
+                destination.display(),
+                directory.display()
+            );
         }
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{file_name}."))
@@ -66,17 +80,29 @@ impl OutputFile {
                 writer.flush().context("cannot write to stdout")?;
                 Ok(())
             }
-            OutputFile::File { destination, mut temp } => {
+            OutputFile::File {
+                destination,
+                mut temp,
+            } => {
                 {
                     let mut writer = BufWriter::new(temp.as_file_mut());
                     write(&mut writer)?;
-                    writer.flush().with_context(|| format!("cannot write {}", destination.display()))?;
+                    writer
+                        .flush()
+                        .with_context(|| format!("cannot write {}", destination.display()))?;
                 }
-                temp.as_file().sync_all().with_context(|| format!("cannot write {}", destination.display()))?;
+                temp.as_file()
+                    .sync_all()
+                    .with_context(|| format!("cannot write {}", destination.display()))?;
                 hand_to_invoking_user(temp.path());
                 temp.persist(&destination)
                     .map_err(|e| e.error)
-                    .with_context(|| format!("cannot move the output into place at {}", destination.display()))?;
+                    .with_context(|| {
+                        format!(
+                            "cannot move the output into place at {}",
+                            destination.display()
+                        )
+                    })?;
                 Ok(())
             }
         }
@@ -112,7 +138,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.folded");
         let output = OutputFile::create(&OutputTarget::File(path.clone())).unwrap();
-        assert_eq!(temp_files_in(dir.path()).len(), 1, "temp file reserved up front");
+        assert_eq!(
+            temp_files_in(dir.path()).len(),
+            1,
+            "temp file reserved up front"
+        );
         assert!(!path.exists(), "destination untouched until commit");
         output.commit(|w| Ok(w.write_all(b"a;b 1\n")?)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a;b 1\n");
@@ -140,13 +170,19 @@ mod tests {
     /// A missing directory, or a directory as destination, is refused at creation time.
     #[test]
     fn unwritable_destination_fails_early() {
-        let error = OutputFile::create(&OutputTarget::File("/nonexistent/dir/x.svg".into())).err().unwrap();
+        let error = OutputFile::create(&OutputTarget::File("/nonexistent/dir/x.svg".into()))
+            .err()
+            .unwrap();
         assert!(format!("{error:#}").contains("does not exist"), "{error:#}");
         // sysfs refuses new files even to root.
-        let error = OutputFile::create(&OutputTarget::File("/sys/x.svg".into())).err().unwrap();
+        let error = OutputFile::create(&OutputTarget::File("/sys/x.svg".into()))
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("not writable"), "{error}");
         let dir = tempfile::tempdir().unwrap();
-        let error = OutputFile::create(&OutputTarget::File(dir.path().into())).err().unwrap();
+        let error = OutputFile::create(&OutputTarget::File(dir.path().into()))
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("is a directory"), "{error}");
     }
 }

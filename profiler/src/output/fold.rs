@@ -32,7 +32,9 @@ impl Folded {
 
     /// The folded text, one `stack COUNT` line per distinct stack.
     pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
-        self.stacks.iter().map(|(stack, count)| format!("{stack} {count}"))
+        self.stacks
+            .iter()
+            .map(|(stack, count)| format!("{stack} {count}"))
     }
 }
 
@@ -44,7 +46,13 @@ pub fn fold(samples: &[StackSample], symbolizer: &mut Symbolizer, options: FoldO
     for sample in samples {
         line.clear();
         if options.per_thread {
-            let _ = write!(line, "{}-{}/{}", sanitize(&sample.thread_name), sample.pid, sample.tid);
+            let _ = write!(
+                line,
+                "{}-{}/{}",
+                sanitize(&sample.thread_name),
+                sample.pid,
+                sample.tid
+            );
         } else {
             line.push_str(&sanitize(&sample.process_name));
         }
@@ -74,7 +82,11 @@ fn append_symbol(line: &mut String, symbol: &Symbol, in_kernel: bool) {
                 let _ = write!(line, ";{}{suffix}", sanitize(&frame.name));
             }
         }
-        Symbol::Unknown { module: Some(module), offset, .. } => {
+        Symbol::Unknown {
+            module: Some(module),
+            offset,
+            ..
+        } => {
             let _ = write!(line, ";{}+{offset:#x}{kernel_suffix}", sanitize(module));
         }
         Symbol::Unknown { module: None, .. } => {
@@ -103,7 +115,10 @@ mod tests {
     use std::sync::Arc;
 
     fn named(name: &str, kind: FrameKind) -> Symbol {
-        Symbol::Named(vec![Frame { name: Arc::from(name), kind }])
+        Symbol::Named(vec![Frame {
+            name: Arc::from(name),
+            kind,
+        }])
     }
 
     /// User frames outermost first, then kernel frames marked `_[k]`; inlined frames marked `_[i]`;
@@ -115,23 +130,40 @@ mod tests {
         append_symbol(
             &mut line,
             &Symbol::Named(vec![
-                Frame { name: Arc::from("main"), kind: FrameKind::User },
-                Frame { name: Arc::from("helper"), kind: FrameKind::Inlined },
+                Frame {
+                    name: Arc::from("main"),
+                    kind: FrameKind::User,
+                },
+                Frame {
+                    name: Arc::from("helper"),
+                    kind: FrameKind::Inlined,
+                },
             ]),
             false,
         );
         append_symbol(
             &mut line,
-            &Symbol::Unknown { module: Some(Arc::from("libfoo.so")), offset: 0x1a2b, reason: UnknownReason::NoSymbol },
+            &Symbol::Unknown {
+                module: Some(Arc::from("libfoo.so")),
+                offset: 0x1a2b,
+                reason: UnknownReason::NoSymbol,
+            },
             false,
         );
         append_symbol(&mut line, &named("do_syscall_64", FrameKind::Kernel), true);
         append_symbol(
             &mut line,
-            &Symbol::Unknown { module: None, offset: 0xffff, reason: UnknownReason::UnknownKernelAddress },
+            &Symbol::Unknown {
+                module: None,
+                offset: 0xffff,
+                reason: UnknownReason::UnknownKernelAddress,
+            },
             true,
         );
-        assert_eq!(line, "proc;main;helper_[i];libfoo.so+0x1a2b;do_syscall_64_[k];[unknown]_[k]");
+        assert_eq!(
+            line,
+            "proc;main;helper_[i];libfoo.so+0x1a2b;do_syscall_64_[k];[unknown]_[k]"
+        );
     }
 
     /// Separators inside names cannot break the format.
@@ -148,7 +180,9 @@ mod tests {
     fn folds_real_addresses_of_this_process() {
         let pid = std::process::id();
         let mut symbolizer = Symbolizer::new(Default::default()).expect("symbolizer");
-        symbolizer.process_seen(pid).expect("snapshot of this test process");
+        symbolizer
+            .process_seen(pid)
+            .expect("snapshot of this test process");
         let leaf = folds_real_addresses_of_this_process as *const () as usize as u64;
         let caller = Symbolizer::new as *const () as usize as u64;
         let sample = |tid, count| StackSample {
@@ -168,13 +202,24 @@ mod tests {
         let (line, count) = folded.stacks.iter().next().unwrap();
         assert_eq!(*count, 6);
         assert!(line.starts_with("tester;"), "{line}");
-        let caller_at = line.find("Symbolizer::new").unwrap_or_else(|| panic!("caller named: {line}"));
-        let leaf_at = line.find("folds_real_addresses_of_this_process").unwrap_or_else(|| panic!("leaf named: {line}"));
+        let caller_at = line
+            .find("Symbolizer::new")
+            .unwrap_or_else(|| panic!("caller named: {line}"));
+        let leaf_at = line
+            .find("folds_real_addresses_of_this_process")
+            .unwrap_or_else(|| panic!("leaf named: {line}"));
         assert!(caller_at < leaf_at, "outermost first: {line}");
 
         let folded = fold(&samples, &mut symbolizer, FoldOptions { per_thread: true });
-        let roots: Vec<&str> = folded.stacks.keys().map(|l| l.split(';').next().unwrap()).collect();
-        assert_eq!(roots, [format!("worker:1-{pid}/7"), format!("worker:1-{pid}/8")]);
+        let roots: Vec<&str> = folded
+            .stacks
+            .keys()
+            .map(|l| l.split(';').next().unwrap())
+            .collect();
+        assert_eq!(
+            roots,
+            [format!("worker:1-{pid}/7"), format!("worker:1-{pid}/8")]
+        );
         assert_eq!(folded.lines().last().unwrap().rsplit(' ').next(), Some("1"));
     }
 }

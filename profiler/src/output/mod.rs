@@ -58,7 +58,9 @@ impl OutputFormat {
     }
 
     fn from_extension(path: &Path) -> Result<Self> {
-        let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        let extension = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
         match extension.as_deref() {
             Some("svg") => Ok(OutputFormat::Svg),
             Some("folded" | "txt" | "collapsed") => Ok(OutputFormat::Folded),

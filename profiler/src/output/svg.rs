@@ -8,7 +8,11 @@ use inferno::flamegraph::{self, Options};
 
 /// Renders folded lines (`stack COUNT`) as an SVG flame graph. An empty capture gives a valid SVG that
 /// says so, where inferno would fail.
-pub fn render_svg<'a>(lines: impl IntoIterator<Item = &'a str>, title: &str, writer: &mut dyn Write) -> Result<()> {
+pub fn render_svg<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    title: &str,
+    writer: &mut dyn Write,
+) -> Result<()> {
     let mut lines = lines.into_iter().peekable();
     if lines.peek().is_none() {
         return write_empty_svg(title, writer);
@@ -40,7 +44,10 @@ fn write_empty_svg(title: &str, writer: &mut dyn Write) -> Result<()> {
 }
 
 fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -51,11 +58,22 @@ mod tests {
     #[test]
     fn renders_frames() {
         let mut out = Vec::new();
-        render_svg(["burn;main;run;burn_a 3", "burn;main;run;read_zero;vfs_read_[k] 1"], "T & <x>", &mut out).unwrap();
+        render_svg(
+            [
+                "burn;main;run;burn_a 3",
+                "burn;main;run;read_zero;vfs_read_[k] 1",
+            ],
+            "T & <x>",
+            &mut out,
+        )
+        .unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.starts_with("<?xml"));
         assert!(svg.contains("burn_a"));
-        assert!(svg.contains(">vfs_read<") || svg.contains("vfs_read ("), "kernel label without suffix");
+        assert!(
+            svg.contains(">vfs_read<") || svg.contains("vfs_read ("),
+            "kernel label without suffix"
+        );
         assert!(svg.contains("T &amp; &lt;x&gt;"));
     }
 
