@@ -4,7 +4,12 @@
  * optimisation level.
  *
  * usage: burn [SECONDS [EXIT_STATUS]]   (defaults: 5 s, exit 0)
+ *        burn --iterations N             fixed work: N rounds, then print the seconds it took
+ *                                        (for overhead benchmarks)
  */
+#include <stdio.h>
+#include <string.h>
+
 #include "common.h"
 
 #define UNIT 200000
@@ -32,8 +37,22 @@ __attribute__((noinline)) void run(double seconds)
 	}
 }
 
+__attribute__((noinline)) void run_iterations(long iterations)
+{
+	for (long i = 0; i < iterations; i++) {
+		burn_a();
+		burn_b();
+	}
+}
+
 int main(int argc, char **argv)
 {
+	if (argc > 2 && strcmp(argv[1], "--iterations") == 0) {
+		double start = now_seconds();
+		run_iterations(atol(argv[2]));
+		printf("%.6f\n", now_seconds() - start);
+		return 0;
+	}
 	run(seconds_arg(argc, argv, 5));
 	return argc > 2 ? atoi(argv[2]) : 0;
 }

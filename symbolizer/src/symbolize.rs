@@ -1,7 +1,8 @@
 //! Batch symbolization with caches, over blazesym.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized};
@@ -12,6 +13,9 @@ use crate::modules::{ModuleId, ModuleTable};
 use crate::process::{ProcessTable, UserLocation};
 use crate::unwind::{Unwinders, UnwoundStack, UserRegisters};
 use crate::Error;
+
+/// Least time between two reads of one process's memory map.
+const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What to put in frames. Defaults: inlined functions as their own frames, no source lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,10 +44,12 @@ pub struct Symbolizer {
     user_cache: HashMap<(ModuleId, u64), Symbol>,
     /// By kernel address looked up.
     kernel_cache: HashMap<u64, Symbol>,
-    /// Processes whose memory map was re-read for an address outside the snapshot (a library loaded
-    /// after the first sample); once each, so a truly unmapped address costs one re-read, not one per
-    /// sample.
-    refreshed: HashSet<u32>,
+    /// When each process's memory map was last read. An address outside the snapshot (a library
+    /// loaded after the first sample) triggers a re-read, at most once per [`REFRESH_INTERVAL`], so a
+    /// truly unmapped address (JIT code) does not cost one re-read per sample.
+    snapshot_taken: HashMap<u32, Instant>,
+    /// Processes snapshotted (first time or again) since the last [`Symbolizer::take_changed`].
+    changed: Vec<u32>,
     unwinders: Unwinders,
 }
 
@@ -74,7 +80,8 @@ impl Symbolizer {
             processes: ProcessTable::new(vdso),
             user_cache: HashMap::new(),
             kernel_cache: HashMap::new(),
-            refreshed: HashSet::new(),
+            snapshot_taken: HashMap::new(),
+            changed: Vec::new(),
             unwinders: Unwinders::default(),
         })
     }
@@ -85,15 +92,44 @@ impl Symbolizer {
         if self.processes.contains(pid) {
             return Ok(());
         }
-        self.processes.snapshot(pid, &mut self.modules).map(|_| ())
+        self.take_snapshot(pid)
+    }
+
+    /// Processes whose snapshot was taken or retaken since the last call.
+    pub fn take_changed(&mut self) -> Vec<u32> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+    }
+
+    fn take_snapshot(&mut self, pid: u32) -> Result<(), Error> {
+        self.snapshot_taken.insert(pid, Instant::now());
+        self.unwinders.forget(pid);
+        self.processes.snapshot(pid, &mut self.modules)?;
+        self.changed.push(pid);
+        Ok(())
+    }
+
+    /// Re-reads the memory map of a process that has code outside its snapshot, unless that was done
+    /// less than [`REFRESH_INTERVAL`] ago. Returns whether a new snapshot was taken.
+    fn refresh_snapshot(&mut self, pid: u32) -> bool {
+        let recent = self
+            .snapshot_taken
+            .get(&pid)
+            .is_some_and(|taken| taken.elapsed() < REFRESH_INTERVAL);
+        !recent && self.take_snapshot(pid).is_ok()
     }
 
     /// Rebuilds a user stack from its registers and a copy of its top, with the modules' unwind
     /// information (see the `unwind` module).
     pub fn unwind(&mut self, pid: u32, registers: UserRegisters, stack: &[u8]) -> UnwoundStack {
-        if !self.processes.contains(pid) && self.processes.snapshot(pid, &mut self.modules).is_ok()
-        {
-            self.unwinders.forget(pid);
+        let mapped = self
+            .processes
+            .get(pid)
+            .is_some_and(|s| s.locate(registers.ip) != UserLocation::Unmapped);
+        if !mapped {
+            self.refresh_snapshot(pid);
         }
         self.unwinders
             .unwind(pid, registers, stack, &self.processes, &self.modules)
@@ -128,7 +164,7 @@ impl Symbolizer {
     pub fn process_exec(&mut self, pid: u32) {
         self.processes.remove(pid);
         self.unwinders.forget(pid);
-        self.refreshed.remove(&pid);
+        self.snapshot_taken.remove(&pid);
     }
 
     pub fn modules(&self) -> &ModuleTable {
@@ -238,14 +274,13 @@ impl Symbolizer {
             Some(snapshot) => snapshot.locate(address),
             None => UserLocation::Unmapped,
         };
-        if location != UserLocation::Unmapped || !self.refreshed.insert(pid) {
+        // Not found: the process may have mapped it after its snapshot, or never been snapshotted.
+        if location != UserLocation::Unmapped || !self.refresh_snapshot(pid) {
             return location;
         }
-        // Not found: the process may have mapped it after its snapshot, or never been snapshotted.
-        self.unwinders.forget(pid);
-        match self.processes.snapshot(pid, &mut self.modules) {
-            Ok(snapshot) => snapshot.locate(address),
-            Err(_) => UserLocation::Unmapped, // gone: nothing more to learn
+        match self.processes.get(pid) {
+            Some(snapshot) => snapshot.locate(address),
+            None => UserLocation::Unmapped,
         }
     }
 

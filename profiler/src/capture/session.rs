@@ -254,18 +254,18 @@ fn drain(
     unwind: UnwindMode,
     collected: &mut Collected,
 ) {
-    let mut new_processes = Vec::new();
     sampler.drain_records(|bytes| match Record::parse(bytes) {
         Some(Record::ProcessSeen(record)) => {
             if let Err(error) = symbolizer.process_seen(record.tgid) {
                 // Usually a process that exited between its first sample and now.
                 log::debug!("no snapshot of process {}: {error}", record.tgid);
-            } else if unwind == UnwindMode::Auto {
-                new_processes.push(record.tgid);
             }
         }
         Some(Record::NewKey(key)) => collected.new_keys.push(key),
-        Some(Record::Exec(pid)) => symbolizer.process_exec(pid),
+        Some(Record::Exec(pid)) => {
+            log::debug!("process {pid} exec'd a new program");
+            symbolizer.process_exec(pid);
+        }
         Some(Record::Sample(record)) => {
             let kernel = inline_stack(
                 record.key.kernel_stack_id,
@@ -281,9 +281,13 @@ fn drain(
         }
         None => collected.malformed_records += 1,
     });
-    for pid in new_processes {
-        if let Err(error) = plan_auto_unwinding(sampler, symbolizer, pid) {
-            log::warn!("{error:#}");
+    // A snapshot taken or retaken (a library loaded since the last one) changes where code is
+    // frameless.
+    for pid in symbolizer.take_changed() {
+        if unwind == UnwindMode::Auto {
+            if let Err(error) = plan_auto_unwinding(sampler, symbolizer, pid) {
+                log::warn!("{error:#}");
+            }
         }
     }
 }
@@ -291,7 +295,9 @@ fn drain(
 /// `--unwind auto`: tells the BPF side where this process's code is frameless, so samples there get
 /// their stacks copied while the rest keeps the cheap frame-pointer walk.
 fn plan_auto_unwinding(sampler: &mut Sampler, symbolizer: &mut Symbolizer, pid: u32) -> Result<()> {
-    match symbolizer.frameless_code(pid) {
+    let plan = symbolizer.frameless_code(pid);
+    log::debug!("process {pid}: frameless code {plan:?}");
+    match plan {
         None | Some(FramelessCode::None) => Ok(()),
         Some(FramelessCode::Everywhere) => sampler.unwind_process_with_dwarf(pid),
         Some(FramelessCode::Ranges(ranges)) => sampler.set_frameless_ranges(pid, &ranges),
