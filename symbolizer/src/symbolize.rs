@@ -14,8 +14,12 @@ use crate::process::{ProcessTable, UserLocation};
 use crate::unwind::{Unwinders, UnwoundStack, UserRegisters};
 use crate::Error;
 
-/// Least time between two reads of one process's memory map.
-const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+/// Least time between two reads of one process's memory map: short while the process is young (its
+/// loader is still mapping libraries), long after (only dlopen or JIT code remains to be found).
+const YOUNG_REFRESH_INTERVAL: Duration = Duration::from_millis(5);
+const REFRESH_INTERVAL: Duration = Duration::from_millis(500);
+/// How long after its first snapshot a process counts as young.
+const YOUNG_PROCESS: Duration = Duration::from_secs(1);
 
 /// What to put in frames. Defaults: inlined functions as their own frames, no source lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,10 +48,10 @@ pub struct Symbolizer {
     user_cache: HashMap<(ModuleId, u64), Symbol>,
     /// By kernel address looked up.
     kernel_cache: HashMap<u64, Symbol>,
-    /// When each process's memory map was last read. An address outside the snapshot (a library
-    /// loaded after the first sample) triggers a re-read, at most once per [`REFRESH_INTERVAL`], so a
-    /// truly unmapped address (JIT code) does not cost one re-read per sample.
-    snapshot_taken: HashMap<u32, Instant>,
+    /// When each process's memory map was first and last read. An address outside the snapshot (a
+    /// library loaded after the first sample) triggers a re-read, rate-limited (see
+    /// [`REFRESH_INTERVAL`]) so a truly unmapped address (JIT code) does not cost one per sample.
+    snapshot_taken: HashMap<u32, (Instant, Instant)>,
     /// Processes snapshotted (first time or again) since the last [`Symbolizer::take_changed`].
     changed: Vec<u32>,
     unwinders: Unwinders,
@@ -104,7 +108,11 @@ impl Symbolizer {
     }
 
     fn take_snapshot(&mut self, pid: u32) -> Result<(), Error> {
-        self.snapshot_taken.insert(pid, Instant::now());
+        let now = Instant::now();
+        self.snapshot_taken
+            .entry(pid)
+            .and_modify(|(_, last)| *last = now)
+            .or_insert((now, now));
         self.unwinders.forget(pid);
         self.processes.snapshot(pid, &mut self.modules)?;
         self.changed.push(pid);
@@ -112,27 +120,41 @@ impl Symbolizer {
     }
 
     /// Re-reads the memory map of a process that has code outside its snapshot, unless that was done
-    /// less than [`REFRESH_INTERVAL`] ago. Returns whether a new snapshot was taken.
+    /// too recently. Returns whether a new snapshot was taken.
     fn refresh_snapshot(&mut self, pid: u32) -> bool {
-        let recent = self
-            .snapshot_taken
-            .get(&pid)
-            .is_some_and(|taken| taken.elapsed() < REFRESH_INTERVAL);
+        let recent = self.snapshot_taken.get(&pid).is_some_and(|(first, last)| {
+            let interval = if first.elapsed() < YOUNG_PROCESS {
+                YOUNG_REFRESH_INTERVAL
+            } else {
+                REFRESH_INTERVAL
+            };
+            last.elapsed() < interval
+        });
         !recent && self.take_snapshot(pid).is_ok()
     }
 
     /// Rebuilds a user stack from its registers and a copy of its top, with the modules' unwind
     /// information (see the `unwind` module).
     pub fn unwind(&mut self, pid: u32, registers: UserRegisters, stack: &[u8]) -> UnwoundStack {
-        let mapped = self
-            .processes
-            .get(pid)
-            .is_some_and(|s| s.locate(registers.ip) != UserLocation::Unmapped);
-        if !mapped {
-            self.refresh_snapshot(pid);
+        let unwound = self
+            .unwinders
+            .unwind(pid, registers, stack, &self.processes, &self.modules);
+        // A frame outside the snapshot means code mapped since it was taken (the snapshot of a
+        // process seen while the dynamic loader ran has no libc yet): without that module's CFI the
+        // unwind went wrong from there. Retake the snapshot and unwind again.
+        let outside_snapshot = match self.processes.get(pid) {
+            Some(snapshot) => unwound
+                .frames
+                .iter()
+                .any(|&a| snapshot.locate(a) == UserLocation::Unmapped),
+            None => true,
+        };
+        if outside_snapshot && self.refresh_snapshot(pid) {
+            return self
+                .unwinders
+                .unwind(pid, registers, stack, &self.processes, &self.modules);
         }
-        self.unwinders
-            .unwind(pid, registers, stack, &self.processes, &self.modules)
+        unwound
     }
 
     /// Which code of a snapshotted process lacks frame pointers; `None` if there is no snapshot.
