@@ -70,9 +70,14 @@ struct frameless_ranges {
 struct sample_key {
 	__u32 tgid;
 	__u32 tid;
+	/* The process instance (see the `instances` map): which program the TGID was running, so that
+	 * user addresses are symbolized against the right memory map across exec and PID reuse. 0 for
+	 * kernel threads. */
+	__u32 instance;
 	/* Ids in the `stacks` map, or STACK_ID_NONE / STACK_ID_IN_RECORD. */
 	__s32 kernel_stack_id;
 	__s32 user_stack_id;
+	__u32 _pad;
 	/* Name of the process (its thread-group leader) and of the sampled thread. */
 	char process_comm[COMM_LEN];
 	char thread_comm[COMM_LEN];
@@ -80,7 +85,7 @@ struct sample_key {
 
 /* Ring-buffer records; each starts with its kind. */
 enum record_kind {
-	/* The first sample of a thread group: userspace snapshots the process while it is alive. */
+	/* The first sample of a process instance: userspace snapshots the process while it is alive. */
 	RECORD_PROCESS_SEEN = 1,
 	/* One sample that could not be counted in the maps (stack-map collision, count map full). */
 	RECORD_SAMPLE = 2,
@@ -89,19 +94,24 @@ enum record_kind {
 	RECORD_NEW_KEY = 3,
 	/* One sample with a copy of the user stack and registers, for DWARF unwinding. */
 	RECORD_USER_STACK = 4,
-	/* A sampled process exec'd a new program: its memory map is no longer the one snapshotted. */
-	RECORD_EXEC = 5,
-};
-
-struct exec_record {
-	__u32 kind; /* RECORD_EXEC */
-	__u32 tgid;
+	/* A process instance ended: the process exec'd a new program, or its thread-group leader exited.
+	 * Its snapshot stays (for the samples already taken), but it will not change again. */
+	RECORD_INSTANCE_END = 5,
 };
 
 struct process_seen_record {
 	__u32 kind; /* RECORD_PROCESS_SEEN */
 	__u32 tgid;
+	__u32 instance;
+	__u32 _pad;
 	char process_comm[COMM_LEN];
+};
+
+struct instance_end_record {
+	__u32 kind; /* RECORD_INSTANCE_END */
+	__u32 tgid;
+	__u32 instance;
+	__u32 _pad;
 };
 
 struct new_key_record {
@@ -169,19 +179,19 @@ enum stat {
 	STAT_NEW_KEY_LOST,         /* a new-key notice did not fit the ring buffer (symbolized at the end) */
 	STAT_STACK_COPIED,         /* user stack copied for DWARF unwinding (a kind of STREAMED) */
 	STAT_STACK_COPY_FALLBACK,  /* a copy did not fit the ring buffer: frame pointers used instead */
-	STAT_EXEC_LOST,            /* an exec notice did not fit the ring buffer */
+	STAT_INSTANCE_END_LOST,    /* an exec/exit notice did not fit the ring buffer */
 	STAT_COUNT,
 };
 
 /* Layout checks, mirrored by the size asserts in bpf/src/lib.rs. */
 _Static_assert(sizeof(struct config) == 32, "struct config layout");
 _Static_assert(sizeof(struct frameless_ranges) == 8 + 16 * MAX_FRAMELESS_RANGES, "struct frameless_ranges layout");
-_Static_assert(sizeof(struct user_stack_record) == 16 + 48 + 24 + 8 * MAX_STACK_DEPTH, "struct user_stack_record layout");
-_Static_assert(sizeof(struct sample_key) == 48, "struct sample_key layout");
-_Static_assert(sizeof(struct process_seen_record) == 24, "struct process_seen_record layout");
-_Static_assert(sizeof(struct sample_record) == 16 + 48 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
-_Static_assert(sizeof(struct exec_record) == 8, "struct exec_record layout");
-_Static_assert(sizeof(struct new_key_record) == 56, "struct new_key_record layout");
+_Static_assert(sizeof(struct user_stack_record) == 16 + 56 + 24 + 8 * MAX_STACK_DEPTH, "struct user_stack_record layout");
+_Static_assert(sizeof(struct sample_key) == 56, "struct sample_key layout");
+_Static_assert(sizeof(struct process_seen_record) == 32, "struct process_seen_record layout");
+_Static_assert(sizeof(struct instance_end_record) == 16, "struct instance_end_record layout");
+_Static_assert(sizeof(struct sample_record) == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
+_Static_assert(sizeof(struct new_key_record) == 64, "struct new_key_record layout");
 _Static_assert(STAT_COUNT == 18, "enum stat: update Stat in bpf/src/lib.rs");
 
 #endif /* EMBERPROF_H */

@@ -33,6 +33,8 @@ pub mod names {
     pub const FORK_TRACEPOINT: &str = "sched_process_fork";
     pub const EXEC_PROGRAM: &str = "notice_exec";
     pub const EXEC_TRACEPOINT: &str = "sched_process_exec";
+    pub const EXIT_PROGRAM: &str = "notice_exit";
+    pub const EXIT_TRACEPOINT: &str = "sched_process_exit";
     pub const CONFIG_GLOBAL: &str = "cfg";
     pub const TARGET_TGIDS: &str = "target_tgids";
     pub const DWARF_TGIDS: &str = "dwarf_tgids";
@@ -74,8 +76,10 @@ pub struct FramelessRanges {
 pub struct SampleKey {
     pub tgid: u32,
     pub tid: u32,
+    pub instance: u32,
     pub kernel_stack_id: i32,
     pub user_stack_id: i32,
+    pub _pad: u32,
     pub process_comm: [u8; COMM_LEN],
     pub thread_comm: [u8; COMM_LEN],
 }
@@ -85,7 +89,7 @@ pub const RECORD_PROCESS_SEEN: u32 = 1;
 pub const RECORD_SAMPLE: u32 = 2;
 pub const RECORD_NEW_KEY: u32 = 3;
 pub const RECORD_USER_STACK: u32 = 4;
-pub const RECORD_EXEC: u32 = 5;
+pub const RECORD_INSTANCE_END: u32 = 5;
 
 /// `struct user_stack_record`; the stack bytes follow it in the ring buffer.
 #[repr(C)]
@@ -117,7 +121,19 @@ pub struct NewKeyRecord {
 pub struct ProcessSeenRecord {
     pub kind: u32,
     pub tgid: u32,
+    pub instance: u32,
+    pub _pad: u32,
     pub process_comm: [u8; COMM_LEN],
+}
+
+/// `struct instance_end_record`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InstanceEndRecord {
+    pub kind: u32,
+    pub tgid: u32,
+    pub instance: u32,
+    pub _pad: u32,
 }
 
 /// `struct sample_record`.
@@ -154,7 +170,7 @@ pub enum Stat {
     NewKeyLost,
     StackCopied,
     StackCopyFallback,
-    ExecLost,
+    InstanceEndLost,
 }
 
 impl Stat {
@@ -178,7 +194,7 @@ impl Stat {
         Stat::NewKeyLost,
         Stat::StackCopied,
         Stat::StackCopyFallback,
-        Stat::ExecLost,
+        Stat::InstanceEndLost,
     ];
 }
 
@@ -192,12 +208,13 @@ unsafe impl aya::Pod for FramelessRanges {}
 const _: () = {
     assert!(size_of::<Config>() == 32);
     assert!(size_of::<FramelessRanges>() == 8 + 16 * MAX_FRAMELESS_RANGES);
-    assert!(size_of::<UserStackRecord>() == 16 + 48 + 24 + 8 * MAX_STACK_DEPTH);
-    assert!(size_of::<SampleKey>() == 48);
-    assert!(size_of::<ProcessSeenRecord>() == 24);
-    assert!(size_of::<SampleRecord>() == 16 + 48 + 2 * 8 * MAX_STACK_DEPTH);
-    assert!(size_of::<NewKeyRecord>() == 56);
-    assert!(Stat::ALL.len() == Stat::ExecLost as usize + 1);
+    assert!(size_of::<UserStackRecord>() == 16 + 56 + 24 + 8 * MAX_STACK_DEPTH);
+    assert!(size_of::<SampleKey>() == 56);
+    assert!(size_of::<InstanceEndRecord>() == 16);
+    assert!(size_of::<ProcessSeenRecord>() == 32);
+    assert!(size_of::<SampleRecord>() == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH);
+    assert!(size_of::<NewKeyRecord>() == 64);
+    assert!(Stat::ALL.len() == Stat::InstanceEndLost as usize + 1);
 };
 
 /// Decodes a ring-buffer record. Records are written by our own BPF program, so a short or unknown one
@@ -209,8 +226,8 @@ pub enum Record<'a> {
     NewKey(SampleKey),
     /// A sample with its user registers and the copied top of its user stack.
     UserStack(&'a UserStackRecord, &'a [u8]),
-    /// The process (TGID) exec'd a new program.
-    Exec(u32),
+    /// A process instance ended (exec or exit of the thread-group leader).
+    InstanceEnd(InstanceEndRecord),
 }
 
 impl<'a> Record<'a> {
@@ -227,9 +244,11 @@ impl<'a> Record<'a> {
                 let record = unsafe { bytes.as_ptr().cast::<NewKeyRecord>().read_unaligned() };
                 Some(Record::NewKey(record.key))
             }
-            RECORD_EXEC if bytes.len() >= 8 => Some(Record::Exec(u32::from_ne_bytes(
-                bytes[4..8].try_into().ok()?,
-            ))),
+            RECORD_INSTANCE_END if bytes.len() >= size_of::<InstanceEndRecord>() => {
+                // SAFETY: length checked; read_unaligned copes with any alignment; POD type.
+                let record = unsafe { bytes.as_ptr().cast::<InstanceEndRecord>().read_unaligned() };
+                Some(Record::InstanceEnd(record))
+            }
             RECORD_USER_STACK if bytes.len() >= size_of::<UserStackRecord>() => {
                 let ptr = bytes.as_ptr().cast::<UserStackRecord>();
                 if !ptr.is_aligned() {

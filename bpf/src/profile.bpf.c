@@ -45,14 +45,24 @@ struct {
 	__type(value, __u64);
 } counts SEC(".maps");
 
-/* Thread groups already announced to userspace. LRU: a long system-wide run sees more processes than
- * fit; an evicted one is announced again, which userspace ignores. */
+/* Process instances: the session-unique id of the program each TGID runs now. The first sample of a
+ * TGID without one draws a new id and announces it; an exec or the exit of the thread-group leader
+ * removes the entry, so the next sample of that TGID (a new program, or a recycled PID) gets a new
+ * instance and a new snapshot. LRU: an evicted live process just gets a new instance. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, __u8);
-} seen_tgids SEC(".maps");
+	__type(value, __u32);
+} instances SEC(".maps");
+
+/* The last instance id handed out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} instance_counter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -108,27 +118,40 @@ static __always_inline __u64 wakeup_flags(void)
 	return BPF_RB_NO_WAKEUP;
 }
 
-/* Tell userspace about a thread group the first time one of its threads is sampled, so it can read
- * the process's memory map while the process is still alive. */
-static __always_inline void announce_process(__u32 tgid, const char *process_comm)
+/* The instance of the current process, announcing a new one to userspace (which then reads the
+ * process's memory map while it is alive). 0 if no id could be drawn. */
+static __always_inline __u32 process_instance(__u32 tgid, const char *process_comm)
 {
-	__u8 one = 1;
-	if (bpf_map_lookup_elem(&seen_tgids, &tgid))
-		return;
-	bpf_map_update_elem(&seen_tgids, &tgid, &one, BPF_ANY);
+	__u32 *existing = bpf_map_lookup_elem(&instances, &tgid);
+	if (existing)
+		return *existing;
+
+	__u32 zero = 0;
+	__u64 *counter = bpf_map_lookup_elem(&instance_counter, &zero);
+	if (!counter)
+		return 0;
+	__u32 instance = __sync_fetch_and_add(counter, 1) + 1;
+	if (bpf_map_update_elem(&instances, &tgid, &instance, BPF_NOEXIST) != 0) {
+		/* Another CPU drew one for this TGID first: use that. */
+		existing = bpf_map_lookup_elem(&instances, &tgid);
+		return existing ? *existing : 0;
+	}
 
 	struct process_seen_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 	if (!rec) {
-		/* Forget it again so the next sample retries the notice. */
-		bpf_map_delete_elem(&seen_tgids, &tgid);
+		/* Forget the instance so the next sample retries the notice. */
+		bpf_map_delete_elem(&instances, &tgid);
 		stat_inc(STAT_PROCESS_SEEN_LOST);
-		return;
+		return instance;
 	}
 	rec->kind = RECORD_PROCESS_SEEN;
 	rec->tgid = tgid;
+	rec->instance = instance;
+	rec->_pad = 0;
 	__builtin_memcpy(rec->process_comm, process_comm, COMM_LEN);
 	/* Wake the reader now: the process may be short-lived. */
 	bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
+	return instance;
 }
 
 /* bpf_get_stackid, with the errors folded into what the sample does next. */
@@ -342,7 +365,7 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	BPF_CORE_READ_STR_INTO(&key.process_comm, task, group_leader, comm);
 
 	if (has_user_memory)
-		announce_process(tgid, key.process_comm);
+		key.instance = process_instance(tgid, key.process_comm);
 
 	key.kernel_stack_id = STACK_ID_NONE;
 	key.user_stack_id = STACK_ID_NONE;
@@ -376,25 +399,42 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
-/* A process that was announced exec'd a new program: forget what was decided about its old image and
- * tell userspace, so the next sample announces it again and it is snapshotted anew. */
+/* Ends the instance of a TGID: forgets what was decided about its program and tells userspace. */
+static __always_inline void end_instance(__u32 tgid)
+{
+	__u32 *instance = bpf_map_lookup_elem(&instances, &tgid);
+	if (!instance)
+		return;
+	__u32 ended = *instance;
+	bpf_map_delete_elem(&instances, &tgid);
+	bpf_map_delete_elem(&dwarf_tgids, &tgid);
+	bpf_map_delete_elem(&frameless_ranges, &tgid);
+	struct instance_end_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	if (!rec) {
+		stat_inc(STAT_INSTANCE_END_LOST);
+		return;
+	}
+	rec->kind = RECORD_INSTANCE_END;
+	rec->tgid = tgid;
+	rec->instance = ended;
+	rec->_pad = 0;
+	bpf_ringbuf_submit(rec, wakeup_flags());
+}
+
+/* A new program replaces the process's memory map. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(notice_exec, struct task_struct___emberprof *task)
 {
-	__u32 tgid = task->tgid;
-	if (!bpf_map_lookup_elem(&seen_tgids, &tgid))
-		return 0;
-	bpf_map_delete_elem(&seen_tgids, &tgid);
-	bpf_map_delete_elem(&dwarf_tgids, &tgid);
-	bpf_map_delete_elem(&frameless_ranges, &tgid);
-	struct exec_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
-	if (!rec) {
-		stat_inc(STAT_EXEC_LOST);
-		return 0;
-	}
-	rec->kind = RECORD_EXEC;
-	rec->tgid = tgid;
-	bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
+	end_instance(task->tgid);
+	return 0;
+}
+
+/* The thread-group leader exits: the process is ending (or a recycled PID could come next). */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(notice_exit, struct task_struct___emberprof *task)
+{
+	if (task->pid == task->tgid)
+		end_instance(task->tgid);
 	return 0;
 }
 

@@ -1,5 +1,10 @@
-//! Workloads to profile, built from `c/` by `build.rs`: the tests spawn them, and `run-example`
-//! starts them for the README demo. Each takes the seconds to run as its first argument.
+//! Workloads to profile, built from `c/`, `cpp/` and `rust/` by `build.rs`: the tests spawn them, and
+//! `run-example` starts them for the README demo. Most take the seconds to run as their first
+//! argument; `short-lived` takes milliseconds and `spawner` a count (see each source's header).
+//!
+//! `burn-debuglink` is `burn` stripped of all symbols and DWARF: they are in `burn-debuglink.debug`
+//! in the same directory (`path("burn-debuglink").with_extension("debug")`), named by the binary's
+//! `.gnu_debuglink` section.
 
 use std::path::PathBuf;
 
@@ -7,7 +12,21 @@ use std::path::PathBuf;
 pub const BIN_DIR: &str = env!("EXAMPLES_BIN_DIR");
 
 /// Every workload, by name.
-pub const NAMES: &[&str] = &["burn", "syscalls", "threads", "burn-nofp", "deep-nofp"];
+pub const NAMES: &[&str] = &[
+    "burn",
+    "syscalls",
+    "threads",
+    "burn-nofp",
+    "deep-nofp",
+    "short-lived",
+    "spawner",
+    "exec-before",
+    "exec-after",
+    "burn-debuglink",
+    "cpp-work",
+    "rust-inline",
+    "rust-inline-v0",
+];
 
 /// Path of the workload `name` (one of [`NAMES`]).
 pub fn path(name: &str) -> PathBuf {

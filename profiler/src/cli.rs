@@ -11,6 +11,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use crate::capture::{MapSizes, UnwindMode};
 use crate::output::{OutputFormat, OutputTarget};
 use crate::record::{RecordOptions, Target};
+use emberprof_symbolizer::SymbolizerOptions;
 
 const RECORD_EXAMPLES: &str = "\
 EXAMPLES:
@@ -111,6 +112,15 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_user: bool,
 
+    /// Do not show functions inlined into their callers as frames of their own. By default each
+    /// inlined call is a frame, marked `_[i]` in folded output (needs DWARF debug info).
+    #[arg(long)]
+    pub no_inline: bool,
+
+    /// Append the source location to each frame, `name (file.c:LINE)`, where debug info has it.
+    #[arg(long)]
+    pub lines: bool,
+
     /// Root each stack at `threadname-PID/TID` instead of the process name, so every thread gets
     /// its own tower.
     #[arg(long)]
@@ -174,6 +184,8 @@ impl RecordArgs {
             stack_size,
             no_kernel,
             no_user,
+            no_inline,
+            lines,
             per_thread,
             no_inherit,
             title,
@@ -222,6 +234,10 @@ impl RecordArgs {
             frequency_hz: frequency,
             output,
             format,
+            symbols: SymbolizerOptions {
+                inlined_functions: !no_inline,
+                source_lines: lines,
+            },
             capture_kernel: !no_kernel,
             capture_user: !no_user,
             per_thread,

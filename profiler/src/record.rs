@@ -42,6 +42,8 @@ pub struct RecordOptions {
     pub frequency_hz: u64,
     pub output: OutputTarget,
     pub format: OutputFormat,
+    /// Inlined frames (default on) and source lines (default off).
+    pub symbols: SymbolizerOptions,
     pub capture_kernel: bool,
     pub capture_user: bool,
     /// Root stacks per thread. Default false.
@@ -91,8 +93,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         Target::Command(argv) => Some(PausedCommand::spawn(argv)?),
         _ => None,
     };
-    let mut symbolizer =
-        Symbolizer::new(SymbolizerOptions::default()).context("cannot set up symbolization")?;
+    let mut symbolizer = Symbolizer::new(options.symbols).context("cannot set up symbolization")?;
     let target_pids = match (&options.target, &paused) {
         (Target::Pids(pids), _) => Some(pids.clone()),
         (Target::Command(_), Some(paused)) => Some(vec![paused.pid()]),
@@ -110,6 +111,9 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
             map_sizes: options.map_sizes,
         },
     )?;
+    if options.capture_kernel {
+        symbolizer.load_kernel_symbols();
+    }
     sampler.attach(options.frequency_hz)?;
     // The parsed kernel BTF (tens of MB) is only needed to load the programs.
     drop(btf);

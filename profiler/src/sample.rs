@@ -1,11 +1,15 @@
 //! The plain data that leaves the capture stage: one distinct stack of one thread, with how many
 //! samples hit it. Nothing here knows about BPF maps, and nothing downstream needs root.
 
+use emberprof_symbolizer::ProcessKey;
+
 /// A distinct (thread, kernel stack, user stack) and its sample count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StackSample {
     pub pid: u32,
     pub tid: u32,
+    /// Which program the process was running (see `emberprof_symbolizer::ProcessKey`).
+    pub instance: u32,
     /// Name of the process (its main thread), as `ps` shows it.
     pub process_name: String,
     /// Name of the sampled thread.
@@ -15,4 +19,13 @@ pub struct StackSample {
     /// User instruction pointers, innermost first.
     pub user_ips: Vec<u64>,
     pub count: u64,
+}
+
+impl StackSample {
+    pub fn process(&self) -> ProcessKey {
+        ProcessKey {
+            pid: self.pid,
+            instance: self.instance,
+        }
+    }
 }

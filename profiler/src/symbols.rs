@@ -4,14 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use emberprof_symbolizer::{FrameAddress, Symbol, Symbolizer};
+use emberprof_symbolizer::{FrameAddress, ProcessKey, Symbol, Symbolizer};
 
 use crate::sample::StackSample;
 
 /// The symbol of every address of some stacks.
 #[derive(Debug, Default)]
 pub struct StackSymbols {
-    user: HashMap<(u32, FrameAddress), Symbol>,
+    user: HashMap<(ProcessKey, FrameAddress), Symbol>,
     kernel: HashMap<FrameAddress, Symbol>,
 }
 
@@ -26,7 +26,7 @@ impl StackSymbols {
             .iter()
             .enumerate()
             .rev()
-            .map(|(i, &ip)| &self.user[&(sample.pid, FrameAddress::from_stack_index(i, ip))])
+            .map(|(i, &ip)| &self.user[&(sample.process(), FrameAddress::from_stack_index(i, ip))])
     }
 
     /// Symbols of a sample's kernel stack, outermost first.
@@ -44,11 +44,11 @@ impl StackSymbols {
 }
 
 pub fn symbolize_stacks(samples: &[StackSample], symbolizer: &mut Symbolizer) -> StackSymbols {
-    let user_addresses: Vec<(u32, FrameAddress)> = unique(samples.iter().flat_map(|s| {
+    let user_addresses: Vec<(ProcessKey, FrameAddress)> = unique(samples.iter().flat_map(|s| {
         s.user_ips
             .iter()
             .enumerate()
-            .map(|(i, &ip)| (s.pid, FrameAddress::from_stack_index(i, ip)))
+            .map(|(i, &ip)| (s.process(), FrameAddress::from_stack_index(i, ip)))
     }));
     let kernel_addresses: Vec<FrameAddress> = unique(samples.iter().flat_map(|s| {
         s.kernel_ips

@@ -27,7 +27,7 @@ fn main() {
     let mut recorded = Vec::new();
     for workload in &workloads {
         symbolizer
-            .process_seen(workload.pid())
+            .process_seen(workload.key())
             .expect("process snapshot");
         recorded.extend(snapshots(
             workload.pid(),
@@ -37,7 +37,12 @@ fn main() {
     }
     let frames: usize = recorded
         .iter()
-        .map(|s| symbolizer.unwind(s.pid, s.registers, &s.stack).frames.len())
+        .map(|s| {
+            symbolizer
+                .unwind(s.key(), s.registers, &s.stack)
+                .frames
+                .len()
+        })
         .sum();
     let stack_bytes: usize = recorded.iter().map(|s| s.stack.len()).sum();
     println!(
@@ -53,7 +58,7 @@ fn main() {
     while started.elapsed() < MEASURE_FOR {
         for snapshot in &recorded {
             black_box(symbolizer.unwind(
-                snapshot.pid,
+                snapshot.key(),
                 snapshot.registers,
                 black_box(&snapshot.stack),
             ));
@@ -74,11 +79,11 @@ fn main() {
         let mut fresh = Symbolizer::new(Default::default()).expect("symbolizer");
         for workload in &workloads {
             fresh
-                .process_seen(workload.pid())
+                .process_seen(workload.key())
                 .expect("process snapshot");
         }
         for snapshot in &recorded {
-            black_box(fresh.unwind(snapshot.pid, snapshot.registers, &snapshot.stack));
+            black_box(fresh.unwind(snapshot.key(), snapshot.registers, &snapshot.stack));
         }
         rounds += 1;
     }

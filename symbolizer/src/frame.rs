@@ -38,6 +38,8 @@ pub enum FrameKind {
     Kernel,
     /// A function inlined into its caller (which is the frame before it).
     Inlined,
+    /// JIT-compiled code, named from the runtime's perf map.
+    Jit,
 }
 
 /// One named frame.

@@ -12,10 +12,14 @@
 //! A frame that cannot be named is not an error: it comes back as [`Symbol::Unknown`] with the reason,
 //! printed `module+0xOFFSET`.
 
+mod debug_file;
 mod error;
 mod frame;
+mod jit;
+mod kernel_modules;
 mod maps;
 mod modules;
+pub mod perf_map;
 mod process;
 mod symbolize;
 mod unwind;
@@ -25,6 +29,6 @@ pub use error::Error;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use maps::{parse_maps, MapsEntry};
 pub use modules::{Module, ModuleId, ModuleTable};
-pub use process::{Mapping, ProcessSnapshot, ProcessTable, UserLocation};
+pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
 pub use symbolize::{FramelessCode, Symbolizer, SymbolizerOptions};
 pub use unwind::{UnwindEnd, UnwoundStack, UserRegisters};

@@ -26,6 +26,11 @@ pub struct Module {
     pub display_name: Arc<str>,
     /// Open handle; keeps the file alive and reachable.
     file: File,
+    /// Separate debug information (see `debug_file`), found while the process was alive.
+    debug_file: Option<File>,
+    /// The module's PT_LOAD segments as (file offset, file size, virtual address), to turn file
+    /// offsets into the virtual offsets a debug file is addressed by. Only read with a debug file.
+    segments: Vec<(u64, u64, u64)>,
 }
 
 impl Module {
@@ -37,6 +42,38 @@ impl Module {
     pub fn file(&self) -> &File {
         &self.file
     }
+
+    /// Like [`Module::readable_path`], for the separate debug file if there is one.
+    pub fn debug_readable_path(&self) -> Option<PathBuf> {
+        let file = self.debug_file.as_ref()?;
+        Some(PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())))
+    }
+
+    /// The virtual address (in the module's own address space) of a file offset.
+    pub fn virtual_offset(&self, file_offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|&&(offset, size, _)| (offset..offset + size).contains(&file_offset))
+            .map(|&(offset, _, vaddr)| vaddr + (file_offset - offset))
+    }
+}
+
+fn load_segments(file: &File) -> Vec<(u64, u64, u64)> {
+    use object::{Object, ObjectSegment};
+    // SAFETY: read-only map of a module held open for the session.
+    let Ok(map) = (unsafe { memmap2::Mmap::map(file) }) else {
+        return Vec::new();
+    };
+    let Ok(elf) = object::File::parse(&map[..]) else {
+        return Vec::new();
+    };
+    elf.segments()
+        .map(|segment| {
+            let (offset, size) = segment.file_range();
+            (offset, size, segment.address())
+        })
+        .filter(|&(_, size, _)| size > 0)
+        .collect()
 }
 
 /// Every module seen in this session. Bounded by the number of distinct executable files mapped by the
@@ -60,12 +97,14 @@ impl ModuleTable {
         self.modules.is_empty()
     }
 
-    /// The module for file (`dev`, `inode`), opening it with `open` if it is new.
+    /// The module for file (`dev`, `inode`), opening it with `open` if it is new, and looking for its
+    /// separate debug information in the view of process `pid`.
     pub fn get_or_open(
         &mut self,
         dev: u64,
         inode: u64,
         mapped_path: &str,
+        pid: u32,
         open: impl FnOnce() -> Result<File, Error>,
     ) -> Result<ModuleId, Error> {
         if let Some(&id) = self.by_file.get(&(dev, inode)) {
@@ -73,6 +112,12 @@ impl ModuleTable {
         }
         let file = open()?;
         let id = self.insert(mapped_path, file);
+        let path = self.modules[id.0 as usize].mapped_path.clone();
+        let module = &mut self.modules[id.0 as usize];
+        module.debug_file = crate::debug_file::find_debug_file(pid, &path, &module.file);
+        if module.debug_file.is_some() {
+            module.segments = load_segments(&module.file);
+        }
         self.by_file.insert((dev, inode), id);
         Ok(id)
     }
@@ -91,6 +136,8 @@ impl ModuleTable {
             mapped_path,
             display_name,
             file,
+            debug_file: None,
+            segments: Vec::new(),
         });
         id
     }

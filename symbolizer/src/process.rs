@@ -6,6 +6,15 @@ use crate::maps::{parse_maps, MapsEntry};
 use crate::modules::{open_mapped_file, ModuleId, ModuleTable};
 use crate::Error;
 
+/// One run of one program in one process: a PID, and the instance id the BPF side gave it (a new one
+/// after each exec, and for a recycled PID). Snapshots are per instance, so samples taken before an
+/// exec are symbolized against the program that ran then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessKey {
+    pub pid: u32,
+    pub instance: u32,
+}
+
 /// One executable mapping of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mapping {
@@ -22,6 +31,9 @@ pub struct ProcessSnapshot {
     mappings: Vec<Mapping>,
     /// The module of the main executable (`/proc/PID/exe`), if it is mapped.
     executable: Option<ModuleId>,
+    /// (device, inode) of `/proc/PID/exe` when the snapshot was taken: a later read of the maps is
+    /// only valid for this instance while the process still runs this program.
+    executable_file: Option<(u64, u64)>,
     /// Mappings whose file could not be opened, by display name, so their frames still say where they are.
     unreadable: Vec<(u64, u64, u64, std::sync::Arc<str>)>,
 }
@@ -69,6 +81,11 @@ impl ProcessSnapshot {
     pub fn executable(&self) -> Option<ModuleId> {
         self.executable
     }
+
+    /// Whether `pid` still runs the program this snapshot was taken of.
+    pub fn same_program(&self, pid: u32) -> bool {
+        self.executable_file.is_some() && executable_file(pid) == self.executable_file
+    }
 }
 
 /// (device, inode) of the process's main executable.
@@ -78,10 +95,10 @@ fn executable_file(pid: u32) -> Option<(u64, u64)> {
     Some((meta.dev(), meta.ino()))
 }
 
-/// Snapshots by PID.
+/// Snapshots by process instance.
 #[derive(Debug, Default)]
 pub struct ProcessTable {
-    processes: HashMap<u32, ProcessSnapshot>,
+    processes: HashMap<ProcessKey, ProcessSnapshot>,
     vdso: Option<ModuleId>,
 }
 
@@ -93,16 +110,12 @@ impl ProcessTable {
         }
     }
 
-    pub fn get(&self, pid: u32) -> Option<&ProcessSnapshot> {
-        self.processes.get(&pid)
+    pub fn get(&self, key: ProcessKey) -> Option<&ProcessSnapshot> {
+        self.processes.get(&key)
     }
 
-    pub fn remove(&mut self, pid: u32) {
-        self.processes.remove(&pid);
-    }
-
-    pub fn contains(&self, pid: u32) -> bool {
-        self.processes.contains_key(&pid)
+    pub fn contains(&self, key: ProcessKey) -> bool {
+        self.processes.contains_key(&key)
     }
 
     pub fn len(&self) -> usize {
@@ -114,13 +127,14 @@ impl ProcessTable {
     }
 
     /// Reads `/proc/PID/maps` now and opens every module not yet in `modules`; replaces an earlier
-    /// snapshot of `pid`. Modules that cannot be opened are logged and left unreadable; only a process
+    /// snapshot of `key`. Modules that cannot be opened are logged and left unreadable; only a process
     /// that cannot be read at all (it has exited) is an error.
     pub fn snapshot(
         &mut self,
-        pid: u32,
+        key: ProcessKey,
         modules: &mut ModuleTable,
     ) -> Result<&ProcessSnapshot, Error> {
+        let pid = key.pid;
         let path = format!("/proc/{pid}/maps");
         let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadMaps {
             pid,
@@ -128,9 +142,10 @@ impl ProcessTable {
             source,
         })?;
         let mut snapshot = self.snapshot_from_entries(pid, parse_maps(&text), modules);
-        snapshot.executable = executable_file(pid).and_then(|file| modules.find(file));
-        self.processes.insert(pid, snapshot);
-        Ok(&self.processes[&pid])
+        snapshot.executable_file = executable_file(pid);
+        snapshot.executable = snapshot.executable_file.and_then(|file| modules.find(file));
+        self.processes.insert(key, snapshot);
+        Ok(&self.processes[&key])
     }
 
     fn snapshot_from_entries(
@@ -155,7 +170,7 @@ impl ProcessTable {
             if entry.inode == 0 || !entry.path.starts_with('/') {
                 continue; // anonymous executable memory: JIT code, trampolines
             }
-            let opened = modules.get_or_open(entry.dev, entry.inode, &entry.path, || {
+            let opened = modules.get_or_open(entry.dev, entry.inode, &entry.path, pid, || {
                 open_mapped_file(pid, entry.start, entry.end, &entry.path, entry.inode)
             });
             match opened {

@@ -1,6 +1,7 @@
 //! Batch symbolization with caches, over blazesym.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,8 +10,10 @@ use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized};
 use blazesym::MaybeDefault;
 
 use crate::frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
+use crate::jit::JitMaps;
+use crate::kernel_modules::KernelModules;
 use crate::modules::{ModuleId, ModuleTable};
-use crate::process::{ProcessTable, UserLocation};
+use crate::process::{ProcessKey, ProcessTable, UserLocation};
 use crate::unwind::{Unwinders, UnwoundStack, UserRegisters};
 use crate::Error;
 
@@ -51,9 +54,17 @@ pub struct Symbolizer {
     /// When each process's memory map was first and last read. An address outside the snapshot (a
     /// library loaded after the first sample) triggers a re-read, rate-limited (see
     /// [`REFRESH_INTERVAL`]) so a truly unmapped address (JIT code) does not cost one per sample.
-    snapshot_taken: HashMap<u32, (Instant, Instant)>,
+    snapshot_taken: HashMap<ProcessKey, (Instant, Instant)>,
     /// Processes snapshotted (first time or again) since the last [`Symbolizer::take_changed`].
-    changed: Vec<u32>,
+    changed: Vec<ProcessKey>,
+    /// Instances that exec'd or exited: their snapshots are final.
+    ended: HashSet<ProcessKey>,
+    /// Perf maps of processes with JIT code.
+    jit: JitMaps,
+    /// The kallsyms file kernel addresses are named from.
+    kallsyms: PathBuf,
+    /// Module names of kernel symbols, read with the first kernel address.
+    kernel_modules: Option<KernelModules>,
     unwinders: Unwinders,
 }
 
@@ -73,7 +84,7 @@ impl Symbolizer {
         let mut modules = ModuleTable::default();
         let vdso = crate::vdso::extract_vdso()?.map(|file| modules.insert("[vdso]", file));
         let blaze = blazesym::symbolize::Symbolizer::builder()
-            .enable_code_info(options.source_lines)
+            .enable_code_info(options.source_lines || options.inlined_functions)
             .enable_inlined_fns(options.inlined_functions)
             .enable_demangling(true)
             .build();
@@ -86,43 +97,75 @@ impl Symbolizer {
             kernel_cache: HashMap::new(),
             snapshot_taken: HashMap::new(),
             changed: Vec::new(),
+            ended: HashSet::new(),
+            jit: JitMaps::default(),
+            kallsyms: PathBuf::from("/proc/kallsyms"),
+            kernel_modules: None,
             unwinders: Unwinders::default(),
         })
     }
 
-    /// Called when a process is first sampled: snapshots its mappings while it is alive. A second call
-    /// for the same PID keeps the first snapshot.
-    pub fn process_seen(&mut self, pid: u32) -> Result<(), Error> {
-        if self.processes.contains(pid) {
+    /// Loads the kernel's symbols now (tens of milliseconds), so the first kernel stacks of a
+    /// recording do not stall the reader of the ring buffer.
+    pub fn load_kernel_symbols(&mut self) {
+        let text_start = FrameAddress::InstructionPointer(u64::MAX);
+        self.symbolize_kernel(&[text_start]);
+        self.kernel_cache.clear();
+    }
+
+    /// Names kernel addresses from this kallsyms file instead of `/proc/kallsyms` (a copy saved
+    /// elsewhere, or a test's).
+    pub fn with_kallsyms(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kallsyms = path.into();
+        self.kernel_modules = None;
+        self
+    }
+
+    /// Called when a process instance is first sampled: snapshots its mappings while it is alive.
+    /// Later calls for the same instance keep the snapshot.
+    pub fn process_seen(&mut self, key: ProcessKey) -> Result<(), Error> {
+        if self.processes.contains(key) {
             return Ok(());
         }
-        self.take_snapshot(pid)
+        self.take_snapshot(key)
+    }
+
+    /// Called when a process instance ends (exec or exit): its snapshot stays, for the samples it
+    /// already has, but is never retaken, and its unwinder is dropped.
+    pub fn instance_ended(&mut self, key: ProcessKey) {
+        self.ended.insert(key);
+        self.unwinders.forget(key);
     }
 
     /// Processes whose snapshot was taken or retaken since the last call.
-    pub fn take_changed(&mut self) -> Vec<u32> {
+    pub fn take_changed(&mut self) -> Vec<ProcessKey> {
         let mut changed = std::mem::take(&mut self.changed);
         changed.sort_unstable();
         changed.dedup();
         changed
     }
 
-    fn take_snapshot(&mut self, pid: u32) -> Result<(), Error> {
+    fn take_snapshot(&mut self, key: ProcessKey) -> Result<(), Error> {
         let now = Instant::now();
         self.snapshot_taken
-            .entry(pid)
+            .entry(key)
             .and_modify(|(_, last)| *last = now)
             .or_insert((now, now));
-        self.unwinders.forget(pid);
-        self.processes.snapshot(pid, &mut self.modules)?;
-        self.changed.push(pid);
+        self.unwinders.forget(key);
+        self.processes.snapshot(key, &mut self.modules)?;
+        self.jit.open(key);
+        self.changed.push(key);
         Ok(())
     }
 
     /// Re-reads the memory map of a process that has code outside its snapshot, unless that was done
-    /// too recently. Returns whether a new snapshot was taken.
-    fn refresh_snapshot(&mut self, pid: u32) -> bool {
-        let recent = self.snapshot_taken.get(&pid).is_some_and(|(first, last)| {
+    /// too recently, the instance has ended, or the process has exec'd another program since (the
+    /// notice may still be on its way). Returns whether a new snapshot was taken.
+    fn refresh_snapshot(&mut self, key: ProcessKey) -> bool {
+        if self.ended.contains(&key) {
+            return false;
+        }
+        let recent = self.snapshot_taken.get(&key).is_some_and(|(first, last)| {
             let interval = if first.elapsed() < YOUNG_PROCESS {
                 YOUNG_REFRESH_INTERVAL
             } else {
@@ -130,36 +173,45 @@ impl Symbolizer {
             };
             last.elapsed() < interval
         });
-        !recent && self.take_snapshot(pid).is_ok()
+        let other_program = self
+            .processes
+            .get(key)
+            .is_some_and(|s| !s.same_program(key.pid));
+        !recent && !other_program && self.take_snapshot(key).is_ok()
     }
 
     /// Rebuilds a user stack from its registers and a copy of its top, with the modules' unwind
     /// information (see the `unwind` module).
-    pub fn unwind(&mut self, pid: u32, registers: UserRegisters, stack: &[u8]) -> UnwoundStack {
+    pub fn unwind(
+        &mut self,
+        key: ProcessKey,
+        registers: UserRegisters,
+        stack: &[u8],
+    ) -> UnwoundStack {
         let unwound = self
             .unwinders
-            .unwind(pid, registers, stack, &self.processes, &self.modules);
+            .unwind(key, registers, stack, &self.processes, &self.modules);
         // A frame outside the snapshot means code mapped since it was taken (the snapshot of a
         // process seen while the dynamic loader ran has no libc yet): without that module's CFI the
         // unwind went wrong from there. Retake the snapshot and unwind again.
-        let outside_snapshot = match self.processes.get(pid) {
+        let outside_snapshot = match self.processes.get(key) {
             Some(snapshot) => unwound
                 .frames
                 .iter()
                 .any(|&a| snapshot.locate(a) == UserLocation::Unmapped),
             None => true,
         };
-        if outside_snapshot && self.refresh_snapshot(pid) {
+        if outside_snapshot && self.refresh_snapshot(key) {
             return self
                 .unwinders
-                .unwind(pid, registers, stack, &self.processes, &self.modules);
+                .unwind(key, registers, stack, &self.processes, &self.modules);
         }
         unwound
     }
 
     /// Which code of a snapshotted process lacks frame pointers; `None` if there is no snapshot.
-    pub fn frameless_code(&mut self, pid: u32) -> Option<FramelessCode> {
-        let snapshot = self.processes.get(pid)?;
+    pub fn frameless_code(&mut self, key: ProcessKey) -> Option<FramelessCode> {
+        let snapshot = self.processes.get(key)?;
         let executable = snapshot.executable();
         let mut ranges = Vec::new();
         for mapping in snapshot.mappings().to_vec() {
@@ -181,14 +233,6 @@ impl Symbolizer {
         })
     }
 
-    /// Called when a process exec'd: its snapshot and unwinder describe the old program, so they are
-    /// dropped and the process is snapshotted again at its next first sample.
-    pub fn process_exec(&mut self, pid: u32) {
-        self.processes.remove(pid);
-        self.unwinders.forget(pid);
-        self.snapshot_taken.remove(&pid);
-    }
-
     pub fn modules(&self) -> &ModuleTable {
         &self.modules
     }
@@ -198,10 +242,10 @@ impl Symbolizer {
     }
 
     /// Symbolizes user addresses of the given processes; one result per input, in order.
-    pub fn symbolize_user(&mut self, addresses: &[(u32, FrameAddress)]) -> Vec<Symbol> {
+    pub fn symbolize_user(&mut self, addresses: &[(ProcessKey, FrameAddress)]) -> Vec<Symbol> {
         let locations: Vec<UserLocation> = addresses
             .iter()
-            .map(|&(pid, address)| self.locate_user(pid, address.lookup_address()))
+            .map(|&(key, address)| self.locate_user(key, address.lookup_address()))
             .collect();
 
         let mut misses: HashMap<ModuleId, Vec<u64>> = HashMap::new();
@@ -225,7 +269,7 @@ impl Symbolizer {
         locations
             .into_iter()
             .zip(addresses)
-            .map(|(location, &(pid, address))| match location {
+            .map(|(location, &(key, address))| match location {
                 UserLocation::Module {
                     module,
                     file_offset,
@@ -236,7 +280,13 @@ impl Symbolizer {
                     reason: UnknownReason::ModuleUnreadable,
                 },
                 UserLocation::Unmapped => {
-                    let reason = if self.processes.contains(pid) {
+                    if let Some(name) = self.jit.lookup(key, address.lookup_address()) {
+                        return Symbol::Named(vec![Frame {
+                            name,
+                            kind: FrameKind::Jit,
+                        }]);
+                    }
+                    let reason = if self.processes.contains(key) {
                         UnknownReason::NotInModule
                     } else {
                         UnknownReason::ProcessNotSnapshotted
@@ -262,6 +312,7 @@ impl Symbolizer {
         misses.dedup();
         if !misses.is_empty() {
             let source = Source::Kernel(Kernel {
+                kallsyms: MaybeDefault::Some(self.kallsyms.clone()),
                 // kallsyms only: searching the disk for a vmlinux image is slow and rarely fruitful.
                 vmlinux: MaybeDefault::None,
                 debug_syms: false,
@@ -269,11 +320,20 @@ impl Symbolizer {
             });
             let results = self.blaze.symbolize(&source, Input::AbsAddr(&misses));
             let options = self.options;
+            let modules = self
+                .kernel_modules
+                .get_or_insert_with(|| KernelModules::read(&self.kallsyms));
             for (index, &address) in misses.iter().enumerate() {
                 let symbol = match &results {
                     Ok(results) => match &results[index] {
                         Symbolized::Sym(sym) => {
-                            Symbol::Named(frames_of(sym, FrameKind::Kernel, options))
+                            let mut frames = frames_of(sym, FrameKind::Kernel, options);
+                            if let (Some(module), Some(first)) =
+                                (modules.module_of(sym.addr), frames.first_mut())
+                            {
+                                first.name = Arc::from(format!("{} [{module}]", first.name));
+                            }
+                            Symbol::Named(frames)
                         }
                         Symbolized::Unknown(_) => unknown_kernel(address),
                     },
@@ -291,16 +351,16 @@ impl Symbolizer {
             .collect()
     }
 
-    fn locate_user(&mut self, pid: u32, address: u64) -> UserLocation {
-        let location = match self.processes.get(pid) {
+    fn locate_user(&mut self, key: ProcessKey, address: u64) -> UserLocation {
+        let location = match self.processes.get(key) {
             Some(snapshot) => snapshot.locate(address),
             None => UserLocation::Unmapped,
         };
         // Not found: the process may have mapped it after its snapshot, or never been snapshotted.
-        if location != UserLocation::Unmapped || !self.refresh_snapshot(pid) {
+        if location != UserLocation::Unmapped || !self.refresh_snapshot(key) {
             return location;
         }
-        match self.processes.get(pid) {
+        match self.processes.get(key) {
             Some(snapshot) => snapshot.locate(address),
             None => UserLocation::Unmapped,
         }
@@ -308,31 +368,104 @@ impl Symbolizer {
 
     fn symbolize_module(&mut self, module_id: ModuleId, offsets: &[u64]) {
         let module = self.modules.get(module_id);
-        let source = Source::Elf(Elf::new(module.readable_path()));
         let display_name = module.display_name.clone();
-        let results = self.blaze.symbolize(&source, Input::FileOffset(offsets));
-        let options = self.options;
-        if let Err(error) = &results {
-            log::warn!("cannot symbolize {}: {error}", module.mapped_path.display());
+        // A separate debug file is addressed by virtual offsets; what it cannot name (or everything,
+        // without one) is looked up in the module itself by file offset.
+        let mut found: Vec<Option<Vec<Frame>>> = vec![None; offsets.len()];
+        if let Some(debug_path) = module.debug_readable_path() {
+            let virtual_offsets: Vec<u64> = offsets
+                .iter()
+                .map(|&offset| module.virtual_offset(offset).unwrap_or(u64::MAX))
+                .collect();
+            if let Ok(frames) = self.lookup(debug_path, Input::VirtOffset(&virtual_offsets)) {
+                found = frames;
+            }
         }
-        for (index, &offset) in offsets.iter().enumerate() {
-            let symbol = match &results {
-                Ok(results) => match &results[index] {
-                    Symbolized::Sym(sym) => Symbol::Named(frames_of(sym, FrameKind::User, options)),
-                    Symbolized::Unknown(_) => Symbol::Unknown {
-                        module: Some(display_name.clone()),
-                        offset,
-                        reason: UnknownReason::NoSymbol,
-                    },
-                },
-                Err(_) => Symbol::Unknown {
+        let missing: Vec<u64> = offsets
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(&o, _)| o)
+            .collect();
+        let mut from_module = Vec::new().into_iter();
+        let mut module_readable = true;
+        if !missing.is_empty() {
+            match self.lookup(module.readable_path(), Input::FileOffset(&missing)) {
+                Ok(frames) => from_module = frames.into_iter(),
+                Err(error) => {
+                    log::warn!("cannot symbolize {}: {error}", module.mapped_path.display());
+                    module_readable = false;
+                }
+            }
+        }
+        for (&offset, frames) in offsets.iter().zip(found) {
+            let frames = frames.or_else(|| from_module.next().flatten());
+            let symbol = match frames {
+                Some(frames) => Symbol::Named(frames),
+                None => Symbol::Unknown {
                     module: Some(display_name.clone()),
                     offset,
-                    reason: UnknownReason::ModuleUnreadable,
+                    reason: if module_readable {
+                        UnknownReason::NoSymbol
+                    } else {
+                        UnknownReason::ModuleUnreadable
+                    },
                 },
             };
             self.user_cache.insert((module_id, offset), symbol);
         }
+    }
+
+    /// Frames for each address of one ELF file, `None` where it has no symbol.
+    ///
+    /// Two passes: DWARF (inlined functions, lines) and the symbol table. DWARF names are often bare
+    /// (`hot_loop`: rustc's line-tables-only debug info has no linkage names), while the symbol table
+    /// has the full demangled path (`rust_inline::hot_loop`,
+    /// `ns::Class<T>::method(T)`); a qualified symbol-table name that contains the DWARF name replaces
+    /// it. C names, and compiler clones such as `foo.cold`, keep the DWARF name.
+    fn lookup(
+        &self,
+        path: PathBuf,
+        input: Input<&[u64]>,
+    ) -> Result<Vec<Option<Vec<Frame>>>, blazesym::Error> {
+        let options = self.options;
+        let dwarf = self
+            .blaze
+            .symbolize(&Source::Elf(Elf::new(path.clone())), input)?;
+        let symtab_source = Source::Elf(Elf {
+            debug_syms: false,
+            ..Elf::new(path)
+        });
+        let symtab = self
+            .blaze
+            .symbolize(&symtab_source, input)
+            .unwrap_or_default();
+        Ok(dwarf
+            .iter()
+            .enumerate()
+            .map(|(index, symbolized)| {
+                let sym = symbolized.as_sym()?;
+                let mut frames = frames_of(sym, FrameKind::User, options);
+                let qualified = symtab
+                    .get(index)
+                    .and_then(Symbolized::as_sym)
+                    .map(|s| &s.name);
+                if let Some(qualified) = qualified {
+                    if qualified.contains("::")
+                        && qualified.contains(sym.name.as_ref())
+                        && qualified != &sym.name
+                    {
+                        let location = frames[0]
+                            .name
+                            .strip_prefix(sym.name.as_ref())
+                            .unwrap_or("")
+                            .to_owned();
+                        frames[0].name = Arc::from(format!("{qualified}{location}"));
+                    }
+                }
+                Some(frames)
+            })
+            .collect())
     }
 }
 

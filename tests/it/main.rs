@@ -5,4 +5,5 @@
 mod errors;
 mod record;
 mod support;
+mod symbols;
 mod unwind;

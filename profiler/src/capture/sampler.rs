@@ -140,9 +140,15 @@ impl Sampler {
         let fork: &mut BtfTracePoint = program(&mut ebpf, names::FORK_PROGRAM)?.try_into()?;
         fork.load(names::FORK_TRACEPOINT, btf)
             .context("the kernel rejected the fork-following program")?;
-        let exec: &mut BtfTracePoint = program(&mut ebpf, names::EXEC_PROGRAM)?.try_into()?;
-        exec.load(names::EXEC_TRACEPOINT, btf)
-            .context("the kernel rejected the exec-noticing program")?;
+        for (name, tracepoint) in [
+            (names::EXEC_PROGRAM, names::EXEC_TRACEPOINT),
+            (names::EXIT_PROGRAM, names::EXIT_TRACEPOINT),
+        ] {
+            let notice: &mut BtfTracePoint = program(&mut ebpf, name)?.try_into()?;
+            notice
+                .load(tracepoint, btf)
+                .with_context(|| format!("the kernel rejected the {tracepoint} program"))?;
+        }
 
         if let Some(pids) = &config.target_pids {
             let mut targets: HashMap<_, u32, u8> =
@@ -203,9 +209,15 @@ impl Sampler {
         let fork: &mut BtfTracePoint = program(&mut self.ebpf, names::FORK_PROGRAM)?.try_into()?;
         fork.attach()
             .context("cannot attach to the sched_process_fork tracepoint")?;
-        let exec: &mut BtfTracePoint = program(&mut self.ebpf, names::EXEC_PROGRAM)?.try_into()?;
-        exec.attach()
-            .context("cannot attach to the sched_process_exec tracepoint")?;
+        for (name, tracepoint) in [
+            (names::EXEC_PROGRAM, names::EXEC_TRACEPOINT),
+            (names::EXIT_PROGRAM, names::EXIT_TRACEPOINT),
+        ] {
+            let notice: &mut BtfTracePoint = program(&mut self.ebpf, name)?.try_into()?;
+            notice
+                .attach()
+                .with_context(|| format!("cannot attach to the {tracepoint} tracepoint"))?;
+        }
 
         let cpus = aya::util::online_cpus()
             .map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;

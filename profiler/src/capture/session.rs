@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use emberprof_bpf::{comm_to_string, Record, SampleKey, UserStackRecord, STACK_ID_IN_RECORD};
-use emberprof_symbolizer::{FramelessCode, Symbolizer, UnwindEnd, UserRegisters};
+use emberprof_symbolizer::{FramelessCode, ProcessKey, Symbolizer, UnwindEnd, UserRegisters};
 
 use super::launch::RunningCommand;
 use super::sampler::{Sampler, StackCache, UnwindMode};
@@ -256,15 +256,26 @@ fn drain(
 ) {
     sampler.drain_records(|bytes| match Record::parse(bytes) {
         Some(Record::ProcessSeen(record)) => {
-            if let Err(error) = symbolizer.process_seen(record.tgid) {
+            let key = ProcessKey {
+                pid: record.tgid,
+                instance: record.instance,
+            };
+            if let Err(error) = symbolizer.process_seen(key) {
                 // Usually a process that exited between its first sample and now.
                 log::debug!("no snapshot of process {}: {error}", record.tgid);
             }
         }
         Some(Record::NewKey(key)) => collected.new_keys.push(key),
-        Some(Record::Exec(pid)) => {
-            log::debug!("process {pid} exec'd a new program");
-            symbolizer.process_exec(pid);
+        Some(Record::InstanceEnd(record)) => {
+            log::debug!(
+                "process {} instance {} ended (exec or exit)",
+                record.tgid,
+                record.instance
+            );
+            symbolizer.instance_ended(ProcessKey {
+                pid: record.tgid,
+                instance: record.instance,
+            });
         }
         Some(Record::Sample(record)) => {
             let kernel = inline_stack(
@@ -283,9 +294,9 @@ fn drain(
     });
     // A snapshot taken or retaken (a library loaded since the last one) changes where code is
     // frameless.
-    for pid in symbolizer.take_changed() {
+    for key in symbolizer.take_changed() {
         if unwind == UnwindMode::Auto {
-            if let Err(error) = plan_auto_unwinding(sampler, symbolizer, pid) {
+            if let Err(error) = plan_auto_unwinding(sampler, symbolizer, key) {
                 log::warn!("{error:#}");
             }
         }
@@ -294,9 +305,17 @@ fn drain(
 
 /// `--unwind auto`: tells the BPF side where this process's code is frameless, so samples there get
 /// their stacks copied while the rest keeps the cheap frame-pointer walk.
-fn plan_auto_unwinding(sampler: &mut Sampler, symbolizer: &mut Symbolizer, pid: u32) -> Result<()> {
-    let plan = symbolizer.frameless_code(pid);
-    log::debug!("process {pid}: frameless code {plan:?}");
+fn plan_auto_unwinding(
+    sampler: &mut Sampler,
+    symbolizer: &mut Symbolizer,
+    key: ProcessKey,
+) -> Result<()> {
+    let pid = key.pid;
+    let plan = symbolizer.frameless_code(key);
+    log::debug!(
+        "process {pid} instance {}: frameless code {plan:?}",
+        key.instance
+    );
     match plan {
         None | Some(FramelessCode::None) => Ok(()),
         Some(FramelessCode::Everywhere) => sampler.unwind_process_with_dwarf(pid),
@@ -315,7 +334,11 @@ fn unwind_user_stack(
         sp: record.sp,
         bp: record.bp,
     };
-    let unwound = symbolizer.unwind(record.key.tgid, registers, stack);
+    let process = ProcessKey {
+        pid: record.key.tgid,
+        instance: record.key.instance,
+    };
+    let unwound = symbolizer.unwind(process, registers, stack);
     stats.count(unwound.end);
     let kernel = inline_stack(
         record.key.kernel_stack_id,
@@ -412,6 +435,7 @@ fn to_sample(key: &SampleKey, kernel_ips: Vec<u64>, user_ips: Vec<u64>, count: u
     StackSample {
         pid: key.tgid,
         tid: key.tid,
+        instance: key.instance,
         process_name: comm_to_string(&key.process_comm),
         thread_name: comm_to_string(&key.thread_comm),
         kernel_ips,

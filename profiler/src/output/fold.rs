@@ -77,6 +77,7 @@ fn append_symbol(line: &mut String, symbol: &Symbol, in_kernel: bool) {
                 let suffix = match frame.kind {
                     FrameKind::Kernel => "_[k]",
                     FrameKind::Inlined => "_[i]",
+                    FrameKind::Jit => "_[j]",
                     FrameKind::User => "",
                 };
                 let _ = write!(line, ";{}{suffix}", sanitize(&frame.name));
@@ -181,13 +182,14 @@ mod tests {
         let pid = std::process::id();
         let mut symbolizer = Symbolizer::new(Default::default()).expect("symbolizer");
         symbolizer
-            .process_seen(pid)
+            .process_seen(emberprof_symbolizer::ProcessKey { pid, instance: 1 })
             .expect("snapshot of this test process");
         let leaf = folds_real_addresses_of_this_process as *const () as usize as u64;
         let caller = Symbolizer::new as *const () as usize as u64;
         let sample = |tid, count| StackSample {
             pid,
             tid,
+            instance: 1,
             process_name: "tester".into(),
             thread_name: "worker;1".into(),
             kernel_ips: vec![],

@@ -43,6 +43,7 @@ pub struct LoadSegment {
     pub file_offset: u64,
     pub file_size: u64,
     pub vaddr: u64,
+    pub executable: bool,
 }
 
 pub struct ElfUnwindInfo {
@@ -85,10 +86,15 @@ impl ElfUnwindInfo {
             .segments()
             .filter_map(|segment| {
                 let (file_offset, file_size) = segment.file_range();
+                let executable = matches!(
+                    segment.flags(),
+                    object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & object::elf::PF_X.0 != 0
+                );
                 Some(LoadSegment {
                     file_offset,
                     file_size,
                     vaddr: segment.address(),
+                    executable,
                 })
                 .filter(|_| file_size > 0)
             })
@@ -111,16 +117,22 @@ impl ElfUnwindInfo {
         })
     }
 
-    /// The address at which this module's address 0 lies, for a mapping of it at `start` from file
-    /// offset `offset`: `start - (segment vaddr + (offset - segment file offset))`, with the PT_LOAD
-    /// segment that contains `offset`.
+    /// The address at which this module's address 0 lies, for an executable mapping of it at
+    /// `start` from file offset `offset`: `start - (segment vaddr + (offset - segment file offset))`
+    /// with the executable PT_LOAD segment the mapping comes from.
+    ///
+    /// The kernel maps a segment from its file offset rounded down to a page, so `offset` can lie
+    /// *before* the segment's own offset, inside the previous segment's last page: lld puts the text
+    /// segment at file offset 0x...e70 right after a read-only segment ending at 0x...e64, and "the
+    /// segment containing `offset`" would be the read-only one, a page off.
     pub fn base_address(&self, start: u64, offset: u64) -> Option<u64> {
-        let segment = self
-            .load_segments
-            .iter()
-            .find(|s| (s.file_offset..s.file_offset + s.file_size).contains(&offset))?;
-        let vaddr = segment.vaddr.checked_add(offset - segment.file_offset)?;
-        start.checked_sub(vaddr)
+        const PAGE: u64 = 4096;
+        let segment = self.load_segments.iter().find(|s| {
+            s.executable
+                && (s.file_offset & !(PAGE - 1)..s.file_offset + s.file_size).contains(&offset)
+        })?;
+        let vaddr_at_start = segment.vaddr as i128 + (offset as i128 - segment.file_offset as i128);
+        u64::try_from(start as i128 - vaddr_at_start).ok()
     }
 }
 
@@ -156,4 +168,72 @@ fn frame_pointer_share(eh_frame: &Section, text: Option<&Section>) -> Option<f64
         }
     }
     (total > 0).then(|| on_rbp as f64 / total as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(load_segments: Vec<LoadSegment>) -> ElfUnwindInfo {
+        ElfUnwindInfo {
+            text: None,
+            eh_frame: None,
+            eh_frame_hdr: None,
+            debug_frame: None,
+            got_svma: None,
+            load_segments,
+            keeps_frame_pointers: false,
+        }
+    }
+
+    /// lld layout: the text segment starts mid-page right after a read-only one, so its mapping's
+    /// file offset (rounded down) falls inside the read-only segment; the base must still come from
+    /// the text segment.
+    #[test]
+    fn base_address_with_lld_layout() {
+        let lld = info(vec![
+            LoadSegment {
+                file_offset: 0,
+                file_size: 0xe2e64,
+                vaddr: 0,
+                executable: false,
+            },
+            LoadSegment {
+                file_offset: 0xe2e70,
+                file_size: 0x285a20,
+                vaddr: 0xe3e70,
+                executable: true,
+            },
+        ]);
+        let start = 0x55a7_ddb4_3000;
+        assert_eq!(lld.base_address(start, 0xe2000), Some(start - 0xe3000));
+    }
+
+    /// GNU ld layout: page-aligned segments with offset == vaddr.
+    #[test]
+    fn base_address_with_bfd_layout() {
+        let bfd = info(vec![
+            LoadSegment {
+                file_offset: 0,
+                file_size: 0x760,
+                vaddr: 0,
+                executable: false,
+            },
+            LoadSegment {
+                file_offset: 0x1000,
+                file_size: 0x44d,
+                vaddr: 0x1000,
+                executable: true,
+            },
+        ]);
+        assert_eq!(
+            bfd.base_address(0x5600_0000_1000, 0x1000),
+            Some(0x5600_0000_0000)
+        );
+        assert_eq!(
+            bfd.base_address(0x5600_0000_1000, 0x9000),
+            None,
+            "no segment there"
+        );
+    }
 }

@@ -18,7 +18,7 @@ pub use elf_info::ElfUnwindInfo;
 use elf_info::SectionBytes;
 
 use crate::modules::{ModuleId, ModuleTable};
-use crate::process::ProcessTable;
+use crate::process::{ProcessKey, ProcessTable};
 
 /// Frames kept per unwound stack; deeper stacks are cut (and counted as ended early).
 const MAX_UNWIND_FRAMES: usize = 512;
@@ -57,7 +57,7 @@ type ProcessUnwinder = UnwinderX86_64<SectionBytes>;
 #[derive(Default)]
 pub(crate) struct Unwinders {
     elf_info: HashMap<ModuleId, Option<Arc<ElfUnwindInfo>>>,
-    processes: HashMap<u32, ProcessUnwinder>,
+    processes: HashMap<ProcessKey, ProcessUnwinder>,
     cache: CacheX86_64,
 }
 
@@ -75,28 +75,28 @@ impl Unwinders {
     }
 
     /// Drops the per-process unwinder (the process exited, or its snapshot changed).
-    pub fn forget(&mut self, pid: u32) {
-        self.processes.remove(&pid);
+    pub fn forget(&mut self, key: ProcessKey) {
+        self.processes.remove(&key);
     }
 
     pub fn unwind(
         &mut self,
-        pid: u32,
+        key: ProcessKey,
         registers: UserRegisters,
         stack: &[u8],
         processes: &ProcessTable,
         modules: &ModuleTable,
     ) -> UnwoundStack {
-        if !self.processes.contains_key(&pid) {
-            let Some(unwinder) = self.build_unwinder(pid, processes, modules) else {
+        if !self.processes.contains_key(&key) {
+            let Some(unwinder) = self.build_unwinder(key, processes, modules) else {
                 return UnwoundStack {
                     frames: vec![registers.ip],
                     end: UnwindEnd::UnknownProcess,
                 };
             };
-            self.processes.insert(pid, unwinder);
+            self.processes.insert(key, unwinder);
         }
-        let unwinder = &self.processes[&pid];
+        let unwinder = &self.processes[&key];
         let stack_end = registers.sp.saturating_add(stack.len() as u64);
         let mut read_stack = |address: u64| -> Result<u64, ()> {
             let offset = address.checked_sub(registers.sp).ok_or(())? as usize;
@@ -127,11 +127,11 @@ impl Unwinders {
 
     fn build_unwinder(
         &mut self,
-        pid: u32,
+        key: ProcessKey,
         processes: &ProcessTable,
         modules: &ModuleTable,
     ) -> Option<ProcessUnwinder> {
-        let snapshot = processes.get(pid)?;
+        let snapshot = processes.get(key)?;
         let mut unwinder = ProcessUnwinder::new();
         for mapping in snapshot.mappings() {
             let Some(info) = self.elf_info(mapping.module, modules) else {

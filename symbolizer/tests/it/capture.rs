@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use emberprof_symbolizer::UserRegisters;
+use emberprof_symbolizer::{ProcessKey, UserRegisters};
 
 /// Registers and stack bytes of one moment of a thread.
 #[derive(Clone, Debug)]
@@ -17,6 +17,15 @@ pub struct StackSnapshot {
     pub pid: u32,
     pub registers: UserRegisters,
     pub stack: Vec<u8>,
+}
+
+impl StackSnapshot {
+    pub fn key(&self) -> ProcessKey {
+        ProcessKey {
+            pid: self.pid,
+            instance: 1,
+        }
+    }
 }
 
 /// An example workload, killed when dropped.
@@ -35,6 +44,14 @@ impl Workload {
 
     pub fn pid(&self) -> u32 {
         self.0.id()
+    }
+
+    /// The process as the symbolizer knows it (one instance: these workloads never exec).
+    pub fn key(&self) -> ProcessKey {
+        ProcessKey {
+            pid: self.pid(),
+            instance: 1,
+        }
     }
 }
 

@@ -3,4 +3,5 @@
 //! and unwound and symbolized offline. No root needed: a process may trace its own children.
 
 mod capture;
+mod kernel;
 mod unwind;

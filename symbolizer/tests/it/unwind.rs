@@ -1,17 +1,17 @@
 //! DWARF unwinding of snapshots of frameless programs, checked against their known call chains.
 
-use emberprof_symbolizer::{FrameAddress, Symbol, Symbolizer, UnwindEnd};
+use emberprof_symbolizer::{FrameAddress, ProcessKey, Symbol, Symbolizer, UnwindEnd};
 
 use crate::capture::{snapshots, StackSnapshot, Workload};
 
 /// Unwinds and symbolizes a snapshot: function names, outermost first.
 fn unwind_names(symbolizer: &mut Symbolizer, snapshot: &StackSnapshot) -> (Vec<String>, UnwindEnd) {
-    let unwound = symbolizer.unwind(snapshot.pid, snapshot.registers, &snapshot.stack);
-    let addresses: Vec<(u32, FrameAddress)> = unwound
+    let unwound = symbolizer.unwind(snapshot.key(), snapshot.registers, &snapshot.stack);
+    let addresses: Vec<(ProcessKey, FrameAddress)> = unwound
         .frames
         .iter()
         .enumerate()
-        .map(|(i, &address)| (snapshot.pid, FrameAddress::from_stack_index(i, address)))
+        .map(|(i, &address)| (snapshot.key(), FrameAddress::from_stack_index(i, address)))
         .collect();
     let names = symbolizer
         .symbolize_user(&addresses)
@@ -33,7 +33,7 @@ fn unwind_names(symbolizer: &mut Symbolizer, snapshot: &StackSnapshot) -> (Vec<S
 fn unwinds_deep_frameless_chain() {
     let workload = Workload::start("deep-nofp");
     let mut symbolizer = Symbolizer::new(Default::default()).expect("symbolizer");
-    symbolizer.process_seen(workload.pid()).expect("snapshot");
+    symbolizer.process_seen(workload.key()).expect("snapshot");
     let chain: Vec<String> = ["_start", "__libc_start_call_main", "main", "run"]
         .iter()
         .map(|s| s.to_string())
@@ -69,7 +69,7 @@ fn unwinds_deep_frameless_chain() {
 fn unwinds_frameless_burn() {
     let workload = Workload::start("burn-nofp");
     let mut symbolizer = Symbolizer::new(Default::default()).expect("symbolizer");
-    symbolizer.process_seen(workload.pid()).expect("snapshot");
+    symbolizer.process_seen(workload.key()).expect("snapshot");
     let snapshots = snapshots(workload.pid(), 20, 16384);
     let mut in_burn = 0;
     for snapshot in &snapshots {
@@ -92,15 +92,39 @@ fn unwinds_frameless_burn() {
     );
 }
 
+/// A Rust binary (linked by lld, whose text segment does not start on a page boundary) unwinds
+/// through its own code to main and _start.
+#[test]
+fn unwinds_rust_binary_linked_by_lld() {
+    let workload = Workload::start("rust-inline");
+    let mut symbolizer = Symbolizer::new(Default::default()).expect("symbolizer");
+    symbolizer.process_seen(workload.key()).expect("snapshot");
+    let snapshots = snapshots(workload.pid(), 10, 16384);
+    let mut whole = 0;
+    for snapshot in &snapshots {
+        let (names, end) = unwind_names(&mut symbolizer, snapshot);
+        if names.iter().any(|n| n == "rust_inline::hot_loop") {
+            assert!(
+                names.starts_with(&["_start".to_owned()])
+                    && names.iter().any(|n| n == "rust_inline::main"),
+                "{names:?}"
+            );
+            assert_eq!(end, UnwindEnd::Complete, "{names:?}");
+            whole += 1;
+        }
+    }
+    assert!(whole >= 5, "only {whole} snapshots in hot_loop");
+}
+
 /// A copy cut short ends the unwind with StackCopyExhausted, keeping the frames it could recover.
 #[test]
 fn short_copy_ends_at_copy_size() {
     let workload = Workload::start("deep-nofp");
     let mut symbolizer = Symbolizer::new(Default::default()).expect("symbolizer");
-    symbolizer.process_seen(workload.pid()).expect("snapshot");
+    symbolizer.process_seen(workload.key()).expect("snapshot");
     let mut snapshot = snapshots(workload.pid(), 1, 16384).remove(0);
     snapshot.stack.truncate(128);
-    let unwound = symbolizer.unwind(snapshot.pid, snapshot.registers, &snapshot.stack);
+    let unwound = symbolizer.unwind(snapshot.key(), snapshot.registers, &snapshot.stack);
     assert_eq!(unwound.end, UnwindEnd::StackCopyExhausted);
     assert!(
         unwound.frames.len() >= 2 && unwound.frames.len() < 40,
@@ -116,14 +140,14 @@ fn classifies_frameless_code() {
     use emberprof_symbolizer::FramelessCode;
     let mut symbolizer = Symbolizer::new(Default::default()).expect("symbolizer");
     let frameless = Workload::start("burn-nofp");
-    symbolizer.process_seen(frameless.pid()).expect("snapshot");
+    symbolizer.process_seen(frameless.key()).expect("snapshot");
     assert_eq!(
-        symbolizer.frameless_code(frameless.pid()),
+        symbolizer.frameless_code(frameless.key()),
         Some(FramelessCode::Everywhere)
     );
     let with_fp = Workload::start("burn");
-    symbolizer.process_seen(with_fp.pid()).expect("snapshot");
-    match symbolizer.frameless_code(with_fp.pid()) {
+    symbolizer.process_seen(with_fp.key()).expect("snapshot");
+    match symbolizer.frameless_code(with_fp.key()) {
         Some(FramelessCode::Ranges(ranges)) => assert!(!ranges.is_empty()),
         other => panic!("frame-pointer build classified as {other:?}"),
     }
