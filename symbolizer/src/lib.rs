@@ -20,6 +20,7 @@ mod kernel_modules;
 mod maps;
 mod modules;
 pub mod perf_map;
+mod plt;
 mod process;
 mod symbolize;
 mod unwind;

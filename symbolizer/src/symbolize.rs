@@ -13,6 +13,7 @@ use crate::frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 use crate::jit::JitMaps;
 use crate::kernel_modules::KernelModules;
 use crate::modules::{ModuleId, ModuleTable};
+use crate::plt::PltStubs;
 use crate::process::{ProcessKey, ProcessTable, UserLocation};
 use crate::unwind::{Unwinders, UnwoundStack, UserRegisters};
 use crate::Error;
@@ -59,6 +60,8 @@ pub struct Symbolizer {
     changed: Vec<ProcessKey>,
     /// Instances that exec'd or exited: their snapshots are final.
     ended: HashSet<ProcessKey>,
+    /// PLT stubs per module, read when the module is first symbolized.
+    plt: HashMap<ModuleId, PltStubs>,
     /// Perf maps of processes with JIT code.
     jit: JitMaps,
     /// The kallsyms file kernel addresses are named from.
@@ -99,6 +102,7 @@ impl Symbolizer {
             changed: Vec::new(),
             ended: HashSet::new(),
             jit: JitMaps::default(),
+            plt: HashMap::new(),
             kallsyms: PathBuf::from("/proc/kallsyms"),
             kernel_modules: None,
             unwinders: Unwinders::default(),
@@ -368,6 +372,24 @@ impl Symbolizer {
 
     fn symbolize_module(&mut self, module_id: ModuleId, offsets: &[u64]) {
         let module = self.modules.get(module_id);
+        let plt = self
+            .plt
+            .entry(module_id)
+            .or_insert_with(|| PltStubs::read(module.file()));
+        let mut offsets = offsets.to_vec();
+        offsets.retain(|&offset| match plt.name_at(offset) {
+            Some(name) => {
+                let frame = Frame {
+                    name,
+                    kind: FrameKind::User,
+                };
+                self.user_cache
+                    .insert((module_id, offset), Symbol::Named(vec![frame]));
+                false
+            }
+            None => true,
+        });
+        let offsets = &offsets[..];
         let display_name = module.display_name.clone();
         // A separate debug file is addressed by virtual offsets; what it cannot name (or everything,
         // without one) is looked up in the module itself by file offset.

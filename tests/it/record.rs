@@ -430,7 +430,7 @@ fn tiny_maps_stream_samples_instead_of_losing_them() {
 #[test]
 fn exiting_target_ends_capture_early() {
     let _kernel = kernel_test();
-    let workload = Workload::start("burn", &["1"]);
+    let workload = Workload::start("burn", &["3"]);
     let started = Instant::now();
     let output = run_ok(&[
         "record",

@@ -355,3 +355,24 @@ fn cpp_names_are_demangled() {
     });
     assert!(demangled > 500, "{}", describe(&stacks));
 }
+
+/// A perf map not owned by the process's user is not trusted: a warning, and no JIT names from it.
+#[test]
+fn foreign_perf_map_is_ignored_with_warning() {
+    let _kernel = kernel_test();
+    let workload = Workload::start("burn", &["10"]);
+    let pid = workload.pid();
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+    std::fs::write(&map, "0 ffffffffffff planted_by_someone_else\n").expect("write perf map");
+    std::os::unix::fs::chown(&map, Some(65534), Some(65534)).expect("chown perf map");
+    let output = run_ok(&["record", "-p", &pid.to_string(), "-d", "1", "-o", "-"]);
+    let _ = std::fs::remove_file(&map);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "ignoring /tmp/perf-{pid}.map of process {pid}: owned by uid 65534"
+        )),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("planted_by_someone_else"));
+}
