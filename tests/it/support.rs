@@ -76,6 +76,16 @@ pub fn run_ok(args: &[&str]) -> Output {
     output
 }
 
+/// Runs emberprof with `args` (writing folded stacks to stdout), asserting success: the stacks and
+/// the stderr text.
+pub fn record_folded(args: &[&str]) -> (Vec<FoldedStack>, String) {
+    let output = run_ok(args);
+    (
+        parse_folded(&String::from_utf8_lossy(&output.stdout)),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// One folded line: frames root first, and its count.
 #[derive(Clone, Debug)]
 pub struct FoldedStack {

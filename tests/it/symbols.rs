@@ -7,14 +7,6 @@ use std::time::Duration;
 use crate::record::assert_burn_profile;
 use crate::support::*;
 
-fn record_folded(args: &[&str]) -> (Vec<FoldedStack>, String) {
-    let output = run_ok(args);
-    (
-        parse_folded(&String::from_utf8_lossy(&output.stdout)),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 fn frames_contain(stack: &FoldedStack, name: &str) -> bool {
     stack.frames.iter().any(|f| f == name)
 }

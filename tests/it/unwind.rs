@@ -6,14 +6,6 @@ use crate::support::*;
 /// Share of deep-chain samples that must carry the whole 60-level chain.
 const MIN_WHOLE_CHAIN_SHARE: f64 = 0.80;
 
-fn record_folded(args: &[&str]) -> (Vec<FoldedStack>, String) {
-    let output = run_ok(args);
-    (
-        parse_folded(&String::from_utf8_lossy(&output.stdout)),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// The burn workload built -O2 -fomit-frame-pointer: with DWARF unwinding (forced, or chosen by auto)
 /// the stacks are whole and the 3:1 ratio holds; the summary says how stacks were unwound.
 #[test]
