@@ -12,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::unwind::elf_info::{self, LoadSegment};
 use crate::Error;
 
 /// Index of a module in its [`ModuleTable`].
@@ -28,9 +29,9 @@ pub struct Module {
     file: File,
     /// Separate debug information (see `debug_file`), found while the process was alive.
     debug_file: Option<File>,
-    /// The module's PT_LOAD segments as (file offset, file size, virtual address), to turn file
-    /// offsets into the virtual offsets a debug file is addressed by. Only read with a debug file.
-    segments: Vec<(u64, u64, u64)>,
+    /// The module's PT_LOAD segments, to turn file offsets into the virtual offsets a debug file is
+    /// addressed by. Only read with a debug file.
+    segments: Vec<LoadSegment>,
 }
 
 impl Module {
@@ -53,27 +54,19 @@ impl Module {
     pub fn virtual_offset(&self, file_offset: u64) -> Option<u64> {
         self.segments
             .iter()
-            .find(|&&(offset, size, _)| (offset..offset + size).contains(&file_offset))
-            .map(|&(offset, _, vaddr)| vaddr + (file_offset - offset))
+            .find(|s| (s.file_offset..s.file_offset + s.file_size).contains(&file_offset))
+            .map(|s| s.vaddr + (file_offset - s.file_offset))
     }
 }
 
-fn load_segments(file: &File) -> Vec<(u64, u64, u64)> {
-    use object::{Object, ObjectSegment};
+fn load_segments(file: &File) -> Vec<LoadSegment> {
     // SAFETY: read-only map of a module held open for the session.
     let Ok(map) = (unsafe { memmap2::Mmap::map(file) }) else {
         return Vec::new();
     };
-    let Ok(elf) = object::File::parse(&map[..]) else {
-        return Vec::new();
-    };
-    elf.segments()
-        .map(|segment| {
-            let (offset, size) = segment.file_range();
-            (offset, size, segment.address())
-        })
-        .filter(|&(_, size, _)| size > 0)
-        .collect()
+    object::File::parse(&map[..])
+        .map(|elf| elf_info::load_segments(&elf))
+        .unwrap_or_default()
 }
 
 /// Every module seen in this session. Bounded by the number of distinct executable files mapped by the

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use emberprof_bpf::{comm_to_string, Record, SampleKey, UserStackRecord, STACK_ID_IN_RECORD};
+use emberprof_bpf::{
+    comm_to_string, Record, SampleKey, UserStackRecord, STACK_ID_IN_RECORD, STACK_ID_NONE,
+};
 use emberprof_symbolizer::{FramelessCode, ProcessKey, Symbolizer, UnwindEnd, UserRegisters};
 
 use super::launch::RunningCommand;
@@ -188,19 +190,12 @@ pub fn record(
         sampler.load_stack(key.kernel_stack_id, &mut stack_cache)?;
         sampler.load_stack(key.user_stack_id, &mut stack_cache)?;
     }
-    unwinding.frame_pointer = counted
+    // Streamed frame-pointer samples were counted as they came; add those counted in the kernel.
+    unwinding.frame_pointer += counted
         .iter()
         .filter(|(key, _)| key.user_stack_id >= 0)
         .map(|(_, count)| count)
-        .sum::<u64>()
-        + streamed
-            .iter()
-            .filter(|((key, _, _), _)| {
-                key.user_stack_id >= 0 || key.user_stack_id == STACK_ID_IN_RECORD
-            })
-            .map(|(_, count)| count)
-            .sum::<u64>()
-            .saturating_sub(unwinding.dwarf_total());
+        .sum::<u64>();
     let samples = to_samples(&stack_cache, &counted, streamed);
     Ok(Capture {
         samples,
@@ -278,6 +273,9 @@ fn drain(
             });
         }
         Some(Record::Sample(record)) => {
+            if record.key.user_stack_id != STACK_ID_NONE {
+                collected.unwinding.frame_pointer += 1;
+            }
             let kernel = inline_stack(
                 record.key.kernel_stack_id,
                 &record.kernel_ips,

@@ -82,23 +82,7 @@ impl ElfUnwindInfo {
         };
         let eh_frame = section(".eh_frame");
         let text = section(".text");
-        let load_segments = elf
-            .segments()
-            .filter_map(|segment| {
-                let (file_offset, file_size) = segment.file_range();
-                let executable = matches!(
-                    segment.flags(),
-                    object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & object::elf::PF_X.0 != 0
-                );
-                Some(LoadSegment {
-                    file_offset,
-                    file_size,
-                    vaddr: segment.address(),
-                    executable,
-                })
-                .filter(|_| file_size > 0)
-            })
-            .collect();
+        let load_segments = load_segments(&elf);
         let keeps_frame_pointers = match (&eh_frame, &text) {
             (Some(eh_frame), text) => frame_pointer_share(eh_frame, text.as_ref())
                 .is_none_or(|share| share >= FRAME_POINTER_SHARE),
@@ -134,6 +118,26 @@ impl ElfUnwindInfo {
         let vaddr_at_start = segment.vaddr as i128 + (offset as i128 - segment.file_offset as i128);
         u64::try_from(start as i128 - vaddr_at_start).ok()
     }
+}
+
+/// The PT_LOAD segments of an ELF file that have bytes in the file.
+pub(crate) fn load_segments(elf: &object::File<'_>) -> Vec<LoadSegment> {
+    elf.segments()
+        .filter_map(|segment| {
+            let (file_offset, file_size) = segment.file_range();
+            let executable = matches!(
+                segment.flags(),
+                object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & object::elf::PF_X.0 != 0
+            );
+            Some(LoadSegment {
+                file_offset,
+                file_size,
+                vaddr: segment.address(),
+                executable,
+            })
+            .filter(|_| file_size > 0)
+        })
+        .collect()
 }
 
 /// Share of FDE-covered bytes whose CFA is ever based on RBP; `None` if the CFI cannot be read.

@@ -6,7 +6,7 @@
 //! and shared by all processes; each process gets a framehop unwinder placing those modules at its
 //! own addresses, built at its first stack and dropped when it is forgotten.
 
-mod elf_info;
+pub(crate) mod elf_info;
 
 use std::collections::HashMap;
 use std::sync::Arc;
