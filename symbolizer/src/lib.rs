@@ -13,6 +13,8 @@
 //! printed `module+0xOFFSET`.
 
 mod debug_file;
+mod demangle;
+mod entry_point;
 mod error;
 mod frame;
 mod jit;
@@ -22,10 +24,12 @@ mod modules;
 pub mod perf_map;
 mod plt;
 mod process;
+pub mod stack_root;
 mod symbolize;
 mod unwind;
 mod vdso;
 
+pub use demangle::{demangle, NameStyle};
 pub use error::Error;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use maps::{parse_maps, MapsEntry};

@@ -3,6 +3,10 @@
 //!
 //! std's `Command::spawn` cannot do this: it returns only after the child has exec'd. The child here
 //! waits on a pipe instead, and exec failures come back through a second, close-on-exec pipe.
+//!
+//! Until its exec the child runs emberprof's code, and its exec is sampled (a few samples in
+//! `execve`, with emberprof's user stack). It renames itself [`PRE_EXEC_NAME`] while it waits, so
+//! those samples can be told from the command's own and left out.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -10,6 +14,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+use crate::sample::StackSample;
+
+/// The process name of the launched child until it execs the command (15 bytes at most, the
+/// kernel's limit).
+pub const PRE_EXEC_NAME: &std::ffi::CStr = c"emberprof-exec";
 
 /// A forked child waiting for [`PausedCommand::start`] before it execs the command.
 pub struct PausedCommand {
@@ -90,6 +100,7 @@ impl PausedCommand {
                 // never give the read below its EOF.
                 libc::close(go_write.as_raw_fd());
                 libc::close(error_read.as_raw_fd());
+                libc::prctl(libc::PR_SET_NAME, PRE_EXEC_NAME.as_ptr(), 0, 0, 0);
                 let mut byte = 0u8;
                 if libc::read(go_read.as_raw_fd(), (&raw mut byte).cast(), 1) != 1 {
                     libc::_exit(127); // the profiler died before starting us
@@ -174,6 +185,13 @@ impl Drop for PausedCommand {
 impl RunningCommand {
     pub fn display(&self) -> &str {
         &self.display
+    }
+
+    /// Whether a sample is of the launched child before it exec'd the command (see
+    /// [`PRE_EXEC_NAME`]).
+    pub fn is_pre_exec_sample(&self, sample: &StackSample) -> bool {
+        sample.pid == self.pid as u32
+            && PRE_EXEC_NAME.to_str() == Ok(sample.process_name.as_str())
     }
 
     /// The exit status if the command has ended, without blocking.
@@ -275,6 +293,9 @@ mod tests {
         let paused = PausedCommand::spawn(&["sh".into(), "-c".into(), script.into()]).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(!marker.exists(), "ran before start");
+        // Named so that its samples before the exec can be left out.
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", paused.pid())).unwrap();
+        assert_eq!(comm.trim_end(), PRE_EXEC_NAME.to_str().unwrap());
         let mut running = paused.start().unwrap();
         assert_eq!(running.wait().unwrap(), ExitStatus::Exited(7));
         assert!(marker.exists());

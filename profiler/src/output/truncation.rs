@@ -1,0 +1,100 @@
+//! Truncated user stacks: judged by the rule of `emberprof_symbolizer::stack_root` (the outermost
+//! frame must be a process or thread entry), marked with a `[truncated]` frame under the root of the
+//! folded line, and counted per unwinding path and per module where they stop, for the summary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use emberprof_symbolizer::{
+    stack_root, FrameAddress, FrameKind, Symbol, Symbolizer, UnwindEnd, UserLocation,
+};
+
+use crate::sample::{StackSample, UserStackSource};
+
+/// The frame put right under the process (or thread) root of a truncated stack.
+pub const TRUNCATED_FRAME: &str = "[truncated]";
+
+/// Samples whose user stack is truncated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Truncation {
+    /// Walked through frame pointers.
+    pub frame_pointer: u64,
+    /// Unwound with DWARF, by how the unwinder said it ended.
+    pub dwarf: HashMap<UnwindEnd, u64>,
+    /// By the module (basename) of the outermost frame: where the unwinding stopped.
+    pub by_module: BTreeMap<Arc<str>, u64>,
+}
+
+impl Truncation {
+    pub fn total(&self) -> u64 {
+        self.frame_pointer + self.dwarf_total()
+    }
+
+    pub fn dwarf_total(&self) -> u64 {
+        self.dwarf.values().sum()
+    }
+
+    pub fn dwarf_ended(&self, end: UnwindEnd) -> u64 {
+        self.dwarf.get(&end).copied().unwrap_or(0)
+    }
+
+    /// The modules where most truncated stacks stop, most first (ties by name).
+    pub fn top_modules(&self, count: usize) -> Vec<(Arc<str>, u64)> {
+        let mut modules: Vec<(Arc<str>, u64)> = self
+            .by_module
+            .iter()
+            .map(|(module, samples)| (module.clone(), *samples))
+            .collect();
+        modules.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        modules.truncate(count);
+        modules
+    }
+
+    /// Counts `sample` as truncated, stopping at `outermost` (its outermost user symbol).
+    pub fn count(&mut self, sample: &StackSample, outermost: &Symbol, symbolizer: &Symbolizer) {
+        match sample.user_stack {
+            UserStackSource::FramePointers => self.frame_pointer += sample.count,
+            UserStackSource::Dwarf(end) => *self.dwarf.entry(end).or_default() += sample.count,
+            UserStackSource::None => {}
+        }
+        let module = stop_module(sample, outermost, symbolizer);
+        *self.by_module.entry(module).or_default() += sample.count;
+    }
+}
+
+/// Whether a sample's user stack, whose outermost address symbolized to `outermost`, is truncated.
+/// Samples without a user stack (kernel threads, `--no-user`) are not judged.
+pub fn is_truncated(sample: &StackSample, outermost: &Symbol) -> bool {
+    sample.user_stack != UserStackSource::None && !stack_root::completes_stack(outermost)
+}
+
+/// Basename of the module holding the outermost user address of `sample`.
+fn stop_module(sample: &StackSample, outermost: &Symbol, symbolizer: &Symbolizer) -> Arc<str> {
+    if let Symbol::Unknown {
+        module: Some(module),
+        ..
+    } = outermost
+    {
+        return module.clone();
+    }
+    if let Symbol::Named(frames) = outermost {
+        if frames.first().is_some_and(|f| f.kind == FrameKind::Jit) {
+            return Arc::from("[JIT code]");
+        }
+    }
+    let Some(index) = sample.user_ips.len().checked_sub(1) else {
+        return Arc::from("[unknown]");
+    };
+    let address = FrameAddress::from_stack_index(index, sample.user_ips[index]).lookup_address();
+    match symbolizer
+        .processes()
+        .get(sample.process())
+        .map(|snapshot| snapshot.locate(address))
+    {
+        Some(UserLocation::Module { module, .. }) => {
+            symbolizer.modules().get(module).display_name.clone()
+        }
+        Some(UserLocation::UnreadableModule { name, .. }) => name,
+        _ => Arc::from("[unknown]"),
+    }
+}
