@@ -97,7 +97,13 @@ mod tests {
     /// C names, already demangled names and garbage stay as they are.
     #[test]
     fn leaves_other_names_alone() {
-        for name in ["main", "burn_a.cold", "std::vec::Vec<T>::push", "_Zgarbage", ""] {
+        for name in [
+            "main",
+            "burn_a.cold",
+            "std::vec::Vec<T>::push",
+            "_Zgarbage",
+            "",
+        ] {
             assert_eq!(demangle(name, NameStyle::Short), name);
         }
     }

@@ -35,9 +35,9 @@ pub(crate) fn entry_function(file: &File) -> Option<Range<u64>> {
         return None;
     }
     let file = object::File::Elf64(elf);
-    let segment = elf_info::load_segments(&file).into_iter().find(|s| {
-        s.executable && entry >= s.vaddr && entry - s.vaddr < s.file_size
-    })?;
+    let segment = elf_info::load_segments(&file)
+        .into_iter()
+        .find(|s| s.executable && entry >= s.vaddr && entry - s.vaddr < s.file_size)?;
     let start = segment.file_offset.checked_add(entry - segment.vaddr)?;
     let end = start
         .checked_add(ENTRY_FUNCTION_BYTES)?
@@ -55,10 +55,13 @@ mod tests {
         let exe = File::open("/proc/self/exe").expect("own executable");
         let range = entry_function(&exe).expect("an executable has an entry point");
         assert_eq!(range.end - range.start, ENTRY_FUNCTION_BYTES);
-        let libc = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6"]
-            .iter()
-            .find_map(|path| File::open(path).ok())
-            .expect("libm");
+        let libc = [
+            "/lib/x86_64-linux-gnu/libm.so.6",
+            "/usr/lib/x86_64-linux-gnu/libm.so.6",
+        ]
+        .iter()
+        .find_map(|path| File::open(path).ok())
+        .expect("libm");
         assert_eq!(entry_function(&libc), None);
     }
 }

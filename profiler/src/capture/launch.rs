@@ -190,8 +190,7 @@ impl RunningCommand {
     /// Whether a sample is of the launched child before it exec'd the command (see
     /// [`PRE_EXEC_NAME`]).
     pub fn is_pre_exec_sample(&self, sample: &StackSample) -> bool {
-        sample.pid == self.pid as u32
-            && PRE_EXEC_NAME.to_str() == Ok(sample.process_name.as_str())
+        sample.pid == self.pid as u32 && PRE_EXEC_NAME.to_str() == Ok(sample.process_name.as_str())
     }
 
     /// The exit status if the command has ended, without blocking.

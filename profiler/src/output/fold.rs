@@ -206,6 +206,8 @@ mod tests {
             kernel_ips: vec![],
             // A return address points after a call: the fold looks it up one byte earlier.
             user_ips: vec![leaf, caller + 1],
+            // Not judged for truncation (see `truncation`'s tests).
+            user_stack: crate::sample::UserStackSource::None,
             count,
         };
         let samples = [sample(7, 2), sample(7, 3), sample(8, 1)];

@@ -98,3 +98,87 @@ fn stop_module(sample: &StackSample, outermost: &Symbol, symbolizer: &Symbolizer
         _ => Arc::from("[unknown]"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{fold, FoldOptions};
+    use emberprof_symbolizer::ProcessKey;
+
+    /// The address of a function of this process found by its symbol name.
+    fn function_address(name: &std::ffi::CStr) -> u64 {
+        // SAFETY: dlsym with a valid C string on the default namespace.
+        let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        assert!(!address.is_null(), "{name:?} not found");
+        address as u64
+    }
+
+    /// Folding real addresses of this process: a stack whose outermost frame is the C library's
+    /// start-up is complete; one that stops in an ordinary function gets `[truncated]` right under
+    /// the root and is counted by path and module; a kernel-only sample is not judged.
+    #[test]
+    fn marks_and_counts_truncated_stacks() {
+        let pid = std::process::id();
+        let mut symbolizer = Symbolizer::new(Default::default()).expect("symbolizer");
+        let process = ProcessKey { pid, instance: 1 };
+        symbolizer
+            .process_seen(process)
+            .expect("snapshot of this test process");
+        let leaf = marks_and_counts_truncated_stacks as *const () as usize as u64;
+        // Return addresses inside the callers (looked up one byte earlier).
+        let ordinary = function_address(c"qsort") + 1;
+        let entry = function_address(c"__libc_start_main") + 1;
+        let sample = |tid, user_ips: Vec<u64>, user_stack, count| StackSample {
+            pid,
+            tid,
+            instance: 1,
+            process_name: "tester".into(),
+            thread_name: "t".into(),
+            kernel_ips: vec![],
+            user_ips,
+            user_stack,
+            count,
+        };
+        let samples = [
+            sample(1, vec![leaf, entry], UserStackSource::FramePointers, 5),
+            sample(2, vec![leaf, ordinary], UserStackSource::FramePointers, 3),
+            sample(
+                3,
+                vec![leaf, ordinary],
+                UserStackSource::Dwarf(UnwindEnd::StackCopyExhausted),
+                2,
+            ),
+            sample(4, vec![], UserStackSource::None, 7),
+        ];
+
+        let folded = fold(&samples, &mut symbolizer, FoldOptions::default());
+        let lines: Vec<String> = folded.lines().collect();
+        let truncated: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with("tester;[truncated];"))
+            .collect();
+        assert_eq!(truncated.len(), 1, "{lines:#?}");
+        assert!(truncated[0].contains("qsort"), "{lines:#?}");
+        assert!(truncated[0].ends_with(" 5"), "{lines:#?}");
+        assert_eq!(
+            lines.iter().filter(|l| l.contains("[truncated]")).count(),
+            1,
+            "only right under the root: {lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("tester;__libc_start_main")),
+            "{lines:#?}"
+        );
+        assert!(lines.contains(&"tester 7".to_owned()), "{lines:#?}");
+
+        let counted = &folded.truncated;
+        assert_eq!(counted.frame_pointer, 3);
+        assert_eq!(counted.dwarf_ended(UnwindEnd::StackCopyExhausted), 2);
+        assert_eq!(counted.total(), 5);
+        let (module, samples) = &counted.top_modules(1)[0];
+        assert!(module.starts_with("libc.so"), "{module}");
+        assert_eq!(*samples, 5);
+    }
+}
