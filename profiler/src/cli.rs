@@ -25,7 +25,8 @@ EXAMPLES:
       Folded stacks of two processes to stdout, at 999 samples per second.
 
 Folded output is one line per distinct stack, `process;outermost;...;leaf COUNT`, kernel frames
-suffixed `_[k]`: it feeds flamegraph.pl, inferno-flamegraph and speedscope.";
+suffixed `_[k]`, `[truncated]` under the process when the user stack does not reach its entry: it
+feeds flamegraph.pl, inferno-flamegraph and speedscope.";
 
 /// A sampling profiler for Linux on eBPF: full stacks, real function names, flame graphs.
 #[derive(Debug, Parser)]

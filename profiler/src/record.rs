@@ -287,8 +287,8 @@ fn print_summary(
     if ended_early > 0 {
         log::info!(
             "DWARF unwinds that ended early: {} at the end of the stack copy (raise --stack-size), {} without \
-             a working unwind rule, {} in processes never snapshotted, {} at a return address of 0 short of \
-             a process or thread entry",
+             a working unwind rule, {} in processes never snapshotted, {} where the unwinder found no caller \
+             although the frame is no process or thread entry",
             truncated.dwarf_ended(UnwindEnd::StackCopyExhausted),
             truncated.dwarf_ended(UnwindEnd::Failed),
             truncated.dwarf_ended(UnwindEnd::UnknownProcess),
