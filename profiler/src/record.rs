@@ -260,17 +260,22 @@ fn print_summary(
             "emberprof: no samples were collected (was the target idle?); wrote an empty {output}"
         );
     }
-    let unwinding = &capture.unwinding;
+    log::debug!(
+        "user stacks as captured (launch mode's pre-exec samples included): {} by DWARF, {} by \
+         frame pointers; {:?}",
+        capture.unwinding.dwarf_total(),
+        capture.unwinding.frame_pointer,
+        capture.unwinding
+    );
     let truncated = &folded.truncated;
     // "Ended early" is judged like every other stack, by where it ends (see `stack_root`), not
     // by what the unwinder reported: an unwind can end "normally" short of the entry.
     let ended_early = truncated.dwarf_total();
-    let user_stacks = if unwinding.dwarf_total() > 0 || truncated.total() > 0 {
+    // Counted from the samples in the output, so that the figures add up with it.
+    let user_stacks = if truncated.dwarf_stacks > 0 || truncated.total() > 0 {
         format!(
             "; user stacks: {} by DWARF ({ended_early} ended early), {} by frame pointers ({} truncated)",
-            unwinding.dwarf_total(),
-            unwinding.frame_pointer,
-            truncated.frame_pointer,
+            truncated.dwarf_stacks, truncated.frame_pointer_stacks, truncated.frame_pointer,
         )
     } else {
         String::new()

@@ -60,6 +60,7 @@ pub fn fold(samples: &[StackSample], symbolizer: &mut Symbolizer, options: FoldO
         } else {
             line.push_str(&sanitize(&sample.process_name));
         }
+        folded.truncated.count_path(sample);
         // An empty user stack (a kernel thread) is not judged.
         if let Some(outermost) = symbols.user_outermost_first(sample).next() {
             if is_truncated(sample, outermost) {

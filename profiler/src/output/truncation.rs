@@ -14,10 +14,14 @@ use crate::sample::{StackSample, UserStackSource};
 /// The frame put right under the process (or thread) root of a truncated stack.
 pub const TRUNCATED_FRAME: &str = "[truncated]";
 
-/// Samples whose user stack is truncated.
+/// Samples by unwinding path, and those whose user stack is truncated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Truncation {
-    /// Walked through frame pointers.
+    /// Samples whose user stack was walked through frame pointers, truncated or not.
+    pub frame_pointer_stacks: u64,
+    /// Samples whose user stack was unwound with DWARF, truncated or not.
+    pub dwarf_stacks: u64,
+    /// Truncated, walked through frame pointers.
     pub frame_pointer: u64,
     /// Unwound with DWARF, by how the unwinder said it ended.
     pub dwarf: HashMap<UnwindEnd, u64>,
@@ -48,6 +52,15 @@ impl Truncation {
         modules.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         modules.truncate(count);
         modules
+    }
+
+    /// Counts `sample` by its unwinding path, whatever its stack.
+    pub fn count_path(&mut self, sample: &StackSample) {
+        match sample.user_stack {
+            UserStackSource::FramePointers => self.frame_pointer_stacks += sample.count,
+            UserStackSource::Dwarf(_) => self.dwarf_stacks += sample.count,
+            UserStackSource::None => {}
+        }
     }
 
     /// Counts `sample` as truncated, stopping at `outermost` (its outermost user symbol).
@@ -174,6 +187,8 @@ mod tests {
         assert!(lines.contains(&"tester 7".to_owned()), "{lines:#?}");
 
         let counted = &folded.truncated;
+        assert_eq!(counted.frame_pointer_stacks, 8);
+        assert_eq!(counted.dwarf_stacks, 2);
         assert_eq!(counted.frame_pointer, 3);
         assert_eq!(counted.dwarf_ended(UnwindEnd::StackCopyExhausted), 2);
         assert_eq!(counted.total(), 5);
