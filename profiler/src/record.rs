@@ -138,12 +138,8 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     if let Some(command) = &command {
         // The launched child was emberprof until its exec: what it ran then (a few samples of
         // the exec itself) is emberprof's own work, not the command's.
-        let before = capture.samples.len();
-        capture.samples.retain(|s| !command.is_pre_exec_sample(s));
-        log::debug!(
-            "left out {} stacks of the command before its exec",
-            before - capture.samples.len()
-        );
+        let removed = command.remove_pre_exec_samples(&mut capture.samples);
+        log::debug!("left out {removed} stacks of the command before its exec");
     }
     log::debug!(
         "maps read and released {:?} after stop",

@@ -187,10 +187,20 @@ impl RunningCommand {
         &self.display
     }
 
-    /// Whether a sample is of the launched child before it exec'd the command (see
-    /// [`PRE_EXEC_NAME`]).
-    pub fn is_pre_exec_sample(&self, sample: &StackSample) -> bool {
-        sample.pid == self.pid as u32 && PRE_EXEC_NAME.to_str() == Ok(sample.process_name.as_str())
+    /// Removes the samples of the launched child from before it exec'd the command, and returns
+    /// how many stacks that removed: those of the program instance that was named
+    /// [`PRE_EXEC_NAME`] (the kernel renames the process midway through `execve`, and the
+    /// instance ends with it).
+    pub fn remove_pre_exec_samples(&self, samples: &mut Vec<StackSample>) -> usize {
+        let pid = self.pid as u32;
+        let pre_exec: std::collections::HashSet<u32> = samples
+            .iter()
+            .filter(|s| s.pid == pid && PRE_EXEC_NAME.to_str() == Ok(s.process_name.as_str()))
+            .map(|s| s.instance)
+            .collect();
+        let before = samples.len();
+        samples.retain(|s| s.pid != pid || !pre_exec.contains(&s.instance));
+        before - samples.len()
     }
 
     /// The exit status if the command has ended, without blocking.
@@ -321,6 +331,39 @@ mod tests {
         assert!(
             format!("{error:#}").contains("Permission denied"),
             "{error:#}"
+        );
+    }
+
+    /// The child's samples from before its exec go, whole instance included (its samples after
+    /// the kernel renamed it); the command's, and other processes', stay.
+    #[test]
+    fn removes_pre_exec_samples() {
+        let command = RunningCommand {
+            pid: 40,
+            display: "burn".into(),
+            status: None,
+        };
+        let sample = |pid, instance, name: &str| StackSample {
+            pid,
+            tid: pid,
+            instance,
+            process_name: name.into(),
+            thread_name: name.into(),
+            kernel_ips: vec![1],
+            user_ips: vec![],
+            user_stack: crate::sample::UserStackSource::None,
+            count: 1,
+        };
+        let mut samples = vec![
+            sample(40, 1, "emberprof-exec"),
+            sample(40, 1, "burn"),
+            sample(40, 2, "burn"),
+            sample(41, 1, "emberprof-exec"),
+        ];
+        assert_eq!(command.remove_pre_exec_samples(&mut samples), 2);
+        assert_eq!(
+            samples,
+            [sample(40, 2, "burn"), sample(41, 1, "emberprof-exec")]
         );
     }
 
