@@ -283,3 +283,56 @@ fn launch_mode_shows_no_profiler_process() {
         describe(&all)
     );
 }
+
+/// A stripped executable (Debian's `sort`) unwound with DWARF: its entry point, which has no
+/// symbol left, reads `_start`, so its stacks count as complete; the main thread's start at
+/// `_start` and the worker threads' at `clone3`.
+#[test]
+fn stripped_executable_entry_is_named_start() {
+    let _kernel = kernel_test();
+    let dir = scratch();
+    let input = out_path(&dir, "numbers.txt");
+    // A fixed pseudo-random sequence (xorshift), large enough for a second of sorting.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut text = String::with_capacity(24 << 20);
+    for _ in 0..1_500_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        text.push_str(&format!("{state}\n"));
+    }
+    std::fs::write(&input, text).expect("write sort input");
+    let (stacks, _) = record_folded(&[
+        "record",
+        "-F",
+        "999",
+        "--unwind",
+        "dwarf",
+        "-o",
+        "-",
+        "--",
+        "sort",
+        "-o",
+        "/dev/null",
+        input.to_str().expect("UTF-8 temp path"),
+    ]);
+    let in_sort = |s: &FoldedStack| s.frames.iter().any(|f| f.starts_with("sort+0x"));
+    let all = total(&stacks, in_sort);
+    let rooted = total(&stacks, |s| {
+        in_sort(s)
+            && matches!(
+                s.frames.get(1).map(String::as_str),
+                Some("_start" | "clone3")
+            )
+    });
+    assert!(
+        all >= 100 && rooted * 10 >= all * 9,
+        "only {rooted}/{all} samples in sort's own code start at _start or clone3:\n{}",
+        describe(&stacks)
+    );
+    assert!(
+        total(&stacks, |s| s.frames.get(1).is_some_and(|f| f == "_start")) > 0,
+        "{}",
+        describe(&stacks)
+    );
+}
