@@ -73,6 +73,15 @@ mod tests {
                 NameStyle::Short
             )
         );
+        // Not taken for a legacy Rust name although it starts the same way.
+        assert_eq!(
+            demangle("_ZN4node5StartEiPPc", NameStyle::Short),
+            "node::Start"
+        );
+        assert_eq!(
+            demangle("_ZN4node5StartEiPPc", NameStyle::Full),
+            "node::Start(int, char**)"
+        );
         assert_eq!(
             demangle("_ZN14emberprof_demo7ChurnerImE5churnEm", NameStyle::Full),
             "emberprof_demo::Churner<unsigned long>::churn(unsigned long)"

@@ -34,6 +34,7 @@ const ENTRY_FUNCTIONS: &[&str] = &[
     "__clone_internal",
     "start_thread",
     // musl: `__clone` above, then its static thread entries; `_start_c` for the main thread.
+    // (`start` is a plain name: a program's own outermost `start` passes for an entry too.)
     "start",
     "start_c",
     "_start_c",
