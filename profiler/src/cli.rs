@@ -11,7 +11,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use crate::capture::{MapSizes, UnwindMode};
 use crate::output::{OutputFormat, OutputTarget};
 use crate::record::{RecordOptions, Target};
-use emberprof_symbolizer::SymbolizerOptions;
+use emberprof_symbolizer::{NameStyle, SymbolizerOptions};
 
 const RECORD_EXAMPLES: &str = "\
 EXAMPLES:
@@ -25,7 +25,8 @@ EXAMPLES:
       Folded stacks of two processes to stdout, at 999 samples per second.
 
 Folded output is one line per distinct stack, `process;outermost;...;leaf COUNT`, kernel frames
-suffixed `_[k]`: it feeds flamegraph.pl, inferno-flamegraph and speedscope.";
+suffixed `_[k]`, `[truncated]` under the process when the user stack does not reach its entry: it
+feeds flamegraph.pl, inferno-flamegraph and speedscope.";
 
 /// A sampling profiler for Linux on eBPF: full stacks, real function names, flame graphs.
 #[derive(Debug, Parser)]
@@ -117,9 +118,16 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_inline: bool,
 
-    /// Append the source location to each frame, `name (file.c:LINE)`, where debug info has it.
+    /// Append the source location to each frame, `name (file.c:LINE)`, where debug info has it: the
+    /// line each function is at (for a caller, its call into the next frame).
     #[arg(long)]
     pub lines: bool,
+
+    /// Keep C++ names whole: return type, parameter list and `[clone ..]` suffixes. By default a
+    /// frame is the qualified name with template arguments (`ns::Class<int>::method<true>`), so
+    /// overloads and compiler clones of one function share a frame.
+    #[arg(long)]
+    pub full_names: bool,
 
     /// Root each stack at `threadname-PID/TID` instead of the process name, so every thread gets
     /// its own tower.
@@ -186,6 +194,7 @@ impl RecordArgs {
             no_user,
             no_inline,
             lines,
+            full_names,
             per_thread,
             no_inherit,
             title,
@@ -237,6 +246,11 @@ impl RecordArgs {
             symbols: SymbolizerOptions {
                 inlined_functions: !no_inline,
                 source_lines: lines,
+                name_style: if full_names {
+                    NameStyle::Full
+                } else {
+                    NameStyle::Short
+                },
             },
             capture_kernel: !no_kernel,
             capture_user: !no_user,

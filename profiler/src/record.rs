@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use emberprof_symbolizer::{Symbolizer, SymbolizerOptions};
+use emberprof_symbolizer::{Symbolizer, SymbolizerOptions, UnwindEnd};
 
 use crate::capture::{
     self, Capture, ExitStatus, MapSizes, PausedCommand, ProcessWatch, RunningCommand, Sampler,
@@ -66,6 +66,8 @@ pub struct RecordOptions {
 
 /// How long a launched command gets to exit after SIGTERM before it is killed.
 const COMMAND_TERM_GRACE: Duration = Duration::from_secs(2);
+/// How many modules `-v` names as where truncated stacks stop.
+const TRUNCATION_MODULES_SHOWN: usize = 5;
 
 pub fn run(options: RecordOptions) -> Result<ExitCode> {
     preflight::check_privileges()?;
@@ -120,7 +122,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     release_free_memory();
     let mut command = paused.map(PausedCommand::start).transpose()?;
 
-    let capture = capture::record(
+    let mut capture = capture::record(
         &mut sampler,
         &mut symbolizer,
         options.unwind,
@@ -133,6 +135,12 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         !options.quiet,
     )?;
     drop(sampler); // frees the kernel maps
+    if let Some(command) = &command {
+        // The launched child was emberprof until its exec: what it ran then (a few samples of
+        // the exec itself) is emberprof's own work, not the command's.
+        let removed = command.remove_pre_exec_samples(&mut capture.samples);
+        log::debug!("left out {removed} stacks of the command before its exec");
+    }
     log::debug!(
         "maps read and released {:?} after stop",
         capture.stopped_at.elapsed()
@@ -248,20 +256,30 @@ fn print_summary(
             "emberprof: no samples were collected (was the target idle?); wrote an empty {output}"
         );
     }
-    let unwinding = &capture.unwinding;
-    let ended_early = unwinding.dwarf_total() - unwinding.dwarf_complete;
-    let user_stacks = if unwinding.dwarf_total() > 0 {
+    log::debug!(
+        "user stacks as captured (launch mode's pre-exec samples included): {} by DWARF, {} by \
+         frame pointers; {:?}",
+        capture.unwinding.dwarf_total(),
+        capture.unwinding.frame_pointer,
+        capture.unwinding
+    );
+    let truncated = &folded.truncated;
+    // "Ended early" is judged like every other stack, by where it ends (see `stack_root`), not
+    // by what the unwinder reported: an unwind can end "normally" short of the entry.
+    let ended_early = truncated.dwarf_total();
+    // Counted from the samples in the output, so that the figures add up with it.
+    let user_stacks = if truncated.dwarf_stacks > 0 || truncated.total() > 0 {
         format!(
-            "; user stacks: {} by DWARF ({ended_early} ended early), {} by frame pointers",
-            unwinding.dwarf_total(),
-            unwinding.frame_pointer
+            "; user stacks: {} by DWARF ({ended_early} ended early), {} by frame pointers ({} truncated)",
+            truncated.dwarf_stacks, truncated.frame_pointer_stacks, truncated.frame_pointer,
         )
     } else {
         String::new()
     };
     eprintln!(
-        "emberprof: {samples} samples ({lost} lost), {} distinct stacks, {} processes, {:.1} s{stopped}{user_stacks}; \
+        "emberprof: {samples} samples ({lost} lost, {} truncated), {} distinct stacks, {} processes, {:.1} s{stopped}{user_stacks}; \
          output written {:.3} s after sampling stopped: {output}",
+        truncated.total(),
         folded.stacks.len(),
         processes.len(),
         capture.recorded_for.as_secs_f64(),
@@ -270,10 +288,23 @@ fn print_summary(
     if ended_early > 0 {
         log::info!(
             "DWARF unwinds that ended early: {} at the end of the stack copy (raise --stack-size), {} without \
-             a working unwind rule, {} in processes never snapshotted",
-            unwinding.dwarf_stack_copy_exhausted,
-            unwinding.dwarf_failed,
-            unwinding.dwarf_unknown_process
+             a working unwind rule, {} in processes never snapshotted, {} where the unwinder found no caller \
+             although the frame is no process or thread entry",
+            truncated.dwarf_ended(UnwindEnd::StackCopyExhausted),
+            truncated.dwarf_ended(UnwindEnd::Failed),
+            truncated.dwarf_ended(UnwindEnd::UnknownProcess),
+            truncated.dwarf_ended(UnwindEnd::Complete),
+        );
+    }
+    if truncated.total() > 0 {
+        let modules: Vec<String> = truncated
+            .top_modules(TRUNCATION_MODULES_SHOWN)
+            .iter()
+            .map(|(module, count)| format!("{module} ({count})"))
+            .collect();
+        log::info!(
+            "truncated user stacks (not reaching a process or thread entry) stop in: {}",
+            modules.join(", ")
         );
     }
     if stats.get(emberprof_bpf::Stat::Streamed) > 0 {

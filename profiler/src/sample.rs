@@ -1,7 +1,7 @@
 //! The plain data that leaves the capture stage: one distinct stack of one thread, with how many
 //! samples hit it. Nothing here knows about BPF maps, and nothing downstream needs root.
 
-use emberprof_symbolizer::ProcessKey;
+use emberprof_symbolizer::{ProcessKey, UnwindEnd};
 
 /// A distinct (thread, kernel stack, user stack) and its sample count.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,7 +18,20 @@ pub struct StackSample {
     pub kernel_ips: Vec<u64>,
     /// User instruction pointers, innermost first.
     pub user_ips: Vec<u64>,
+    /// How `user_ips` were obtained.
+    pub user_stack: UserStackSource,
     pub count: u64,
+}
+
+/// How a sample's user stack was obtained: the unwinding paths, counted apart in the summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UserStackSource {
+    /// No user stack: a kernel thread, `--no-user`, or the walk failed at once.
+    None,
+    /// Walked by the kernel through frame pointers.
+    FramePointers,
+    /// Copied and unwound with DWARF CFI; how the unwind ended.
+    Dwarf(UnwindEnd),
 }
 
 impl StackSample {

@@ -5,14 +5,18 @@
 //! executable mappings and keeps an open file handle to every mapped module, so its frames can be
 //! named even after the process has exited. At the end, user addresses are normalized through the
 //! snapshot to (module, file offset) and symbolized with blazesym's ELF source (DWARF lines, inlined
-//! functions, demangling); kernel addresses with kallsyms. Results are cached per (module, offset) and
+//! functions), then demangled (`demangle`); kernel addresses with kallsyms. Results are cached per (module, offset) and
 //! per kernel address, and modules are shared between processes by (device, inode), so libc is parsed
 //! once however many processes map it.
 //!
 //! A frame that cannot be named is not an error: it comes back as [`Symbol::Unknown`] with the reason,
 //! printed `module+0xOFFSET`.
+//!
+//! [`stack_root`] says which outermost frames make a user stack complete.
 
 mod debug_file;
+mod demangle;
+mod entry_point;
 mod error;
 mod frame;
 mod jit;
@@ -22,10 +26,12 @@ mod modules;
 pub mod perf_map;
 mod plt;
 mod process;
+pub mod stack_root;
 mod symbolize;
 mod unwind;
 mod vdso;
 
+pub use demangle::{demangle, NameStyle};
 pub use error::Error;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use maps::{parse_maps, MapsEntry};

@@ -9,6 +9,8 @@ use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized};
 use blazesym::MaybeDefault;
 
+use crate::demangle::{demangle, NameStyle};
+use crate::entry_point::entry_function;
 use crate::frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 use crate::jit::JitMaps;
 use crate::kernel_modules::KernelModules;
@@ -30,8 +32,12 @@ const YOUNG_PROCESS: Duration = Duration::from_secs(1);
 pub struct SymbolizerOptions {
     /// Report functions inlined at an address as frames of their own (kind [`FrameKind::Inlined`]).
     pub inlined_functions: bool,
-    /// Append ` (file:line)` to each frame name when debug info has it.
+    /// Append ` (file:line)` to each frame name when debug info has it: for a function, the line
+    /// it is at (the call into the next frame, inlined or not); for an inlined function, likewise
+    /// within it.
     pub source_lines: bool,
+    /// How much of C++ names to keep (default: no return type, parameters or clone suffixes).
+    pub name_style: NameStyle,
 }
 
 impl Default for SymbolizerOptions {
@@ -39,6 +45,7 @@ impl Default for SymbolizerOptions {
         SymbolizerOptions {
             inlined_functions: true,
             source_lines: false,
+            name_style: NameStyle::Short,
         }
     }
 }
@@ -62,6 +69,9 @@ pub struct Symbolizer {
     ended: HashSet<ProcessKey>,
     /// PLT stubs per module, read when the module is first symbolized.
     plt: HashMap<ModuleId, PltStubs>,
+    /// File-offset range of each module's entry function, if it is an executable (see
+    /// `entry_point`), read when the module is first symbolized.
+    entry: HashMap<ModuleId, Option<std::ops::Range<u64>>>,
     /// Perf maps of processes with JIT code.
     jit: JitMaps,
     /// The kallsyms file kernel addresses are named from.
@@ -89,7 +99,8 @@ impl Symbolizer {
         let blaze = blazesym::symbolize::Symbolizer::builder()
             .enable_code_info(options.source_lines || options.inlined_functions)
             .enable_inlined_fns(options.inlined_functions)
-            .enable_demangling(true)
+            // Done by `demangle`, which can leave out C++ parameter lists.
+            .enable_demangling(false)
             .build();
         Ok(Symbolizer {
             options,
@@ -103,6 +114,7 @@ impl Symbolizer {
             ended: HashSet::new(),
             jit: JitMaps::default(),
             plt: HashMap::new(),
+            entry: HashMap::new(),
             kallsyms: PathBuf::from("/proc/kallsyms"),
             kernel_modules: None,
             unwinders: Unwinders::default(),
@@ -391,6 +403,11 @@ impl Symbolizer {
         });
         let offsets = &offsets[..];
         let display_name = module.display_name.clone();
+        let entry = self
+            .entry
+            .entry(module_id)
+            .or_insert_with(|| entry_function(module.file()))
+            .clone();
         // A separate debug file is addressed by virtual offsets; what it cannot name (or everything,
         // without one) is looked up in the module itself by file offset.
         let mut found: Vec<Option<Vec<Frame>>> = vec![None; offsets.len()];
@@ -422,8 +439,14 @@ impl Symbolizer {
         }
         for (&offset, frames) in offsets.iter().zip(found) {
             let frames = frames.or_else(|| from_module.next().flatten());
+            let at_entry = entry.as_ref().is_some_and(|entry| entry.contains(&offset));
             let symbol = match frames {
                 Some(frames) => Symbol::Named(frames),
+                // A stripped executable's entry point: its `_start` (see `entry_point`).
+                None if at_entry && module_readable => Symbol::Named(vec![Frame {
+                    name: Arc::from("_start"),
+                    kind: FrameKind::User,
+                }]),
                 None => Symbol::Unknown {
                     module: Some(display_name.clone()),
                     offset,
@@ -471,15 +494,16 @@ impl Symbolizer {
                 let qualified = symtab
                     .get(index)
                     .and_then(Symbolized::as_sym)
-                    .map(|s| &s.name);
+                    .map(|s| demangle(&s.name, options.name_style));
+                let name = demangle(&sym.name, options.name_style);
                 if let Some(qualified) = qualified {
                     if qualified.contains("::")
-                        && qualified.contains(sym.name.as_ref())
-                        && qualified != &sym.name
+                        && qualified.contains(name.as_ref())
+                        && qualified != name
                     {
                         let location = frames[0]
                             .name
-                            .strip_prefix(sym.name.as_ref())
+                            .strip_prefix(name.as_ref())
                             .unwrap_or("")
                             .to_owned();
                         frames[0].name = Arc::from(format!("{qualified}{location}"));
@@ -500,15 +524,20 @@ fn unknown_kernel(address: u64) -> Symbol {
 }
 
 /// The function at the address, then the functions inlined into it, outermost first.
+///
+/// blazesym 0.2.7 moves locations up one level as it walks the inline chain
+/// (`dwarf/resolver.rs`, `fill_code_info`): `Sym::code_info` is where the function itself is (the
+/// call site of its first inlined callee, or the address's own line when nothing is inlined there),
+/// and each `InlinedFn::code_info` is where that inlined function is (the call site of the next one,
+/// or the address's line for the innermost), which is what each frame shows, as perf does.
 fn frames_of(sym: &Sym<'_>, kind: FrameKind, options: SymbolizerOptions) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(1 + sym.inlined.len());
-    let outer_location = if sym.inlined.is_empty() {
-        sym.code_info.as_deref()
-    } else {
-        None
-    };
     frames.push(Frame {
-        name: frame_name(&sym.name, outer_location, options),
+        name: frame_name(
+            &demangle(&sym.name, options.name_style),
+            sym.code_info.as_deref(),
+            options,
+        ),
         kind,
     });
     if options.inlined_functions {
@@ -519,7 +548,11 @@ fn frames_of(sym: &Sym<'_>, kind: FrameKind, options: SymbolizerOptions) -> Vec<
         };
         for inlined in sym.inlined.iter() {
             frames.push(Frame {
-                name: frame_name(&inlined.name, inlined.code_info.as_ref(), options),
+                name: frame_name(
+                    &demangle(&inlined.name, options.name_style),
+                    inlined.code_info.as_ref(),
+                    options,
+                ),
                 kind: inlined_kind,
             });
         }

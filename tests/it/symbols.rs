@@ -325,7 +325,8 @@ fn debuglink_binary_is_named_from_debug_file() {
     assert_eq!(unnamed, 0, "frames left unnamed:\n{}", describe(&stacks));
 }
 
-/// C++ names are demangled in full: namespace, class template arguments, parameter types.
+/// C++ names are demangled in full with --full-names: namespace, class template arguments,
+/// parameter types.
 #[test]
 fn cpp_names_are_demangled() {
     let _kernel = kernel_test();
@@ -333,6 +334,7 @@ fn cpp_names_are_demangled() {
         "record",
         "-F",
         "999",
+        "--full-names",
         "-o",
         "-",
         "--",

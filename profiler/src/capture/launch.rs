@@ -3,6 +3,10 @@
 //!
 //! std's `Command::spawn` cannot do this: it returns only after the child has exec'd. The child here
 //! waits on a pipe instead, and exec failures come back through a second, close-on-exec pipe.
+//!
+//! Until its exec the child runs emberprof's code, and its exec is sampled (a few samples in
+//! `execve`, with emberprof's user stack). It renames itself [`PRE_EXEC_NAME`] while it waits, so
+//! those samples can be told from the command's own and left out.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -10,6 +14,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+use crate::sample::StackSample;
+
+/// The process name of the launched child until it execs the command (15 bytes at most, the
+/// kernel's limit).
+pub const PRE_EXEC_NAME: &std::ffi::CStr = c"emberprof-exec";
 
 /// A forked child waiting for [`PausedCommand::start`] before it execs the command.
 pub struct PausedCommand {
@@ -90,6 +100,7 @@ impl PausedCommand {
                 // never give the read below its EOF.
                 libc::close(go_write.as_raw_fd());
                 libc::close(error_read.as_raw_fd());
+                libc::prctl(libc::PR_SET_NAME, PRE_EXEC_NAME.as_ptr(), 0, 0, 0);
                 let mut byte = 0u8;
                 if libc::read(go_read.as_raw_fd(), (&raw mut byte).cast(), 1) != 1 {
                     libc::_exit(127); // the profiler died before starting us
@@ -174,6 +185,22 @@ impl Drop for PausedCommand {
 impl RunningCommand {
     pub fn display(&self) -> &str {
         &self.display
+    }
+
+    /// Removes the samples of the launched child from before it exec'd the command, and returns
+    /// how many stacks that removed: those of the program instance that was named
+    /// [`PRE_EXEC_NAME`] (the kernel renames the process midway through `execve`, and the
+    /// instance ends with it).
+    pub fn remove_pre_exec_samples(&self, samples: &mut Vec<StackSample>) -> usize {
+        let pid = self.pid as u32;
+        let pre_exec: std::collections::HashSet<u32> = samples
+            .iter()
+            .filter(|s| s.pid == pid && PRE_EXEC_NAME.to_str() == Ok(s.process_name.as_str()))
+            .map(|s| s.instance)
+            .collect();
+        let before = samples.len();
+        samples.retain(|s| s.pid != pid || !pre_exec.contains(&s.instance));
+        before - samples.len()
     }
 
     /// The exit status if the command has ended, without blocking.
@@ -275,6 +302,9 @@ mod tests {
         let paused = PausedCommand::spawn(&["sh".into(), "-c".into(), script.into()]).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(!marker.exists(), "ran before start");
+        // Named so that its samples before the exec can be left out.
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", paused.pid())).unwrap();
+        assert_eq!(comm.trim_end(), PRE_EXEC_NAME.to_str().unwrap());
         let mut running = paused.start().unwrap();
         assert_eq!(running.wait().unwrap(), ExitStatus::Exited(7));
         assert!(marker.exists());
@@ -301,6 +331,39 @@ mod tests {
         assert!(
             format!("{error:#}").contains("Permission denied"),
             "{error:#}"
+        );
+    }
+
+    /// The child's samples from before its exec go, whole instance included (its samples after
+    /// the kernel renamed it); the command's, and other processes', stay.
+    #[test]
+    fn removes_pre_exec_samples() {
+        let command = RunningCommand {
+            pid: 40,
+            display: "burn".into(),
+            status: None,
+        };
+        let sample = |pid, instance, name: &str| StackSample {
+            pid,
+            tid: pid,
+            instance,
+            process_name: name.into(),
+            thread_name: name.into(),
+            kernel_ips: vec![1],
+            user_ips: vec![],
+            user_stack: crate::sample::UserStackSource::None,
+            count: 1,
+        };
+        let mut samples = vec![
+            sample(40, 1, "emberprof-exec"),
+            sample(40, 1, "burn"),
+            sample(40, 2, "burn"),
+            sample(41, 1, "emberprof-exec"),
+        ];
+        assert_eq!(command.remove_pre_exec_samples(&mut samples), 2);
+        assert_eq!(
+            samples,
+            [sample(40, 2, "burn"), sample(41, 1, "emberprof-exec")]
         );
     }
 

@@ -17,7 +17,7 @@ use super::launch::RunningCommand;
 use super::sampler::{Sampler, StackCache, UnwindMode};
 use super::stats::BpfStats;
 use super::targets::ProcessWatch;
-use crate::sample::StackSample;
+use crate::sample::{StackSample, UserStackSource};
 use crate::symbols::symbolize_stacks;
 
 /// How often the loop wakes without ring-buffer activity, to check the clock, targets and signals.
@@ -107,8 +107,9 @@ struct Collected {
     unwinding: UnwindStats,
 }
 
-/// A sample that came through the ring buffer, keyed with its inline stacks.
-type StreamedKey = (SampleKey, Vec<u64>, Vec<u64>);
+/// A sample that came through the ring buffer, keyed with its inline stacks and how the user stack
+/// was obtained.
+type StreamedKey = (SampleKey, Vec<u64>, Vec<u64>, UserStackSource);
 
 pub fn record(
     sampler: &mut Sampler,
@@ -186,7 +187,7 @@ pub fn record(
         sampler.load_stack(key.kernel_stack_id, &mut stack_cache)?;
         sampler.load_stack(key.user_stack_id, &mut stack_cache)?;
     }
-    for (key, _, _) in streamed.keys() {
+    for (key, _, _, _) in streamed.keys() {
         sampler.load_stack(key.kernel_stack_id, &mut stack_cache)?;
         sampler.load_stack(key.user_stack_id, &mut stack_cache)?;
     }
@@ -232,9 +233,14 @@ impl Collected {
         match self.streamed.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut entry) => *entry.get_mut() += 1,
             std::collections::hash_map::Entry::Vacant(entry) => {
-                let (sample_key, kernel, user) = entry.key();
-                self.new_streamed
-                    .push(to_sample(sample_key, kernel.clone(), user.clone(), 0));
+                let (sample_key, kernel, user, source) = entry.key();
+                self.new_streamed.push(to_sample(
+                    sample_key,
+                    kernel.clone(),
+                    user.clone(),
+                    *source,
+                    0,
+                ));
                 entry.insert(1);
             }
         }
@@ -282,7 +288,8 @@ fn drain(
                 record.kernel_len,
             );
             let user = inline_stack(record.key.user_stack_id, &record.user_ips, record.user_len);
-            collected.add_streamed((record.key, kernel, user));
+            let source = frame_pointer_stack(record.key.user_stack_id);
+            collected.add_streamed((record.key, kernel, user, source));
         }
         Some(Record::UserStack(record, stack)) => {
             let key = unwind_user_stack(symbolizer, record, stack, &mut collected.unwinding);
@@ -343,7 +350,12 @@ fn unwind_user_stack(
         &record.kernel_ips,
         record.kernel_len,
     );
-    (record.key, kernel, unwound.frames)
+    (
+        record.key,
+        kernel,
+        unwound.frames,
+        UserStackSource::Dwarf(unwound.end),
+    )
 }
 
 /// Symbolizes the stacks of keys first counted since the last round, while their processes are alive
@@ -370,6 +382,7 @@ fn symbolize_new_keys(
                     key,
                     stack_cache.frames(key.kernel_stack_id).to_vec(),
                     stack_cache.frames(key.user_stack_id).to_vec(),
+                    frame_pointer_stack(key.user_stack_id),
                     0,
                 )
             })
@@ -415,21 +428,40 @@ fn to_samples(
             key,
             stacks.frames(key.kernel_stack_id).to_vec(),
             stacks.frames(key.user_stack_id).to_vec(),
+            frame_pointer_stack(key.user_stack_id),
             *count,
         )
     });
-    let from_stream = streamed.into_iter().map(|((key, kernel, user), count)| {
-        to_sample(
-            &key,
-            stack(key.kernel_stack_id, kernel),
-            stack(key.user_stack_id, user),
-            count,
-        )
-    });
+    let from_stream = streamed
+        .into_iter()
+        .map(|((key, kernel, user, source), count)| {
+            to_sample(
+                &key,
+                stack(key.kernel_stack_id, kernel),
+                stack(key.user_stack_id, user),
+                source,
+                count,
+            )
+        });
     from_counts.chain(from_stream).collect()
 }
 
-fn to_sample(key: &SampleKey, kernel_ips: Vec<u64>, user_ips: Vec<u64>, count: u64) -> StackSample {
+/// The source of a user stack the kernel walked (in the stack map, or inline in a sample record).
+fn frame_pointer_stack(user_stack_id: i32) -> UserStackSource {
+    if user_stack_id == STACK_ID_NONE {
+        UserStackSource::None
+    } else {
+        UserStackSource::FramePointers
+    }
+}
+
+fn to_sample(
+    key: &SampleKey,
+    kernel_ips: Vec<u64>,
+    user_ips: Vec<u64>,
+    user_stack: UserStackSource,
+    count: u64,
+) -> StackSample {
     StackSample {
         pid: key.tgid,
         tid: key.tid,
@@ -438,6 +470,7 @@ fn to_sample(key: &SampleKey, kernel_ips: Vec<u64>, user_ips: Vec<u64>, count: u
         thread_name: comm_to_string(&key.thread_comm),
         kernel_ips,
         user_ips,
+        user_stack,
         count,
     }
 }

@@ -1,12 +1,14 @@
 //! Folding: symbolized stacks to `process;outermost;...;leaf COUNT` lines, the FlameGraph format.
 //! User frames come first (outermost first), then kernel frames suffixed `_[k]`; inlined functions are
-//! suffixed `_[i]`. Lines are kept sorted so output is deterministic.
+//! suffixed `_[i]`. A user stack that does not reach a process or thread entry gets a `[truncated]`
+//! frame right under the root (see `truncation`). Lines are kept sorted so output is deterministic.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use emberprof_symbolizer::{FrameKind, Symbol, Symbolizer, UnknownReason};
 
+use super::truncation::{is_truncated, Truncation, TRUNCATED_FRAME};
 use crate::sample::StackSample;
 use crate::symbols::symbolize_stacks;
 
@@ -23,6 +25,8 @@ pub struct Folded {
     pub stacks: BTreeMap<String, u64>,
     /// Samples per reason for frames that could not be named (a sample counts once per such frame).
     pub unknown_frames: BTreeMap<UnknownReason, u64>,
+    /// Samples whose user stack is truncated.
+    pub truncated: Truncation,
 }
 
 impl Folded {
@@ -55,6 +59,14 @@ pub fn fold(samples: &[StackSample], symbolizer: &mut Symbolizer, options: FoldO
             );
         } else {
             line.push_str(&sanitize(&sample.process_name));
+        }
+        folded.truncated.count_path(sample);
+        // An empty user stack (a kernel thread) is not judged.
+        if let Some(outermost) = symbols.user_outermost_first(sample).next() {
+            if is_truncated(sample, outermost) {
+                let _ = write!(line, ";{TRUNCATED_FRAME}");
+                folded.truncated.count(sample, outermost, symbolizer);
+            }
         }
         let user = symbols.user_outermost_first(sample).map(|s| (s, false));
         let kernel = symbols.kernel_outermost_first(sample).map(|s| (s, true));
@@ -195,6 +207,8 @@ mod tests {
             kernel_ips: vec![],
             // A return address points after a call: the fold looks it up one byte earlier.
             user_ips: vec![leaf, caller + 1],
+            // Not judged for truncation (see `truncation`'s tests).
+            user_stack: crate::sample::UserStackSource::None,
             count,
         };
         let samples = [sample(7, 2), sample(7, 3), sample(8, 1)];

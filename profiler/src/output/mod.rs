@@ -4,6 +4,7 @@
 mod file;
 mod fold;
 mod svg;
+mod truncation;
 
 use std::path::{Path, PathBuf};
 
