@@ -275,6 +275,13 @@ fn print_summary(
             unwinding.dwarf_failed,
             unwinding.dwarf_unknown_process
         );
+        for (reason, count) in emberprof_symbolizer::UnwindFailure::ALL
+            .iter()
+            .zip(unwinding.dwarf_failures)
+            .filter(|(_, count)| *count > 0)
+        {
+            log::info!("{count} DWARF unwinds stopped: {}", reason.describe());
+        }
     }
     if stats.get(emberprof_bpf::Stat::Streamed) > 0 {
         log::info!(
