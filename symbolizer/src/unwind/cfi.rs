@@ -211,20 +211,23 @@ pub(crate) fn step(
     read: &mut ReadMemory<'_>,
 ) -> Result<Option<Registers>, UnwindEnd> {
     let bad_cfi = UnwindEnd::Failed(UnwindFailure::UnreadableCfi);
-    let (eh_frame, hdr) = info
-        .eh_frame
-        .as_ref()
-        .zip(info.eh_frame_hdr.as_ref())
-        .ok_or(bad_cfi)?;
+    let eh_frame = info.eh_frame.as_ref().ok_or(bad_cfi)?;
     let bases = bases(info);
     let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
-    let hdr = EhFrameHdr::new(&hdr.bytes, LittleEndian)
-        .parse(&bases, 8)
-        .map_err(|_| bad_cfi)?;
-    let table = hdr.table().ok_or(bad_cfi)?;
-    let fde = table
-        .fde_for_address(&section, &bases, svma, EhFrame::cie_from_offset)
-        .map_err(|_| bad_cfi)?;
+    // The FDE through `.eh_frame_hdr`'s binary-search table; without one (rare: only modules with
+    // such rows get here) by a scan of `.eh_frame`.
+    let fde = match info
+        .eh_frame_hdr
+        .as_ref()
+        .and_then(|hdr| EhFrameHdr::new(&hdr.bytes, LittleEndian).parse(&bases, 8).ok())
+    {
+        Some(hdr) => hdr
+            .table()
+            .ok_or(bad_cfi)?
+            .fde_for_address(&section, &bases, svma, EhFrame::cie_from_offset),
+        None => section.fde_for_address(&bases, svma, EhFrame::cie_from_offset),
+    }
+    .map_err(|_| bad_cfi)?;
     let encoding = fde.cie().encoding();
     let row = fde
         .unwind_info_for_address(&section, &bases, context, svma)
@@ -339,4 +342,206 @@ fn evaluate(
         .map_err(|_| unsupported)?;
     }
     Err(unsupported)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Rows generated with `gimli::write` the way OpenSSL's assembly writes them, and stack copies made
+    //! up to match: each test checks the exact caller the row gives.
+
+    use gimli::write::{
+        Address, CallFrameInstruction as Cfi, CommonInformationEntry, EhFrame as EhFrameWriter,
+        EndianVec, Expression as ExpressionWriter, FrameDescriptionEntry, FrameTable,
+    };
+    use gimli::{Encoding, Format, Register, X86_64};
+
+    use super::*;
+    use crate::unwind::elf_info::{ElfUnwindInfo, Section, SectionBytes};
+
+    const STACK: u64 = 0x7ffc_0000_0000;
+    /// Functions of the generated module: each FDE covers 0x100 bytes at one of these.
+    const EXPRESSION_FN: u64 = 0x1000;
+    const RBP_EXPRESSION_FN: u64 = 0x2000;
+    const RSI_FN: u64 = 0x3000;
+    const PLAIN_FN: u64 = 0x4000;
+
+    /// A module whose `.eh_frame` has one FDE per function above; rows start 4 bytes in.
+    fn module() -> ElfUnwindInfo {
+        let encoding = Encoding {
+            format: Format::Dwarf32,
+            version: 1,
+            address_size: 8,
+        };
+        let mut cie = CommonInformationEntry::new(encoding, 1, -8, X86_64::RA);
+        cie.add_instruction(Cfi::Cfa(X86_64::RSP, 8));
+        cie.add_instruction(Cfi::Offset(X86_64::RA, -8));
+        let mut table = FrameTable::default();
+        let cie = table.add_cie(cie);
+        let fde = |start: u64, rows: Vec<Cfi>| {
+            let mut fde = FrameDescriptionEntry::new(Address::Constant(start), 0x100);
+            for row in rows {
+                fde.add_instruction(4, row);
+            }
+            fde
+        };
+        // OpenSSL's `DW_OP_breg7 (rsp): 40; DW_OP_deref; DW_OP_plus_uconst: 8`, with rbp saved
+        // below the CFA as its prologues do.
+        let mut saved_rsp = ExpressionWriter::new();
+        saved_rsp.op_breg(X86_64::RSP, 40);
+        saved_rsp.op_deref();
+        saved_rsp.op_plus_uconst(8);
+        table.add_fde(
+            cie,
+            fde(
+                EXPRESSION_FN,
+                vec![Cfi::CfaExpression(saved_rsp), Cfi::Offset(X86_64::RBP, -16)],
+            ),
+        );
+        // `DW_OP_breg6 (rbp): -8; DW_OP_deref; DW_OP_lit8; DW_OP_plus`.
+        let mut via_rbp = ExpressionWriter::new();
+        via_rbp.op_breg(X86_64::RBP, -8);
+        via_rbp.op_deref();
+        via_rbp.op(gimli::DW_OP_lit8);
+        via_rbp.op(gimli::DW_OP_plus);
+        table.add_fde(cie, fde(RBP_EXPRESSION_FN, vec![Cfi::CfaExpression(via_rbp)]));
+        // A leaf that moved RSP and keeps the CFA in RSI.
+        table.add_fde(cie, fde(RSI_FN, vec![Cfi::Cfa(X86_64::RSI, 8)]));
+        // What compilers write: framehop's business.
+        table.add_fde(cie, fde(PLAIN_FN, vec![Cfi::CfaOffset(16)]));
+        let mut eh_frame = EhFrameWriter(EndianVec::new(gimli::LittleEndian));
+        table.write_eh_frame(&mut eh_frame).expect("write .eh_frame");
+        let bytes = eh_frame.0.into_vec();
+        ElfUnwindInfo {
+            text: None,
+            eh_frame: Some(Section {
+                svma: 0x10_0000..0x10_0000 + bytes.len() as u64,
+                bytes: SectionBytes::from_bytes(&bytes).expect("anonymous map"),
+            }),
+            eh_frame_hdr: None,
+            debug_frame: None,
+            got_svma: None,
+            load_segments: Vec::new(),
+            keeps_frame_pointers: false,
+        }
+    }
+
+    /// A stack copy at [`STACK`] with these words at these offsets.
+    fn stack(words: &[(u64, u64)]) -> Vec<u8> {
+        let mut bytes = vec![0u8; 0x400];
+        for &(offset, value) in words {
+            let at = offset as usize;
+            bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn run_step(
+        info: &ElfUnwindInfo,
+        svma: u64,
+        registers: &Registers,
+        bytes: &[u8],
+    ) -> Result<Option<Registers>, UnwindEnd> {
+        let copy = crate::unwind::StackCopy {
+            sp: STACK,
+            bytes,
+        };
+        step(
+            info,
+            &mut UnwindContext::new(),
+            svma,
+            registers,
+            &mut |a| copy.read(a),
+        )
+    }
+
+    fn leaf(ip: u64, set: &[(Register, u64)]) -> Registers {
+        let mut registers = Registers::ip_sp_bp(ip, STACK, 0xbbbb);
+        for &(register, value) in set {
+            registers.set(register, Some(value));
+        }
+        registers
+    }
+
+    #[test]
+    fn scan_finds_exactly_the_rows_framehop_cannot_follow() {
+        let cfi = ModuleCfi::scan(&module());
+        assert_eq!(cfi.special_fdes(), 3);
+        for special in [EXPRESSION_FN, RBP_EXPRESSION_FN, RSI_FN] {
+            assert!(cfi.needs_own_step(special + 0x10), "{special:#x}");
+            assert!(!cfi.needs_own_step(special + 0x100), "{special:#x} ends");
+        }
+        assert!(!cfi.needs_own_step(PLAIN_FN + 0x10));
+    }
+
+    /// The caller's stack pointer saved at [rsp + 40]: the CFA is it + 8, the return address just
+    /// below it, rbp saved at CFA − 16.
+    #[test]
+    fn cfa_expression_with_deref() {
+        let caller_sp = STACK + 0x200;
+        let bytes = stack(&[
+            (40, caller_sp - 8),
+            (0x200 - 8, 0x5555_0000_1234),
+            (0x200 - 16, STACK + 0x300),
+        ]);
+        let caller = run_step(&module(), EXPRESSION_FN + 0x20, &leaf(EXPRESSION_FN + 0x20, &[]), &bytes)
+            .expect("step")
+            .expect("not the root");
+        assert_eq!(caller.ip(), Some(0x5555_0000_1234));
+        assert_eq!(caller.sp(), Some(caller_sp));
+        assert_eq!(caller.bp(), Some(STACK + 0x300));
+        assert_eq!(caller.get(X86_64::RAX), None, "caller-saved: unknown");
+    }
+
+    /// The CFA read through the frame pointer.
+    #[test]
+    fn cfa_expression_through_rbp() {
+        let rbp = STACK + 0x80;
+        let bytes = stack(&[(0x78, STACK + 0x100), (0x100, 0x5555_0000_4321)]);
+        let registers = Registers::ip_sp_bp(RBP_EXPRESSION_FN + 0x30, STACK, rbp);
+        let caller = run_step(&module(), RBP_EXPRESSION_FN + 0x30, &registers, &bytes)
+            .expect("step")
+            .expect("not the root");
+        assert_eq!(caller.sp(), Some(STACK + 0x108));
+        assert_eq!(caller.ip(), Some(0x5555_0000_4321));
+        assert_eq!(caller.bp(), Some(rbp), "rbp has no rule: callee-saved, unchanged");
+    }
+
+    /// A CFA on rsi is known in the leaf (the sample has every register) but not in an outer frame,
+    /// where the unwind must stop rather than guess.
+    #[test]
+    fn cfa_on_rsi_in_the_leaf_only() {
+        let bytes = stack(&[(0x150, 0x5555_0000_0042)]);
+        let in_leaf = leaf(RSI_FN + 0x40, &[(X86_64::RSI, STACK + 0x150)]);
+        let caller = run_step(&module(), RSI_FN + 0x40, &in_leaf, &bytes)
+            .expect("step")
+            .expect("not the root");
+        assert_eq!(caller.ip(), Some(0x5555_0000_0042));
+        assert_eq!(caller.sp(), Some(STACK + 0x158));
+
+        let outer = Registers::ip_sp_bp(RSI_FN + 0x41, STACK, 0);
+        assert_eq!(
+            run_step(&module(), RSI_FN + 0x40, &outer, &bytes),
+            Err(UnwindEnd::Failed(UnwindFailure::UnknownRegister))
+        );
+    }
+
+    /// A saved stack pointer beyond the copy: the copy was too short, not a wrong rule.
+    #[test]
+    fn deref_beyond_the_copy() {
+        let bytes = stack(&[(40, STACK + 0x10_0000)]);
+        assert_eq!(
+            run_step(&module(), EXPRESSION_FN + 0x20, &leaf(EXPRESSION_FN + 0x20, &[]), &bytes),
+            Err(UnwindEnd::StackCopyExhausted)
+        );
+    }
+
+    /// A saved stack pointer below the stack pointer: garbage, and the unwind says so.
+    #[test]
+    fn cfa_below_the_stack_pointer() {
+        let bytes = stack(&[(40, STACK - 0x100)]);
+        assert_eq!(
+            run_step(&module(), EXPRESSION_FN + 0x20, &leaf(EXPRESSION_FN + 0x20, &[]), &bytes),
+            Err(UnwindEnd::Failed(UnwindFailure::WentBackwards))
+        );
+    }
 }

@@ -242,3 +242,134 @@ fn caller_of_frameless(registers: &Registers, cfa: u64, return_address: u64) -> 
     caller.0[usize::from(X86_64::RA.0)] = Some(return_address);
     caller
 }
+
+#[cfg(test)]
+mod tests {
+    //! Code without CFI in a made-up process: JIT functions and Python trampolines declared in a perf
+    //! map, and a stack copy laid out as their frames would be.
+
+    use super::*;
+    use crate::unwind::{ProcessUnwinder, StackCopy};
+
+    const STACK: u64 = 0x7ffc_0000_0000;
+    const LEAF: u64 = 0x9000_0000;
+    const CALLER: u64 = 0x9000_1000;
+    const TRAMPOLINE: u64 = 0x7000_0000;
+    /// An executable mapping of a file (the interpreter).
+    const LIBRARY: u64 = 0x5555_0000_0000;
+
+    fn perf_map() -> PerfMap {
+        let mut map = PerfMap::new();
+        let text = format!(
+            "{LEAF:x} 100 JS:*leaf x.js:1\n{CALLER:x} 100 JS:*caller x.js:9\n\
+             {TRAMPOLINE:x} b py::work:/app/x.py\n"
+        );
+        assert_eq!(map.extend_from_text(&text), 0);
+        map
+    }
+
+    fn unwind(registers: UserRegisters, words: &[(u64, u64)]) -> UnwoundStack {
+        let mut bytes = vec![0u8; 0x400];
+        for &(offset, value) in words {
+            let at = offset as usize;
+            bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        let process = ProcessUnwinder {
+            framehop: framehop::x86_64::UnwinderX86_64::new(),
+            modules: Vec::new(),
+            code: vec![LIBRARY..LIBRARY + 0x10_0000],
+        };
+        let mut map = perf_map();
+        let mut walk = Walk {
+            process: &process,
+            cache: &mut CacheX86_64::new(),
+            context: &mut UnwindContext::new(),
+            stack: StackCopy {
+                sp: STACK,
+                bytes: &bytes,
+            },
+            jit: Some(&mut map),
+        };
+        walk.run(registers)
+    }
+
+    fn registers(ip: u64, bp: u64) -> UserRegisters {
+        UserRegisters {
+            ip,
+            sp: STACK,
+            bp,
+            general: None,
+        }
+    }
+
+    /// A frameless JIT leaf returns into a Python trampoline (the return address is at [rsp]); the
+    /// trampoline's frame is 8 bytes of padding and its return address into a JIT caller, which
+    /// keeps a frame pointer whose chain ends the stack.
+    #[test]
+    fn through_a_python_trampoline() {
+        let bp = STACK + 0x100;
+        let unwound = unwind(
+            registers(LEAF + 0x10, bp),
+            &[
+                (0, TRAMPOLINE + 6),
+                (0x10, CALLER + 0x20),
+                (0x100, 0),
+                (0x108, 0),
+            ],
+        );
+        assert_eq!(
+            unwound.frames,
+            vec![LEAF + 0x10, TRAMPOLINE + 6, CALLER + 0x20]
+        );
+        assert_eq!(unwound.end, UnwindEnd::Complete);
+    }
+
+    /// The issue's node case: a leaf without CFI that has pushed data; `[rsp]` is no code address,
+    /// the frame pointer leads to the JIT caller, then to the interpreter's code.
+    #[test]
+    fn leaf_without_cfi_takes_the_frame_pointer_when_rsp_is_data() {
+        let bp = STACK + 0x40;
+        let unwound = unwind(
+            registers(LEAF + 0x10, bp),
+            &[
+                (0, 0x1234_5678),
+                (0x40, STACK + 0x80),
+                (0x48, CALLER + 0x30),
+                (0x80, 0),
+                (0x88, LIBRARY + 0x500),
+            ],
+        );
+        assert_eq!(
+            unwound.frames[..3],
+            [LEAF + 0x10, CALLER + 0x30, LIBRARY + 0x500]
+        );
+    }
+
+    /// Neither rule returns into code: the stack stops at the leaf, with the reason.
+    #[test]
+    fn leaf_without_cfi_and_no_code_address_fails() {
+        let unwound = unwind(
+            registers(LEAF + 0x10, STACK + 0x40),
+            &[(0, 0x1234), (0x40, STACK + 0x80), (0x48, 0x4321)],
+        );
+        assert_eq!(unwound.frames, vec![LEAF + 0x10]);
+        assert_eq!(
+            unwound.end,
+            UnwindEnd::Failed(UnwindFailure::LeafWithoutCfi)
+        );
+    }
+
+    /// A return address anywhere but right after the trampoline's call is not a trampoline frame.
+    #[test]
+    fn trampoline_of_unknown_shape_fails() {
+        let unwound = unwind(
+            registers(LEAF + 0x10, 0),
+            &[(0, TRAMPOLINE + 3)],
+        );
+        assert_eq!(unwound.frames, vec![LEAF + 0x10, TRAMPOLINE + 3]);
+        assert_eq!(
+            unwound.end,
+            UnwindEnd::Failed(UnwindFailure::UnknownTrampoline)
+        );
+    }
+}
