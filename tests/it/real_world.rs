@@ -85,8 +85,9 @@ fn entry_point(path: &Path) -> u64 {
 #[test]
 fn openssl_assembly_unwinds_to_start() {
     let _kernel = kernel_test();
-    let openssl = find_in_path("openssl")
-        .expect("this test needs Debian's openssl: `apt-get install openssl` (.ci/run installs it)");
+    let openssl = find_in_path("openssl").expect(
+        "this test needs Debian's openssl: `apt-get install openssl` (.ci/run installs it)",
+    );
     let openssl = std::fs::canonicalize(&openssl).expect("resolve openssl");
     let entry = entry_point(&openssl);
     let dir = scratch();
@@ -111,7 +112,9 @@ fn openssl_assembly_unwinds_to_start() {
                 .and_then(|offset| u64::from_str_radix(offset, 16).ok())
                 .is_some_and(|offset| (entry..entry + 0x40).contains(&offset))
     };
-    let complete = total(&stacks, |s| user_frames(s).first().is_some_and(|f| is_start(f)));
+    let complete = total(&stacks, |s| {
+        user_frames(s).first().is_some_and(|f| is_start(f))
+    });
     assert!(
         complete as f64 >= MIN_OPENSSL_COMPLETE * all as f64,
         "only {complete}/{all} openssl stacks reach _start (entry {entry:#x}):\n{stderr}\n{}",
@@ -141,8 +144,17 @@ fn python_with_perf_trampolines() -> PathBuf {
                 .collect();
             names.sort();
             for name in names {
-                let minor = if name.starts_with("3.12") { "3.12" } else { "3.13" };
-                candidates.push(versions.join(&name).join("bin").join(format!("python{minor}")));
+                let minor = if name.starts_with("3.12") {
+                    "3.12"
+                } else {
+                    "3.13"
+                };
+                candidates.push(
+                    versions
+                        .join(&name)
+                        .join("bin")
+                        .join(format!("python{minor}")),
+                );
             }
         }
     }
@@ -206,7 +218,11 @@ fn python_perf_trampolines_keep_the_python_chain() {
             .iter()
             .filter(|f| f.starts_with("py::") || *f == "_PyEval_EvalFrameDefault")
             .collect();
-        kinds.len() >= wanted.len() && kinds[..wanted.len()].iter().zip(&wanted).all(|(a, b)| *a == b)
+        kinds.len() >= wanted.len()
+            && kinds[..wanted.len()]
+                .iter()
+                .zip(&wanted)
+                .all(|(a, b)| *a == b)
     });
     assert!(
         chain as f64 >= MIN_PYTHON_CHAIN * all as f64,

@@ -191,7 +191,9 @@ fn bases(info: &ElfUnwindInfo) -> BaseAddresses {
 pub(crate) fn covers(info: &ElfUnwindInfo, svma: u64) -> Option<bool> {
     let (eh_frame, hdr) = (info.eh_frame.as_ref()?, info.eh_frame_hdr.as_ref()?);
     let bases = bases(info);
-    let hdr = EhFrameHdr::new(&hdr.bytes, LittleEndian).parse(&bases, 8).ok()?;
+    let hdr = EhFrameHdr::new(&hdr.bytes, LittleEndian)
+        .parse(&bases, 8)
+        .ok()?;
     let table = hdr.table()?;
     let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
     Some(
@@ -216,15 +218,17 @@ pub(crate) fn step(
     let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
     // The FDE through `.eh_frame_hdr`'s binary-search table; without one (rare: only modules with
     // such rows get here) by a scan of `.eh_frame`.
-    let fde = match info
-        .eh_frame_hdr
-        .as_ref()
-        .and_then(|hdr| EhFrameHdr::new(&hdr.bytes, LittleEndian).parse(&bases, 8).ok())
-    {
-        Some(hdr) => hdr
-            .table()
-            .ok_or(bad_cfi)?
-            .fde_for_address(&section, &bases, svma, EhFrame::cie_from_offset),
+    let fde = match info.eh_frame_hdr.as_ref().and_then(|hdr| {
+        EhFrameHdr::new(&hdr.bytes, LittleEndian)
+            .parse(&bases, 8)
+            .ok()
+    }) {
+        Some(hdr) => hdr.table().ok_or(bad_cfi)?.fde_for_address(
+            &section,
+            &bases,
+            svma,
+            EhFrame::cie_from_offset,
+        ),
         None => section.fde_for_address(&bases, svma, EhFrame::cie_from_offset),
     }
     .map_err(|_| bad_cfi)?;
@@ -234,7 +238,9 @@ pub(crate) fn step(
         .map_err(|_| bad_cfi)?;
     let expression = |e: &gimli::UnwindExpression<usize>| e.get(&section).map_err(|_| bad_cfi);
 
-    let sp = registers.sp().ok_or(UnwindEnd::Failed(UnwindFailure::UnknownRegister))?;
+    let sp = registers
+        .sp()
+        .ok_or(UnwindEnd::Failed(UnwindFailure::UnknownRegister))?;
     let cfa = match row.cfa() {
         CfaRule::RegisterAndOffset { register, offset } => registers
             .get(*register)
@@ -403,13 +409,18 @@ mod tests {
         via_rbp.op_deref();
         via_rbp.op(gimli::DW_OP_lit8);
         via_rbp.op(gimli::DW_OP_plus);
-        table.add_fde(cie, fde(RBP_EXPRESSION_FN, vec![Cfi::CfaExpression(via_rbp)]));
+        table.add_fde(
+            cie,
+            fde(RBP_EXPRESSION_FN, vec![Cfi::CfaExpression(via_rbp)]),
+        );
         // A leaf that moved RSP and keeps the CFA in RSI.
         table.add_fde(cie, fde(RSI_FN, vec![Cfi::Cfa(X86_64::RSI, 8)]));
         // What compilers write: framehop's business.
         table.add_fde(cie, fde(PLAIN_FN, vec![Cfi::CfaOffset(16)]));
         let mut eh_frame = EhFrameWriter(EndianVec::new(gimli::LittleEndian));
-        table.write_eh_frame(&mut eh_frame).expect("write .eh_frame");
+        table
+            .write_eh_frame(&mut eh_frame)
+            .expect("write .eh_frame");
         let bytes = eh_frame.0.into_vec();
         ElfUnwindInfo {
             text: None,
@@ -441,17 +452,10 @@ mod tests {
         registers: &Registers,
         bytes: &[u8],
     ) -> Result<Option<Registers>, UnwindEnd> {
-        let copy = crate::unwind::StackCopy {
-            sp: STACK,
-            bytes,
-        };
-        step(
-            info,
-            &mut UnwindContext::new(),
-            svma,
-            registers,
-            &mut |a| copy.read(a),
-        )
+        let copy = crate::unwind::StackCopy { sp: STACK, bytes };
+        step(info, &mut UnwindContext::new(), svma, registers, &mut |a| {
+            copy.read(a)
+        })
     }
 
     fn leaf(ip: u64, set: &[(Register, u64)]) -> Registers {
@@ -483,9 +487,14 @@ mod tests {
             (0x200 - 8, 0x5555_0000_1234),
             (0x200 - 16, STACK + 0x300),
         ]);
-        let caller = run_step(&module(), EXPRESSION_FN + 0x20, &leaf(EXPRESSION_FN + 0x20, &[]), &bytes)
-            .expect("step")
-            .expect("not the root");
+        let caller = run_step(
+            &module(),
+            EXPRESSION_FN + 0x20,
+            &leaf(EXPRESSION_FN + 0x20, &[]),
+            &bytes,
+        )
+        .expect("step")
+        .expect("not the root");
         assert_eq!(caller.ip(), Some(0x5555_0000_1234));
         assert_eq!(caller.sp(), Some(caller_sp));
         assert_eq!(caller.bp(), Some(STACK + 0x300));
@@ -503,7 +512,11 @@ mod tests {
             .expect("not the root");
         assert_eq!(caller.sp(), Some(STACK + 0x108));
         assert_eq!(caller.ip(), Some(0x5555_0000_4321));
-        assert_eq!(caller.bp(), Some(rbp), "rbp has no rule: callee-saved, unchanged");
+        assert_eq!(
+            caller.bp(),
+            Some(rbp),
+            "rbp has no rule: callee-saved, unchanged"
+        );
     }
 
     /// A CFA on rsi is known in the leaf (the sample has every register) but not in an outer frame,
@@ -530,7 +543,12 @@ mod tests {
     fn deref_beyond_the_copy() {
         let bytes = stack(&[(40, STACK + 0x10_0000)]);
         assert_eq!(
-            run_step(&module(), EXPRESSION_FN + 0x20, &leaf(EXPRESSION_FN + 0x20, &[]), &bytes),
+            run_step(
+                &module(),
+                EXPRESSION_FN + 0x20,
+                &leaf(EXPRESSION_FN + 0x20, &[]),
+                &bytes
+            ),
             Err(UnwindEnd::StackCopyExhausted)
         );
     }
@@ -540,7 +558,12 @@ mod tests {
     fn cfa_below_the_stack_pointer() {
         let bytes = stack(&[(40, STACK - 0x100)]);
         assert_eq!(
-            run_step(&module(), EXPRESSION_FN + 0x20, &leaf(EXPRESSION_FN + 0x20, &[]), &bytes),
+            run_step(
+                &module(),
+                EXPRESSION_FN + 0x20,
+                &leaf(EXPRESSION_FN + 0x20, &[]),
+                &bytes
+            ),
             Err(UnwindEnd::Failed(UnwindFailure::WentBackwards))
         );
     }

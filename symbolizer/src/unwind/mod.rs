@@ -301,7 +301,8 @@ impl Unwinders {
             });
         }
         placed.sort_by_key(|m| m.avma.start);
-        let mut code: Vec<Range<u64>> = snapshot.mappings().iter().map(|m| m.start..m.end).collect();
+        let mut code: Vec<Range<u64>> =
+            snapshot.mappings().iter().map(|m| m.start..m.end).collect();
         code.sort_by_key(|range| range.start);
         Some(ProcessUnwinder {
             framehop,

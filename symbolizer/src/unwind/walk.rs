@@ -67,8 +67,7 @@ impl Walk<'_> {
             }
             match self.step(address, &registers) {
                 Ok(Some(caller)) => {
-                    let Some(next) = caller.ip().and_then(FrameAddress::from_return_address)
-                    else {
+                    let Some(next) = caller.ip().and_then(FrameAddress::from_return_address) else {
                         break UnwindEnd::Complete;
                     };
                     frames.push(next.address());
@@ -94,13 +93,9 @@ impl Walk<'_> {
             if let Some(svma) = lookup.checked_sub(module.base) {
                 if module.cfi.needs_own_step(svma) {
                     let stack = &self.stack;
-                    return cfi::step(
-                        &module.info,
-                        self.context,
-                        svma,
-                        registers,
-                        &mut |a| stack.read(a),
-                    );
+                    return cfi::step(&module.info, self.context, svma, registers, &mut |a| {
+                        stack.read(a)
+                    });
                 }
                 let has_cfi = match &module.info.eh_frame {
                     None => module.info.debug_frame.is_some(),
@@ -277,7 +272,7 @@ mod tests {
         let process = ProcessUnwinder {
             framehop: framehop::x86_64::UnwinderX86_64::new(),
             modules: Vec::new(),
-            code: vec![LIBRARY..LIBRARY + 0x10_0000],
+            code: std::iter::once(LIBRARY..LIBRARY + 0x10_0000).collect(),
         };
         let mut map = perf_map();
         let mut walk = Walk {
@@ -362,10 +357,7 @@ mod tests {
     /// A return address anywhere but right after the trampoline's call is not a trampoline frame.
     #[test]
     fn trampoline_of_unknown_shape_fails() {
-        let unwound = unwind(
-            registers(LEAF + 0x10, 0),
-            &[(0, TRAMPOLINE + 3)],
-        );
+        let unwound = unwind(registers(LEAF + 0x10, 0), &[(0, TRAMPOLINE + 3)]);
         assert_eq!(unwound.frames, vec![LEAF + 0x10, TRAMPOLINE + 3]);
         assert_eq!(
             unwound.end,
