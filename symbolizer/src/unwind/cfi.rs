@@ -73,11 +73,17 @@ impl Registers {
 /// Reads 8 bytes of the copied stack; the error says how the unwind ends if it cannot.
 pub(crate) type ReadMemory<'a> = dyn FnMut(u64) -> Result<u64, UnwindEnd> + 'a;
 
-/// The FDEs of one module that have rows framehop does not follow.
+/// Gaps between FDEs up to this size (function alignment padding, where no PC ever is) are merged
+/// into one covered range.
+const MAX_PADDING: u64 = 15;
+
+/// What one module's `.eh_frame` covers, and which of its FDEs have rows framehop does not follow.
 #[derive(Debug, Default)]
 pub(crate) struct ModuleCfi {
     /// Their address ranges (SVMA), sorted by start.
     special: Vec<Range<u64>>,
+    /// Code covered by any FDE (SVMA), sorted and merged: a leaf outside gets the no-CFI rules.
+    covered: Vec<Range<u64>>,
 }
 
 impl ModuleCfi {
@@ -90,6 +96,7 @@ impl ModuleCfi {
         let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
         let bases = bases(info);
         let mut special = Vec::new();
+        let mut covered = Vec::new();
         let mut entries = section.entries(&bases);
         while let Ok(Some(entry)) = entries.next() {
             let CieOrFde::Fde(partial) = entry else {
@@ -108,22 +115,40 @@ impl ModuleCfi {
             while let Ok(Some(instruction)) = fde_instructions.next() {
                 is_special |= framehop_cannot_follow(&instruction, data_alignment);
             }
+            let start = fde.initial_address();
+            let range = start..start.saturating_add(fde.len());
             if is_special {
-                let start = fde.initial_address();
-                special.push(start..start.saturating_add(fde.len()));
+                special.push(range.clone());
             }
+            covered.push(range);
         }
         special.sort_by_key(|range| range.start);
-        ModuleCfi { special }
+        covered.sort_by_key(|range| range.start);
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(covered.len() / 8);
+        for range in covered {
+            match merged.last_mut() {
+                Some(last) if range.start <= last.end.saturating_add(MAX_PADDING) => {
+                    last.end = last.end.max(range.end);
+                }
+                _ => merged.push(range),
+            }
+        }
+        merged.shrink_to_fit();
+        ModuleCfi {
+            special,
+            covered: merged,
+        }
+    }
+
+    /// Whether an FDE covers `svma` (always false for a module whose CFI is only in
+    /// `.debug_frame`, which is not scanned).
+    pub fn covers(&self, svma: u64) -> bool {
+        contains(&self.covered, svma)
     }
 
     /// Whether the FDE covering `svma` has rows framehop does not follow.
     pub fn needs_own_step(&self, svma: u64) -> bool {
-        let index = self.special.partition_point(|range| range.start <= svma);
-        index
-            .checked_sub(1)
-            .and_then(|i| self.special.get(i))
-            .is_some_and(|range| svma < range.end)
+        contains(&self.special, svma)
     }
 
     /// How many FDEs have such rows.
@@ -187,20 +212,13 @@ fn bases(info: &ElfUnwindInfo) -> BaseAddresses {
     bases
 }
 
-/// Whether an FDE covers `svma`: `None` when the module has no `.eh_frame_hdr` to look it up in.
-pub(crate) fn covers(info: &ElfUnwindInfo, svma: u64) -> Option<bool> {
-    let (eh_frame, hdr) = (info.eh_frame.as_ref()?, info.eh_frame_hdr.as_ref()?);
-    let bases = bases(info);
-    let hdr = EhFrameHdr::new(&hdr.bytes, LittleEndian)
-        .parse(&bases, 8)
-        .ok()?;
-    let table = hdr.table()?;
-    let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
-    Some(
-        table
-            .fde_for_address(&section, &bases, svma, EhFrame::cie_from_offset)
-            .is_ok(),
-    )
+/// Whether one of `ranges` (sorted, not overlapping) contains `address`.
+fn contains(ranges: &[Range<u64>], address: u64) -> bool {
+    let index = ranges.partition_point(|range| range.start <= address);
+    index
+        .checked_sub(1)
+        .and_then(|i| ranges.get(i))
+        .is_some_and(|range| address < range.end)
 }
 
 /// One unwind step with the CFI row for `svma` (the PC, or a return address − 1, in the module's own
@@ -475,6 +493,12 @@ mod tests {
             assert!(!cfi.needs_own_step(special + 0x100), "{special:#x} ends");
         }
         assert!(!cfi.needs_own_step(PLAIN_FN + 0x10));
+        assert!(cfi.covers(PLAIN_FN + 0x10));
+        assert!(
+            !cfi.covers(PLAIN_FN + 0x100),
+            "no CFI after the last function"
+        );
+        assert!(!cfi.covers(EXPRESSION_FN - 1), "nor before the first");
     }
 
     /// The caller's stack pointer saved at [rsp + 40]: the CFA is it + 8, the return address just

@@ -99,7 +99,7 @@ impl Walk<'_> {
                 }
                 let has_cfi = match &module.info.eh_frame {
                     None => module.info.debug_frame.is_some(),
-                    Some(_) => cfi::covers(&module.info, svma) != Some(false),
+                    Some(_) => module.cfi.covers(svma),
                 };
                 if is_leaf && !has_cfi {
                     return self.leaf_without_cfi(registers);
