@@ -388,6 +388,7 @@ mod tests {
     const RBP_EXPRESSION_FN: u64 = 0x2000;
     const RSI_FN: u64 = 0x3000;
     const PLAIN_FN: u64 = 0x4000;
+    const PLT: u64 = 0x5000;
 
     /// A module whose `.eh_frame` has one FDE per function above; rows start 4 bytes in.
     fn module() -> ElfUnwindInfo {
@@ -435,6 +436,26 @@ mod tests {
         table.add_fde(cie, fde(RSI_FN, vec![Cfi::Cfa(X86_64::RSI, 8)]));
         // What compilers write: framehop's business.
         table.add_fde(cie, fde(PLAIN_FN, vec![Cfi::CfaOffset(16)]));
+        // GNU ld's .plt: 16-byte entries that push 8 bytes at offset 11 before jumping:
+        // `DW_OP_breg7 (rsp): 8; DW_OP_breg16 (rip): 0; DW_OP_lit15; DW_OP_and; DW_OP_lit11;
+        // DW_OP_ge; DW_OP_lit3; DW_OP_shl; DW_OP_plus`.
+        let mut plt = ExpressionWriter::new();
+        plt.op_breg(X86_64::RSP, 8);
+        plt.op_breg(X86_64::RA, 0);
+        for op in [
+            gimli::DW_OP_lit15,
+            gimli::DW_OP_and,
+            gimli::DW_OP_lit11,
+            gimli::DW_OP_ge,
+            gimli::DW_OP_lit3,
+            gimli::DW_OP_shl,
+            gimli::DW_OP_plus,
+        ] {
+            plt.op(op);
+        }
+        let mut plt_fde = FrameDescriptionEntry::new(Address::Constant(PLT), 0x100);
+        plt_fde.add_instruction(0, Cfi::CfaExpression(plt));
+        table.add_fde(cie, plt_fde);
         let mut eh_frame = EhFrameWriter(EndianVec::new(gimli::LittleEndian));
         table
             .write_eh_frame(&mut eh_frame)
@@ -487,8 +508,8 @@ mod tests {
     #[test]
     fn scan_finds_exactly_the_rows_framehop_cannot_follow() {
         let cfi = ModuleCfi::scan(&module());
-        assert_eq!(cfi.special_fdes(), 3);
-        for special in [EXPRESSION_FN, RBP_EXPRESSION_FN, RSI_FN] {
+        assert_eq!(cfi.special_fdes(), 4);
+        for special in [EXPRESSION_FN, RBP_EXPRESSION_FN, RSI_FN, PLT] {
             assert!(cfi.needs_own_step(special + 0x10), "{special:#x}");
             assert!(!cfi.needs_own_step(special + 0x100), "{special:#x} ends");
         }
@@ -560,6 +581,23 @@ mod tests {
             run_step(&module(), RSI_FN + 0x40, &outer, &bytes),
             Err(UnwindEnd::Failed(UnwindFailure::UnknownRegister))
         );
+    }
+
+    /// The PLT's CFA depends on the PC: 8 bytes more once the entry has pushed its index.
+    #[test]
+    fn plt_expression_on_the_pc() {
+        let bytes = stack(&[(0, 0x5555_0000_0001), (8, 0x5555_0000_0002)]);
+        for (offset_in_entry, return_address) in [(4, 0x5555_0000_0001), (12, 0x5555_0000_0002)] {
+            let pc = PLT + 0x20 + offset_in_entry;
+            let caller = run_step(&module(), pc, &leaf(pc, &[]), &bytes)
+                .expect("step")
+                .expect("not the root");
+            assert_eq!(
+                caller.ip(),
+                Some(return_address),
+                "at entry + {offset_in_entry}"
+            );
+        }
     }
 
     /// A saved stack pointer beyond the copy: the copy was too short, not a wrong rule.
