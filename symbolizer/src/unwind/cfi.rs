@@ -70,6 +70,9 @@ impl Registers {
     }
 }
 
+/// Operations evaluated per CFI expression at most.
+const MAX_EXPRESSION_STEPS: u32 = 256;
+
 /// Reads 8 bytes of the copied stack; the error says how the unwind ends if it cannot.
 pub(crate) type ReadMemory<'a> = dyn FnMut(u64) -> Result<u64, UnwindEnd> + 'a;
 
@@ -331,12 +334,14 @@ fn evaluate(
 ) -> Result<u64, UnwindEnd> {
     let unsupported = UnwindEnd::Failed(UnwindFailure::UnsupportedCfi);
     let mut evaluation: Evaluation<Slice<'_>> = expression.evaluation(encoding);
+    // The CFI comes from the profiled program: a branch back in a crafted expression must not make
+    // the unwinder loop (real CFI expressions are a handful of operations).
+    evaluation.set_max_iterations(MAX_EXPRESSION_STEPS);
     if let Some(value) = initial {
         evaluation.set_initial_value(value);
     }
     let mut result = evaluation.evaluate().map_err(|_| unsupported)?;
-    // Each operation asks at most once; the bound only guards against a malformed program.
-    for _ in 0..256 {
+    for _ in 0..MAX_EXPRESSION_STEPS {
         result = match result {
             EvaluationResult::Complete => {
                 return match evaluation.as_result() {
