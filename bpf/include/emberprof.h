@@ -14,6 +14,9 @@
 /* Frames kept per stack. 127 is the kernel's default kernel.perf_event_max_stack, the most
  * bpf_get_stack{,id} will return without raising that sysctl. */
 #define MAX_STACK_DEPTH 127
+/* General-purpose registers sent with a copied user stack, indexed by their DWARF number on x86-64:
+ * rax rdx rcx rbx rsi rdi rbp rsp r8 .. r15. CFI may compute a leaf's CFA from any of them. */
+#define USER_GP_REGS 16
 
 /* Length of task_struct::comm including the NUL (TASK_COMM_LEN). */
 #define COMM_LEN 16
@@ -131,6 +134,7 @@ struct user_stack_record {
 	__u64 ip;
 	__u64 sp;
 	__u64 bp;
+	__u64 gp_regs[USER_GP_REGS]; /* all of them, by DWARF number (see USER_GP_REGS) */
 	__u64 kernel_ips[MAX_STACK_DEPTH];
 	/* followed by stack_len bytes copied from sp upwards */
 };
@@ -186,7 +190,7 @@ enum stat {
 /* Layout checks, mirrored by the size asserts in bpf/src/lib.rs. */
 _Static_assert(sizeof(struct config) == 32, "struct config layout");
 _Static_assert(sizeof(struct frameless_ranges) == 8 + 16 * MAX_FRAMELESS_RANGES, "struct frameless_ranges layout");
-_Static_assert(sizeof(struct user_stack_record) == 16 + 56 + 24 + 8 * MAX_STACK_DEPTH, "struct user_stack_record layout");
+_Static_assert(sizeof(struct user_stack_record) == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH, "struct user_stack_record layout");
 _Static_assert(sizeof(struct sample_key) == 56, "struct sample_key layout");
 _Static_assert(sizeof(struct process_seen_record) == 32, "struct process_seen_record layout");
 _Static_assert(sizeof(struct instance_end_record) == 16, "struct instance_end_record layout");

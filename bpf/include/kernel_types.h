@@ -29,7 +29,21 @@ struct task_struct___emberprof {
 
 /* The registers the kernel saved at entry from user mode (bpf_task_pt_regs). */
 struct pt_regs___emberprof {
+	unsigned long r15;
+	unsigned long r14;
+	unsigned long r13;
+	unsigned long r12;
 	unsigned long bp;
+	unsigned long bx;
+	unsigned long r11;
+	unsigned long r10;
+	unsigned long r9;
+	unsigned long r8;
+	unsigned long ax;
+	unsigned long cx;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
 	unsigned long ip;
 	unsigned long sp;
 } __attribute__((preserve_access_index));

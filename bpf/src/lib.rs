@@ -11,6 +11,8 @@ pub static PROFILE_OBJECT: &[u8] =
 
 /// Frames kept per stack (`MAX_STACK_DEPTH`).
 pub const MAX_STACK_DEPTH: usize = 127;
+/// General-purpose registers in a user stack record, by DWARF number (`USER_GP_REGS`).
+pub const USER_GP_REGS: usize = 16;
 /// `COMM_LEN`: task name length including the NUL.
 pub const COMM_LEN: usize = 16;
 /// `MAX_STACK_COPY`: most user-stack bytes copied per sample.
@@ -103,6 +105,8 @@ pub struct UserStackRecord {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    /// All general-purpose registers by DWARF number (`USER_GP_REGS`).
+    pub gp_regs: [u64; USER_GP_REGS],
     pub kernel_ips: [u64; MAX_STACK_DEPTH],
 }
 
@@ -208,7 +212,7 @@ unsafe impl aya::Pod for FramelessRanges {}
 const _: () = {
     assert!(size_of::<Config>() == 32);
     assert!(size_of::<FramelessRanges>() == 8 + 16 * MAX_FRAMELESS_RANGES);
-    assert!(size_of::<UserStackRecord>() == 16 + 56 + 24 + 8 * MAX_STACK_DEPTH);
+    assert!(size_of::<UserStackRecord>() == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH);
     assert!(size_of::<SampleKey>() == 56);
     assert!(size_of::<InstanceEndRecord>() == 16);
     assert!(size_of::<ProcessSeenRecord>() == 32);

@@ -240,6 +240,52 @@ static __always_inline void user_registers(struct bpf_perf_event_data *ctx, __u6
 	*bp = regs->bp;
 }
 
+/* All general-purpose user registers, by DWARF number (see USER_GP_REGS), from the same place as
+ * user_registers takes ip/sp/bp: CFI in hand-written assembly computes CFAs from any of them. */
+static __always_inline void user_gp_registers(struct bpf_perf_event_data *ctx, __u64 *gp)
+{
+	if ((ctx->regs.cs & 3) == 3) {
+		/* Eight-byte loads from ctx at constant offsets, one per field: the verifier rejects
+		 * anything else on the perf-event context. */
+		gp[0] = ctx->regs.rax;
+		gp[1] = ctx->regs.rdx;
+		gp[2] = ctx->regs.rcx;
+		gp[3] = ctx->regs.rbx;
+		gp[4] = ctx->regs.rsi;
+		gp[5] = ctx->regs.rdi;
+		gp[6] = ctx->regs.rbp;
+		gp[7] = ctx->regs.rsp;
+		gp[8] = ctx->regs.r8;
+		gp[9] = ctx->regs.r9;
+		gp[10] = ctx->regs.r10;
+		gp[11] = ctx->regs.r11;
+		gp[12] = ctx->regs.r12;
+		gp[13] = ctx->regs.r13;
+		gp[14] = ctx->regs.r14;
+		gp[15] = ctx->regs.r15;
+		/* Keeps clang from merging these loads with the other branch's (see user_registers). */
+		asm volatile("" ::: "memory");
+		return;
+	}
+	struct pt_regs___emberprof *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	gp[0] = regs->ax;
+	gp[1] = regs->dx;
+	gp[2] = regs->cx;
+	gp[3] = regs->bx;
+	gp[4] = regs->si;
+	gp[5] = regs->di;
+	gp[6] = regs->bp;
+	gp[7] = regs->sp;
+	gp[8] = regs->r8;
+	gp[9] = regs->r9;
+	gp[10] = regs->r10;
+	gp[11] = regs->r11;
+	gp[12] = regs->r12;
+	gp[13] = regs->r13;
+	gp[14] = regs->r14;
+	gp[15] = regs->r15;
+}
+
 /* --unwind auto: is this sample's user code frameless? */
 static __always_inline int needs_stack_copy(__u32 tgid, __u64 ip)
 {
@@ -276,6 +322,7 @@ static __always_inline int send_user_stack(struct bpf_perf_event_data *ctx, cons
 	rec->ip = ip;
 	rec->sp = sp;
 	rec->bp = bp;
+	user_gp_registers(ctx, rec->gp_regs);
 	rec->kernel_len = 0;
 	if (cfg.capture_kernel) {
 		rec->key.kernel_stack_id = STACK_ID_IN_RECORD;

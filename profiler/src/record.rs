@@ -291,7 +291,7 @@ fn print_summary(
              a working unwind rule, {} in processes never snapshotted, {} where the unwinder found no caller \
              although the frame is no process or thread entry",
             truncated.dwarf_ended(UnwindEnd::StackCopyExhausted),
-            truncated.dwarf_ended(UnwindEnd::Failed),
+            truncated.dwarf_failures().iter().map(|(_, count)| count).sum::<u64>(),
             truncated.dwarf_ended(UnwindEnd::UnknownProcess),
             truncated.dwarf_ended(UnwindEnd::Complete),
         );
@@ -306,6 +306,9 @@ fn print_summary(
             "truncated user stacks (not reaching a process or thread entry) stop in: {}",
             modules.join(", ")
         );
+        for (reason, count) in truncated.dwarf_failures() {
+            log::info!("{count} DWARF unwinds stopped: {}", reason.describe());
+        }
     }
     if stats.get(emberprof_bpf::Stat::Streamed) > 0 {
         log::info!(

@@ -27,6 +27,8 @@ struct JitMap {
     map: PerfMap,
     /// The start of a UTF-8 sequence cut by the end of the last read.
     partial_utf8: Vec<u8>,
+    /// When the file was last read.
+    last_read: Instant,
     malformed_warned: bool,
 }
 
@@ -42,6 +44,10 @@ pub(crate) struct JitMaps {
 
 /// Least time between two attempts to open a process's perf map.
 const OPEN_RETRY: Duration = Duration::from_millis(200);
+
+/// Least time between two reads of a perf map for unwinding: stacks come at sampling rate, and a
+/// map that grew since is read again when a stack meets code it does not know yet.
+const UNWIND_REREAD: Duration = Duration::from_millis(100);
 
 impl JitMaps {
     /// Opens the perf map of a live process if it has one and it is not open yet.
@@ -83,6 +89,7 @@ impl JitMaps {
                 path: shown,
                 map: PerfMap::new(),
                 partial_utf8: Vec::new(),
+                last_read: Instant::now(),
                 malformed_warned: false,
             },
         );
@@ -106,8 +113,28 @@ impl JitMaps {
     }
 }
 
+impl JitMaps {
+    /// The perf map of process `key` for the unwinder (which needs its code ranges, and Python's
+    /// trampolines), read again only if `refresh` or if the last read is old.
+    pub fn for_unwinding(&mut self, key: ProcessKey, refresh: bool) -> Option<&mut PerfMap> {
+        let retry = self
+            .last_attempt
+            .get(&key)
+            .is_none_or(|last| last.elapsed() >= OPEN_RETRY);
+        if retry {
+            self.open(key);
+        }
+        let jit = self.maps.get_mut(&key)?;
+        if refresh || jit.last_read.elapsed() >= UNWIND_REREAD {
+            jit.read_new_lines();
+        }
+        Some(&mut jit.map)
+    }
+}
+
 impl JitMap {
     fn read_new_lines(&mut self) {
+        self.last_read = Instant::now();
         let mut bytes = std::mem::take(&mut self.partial_utf8);
         let before = bytes.len();
         let mut reader = std::io::Read::by_ref(&mut self.file).take(MAX_READ_PER_REFRESH);

@@ -38,4 +38,4 @@ pub use maps::{parse_maps, MapsEntry};
 pub use modules::{Module, ModuleId, ModuleTable};
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
 pub use symbolize::{FramelessCode, Symbolizer, SymbolizerOptions};
-pub use unwind::{UnwindEnd, UnwoundStack, UserRegisters};
+pub use unwind::{UnwindEnd, UnwindFailure, UnwoundStack, UserRegisters};

@@ -204,23 +204,38 @@ impl Symbolizer {
         registers: UserRegisters,
         stack: &[u8],
     ) -> UnwoundStack {
-        let unwound = self
-            .unwinders
-            .unwind(key, registers, stack, &self.processes, &self.modules);
-        // A frame outside the snapshot means code mapped since it was taken (the snapshot of a
-        // process seen while the dynamic loader ran has no libc yet): without that module's CFI the
-        // unwind went wrong from there. Retake the snapshot and unwind again.
+        let unwound = self.unwinders.unwind(
+            key,
+            registers,
+            stack,
+            &self.processes,
+            &self.modules,
+            self.jit.for_unwinding(key, false),
+        );
+        // A frame outside the snapshot and the perf map means code mapped since they were read (the
+        // snapshot of a process seen while the dynamic loader ran has no libc yet; a JIT writes its
+        // map as it compiles): without it the unwind may have gone wrong from there. Read both again
+        // and unwind again.
+        let jit = self.jit.for_unwinding(key, false);
         let outside_snapshot = match self.processes.get(key) {
-            Some(snapshot) => unwound
-                .frames
-                .iter()
-                .any(|&a| snapshot.locate(a) == UserLocation::Unmapped),
+            Some(snapshot) => {
+                let mut jit = jit;
+                unwound.frames.iter().any(|&a| {
+                    snapshot.locate(a) == UserLocation::Unmapped
+                        && jit.as_mut().is_none_or(|map| map.lookup(a).is_none())
+                })
+            }
             None => true,
         };
         if outside_snapshot && self.refresh_snapshot(key) {
-            return self
-                .unwinders
-                .unwind(key, registers, stack, &self.processes, &self.modules);
+            return self.unwinders.unwind(
+                key,
+                registers,
+                stack,
+                &self.processes,
+                &self.modules,
+                self.jit.for_unwinding(key, true),
+            );
         }
         unwound
     }

@@ -4,6 +4,7 @@
 
 mod errors;
 mod names;
+mod real_world;
 mod record;
 mod support;
 mod symbols;

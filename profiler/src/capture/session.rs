@@ -11,7 +11,9 @@ use anyhow::Result;
 use emberprof_bpf::{
     comm_to_string, Record, SampleKey, UserStackRecord, STACK_ID_IN_RECORD, STACK_ID_NONE,
 };
-use emberprof_symbolizer::{FramelessCode, ProcessKey, Symbolizer, UnwindEnd, UserRegisters};
+use emberprof_symbolizer::{
+    FramelessCode, ProcessKey, Symbolizer, UnwindEnd, UnwindFailure, UserRegisters,
+};
 
 use super::launch::RunningCommand;
 use super::sampler::{Sampler, StackCache, UnwindMode};
@@ -70,6 +72,8 @@ pub struct UnwindStats {
     pub dwarf_stack_copy_exhausted: u64,
     /// ... that ended where no unwind rule worked.
     pub dwarf_failed: u64,
+    /// `dwarf_failed` by reason, indexed like [`UnwindFailure::ALL`].
+    pub dwarf_failures: [u64; UnwindFailure::ALL.len()],
     /// ... of processes that were never snapshotted (only the sampled instruction is known).
     pub dwarf_unknown_process: u64,
     /// Walked by the kernel through frame pointers.
@@ -88,7 +92,12 @@ impl UnwindStats {
         match end {
             UnwindEnd::Complete => self.dwarf_complete += 1,
             UnwindEnd::StackCopyExhausted => self.dwarf_stack_copy_exhausted += 1,
-            UnwindEnd::Failed => self.dwarf_failed += 1,
+            UnwindEnd::Failed(reason) => {
+                self.dwarf_failed += 1;
+                if let Some(i) = UnwindFailure::ALL.iter().position(|&r| r == reason) {
+                    self.dwarf_failures[i] += 1;
+                }
+            }
             UnwindEnd::UnknownProcess => self.dwarf_unknown_process += 1,
         }
     }
@@ -338,6 +347,7 @@ fn unwind_user_stack(
         ip: record.ip,
         sp: record.sp,
         bp: record.bp,
+        general: Some(record.gp_regs),
     };
     let process = ProcessKey {
         pid: record.key.tgid,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    stack_root, FrameAddress, FrameKind, Symbol, Symbolizer, UnwindEnd, UserLocation,
+    stack_root, FrameAddress, FrameKind, Symbol, Symbolizer, UnwindEnd, UnwindFailure, UserLocation,
 };
 
 use crate::sample::{StackSample, UserStackSource};
@@ -40,6 +40,20 @@ impl Truncation {
 
     pub fn dwarf_ended(&self, end: UnwindEnd) -> u64 {
         self.dwarf.get(&end).copied().unwrap_or(0)
+    }
+
+    /// Truncated DWARF unwinds that stopped for want of a working rule, by reason, most first.
+    pub fn dwarf_failures(&self) -> Vec<(UnwindFailure, u64)> {
+        let mut failures: Vec<(UnwindFailure, u64)> = self
+            .dwarf
+            .iter()
+            .filter_map(|(end, count)| match end {
+                UnwindEnd::Failed(reason) => Some((*reason, *count)),
+                _ => None,
+            })
+            .collect();
+        failures.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        failures
     }
 
     /// The modules where most truncated stacks stop, most first (ties by name).

@@ -30,6 +30,19 @@ impl Deref for SectionBytes {
     }
 }
 
+impl SectionBytes {
+    /// Bytes not from a file, for unit tests that generate sections.
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let mut map = memmap2::MmapMut::map_anon(bytes.len().max(1)).ok()?;
+        map[..bytes.len()].copy_from_slice(bytes);
+        Some(SectionBytes {
+            map: Arc::new(map.make_read_only().ok()?),
+            range: 0..bytes.len(),
+        })
+    }
+}
+
 /// A section: its address in the file's own address space (SVMA) and its bytes.
 #[derive(Clone)]
 pub struct Section {

@@ -6,18 +6,25 @@
 //! and shared by all processes; each process gets a framehop unwinder placing those modules at its
 //! own addresses, built at its first stack and dropped when it is forgotten.
 
+mod cfi;
 pub(crate) mod elf_info;
+mod walk;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
-use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Unwinder as _};
+use gimli::UnwindContext;
 
+use cfi::ModuleCfi;
 pub use elf_info::ElfUnwindInfo;
 use elf_info::SectionBytes;
+use walk::Walk;
 
 use crate::modules::{ModuleId, ModuleTable};
+use crate::perf_map::PerfMap;
 use crate::process::{ProcessKey, ProcessTable};
 
 /// Frames kept per unwound stack; deeper stacks are cut (and counted as ended early).
@@ -29,6 +36,9 @@ pub struct UserRegisters {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    /// All general-purpose registers by DWARF number (rax rdx rcx rbx rsi rdi rbp rsp r8 .. r15),
+    /// when the capture has them: CFI of hand-written assembly computes a leaf's CFA from any of them.
+    pub general: Option<[u64; 16]>,
 }
 
 /// How an unwind ended.
@@ -38,10 +48,71 @@ pub enum UnwindEnd {
     Complete,
     /// The next frame lies beyond the copied bytes: the copy (`--stack-size`) was too small.
     StackCopyExhausted,
-    /// The unwind rules led nowhere (no or wrong unwind info and no frame pointer), or too deep.
-    Failed,
+    /// The unwind rules led nowhere: the stack stops at the last good frame.
+    Failed(UnwindFailure),
     /// No snapshot of the process: only the sampled instruction is known.
     UnknownProcess,
+}
+
+/// Why an unwind stopped before the root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnwindFailure {
+    /// More than [`MAX_UNWIND_FRAMES`] frames.
+    TooDeep,
+    /// The CFI needs a register whose value is not known in this frame (only the leaf frame has
+    /// them all).
+    UnknownRegister,
+    /// The CFI uses an operation or rule this unwinder does not evaluate.
+    UnsupportedCfi,
+    /// The CFI of the module could not be parsed.
+    UnreadableCfi,
+    /// A rule pointed below the stack pointer, outside the copied stack.
+    OutsideStackCopy,
+    /// The caller's stack pointer would lie below the callee's.
+    WentBackwards,
+    /// A computed address overflowed.
+    BadAddress,
+    /// A leaf without CFI where neither `[rsp]` nor the frame pointer gives a return address into code.
+    LeafWithoutCfi,
+    /// A Python perf trampoline of an unknown shape.
+    UnknownTrampoline,
+    /// framehop found no way on (its rules repeated the same frame).
+    DidNotAdvance,
+}
+
+impl UnwindFailure {
+    pub const ALL: [UnwindFailure; 10] = [
+        UnwindFailure::TooDeep,
+        UnwindFailure::UnknownRegister,
+        UnwindFailure::UnsupportedCfi,
+        UnwindFailure::UnreadableCfi,
+        UnwindFailure::OutsideStackCopy,
+        UnwindFailure::WentBackwards,
+        UnwindFailure::BadAddress,
+        UnwindFailure::LeafWithoutCfi,
+        UnwindFailure::UnknownTrampoline,
+        UnwindFailure::DidNotAdvance,
+    ];
+
+    /// For `-v`: why stacks stopped there.
+    pub fn describe(self) -> &'static str {
+        match self {
+            UnwindFailure::TooDeep => "deeper than the frame limit",
+            UnwindFailure::UnknownRegister => {
+                "CFI needs a register not recovered in an outer frame"
+            }
+            UnwindFailure::UnsupportedCfi => "CFI operation not supported",
+            UnwindFailure::UnreadableCfi => "CFI could not be parsed",
+            UnwindFailure::OutsideStackCopy => "a rule read below the copied stack",
+            UnwindFailure::WentBackwards => "the stack pointer went backwards",
+            UnwindFailure::BadAddress => "an address overflowed",
+            UnwindFailure::LeafWithoutCfi => {
+                "leaf without CFI and no return address into code at [rsp] or the frame pointer"
+            }
+            UnwindFailure::UnknownTrampoline => "Python perf trampoline of unknown shape",
+            UnwindFailure::DidNotAdvance => "the unwind rule did not move to a caller",
+        }
+    }
 }
 
 /// A user stack rebuilt from a copy.
@@ -52,13 +123,69 @@ pub struct UnwoundStack {
     pub end: UnwindEnd,
 }
 
-type ProcessUnwinder = UnwinderX86_64<SectionBytes>;
+/// One module placed in a process: where its code is, and what unwinding it needs.
+struct PlacedModule {
+    avma: Range<u64>,
+    /// The address of the module's SVMA 0 in the process.
+    base: u64,
+    info: Arc<ElfUnwindInfo>,
+    cfi: Arc<ModuleCfi>,
+}
+
+struct ProcessUnwinder {
+    framehop: UnwinderX86_64<SectionBytes>,
+    /// Sorted by start.
+    modules: Vec<PlacedModule>,
+    /// Every executable mapping of a file, sorted (including modules without unwind information).
+    code: Vec<Range<u64>>,
+}
+
+impl ProcessUnwinder {
+    fn module_at(&self, address: u64) -> Option<&PlacedModule> {
+        let index = self.modules.partition_point(|m| m.avma.start <= address);
+        let module = self.modules.get(index.checked_sub(1)?)?;
+        (address < module.avma.end).then_some(module)
+    }
+
+    fn is_code(&self, address: u64) -> bool {
+        let index = self.code.partition_point(|range| range.start <= address);
+        index
+            .checked_sub(1)
+            .and_then(|i| self.code.get(i))
+            .is_some_and(|range| address < range.end)
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct Unwinders {
     elf_info: HashMap<ModuleId, Option<Arc<ElfUnwindInfo>>>,
+    cfi: HashMap<ModuleId, Arc<ModuleCfi>>,
     processes: HashMap<ProcessKey, ProcessUnwinder>,
     cache: CacheX86_64,
+    context: UnwindContext<usize>,
+}
+
+/// The copied top of a user stack, from `sp` upwards.
+struct StackCopy<'a> {
+    sp: u64,
+    bytes: &'a [u8],
+}
+
+impl StackCopy<'_> {
+    fn read(&self, address: u64) -> Result<u64, UnwindEnd> {
+        let end = self.sp.saturating_add(self.bytes.len() as u64);
+        let Some(offset) = address.checked_sub(self.sp) else {
+            return Err(UnwindEnd::Failed(UnwindFailure::OutsideStackCopy));
+        };
+        let word = usize::try_from(offset)
+            .ok()
+            .and_then(|offset| self.bytes.get(offset..offset.checked_add(8)?));
+        match word.and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+            Some(word) => Ok(u64::from_le_bytes(word)),
+            None if address.saturating_add(8) > end => Err(UnwindEnd::StackCopyExhausted),
+            None => Err(UnwindEnd::Failed(UnwindFailure::OutsideStackCopy)),
+        }
+    }
 }
 
 impl Unwinders {
@@ -79,6 +206,9 @@ impl Unwinders {
         self.processes.remove(&key);
     }
 
+    /// Unwinds one copied stack. `jit` is the process's perf map, if it has one: its entries are
+    /// code too (a leaf without CFI may return there), and Python's `py::` entries are trampolines
+    /// the unwinder steps through.
     pub fn unwind(
         &mut self,
         key: ProcessKey,
@@ -86,6 +216,7 @@ impl Unwinders {
         stack: &[u8],
         processes: &ProcessTable,
         modules: &ModuleTable,
+        jit: Option<&mut PerfMap>,
     ) -> UnwoundStack {
         if !self.processes.contains_key(&key) {
             let Some(unwinder) = self.build_unwinder(key, processes, modules) else {
@@ -96,33 +227,30 @@ impl Unwinders {
             };
             self.processes.insert(key, unwinder);
         }
-        let unwinder = &self.processes[&key];
-        let stack_end = registers.sp.saturating_add(stack.len() as u64);
-        let mut read_stack = |address: u64| -> Result<u64, ()> {
-            let offset = address.checked_sub(registers.sp).ok_or(())? as usize;
-            let bytes = stack
-                .get(offset..offset.checked_add(8).ok_or(())?)
-                .ok_or(())?;
-            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+        let Some(process) = self.processes.get(&key) else {
+            return UnwoundStack {
+                frames: vec![registers.ip],
+                end: UnwindEnd::UnknownProcess,
+            };
         };
-        let regs = UnwindRegsX86_64::new(registers.ip, registers.sp, registers.bp);
-        let mut frames = Vec::with_capacity(32);
-        let mut iterator =
-            unwinder.iter_frames(registers.ip, regs, &mut self.cache, &mut read_stack);
-        let end = loop {
-            if frames.len() >= MAX_UNWIND_FRAMES {
-                break UnwindEnd::Failed;
-            }
-            match iterator.next() {
-                Ok(Some(frame)) => frames.push(frame.address()),
-                Ok(None) | Err(framehop::Error::ReturnAddressIsNull) => break UnwindEnd::Complete,
-                Err(framehop::Error::CouldNotReadStack(address)) if address >= stack_end => {
-                    break UnwindEnd::StackCopyExhausted
-                }
-                Err(_) => break UnwindEnd::Failed,
-            }
+        let mut walk = Walk {
+            process,
+            cache: &mut self.cache,
+            context: &mut self.context,
+            stack: StackCopy {
+                sp: registers.sp,
+                bytes: stack,
+            },
+            jit,
         };
-        UnwoundStack { frames, end }
+        walk.run(registers)
+    }
+
+    fn module_cfi(&mut self, module: ModuleId, info: &ElfUnwindInfo) -> Arc<ModuleCfi> {
+        self.cfi
+            .entry(module)
+            .or_insert_with(|| Arc::new(ModuleCfi::scan(info)))
+            .clone()
     }
 
     fn build_unwinder(
@@ -132,7 +260,8 @@ impl Unwinders {
         modules: &ModuleTable,
     ) -> Option<ProcessUnwinder> {
         let snapshot = processes.get(key)?;
-        let mut unwinder = ProcessUnwinder::new();
+        let mut framehop = UnwinderX86_64::new();
+        let mut placed = Vec::new();
         for mapping in snapshot.mappings() {
             let Some(info) = self.elf_info(mapping.module, modules) else {
                 continue;
@@ -157,13 +286,28 @@ impl Unwinders {
                 text_segment: None,
             };
             let name = modules.get(mapping.module).display_name.to_string();
-            unwinder.add_module(framehop::Module::new(
+            framehop.add_module(framehop::Module::new(
                 name,
                 mapping.start..mapping.end,
                 base,
                 section_info,
             ));
+            let cfi = self.module_cfi(mapping.module, &info);
+            placed.push(PlacedModule {
+                avma: mapping.start..mapping.end,
+                base,
+                info,
+                cfi,
+            });
         }
-        Some(unwinder)
+        placed.sort_by_key(|m| m.avma.start);
+        let mut code: Vec<Range<u64>> =
+            snapshot.mappings().iter().map(|m| m.start..m.end).collect();
+        code.sort_by_key(|range| range.start);
+        Some(ProcessUnwinder {
+            framehop,
+            modules: placed,
+            code,
+        })
     }
 }

@@ -95,6 +95,10 @@ pub fn snapshot(pid: u32, max_bytes: usize) -> StackSnapshot {
             ip: regs.rip,
             sp: regs.rsp,
             bp: regs.rbp,
+            general: Some([
+                regs.rax, regs.rdx, regs.rcx, regs.rbx, regs.rsi, regs.rdi, regs.rbp, regs.rsp,
+                regs.r8, regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
+            ]),
         };
         let stack = read_stack(pid, registers.sp, max_bytes);
         assert_eq!(

@@ -1,0 +1,637 @@
+//! CFI rows that framehop cannot follow, found and executed with gimli.
+//!
+//! framehop 0.16 caches rules whose CFA is RSP or RBP plus an offset and whose return address is at
+//! CFA − 8; its generic path tracks only ip/sp/bp and cannot read memory, and where neither works it
+//! silently applies the frame-pointer rule. Hand-written assembly (OpenSSL's AES, SHA and bignum code)
+//! has rows like `DW_CFA_def_cfa_expression: DW_OP_breg7 (rsp) +40; DW_OP_deref; DW_OP_plus_uconst 8`
+//! (the caller's stack pointer saved in the frame) or a CFA on rax/rsi/r9/r11 (a leaf that moved RSP
+//! somewhere else). For those, [`ModuleCfi`] knows which FDEs contain such rows, and [`step`]
+//! evaluates the row for a PC against the registers known for that frame and the copied stack.
+
+use std::ops::Range;
+
+use gimli::{
+    BaseAddresses, CallFrameInstruction, CfaRule, CieOrFde, EhFrame, EhFrameHdr, EndianSlice,
+    Evaluation, EvaluationResult, Expression, LittleEndian, Location, Piece, Register,
+    RegisterRule, UnwindContext, UnwindSection, Value, X86_64,
+};
+
+use super::elf_info::ElfUnwindInfo;
+use super::{UnwindEnd, UnwindFailure};
+
+type Slice<'a> = EndianSlice<'a, LittleEndian>;
+
+/// DWARF register numbers 0..=15 are the general-purpose registers, 16 is the return address (RIP).
+pub(crate) const TRACKED_REGISTERS: usize = 17;
+
+/// Registers the x86-64 psABI makes a callee preserve: without a CFI rule they keep their value in
+/// the caller. Every other register is unknown in the caller unless a rule says where it is.
+pub(crate) const CALLEE_SAVED: [Register; 6] = [
+    X86_64::RBX,
+    X86_64::RBP,
+    X86_64::R12,
+    X86_64::R13,
+    X86_64::R14,
+    X86_64::R15,
+];
+
+/// Register values known for one frame, by DWARF number; `None` where unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Registers(pub [Option<u64>; TRACKED_REGISTERS]);
+
+impl Registers {
+    /// Only the PC, stack pointer and frame pointer known (what framehop hands back).
+    pub fn ip_sp_bp(ip: u64, sp: u64, bp: u64) -> Self {
+        let mut values = [None; TRACKED_REGISTERS];
+        values[usize::from(X86_64::RA.0)] = Some(ip);
+        values[usize::from(X86_64::RSP.0)] = Some(sp);
+        values[usize::from(X86_64::RBP.0)] = Some(bp);
+        Registers(values)
+    }
+
+    pub fn get(&self, register: Register) -> Option<u64> {
+        self.0.get(usize::from(register.0)).copied().flatten()
+    }
+
+    fn set(&mut self, register: Register, value: Option<u64>) {
+        if let Some(slot) = self.0.get_mut(usize::from(register.0)) {
+            *slot = value;
+        }
+    }
+
+    pub fn ip(&self) -> Option<u64> {
+        self.get(X86_64::RA)
+    }
+    pub fn sp(&self) -> Option<u64> {
+        self.get(X86_64::RSP)
+    }
+    pub fn bp(&self) -> Option<u64> {
+        self.get(X86_64::RBP)
+    }
+}
+
+/// Operations evaluated per CFI expression at most.
+const MAX_EXPRESSION_STEPS: u32 = 256;
+
+/// Reads 8 bytes of the copied stack; the error says how the unwind ends if it cannot.
+pub(crate) type ReadMemory<'a> = dyn FnMut(u64) -> Result<u64, UnwindEnd> + 'a;
+
+/// Gaps between FDEs up to this size (function alignment padding, where no PC ever is) are merged
+/// into one covered range.
+const MAX_PADDING: u64 = 15;
+
+/// What one module's `.eh_frame` covers, and which of its FDEs have rows framehop does not follow.
+#[derive(Debug, Default)]
+pub(crate) struct ModuleCfi {
+    /// Their address ranges (SVMA), sorted by start.
+    special: Vec<Range<u64>>,
+    /// Code covered by any FDE (SVMA), sorted and merged: a leaf outside gets the no-CFI rules.
+    covered: Vec<Range<u64>>,
+}
+
+impl ModuleCfi {
+    /// Scans the module's `.eh_frame` once (the instructions, not the rows: cheap enough to do for
+    /// every module a process maps).
+    pub fn scan(info: &ElfUnwindInfo) -> Self {
+        let Some(eh_frame) = &info.eh_frame else {
+            return ModuleCfi::default();
+        };
+        let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
+        let bases = bases(info);
+        let mut special = Vec::new();
+        let mut covered = Vec::new();
+        let mut entries = section.entries(&bases);
+        while let Ok(Some(entry)) = entries.next() {
+            let CieOrFde::Fde(partial) = entry else {
+                continue;
+            };
+            let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
+                continue;
+            };
+            let data_alignment = fde.cie().data_alignment_factor();
+            let mut cie_instructions = fde.cie().instructions(&section, &bases);
+            let mut fde_instructions = fde.instructions(&section, &bases);
+            let mut is_special = false;
+            while let Ok(Some(instruction)) = cie_instructions.next() {
+                is_special |= framehop_cannot_follow(&instruction, data_alignment);
+            }
+            while let Ok(Some(instruction)) = fde_instructions.next() {
+                is_special |= framehop_cannot_follow(&instruction, data_alignment);
+            }
+            let start = fde.initial_address();
+            let range = start..start.saturating_add(fde.len());
+            if is_special {
+                special.push(range.clone());
+            }
+            covered.push(range);
+        }
+        special.sort_by_key(|range| range.start);
+        covered.sort_by_key(|range| range.start);
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(covered.len() / 8);
+        for range in covered {
+            match merged.last_mut() {
+                Some(last) if range.start <= last.end.saturating_add(MAX_PADDING) => {
+                    last.end = last.end.max(range.end);
+                }
+                _ => merged.push(range),
+            }
+        }
+        merged.shrink_to_fit();
+        ModuleCfi {
+            special,
+            covered: merged,
+        }
+    }
+
+    /// Whether an FDE covers `svma` (always false for a module whose CFI is only in
+    /// `.debug_frame`, which is not scanned).
+    pub fn covers(&self, svma: u64) -> bool {
+        contains(&self.covered, svma)
+    }
+
+    /// Whether the FDE covering `svma` has rows framehop does not follow.
+    pub fn needs_own_step(&self, svma: u64) -> bool {
+        contains(&self.special, svma)
+    }
+
+    /// How many FDEs have such rows.
+    #[cfg(test)]
+    pub fn special_fdes(&self) -> usize {
+        self.special.len()
+    }
+}
+
+/// Whether one CFI instruction makes a row framehop 0.16 would get wrong: a CFA that is an
+/// expression or on a register other than RSP/RBP, or a return-address/RBP rule other than "saved at
+/// CFA + n" (and, for the return address, other than CFA − 8).
+fn framehop_cannot_follow<T: gimli::ReaderOffset>(
+    instruction: &CallFrameInstruction<T>,
+    data_alignment: i64,
+) -> bool {
+    use CallFrameInstruction as I;
+    let watched = |register: Register| register == X86_64::RA || register == X86_64::RBP;
+    match *instruction {
+        I::DefCfaExpression { .. } => true,
+        I::DefCfa { register, .. }
+        | I::DefCfaSf { register, .. }
+        | I::DefCfaRegister { register } => register != X86_64::RSP && register != X86_64::RBP,
+        I::Offset {
+            register,
+            factored_offset,
+        } => {
+            register == X86_64::RA
+                && i64::try_from(factored_offset)
+                    .ok()
+                    .and_then(|o| o.checked_mul(data_alignment))
+                    != Some(-8)
+        }
+        I::OffsetExtendedSf {
+            register,
+            factored_offset,
+        } => register == X86_64::RA && factored_offset.checked_mul(data_alignment) != Some(-8),
+        I::ValOffset { register, .. }
+        | I::ValOffsetSf { register, .. }
+        | I::Expression { register, .. }
+        | I::ValExpression { register, .. } => watched(register),
+        I::Register { dest_register, .. } => watched(dest_register),
+        _ => false,
+    }
+}
+
+fn bases(info: &ElfUnwindInfo) -> BaseAddresses {
+    let mut bases = BaseAddresses::default();
+    if let Some(eh_frame) = &info.eh_frame {
+        bases = bases.set_eh_frame(eh_frame.svma.start);
+    }
+    if let Some(hdr) = &info.eh_frame_hdr {
+        bases = bases.set_eh_frame_hdr(hdr.svma.start);
+    }
+    if let Some(text) = &info.text {
+        bases = bases.set_text(text.svma.start);
+    }
+    if let Some(got) = &info.got_svma {
+        bases = bases.set_got(got.start);
+    }
+    bases
+}
+
+/// Whether one of `ranges` (sorted, not overlapping) contains `address`.
+fn contains(ranges: &[Range<u64>], address: u64) -> bool {
+    let index = ranges.partition_point(|range| range.start <= address);
+    index
+        .checked_sub(1)
+        .and_then(|i| ranges.get(i))
+        .is_some_and(|range| address < range.end)
+}
+
+/// One unwind step with the CFI row for `svma` (the PC, or a return address − 1, in the module's own
+/// addresses): the caller's registers, or `None` at the root (the return address is undefined).
+pub(crate) fn step(
+    info: &ElfUnwindInfo,
+    context: &mut UnwindContext<usize>,
+    svma: u64,
+    registers: &Registers,
+    read: &mut ReadMemory<'_>,
+) -> Result<Option<Registers>, UnwindEnd> {
+    let bad_cfi = UnwindEnd::Failed(UnwindFailure::UnreadableCfi);
+    let eh_frame = info.eh_frame.as_ref().ok_or(bad_cfi)?;
+    let bases = bases(info);
+    let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
+    // The FDE through `.eh_frame_hdr`'s binary-search table; without one (rare: only modules with
+    // such rows get here) by a scan of `.eh_frame`.
+    let fde = match info.eh_frame_hdr.as_ref().and_then(|hdr| {
+        EhFrameHdr::new(&hdr.bytes, LittleEndian)
+            .parse(&bases, 8)
+            .ok()
+    }) {
+        Some(hdr) => hdr.table().ok_or(bad_cfi)?.fde_for_address(
+            &section,
+            &bases,
+            svma,
+            EhFrame::cie_from_offset,
+        ),
+        None => section.fde_for_address(&bases, svma, EhFrame::cie_from_offset),
+    }
+    .map_err(|_| bad_cfi)?;
+    let encoding = fde.cie().encoding();
+    let row = fde
+        .unwind_info_for_address(&section, &bases, context, svma)
+        .map_err(|_| bad_cfi)?;
+    let expression = |e: &gimli::UnwindExpression<usize>| e.get(&section).map_err(|_| bad_cfi);
+
+    let sp = registers
+        .sp()
+        .ok_or(UnwindEnd::Failed(UnwindFailure::UnknownRegister))?;
+    let cfa = match row.cfa() {
+        CfaRule::RegisterAndOffset { register, offset } => registers
+            .get(*register)
+            .ok_or(UnwindEnd::Failed(UnwindFailure::UnknownRegister))?
+            .checked_add_signed(*offset)
+            .ok_or(UnwindEnd::Failed(UnwindFailure::BadAddress))?,
+        CfaRule::Expression(e) => evaluate(expression(e)?, encoding, registers, None, read)?,
+    };
+    // The return address is pushed below the CFA, so the caller's stack pointer lies above ours.
+    if cfa <= sp {
+        return Err(UnwindEnd::Failed(UnwindFailure::WentBackwards));
+    }
+
+    let mut caller = Registers([None; TRACKED_REGISTERS]);
+    for number in 0..TRACKED_REGISTERS as u16 {
+        let register = Register(number);
+        let address_at = |offset: i64| {
+            cfa.checked_add_signed(offset)
+                .ok_or(UnwindEnd::Failed(UnwindFailure::BadAddress))
+        };
+        let value = match row.register(register) {
+            None if register == X86_64::RA => Some(read(address_at(-8)?)?),
+            None if CALLEE_SAVED.contains(&register) => registers.get(register),
+            None | Some(RegisterRule::Undefined) => None,
+            Some(RegisterRule::SameValue) => registers.get(register),
+            Some(RegisterRule::Offset(offset)) => {
+                let address = address_at(offset)?;
+                if register == X86_64::RA {
+                    Some(read(address)?)
+                } else {
+                    read(address).ok()
+                }
+            }
+            Some(RegisterRule::ValOffset(offset)) => Some(address_at(offset)?),
+            Some(RegisterRule::Register(from)) => registers.get(from),
+            Some(RegisterRule::Expression(e)) => {
+                let address = evaluate(expression(&e)?, encoding, registers, Some(cfa), read)?;
+                Some(read(address)?)
+            }
+            Some(RegisterRule::ValExpression(e)) => Some(evaluate(
+                expression(&e)?,
+                encoding,
+                registers,
+                Some(cfa),
+                read,
+            )?),
+            Some(_) => None,
+        };
+        caller.set(register, value);
+    }
+    let Some(return_address) = caller.ip() else {
+        // An undefined return address marks the outermost frame (`_start`, `clone`).
+        return Ok(None);
+    };
+    if return_address == 0 {
+        return Ok(None);
+    }
+    caller.set(X86_64::RSP, Some(cfa));
+    Ok(Some(caller))
+}
+
+/// Evaluates a CFI expression: registers from `registers`, memory from the stack copy.
+/// `initial` is pushed first (the CFA, for register rules).
+fn evaluate(
+    expression: Expression<Slice<'_>>,
+    encoding: gimli::Encoding,
+    registers: &Registers,
+    initial: Option<u64>,
+    read: &mut ReadMemory<'_>,
+) -> Result<u64, UnwindEnd> {
+    let unsupported = UnwindEnd::Failed(UnwindFailure::UnsupportedCfi);
+    let mut evaluation: Evaluation<Slice<'_>> = expression.evaluation(encoding);
+    // The CFI comes from the profiled program: a branch back in a crafted expression must not make
+    // the unwinder loop (real CFI expressions are a handful of operations).
+    evaluation.set_max_iterations(MAX_EXPRESSION_STEPS);
+    if let Some(value) = initial {
+        evaluation.set_initial_value(value);
+    }
+    let mut result = evaluation.evaluate().map_err(|_| unsupported)?;
+    for _ in 0..MAX_EXPRESSION_STEPS {
+        result = match result {
+            EvaluationResult::Complete => {
+                return match evaluation.as_result() {
+                    [Piece {
+                        location: Location::Address { address },
+                        ..
+                    }] => Ok(*address),
+                    _ => Err(unsupported),
+                }
+            }
+            EvaluationResult::RequiresMemory { address, size, .. } => {
+                let word = read(address)?;
+                let value = match size {
+                    8.. => word,
+                    _ => word & ((1u64 << (u32::from(size) * 8)) - 1),
+                };
+                evaluation.resume_with_memory(Value::Generic(value))
+            }
+            EvaluationResult::RequiresRegister { register, .. } => {
+                let value = registers
+                    .get(register)
+                    .ok_or(UnwindEnd::Failed(UnwindFailure::UnknownRegister))?;
+                evaluation.resume_with_register(Value::Generic(value))
+            }
+            _ => return Err(unsupported),
+        }
+        .map_err(|_| unsupported)?;
+    }
+    Err(unsupported)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Rows generated with `gimli::write` the way OpenSSL's assembly writes them, and stack copies made
+    //! up to match: each test checks the exact caller the row gives.
+
+    use gimli::write::{
+        Address, CallFrameInstruction as Cfi, CommonInformationEntry, EhFrame as EhFrameWriter,
+        EndianVec, Expression as ExpressionWriter, FrameDescriptionEntry, FrameTable,
+    };
+    use gimli::{Encoding, Format, Register, X86_64};
+
+    use super::*;
+    use crate::unwind::elf_info::{ElfUnwindInfo, Section, SectionBytes};
+
+    const STACK: u64 = 0x7ffc_0000_0000;
+    /// Functions of the generated module: each FDE covers 0x100 bytes at one of these.
+    const EXPRESSION_FN: u64 = 0x1000;
+    const RBP_EXPRESSION_FN: u64 = 0x2000;
+    const RSI_FN: u64 = 0x3000;
+    const PLAIN_FN: u64 = 0x4000;
+    const PLT: u64 = 0x5000;
+
+    /// A module whose `.eh_frame` has one FDE per function above; rows start 4 bytes in.
+    fn module() -> ElfUnwindInfo {
+        let encoding = Encoding {
+            format: Format::Dwarf32,
+            version: 1,
+            address_size: 8,
+        };
+        let mut cie = CommonInformationEntry::new(encoding, 1, -8, X86_64::RA);
+        cie.add_instruction(Cfi::Cfa(X86_64::RSP, 8));
+        cie.add_instruction(Cfi::Offset(X86_64::RA, -8));
+        let mut table = FrameTable::default();
+        let cie = table.add_cie(cie);
+        let fde = |start: u64, rows: Vec<Cfi>| {
+            let mut fde = FrameDescriptionEntry::new(Address::Constant(start), 0x100);
+            for row in rows {
+                fde.add_instruction(4, row);
+            }
+            fde
+        };
+        // OpenSSL's `DW_OP_breg7 (rsp): 40; DW_OP_deref; DW_OP_plus_uconst: 8`, with rbp saved
+        // below the CFA as its prologues do.
+        let mut saved_rsp = ExpressionWriter::new();
+        saved_rsp.op_breg(X86_64::RSP, 40);
+        saved_rsp.op_deref();
+        saved_rsp.op_plus_uconst(8);
+        table.add_fde(
+            cie,
+            fde(
+                EXPRESSION_FN,
+                vec![Cfi::CfaExpression(saved_rsp), Cfi::Offset(X86_64::RBP, -16)],
+            ),
+        );
+        // `DW_OP_breg6 (rbp): -8; DW_OP_deref; DW_OP_lit8; DW_OP_plus`.
+        let mut via_rbp = ExpressionWriter::new();
+        via_rbp.op_breg(X86_64::RBP, -8);
+        via_rbp.op_deref();
+        via_rbp.op(gimli::DW_OP_lit8);
+        via_rbp.op(gimli::DW_OP_plus);
+        table.add_fde(
+            cie,
+            fde(RBP_EXPRESSION_FN, vec![Cfi::CfaExpression(via_rbp)]),
+        );
+        // A leaf that moved RSP and keeps the CFA in RSI.
+        table.add_fde(cie, fde(RSI_FN, vec![Cfi::Cfa(X86_64::RSI, 8)]));
+        // What compilers write: framehop's business.
+        table.add_fde(cie, fde(PLAIN_FN, vec![Cfi::CfaOffset(16)]));
+        // GNU ld's .plt: 16-byte entries that push 8 bytes at offset 11 before jumping:
+        // `DW_OP_breg7 (rsp): 8; DW_OP_breg16 (rip): 0; DW_OP_lit15; DW_OP_and; DW_OP_lit11;
+        // DW_OP_ge; DW_OP_lit3; DW_OP_shl; DW_OP_plus`.
+        let mut plt = ExpressionWriter::new();
+        plt.op_breg(X86_64::RSP, 8);
+        plt.op_breg(X86_64::RA, 0);
+        for op in [
+            gimli::DW_OP_lit15,
+            gimli::DW_OP_and,
+            gimli::DW_OP_lit11,
+            gimli::DW_OP_ge,
+            gimli::DW_OP_lit3,
+            gimli::DW_OP_shl,
+            gimli::DW_OP_plus,
+        ] {
+            plt.op(op);
+        }
+        let mut plt_fde = FrameDescriptionEntry::new(Address::Constant(PLT), 0x100);
+        plt_fde.add_instruction(0, Cfi::CfaExpression(plt));
+        table.add_fde(cie, plt_fde);
+        let mut eh_frame = EhFrameWriter(EndianVec::new(gimli::LittleEndian));
+        table
+            .write_eh_frame(&mut eh_frame)
+            .expect("write .eh_frame");
+        let bytes = eh_frame.0.into_vec();
+        ElfUnwindInfo {
+            text: None,
+            eh_frame: Some(Section {
+                svma: 0x10_0000..0x10_0000 + bytes.len() as u64,
+                bytes: SectionBytes::from_bytes(&bytes).expect("anonymous map"),
+            }),
+            eh_frame_hdr: None,
+            debug_frame: None,
+            got_svma: None,
+            load_segments: Vec::new(),
+            keeps_frame_pointers: false,
+        }
+    }
+
+    /// A stack copy at [`STACK`] with these words at these offsets.
+    fn stack(words: &[(u64, u64)]) -> Vec<u8> {
+        let mut bytes = vec![0u8; 0x400];
+        for &(offset, value) in words {
+            let at = offset as usize;
+            bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn run_step(
+        info: &ElfUnwindInfo,
+        svma: u64,
+        registers: &Registers,
+        bytes: &[u8],
+    ) -> Result<Option<Registers>, UnwindEnd> {
+        let copy = crate::unwind::StackCopy { sp: STACK, bytes };
+        step(info, &mut UnwindContext::new(), svma, registers, &mut |a| {
+            copy.read(a)
+        })
+    }
+
+    fn leaf(ip: u64, set: &[(Register, u64)]) -> Registers {
+        let mut registers = Registers::ip_sp_bp(ip, STACK, 0xbbbb);
+        for &(register, value) in set {
+            registers.set(register, Some(value));
+        }
+        registers
+    }
+
+    #[test]
+    fn scan_finds_exactly_the_rows_framehop_cannot_follow() {
+        let cfi = ModuleCfi::scan(&module());
+        assert_eq!(cfi.special_fdes(), 4);
+        for special in [EXPRESSION_FN, RBP_EXPRESSION_FN, RSI_FN, PLT] {
+            assert!(cfi.needs_own_step(special + 0x10), "{special:#x}");
+            assert!(!cfi.needs_own_step(special + 0x100), "{special:#x} ends");
+        }
+        assert!(!cfi.needs_own_step(PLAIN_FN + 0x10));
+        assert!(cfi.covers(PLAIN_FN + 0x10));
+        assert!(
+            !cfi.covers(PLAIN_FN + 0x100),
+            "no CFI after the last function"
+        );
+        assert!(!cfi.covers(EXPRESSION_FN - 1), "nor before the first");
+    }
+
+    /// The caller's stack pointer saved at [rsp + 40]: the CFA is it + 8, the return address just
+    /// below it, rbp saved at CFA − 16.
+    #[test]
+    fn cfa_expression_with_deref() {
+        let caller_sp = STACK + 0x200;
+        let bytes = stack(&[
+            (40, caller_sp - 8),
+            (0x200 - 8, 0x5555_0000_1234),
+            (0x200 - 16, STACK + 0x300),
+        ]);
+        let caller = run_step(
+            &module(),
+            EXPRESSION_FN + 0x20,
+            &leaf(EXPRESSION_FN + 0x20, &[]),
+            &bytes,
+        )
+        .expect("step")
+        .expect("not the root");
+        assert_eq!(caller.ip(), Some(0x5555_0000_1234));
+        assert_eq!(caller.sp(), Some(caller_sp));
+        assert_eq!(caller.bp(), Some(STACK + 0x300));
+        assert_eq!(caller.get(X86_64::RAX), None, "caller-saved: unknown");
+    }
+
+    /// The CFA read through the frame pointer.
+    #[test]
+    fn cfa_expression_through_rbp() {
+        let rbp = STACK + 0x80;
+        let bytes = stack(&[(0x78, STACK + 0x100), (0x100, 0x5555_0000_4321)]);
+        let registers = Registers::ip_sp_bp(RBP_EXPRESSION_FN + 0x30, STACK, rbp);
+        let caller = run_step(&module(), RBP_EXPRESSION_FN + 0x30, &registers, &bytes)
+            .expect("step")
+            .expect("not the root");
+        assert_eq!(caller.sp(), Some(STACK + 0x108));
+        assert_eq!(caller.ip(), Some(0x5555_0000_4321));
+        assert_eq!(
+            caller.bp(),
+            Some(rbp),
+            "rbp has no rule: callee-saved, unchanged"
+        );
+    }
+
+    /// A CFA on rsi is known in the leaf (the sample has every register) but not in an outer frame,
+    /// where the unwind must stop rather than guess.
+    #[test]
+    fn cfa_on_rsi_in_the_leaf_only() {
+        let bytes = stack(&[(0x150, 0x5555_0000_0042)]);
+        let in_leaf = leaf(RSI_FN + 0x40, &[(X86_64::RSI, STACK + 0x150)]);
+        let caller = run_step(&module(), RSI_FN + 0x40, &in_leaf, &bytes)
+            .expect("step")
+            .expect("not the root");
+        assert_eq!(caller.ip(), Some(0x5555_0000_0042));
+        assert_eq!(caller.sp(), Some(STACK + 0x158));
+
+        let outer = Registers::ip_sp_bp(RSI_FN + 0x41, STACK, 0);
+        assert_eq!(
+            run_step(&module(), RSI_FN + 0x40, &outer, &bytes),
+            Err(UnwindEnd::Failed(UnwindFailure::UnknownRegister))
+        );
+    }
+
+    /// The PLT's CFA depends on the PC: 8 bytes more once the entry has pushed its index.
+    #[test]
+    fn plt_expression_on_the_pc() {
+        let bytes = stack(&[(0, 0x5555_0000_0001), (8, 0x5555_0000_0002)]);
+        for (offset_in_entry, return_address) in [(4, 0x5555_0000_0001), (12, 0x5555_0000_0002)] {
+            let pc = PLT + 0x20 + offset_in_entry;
+            let caller = run_step(&module(), pc, &leaf(pc, &[]), &bytes)
+                .expect("step")
+                .expect("not the root");
+            assert_eq!(
+                caller.ip(),
+                Some(return_address),
+                "at entry + {offset_in_entry}"
+            );
+        }
+    }
+
+    /// A saved stack pointer beyond the copy: the copy was too short, not a wrong rule.
+    #[test]
+    fn deref_beyond_the_copy() {
+        let bytes = stack(&[(40, STACK + 0x10_0000)]);
+        assert_eq!(
+            run_step(
+                &module(),
+                EXPRESSION_FN + 0x20,
+                &leaf(EXPRESSION_FN + 0x20, &[]),
+                &bytes
+            ),
+            Err(UnwindEnd::StackCopyExhausted)
+        );
+    }
+
+    /// A saved stack pointer below the stack pointer: garbage, and the unwind says so.
+    #[test]
+    fn cfa_below_the_stack_pointer() {
+        let bytes = stack(&[(40, STACK - 0x100)]);
+        assert_eq!(
+            run_step(
+                &module(),
+                EXPRESSION_FN + 0x20,
+                &leaf(EXPRESSION_FN + 0x20, &[]),
+                &bytes
+            ),
+            Err(UnwindEnd::Failed(UnwindFailure::WentBackwards))
+        );
+    }
+}
