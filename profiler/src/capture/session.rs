@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use emberprof_bpf::{
-    comm_to_string, Record, SampleKey, UserStackRecord, STACK_ID_IN_RECORD, STACK_ID_NONE,
-};
+use emberprof_bpf::{Record, SampleKey, UserStackRecord, STACK_ID_IN_RECORD, STACK_ID_NONE};
 use emberprof_symbolizer::{FramelessCode, ProcessKey, Symbolizer, UnwindEnd, UserRegisters};
 
 use super::launch::RunningCommand;
@@ -429,13 +427,19 @@ fn to_samples(
     from_counts.chain(from_stream).collect()
 }
 
+fn comm_text(comm: &[u8]) -> String {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    crate::text::printable_bytes(&comm[..len])
+}
+
 fn to_sample(key: &SampleKey, kernel_ips: Vec<u64>, user_ips: Vec<u64>, count: u64) -> StackSample {
     StackSample {
         pid: key.tgid,
         tid: key.tid,
         instance: key.instance,
-        process_name: comm_to_string(&key.process_comm),
-        thread_name: comm_to_string(&key.thread_comm),
+        // Names the process chose (prctl PR_SET_NAME): any bytes but NUL, made printable once here.
+        process_name: comm_text(&key.process_comm),
+        thread_name: comm_text(&key.thread_comm),
         kernel_ips,
         user_ips,
         count,
