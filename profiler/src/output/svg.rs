@@ -100,7 +100,10 @@ mod tests {
                 !svg.chars().any(|c| c.is_control() && c != '\n'),
                 "control character in the SVG"
             );
-            assert!(svg.contains("&lt;x\u{FFFD}\u{FFFD}[31m&quot;&amp;"), "{svg}");
+            assert!(
+                svg.contains("&lt;x\u{FFFD}\u{FFFD}[31m&quot;&amp;"),
+                "{svg}"
+            );
             let mut reader = quick_xml::Reader::from_str(&svg);
             loop {
                 match reader.read_event() {
