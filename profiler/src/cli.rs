@@ -285,8 +285,8 @@ fn parse_duration(secs: f64) -> Result<Duration> {
     match Duration::try_from_secs_f64(secs) {
         Ok(duration) => Ok(duration),
         Err(_) => bail!(
-            "--duration {secs} is too long: give at most {} seconds",
-            u64::MAX
+            "--duration {secs:e} is too long: the limit is {:e} seconds",
+            u64::MAX as f64
         ),
     }
 }

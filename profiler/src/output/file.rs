@@ -267,7 +267,7 @@ impl AtomicOutput {
             write(&mut writer)?;
             writer.flush().with_context(cannot_write)?;
         }
-        set_mode_and_owner(&self.temp).with_context(cannot_write)?;
+        set_mode(&self.temp).with_context(cannot_write)?;
         self.temp.sync_all().with_context(cannot_write)?;
         // SAFETY: both names are NUL-terminated and relative to a directory fd we own.
         let renamed = unsafe {
@@ -283,6 +283,9 @@ impl AtomicOutput {
                 .with_context(|| format!("cannot move the output into place at {destination}"));
         }
         self.renamed = true;
+        // Given away only once in place: before the rename, a temporary file owned by the sudo user
+        // could be unlinked or swapped by that user even in a sticky directory.
+        give_to_sudo_user(&self.temp);
         // Someone who can write the directory could have swapped the temporary name for their own
         // file before the rename; then what now sits at the destination is theirs, not our output.
         // Nothing was followed or chowned, but the user must know.
@@ -384,16 +387,21 @@ fn truncate_bytes(bytes: &[u8], max: usize) -> &[u8] {
     &bytes[..bytes.len().min(max)]
 }
 
-/// Mode 0644 and, under sudo, the invoking user as owner (so they can delete or overwrite the output
-/// without root), both through the descriptor. A failed chown leaves the file owned by root, which
-/// is still usable: logged, not fatal.
-fn set_mode_and_owner(file: &File) -> std::io::Result<()> {
-    // SAFETY: fchmod/fchown on a descriptor we own.
+/// Mode 0644, through the descriptor.
+fn set_mode(file: &File) -> std::io::Result<()> {
+    // SAFETY: fchmod on a descriptor we own.
     if unsafe { libc::fchmod(file.as_raw_fd(), OUTPUT_MODE) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Under sudo, makes the invoking user the owner (so they can delete or overwrite the output without
+/// root), through the descriptor. A failed chown leaves the file owned by root, which is still
+/// usable: logged, not fatal.
+fn give_to_sudo_user(file: &File) {
     if let Some((uid, gid)) = sudo_ids() {
-        // SAFETY: as above.
+        // SAFETY: fchown on a descriptor we own.
         if unsafe { libc::fchown(file.as_raw_fd(), uid, gid) } != 0 {
             log::debug!(
                 "cannot give the output to {uid}:{gid}: {}",
@@ -401,7 +409,6 @@ fn set_mode_and_owner(file: &File) -> std::io::Result<()> {
             );
         }
     }
-    Ok(())
 }
 
 /// The user who ran `sudo`, from SUDO_UID/SUDO_GID.
