@@ -39,7 +39,8 @@ impl Drop for Guard {
 /// A scratch directory the attacker can reach (the default temporary directory is root-only).
 fn reachable_scratch() -> tempfile::TempDir {
     let dir = scratch();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("test setup");
     dir
 }
 
@@ -55,8 +56,9 @@ impl Victim {
     fn new() -> Victim {
         let dir = scratch();
         let path = dir.path().join("shadow");
-        std::fs::write(&path, VICTIM_CONTENT).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, VICTIM_CONTENT).expect("test setup");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("test setup");
         Victim { _dir: dir, path }
     }
 
@@ -66,11 +68,11 @@ impl Victim {
         assert_eq!(
             (metadata.uid(), metadata.gid()),
             (0, 0),
-            "victim's owner changed: the attacker now owns it"
+            "victim's owner changed: it was chowned through the planted symlink"
         );
         assert_eq!(metadata.mode() & 0o7777, 0o600, "victim's mode changed");
         assert_eq!(
-            std::fs::read_to_string(&self.path).unwrap(),
+            std::fs::read_to_string(&self.path).expect("test setup"),
             VICTIM_CONTENT,
             "victim's content changed"
         );
@@ -118,8 +120,8 @@ fn planted_symlink_attack(mode: u32, attacker_wins_the_name: bool) {
     let victim = Victim::new();
     let scratch = reachable_scratch();
     let shared = scratch.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::create_dir(&shared).expect("test setup");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(mode)).expect("test setup");
     let workload = Workload::start("burn", &["10"]);
     let _planter = start_symlink_planter(&shared, &victim.path);
     let out = shared.join("out.folded");
@@ -127,7 +129,7 @@ fn planted_symlink_attack(mode: u32, attacker_wins_the_name: bool) {
     victim.assert_unchanged();
     if !attacker_wins_the_name {
         assert!(output.status.success(), "{}", stderr_of(&output));
-        let metadata = std::fs::symlink_metadata(&out).unwrap();
+        let metadata = std::fs::symlink_metadata(&out).expect("test setup");
         assert!(metadata.is_file(), "output is not a regular file");
         assert_eq!(metadata.uid(), SUDO_USER, "output given to the sudo user");
         assert_eq!(metadata.mode() & 0o777, 0o644);
@@ -209,7 +211,8 @@ fn fifo_output_reaches_its_reader() {
     assert!(status.success());
     let reader = Guard(
         Command::new("sh")
-            .args(["-c", r#"cat "$1" > "$2""#, "sh"])
+            // exec: the guard's kill must reach cat itself, which blocks in open until a writer comes.
+            .args(["-c", r#"exec cat "$1" > "$2""#, "sh"])
             .arg(&fifo)
             .arg(&got)
             .spawn()
@@ -375,7 +378,7 @@ fn launched_id(extra: &[&str]) -> (String, Output) {
         .arg(&out)
         .args(["--", "id", "-u"])
         .output()
-        .unwrap();
+        .expect("run emberprof");
     (
         String::from_utf8_lossy(&output.stdout).trim().to_owned(),
         output,
@@ -398,7 +401,7 @@ fn launched_command_runs_as_sudo_user() {
 }
 
 fn run_failing(args: &[&str]) -> String {
-    let output = emberprof().args(args).output().unwrap();
+    let output = emberprof().args(args).output().expect("test setup");
     assert_eq!(
         output.status.code(),
         Some(1),
