@@ -21,7 +21,8 @@ EXAMPLES:
   sudo emberprof record --all -d 5 -o system.folded
       Every process on every CPU for 5 seconds, as folded stacks.
   sudo emberprof record -o out.svg -- ./my-program arg1 arg2
-      Launch a command and profile it (and its children) until it exits.
+      Launch a command and profile it (and its children) until it exits; under sudo it runs as
+      the user who ran sudo (--run-as-root keeps root).
   sudo emberprof record -p 1234,5678 -F 999 -o - | grep main
       Folded stacks of two processes to stdout, at 999 samples per second.
 
@@ -95,7 +96,9 @@ pub struct RecordArgs {
     pub frequency: u64,
 
     /// Where to write the result; `-` writes folded stacks to stdout. The format follows the extension
-    /// (.svg: flame graph; .folded or .txt: folded stacks) unless --format says otherwise.
+    /// (.svg: flame graph; .folded or .txt: folded stacks) unless --format says otherwise. A file is
+    /// replaced only when complete; an existing device or FIFO (-o /dev/null) is written through;
+    /// an existing symbolic link is refused.
     #[arg(short, long, value_name = "FILE", default_value = "flamegraph.svg")]
     pub output: PathBuf,
 

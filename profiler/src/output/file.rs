@@ -80,7 +80,8 @@ pub fn choose_write_mode(kind: ExistingKind, destination: &Path) -> Result<Write
         ),
         ExistingKind::Symlink => bail!(
             "output {shown} is a symbolic link: emberprof neither follows nor replaces it (another user \
-             could have pointed it anywhere); name the file it points to, or remove the link"
+             could have pointed it anywhere); name the file it points to, or remove the link (for \
+             standard output, use -o -)"
         ),
         ExistingKind::BlockDevice => bail!("output {shown} is a block device; refusing to write to it"),
         ExistingKind::Socket => bail!("output {shown} is a socket; refusing to write to it"),
