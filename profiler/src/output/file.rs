@@ -568,6 +568,24 @@ mod tests {
             .is_symlink());
     }
 
+    /// A FIFO without a reader fails at once (before sampling) with a hint, instead of hanging.
+    #[test]
+    fn fifo_without_reader_fails_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let error = OutputFile::create(&OutputTarget::File(fifo.clone()))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("no reader"), "{error}");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
+
     /// Names up to NAME_MAX bytes work (the temporary name stays short enough); longer ones are
     /// refused as too long, not as an unwritable directory.
     #[test]
