@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+use crate::capture::RunAs;
 use crate::capture::{MapSizes, UnwindMode};
 use crate::output::{OutputFormat, OutputTarget};
 use crate::record::{RecordOptions, Target};
@@ -20,7 +21,8 @@ EXAMPLES:
   sudo emberprof record --all -d 5 -o system.folded
       Every process on every CPU for 5 seconds, as folded stacks.
   sudo emberprof record -o out.svg -- ./my-program arg1 arg2
-      Launch a command and profile it (and its children) until it exits.
+      Launch a command and profile it (and its children) until it exits; under sudo it runs as
+      the user who ran sudo (--run-as-root keeps root).
   sudo emberprof record -p 1234,5678 -F 999 -o - | grep main
       Folded stacks of two processes to stdout, at 999 samples per second.
 
@@ -59,6 +61,7 @@ pub enum Command {
 #[command(group(ArgGroup::new("target").required(true).multiple(false).args(["pid", "all", "command"])))]
 pub struct RecordArgs {
     /// Profile these processes (every thread of each, and the processes they fork), e.g. -p 1234,5678.
+    /// A thread ID is refused with the ID of its process, which is what to pass instead.
     #[arg(short, long, value_name = "PID[,PID..]", value_delimiter = ',', num_args = 1..)]
     pub pid: Vec<u32>,
 
@@ -71,10 +74,21 @@ pub struct RecordArgs {
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 
-    /// Stop after this many seconds (fractions allowed). Without it, run until Ctrl-C or until the
+    /// Run COMMAND as this user: their user ID, primary and supplementary groups, and HOME, USER,
+    /// LOGNAME and SHELL from the passwd database. Without it, under sudo, COMMAND runs as the user
+    /// who ran sudo (SUDO_UID); run as root without sudo, it runs as root.
+    #[arg(long, value_name = "NAME", conflicts_with = "run_as_root")]
+    pub user: Option<String>,
+
+    /// Under sudo, run COMMAND as root (with root's environment) instead of as the user who ran sudo.
+    #[arg(long)]
+    pub run_as_root: bool,
+
+    /// Stop after this many seconds (fractions allowed, e.g. 0.5). Without it, run until Ctrl-C or until the
     /// target processes or the command have exited. A launched command still running at the end
     /// is sent SIGTERM, as timeout(1) does.
-    #[arg(short, long, value_name = "SECS")]
+    // Negative numbers are accepted as values so that `-d -1` gets the same clear error as `-d 0`.
+    #[arg(short, long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
 
     /// Samples per second on each CPU, on the software cpu-clock event. An odd rate such as 99
@@ -83,7 +97,9 @@ pub struct RecordArgs {
     pub frequency: u64,
 
     /// Where to write the result; `-` writes folded stacks to stdout. The format follows the extension
-    /// (.svg: flame graph; .folded or .txt: folded stacks) unless --format says otherwise.
+    /// (.svg: flame graph; .folded or .txt: folded stacks) unless --format says otherwise. A file is
+    /// replaced only when complete; an existing device or FIFO (-o /dev/null) is written through;
+    /// an existing symbolic link is refused.
     #[arg(short, long, value_name = "FILE", default_value = "flamegraph.svg")]
     pub output: PathBuf,
 
@@ -184,6 +200,8 @@ impl RecordArgs {
             pid,
             all,
             command,
+            user,
+            run_as_root,
             duration,
             frequency,
             output,
@@ -223,11 +241,15 @@ impl RecordArgs {
             // clap's "target" group already rejects these; kept so a change there cannot slip through.
             _ => bail!("give exactly one target: --pid PID[,PID..], --all, or -- COMMAND [ARGS..]"),
         };
-        let duration = match duration {
-            None => None,
-            Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
-            Some(secs) => bail!("--duration must be a positive number of seconds, not {secs}"),
+        let run_as = match (user, run_as_root) {
+            (Some(name), _) => RunAs::User(name),
+            (None, true) => RunAs::Root,
+            (None, false) => RunAs::Invoker,
         };
+        if run_as != RunAs::Invoker && !matches!(target, Target::Command(_)) {
+            bail!("--user and --run-as-root apply to a launched command (-- COMMAND [ARGS..])");
+        }
+        let duration = duration.map(parse_duration).transpose()?;
         if frequency == 0 {
             bail!("--frequency must be at least 1 sample per second");
         }
@@ -239,6 +261,7 @@ impl RecordArgs {
         };
         Ok(RecordOptions {
             target,
+            run_as,
             duration,
             frequency_hz: frequency,
             output,
@@ -267,6 +290,21 @@ impl RecordArgs {
             },
             quiet: verbosity.quiet,
         })
+    }
+}
+
+/// `--duration` in seconds: positive, finite, and small enough for a `Duration` (`1e20` would
+/// overflow it).
+fn parse_duration(secs: f64) -> Result<Duration> {
+    if !(secs.is_finite() && secs > 0.0) {
+        bail!("--duration must be a positive number of seconds, not {secs}");
+    }
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) => Ok(duration),
+        Err(_) => bail!(
+            "--duration {secs:e} is too long: the limit is {:e} seconds",
+            u64::MAX as f64
+        ),
     }
 }
 
@@ -327,5 +365,52 @@ mod tests {
         let error = parse(&["emberprof", "record", "--all", "--stack-size", "100000"])
             .expect_err("huge copy");
         assert!(error.to_string().contains("--stack-size"));
+    }
+
+    /// Durations: fractions work; zero, negative, NaN, infinite and too-large values are refused
+    /// with the option's name, never a panic or a parser message about an unknown argument.
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration(0.5).unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration(3.0).unwrap(), Duration::from_secs(3));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, -0.0] {
+            let error = parse_duration(bad).unwrap_err().to_string();
+            assert!(error.contains("positive number"), "{bad}: {error}");
+        }
+        for huge in [1e20, 1e300, f64::MAX] {
+            let error = parse_duration(huge).unwrap_err().to_string();
+            assert!(error.contains("too long"), "{huge}: {error}");
+        }
+        let error = parse(&["emberprof", "record", "--all", "-d", "-1"]).expect_err("negative");
+        assert!(
+            error.to_string().contains("--duration must be a positive"),
+            "{error}"
+        );
+        let error = parse(&["emberprof", "record", "--all", "-d", "1e20"]).expect_err("huge");
+        assert!(error.to_string().contains("too long"), "{error}");
+    }
+
+    /// Who a launched command runs as: the sudo user by default, or as asked; both options only
+    /// with a command, and not together.
+    #[test]
+    fn parses_run_as() {
+        let options = parse(&["emberprof", "record", "--", "id"]).unwrap();
+        assert_eq!(options.run_as, RunAs::Invoker);
+        let options = parse(&["emberprof", "record", "--run-as-root", "--", "id"]).unwrap();
+        assert_eq!(options.run_as, RunAs::Root);
+        let options = parse(&["emberprof", "record", "--user", "nobody", "--", "id"]).unwrap();
+        assert_eq!(options.run_as, RunAs::User("nobody".into()));
+        let error = parse(&["emberprof", "record", "--all", "--run-as-root"]).unwrap_err();
+        assert!(error.to_string().contains("launched command"), "{error}");
+        assert!(parse(&[
+            "emberprof",
+            "record",
+            "--user",
+            "a",
+            "--run-as-root",
+            "--",
+            "id"
+        ])
+        .is_err());
     }
 }

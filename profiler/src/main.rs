@@ -11,6 +11,7 @@ mod preflight;
 mod record;
 mod sample;
 mod symbols;
+mod text;
 
 use std::process::ExitCode;
 

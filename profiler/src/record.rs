@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 use emberprof_symbolizer::{Symbolizer, SymbolizerOptions, UnwindEnd};
 
 use crate::capture::{
-    self, Capture, ExitStatus, MapSizes, PausedCommand, ProcessWatch, RunningCommand, Sampler,
-    SamplerConfig, StopConditions, StopReason, UnwindMode,
+    self, Capture, ExitStatus, MapSizes, PausedCommand, ProcessWatch, RunAs, RunningCommand,
+    Sampler, SamplerConfig, StopConditions, StopReason, UnwindMode,
 };
 use crate::output::{
     fold, render_svg, FoldOptions, Folded, OutputFile, OutputFormat, OutputTarget,
@@ -36,6 +36,8 @@ pub enum Target {
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
     pub target: Target,
+    /// Who a launched command runs as. Default: the user who ran sudo, else unchanged.
+    pub run_as: RunAs,
     /// `None`: until Ctrl-C or the targets end.
     pub duration: Option<Duration>,
     /// Samples per second per CPU. Default 99.
@@ -92,7 +94,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
 
     // Forked before anything starts threads; held before exec until the sampler is attached.
     let paused = match &options.target {
-        Target::Command(argv) => Some(PausedCommand::spawn(argv)?),
+        Target::Command(argv) => Some(PausedCommand::spawn(argv, &options.run_as)?),
         _ => None,
     };
     let mut symbolizer = Symbolizer::new(options.symbols).context("cannot set up symbolization")?;

@@ -7,6 +7,8 @@
 //! Until its exec the child runs emberprof's code, and its exec is sampled (a few samples in
 //! `execve`, with emberprof's user stack). It renames itself [`PRE_EXEC_NAME`] while it waits, so
 //! those samples can be told from the command's own and left out.
+//!
+//! Under sudo the child takes the invoking user's identity just before exec (see `identity`).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -15,11 +17,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::identity::{self, RunAs};
 use crate::sample::StackSample;
 
 /// The process name of the launched child until it execs the command (15 bytes at most, the
 /// kernel's limit).
 pub const PRE_EXEC_NAME: &std::ffi::CStr = c"emberprof-exec";
+
+/// What failed in the child, sent with the errno through the error pipe.
+const FAILED_EXEC: i32 = 0;
+const FAILED_CREDENTIALS: i32 = 1;
 
 /// A forked child waiting for [`PausedCommand::start`] before it execs the command.
 pub struct PausedCommand {
@@ -65,8 +72,9 @@ impl std::fmt::Display for ExitStatus {
 }
 
 impl PausedCommand {
-    /// Forks a child that will exec `argv` (looked up in PATH like a shell does) once started.
-    pub fn spawn(argv: &[OsString]) -> Result<Self> {
+    /// Forks a child that will exec `argv` (looked up in PATH like a shell does) once started, as the
+    /// user `run_as` resolves to.
+    pub fn spawn(argv: &[OsString], run_as: &RunAs) -> Result<Self> {
         let Some(program) = argv.first() else {
             bail!("no command given after --")
         };
@@ -83,11 +91,30 @@ impl PausedCommand {
         let args: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<Result<_>>()?;
         let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
         arg_ptrs.push(std::ptr::null());
+        let credentials = identity::resolve(run_as)?;
+        let environment: Vec<CString> = match &credentials {
+            Some(credentials) => identity::environment_with(&credentials.environment)
+                .iter()
+                .map(|entry| cstring(entry))
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        let mut env_ptrs: Vec<*const libc::c_char> =
+            environment.iter().map(|e| e.as_ptr()).collect();
+        env_ptrs.push(std::ptr::null());
+        if let Some(credentials) = &credentials {
+            log::info!(
+                "running {display} as user {} (group {})",
+                credentials.uid,
+                credentials.gid
+            );
+        }
 
         let (go_read, go_write) = pipe()?;
         let (error_read, error_write) = pipe()?;
         // SAFETY: fork in a process that has not started other threads yet; the child only calls
-        // async-signal-safe functions (read, execv, write, _exit) on memory prepared above.
+        // async-signal-safe functions (read, setgroups, setresgid, setresuid, execv(e), write,
+        // _exit) on memory prepared above.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(std::io::Error::last_os_error()).context("fork failed");
@@ -105,14 +132,30 @@ impl PausedCommand {
                 if libc::read(go_read.as_raw_fd(), (&raw mut byte).cast(), 1) != 1 {
                     libc::_exit(127); // the profiler died before starting us
                 }
-                libc::execv(path.as_ptr(), arg_ptrs.as_ptr());
-                let errno = *libc::__errno_location();
-                libc::write(
-                    error_write.as_raw_fd(),
-                    (&raw const errno).cast(),
-                    size_of::<i32>(),
-                );
-                libc::_exit(127);
+                let report = |stage: i32| {
+                    let failure = [stage, *libc::__errno_location()];
+                    libc::write(
+                        error_write.as_raw_fd(),
+                        failure.as_ptr().cast(),
+                        size_of_val(&failure),
+                    );
+                    libc::_exit(127);
+                };
+                if let Some(credentials) = &credentials {
+                    // Groups first, then the group ID, then the user ID: after setresuid we could no
+                    // longer change the others. setres* also set the saved IDs, so nothing can
+                    // switch back to root.
+                    if libc::setgroups(credentials.groups.len(), credentials.groups.as_ptr()) != 0
+                        || libc::setresgid(credentials.gid, credentials.gid, credentials.gid) != 0
+                        || libc::setresuid(credentials.uid, credentials.uid, credentials.uid) != 0
+                    {
+                        report(FAILED_CREDENTIALS);
+                    }
+                    libc::execve(path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
+                } else {
+                    libc::execv(path.as_ptr(), arg_ptrs.as_ptr());
+                }
+                report(FAILED_EXEC);
             }
         }
         drop(go_read);
@@ -147,22 +190,27 @@ impl PausedCommand {
                 running.display
             );
         }
-        let mut errno = 0i32;
-        // SAFETY: reading into a local i32. EOF (0) means exec closed the close-on-exec pipe: success.
+        let mut failure = [0i32; 2];
+        // SAFETY: reading into a local array. EOF (0) means exec closed the close-on-exec pipe:
+        // success.
         let read = unsafe {
             libc::read(
                 self.exec_error.as_raw_fd(),
-                (&raw mut errno).cast(),
-                size_of::<i32>(),
+                failure.as_mut_ptr().cast(),
+                size_of_val(&failure),
             )
         };
-        if read == size_of::<i32>() as isize {
+        if read == size_of_val(&failure) as isize {
             running.wait()?;
-            bail!(
-                "cannot run {}: {}",
-                running.display,
-                std::io::Error::from_raw_os_error(errno)
-            );
+            let [stage, errno] = failure;
+            let error = std::io::Error::from_raw_os_error(errno);
+            if stage == FAILED_CREDENTIALS {
+                bail!(
+                    "cannot run {} as the requested user: {error} (pass --run-as-root to keep root)",
+                    running.display
+                );
+            }
+            bail!("cannot run {}: {error}", running.display);
         }
         Ok(running)
     }
@@ -299,7 +347,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("ran");
         let script = format!("touch {}; exit 7", marker.display());
-        let paused = PausedCommand::spawn(&["sh".into(), "-c".into(), script.into()]).unwrap();
+        let paused =
+            PausedCommand::spawn(&["sh".into(), "-c".into(), script.into()], &RunAs::Root).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(!marker.exists(), "ran before start");
         // Named so that its samples before the exec can be left out.
@@ -313,7 +362,7 @@ mod tests {
     /// A command that does not exist fails before fork; one that cannot be exec'd fails at start.
     #[test]
     fn bad_commands_fail_clearly() {
-        let error = PausedCommand::spawn(&["no-such-command-emberprof".into()])
+        let error = PausedCommand::spawn(&["no-such-command-emberprof".into()], &RunAs::Root)
             .err()
             .unwrap();
         assert!(
@@ -323,7 +372,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let not_executable = dir.path().join("data");
         std::fs::write(&not_executable, "x").unwrap();
-        let error = PausedCommand::spawn(&[not_executable.into()])
+        let error = PausedCommand::spawn(&[not_executable.into()], &RunAs::Root)
             .unwrap()
             .start()
             .err()
@@ -365,6 +414,26 @@ mod tests {
             samples,
             [sample(40, 2, "burn"), sample(41, 1, "emberprof-exec")]
         );
+    }
+
+    /// `--user nobody`: the command runs with nobody's user, group and HOME (needs root).
+    #[test]
+    fn runs_as_another_user() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test changes user IDs and must run as root (sudo cargo test)"
+        );
+        // The child's output is not captured: it checks its identity itself and exits 0 or 1.
+        let script = r#"[ "$(id -u) $(id -g) $(id -G) $USER $LOGNAME" = "65534 65534 65534 nobody nobody" ] && [ "$HOME" != /root ]"#;
+        let paused = PausedCommand::spawn(
+            &["sh".into(), "-c".into(), script.into()],
+            &RunAs::User("nobody".into()),
+        )
+        .unwrap();
+        let mut running = paused.start().unwrap();
+        assert_eq!(running.wait().unwrap(), ExitStatus::Exited(0));
     }
 
     /// Signal deaths map to 128 + signal, like a shell.

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use emberprof_bpf::{
-    comm_to_string, Record, SampleKey, UserStackRecord, STACK_ID_IN_RECORD, STACK_ID_NONE,
-};
+use emberprof_bpf::{Record, SampleKey, UserStackRecord, STACK_ID_IN_RECORD, STACK_ID_NONE};
 use emberprof_symbolizer::{
     FramelessCode, ProcessKey, Symbolizer, UnwindEnd, UnwindFailure, UserRegisters,
 };
@@ -456,6 +454,11 @@ fn to_samples(
     from_counts.chain(from_stream).collect()
 }
 
+fn comm_text(comm: &[u8]) -> String {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    crate::text::printable_bytes(&comm[..len])
+}
+
 /// The source of a user stack the kernel walked (in the stack map, or inline in a sample record).
 fn frame_pointer_stack(user_stack_id: i32) -> UserStackSource {
     if user_stack_id == STACK_ID_NONE {
@@ -476,8 +479,9 @@ fn to_sample(
         pid: key.tgid,
         tid: key.tid,
         instance: key.instance,
-        process_name: comm_to_string(&key.process_comm),
-        thread_name: comm_to_string(&key.thread_comm),
+        // Names the process chose (prctl PR_SET_NAME): any bytes but NUL, made printable once here.
+        process_name: comm_text(&key.process_comm),
+        thread_name: comm_text(&key.thread_comm),
         kernel_ips,
         user_ips,
         user_stack,

@@ -16,6 +16,17 @@ impl ProcessWatch {
         if pid == 0 {
             bail!("PID 0 is not a process");
         }
+        // pidfd_open only takes a process: for a thread ID it fails with ENOENT, which reads as "No
+        // such file or directory". Say what the ID is instead. Profiling the whole process behind
+        // the user's back would be a guess at what they meant, so this is an error naming the PID.
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some((process, name)) = thread_of_other_process(&status, pid) {
+                bail!(
+                    "{pid} is a thread of process {process} ({name}), not a process: profile the \
+                     process with -p {process}"
+                );
+            }
+        }
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
         if fd < 0 {
@@ -49,9 +60,61 @@ impl ProcessWatch {
     }
 }
 
+/// From `/proc/ID/status`: when `id` is a thread that is not its process's main thread, the process
+/// ID (Tgid) and the thread's name (made printable: the process chose it).
+fn thread_of_other_process(status: &str, id: u32) -> Option<(u32, String)> {
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .map(str::trim)
+    };
+    let tgid: u32 = field("Tgid:")?.parse().ok()?;
+    if tgid == id {
+        return None;
+    }
+    let name = crate::text::printable(field("Name:").unwrap_or("?")).into_owned();
+    Some((tgid, name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread's status names its process; a process's own status does not.
+    #[test]
+    fn recognises_threads() {
+        let status =
+            "Name:\tworker\u{1b}\nUmask:\t0022\nState:\tR\nTgid:\t100\nNgid:\t0\nPid:\t101\n";
+        assert_eq!(
+            thread_of_other_process(status, 101),
+            Some((100, "worker\u{FFFD}".to_owned()))
+        );
+        assert_eq!(thread_of_other_process(status, 100), None);
+        assert_eq!(thread_of_other_process("Name:\tx\n", 5), None);
+    }
+
+    /// A real thread ID is refused with its process's PID.
+    #[test]
+    fn refuses_thread_ids() {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            sender.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = wait.recv();
+        });
+        let tid = receiver.recv().unwrap();
+        let error = ProcessWatch::open(tid).err().unwrap().to_string();
+        done.send(()).unwrap();
+        thread.join().unwrap();
+        let pid = std::process::id();
+        assert!(
+            error.contains(&format!("{tid} is a thread of process {pid}"))
+                && error.contains(&format!("-p {pid}")),
+            "{error}"
+        );
+    }
 
     /// A live process is not exited, a finished one is, a missing PID is a clear error.
     #[test]

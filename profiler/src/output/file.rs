@@ -1,73 +1,227 @@
-//! Atomic output: the result is written to a temporary file in the destination directory and renamed
-//! over the destination only when complete, so an interrupted or failed write never leaves a
-//! half-written file. The temporary file is created up front, which also proves the destination is
-//! writable before any sampling starts.
+//! Writing the output where the user asked, safely as root.
+//!
+//! A regular file (or a name that does not exist yet) is written atomically: to a temporary file in
+//! the destination directory, renamed over the destination only when complete, so an interrupted or
+//! failed write never leaves a half-written file. The temporary file is created up front, which also
+//! proves the destination is writable before any sampling starts.
+//!
+//! The destination directory may be writable by other users (`/tmp`), who can plant or swap names in
+//! it while we run. So the temporary file is created with `O_EXCL | O_NOFOLLOW` relative to a
+//! directory descriptor, and after that it is only touched through its descriptor (`fchmod`,
+//! `fchown`): no call here follows a name another user could have replaced. The final `renameat`
+//! does not follow symlinks either, and what it moved is checked to be our file.
+//!
+//! An existing character device or FIFO is written *through*, as a shell's `> /dev/null` does: it is
+//! never replaced. An existing symlink is refused rather than followed or replaced.
 
-use std::fs::Permissions;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use tempfile::NamedTempFile;
 
 use super::OutputTarget;
 
+/// The longest file name Linux file systems accept (NAME_MAX).
+const NAME_MAX: usize = 255;
+/// How much of the destination's name the temporary file's name repeats, so the user can tell what
+/// a leftover temporary file was; short enough that the temporary name always fits in NAME_MAX.
+const TEMP_NAME_PREFIX_BYTES: usize = 64;
+
+/// Mode of a new output file: as readable as any file the user creates.
+const OUTPUT_MODE: libc::mode_t = 0o644;
+
 pub enum OutputFile {
     Stdout,
-    File {
+    /// Written to a temporary file, renamed over the destination on commit.
+    Atomic(AtomicOutput),
+    /// An existing character device or FIFO, opened for writing and written through.
+    Through {
         destination: PathBuf,
-        temp: NamedTempFile,
+        file: File,
     },
 }
 
+/// What exists at the output path, which decides how it is written. Kept separate from the system
+/// calls so the choice is tested on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExistingKind {
+    Missing,
+    Regular,
+    Directory,
+    Symlink,
+    CharDevice,
+    Fifo,
+    BlockDevice,
+    Socket,
+}
+
+/// How an output path is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Temporary file + rename.
+    Atomic,
+    /// Open the existing node and write into it.
+    Through,
+}
+
+/// The write mode for what exists at the destination, or why it is refused.
+pub fn choose_write_mode(kind: ExistingKind, destination: &Path) -> Result<WriteMode> {
+    let shown = destination.display();
+    match kind {
+        ExistingKind::Missing | ExistingKind::Regular => Ok(WriteMode::Atomic),
+        ExistingKind::CharDevice | ExistingKind::Fifo => Ok(WriteMode::Through),
+        ExistingKind::Directory => bail!(
+            "output {shown} is a directory; give a file name such as {shown}/flamegraph.svg"
+        ),
+        ExistingKind::Symlink => bail!(
+            "output {shown} is a symbolic link: emberprof neither follows nor replaces it (another user \
+             could have pointed it anywhere); name the file it points to, or remove the link (for \
+             standard output, use -o -)"
+        ),
+        ExistingKind::BlockDevice => bail!("output {shown} is a block device; refusing to write to it"),
+        ExistingKind::Socket => bail!("output {shown} is a socket; refusing to write to it"),
+    }
+}
+
+fn existing_kind(metadata: Option<&std::fs::Metadata>) -> ExistingKind {
+    let Some(metadata) = metadata else {
+        return ExistingKind::Missing;
+    };
+    let file_type = metadata.file_type();
+    if file_type.is_symlink() {
+        ExistingKind::Symlink
+    } else if file_type.is_dir() {
+        ExistingKind::Directory
+    } else if file_type.is_char_device() {
+        ExistingKind::CharDevice
+    } else if file_type.is_fifo() {
+        ExistingKind::Fifo
+    } else if file_type.is_block_device() {
+        ExistingKind::BlockDevice
+    } else if file_type.is_socket() {
+        ExistingKind::Socket
+    } else {
+        ExistingKind::Regular
+    }
+}
+
 impl OutputFile {
-    /// Reserves the output: for a file, checks the destination and creates the temporary file next to it.
+    /// Reserves the output: for a file, checks the destination and creates the temporary file next to
+    /// it; for a device or FIFO, opens it.
     pub fn create(target: &OutputTarget) -> Result<Self> {
         let destination = match target {
             OutputTarget::Stdout => return Ok(OutputFile::Stdout),
             OutputTarget::File(path) => path.clone(),
         };
-        if destination.is_dir() {
+        let metadata = match std::fs::symlink_metadata(&destination) {
+            Ok(metadata) => Some(metadata),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) if error.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                bail!("{}", name_too_long(&destination))
+            }
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("cannot write output {}", destination.display()))
+            }
+        };
+        // A trailing slash names a directory even when nothing exists there.
+        if destination.as_os_str().as_bytes().ends_with(b"/") {
+            choose_write_mode(ExistingKind::Directory, &destination)?;
+        }
+        match choose_write_mode(existing_kind(metadata.as_ref()), &destination)? {
+            WriteMode::Through => Self::open_through(destination),
+            WriteMode::Atomic => Self::create_atomic(destination),
+        }
+    }
+
+    fn open_through(destination: PathBuf) -> Result<Self> {
+        // O_NONBLOCK so that a FIFO without a reader fails now (ENXIO) instead of hanging before
+        // sampling starts; it is cleared below so that writes wait for the reader like a shell's.
+        let fd = open_raw(
+            libc::AT_FDCWD,
+            &cstring(destination.as_os_str())?,
+            libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            0,
+        )
+        .map_err(|error| match error.raw_os_error() {
+            Some(libc::ENXIO) => anyhow::anyhow!(
+                "cannot write output {}: the FIFO has no reader; start the reader first",
+                destination.display()
+            ),
+            _ => anyhow::Error::new(error)
+                .context(format!("cannot write output {}", destination.display())),
+        })?;
+        let file = File::from(fd);
+        // The node may have been swapped between the lstat and the open: check what was opened.
+        let metadata = file
+            .metadata()
+            .with_context(|| format!("cannot write output {}", destination.display()))?;
+        let kind = existing_kind(Some(&metadata));
+        if choose_write_mode(kind, &destination)? != WriteMode::Through {
             bail!(
-                "output {} is a directory; give a file name such as {}/flamegraph.svg",
-                destination.display(),
+                "output {} changed while it was being opened; try again",
                 destination.display()
             );
         }
-        let directory = match destination.parent() {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
+        Ok(OutputFile::Through { destination, file })
+    }
+
+    fn create_atomic(destination: PathBuf) -> Result<Self> {
+        let directory_path = match destination.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let file_name = destination
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !directory.is_dir() {
+        let Some(file_name) = destination.file_name() else {
+            bail!(
+                "output {} does not name a file; give a name such as flamegraph.svg",
+                destination.display()
+            );
+        };
+        if file_name.len() > NAME_MAX {
+            bail!("{}", name_too_long(&destination));
+        }
+        if !directory_path.is_dir() {
             bail!(
                 "cannot write output {}: directory {} does not exist",
                 destination.display(),
-                directory.display()
+                directory_path.display()
             );
         }
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{file_name}."))
-            .suffix(".tmp")
-            .tempfile_in(&directory)
-            .map_err(|error| {
-                // tempfile's message repeats the random temporary path; the kind is what matters.
-                anyhow::anyhow!(
-                    "cannot write output {}: directory {} is not writable ({})",
-                    destination.display(),
-                    directory.display(),
-                    std::io::Error::from(error.kind())
-                )
-            })?;
-        // NamedTempFile is 0600; an output file should be as readable as any file the user creates.
-        temp.as_file()
-            .set_permissions(Permissions::from_mode(0o644))
-            .with_context(|| format!("cannot set permissions of {}", temp.path().display()))?;
-        Ok(OutputFile::File { destination, temp })
+        let directory = open_raw(
+            libc::AT_FDCWD,
+            &cstring(directory_path.as_os_str())?,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )
+        .with_context(|| format!("cannot open directory {}", directory_path.display()))?;
+        let unwritable = |error: std::io::Error| {
+            anyhow::anyhow!(
+                "cannot write output {}: directory {} is not writable ({error})",
+                destination.display(),
+                directory_path.display()
+            )
+        };
+        let (temp_name, temp) = create_temp_file(&directory, file_name).map_err(unwritable)?;
+        Ok(OutputFile::Atomic(AtomicOutput {
+            destination_name: cstring(file_name)?,
+            destination,
+            directory,
+            temp_name,
+            temp,
+            renamed: false,
+        }))
     }
 
     /// Writes the content produced by `write`, then moves the file into place.
@@ -80,49 +234,214 @@ impl OutputFile {
                 writer.flush().context("cannot write to stdout")?;
                 Ok(())
             }
-            OutputFile::File {
+            OutputFile::Through {
                 destination,
-                mut temp,
+                mut file,
             } => {
-                {
-                    let mut writer = BufWriter::new(temp.as_file_mut());
-                    write(&mut writer)?;
-                    writer
-                        .flush()
-                        .with_context(|| format!("cannot write {}", destination.display()))?;
-                }
-                temp.as_file()
-                    .sync_all()
-                    .with_context(|| format!("cannot write {}", destination.display()))?;
-                hand_to_invoking_user(temp.path());
-                temp.persist(&destination)
-                    .map_err(|e| e.error)
-                    .with_context(|| {
-                        format!(
-                            "cannot move the output into place at {}",
-                            destination.display()
-                        )
-                    })?;
-                Ok(())
+                let mut writer = BufWriter::new(&mut file);
+                write(&mut writer)?;
+                writer
+                    .flush()
+                    .with_context(|| format!("cannot write {}", destination.display()))
             }
+            OutputFile::Atomic(mut atomic) => atomic.commit(write),
         }
     }
 }
 
-/// Under sudo, gives the output to the user who ran sudo, so they can delete or overwrite it without
-/// root. Best effort: a failure leaves the file owned by root, which is still usable.
-fn hand_to_invoking_user(path: &Path) {
-    let id = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
-    if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
-        if let Err(error) = std::os::unix::fs::chown(path, Some(uid), Some(gid)) {
-            log::debug!("cannot chown {} to {uid}:{gid}: {error}", path.display());
+/// A temporary file in the destination's directory, removed unless it was renamed into place.
+pub struct AtomicOutput {
+    destination: PathBuf,
+    directory: OwnedFd,
+    destination_name: CString,
+    temp_name: CString,
+    temp: File,
+    renamed: bool,
+}
+
+impl AtomicOutput {
+    fn commit(&mut self, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+        let destination = self.destination.display().to_string();
+        let cannot_write = || format!("cannot write {destination}");
+        {
+            let mut writer = BufWriter::new(&self.temp);
+            write(&mut writer)?;
+            writer.flush().with_context(cannot_write)?;
+        }
+        set_mode(&self.temp).with_context(cannot_write)?;
+        self.temp.sync_all().with_context(cannot_write)?;
+        // SAFETY: both names are NUL-terminated and relative to a directory fd we own.
+        let renamed = unsafe {
+            libc::renameat(
+                self.directory.as_raw_fd(),
+                self.temp_name.as_ptr(),
+                self.directory.as_raw_fd(),
+                self.destination_name.as_ptr(),
+            )
+        };
+        if renamed != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot move the output into place at {destination}"));
+        }
+        self.renamed = true;
+        // Given away only once in place: before the rename, a temporary file owned by the sudo user
+        // could be unlinked or swapped by that user even in a sticky directory.
+        give_to_sudo_user(&self.temp);
+        // Someone who can write the directory could have swapped the temporary name for their own
+        // file before the rename; then what now sits at the destination is theirs, not our output.
+        // Nothing was followed or chowned, but the user must know.
+        let placed = fstatat_nofollow(&self.directory, &self.destination_name);
+        let ours = self.temp.metadata().ok();
+        let same =
+            matches!((&placed, &ours), (Some(p), Some(o)) if p.0 == o.dev() && p.1 == o.ino());
+        if !same {
+            bail!(
+                "the output at {destination} was replaced by another file while emberprof wrote it \
+                 (another user can write to that directory): write the output to a directory only \
+                 you can write"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AtomicOutput {
+    /// An output never committed (a failed run) leaves no temporary file behind.
+    fn drop(&mut self) {
+        if !self.renamed {
+            // A name swapped by another user is only unlinked, never followed.
+            // SAFETY: a NUL-terminated name relative to a directory fd we own.
+            unsafe { libc::unlinkat(self.directory.as_raw_fd(), self.temp_name.as_ptr(), 0) };
         }
     }
+}
+
+/// Device and inode of `name` in `directory`, without following a symlink.
+fn fstatat_nofollow(directory: &OwnedFd, name: &CString) -> Option<(u64, u64)> {
+    // SAFETY: fstatat fills a zeroed stat struct for a NUL-terminated name.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    let ret = unsafe {
+        libc::fstatat(
+            directory.as_raw_fd(),
+            name.as_ptr(),
+            &mut stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    (ret == 0).then_some((stat.st_dev, stat.st_ino))
+}
+
+fn name_too_long(destination: &Path) -> String {
+    let length = destination.file_name().map_or(0, OsStr::len);
+    format!(
+        "cannot write output {}: the file name is too long ({length} bytes; file systems allow {NAME_MAX})",
+        destination.display()
+    )
+}
+
+/// Creates `.NAME.RANDOM.tmp` in `directory`, refusing to follow or reuse anything already there.
+fn create_temp_file(directory: &OwnedFd, file_name: &OsStr) -> std::io::Result<(CString, File)> {
+    let shown_name = truncate_bytes(file_name.as_bytes(), TEMP_NAME_PREFIX_BYTES);
+    for attempt in 0u32..100 {
+        let mut name = Vec::with_capacity(shown_name.len() + 24);
+        name.push(b'.');
+        name.extend_from_slice(shown_name);
+        name.extend_from_slice(format!(".{:016x}.tmp", random_suffix(attempt)).as_bytes());
+        let name = CString::new(name).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        // 0600 until the content is complete: nobody else reads a half-written profile.
+        match open_raw(
+            directory.as_raw_fd(),
+            &name,
+            libc::O_WRONLY
+                | libc::O_CREAT
+                | libc::O_EXCL
+                | libc::O_NOFOLLOW
+                | libc::O_NOCTTY
+                | libc::O_CLOEXEC,
+            0o600,
+        ) {
+            Ok(fd) => return Ok((name, File::from(fd))),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(std::io::ErrorKind::AlreadyExists.into())
+}
+
+/// An unpredictable suffix, so another user cannot pre-create the name (O_EXCL would then make us
+/// retry, not follow, but a predictable name would let them make us retry forever).
+fn random_suffix(attempt: u32) -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom fills at most bytes.len() bytes of a local buffer.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled == bytes.len() as isize {
+        return u64::from_ne_bytes(bytes);
+    }
+    // getrandom cannot really fail for 8 bytes; fall back to something still hard to guess.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ u64::from(attempt)
+}
+
+fn truncate_bytes(bytes: &[u8], max: usize) -> &[u8] {
+    &bytes[..bytes.len().min(max)]
+}
+
+/// Mode 0644, through the descriptor.
+fn set_mode(file: &File) -> std::io::Result<()> {
+    // SAFETY: fchmod on a descriptor we own.
+    if unsafe { libc::fchmod(file.as_raw_fd(), OUTPUT_MODE) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Under sudo, makes the invoking user the owner (so they can delete or overwrite the output without
+/// root), through the descriptor. A failed chown leaves the file owned by root, which is still
+/// usable: logged, not fatal.
+fn give_to_sudo_user(file: &File) {
+    if let Some((uid, gid)) = sudo_ids() {
+        // SAFETY: fchown on a descriptor we own.
+        if unsafe { libc::fchown(file.as_raw_fd(), uid, gid) } != 0 {
+            log::debug!(
+                "cannot give the output to {uid}:{gid}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// The user who ran `sudo`, from SUDO_UID/SUDO_GID.
+fn sudo_ids() -> Option<(u32, u32)> {
+    let id = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    Some((id("SUDO_UID")?, id("SUDO_GID")?))
+}
+
+fn cstring(text: &OsStr) -> Result<CString> {
+    CString::new(text.as_bytes())
+        .with_context(|| format!("{:?} contains a NUL byte", text.to_string_lossy()))
+}
+
+fn open_raw(
+    directory: libc::c_int,
+    name: &CString,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> std::io::Result<OwnedFd> {
+    // SAFETY: openat with a NUL-terminated name; the returned fd is new and ours.
+    let fd = unsafe { libc::openat(directory, name.as_ptr(), flags, libc::c_uint::from(mode)) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn temp_files_in(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir)
@@ -167,6 +486,15 @@ mod tests {
         assert!(temp_files_in(dir.path()).is_empty());
     }
 
+    /// An output that is never committed leaves no temporary file.
+    #[test]
+    fn dropped_output_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = OutputFile::create(&OutputTarget::File(dir.path().join("x.svg"))).unwrap();
+        drop(output);
+        assert!(temp_files_in(dir.path()).is_empty());
+    }
+
     /// A missing directory, or a directory as destination, is refused at creation time.
     #[test]
     fn unwritable_destination_fails_early() {
@@ -184,5 +512,94 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.to_string().contains("is a directory"), "{error}");
+    }
+
+    /// Regular files and new names are replaced atomically; devices and FIFOs written through;
+    /// symlinks, block devices and sockets refused.
+    #[test]
+    fn write_mode_follows_what_exists() {
+        let path = Path::new("out.svg");
+        let mode = |kind| choose_write_mode(kind, path);
+        assert_eq!(mode(ExistingKind::Missing).unwrap(), WriteMode::Atomic);
+        assert_eq!(mode(ExistingKind::Regular).unwrap(), WriteMode::Atomic);
+        assert_eq!(mode(ExistingKind::CharDevice).unwrap(), WriteMode::Through);
+        assert_eq!(mode(ExistingKind::Fifo).unwrap(), WriteMode::Through);
+        let symlink = mode(ExistingKind::Symlink).unwrap_err().to_string();
+        assert!(symlink.contains("symbolic link"), "{symlink}");
+        assert!(mode(ExistingKind::Directory).is_err());
+        assert!(mode(ExistingKind::BlockDevice).is_err());
+        assert!(mode(ExistingKind::Socket).is_err());
+    }
+
+    /// The kind of a real path is read without following links.
+    #[test]
+    fn classifies_real_paths() {
+        let kind = |p: &Path| existing_kind(std::fs::symlink_metadata(p).ok().as_ref());
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        assert_eq!(kind(&link), ExistingKind::Symlink);
+        assert_eq!(kind(Path::new("/dev/null")), ExistingKind::CharDevice);
+        assert_eq!(kind(dir.path()), ExistingKind::Directory);
+        assert_eq!(kind(&dir.path().join("none")), ExistingKind::Missing);
+    }
+
+    /// /dev/null is written through and stays a character device; a symlink is refused untouched.
+    #[test]
+    fn device_written_through_and_symlink_refused() {
+        let output = OutputFile::create(&OutputTarget::File("/dev/null".into())).unwrap();
+        output.commit(|w| Ok(w.write_all(b"x 1\n")?)).unwrap();
+        let file_type = std::fs::symlink_metadata("/dev/null").unwrap().file_type();
+        assert!(file_type.is_char_device());
+
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        let link = dir.path().join("out.svg");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let error = OutputFile::create(&OutputTarget::File(link.clone()))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    /// A FIFO without a reader fails at once (before sampling) with a hint, instead of hanging.
+    #[test]
+    fn fifo_without_reader_fails_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let error = OutputFile::create(&OutputTarget::File(fifo.clone()))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("no reader"), "{error}");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
+
+    /// Names up to NAME_MAX bytes work (the temporary name stays short enough); longer ones are
+    /// refused as too long, not as an unwritable directory.
+    #[test]
+    fn long_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let longest = format!("{}.folded", "a".repeat(NAME_MAX - 7));
+        let path = dir.path().join(&longest);
+        let output = OutputFile::create(&OutputTarget::File(path.clone())).unwrap();
+        output.commit(|w| Ok(w.write_all(b"x 1\n")?)).unwrap();
+        assert!(path.exists());
+        let too_long = dir.path().join(format!("{}.svg", "b".repeat(NAME_MAX)));
+        let error = OutputFile::create(&OutputTarget::File(too_long))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("too long"), "{error}");
     }
 }

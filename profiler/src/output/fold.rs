@@ -108,16 +108,16 @@ fn append_symbol(line: &mut String, symbol: &Symbol, in_kernel: bool) {
     }
 }
 
-/// A `;` would split a frame in two and a line break would end the line: replace both. Empty names
-/// (an unnamed thread) would make an empty frame.
+/// A `;` would split a frame in two and a line break would end the line: replace both, and every
+/// other control character (see [`crate::text::printable`]): names come from the profiled process.
+/// Empty names (an unnamed thread) would make an empty frame.
 fn sanitize(name: &str) -> std::borrow::Cow<'_, str> {
     if name.is_empty() {
         return "[unnamed]".into();
     }
-    if name.contains([';', '\n', '\r']) {
-        name.replace(';', ":").replace(['\n', '\r'], " ").into()
-    } else {
-        name.into()
+    match crate::text::printable(name) {
+        std::borrow::Cow::Borrowed(name) if !name.contains(';') => name.into(),
+        printable => printable.replace(';', ":").into(),
     }
 }
 
@@ -185,6 +185,14 @@ mod tests {
         assert_eq!(sanitize("a;b\nc"), "a:b c");
         assert_eq!(sanitize(""), "[unnamed]");
         assert_eq!(sanitize("std::vec::Vec<T>::push"), "std::vec::Vec<T>::push");
+        assert_eq!(sanitize("a\r\tb;\u{1b}[31m"), "a  b:\u{FFFD}[31m");
+        // Every C0 control: never a line break, a tab or the raw control in a folded frame.
+        for code in 0u8..0x20 {
+            let name = format!("x{}y", char::from(code));
+            let clean = sanitize(&name);
+            assert!(!clean.chars().any(char::is_control), "{code:#x}: {clean:?}");
+            assert!(clean.starts_with('x') && clean.ends_with('y'), "{clean:?}");
+        }
     }
 
     /// Folding a real process's own addresses: the root is the process name (or thread-PID/TID),

@@ -1,24 +1,32 @@
 //! Flame graph rendering with inferno, in process.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use anyhow::{Context, Result};
 use inferno::flamegraph::color::{MultiPalette, Palette};
 use inferno::flamegraph::{self, Options};
 
+use crate::text::printable;
+
 /// Renders folded lines (`stack COUNT`) as an SVG flame graph. An empty capture gives a valid SVG that
 /// says so, where inferno would fail.
+///
+/// inferno escapes XML's special characters but passes control characters through, and XML forbids
+/// them even escaped: the title and every line are made printable here (folding already did so for
+/// frame names; this keeps the SVG well-formed whatever the caller passes).
 pub fn render_svg<'a>(
     lines: impl IntoIterator<Item = &'a str>,
     title: &str,
     writer: &mut dyn Write,
 ) -> Result<()> {
-    let mut lines = lines.into_iter().peekable();
-    if lines.peek().is_none() {
-        return write_empty_svg(title, writer);
+    let title = printable(title);
+    let lines: Vec<Cow<'a, str>> = lines.into_iter().map(printable).collect();
+    if lines.is_empty() {
+        return write_empty_svg(&title, writer);
     }
     let mut options = Options::default();
-    options.title = title.to_owned();
+    options.title = title.into_owned();
     options.count_name = "samples".to_owned();
     // The "java" palette keys colours on the frame suffixes we emit: kernel (_[k]) orange, JIT (_[j])
     // green, inlined (_[i]) aqua, native code red/yellow.
@@ -26,7 +34,8 @@ pub fn render_svg<'a>(
     // Stable colours from run to run: the same function keeps its colour.
     options.hash = true;
     options.deterministic = true;
-    flamegraph::from_lines(&mut options, lines, writer).context("cannot render the flame graph")
+    flamegraph::from_lines(&mut options, lines.iter().map(|l| l.as_ref()), writer)
+        .context("cannot render the flame graph")
 }
 
 fn write_empty_svg(title: &str, writer: &mut dyn Write) -> Result<()> {
@@ -75,6 +84,35 @@ mod tests {
             "kernel label without suffix"
         );
         assert!(svg.contains("T &amp; &lt;x&gt;"));
+    }
+
+    /// Control characters in the title or frames cannot make the SVG ill-formed: no C0 control
+    /// other than a line break reaches the file, and it parses as XML.
+    #[test]
+    fn control_characters_are_replaced() {
+        let hostile = "<x\u{1}\u{1b}[31m\"&\u{7f}\u{9b}";
+        let line = format!("{hostile};main;leaf\u{2} 3");
+        for lines in [vec![line.as_str()], vec![]] {
+            let mut out = Vec::new();
+            render_svg(lines, hostile, &mut out).unwrap();
+            let svg = String::from_utf8(out).unwrap();
+            assert!(
+                !svg.chars().any(|c| c.is_control() && c != '\n'),
+                "control character in the SVG"
+            );
+            assert!(
+                svg.contains("&lt;x\u{FFFD}\u{FFFD}[31m&quot;&amp;"),
+                "{svg}"
+            );
+            let mut reader = quick_xml::Reader::from_str(&svg);
+            loop {
+                match reader.read_event() {
+                    Ok(quick_xml::events::Event::Eof) => break,
+                    Ok(_) => {}
+                    Err(e) => panic!("invalid XML at {}: {e}", reader.buffer_position()),
+                }
+            }
+        }
     }
 
     /// No samples still gives a well-formed SVG that says so.
