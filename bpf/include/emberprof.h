@@ -22,14 +22,17 @@
  * scratch buffer are masked with it to satisfy the verifier). */
 #define MAX_STACK_COPY 65536
 
-/* Address ranges of frameless code per process for --unwind auto. A process with more frameless
- * ranges than this is unwound with DWARF entirely. */
-#define MAX_FRAMELESS_RANGES 16
+/* Address ranges of frameless code per process for --unwind auto (whole frameless modules, and the
+ * frameless functions of frame-pointer modules). A process with more than this is unwound with DWARF
+ * entirely. A power of two: indexes are masked with it for the verifier. */
+#define MAX_FRAMELESS_RANGES 4096
+/* Steps of the binary search over a process's ranges: log2(MAX_FRAMELESS_RANGES) + 1. */
+#define FRAMELESS_SEARCH_STEPS 13
 
 /* Values of config.unwind_mode. */
 #define UNWIND_FRAME_POINTERS 0 /* user stacks walked by the kernel via frame pointers */
 #define UNWIND_DWARF 1          /* every user stack copied for DWARF unwinding in userspace */
-#define UNWIND_AUTO 2           /* copied when the process or the sampled code is frameless */
+#define UNWIND_AUTO 2           /* copied when a frame-pointer walk would meet frameless code */
 
 /* Stack-id values that are not ids. */
 #define STACK_ID_NONE (-1)      /* not captured: disabled by config, or there is no such stack */
@@ -57,8 +60,9 @@ struct config {
 	__u32 wakeup_bytes;
 };
 
-/* Value of the `frameless_ranges` map: [start, end) user address ranges of code without frame
- * pointers in one process. */
+/* Value of the `frameless_ranges` map, the --unwind auto plan of one process: [start, end) user
+ * address ranges of code without frame pointers, sorted by start and disjoint. count 0: all of the
+ * process's code keeps frame pointers. */
 struct frameless_ranges {
 	__u32 count;
 	__u32 _pad;
@@ -81,6 +85,15 @@ struct sample_key {
 	/* Name of the process (its thread-group leader) and of the sampled thread. */
 	char process_comm[COMM_LEN];
 	char thread_comm[COMM_LEN];
+};
+
+/* Key of the `known_roots` map: a return address in frameless code that ends the frame-pointer
+ * chain of a process instance (glibc's __libc_start_call_main, start_thread), whose outer frames
+ * userspace has learned from a DWARF unwind and appends to frame-pointer stacks ending there. */
+struct root_key {
+	__u32 instance;
+	__u32 _pad;
+	__u64 address;
 };
 
 /* Ring-buffer records; each starts with its kind. */
@@ -180,6 +193,14 @@ enum stat {
 	STAT_STACK_COPIED,         /* user stack copied for DWARF unwinding (a kind of STREAMED) */
 	STAT_STACK_COPY_FALLBACK,  /* a copy did not fit the ring buffer: frame pointers used instead */
 	STAT_INSTANCE_END_LOST,    /* an exec/exit notice did not fit the ring buffer */
+	/* --unwind auto: why a user stack was copied (each also a STACK_COPIED attempt), or why the
+	 * frame-pointer walk was kept. */
+	STAT_COPY_UNJUDGED,        /* the process has no plan yet (or the plan map was full) */
+	STAT_COPY_FRAMELESS_IP,    /* the sampled instruction is in frameless code */
+	STAT_COPY_FRAMELESS_CALLER, /* a return address on the frame-pointer chain is in frameless code */
+	STAT_COPY_UNKNOWN_ROOT,    /* the chain ends in frameless code not yet learned as a root */
+	STAT_FP_KNOWN_ROOT,        /* the chain ends at a known root: frame pointers, suffix appended */
+	STAT_FP_WALK_TOO_DEEP,     /* the walk met no frameless code within MAX_STACK_DEPTH frames */
 	STAT_COUNT,
 };
 
@@ -192,6 +213,7 @@ _Static_assert(sizeof(struct process_seen_record) == 32, "struct process_seen_re
 _Static_assert(sizeof(struct instance_end_record) == 16, "struct instance_end_record layout");
 _Static_assert(sizeof(struct sample_record) == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
 _Static_assert(sizeof(struct new_key_record) == 64, "struct new_key_record layout");
-_Static_assert(STAT_COUNT == 18, "enum stat: update Stat in bpf/src/lib.rs");
+_Static_assert(sizeof(struct root_key) == 16, "struct root_key layout");
+_Static_assert(STAT_COUNT == 24, "enum stat: update Stat in bpf/src/lib.rs");
 
 #endif /* EMBERPROF_H */

@@ -15,7 +15,7 @@ use crate::kernel_modules::KernelModules;
 use crate::modules::{ModuleId, ModuleTable};
 use crate::plt::PltStubs;
 use crate::process::{ProcessKey, ProcessTable, UserLocation};
-use crate::unwind::{Unwinders, UnwoundStack, UserRegisters};
+use crate::unwind::{FramePointers, Unwinders, UnwoundStack, UserRegisters};
 use crate::Error;
 
 /// Least time between two reads of one process's memory map: short while the process is young (its
@@ -76,7 +76,7 @@ pub struct Symbolizer {
 pub enum FramelessCode {
     /// Every module keeps frame pointers.
     None,
-    /// These address ranges (of frameless modules) do not.
+    /// These address ranges (sorted, disjoint: frameless modules, frameless functions) do not.
     Ranges(Vec<std::ops::Range<u64>>),
     /// The main executable itself is frameless: unwind everything with DWARF.
     Everywhere,
@@ -162,6 +162,52 @@ impl Symbolizer {
         Ok(())
     }
 
+    /// Retakes the snapshots of young processes taken while the dynamic loader was still mapping
+    /// their libraries (only the executable and `ld-linux` mapped): a process's first sample often
+    /// comes from the loader, and a short-lived one may be gone by the time a stack copy needing
+    /// libc's CFI is unwound. Returns whether any such snapshot is still waiting (call again soon).
+    pub fn retake_loader_snapshots(&mut self) -> bool {
+        let loading: Vec<ProcessKey> = self
+            .snapshot_taken
+            .iter()
+            .filter(|(key, (first, _))| {
+                first.elapsed() < YOUNG_PROCESS
+                    && !self.ended.contains(key)
+                    && self
+                        .processes
+                        .get(**key)
+                        .is_some_and(|snapshot| self.only_loader_mapped(snapshot))
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        let mut waiting = false;
+        for key in loading {
+            self.refresh_snapshot(key);
+            waiting |= self
+                .processes
+                .get(key)
+                .is_some_and(|snapshot| self.only_loader_mapped(snapshot));
+        }
+        waiting
+    }
+
+    /// Whether a snapshot holds nothing but the executable and the dynamic loader (and the vDSO).
+    fn only_loader_mapped(&self, snapshot: &crate::process::ProcessSnapshot) -> bool {
+        let mut has_loader = false;
+        for mapping in snapshot.mappings() {
+            if Some(mapping.module) == snapshot.executable() {
+                continue;
+            }
+            let name = &self.modules.get(mapping.module).display_name;
+            if name.starts_with("ld-linux") || name.starts_with("ld-musl") {
+                has_loader = true;
+            } else if &**name != "[vdso]" {
+                return false;
+            }
+        }
+        has_loader
+    }
+
     /// Re-reads the memory map of a process that has code outside its snapshot, unless that was done
     /// too recently, the instance has ended, or the process has exec'd another program since (the
     /// notice may still be on its way). Returns whether a new snapshot was taken.
@@ -177,6 +223,12 @@ impl Symbolizer {
             };
             last.elapsed() < interval
         });
+        // A snapshot of the loader at work is retaken at once: the libraries are on their way.
+        let recent = recent
+            && !self
+                .processes
+                .get(key)
+                .is_some_and(|snapshot| self.only_loader_mapped(snapshot));
         let other_program = self
             .processes
             .get(key)
@@ -214,26 +266,54 @@ impl Symbolizer {
     }
 
     /// Which code of a snapshotted process lacks frame pointers; `None` if there is no snapshot.
+    /// Ranges are sorted and do not overlap: whole mappings of frameless modules, and the frameless
+    /// functions of frame-pointer modules.
     pub fn frameless_code(&mut self, key: ProcessKey) -> Option<FramelessCode> {
         let snapshot = self.processes.get(key)?;
         let executable = snapshot.executable();
-        let mut ranges = Vec::new();
+        let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
         for mapping in snapshot.mappings().to_vec() {
-            let frameless = self
-                .unwinders
-                .elf_info(mapping.module, &self.modules)
-                .is_some_and(|info| !info.keeps_frame_pointers);
-            if frameless {
-                if Some(mapping.module) == executable {
-                    return Some(FramelessCode::Everywhere);
+            let Some(info) = self.unwinders.elf_info(mapping.module, &self.modules) else {
+                continue;
+            };
+            match &info.frame_pointers {
+                FramePointers::Frameless => {
+                    if Some(mapping.module) == executable {
+                        return Some(FramelessCode::Everywhere);
+                    }
+                    ranges.push(mapping.start..mapping.end);
                 }
-                ranges.push(mapping.start..mapping.end);
+                FramePointers::Kept { frameless } => {
+                    let Some(base) = info.base_address(mapping.start, mapping.offset) else {
+                        continue;
+                    };
+                    for function in frameless {
+                        let (Some(start), Some(end)) = (
+                            base.checked_add(function.start),
+                            base.checked_add(function.end),
+                        ) else {
+                            continue;
+                        };
+                        let (start, end) = (start.max(mapping.start), end.min(mapping.end));
+                        if start < end {
+                            ranges.push(start..end);
+                        }
+                    }
+                }
             }
         }
-        Some(if ranges.is_empty() {
+        ranges.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            match merged.last_mut() {
+                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+                _ => merged.push(range),
+            }
+        }
+        Some(if merged.is_empty() {
             FramelessCode::None
         } else {
-            FramelessCode::Ranges(ranges)
+            FramelessCode::Ranges(merged)
         })
     }
 

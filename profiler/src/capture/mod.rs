@@ -2,6 +2,7 @@
 //! the targets, runs the recording loop, and hands back plain [`crate::sample::StackSample`]s.
 
 mod launch;
+mod roots;
 mod sampler;
 mod session;
 mod stats;

@@ -12,7 +12,8 @@ use aya::programs::perf_event::{
 use aya::programs::{BtfTracePoint, PerfEvent};
 use aya::{Btf, Ebpf, EbpfLoader};
 use emberprof_bpf::{
-    names, Config, FramelessRanges, SampleKey, Stat, MAX_FRAMELESS_RANGES, STACK_ID_NONE,
+    names, Config, FramelessRanges, RootKey, SampleKey, Stat, MAX_FRAMELESS_RANGES,
+    STACK_ID_NONE,
 };
 
 use super::stats::BpfStats;
@@ -52,8 +53,9 @@ pub enum UnwindMode {
     FramePointers,
     /// Every user stack is copied and unwound with DWARF CFI in userspace.
     Dwarf,
-    /// Copied only where the code is frameless: per process (frameless main executable) or per
-    /// sample (the sampled instruction is in a frameless module).
+    /// Copied only where a frame-pointer walk would go wrong: processes with a frameless main
+    /// executable, processes not judged yet, and samples whose frame-pointer chain meets a
+    /// frameless function (see `needs_stack_copy` in the BPF program).
     Auto,
 }
 
@@ -178,8 +180,10 @@ impl Sampler {
             .with_context(|| format!("cannot mark process {pid} for DWARF unwinding"))
     }
 
-    /// `--unwind auto`: copy the user stacks of samples whose instruction lies in these ranges. More
-    /// ranges than the BPF side holds mean the whole process is copied.
+    /// `--unwind auto`: the plan of a judged process: copy the user stacks of samples whose
+    /// frame-pointer walk meets these ranges (sorted, disjoint; none: never copy). More ranges than
+    /// the BPF side holds mean the whole process is copied. A full map leaves the process unjudged,
+    /// so its stacks stay copied (counted as `CopyUnjudged`).
     pub fn set_frameless_ranges(
         &mut self,
         pid: u32,
@@ -188,18 +192,34 @@ impl Sampler {
         if ranges.len() > MAX_FRAMELESS_RANGES {
             return self.unwind_process_with_dwarf(pid);
         }
-        let mut value = FramelessRanges {
-            count: ranges.len() as u32,
-            ..FramelessRanges::default()
-        };
+        let mut value = FramelessRanges::boxed_empty();
+        value.count = ranges.len() as u32;
         for (i, range) in ranges.iter().enumerate() {
             value.start[i] = range.start;
             value.end[i] = range.end;
         }
         let mut map: HashMap<_, u32, FramelessRanges> =
             HashMap::try_from(map(&mut self.ebpf, names::FRAMELESS_RANGES)?)?;
-        map.insert(pid, value, 0)
+        map.insert(pid, &*value, 0)
             .with_context(|| format!("cannot set frameless ranges of process {pid}"))
+    }
+
+    /// `--unwind auto`: a frame-pointer chain of this process instance that ends at `address` (a
+    /// frameless return address) needs no copy: userspace appends the outer frames it learned.
+    pub fn set_known_root(&mut self, instance: u32, address: u64, known: bool) -> Result<()> {
+        let mut map: HashMap<_, RootKey, u8> =
+            HashMap::try_from(map(&mut self.ebpf, names::KNOWN_ROOTS)?)?;
+        let key = RootKey {
+            instance,
+            _pad: 0,
+            address,
+        };
+        let result = if known {
+            map.insert(key, 1, 0)
+        } else {
+            map.remove(&key)
+        };
+        result.with_context(|| format!("cannot update the root {address:#x} of instance {instance}"))
     }
 
     /// Starts sampling: follows forks first, so no child is missed, then opens one cpu-clock event per

@@ -14,6 +14,7 @@ use emberprof_bpf::{
 use emberprof_symbolizer::{FramelessCode, ProcessKey, Symbolizer, UnwindEnd, UserRegisters};
 
 use super::launch::RunningCommand;
+use super::roots::Roots;
 use super::sampler::{Sampler, StackCache, UnwindMode};
 use super::stats::BpfStats;
 use super::targets::ProcessWatch;
@@ -22,6 +23,8 @@ use crate::symbols::symbolize_stacks;
 
 /// How often the loop wakes without ring-buffer activity, to check the clock, targets and signals.
 const TICK: Duration = Duration::from_millis(100);
+/// How soon a snapshot taken while the dynamic loader ran is retaken.
+const LOADER_RETRY: Duration = Duration::from_millis(2);
 /// How often the status line is redrawn.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 /// How often stacks first seen since the last round are symbolized while recording.
@@ -105,6 +108,10 @@ struct Collected {
     new_streamed: Vec<StackSample>,
     malformed_records: u64,
     unwinding: UnwindStats,
+    /// `--unwind auto`: frameless roots of frame-pointer chains, learned from DWARF unwinds.
+    roots: Roots,
+    /// Some snapshot was taken while the dynamic loader ran: retake it soon.
+    loader_snapshots: bool,
 }
 
 /// A sample that came through the ring buffer, keyed with its inline stacks.
@@ -125,7 +132,11 @@ pub fn record(
     let mut last_symbolized = started;
 
     let stop_reason = loop {
-        wait_readable(sampler.records_fd(), next_wakeup(started, stop.duration));
+        let mut wakeup = next_wakeup(started, stop.duration);
+        if collected.loader_snapshots {
+            wakeup = wakeup.min(LOADER_RETRY);
+        }
+        wait_readable(sampler.records_fd(), wakeup);
         drain(sampler, symbolizer, unwind, &mut collected);
         let pending = !collected.new_keys.is_empty() || !collected.new_streamed.is_empty();
         if last_symbolized.elapsed() >= SYMBOLIZE_INTERVAL && pending {
@@ -177,6 +188,7 @@ pub fn record(
         streamed,
         malformed_records,
         mut unwinding,
+        roots,
         ..
     } = collected;
 
@@ -196,7 +208,8 @@ pub fn record(
         .filter(|(key, _)| key.user_stack_id >= 0)
         .map(|(_, count)| count)
         .sum::<u64>();
-    let samples = to_samples(&stack_cache, &counted, streamed);
+    let mut samples = to_samples(&stack_cache, &counted, streamed);
+    roots.complete(&mut samples);
     Ok(Capture {
         samples,
         stats,
@@ -249,6 +262,7 @@ fn drain(
     unwind: UnwindMode,
     collected: &mut Collected,
 ) {
+    let mut root_changes = Vec::new();
     sampler.drain_records(|bytes| match Record::parse(bytes) {
         Some(Record::ProcessSeen(record)) => {
             let key = ProcessKey {
@@ -285,27 +299,54 @@ fn drain(
             collected.add_streamed((record.key, kernel, user));
         }
         Some(Record::UserStack(record, stack)) => {
-            let key = unwind_user_stack(symbolizer, record, stack, &mut collected.unwinding);
+            let (key, end) = unwind_user_stack(symbolizer, record, stack, &mut collected.unwinding);
+            if unwind == UnwindMode::Auto && end == UnwindEnd::Complete {
+                let process = ProcessKey {
+                    pid: record.key.tgid,
+                    instance: record.key.instance,
+                };
+                let change = collected.roots.learn(
+                    process,
+                    record.ip,
+                    record.sp,
+                    record.bp,
+                    stack,
+                    &key.2,
+                );
+                if let Some(change) = change {
+                    root_changes.push((process.instance, change));
+                }
+            }
             collected.add_streamed(key);
         }
         None => collected.malformed_records += 1,
     });
+    for (instance, change) in root_changes {
+        if let Err(error) = sampler.set_known_root(instance, change.address, change.known) {
+            log::warn!("{error:#}");
+        }
+    }
+    // Before more stacks of those processes arrive: a short-lived one may be gone by then.
+    collected.loader_snapshots = symbolizer.retake_loader_snapshots();
     // A snapshot taken or retaken (a library loaded since the last one) changes where code is
     // frameless.
     for key in symbolizer.take_changed() {
         if unwind == UnwindMode::Auto {
-            if let Err(error) = plan_auto_unwinding(sampler, symbolizer, key) {
+            if let Err(error) = plan_auto_unwinding(sampler, symbolizer, &mut collected.roots, key)
+            {
                 log::warn!("{error:#}");
             }
         }
     }
 }
 
-/// `--unwind auto`: tells the BPF side where this process's code is frameless, so samples there get
-/// their stacks copied while the rest keeps the cheap frame-pointer walk.
+/// `--unwind auto`: tells the BPF side where this process's code is frameless, so samples whose
+/// frame-pointer walk meets it get their stacks copied while the rest keeps the cheap walk. Until
+/// this is done, BPF copies every stack of the process.
 fn plan_auto_unwinding(
     sampler: &mut Sampler,
     symbolizer: &mut Symbolizer,
+    roots: &mut Roots,
     key: ProcessKey,
 ) -> Result<()> {
     let pid = key.pid;
@@ -315,9 +356,20 @@ fn plan_auto_unwinding(
         key.instance
     );
     match plan {
-        None | Some(FramelessCode::None) => Ok(()),
-        Some(FramelessCode::Everywhere) => sampler.unwind_process_with_dwarf(pid),
-        Some(FramelessCode::Ranges(ranges)) => sampler.set_frameless_ranges(pid, &ranges),
+        None => Ok(()),
+        Some(FramelessCode::None) => {
+            roots.set_plan(key, Some(Vec::new()));
+            sampler.set_frameless_ranges(pid, &[])
+        }
+        Some(FramelessCode::Everywhere) => {
+            roots.set_plan(key, None);
+            sampler.unwind_process_with_dwarf(pid)
+        }
+        Some(FramelessCode::Ranges(ranges)) => {
+            sampler.set_frameless_ranges(pid, &ranges)?;
+            roots.set_plan(key, Some(ranges));
+            Ok(())
+        }
     }
 }
 
@@ -326,7 +378,7 @@ fn unwind_user_stack(
     record: &UserStackRecord,
     stack: &[u8],
     stats: &mut UnwindStats,
-) -> StreamedKey {
+) -> (StreamedKey, UnwindEnd) {
     let registers = UserRegisters {
         ip: record.ip,
         sp: record.sp,
@@ -343,7 +395,7 @@ fn unwind_user_stack(
         &record.kernel_ips,
         record.kernel_len,
     );
-    (record.key, kernel, unwound.frames)
+    ((record.key, kernel, unwound.frames), unwound.end)
 }
 
 /// Symbolizes the stacks of keys first counted since the last round, while their processes are alive

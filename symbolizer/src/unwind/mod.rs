@@ -14,7 +14,7 @@ use std::sync::Arc;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Unwinder as _};
 
-pub use elf_info::ElfUnwindInfo;
+pub use elf_info::{ElfUnwindInfo, FramePointers};
 use elf_info::SectionBytes;
 
 use crate::modules::{ModuleId, ModuleTable};
