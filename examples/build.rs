@@ -46,7 +46,11 @@ const WORKLOADS: &[(&str, &str, &[&str])] = &[
     ),
     // --unwind auto on mixed code (issue 7). gcc keeps frame pointers but leaves leaf functions
     // (spin) frameless, so a frame-pointer walk skips their callers (burn_a, burn_b).
-    ("burn-gcc", "gcc:c/burn.c", &["-fno-omit-frame-pointer", "-O2"]),
+    (
+        "burn-gcc",
+        "gcc:c/burn.c",
+        &["-fno-omit-frame-pointer", "-O2"],
+    ),
     // Frame-pointer code whose hot callback is called by libc's frameless qsort.
     ("qsort-fp", "c/qsort_cb.c", FRAME_POINTERS),
 ];
@@ -103,7 +107,13 @@ fn build() -> Result<PathBuf, String> {
     let bin_dir = PathBuf::from(env::var("OUT_DIR").unwrap_or_default()).join("bin");
     std::fs::create_dir_all(&bin_dir)
         .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
-    for dir in ["c", "cpp", "rust", "rust-release/src", "rust-release/Cargo.toml"] {
+    for dir in [
+        "c",
+        "cpp",
+        "rust",
+        "rust-release/src",
+        "rust-release/Cargo.toml",
+    ] {
         println!(
             "cargo:rerun-if-changed={}",
             manifest_dir.join(dir).display()
@@ -141,10 +151,7 @@ fn build() -> Result<PathBuf, String> {
         if !source.starts_with("gcc:") {
             command.arg(manifest_dir.join(source));
         }
-        command
-            .args(*flags)
-            .arg("-o")
-            .arg(bin_dir.join(name));
+        command.args(*flags).arg("-o").arg(bin_dir.join(name));
         run(command, name, needs)?;
     }
     for name in SPLIT_DEBUG {
@@ -165,7 +172,14 @@ fn build_rust_release(manifest_dir: &Path, bin_dir: &Path) -> Result<(), String>
     for profile in ["release", "release-lto"] {
         let mut command = Command::new(&cargo);
         command
-            .args(["build", "--offline", "--locked", "--profile", profile, "--bins"])
+            .args([
+                "build",
+                "--offline",
+                "--locked",
+                "--profile",
+                profile,
+                "--bins",
+            ])
             .arg("--manifest-path")
             .arg(project.join("Cargo.toml"))
             .env("CARGO_TARGET_DIR", &target_dir)

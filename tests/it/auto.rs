@@ -101,7 +101,8 @@ fn outermost_user(stack: &FoldedStack) -> Option<&str> {
 
 /// A user stack is complete when it reaches a known entry.
 fn is_complete(stack: &FoldedStack) -> bool {
-    outermost_user(stack).is_some_and(|f| ["_start", "clone3", "clone", "start_thread"].contains(&f))
+    outermost_user(stack)
+        .is_some_and(|f| ["_start", "clone3", "clone", "start_thread"].contains(&f))
 }
 
 /// CPU time (user + system) a process has used, from /proc/PID/stat.
@@ -111,7 +112,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     let after_name = &stat[stat.rfind(')').expect("stat has a name") + 2..];
     let fields: Vec<&str> = after_name.split(' ').collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks as f64 / hz
@@ -120,7 +122,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// Records `pid` for `seconds` in `mode`; checks the sample total against the CPU the target used
 /// meanwhile (at least half of CPU seconds x frequency: on a machine with a load of 8 on 2 cores,
 /// 60-70 % was seen; far fewer would mean samples dropped).
-fn record_mode(pid: u32, mode: &str, seconds: &str) -> Vec<FoldedStack> {
+fn record_mode(pid: u32, mode: &str, seconds: &str) -> (Vec<FoldedStack>, String) {
     let before = cpu_seconds(pid);
     let (stacks, stderr) = record_folded(&[
         "record",
@@ -142,7 +144,7 @@ fn record_mode(pid: u32, mode: &str, seconds: &str) -> Vec<FoldedStack> {
         used > 0.3 && all as f64 >= expected * 0.5,
         "{mode}: {all} samples for {used:.2} CPU seconds at {FREQUENCY} Hz:\n{stderr}"
     );
-    stacks
+    (stacks, stderr)
 }
 
 fn complete_share(stacks: &[FoldedStack]) -> f64 {
@@ -161,7 +163,7 @@ fn auto_keeps_whole_chains_of_mixed_code() {
         let workload = Workload::start(case.example, &["30"]);
         // Past the loader, and the threads started.
         std::thread::sleep(Duration::from_millis(200));
-        let auto = record_mode(workload.pid(), "auto", "2");
+        let (auto, _) = record_mode(workload.pid(), "auto", "2");
         let hot = total(&auto, |s| s.frames.iter().any(|f| f == case.hot));
         let chained = total(&auto, |s| has_chain(case, &s.frames));
         let min_hot = (total(&auto, |_| true) / 2).max(100);
@@ -176,7 +178,7 @@ fn auto_keeps_whole_chains_of_mixed_code() {
             ));
             continue;
         }
-        let dwarf = record_mode(workload.pid(), "dwarf", "2");
+        let (dwarf, _) = record_mode(workload.pid(), "dwarf", "2");
         let (auto_share, dwarf_share) = (complete_share(&auto), complete_share(&dwarf));
         if auto_share + MAX_COMPLETE_GAP < dwarf_share {
             failures.push(format!(
@@ -197,19 +199,26 @@ fn auto_keeps_whole_chains_of_mixed_code() {
 fn frame_pointer_code_keeps_the_cheap_path_and_one_root() {
     let _kernel = kernel_test();
     let workload = Workload::start("burn", &["30"]);
-    let output = run_ok(&[
-        "record",
-        "-p",
-        &workload.pid().to_string(),
-        "-d",
-        "2",
-        "-F",
-        &FREQUENCY.to_string(),
-        "-o",
-        "-",
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stacks = parse_folded(&String::from_utf8_lossy(&output.stdout));
+    let (stacks, stderr) = record_mode(workload.pid(), "auto", "2");
+    let burn = total(&stacks, crate::record::is_burn);
+    let rooted = total(&stacks, |s| {
+        crate::record::is_burn(s)
+            && has_segments(
+                &s.frames,
+                &[&[
+                    "_start",
+                    "__libc_start_main_impl",
+                    "__libc_start_call_main",
+                    "main",
+                    "run",
+                ]],
+            )
+    });
+    assert!(
+        burn > 150 && rooted * 100 >= burn * 99,
+        "{rooted}/{burn} burn stacks rooted at _start:\n{}",
+        describe(&stacks)
+    );
     let by_fp: u64 = stderr
         .split(" by frame pointers")
         .next()
@@ -218,21 +227,8 @@ fn frame_pointer_code_keeps_the_cheap_path_and_one_root() {
         .unwrap_or_else(|| panic!("no frame-pointer count in:\n{stderr}"));
     let all = total(&stacks, |_| true);
     assert!(
-        all > 300 && by_fp * 10 >= all * 9,
+        by_fp * 10 >= all * 9,
         "only {by_fp}/{all} stacks by frame pointers:\n{stderr}"
-    );
-    let burn = total(&stacks, crate::record::is_burn);
-    let rooted = total(&stacks, |s| {
-        crate::record::is_burn(s)
-            && has_segments(
-                &s.frames,
-                &[&["_start", "__libc_start_main_impl", "__libc_start_call_main", "main", "run"]],
-            )
-    });
-    assert!(
-        burn > 300 && rooted * 100 >= burn * 99,
-        "{rooted}/{burn} burn stacks rooted at _start:\n{}",
-        describe(&stacks)
     );
 }
 
@@ -265,12 +261,27 @@ fn node_has_one_root_per_thread() {
     std::thread::sleep(Duration::from_millis(700));
     let pid = child.id().to_string();
     let output = emberprof()
-        .args(["record", "-p", &pid, "-d", "3", "-F", "499", "--per-thread", "-o", "-"])
+        .args([
+            "record",
+            "-p",
+            &pid,
+            "-d",
+            "3",
+            "-F",
+            "499",
+            "--per-thread",
+            "-o",
+            "-",
+        ])
         .output()
         .expect("run emberprof");
     let _ = child.kill();
     let _ = child.wait();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stacks = parse_folded(&String::from_utf8_lossy(&output.stdout));
     let mut roots: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, u64>> =
         Default::default();
@@ -322,13 +333,22 @@ fn first_samples_of_a_short_lived_process_are_whole() {
         "80",
         "20",
     ]);
-    let work = |s: &FoldedStack| s.frames[0] == "short-lived" && s.frames.iter().any(|f| f == "short_lived_work");
+    let work = |s: &FoldedStack| {
+        s.frames[0] == "short-lived" && s.frames.iter().any(|f| f == "short_lived_work")
+    };
     let in_work = total(&stacks, work);
     let whole = total(&stacks, |s| {
         work(s)
             && has_segments(
                 &s.frames,
-                &[&["_start", "__libc_start_main_impl", "__libc_start_call_main", "main", "run", "short_lived_work"]],
+                &[&[
+                    "_start",
+                    "__libc_start_main_impl",
+                    "__libc_start_call_main",
+                    "main",
+                    "run",
+                    "short_lived_work",
+                ]],
             )
     });
     assert!(

@@ -150,13 +150,13 @@ mod tests {
     /// `main`'s saved RBP = `main_saved_bp` (argc, as glibc leaves it), return into libc.
     fn stack(main_saved_bp: u64) -> (u64, Vec<u8>) {
         let words: [u64; 8] = [
-            0,                 // SP + 0: leaf's locals
-            SP + 0x20,         // SP + 8: leaf frame: saved rbp -> run's frame
-            0x5555_0000_1275,  // return into run
+            0,                // SP + 0: leaf's locals
+            SP + 0x20,        // SP + 8: leaf frame: saved rbp -> run's frame
+            0x5555_0000_1275, // return into run
             0,
-            main_saved_bp,     // SP + 0x20: run's frame... main's frame (simplified: one frame)
-            CALL_MAIN,         // return into __libc_start_call_main
-            START_MAIN,        // (what DWARF finds beyond)
+            main_saved_bp, // SP + 0x20: run's frame... main's frame (simplified: one frame)
+            CALL_MAIN,     // return into __libc_start_call_main
+            START_MAIN,    // (what DWARF finds beyond)
             START,
         ];
         let bytes = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
@@ -164,7 +164,13 @@ mod tests {
     }
 
     fn dwarf_frames() -> Vec<u64> {
-        vec![0x5555_0000_1180, 0x5555_0000_1275, CALL_MAIN, START_MAIN, START]
+        vec![
+            0x5555_0000_1180,
+            0x5555_0000_1275,
+            CALL_MAIN,
+            START_MAIN,
+            START,
+        ]
     }
 
     #[test]
@@ -198,7 +204,13 @@ mod tests {
         roots.complete(&mut samples);
         assert_eq!(
             samples[0].user_ips,
-            vec![0x5555_0000_1190, 0x5555_0000_1275, CALL_MAIN, START_MAIN, START]
+            vec![
+                0x5555_0000_1190,
+                0x5555_0000_1275,
+                CALL_MAIN,
+                START_MAIN,
+                START
+            ]
         );
     }
 

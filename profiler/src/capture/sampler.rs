@@ -12,8 +12,7 @@ use aya::programs::perf_event::{
 use aya::programs::{BtfTracePoint, PerfEvent};
 use aya::{Btf, Ebpf, EbpfLoader};
 use emberprof_bpf::{
-    names, Config, FramelessRanges, RootKey, SampleKey, Stat, MAX_FRAMELESS_RANGES,
-    STACK_ID_NONE,
+    names, Config, FramelessRanges, RootKey, SampleKey, Stat, MAX_FRAMELESS_RANGES, STACK_ID_NONE,
 };
 
 use super::stats::BpfStats;
@@ -219,7 +218,8 @@ impl Sampler {
         } else {
             map.remove(&key)
         };
-        result.with_context(|| format!("cannot update the root {address:#x} of instance {instance}"))
+        result
+            .with_context(|| format!("cannot update the root {address:#x} of instance {instance}"))
     }
 
     /// Starts sampling: follows forks first, so no child is missed, then opens one cpu-clock event per

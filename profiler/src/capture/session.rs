@@ -305,14 +305,9 @@ fn drain(
                     pid: record.key.tgid,
                     instance: record.key.instance,
                 };
-                let change = collected.roots.learn(
-                    process,
-                    record.ip,
-                    record.sp,
-                    record.bp,
-                    stack,
-                    &key.2,
-                );
+                let change = collected
+                    .roots
+                    .learn(process, record.ip, record.sp, record.bp, stack, &key.2);
                 if let Some(change) = change {
                     root_changes.push((process.instance, change));
                 }

@@ -291,10 +291,7 @@ mod tests {
             function(0x1000..0x1100, true),
             function(0x1100..0x1300, false),
         ];
-        assert_eq!(
-            judge_frame_pointers(functions, 0),
-            FramePointers::Frameless
-        );
+        assert_eq!(judge_frame_pointers(functions, 0), FramePointers::Frameless);
     }
 
     #[test]
@@ -302,13 +299,13 @@ mod tests {
         let functions: Vec<_> = (0..=MAX_MODULE_EXCEPTIONS as u64)
             .flat_map(|i| {
                 let at = 0x1000 + i * 0x200;
-                [function(at..at + 0x1f0, true), function(at + 0x1f0..at + 0x200, false)]
+                [
+                    function(at..at + 0x1f0, true),
+                    function(at + 0x1f0..at + 0x200, false),
+                ]
             })
             .collect();
-        assert_eq!(
-            judge_frame_pointers(functions, 0),
-            FramePointers::Frameless
-        );
+        assert_eq!(judge_frame_pointers(functions, 0), FramePointers::Frameless);
     }
 
     /// lld layout: the text segment starts mid-page right after a read-only one, so its mapping's

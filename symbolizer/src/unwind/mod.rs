@@ -14,8 +14,8 @@ use std::sync::Arc;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Unwinder as _};
 
-pub use elf_info::{ElfUnwindInfo, FramePointers};
 use elf_info::SectionBytes;
+pub use elf_info::{ElfUnwindInfo, FramePointers};
 
 use crate::modules::{ModuleId, ModuleTable};
 use crate::process::{ProcessKey, ProcessTable};
