@@ -151,4 +151,29 @@ fn classifies_frameless_code() {
         Some(FramelessCode::Ranges(ranges)) => assert!(!ranges.is_empty()),
         other => panic!("frame-pointer build classified as {other:?}"),
     }
+    // gcc -O2 -fno-omit-frame-pointer: a frame-pointer executable whose leaf functions (spin) are
+    // frameless, listed as exceptions inside the executable's own mapping.
+    let gcc = Workload::start("burn-gcc");
+    symbolizer.process_seen(gcc.key()).expect("snapshot");
+    let snapshot = symbolizer.processes().get(gcc.key()).expect("snapshot").clone();
+    let executable: Vec<_> = snapshot
+        .mappings()
+        .iter()
+        .filter(|m| Some(m.module) == snapshot.executable())
+        .map(|m| m.start..m.end)
+        .collect();
+    match symbolizer.frameless_code(gcc.key()) {
+        Some(FramelessCode::Ranges(ranges)) => {
+            let in_executable = ranges
+                .iter()
+                .filter(|r| executable.iter().any(|m| m.start <= r.start && r.end <= m.end))
+                .count();
+            let whole_mapping = ranges.iter().any(|r| executable.contains(r));
+            assert!(
+                in_executable > 0 && !whole_mapping,
+                "burn-gcc: {ranges:x?} (executable at {executable:x?})"
+            );
+        }
+        other => panic!("gcc frame-pointer build classified as {other:?}"),
+    }
 }
