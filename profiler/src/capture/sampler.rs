@@ -199,7 +199,9 @@ impl Sampler {
         }
         let mut map: HashMap<_, u32, FramelessRanges> =
             HashMap::try_from(map(&mut self.ebpf, names::FRAMELESS_RANGES)?)?;
-        map.insert(pid, &*value, 0)
+        // By reference: the value is 64 KiB, too big to pass around on the stack.
+        let value: &FramelessRanges = &value;
+        map.insert(pid, value, 0)
             .with_context(|| format!("cannot set frameless ranges of process {pid}"))
     }
 

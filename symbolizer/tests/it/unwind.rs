@@ -155,7 +155,11 @@ fn classifies_frameless_code() {
     // frameless, listed as exceptions inside the executable's own mapping.
     let gcc = Workload::start("burn-gcc");
     symbolizer.process_seen(gcc.key()).expect("snapshot");
-    let snapshot = symbolizer.processes().get(gcc.key()).expect("snapshot").clone();
+    let snapshot = symbolizer
+        .processes()
+        .get(gcc.key())
+        .expect("snapshot")
+        .clone();
     let executable: Vec<_> = snapshot
         .mappings()
         .iter()
@@ -166,7 +170,11 @@ fn classifies_frameless_code() {
         Some(FramelessCode::Ranges(ranges)) => {
             let in_executable = ranges
                 .iter()
-                .filter(|r| executable.iter().any(|m| m.start <= r.start && r.end <= m.end))
+                .filter(|r| {
+                    executable
+                        .iter()
+                        .any(|m| m.start <= r.start && r.end <= m.end)
+                })
                 .count();
             let whole_mapping = ranges.iter().any(|r| executable.contains(r));
             assert!(
