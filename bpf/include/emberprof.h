@@ -22,12 +22,18 @@
  * scratch buffer are masked with it to satisfy the verifier). */
 #define MAX_STACK_COPY 65536
 
-/* Address ranges of frameless code per process for --unwind auto (whole frameless modules, and the
- * frameless functions of frame-pointer modules). A process with more than this is unwound with DWARF
- * entirely. A power of two: indexes are masked with it for the verifier. */
-#define MAX_FRAMELESS_RANGES 4096
-/* Steps of the binary search over a process's ranges: log2(MAX_FRAMELESS_RANGES) + 1. */
-#define FRAMELESS_SEARCH_STEPS 13
+/* --unwind auto plans. A process's plan lists its mappings that hold frameless code; a mapping is
+ * frameless whole (a frameless module such as Debian's libc) or through its module's list of
+ * frameless functions, shared by every process that maps the module. A process with more such
+ * mappings than MAX_PLAN_MAPPINGS is unwound with DWARF entirely; a module with more frameless
+ * functions than MAX_MODULE_EXCEPTIONS counts as frameless whole. Both are powers of two: indexes
+ * are masked with them for the verifier. */
+#define MAX_PLAN_MAPPINGS 512
+#define PLAN_SEARCH_STEPS 10 /* log2(MAX_PLAN_MAPPINGS) + 1 binary-search steps */
+#define MAX_MODULE_EXCEPTIONS 8192
+#define EXCEPTION_SEARCH_STEPS 14 /* log2(MAX_MODULE_EXCEPTIONS) + 1 */
+/* frameless_ranges.module[i] of a mapping that is frameless whole. */
+#define MODULE_FRAMELESS_WHOLE 0xffffffffu
 
 /* Values of config.unwind_mode. */
 #define UNWIND_FRAME_POINTERS 0 /* user stacks walked by the kernel via frame pointers */
@@ -60,14 +66,27 @@ struct config {
 	__u32 wakeup_bytes;
 };
 
-/* Value of the `frameless_ranges` map, the --unwind auto plan of one process: [start, end) user
- * address ranges of code without frame pointers, sorted by start and disjoint. count 0: all of the
- * process's code keeps frame pointers. */
+/* Value of the `frameless_ranges` map, the --unwind auto plan of one process: its mappings with
+ * frameless code, [start, end) sorted by start and disjoint. count 0: all of the process's code
+ * keeps frame pointers. */
 struct frameless_ranges {
 	__u32 count;
 	__u32 _pad;
-	__u64 start[MAX_FRAMELESS_RANGES];
-	__u64 end[MAX_FRAMELESS_RANGES];
+	__u64 start[MAX_PLAN_MAPPINGS];
+	__u64 end[MAX_PLAN_MAPPINGS];
+	/* address - bias = the module's own (file) address, as in its module_exceptions. */
+	__u64 bias[MAX_PLAN_MAPPINGS];
+	/* Key of the module's module_exceptions, or MODULE_FRAMELESS_WHOLE. */
+	__u32 module[MAX_PLAN_MAPPINGS];
+};
+
+/* Value of the `module_exceptions` map: the frameless functions of a module that otherwise keeps
+ * frame pointers, [start, end) in the module's own addresses, sorted and disjoint. */
+struct module_exceptions {
+	__u32 count;
+	__u32 _pad;
+	__u64 start[MAX_MODULE_EXCEPTIONS];
+	__u64 end[MAX_MODULE_EXCEPTIONS];
 };
 
 /* Key of the `counts` map: one distinct (thread, stack pair). */
@@ -206,7 +225,8 @@ enum stat {
 
 /* Layout checks, mirrored by the size asserts in bpf/src/lib.rs. */
 _Static_assert(sizeof(struct config) == 32, "struct config layout");
-_Static_assert(sizeof(struct frameless_ranges) == 8 + 16 * MAX_FRAMELESS_RANGES, "struct frameless_ranges layout");
+_Static_assert(sizeof(struct frameless_ranges) == 8 + 28 * MAX_PLAN_MAPPINGS, "struct frameless_ranges layout");
+_Static_assert(sizeof(struct module_exceptions) == 8 + 16 * MAX_MODULE_EXCEPTIONS, "struct module_exceptions layout");
 _Static_assert(sizeof(struct user_stack_record) == 16 + 56 + 24 + 8 * MAX_STACK_DEPTH, "struct user_stack_record layout");
 _Static_assert(sizeof(struct sample_key) == 56, "struct sample_key layout");
 _Static_assert(sizeof(struct process_seen_record) == 32, "struct process_seen_record layout");

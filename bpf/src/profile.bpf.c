@@ -79,9 +79,9 @@ struct {
 	__type(value, __u8);
 } dwarf_tgids SEC(".maps");
 
-/* --unwind auto: the plan of every other judged process, its frameless code ranges. A frame-pointer
- * walk that meets one (at the sampled instruction or a return address) has the stack copied. Values
- * are 64 KiB: allocated per entry, not preallocated. */
+/* --unwind auto: the plan of every other judged process, its mappings with frameless code. A
+ * frame-pointer walk that meets frameless code (at the sampled instruction or a return address) has
+ * the stack copied. Values are 14 KiB: allocated per entry, not preallocated. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
@@ -89,6 +89,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct frameless_ranges);
 } frameless_ranges SEC(".maps");
+
+/* --unwind auto: frameless functions of frame-pointer modules, by module id (shared by every process
+ * mapping the module). 128 KiB values, allocated per entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct module_exceptions);
+} module_exceptions SEC(".maps");
 
 /* --unwind auto: frameless return addresses that end a process instance's frame-pointer chain and
  * whose outer frames userspace knows (see struct root_key). LRU: instances are never reused. */
@@ -254,23 +264,50 @@ static __always_inline void user_registers(struct bpf_perf_event_data *ctx, __u6
 	*bp = regs->bp;
 }
 
-/* Whether addr lies in one of the process's frameless ranges (sorted, disjoint): a binary search.
- * A global function, so the verifier checks it once rather than at each of the walk's frames. */
+/* Whether addr lies in frameless code of the process: a binary search over its plan's mappings,
+ * then, for a frame-pointer module, over the module's frameless functions. A global function, so
+ * the verifier checks it once rather than at each of the walk's frames. */
 __noinline int frameless_address(__u32 tgid, __u64 addr)
 {
-	struct frameless_ranges *ranges = bpf_map_lookup_elem(&frameless_ranges, &tgid);
-	if (!ranges)
+	struct frameless_ranges *plan = bpf_map_lookup_elem(&frameless_ranges, &tgid);
+	if (!plan)
 		return 0;
-	__u32 low = 0, high = ranges->count;
-	if (high > MAX_FRAMELESS_RANGES)
-		high = MAX_FRAMELESS_RANGES;
-	for (int i = 0; i < FRAMELESS_SEARCH_STEPS; i++) {
+	__u32 low = 0, high = plan->count, found = MAX_PLAN_MAPPINGS;
+	if (high > MAX_PLAN_MAPPINGS)
+		high = MAX_PLAN_MAPPINGS;
+	for (int i = 0; i < PLAN_SEARCH_STEPS; i++) {
 		if (low >= high)
 			break;
-		__u32 mid = ((low + high) / 2) & (MAX_FRAMELESS_RANGES - 1);
-		if (addr < ranges->start[mid])
+		__u32 mid = ((low + high) / 2) & (MAX_PLAN_MAPPINGS - 1);
+		if (addr < plan->start[mid]) {
 			high = mid;
-		else if (addr >= ranges->end[mid])
+		} else if (addr >= plan->end[mid]) {
+			low = mid + 1;
+		} else {
+			found = mid;
+			break;
+		}
+	}
+	if (found >= MAX_PLAN_MAPPINGS)
+		return 0;
+	__u32 module = plan->module[found];
+	if (module == MODULE_FRAMELESS_WHOLE)
+		return 1;
+	struct module_exceptions *functions = bpf_map_lookup_elem(&module_exceptions, &module);
+	if (!functions)
+		return 1; /* cannot tell: copy, which is always right */
+	__u64 svma = addr - plan->bias[found];
+	low = 0;
+	high = functions->count;
+	if (high > MAX_MODULE_EXCEPTIONS)
+		high = MAX_MODULE_EXCEPTIONS;
+	for (int i = 0; i < EXCEPTION_SEARCH_STEPS; i++) {
+		if (low >= high)
+			break;
+		__u32 mid = ((low + high) / 2) & (MAX_MODULE_EXCEPTIONS - 1);
+		if (svma < functions->start[mid])
+			high = mid;
+		else if (svma >= functions->end[mid])
 			low = mid + 1;
 		else
 			return 1;

@@ -76,10 +76,43 @@ pub struct Symbolizer {
 pub enum FramelessCode {
     /// Every module keeps frame pointers.
     None,
-    /// These address ranges (sorted, disjoint: frameless modules, frameless functions) do not.
-    Ranges(Vec<std::ops::Range<u64>>),
+    /// These mappings (sorted, disjoint) hold frameless code.
+    Mappings(Vec<FramelessMapping>),
     /// The main executable itself is frameless: unwind everything with DWARF.
     Everywhere,
+}
+
+/// One mapping of a process with frameless code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FramelessMapping {
+    pub range: std::ops::Range<u64>,
+    /// An address minus `bias` is the module's own (file) address.
+    pub bias: u64,
+    /// `None`: the whole mapping is frameless. Otherwise only these functions of the module (its
+    /// own addresses, sorted, disjoint), shared by every process mapping it.
+    pub functions: Option<(ModuleId, Arc<[std::ops::Range<u64>]>)>,
+}
+
+impl FramelessMapping {
+    pub fn contains(&self, address: u64) -> bool {
+        if !self.range.contains(&address) {
+            return false;
+        }
+        match &self.functions {
+            None => true,
+            Some((_, functions)) => {
+                let svma = address.wrapping_sub(self.bias);
+                let after = functions.partition_point(|f| f.start <= svma);
+                after > 0 && functions[after - 1].contains(&svma)
+            }
+        }
+    }
+}
+
+/// Whether `address` is in frameless code of these mappings (sorted, disjoint).
+pub fn is_frameless(mappings: &[FramelessMapping], address: u64) -> bool {
+    let after = mappings.partition_point(|m| m.range.start <= address);
+    after > 0 && mappings[after - 1].contains(address)
 }
 
 impl Symbolizer {
@@ -266,54 +299,37 @@ impl Symbolizer {
     }
 
     /// Which code of a snapshotted process lacks frame pointers; `None` if there is no snapshot.
-    /// Ranges are sorted and do not overlap: whole mappings of frameless modules, and the frameless
-    /// functions of frame-pointer modules.
     pub fn frameless_code(&mut self, key: ProcessKey) -> Option<FramelessCode> {
         let snapshot = self.processes.get(key)?;
         let executable = snapshot.executable();
-        let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+        let mut mappings = Vec::new();
         for mapping in snapshot.mappings().to_vec() {
             let Some(info) = self.unwinders.elf_info(mapping.module, &self.modules) else {
                 continue;
             };
-            match &info.frame_pointers {
-                FramePointers::Frameless => {
-                    if Some(mapping.module) == executable {
-                        return Some(FramelessCode::Everywhere);
-                    }
-                    ranges.push(mapping.start..mapping.end);
+            let functions = match &info.frame_pointers {
+                FramePointers::Frameless if Some(mapping.module) == executable => {
+                    return Some(FramelessCode::Everywhere);
                 }
-                FramePointers::Kept { frameless } => {
-                    let Some(base) = info.base_address(mapping.start, mapping.offset) else {
-                        continue;
-                    };
-                    for function in frameless {
-                        let (Some(start), Some(end)) = (
-                            base.checked_add(function.start),
-                            base.checked_add(function.end),
-                        ) else {
-                            continue;
-                        };
-                        let (start, end) = (start.max(mapping.start), end.min(mapping.end));
-                        if start < end {
-                            ranges.push(start..end);
-                        }
-                    }
-                }
-            }
+                FramePointers::Frameless => None,
+                FramePointers::Kept { frameless } if frameless.is_empty() => continue,
+                FramePointers::Kept { frameless } => Some((mapping.module, Arc::clone(frameless))),
+            };
+            let bias = info.base_address(mapping.start, mapping.offset);
+            let Some(bias) = bias.or(functions.is_none().then_some(0)) else {
+                continue;
+            };
+            mappings.push(FramelessMapping {
+                range: mapping.start..mapping.end,
+                bias,
+                functions,
+            });
         }
-        ranges.sort_unstable_by_key(|r| r.start);
-        let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(ranges.len());
-        for range in ranges {
-            match merged.last_mut() {
-                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
-                _ => merged.push(range),
-            }
-        }
-        Some(if merged.is_empty() {
+        mappings.sort_unstable_by_key(|m| m.range.start);
+        Some(if mappings.is_empty() {
             FramelessCode::None
         } else {
-            FramelessCode::Ranges(merged)
+            FramelessCode::Mappings(mappings)
         })
     }
 

@@ -299,7 +299,7 @@ fn node_has_one_root_per_thread() {
         .max_by_key(|(_, r)| r.values().sum::<u64>())
         .map(|(t, r)| (*t, r.values().sum::<u64>()));
     assert!(
-        main_thread.is_some_and(|(_, n)| n > 300),
+        main_thread.is_some_and(|(_, n)| n > 100),
         "too few node samples:\n{}",
         describe(&stacks)
     );

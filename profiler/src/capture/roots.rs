@@ -10,9 +10,8 @@
 //! appends the learned frames to frame-pointer stacks ending at R.
 
 use std::collections::HashMap;
-use std::ops::Range;
 
-use emberprof_symbolizer::ProcessKey;
+use emberprof_symbolizer::{is_frameless, FramelessMapping, ProcessKey};
 
 use crate::sample::StackSample;
 
@@ -21,8 +20,8 @@ const MAX_WALK: usize = emberprof_bpf::MAX_STACK_DEPTH;
 
 #[derive(Default)]
 pub struct Roots {
-    /// Frameless ranges of each judged process (sorted, disjoint), as sent to BPF.
-    plans: HashMap<ProcessKey, Vec<Range<u64>>>,
+    /// Frameless code of each judged process, as sent to BPF.
+    plans: HashMap<ProcessKey, Vec<FramelessMapping>>,
     /// Outer frames after each learned root; `None` once two unwinds disagreed.
     learned: HashMap<(ProcessKey, u64), Option<Vec<u64>>>,
 }
@@ -35,8 +34,8 @@ pub struct RootChange {
 }
 
 impl Roots {
-    /// The process's frameless ranges, as its plan in BPF; `None` when every stack is copied.
-    pub fn set_plan(&mut self, key: ProcessKey, ranges: Option<Vec<Range<u64>>>) {
+    /// The process's frameless code, as its plan in BPF; `None` when every stack is copied.
+    pub fn set_plan(&mut self, key: ProcessKey, ranges: Option<Vec<FramelessMapping>>) {
         match ranges {
             Some(ranges) => self.plans.insert(key, ranges),
             None => self.plans.remove(&key),
@@ -102,25 +101,20 @@ impl Roots {
 /// return address after which the chain breaks (saved RBP 0, or not a frame on the copied stack).
 /// `None` if the walk meets frameless code before (the stack is copied for that reason), never meets
 /// any, or leaves the copy.
-fn chain_root(ranges: &[Range<u64>], ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Option<u64> {
-    if frameless(ranges, ip) {
+fn chain_root(ranges: &[FramelessMapping], ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Option<u64> {
+    if is_frameless(ranges, ip) {
         return None;
     }
     let mut fp = bp;
     for _ in 0..MAX_WALK {
         let [next, return_address] = read_frame(stack, sp, fp)?;
-        if frameless(ranges, return_address) {
+        if is_frameless(ranges, return_address) {
             let outermost = next == 0 || read_frame(stack, sp, next).is_none();
             return outermost.then_some(return_address);
         }
         fp = next;
     }
     None
-}
-
-fn frameless(ranges: &[Range<u64>], address: u64) -> bool {
-    let after = ranges.partition_point(|r| r.start <= address);
-    after > 0 && ranges[after - 1].contains(&address)
 }
 
 /// The two words at `address` in the stack copied from `sp`.
@@ -134,6 +128,16 @@ fn read_frame(stack: &[u8], sp: u64, address: u64) -> Option<[u64; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Range;
+
+    /// libc as a plan: frameless whole.
+    fn libc_plan() -> Vec<FramelessMapping> {
+        vec![FramelessMapping {
+            range: LIBC,
+            bias: LIBC.start,
+            functions: None,
+        }]
+    }
 
     const KEY: ProcessKey = ProcessKey {
         pid: 7,
@@ -176,7 +180,7 @@ mod tests {
     #[test]
     fn learns_the_outer_frames_of_a_root_and_completes_stacks() {
         let mut roots = Roots::default();
-        roots.set_plan(KEY, Some(vec![LIBC]));
+        roots.set_plan(KEY, Some(libc_plan()));
         let (bp, bytes) = stack(2);
         let change = roots.learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &dwarf_frames());
         assert_eq!(
@@ -217,7 +221,7 @@ mod tests {
     #[test]
     fn a_chain_that_goes_on_past_frameless_code_is_no_root() {
         let mut roots = Roots::default();
-        roots.set_plan(KEY, Some(vec![LIBC]));
+        roots.set_plan(KEY, Some(libc_plan()));
         // main's saved rbp points at a readable frame of the copy: the kernel would walk on.
         let (bp, bytes) = stack(SP + 0x30);
         assert_eq!(
@@ -229,7 +233,7 @@ mod tests {
     #[test]
     fn disagreeing_unwinds_forget_the_root() {
         let mut roots = Roots::default();
-        roots.set_plan(KEY, Some(vec![LIBC]));
+        roots.set_plan(KEY, Some(libc_plan()));
         let (bp, bytes) = stack(0);
         assert!(roots
             .learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &dwarf_frames())
@@ -253,7 +257,7 @@ mod tests {
             roots.learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &dwarf_frames()),
             None
         );
-        roots.set_plan(KEY, Some(vec![LIBC]));
+        roots.set_plan(KEY, Some(libc_plan()));
         assert_eq!(
             roots.learn(KEY, LIBC.start + 5, SP, bp, &bytes, &dwarf_frames()),
             None

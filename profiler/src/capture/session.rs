@@ -354,15 +354,15 @@ fn plan_auto_unwinding(
         None => Ok(()),
         Some(FramelessCode::None) => {
             roots.set_plan(key, Some(Vec::new()));
-            sampler.set_frameless_ranges(pid, &[])
+            sampler.set_frameless_code(pid, &[])
         }
         Some(FramelessCode::Everywhere) => {
             roots.set_plan(key, None);
             sampler.unwind_process_with_dwarf(pid)
         }
-        Some(FramelessCode::Ranges(ranges)) => {
-            sampler.set_frameless_ranges(pid, &ranges)?;
-            roots.set_plan(key, Some(ranges));
+        Some(FramelessCode::Mappings(mappings)) => {
+            sampler.set_frameless_code(pid, &mappings)?;
+            roots.set_plan(key, Some(mappings));
             Ok(())
         }
     }

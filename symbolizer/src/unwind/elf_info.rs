@@ -19,8 +19,8 @@ use object::{Object, ObjectSection, ObjectSegment};
 const FRAME_POINTER_SHARE: f64 = 0.5;
 
 /// A frame-pointer module with more (merged) frameless ranges than this counts as frameless as a
-/// whole: the BPF side holds a bounded number of ranges per process.
-pub const MAX_MODULE_EXCEPTIONS: usize = 1024;
+/// whole: the BPF side holds a bounded number of them per module. Debian's node has 6913.
+pub const MAX_MODULE_EXCEPTIONS: usize = 8192;
 
 /// Bytes of a memory-mapped module file; cheap to clone, and what framehop reads sections through.
 #[derive(Clone)]
@@ -68,7 +68,7 @@ pub struct ElfUnwindInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FramePointers {
     /// Most code does; these functions (file addresses, SVMA, sorted, adjacent ones merged) do not.
-    Kept { frameless: Vec<Range<u64>> },
+    Kept { frameless: Arc<[Range<u64>]> },
     /// Most code does not: treat the whole module as frameless.
     Frameless,
 }
@@ -104,7 +104,7 @@ impl ElfUnwindInfo {
                 judge_frame_pointers(functions, elf.entry())
             }
             None => FramePointers::Kept {
-                frameless: Vec::new(),
+                frameless: Arc::from([]),
             },
         };
         Some(ElfUnwindInfo {
@@ -233,14 +233,16 @@ fn judge_frame_pointers(functions: Vec<FunctionFrame>, entry: u64) -> FramePoint
     }
     if total == 0 {
         return FramePointers::Kept {
-            frameless: Vec::new(),
+            frameless: Arc::from([]),
         };
     }
     if (kept as f64) < total as f64 * FRAME_POINTER_SHARE || frameless.len() > MAX_MODULE_EXCEPTIONS
     {
         return FramePointers::Frameless;
     }
-    FramePointers::Kept { frameless }
+    FramePointers::Kept {
+        frameless: frameless.into(),
+    }
 }
 
 #[cfg(test)]
@@ -280,7 +282,7 @@ mod tests {
         assert_eq!(
             judge_frame_pointers(functions, 0x1000),
             FramePointers::Kept {
-                frameless: vec![0x1100..0x1140, 0x1400..0x1410]
+                frameless: vec![0x1100..0x1140, 0x1400..0x1410].into()
             }
         );
     }

@@ -148,7 +148,7 @@ fn classifies_frameless_code() {
     let with_fp = Workload::start("burn");
     symbolizer.process_seen(with_fp.key()).expect("snapshot");
     match symbolizer.frameless_code(with_fp.key()) {
-        Some(FramelessCode::Ranges(ranges)) => assert!(!ranges.is_empty()),
+        Some(FramelessCode::Mappings(mappings)) => assert!(!mappings.is_empty()),
         other => panic!("frame-pointer build classified as {other:?}"),
     }
     // gcc -O2 -fno-omit-frame-pointer: a frame-pointer executable whose leaf functions (spin) are
@@ -167,19 +167,17 @@ fn classifies_frameless_code() {
         .map(|m| m.start..m.end)
         .collect();
     match symbolizer.frameless_code(gcc.key()) {
-        Some(FramelessCode::Ranges(ranges)) => {
-            let in_executable = ranges
+        Some(FramelessCode::Mappings(mappings)) => {
+            let in_executable: Vec<_> = mappings
                 .iter()
-                .filter(|r| {
-                    executable
-                        .iter()
-                        .any(|m| m.start <= r.start && r.end <= m.end)
-                })
-                .count();
-            let whole_mapping = ranges.iter().any(|r| executable.contains(r));
+                .filter(|m| executable.contains(&m.range))
+                .collect();
             assert!(
-                in_executable > 0 && !whole_mapping,
-                "burn-gcc: {ranges:x?} (executable at {executable:x?})"
+                !in_executable.is_empty()
+                    && in_executable
+                        .iter()
+                        .all(|m| m.functions.as_ref().is_some_and(|(_, f)| !f.is_empty())),
+                "burn-gcc: {mappings:x?} (executable at {executable:x?})"
             );
         }
         other => panic!("gcc frame-pointer build classified as {other:?}"),
