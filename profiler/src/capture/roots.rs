@@ -15,6 +15,8 @@ use emberprof_symbolizer::{is_frameless, FramelessMapping, ProcessKey};
 
 use crate::sample::StackSample;
 
+/// Outer frames a root may have (`__libc_start_main_impl`, `_start`; `clone3`).
+const MAX_ROOT_FRAMES: usize = 4;
 /// Frames the kernel walks at most (`MAX_STACK_DEPTH`).
 const MAX_WALK: usize = emberprof_bpf::MAX_STACK_DEPTH;
 
@@ -57,6 +59,15 @@ impl Roots {
         let root = chain_root(ranges, ip, sp, bp, stack)?;
         let at = frames.iter().skip(1).position(|&f| f == root)? + 1;
         let outer = frames[at + 1..].to_vec();
+        // Only start-up code is a root: a few frames, all frameless but the outermost (`_start`,
+        // exempt from the frameless list, or `clone3`). A frameless function called from
+        // frame-pointer code (libc's qsort under `run`) can end a chain too, with outer frames that
+        // change from call to call: never learn it, its stacks stay copied.
+        let start_up = outer.len() <= MAX_ROOT_FRAMES
+            && outer.iter().rev().skip(1).all(|&f| is_frameless(ranges, f));
+        if !start_up {
+            return None;
+        }
         match self.learned.get_mut(&(key, root)) {
             None => {
                 self.learned.insert((key, root), Some(outer));
@@ -230,6 +241,22 @@ mod tests {
         );
     }
 
+    /// A frameless function called from frame-pointer code is no root, even when the chain ends
+    /// there: its outer frames hold frame-pointer code.
+    #[test]
+    fn frameless_code_under_frame_pointer_code_is_no_root() {
+        let mut roots = Roots::default();
+        roots.set_plan(KEY, Some(libc_plan()));
+        let (bp, bytes) = stack(2);
+        let mut frames = dwarf_frames();
+        // Outer frames: run (frame-pointer code), then libc and _start.
+        frames.insert(3, 0x5555_0000_1300);
+        assert_eq!(
+            roots.learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &frames),
+            None
+        );
+    }
+
     #[test]
     fn disagreeing_unwinds_forget_the_root() {
         let mut roots = Roots::default();
@@ -239,7 +266,7 @@ mod tests {
             .learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &dwarf_frames())
             .is_some_and(|c| c.known));
         let mut other = dwarf_frames();
-        other.push(0x1234);
+        other.insert(3, LIBC.start + 0x99);
         assert_eq!(
             roots.learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &other),
             Some(RootChange {
