@@ -44,6 +44,12 @@ impl Roots {
         };
     }
 
+    /// An ended instance gets no new stacks: its plan is no longer needed (what was learned stays,
+    /// for the stacks it already has).
+    pub fn instance_ended(&mut self, key: ProcessKey) {
+        self.plans.remove(&key);
+    }
+
     /// Learns from one complete DWARF unwind (`frames`, innermost first) of a stack copied from
     /// `sp` with registers `ip`/`bp`.
     pub fn learn(

@@ -281,10 +281,12 @@ fn drain(
                 record.tgid,
                 record.instance
             );
-            symbolizer.instance_ended(ProcessKey {
+            let key = ProcessKey {
                 pid: record.tgid,
                 instance: record.instance,
-            });
+            };
+            symbolizer.instance_ended(key);
+            collected.roots.instance_ended(key);
         }
         Some(Record::Sample(record)) => {
             if record.key.user_stack_id != STACK_ID_NONE {
