@@ -22,8 +22,8 @@ const MAX_WALK: usize = emberprof_bpf::MAX_STACK_DEPTH;
 
 #[derive(Default)]
 pub struct Roots {
-    /// Frameless code of each judged process, as sent to BPF.
-    plans: HashMap<ProcessKey, Vec<FramelessMapping>>,
+    /// Frameless code of each judged process, as sent to BPF; `None`: every stack is copied.
+    plans: HashMap<ProcessKey, Option<Vec<FramelessMapping>>>,
     /// Outer frames after each learned root; `None` once two unwinds disagreed.
     learned: HashMap<(ProcessKey, u64), Option<Vec<u64>>>,
 }
@@ -38,10 +38,11 @@ pub struct RootChange {
 impl Roots {
     /// The process's frameless code, as its plan in BPF; `None` when every stack is copied.
     pub fn set_plan(&mut self, key: ProcessKey, ranges: Option<Vec<FramelessMapping>>) {
-        match ranges {
-            Some(ranges) => self.plans.insert(key, ranges),
-            None => self.plans.remove(&key),
-        };
+        self.plans.insert(key, ranges);
+    }
+
+    pub fn has_plan(&self, key: ProcessKey) -> bool {
+        self.plans.contains_key(&key)
     }
 
     /// An ended instance gets no new stacks: its plan is no longer needed (what was learned stays,
@@ -61,7 +62,7 @@ impl Roots {
         stack: &[u8],
         frames: &[u64],
     ) -> Option<RootChange> {
-        let ranges = self.plans.get(&key)?;
+        let ranges = self.plans.get(&key)?.as_ref()?;
         let root = chain_root(ranges, ip, sp, bp, stack)?;
         let at = frames.iter().skip(1).position(|&f| f == root)? + 1;
         let outer = frames[at + 1..].to_vec();

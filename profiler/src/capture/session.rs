@@ -307,6 +307,13 @@ fn drain(
                     pid: record.key.tgid,
                     instance: record.key.instance,
                 };
+                // The first stacks of a process come before its plan reaches BPF (at the end of
+                // this drain): learn from them already.
+                if !collected.roots.has_plan(process) {
+                    if let Some(code) = symbolizer.frameless_code(process) {
+                        collected.roots.set_plan(process, user_plan(code));
+                    }
+                }
                 let change = collected
                     .roots
                     .learn(process, record.ip, record.sp, record.bp, stack, &key.2);
@@ -352,21 +359,24 @@ fn plan_auto_unwinding(
         "process {pid} instance {}: frameless code {plan:?}",
         key.instance
     );
+    let Some(plan) = plan else {
+        return Ok(());
+    };
+    match &plan {
+        FramelessCode::None => sampler.set_frameless_code(pid, &[])?,
+        FramelessCode::Everywhere => sampler.unwind_process_with_dwarf(pid)?,
+        FramelessCode::Mappings(mappings) => sampler.set_frameless_code(pid, mappings)?,
+    }
+    roots.set_plan(key, user_plan(plan));
+    Ok(())
+}
+
+/// What [`Roots`] needs of a plan: the frameless mappings, `None` when every stack is copied.
+fn user_plan(plan: FramelessCode) -> Option<Vec<emberprof_symbolizer::FramelessMapping>> {
     match plan {
-        None => Ok(()),
-        Some(FramelessCode::None) => {
-            roots.set_plan(key, Some(Vec::new()));
-            sampler.set_frameless_code(pid, &[])
-        }
-        Some(FramelessCode::Everywhere) => {
-            roots.set_plan(key, None);
-            sampler.unwind_process_with_dwarf(pid)
-        }
-        Some(FramelessCode::Mappings(mappings)) => {
-            sampler.set_frameless_code(pid, &mappings)?;
-            roots.set_plan(key, Some(mappings));
-            Ok(())
-        }
+        FramelessCode::None => Some(Vec::new()),
+        FramelessCode::Mappings(mappings) => Some(mappings),
+        FramelessCode::Everywhere => None,
     }
 }
 
