@@ -1,15 +1,19 @@
 //! Builds the workloads in `c/`, `cpp/` and `rust/` into `$OUT_DIR/bin/`; `lib.rs` exposes their
 //! paths.
 //!
-//! clang rather than gcc: gcc 12 leaves leaf functions frameless even with
-//! `-mno-omit-leaf-frame-pointer`, which hides their caller from a frame-pointer walk.
+//! clang rather than gcc for the frame-pointer examples: gcc 12 leaves leaf functions frameless even
+//! with `-mno-omit-leaf-frame-pointer`, which hides their caller from a frame-pointer walk. That is
+//! exactly why `burn-gcc` is built with gcc: most `-O2 -fno-omit-frame-pointer` C out there is, and
+//! `--unwind auto` must get it right. The `rust-release` project is built with cargo, as its users
+//! build it (see [`build_rust_release`]).
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// (output name, source under this crate, extra flags). The source's extension picks the compiler:
-/// `.c` clang and `.cpp` clang++, both with `-g -Wall -Werror`; `.rs` rustc with [`RUSTC_FLAGS`].
+/// `.c` clang and `.cpp` clang++, both with `-g -Wall -Werror`; `.rs` rustc with [`RUSTC_FLAGS`];
+/// a `gcc:` prefix on the source builds C with gcc instead.
 const WORKLOADS: &[(&str, &str, &[&str])] = &[
     ("burn", "c/burn.c", FRAME_POINTERS),
     ("syscalls", "c/syscalls.c", FRAME_POINTERS),
@@ -40,6 +44,22 @@ const WORKLOADS: &[(&str, &str, &[&str])] = &[
         "rust/inline.rs",
         &["-C", "symbol-mangling-version=v0"],
     ),
+    // --unwind auto on mixed code (issue 7). gcc keeps frame pointers but leaves leaf functions
+    // (spin) frameless, so a frame-pointer walk skips their callers (burn_a, burn_b).
+    (
+        "burn-gcc",
+        "gcc:c/burn.c",
+        &["-fno-omit-frame-pointer", "-O2"],
+    ),
+    // Frame-pointer code whose hot callback is called by libc's frameless qsort.
+    ("qsort-fp", "c/qsort_cb.c", FRAME_POINTERS),
+];
+
+/// The cargo project under `rust-release/`: (example name, cargo profile, binary).
+const RUST_RELEASE: &[(&str, &str, &str)] = &[
+    ("rust-release", "release", "rust-release"),
+    ("rust-release-threads", "release", "rust-release-threads"),
+    ("rust-release-lto", "release-lto", "rust-release"),
 ];
 
 const FRAME_POINTERS: &[&str] = &[
@@ -87,7 +107,13 @@ fn build() -> Result<PathBuf, String> {
     let bin_dir = PathBuf::from(env::var("OUT_DIR").unwrap_or_default()).join("bin");
     std::fs::create_dir_all(&bin_dir)
         .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
-    for dir in ["c", "cpp", "rust"] {
+    for dir in [
+        "c",
+        "cpp",
+        "rust",
+        "rust-release/src",
+        "rust-release/Cargo.toml",
+    ] {
         println!(
             "cargo:rerun-if-changed={}",
             manifest_dir.join(dir).display()
@@ -101,11 +127,17 @@ fn build() -> Result<PathBuf, String> {
     let clang = tool("EXAMPLES_CC", "clang");
     let clangxx = tool("EXAMPLES_CXX", "clang++");
     let rustc = tool("RUSTC", "rustc");
+    let gcc = tool("EXAMPLES_GCC", "gcc");
     for (name, source, flags) in WORKLOADS {
         let (mut command, needs) = if source.ends_with(".rs") {
             let mut command = Command::new(&rustc);
             command.args(RUSTC_FLAGS);
             (command, "rustc")
+        } else if let Some(source) = source.strip_prefix("gcc:") {
+            let mut command = Command::new(&gcc);
+            command.args(["-g", "-Wall", "-Werror"]);
+            command.arg(manifest_dir.join(source));
+            (command, "gcc (`apt-get install gcc`)")
         } else {
             let compiler = if source.ends_with(".cpp") {
                 &clangxx
@@ -116,17 +148,67 @@ fn build() -> Result<PathBuf, String> {
             command.args(["-g", "-Wall", "-Werror"]);
             (command, "clang (`apt-get install clang`)")
         };
-        command
-            .args(*flags)
-            .arg(manifest_dir.join(source))
-            .arg("-o")
-            .arg(bin_dir.join(name));
+        if !source.starts_with("gcc:") {
+            command.arg(manifest_dir.join(source));
+        }
+        command.args(*flags).arg("-o").arg(bin_dir.join(name));
         run(command, name, needs)?;
     }
     for name in SPLIT_DEBUG {
         split_debug(&bin_dir, name)?;
     }
+    build_rust_release(&manifest_dir, &bin_dir)?;
     Ok(bin_dir)
+}
+
+/// Builds the `rust-release` cargo project as its users would (`cargo build --release`, the default
+/// release profile plus `debug = 1`) and copies its binaries into `bin_dir`. The child cargo gets
+/// its own target directory under OUT_DIR, none of the outer build's compiler flags (a build script
+/// runs with cargo's variables set), and `--offline --locked`: the project has no dependencies.
+fn build_rust_release(manifest_dir: &Path, bin_dir: &Path) -> Result<(), String> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let project = manifest_dir.join("rust-release");
+    let target_dir = PathBuf::from(env::var("OUT_DIR").unwrap_or_default()).join("rust-release");
+    for profile in ["release", "release-lto"] {
+        let mut command = Command::new(&cargo);
+        command
+            .args([
+                "build",
+                "--offline",
+                "--locked",
+                "--profile",
+                profile,
+                "--bins",
+            ])
+            .arg("--manifest-path")
+            .arg(project.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("CARGO_BUILD_JOBS", "2");
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_BUILD_TARGET",
+            "CARGO_TARGET_DIR",
+            "CARGO_MAKEFLAGS",
+            "MAKEFLAGS",
+            "MFLAGS",
+            "CARGO_PROFILE_RELEASE_DEBUG",
+            "CARGO_PROFILE_RELEASE_LTO",
+            "CARGO_PROFILE_RELEASE_OPT_LEVEL",
+        ] {
+            command.env_remove(var);
+        }
+        command.env("CARGO_TARGET_DIR", &target_dir);
+        run(command, "rust-release", "cargo")?;
+    }
+    for (name, profile, binary) in RUST_RELEASE {
+        let built = target_dir.join(profile).join(binary);
+        std::fs::copy(&built, bin_dir.join(name))
+            .map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
+    }
+    Ok(())
 }
 
 /// Moves the symbols and DWARF of `bin_dir/name` to `bin_dir/name.debug` and links to that by file

@@ -25,14 +25,23 @@
  * scratch buffer are masked with it to satisfy the verifier). */
 #define MAX_STACK_COPY 65536
 
-/* Address ranges of frameless code per process for --unwind auto. A process with more frameless
- * ranges than this is unwound with DWARF entirely. */
-#define MAX_FRAMELESS_RANGES 16
+/* --unwind auto plans. A process's plan lists its mappings that hold frameless code; a mapping is
+ * frameless whole (a frameless module such as Debian's libc) or through its module's list of
+ * frameless functions, shared by every process that maps the module. A process with more such
+ * mappings than MAX_PLAN_MAPPINGS is unwound with DWARF entirely; a module with more frameless
+ * functions than MAX_MODULE_EXCEPTIONS counts as frameless whole. Both are powers of two: indexes
+ * are masked with them for the verifier. */
+#define MAX_PLAN_MAPPINGS 512
+#define PLAN_SEARCH_STEPS 10 /* log2(MAX_PLAN_MAPPINGS) + 1 binary-search steps */
+#define MAX_MODULE_EXCEPTIONS 8192
+#define EXCEPTION_SEARCH_STEPS 14 /* log2(MAX_MODULE_EXCEPTIONS) + 1 */
+/* frameless_ranges.module[i] of a mapping that is frameless whole. */
+#define MODULE_FRAMELESS_WHOLE 0xffffffffu
 
 /* Values of config.unwind_mode. */
 #define UNWIND_FRAME_POINTERS 0 /* user stacks walked by the kernel via frame pointers */
 #define UNWIND_DWARF 1          /* every user stack copied for DWARF unwinding in userspace */
-#define UNWIND_AUTO 2           /* copied when the process or the sampled code is frameless */
+#define UNWIND_AUTO 2           /* copied when a frame-pointer walk would meet frameless code */
 
 /* Stack-id values that are not ids. */
 #define STACK_ID_NONE (-1)      /* not captured: disabled by config, or there is no such stack */
@@ -60,13 +69,27 @@ struct config {
 	__u32 wakeup_bytes;
 };
 
-/* Value of the `frameless_ranges` map: [start, end) user address ranges of code without frame
- * pointers in one process. */
+/* Value of the `frameless_ranges` map, the --unwind auto plan of one process: its mappings with
+ * frameless code, [start, end) sorted by start and disjoint. count 0: all of the process's code
+ * keeps frame pointers. */
 struct frameless_ranges {
 	__u32 count;
 	__u32 _pad;
-	__u64 start[MAX_FRAMELESS_RANGES];
-	__u64 end[MAX_FRAMELESS_RANGES];
+	__u64 start[MAX_PLAN_MAPPINGS];
+	__u64 end[MAX_PLAN_MAPPINGS];
+	/* address - bias = the module's own (file) address, as in its module_exceptions. */
+	__u64 bias[MAX_PLAN_MAPPINGS];
+	/* Key of the module's module_exceptions, or MODULE_FRAMELESS_WHOLE. */
+	__u32 module[MAX_PLAN_MAPPINGS];
+};
+
+/* Value of the `module_exceptions` map: the frameless functions of a module that otherwise keeps
+ * frame pointers, [start, end) in the module's own addresses, sorted and disjoint. */
+struct module_exceptions {
+	__u32 count;
+	__u32 _pad;
+	__u64 start[MAX_MODULE_EXCEPTIONS];
+	__u64 end[MAX_MODULE_EXCEPTIONS];
 };
 
 /* Key of the `counts` map: one distinct (thread, stack pair). */
@@ -84,6 +107,15 @@ struct sample_key {
 	/* Name of the process (its thread-group leader) and of the sampled thread. */
 	char process_comm[COMM_LEN];
 	char thread_comm[COMM_LEN];
+};
+
+/* Key of the `known_roots` map: a return address in frameless code that ends the frame-pointer
+ * chain of a process instance (glibc's __libc_start_call_main, start_thread), whose outer frames
+ * userspace has learned from a DWARF unwind and appends to frame-pointer stacks ending there. */
+struct root_key {
+	__u32 instance;
+	__u32 _pad;
+	__u64 address;
 };
 
 /* Ring-buffer records; each starts with its kind. */
@@ -184,18 +216,28 @@ enum stat {
 	STAT_STACK_COPIED,         /* user stack copied for DWARF unwinding (a kind of STREAMED) */
 	STAT_STACK_COPY_FALLBACK,  /* a copy did not fit the ring buffer: frame pointers used instead */
 	STAT_INSTANCE_END_LOST,    /* an exec/exit notice did not fit the ring buffer */
+	/* --unwind auto: why a user stack was copied (each also a STACK_COPIED attempt), or why the
+	 * frame-pointer walk was kept. */
+	STAT_COPY_UNJUDGED,        /* the process has no plan yet (or the plan map was full) */
+	STAT_COPY_FRAMELESS_IP,    /* the sampled instruction is in frameless code */
+	STAT_COPY_FRAMELESS_CALLER, /* a return address on the frame-pointer chain is in frameless code */
+	STAT_COPY_UNKNOWN_ROOT,    /* the chain ends in frameless code not yet learned as a root */
+	STAT_FP_KNOWN_ROOT,        /* the chain ends at a known root: frame pointers, suffix appended */
+	STAT_FP_WALK_TOO_DEEP,     /* the walk met no frameless code within MAX_STACK_DEPTH frames */
 	STAT_COUNT,
 };
 
 /* Layout checks, mirrored by the size asserts in bpf/src/lib.rs. */
 _Static_assert(sizeof(struct config) == 32, "struct config layout");
-_Static_assert(sizeof(struct frameless_ranges) == 8 + 16 * MAX_FRAMELESS_RANGES, "struct frameless_ranges layout");
+_Static_assert(sizeof(struct frameless_ranges) == 8 + 28 * MAX_PLAN_MAPPINGS, "struct frameless_ranges layout");
+_Static_assert(sizeof(struct module_exceptions) == 8 + 16 * MAX_MODULE_EXCEPTIONS, "struct module_exceptions layout");
 _Static_assert(sizeof(struct user_stack_record) == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH, "struct user_stack_record layout");
 _Static_assert(sizeof(struct sample_key) == 56, "struct sample_key layout");
 _Static_assert(sizeof(struct process_seen_record) == 32, "struct process_seen_record layout");
 _Static_assert(sizeof(struct instance_end_record) == 16, "struct instance_end_record layout");
 _Static_assert(sizeof(struct sample_record) == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
 _Static_assert(sizeof(struct new_key_record) == 64, "struct new_key_record layout");
-_Static_assert(STAT_COUNT == 18, "enum stat: update Stat in bpf/src/lib.rs");
+_Static_assert(sizeof(struct root_key) == 16, "struct root_key layout");
+_Static_assert(STAT_COUNT == 24, "enum stat: update Stat in bpf/src/lib.rs");
 
 #endif /* EMBERPROF_H */

@@ -17,8 +17,12 @@ pub const USER_GP_REGS: usize = 16;
 pub const COMM_LEN: usize = 16;
 /// `MAX_STACK_COPY`: most user-stack bytes copied per sample.
 pub const MAX_STACK_COPY: usize = 65536;
-/// `MAX_FRAMELESS_RANGES`: frameless ranges per process in `frameless_ranges`.
-pub const MAX_FRAMELESS_RANGES: usize = 16;
+/// `MAX_PLAN_MAPPINGS`: mappings with frameless code per process in `frameless_ranges`.
+pub const MAX_PLAN_MAPPINGS: usize = 512;
+/// `MAX_MODULE_EXCEPTIONS`: frameless functions per module in `module_exceptions`.
+pub const MAX_MODULE_EXCEPTIONS: usize = 8192;
+/// `MODULE_FRAMELESS_WHOLE`: [`FramelessRanges::module`] of a mapping that is frameless whole.
+pub const MODULE_FRAMELESS_WHOLE: u32 = u32::MAX;
 /// `UNWIND_*`: values of [`Config::unwind_mode`].
 pub const UNWIND_FRAME_POINTERS: u32 = 0;
 pub const UNWIND_DWARF: u32 = 1;
@@ -41,6 +45,8 @@ pub mod names {
     pub const TARGET_TGIDS: &str = "target_tgids";
     pub const DWARF_TGIDS: &str = "dwarf_tgids";
     pub const FRAMELESS_RANGES: &str = "frameless_ranges";
+    pub const KNOWN_ROOTS: &str = "known_roots";
+    pub const MODULE_EXCEPTIONS: &str = "module_exceptions";
     pub const STACK_SCRATCH: &str = "stack_scratch";
     pub const STACKS: &str = "stacks";
     pub const COUNTS: &str = "counts";
@@ -62,14 +68,52 @@ pub struct Config {
     pub wakeup_bytes: u32,
 }
 
-/// `struct frameless_ranges`: value of the `frameless_ranges` map.
+/// `struct frameless_ranges`: value of the `frameless_ranges` map, a process's plan (14 KiB: keep
+/// it boxed).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FramelessRanges {
     pub count: u32,
     pub _pad: u32,
-    pub start: [u64; MAX_FRAMELESS_RANGES],
-    pub end: [u64; MAX_FRAMELESS_RANGES],
+    pub start: [u64; MAX_PLAN_MAPPINGS],
+    pub end: [u64; MAX_PLAN_MAPPINGS],
+    pub bias: [u64; MAX_PLAN_MAPPINGS],
+    pub module: [u32; MAX_PLAN_MAPPINGS],
+}
+
+impl FramelessRanges {
+    /// No mappings, on the heap.
+    pub fn boxed_empty() -> Box<FramelessRanges> {
+        // SAFETY: a POD struct of integers: all zeroes is a valid value.
+        unsafe { Box::<FramelessRanges>::new_zeroed().assume_init() }
+    }
+}
+
+/// `struct module_exceptions`: value of the `module_exceptions` map (128 KiB: keep it boxed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleExceptions {
+    pub count: u32,
+    pub _pad: u32,
+    pub start: [u64; MAX_MODULE_EXCEPTIONS],
+    pub end: [u64; MAX_MODULE_EXCEPTIONS],
+}
+
+impl ModuleExceptions {
+    /// No functions, on the heap.
+    pub fn boxed_empty() -> Box<ModuleExceptions> {
+        // SAFETY: a POD struct of integers: all zeroes is a valid value.
+        unsafe { Box::<ModuleExceptions>::new_zeroed().assume_init() }
+    }
+}
+
+/// `struct root_key`: key of the `known_roots` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RootKey {
+    pub instance: u32,
+    pub _pad: u32,
+    pub address: u64,
 }
 
 /// `struct sample_key`: the key of the `counts` map.
@@ -175,11 +219,17 @@ pub enum Stat {
     StackCopied,
     StackCopyFallback,
     InstanceEndLost,
+    CopyUnjudged,
+    CopyFramelessIp,
+    CopyFramelessCaller,
+    CopyUnknownRoot,
+    FpKnownRoot,
+    FpWalkTooDeep,
 }
 
 impl Stat {
     /// Number of slots (`STAT_COUNT`).
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 24;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Samples,
         Stat::Idle,
@@ -199,6 +249,12 @@ impl Stat {
         Stat::StackCopied,
         Stat::StackCopyFallback,
         Stat::InstanceEndLost,
+        Stat::CopyUnjudged,
+        Stat::CopyFramelessIp,
+        Stat::CopyFramelessCaller,
+        Stat::CopyUnknownRoot,
+        Stat::FpKnownRoot,
+        Stat::FpWalkTooDeep,
     ];
 }
 
@@ -208,17 +264,23 @@ unsafe impl aya::Pod for Config {}
 unsafe impl aya::Pod for SampleKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for FramelessRanges {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RootKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ModuleExceptions {}
 
 const _: () = {
     assert!(size_of::<Config>() == 32);
-    assert!(size_of::<FramelessRanges>() == 8 + 16 * MAX_FRAMELESS_RANGES);
+    assert!(size_of::<RootKey>() == 16);
+    assert!(size_of::<FramelessRanges>() == 8 + 28 * MAX_PLAN_MAPPINGS);
+    assert!(size_of::<ModuleExceptions>() == 8 + 16 * MAX_MODULE_EXCEPTIONS);
     assert!(size_of::<UserStackRecord>() == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH);
     assert!(size_of::<SampleKey>() == 56);
     assert!(size_of::<InstanceEndRecord>() == 16);
     assert!(size_of::<ProcessSeenRecord>() == 32);
     assert!(size_of::<SampleRecord>() == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH);
     assert!(size_of::<NewKeyRecord>() == 64);
-    assert!(Stat::ALL.len() == Stat::InstanceEndLost as usize + 1);
+    assert!(Stat::ALL.len() == Stat::FpWalkTooDeep as usize + 1);
 };
 
 /// Decodes a ring-buffer record. Records are written by our own BPF program, so a short or unknown one

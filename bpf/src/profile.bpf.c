@@ -69,7 +69,9 @@ struct {
 	__uint(max_entries, 4 << 20); /* bytes; resized at load */
 } records SEC(".maps");
 
-/* --unwind auto: processes whose user stacks are all copied (their main code is frameless). */
+/* --unwind auto: processes whose user stacks are all copied (their main executable is frameless). A
+ * process in neither this map nor `frameless_ranges` has not been judged yet: its stacks are copied
+ * too ("DWARF until judged"), so short-lived processes come out whole. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
@@ -77,13 +79,35 @@ struct {
 	__type(value, __u8);
 } dwarf_tgids SEC(".maps");
 
-/* --unwind auto: frameless code ranges per process; a sample whose user IP is in one is copied. */
+/* --unwind auto: the plan of every other judged process, its mappings with frameless code. A
+ * frame-pointer walk that meets frameless code (at the sampled instruction or a return address) has
+ * the stack copied. Values are 14 KiB: allocated per entry, not preallocated. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct frameless_ranges);
 } frameless_ranges SEC(".maps");
+
+/* --unwind auto: frameless functions of frame-pointer modules, by module id (shared by every process
+ * mapping the module). 128 KiB values, allocated per entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct module_exceptions);
+} module_exceptions SEC(".maps");
+
+/* --unwind auto: frameless return addresses that end a process instance's frame-pointer chain and
+ * whose outer frames userspace knows (see struct root_key). LRU: instances are never reused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct root_key);
+	__type(value, __u8);
+} known_roots SEC(".maps");
 
 /* Staging for stack copies, one slot per CPU (max_entries set to the CPU count at load). */
 struct {
@@ -286,20 +310,102 @@ static __always_inline void user_gp_registers(struct bpf_perf_event_data *ctx, _
 	gp[15] = regs->r15;
 }
 
-/* --unwind auto: is this sample's user code frameless? */
-static __always_inline int needs_stack_copy(__u32 tgid, __u64 ip)
+/* Whether addr lies in frameless code of the process: a binary search over its plan's mappings,
+ * then, for a frame-pointer module, over the module's frameless functions. A global function, so
+ * the verifier checks it once rather than at each of the walk's frames. */
+__noinline int frameless_address(__u32 tgid, __u64 addr)
+{
+	struct frameless_ranges *plan = bpf_map_lookup_elem(&frameless_ranges, &tgid);
+	if (!plan)
+		return 0;
+	__u32 low = 0, high = plan->count, found = MAX_PLAN_MAPPINGS;
+	if (high > MAX_PLAN_MAPPINGS)
+		high = MAX_PLAN_MAPPINGS;
+	for (int i = 0; i < PLAN_SEARCH_STEPS; i++) {
+		if (low >= high)
+			break;
+		__u32 mid = ((low + high) / 2) & (MAX_PLAN_MAPPINGS - 1);
+		if (addr < plan->start[mid]) {
+			high = mid;
+		} else if (addr >= plan->end[mid]) {
+			low = mid + 1;
+		} else {
+			found = mid;
+			break;
+		}
+	}
+	if (found >= MAX_PLAN_MAPPINGS)
+		return 0;
+	__u32 module = plan->module[found];
+	if (module == MODULE_FRAMELESS_WHOLE)
+		return 1;
+	struct module_exceptions *functions = bpf_map_lookup_elem(&module_exceptions, &module);
+	if (!functions)
+		return 1; /* cannot tell: copy, which is always right */
+	__u64 svma = addr - plan->bias[found];
+	low = 0;
+	high = functions->count;
+	if (high > MAX_MODULE_EXCEPTIONS)
+		high = MAX_MODULE_EXCEPTIONS;
+	for (int i = 0; i < EXCEPTION_SEARCH_STEPS; i++) {
+		if (low >= high)
+			break;
+		__u32 mid = ((low + high) / 2) & (MAX_MODULE_EXCEPTIONS - 1);
+		if (svma < functions->start[mid])
+			high = mid;
+		else if (svma >= functions->end[mid])
+			low = mid + 1;
+		else
+			return 1;
+	}
+	return 0;
+}
+
+/* --unwind auto: would the kernel's frame-pointer walk of this sample go wrong? It does as soon as
+ * one frame on the way is frameless: the sampled instruction (its caller is skipped), or a return
+ * address (the frame above it is not linked through RBP). So walk the chain as the kernel does
+ * ([rbp] = caller's rbp, [rbp + 8] = return address) and check each address. One exception: a
+ * frameless return address where the chain ends (glibc's __libc_start_call_main and start_thread
+ * hold no frame of their own) is a root; once userspace has learned its outer frames from a DWARF
+ * unwind (known_roots), the cheap walk is kept and userspace appends them. */
+static __always_inline int needs_stack_copy(__u32 tgid, __u32 instance, __u64 ip, __u64 bp)
 {
 	if (bpf_map_lookup_elem(&dwarf_tgids, &tgid))
 		return 1;
 	struct frameless_ranges *ranges = bpf_map_lookup_elem(&frameless_ranges, &tgid);
-	if (!ranges)
-		return 0;
-	for (int i = 0; i < MAX_FRAMELESS_RANGES; i++) {
-		if (i >= ranges->count)
-			break;
-		if (ip >= ranges->start[i] && ip < ranges->end[i])
-			return 1;
+	if (!ranges) {
+		stat_inc(STAT_COPY_UNJUDGED);
+		return 1;
 	}
+	if (ranges->count == 0)
+		return 0;
+	if (frameless_address(tgid, ip)) {
+		stat_inc(STAT_COPY_FRAMELESS_IP);
+		return 1;
+	}
+	__u64 fp = bp;
+	for (int i = 0; i < MAX_STACK_DEPTH; i++) {
+		__u64 frame[2];
+		if (fp == 0 || bpf_probe_read_user(frame, sizeof(frame), (void *)fp) != 0)
+			return 0; /* the chain ended in frame-pointer code */
+		__u64 next = frame[0], return_address = frame[1];
+		if (frameless_address(tgid, return_address)) {
+			__u64 outer[2];
+			if (next != 0 && bpf_probe_read_user(outer, sizeof(outer), (void *)next) == 0) {
+				stat_inc(STAT_COPY_FRAMELESS_CALLER);
+				return 1;
+			}
+			struct root_key root = {.instance = instance, .address = return_address};
+			if (bpf_map_lookup_elem(&known_roots, &root)) {
+				stat_inc(STAT_FP_KNOWN_ROOT);
+				return 0;
+			}
+			stat_inc(STAT_COPY_UNKNOWN_ROOT);
+			return 1;
+		}
+		fp = next;
+	}
+	stat_inc(STAT_FP_WALK_TOO_DEEP);
 	return 0;
 }
 
@@ -419,7 +525,7 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	if (cfg.capture_user && has_user_memory && cfg.unwind_mode != UNWIND_FRAME_POINTERS) {
 		__u64 ip, sp, bp;
 		user_registers(ctx, &ip, &sp, &bp);
-		if (cfg.unwind_mode == UNWIND_DWARF || needs_stack_copy(tgid, ip)) {
+		if (cfg.unwind_mode == UNWIND_DWARF || needs_stack_copy(tgid, key.instance, ip, bp)) {
 			if (send_user_stack(ctx, &key, ip, sp, bp) == 0) {
 				stat_inc(STAT_STACK_COPIED);
 				stat_inc(STAT_STREAMED);

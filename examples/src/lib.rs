@@ -5,6 +5,11 @@
 //! `burn-debuglink` is `burn` stripped of all symbols and DWARF: they are in `burn-debuglink.debug`
 //! in the same directory (`path("burn-debuglink").with_extension("debug")`), named by the binary's
 //! `.gnu_debuglink` section.
+//!
+//! `rust-release*` come from the cargo project in `rust-release/` (default release profile, so no
+//! frame pointers in its own code): `main -> rust_release::drive -> rust_release::stage ->
+//! rust_release::hot`; `rust-release-threads` runs that chain under `worker` in two threads, and
+//! `rust-release-lto` is the single-threaded one built with `lto = "fat"`.
 
 use std::path::PathBuf;
 
@@ -26,6 +31,12 @@ pub const NAMES: &[&str] = &[
     "cpp-work",
     "rust-inline",
     "rust-inline-v0",
+    // --unwind auto on mixed and default-built code (issue 7).
+    "burn-gcc",
+    "qsort-fp",
+    "rust-release",
+    "rust-release-threads",
+    "rust-release-lto",
 ];
 
 /// Path of the workload `name` (one of [`NAMES`]).

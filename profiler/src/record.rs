@@ -321,6 +321,24 @@ fn print_summary(
             stats.get(emberprof_bpf::Stat::StreamCountsFull),
         );
     }
+    let copied_by_auto = [
+        emberprof_bpf::Stat::CopyUnjudged,
+        emberprof_bpf::Stat::CopyFramelessIp,
+        emberprof_bpf::Stat::CopyFramelessCaller,
+        emberprof_bpf::Stat::CopyUnknownRoot,
+    ];
+    if copied_by_auto.iter().any(|&stat| stats.get(stat) > 0) {
+        log::info!(
+            "--unwind auto copied stacks: {} of processes not judged yet, {} at frameless code, {} with a \
+             frameless caller, {} with a chain ending in frameless code that is no learned root; {} frame-pointer \
+             walks ended at a learned root",
+            stats.get(emberprof_bpf::Stat::CopyUnjudged),
+            stats.get(emberprof_bpf::Stat::CopyFramelessIp),
+            stats.get(emberprof_bpf::Stat::CopyFramelessCaller),
+            stats.get(emberprof_bpf::Stat::CopyUnknownRoot),
+            stats.get(emberprof_bpf::Stat::FpKnownRoot),
+        );
+    }
     for (reason, count) in &folded.unknown_frames {
         log::info!("{count} sampled frames unnamed: {}", reason.describe());
     }

@@ -37,5 +37,5 @@ pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use maps::{parse_maps, MapsEntry};
 pub use modules::{Module, ModuleId, ModuleTable};
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
-pub use symbolize::{FramelessCode, Symbolizer, SymbolizerOptions};
+pub use symbolize::{is_frameless, FramelessCode, FramelessMapping, Symbolizer, SymbolizerOptions};
 pub use unwind::{UnwindEnd, UnwindFailure, UnwoundStack, UserRegisters};

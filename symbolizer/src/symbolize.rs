@@ -17,7 +17,7 @@ use crate::kernel_modules::KernelModules;
 use crate::modules::{ModuleId, ModuleTable};
 use crate::plt::PltStubs;
 use crate::process::{ProcessKey, ProcessTable, UserLocation};
-use crate::unwind::{Unwinders, UnwoundStack, UserRegisters};
+use crate::unwind::{FramePointers, Unwinders, UnwoundStack, UserRegisters};
 use crate::Error;
 
 /// Least time between two reads of one process's memory map: short while the process is young (its
@@ -86,10 +86,43 @@ pub struct Symbolizer {
 pub enum FramelessCode {
     /// Every module keeps frame pointers.
     None,
-    /// These address ranges (of frameless modules) do not.
-    Ranges(Vec<std::ops::Range<u64>>),
+    /// These mappings (sorted, disjoint) hold frameless code.
+    Mappings(Vec<FramelessMapping>),
     /// The main executable itself is frameless: unwind everything with DWARF.
     Everywhere,
+}
+
+/// One mapping of a process with frameless code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FramelessMapping {
+    pub range: std::ops::Range<u64>,
+    /// An address minus `bias` is the module's own (file) address.
+    pub bias: u64,
+    /// `None`: the whole mapping is frameless. Otherwise only these functions of the module (its
+    /// own addresses, sorted, disjoint), shared by every process mapping it.
+    pub functions: Option<(ModuleId, Arc<[std::ops::Range<u64>]>)>,
+}
+
+impl FramelessMapping {
+    pub fn contains(&self, address: u64) -> bool {
+        if !self.range.contains(&address) {
+            return false;
+        }
+        match &self.functions {
+            None => true,
+            Some((_, functions)) => {
+                let svma = address.wrapping_sub(self.bias);
+                let after = functions.partition_point(|f| f.start <= svma);
+                after > 0 && functions[after - 1].contains(&svma)
+            }
+        }
+    }
+}
+
+/// Whether `address` is in frameless code of these mappings (sorted, disjoint).
+pub fn is_frameless(mappings: &[FramelessMapping], address: u64) -> bool {
+    let after = mappings.partition_point(|m| m.range.start <= address);
+    after > 0 && mappings[after - 1].contains(address)
 }
 
 impl Symbolizer {
@@ -174,6 +207,52 @@ impl Symbolizer {
         Ok(())
     }
 
+    /// Retakes the snapshots of young processes taken while the dynamic loader was still mapping
+    /// their libraries (only the executable and `ld-linux` mapped): a process's first sample often
+    /// comes from the loader, and a short-lived one may be gone by the time a stack copy needing
+    /// libc's CFI is unwound. Returns whether any such snapshot is still waiting (call again soon).
+    pub fn retake_loader_snapshots(&mut self) -> bool {
+        let loading: Vec<ProcessKey> = self
+            .snapshot_taken
+            .iter()
+            .filter(|(key, (first, _))| {
+                first.elapsed() < YOUNG_PROCESS
+                    && !self.ended.contains(key)
+                    && self
+                        .processes
+                        .get(**key)
+                        .is_some_and(|snapshot| self.only_loader_mapped(snapshot))
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        let mut waiting = false;
+        for key in loading {
+            self.refresh_snapshot(key);
+            waiting |= self
+                .processes
+                .get(key)
+                .is_some_and(|snapshot| self.only_loader_mapped(snapshot));
+        }
+        waiting
+    }
+
+    /// Whether a snapshot holds nothing but the executable and the dynamic loader (and the vDSO).
+    fn only_loader_mapped(&self, snapshot: &crate::process::ProcessSnapshot) -> bool {
+        let mut has_loader = false;
+        for mapping in snapshot.mappings() {
+            if Some(mapping.module) == snapshot.executable() {
+                continue;
+            }
+            let name = &self.modules.get(mapping.module).display_name;
+            if name.starts_with("ld-linux") || name.starts_with("ld-musl") {
+                has_loader = true;
+            } else if &**name != "[vdso]" {
+                return false;
+            }
+        }
+        has_loader
+    }
+
     /// Re-reads the memory map of a process that has code outside its snapshot, unless that was done
     /// too recently, the instance has ended, or the process has exec'd another program since (the
     /// notice may still be on its way). Returns whether a new snapshot was taken.
@@ -189,6 +268,12 @@ impl Symbolizer {
             };
             last.elapsed() < interval
         });
+        // A snapshot of the loader at work is retaken at once: the libraries are on their way.
+        let recent = recent
+            && !self
+                .processes
+                .get(key)
+                .is_some_and(|snapshot| self.only_loader_mapped(snapshot));
         let other_program = self
             .processes
             .get(key)
@@ -244,23 +329,34 @@ impl Symbolizer {
     pub fn frameless_code(&mut self, key: ProcessKey) -> Option<FramelessCode> {
         let snapshot = self.processes.get(key)?;
         let executable = snapshot.executable();
-        let mut ranges = Vec::new();
+        let mut mappings = Vec::new();
         for mapping in snapshot.mappings().to_vec() {
-            let frameless = self
-                .unwinders
-                .elf_info(mapping.module, &self.modules)
-                .is_some_and(|info| !info.keeps_frame_pointers);
-            if frameless {
-                if Some(mapping.module) == executable {
+            let Some(info) = self.unwinders.elf_info(mapping.module, &self.modules) else {
+                continue;
+            };
+            let functions = match &info.frame_pointers {
+                FramePointers::Frameless if Some(mapping.module) == executable => {
                     return Some(FramelessCode::Everywhere);
                 }
-                ranges.push(mapping.start..mapping.end);
-            }
+                FramePointers::Frameless => None,
+                FramePointers::Kept { frameless } if frameless.is_empty() => continue,
+                FramePointers::Kept { frameless } => Some((mapping.module, Arc::clone(frameless))),
+            };
+            let bias = info.base_address(mapping.start, mapping.offset);
+            let Some(bias) = bias.or(functions.is_none().then_some(0)) else {
+                continue;
+            };
+            mappings.push(FramelessMapping {
+                range: mapping.start..mapping.end,
+                bias,
+                functions,
+            });
         }
-        Some(if ranges.is_empty() {
+        mappings.sort_unstable_by_key(|m| m.range.start);
+        Some(if mappings.is_empty() {
             FramelessCode::None
         } else {
-            FramelessCode::Ranges(ranges)
+            FramelessCode::Mappings(mappings)
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod identity;
 mod launch;
+mod roots;
 mod sampler;
 mod session;
 mod stats;

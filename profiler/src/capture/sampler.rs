@@ -12,8 +12,11 @@ use aya::programs::perf_event::{
 use aya::programs::{BtfTracePoint, PerfEvent};
 use aya::{Btf, Ebpf, EbpfLoader};
 use emberprof_bpf::{
-    names, Config, FramelessRanges, SampleKey, Stat, MAX_FRAMELESS_RANGES, STACK_ID_NONE,
+    names, Config, FramelessRanges, ModuleExceptions, RootKey, SampleKey, Stat,
+    MAX_MODULE_EXCEPTIONS, MAX_PLAN_MAPPINGS, MODULE_FRAMELESS_WHOLE, STACK_ID_NONE,
 };
+
+use emberprof_symbolizer::{FramelessMapping, ModuleId};
 
 use super::stats::BpfStats;
 
@@ -52,8 +55,9 @@ pub enum UnwindMode {
     FramePointers,
     /// Every user stack is copied and unwound with DWARF CFI in userspace.
     Dwarf,
-    /// Copied only where the code is frameless: per process (frameless main executable) or per
-    /// sample (the sampled instruction is in a frameless module).
+    /// Copied only where a frame-pointer walk would go wrong: processes with a frameless main
+    /// executable, processes not judged yet, and samples whose frame-pointer chain meets a
+    /// frameless function (see `needs_stack_copy` in the BPF program).
     Auto,
 }
 
@@ -90,6 +94,8 @@ pub struct Sampler {
     ebpf: Ebpf,
     records: RingBuf<MapData>,
     perf_links: Vec<PerfEventLinkId>,
+    /// `--unwind auto`: modules whose frameless functions are in `module_exceptions`.
+    modules_sent: std::collections::HashSet<u32>,
 }
 
 impl Sampler {
@@ -167,6 +173,7 @@ impl Sampler {
             ebpf,
             records,
             perf_links: Vec::new(),
+            modules_sent: Default::default(),
         })
     }
 
@@ -178,28 +185,81 @@ impl Sampler {
             .with_context(|| format!("cannot mark process {pid} for DWARF unwinding"))
     }
 
-    /// `--unwind auto`: copy the user stacks of samples whose instruction lies in these ranges. More
-    /// ranges than the BPF side holds mean the whole process is copied.
-    pub fn set_frameless_ranges(
-        &mut self,
-        pid: u32,
-        ranges: &[std::ops::Range<u64>],
-    ) -> Result<()> {
-        if ranges.len() > MAX_FRAMELESS_RANGES {
+    /// `--unwind auto`: the plan of a judged process: copy the user stacks of samples whose
+    /// frame-pointer walk meets frameless code of these mappings (sorted, disjoint; none: never
+    /// copy). More mappings than the BPF side holds mean the whole process is copied. A full map
+    /// leaves the process unjudged, so its stacks stay copied (counted as `CopyUnjudged`).
+    pub fn set_frameless_code(&mut self, pid: u32, mappings: &[FramelessMapping]) -> Result<()> {
+        if mappings.len() > MAX_PLAN_MAPPINGS {
             return self.unwind_process_with_dwarf(pid);
         }
-        let mut value = FramelessRanges {
-            count: ranges.len() as u32,
-            ..FramelessRanges::default()
-        };
-        for (i, range) in ranges.iter().enumerate() {
-            value.start[i] = range.start;
-            value.end[i] = range.end;
+        let mut value = FramelessRanges::boxed_empty();
+        value.count = mappings.len() as u32;
+        for (i, mapping) in mappings.iter().enumerate() {
+            value.start[i] = mapping.range.start;
+            value.end[i] = mapping.range.end;
+            value.bias[i] = mapping.bias;
+            value.module[i] = match &mapping.functions {
+                Some((module, functions)) => self.module_exceptions(*module, functions),
+                None => MODULE_FRAMELESS_WHOLE,
+            };
         }
         let mut map: HashMap<_, u32, FramelessRanges> =
             HashMap::try_from(map(&mut self.ebpf, names::FRAMELESS_RANGES)?)?;
+        // By reference: the value is 14 KiB, too big to pass around on the stack.
+        let value: &FramelessRanges = &value;
         map.insert(pid, value, 0)
-            .with_context(|| format!("cannot set frameless ranges of process {pid}"))
+            .with_context(|| format!("cannot set the unwinding plan of process {pid}"))
+    }
+
+    /// The `module_exceptions` key of a module's frameless functions, sent once per module; a
+    /// module whose list does not fit counts as frameless whole.
+    fn module_exceptions(&mut self, module: ModuleId, functions: &[std::ops::Range<u64>]) -> u32 {
+        if self.modules_sent.contains(&module.0) {
+            return module.0;
+        }
+        if functions.len() > MAX_MODULE_EXCEPTIONS || module.0 == MODULE_FRAMELESS_WHOLE {
+            return MODULE_FRAMELESS_WHOLE;
+        }
+        let mut value = ModuleExceptions::boxed_empty();
+        value.count = functions.len() as u32;
+        for (i, function) in functions.iter().enumerate() {
+            value.start[i] = function.start;
+            value.end[i] = function.end;
+        }
+        let value: &ModuleExceptions = &value;
+        let sent = map(&mut self.ebpf, names::MODULE_EXCEPTIONS)
+            .and_then(|m| Ok(HashMap::<_, u32, ModuleExceptions>::try_from(m)?))
+            .and_then(|mut m| Ok(m.insert(module.0, value, 0)?));
+        match sent {
+            Ok(()) => {
+                self.modules_sent.insert(module.0);
+                module.0
+            }
+            Err(error) => {
+                log::debug!("frameless functions of module {module:?} not sent: {error:#}");
+                MODULE_FRAMELESS_WHOLE
+            }
+        }
+    }
+
+    /// `--unwind auto`: a frame-pointer chain of this process instance that ends at `address` (a
+    /// frameless return address) needs no copy: userspace appends the outer frames it learned.
+    pub fn set_known_root(&mut self, instance: u32, address: u64, known: bool) -> Result<()> {
+        let mut map: HashMap<_, RootKey, u8> =
+            HashMap::try_from(map(&mut self.ebpf, names::KNOWN_ROOTS)?)?;
+        let key = RootKey {
+            instance,
+            _pad: 0,
+            address,
+        };
+        let result = if known {
+            map.insert(key, 1, 0)
+        } else {
+            map.remove(&key)
+        };
+        result
+            .with_context(|| format!("cannot update the root {address:#x} of instance {instance}"))
     }
 
     /// Starts sampling: follows forks first, so no child is missed, then opens one cpu-clock event per

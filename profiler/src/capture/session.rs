@@ -14,6 +14,7 @@ use emberprof_symbolizer::{
 };
 
 use super::launch::RunningCommand;
+use super::roots::Roots;
 use super::sampler::{Sampler, StackCache, UnwindMode};
 use super::stats::BpfStats;
 use super::targets::ProcessWatch;
@@ -22,6 +23,8 @@ use crate::symbols::symbolize_stacks;
 
 /// How often the loop wakes without ring-buffer activity, to check the clock, targets and signals.
 const TICK: Duration = Duration::from_millis(100);
+/// How soon a snapshot taken while the dynamic loader ran is retaken.
+const LOADER_RETRY: Duration = Duration::from_millis(2);
 /// How often the status line is redrawn.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 /// How often stacks first seen since the last round are symbolized while recording.
@@ -112,6 +115,10 @@ struct Collected {
     new_streamed: Vec<StackSample>,
     malformed_records: u64,
     unwinding: UnwindStats,
+    /// `--unwind auto`: frameless roots of frame-pointer chains, learned from DWARF unwinds.
+    roots: Roots,
+    /// Some snapshot was taken while the dynamic loader ran: retake it soon.
+    loader_snapshots: bool,
 }
 
 /// A sample that came through the ring buffer, keyed with its inline stacks and how the user stack
@@ -133,7 +140,11 @@ pub fn record(
     let mut last_symbolized = started;
 
     let stop_reason = loop {
-        wait_readable(sampler.records_fd(), next_wakeup(started, stop.duration));
+        let mut wakeup = next_wakeup(started, stop.duration);
+        if collected.loader_snapshots {
+            wakeup = wakeup.min(LOADER_RETRY);
+        }
+        wait_readable(sampler.records_fd(), wakeup);
         drain(sampler, symbolizer, unwind, &mut collected);
         let pending = !collected.new_keys.is_empty() || !collected.new_streamed.is_empty();
         if last_symbolized.elapsed() >= SYMBOLIZE_INTERVAL && pending {
@@ -185,6 +196,7 @@ pub fn record(
         streamed,
         malformed_records,
         mut unwinding,
+        roots,
         ..
     } = collected;
 
@@ -204,7 +216,8 @@ pub fn record(
         .filter(|(key, _)| key.user_stack_id >= 0)
         .map(|(_, count)| count)
         .sum::<u64>();
-    let samples = to_samples(&stack_cache, &counted, streamed);
+    let mut samples = to_samples(&stack_cache, &counted, streamed);
+    roots.complete(&mut samples);
     Ok(Capture {
         samples,
         stats,
@@ -262,6 +275,7 @@ fn drain(
     unwind: UnwindMode,
     collected: &mut Collected,
 ) {
+    let mut root_changes = Vec::new();
     sampler.drain_records(|bytes| match Record::parse(bytes) {
         Some(Record::ProcessSeen(record)) => {
             let key = ProcessKey {
@@ -280,10 +294,12 @@ fn drain(
                 record.tgid,
                 record.instance
             );
-            symbolizer.instance_ended(ProcessKey {
+            let key = ProcessKey {
                 pid: record.tgid,
                 instance: record.instance,
-            });
+            };
+            symbolizer.instance_ended(key);
+            collected.roots.instance_ended(key);
         }
         Some(Record::Sample(record)) => {
             if record.key.user_stack_id != STACK_ID_NONE {
@@ -299,27 +315,56 @@ fn drain(
             collected.add_streamed((record.key, kernel, user, source));
         }
         Some(Record::UserStack(record, stack)) => {
-            let key = unwind_user_stack(symbolizer, record, stack, &mut collected.unwinding);
+            let (key, end) = unwind_user_stack(symbolizer, record, stack, &mut collected.unwinding);
+            if unwind == UnwindMode::Auto && end == UnwindEnd::Complete {
+                let process = ProcessKey {
+                    pid: record.key.tgid,
+                    instance: record.key.instance,
+                };
+                // The first stacks of a process come before its plan reaches BPF (at the end of
+                // this drain): learn from them already.
+                if !collected.roots.has_plan(process) {
+                    if let Some(code) = symbolizer.frameless_code(process) {
+                        collected.roots.set_plan(process, user_plan(code));
+                    }
+                }
+                let change = collected
+                    .roots
+                    .learn(process, record.ip, record.sp, record.bp, stack, &key.2);
+                if let Some(change) = change {
+                    root_changes.push((process.instance, change));
+                }
+            }
             collected.add_streamed(key);
         }
         None => collected.malformed_records += 1,
     });
+    for (instance, change) in root_changes {
+        if let Err(error) = sampler.set_known_root(instance, change.address, change.known) {
+            log::warn!("{error:#}");
+        }
+    }
+    // Before more stacks of those processes arrive: a short-lived one may be gone by then.
+    collected.loader_snapshots = symbolizer.retake_loader_snapshots();
     // A snapshot taken or retaken (a library loaded since the last one) changes where code is
     // frameless.
     for key in symbolizer.take_changed() {
         if unwind == UnwindMode::Auto {
-            if let Err(error) = plan_auto_unwinding(sampler, symbolizer, key) {
+            if let Err(error) = plan_auto_unwinding(sampler, symbolizer, &mut collected.roots, key)
+            {
                 log::warn!("{error:#}");
             }
         }
     }
 }
 
-/// `--unwind auto`: tells the BPF side where this process's code is frameless, so samples there get
-/// their stacks copied while the rest keeps the cheap frame-pointer walk.
+/// `--unwind auto`: tells the BPF side where this process's code is frameless, so samples whose
+/// frame-pointer walk meets it get their stacks copied while the rest keeps the cheap walk. Until
+/// this is done, BPF copies every stack of the process.
 fn plan_auto_unwinding(
     sampler: &mut Sampler,
     symbolizer: &mut Symbolizer,
+    roots: &mut Roots,
     key: ProcessKey,
 ) -> Result<()> {
     let pid = key.pid;
@@ -328,10 +373,24 @@ fn plan_auto_unwinding(
         "process {pid} instance {}: frameless code {plan:?}",
         key.instance
     );
+    let Some(plan) = plan else {
+        return Ok(());
+    };
+    match &plan {
+        FramelessCode::None => sampler.set_frameless_code(pid, &[])?,
+        FramelessCode::Everywhere => sampler.unwind_process_with_dwarf(pid)?,
+        FramelessCode::Mappings(mappings) => sampler.set_frameless_code(pid, mappings)?,
+    }
+    roots.set_plan(key, user_plan(plan));
+    Ok(())
+}
+
+/// What [`Roots`] needs of a plan: the frameless mappings, `None` when every stack is copied.
+fn user_plan(plan: FramelessCode) -> Option<Vec<emberprof_symbolizer::FramelessMapping>> {
     match plan {
-        None | Some(FramelessCode::None) => Ok(()),
-        Some(FramelessCode::Everywhere) => sampler.unwind_process_with_dwarf(pid),
-        Some(FramelessCode::Ranges(ranges)) => sampler.set_frameless_ranges(pid, &ranges),
+        FramelessCode::None => Some(Vec::new()),
+        FramelessCode::Mappings(mappings) => Some(mappings),
+        FramelessCode::Everywhere => None,
     }
 }
 
@@ -340,7 +399,7 @@ fn unwind_user_stack(
     record: &UserStackRecord,
     stack: &[u8],
     stats: &mut UnwindStats,
-) -> StreamedKey {
+) -> (StreamedKey, UnwindEnd) {
     let registers = UserRegisters {
         ip: record.ip,
         sp: record.sp,
@@ -359,10 +418,13 @@ fn unwind_user_stack(
         record.kernel_len,
     );
     (
-        record.key,
-        kernel,
-        unwound.frames,
-        UserStackSource::Dwarf(unwound.end),
+        (
+            record.key,
+            kernel,
+            unwound.frames,
+            UserStackSource::Dwarf(unwound.end),
+        ),
+        unwound.end,
     )
 }
 

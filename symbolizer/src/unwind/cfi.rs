@@ -476,7 +476,7 @@ mod tests {
             debug_frame: None,
             got_svma: None,
             load_segments: Vec::new(),
-            keeps_frame_pointers: false,
+            frame_pointers: crate::unwind::FramePointers::Frameless,
         }
     }
 

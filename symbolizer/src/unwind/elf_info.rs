@@ -1,6 +1,6 @@
 //! What unwinding needs from one module file: its unwind sections (memory-mapped once, shared by
 //! every process that maps the module), its loadable segments (to place it at a mapping's address),
-//! and whether its code keeps frame pointers (for `--unwind auto`).
+//! and which of its functions keep frame pointers (for `--unwind auto`).
 
 use std::ops::{Deref, Range};
 use std::sync::Arc;
@@ -11,10 +11,16 @@ use gimli::{
 use memmap2::Mmap;
 use object::{Object, ObjectSection, ObjectSegment};
 
-/// Share of a module's code (by bytes covered by FDEs) whose CFA is computed from RBP above which the
-/// module counts as keeping frame pointers. Frame-pointer builds have nearly all functions on RBP and
-/// only start-up stubs (`_start`, PLT) off it; frameless builds have almost none on it.
-const FRAME_POINTER_SHARE: f64 = 0.6;
+/// Frame pointers are a per-function property: a function keeps one when its CFI computes the CFA
+/// from RBP somewhere in its body. A module counts as frame-pointer code when at least this share of
+/// its FDE-covered bytes keeps one; its other functions are then listed as exceptions. Frame-pointer
+/// builds are near 100 % (gcc's frameless leaves and C start-up code are the exceptions), Debian's
+/// libc 17 %, a default Rust release build a mix of both (std with frame pointers, the crate without).
+const FRAME_POINTER_SHARE: f64 = 0.5;
+
+/// A frame-pointer module with more (merged) frameless ranges than this counts as frameless as a
+/// whole: the BPF side holds a bounded number of them per module. Debian's node has 6913.
+pub const MAX_MODULE_EXCEPTIONS: usize = 8192;
 
 /// Bytes of a memory-mapped module file; cheap to clone, and what framehop reads sections through.
 #[derive(Clone)]
@@ -66,9 +72,18 @@ pub struct ElfUnwindInfo {
     pub debug_frame: Option<Section>,
     pub got_svma: Option<Range<u64>>,
     pub load_segments: Vec<LoadSegment>,
-    /// Whether most of the module's code keeps a frame pointer in RBP. Modules without CFI count as
-    /// keeping one: DWARF unwinding could not do better for them.
-    pub keeps_frame_pointers: bool,
+    /// Which code keeps a frame pointer in RBP. Modules without CFI count as keeping one: DWARF
+    /// unwinding could not do better for them.
+    pub frame_pointers: FramePointers,
+}
+
+/// Where a module's code keeps frame pointers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FramePointers {
+    /// Most code does; these functions (file addresses, SVMA, sorted, adjacent ones merged) do not.
+    Kept { frameless: Arc<[Range<u64>]> },
+    /// Most code does not: treat the whole module as frameless.
+    Frameless,
 }
 
 impl ElfUnwindInfo {
@@ -96,10 +111,14 @@ impl ElfUnwindInfo {
         let eh_frame = section(".eh_frame");
         let text = section(".text");
         let load_segments = load_segments(&elf);
-        let keeps_frame_pointers = match (&eh_frame, &text) {
-            (Some(eh_frame), text) => frame_pointer_share(eh_frame, text.as_ref())
-                .is_none_or(|share| share >= FRAME_POINTER_SHARE),
-            (None, _) => true,
+        let frame_pointers = match &eh_frame {
+            Some(eh_frame) => {
+                let functions = function_frames(eh_frame, text.as_ref());
+                judge_frame_pointers(functions, elf.entry())
+            }
+            None => FramePointers::Kept {
+                frameless: Arc::from([]),
+            },
         };
         Some(ElfUnwindInfo {
             eh_frame_hdr: section(".eh_frame_hdr"),
@@ -110,7 +129,7 @@ impl ElfUnwindInfo {
             text,
             eh_frame,
             load_segments,
-            keeps_frame_pointers,
+            frame_pointers,
         })
     }
 
@@ -153,15 +172,22 @@ pub(crate) fn load_segments(elf: &object::File<'_>) -> Vec<LoadSegment> {
         .collect()
 }
 
-/// Share of FDE-covered bytes whose CFA is ever based on RBP; `None` if the CFI cannot be read.
-fn frame_pointer_share(eh_frame: &Section, text: Option<&Section>) -> Option<f64> {
+/// One function's CFI: its address range (SVMA) and whether its CFA is ever based on RBP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FunctionFrame {
+    range: Range<u64>,
+    keeps_frame_pointer: bool,
+}
+
+/// Every FDE of `.eh_frame`, sorted by address. FDEs that cannot be read are skipped.
+fn function_frames(eh_frame: &Section, text: Option<&Section>) -> Vec<FunctionFrame> {
     let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
     let mut bases = BaseAddresses::default().set_eh_frame(eh_frame.svma.start);
     if let Some(text) = text {
         bases = bases.set_text(text.svma.start);
     }
     let mut entries: CfiEntriesIter<'_, _, _> = section.entries(&bases);
-    let (mut on_rbp, mut total) = (0u64, 0u64);
+    let mut functions = Vec::new();
     while let Ok(Some(entry)) = entries.next() {
         let CieOrFde::Fde(partial) = entry else {
             continue;
@@ -169,7 +195,10 @@ fn frame_pointer_share(eh_frame: &Section, text: Option<&Section>) -> Option<f64
         let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
             continue;
         };
-        total += fde.len();
+        let Some(end) = fde.initial_address().checked_add(fde.len()) else {
+            continue;
+        };
+        let mut keeps_frame_pointer = false;
         let mut instructions = fde.instructions(&section, &bases);
         while let Ok(Some(instruction)) = instructions.next() {
             use gimli::CallFrameInstruction::*;
@@ -178,13 +207,55 @@ fn frame_pointer_share(eh_frame: &Section, text: Option<&Section>) -> Option<f64
             | DefCfaRegister { register } = instruction
             {
                 if register == X86_64::RBP {
-                    on_rbp += fde.len();
+                    keeps_frame_pointer = true;
                     break;
                 }
             }
         }
+        functions.push(FunctionFrame {
+            range: fde.initial_address()..end,
+            keeps_frame_pointer,
+        });
     }
-    (total > 0).then(|| on_rbp as f64 / total as f64)
+    functions.sort_unstable_by_key(|f| (f.range.start, f.range.end));
+    functions
+}
+
+/// The module's verdict from its functions' CFI. The ELF entry (`_start`) is exempt: it is only ever
+/// the outermost frame, which a frame-pointer walk never needs to leave. Consecutive frameless
+/// functions (no frame-pointer function between them) form one range.
+fn judge_frame_pointers(functions: Vec<FunctionFrame>, entry: u64) -> FramePointers {
+    let (mut kept, mut total) = (0u64, 0u64);
+    let mut frameless: Vec<Range<u64>> = Vec::new();
+    let mut previous_frameless = false;
+    for function in functions {
+        let len = function.range.end - function.range.start;
+        total += len;
+        if function.keeps_frame_pointer || function.range.contains(&entry) {
+            kept += len;
+            previous_frameless = false;
+            continue;
+        }
+        match frameless.last_mut() {
+            Some(last) if previous_frameless && function.range.start >= last.start => {
+                last.end = last.end.max(function.range.end);
+            }
+            _ => frameless.push(function.range),
+        }
+        previous_frameless = true;
+    }
+    if total == 0 {
+        return FramePointers::Kept {
+            frameless: Arc::from([]),
+        };
+    }
+    if (kept as f64) < total as f64 * FRAME_POINTER_SHARE || frameless.len() > MAX_MODULE_EXCEPTIONS
+    {
+        return FramePointers::Frameless;
+    }
+    FramePointers::Kept {
+        frameless: frameless.into(),
+    }
 }
 
 #[cfg(test)]
@@ -199,8 +270,57 @@ mod tests {
             debug_frame: None,
             got_svma: None,
             load_segments,
-            keeps_frame_pointers: false,
+            frame_pointers: FramePointers::Frameless,
         }
+    }
+
+    fn function(range: Range<u64>, keeps_frame_pointer: bool) -> FunctionFrame {
+        FunctionFrame {
+            range,
+            keeps_frame_pointer,
+        }
+    }
+
+    /// gcc -O2 -fno-omit-frame-pointer: leaves are frameless; neighbours merge, `_start` is exempt.
+    #[test]
+    fn frameless_functions_of_a_frame_pointer_module() {
+        let functions = vec![
+            function(0x1000..0x1030, false), // _start (the entry)
+            function(0x1040..0x1100, true),
+            function(0x1100..0x1120, false),
+            function(0x1130..0x1140, false),
+            function(0x1140..0x1400, true),
+            function(0x1400..0x1410, false),
+        ];
+        assert_eq!(
+            judge_frame_pointers(functions, 0x1000),
+            FramePointers::Kept {
+                frameless: vec![0x1100..0x1140, 0x1400..0x1410].into()
+            }
+        );
+    }
+
+    #[test]
+    fn mostly_frameless_module_is_frameless() {
+        let functions = vec![
+            function(0x1000..0x1100, true),
+            function(0x1100..0x1300, false),
+        ];
+        assert_eq!(judge_frame_pointers(functions, 0), FramePointers::Frameless);
+    }
+
+    #[test]
+    fn too_many_exceptions_make_a_module_frameless() {
+        let functions: Vec<_> = (0..=MAX_MODULE_EXCEPTIONS as u64)
+            .flat_map(|i| {
+                let at = 0x1000 + i * 0x200;
+                [
+                    function(at..at + 0x1f0, true),
+                    function(at + 0x1f0..at + 0x200, false),
+                ]
+            })
+            .collect();
+        assert_eq!(judge_frame_pointers(functions, 0), FramePointers::Frameless);
     }
 
     /// lld layout: the text segment starts mid-page right after a read-only one, so its mapping's

@@ -19,8 +19,8 @@ use framehop::{ExplicitModuleSectionInfo, Unwinder as _};
 use gimli::UnwindContext;
 
 use cfi::ModuleCfi;
-pub use elf_info::ElfUnwindInfo;
 use elf_info::SectionBytes;
+pub use elf_info::{ElfUnwindInfo, FramePointers};
 use walk::Walk;
 
 use crate::modules::{ModuleId, ModuleTable};

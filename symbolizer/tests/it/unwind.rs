@@ -148,7 +148,38 @@ fn classifies_frameless_code() {
     let with_fp = Workload::start("burn");
     symbolizer.process_seen(with_fp.key()).expect("snapshot");
     match symbolizer.frameless_code(with_fp.key()) {
-        Some(FramelessCode::Ranges(ranges)) => assert!(!ranges.is_empty()),
+        Some(FramelessCode::Mappings(mappings)) => assert!(!mappings.is_empty()),
         other => panic!("frame-pointer build classified as {other:?}"),
+    }
+    // gcc -O2 -fno-omit-frame-pointer: a frame-pointer executable whose leaf functions (spin) are
+    // frameless, listed as exceptions inside the executable's own mapping.
+    let gcc = Workload::start("burn-gcc");
+    symbolizer.process_seen(gcc.key()).expect("snapshot");
+    let snapshot = symbolizer
+        .processes()
+        .get(gcc.key())
+        .expect("snapshot")
+        .clone();
+    let executable: Vec<_> = snapshot
+        .mappings()
+        .iter()
+        .filter(|m| Some(m.module) == snapshot.executable())
+        .map(|m| m.start..m.end)
+        .collect();
+    match symbolizer.frameless_code(gcc.key()) {
+        Some(FramelessCode::Mappings(mappings)) => {
+            let in_executable: Vec<_> = mappings
+                .iter()
+                .filter(|m| executable.contains(&m.range))
+                .collect();
+            assert!(
+                !in_executable.is_empty()
+                    && in_executable
+                        .iter()
+                        .all(|m| m.functions.as_ref().is_some_and(|(_, f)| !f.is_empty())),
+                "burn-gcc: {mappings:x?} (executable at {executable:x?})"
+            );
+        }
+        other => panic!("gcc frame-pointer build classified as {other:?}"),
     }
 }
