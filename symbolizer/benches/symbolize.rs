@@ -60,6 +60,7 @@ fn main() {
     let options = SymbolizerOptions {
         inlined_functions: true,
         source_lines: true,
+        ..SymbolizerOptions::default()
     };
     let started = Instant::now();
     let mut symbolizer = Symbolizer::new(options).expect("symbolizer");

@@ -24,9 +24,11 @@ mod plt;
 mod process;
 mod symbolize;
 mod unwind;
+pub mod untrusted;
 mod vdso;
 
 pub use error::Error;
+pub use jit::JitStats;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use maps::{parse_maps, MapsEntry};
 pub use modules::{Module, ModuleId, ModuleTable};
