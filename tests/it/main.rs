@@ -2,6 +2,7 @@
 //! `examples/`, and check what comes out. Tests that sample need root (CI runs them as root); without
 //! it they fail, saying how to run them, rather than pass silently.
 
+mod attacks_files;
 mod errors;
 mod record;
 mod support;
