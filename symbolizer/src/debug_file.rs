@@ -22,7 +22,11 @@ const MAX_BUILD_ID_BYTES: usize = 64;
 
 /// The debug file of the module `file`, mapped by process `pid` from `mapped_path`, if the module
 /// lacks DWARF itself and one is found and verified (same build-id, or the debug link's CRC).
-pub(crate) fn find_debug_file(pid: u32, mapped_path: &Path, file: &StableFile) -> Option<StableFile> {
+pub(crate) fn find_debug_file(
+    pid: u32,
+    mapped_path: &Path,
+    file: &StableFile,
+) -> Option<StableFile> {
     let map = file.map().ok()?;
     let elf = object::File::parse(&map[..]).ok()?;
     if elf
@@ -138,8 +142,19 @@ mod tests {
     /// Names with a directory, absolute names and dot names are refused; plain names pass.
     #[test]
     fn debug_link_names() {
-        assert_eq!(debug_link_name(b"libx.so.debug"), Some(Path::new("libx.so.debug")));
-        for bad in [&b"/dev/zero"[..], b"../etc/shadow", b"a/b", b"..", b".", b"", b"\xff"] {
+        assert_eq!(
+            debug_link_name(b"libx.so.debug"),
+            Some(Path::new("libx.so.debug"))
+        );
+        for bad in [
+            &b"/dev/zero"[..],
+            b"../etc/shadow",
+            b"a/b",
+            b"..",
+            b".",
+            b"",
+            b"\xff",
+        ] {
             assert_eq!(debug_link_name(bad), None, "{bad:?}");
         }
         assert_eq!(debug_link_name(&[b'a'; 256]), None);

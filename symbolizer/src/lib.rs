@@ -23,13 +23,13 @@ pub mod perf_map;
 mod plt;
 mod process;
 mod symbolize;
-mod unwind;
 pub mod untrusted;
+mod unwind;
 mod vdso;
 
 pub use error::Error;
-pub use jit::JitStats;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
+pub use jit::JitStats;
 pub use maps::{parse_maps, MapsEntry};
 pub use modules::{Module, ModuleId, ModuleTable};
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};

@@ -10,8 +10,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::unwind::elf_info::{self, LoadSegment};
 use crate::untrusted::{self, Follow, StableFile};
+use crate::unwind::elf_info::{self, LoadSegment};
 use crate::Error;
 
 /// Index of a module in its [`ModuleTable`].
@@ -170,13 +170,14 @@ pub(crate) fn open_mapped_file(
         return stable(&map_file, file);
     }
     let in_root = PathBuf::from(format!("/proc/{pid}/root{mapped_path}"));
-    let file = untrusted::open_in_root(pid, Path::new(mapped_path), Follow::Yes).map_err(
-        |source| Error::OpenModule {
-            pid,
-            path: in_root.clone(),
-            source,
-        },
-    )?;
+    let file =
+        untrusted::open_in_root(pid, Path::new(mapped_path), Follow::Yes).map_err(|source| {
+            Error::OpenModule {
+                pid,
+                path: in_root.clone(),
+                source,
+            }
+        })?;
     let same_inode = file.metadata().map(|m| m.ino() == inode).unwrap_or(false);
     if !same_inode {
         return Err(Error::OpenModule {

@@ -300,7 +300,10 @@ mod tests {
         assert_eq!(map.extend_from_text(&text), 0);
         assert_eq!(map.len(), MAX_ENTRIES);
         assert_eq!(map.dropped(), 10);
-        assert_eq!(name_at(&mut map, 2 * (MAX_ENTRIES as u64 - 1)).as_deref(), Some("f"));
+        assert_eq!(
+            name_at(&mut map, 2 * (MAX_ENTRIES as u64 - 1)).as_deref(),
+            Some("f")
+        );
         assert_eq!(name_at(&mut map, 2 * MAX_ENTRIES as u64), None);
     }
 

@@ -282,7 +282,8 @@ mod tests {
     /// parsing of a name with spaces and parentheses gives.
     #[test]
     fn parses_start_time() {
-        let stat = "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let stat =
+            "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start_ticks(stat), Some(987654));
         assert_eq!(parse_start_ticks("1234 (x) S 1"), None);
         let own = std::fs::read_to_string("/proc/self/stat").expect("own stat");
@@ -306,7 +307,9 @@ mod tests {
             .expect_err("another process's start time");
         assert!(matches!(error, Error::PidReused { .. }), "{error}");
         assert!(table.get(key).is_none());
-        let snapshot = table.snapshot(key, Some(start), &mut modules).expect("same process");
+        let snapshot = table
+            .snapshot(key, Some(start), &mut modules)
+            .expect("same process");
         assert!(!snapshot.mappings().is_empty());
     }
 

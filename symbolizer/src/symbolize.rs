@@ -145,7 +145,11 @@ impl Symbolizer {
     /// Like [`Symbolizer::process_seen`], with the start time the sampled process had
     /// (`start_boottime` in nanoseconds since boot, as the BPF side reads it): the process under this
     /// PID is snapshotted only if it is that one, now and when the snapshot is retaken.
-    pub fn process_seen_started(&mut self, key: ProcessKey, start_boottime_ns: u64) -> Result<(), Error> {
+    pub fn process_seen_started(
+        &mut self,
+        key: ProcessKey,
+        start_boottime_ns: u64,
+    ) -> Result<(), Error> {
         self.start_ticks
             .insert(key, crate::process::start_ticks_from_ns(start_boottime_ns));
         self.process_seen(key)
@@ -180,7 +184,8 @@ impl Symbolizer {
             .or_insert((now, now));
         self.unwinders.forget(key);
         let start_ticks = self.start_ticks.get(&key).copied();
-        self.processes.snapshot(key, start_ticks, &mut self.modules)?;
+        self.processes
+            .snapshot(key, start_ticks, &mut self.modules)?;
         self.jit.open(key, start_ticks);
         self.changed.push(key);
         Ok(())

@@ -160,12 +160,16 @@ impl StableFile {
             return Err(io::Error::other("empty file"));
         }
         unlink_debug_files(&copy);
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+        let seals =
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
         // SAFETY: fcntl on a descriptor we own.
         if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(StableFile { file: copy, copied: true })
+        Ok(StableFile {
+            file: copy,
+            copied: true,
+        })
     }
 
     /// A file this process created itself (the vDSO image), which nobody else can modify.
@@ -201,7 +205,8 @@ impl StableFile {
 fn memfd() -> io::Result<File> {
     let name = c"emberprof-module";
     // SAFETY: valid NUL-terminated name; the descriptor is owned by the File below.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -271,6 +276,58 @@ mod tests {
         }
     }
 
+    /// Every reader of module files, on a real ELF file (the `burn` example) whose ELF header,
+    /// program headers and section headers get random values written over them: no panic, whatever
+    /// the offsets and sizes say.
+    #[test]
+    fn readers_survive_mutated_headers() {
+        use std::io::Write;
+        let original = std::fs::read(emberprof_examples::path("burn")).expect("example binary");
+        let u64_at = |o: usize| u64::from_le_bytes(original[o..o + 8].try_into().expect("8"));
+        let u16_at = |o: usize| u16::from_le_bytes([original[o], original[o + 1]]) as usize;
+        let (phoff, shoff) = (u64_at(0x20) as usize, u64_at(0x28) as usize);
+        let program_headers = phoff..phoff + 56 * u16_at(0x38);
+        let section_headers = shoff..shoff + 64 * u16_at(0x3c);
+        let regions = [0..64, program_headers, section_headers];
+        let strategy = proptest::collection::vec(
+            (
+                0..regions.len(),
+                any::<prop::sample::Index>(),
+                any::<u64>(),
+                any::<bool>(),
+            ),
+            1..12,
+        );
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(300));
+        runner
+            .run(&strategy, |mutations| {
+                let mut bytes = original.clone();
+                for (region, index, value, whole_word) in mutations {
+                    let region = &regions[region];
+                    let at = region.start + index.index(region.len().max(1));
+                    if whole_word {
+                        let at = at & !7;
+                        let end = (at + 8).min(bytes.len());
+                        bytes[at..end].copy_from_slice(&value.to_le_bytes()[..end - at]);
+                    } else if let Some(byte) = bytes.get_mut(at) {
+                        *byte = value as u8;
+                    }
+                }
+                let mut file = tempfile::tempfile().expect("temp file");
+                file.write_all(&bytes).expect("write");
+                let stable = StableFile::own(file);
+                let _ = crate::unwind::ElfUnwindInfo::read(&stable);
+                let _ = crate::plt::PltStubs::read(&stable).name_at(0x1000);
+                let _ = crate::debug_file::find_debug_file(
+                    std::process::id(),
+                    Path::new("/nonexistent/burn"),
+                    &stable,
+                );
+                Ok(())
+            })
+            .expect("no reader panics");
+    }
+
     /// A FIFO is refused at once instead of blocking the caller in open(2).
     #[test]
     fn fifo_is_refused_without_blocking() {
@@ -280,7 +337,10 @@ mod tests {
         // SAFETY: valid path.
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o666) }, 0);
         assert!(open(&fifo, Follow::No).is_err());
-        assert!(open(Path::new("/dev/zero"), Follow::Yes).is_err(), "devices are refused");
+        assert!(
+            open(Path::new("/dev/zero"), Follow::Yes).is_err(),
+            "devices are refused"
+        );
     }
 
     /// A symlink is refused with Follow::No.

@@ -15,7 +15,9 @@ pub(crate) fn extract_vdso() -> Result<Option<StableFile>, Error> {
     let Some(vdso) = parse_maps(&maps).into_iter().find(|e| e.path == "[vdso]") else {
         return Ok(None);
     };
-    let size = usize::try_from(vdso.end.saturating_sub(vdso.start)).map_err(std::io::Error::other).map_err(Error::Vdso)?;
+    let size = usize::try_from(vdso.end.saturating_sub(vdso.start))
+        .map_err(std::io::Error::other)
+        .map_err(Error::Vdso)?;
     let mut image = vec![0u8; size];
     let mut mem = File::open("/proc/self/mem").map_err(Error::Vdso)?;
     mem.seek(SeekFrom::Start(vdso.start)).map_err(Error::Vdso)?;

@@ -302,7 +302,9 @@ fn assert_survived(recording: &Recording, out: &Path, comm: &str) -> Vec<FoldedS
     );
     let stacks = read_folded(out);
     assert!(
-        stacks.iter().any(|s| s.frames.first().is_some_and(|f| f == comm)),
+        stacks
+            .iter()
+            .any(|s| s.frames.first().is_some_and(|f| f == comm)),
         "no stacks of {comm}:\n{}",
         describe(&stacks)
     );
@@ -312,7 +314,11 @@ fn assert_survived(recording: &Recording, out: &Path, comm: &str) -> Vec<FoldedS
 /// Records `victim` for three seconds (`-d` in `extra` overrides) into `out`.
 fn record_pid(victim: &Victim, out: &Path, extra: &[&str]) -> Recording {
     let pid = victim.pid().to_string();
-    let duration = if extra.contains(&"-d") { &[][..] } else { &["-d", "3"][..] };
+    let duration = if extra.contains(&"-d") {
+        &[][..]
+    } else {
+        &["-d", "3"][..]
+    };
     let mut args = vec![
         "record",
         "-p",
@@ -496,8 +502,10 @@ fn truncated_library_does_not_crash() {
 fn patch_section_header(path: &Path, section: &str, field_offset: u64, value: u64) {
     let mut bytes = std::fs::read(path).expect("read ELF");
     let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4")) as usize;
-    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8")) as usize;
+    let u32_at =
+        |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4")) as usize;
+    let u64_at =
+        |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8")) as usize;
     let shoff = u64_at(&bytes, 0x28);
     let (shentsize, shnum, shstrndx) = (
         u16_at(&bytes, 0x3a),
