@@ -290,6 +290,18 @@ mod tests {
         map
     }
 
+    /// A line that never ends costs at most MAX_LINE_BYTES, however much of it arrives.
+    #[test]
+    fn endless_line_is_bounded() {
+        let mut map = PerfMap::new();
+        let chunk = "1".repeat(1 << 16);
+        for _ in 0..64 {
+            assert_eq!(map.extend_from_text(&chunk), 0);
+            assert!(map.pending.capacity() <= 2 * MAX_LINE_BYTES);
+        }
+        assert_eq!(map.extend_from_text("\n"), 1);
+    }
+
     /// Past MAX_ENTRIES, valid lines are counted, not kept: memory stays bounded.
     #[test]
     fn entries_are_capped() {
@@ -642,6 +654,9 @@ mod tests {
             }
             // Every completed line is either an entry or counted as malformed, none both or neither.
             prop_assert_eq!(bad + map.len(), text.matches('\n').count());
+            // Bounded memory: the partial line never outgrows its cap, whatever the input.
+            prop_assert!(map.pending.len() <= MAX_LINE_BYTES);
+            prop_assert!(map.len() <= MAX_ENTRIES);
             for probe in probes {
                 let _ = map.lookup(probe);
             }
