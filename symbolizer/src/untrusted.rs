@@ -371,6 +371,29 @@ mod tests {
         assert!(stable.file().set_len(0).is_err(), "the copy is sealed");
     }
 
+    /// A copy has no debug link left for blazesym to follow (a hostile one could name a FIFO or
+    /// /dev/zero); the rest of the file is intact.
+    #[test]
+    fn copy_loses_its_debug_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("burn-debuglink");
+        std::fs::copy(emberprof_examples::path("burn-debuglink"), &path).expect("copy");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .expect("chmod");
+        let original = std::fs::read(&path).expect("read");
+        let has_link = |bytes: &[u8]| {
+            let elf = object::File::parse(bytes).expect("ELF");
+            elf.section_by_name(".gnu_debuglink").is_some()
+        };
+        assert!(has_link(&original), "the example has a debug link");
+        let stable = StableFile::new(open(&path, Follow::No).expect("open")).expect("stable");
+        let map = stable.map().expect("map");
+        assert!(!has_link(&map), "the copy still links to a debug file");
+        assert_eq!(map.len(), original.len());
+        let elf = object::File::parse(&map[..]).expect("ELF");
+        assert!(elf.section_by_name(".text").is_some());
+    }
+
     /// A root-owned file nobody else can write is used in place.
     #[test]
     fn root_owned_file_is_used_in_place() {

@@ -156,7 +156,7 @@ fn frame_pointer_share(eh_frame: &Section, text: Option<&Section>) -> Option<f64
         let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
             continue;
         };
-        total += fde.len();
+        total = total.saturating_add(fde.len());
         let mut instructions = fde.instructions(&section, &bases);
         while let Ok(Some(instruction)) = instructions.next() {
             use gimli::CallFrameInstruction::*;
@@ -165,7 +165,7 @@ fn frame_pointer_share(eh_frame: &Section, text: Option<&Section>) -> Option<f64
             | DefCfaRegister { register } = instruction
             {
                 if register == X86_64::RBP {
-                    on_rbp += fde.len();
+                    on_rbp = on_rbp.saturating_add(fde.len());
                     break;
                 }
             }
