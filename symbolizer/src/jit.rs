@@ -262,3 +262,82 @@ fn process_ids(pid: u32) -> Option<(u32, u32)> {
     let namespace_pid = field("NSpid:")?.last()?.parse().ok()?;
     Some((uid, namespace_pid))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This test process's own perf map, removed on drop; one test at a time uses it.
+    struct OwnPerfMap(
+        String,
+        #[allow(dead_code)] std::sync::MutexGuard<'static, ()>,
+    );
+
+    impl OwnPerfMap {
+        fn write(text: &str) -> OwnPerfMap {
+            static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let path = format!("/tmp/perf-{}.map", std::process::id());
+            std::fs::write(&path, text).expect("write perf map");
+            OwnPerfMap(path, guard)
+        }
+    }
+
+    impl Drop for OwnPerfMap {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn own_start_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("own stat");
+        crate::process::parse_start_ticks(&stat).expect("start time")
+    }
+
+    /// The perf map is opened for the process that was sampled; not for an instance that ended (its
+    /// PID may be another process's by now), nor when the PID's start time is not the sampled one.
+    #[test]
+    fn perf_map_is_opened_only_for_the_sampled_process() {
+        let _map = OwnPerfMap::write("1000 10 jitted_function\n");
+        let pid = std::process::id();
+        let start = own_start_ticks();
+
+        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
+        let live = ProcessKey { pid, instance: 1 };
+        assert_eq!(
+            maps.lookup(live, Some(start), 0x1004).as_deref(),
+            Some("jitted_function")
+        );
+
+        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
+        let ended = ProcessKey { pid, instance: 2 };
+        maps.instance_ended(ended);
+        assert_eq!(maps.lookup(ended, Some(start), 0x1004), None);
+
+        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
+        let reused = ProcessKey { pid, instance: 3 };
+        assert_eq!(maps.lookup(reused, Some(start + 1), 0x1004), None);
+    }
+
+    /// At most `max_bytes` of a map are read; the rest is counted as skipped.
+    #[test]
+    fn reading_stops_at_the_size_limit() {
+        let lines: String = (0..1000u64)
+            .map(|i| format!("{:x} 10 f{i}\n", 0x1000 + i * 16))
+            .collect();
+        let _map = OwnPerfMap::write(&lines);
+        let key = ProcessKey {
+            pid: std::process::id(),
+            instance: 4,
+        };
+        let mut maps = JitMaps::new(4096);
+        assert_eq!(maps.lookup(key, None, 0x1000).as_deref(), Some("f0"));
+        assert_eq!(
+            maps.lookup(key, None, 0x1000 + 999 * 16),
+            None,
+            "past the limit"
+        );
+        let stats = maps.stats();
+        assert_eq!(stats.bytes_skipped, lines.len() as u64 - 4096);
+    }
+}
