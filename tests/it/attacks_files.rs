@@ -544,3 +544,157 @@ fn crafted_eh_frame_offset_does_not_panic() {
     let recording = record_pid(&victim, &out, &[]);
     assert_survived(&recording, &out, "victim");
 }
+
+/// Two programs with the same layout and different names: `reuse-a` waits for a byte on stdin, then
+/// spins in `alpha_work`; `reuse-b` spins in `bravo_work` at the same address.
+const REUSE_C: &str = r#"
+#include <unistd.h>
+static volatile unsigned long sink;
+__attribute__((noinline)) void WORK(void) { for (;;) for (unsigned long i = 0; i < 1000000; i++) sink += i; }
+int main(void) {
+#ifdef WAIT
+    char byte;
+    if (read(0, &byte, 1) != 1) return 1;
+#endif
+    WORK();
+}
+"#;
+
+/// Whether `pid` holds a BPF link (emberprof has attached its sampling program).
+fn has_bpf_link(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy().contains("bpf_link"))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Starts `program` (as the attacker, without address randomization) under PID `pid`, by setting
+/// `ns_last_pid` just before forking; other processes on the machine fork too, so this is retried.
+fn start_with_pid(pid: u32, program: &Path) -> Option<Child> {
+    for _ in 0..500 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        let child = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "setarch",
+                "x86_64",
+                "-R",
+            ])
+            .arg(program)
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        if child.id() == pid {
+            return Some(child);
+        }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+/// Defect 9: process A is sampled, then exits, and process B gets its PID before emberprof handles
+/// A's first-sample notice (emberprof is stopped meanwhile, so the order is certain). B runs another
+/// program at the same addresses: A's samples used to be named from B's binary (`reuse-b+0x…` or
+/// `bravo_work` under `reuse-a`). Now the start time BPF saw for A does not match B's, so A is not snapshotted from B.
+#[test]
+fn reused_pid_is_not_mistaken_for_the_sampled_process() {
+    let _kernel = kernel_test();
+    let dir = AttackDir::new();
+    let a = dir.compile("reuse-a", REUSE_C, &["-DWORK=alpha_work", "-DWAIT"]);
+    let b = dir.compile("reuse-b", REUSE_C, &["-DWORK=bravo_work"]);
+    let mut victim_a = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "setarch",
+            "x86_64",
+            "-R",
+        ])
+        .arg(&a)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("setpriv and setarch (util-linux)");
+    let pid = victim_a.id();
+    let out = dir.path("out.folded");
+    let pid_arg = pid.to_string();
+    let recorder = emberprof()
+        .args([
+            "record", "-p", &pid_arg, "-d", "8", "-F", "499", "--unwind", "fp", "-o",
+        ])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run emberprof");
+    let recorder_pid = recorder.id();
+    let deadline = Instant::now() + HANG;
+    while !has_bpf_link(recorder_pid) {
+        assert!(Instant::now() < deadline, "emberprof never attached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signals to our own children.
+    unsafe { libc::kill(recorder_pid as i32, libc::SIGSTOP) };
+    // A runs and is sampled while emberprof cannot handle the notice; then A exits and B takes its PID.
+    victim_a
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"x")
+        .expect("start A");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = victim_a.kill();
+    let _ = victim_a.wait();
+    let victim_b = start_with_pid(pid, &b);
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: as above.
+    unsafe { libc::kill(recorder_pid as i32, libc::SIGCONT) };
+    let mut victim_b = victim_b.unwrap_or_else(|| {
+        panic!("could not start the second program under PID {pid} (other processes took it)")
+    });
+    let output = recorder.wait_with_output().expect("wait for emberprof");
+    let _ = victim_b.kill();
+    let _ = victim_b.wait();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "emberprof failed:\n{stderr}");
+    let stacks = read_folded(&out);
+    let rooted = |comm: &str, name: &str| {
+        total(&stacks, |s| {
+            s.frames[0] == comm && s.frames.iter().any(|f| f == name)
+        })
+    };
+    assert!(
+        rooted("reuse-b", "bravo_work") > 0,
+        "the second program was not profiled:\n{}",
+        describe(&stacks)
+    );
+    assert!(
+        total(&stacks, |s| s.frames[0] == "reuse-a") > 0,
+        "the first program was not sampled:\n{}",
+        describe(&stacks)
+    );
+    let named_from_b = total(&stacks, |s| {
+        s.frames[0] == "reuse-a"
+            && s.frames[1..]
+                .iter()
+                .any(|f| f == "bravo_work" || f.starts_with("reuse-b+"))
+    });
+    assert_eq!(
+        named_from_b,
+        0,
+        "samples of the first program named from the second's binary:\n{}",
+        describe(&stacks)
+    );
+}
