@@ -140,6 +140,9 @@ struct process_seen_record {
 	__u32 instance;
 	__u32 _pad;
 	char process_comm[COMM_LEN];
+	/* When the process started (its leader's start_boottime, ns since boot): userspace checks it
+	 * against /proc/PID/stat before trusting /proc/PID, in case the PID was reused since. */
+	__u64 start_time;
 };
 
 struct instance_end_record {
@@ -233,7 +236,7 @@ _Static_assert(sizeof(struct frameless_ranges) == 8 + 28 * MAX_PLAN_MAPPINGS, "s
 _Static_assert(sizeof(struct module_exceptions) == 8 + 16 * MAX_MODULE_EXCEPTIONS, "struct module_exceptions layout");
 _Static_assert(sizeof(struct user_stack_record) == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH, "struct user_stack_record layout");
 _Static_assert(sizeof(struct sample_key) == 56, "struct sample_key layout");
-_Static_assert(sizeof(struct process_seen_record) == 32, "struct process_seen_record layout");
+_Static_assert(sizeof(struct process_seen_record) == 40, "struct process_seen_record layout");
 _Static_assert(sizeof(struct instance_end_record) == 16, "struct instance_end_record layout");
 _Static_assert(sizeof(struct sample_record) == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
 _Static_assert(sizeof(struct new_key_record) == 64, "struct new_key_record layout");

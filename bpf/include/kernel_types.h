@@ -25,6 +25,7 @@ struct task_struct___emberprof {
 	char comm[16];
 	struct mm_struct___emberprof *mm; /* NULL for kernel threads */
 	struct task_struct___emberprof *group_leader;
+	__u64 start_boottime; /* ns since boot, what /proc/PID/stat field 22 shows in clock ticks (5.5+) */
 } __attribute__((preserve_access_index));
 
 /* The registers the kernel saved at entry from user mode (bpf_task_pt_regs). */

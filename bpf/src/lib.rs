@@ -172,6 +172,8 @@ pub struct ProcessSeenRecord {
     pub instance: u32,
     pub _pad: u32,
     pub process_comm: [u8; COMM_LEN],
+    /// The process leader's `start_boottime`, in nanoseconds since boot.
+    pub start_time: u64,
 }
 
 /// `struct instance_end_record`.
@@ -277,7 +279,7 @@ const _: () = {
     assert!(size_of::<UserStackRecord>() == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH);
     assert!(size_of::<SampleKey>() == 56);
     assert!(size_of::<InstanceEndRecord>() == 16);
-    assert!(size_of::<ProcessSeenRecord>() == 32);
+    assert!(size_of::<ProcessSeenRecord>() == 40);
     assert!(size_of::<SampleRecord>() == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH);
     assert!(size_of::<NewKeyRecord>() == 64);
     assert!(Stat::ALL.len() == Stat::FpWalkTooDeep as usize + 1);

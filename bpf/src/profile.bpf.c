@@ -144,7 +144,8 @@ static __always_inline __u64 wakeup_flags(void)
 
 /* The instance of the current process, announcing a new one to userspace (which then reads the
  * process's memory map while it is alive). 0 if no id could be drawn. */
-static __always_inline __u32 process_instance(__u32 tgid, const char *process_comm)
+static __always_inline __u32 process_instance(__u32 tgid, const char *process_comm,
+					       struct task_struct___emberprof *task)
 {
 	__u32 *existing = bpf_map_lookup_elem(&instances, &tgid);
 	if (existing)
@@ -173,6 +174,7 @@ static __always_inline __u32 process_instance(__u32 tgid, const char *process_co
 	rec->instance = instance;
 	rec->_pad = 0;
 	__builtin_memcpy(rec->process_comm, process_comm, COMM_LEN);
+	rec->start_time = BPF_CORE_READ(task, group_leader, start_boottime);
 	/* Wake the reader now: the process may be short-lived. */
 	bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
 	return instance;
@@ -518,7 +520,7 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	BPF_CORE_READ_STR_INTO(&key.process_comm, task, group_leader, comm);
 
 	if (has_user_memory)
-		key.instance = process_instance(tgid, key.process_comm);
+		key.instance = process_instance(tgid, key.process_comm, task);
 
 	key.kernel_stack_id = STACK_ID_NONE;
 	key.user_stack_id = STACK_ID_NONE;

@@ -158,6 +158,11 @@ pub struct RecordArgs {
     #[arg(long, value_name = "TEXT")]
     pub title: Option<String>,
 
+    /// Most bytes read from one process's JIT perf map (`/tmp/perf-PID.map`, written by the profiled
+    /// process). Past it the map is not read (its later functions are unnamed), with a warning.
+    #[arg(long, value_name = "BYTES", default_value_t = SymbolizerOptions::default().max_perf_map_bytes, help_heading = "Advanced")]
+    pub max_perf_map_size: u64,
+
     /// Entries of the kernel's stack map (distinct kernel and user stacks). When it is full, further
     /// new stacks are streamed to emberprof one sample at a time instead: nothing is lost, but each
     /// such sample costs more.
@@ -216,6 +221,7 @@ impl RecordArgs {
             per_thread,
             no_inherit,
             title,
+            max_perf_map_size,
             stack_map_entries,
             count_map_entries,
             btf,
@@ -274,6 +280,7 @@ impl RecordArgs {
                 } else {
                     NameStyle::Short
                 },
+                max_perf_map_bytes: max_perf_map_size,
             },
             capture_kernel: !no_kernel,
             capture_user: !no_user,

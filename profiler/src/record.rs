@@ -171,6 +171,14 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     let command_status = command.as_mut().map(finish_command).transpose()?;
     if !options.quiet {
         print_summary(&capture, &folded, post_processing, &options.output);
+        let jit = symbolizer.jit_stats();
+        if jit != Default::default() {
+            log::info!(
+                "perf maps over their limits: {} bytes not read (--max-perf-map-size), {} functions not kept",
+                jit.bytes_skipped,
+                jit.entries_dropped
+            );
+        }
         if let (Some(command), Some(status)) = (&command, command_status) {
             eprintln!("emberprof: `{}` {status}", command.display());
         }

@@ -60,7 +60,7 @@ fn main() {
     let options = SymbolizerOptions {
         inlined_functions: true,
         source_lines: true,
-        ..Default::default()
+        ..SymbolizerOptions::default()
     };
     let started = Instant::now();
     let mut symbolizer = Symbolizer::new(options).expect("symbolizer");

@@ -3,13 +3,12 @@
 //! there the outermost frame of every complete stack would read `sort+0x6580` and count as truncated
 //! (see `stack_root`).
 
-use std::fs::File;
 use std::ops::Range;
 
-use memmap2::Mmap;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::Object;
 
+use crate::untrusted::StableFile;
 use crate::unwind::elf_info;
 
 /// Bytes of code from the entry point taken to be the entry function. An unnamed address there is
@@ -20,9 +19,9 @@ const ENTRY_FUNCTION_BYTES: u64 = 48;
 
 /// File-offset range of the entry function of an executable (a file with a program interpreter, or
 /// a non-PIE executable); `None` for libraries and what cannot be read.
-pub(crate) fn entry_function(file: &File) -> Option<Range<u64>> {
-    // SAFETY: read-only map of a module held open for the session.
-    let map = unsafe { Mmap::map(file) }.ok()?;
+pub(crate) fn entry_function(file: &StableFile) -> Option<Range<u64>> {
+    // A stable file: truncation by its owner cannot fault the map.
+    let map = file.map().ok()?;
     let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&map[..]).ok()?;
     let endian = elf.endian();
     let header = elf.elf_header();
@@ -53,7 +52,8 @@ mod tests {
     /// The test binary's entry point is its `_start`; a shared library has none.
     #[test]
     fn finds_the_entry_function() {
-        let exe = File::open("/proc/self/exe").expect("own executable");
+        let stable = |file: std::fs::File| StableFile::new(file).expect("stable file");
+        let exe = stable(std::fs::File::open("/proc/self/exe").expect("own executable"));
         let range = entry_function(&exe).expect("an executable has an entry point");
         assert_eq!(range.end - range.start, ENTRY_FUNCTION_BYTES);
         let libc = [
@@ -61,7 +61,8 @@ mod tests {
             "/usr/lib/x86_64-linux-gnu/libm.so.6",
         ]
         .iter()
-        .find_map(|path| File::open(path).ok())
+        .find_map(|path| std::fs::File::open(path).ok())
+        .map(stable)
         .expect("libm");
         assert_eq!(entry_function(&libc), None);
     }

@@ -18,6 +18,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("process {pid} is not the one sampled: it started at tick {found:?}, the sampled one at {expected} (PID reused)")]
+    PidReused {
+        pid: u32,
+        expected: u64,
+        found: Option<u64>,
+    },
     #[error("cannot extract the vDSO image")]
     Vdso(#[source] std::io::Error),
 }

@@ -6,20 +6,31 @@
 //! kept and read from where the last read stopped, since the runtime appends as it compiles. A map is
 //! trusted only if it is a regular file owned by the process's user (anyone can write into /tmp); a
 //! map that fails that check, or has malformed lines, gets one warning.
+//!
+//! The map is written by the profiled process, so reading it is bounded: it is opened under the rules
+//! of `untrusted` (a FIFO is refused instead of blocking), read at most [`READ_CHUNK`] bytes at a time
+//! (a lookup reads further only while its address is not found yet), and at most `max_bytes` in all
+//! (`--max-perf-map-size`); what lies past that is skipped with one warning and counted.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::perf_map::PerfMap;
 use crate::process::ProcessKey;
+use crate::untrusted::{self, Follow};
 
-/// Bytes read from a perf map file per refresh; a runtime that writes faster is caught up with at the
-/// next lookup.
-const MAX_READ_PER_REFRESH: u64 = 64 << 20;
+/// Bytes read from a perf map file at a time: what one lookup costs at most when its address is
+/// already known (about 10 ms of parsing), so appending runtimes are followed without stalling the
+/// reader of the ring buffer.
+const READ_CHUNK: u64 = 4 << 20;
+
+/// Default of [`crate::SymbolizerOptions::max_perf_map_bytes`].
+pub const DEFAULT_MAX_PERF_MAP_BYTES: u64 = 64 << 20;
 
 struct JitMap {
     file: File,
@@ -27,19 +38,35 @@ struct JitMap {
     map: PerfMap,
     /// The start of a UTF-8 sequence cut by the end of the last read.
     partial_utf8: Vec<u8>,
+    malformed_warned: bool,
+    /// Bytes read so far (the file is read sequentially, so also the read position).
+    bytes_read: u64,
+    /// The size limit was reached (warned once).
+    full: bool,
     /// When the file was last read.
     last_read: Instant,
-    malformed_warned: bool,
 }
 
-#[derive(Default)]
+/// What perf maps cost that was not used, for the summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JitStats {
+    /// Bytes of perf maps past the size limit, not read.
+    pub bytes_skipped: u64,
+    /// Valid lines not kept because a map held the most entries it may.
+    pub entries_dropped: u64,
+}
+
 pub(crate) struct JitMaps {
+    /// Most bytes read from one perf map.
+    max_bytes: u64,
     maps: HashMap<ProcessKey, JitMap>,
     /// Processes whose perf map was rejected (warned once).
     rejected: std::collections::HashSet<ProcessKey>,
     /// When opening was last tried for processes without a map: a runtime creates its map some time
     /// after it starts, so a missing one is looked for again, but not at every lookup.
     last_attempt: HashMap<ProcessKey, Instant>,
+    /// Instances that exec'd or exited.
+    ended: std::collections::HashSet<ProcessKey>,
 }
 
 /// Least time between two attempts to open a process's perf map.
@@ -50,22 +77,55 @@ const OPEN_RETRY: Duration = Duration::from_millis(200);
 const UNWIND_REREAD: Duration = Duration::from_millis(100);
 
 impl JitMaps {
-    /// Opens the perf map of a live process if it has one and it is not open yet.
-    pub fn open(&mut self, key: ProcessKey) {
-        if self.maps.contains_key(&key) || self.rejected.contains(&key) {
+    pub fn new(max_bytes: u64) -> Self {
+        JitMaps {
+            max_bytes,
+            maps: HashMap::new(),
+            rejected: Default::default(),
+            last_attempt: HashMap::new(),
+            ended: Default::default(),
+        }
+    }
+
+    /// The instance ended: its PID may be reused, so its perf map is never opened again by PID (the
+    /// map already open stays, for the samples it has).
+    pub fn instance_ended(&mut self, key: ProcessKey) {
+        self.ended.insert(key);
+    }
+
+    /// Totals over every map.
+    pub fn stats(&self) -> JitStats {
+        let mut stats = JitStats::default();
+        for jit in self.maps.values() {
+            stats.bytes_skipped = stats.bytes_skipped.saturating_add(jit.bytes_skipped());
+            stats.entries_dropped = stats
+                .entries_dropped
+                .saturating_add(jit.map.dropped() as u64);
+        }
+        stats
+    }
+
+    /// Opens the perf map of a live process if it has one and it is not open yet. `start_ticks`, when
+    /// known, is the sampled process's start time: another process under a reused PID is skipped.
+    pub fn open(&mut self, key: ProcessKey, start_ticks: Option<u64>) {
+        if self.maps.contains_key(&key) || self.rejected.contains(&key) || self.ended.contains(&key)
+        {
             return;
         }
         self.last_attempt.insert(key, Instant::now());
         let Some((uid, namespace_pid)) = process_ids(key.pid) else {
             return;
         };
+        if let Some(expected) = start_ticks {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", key.pid)).ok();
+            if stat.as_deref().and_then(crate::process::parse_start_ticks) != Some(expected) {
+                return;
+            }
+        }
         let path = format!("/proc/{}/root/tmp/perf-{namespace_pid}.map", key.pid);
-        // O_NOFOLLOW: a symlink planted in /tmp must not make us read another file.
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
+        // Follow::No: a symlink planted in /tmp must not make us read another file; and a FIFO or a
+        // device is refused by `untrusted::open` instead of blocking or reading forever.
+        let file = match untrusted::open(Path::new(&path), Follow::No) {
             Ok(file) => file,
             Err(_) => return, // no JIT, or not started writing yet
         };
@@ -89,58 +149,106 @@ impl JitMaps {
                 path: shown,
                 map: PerfMap::new(),
                 partial_utf8: Vec::new(),
-                last_read: Instant::now(),
                 malformed_warned: false,
+                bytes_read: 0,
+                full: false,
+                last_read: Instant::now(),
             },
         );
     }
 
     /// The JIT symbol covering `address` in process `key`, reading what the runtime appended since the
     /// last lookup first.
-    pub fn lookup(&mut self, key: ProcessKey, address: u64) -> Option<Arc<str>> {
+    pub fn lookup(
+        &mut self,
+        key: ProcessKey,
+        start_ticks: Option<u64>,
+        address: u64,
+    ) -> Option<Arc<str>> {
         let retry = self
             .last_attempt
             .get(&key)
             .is_none_or(|last| last.elapsed() >= OPEN_RETRY);
         if retry {
-            self.open(key);
+            self.open(key, start_ticks);
         }
+        let max_bytes = self.max_bytes;
         let jit = self.maps.get_mut(&key)?;
-        jit.read_new_lines();
-        jit.map
-            .lookup(address)
-            .map(|entry| Arc::from(entry.name.as_str()))
+        // One chunk of what the runtime appended, then more only while the address is not named:
+        // the total is bounded by `max_bytes` per map.
+        let mut more = jit.read_chunk(max_bytes);
+        loop {
+            if let Some(entry) = jit.map.lookup(address) {
+                return Some(Arc::from(entry.name.as_str()));
+            }
+            if !more {
+                return None;
+            }
+            more = jit.read_chunk(max_bytes);
+        }
     }
 }
 
 impl JitMaps {
     /// The perf map of process `key` for the unwinder (which needs its code ranges, and Python's
-    /// trampolines), read again only if `refresh` or if the last read is old.
-    pub fn for_unwinding(&mut self, key: ProcessKey, refresh: bool) -> Option<&mut PerfMap> {
+    /// trampolines), read further only if `refresh` or if the last read is old; like a lookup, within
+    /// the map's size limit.
+    pub fn for_unwinding(
+        &mut self,
+        key: ProcessKey,
+        start_ticks: Option<u64>,
+        refresh: bool,
+    ) -> Option<&mut PerfMap> {
         let retry = self
             .last_attempt
             .get(&key)
             .is_none_or(|last| last.elapsed() >= OPEN_RETRY);
         if retry {
-            self.open(key);
+            self.open(key, start_ticks);
         }
+        let max_bytes = self.max_bytes;
         let jit = self.maps.get_mut(&key)?;
         if refresh || jit.last_read.elapsed() >= UNWIND_REREAD {
-            jit.read_new_lines();
+            while jit.read_chunk(max_bytes) && refresh {}
         }
         Some(&mut jit.map)
     }
 }
 
 impl JitMap {
-    fn read_new_lines(&mut self) {
+    /// Bytes of the file past the limit, when it was reached.
+    fn bytes_skipped(&self) -> u64 {
+        if !self.full {
+            return 0;
+        }
+        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        size.saturating_sub(self.bytes_read)
+    }
+
+    /// Reads and parses at most [`READ_CHUNK`] new bytes; returns whether any were read.
+    fn read_chunk(&mut self, max_bytes: u64) -> bool {
         self.last_read = Instant::now();
+        let allowed = max_bytes.saturating_sub(self.bytes_read).min(READ_CHUNK);
+        if allowed == 0 {
+            if !self.full && self.bytes_skipped_if_full() > 0 {
+                self.full = true;
+                log::warn!(
+                    "{}: larger than the {max_bytes} bytes read of a perf map (--max-perf-map-size); \
+                     the rest is not read, its functions are unnamed",
+                    self.path
+                );
+            }
+            return false;
+        }
         let mut bytes = std::mem::take(&mut self.partial_utf8);
         let before = bytes.len();
-        let mut reader = std::io::Read::by_ref(&mut self.file).take(MAX_READ_PER_REFRESH);
-        if reader.read_to_end(&mut bytes).is_err() || bytes.len() == before {
+        let mut reader = std::io::Read::by_ref(&mut self.file).take(allowed);
+        let result = reader.read_to_end(&mut bytes);
+        let read = (bytes.len() - before) as u64;
+        self.bytes_read = self.bytes_read.saturating_add(read);
+        if result.is_err() || read == 0 {
             self.partial_utf8 = bytes;
-            return;
+            return false;
         }
         // The parser keeps a partial last line for the next read; a UTF-8 sequence cut by the end of
         // this read is kept back here the same way, so names are never mangled at the cut.
@@ -151,11 +259,26 @@ impl JitMap {
         };
         self.partial_utf8 = bytes.split_off(complete);
         let text = String::from_utf8_lossy(&bytes);
+        let dropped_before = self.map.dropped();
         let malformed = self.map.extend_from_text(&text);
+        if dropped_before == 0 && self.map.dropped() > 0 {
+            log::warn!(
+                "{}: more than {} functions; the rest are unnamed",
+                self.path,
+                crate::perf_map::MAX_ENTRIES
+            );
+        }
         if malformed > 0 && !self.malformed_warned {
             log::warn!("{}: {malformed} malformed lines ignored", self.path);
             self.malformed_warned = true;
         }
+        true
+    }
+
+    /// Bytes of the file not read yet (only asked once the limit is reached).
+    fn bytes_skipped_if_full(&self) -> u64 {
+        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        size.saturating_sub(self.bytes_read)
     }
 }
 
@@ -172,4 +295,83 @@ fn process_ids(pid: u32) -> Option<(u32, u32)> {
     let uid = field("Uid:")?.nth(1)?.parse().ok()?;
     let namespace_pid = field("NSpid:")?.last()?.parse().ok()?;
     Some((uid, namespace_pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This test process's own perf map, removed on drop; one test at a time uses it.
+    struct OwnPerfMap(
+        String,
+        #[allow(dead_code)] std::sync::MutexGuard<'static, ()>,
+    );
+
+    impl OwnPerfMap {
+        fn write(text: &str) -> OwnPerfMap {
+            static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let path = format!("/tmp/perf-{}.map", std::process::id());
+            std::fs::write(&path, text).expect("write perf map");
+            OwnPerfMap(path, guard)
+        }
+    }
+
+    impl Drop for OwnPerfMap {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn own_start_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("own stat");
+        crate::process::parse_start_ticks(&stat).expect("start time")
+    }
+
+    /// The perf map is opened for the process that was sampled; not for an instance that ended (its
+    /// PID may be another process's by now), nor when the PID's start time is not the sampled one.
+    #[test]
+    fn perf_map_is_opened_only_for_the_sampled_process() {
+        let _map = OwnPerfMap::write("1000 10 jitted_function\n");
+        let pid = std::process::id();
+        let start = own_start_ticks();
+
+        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
+        let live = ProcessKey { pid, instance: 1 };
+        assert_eq!(
+            maps.lookup(live, Some(start), 0x1004).as_deref(),
+            Some("jitted_function")
+        );
+
+        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
+        let ended = ProcessKey { pid, instance: 2 };
+        maps.instance_ended(ended);
+        assert_eq!(maps.lookup(ended, Some(start), 0x1004), None);
+
+        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
+        let reused = ProcessKey { pid, instance: 3 };
+        assert_eq!(maps.lookup(reused, Some(start + 1), 0x1004), None);
+    }
+
+    /// At most `max_bytes` of a map are read; the rest is counted as skipped.
+    #[test]
+    fn reading_stops_at_the_size_limit() {
+        let lines: String = (0..1000u64)
+            .map(|i| format!("{:x} 10 f{i}\n", 0x1000 + i * 16))
+            .collect();
+        let _map = OwnPerfMap::write(&lines);
+        let key = ProcessKey {
+            pid: std::process::id(),
+            instance: 4,
+        };
+        let mut maps = JitMaps::new(4096);
+        assert_eq!(maps.lookup(key, None, 0x1000).as_deref(), Some("f0"));
+        assert_eq!(
+            maps.lookup(key, None, 0x1000 + 999 * 16),
+            None,
+            "past the limit"
+        );
+        let stats = maps.stats();
+        assert_eq!(stats.bytes_skipped, lines.len() as u64 - 4096);
+    }
 }

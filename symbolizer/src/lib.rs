@@ -28,12 +28,14 @@ mod plt;
 mod process;
 pub mod stack_root;
 mod symbolize;
+pub mod untrusted;
 mod unwind;
 mod vdso;
 
 pub use demangle::{demangle, NameStyle};
 pub use error::Error;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
+pub use jit::JitStats;
 pub use maps::{parse_maps, MapsEntry};
 pub use modules::{Module, ModuleId, ModuleTable};
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};

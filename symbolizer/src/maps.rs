@@ -95,6 +95,16 @@ mod tests {
         assert_eq!(entries.len(), 1);
     }
 
+    proptest::proptest! {
+        /// Any text: no panic, and every entry parsed comes from a line that has its fields.
+        #[test]
+        fn never_panics(text in "(([0-9a-f]{0,16}-[0-9a-fx]{0,17} [rwxps-]{0,5} [0-9a-f]{0,9} [0-9a-f:]{0,6} [0-9]{0,21} ?.{0,20})|.{0,40})(\n.{0,60}){0,4}") {
+            for entry in parse_maps(&text) {
+                proptest::prop_assert!(!entry.path.contains('\n'));
+            }
+        }
+    }
+
     /// Device numbers match what stat(2) reports for the same file.
     #[test]
     fn device_matches_stat() {

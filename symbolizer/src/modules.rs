@@ -6,12 +6,11 @@
 //! `/proc/self/fd/N`. Modules are keyed by (device, inode) so one libc serves every process.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::untrusted::{self, Follow, StableFile};
 use crate::unwind::elf_info::{self, LoadSegment};
 use crate::Error;
 
@@ -25,10 +24,11 @@ pub struct Module {
     pub mapped_path: PathBuf,
     /// Basename, as shown for frames that have no symbol: `libc.so.6+0x1234`.
     pub display_name: Arc<str>,
-    /// Open handle; keeps the file alive and reachable.
-    file: File,
+    /// Open handle (a private copy if the file's owner could truncate it); keeps the file alive and
+    /// reachable.
+    file: StableFile,
     /// Separate debug information (see `debug_file`), found while the process was alive.
-    debug_file: Option<File>,
+    debug_file: Option<StableFile>,
     /// The module's PT_LOAD segments, to turn file offsets into the virtual offsets a debug file is
     /// addressed by. Only read with a debug file.
     segments: Vec<LoadSegment>,
@@ -37,31 +37,31 @@ pub struct Module {
 impl Module {
     /// A path any code in this process can open to read the module, as long as the table lives.
     pub fn readable_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+        self.file.readable_path()
     }
 
-    pub fn file(&self) -> &File {
+    pub fn file(&self) -> &StableFile {
         &self.file
     }
 
     /// Like [`Module::readable_path`], for the separate debug file if there is one.
     pub fn debug_readable_path(&self) -> Option<PathBuf> {
-        let file = self.debug_file.as_ref()?;
-        Some(PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())))
+        Some(self.debug_file.as_ref()?.readable_path())
     }
 
     /// The virtual address (in the module's own address space) of a file offset.
     pub fn virtual_offset(&self, file_offset: u64) -> Option<u64> {
         self.segments
             .iter()
-            .find(|s| (s.file_offset..s.file_offset + s.file_size).contains(&file_offset))
-            .map(|s| s.vaddr + (file_offset - s.file_offset))
+            .find(|s| {
+                (s.file_offset..s.file_offset.saturating_add(s.file_size)).contains(&file_offset)
+            })
+            .and_then(|s| s.vaddr.checked_add(file_offset - s.file_offset))
     }
 }
 
-fn load_segments(file: &File) -> Vec<LoadSegment> {
-    // SAFETY: read-only map of a module held open for the session.
-    let Ok(map) = (unsafe { memmap2::Mmap::map(file) }) else {
+fn load_segments(file: &StableFile) -> Vec<LoadSegment> {
+    let Ok(map) = file.map() else {
         return Vec::new();
     };
     object::File::parse(&map[..])
@@ -98,7 +98,7 @@ impl ModuleTable {
         inode: u64,
         mapped_path: &str,
         pid: u32,
-        open: impl FnOnce() -> Result<File, Error>,
+        open: impl FnOnce() -> Result<StableFile, Error>,
     ) -> Result<ModuleId, Error> {
         if let Some(&id) = self.by_file.get(&(dev, inode)) {
             return Ok(id);
@@ -121,7 +121,7 @@ impl ModuleTable {
     }
 
     /// Adds a module that is not keyed by a mapped file (the vDSO image).
-    pub fn insert(&mut self, mapped_path: &str, file: File) -> ModuleId {
+    pub fn insert(&mut self, mapped_path: &str, file: StableFile) -> ModuleId {
         let id = ModuleId(self.modules.len() as u32);
         let mapped_path = PathBuf::from(mapped_path.trim_end_matches(" (deleted)"));
         let display_name = display_name(&mapped_path);
@@ -144,28 +144,40 @@ fn display_name(path: &Path) -> Arc<str> {
     Arc::from(name.as_ref())
 }
 
-/// Opens a module mapped by `pid` at `start..end` from `mapped_path`.
+/// Opens a module mapped by `pid` at `start..end` from `mapped_path`, as a [`StableFile`] (a private
+/// copy when the process's user could truncate it under us).
 ///
 /// `/proc/PID/map_files/` is the exact file the mapping came from, even when deleted or in another
 /// mount namespace, but needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE); without it, the path is opened
-/// through the process's root directory and accepted only if it is still the same inode.
+/// inside the process's root directory and accepted only if it is still the same inode.
 pub(crate) fn open_mapped_file(
     pid: u32,
     start: u64,
     end: u64,
     mapped_path: &str,
     inode: u64,
-) -> Result<File, Error> {
+) -> Result<StableFile, Error> {
     let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
-    if let Ok(file) = File::open(&map_file) {
-        return Ok(file);
+    let stable = |path: &Path, file| {
+        StableFile::new(file).map_err(|source| Error::OpenModule {
+            pid,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    // map_files entries are magic links: they must be followed.
+    if let Ok(file) = untrusted::open(&map_file, Follow::Yes) {
+        return stable(&map_file, file);
     }
     let in_root = PathBuf::from(format!("/proc/{pid}/root{mapped_path}"));
-    let file = File::open(&in_root).map_err(|source| Error::OpenModule {
-        pid,
-        path: in_root.clone(),
-        source,
-    })?;
+    let file =
+        untrusted::open_in_root(pid, Path::new(mapped_path), Follow::Yes).map_err(|source| {
+            Error::OpenModule {
+                pid,
+                path: in_root.clone(),
+                source,
+            }
+        })?;
     let same_inode = file.metadata().map(|m| m.ino() == inode).unwrap_or(false);
     if !same_inode {
         return Err(Error::OpenModule {
@@ -176,5 +188,5 @@ pub(crate) fn open_mapped_file(
             ),
         });
     }
-    Ok(file)
+    stable(&in_root, file)
 }

@@ -19,6 +19,11 @@ use std::collections::BTreeMap;
 /// grow without limit. Real names (even JVM signatures) are far shorter.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 
+/// Entries kept per map; valid lines past it are counted ([`PerfMap::dropped`]) and not kept. Each
+/// entry costs about 100 bytes with its share of the index, so this bounds a hostile map at ~100 MiB;
+/// a large Node.js application writes on the order of 100 000 lines.
+pub const MAX_ENTRIES: usize = 1 << 20;
+
 /// One line of a perf map: the code at `[start, start + size)` is the function `name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PerfMapEntry {
@@ -98,6 +103,8 @@ pub struct PerfMap {
     /// lines costs nothing until an address is actually asked for.
     index: BTreeMap<u64, Segment>,
     indexed: usize,
+    /// Valid lines not kept because the map already held [`MAX_ENTRIES`].
+    dropped: usize,
 }
 
 impl PerfMap {
@@ -157,6 +164,10 @@ impl PerfMap {
             return false;
         }
         match parse_line(line) {
+            Some(_) if self.entries.len() >= MAX_ENTRIES => {
+                self.dropped = self.dropped.saturating_add(1);
+                true
+            }
             Some(entry) => {
                 self.entries.push(entry);
                 true
@@ -245,6 +256,11 @@ impl PerfMap {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Valid lines that were not kept because the map was full ([`MAX_ENTRIES`]).
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
 }
 
 #[cfg(test)]
@@ -272,6 +288,35 @@ mod tests {
             "unexpected malformed line in {text:?}"
         );
         map
+    }
+
+    /// A line that never ends costs at most MAX_LINE_BYTES, however much of it arrives.
+    #[test]
+    fn endless_line_is_bounded() {
+        let mut map = PerfMap::new();
+        let chunk = "1".repeat(1 << 16);
+        for _ in 0..64 {
+            assert_eq!(map.extend_from_text(&chunk), 0);
+            assert!(map.pending.capacity() <= 2 * MAX_LINE_BYTES);
+        }
+        assert_eq!(map.extend_from_text("\n"), 1);
+    }
+
+    /// Past MAX_ENTRIES, valid lines are counted, not kept: memory stays bounded.
+    #[test]
+    fn entries_are_capped() {
+        let mut map = PerfMap::new();
+        let text: String = (0..MAX_ENTRIES as u64 + 10)
+            .map(|i| format!("{:x} 1 f\n", i * 2))
+            .collect();
+        assert_eq!(map.extend_from_text(&text), 0);
+        assert_eq!(map.len(), MAX_ENTRIES);
+        assert_eq!(map.dropped(), 10);
+        assert_eq!(
+            name_at(&mut map, 2 * (MAX_ENTRIES as u64 - 1)).as_deref(),
+            Some("f")
+        );
+        assert_eq!(name_at(&mut map, 2 * MAX_ENTRIES as u64), None);
     }
 
     /// A Node.js `--perf-basic-prof` line: bare hex, and a name with a space and a path.
@@ -609,6 +654,9 @@ mod tests {
             }
             // Every completed line is either an entry or counted as malformed, none both or neither.
             prop_assert_eq!(bad + map.len(), text.matches('\n').count());
+            // Bounded memory: the partial line never outgrows its cap, whatever the input.
+            prop_assert!(map.pending.len() <= MAX_LINE_BYTES);
+            prop_assert!(map.len() <= MAX_ENTRIES);
             for probe in probes {
                 let _ = map.lookup(probe);
             }

@@ -5,14 +5,14 @@
 //! `.rela.plt`: in `.plt.sec` when the binary has one (IBT-enabled builds), otherwise in `.plt`
 //! after its 16-byte header. Lookups are by file offset, the address kind the symbolizer works with.
 
-use std::fs::File;
 use std::ops::Range;
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use object::{
     Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationFlags, RelocationTarget,
 };
+
+use crate::untrusted::StableFile;
 
 const STUB_SIZE: u64 = 16;
 const R_X86_64_JUMP_SLOT: u32 = 7;
@@ -29,9 +29,9 @@ pub(crate) struct PltStubs {
 }
 
 impl PltStubs {
-    pub fn read(file: &File) -> Self {
-        // SAFETY: read-only map of a module held open for the session.
-        let Ok(map) = (unsafe { Mmap::map(file) }) else {
+    /// Section offsets and sizes come from the file: a range that overflows is left out.
+    pub fn read(file: &StableFile) -> Self {
+        let Ok(map) = file.map() else {
             return Self::default();
         };
         let Ok(elf) = object::File::parse(&map[..]) else {
@@ -39,17 +39,17 @@ impl PltStubs {
         };
         let range = |name: &str| {
             let (offset, size) = elf.section_by_name(name)?.file_range()?;
-            Some(offset..offset + size)
+            Some(offset..offset.checked_add(size)?)
         };
         let names: Vec<Arc<str>> = jump_slot_names(&elf).unwrap_or_default();
         // The stubs, and the PLT code around them that has no per-function entry: `.plt` whole when
         // `.plt.sec` holds the stubs, else just `.plt`'s 16-byte header.
         let (stubs, header) = match (range(".plt.sec"), range(".plt")) {
             (Some(sec), plt) => (sec, plt),
-            (None, Some(plt)) => (
-                plt.start + STUB_SIZE..plt.end,
-                Some(plt.start..plt.start + STUB_SIZE),
-            ),
+            (None, Some(plt)) => match plt.start.checked_add(STUB_SIZE) {
+                Some(stubs_start) => (stubs_start..plt.end, Some(plt.start..stubs_start)),
+                None => (0..0, None),
+            },
             (None, None) => (0..0, None),
         };
         let other = header.into_iter().chain(range(".plt.got")).collect();
@@ -102,8 +102,8 @@ mod tests {
     #[test]
     fn names_stubs_of_example_binary() {
         let path = emberprof_examples::path("burn");
-        let file = File::open(&path).expect("open example");
-        let stubs = PltStubs::read(&file);
+        let file = std::fs::File::open(&path).expect("open example");
+        let stubs = PltStubs::read(&StableFile::own(file));
         let names: Vec<String> = (stubs.stubs.start..stubs.stubs.end)
             .step_by(STUB_SIZE as usize)
             .filter_map(|offset| stubs.name_at(offset + 3).map(|n| n.to_string()))

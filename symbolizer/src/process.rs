@@ -1,6 +1,15 @@
 //! Snapshots of processes' executable mappings, taken while each process is alive.
+//!
+//! A PID names whichever process holds it now: the one that was sampled may have exited and its PID
+//! been given to another by the time its notice is handled. When the BPF side reported the sampled
+//! process's start time, a snapshot is taken only if `/proc/PID/stat` shows the same one, and
+//! `/proc/PID/maps` is read through the same `/proc/PID` directory handle, which stops working (rather
+//! than switching to the new process) once that process is gone.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use crate::maps::{parse_maps, MapsEntry};
 use crate::modules::{open_mapped_file, ModuleId, ModuleTable};
@@ -95,6 +104,44 @@ fn executable_file(pid: u32) -> Option<(u64, u64)> {
     Some((meta.dev(), meta.ino()))
 }
 
+/// Nanoseconds per clock tick of `/proc/PID/stat` times: USER_HZ is 100 on every Linux architecture.
+const NS_PER_USER_TICK: u64 = 10_000_000;
+
+/// A process's start time as `/proc/PID/stat` shows it (clock ticks since boot), from the
+/// `start_boottime` in nanoseconds that the BPF side reads.
+pub fn start_ticks_from_ns(start_boottime_ns: u64) -> u64 {
+    start_boottime_ns / NS_PER_USER_TICK
+}
+
+/// Field 22 (`starttime`) of the text of `/proc/PID/stat`. The name (field 2) is in parentheses and
+/// may itself contain spaces and `)`, so fields are counted after the *last* `)`.
+pub fn parse_start_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (state): field 22 is the 20th.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Reads `name` inside the `/proc/PID` directory `dir` (at most 64 MiB: a maps file of a process
+/// with a million mappings).
+fn read_in(dir: &File, name: &std::ffi::CStr) -> std::io::Result<String> {
+    // SAFETY: valid directory descriptor and NUL-terminated name; the descriptor is owned below.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let mut text = String::new();
+    file.take(64 << 20).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Snapshots by process instance.
 #[derive(Debug, Default)]
 pub struct ProcessTable {
@@ -129,19 +176,48 @@ impl ProcessTable {
     /// Reads `/proc/PID/maps` now and opens every module not yet in `modules`; replaces an earlier
     /// snapshot of `key`. Modules that cannot be opened are logged and left unreadable; only a process
     /// that cannot be read at all (it has exited) is an error.
+    ///
+    /// `start_ticks`, when known, is the start time (`/proc/PID/stat` field 22) of the process that
+    /// was sampled: a process with another start time under this PID is not snapshotted.
     pub fn snapshot(
         &mut self,
         key: ProcessKey,
+        start_ticks: Option<u64>,
         modules: &mut ModuleTable,
     ) -> Result<&ProcessSnapshot, Error> {
         let pid = key.pid;
-        let path = format!("/proc/{pid}/maps");
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadMaps {
+        let path = format!("/proc/{pid}");
+        let read_error = |source| Error::ReadMaps {
             pid,
-            path: path.into(),
+            path: path.clone().into(),
             source,
-        })?;
+        };
+        let dir = File::open(&path).map_err(read_error)?;
+        let same_process = |dir: &File| -> Result<(), Error> {
+            let Some(expected) = start_ticks else {
+                return Ok(());
+            };
+            let stat = read_in(dir, c"stat").map_err(read_error)?;
+            match parse_start_ticks(&stat) {
+                Some(found) if found == expected => Ok(()),
+                found => Err(Error::PidReused {
+                    pid,
+                    expected,
+                    found,
+                }),
+            }
+        };
+        same_process(&dir)?;
+        let text = read_in(&dir, c"maps").map_err(read_error)?;
         let mut snapshot = self.snapshot_from_entries(pid, parse_maps(&text), modules);
+        // The modules were opened by PID: if the process ended meanwhile, they may belong to a new
+        // process that got its PID. Still readable through `dir` means it was alive all along.
+        if start_ticks.is_some() && read_in(&dir, c"stat").is_err() {
+            let reopened = File::open(&path).map_err(read_error);
+            if let Ok(dir) = reopened {
+                same_process(&dir)?;
+            }
+        }
         snapshot.executable_file = executable_file(pid);
         snapshot.executable = snapshot.executable_file.and_then(|file| modules.find(file));
         self.processes.insert(key, snapshot);
@@ -194,5 +270,63 @@ impl ProcessTable {
         }
         snapshot.mappings.sort_by_key(|m| m.start);
         snapshot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The start time of this very process, read the way snapshots read it, matches what `ps`-style
+    /// parsing of a name with spaces and parentheses gives.
+    #[test]
+    fn parses_start_time() {
+        let stat =
+            "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_start_ticks(stat), Some(987654));
+        assert_eq!(parse_start_ticks("1234 (x) S 1"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").expect("own stat");
+        assert!(parse_start_ticks(&own).is_some(), "{own}");
+    }
+
+    /// A snapshot asked for with the start time of another process (what a reused PID looks like)
+    /// is refused; with the right one it is taken.
+    #[test]
+    fn reused_pid_is_refused() {
+        let own = std::fs::read_to_string("/proc/self/stat").expect("own stat");
+        let start = parse_start_ticks(&own).expect("start time");
+        let key = ProcessKey {
+            pid: std::process::id(),
+            instance: 1,
+        };
+        let mut modules = ModuleTable::default();
+        let mut table = ProcessTable::new(None);
+        let error = table
+            .snapshot(key, Some(start + 1), &mut modules)
+            .expect_err("another process's start time");
+        assert!(matches!(error, Error::PidReused { .. }), "{error}");
+        assert!(table.get(key).is_none());
+        let snapshot = table
+            .snapshot(key, Some(start), &mut modules)
+            .expect("same process");
+        assert!(!snapshot.mappings().is_empty());
+    }
+
+    /// The BPF side's nanoseconds and /proc's ticks agree for this process (within the second that
+    /// passes between reading one and the other, they are the same value).
+    #[test]
+    fn ticks_from_ns() {
+        assert_eq!(start_ticks_from_ns(12_345_678_901), 1234);
+    }
+
+    proptest! {
+        /// Any text: no panic; any comm: the right field.
+        #[test]
+        fn stat_parser_never_panics(text in ".{0,300}", comm in "[^\\n]{0,16}", start in any::<u64>()) {
+            let _ = parse_start_ticks(&text);
+            let stat = format!("7 ({comm}) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 1 1");
+            prop_assert_eq!(parse_start_ticks(&stat), Some(start));
+        }
     }
 }

@@ -38,6 +38,9 @@ pub struct SymbolizerOptions {
     pub source_lines: bool,
     /// How much of C++ names to keep (default: no return type, parameters or clone suffixes).
     pub name_style: NameStyle,
+    /// Most bytes read from one process's perf map (`/tmp/perf-PID.map`), which the process writes
+    /// and could make arbitrarily large; the rest is skipped with a warning. Default 64 MiB.
+    pub max_perf_map_bytes: u64,
 }
 
 impl Default for SymbolizerOptions {
@@ -46,6 +49,7 @@ impl Default for SymbolizerOptions {
             inlined_functions: true,
             source_lines: false,
             name_style: NameStyle::Short,
+            max_perf_map_bytes: crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
         }
     }
 }
@@ -67,6 +71,9 @@ pub struct Symbolizer {
     changed: Vec<ProcessKey>,
     /// Instances that exec'd or exited: their snapshots are final.
     ended: HashSet<ProcessKey>,
+    /// Start times (`/proc/PID/stat` ticks) the BPF side saw for instances, checked before each
+    /// snapshot so a reused PID is not mistaken for the sampled process.
+    start_ticks: HashMap<ProcessKey, u64>,
     /// PLT stubs per module, read when the module is first symbolized.
     plt: HashMap<ModuleId, PltStubs>,
     /// File-offset range of each module's entry function, if it is an executable (see
@@ -145,7 +152,8 @@ impl Symbolizer {
             snapshot_taken: HashMap::new(),
             changed: Vec::new(),
             ended: HashSet::new(),
-            jit: JitMaps::default(),
+            start_ticks: HashMap::new(),
+            jit: JitMaps::new(options.max_perf_map_bytes),
             plt: HashMap::new(),
             entry: HashMap::new(),
             kallsyms: PathBuf::from("/proc/kallsyms"),
@@ -179,11 +187,30 @@ impl Symbolizer {
         self.take_snapshot(key)
     }
 
+    /// Like [`Symbolizer::process_seen`], with the start time the sampled process had
+    /// (`start_boottime` in nanoseconds since boot, as the BPF side reads it): the process under this
+    /// PID is snapshotted only if it is that one, now and when the snapshot is retaken.
+    pub fn process_seen_started(
+        &mut self,
+        key: ProcessKey,
+        start_boottime_ns: u64,
+    ) -> Result<(), Error> {
+        self.start_ticks
+            .insert(key, crate::process::start_ticks_from_ns(start_boottime_ns));
+        self.process_seen(key)
+    }
+
     /// Called when a process instance ends (exec or exit): its snapshot stays, for the samples it
     /// already has, but is never retaken, and its unwinder is dropped.
     pub fn instance_ended(&mut self, key: ProcessKey) {
         self.ended.insert(key);
+        self.jit.instance_ended(key);
         self.unwinders.forget(key);
+    }
+
+    /// What perf maps cost that was not used (over the size or entry limits).
+    pub fn jit_stats(&self) -> crate::JitStats {
+        self.jit.stats()
     }
 
     /// Processes whose snapshot was taken or retaken since the last call.
@@ -201,8 +228,10 @@ impl Symbolizer {
             .and_modify(|(_, last)| *last = now)
             .or_insert((now, now));
         self.unwinders.forget(key);
-        self.processes.snapshot(key, &mut self.modules)?;
-        self.jit.open(key);
+        let start_ticks = self.start_ticks.get(&key).copied();
+        self.processes
+            .snapshot(key, start_ticks, &mut self.modules)?;
+        self.jit.open(key, start_ticks);
         self.changed.push(key);
         Ok(())
     }
@@ -289,19 +318,20 @@ impl Symbolizer {
         registers: UserRegisters,
         stack: &[u8],
     ) -> UnwoundStack {
+        let start_ticks = self.start_ticks.get(&key).copied();
         let unwound = self.unwinders.unwind(
             key,
             registers,
             stack,
             &self.processes,
             &self.modules,
-            self.jit.for_unwinding(key, false),
+            self.jit.for_unwinding(key, start_ticks, false),
         );
         // A frame outside the snapshot and the perf map means code mapped since they were read (the
         // snapshot of a process seen while the dynamic loader ran has no libc yet; a JIT writes its
         // map as it compiles): without it the unwind may have gone wrong from there. Read both again
         // and unwind again.
-        let jit = self.jit.for_unwinding(key, false);
+        let jit = self.jit.for_unwinding(key, start_ticks, false);
         let outside_snapshot = match self.processes.get(key) {
             Some(snapshot) => {
                 let mut jit = jit;
@@ -319,7 +349,7 @@ impl Symbolizer {
                 stack,
                 &self.processes,
                 &self.modules,
-                self.jit.for_unwinding(key, true),
+                self.jit.for_unwinding(key, start_ticks, true),
             );
         }
         unwound
@@ -407,7 +437,9 @@ impl Symbolizer {
                     reason: UnknownReason::ModuleUnreadable,
                 },
                 UserLocation::Unmapped => {
-                    if let Some(name) = self.jit.lookup(key, address.lookup_address()) {
+                    let start_ticks = self.start_ticks.get(&key).copied();
+                    if let Some(name) = self.jit.lookup(key, start_ticks, address.lookup_address())
+                    {
                         return Symbol::Named(vec![Frame {
                             name,
                             kind: FrameKind::Jit,

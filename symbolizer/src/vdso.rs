@@ -6,19 +6,23 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use crate::maps::parse_maps;
+use crate::untrusted::StableFile;
 use crate::Error;
 
 /// A file holding this kernel's vDSO image, or `None` if this process has no vDSO.
-pub(crate) fn extract_vdso() -> Result<Option<File>, Error> {
+pub(crate) fn extract_vdso() -> Result<Option<StableFile>, Error> {
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(Error::Vdso)?;
     let Some(vdso) = parse_maps(&maps).into_iter().find(|e| e.path == "[vdso]") else {
         return Ok(None);
     };
-    let mut image = vec![0u8; (vdso.end - vdso.start) as usize];
+    let size = usize::try_from(vdso.end.saturating_sub(vdso.start))
+        .map_err(std::io::Error::other)
+        .map_err(Error::Vdso)?;
+    let mut image = vec![0u8; size];
     let mut mem = File::open("/proc/self/mem").map_err(Error::Vdso)?;
     mem.seek(SeekFrom::Start(vdso.start)).map_err(Error::Vdso)?;
     mem.read_exact(&mut image).map_err(Error::Vdso)?;
     let mut file = tempfile::tempfile().map_err(Error::Vdso)?;
     file.write_all(&image).map_err(Error::Vdso)?;
-    Ok(Some(file))
+    Ok(Some(StableFile::own(file)))
 }

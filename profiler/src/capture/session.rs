@@ -282,7 +282,7 @@ fn drain(
                 pid: record.tgid,
                 instance: record.instance,
             };
-            if let Err(error) = symbolizer.process_seen(key) {
+            if let Err(error) = symbolizer.process_seen_started(key, record.start_time) {
                 // Usually a process that exited between its first sample and now.
                 log::debug!("no snapshot of process {}: {error}", record.tgid);
             }

@@ -1,6 +1,7 @@
-//! What unwinding needs from one module file: its unwind sections (memory-mapped once, shared by
-//! every process that maps the module), its loadable segments (to place it at a mapping's address),
-//! and which of its functions keep frame pointers (for `--unwind auto`).
+//! What unwinding needs from one module file: its unwind sections (memory-mapped once from the
+//! module's [`StableFile`], so a truncated file cannot raise SIGBUS, and shared by every process that
+//! maps the module), its loadable segments (to place it at a mapping's address), and which of its
+//! functions keep frame pointers (for `--unwind auto`).
 
 use std::ops::{Deref, Range};
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use gimli::{
 };
 use memmap2::Mmap;
 use object::{Object, ObjectSection, ObjectSegment};
+
+use crate::untrusted::{byte_range, StableFile};
 
 /// Frame pointers are a per-function property: a function keeps one when its CFI computes the CFA
 /// from RBP somewhere in its body. A module counts as frame-pointer code when at least this share of
@@ -88,20 +91,16 @@ pub enum FramePointers {
 
 impl ElfUnwindInfo {
     /// Reads a module. `None` if it is not an ELF file this unwinder understands.
-    pub fn read(file: &std::fs::File) -> Option<Self> {
-        // SAFETY: the file is a mapped executable held open for the session; a concurrent truncation
-        // of a running binary's file would crash its own process first.
-        let map = Arc::new(unsafe { Mmap::map(file) }.ok()?);
+    /// Offsets and sizes come from the file and are checked: a malformed section is left out.
+    pub fn read(file: &StableFile) -> Option<Self> {
+        let map = Arc::new(file.map().ok()?);
         let elf = object::File::parse(&map[..]).ok()?;
         let section = |name: &str| -> Option<Section> {
             let section = elf.section_by_name(name)?;
             let (offset, size) = section.file_range()?;
-            let range = offset as usize..(offset + size) as usize;
-            if range.end > map.len() {
-                return None;
-            }
+            let range = byte_range(offset, size, map.len())?;
             Some(Section {
-                svma: section.address()..section.address() + section.size(),
+                svma: section.address()..section.address().checked_add(section.size())?,
                 bytes: SectionBytes {
                     map: Arc::clone(&map),
                     range,
@@ -125,7 +124,7 @@ impl ElfUnwindInfo {
             debug_frame: section(".debug_frame"),
             got_svma: elf
                 .section_by_name(".got")
-                .map(|s| s.address()..s.address() + s.size()),
+                .and_then(|s| Some(s.address()..s.address().checked_add(s.size())?)),
             text,
             eh_frame,
             load_segments,
@@ -145,7 +144,8 @@ impl ElfUnwindInfo {
         const PAGE: u64 = 4096;
         let segment = self.load_segments.iter().find(|s| {
             s.executable
-                && (s.file_offset & !(PAGE - 1)..s.file_offset + s.file_size).contains(&offset)
+                && (s.file_offset & !(PAGE - 1)..s.file_offset.saturating_add(s.file_size))
+                    .contains(&offset)
         })?;
         let vaddr_at_start = segment.vaddr as i128 + (offset as i128 - segment.file_offset as i128);
         u64::try_from(start as i128 - vaddr_at_start).ok()
