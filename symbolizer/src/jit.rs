@@ -157,6 +157,17 @@ impl JitMaps {
         );
     }
 
+    /// Opens the perf map of process `key` unless that was tried less than [`OPEN_RETRY`] ago.
+    fn open_if_due(&mut self, key: ProcessKey, start_ticks: Option<u64>) {
+        let due = self
+            .last_attempt
+            .get(&key)
+            .is_none_or(|last| last.elapsed() >= OPEN_RETRY);
+        if due {
+            self.open(key, start_ticks);
+        }
+    }
+
     /// The JIT symbol covering `address` in process `key`, reading what the runtime appended since the
     /// last lookup first.
     pub fn lookup(
@@ -165,13 +176,7 @@ impl JitMaps {
         start_ticks: Option<u64>,
         address: u64,
     ) -> Option<Arc<str>> {
-        let retry = self
-            .last_attempt
-            .get(&key)
-            .is_none_or(|last| last.elapsed() >= OPEN_RETRY);
-        if retry {
-            self.open(key, start_ticks);
-        }
+        self.open_if_due(key, start_ticks);
         let max_bytes = self.max_bytes;
         let jit = self.maps.get_mut(&key)?;
         // One chunk of what the runtime appended, then more only while the address is not named:
@@ -199,13 +204,7 @@ impl JitMaps {
         start_ticks: Option<u64>,
         refresh: bool,
     ) -> Option<&mut PerfMap> {
-        let retry = self
-            .last_attempt
-            .get(&key)
-            .is_none_or(|last| last.elapsed() >= OPEN_RETRY);
-        if retry {
-            self.open(key, start_ticks);
-        }
+        self.open_if_due(key, start_ticks);
         let max_bytes = self.max_bytes;
         let jit = self.maps.get_mut(&key)?;
         if refresh || jit.last_read.elapsed() >= UNWIND_REREAD {
