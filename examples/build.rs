@@ -10,6 +10,7 @@ use std::process::{Command, ExitCode};
 
 /// (output name, source under this crate, extra flags). The source's extension picks the compiler:
 /// `.c` clang and `.cpp` clang++, both with `-g -Wall -Werror`; `.rs` rustc with [`RUSTC_FLAGS`].
+/// `{bin}` in a flag is replaced by the output directory.
 const WORKLOADS: &[(&str, &str, &[&str])] = &[
     ("burn", "c/burn.c", FRAME_POINTERS),
     ("syscalls", "c/syscalls.c", FRAME_POINTERS),
@@ -39,6 +40,62 @@ const WORKLOADS: &[(&str, &str, &[&str])] = &[
         "rust-inline-v0",
         "rust/inline.rs",
         &["-C", "symbol-mangling-version=v0"],
+    ),
+    // Built as their users build them (issue 7). C++ the way a Debian package builds it: `-O2 -g`
+    // alone, so no frame pointers in the program, as in libstdc++ and libc.
+    ("cpp-o2", "cpp/cpp_o2.cpp", &["-O2"]),
+    // Frame pointers on one side of a shared-library call only: each library is built before the
+    // program that links it by path (`{bin}` is the output directory) and finds it at run time
+    // through `$ORIGIN`.
+    (
+        "libmix-fplib.so",
+        "c/mixlib.c",
+        &[
+            "-DLIB=fplib",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-Wl,-soname,libmix-fplib.so",
+        ],
+    ),
+    (
+        "nofp-calls-fplib",
+        "c/mixmain.c",
+        &[
+            "-DLIB=fplib",
+            "-fomit-frame-pointer",
+            "-O2",
+            "-Wl,--no-as-needed",
+            "{bin}/libmix-fplib.so",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    ),
+    (
+        "libmix-nofplib.so",
+        "c/mixlib.c",
+        &[
+            "-DLIB=nofplib",
+            "-fomit-frame-pointer",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-Wl,-soname,libmix-nofplib.so",
+        ],
+    ),
+    (
+        "fp-calls-nofplib",
+        "c/mixmain.c",
+        &[
+            "-DLIB=nofplib",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+            "-O2",
+            "-Wl,--no-as-needed",
+            "{bin}/libmix-nofplib.so",
+            "-Wl,-rpath,$ORIGIN",
+        ],
     ),
 ];
 
@@ -116,8 +173,9 @@ fn build() -> Result<PathBuf, String> {
             command.args(["-g", "-Wall", "-Werror"]);
             (command, "clang (`apt-get install clang`)")
         };
+        let bin = bin_dir.to_string_lossy();
         command
-            .args(*flags)
+            .args(flags.iter().map(|flag| flag.replace("{bin}", &bin)))
             .arg(manifest_dir.join(source))
             .arg("-o")
             .arg(bin_dir.join(name));

@@ -26,6 +26,9 @@ pub const NAMES: &[&str] = &[
     "cpp-work",
     "rust-inline",
     "rust-inline-v0",
+    "cpp-o2",
+    "nofp-calls-fplib",
+    "fp-calls-nofplib",
 ];
 
 /// Path of the workload `name` (one of [`NAMES`]).

@@ -3,6 +3,7 @@
 //! it they fail, saying how to run them, rather than pass silently.
 
 mod errors;
+mod mixed;
 mod record;
 mod support;
 mod symbols;
