@@ -275,7 +275,8 @@ fn no_kernel_and_no_user_drop_frames() {
     );
 }
 
-/// --all sees every busy process: two different workloads appear as two roots.
+/// --all sees every busy process: two different workloads appear as two roots, each with as many
+/// samples as its CPU time calls for.
 #[test]
 fn all_mode_sees_separate_processes() {
     let _kernel = kernel_test();
@@ -291,16 +292,24 @@ fn all_mode_sees_separate_processes() {
             "2",
             "-F",
             "499",
+            "--per-thread",
             "-o",
             out.to_str().unwrap(),
         ],
         &[burn.pid(), syscalls.pid()],
     );
     let stacks = read_folded(&out);
-    for ((root, function), cpu) in [("burn", "burn_a"), ("syscalls", "read_zero")]
-        .into_iter()
-        .zip(cpu)
+    // Other processes on the machine may run the same examples: ours are told apart by PID (roots
+    // read NAME-PID/TID with --per-thread; both examples are single-threaded).
+    for ((name, function, pid), cpu) in [
+        ("burn", "burn_a", burn.pid()),
+        ("syscalls", "read_zero", syscalls.pid()),
+    ]
+    .into_iter()
+    .zip(cpu)
     {
+        let root = format!("{name}-{pid}/{pid}");
+        let root = root.as_str();
         let all = samples_of(&stacks, |r| r == root);
         let own: Vec<FoldedStack> = stacks
             .iter()

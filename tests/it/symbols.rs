@@ -26,6 +26,7 @@ fn short_lived_processes_are_named() {
             "9",
             "-F",
             "999",
+            "--per-thread",
             "-o",
             out.to_str().unwrap(),
         ])
@@ -34,13 +35,29 @@ fn short_lived_processes_are_named() {
         .expect("start emberprof");
     let mut recorder = recorder;
     wait_until_sampling(&mut recorder);
-    let spawner = Command::new(example("spawner"))
+    let mut spawner = Command::new(example("spawner"))
         .args(["40", "100", "50"])
+        .stdout(Stdio::piped())
         .spawn()
         .expect("run spawner");
+    let mut child_pids = String::new();
+    let stdout = spawner.stdout.take();
+    let spawner_pid = spawner.id();
     // The spawner and every child it reaped: all of it ran while sampled.
     let (status, cpu) = wait_with_cpu_seconds(spawner);
     assert!(status == 0, "spawner failed: wait status {status}");
+    std::io::Read::read_to_string(&mut stdout.expect("spawner stdout"), &mut child_pids)
+        .expect("read the spawner's output");
+    // Other processes on the machine may have the same names: ours are told apart by PID (roots
+    // read NAME-PID/TID with --per-thread).
+    let ours_root = |root: &str, name: &str| {
+        root.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(pid, _)| {
+                pid == spawner_pid.to_string() || child_pids.lines().any(|child| child == pid)
+            })
+    };
     let output = recorder.wait_with_output().expect("wait for emberprof");
     assert!(
         output.status.success(),
@@ -50,14 +67,14 @@ fn short_lived_processes_are_named() {
     let stacks = read_folded(&out);
     let ours: Vec<FoldedStack> = stacks
         .iter()
-        .filter(|s| s.frames[0] == "short-lived" || s.frames[0] == "spawner")
+        .filter(|s| ours_root(&s.frames[0], "short-lived") || ours_root(&s.frames[0], "spawner"))
         .cloned()
         .collect();
     let spawned = total(&ours, |_| true);
     assert_samples_match_cpu("spawner and its children", spawned, cpu, 999, &ours);
     let short_lived: Vec<FoldedStack> = stacks
         .into_iter()
-        .filter(|s| s.frames[0] == "short-lived")
+        .filter(|s| ours_root(&s.frames[0], "short-lived"))
         .collect();
     let all = total(&short_lived, |_| true);
     let named = total(&short_lived, |s| frames_contain(s, "short_lived_work"));
