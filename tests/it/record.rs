@@ -126,7 +126,7 @@ fn launch_mode_profiles_command_and_returns_its_status() {
 #[test]
 fn launch_mode_follows_children() {
     let _kernel = kernel_test();
-    let script = format!("{} 1; true", example("burn"));
+    let script = format!("{} 2; true", example("burn"));
     let (stacks, _, cpu) =
         record_command_measuring(&["record", "-F", "499", "-o", "-"], &["sh", "-c", &script]);
     let burn = samples_of(&stacks, |root| root == "burn");
@@ -218,7 +218,7 @@ fn no_kernel_and_no_user_drop_frames() {
             "-p",
             &pid,
             "-d",
-            "1",
+            "2",
             "-F",
             "499",
             "--no-kernel",
@@ -248,7 +248,7 @@ fn no_kernel_and_no_user_drop_frames() {
             "-p",
             &pid,
             "-d",
-            "1",
+            "2",
             "-F",
             "499",
             "--no-user",
@@ -371,7 +371,7 @@ fn per_thread_separates_named_threads() {
             "-p",
             &pid.to_string(),
             "-d",
-            "1",
+            "2",
             "-F",
             "499",
             "-o",

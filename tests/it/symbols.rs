@@ -329,7 +329,7 @@ fn rust_inlined_frames_lines_and_demangling() {
 
         let (stacks, _, cpu) = record_command_measuring(
             &["record", "-F", "999", "--lines", "-o", "-"],
-            &[&example(binary), "1"],
+            &[&example(binary), "2"],
         );
         let all = samples_of(&stacks, |root| root.starts_with("rust-inline"));
         assert_samples_match_cpu(binary, all, cpu, 999, &stacks);
@@ -377,7 +377,7 @@ fn rust_inlined_frames_lines_and_demangling() {
 
         let (stacks, _, cpu) = record_command_measuring(
             &["record", "-F", "999", "--no-inline", "-o", "-"],
-            &[&example(binary), "1"],
+            &[&example(binary), "2"],
         );
         let all = samples_of(&stacks, |root| root.starts_with("rust-inline"));
         assert_samples_match_cpu(binary, all, cpu, 999, &stacks);
@@ -427,7 +427,7 @@ fn cpp_names_are_demangled() {
     let _kernel = kernel_test();
     let (stacks, _, cpu) = record_command_measuring(
         &["record", "-F", "999", "-o", "-"],
-        &[&example("cpp-work"), "1"],
+        &[&example("cpp-work"), "2"],
     );
     let all = samples_of(&stacks, |root| root == "cpp-work");
     assert_samples_match_cpu("cpp-work", all, cpu, 999, &stacks);
