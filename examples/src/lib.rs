@@ -5,6 +5,9 @@
 //! `burn-debuglink` is `burn` stripped of all symbols and DWARF: they are in `burn-debuglink.debug`
 //! in the same directory (`path("burn-debuglink").with_extension("debug")`), named by the binary's
 //! `.gnu_debuglink` section.
+//!
+//! `nofp-calls-fplib` and `fp-calls-nofplib` load `libmix-fplib.so` and `libmix-nofplib.so` from
+//! their own directory (rpath `$ORIGIN`); the libraries are not workloads of their own.
 
 use std::path::PathBuf;
 

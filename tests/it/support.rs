@@ -115,7 +115,8 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
     parse_folded(&text)
 }
 
-/// Whether `wanted` occurs in `frames` in order, not necessarily adjacent.
+/// Whether `wanted` occurs in `frames` in order, not necessarily adjacent: for checks that a chain is
+/// absent; a chain that must be present is checked whole with [`has_chain`].
 pub fn has_subsequence(frames: &[String], wanted: &[&str]) -> bool {
     let mut wanted = wanted.iter().peekable();
     for frame in frames {

@@ -135,7 +135,7 @@ fn auto_recovers_caller_of_frameless_libc_leaf() {
     });
     assert!(
         with_caller * 10 >= all * 8,
-        "only {with_caller}/{all} samples have main..run..read_zero:\n{}",
+        "only {with_caller}/{all} samples have main;run;read_zero:\n{}",
         describe(&stacks)
     );
 }
