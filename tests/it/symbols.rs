@@ -58,10 +58,25 @@ fn short_lived_processes_are_named() {
                 pid == spawner_pid.to_string() || child_pids.lines().any(|child| child == pid)
             })
     };
+    // --all snapshots every process on the machine, whatever they do: a hang there must fail the
+    // test, not stall the suite.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while matches!(recorder.try_wait(), Ok(None)) {
+        if std::time::Instant::now() > deadline {
+            let _ = recorder.kill();
+            let output = recorder.wait_with_output().expect("wait for emberprof");
+            panic!(
+                "emberprof --all -d 9 still running after 60 s:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let output = recorder.wait_with_output().expect("wait for emberprof");
     assert!(
         output.status.success(),
-        "{}",
+        "emberprof failed with {}:\n{}",
+        output.status,
         String::from_utf8_lossy(&output.stderr)
     );
     let stacks = read_folded(&out);
