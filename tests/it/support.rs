@@ -239,8 +239,9 @@ fn online_cpus() -> usize {
         .sum()
 }
 
-/// BPF links `pid` holds (`anon_inode:bpf_link` file descriptors).
-fn bpf_links(pid: u32) -> usize {
+/// BPF links of type `perf` (a BPF program attached to a perf event) that `pid` holds, from the
+/// `link_type` line of each `anon_inode:bpf_link` descriptor's fdinfo.
+fn perf_links(pid: u32) -> usize {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return 0;
     };
@@ -249,13 +250,19 @@ fn bpf_links(pid: u32) -> usize {
             std::fs::read_link(fd.path())
                 .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link")
         })
+        .filter(|fd| {
+            let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+            std::fs::read_to_string(info).is_ok_and(|text| {
+                text.lines()
+                    .any(|line| line.split_whitespace().eq(["link_type:", "perf"]))
+            })
+        })
         .count()
 }
 
-/// BPF links emberprof holds while sampling: one per online CPU for the cpu-clock events (attached
-/// last, detached first) besides its three tracepoint links.
+/// emberprof samples through one cpu-clock event per online CPU, each attached through a BPF link.
 fn sampling_links() -> usize {
-    online_cpus() + 3
+    online_cpus()
 }
 
 /// Waits until the emberprof process `profiler` is sampling.
@@ -263,7 +270,7 @@ pub fn wait_until_sampling(profiler: &mut Child) {
     let wanted = sampling_links();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if bpf_links(profiler.id()) >= wanted {
+        if perf_links(profiler.id()) >= wanted {
             return;
         }
         if let Ok(Some(status)) = profiler.try_wait() {
@@ -271,7 +278,7 @@ pub fn wait_until_sampling(profiler: &mut Child) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "emberprof did not attach {wanted} BPF links within 30 s"
+            "emberprof did not attach its {wanted} cpu-clock events within 30 s"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -284,7 +291,7 @@ pub fn wait_until_sampling(profiler: &mut Child) {
 pub fn wait_until_sampling_stopped(profiler: &mut Child) {
     let wanted = sampling_links();
     loop {
-        if bpf_links(profiler.id()) < wanted || !matches!(profiler.try_wait(), Ok(None)) {
+        if perf_links(profiler.id()) < wanted || !matches!(profiler.try_wait(), Ok(None)) {
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
