@@ -13,7 +13,8 @@ use std::process::{Command, ExitCode};
 
 /// (output name, source under this crate, extra flags). The source's extension picks the compiler:
 /// `.c` clang and `.cpp` clang++, both with `-g -Wall -Werror`; `.rs` rustc with [`RUSTC_FLAGS`];
-/// a `gcc:` prefix on the source builds C with gcc instead.
+/// a `gcc:` prefix on the source builds C with gcc instead. `{bin}` in a flag is replaced by the
+/// output directory.
 const WORKLOADS: &[(&str, &str, &[&str])] = &[
     ("burn", "c/burn.c", FRAME_POINTERS),
     ("syscalls", "c/syscalls.c", FRAME_POINTERS),
@@ -53,6 +54,62 @@ const WORKLOADS: &[(&str, &str, &[&str])] = &[
     ),
     // Frame-pointer code whose hot callback is called by libc's frameless qsort.
     ("qsort-fp", "c/qsort_cb.c", FRAME_POINTERS),
+    // Built as their users build them (issue 7). C++ the way a Debian package builds it: `-O2 -g`
+    // alone, so no frame pointers in the program, as in libstdc++ and libc.
+    ("cpp-o2", "cpp/cpp_o2.cpp", &["-O2"]),
+    // Frame pointers on one side of a shared-library call only: each library is built before the
+    // program that links it by path (`{bin}` is the output directory) and finds it at run time
+    // through `$ORIGIN`.
+    (
+        "libmix-fplib.so",
+        "c/mixlib.c",
+        &[
+            "-DLIB=fplib",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-Wl,-soname,libmix-fplib.so",
+        ],
+    ),
+    (
+        "nofp-calls-fplib",
+        "c/mixmain.c",
+        &[
+            "-DLIB=fplib",
+            "-fomit-frame-pointer",
+            "-O2",
+            "-Wl,--no-as-needed",
+            "{bin}/libmix-fplib.so",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    ),
+    (
+        "libmix-nofplib.so",
+        "c/mixlib.c",
+        &[
+            "-DLIB=nofplib",
+            "-fomit-frame-pointer",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-Wl,-soname,libmix-nofplib.so",
+        ],
+    ),
+    (
+        "fp-calls-nofplib",
+        "c/mixmain.c",
+        &[
+            "-DLIB=nofplib",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+            "-O2",
+            "-Wl,--no-as-needed",
+            "{bin}/libmix-nofplib.so",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    ),
 ];
 
 /// The cargo project under `rust-release/`: (example name, cargo profile, binary).
@@ -151,7 +208,11 @@ fn build() -> Result<PathBuf, String> {
         if !source.starts_with("gcc:") {
             command.arg(manifest_dir.join(source));
         }
-        command.args(*flags).arg("-o").arg(bin_dir.join(name));
+        let bin = bin_dir.to_string_lossy();
+        command
+            .args(flags.iter().map(|flag| flag.replace("{bin}", &bin)))
+            .arg("-o")
+            .arg(bin_dir.join(name));
         run(command, name, needs)?;
     }
     for name in SPLIT_DEBUG {

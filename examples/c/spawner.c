@@ -4,7 +4,7 @@
  * before the next.
  *
  * usage: spawner [COUNT [MS [GAP_MS]]]   (defaults: 40 children of 100 ms each, 50 ms apart)
- *        exits 0 if every child exited 0, else 1
+ *        prints each child's PID on a line of its own; exits 0 if every child exited 0, else 1
  */
 #include <limits.h>
 #include <sys/wait.h>
@@ -25,6 +25,9 @@ __attribute__((noinline)) int spawn_one(char *path, char *ms)
 		perror(path);
 		_exit(127);
 	}
+	/* The child's PID on stdout, so that a test can tell these children from other processes. */
+	printf("%d\n", (int)pid);
+	fflush(stdout);
 	int status;
 	if (waitpid(pid, &status, 0) < 0) {
 		perror("waitpid");

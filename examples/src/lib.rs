@@ -10,6 +10,9 @@
 //! frame pointers in its own code): `main -> rust_release::drive -> rust_release::stage ->
 //! rust_release::hot`; `rust-release-threads` runs that chain under `worker` in two threads, and
 //! `rust-release-lto` is the single-threaded one built with `lto = "fat"`.
+//!
+//! `nofp-calls-fplib` and `fp-calls-nofplib` load `libmix-fplib.so` and `libmix-nofplib.so` from
+//! their own directory (rpath `$ORIGIN`); the libraries are not workloads of their own.
 
 use std::path::PathBuf;
 
@@ -37,6 +40,9 @@ pub const NAMES: &[&str] = &[
     "rust-release",
     "rust-release-threads",
     "rust-release-lto",
+    "cpp-o2",
+    "nofp-calls-fplib",
+    "fp-calls-nofplib",
 ];
 
 /// Path of the workload `name` (one of [`NAMES`]).

@@ -6,6 +6,7 @@ mod attacks;
 mod attacks_files;
 mod auto;
 mod errors;
+mod mixed;
 mod names;
 mod real_world;
 mod record;

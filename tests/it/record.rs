@@ -8,15 +8,27 @@ use crate::support::*;
 /// Share of burn samples whose stack must read main -> run -> burn_*.
 const MIN_FULL_STACK_SHARE: f64 = 0.90;
 
+/// Fewest burn samples a profile must hold for its 3:1 ratio to mean anything (a profile that lost
+/// nearly everything must not pass on the few stacks left).
+const MIN_BURN_SAMPLES: u64 = 300;
+
+/// Most kernel frames, as a share of all kernel frames sampled, that may be left `[unknown]_[k]`.
+const MAX_UNKNOWN_KERNEL_SHARE: f64 = 0.05;
+
 pub fn is_burn(stack: &FoldedStack) -> bool {
     stack.frames.iter().any(|f| f == "burn_a" || f == "burn_b")
 }
 
-/// Checks the burn workload's stacks: the 3:1 ratio and main..run..burn_* order.
+/// Checks the burn workload's stacks: at least [`MIN_BURN_SAMPLES`], the 3:1 ratio and
+/// main;run;burn_* as consecutive frames.
 pub fn assert_burn_profile(stacks: &[FoldedStack]) {
     let a = total(stacks, |s| s.frames.iter().any(|f| f == "burn_a"));
     let b = total(stacks, |s| s.frames.iter().any(|f| f == "burn_b"));
-    assert!(b > 0 && a > 0, "no burn samples:\n{}", describe(stacks));
+    assert!(
+        a + b >= MIN_BURN_SAMPLES && b > 0,
+        "only {a} + {b} burn_a + burn_b samples:\n{}",
+        describe(stacks)
+    );
     let ratio = a as f64 / b as f64;
     assert!(
         (ratio - 3.0).abs() <= 3.0 * 0.15,
@@ -26,19 +38,19 @@ pub fn assert_burn_profile(stacks: &[FoldedStack]) {
 
     let burn = total(stacks, is_burn);
     let full = total(stacks, |s| {
-        has_subsequence(&s.frames, &["main", "run", "burn_a"])
-            || has_subsequence(&s.frames, &["main", "run", "burn_b"])
+        has_chain(&s.frames, &["main", "run", "burn_a"])
+            || has_chain(&s.frames, &["main", "run", "burn_b"])
     });
     let share = full as f64 / burn as f64;
     assert!(
         share >= MIN_FULL_STACK_SHARE,
-        "only {full}/{burn} burn samples have main..run..burn_*:\n{}",
+        "only {full}/{burn} burn samples have main;run;burn_*:\n{}",
         describe(stacks)
     );
 }
 
-/// --pid with --unwind fp on a frame-pointer build: burn_a gets 3x burn_b's samples and stacks are
-/// complete.
+/// --pid with --unwind fp on a frame-pointer build: as many samples as the target's CPU time calls
+/// for, burn_a gets 3x burn_b's samples and stacks are complete.
 #[test]
 fn pid_mode_gets_ratio_and_full_stacks() {
     let _kernel = kernel_test();
@@ -46,25 +58,29 @@ fn pid_mode_gets_ratio_and_full_stacks() {
     let dir = scratch();
     let out = out_path(&dir, "burn.folded");
     let pid = workload.pid().to_string();
-    run_ok(&[
-        "record",
-        "-p",
-        &pid,
-        "-d",
-        "3",
-        "-F",
-        "999",
-        "--unwind",
-        "fp",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let (_, cpu) = record_measuring(
+        &[
+            "record",
+            "-p",
+            &pid,
+            "-d",
+            "3",
+            "-F",
+            "999",
+            "--unwind",
+            "fp",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[workload.pid()],
+    );
     let stacks = read_folded(&out);
     assert!(
         stacks.iter().all(|s| s.frames[0] == "burn"),
         "root is the process name:\n{}",
         describe(&stacks)
     );
+    assert_samples_match_cpu("burn", total(&stacks, |_| true), cpu[0], 999, &stacks);
     assert_burn_profile(&stacks);
 }
 
@@ -105,18 +121,40 @@ fn launch_mode_profiles_command_and_returns_its_status() {
     assert_burn_profile(&read_folded(&out));
 }
 
-/// Processes a launched command forks are followed.
+/// Processes a launched command forks are followed: the forked burn child gets as many samples as
+/// its CPU time calls for.
 #[test]
 fn launch_mode_follows_children() {
     let _kernel = kernel_test();
-    let script = format!("{} 1; true", example("burn"));
-    let output = run_ok(&["record", "-F", "499", "-o", "-", "--", "sh", "-c", &script]);
-    let stacks = parse_folded(&String::from_utf8_lossy(&output.stdout));
-    let burn = total(&stacks, |s| s.frames[0] == "burn" && is_burn(s));
+    let script = format!("{} 2; true", example("burn"));
+    let (stacks, _, cpu) =
+        record_command_measuring(&["record", "-F", "499", "-o", "-"], &["sh", "-c", &script]);
+    let burn = samples_of(&stacks, |root| root == "burn");
+    assert_samples_match_cpu("forked burn child", burn, cpu, 499, &stacks);
+    let in_burn = total(&stacks, |s| s.frames[0] == "burn" && is_burn(s));
     assert!(
-        burn > 200,
-        "the forked burn child was not sampled ({burn} samples):\n{}",
+        in_burn * 10 >= burn * 9,
+        "only {in_burn}/{burn} samples of the child in burn_*:\n{}",
         describe(&stacks)
+    );
+}
+
+/// Kernel frames are named: fewer than [`MAX_UNKNOWN_KERNEL_SHARE`] of them are `[unknown]_[k]`.
+pub fn assert_kernel_frames_named(stacks: &[FoldedStack]) {
+    let kernel_frames = |s: &FoldedStack, unknown: bool| {
+        s.count
+            * s.frames
+                .iter()
+                .filter(|f| f.ends_with("_[k]") && (!unknown || *f == "[unknown]_[k]"))
+                .count() as u64
+    };
+    let all: u64 = stacks.iter().map(|s| kernel_frames(s, false)).sum();
+    let unknown: u64 = stacks.iter().map(|s| kernel_frames(s, true)).sum();
+    assert!(all > 0, "no kernel frames:\n{}", describe(stacks));
+    assert!(
+        unknown as f64 <= all as f64 * MAX_UNKNOWN_KERNEL_SHARE,
+        "{unknown} of {all} sampled kernel frames are [unknown]_[k]:\n{}",
+        describe(stacks)
     );
 }
 
@@ -125,38 +163,47 @@ fn launch_mode_follows_children() {
 fn syscall_loop_shows_kernel_frames() {
     let _kernel = kernel_test();
     let workload = Workload::start("syscalls", &["10"]);
-    let output = run_ok(&[
-        "record",
-        "-p",
-        &workload.pid().to_string(),
-        "-d",
-        "2",
-        "-F",
-        "499",
-        "-o",
-        "-",
-    ]);
-    let stacks = parse_folded(&String::from_utf8_lossy(&output.stdout));
+    let (stacks, _, cpu) = record_pid_folded(
+        &[
+            "record",
+            "-p",
+            &workload.pid().to_string(),
+            "-d",
+            "2",
+            "-F",
+            "499",
+            "-o",
+            "-",
+        ],
+        workload.pid(),
+    );
     let all = total(&stacks, |_| true);
+    // Half the time of this loop is system time: the kernel-mode samples must not go missing.
+    assert_samples_match_cpu("syscalls", all, cpu, 499, &stacks);
     let in_kernel = total(&stacks, |s| s.frames.iter().any(|f| f.ends_with("_[k]")));
     assert!(
         in_kernel * 4 >= all,
         "only {in_kernel}/{all} samples have kernel frames:\n{}",
         describe(&stacks)
     );
-    // Kernel frames come after (below) the user frames, and name the read path.
+    // Kernel frames come after (below) the user frames, and name the read system call: the kernel's
+    // own ksys_read/vfs_read (a user frame such as read_zero must not count).
     let read_path = total(&stacks, |s| {
         let first_kernel = s.frames.iter().position(|f| f.ends_with("_[k]"));
         first_kernel.is_some_and(|k| {
             s.frames[..k].iter().any(|f| f == "run")
                 && s.frames[k..].iter().all(|f| f.ends_with("_[k]"))
-        }) && s.frames.iter().any(|f| f.contains("read"))
+                && s.frames[k..]
+                    .iter()
+                    .any(|f| f == "ksys_read_[k]" || f == "vfs_read_[k]")
+        })
     });
     assert!(
-        read_path * 2 >= in_kernel,
-        "kernel read path not under run:\n{}",
+        read_path * 10 >= in_kernel * 4,
+        "only {read_path}/{in_kernel} kernel samples read ksys_read or vfs_read under run:\n{}",
         describe(&stacks)
     );
+    assert_kernel_frames_named(&stacks);
 }
 
 /// --no-kernel drops kernel frames, --no-user drops user frames.
@@ -165,20 +212,28 @@ fn no_kernel_and_no_user_drop_frames() {
     let _kernel = kernel_test();
     let workload = Workload::start("syscalls", &["10"]);
     let pid = workload.pid().to_string();
-    let output = run_ok(&[
-        "record",
-        "-p",
-        &pid,
-        "-d",
-        "1",
-        "-F",
-        "499",
-        "--no-kernel",
-        "-o",
-        "-",
-    ]);
-    let stacks = parse_folded(&String::from_utf8_lossy(&output.stdout));
-    assert!(!stacks.is_empty());
+    let (stacks, _, cpu) = record_pid_folded(
+        &[
+            "record",
+            "-p",
+            &pid,
+            "-d",
+            "2",
+            "-F",
+            "499",
+            "--no-kernel",
+            "-o",
+            "-",
+        ],
+        workload.pid(),
+    );
+    assert_samples_match_cpu("--no-kernel", total(&stacks, |_| true), cpu, 499, &stacks);
+    let with_run = total(&stacks, |s| has_chain(&s.frames, &["main", "run"]));
+    assert!(
+        with_run * 10 >= total(&stacks, |_| true) * 9,
+        "--no-kernel lost the user frames:\n{}",
+        describe(&stacks)
+    );
     assert!(
         stacks
             .iter()
@@ -187,20 +242,30 @@ fn no_kernel_and_no_user_drop_frames() {
         describe(&stacks)
     );
 
-    let output = run_ok(&[
-        "record",
-        "-p",
-        &pid,
-        "-d",
-        "1",
-        "-F",
-        "499",
-        "--no-user",
-        "-o",
-        "-",
-    ]);
-    let stacks = parse_folded(&String::from_utf8_lossy(&output.stdout));
-    assert!(stacks.iter().any(|s| s.frames.len() > 1));
+    let (stacks, _, cpu) = record_pid_folded(
+        &[
+            "record",
+            "-p",
+            &pid,
+            "-d",
+            "2",
+            "-F",
+            "499",
+            "--no-user",
+            "-o",
+            "-",
+        ],
+        workload.pid(),
+    );
+    let all = total(&stacks, |_| true);
+    assert_samples_match_cpu("--no-user", all, cpu, 499, &stacks);
+    let in_kernel = total(&stacks, |s| s.frames.len() > 1);
+    assert!(
+        in_kernel * 4 >= all,
+        "--no-user: only {in_kernel}/{all} samples have kernel frames:\n{}",
+        describe(&stacks)
+    );
+    assert_kernel_frames_named(&stacks);
     assert!(
         stacks
             .iter()
@@ -210,24 +275,56 @@ fn no_kernel_and_no_user_drop_frames() {
     );
 }
 
-/// --all sees every busy process: two different workloads appear as two roots.
+/// --all sees every busy process: two different workloads appear as two roots, each with as many
+/// samples as its CPU time calls for.
 #[test]
 fn all_mode_sees_separate_processes() {
     let _kernel = kernel_test();
-    let _burn = Workload::start("burn", &["10"]);
-    let _syscalls = Workload::start("syscalls", &["10"]);
+    let burn = Workload::start("burn", &["10"]);
+    let syscalls = Workload::start("syscalls", &["10"]);
     let dir = scratch();
     let out = out_path(&dir, "system.folded");
-    run_ok(&["record", "--all", "-d", "2", "-o", out.to_str().unwrap()]);
+    let (_, cpu) = record_measuring(
+        &[
+            "record",
+            "--all",
+            "-d",
+            "2",
+            "-F",
+            "499",
+            "--per-thread",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[burn.pid(), syscalls.pid()],
+    );
     let stacks = read_folded(&out);
-    for (root, function) in [("burn", "burn_a"), ("syscalls", "run")] {
+    // Other processes on the machine may run the same examples: ours are told apart by PID (roots
+    // read NAME-PID/TID with --per-thread; both examples are single-threaded).
+    for ((name, function, pid), cpu) in [
+        ("burn", "burn_a", burn.pid()),
+        ("syscalls", "read_zero", syscalls.pid()),
+    ]
+    .into_iter()
+    .zip(cpu)
+    {
+        let root = format!("{name}-{pid}/{pid}");
+        let root = root.as_str();
+        let all = samples_of(&stacks, |r| r == root);
+        let own: Vec<FoldedStack> = stacks
+            .iter()
+            .filter(|s| s.frames[0] == root)
+            .cloned()
+            .collect();
+        assert_samples_match_cpu(root, all, cpu, 499, &own);
         let samples = total(&stacks, |s| {
-            s.frames[0] == root && s.frames.iter().any(|f| f == function)
+            s.frames[0] == root && has_chain(&s.frames, &["main", "run", function])
         });
+        // burn_a is 3/4 of burn's work; read_zero nearly all of syscalls'.
         assert!(
-            samples >= 20,
-            "{root} has {samples} samples with {function}:\n{}",
-            describe(&stacks)
+            samples * 10 >= all * 6,
+            "{root}: only {samples}/{all} samples with main;run;{function}:\n{}",
+            describe(&own)
         );
     }
 }
@@ -238,31 +335,51 @@ fn per_thread_separates_named_threads() {
     let _kernel = kernel_test();
     let workload = Workload::start("threads", &["10"]);
     let pid = workload.pid();
-    let output = run_ok(&[
-        "record",
-        "-p",
-        &pid.to_string(),
-        "-d",
-        "2",
-        "--per-thread",
-        "-o",
-        "-",
-    ]);
-    let stacks = parse_folded(&String::from_utf8_lossy(&output.stdout));
+    let (stacks, _, cpu) = record_pid_folded(
+        &[
+            "record",
+            "-p",
+            &pid.to_string(),
+            "-d",
+            "2",
+            "-F",
+            "499",
+            "--per-thread",
+            "-o",
+            "-",
+        ],
+        pid,
+    );
+    let all = total(&stacks, |_| true);
+    assert_samples_match_cpu("threads", all, cpu, 499, &stacks);
     for (thread, function) in [("worker-alpha", "alpha_work"), ("worker-beta", "beta_work")] {
         let prefix = format!("{thread}-{pid}/");
         let samples = total(&stacks, |s| {
             s.frames[0].starts_with(&prefix) && s.frames.iter().any(|f| f == function)
         });
+        // The two workers share the process's CPU time equally.
         assert!(
-            samples >= 50,
-            "{thread}: {samples} samples in {function}:\n{}",
+            samples * 10 >= all * 3,
+            "{thread}: {samples}/{all} samples in {function}:\n{}",
             describe(&stacks)
         );
     }
     // Without --per-thread both are under the process name.
-    let output = run_ok(&["record", "-p", &pid.to_string(), "-d", "1", "-o", "-"]);
-    let stacks = parse_folded(&String::from_utf8_lossy(&output.stdout));
+    let (stacks, _, cpu) = record_pid_folded(
+        &[
+            "record",
+            "-p",
+            &pid.to_string(),
+            "-d",
+            "2",
+            "-F",
+            "499",
+            "-o",
+            "-",
+        ],
+        pid,
+    );
+    assert_samples_match_cpu("threads", total(&stacks, |_| true), cpu, 499, &stacks);
     assert!(
         stacks.iter().all(|s| s.frames[0] == "threads"),
         "{}",
@@ -291,18 +408,42 @@ fn svg_is_xml_with_function_names() {
     let svg = std::fs::read_to_string(&out).expect("read svg");
     let mut reader = quick_xml::Reader::from_str(&svg);
     let mut elements = 0;
+    // The text of every <title>: inferno gives each frame one, "NAME (N samples, P%)". The script
+    // inferno embeds contains words such as `run` too, so names are looked up only here.
+    let mut titles = Vec::new();
+    let mut in_title = false;
     loop {
         match reader.read_event() {
             Ok(quick_xml::events::Event::Eof) => break,
-            Ok(quick_xml::events::Event::Start(_)) => elements += 1,
+            Ok(quick_xml::events::Event::Start(start)) => {
+                elements += 1;
+                in_title = start.name().as_ref() == b"title";
+            }
+            Ok(quick_xml::events::Event::Text(text)) if in_title => {
+                titles.push(String::from_utf8_lossy(&text).into_owned());
+            }
+            Ok(quick_xml::events::Event::End(_)) => in_title = false,
             Ok(_) => {}
             Err(e) => panic!("invalid XML at {}: {e}", reader.buffer_position()),
         }
     }
     assert!(elements > 10);
-    for name in ["burn_a", "burn_b", "main", "run", "burn test"] {
-        assert!(svg.contains(name), "{name} missing from the SVG");
+    let frame_titled = |name: &str| {
+        titles
+            .iter()
+            .any(|title| title.starts_with(&format!("{name} (")) && title.contains(" samples"))
+    };
+    for name in ["burn_a", "burn_b", "main", "run", "burn"] {
+        assert!(
+            frame_titled(name),
+            "no frame titled {name} in the SVG; titles:\n{}",
+            titles.join("\n")
+        );
     }
+    assert!(
+        svg.contains(">burn test<"),
+        "the title text is missing from the SVG"
+    );
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM stop an open-ended recording and the output is still written.
@@ -313,20 +454,26 @@ fn signals_stop_recording_and_write_output() {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         let dir = scratch();
         let out = out_path(&dir, "interrupted.folded");
-        let child = emberprof()
+        let mut child = emberprof()
             .args([
                 "record",
                 "-p",
                 &workload.pid().to_string(),
+                "-F",
+                "499",
                 "-o",
                 out.to_str().unwrap(),
             ])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start emberprof");
+        wait_until_sampling(&mut child);
+        let cpu_before = cpu_seconds(workload.pid());
         std::thread::sleep(Duration::from_millis(1500));
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, signal) };
+        wait_until_sampling_stopped(&mut child);
+        let cpu = cpu_seconds(workload.pid()) - cpu_before;
         let output = child.wait_with_output().expect("wait");
         assert!(
             output.status.success(),
@@ -335,8 +482,16 @@ fn signals_stop_recording_and_write_output() {
             output.status.signal()
         );
         let stacks = read_folded(&out);
+        // Every sample taken before the signal is in the output.
+        assert_samples_match_cpu(
+            &format!("signal {signal}"),
+            total(&stacks, |_| true),
+            cpu,
+            499,
+            &stacks,
+        );
         assert!(
-            total(&stacks, is_burn) > 50,
+            total(&stacks, is_burn) * 10 >= total(&stacks, |_| true) * 9,
             "signal {signal}: {}",
             describe(&stacks)
         );
@@ -403,27 +558,30 @@ fn tiny_maps_stream_samples_instead_of_losing_them() {
     let _kernel = kernel_test();
     let workload = Workload::start("burn", &["10"]);
     let pid = workload.pid().to_string();
-    let output = run_ok(&[
-        "-v",
-        "record",
-        "-p",
-        &pid,
-        "-d",
-        "3",
-        "-F",
-        "999",
-        "--stack-map-entries",
-        "2",
-        "--count-map-entries",
-        "2",
-        "-o",
-        "-",
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (stacks, stderr, cpu) = record_pid_folded(
+        &[
+            "-v",
+            "record",
+            "-p",
+            &pid,
+            "-d",
+            "3",
+            "-F",
+            "999",
+            "--stack-map-entries",
+            "2",
+            "--count-map-entries",
+            "2",
+            "-o",
+            "-",
+        ],
+        workload.pid(),
+    );
     assert!(stderr.contains("went through the ring buffer"), "{stderr}");
     assert!(stderr.contains("(0 lost, "), "{stderr}");
     assert!(!stderr.contains("unaccounted"), "{stderr}");
-    assert_burn_profile(&parse_folded(&String::from_utf8_lossy(&output.stdout)));
+    assert_samples_match_cpu("burn", total(&stacks, |_| true), cpu, 999, &stacks);
+    assert_burn_profile(&stacks);
 }
 
 /// A target that exits ends the capture early, keeping its samples.
@@ -432,20 +590,30 @@ fn exiting_target_ends_capture_early() {
     let _kernel = kernel_test();
     let workload = Workload::start("burn", &["3"]);
     let started = Instant::now();
-    let output = run_ok(&[
-        "record",
-        "-p",
-        &workload.pid().to_string(),
-        "-d",
-        "30",
-        "-o",
-        "-",
-    ]);
+    let (stacks, stderr, cpu) = record_pid_folded(
+        &[
+            "record",
+            "-p",
+            &workload.pid().to_string(),
+            "-d",
+            "30",
+            "-F",
+            "499",
+            "-o",
+            "-",
+        ],
+        workload.pid(),
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "capture ran on after the target exited"
     );
-    let stacks = parse_folded(&String::from_utf8_lossy(&output.stdout));
-    assert!(total(&stacks, is_burn) > 40, "{}", describe(&stacks));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("(targets exited)"));
+    // The samples of the target's last moments are kept.
+    assert_samples_match_cpu("burn", total(&stacks, |_| true), cpu, 499, &stacks);
+    assert!(
+        total(&stacks, is_burn) * 10 >= total(&stacks, |_| true) * 9,
+        "{}",
+        describe(&stacks)
+    );
+    assert!(stderr.contains("(targets exited)"), "{stderr}");
 }

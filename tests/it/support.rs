@@ -115,7 +115,8 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
     parse_folded(&text)
 }
 
-/// Whether `wanted` occurs in `frames` in order, not necessarily adjacent.
+/// Whether `wanted` occurs in `frames` in order, not necessarily adjacent: for checks that a chain is
+/// absent; a chain that must be present is checked whole with [`has_chain`].
 pub fn has_subsequence(frames: &[String], wanted: &[&str]) -> bool {
     let mut wanted = wanted.iter().peekable();
     for frame in frames {
@@ -141,4 +142,279 @@ pub fn total(stacks: &[FoldedStack], filter: impl Fn(&FoldedStack) -> bool) -> u
 
 pub fn out_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
+}
+
+/// Whether `chain` occurs in `frames` as consecutive frames: `main;run;burn_a` must not match a
+/// stack where another frame sits between two of them.
+pub fn has_chain(frames: &[String], chain: &[&str]) -> bool {
+    !chain.is_empty()
+        && frames
+            .windows(chain.len())
+            .any(|window| window.iter().zip(chain).all(|(frame, want)| frame == want))
+}
+
+/// Samples in stacks whose root (process or thread name) satisfies `root`.
+pub fn samples_of(stacks: &[FoldedStack], root: impl Fn(&str) -> bool) -> u64 {
+    total(stacks, |s| root(&s.frames[0]))
+}
+
+/// CPU time (user + system, seconds) process `pid` has used so far, from `/proc/PID/stat`: the
+/// target's own account of how much there was to sample. Works on zombies too, so a workload that
+/// exited but is not yet reaped still answers.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    // The command name (field 2) may contain spaces: fields are counted after its closing paren.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .unwrap_or_else(|| panic!("short {path}: {stat}"))
+        .iter()
+        .map(|f| {
+            f.parse::<u64>()
+                .unwrap_or_else(|_| panic!("bad {path}: {stat}"))
+        })
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    assert!(per_second > 0, "sysconf(_SC_CLK_TCK) failed");
+    ticks as f64 / per_second as f64
+}
+
+/// Tolerance of [`assert_samples_match_cpu`]: the cpu-clock event fires `hz` times per second of
+/// CPU time, so a target's sample count is its CPU time times the frequency, give or take this.
+pub const SAMPLE_TOTAL_TOLERANCE: f64 = 0.15;
+
+/// Below this much CPU time a comparison with the sample total says nothing: the machine was too
+/// busy for the target to run.
+const MIN_MEASURED_CPU_SECONDS: f64 = 0.3;
+
+/// Checks that `samples` of a target match the CPU time it used while sampled, `cpu_seconds`, at
+/// `hz` samples per second, within [`SAMPLE_TOTAL_TOLERANCE`]. This is what catches samples the BPF
+/// program drops without counting them: the product's own counters cannot.
+pub fn assert_samples_match_cpu(
+    what: &str,
+    samples: u64,
+    cpu_seconds: f64,
+    hz: u64,
+    stacks: &[FoldedStack],
+) {
+    assert!(
+        cpu_seconds >= MIN_MEASURED_CPU_SECONDS,
+        "{what}: the target used only {cpu_seconds:.2} s of CPU while sampled, too little to compare \
+         (is the machine overloaded?)"
+    );
+    let expected = cpu_seconds * hz as f64;
+    let deviation = (samples as f64 - expected) / expected;
+    assert!(
+        deviation.abs() <= SAMPLE_TOTAL_TOLERANCE,
+        "{what}: {samples} samples for {cpu_seconds:.2} s of CPU at {hz} Hz (expected {expected:.0}, \
+         {:+.1} %):\n{}",
+        deviation * 100.0,
+        describe(stacks)
+    );
+}
+
+/// Online CPUs, from `/sys/devices/system/cpu/online` ("0-3,5").
+fn online_cpus() -> usize {
+    let path = "/sys/devices/system/cpu/online";
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    text.trim()
+        .split(',')
+        .map(|range| {
+            let bounds: Vec<usize> = range
+                .split('-')
+                .map(|n| n.parse().unwrap_or_else(|_| panic!("bad {path}: {text}")))
+                .collect();
+            match bounds[..] {
+                [_] => 1,
+                [first, last] => last - first + 1,
+                _ => panic!("bad {path}: {text}"),
+            }
+        })
+        .sum()
+}
+
+/// BPF links of type `perf` (a BPF program attached to a perf event) that `pid` holds, from the
+/// `link_type` line of each `anon_inode:bpf_link` descriptor's fdinfo.
+fn perf_links(pid: u32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.filter_map(Result::ok)
+        .filter(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link")
+        })
+        .filter(|fd| {
+            let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+            std::fs::read_to_string(info).is_ok_and(|text| {
+                text.lines()
+                    .any(|line| line.split_whitespace().eq(["link_type:", "perf"]))
+            })
+        })
+        .count()
+}
+
+/// emberprof samples through one cpu-clock event per online CPU, each attached through a BPF link.
+fn sampling_links() -> usize {
+    online_cpus()
+}
+
+/// Waits until the emberprof process `profiler` is sampling.
+pub fn wait_until_sampling(profiler: &mut Child) {
+    let wanted = sampling_links();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if perf_links(profiler.id()) >= wanted {
+            return;
+        }
+        if let Ok(Some(status)) = profiler.try_wait() {
+            panic!("emberprof exited ({status}) before it attached");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "emberprof did not attach its {wanted} cpu-clock events within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until the emberprof process `profiler` has stopped sampling (detached its cpu-clock events,
+/// or exited): the targets' CPU time after this moment was not sampled, however long emberprof then
+/// takes to write its output. emberprof must not block on a full stdout pipe before it detaches,
+/// which holds: it writes its output after sampling.
+pub fn wait_until_sampling_stopped(profiler: &mut Child) {
+    let wanted = sampling_links();
+    loop {
+        if perf_links(profiler.id()) < wanted || !matches!(profiler.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs emberprof with `args`, which sample the processes `pids` (with `-p` or `--all`), asserting
+/// success: its output, and the CPU seconds each of `pids` used while sampled.
+pub fn record_measuring(args: &[&str], pids: &[u32]) -> (Output, Vec<f64>) {
+    let mut profiler = emberprof()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start emberprof");
+    wait_until_sampling(&mut profiler);
+    let before: Vec<f64> = pids.iter().map(|&pid| cpu_seconds(pid)).collect();
+    wait_until_sampling_stopped(&mut profiler);
+    let after: Vec<f64> = pids.iter().map(|&pid| cpu_seconds(pid)).collect();
+    let output = profiler.wait_with_output().expect("wait for emberprof");
+    assert!(
+        output.status.success(),
+        "emberprof {args:?} failed with {}:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let used = after
+        .iter()
+        .zip(before)
+        .map(|(after, before)| after - before)
+        .collect();
+    (output, used)
+}
+
+/// [`record_measuring`] for one process writing folded stacks to stdout: stacks, stderr, and the
+/// CPU seconds the process used while sampled.
+pub fn record_pid_folded(args: &[&str], pid: u32) -> (Vec<FoldedStack>, String, f64) {
+    let (output, cpu) = record_measuring(args, &[pid]);
+    (
+        parse_folded(&String::from_utf8_lossy(&output.stdout)),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        cpu[0],
+    )
+}
+
+/// Runs `emberprof <options> -- COMMAND..` through bash, which reports (with `times`) the CPU time
+/// of the command it waited for: emberprof holds the command until sampling is attached, so that is
+/// exactly the CPU time it had to sample. Returns stacks, stderr and those CPU seconds; bash's own
+/// samples are under the root `bash`, which callers filter out by root.
+pub fn record_command_measuring(
+    options: &[&str],
+    command: &[&str],
+) -> (Vec<FoldedStack>, String, f64) {
+    record_command_measuring_in(None, options, command)
+}
+
+/// [`record_command_measuring`] in the working directory `cwd` (the test's own if `None`).
+pub fn record_command_measuring_in(
+    cwd: Option<&Path>,
+    options: &[&str],
+    command: &[&str],
+) -> (Vec<FoldedStack>, String, f64) {
+    let dir = scratch();
+    let times = out_path(&dir, "times");
+    let mut args: Vec<&str> = options.to_vec();
+    args.extend([
+        "--",
+        "bash",
+        "-c",
+        r#"out=$1; shift; "$@"; status=$?; times > "$out"; exit $status"#,
+        "bash",
+        times.to_str().expect("UTF-8 temp path"),
+    ]);
+    args.extend(command);
+    let mut profiler = emberprof();
+    profiler.args(&args);
+    if let Some(cwd) = cwd {
+        profiler.current_dir(cwd);
+    }
+    let output = profiler.output().expect("run emberprof");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "emberprof {args:?} failed with {}:\n{stderr}",
+        output.status
+    );
+    let stacks = parse_folded(&String::from_utf8_lossy(&output.stdout));
+    let text = std::fs::read_to_string(&times)
+        .unwrap_or_else(|e| panic!("bash wrote no `times` report ({e}):\n{stderr}"));
+    // Second line: user and system time of the shell's children, as `0m1.234s 0m0.010s`.
+    let children = text
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("bad `times` output {text:?}"));
+    let cpu = children
+        .split_whitespace()
+        .map(|t| {
+            let (minutes, seconds) = t
+                .strip_suffix('s')
+                .and_then(|t| t.split_once('m'))
+                .unwrap_or_else(|| panic!("bad `times` output {text:?}"));
+            let minutes: f64 = minutes
+                .parse()
+                .unwrap_or_else(|_| panic!("bad `times` {text:?}"));
+            let seconds: f64 = seconds
+                .parse()
+                .unwrap_or_else(|_| panic!("bad `times` {text:?}"));
+            minutes * 60.0 + seconds
+        })
+        .sum();
+    (stacks, stderr, cpu)
+}
+
+/// Waits for the child `child` (reaping it) and returns its wait status and the CPU seconds it and
+/// every descendant it reaped used, from `wait4`'s resource usage.
+pub fn wait_with_cpu_seconds(child: Child) -> (i32, f64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our unreaped child; status and usage point to live locals.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (status, seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }

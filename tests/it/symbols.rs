@@ -26,34 +26,76 @@ fn short_lived_processes_are_named() {
             "9",
             "-F",
             "999",
+            "--per-thread",
             "-o",
             out.to_str().unwrap(),
         ])
         .stderr(Stdio::piped())
         .spawn()
         .expect("start emberprof");
-    std::thread::sleep(Duration::from_millis(1000));
-    let status = Command::new(example("spawner"))
+    let mut recorder = recorder;
+    wait_until_sampling(&mut recorder);
+    let mut spawner = Command::new(example("spawner"))
         .args(["40", "100", "50"])
-        .status()
+        .stdout(Stdio::piped())
+        .spawn()
         .expect("run spawner");
-    assert!(status.success(), "spawner failed: {status}");
+    let mut child_pids = String::new();
+    let stdout = spawner.stdout.take();
+    let spawner_pid = spawner.id();
+    // The spawner and every child it reaped: all of it ran while sampled.
+    let (status, cpu) = wait_with_cpu_seconds(spawner);
+    assert!(status == 0, "spawner failed: wait status {status}");
+    std::io::Read::read_to_string(&mut stdout.expect("spawner stdout"), &mut child_pids)
+        .expect("read the spawner's output");
+    // Other processes on the machine may have the same names: ours are told apart by PID (roots
+    // read NAME-PID/TID with --per-thread).
+    let ours_root = |root: &str, name: &str| {
+        root.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(pid, _)| {
+                pid == spawner_pid.to_string() || child_pids.lines().any(|child| child == pid)
+            })
+    };
+    // --all snapshots every process on the machine, whatever they do: a hang there must fail the
+    // test, not stall the suite.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while matches!(recorder.try_wait(), Ok(None)) {
+        if std::time::Instant::now() > deadline {
+            let _ = recorder.kill();
+            let output = recorder.wait_with_output().expect("wait for emberprof");
+            panic!(
+                "emberprof --all -d 9 still running after 60 s:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let output = recorder.wait_with_output().expect("wait for emberprof");
     assert!(
         output.status.success(),
-        "{}",
+        "emberprof failed with {}:\n{}",
+        output.status,
         String::from_utf8_lossy(&output.stderr)
     );
     let stacks = read_folded(&out);
+    let ours: Vec<FoldedStack> = stacks
+        .iter()
+        .filter(|s| ours_root(&s.frames[0], "short-lived") || ours_root(&s.frames[0], "spawner"))
+        .cloned()
+        .collect();
+    let spawned = total(&ours, |_| true);
+    assert_samples_match_cpu("spawner and its children", spawned, cpu, 999, &ours);
     let short_lived: Vec<FoldedStack> = stacks
         .into_iter()
-        .filter(|s| s.frames[0] == "short-lived")
+        .filter(|s| ours_root(&s.frames[0], "short-lived"))
         .collect();
     let all = total(&short_lived, |_| true);
     let named = total(&short_lived, |s| frames_contain(s, "short_lived_work"));
     assert!(
-        all >= 1000,
-        "only {all} samples of the short-lived processes:\n{}",
+        all * 10 >= spawned * 9,
+        "only {all} of {spawned} samples in the short-lived processes:\n{}",
         describe(&short_lived)
     );
     assert!(
@@ -69,25 +111,33 @@ fn short_lived_processes_are_named() {
 fn exec_mid_run_names_both_programs() {
     let _kernel = kernel_test();
     for unwind in ["fp", "auto"] {
-        let (stacks, _) = record_folded(&[
-            "record",
-            "-F",
-            "999",
-            "--unwind",
-            unwind,
-            "--per-thread",
-            "-o",
-            "-",
-            "--",
-            &example("exec-before"),
-            "2",
-        ]);
+        let (stacks, _, cpu) = record_command_measuring(
+            &[
+                "record",
+                "-F",
+                "999",
+                "--unwind",
+                unwind,
+                "--per-thread",
+                "-o",
+                "-",
+            ],
+            &[&example("exec-before"), "2"],
+        );
+        // bash, which measured the CPU time, is a root of its own.
+        let stacks: Vec<FoldedStack> = stacks
+            .into_iter()
+            .filter(|s| s.frames[0].starts_with("exec-"))
+            .collect();
+        let all = total(&stacks, |_| true);
+        assert_samples_match_cpu(unwind, all, cpu, 999, &stacks);
         let root = |s: &FoldedStack| s.frames[0].clone();
         let before = total(&stacks, |s| frames_contain(s, "before_exec_work"));
         let after = total(&stacks, |s| frames_contain(s, "after_exec_work"));
+        // Each program burns for half the time.
         assert!(
-            before > 300 && after > 300,
-            "{unwind}: before {before}, after {after}:\n{}",
+            before * 10 >= all * 4 && after * 10 >= all * 4,
+            "{unwind}: before {before}, after {after} of {all}:\n{}",
             describe(&stacks)
         );
         for stack in &stacks {
@@ -98,7 +148,7 @@ fn exec_mid_run_names_both_programs() {
                     stack.frames
                 );
                 assert!(
-                    has_subsequence(&stack.frames, &["main", "run", "before_exec_work"]),
+                    has_chain(&stack.frames, &["main", "run", "before_exec_work"]),
                     "{unwind}: {:?}",
                     stack.frames
                 );
@@ -110,7 +160,7 @@ fn exec_mid_run_names_both_programs() {
                     stack.frames
                 );
                 assert!(
-                    has_subsequence(&stack.frames, &["main", "run", "after_exec_work"]),
+                    has_chain(&stack.frames, &["main", "run", "after_exec_work"]),
                     "{unwind}: {:?}",
                     stack.frames
                 );
@@ -170,37 +220,46 @@ fn private_mount_namespace_binary_is_named() {
     assert_burn_profile(&private);
 }
 
-/// JIT frames of Node.js run with --perf-basic-prof are named from /tmp/perf-PID.map and marked _[j].
-#[test]
-fn node_jit_frames_are_named() {
-    let _kernel = kernel_test();
+fn assert_node_installed() {
     let node = Command::new("node").arg("--version").output();
     assert!(
         node.is_ok_and(|o| o.status.success()),
         "this test needs Node.js: `apt-get install nodejs` (.ci/run installs it)"
     );
-    let dir = scratch();
-    let script = out_path(&dir, "hot.js");
+}
+
+/// Writes a script that spends `seconds` in the JS function `emberprofHotLoop` into `dir`.
+fn node_hot_loop_script(dir: &tempfile::TempDir, seconds: u32) -> std::path::PathBuf {
+    let script = out_path(dir, "hot.js");
     std::fs::write(
         &script,
-        "function emberprofHotLoop(n) { let x = 0; for (let i = 0; i < n; i++) { x = (x * 31 + i) % 1000003; } return x; }\n\
-         const end = Date.now() + 2500; let s = 0;\n\
-         while (Date.now() < end) { s += emberprofHotLoop(100000); }\n\
-         if (s < 0) console.log(s);\n",
+        format!(
+            "function emberprofHotLoop(n) {{ let x = 0; for (let i = 0; i < n; i++) {{ x = (x * 31 + i) % 1000003; }} return x; }}\n\
+             const end = Date.now() + {ms}; let s = 0;\n\
+             while (Date.now() < end) {{ s += emberprofHotLoop(100000); }}\n\
+             if (s < 0) console.log(s);\n",
+            ms = seconds * 1000
+        ),
     )
     .expect("write script");
-    let (stacks, _) = record_folded(&[
-        "record",
-        "-F",
-        "499",
-        "-o",
-        "-",
-        "--",
-        "node",
-        "--perf-basic-prof",
-        script.to_str().unwrap(),
-    ]);
-    let all = total(&stacks, |_| true);
+    script
+}
+
+/// JIT frames of Node.js run with --perf-basic-prof are named from /tmp/perf-PID.map and marked _[j].
+#[test]
+fn node_jit_frames_are_named() {
+    let _kernel = kernel_test();
+    assert_node_installed();
+    let dir = scratch();
+    let script = node_hot_loop_script(&dir, 3);
+    // node writes isolate-*-v8.log files into its working directory: keep them in the scratch one.
+    let (stacks, _, cpu) = record_command_measuring_in(
+        Some(dir.path()),
+        &["record", "-F", "499", "-o", "-"],
+        &["node", "--perf-basic-prof", script.to_str().unwrap()],
+    );
+    let all = samples_of(&stacks, |root| root == "node");
+    assert_samples_match_cpu("node", all, cpu, 499, &stacks);
     let jit = total(&stacks, |s| {
         s.frames
             .iter()
@@ -213,33 +272,57 @@ fn node_jit_frames_are_named() {
     );
 }
 
+/// Line of `source` (under `examples/`, 1-based) holding `marker`, which must occur exactly once.
+fn source_line(source: &str, marker: &str) -> usize {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(source);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.contains(marker))
+        .map(|(index, _)| index + 1)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{marker:?} in {}: lines {lines:?}",
+        path.display()
+    );
+    lines[0]
+}
+
 /// A Rust program with #[inline(always)] helpers: the inlined function is its own frame marked _[i],
 /// names are demangled with their module path and without hashes (legacy and v0 mangling), --lines
-/// adds file:line, and --no-inline removes the inlined frames.
+/// adds the exact file:line, and --no-inline removes the inlined frames.
 #[test]
 fn rust_inlined_frames_lines_and_demangling() {
     let _kernel = kernel_test();
+    // Where run calls hot_loop, and the body of mix_step (the line after its `fn` up to its `}`).
+    let call_line = source_line("rust/inline.rs", "state = hot_loop(black_box(state)");
+    let mix_first = source_line("rust/inline.rs", "fn mix_step(") + 1;
+    let mix_last = source_line("rust/inline.rs", "x.rotate_left((round & 63) as u32)");
     for binary in ["rust-inline", "rust-inline-v0"] {
-        let (stacks, _) = record_folded(&[
-            "record",
-            "-F",
-            "999",
-            "-o",
-            "-",
-            "--",
-            &example(binary),
-            "2",
-        ]);
+        let (stacks, _, cpu) = record_command_measuring(
+            &["record", "-F", "999", "-o", "-"],
+            &[&example(binary), "2"],
+        );
+        let all = samples_of(&stacks, |root| {
+            root == "rust-inline" || root == "rust-inline-v0"
+        });
+        assert_samples_match_cpu(binary, all, cpu, 999, &stacks);
         let hot = total(&stacks, |s| frames_contain(s, "rust_inline::hot_loop"));
         let inlined = total(&stacks, |s| {
-            has_subsequence(
+            has_chain(
                 &s.frames,
                 &["rust_inline::run", "rust_inline::hot_loop", "mix_step_[i]"],
             )
         });
         assert!(
-            hot > 500 && inlined * 2 >= hot,
-            "{binary}: {inlined}/{hot} hot_loop samples show mix_step_[i]:\n{}",
+            hot * 10 >= all * 8 && inlined * 2 >= hot,
+            "{binary}: {inlined}/{hot}/{all} samples show run;hot_loop;mix_step_[i]:\n{}",
             describe(&stacks)
         );
         let hashed = stacks.iter().flat_map(|s| &s.frames).find(|f| {
@@ -259,39 +342,60 @@ fn rust_inlined_frames_lines_and_demangling() {
             describe(&stacks)
         );
 
-        let (stacks, _) = record_folded(&[
-            "record",
-            "-F",
-            "999",
-            "--lines",
-            "-o",
-            "-",
-            "--",
-            &example(binary),
-            "1",
-        ]);
-        let with_line = total(&stacks, |s| {
+        let (stacks, _, cpu) = record_command_measuring(
+            &["record", "-F", "999", "--lines", "-o", "-"],
+            &[&example(binary), "2"],
+        );
+        let all = samples_of(&stacks, |root| root.starts_with("rust-inline"));
+        assert_samples_match_cpu(binary, all, cpu, 999, &stacks);
+        // run's frame carries the line of its call to hot_loop, exactly.
+        let run_frame = format!("rust_inline::run (inline.rs:{call_line})");
+        let with_run_line = total(&stacks, |s| frames_contain(s, &run_frame));
+        let hot = total(&stacks, |s| {
             s.frames
                 .iter()
-                .any(|f| f.starts_with("mix_step (inline.rs:") && f.ends_with(")_[i]"))
+                .any(|f| f.starts_with("rust_inline::hot_loop"))
         });
         assert!(
-            with_line > 300,
-            "{binary}: --lines did not add inline.rs:LINE:\n{}",
+            hot * 10 >= all * 8 && with_run_line * 10 >= hot * 9,
+            "{binary}: {with_run_line}/{hot}/{all} samples have {run_frame:?}:\n{}",
+            describe(&stacks)
+        );
+        // mix_step's frames carry lines of its body, and nothing else.
+        let mix_lines: Vec<(usize, u64)> = stacks
+            .iter()
+            .flat_map(|s| {
+                s.frames.iter().filter_map(move |f| {
+                    let line = f
+                        .strip_prefix("mix_step (inline.rs:")?
+                        .strip_suffix(")_[i]")?;
+                    Some((line.parse::<usize>().unwrap_or(0), s.count))
+                })
+            })
+            .collect();
+        let in_body: u64 = mix_lines
+            .iter()
+            .filter(|(line, _)| (mix_first..=mix_last).contains(line))
+            .map(|(_, count)| count)
+            .sum();
+        let outside: Vec<usize> = mix_lines
+            .iter()
+            .map(|(line, _)| *line)
+            .filter(|line| !(mix_first..=mix_last).contains(line))
+            .collect();
+        assert!(
+            outside.is_empty() && in_body * 2 >= hot,
+            "{binary}: mix_step lines outside {mix_first}..={mix_last}: {outside:?}, \
+             {in_body}/{hot} hot samples in its body:\n{}",
             describe(&stacks)
         );
 
-        let (stacks, _) = record_folded(&[
-            "record",
-            "-F",
-            "999",
-            "--no-inline",
-            "-o",
-            "-",
-            "--",
-            &example(binary),
-            "1",
-        ]);
+        let (stacks, _, cpu) = record_command_measuring(
+            &["record", "-F", "999", "--no-inline", "-o", "-"],
+            &[&example(binary), "2"],
+        );
+        let all = samples_of(&stacks, |root| root.starts_with("rust-inline"));
+        assert_samples_match_cpu(binary, all, cpu, 999, &stacks);
         assert!(
             stacks
                 .iter()
@@ -299,7 +403,14 @@ fn rust_inlined_frames_lines_and_demangling() {
             "{binary}: --no-inline:\n{}",
             describe(&stacks)
         );
-        assert!(total(&stacks, |s| frames_contain(s, "rust_inline::hot_loop")) > 300);
+        let hot = total(&stacks, |s| {
+            has_chain(&s.frames, &["rust_inline::run", "rust_inline::hot_loop"])
+        });
+        assert!(
+            hot * 10 >= all * 8,
+            "{binary}: --no-inline: {hot}/{all} samples in run;hot_loop:\n{}",
+            describe(&stacks)
+        );
     }
 }
 
@@ -330,43 +441,111 @@ fn debuglink_binary_is_named_from_debug_file() {
 #[test]
 fn cpp_names_are_demangled() {
     let _kernel = kernel_test();
-    let (stacks, _) = record_folded(&[
-        "record",
-        "-F",
-        "999",
-        "--full-names",
-        "-o",
-        "-",
-        "--",
-        &example("cpp-work"),
-        "1",
-    ]);
+    let (stacks, _, cpu) = record_command_measuring(
+        &["record", "-F", "999", "--full-names", "-o", "-"],
+        &[&example("cpp-work"), "2"],
+    );
+    let all = samples_of(&stacks, |root| root == "cpp-work");
+    assert_samples_match_cpu("cpp-work", all, cpu, 999, &stacks);
     let demangled = total(&stacks, |s| {
         frames_contain(
             s,
             "emberprof_demo::Churner<unsigned long>::churn(unsigned long)",
         )
     });
-    assert!(demangled > 500, "{}", describe(&stacks));
+    assert!(demangled * 10 >= all * 9, "{}", describe(&stacks));
 }
 
 /// A perf map not owned by the process's user is not trusted: a warning, and no JIT names from it.
+/// The process is a real JIT (node with --perf-basic-prof) whose own map, naming its hot JS
+/// function, is swapped for a copy owned by another user: node's own frames stay named, the JIT
+/// names of the copy must not appear.
 #[test]
 fn foreign_perf_map_is_ignored_with_warning() {
     let _kernel = kernel_test();
-    let workload = Workload::start("burn", &["10"]);
-    let pid = workload.pid();
+    assert_node_installed();
+    let dir = scratch();
+    let script = node_hot_loop_script(&dir, 30);
+    let node = Command::new("node")
+        .arg("--perf-basic-prof")
+        .arg(&script)
+        .current_dir(dir.path())
+        .spawn()
+        .expect("start node");
+    let node = KillOnDrop(node);
+    let pid = node.0.id();
     let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
-    std::fs::write(&map, "0 ffffffffffff planted_by_someone_else\n").expect("write perf map");
-    std::os::unix::fs::chown(&map, Some(65534), Some(65534)).expect("chown perf map");
-    let output = run_ok(&["record", "-p", &pid.to_string(), "-d", "1", "-o", "-"]);
+    // Wait until node has compiled the hot function and written it to its map.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let contents = loop {
+        let text = std::fs::read_to_string(&map).unwrap_or_default();
+        if text.contains("emberprofHotLoop") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node never wrote emberprofHotLoop to {}",
+            map.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Same entries, another owner, renamed over the map: node keeps appending to the file it
+    // opened, now unlinked.
+    let foreign = map.with_extension("map.foreign");
+    std::fs::write(&foreign, &contents).expect("write perf map copy");
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown perf map");
+    std::fs::rename(&foreign, &map).expect("replace perf map");
+    let (stacks, stderr, cpu) = record_pid_folded(
+        &[
+            "record",
+            "-p",
+            &pid.to_string(),
+            "-d",
+            "2",
+            "-F",
+            "499",
+            "-o",
+            "-",
+        ],
+        pid,
+    );
     let _ = std::fs::remove_file(&map);
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
             "ignoring /tmp/perf-{pid}.map of process {pid}: owned by uid 65534"
         )),
         "{stderr}"
     );
-    assert!(!String::from_utf8_lossy(&output.stdout).contains("planted_by_someone_else"));
+    let all = total(&stacks, |_| true);
+    assert_samples_match_cpu("node", all, cpu, 499, &stacks);
+    let jit = total(&stacks, |s| {
+        s.frames
+            .iter()
+            .any(|f| f.ends_with("_[j]") || f.contains("emberprofHotLoop"))
+    });
+    assert_eq!(
+        jit,
+        0,
+        "JIT names from a foreign map:\n{}",
+        describe(&stacks)
+    );
+    // The node binary's own frames are still named: only the map was refused.
+    let named_node = total(&stacks, |s| {
+        s.frames.iter().any(|f| f.starts_with("node::Start"))
+    });
+    assert!(
+        named_node * 10 >= all * 8,
+        "only {named_node}/{all} samples under node::Start:\n{}",
+        describe(&stacks)
+    );
+}
+
+/// A child process killed and reaped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
