@@ -347,6 +347,14 @@ fn print_summary(
             stats.get(emberprof_bpf::Stat::FpKnownRoot),
         );
     }
+    let fallbacks = stats.get(emberprof_bpf::Stat::StackCopyFallback);
+    if fallbacks > 0 {
+        // Not lost, but possibly wrong: a frame-pointer walk through frameless code skips frames.
+        log::warn!(
+            "{fallbacks} user stacks needed a copy for DWARF unwinding but the ring buffer was full; \
+             they were walked through frame pointers and may miss frames in frameless code"
+        );
+    }
     for (reason, count) in &folded.unknown_frames {
         log::info!("{count} sampled frames unnamed: {}", reason.describe());
     }

@@ -321,18 +321,22 @@ fn node_has_one_root_per_thread() {
 #[test]
 fn first_samples_of_a_short_lived_process_are_whole() {
     let _kernel = kernel_test();
-    let (stacks, _) = record_folded(&[
+    // To a file: the spawner prints its children's PIDs on the standard output.
+    let dir = scratch();
+    let out = out_path(&dir, "short.folded");
+    run_ok(&[
         "record",
         "-F",
         "999",
         "-o",
-        "-",
+        out.to_str().expect("utf-8 path"),
         "--",
         &example("spawner"),
         "20",
         "80",
         "20",
     ]);
+    let stacks = read_folded(&out);
     let work = |s: &FoldedStack| {
         s.frames[0] == "short-lived" && s.frames.iter().any(|f| f == "short_lived_work")
     };

@@ -103,6 +103,16 @@ fn short_lived_processes_are_named() {
         "only {named}/{all} short-lived samples name short_lived_work:\n{}",
         describe(&short_lived)
     );
+    // Frameless code, first samples included (taken before emberprof judged the process): whole
+    // stacks, rooted at `_start` rather than `[truncated]`.
+    let complete = total(&short_lived, |s| {
+        s.frames.get(1).is_some_and(|frame| frame == "_start")
+    });
+    assert!(
+        complete * 10 >= all * 8,
+        "only {complete}/{all} short-lived samples have complete stacks:\n{}",
+        describe(&short_lived)
+    );
 }
 
 /// A process that execs another program mid-run: frames before the exec are named from the first
