@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use crate::capture::{MapSizes, UnwindMode};
+use crate::backend::BackendChoice;
+use crate::capture::{perf, MapSizes, SampledEvent, UnwindMode};
 use crate::output::{OutputFormat, OutputTarget};
 use crate::record::{RecordOptions, Target};
 use emberprof_symbolizer::{NameStyle, SymbolizerOptions};
@@ -153,6 +154,25 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = MapSizes::default().counts, help_heading = "Advanced")]
     pub count_map_entries: u32,
 
+    /// Capture backend. `bpf`: BPF programs count stacks in the kernel (needs root, or CAP_BPF and
+    /// CAP_PERFMON). `perf`: perf_event ring buffers read by emberprof, which needs no privileges
+    /// for your own processes and the commands emberprof launches (kernel.perf_event_paranoid 2 or
+    /// lower; kernel frames need 1 or lower, or root). `auto`: BPF when the privileges are there,
+    /// perf otherwise.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+
+    /// Event that triggers a sample. `cpu-clock` and `task-clock` are timers that work everywhere;
+    /// the others count hardware events and need a PMU (most virtual machines have none).
+    #[arg(short, long, value_enum, default_value_t = EventArg::CpuClock)]
+    pub event: EventArg,
+
+    /// Size of each CPU's ring buffer with the perf backend, in pages (a power of two). Samples
+    /// carry stack copies (--stack-size each): a buffer too small for the reader's pauses loses
+    /// samples, which the summary counts.
+    #[arg(long, value_name = "PAGES", default_value_t = perf::DEFAULT_RING_PAGES, help_heading = "Advanced")]
+    pub mmap_pages: usize,
+
     /// BTF of the running kernel, for kernels built without /sys/kernel/btf/vmlinux (e.g. a file
     /// from BTFHub).
     #[arg(long, value_name = "FILE", help_heading = "Advanced")]
@@ -167,6 +187,32 @@ pub enum UnwindArg {
     Dwarf,
     /// DWARF where the code is frameless, frame pointers elsewhere.
     Auto,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// BPF with the privileges for it, perf_event otherwise.
+    Auto,
+    /// BPF programs (root, or CAP_BPF and CAP_PERFMON).
+    Bpf,
+    /// perf_event ring buffers (no privileges for your own processes).
+    Perf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventArg {
+    /// CPU time, by a timer on each CPU.
+    CpuClock,
+    /// CPU time of the task, by the scheduler's clock.
+    TaskClock,
+    /// CPU cycles (hardware PMU).
+    Cycles,
+    /// Retired instructions (hardware PMU).
+    Instructions,
+    /// Cache misses (hardware PMU).
+    CacheMisses,
+    /// Mispredicted branches (hardware PMU).
+    BranchMisses,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -200,8 +246,27 @@ impl RecordArgs {
             title,
             stack_map_entries,
             count_map_entries,
+            backend,
+            event,
+            mmap_pages,
             btf,
         } = self;
+        if !mmap_pages.is_power_of_two() {
+            bail!("--mmap-pages must be a power of two, not {mmap_pages}");
+        }
+        let backend = match backend {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Bpf => BackendChoice::Bpf,
+            BackendArg::Perf => BackendChoice::Perf,
+        };
+        let event = match event {
+            EventArg::CpuClock => SampledEvent::CpuClock,
+            EventArg::TaskClock => SampledEvent::TaskClock,
+            EventArg::Cycles => SampledEvent::Cycles,
+            EventArg::Instructions => SampledEvent::Instructions,
+            EventArg::CacheMisses => SampledEvent::CacheMisses,
+            EventArg::BranchMisses => SampledEvent::BranchMisses,
+        };
         if !(64..=emberprof_bpf::MAX_STACK_COPY as u32).contains(&stack_size) {
             bail!(
                 "--stack-size must be between 64 and {} bytes, not {stack_size}",
@@ -266,6 +331,9 @@ impl RecordArgs {
                 ..MapSizes::for_unwind(unwind)
             },
             quiet: verbosity.quiet,
+            backend,
+            event,
+            ring_pages: mmap_pages,
         })
     }
 }
