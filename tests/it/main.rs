@@ -4,6 +4,7 @@
 
 mod errors;
 mod names;
+mod perf_backend;
 mod record;
 mod support;
 mod symbols;
