@@ -129,8 +129,8 @@ pub fn choose(
     }
     match target {
         Target::AllProcesses if privileges.paranoid_at_least(1) => bail!(
-            "--all needs CAP_BPF and CAP_PERFMON: run emberprof as root (sudo emberprof record --all ...) \
-             or grant them with `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_syslog,cap_sys_admin+ep \
+            "missing CAP_BPF and CAP_PERFMON, which --all needs: run emberprof as root (sudo emberprof \
+             record --all ...) or grant them with `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_syslog,cap_sys_admin+ep \
              $(which emberprof)`; without them emberprof profiles only your own processes (-p) and the \
              commands it launches"
         ),
@@ -225,9 +225,13 @@ mod tests {
             Backend::Perf { kernel: true }
         );
         let error = choose_for(&Target::Pids(vec![2, 1]), &user(2)).unwrap_err();
-        assert!(error.to_string().contains("process 1 belongs to another user (uid 0)"));
+        assert!(error
+            .to_string()
+            .contains("process 1 belongs to another user (uid 0)"));
         let error = choose_for(&Target::AllProcesses, &user(2)).unwrap_err();
-        assert!(error.to_string().contains("--all needs CAP_BPF and CAP_PERFMON"));
+        assert!(error
+            .to_string()
+            .contains("missing CAP_BPF and CAP_PERFMON, which --all needs"));
         // paranoid -1 or 0 lets users sample every CPU.
         assert!(choose_for(&Target::AllProcesses, &user(0)).is_ok());
     }

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::backend::BackendChoice;
-use crate::capture::{perf, MapSizes, SampledEvent, UnwindMode};
+use crate::capture::{MapSizes, SampledEvent, UnwindMode};
 use crate::output::{OutputFormat, OutputTarget};
 use crate::record::{RecordOptions, Target};
 use emberprof_symbolizer::{NameStyle, SymbolizerOptions};
@@ -168,10 +168,11 @@ pub struct RecordArgs {
     pub event: EventArg,
 
     /// Size of each CPU's ring buffer with the perf backend, in pages (a power of two). Samples
-    /// carry stack copies (--stack-size each): a buffer too small for the reader's pauses loses
-    /// samples, which the summary counts.
-    #[arg(long, value_name = "PAGES", default_value_t = perf::DEFAULT_RING_PAGES, help_heading = "Advanced")]
-    pub mmap_pages: usize,
+    /// carry stack copies (--stack-size each): a buffer that fills faster than emberprof empties
+    /// it loses samples, which the summary counts. Default: 512 as root; otherwise what
+    /// kernel.perf_event_mlock_kb lets a user lock per CPU (128 with the kernel's default).
+    #[arg(long, value_name = "PAGES", help_heading = "Advanced")]
+    pub mmap_pages: Option<usize>,
 
     /// BTF of the running kernel, for kernels built without /sys/kernel/btf/vmlinux (e.g. a file
     /// from BTFHub).
@@ -251,8 +252,8 @@ impl RecordArgs {
             mmap_pages,
             btf,
         } = self;
-        if !mmap_pages.is_power_of_two() {
-            bail!("--mmap-pages must be a power of two, not {mmap_pages}");
+        if let Some(pages) = mmap_pages.filter(|pages| !pages.is_power_of_two()) {
+            bail!("--mmap-pages must be a power of two, not {pages}");
         }
         let backend = match backend {
             BackendArg::Auto => BackendChoice::Auto,

@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use emberprof_symbolizer::{Symbolizer, SymbolizerOptions, UnwindEnd};
 
+use crate::backend::{self, Backend, BackendChoice, Privileges};
 use crate::capture::{
     self, Capture, ExitStatus, MapSizes, PausedCommand, ProcessWatch, RunningCommand, Sampler,
     SamplerConfig, StopConditions, StopReason, UnwindMode,
 };
+use crate::capture::{perf, SampledEvent};
 use crate::output::{
     fold, render_svg, FoldOptions, Folded, OutputFile, OutputFormat, OutputTarget,
 };
-use crate::backend::{self, Backend, BackendChoice, Privileges};
-use crate::capture::{perf, SampledEvent};
 use crate::preflight;
 
 /// What to profile.
@@ -68,8 +68,8 @@ pub struct RecordOptions {
     pub backend: BackendChoice,
     /// What samples are taken on. Default cpu-clock.
     pub event: SampledEvent,
-    /// Data pages of each CPU's ring buffer (perf backend). Default [`perf::DEFAULT_RING_PAGES`].
-    pub ring_pages: usize,
+    /// Data pages of each CPU's ring buffer (perf backend). `None`: [`perf::default_ring_pages`].
+    pub ring_pages: Option<usize>,
 }
 
 /// How long a launched command gets to exit after SIGTERM before it is killed.
@@ -125,7 +125,9 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         signal: &signal,
     };
     let (mut capture, mut command) = match (backend, btf) {
-        (Backend::Perf { kernel }, _) => capture_with_perf(&options, kernel, paused, &mut recording)?,
+        (Backend::Perf { kernel }, _) => {
+            capture_with_perf(&options, kernel, paused, &mut recording)?
+        }
         (Backend::Bpf, Some(btf)) => capture_with_bpf(&options, btf, paused, &mut recording)?,
         (Backend::Bpf, None) => anyhow::bail!("internal error: no kernel BTF loaded"),
     };
@@ -259,7 +261,7 @@ fn capture_with_perf(
         // Always: new threads of a target are part of it. --no-inherit leaves out other processes
         // in the session instead.
         inherit: true,
-        ring_pages: options.ring_pages,
+        ring_pages: options.ring_pages.unwrap_or_else(perf::default_ring_pages),
     };
     let mut events = perf::Events::open(&targets, &config)?;
     if kernel {

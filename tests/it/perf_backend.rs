@@ -72,7 +72,7 @@ impl Sandbox {
             .expect("chmod sandbox");
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).expect("mkdir bin");
-        let mut copy = |from: &Path, name: &str| {
+        let copy = |from: &Path, name: &str| {
             let to = bin.join(name);
             std::fs::copy(from, &to)
                 .unwrap_or_else(|e| panic!("cannot copy {}: {e}", from.display()));
@@ -138,8 +138,15 @@ fn ok(output: Output, what: &str) -> String {
 
 fn failing(output: Output, what: &str) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!output.status.success(), "{what} should have failed:\n{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "one-line error expected:\n{stderr}");
+    assert!(
+        !output.status.success(),
+        "{what} should have failed:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one-line error expected:\n{stderr}"
+    );
     stderr
 }
 
@@ -184,7 +191,9 @@ fn unprivileged_launch_gets_ratio_and_full_stacks() {
     );
     // Kernel stacks are forbidden at paranoid 2: none may appear.
     assert!(
-        !stacks.iter().any(|s| s.frames.iter().any(|f| f.ends_with("_[k]"))),
+        !stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f.ends_with("_[k]"))),
         "kernel frames at paranoid 2:\n{}",
         describe(&stacks)
     );
@@ -255,7 +264,8 @@ fn unprivileged_pid_mode_and_refusals() {
         "--all as a user",
     );
     assert!(
-        stderr.contains("--all needs CAP_BPF and CAP_PERFMON") && stderr.contains("sudo"),
+        stderr.contains("missing CAP_BPF and CAP_PERFMON, which --all needs")
+            && stderr.contains("sudo"),
         "{stderr}"
     );
     let stderr = failing(
@@ -291,12 +301,23 @@ fn paranoid_three_names_the_sysctl() {
 #[test]
 fn hardware_event_needs_a_pmu() {
     let _kernel = kernel_test();
-    let has_pmu = ["cpu", "cpu_core", "cpu_atom"]
-        .iter()
-        .any(|name| Path::new("/sys/bus/event_source/devices").join(name).exists());
+    let has_pmu = ["cpu", "cpu_core", "cpu_atom"].iter().any(|name| {
+        Path::new("/sys/bus/event_source/devices")
+            .join(name)
+            .exists()
+    });
     for backend in ["bpf", "perf"] {
         let output = emberprof()
-            .args(["record", "--backend", backend, "-e", "cycles", "-o", "-", "--"])
+            .args([
+                "record",
+                "--backend",
+                backend,
+                "-e",
+                "cycles",
+                "-o",
+                "-",
+                "--",
+            ])
             .arg(example("burn"))
             .arg("1")
             .output()
@@ -350,7 +371,18 @@ fn perf_backend_matches_bpf() {
         let spawn = |backend: &str| {
             let out = out_path(&dir, &format!("{backend}.folded"));
             let child = emberprof()
-                .args(["record", "--backend", backend, "-p", &pid, "-d", "3", "-F", "499", "-o"])
+                .args([
+                    "record",
+                    "--backend",
+                    backend,
+                    "-p",
+                    &pid,
+                    "-d",
+                    "3",
+                    "-F",
+                    "499",
+                    "-o",
+                ])
                 .arg(&out)
                 .stderr(Stdio::piped())
                 .spawn()

@@ -230,7 +230,9 @@ impl Sampler {
                     SamplePolicy::Frequency(frequency_hz),
                     false,
                 )
-                .with_context(|| format!("cannot open the {} perf event on CPU {cpu}", event.name()))?;
+                .with_context(|| {
+                    format!("cannot open the {} perf event on CPU {cpu}", event.name())
+                })?;
             self.perf_links.push(link);
         }
         Ok(())

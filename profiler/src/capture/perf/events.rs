@@ -5,11 +5,12 @@
 //! events of one CPU write into the ring buffer of the first (`PERF_EVENT_IOC_SET_OUTPUT`).
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{anyhow, bail, Context, Result};
 use perf_event_open_sys::{bindings, ioctls, perf_event_open};
 
+use super::reader::Reader;
 use super::records::{SampleLayout, USER_REGS_MASK};
 use super::ring::RingBuffer;
 use crate::capture::event::{no_pmu_message, SampledEvent};
@@ -53,7 +54,9 @@ impl EventConfig {
 
 /// The open events: one ring buffer per CPU, and the events that write into them.
 pub struct Events {
-    pub rings: Vec<RingBuffer>,
+    rings: Vec<RingBuffer>,
+    /// Descriptors of the rings handed to the reader thread, which keeps them open until it ends.
+    reader_fds: Vec<RawFd>,
     /// Events redirected into a ring of their CPU; kept open for as long as sampling runs.
     redirected: Vec<OwnedFd>,
 }
@@ -65,6 +68,7 @@ impl Events {
             .map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
         let mut events = Events {
             rings: Vec::new(),
+            reader_fds: Vec::new(),
             redirected: Vec::new(),
         };
         let mut leaders: Vec<Option<usize>> = vec![None; cpus.len()];
@@ -125,6 +129,14 @@ impl Events {
         Ok(events)
     }
 
+    /// Hands the ring buffers to a reader thread. Call [`Reader::finish`] only after
+    /// [`Events::disable`]: the events keep the rings' descriptors until then.
+    pub fn start_reader(&mut self) -> Result<Reader> {
+        let rings = std::mem::take(&mut self.rings);
+        self.reader_fds = rings.iter().map(RingBuffer::raw_fd).collect();
+        Reader::start(rings)
+    }
+
     /// Starts sampling (events of a launched child start by themselves at its exec).
     pub fn enable(&self) -> Result<()> {
         self.each_fd(|fd| {
@@ -148,6 +160,7 @@ impl Events {
             .rings
             .iter()
             .map(RingBuffer::raw_fd)
+            .chain(self.reader_fds.iter().copied())
             .chain(self.redirected.iter().map(AsRawFd::as_raw_fd));
         for fd in fds {
             if call(fd) != 0 {

@@ -52,7 +52,9 @@ pub enum PerfRecord<'a> {
         filename: String,
     },
     /// Records the kernel dropped because the ring buffer was full.
-    Lost { count: u64 },
+    Lost {
+        count: u64,
+    },
     /// A record type emberprof does not use (throttling, ...).
     Other,
 }
@@ -244,7 +246,7 @@ pub(crate) mod tests {
             bindings::PERF_CONTEXT_USER,
             0x1000,
             0x2000,
-            2, // PERF_SAMPLE_REGS_ABI_64
+            2,                // PERF_SAMPLE_REGS_ABI_64
             0x7ff0_0000_0100, // bp
             0x7ff0_0000_0000, // sp
             0x1000,           // ip

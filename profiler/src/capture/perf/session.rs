@@ -15,6 +15,7 @@ use emberprof_bpf::Stat;
 use emberprof_symbolizer::{FramelessCode, ProcessKey, Symbolizer, UnwindEnd, UserRegisters};
 
 use super::events::{EventConfig, Events};
+use super::reader::Reader;
 use super::records::{self, PerfRecord, Sample};
 use super::tasks::{InstanceChange, Tasks};
 use crate::capture::session::{Capture, StopConditions, StopReason, UnwindStats};
@@ -123,12 +124,13 @@ pub fn record(
     };
     let mut last_status = started;
     let mut last_symbolized = started;
+    let mut reader = events.start_reader()?;
 
     let stop_reason = loop {
-        wait_readable(events, next_wakeup(started, stop.duration));
-        collector.drain(events);
+        let records = reader.take(next_wakeup(started, stop.duration));
+        collector.handle_all(records);
         if last_symbolized.elapsed() >= SYMBOLIZE_INTERVAL && !collector.new_stacks.is_empty() {
-            collector.symbolize_new(events);
+            collector.symbolize_new(&reader);
             last_symbolized = Instant::now();
         }
         if let Some(signal) = match stop.signal.load(Ordering::Relaxed) {
@@ -160,7 +162,16 @@ pub fn record(
         eprint!("\r\x1b[2K");
     }
     // Records written before the events were disabled are still in the buffers.
-    collector.drain(events);
+    let records = reader.finish()?;
+    collector.handle_all(records);
+    if reader.skipped_bytes() > 0 {
+        log::warn!(
+            "skipped {} bytes of perf ring buffers that did not decode",
+            reader.skipped_bytes()
+        );
+        collector.malformed += 1;
+    }
+    collector.lost += reader.dropped_samples();
 
     // The summary reads the BPF counters; the perf backend fills the ones it has an equivalent
     // for: samples kept, and records the kernel dropped for want of ring-buffer space.
@@ -185,18 +196,10 @@ pub fn record(
 }
 
 impl Collector<'_> {
-    /// Handles every record in every ring buffer, oldest first: records of different CPUs
+    /// Handles records read from the ring buffers, oldest first: records of different CPUs
     /// interleave (an exec on one CPU, the new program's first sample on another), and the task
     /// table must see them in the order they happened.
-    fn drain(&mut self, events: &mut Events) {
-        let mut pending = Vec::new();
-        for ring in &mut events.rings {
-            let skipped = ring.drain(&mut pending);
-            if skipped > 0 {
-                log::warn!("skipped {skipped} bytes of a perf ring buffer that did not decode");
-                self.malformed += 1;
-            }
-        }
+    fn handle_all(&mut self, pending: Vec<Vec<u8>>) {
         let mut timed: Vec<(u64, Vec<u8>)> = pending
             .into_iter()
             .map(|record| (records::record_time(&record).unwrap_or(0), record))
@@ -335,7 +338,7 @@ impl Collector<'_> {
 
     /// Symbolizes stacks first seen since the last round, while their processes are alive, in
     /// batches with the ring buffers drained in between.
-    fn symbolize_new(&mut self, events: &mut Events) {
+    fn symbolize_new(&mut self, reader: &Reader) {
         let mut left = self.new_stacks.len();
         while left > 0 {
             let batch_size = left.min(SYMBOLIZE_BATCH);
@@ -343,7 +346,7 @@ impl Collector<'_> {
             let batch: Vec<StackSample> = self.new_stacks.drain(..batch_size).collect();
             // The result is dropped: the point is the symbolizer's caches.
             symbolize_stacks(&batch, self.symbolizer);
-            self.drain(events);
+            self.handle_all(reader.take(Duration::ZERO));
         }
     }
 }
@@ -387,27 +390,6 @@ fn next_wakeup(started: Instant, duration: Option<Duration>) -> Duration {
     }
 }
 
-/// Sleeps until a ring buffer reaches its wakeup mark or `timeout` passes (or a signal arrives).
-fn wait_readable(events: &Events, timeout: Duration) {
-    let mut fds: Vec<libc::pollfd> = events
-        .rings
-        .iter()
-        .map(|ring| libc::pollfd {
-            fd: ring.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: a valid array of pollfds. EINTR (a signal) just ends the wait early.
-    unsafe {
-        libc::poll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            timeout.as_millis() as i32,
-        )
-    };
-}
-
 fn draw_status(elapsed: Duration, duration: Option<Duration>, samples: u64) {
     let total = match duration {
         Some(d) => format!(" / {:.0} s", d.as_secs_f64()),
@@ -429,18 +411,60 @@ mod tests {
     #[test]
     fn chooses_user_stack() {
         use UserStackChoice::*;
-        let ranges = FramelessCode::Ranges(vec![0x7000..0x8000]);
+        let ranges = FramelessCode::Ranges(vec![0x7000..0x8000, 0x9000..0x9800]);
         let through_libc = [0x1000, 0x7100, 0x1200];
         let fp_only = [0x1000, 0x1100];
         let cases = [
-            (UnwindMode::FramePointers, Some(&ranges), &through_libc[..], true, Callchain),
-            (UnwindMode::Dwarf, Some(&FramelessCode::None), &fp_only[..], true, Dwarf),
-            (UnwindMode::Dwarf, Some(&ranges), &fp_only[..], false, Callchain),
+            (
+                UnwindMode::FramePointers,
+                Some(&ranges),
+                &through_libc[..],
+                true,
+                Callchain,
+            ),
+            (
+                UnwindMode::Dwarf,
+                Some(&FramelessCode::None),
+                &fp_only[..],
+                true,
+                Dwarf,
+            ),
+            (
+                UnwindMode::Dwarf,
+                Some(&ranges),
+                &fp_only[..],
+                false,
+                Callchain,
+            ),
             (UnwindMode::Auto, None, &through_libc[..], true, Callchain),
-            (UnwindMode::Auto, Some(&ranges), &through_libc[..], true, Dwarf),
-            (UnwindMode::Auto, Some(&ranges), &fp_only[..], true, Callchain),
-            (UnwindMode::Auto, Some(&FramelessCode::Everywhere), &fp_only[..], true, Dwarf),
-            (UnwindMode::Auto, Some(&FramelessCode::None), &through_libc[..], true, Callchain),
+            (
+                UnwindMode::Auto,
+                Some(&ranges),
+                &through_libc[..],
+                true,
+                Dwarf,
+            ),
+            (
+                UnwindMode::Auto,
+                Some(&ranges),
+                &fp_only[..],
+                true,
+                Callchain,
+            ),
+            (
+                UnwindMode::Auto,
+                Some(&FramelessCode::Everywhere),
+                &fp_only[..],
+                true,
+                Dwarf,
+            ),
+            (
+                UnwindMode::Auto,
+                Some(&FramelessCode::None),
+                &through_libc[..],
+                true,
+                Callchain,
+            ),
         ];
         for (mode, frameless, callchain, has_copy, want) in cases {
             assert_eq!(

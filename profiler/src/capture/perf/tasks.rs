@@ -117,10 +117,7 @@ mod tests {
             Some(InstanceChange::Ended(key(10, 1)))
         );
         assert_eq!(tasks.instance(10).0, key(10, 2));
-        assert_eq!(
-            tasks.exit(10, 10),
-            Some(InstanceChange::Ended(key(10, 2)))
-        );
+        assert_eq!(tasks.exit(10, 10), Some(InstanceChange::Ended(key(10, 2))));
         assert_eq!(tasks.instance(10).0, key(10, 3));
         // A fork creating process 10 again means the old one is gone.
         assert_eq!(
@@ -139,6 +136,9 @@ mod tests {
         tasks.comm(u32::MAX - 1, u32::MAX - 2, "worker".into(), false);
         assert_eq!(tasks.thread_name(u32::MAX - 1, u32::MAX - 2), "worker");
         // Unknown and gone: a placeholder rather than an error.
-        assert_eq!(tasks.thread_name(u32::MAX, u32::MAX), format!("[{}]", u32::MAX));
+        assert_eq!(
+            tasks.thread_name(u32::MAX, u32::MAX),
+            format!("[{}]", u32::MAX)
+        );
     }
 }
