@@ -256,7 +256,8 @@ fn capture_with_perf(
     let config = perf::EventConfig {
         event: options.event,
         frequency_hz: options.frequency_hz,
-        kernel,
+        kernel_mode: kernel_allowed,
+        kernel_callchains: kernel,
         stack_copy_bytes: copies_stacks.then_some(options.stack_copy_bytes),
         // Always: new threads of a target are part of it. --no-inherit leaves out other processes
         // in the session instead.

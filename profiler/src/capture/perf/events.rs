@@ -34,8 +34,11 @@ pub enum EventTargets {
 pub struct EventConfig {
     pub event: SampledEvent,
     pub frequency_hz: u64,
-    /// Sample kernel mode too, with kernel callchains (not allowed to users at paranoid ≥ 2).
-    pub kernel: bool,
+    /// Take samples that hit kernel mode (not allowed to users at paranoid ≥ 2): without it, time
+    /// in system calls goes unsampled.
+    pub kernel_mode: bool,
+    /// Kernel callchains in those samples (`--no-kernel` leaves them out, keeping the samples).
+    pub kernel_callchains: bool,
     /// Bytes of user stack copied per sample, with the user registers; `None` for callchains only.
     pub stack_copy_bytes: Option<u32>,
     /// Follow threads and processes the targets create.
@@ -206,8 +209,8 @@ fn open_one(
     attr.set_disabled(1);
     attr.set_enable_on_exec(u64::from(enable_on_exec));
     attr.set_inherit(u64::from(config.inherit && pid != -1));
-    attr.set_exclude_kernel(u64::from(!config.kernel));
-    attr.set_exclude_callchain_kernel(u64::from(!config.kernel));
+    attr.set_exclude_kernel(u64::from(!config.kernel_mode));
+    attr.set_exclude_callchain_kernel(u64::from(!(config.kernel_mode && config.kernel_callchains)));
     attr.set_exclude_hv(1);
     // Side band: code mapped, names (and execs), forks and exits of the sampled tasks.
     attr.set_mmap(1);
