@@ -359,8 +359,8 @@ fn user_stack_shares(stacks: &[FoldedStack]) -> Vec<(String, f64)> {
 }
 
 /// As root, `--backend perf` and `--backend bpf`, recording the same processes at the same time,
-/// give the same user stacks (every stack above 5 % in one is in the other) and the same ratio
-/// within 15 %, on frame-pointer and frameless code.
+/// give the same user stacks (every stack above 5 % in one is in the other) and ratios within
+/// 15 % (of the expected 3:1) of each other, on frame-pointer and frameless code.
 #[test]
 fn perf_backend_matches_bpf() {
     let _kernel = kernel_test();
@@ -404,8 +404,9 @@ fn perf_backend_matches_bpf() {
                 / total(stacks, |s| s.frames.iter().any(|f| f == "burn_b")) as f64
         };
         let (bpf_ratio, perf_ratio) = (ratio(bpf), ratio(perf));
+        // Within 15 % of the expected 3:1 of each other (each is within 15 % of 3 already).
         assert!(
-            (perf_ratio / bpf_ratio - 1.0).abs() <= 0.15,
+            (perf_ratio - bpf_ratio).abs() <= 3.0 * 0.15,
             "{name}: burn_a/burn_b {perf_ratio:.2} (perf) vs {bpf_ratio:.2} (bpf)"
         );
         let (bpf_shares, perf_shares) = (user_stack_shares(bpf), user_stack_shares(perf));
