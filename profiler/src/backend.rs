@@ -30,7 +30,16 @@ impl Backend {
     }
 }
 
-/// `--backend`: `None` is auto.
+/// The target needs the privileges of the BPF backend. The caller completes the message with what
+/// exactly is missing and how to grant it (`preflight::check_privileges`), so that advice lives in
+/// one place.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct NeedsPrivileges {
+    pub what: String,
+}
+
+/// `--backend`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendChoice {
     Auto,
@@ -128,20 +137,24 @@ pub fn choose(
         );
     }
     match target {
-        Target::AllProcesses if privileges.paranoid_at_least(1) => bail!(
-            "missing CAP_BPF and CAP_PERFMON, which --all needs: run emberprof as root (sudo emberprof \
-             record --all ...) or grant them with `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_syslog,cap_sys_admin+ep \
-             $(which emberprof)`; without them emberprof profiles only your own processes (-p) and the \
-             commands it launches"
-        ),
+        Target::AllProcesses if privileges.paranoid_at_least(1) => Err(NeedsPrivileges {
+            what: "--all samples every process, which needs privileges (without them emberprof \
+                   profiles only your own processes and the commands it launches)"
+                .into(),
+        }
+        .into()),
         Target::Pids(pids) if !privileges.has(CAP_SYS_PTRACE) => {
             for &pid in pids {
                 match owner(pid) {
-                    Some(uid) if uid != privileges.uid => bail!(
-                        "process {pid} belongs to another user (uid {uid}): profiling it needs root \
-                         (sudo emberprof ...) or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE; without them \
-                         emberprof profiles only your own processes"
-                    ),
+                    Some(uid) if uid != privileges.uid => {
+                        return Err(NeedsPrivileges {
+                            what: format!(
+                                "process {pid} belongs to another user (uid {uid}), which needs \
+                                 privileges (without them emberprof profiles only your own processes)"
+                            ),
+                        }
+                        .into())
+                    }
                     _ => {}
                 }
             }
@@ -224,14 +237,17 @@ mod tests {
             choose_for(&Target::Pids(vec![2]), &user(1)).unwrap(),
             Backend::Perf { kernel: true }
         );
-        let error = choose_for(&Target::Pids(vec![2, 1]), &user(2)).unwrap_err();
-        assert!(error
-            .to_string()
-            .contains("process 1 belongs to another user (uid 0)"));
-        let error = choose_for(&Target::AllProcesses, &user(2)).unwrap_err();
-        assert!(error
-            .to_string()
-            .contains("missing CAP_BPF and CAP_PERFMON, which --all needs"));
+        let needs = |target: &Target| {
+            choose_for(target, &user(2))
+                .unwrap_err()
+                .downcast::<NeedsPrivileges>()
+                .expect("a NeedsPrivileges error")
+                .what
+        };
+        assert!(
+            needs(&Target::Pids(vec![2, 1])).contains("process 1 belongs to another user (uid 0)")
+        );
+        assert!(needs(&Target::AllProcesses).contains("--all samples every process"));
         // paranoid -1 or 0 lets users sample every CPU.
         assert!(choose_for(&Target::AllProcesses, &user(0)).is_ok());
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use emberprof_symbolizer::{Symbolizer, SymbolizerOptions, UnwindEnd};
 
-use crate::backend::{self, Backend, BackendChoice, Privileges};
+use crate::backend::{self, Backend, BackendChoice, NeedsPrivileges, Privileges};
 use crate::capture::{
     self, Capture, ExitStatus, MapSizes, PausedCommand, ProcessWatch, RunningCommand, Sampler,
     SamplerConfig, StopConditions, StopReason, UnwindMode,
@@ -84,7 +84,15 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         &options.target,
         &privileges,
         backend::process_owner,
-    )?;
+    )
+    .map_err(|error| match error.downcast::<NeedsPrivileges>() {
+        // Says which privileges are missing and how to grant them.
+        Ok(needs) => match preflight::check_privileges() {
+            Err(missing) => missing.context(needs.what),
+            Ok(()) => needs.into(),
+        },
+        Err(error) => error,
+    })?;
     options.event.check_available()?;
     if backend == Backend::Bpf {
         preflight::check_privileges()?;

@@ -264,7 +264,8 @@ fn unprivileged_pid_mode_and_refusals() {
         "--all as a user",
     );
     assert!(
-        stderr.contains("missing CAP_BPF and CAP_PERFMON, which --all needs")
+        stderr.contains("--all samples every process")
+            && stderr.contains("missing CAP_BPF and CAP_PERFMON")
             && stderr.contains("sudo"),
         "{stderr}"
     );
@@ -273,7 +274,8 @@ fn unprivileged_pid_mode_and_refusals() {
         "another user's process",
     );
     assert!(
-        stderr.contains("process 1 belongs to another user"),
+        stderr.contains("process 1 belongs to another user")
+            && stderr.contains("missing CAP_BPF and CAP_PERFMON"),
         "{stderr}"
     );
 }

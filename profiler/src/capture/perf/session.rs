@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use emberprof_bpf::Stat;
-use emberprof_symbolizer::{FramelessCode, ProcessKey, Symbolizer, UnwindEnd, UserRegisters};
+use emberprof_symbolizer::{FramelessCode, ProcessKey, Symbolizer, UserRegisters};
 
 use super::events::{EventConfig, Events};
 use super::reader::Reader;
@@ -67,20 +67,26 @@ pub fn choose_user_stack(
     }
     match (mode, frameless) {
         (UnwindMode::FramePointers, _) | (_, None) => UserStackChoice::Callchain,
-        (UnwindMode::Dwarf, Some(_)) | (UnwindMode::Auto, Some(FramelessCode::Everywhere)) => {
-            UserStackChoice::Dwarf
-        }
-        (UnwindMode::Auto, Some(FramelessCode::None)) => UserStackChoice::Callchain,
-        (UnwindMode::Auto, Some(FramelessCode::Ranges(ranges))) => {
+        (UnwindMode::Dwarf, Some(_)) => UserStackChoice::Dwarf,
+        (UnwindMode::Auto, Some(plan)) => {
             if callchain
                 .iter()
-                .any(|address| ranges.iter().any(|range| range.contains(address)))
+                .any(|&address| in_frameless_code(plan, address))
             {
                 UserStackChoice::Dwarf
             } else {
                 UserStackChoice::Callchain
             }
         }
+    }
+}
+
+/// Whether the code at `address` keeps no frame pointers, by the symbolizer's judgement.
+fn in_frameless_code(plan: &FramelessCode, address: u64) -> bool {
+    match plan {
+        FramelessCode::None => false,
+        FramelessCode::Everywhere => true,
+        FramelessCode::Ranges(ranges) => ranges.iter().any(|range| range.contains(&address)),
     }
 }
 
@@ -303,7 +309,7 @@ impl Collector<'_> {
                     bp: regs.bp,
                 };
                 let unwound = self.symbolizer.unwind(process, registers, sample.stack);
-                count_dwarf(&mut self.unwinding, unwound.end);
+                self.unwinding.count(unwound.end);
                 (unwound.frames, UserStackSource::Dwarf(unwound.end))
             }
             _ if sample.user_ips.is_empty() => (Vec::new(), UserStackSource::None),
@@ -348,15 +354,6 @@ impl Collector<'_> {
             symbolize_stacks(&batch, self.symbolizer);
             self.handle_all(reader.take(Duration::ZERO));
         }
-    }
-}
-
-fn count_dwarf(stats: &mut UnwindStats, end: UnwindEnd) {
-    match end {
-        UnwindEnd::Complete => stats.dwarf_complete += 1,
-        UnwindEnd::StackCopyExhausted => stats.dwarf_stack_copy_exhausted += 1,
-        UnwindEnd::Failed => stats.dwarf_failed += 1,
-        UnwindEnd::UnknownProcess => stats.dwarf_unknown_process += 1,
     }
 }
 
