@@ -16,6 +16,9 @@ use emberprof_symbolizer::{NameStyle, SymbolizerOptions};
 
 const RECORD_EXAMPLES: &str = "\
 EXAMPLES:
+  emberprof record -o flame.svg -- cargo bench
+      No sudo: a command you launch (and its children), or -p with your own processes, runs on
+      the perf_event backend when BPF is not allowed.
   sudo emberprof record --pid 1234 --duration 10 -o flame.svg
       All threads of process 1234 for 10 seconds, as a flame graph.
   sudo emberprof record --all -d 5 -o system.folded

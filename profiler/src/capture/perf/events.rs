@@ -284,3 +284,61 @@ fn list_threads(pids: &[u32]) -> Result<BTreeSet<u32>> {
     }
     Ok(threads)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::records::{parse, PerfRecord};
+    use super::*;
+
+    /// This very thread sampled through a one-page ring: records wrap around its end many times
+    /// and every one still decodes, with this process's PID and a stack copy.
+    #[test]
+    fn own_thread_through_a_wrapping_ring() {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let config = EventConfig {
+            event: SampledEvent::TaskClock,
+            frequency_hz: 1000,
+            kernel_mode: false,
+            kernel_callchains: false,
+            stack_copy_bytes: Some(512),
+            inherit: false,
+            ring_pages: 1,
+        };
+        let mut events = Events::open(&EventTargets::Threads(vec![tid]), &config).expect(
+            "perf_event_open on this thread (kernel.perf_event_paranoid must be 2 or lower)",
+        );
+        events.enable().expect("enable");
+        let mut records = Vec::new();
+        let started = std::time::Instant::now();
+        let mut spin = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(300) {
+            for _ in 0..100_000 {
+                spin = std::hint::black_box(spin.wrapping_mul(31).wrapping_add(7));
+            }
+            for ring in &mut events.rings {
+                assert_eq!(ring.drain(&mut records), 0, "undecodable ring contents");
+            }
+        }
+        events.disable().expect("disable");
+        let (mut samples, mut bytes) = (0, 0);
+        for record in &records {
+            bytes += record.len();
+            match parse(record, config.layout()) {
+                Some(PerfRecord::Sample(sample)) => {
+                    assert_eq!(sample.pid, std::process::id());
+                    assert_eq!(sample.tid, tid);
+                    assert!(sample.registers.is_some() && !sample.stack.is_empty());
+                    samples += 1;
+                }
+                Some(_) => {}
+                None => panic!("record did not decode: {record:?}"),
+            }
+        }
+        assert!(samples >= 50, "only {samples} samples in 300 ms at 1000 Hz");
+        assert!(
+            bytes > 4 * super::super::ring::page_size(),
+            "the ring never wrapped ({bytes} bytes)"
+        );
+    }
+}
