@@ -108,9 +108,10 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
             .collect::<Result<Vec<_>>>()?,
         _ => Vec::new(),
     };
-    let btf = match backend {
-        Backend::Bpf => Some(preflight::load_btf(options.btf_path.as_deref())?),
-        Backend::Perf { .. } => None,
+    // Read before anything is started, so that a missing BTF fails at once.
+    let prepared = match backend {
+        Backend::Bpf => Prepared::Bpf(preflight::load_btf(options.btf_path.as_deref())?),
+        Backend::Perf { kernel } => Prepared::Perf { kernel },
     };
     let output = OutputFile::create(&options.output)?;
     preflight::raise_file_limit();
@@ -132,12 +133,9 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         watches,
         signal: &signal,
     };
-    let (mut capture, mut command) = match (backend, btf) {
-        (Backend::Perf { kernel }, _) => {
-            capture_with_perf(&options, kernel, paused, &mut recording)?
-        }
-        (Backend::Bpf, Some(btf)) => capture_with_bpf(&options, btf, paused, &mut recording)?,
-        (Backend::Bpf, None) => anyhow::bail!("internal error: no kernel BTF loaded"),
+    let (mut capture, mut command) = match prepared {
+        Prepared::Bpf(btf) => capture_with_bpf(&options, btf, paused, &mut recording)?,
+        Prepared::Perf { kernel } => capture_with_perf(&options, kernel, paused, &mut recording)?,
     };
     let mut symbolizer = recording.symbolizer;
     if let Some(command) = &command {
@@ -182,6 +180,12 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         Some(status) => ExitCode::from(status.shell_code()),
         None => ExitCode::SUCCESS,
     })
+}
+
+/// A backend with what it needs loaded.
+enum Prepared {
+    Bpf(aya::Btf),
+    Perf { kernel: bool },
 }
 
 /// What both backends' recordings share: the symbolizer and what stops them.
