@@ -67,6 +67,7 @@ pub struct Events {
 impl Events {
     pub fn open(targets: &EventTargets, config: &EventConfig) -> Result<Self> {
         config.event.check_available()?;
+        check_ring_size(config)?;
         let cpus = aya::util::online_cpus()
             .map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
         let mut events = Events {
@@ -172,6 +173,25 @@ impl Events {
         }
         Ok(())
     }
+}
+
+/// Room for the header, the callchain (127 frames at most by default) and the registers of a sample.
+const SAMPLE_OVERHEAD_BYTES: usize = 1280;
+
+/// A ring that cannot hold two samples loses nearly all of them: refuse it with the size to give.
+fn check_ring_size(config: &EventConfig) -> Result<()> {
+    let page = super::ring::page_size();
+    let sample = config.stack_copy_bytes.unwrap_or(0) as usize + SAMPLE_OVERHEAD_BYTES;
+    let needed_pages = (2 * sample).div_ceil(page).next_power_of_two();
+    if config.ring_pages < needed_pages {
+        bail!(
+            "--mmap-pages {} cannot hold samples of {} bytes of stack each: give --mmap-pages {needed_pages} \
+             or more, or a smaller --stack-size",
+            config.ring_pages,
+            config.stack_copy_bytes.unwrap_or(0)
+        );
+    }
+    Ok(())
 }
 
 fn pid_arg(pid: u32) -> Result<i32> {
