@@ -8,14 +8,18 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+use crate::backend::BackendChoice;
 use crate::capture::RunAs;
-use crate::capture::{MapSizes, UnwindMode};
+use crate::capture::{MapSizes, SampledEvent, UnwindMode};
 use crate::output::{OutputFormat, OutputTarget};
 use crate::record::{RecordOptions, Target};
 use emberprof_symbolizer::{NameStyle, SymbolizerOptions};
 
 const RECORD_EXAMPLES: &str = "\
 EXAMPLES:
+  emberprof record -o flame.svg -- cargo bench
+      No sudo: a command you launch (and its children), or -p with your own processes, runs on
+      the perf_event backend when BPF is not allowed.
   sudo emberprof record --pid 1234 --duration 10 -o flame.svg
       All threads of process 1234 for 10 seconds, as a flame graph.
   sudo emberprof record --all -d 5 -o system.folded
@@ -174,6 +178,26 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = MapSizes::default().counts, help_heading = "Advanced")]
     pub count_map_entries: u32,
 
+    /// Capture backend. `bpf`: BPF programs count stacks in the kernel (needs root, or CAP_BPF and
+    /// CAP_PERFMON). `perf`: perf_event ring buffers read by emberprof, which needs no privileges
+    /// for your own processes and the commands emberprof launches (kernel.perf_event_paranoid 2 or
+    /// lower; kernel frames need 1 or lower, or root). `auto`: BPF when the privileges are there,
+    /// perf otherwise.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+
+    /// Event that triggers a sample. `cpu-clock` and `task-clock` are timers that work everywhere;
+    /// the others count hardware events and need a PMU (most virtual machines have none).
+    #[arg(short, long, value_enum, default_value_t = EventArg::CpuClock)]
+    pub event: EventArg,
+
+    /// Size of each CPU's ring buffer with the perf backend, in pages (a power of two). Samples
+    /// carry stack copies (--stack-size each): a buffer that fills faster than emberprof empties
+    /// it loses samples, which the summary counts. Default: 512 as root; otherwise what
+    /// kernel.perf_event_mlock_kb lets a user lock per CPU (128 with the kernel's default).
+    #[arg(long, value_name = "PAGES", help_heading = "Advanced")]
+    pub mmap_pages: Option<usize>,
+
     /// BTF of the running kernel, for kernels built without /sys/kernel/btf/vmlinux (e.g. a file
     /// from BTFHub).
     #[arg(long, value_name = "FILE", help_heading = "Advanced")]
@@ -188,6 +212,32 @@ pub enum UnwindArg {
     Dwarf,
     /// DWARF where the code is frameless, frame pointers elsewhere.
     Auto,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// BPF with the privileges for it, perf_event otherwise.
+    Auto,
+    /// BPF programs (root, or CAP_BPF and CAP_PERFMON).
+    Bpf,
+    /// perf_event ring buffers (no privileges for your own processes).
+    Perf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventArg {
+    /// CPU time, by a timer on each CPU.
+    CpuClock,
+    /// CPU time of the task, by the scheduler's clock.
+    TaskClock,
+    /// CPU cycles (hardware PMU).
+    Cycles,
+    /// Retired instructions (hardware PMU).
+    Instructions,
+    /// Cache misses (hardware PMU).
+    CacheMisses,
+    /// Mispredicted branches (hardware PMU).
+    BranchMisses,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -224,8 +274,27 @@ impl RecordArgs {
             max_perf_map_size,
             stack_map_entries,
             count_map_entries,
+            backend,
+            event,
+            mmap_pages,
             btf,
         } = self;
+        if let Some(pages) = mmap_pages.filter(|pages| !pages.is_power_of_two()) {
+            bail!("--mmap-pages must be a power of two, not {pages}");
+        }
+        let backend = match backend {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Bpf => BackendChoice::Bpf,
+            BackendArg::Perf => BackendChoice::Perf,
+        };
+        let event = match event {
+            EventArg::CpuClock => SampledEvent::CpuClock,
+            EventArg::TaskClock => SampledEvent::TaskClock,
+            EventArg::Cycles => SampledEvent::Cycles,
+            EventArg::Instructions => SampledEvent::Instructions,
+            EventArg::CacheMisses => SampledEvent::CacheMisses,
+            EventArg::BranchMisses => SampledEvent::BranchMisses,
+        };
         if !(64..=emberprof_bpf::MAX_STACK_COPY as u32).contains(&stack_size) {
             bail!(
                 "--stack-size must be between 64 and {} bytes, not {stack_size}",
@@ -296,6 +365,9 @@ impl RecordArgs {
                 ..MapSizes::for_unwind(unwind)
             },
             quiet: verbosity.quiet,
+            backend,
+            event,
+            ring_pages: mmap_pages,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! (the emberprof-symbolizer crate) -> `output` (fold, render, write). Only `main` decides how the
 //! process ends.
 
+mod backend;
 mod capture;
 mod cli;
 mod output;

@@ -55,7 +55,7 @@ pub fn check_privileges() -> Result<()> {
     Ok(())
 }
 
-fn effective_capabilities() -> Result<u64> {
+pub(crate) fn effective_capabilities() -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let hex = status
         .lines()

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use emberprof_symbolizer::{Symbolizer, SymbolizerOptions, UnwindEnd};
 
+use crate::backend::{self, Backend, BackendChoice, NeedsPrivileges, Privileges};
 use crate::capture::{
     self, Capture, ExitStatus, MapSizes, PausedCommand, ProcessWatch, RunAs, RunningCommand,
     Sampler, SamplerConfig, StopConditions, StopReason, UnwindMode,
 };
+use crate::capture::{perf, SampledEvent};
 use crate::output::{
     fold, render_svg, FoldOptions, Folded, OutputFile, OutputFormat, OutputTarget,
 };
@@ -64,6 +66,12 @@ pub struct RecordOptions {
     pub map_sizes: MapSizes,
     /// No status line and no summary.
     pub quiet: bool,
+    /// Which capture backend. Default auto: BPF with the privileges for it, perf_event otherwise.
+    pub backend: BackendChoice,
+    /// What samples are taken on. Default cpu-clock.
+    pub event: SampledEvent,
+    /// Data pages of each CPU's ring buffer (perf backend). `None`: [`perf::default_ring_pages`].
+    pub ring_pages: Option<usize>,
 }
 
 /// How long a launched command gets to exit after SIGTERM before it is killed.
@@ -72,8 +80,28 @@ const COMMAND_TERM_GRACE: Duration = Duration::from_secs(2);
 const TRUNCATION_MODULES_SHOWN: usize = 5;
 
 pub fn run(options: RecordOptions) -> Result<ExitCode> {
-    preflight::check_privileges()?;
-    preflight::check_kernel(options.unwind != UnwindMode::FramePointers && options.capture_user)?;
+    let privileges = Privileges::probe()?;
+    let backend = backend::choose(
+        options.backend,
+        &options.target,
+        &privileges,
+        backend::process_owner,
+    )
+    .map_err(|error| match error.downcast::<NeedsPrivileges>() {
+        // Says which privileges are missing and how to grant them.
+        Ok(needs) => match preflight::check_privileges() {
+            Err(missing) => missing.context(needs.what),
+            Ok(()) => needs.into(),
+        },
+        Err(error) => error,
+    })?;
+    options.event.check_available()?;
+    if backend == Backend::Bpf {
+        preflight::check_privileges()?;
+        preflight::check_kernel(
+            options.unwind != UnwindMode::FramePointers && options.capture_user,
+        )?;
+    }
     preflight::check_frequency(options.frequency_hz)?;
     let watches = match &options.target {
         Target::Pids(pids) => pids
@@ -82,7 +110,11 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
             .collect::<Result<Vec<_>>>()?,
         _ => Vec::new(),
     };
-    let btf = preflight::load_btf(options.btf_path.as_deref())?;
+    // Read before anything is started, so that a missing BTF fails at once.
+    let prepared = match backend {
+        Backend::Bpf => Prepared::Bpf(preflight::load_btf(options.btf_path.as_deref())?),
+        Backend::Perf { kernel } => Prepared::Perf { kernel },
+    };
     let output = OutputFile::create(&options.output)?;
     preflight::raise_file_limit();
 
@@ -97,46 +129,17 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         Target::Command(argv) => Some(PausedCommand::spawn(argv, &options.run_as)?),
         _ => None,
     };
-    let mut symbolizer = Symbolizer::new(options.symbols).context("cannot set up symbolization")?;
-    let target_pids = match (&options.target, &paused) {
-        (Target::Pids(pids), _) => Some(pids.clone()),
-        (Target::Command(_), Some(paused)) => Some(vec![paused.pid()]),
-        _ => None,
+    let symbolizer = Symbolizer::new(options.symbols).context("cannot set up symbolization")?;
+    let mut recording = Recording {
+        symbolizer,
+        watches,
+        signal: &signal,
     };
-    let mut sampler = Sampler::load(
-        &btf,
-        &SamplerConfig {
-            target_pids,
-            follow_children: options.follow_children,
-            capture_kernel: options.capture_kernel,
-            capture_user: options.capture_user,
-            unwind: options.unwind,
-            stack_copy_bytes: options.stack_copy_bytes,
-            map_sizes: options.map_sizes,
-        },
-    )?;
-    if options.capture_kernel {
-        symbolizer.load_kernel_symbols();
-    }
-    sampler.attach(options.frequency_hz)?;
-    // The parsed kernel BTF (tens of MB) is only needed to load the programs.
-    drop(btf);
-    release_free_memory();
-    let mut command = paused.map(PausedCommand::start).transpose()?;
-
-    let mut capture = capture::record(
-        &mut sampler,
-        &mut symbolizer,
-        options.unwind,
-        StopConditions {
-            duration: options.duration,
-            watches,
-            command: command.as_mut(),
-            signal: &signal,
-        },
-        !options.quiet,
-    )?;
-    drop(sampler); // frees the kernel maps
+    let (mut capture, mut command) = match prepared {
+        Prepared::Bpf(btf) => capture_with_bpf(&options, btf, paused, &mut recording)?,
+        Prepared::Perf { kernel } => capture_with_perf(&options, kernel, paused, &mut recording)?,
+    };
+    let mut symbolizer = recording.symbolizer;
     if let Some(command) = &command {
         // The launched child was emberprof until its exec: what it ran then (a few samples of
         // the exec itself) is emberprof's own work, not the command's.
@@ -170,7 +173,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
 
     let command_status = command.as_mut().map(finish_command).transpose()?;
     if !options.quiet {
-        print_summary(&capture, &folded, post_processing, &options.output);
+        print_summary(&capture, &folded, post_processing, &options.output, backend);
         let jit = symbolizer.jit_stats();
         if jit != Default::default() {
             log::info!(
@@ -187,6 +190,140 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         Some(status) => ExitCode::from(status.shell_code()),
         None => ExitCode::SUCCESS,
     })
+}
+
+/// A backend with what it needs loaded.
+enum Prepared {
+    Bpf(aya::Btf),
+    Perf { kernel: bool },
+}
+
+/// What both backends' recordings share: the symbolizer and what stops them.
+struct Recording<'a> {
+    symbolizer: Symbolizer,
+    watches: Vec<ProcessWatch>,
+    signal: &'a AtomicUsize,
+}
+
+/// The BPF backend: loads and attaches the sampler, starts the command, records.
+fn capture_with_bpf(
+    options: &RecordOptions,
+    btf: aya::Btf,
+    paused: Option<PausedCommand>,
+    recording: &mut Recording<'_>,
+) -> Result<(Capture, Option<RunningCommand>)> {
+    let target_pids = match (&options.target, &paused) {
+        (Target::Pids(pids), _) => Some(pids.clone()),
+        (Target::Command(_), Some(paused)) => Some(vec![paused.pid()]),
+        _ => None,
+    };
+    let mut sampler = Sampler::load(
+        &btf,
+        &SamplerConfig {
+            target_pids,
+            follow_children: options.follow_children,
+            capture_kernel: options.capture_kernel,
+            capture_user: options.capture_user,
+            unwind: options.unwind,
+            stack_copy_bytes: options.stack_copy_bytes,
+            map_sizes: options.map_sizes,
+        },
+    )?;
+    if options.capture_kernel {
+        recording.symbolizer.load_kernel_symbols();
+    }
+    sampler.attach(options.frequency_hz, options.event)?;
+    // The parsed kernel BTF (tens of MB) is only needed to load the programs.
+    drop(btf);
+    release_free_memory();
+    let mut command = paused.map(PausedCommand::start).transpose()?;
+
+    let capture = capture::record(
+        &mut sampler,
+        &mut recording.symbolizer,
+        options.unwind,
+        StopConditions {
+            duration: options.duration,
+            watches: std::mem::take(&mut recording.watches),
+            command: command.as_mut(),
+            signal: recording.signal,
+        },
+        !options.quiet,
+    )?;
+    drop(sampler); // frees the kernel maps
+    Ok((capture, command))
+}
+
+/// The perf_event backend: opens the events (on the launched child before its exec, where they
+/// start by themselves), starts the command, records.
+fn capture_with_perf(
+    options: &RecordOptions,
+    kernel_allowed: bool,
+    paused: Option<PausedCommand>,
+    recording: &mut Recording<'_>,
+) -> Result<(Capture, Option<RunningCommand>)> {
+    let targets = match (&options.target, &paused) {
+        (Target::Command(_), Some(paused)) => perf::EventTargets::ChildBeforeExec(paused.pid()),
+        (Target::Pids(pids), _) => perf::EventTargets::Threads(pids.clone()),
+        _ => perf::EventTargets::AllProcesses,
+    };
+    let kernel = options.capture_kernel && kernel_allowed;
+    if options.capture_kernel && !kernel_allowed {
+        log::info!(
+            "kernel frames left out: kernel.perf_event_paranoid forbids kernel stacks without \
+             CAP_PERFMON (run as root, or set it to 1, to see them)"
+        );
+    }
+    let copies_stacks = options.capture_user && options.unwind != UnwindMode::FramePointers;
+    let config = perf::EventConfig {
+        event: options.event,
+        frequency_hz: options.frequency_hz,
+        kernel_mode: kernel_allowed,
+        kernel_callchains: kernel,
+        stack_copy_bytes: copies_stacks.then_some(options.stack_copy_bytes),
+        // Always: new threads of a target are part of it. --no-inherit leaves out other processes
+        // in the session instead.
+        inherit: true,
+        ring_pages: options.ring_pages.unwrap_or_else(perf::default_ring_pages),
+    };
+    let mut events = perf::Events::open(&targets, &config)?;
+    if kernel {
+        recording.symbolizer.load_kernel_symbols();
+    }
+    if paused.is_none() {
+        events.enable()?;
+    }
+    let child = paused.as_ref().map(PausedCommand::pid);
+    let mut command = paused.map(PausedCommand::start).transpose()?;
+    let only_pids = match (&options.target, child) {
+        _ if options.follow_children => None,
+        (Target::Pids(pids), _) => Some(pids.clone()),
+        (_, Some(child)) => Some(vec![child]),
+        _ => None,
+    };
+    let mut capture = perf::record(
+        &mut events,
+        &config,
+        &mut recording.symbolizer,
+        options.unwind,
+        StopConditions {
+            duration: options.duration,
+            watches: std::mem::take(&mut recording.watches),
+            command: command.as_mut(),
+            signal: recording.signal,
+        },
+        !options.quiet,
+    )?;
+    drop(events);
+    if let Some(pids) = only_pids {
+        capture.samples.retain(|sample| pids.contains(&sample.pid));
+    }
+    if !options.capture_user {
+        for sample in &mut capture.samples {
+            sample.user_ips.clear();
+        }
+    }
+    Ok((capture, command))
 }
 
 /// Hands memory freed on the heap back to the kernel, so peak RSS reflects what is in use.
@@ -250,6 +387,7 @@ fn print_summary(
     folded: &Folded,
     post_processing: Duration,
     output: &OutputTarget,
+    backend: Backend,
 ) {
     let stats = &capture.stats;
     let lost = stats.lost() + capture.malformed_records;
@@ -287,12 +425,13 @@ fn print_summary(
         String::new()
     };
     eprintln!(
-        "emberprof: {samples} samples ({lost} lost, {} truncated), {} distinct stacks, {} processes, {:.1} s{stopped}{user_stacks}; \
+        "emberprof: {samples} samples ({lost} lost, {} truncated), {} distinct stacks, {} processes, {:.1} s{stopped}, {} backend{user_stacks}; \
          output written {:.3} s after sampling stopped: {output}",
         truncated.total(),
         folded.stacks.len(),
         processes.len(),
         capture.recorded_for.as_secs_f64(),
+        backend.name(),
         post_processing.as_secs_f64(),
     );
     if ended_early > 0 {

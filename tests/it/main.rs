@@ -8,6 +8,7 @@ mod auto;
 mod errors;
 mod mixed;
 mod names;
+mod perf_backend;
 mod real_world;
 mod record;
 mod support;

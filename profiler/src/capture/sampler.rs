@@ -6,9 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
-use aya::programs::perf_event::{
-    PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
-};
+use aya::programs::perf_event::{PerfEventLinkId, PerfEventScope, SamplePolicy};
 use aya::programs::{BtfTracePoint, PerfEvent};
 use aya::{Btf, Ebpf, EbpfLoader};
 use emberprof_bpf::{
@@ -18,6 +16,7 @@ use emberprof_bpf::{
 
 use emberprof_symbolizer::{FramelessMapping, ModuleId};
 
+use super::event::SampledEvent;
 use super::stats::BpfStats;
 
 /// Map sizes, fixed at load time.
@@ -265,7 +264,8 @@ impl Sampler {
     /// Starts sampling: follows forks first, so no child is missed, then opens one cpu-clock event per
     /// online CPU. Per-CPU events with the TGID filter in BPF cover every thread of a target, present
     /// and future; an event bound to a PID would sample only that one thread.
-    pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
+    pub fn attach(&mut self, frequency_hz: u64, event: SampledEvent) -> Result<()> {
+        event.check_available()?;
         let fork: &mut BtfTracePoint = program(&mut self.ebpf, names::FORK_PROGRAM)?.try_into()?;
         fork.attach()
             .context("cannot attach to the sched_process_fork tracepoint")?;
@@ -285,12 +285,14 @@ impl Sampler {
         for cpu in cpus {
             let link = sample
                 .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    event.aya_config(),
                     PerfEventScope::AllProcessesOneCpu { cpu },
                     SamplePolicy::Frequency(frequency_hz),
                     false,
                 )
-                .with_context(|| format!("cannot open the cpu-clock perf event on CPU {cpu}"))?;
+                .with_context(|| {
+                    format!("cannot open the {} perf event on CPU {cpu}", event.name())
+                })?;
             self.perf_links.push(link);
         }
         Ok(())

@@ -89,7 +89,7 @@ impl UnwindStats {
             + self.dwarf_unknown_process
     }
 
-    fn count(&mut self, end: UnwindEnd) {
+    pub(crate) fn count(&mut self, end: UnwindEnd) {
         match end {
             UnwindEnd::Complete => self.dwarf_complete += 1,
             UnwindEnd::StackCopyExhausted => self.dwarf_stack_copy_exhausted += 1,

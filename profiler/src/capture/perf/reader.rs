@@ -1,0 +1,169 @@
+//! A thread that does nothing but empty the ring buffers into memory. The session thread unwinds
+//! and symbolizes, and a symbolization round can take a second (the DWARF of a large library is
+//! read at first use); the rings a user may lock (`kernel.perf_event_mlock_kb`, 516 KiB per CPU)
+//! hold only ~30 samples with stack copies. Copying records out is fast, so this thread keeps the
+//! rings empty while the session catches up. The records it holds for the session are bounded:
+//! past [`MAX_PENDING_BYTES`] samples are dropped and counted as lost (side-band records are
+//! always kept: the task table depends on them).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use perf_event_open_sys::bindings;
+
+use super::ring::RingBuffer;
+
+/// Record bytes waiting for the session before samples are dropped.
+const MAX_PENDING_BYTES: usize = 256 << 20;
+/// How long the thread sleeps when no ring reaches its wakeup mark, so that a trickle of records
+/// (a process at a low rate) still reaches the session promptly.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+pub struct Reader {
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    records: Receiver<Vec<Vec<u8>>>,
+}
+
+struct Shared {
+    pending_bytes: AtomicUsize,
+    dropped_samples: AtomicU64,
+    skipped_bytes: AtomicU64,
+}
+
+impl Reader {
+    pub fn start(rings: Vec<RingBuffer>) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            pending_bytes: AtomicUsize::new(0),
+            dropped_samples: AtomicU64::new(0),
+            skipped_bytes: AtomicU64::new(0),
+        });
+        let (sender, records) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("emberprof-ring".into())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                let shared = Arc::clone(&shared);
+                move || read_until_stopped(rings, &stop, &shared, &sender)
+            })
+            .context("cannot start the ring-buffer reader thread")?;
+        Ok(Reader {
+            thread: Some(thread),
+            stop,
+            shared,
+            records,
+        })
+    }
+
+    /// Waits up to `timeout` for records, then takes everything pending.
+    pub fn take(&self, timeout: Duration) -> Vec<Vec<u8>> {
+        let mut records = match self.records.recv_timeout(timeout) {
+            Ok(batch) => batch,
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return Vec::new(),
+        };
+        while let Ok(batch) = self.records.try_recv() {
+            records.extend(batch);
+        }
+        let bytes: usize = records.iter().map(Vec::len).sum();
+        self.shared
+            .pending_bytes
+            .fetch_sub(bytes, Ordering::Relaxed);
+        records
+    }
+
+    /// Stops the thread after a last pass over the rings (call once the events are disabled), and
+    /// returns what it read.
+    pub fn finish(&mut self) -> Result<Vec<Vec<u8>>> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread
+                .join()
+                .map_err(|_| anyhow!("the ring-buffer reader thread panicked"))?;
+        }
+        Ok(self.take(Duration::ZERO))
+    }
+
+    /// Samples dropped because the session fell too far behind.
+    pub fn dropped_samples(&self) -> u64 {
+        self.shared.dropped_samples.load(Ordering::Relaxed)
+    }
+
+    /// Ring bytes skipped because a record header made no sense.
+    pub fn skipped_bytes(&self) -> u64 {
+        self.shared.skipped_bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn read_until_stopped(
+    mut rings: Vec<RingBuffer>,
+    stop: &AtomicBool,
+    shared: &Shared,
+    sender: &Sender<Vec<Vec<u8>>>,
+) {
+    let mut fds: Vec<libc::pollfd> = rings
+        .iter()
+        .map(|ring| libc::pollfd {
+            fd: ring.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        // Read after the last pass when asked to stop: the events are disabled by then, so
+        // this pass sees every record.
+        let stopping = stop.load(Ordering::Relaxed);
+        let mut batch = Vec::new();
+        for ring in &mut rings {
+            let skipped = ring.drain(&mut batch);
+            shared.skipped_bytes.fetch_add(skipped, Ordering::Relaxed);
+        }
+        if shared.pending_bytes.load(Ordering::Relaxed) > MAX_PENDING_BYTES {
+            let before = batch.len();
+            batch.retain(|record| !is_sample(record));
+            shared
+                .dropped_samples
+                .fetch_add((before - batch.len()) as u64, Ordering::Relaxed);
+        }
+        if !batch.is_empty() {
+            let bytes: usize = batch.iter().map(Vec::len).sum();
+            shared.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if sender.send(batch).is_err() {
+                return; // the session is gone
+            }
+        }
+        if stopping {
+            return;
+        }
+        // SAFETY: a valid array of pollfds on fds the rings keep open.
+        unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                POLL_INTERVAL.as_millis() as i32,
+            )
+        };
+    }
+}
+
+fn is_sample(record: &[u8]) -> bool {
+    record
+        .get(0..4)
+        .and_then(|kind| kind.try_into().ok())
+        .map(u32::from_le_bytes)
+        == Some(bindings::PERF_RECORD_SAMPLE)
+}
