@@ -380,9 +380,9 @@ fn perf_backend_matches_bpf() {
                     "-p",
                     &pid,
                     "-d",
-                    "3",
+                    "6",
                     "-F",
-                    "499",
+                    "997", // not 499: its 2 ms period aliases with burn's loop
                     "-o",
                 ])
                 .arg(&out)
