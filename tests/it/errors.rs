@@ -48,6 +48,9 @@ fn missing_capabilities() {
         "{stderr}"
     );
     assert!(stderr.contains("setcap cap_bpf,cap_perfmon"), "{stderr}");
+    // Issue 8: never advise cap_sys_admin for a binary any user can run; restrict it to a group.
+    assert!(!stderr.contains("cap_sys_admin"), "{stderr}");
+    assert!(stderr.contains("chgrp profilers"), "{stderr}");
 }
 
 /// An unwritable output fails before sampling starts, not after the duration.
