@@ -7,6 +7,7 @@ mod errors;
 mod names;
 mod real_world;
 mod record;
+mod report;
 mod support;
 mod symbols;
 mod unwind;

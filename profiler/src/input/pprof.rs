@@ -84,6 +84,9 @@ impl Reader<'_> {
         let value_index = self.counting_value(message)?;
 
         let mut mappings = Vec::with_capacity(message.mapping.len());
+        // Addresses become file offsets, as the model keeps them (emberprof's own mappings start
+        // at 0 with file offset 0, so its addresses stay as they are).
+        let mut offset_bases = Vec::with_capacity(message.mapping.len());
         let mut mapping_ids = HashMap::new();
         for (index, mapping) in message.mapping.iter().enumerate() {
             let what = format!("mapping {}", mapping.id);
@@ -95,6 +98,7 @@ impl Reader<'_> {
                 _ => MappingKind::User,
             };
             let display_name = path.rsplit('/').next().unwrap_or(path);
+            offset_bases.push((mapping.memory_start, mapping.file_offset));
             mappings.push(Mapping {
                 path: Arc::from(path),
                 display_name: Arc::from(if display_name.is_empty() { path } else { display_name }),
@@ -162,9 +166,17 @@ impl Reader<'_> {
             {
                 truncated_root = Some(location.id);
             }
+            let address = match mapping.map(|m| offset_bases[m]) {
+                Some((start, offset)) if kind == MappingKind::User => location
+                    .address
+                    .checked_sub(start)
+                    .and_then(|a| a.checked_add(offset))
+                    .unwrap_or(location.address),
+                _ => location.address,
+            };
             locations.push(Location {
                 mapping,
-                address: location.address,
+                address,
                 frames,
                 in_kernel: kind == MappingKind::Kernel,
             });
