@@ -96,3 +96,81 @@ fn looks_like_text(text: &str) -> bool {
         .take(4096)
         .all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{write_pprof, FoldOptions};
+    use proptest::prelude::*;
+
+    fn small_pprof() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        write_pprof(&crate::profile::testdata::small(), &mut bytes).expect("pprof");
+        bytes
+    }
+
+    fn decompressed_small_pprof() -> Vec<u8> {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&small_pprof()[..])
+            .read_to_end(&mut raw)
+            .expect("gunzip");
+        raw
+    }
+
+    /// Whatever a reader accepts can be folded without a panic (every index it kept is valid).
+    fn fold_if_read(bytes: &[u8]) {
+        if let Ok(profile) = parse_profile(bytes, "fuzz") {
+            let _ = crate::output::fold(&profile, &FoldOptions::default());
+            let _ = crate::output::fold(
+                &profile,
+                &FoldOptions {
+                    per_thread: true,
+                    lines: true,
+                },
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes: an error or a profile, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            fold_if_read(&bytes);
+        }
+
+        /// A valid pprof with bytes changed, cut, or inserted: never a panic.
+        #[test]
+        fn mutated_pprof_never_panics(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut raw = decompressed_small_pprof();
+            for (at, byte) in edits {
+                let at = at.index(raw.len());
+                raw[at] = byte;
+            }
+            fold_if_read(&raw);
+            raw.truncate(cut.index(raw.len() + 1));
+            fold_if_read(&raw);
+        }
+
+        /// Folded text from frames and counts of any shape: an error or a profile, never a panic.
+        #[test]
+        fn arbitrary_folded_never_panics(
+            lines in proptest::collection::vec(("[a-z;_\\[\\] ]{0,40}", "[0-9]{0,22}|[^\\n]{0,5}"), 0..20)
+        ) {
+            let text: String = lines.iter().map(|(stack, count)| format!("{stack} {count}\n")).collect();
+            fold_if_read(text.as_bytes());
+        }
+    }
+
+    /// A truncated gzip stream is an error naming the file, not a short profile.
+    #[test]
+    fn truncated_gzip_is_an_error() {
+        let bytes = small_pprof();
+        let error = parse_profile(&bytes[..bytes.len() - 10], "x.pb.gz").unwrap_err();
+        assert!(error.to_string().starts_with("x.pb.gz: truncated or corrupt gzip"), "{error}");
+    }
+}
