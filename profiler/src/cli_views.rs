@@ -10,9 +10,9 @@ use clap::{Args, ValueEnum};
 use inferno::flamegraph::color::Palette;
 
 use crate::diff::DiffOptions;
+use crate::input::InputSource;
 use crate::output::{FoldOptions, Output, OutputFormat, OutputTarget, RenderOptions, SvgOptions};
 use crate::profile::filter::Filter;
-use crate::input::InputSource;
 use crate::report::ReportOptions;
 
 pub const REPORT_EXAMPLES: &str = "\
@@ -127,8 +127,9 @@ impl RenderArgs {
         }
         let grep = grep
             .map(|pattern| {
-                regex::Regex::new(&pattern)
-                    .with_context(|| format!("--grep {pattern:?} is not a valid regular expression"))
+                regex::Regex::new(&pattern).with_context(|| {
+                    format!("--grep {pattern:?} is not a valid regular expression")
+                })
             })
             .transpose()?;
         Ok(RenderOptions {

@@ -164,7 +164,13 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
 
     let command_status = command.as_mut().map(finish_command).transpose()?;
     if !options.quiet {
-        print_summary(&capture, &profile, &render, post_processing, &options.outputs);
+        print_summary(
+            &capture,
+            &profile,
+            &render,
+            post_processing,
+            &options.outputs,
+        );
         if let (Some(command), Some(status)) = (&command, command_status) {
             eprintln!("emberprof: `{}` {status}", command.display());
         }
@@ -187,7 +193,8 @@ fn capture_metadata(capture: &Capture, options: &RecordOptions) -> Metadata {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     Metadata {
-        start_time: std::time::SystemTime::now().checked_sub(capture.stopped_at.elapsed() + capture.recorded_for),
+        start_time: std::time::SystemTime::now()
+            .checked_sub(capture.stopped_at.elapsed() + capture.recorded_for),
         duration: Some(capture.recorded_for),
         frequency_hz: Some(options.frequency_hz),
         lost_samples: capture.stats.lost() + capture.malformed_records,
@@ -249,7 +256,8 @@ fn print_summary(
     let processes: HashSet<u32> = capture.samples.iter().map(|s| s.pid).collect();
     let samples = profile.total_samples();
     // Distinct stacks as the folded output shows them.
-    let distinct_stacks = fold(profile, &render.fold).map_or(profile.samples.len(), |f| f.stacks.len());
+    let distinct_stacks =
+        fold(profile, &render.fold).map_or(profile.samples.len(), |f| f.stacks.len());
     let output = outputs
         .iter()
         .map(|o| o.target.to_string())

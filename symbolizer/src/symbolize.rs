@@ -564,7 +564,9 @@ fn frame(
     let name: Arc<str> = Arc::from(demangle(raw, options.name_style).as_ref());
     let system_name = system_name(raw, &name);
     let (file, line) = match location {
-        Some(CodeInfo { file, line, .. }) => (Some(Arc::from(file.to_string_lossy().as_ref())), *line),
+        Some(CodeInfo { file, line, .. }) => {
+            (Some(Arc::from(file.to_string_lossy().as_ref())), *line)
+        }
         None => (None, None),
     };
     Frame {

@@ -83,11 +83,17 @@ fn pprof_matches_folded_and_report_renders_it() {
     let recorded = std::fs::read_to_string(&folded_path).expect("folded output");
     let stacks = parse_folded(&recorded);
     assert!(total(&stacks, |_| true) > 200, "{}", describe(&stacks));
-    assert!(recorded.contains("_[k]"), "kernel frames expected:\n{recorded}");
+    assert!(
+        recorded.contains("_[k]"),
+        "kernel frames expected:\n{recorded}"
+    );
 
     // The independent decoder sees the same stacks.
     let decoded = pprof_tool(dir.path(), &["decode", pprof]);
-    assert_eq!(decoded, recorded, "pprof decoded by Python protobuf vs folded output");
+    assert_eq!(
+        decoded, recorded,
+        "pprof decoded by Python protobuf vs folded output"
+    );
 
     // report: pprof back to folded, byte for byte.
     assert_eq!(report(&[pprof, "-o", "-"]), recorded);
@@ -99,13 +105,23 @@ fn pprof_matches_folded_and_report_renders_it() {
     let svg = std::fs::read_to_string(&svg_path).expect("svg");
     for frame in stacks.iter().flat_map(|s| &s.frames) {
         let name = frame.trim_end_matches("_[k]").trim_end_matches("_[i]");
-        let escaped = name.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let escaped = name
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
         assert!(svg.contains(&escaped), "{name} missing from the SVG");
     }
 
     // --reverse: an icicle graph, root at the top instead of the bottom.
     let icicle_path = out_path(&dir, "icicle.svg");
-    report(&[pprof, "-o", icicle_path.to_str().unwrap(), "--reverse", "--colors", "hot"]);
+    report(&[
+        pprof,
+        "-o",
+        icicle_path.to_str().unwrap(),
+        "--reverse",
+        "--colors",
+        "hot",
+    ]);
     let icicle = std::fs::read_to_string(&icicle_path).expect("svg");
     let normal_path = out_path(&dir, "normal.svg");
     report(&[pprof, "-o", normal_path.to_str().unwrap()]);
@@ -120,7 +136,13 @@ fn pprof_matches_folded_and_report_renders_it() {
     // --grep: only stacks through a matching frame, with their counts unchanged.
     let grepped = parse_folded(&report(&[pprof, "--grep", "^burn_b$"]));
     assert!(!grepped.is_empty());
-    assert!(grepped.iter().all(|s| s.frames.iter().any(|f| f == "burn_b")), "{}", describe(&grepped));
+    assert!(
+        grepped
+            .iter()
+            .all(|s| s.frames.iter().any(|f| f == "burn_b")),
+        "{}",
+        describe(&grepped)
+    );
     assert_eq!(
         total(&grepped, |_| true),
         total(&stacks, |s| s.frames.iter().any(|f| f == "burn_b"))
@@ -128,17 +150,26 @@ fn pprof_matches_folded_and_report_renders_it() {
 
     // --no-kernel: the same samples, no kernel frame.
     let user_only = parse_folded(&report(&[pprof, "--no-kernel"]));
-    assert!(user_only.iter().all(|s| s.frames.iter().all(|f| !f.ends_with("_[k]"))));
+    assert!(user_only
+        .iter()
+        .all(|s| s.frames.iter().all(|f| !f.ends_with("_[k]"))));
     assert_eq!(total(&user_only, |_| true), total(&stacks, |_| true));
 
     // --per-thread: roots are thread-PID/TID, from the pprof labels.
     let threads = parse_folded(&report(&[pprof, "--per-thread"]));
     let root = regex::Regex::new(r"^(burn|syscalls)-\d+/\d+$").unwrap();
-    assert!(threads.iter().all(|s| root.is_match(&s.frames[0])), "{}", describe(&threads));
+    assert!(
+        threads.iter().all(|s| root.is_match(&s.frames[0])),
+        "{}",
+        describe(&threads)
+    );
     assert_eq!(total(&threads, |_| true), total(&stacks, |_| true));
 
     // A folded file cannot be split per thread: a clear error.
-    let output = emberprof().args(["report", folded, "--per-thread"]).output().unwrap();
+    let output = emberprof()
+        .args(["report", folded, "--per-thread"])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--per-thread needs"));
 }
@@ -174,8 +205,17 @@ fn diff_marks_grown_and_shrunk_functions() {
         for (split, path) in [(["3", "1"], &before), (["1", "3"], &after)] {
             let burn = example("burn");
             run_ok(&[
-                "record", "-F", "499", "-o", path.to_str().unwrap(), "--", &burn, "--split",
-                split[0], split[1], "2",
+                "record",
+                "-F",
+                "499",
+                "-o",
+                path.to_str().unwrap(),
+                "--",
+                &burn,
+                "--split",
+                split[0],
+                split[1],
+                "2",
             ]);
         }
     }
@@ -185,7 +225,11 @@ fn diff_marks_grown_and_shrunk_functions() {
     let text = std::fs::read_to_string(&diff_path).expect("diff");
     let sums = |function: &str| {
         text.lines()
-            .filter(|l| l.split(' ').next().is_some_and(|s| s.split(';').any(|f| f == function)))
+            .filter(|l| {
+                l.split(' ')
+                    .next()
+                    .is_some_and(|s| s.split(';').any(|f| f == function))
+            })
             .map(|l| {
                 let mut numbers = l.rsplit(' ').map(|n| n.parse::<u64>().expect("count"));
                 let after = numbers.next().unwrap();
@@ -196,13 +240,22 @@ fn diff_marks_grown_and_shrunk_functions() {
     };
     let (a_before, a_after) = sums("burn_a");
     let (b_before, b_after) = sums("burn_b");
-    assert!(a_before > 2 * a_after, "burn_a shrank: {a_before} -> {a_after}\n{text}");
-    assert!(b_after > 2 * b_before, "burn_b grew: {b_before} -> {b_after}\n{text}");
+    assert!(
+        a_before > 2 * a_after,
+        "burn_a shrank: {a_before} -> {a_after}\n{text}"
+    );
+    assert!(
+        b_after > 2 * b_before,
+        "burn_b grew: {b_before} -> {b_after}\n{text}"
+    );
 
     let svg_path = out_path(&dir, "diff.svg");
     run_ok(&["diff", before, after, "-o", svg_path.to_str().unwrap()]);
     let svg = std::fs::read_to_string(&svg_path).expect("svg");
-    assert!(svg.contains("scaled to AFTER"), "the title says how it was normalised");
+    assert!(
+        svg.contains("scaled to AFTER"),
+        "the title says how it was normalised"
+    );
     // inferno colours a frame by the change in its own (self) samples: here the `spin` called by
     // each function, found at the same x as its caller.
     let frames: Vec<(String, String, (u32, u32, u32))> = svg
@@ -236,7 +289,10 @@ fn diff_marks_grown_and_shrunk_functions() {
     let (r, _, b) = callee_colour("burn_b");
     assert!(r == 255 && b < 255, "burn_b grew: red, not rgb({r},_,{b})");
     let (r, _, b) = callee_colour("burn_a");
-    assert!(b == 255 && r < 255, "burn_a shrank: blue, not rgb({r},_,{b})");
+    assert!(
+        b == 255 && r < 255,
+        "burn_a shrank: blue, not rgb({r},_,{b})"
+    );
 }
 
 /// Bad input to report and diff: one clear line naming the file and the place, a failure status,
@@ -249,12 +305,32 @@ fn bad_input_is_one_clear_error() {
     let bytes = std::fs::read(&good).unwrap();
     let deep: String = (0..1_000_000).map(|i| format!("f{i};")).collect::<String>() + "leaf 1\n";
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("truncated.pb.gz", bytes[..bytes.len() / 2].to_vec(), "truncated or corrupt gzip"),
+        (
+            "truncated.pb.gz",
+            bytes[..bytes.len() / 2].to_vec(),
+            "truncated or corrupt gzip",
+        ),
         ("garbage.pb.gz", vec![0x1f, 0x8b, 0, 1, 2, 3], "gzip"),
-        ("random.bin", vec![0xff, 0x00, 0x13, 0x37, 0x80, 0x81, 0x01], "not a pprof profile"),
-        ("bad.folded", b"a;b 1\na;c 2\nno count here\n".to_vec(), "bad.folded:3"),
-        ("overflow.folded", b"a;b 18446744073709551615\na;c 1\n".to_vec(), "overflow.folded:2"),
-        ("big.folded", b"a;b 18446744073709551616\n".to_vec(), "larger than 2^64"),
+        (
+            "random.bin",
+            vec![0xff, 0x00, 0x13, 0x37, 0x80, 0x81, 0x01],
+            "not a pprof profile",
+        ),
+        (
+            "bad.folded",
+            b"a;b 1\na;c 2\nno count here\n".to_vec(),
+            "bad.folded:3",
+        ),
+        (
+            "overflow.folded",
+            b"a;b 18446744073709551615\na;c 1\n".to_vec(),
+            "overflow.folded:2",
+        ),
+        (
+            "big.folded",
+            b"a;b 18446744073709551616\n".to_vec(),
+            "larger than 2^64",
+        ),
         ("deep.folded", deep.into_bytes(), "more than 4096 frames"),
     ];
     for (name, content, expected) in cases {
@@ -270,7 +346,10 @@ fn bad_input_is_one_clear_error() {
             assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
             assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
             assert!(stderr.contains(name), "{args:?} names the file: {stderr}");
-            assert!(stderr.contains(expected), "{args:?}: {expected:?} in {stderr}");
+            assert!(
+                stderr.contains(expected),
+                "{args:?}: {expected:?} in {stderr}"
+            );
         }
     }
 }
@@ -280,10 +359,15 @@ fn bad_input_is_one_clear_error() {
 #[test]
 fn format_with_several_outputs_is_refused() {
     let output = emberprof()
-        .args(["record", "-a", "-o", "a.svg", "-o", "b.svg", "--format", "folded"])
+        .args([
+            "record", "-a", "-o", "a.svg", "-o", "b.svg", "--format", "folded",
+        ])
         .output()
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--format applies to a single output"), "{stderr}");
+    assert!(
+        stderr.contains("--format applies to a single output"),
+        "{stderr}"
+    );
 }

@@ -30,7 +30,11 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
         let count: u64 = match count.parse() {
             Ok(count) => count,
             Err(_) if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) => {
-                bail!("{}: sample count {} is larger than 2^64 - 1", at(), excerpt(count))
+                bail!(
+                    "{}: sample count {} is larger than 2^64 - 1",
+                    at(),
+                    excerpt(count)
+                )
             }
             Err(_) => bail!(
                 "{}: not a folded stack: the line must end in a sample count, found {:?}",

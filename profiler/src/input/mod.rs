@@ -171,6 +171,11 @@ mod tests {
     fn truncated_gzip_is_an_error() {
         let bytes = small_pprof();
         let error = parse_profile(&bytes[..bytes.len() - 10], "x.pb.gz").unwrap_err();
-        assert!(error.to_string().starts_with("x.pb.gz: truncated or corrupt gzip"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("x.pb.gz: truncated or corrupt gzip"),
+            "{error}"
+        );
     }
 }

@@ -101,12 +101,21 @@ impl Reader<'_> {
             offset_bases.push((mapping.memory_start, mapping.file_offset));
             mappings.push(Mapping {
                 path: Arc::from(path),
-                display_name: Arc::from(if display_name.is_empty() { path } else { display_name }),
-                build_id: self.optional(mapping.build_id, &what)?.map(|b| b.to_string()),
+                display_name: Arc::from(if display_name.is_empty() {
+                    path
+                } else {
+                    display_name
+                }),
+                build_id: self
+                    .optional(mapping.build_id, &what)?
+                    .map(|b| b.to_string()),
                 kind,
             });
             if mapping.id == 0 || mapping_ids.insert(mapping.id, index).is_some() {
-                bail!("{name}: mapping {index} has id {}: ids must be unique and nonzero", mapping.id);
+                bail!(
+                    "{name}: mapping {index} has id {}: ids must be unique and nonzero",
+                    mapping.id
+                );
             }
         }
 
@@ -131,7 +140,10 @@ impl Reader<'_> {
             let mapping = match location.mapping_id {
                 0 => None,
                 id => Some(*mapping_ids.get(&id).ok_or_else(|| {
-                    anyhow!("{name}: location {} refers to mapping {id}, which does not exist", location.id)
+                    anyhow!(
+                        "{name}: location {} refers to mapping {id}, which does not exist",
+                        location.id
+                    )
                 })?),
             };
             let kind = mapping.map_or(MappingKind::User, |m: usize| mappings[m].kind);
@@ -181,7 +193,10 @@ impl Reader<'_> {
                 in_kernel: kind == MappingKind::Kernel,
             });
             if location.id == 0 || location_ids.insert(location.id, index).is_some() {
-                bail!("{name}: location {index} has id {}: ids must be unique and nonzero", location.id);
+                bail!(
+                    "{name}: location {index} has id {}: ids must be unique and nonzero",
+                    location.id
+                );
             }
         }
 
@@ -190,15 +205,24 @@ impl Reader<'_> {
         for (index, sample) in message.sample.iter().enumerate() {
             let at = || format!("{name}: sample {index}");
             let value = *sample.value.get(value_index).ok_or_else(|| {
-                anyhow!("{}: has {} values, the profile {} sample types", at(), sample.value.len(), value_index + 1)
+                anyhow!(
+                    "{}: has {} values, the profile {} sample types",
+                    at(),
+                    sample.value.len(),
+                    value_index + 1
+                )
             })?;
             let count = u64::try_from(value)
                 .map_err(|_| anyhow!("{}: negative sample count {value}", at()))?;
-            total = total
-                .checked_add(count)
-                .ok_or_else(|| anyhow!("{}: the sample counts add up to more than 2^64 - 1", at()))?;
+            total = total.checked_add(count).ok_or_else(|| {
+                anyhow!("{}: the sample counts add up to more than 2^64 - 1", at())
+            })?;
             if sample.location_id.len() > MAX_FRAMES {
-                bail!("{}: a stack of {} frames, more than the limit of {MAX_FRAMES}", at(), sample.location_id.len());
+                bail!(
+                    "{}: a stack of {} frames, more than the limit of {MAX_FRAMES}",
+                    at(),
+                    sample.location_id.len()
+                );
             }
             let mut ids = sample.location_id.as_slice();
             let mut truncated = false;
@@ -291,7 +315,10 @@ impl Reader<'_> {
                 self.string(sample_type.unit, "a sample type")?,
             ));
         }
-        if let Some(index) = types.iter().position(|&(t, u)| t == "samples" && u == "count") {
+        if let Some(index) = types
+            .iter()
+            .position(|&(t, u)| t == "samples" && u == "count")
+        {
             return Ok(index);
         }
         if message.default_sample_type != 0 {

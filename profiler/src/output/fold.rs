@@ -186,7 +186,10 @@ mod tests {
         let profile = build(&samples, &mut symbolizer, Metadata::default());
         assert_eq!(profile.locations.len(), 2, "one location per address");
         let module = &profile.mappings[profile.locations[0].mapping.expect("in a module")];
-        assert!(module.build_id.is_some(), "test binary has a build-id: {module:?}");
+        assert!(
+            module.build_id.is_some(),
+            "test binary has a build-id: {module:?}"
+        );
 
         let folded = fold(&profile, &FoldOptions::default()).unwrap();
         assert_eq!(folded.stacks.len(), 1, "{:?}", folded.stacks);

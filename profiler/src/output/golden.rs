@@ -58,7 +58,10 @@ fn folded(filter: Filter, fold: FoldOptions) -> String {
 /// Folded stacks: roots, `[truncated]`, every suffix, unnamed frames, sanitized names.
 #[test]
 fn golden_folded() {
-    check("small.folded", &folded(Filter::default(), FoldOptions::default()));
+    check(
+        "small.folded",
+        &folded(Filter::default(), FoldOptions::default()),
+    );
     let per_thread_lines = FoldOptions {
         per_thread: true,
         lines: true,
@@ -136,7 +139,10 @@ fn round_trips() {
     let read = crate::input::parse_profile(&gzip, "small.pb.gz").expect("read back");
     assert_eq!(read.samples, original.samples);
     // The `[truncated]` root comes back as one more location, which no stack uses.
-    assert_eq!(read.locations[..original.locations.len()], original.locations);
+    assert_eq!(
+        read.locations[..original.locations.len()],
+        original.locations
+    );
     assert_eq!(read.mappings, original.mappings);
     assert_eq!(read.metadata.frequency_hz, Some(99));
     assert_eq!(read.metadata.duration, original.metadata.duration);

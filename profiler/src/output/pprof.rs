@@ -77,7 +77,7 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
         unit: strings.get("nanoseconds"),
     };
     if period.is_some() {
-        sample_type.push(cpu.clone());
+        sample_type.push(cpu);
     }
 
     let mut functions: Vec<proto::Function> = Vec::new();
@@ -223,7 +223,11 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
         comments.push(format!("{}{unwinding}", keys::UNWINDING));
     }
     if metadata.truncation.total() > 0 {
-        comments.push(format!("{}{}", keys::TRUNCATED, metadata.truncation.total()));
+        comments.push(format!(
+            "{}{}",
+            keys::TRUNCATED,
+            metadata.truncation.total()
+        ));
     }
     comments.extend(metadata.comments.iter().cloned());
     let comment = comments.iter().map(|c| strings.get(c)).collect();

@@ -59,7 +59,14 @@ pub fn write_outputs(
 ) -> Result<Profile> {
     let profile = filter::apply(profile, &options.filter);
     for (output, file) in outputs {
+        let started = std::time::Instant::now();
         file.commit(|writer| render(&profile, output.format, options, writer))?;
+        log::debug!(
+            "{:?} output {} written in {:?}",
+            output.format,
+            output.target,
+            started.elapsed()
+        );
     }
     Ok(profile)
 }

@@ -51,7 +51,11 @@ pub fn small() -> Profile {
     };
     let locations = vec![
         // 0: the process entry
-        user(0, 0x1040, vec![frame("_start", FrameKind::User, None, None)]),
+        user(
+            0,
+            0x1040,
+            vec![frame("_start", FrameKind::User, None, None)],
+        ),
         // 1: main with run and burn_a inlined into it
         user(
             0,
