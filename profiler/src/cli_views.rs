@@ -66,7 +66,8 @@ pub struct RenderArgs {
     pub reverse: bool,
 
     /// Leave out frames narrower than this many pixels of the 1200-pixel-wide graph (default 0.1).
-    #[arg(long, value_name = "PIXELS")]
+    // Negative numbers are taken as values so that `--min-width -1` gets the clear error below.
+    #[arg(long, value_name = "PIXELS", allow_negative_numbers = true)]
     pub min_width: Option<f64>,
 
     /// Leave kernel frames out (with record: do not capture them).
@@ -275,5 +276,99 @@ impl DiffArgs {
             per_thread,
             normalize: !no_normalize,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn report(args: &[&str]) -> Result<ReportOptions> {
+        let mut all = vec!["emberprof", "report"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all)?.command {
+            Command::Report(report) => report.into_options(),
+            _ => unreachable!("a report command"),
+        }
+    }
+
+    fn diff(args: &[&str]) -> Result<DiffOptions> {
+        let mut all = vec!["emberprof", "diff"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all)?.command {
+            Command::Diff(diff) => diff.into_options(),
+            _ => unreachable!("a diff command"),
+        }
+    }
+
+    /// Several -o, each with its extension's format; stdout by default; --format only with one.
+    #[test]
+    fn outputs_follow_their_extensions() {
+        let options = report(&["in.pb.gz", "-o", "a.svg", "-o", "b.pb.gz", "-o", "-"]).unwrap();
+        let formats: Vec<OutputFormat> = options.outputs.iter().map(|o| o.format).collect();
+        assert_eq!(
+            formats,
+            [OutputFormat::Svg, OutputFormat::Pprof, OutputFormat::Folded]
+        );
+        let options = report(&["-"]).unwrap();
+        assert_eq!(options.input, InputSource::Stdin);
+        assert_eq!(options.outputs[0].target, OutputTarget::Stdout);
+        let options = report(&["x", "-o", "out", "--format", "pprof"]).unwrap();
+        assert_eq!(options.outputs[0].format, OutputFormat::Pprof);
+        let error = report(&["x", "-o", "a.svg", "-o", "b.svg", "--format", "svg"]).unwrap_err();
+        assert!(error.to_string().contains("--format"), "{error}");
+        let error = report(&["x", "-o", "-", "-o", "-"]).unwrap_err();
+        assert!(error.to_string().contains("only once"), "{error}");
+    }
+
+    /// Render options become plain options; bad palettes, regexes and widths are refused by name.
+    #[test]
+    fn render_options_are_validated() {
+        let options = report(&[
+            "x",
+            "--title",
+            "T",
+            "--reverse",
+            "--colors",
+            "hot",
+            "--min-width",
+            "0.5",
+            "--grep",
+            "a|b",
+            "--no-kernel",
+            "--no-inline",
+            "--per-thread",
+            "--lines",
+        ])
+        .unwrap();
+        let render = options.render;
+        assert_eq!(render.svg.title, "T");
+        assert!(render.svg.reverse);
+        assert_eq!(render.svg.min_width, Some(0.5));
+        assert!(render.filter.no_kernel && render.filter.no_inline);
+        assert!(render.fold.per_thread && render.fold.lines);
+        assert!(render.filter.grep.is_some_and(|g| g.is_match("xb")));
+        for (args, named) in [
+            (&["x", "--colors", "plaid"][..], "--colors"),
+            (&["x", "--grep", "("][..], "--grep"),
+            (&["x", "--min-width", "-1"][..], "--min-width"),
+        ] {
+            let error = report(args).unwrap_err().to_string();
+            assert!(error.contains(named), "{args:?}: {error}");
+        }
+    }
+
+    /// diff writes SVG or diff-folded text, normalised unless asked not to; never pprof.
+    #[test]
+    fn diff_options() {
+        let options = diff(&["a.pb.gz", "b.folded", "-o", "d.svg"]).unwrap();
+        assert_eq!(options.output.format, OutputFormat::Svg);
+        assert!(options.normalize);
+        let options = diff(&["a", "b", "--no-normalize"]).unwrap();
+        assert_eq!(options.output.target, OutputTarget::Stdout);
+        assert!(!options.normalize);
+        assert!(diff(&["a", "b", "-o", "d.pb.gz"]).is_err());
     }
 }
