@@ -4,6 +4,10 @@
  * optimisation level.
  *
  * usage: burn [SECONDS [EXIT_STATUS]]   (defaults: 5 s, exit 0)
+ *        burn --split A B [SECONDS [EXIT_STATUS]]
+ *                                        burn_a does A units of work per round and burn_b B
+ *                                        (default 3 and 1); `--split 1 3` reverses the ratio
+ *                                        (before/after captures for `emberprof diff`)
  *        burn --iterations N             fixed work: N rounds, then print the seconds it took
  *                                        (for overhead benchmarks)
  */
@@ -15,6 +19,7 @@
 #define UNIT 200000
 
 static volatile unsigned long sink;
+static unsigned long units_a = 3, units_b = 1;
 
 __attribute__((noinline)) static unsigned long spin(unsigned long iterations, unsigned long seed)
 {
@@ -24,9 +29,9 @@ __attribute__((noinline)) static unsigned long spin(unsigned long iterations, un
 	return x;
 }
 
-__attribute__((noinline)) void burn_a(void) { sink += spin(3 * UNIT, sink); }
+__attribute__((noinline)) void burn_a(void) { sink += spin(units_a * UNIT, sink); }
 
-__attribute__((noinline)) void burn_b(void) { sink += spin(UNIT, sink); }
+__attribute__((noinline)) void burn_b(void) { sink += spin(units_b * UNIT, sink); }
 
 __attribute__((noinline)) void run(double seconds)
 {
@@ -52,6 +57,14 @@ int main(int argc, char **argv)
 		run_iterations(atol(argv[2]));
 		printf("%.6f\n", now_seconds() - start);
 		return 0;
+	}
+	if (argc > 3 && strcmp(argv[1], "--split") == 0) {
+		units_a = strtoul(argv[2], NULL, 10);
+		units_b = strtoul(argv[3], NULL, 10);
+		/* The rest reads as without --split: [SECONDS [EXIT_STATUS]]. */
+		argv[3] = argv[0];
+		argv += 3;
+		argc -= 3;
 	}
 	run(seconds_arg(argc, argv, 5));
 	return argc > 2 ? atoi(argv[2]) : 0;

@@ -11,7 +11,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use crate::backend::BackendChoice;
 use crate::capture::RunAs;
 use crate::capture::{MapSizes, SampledEvent, UnwindMode};
-use crate::output::{OutputFormat, OutputTarget};
+pub use crate::cli_views::{DiffArgs, FormatArg, RenderArgs, ReportArgs};
 use crate::record::{RecordOptions, Target};
 use emberprof_symbolizer::{NameStyle, SymbolizerOptions};
 
@@ -29,6 +29,8 @@ EXAMPLES:
       the user who ran sudo (--run-as-root keeps root).
   sudo emberprof record -p 1234,5678 -F 999 -o - | grep main
       Folded stacks of two processes to stdout, at 999 samples per second.
+  sudo emberprof record -a -d 10 -o sys.svg -o sys.pb.gz
+      One capture, two outputs: a flame graph and a pprof profile (see `emberprof report`).
 
 Folded output is one line per distinct stack, `process;outermost;...;leaf COUNT`, kernel frames
 suffixed `_[k]`, `[truncated]` under the process when the user stack does not reach its entry: it
@@ -59,6 +61,12 @@ pub enum Command {
     /// Sample stacks of processes, a command or the whole system, and write a flame graph.
     #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
+    /// Render a saved profile (pprof or folded stacks) again, in any format; needs no root.
+    #[command(after_help = crate::cli_views::REPORT_EXAMPLES)]
+    Report(ReportArgs),
+    /// Compare two profiles: a differential flame graph (red grew, blue shrank) or diff-folded text.
+    #[command(after_help = crate::cli_views::DIFF_EXAMPLES)]
+    Diff(DiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -100,14 +108,15 @@ pub struct RecordArgs {
     #[arg(short = 'F', long, value_name = "HZ", default_value_t = 99)]
     pub frequency: u64,
 
-    /// Where to write the result; `-` writes folded stacks to stdout. The format follows the extension
-    /// (.svg: flame graph; .folded or .txt: folded stacks) unless --format says otherwise. A file is
-    /// replaced only when complete; an existing device or FIFO (-o /dev/null) is written through;
-    /// an existing symbolic link is refused.
-    #[arg(short, long, value_name = "FILE", default_value = "flamegraph.svg")]
-    pub output: PathBuf,
+    /// Where to write the result (default flamegraph.svg); give it several times for several
+    /// outputs of one capture. `-` writes folded stacks to stdout. The format follows the extension
+    /// (.svg: flame graph; .folded or .txt: folded stacks; .pb.gz or .pprof: pprof) unless --format
+    /// says otherwise. A file is replaced only when complete; an existing device or FIFO
+    /// (-o /dev/null) is written through; an existing symbolic link is refused.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Vec<PathBuf>,
 
-    /// Output format, overriding the one implied by the --output extension.
+    /// Output format, overriding the one implied by the --output extension (one output only).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
 
@@ -125,23 +134,9 @@ pub struct RecordArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 16384)]
     pub stack_size: u32,
 
-    /// Leave kernel frames out.
-    #[arg(long, conflicts_with = "no_user")]
-    pub no_kernel: bool,
-
     /// Leave user-space frames out (kernel stacks only).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_kernel")]
     pub no_user: bool,
-
-    /// Do not show functions inlined into their callers as frames of their own. By default each
-    /// inlined call is a frame, marked `_[i]` in folded output (needs DWARF debug info).
-    #[arg(long)]
-    pub no_inline: bool,
-
-    /// Append the source location to each frame, `name (file.c:LINE)`, where debug info has it: the
-    /// line each function is at (for a caller, its call into the next frame).
-    #[arg(long)]
-    pub lines: bool,
 
     /// Keep C++ names whole: return type, parameter list and `[clone ..]` suffixes. By default a
     /// frame is the qualified name with template arguments (`ns::Class<int>::method<true>`), so
@@ -149,18 +144,12 @@ pub struct RecordArgs {
     #[arg(long)]
     pub full_names: bool,
 
-    /// Root each stack at `threadname-PID/TID` instead of the process name, so every thread gets
-    /// its own tower.
-    #[arg(long)]
-    pub per_thread: bool,
-
     /// Do not follow processes forked by the targets (with --pid or a COMMAND).
     #[arg(long, conflicts_with = "all")]
     pub no_inherit: bool,
 
-    /// Title of the flame graph.
-    #[arg(long, value_name = "TEXT")]
-    pub title: Option<String>,
+    #[command(flatten)]
+    pub render: RenderArgs,
 
     /// Most bytes read from one process's JIT perf map (`/tmp/perf-PID.map`, written by the profiled
     /// process). Past it the map is not read (its later functions are unnamed), with a warning.
@@ -240,14 +229,6 @@ pub enum EventArg {
     BranchMisses,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum FormatArg {
-    /// An interactive SVG flame graph.
-    Svg,
-    /// Folded stacks, one `process;frame;..;frame COUNT` line per distinct stack.
-    Folded,
-}
-
 impl RecordArgs {
     /// Validates the arguments and turns them into plain options.
     pub fn into_options(self, verbosity: &Verbosity) -> Result<RecordOptions> {
@@ -263,15 +244,11 @@ impl RecordArgs {
             format,
             unwind,
             stack_size,
-            no_kernel,
             no_user,
-            no_inline,
-            lines,
             full_names,
-            per_thread,
             no_inherit,
-            title,
             max_perf_map_size,
+            render,
             stack_map_entries,
             count_map_entries,
             backend,
@@ -328,19 +305,21 @@ impl RecordArgs {
         if frequency == 0 {
             bail!("--frequency must be at least 1 sample per second");
         }
-        let output = OutputTarget::from_arg(output);
-        let format = match format {
-            Some(FormatArg::Svg) => OutputFormat::Svg,
-            Some(FormatArg::Folded) => OutputFormat::Folded,
-            None => OutputFormat::from_target(&output)?,
+        let output = if output.is_empty() {
+            vec![PathBuf::from("flamegraph.svg")]
+        } else {
+            output
         };
+        let outputs = crate::cli_views::outputs(output, format)?;
+        let (no_kernel, no_inline, lines) = (render.no_kernel, render.no_inline, render.lines);
+        let render = render.into_options()?;
         Ok(RecordOptions {
             target,
             run_as,
             duration,
             frequency_hz: frequency,
-            output,
-            format,
+            outputs,
+            render,
             symbols: SymbolizerOptions {
                 inlined_functions: !no_inline,
                 source_lines: lines,
@@ -353,9 +332,7 @@ impl RecordArgs {
             },
             capture_kernel: !no_kernel,
             capture_user: !no_user,
-            per_thread,
             follow_children: !no_inherit,
-            title,
             btf_path: btf,
             unwind,
             stack_copy_bytes: stack_size,
@@ -400,7 +377,9 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<RecordOptions> {
         let cli = Cli::try_parse_from(args)?;
-        let Command::Record(record) = cli.command;
+        let Command::Record(record) = cli.command else {
+            panic!("not a record command");
+        };
         record.into_options(&cli.verbosity)
     }
 
@@ -418,7 +397,13 @@ mod tests {
             Target::Command(vec!["ls".into(), "-l".into()])
         );
         assert_eq!(options.frequency_hz, 99);
-        assert_eq!(options.format, OutputFormat::Svg);
+        assert_eq!(
+            options.outputs,
+            [crate::output::Output {
+                target: crate::output::OutputTarget::File("flamegraph.svg".into()),
+                format: crate::output::OutputFormat::Svg
+            }]
+        );
         assert_eq!(options.unwind, UnwindMode::Auto);
         assert_eq!(options.stack_copy_bytes, 16384);
     }

@@ -1,15 +1,22 @@
 //! emberprof: a sampling profiler for Linux on eBPF.
 //!
 //! The pipeline: `capture` (BPF sampler, needs the kernel) -> `sample` (plain stacks) -> symbolize
-//! (the emberprof-symbolizer crate) -> `output` (fold, render, write). Only `main` decides how the
-//! process ends.
+//! (the emberprof-symbolizer crate) -> `profile` (the symbolized model) -> `output` (fold, SVG,
+//! pprof; write). `input` reads a saved profile back for `report` and `diff`. Only `main` decides
+//! how the process ends.
 
 mod backend;
 mod capture;
 mod cli;
+mod cli_views;
+mod diff;
+mod input;
 mod output;
+mod pprof;
 mod preflight;
+mod profile;
 mod record;
+mod report;
 mod sample;
 mod symbols;
 mod text;
@@ -25,6 +32,8 @@ fn main() -> ExitCode {
     init_logging(&cli.verbosity);
     let result = match cli.command {
         Command::Record(args) => args.into_options(&cli.verbosity).and_then(record::run),
+        Command::Report(args) => args.into_options().and_then(report::run),
+        Command::Diff(args) => args.into_options().and_then(diff::run),
     };
     match result {
         Ok(code) => code,

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
@@ -18,10 +17,9 @@ use crate::capture::{
     Sampler, SamplerConfig, StopConditions, StopReason, UnwindMode,
 };
 use crate::capture::{perf, SampledEvent};
-use crate::output::{
-    fold, render_svg, FoldOptions, Folded, OutputFile, OutputFormat, OutputTarget,
-};
+use crate::output::{fold, write_outputs, Output, OutputFile, RenderOptions};
 use crate::preflight;
+use crate::profile::{self, Metadata, Profile};
 
 /// What to profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,18 +42,16 @@ pub struct RecordOptions {
     pub duration: Option<Duration>,
     /// Samples per second per CPU. Default 99.
     pub frequency_hz: u64,
-    pub output: OutputTarget,
-    pub format: OutputFormat,
+    /// Each output and its format (at least one).
+    pub outputs: Vec<Output>,
+    /// How the profile is shown; an empty title is derived from the target.
+    pub render: RenderOptions,
     /// Inlined frames (default on) and source lines (default off).
     pub symbols: SymbolizerOptions,
     pub capture_kernel: bool,
     pub capture_user: bool,
-    /// Root stacks per thread. Default false.
-    pub per_thread: bool,
     /// Processes forked by targets become targets. Default true.
     pub follow_children: bool,
-    /// Flame graph title; `None` derives one from the target.
-    pub title: Option<String>,
     /// Kernel BTF file; `None` uses /sys/kernel/btf/vmlinux.
     pub btf_path: Option<PathBuf>,
     /// How user stacks are unwound. Default auto.
@@ -115,7 +111,11 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         Backend::Bpf => Prepared::Bpf(preflight::load_btf(options.btf_path.as_deref())?),
         Backend::Perf { kernel } => Prepared::Perf { kernel },
     };
-    let output = OutputFile::create(&options.output)?;
+    let outputs = options
+        .outputs
+        .iter()
+        .map(|output| Ok((output.clone(), OutputFile::create(&output.target)?)))
+        .collect::<Result<Vec<_>>>()?;
     preflight::raise_file_limit();
 
     let signal = Arc::new(AtomicUsize::new(0));
@@ -151,29 +151,30 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         capture.stopped_at.elapsed()
     );
 
-    let folded = fold(
-        &capture.samples,
-        &mut symbolizer,
-        FoldOptions {
-            per_thread: options.per_thread,
-        },
-    );
+    let metadata = capture_metadata(&capture, &options);
+    let profile = profile::build(&capture.samples, &mut symbolizer, metadata);
     log::debug!(
-        "folded {} samples in {:?} after stop",
+        "profile of {} stacks built {:?} after stop",
         capture.samples.len(),
         capture.stopped_at.elapsed()
     );
-    let title = options
-        .title
-        .clone()
-        .unwrap_or_else(|| default_title(&options.target));
-    let format = options.format;
-    output.commit(|writer| write_output(&folded, format, &title, writer))?;
+    let mut render = options.render.clone();
+    if render.svg.title.is_empty() {
+        render.svg.title = default_title(&options.target);
+    }
+    let profile = write_outputs(profile, outputs, &render)?;
     let post_processing = capture.stopped_at.elapsed();
 
     let command_status = command.as_mut().map(finish_command).transpose()?;
     if !options.quiet {
-        print_summary(&capture, &folded, post_processing, &options.output, backend);
+        print_summary(
+            &capture,
+            &profile,
+            &render,
+            post_processing,
+            &options.outputs,
+            backend,
+        );
         let jit = symbolizer.jit_stats();
         if jit != Default::default() {
             log::info!(
@@ -332,21 +333,28 @@ fn release_free_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
-fn write_output(
-    folded: &Folded,
-    format: OutputFormat,
-    title: &str,
-    writer: &mut dyn Write,
-) -> Result<()> {
-    let lines: Vec<String> = folded.lines().collect();
-    match format {
-        OutputFormat::Svg => render_svg(lines.iter().map(String::as_str), title, writer),
-        OutputFormat::Folded => {
-            for line in &lines {
-                writeln!(writer, "{line}")?;
+/// What the profile says about the capture as a whole.
+fn capture_metadata(capture: &Capture, options: &RecordOptions) -> Metadata {
+    let command_line: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    Metadata {
+        start_time: std::time::SystemTime::now()
+            .checked_sub(capture.stopped_at.elapsed() + capture.recorded_for),
+        duration: Some(capture.recorded_for),
+        frequency_hz: Some(options.frequency_hz),
+        lost_samples: capture.stats.lost() + capture.malformed_records,
+        unwinding: Some(
+            match options.unwind {
+                UnwindMode::FramePointers => "fp",
+                UnwindMode::Dwarf => "dwarf",
+                UnwindMode::Auto => "auto",
             }
-            Ok(())
-        }
+            .to_owned(),
+        ),
+        command_line: Some(command_line.join(" ")),
+        has_lines: options.symbols.source_lines || options.symbols.inlined_functions,
+        ..Metadata::default()
     }
 }
 
@@ -384,15 +392,24 @@ fn finish_command(command: &mut RunningCommand) -> Result<ExitStatus> {
 
 fn print_summary(
     capture: &Capture,
-    folded: &Folded,
+    profile: &Profile,
+    render: &RenderOptions,
     post_processing: Duration,
-    output: &OutputTarget,
+    outputs: &[Output],
     backend: Backend,
 ) {
     let stats = &capture.stats;
     let lost = stats.lost() + capture.malformed_records;
     let processes: HashSet<u32> = capture.samples.iter().map(|s| s.pid).collect();
-    let samples = folded.total_samples();
+    let samples = profile.total_samples();
+    // Distinct stacks as the folded output shows them.
+    let distinct_stacks =
+        fold(profile, &render.fold).map_or(profile.samples.len(), |f| f.stacks.len());
+    let output = outputs
+        .iter()
+        .map(|o| o.target.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let stopped = match capture.stop_reason {
         StopReason::DurationElapsed => "",
         StopReason::Signal(_) => " (interrupted)",
@@ -411,7 +428,7 @@ fn print_summary(
         capture.unwinding.frame_pointer,
         capture.unwinding
     );
-    let truncated = &folded.truncated;
+    let truncated = &profile.metadata.truncation;
     // "Ended early" is judged like every other stack, by where it ends (see `stack_root`), not
     // by what the unwinder reported: an unwind can end "normally" short of the entry.
     let ended_early = truncated.dwarf_total();
@@ -428,7 +445,7 @@ fn print_summary(
         "emberprof: {samples} samples ({lost} lost, {} truncated), {} distinct stacks, {} processes, {:.1} s{stopped}, {} backend{user_stacks}; \
          output written {:.3} s after sampling stopped: {output}",
         truncated.total(),
-        folded.stacks.len(),
+        distinct_stacks,
         processes.len(),
         capture.recorded_for.as_secs_f64(),
         backend.name(),
@@ -494,7 +511,7 @@ fn print_summary(
              they were walked through frame pointers and may miss frames in frameless code"
         );
     }
-    for (reason, count) in &folded.unknown_frames {
+    for (reason, count) in &profile.metadata.unknown_frames {
         log::info!("{count} sampled frames unnamed: {}", reason.describe());
     }
     if stats.unaccounted() != 0 {

@@ -1,6 +1,6 @@
 //! Symbolizing the addresses of a set of stacks in two batches (user, kernel), so each distinct
 //! address is looked up once. Used by the recording loop, to symbolize new stacks while sampling goes
-//! on, and by folding at the end, which then mostly hits the symbolizer's caches.
+//! on, and by building the profile at the end, which then mostly hits the symbolizer's caches.
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,6 +27,17 @@ impl StackSymbols {
             .enumerate()
             .rev()
             .map(|(i, &ip)| &self.user[&(sample.process(), FrameAddress::from_stack_index(i, ip))])
+    }
+
+    /// The symbol of one user address of `process`; every address of the stacks given to
+    /// [`symbolize_stacks`] has one.
+    pub fn user(&self, process: ProcessKey, address: FrameAddress) -> Option<&Symbol> {
+        self.user.get(&(process, address))
+    }
+
+    /// The symbol of one kernel address (see [`StackSymbols::user`]).
+    pub fn kernel(&self, address: FrameAddress) -> Option<&Symbol> {
+        self.kernel.get(&address)
     }
 
     /// Symbols of a sample's kernel stack, outermost first.

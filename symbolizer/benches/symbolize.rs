@@ -80,9 +80,7 @@ fn main() {
         .count();
     let with_lines = symbols
         .iter()
-        .filter(
-            |s| matches!(s, Symbol::Named(frames) if frames.iter().any(|f| f.name.contains(".c:"))),
-        )
+        .filter(|s| matches!(s, Symbol::Named(frames) if frames.iter().any(|f| f.line.is_some())))
         .count();
     println!(
         "symbolize (cold, DWARF lines + inlined): {} addresses in {MODULES} modules in {:.3} s \

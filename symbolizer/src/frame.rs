@@ -45,9 +45,28 @@ pub enum FrameKind {
 /// One named frame.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Frame {
-    /// Demangled function name.
+    /// Demangled function name, without its source location.
     pub name: Arc<str>,
     pub kind: FrameKind,
+    /// The name as the module's symbol table or DWARF spells it (mangled), when it differs from `name`.
+    pub system_name: Option<Arc<str>>,
+    /// The source file the frame is at (as the debug info names it), when known.
+    pub file: Option<Arc<str>>,
+    /// The source line the frame is at: for a caller, its call into the next frame.
+    pub line: Option<u32>,
+}
+
+impl Frame {
+    /// A frame known only by its name.
+    pub fn new(name: impl Into<Arc<str>>, kind: FrameKind) -> Self {
+        Frame {
+            name: name.into(),
+            kind,
+            system_name: None,
+            file: None,
+            line: None,
+        }
+    }
 }
 
 /// Why an address has no name. Counted for the summary.

@@ -49,6 +49,16 @@ impl Module {
         Some(self.debug_file.as_ref()?.readable_path())
     }
 
+    /// The module's GNU build-id (`.note.gnu.build-id`), read from the open file; `None` when it has
+    /// none or cannot be parsed. Read on demand: only outputs that carry it (pprof) ask.
+    pub fn build_id(&self) -> Option<Vec<u8>> {
+        use object::Object;
+        // A stable file (see `untrusted`): its owner cannot truncate it under the map.
+        let map = self.file.map().ok()?;
+        let elf = object::File::parse(&map[..]).ok()?;
+        elf.build_id().ok().flatten().map(<[u8]>::to_vec)
+    }
+
     /// The virtual address (in the module's own address space) of a file offset.
     pub fn virtual_offset(&self, file_offset: u64) -> Option<u64> {
         self.segments

@@ -84,10 +84,7 @@ mod tests {
         Symbol::Named(
             names
                 .iter()
-                .map(|name| Frame {
-                    name: Arc::from(*name),
-                    kind: FrameKind::User,
-                })
+                .map(|name| Frame::new(*name, FrameKind::User))
                 .collect(),
         )
     }

@@ -32,9 +32,9 @@ const YOUNG_PROCESS: Duration = Duration::from_secs(1);
 pub struct SymbolizerOptions {
     /// Report functions inlined at an address as frames of their own (kind [`FrameKind::Inlined`]).
     pub inlined_functions: bool,
-    /// Append ` (file:line)` to each frame name when debug info has it: for a function, the line
-    /// it is at (the call into the next frame, inlined or not); for an inlined function, likewise
-    /// within it.
+    /// Look up source locations (`Frame::file`, `Frame::line`) even without inlined functions: for a
+    /// function, the line it is at (the call into the next frame, inlined or not); for an inlined
+    /// function, likewise within it. Outputs show them with `--lines`.
     pub source_lines: bool,
     /// How much of C++ names to keep (default: no return type, parameters or clone suffixes).
     pub name_style: NameStyle,
@@ -440,10 +440,7 @@ impl Symbolizer {
                     let start_ticks = self.start_ticks.get(&key).copied();
                     if let Some(name) = self.jit.lookup(key, start_ticks, address.lookup_address())
                     {
-                        return Symbol::Named(vec![Frame {
-                            name,
-                            kind: FrameKind::Jit,
-                        }]);
+                        return Symbol::Named(vec![Frame::new(name, FrameKind::Jit)]);
                     }
                     let reason = if self.processes.contains(key) {
                         UnknownReason::NotInModule
@@ -534,10 +531,7 @@ impl Symbolizer {
         let mut offsets = offsets.to_vec();
         offsets.retain(|&offset| match plt.name_at(offset) {
             Some(name) => {
-                let frame = Frame {
-                    name,
-                    kind: FrameKind::User,
-                };
+                let frame = Frame::new(name, FrameKind::User);
                 self.user_cache
                     .insert((module_id, offset), Symbol::Named(vec![frame]));
                 false
@@ -586,10 +580,9 @@ impl Symbolizer {
             let symbol = match frames {
                 Some(frames) => Symbol::Named(frames),
                 // A stripped executable's entry point: its `_start` (see `entry_point`).
-                None if at_entry && module_readable => Symbol::Named(vec![Frame {
-                    name: Arc::from("_start"),
-                    kind: FrameKind::User,
-                }]),
+                None if at_entry && module_readable => {
+                    Symbol::Named(vec![Frame::new("_start", FrameKind::User)])
+                }
                 None => Symbol::Unknown {
                     module: Some(display_name.clone()),
                     offset,
@@ -634,22 +627,16 @@ impl Symbolizer {
             .map(|(index, symbolized)| {
                 let sym = symbolized.as_sym()?;
                 let mut frames = frames_of(sym, FrameKind::User, options);
-                let qualified = symtab
-                    .get(index)
-                    .and_then(Symbolized::as_sym)
-                    .map(|s| demangle(&s.name, options.name_style));
+                let symtab_sym = symtab.get(index).and_then(Symbolized::as_sym);
+                let qualified = symtab_sym.map(|s| demangle(&s.name, options.name_style));
                 let name = demangle(&sym.name, options.name_style);
-                if let Some(qualified) = qualified {
+                if let (Some(qualified), Some(symtab_sym)) = (qualified, symtab_sym) {
                     if qualified.contains("::")
                         && qualified.contains(name.as_ref())
                         && qualified != name
                     {
-                        let location = frames[0]
-                            .name
-                            .strip_prefix(name.as_ref())
-                            .unwrap_or("")
-                            .to_owned();
-                        frames[0].name = Arc::from(format!("{qualified}{location}"));
+                        frames[0].name = Arc::from(qualified.as_ref());
+                        frames[0].system_name = system_name(&symtab_sym.name, &frames[0].name);
                     }
                 }
                 Some(frames)
@@ -675,14 +662,7 @@ fn unknown_kernel(address: u64) -> Symbol {
 /// or the address's line for the innermost), which is what each frame shows, as perf does.
 fn frames_of(sym: &Sym<'_>, kind: FrameKind, options: SymbolizerOptions) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(1 + sym.inlined.len());
-    frames.push(Frame {
-        name: frame_name(
-            &demangle(&sym.name, options.name_style),
-            sym.code_info.as_deref(),
-            options,
-        ),
-        kind,
-    });
+    frames.push(frame(&sym.name, sym.code_info.as_deref(), kind, options));
     if options.inlined_functions {
         let inlined_kind = if kind == FrameKind::Kernel {
             FrameKind::Kernel
@@ -690,26 +670,43 @@ fn frames_of(sym: &Sym<'_>, kind: FrameKind, options: SymbolizerOptions) -> Vec<
             FrameKind::Inlined
         };
         for inlined in sym.inlined.iter() {
-            frames.push(Frame {
-                name: frame_name(
-                    &demangle(&inlined.name, options.name_style),
-                    inlined.code_info.as_ref(),
-                    options,
-                ),
-                kind: inlined_kind,
-            });
+            frames.push(frame(
+                &inlined.name,
+                inlined.code_info.as_ref(),
+                inlined_kind,
+                options,
+            ));
         }
     }
     frames
 }
 
-fn frame_name(name: &str, location: Option<&CodeInfo<'_>>, options: SymbolizerOptions) -> Arc<str> {
-    match location.filter(|_| options.source_lines) {
-        Some(CodeInfo {
-            file,
-            line: Some(line),
-            ..
-        }) => Arc::from(format!("{name} ({}:{line})", file.to_string_lossy())),
-        _ => Arc::from(name),
+/// A frame named `raw` (as the module spells it), at `location`. The source location is kept apart
+/// from the name, so that each output decides whether to show it (folded output with `--lines`).
+fn frame(
+    raw: &str,
+    location: Option<&CodeInfo<'_>>,
+    kind: FrameKind,
+    options: SymbolizerOptions,
+) -> Frame {
+    let name: Arc<str> = Arc::from(demangle(raw, options.name_style).as_ref());
+    let system_name = system_name(raw, &name);
+    let (file, line) = match location {
+        Some(CodeInfo { file, line, .. }) => {
+            (Some(Arc::from(file.to_string_lossy().as_ref())), *line)
+        }
+        None => (None, None),
+    };
+    Frame {
+        name,
+        kind,
+        system_name,
+        file,
+        line,
     }
+}
+
+/// The raw name, when it is not what is shown.
+fn system_name(raw: &str, name: &str) -> Option<Arc<str>> {
+    (raw != name && !raw.is_empty()).then(|| Arc::from(raw))
 }

@@ -11,6 +11,7 @@ mod names;
 mod perf_backend;
 mod real_world;
 mod record;
+mod report;
 mod support;
 mod symbols;
 mod unwind;

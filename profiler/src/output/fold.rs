@@ -1,39 +1,31 @@
-//! Folding: symbolized stacks to `process;outermost;...;leaf COUNT` lines, the FlameGraph format.
-//! User frames come first (outermost first), then kernel frames suffixed `_[k]`; inlined functions are
-//! suffixed `_[i]`. A user stack that does not reach a process or thread entry gets a `[truncated]`
-//! frame right under the root (see `truncation`). Lines are kept sorted so output is deterministic.
+//! Folding: a profile to `process;outermost;...;leaf COUNT` lines, the FlameGraph format. User frames
+//! come first (outermost first), then kernel frames suffixed `_[k]`; inlined functions are suffixed
+//! `_[i]`, JIT frames `_[j]`. A truncated user stack gets a `[truncated]` frame right under the root.
+//! Lines are kept sorted so output is deterministic. A pure function of the profile: no symbolization.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use emberprof_symbolizer::{FrameKind, Symbol, Symbolizer, UnknownReason};
+use anyhow::{bail, Result};
 
-use super::truncation::{is_truncated, Truncation, TRUNCATED_FRAME};
-use crate::sample::StackSample;
-use crate::symbols::symbolize_stacks;
+use crate::profile::{Frame, FrameKind, Profile, Sample, TRUNCATED_FRAME};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FoldOptions {
     /// Root stacks at `threadname-PID/TID` instead of the process name.
     pub per_thread: bool,
+    /// Append `(file:LINE)` to frames that have a source line.
+    pub lines: bool,
 }
 
-/// Folded stacks and what folding them found.
-#[derive(Debug, Default)]
+/// Folded stacks.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Folded {
     /// Folded line (without count) to sample count, sorted.
     pub stacks: BTreeMap<String, u64>,
-    /// Samples per reason for frames that could not be named (a sample counts once per such frame).
-    pub unknown_frames: BTreeMap<UnknownReason, u64>,
-    /// Samples whose user stack is truncated.
-    pub truncated: Truncation,
 }
 
 impl Folded {
-    pub fn total_samples(&self) -> u64 {
-        self.stacks.values().sum()
-    }
-
     /// The folded text, one `stack COUNT` line per distinct stack.
     pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
         self.stacks
@@ -42,70 +34,76 @@ impl Folded {
     }
 }
 
-/// Symbolizes every address of `samples` (see [`symbolize_stacks`]) and folds.
-pub fn fold(samples: &[StackSample], symbolizer: &mut Symbolizer, options: FoldOptions) -> Folded {
-    let symbols = symbolize_stacks(samples, symbolizer);
+/// Folds every sample of `profile`. Fails only when `--per-thread` is asked of a profile without
+/// thread labels, or when counts overflow.
+pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
     let mut folded = Folded::default();
     let mut line = String::new();
-    for sample in samples {
+    for sample in &profile.samples {
         line.clear();
-        if options.per_thread {
-            let _ = write!(
-                line,
-                "{}-{}/{}",
-                sanitize(&sample.thread_name),
-                sample.pid,
-                sample.tid
-            );
-        } else {
-            line.push_str(&sanitize(&sample.process_name));
+        push_root(&mut line, sample, options)?;
+        if sample.truncated {
+            push_frame(&mut line, TRUNCATED_FRAME);
         }
-        folded.truncated.count_path(sample);
-        // An empty user stack (a kernel thread) is not judged.
-        if let Some(outermost) = symbols.user_outermost_first(sample).next() {
-            if is_truncated(sample, outermost) {
-                let _ = write!(line, ";{TRUNCATED_FRAME}");
-                folded.truncated.count(sample, outermost, symbolizer);
+        for &location_id in &sample.stack {
+            let location = &profile.locations[location_id];
+            if location.frames.is_empty() {
+                let suffix = if location.in_kernel { "_[k]" } else { "" };
+                let name = profile.unnamed(location);
+                push_frame(&mut line, &format!("{}{suffix}", sanitize(&name)));
+            }
+            for frame in &location.frames {
+                push_frame(&mut line, &frame_text(frame, options.lines));
             }
         }
-        let user = symbols.user_outermost_first(sample).map(|s| (s, false));
-        let kernel = symbols.kernel_outermost_first(sample).map(|s| (s, true));
-        for (symbol, in_kernel) in user.chain(kernel) {
-            append_symbol(&mut line, symbol, in_kernel);
-            if let Symbol::Unknown { reason, .. } = symbol {
-                *folded.unknown_frames.entry(*reason).or_default() += sample.count;
-            }
+        if line.is_empty() {
+            line.push_str("[unknown]");
         }
-        *folded.stacks.entry(line.clone()).or_default() += sample.count;
+        let count = folded.stacks.entry(line.clone()).or_default();
+        let Some(sum) = count.checked_add(sample.count) else {
+            bail!("the sample counts of stack `{line}` add up to more than 2^64 - 1");
+        };
+        *count = sum;
     }
-    folded
+    Ok(folded)
 }
 
-fn append_symbol(line: &mut String, symbol: &Symbol, in_kernel: bool) {
-    let kernel_suffix = if in_kernel { "_[k]" } else { "" };
-    match symbol {
-        Symbol::Named(frames) => {
-            for frame in frames {
-                let suffix = match frame.kind {
-                    FrameKind::Kernel => "_[k]",
-                    FrameKind::Inlined => "_[i]",
-                    FrameKind::Jit => "_[j]",
-                    FrameKind::User => "",
-                };
-                let _ = write!(line, ";{}{suffix}", sanitize(&frame.name));
-            }
-        }
-        Symbol::Unknown {
-            module: Some(module),
-            offset,
-            ..
-        } => {
-            let _ = write!(line, ";{}+{offset:#x}{kernel_suffix}", sanitize(module));
-        }
-        Symbol::Unknown { module: None, .. } => {
-            let _ = write!(line, ";[unknown]{kernel_suffix}");
-        }
+fn push_root(line: &mut String, sample: &Sample, options: &FoldOptions) -> Result<()> {
+    if options.per_thread {
+        let (Some(thread), Some(pid), Some(tid)) = (&sample.thread_name, sample.pid, sample.tid)
+        else {
+            bail!(
+                "--per-thread needs the thread of each sample (pprof labels pid, tid and thread_name); \
+                 this profile does not have them"
+            );
+        };
+        let _ = write!(line, "{}-{pid}/{tid}", sanitize(thread));
+    } else if let Some(process) = &sample.process_name {
+        line.push_str(&sanitize(process));
     }
+    Ok(())
+}
+
+fn push_frame(line: &mut String, frame: &str) {
+    if !line.is_empty() {
+        line.push(';');
+    }
+    line.push_str(frame);
+}
+
+/// A frame as folded output shows it: its name, `(file:LINE)` with `lines`, and its kind's suffix.
+pub fn frame_text(frame: &Frame, lines: bool) -> String {
+    let suffix = match frame.kind {
+        FrameKind::Kernel => "_[k]",
+        FrameKind::Inlined => "_[i]",
+        FrameKind::Jit => "_[j]",
+        FrameKind::User => "",
+    };
+    let name = match (&frame.file, frame.line) {
+        (Some(file), Some(line)) if lines => format!("{} ({file}:{line})", frame.name),
+        _ => frame.name.to_string(),
+    };
+    format!("{}{suffix}", sanitize(&name))
 }
 
 /// A `;` would split a frame in two and a line break would end the line: replace both, and every
@@ -124,60 +122,9 @@ fn sanitize(name: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use emberprof_symbolizer::Frame;
-    use std::sync::Arc;
-
-    fn named(name: &str, kind: FrameKind) -> Symbol {
-        Symbol::Named(vec![Frame {
-            name: Arc::from(name),
-            kind,
-        }])
-    }
-
-    /// User frames outermost first, then kernel frames marked `_[k]`; inlined frames marked `_[i]`;
-    /// unknown frames as module+offset or [unknown].
-    #[test]
-    fn orders_and_marks_frames() {
-        let mut line = String::from("proc");
-        // Outermost user frame with an inlined callee, then an unknown one.
-        append_symbol(
-            &mut line,
-            &Symbol::Named(vec![
-                Frame {
-                    name: Arc::from("main"),
-                    kind: FrameKind::User,
-                },
-                Frame {
-                    name: Arc::from("helper"),
-                    kind: FrameKind::Inlined,
-                },
-            ]),
-            false,
-        );
-        append_symbol(
-            &mut line,
-            &Symbol::Unknown {
-                module: Some(Arc::from("libfoo.so")),
-                offset: 0x1a2b,
-                reason: UnknownReason::NoSymbol,
-            },
-            false,
-        );
-        append_symbol(&mut line, &named("do_syscall_64", FrameKind::Kernel), true);
-        append_symbol(
-            &mut line,
-            &Symbol::Unknown {
-                module: None,
-                offset: 0xffff,
-                reason: UnknownReason::UnknownKernelAddress,
-            },
-            true,
-        );
-        assert_eq!(
-            line,
-            "proc;main;helper_[i];libfoo.so+0x1a2b;do_syscall_64_[k];[unknown]_[k]"
-        );
-    }
+    use crate::profile::{build, Metadata};
+    use crate::sample::StackSample;
+    use emberprof_symbolizer::Symbolizer;
 
     /// Separators inside names cannot break the format.
     #[test]
@@ -193,6 +140,22 @@ mod tests {
             assert!(!clean.chars().any(char::is_control), "{code:#x}: {clean:?}");
             assert!(clean.starts_with('x') && clean.ends_with('y'), "{clean:?}");
         }
+    }
+
+    /// `--per-thread` on a profile without thread labels (folded input) is an error, not a guess.
+    #[test]
+    fn per_thread_needs_labels() {
+        let mut profile = crate::profile::testdata::small();
+        profile.samples[0].tid = None;
+        let error = fold(
+            &profile,
+            &FoldOptions {
+                per_thread: true,
+                ..FoldOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("--per-thread"), "{error}");
     }
 
     /// Folding a real process's own addresses: the root is the process name (or thread-PID/TID),
@@ -213,15 +176,22 @@ mod tests {
             process_name: "tester".into(),
             thread_name: "worker;1".into(),
             kernel_ips: vec![],
-            // A return address points after a call: the fold looks it up one byte earlier.
+            // A return address points after a call: it is looked up one byte earlier.
             user_ips: vec![leaf, caller + 1],
             // Not judged for truncation (see `truncation`'s tests).
             user_stack: crate::sample::UserStackSource::None,
             count,
         };
         let samples = [sample(7, 2), sample(7, 3), sample(8, 1)];
+        let profile = build(&samples, &mut symbolizer, Metadata::default());
+        assert_eq!(profile.locations.len(), 2, "one location per address");
+        let module = &profile.mappings[profile.locations[0].mapping.expect("in a module")];
+        assert!(
+            module.build_id.is_some(),
+            "test binary has a build-id: {module:?}"
+        );
 
-        let folded = fold(&samples, &mut symbolizer, FoldOptions::default());
+        let folded = fold(&profile, &FoldOptions::default()).unwrap();
         assert_eq!(folded.stacks.len(), 1, "{:?}", folded.stacks);
         let (line, count) = folded.stacks.iter().next().unwrap();
         assert_eq!(*count, 6);
@@ -234,7 +204,11 @@ mod tests {
             .unwrap_or_else(|| panic!("leaf named: {line}"));
         assert!(caller_at < leaf_at, "outermost first: {line}");
 
-        let folded = fold(&samples, &mut symbolizer, FoldOptions { per_thread: true });
+        let per_thread = FoldOptions {
+            per_thread: true,
+            ..FoldOptions::default()
+        };
+        let folded = fold(&profile, &per_thread).unwrap();
         let roots: Vec<&str> = folded
             .stacks
             .keys()

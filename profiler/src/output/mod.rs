@@ -1,10 +1,14 @@
-//! From symbolized stacks to the bytes the user asked for: folding, the format choice, rendering, and
-//! writing the file atomically. Only `svg` knows inferno.
+//! From a profile to the bytes the user asked for: the format choice, folding, rendering (SVG,
+//! pprof), and writing the file atomically. Every format is a pure function of the profile (and the
+//! render options). Only `svg` knows inferno's flame graphs, only `pprof` protobuf.
 
 mod file;
 mod fold;
+#[cfg(test)]
+mod golden;
+mod pprof;
+mod render;
 mod svg;
-mod truncation;
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +16,9 @@ use anyhow::{bail, Result};
 
 pub use file::OutputFile;
 pub use fold::{fold, FoldOptions, Folded};
-pub use svg::render_svg;
+pub use pprof::write_pprof;
+pub use render::{write_outputs, Output, RenderOptions};
+pub use svg::{render_svg, SvgOptions};
 
 /// Where the output goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +53,8 @@ pub enum OutputFormat {
     Svg,
     /// Folded stacks: `process;outermost;...;leaf COUNT` lines, sorted.
     Folded,
+    /// gzip-compressed pprof protobuf (`perftools.profiles.Profile`).
+    Pprof,
 }
 
 impl OutputFormat {
@@ -59,15 +67,23 @@ impl OutputFormat {
     }
 
     fn from_extension(path: &Path) -> Result<Self> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
         let extension = path
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        if name.ends_with(".pb.gz") {
+            return Ok(OutputFormat::Pprof);
+        }
         match extension.as_deref() {
             Some("svg") => Ok(OutputFormat::Svg),
             Some("folded" | "txt" | "collapsed") => Ok(OutputFormat::Folded),
+            Some("pprof") => Ok(OutputFormat::Pprof),
             _ => bail!(
-                "cannot tell the output format from {:?}: name it .svg (flame graph) or .folded/.txt \
-                 (folded stacks), or pass --format svg|folded",
+                "cannot tell the output format from {:?}: name it .svg (flame graph), .folded/.txt \
+                 (folded stacks) or .pb.gz/.pprof (pprof), or pass --format svg|folded|pprof",
                 path.display().to_string()
             ),
         }
@@ -87,6 +103,9 @@ mod tests {
         assert_eq!(format("x.folded").unwrap(), OutputFormat::Folded);
         assert_eq!(format("x.txt").unwrap(), OutputFormat::Folded);
         assert_eq!(format("-").unwrap(), OutputFormat::Folded);
+        assert_eq!(format("a.pb.gz").unwrap(), OutputFormat::Pprof);
+        assert_eq!(format("a.PPROF").unwrap(), OutputFormat::Pprof);
+        assert!(format("a.gz").is_err());
         let error = format("x.png").unwrap_err().to_string();
         assert!(error.contains("--format"), "{error}");
         assert!(format("noextension").is_err());

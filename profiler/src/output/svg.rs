@@ -5,32 +5,64 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use inferno::flamegraph::color::{MultiPalette, Palette};
-use inferno::flamegraph::{self, Options};
+use inferno::flamegraph::{self, Direction, Options};
 
 use crate::text::printable;
 
-/// Renders folded lines (`stack COUNT`) as an SVG flame graph. An empty capture gives a valid SVG that
-/// says so, where inferno would fail.
+/// How the flame graph looks.
+#[derive(Clone, Debug)]
+pub struct SvgOptions {
+    pub title: String,
+    /// Default: inferno's "java" palette, which keys colours on the frame suffixes we emit: kernel
+    /// (_[k]) orange, JIT (_[j]) green, inlined (_[i]) aqua, native code red/yellow.
+    pub palette: Palette,
+    /// An icicle graph: roots at the top, growing down.
+    pub reverse: bool,
+    /// Frames narrower than this many pixels are left out. Default: inferno's 0.1.
+    pub min_width: Option<f64>,
+    /// Under the title, e.g. how a differential graph was normalised.
+    pub subtitle: Option<String>,
+}
+
+impl Default for SvgOptions {
+    fn default() -> Self {
+        SvgOptions {
+            title: String::new(),
+            palette: Palette::Multi(MultiPalette::Java),
+            reverse: false,
+            min_width: None,
+            subtitle: None,
+        }
+    }
+}
+
+/// Renders folded lines (`stack COUNT`, or `stack BEFORE AFTER` for a differential graph) as an SVG
+/// flame graph. An empty capture gives a valid SVG that says so, where inferno would fail.
 ///
 /// inferno escapes XML's special characters but passes control characters through, and XML forbids
 /// them even escaped: the title and every line are made printable here (folding already did so for
 /// frame names; this keeps the SVG well-formed whatever the caller passes).
 pub fn render_svg<'a>(
     lines: impl IntoIterator<Item = &'a str>,
-    title: &str,
+    svg: &SvgOptions,
     writer: &mut dyn Write,
 ) -> Result<()> {
-    let title = printable(title);
+    let title = printable(&svg.title);
     let lines: Vec<Cow<'a, str>> = lines.into_iter().map(printable).collect();
     if lines.is_empty() {
         return write_empty_svg(&title, writer);
     }
     let mut options = Options::default();
     options.title = title.into_owned();
+    options.subtitle = svg.subtitle.as_deref().map(|s| printable(s).into_owned());
     options.count_name = "samples".to_owned();
-    // The "java" palette keys colours on the frame suffixes we emit: kernel (_[k]) orange, JIT (_[j])
-    // green, inlined (_[i]) aqua, native code red/yellow.
-    options.colors = Palette::Multi(MultiPalette::Java);
+    options.colors = svg.palette;
+    if svg.reverse {
+        options.direction = Direction::Inverted;
+    }
+    if let Some(min_width) = svg.min_width {
+        options.min_width = min_width;
+    }
     // Stable colours from run to run: the same function keeps its colour.
     options.hash = true;
     options.deterministic = true;
@@ -63,6 +95,13 @@ fn xml_escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn titled(title: &str) -> SvgOptions {
+        SvgOptions {
+            title: title.to_owned(),
+            ..SvgOptions::default()
+        }
+    }
+
     /// A rendered graph is an SVG holding the frame names, kernel suffixes stripped from labels.
     #[test]
     fn renders_frames() {
@@ -72,7 +111,7 @@ mod tests {
                 "burn;main;run;burn_a 3",
                 "burn;main;run;read_zero;vfs_read_[k] 1",
             ],
-            "T & <x>",
+            &titled("T & <x>"),
             &mut out,
         )
         .unwrap();
@@ -94,7 +133,7 @@ mod tests {
         let line = format!("{hostile};main;leaf\u{2} 3");
         for lines in [vec![line.as_str()], vec![]] {
             let mut out = Vec::new();
-            render_svg(lines, hostile, &mut out).unwrap();
+            render_svg(lines, &titled(hostile), &mut out).unwrap();
             let svg = String::from_utf8(out).unwrap();
             assert!(
                 !svg.chars().any(|c| c.is_control() && c != '\n'),
@@ -119,7 +158,7 @@ mod tests {
     #[test]
     fn empty_capture_is_valid_svg() {
         let mut out = Vec::new();
-        render_svg(std::iter::empty(), "a <title>", &mut out).unwrap();
+        render_svg(std::iter::empty(), &titled("a <title>"), &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.contains("No samples were collected"));
         assert!(svg.contains("a &lt;title&gt;"));

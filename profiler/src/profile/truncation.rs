@@ -1,6 +1,7 @@
 //! Truncated user stacks: judged by the rule of `emberprof_symbolizer::stack_root` (the outermost
-//! frame must be a process or thread entry), marked with a `[truncated]` frame under the root of the
-//! folded line, and counted per unwinding path and per module where they stop, for the summary.
+//! frame must be a process or thread entry), flagged on the profile's sample (folded output puts a
+//! `[truncated]` frame under the root), and counted per unwinding path and per module where they
+//! stop, for the summary.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,9 +11,6 @@ use emberprof_symbolizer::{
 };
 
 use crate::sample::{StackSample, UserStackSource};
-
-/// The frame put right under the process (or thread) root of a truncated stack.
-pub const TRUNCATED_FRAME: &str = "[truncated]";
 
 /// Samples by unwinding path, and those whose user stack is truncated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,6 +128,7 @@ fn stop_module(sample: &StackSample, outermost: &Symbol, symbolizer: &Symbolizer
 mod tests {
     use super::*;
     use crate::output::{fold, FoldOptions};
+    use crate::profile::{build, Metadata};
     use emberprof_symbolizer::ProcessKey;
 
     /// The address of a function of this process found by its symbol name.
@@ -178,7 +177,8 @@ mod tests {
             sample(4, vec![], UserStackSource::None, 7),
         ];
 
-        let folded = fold(&samples, &mut symbolizer, FoldOptions::default());
+        let profile = build(&samples, &mut symbolizer, Metadata::default());
+        let folded = fold(&profile, &FoldOptions::default()).expect("fold");
         let lines: Vec<String> = folded.lines().collect();
         let truncated: Vec<&String> = lines
             .iter()
@@ -200,7 +200,7 @@ mod tests {
         );
         assert!(lines.contains(&"tester 7".to_owned()), "{lines:#?}");
 
-        let counted = &folded.truncated;
+        let counted = &profile.metadata.truncation;
         assert_eq!(counted.frame_pointer_stacks, 8);
         assert_eq!(counted.dwarf_stacks, 2);
         assert_eq!(counted.frame_pointer, 3);

@@ -1,0 +1,97 @@
+//! Folded stacks (`root;frame;...;leaf COUNT`, FlameGraph's format, as written by emberprof, perf
+//! script | stackcollapse, inferno-collapse-*) into the model. The root is kept as an ordinary frame
+//! (the profile has no process labels), and the frame suffixes emberprof writes are read back as
+//! kinds: `_[k]` kernel, `_[i]` inlined, `_[j]` JIT, so folding the result gives the same lines.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+
+use super::MAX_FRAMES;
+use crate::profile::{Frame, FrameKind, Location, Profile, Sample};
+
+pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
+    let mut profile = Profile::default();
+    let mut locations: HashMap<&str, usize> = HashMap::new();
+    let mut total: u64 = 0;
+    for (index, line) in text.lines().enumerate() {
+        let at = || format!("{name}:{}", index + 1);
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((stack, count)) = line.rsplit_once(' ') else {
+            bail!(
+                "{}: not a folded stack: expected `frame;frame;... COUNT`, found {:?}",
+                at(),
+                excerpt(line)
+            );
+        };
+        let count: u64 = match count.parse() {
+            Ok(count) => count,
+            Err(_) if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) => {
+                bail!(
+                    "{}: sample count {} is larger than 2^64 - 1",
+                    at(),
+                    excerpt(count)
+                )
+            }
+            Err(_) => bail!(
+                "{}: not a folded stack: the line must end in a sample count, found {:?}",
+                at(),
+                excerpt(count)
+            ),
+        };
+        let Some(sum) = total.checked_add(count) else {
+            bail!("{}: the sample counts add up to more than 2^64 - 1", at());
+        };
+        total = sum;
+        if stack.is_empty() {
+            bail!("{}: empty stack before the count", at());
+        }
+        let frames = stack.split(';');
+        let mut ids = Vec::new();
+        for frame in frames {
+            if ids.len() == MAX_FRAMES {
+                bail!("{}: a stack of more than {MAX_FRAMES} frames", at());
+            }
+            let id = *locations.entry(frame).or_insert_with(|| {
+                profile.locations.push(location(frame));
+                profile.locations.len() - 1
+            });
+            ids.push(id);
+        }
+        profile.samples.push(Sample {
+            stack: ids,
+            count,
+            ..Sample::default()
+        });
+    }
+    Ok(profile)
+}
+
+/// At most 80 characters of `text` for an error message.
+fn excerpt(text: &str) -> String {
+    let mut excerpt: String = text.chars().take(80).collect();
+    if excerpt.len() < text.len() {
+        excerpt.push('…');
+    }
+    crate::text::printable(&excerpt).into_owned()
+}
+
+fn location(frame: &str) -> Location {
+    let (name, kind) = [
+        ("_[k]", FrameKind::Kernel),
+        ("_[i]", FrameKind::Inlined),
+        ("_[j]", FrameKind::Jit),
+    ]
+    .into_iter()
+    .find_map(|(suffix, kind)| frame.strip_suffix(suffix).map(|name| (name, kind)))
+    .unwrap_or((frame, FrameKind::User));
+    Location {
+        mapping: None,
+        address: 0,
+        frames: vec![Frame::new(name, kind)],
+        in_kernel: kind == FrameKind::Kernel,
+    }
+}

@@ -1,0 +1,181 @@
+//! Reading a saved profile back into the model: pprof (ours or another tool's, gzip-compressed or
+//! not) and folded stacks. Everything here is untrusted input: sizes are capped, every index is
+//! checked, counts are checked for overflow, and each error names the file and the place in it.
+
+mod folded;
+mod pprof;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::profile::Profile;
+
+pub use folded::read_folded;
+pub use pprof::read_pprof;
+
+/// Largest input, and largest decompressed pprof, read: a profile bigger than this is an attack or
+/// a mistake, and would otherwise be held in memory whole.
+pub const MAX_INPUT_BYTES: u64 = 1 << 30;
+/// Most frames in one stack; the kernel's own limit is 127 kernel + 127 user frames, and DWARF
+/// unwinding stops at a few hundred.
+pub const MAX_FRAMES: usize = 4096;
+
+/// Where a profile is read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputSource {
+    Stdin,
+    File(PathBuf),
+}
+
+impl InputSource {
+    pub fn from_arg(arg: PathBuf) -> Self {
+        if arg.as_os_str() == "-" {
+            InputSource::Stdin
+        } else {
+            InputSource::File(arg)
+        }
+    }
+
+    /// How errors name it.
+    pub fn name(&self) -> String {
+        match self {
+            InputSource::Stdin => "standard input".to_owned(),
+            InputSource::File(path) => path.display().to_string(),
+        }
+    }
+
+    fn read_bytes(&self) -> Result<Vec<u8>> {
+        let name = self.name();
+        let mut bytes = Vec::new();
+        let read = match self {
+            InputSource::Stdin => std::io::stdin()
+                .lock()
+                .take(MAX_INPUT_BYTES + 1)
+                .read_to_end(&mut bytes),
+            InputSource::File(path) => std::fs::File::open(path)
+                .with_context(|| format!("cannot open {name}"))?
+                .take(MAX_INPUT_BYTES + 1)
+                .read_to_end(&mut bytes),
+        };
+        read.with_context(|| format!("cannot read {name}"))?;
+        if bytes.len() as u64 > MAX_INPUT_BYTES {
+            bail!("{name}: larger than {MAX_INPUT_BYTES} bytes; not read");
+        }
+        Ok(bytes)
+    }
+}
+
+/// Reads a profile, telling pprof from folded stacks by content.
+pub fn read_profile(source: &InputSource) -> Result<Profile> {
+    let bytes = source.read_bytes()?;
+    parse_profile(&bytes, &source.name())
+}
+
+/// A profile from `bytes` read from `name`: gzip data is pprof; text is folded stacks; anything
+/// else is tried as uncompressed pprof.
+pub fn parse_profile(bytes: &[u8], name: &str) -> Result<Profile> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        return read_pprof(bytes, name);
+    }
+    if bytes.is_empty() {
+        bail!("{name}: empty file: neither a pprof profile nor folded stacks");
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if looks_like_text(text) => read_folded(text, name),
+        _ => read_pprof(bytes, name).with_context(|| {
+            format!("{name}: neither gzip-compressed pprof nor folded stacks (text)")
+        }),
+    }
+}
+
+/// Folded stacks are printable text; a protobuf has control bytes early on.
+fn looks_like_text(text: &str) -> bool {
+    text.chars()
+        .take(4096)
+        .all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{write_pprof, FoldOptions};
+    use proptest::prelude::*;
+
+    fn small_pprof() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        write_pprof(&crate::profile::testdata::small(), &mut bytes).expect("pprof");
+        bytes
+    }
+
+    fn decompressed_small_pprof() -> Vec<u8> {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&small_pprof()[..])
+            .read_to_end(&mut raw)
+            .expect("gunzip");
+        raw
+    }
+
+    /// Whatever a reader accepts can be folded without a panic (every index it kept is valid).
+    fn fold_if_read(bytes: &[u8]) {
+        if let Ok(profile) = parse_profile(bytes, "fuzz") {
+            let _ = crate::output::fold(&profile, &FoldOptions::default());
+            let _ = crate::output::fold(
+                &profile,
+                &FoldOptions {
+                    per_thread: true,
+                    lines: true,
+                },
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes: an error or a profile, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            fold_if_read(&bytes);
+        }
+
+        /// A valid pprof with bytes changed, cut, or inserted: never a panic.
+        #[test]
+        fn mutated_pprof_never_panics(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut raw = decompressed_small_pprof();
+            for (at, byte) in edits {
+                let at = at.index(raw.len());
+                raw[at] = byte;
+            }
+            fold_if_read(&raw);
+            raw.truncate(cut.index(raw.len() + 1));
+            fold_if_read(&raw);
+        }
+
+        /// Folded text from frames and counts of any shape: an error or a profile, never a panic.
+        #[test]
+        fn arbitrary_folded_never_panics(
+            lines in proptest::collection::vec(("[a-z;_\\[\\] ]{0,40}", "[0-9]{0,22}|[^\\n]{0,5}"), 0..20)
+        ) {
+            let text: String = lines.iter().map(|(stack, count)| format!("{stack} {count}\n")).collect();
+            fold_if_read(text.as_bytes());
+        }
+    }
+
+    /// A truncated gzip stream is an error naming the file, not a short profile.
+    #[test]
+    fn truncated_gzip_is_an_error() {
+        let bytes = small_pprof();
+        let error = parse_profile(&bytes[..bytes.len() - 10], "x.pb.gz").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("x.pb.gz: truncated or corrupt gzip"),
+            "{error}"
+        );
+    }
+}

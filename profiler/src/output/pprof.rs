@@ -1,0 +1,254 @@
+//! A profile as pprof: a gzip-compressed `perftools.profiles.Profile` (see `proto/profile.proto`),
+//! readable by `go tool pprof`, Pyroscope, Grafana, Parca and speedscope.
+//!
+//! Layout: one mapping per module (path, build-id; addresses are file offsets, so the mapping starts
+//! at 0 with file offset 0), plus `[kernel.kallsyms]` for kernel frames and `[jit]` for perf-map
+//! frames; one location per distinct address, its inlined functions as several lines (innermost
+//! first); labels `pid`, `tid`, `process_name`, `thread_name` on each sample. A truncated user stack
+//! gets an outermost `[truncated]` location without mapping, as folded output does.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::UNIX_EPOCH;
+
+use anyhow::{Context, Result};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use prost::Message;
+
+use crate::pprof::{self as proto, keys};
+use crate::profile::{Frame, Profile, TRUNCATED_FRAME};
+
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// Writes `profile` as gzip-compressed pprof.
+pub fn write_pprof(profile: &Profile, writer: &mut dyn Write) -> Result<()> {
+    let encoded = to_proto(profile).encode_to_vec();
+    // Fast compression: the protobuf is already compact, and output is written after sampling stops.
+    let mut gzip = GzEncoder::new(writer, Compression::fast());
+    gzip.write_all(&encoded)
+        .and_then(|()| gzip.try_finish())
+        .context("cannot write the pprof profile")
+}
+
+/// Strings interned into the profile's string table; index 0 is "".
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut strings = Strings::default();
+        strings.get("");
+        strings
+    }
+
+    fn get(&mut self, text: &str) -> i64 {
+        if let Some(&index) = self.index.get(text) {
+            return index;
+        }
+        let index = self.table.len() as i64;
+        self.table.push(text.to_owned());
+        self.index.insert(text.to_owned(), index);
+        index
+    }
+}
+
+/// Values are int64 on the wire.
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub fn to_proto(profile: &Profile) -> proto::Profile {
+    let mut strings = Strings::new();
+    let metadata = &profile.metadata;
+    let period = metadata
+        .frequency_hz
+        .filter(|&hz| hz > 0)
+        .map(|hz| NANOS_PER_SECOND / hz);
+    let mut sample_type = vec![proto::ValueType {
+        r#type: strings.get("samples"),
+        unit: strings.get("count"),
+    }];
+    let cpu = proto::ValueType {
+        r#type: strings.get("cpu"),
+        unit: strings.get("nanoseconds"),
+    };
+    if period.is_some() {
+        sample_type.push(cpu);
+    }
+
+    let mut functions: Vec<proto::Function> = Vec::new();
+    let mut function_ids: HashMap<(i64, i64, i64), u64> = HashMap::new();
+    let mut function_id = |strings: &mut Strings, frame: &Frame| {
+        let name = strings.get(&frame.name);
+        let system_name = strings.get(frame.system_name.as_deref().unwrap_or(&frame.name));
+        let filename = strings.get(frame.file.as_deref().unwrap_or(""));
+        *function_ids
+            .entry((name, system_name, filename))
+            .or_insert_with(|| {
+                let id = functions.len() as u64 + 1;
+                functions.push(proto::Function {
+                    id,
+                    name,
+                    system_name,
+                    filename,
+                    start_line: 0,
+                });
+                id
+            })
+    };
+
+    let mut mapping_limits = vec![0u64; profile.mappings.len()];
+    let mut mapping_inlines = vec![false; profile.mappings.len()];
+    let mut mapping_named = vec![false; profile.mappings.len()];
+    let mut locations: Vec<proto::Location> = Vec::with_capacity(profile.locations.len() + 1);
+    for (index, location) in profile.locations.iter().enumerate() {
+        if let Some(mapping) = location.mapping {
+            let limit = &mut mapping_limits[mapping];
+            *limit = (*limit).max(location.address.saturating_add(1));
+            mapping_inlines[mapping] |= location.frames.len() > 1;
+            mapping_named[mapping] |= !location.frames.is_empty();
+        }
+        let line = location
+            .frames
+            .iter()
+            .rev()
+            .map(|frame| proto::Line {
+                function_id: function_id(&mut strings, frame),
+                line: frame.line.map_or(0, i64::from),
+                column: 0,
+            })
+            .collect();
+        locations.push(proto::Location {
+            id: index as u64 + 1,
+            mapping_id: location.mapping.map_or(0, |m| m as u64 + 1),
+            address: location.address,
+            line,
+            is_folded: false,
+        });
+    }
+    let truncated_id = locations.len() as u64 + 1;
+    if profile.samples.iter().any(|s| s.truncated) {
+        let function_id = function_id(
+            &mut strings,
+            &Frame::new(TRUNCATED_FRAME, crate::profile::FrameKind::User),
+        );
+        locations.push(proto::Location {
+            id: truncated_id,
+            line: vec![proto::Line {
+                function_id,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+
+    let has_lines = metadata.has_lines;
+    let mapping = profile
+        .mappings
+        .iter()
+        .enumerate()
+        .map(|(index, mapping)| proto::Mapping {
+            id: index as u64 + 1,
+            memory_start: 0,
+            memory_limit: mapping_limits[index],
+            file_offset: 0,
+            filename: strings.get(&mapping.path),
+            build_id: strings.get(mapping.build_id.as_deref().unwrap_or("")),
+            has_functions: mapping_named[index],
+            has_filenames: has_lines && mapping_named[index],
+            has_line_numbers: has_lines && mapping_named[index],
+            has_inline_frames: mapping_inlines[index],
+        })
+        .collect();
+
+    let label_keys = [
+        strings.get(keys::PID),
+        strings.get(keys::TID),
+        strings.get(keys::PROCESS_NAME),
+        strings.get(keys::THREAD_NAME),
+    ];
+    let sample = profile
+        .samples
+        .iter()
+        .map(|sample| {
+            let mut location_id: Vec<u64> =
+                sample.stack.iter().rev().map(|&id| id as u64 + 1).collect();
+            if sample.truncated {
+                location_id.push(truncated_id);
+            }
+            let mut value = vec![int(sample.count)];
+            if let Some(period) = period {
+                value.push(int(sample.count.saturating_mul(period)));
+            }
+            let mut label = Vec::new();
+            for (key, num) in [(label_keys[0], sample.pid), (label_keys[1], sample.tid)] {
+                if let Some(num) = num {
+                    label.push(proto::Label {
+                        key,
+                        num: i64::from(num),
+                        ..Default::default()
+                    });
+                }
+            }
+            for (key, text) in [
+                (label_keys[2], &sample.process_name),
+                (label_keys[3], &sample.thread_name),
+            ] {
+                if let Some(text) = text {
+                    label.push(proto::Label {
+                        key,
+                        str: strings.get(text),
+                        ..Default::default()
+                    });
+                }
+            }
+            proto::Sample {
+                location_id,
+                value,
+                label,
+            }
+        })
+        .collect();
+
+    let mut comments = Vec::new();
+    if let Some(command) = &metadata.command_line {
+        comments.push(format!("{}{command}", keys::COMMAND));
+    }
+    comments.push(format!("{}{}", keys::LOST, metadata.lost_samples));
+    if let Some(unwinding) = &metadata.unwinding {
+        comments.push(format!("{}{unwinding}", keys::UNWINDING));
+    }
+    if metadata.truncation.total() > 0 {
+        comments.push(format!(
+            "{}{}",
+            keys::TRUNCATED,
+            metadata.truncation.total()
+        ));
+    }
+    comments.extend(metadata.comments.iter().cloned());
+    let comment = comments.iter().map(|c| strings.get(c)).collect();
+
+    proto::Profile {
+        sample_type,
+        sample,
+        mapping,
+        location: locations,
+        function: functions,
+        time_nanos: metadata
+            .start_time
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        duration_nanos: metadata
+            .duration
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        period_type: period.map(|_| cpu),
+        period: period.map_or(0, int),
+        comment,
+        string_table: strings.table,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,135 @@
+//! The symbolized profile: what a capture is once every address has a name, and what every output
+//! (folded stacks, SVG, pprof) is rendered from. `record` builds it from a capture (`build`);
+//! `report` and `diff` read it back from pprof or folded files (`crate::input`).
+//!
+//! Plain data only: no symbolizer, no inferno, no protobuf here. Stacks are lists of indices into
+//! `locations`, so a location (one address of one module) and its names are stored once however many
+//! samples pass through it.
+
+mod build;
+pub mod filter;
+#[cfg(test)]
+pub mod testdata;
+pub mod truncation;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use emberprof_symbolizer::UnknownReason;
+pub use emberprof_symbolizer::{Frame, FrameKind};
+
+pub use build::{build, JIT_MAPPING, KERNEL_MAPPING};
+pub use truncation::Truncation;
+
+/// The frame put right under the process (or thread) root of a user stack that does not reach a
+/// process or thread entry (see `truncation`).
+pub const TRUNCATED_FRAME: &str = "[truncated]";
+
+/// Index of a [`Location`] in [`Profile::locations`].
+pub type LocationId = usize;
+/// Index of a [`Mapping`] in [`Profile::mappings`].
+pub type MappingId = usize;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    pub metadata: Metadata,
+    pub mappings: Vec<Mapping>,
+    pub locations: Vec<Location>,
+    pub samples: Vec<Sample>,
+}
+
+/// What is known about the capture as a whole. Fields a reader cannot know are `None`/empty.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metadata {
+    /// When sampling started.
+    pub start_time: Option<SystemTime>,
+    /// How long sampling ran.
+    pub duration: Option<Duration>,
+    /// Samples per second per CPU (`-F`): each sample stands for 1/frequency s of CPU time.
+    pub frequency_hz: Option<u64>,
+    /// Samples the kernel side lost (ring buffer full, undecodable records).
+    pub lost_samples: u64,
+    /// Truncated user stacks, by unwinding path and reason (only for a capture made here).
+    pub truncation: Truncation,
+    /// Samples per reason for frames that could not be named (a sample counts once per such frame).
+    pub unknown_frames: BTreeMap<UnknownReason, u64>,
+    /// How user stacks were unwound (`auto`, `dwarf`, `fp`).
+    pub unwinding: Option<String>,
+    /// The command line that made the capture.
+    pub command_line: Option<String>,
+    /// Whether frames carry source lines that `--lines` can show.
+    pub has_lines: bool,
+    /// Other free-form notes (pprof comments of another tool).
+    pub comments: Vec<String>,
+}
+
+/// Where the code of a location lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MappingKind {
+    /// A file mapped by a process (executable, library, vDSO).
+    User,
+    /// The kernel image and its modules: addresses are kernel addresses.
+    Kernel,
+    /// JIT-compiled code, named from a perf map: addresses are the process's own.
+    Jit,
+}
+
+/// A module: a file (or pseudo-file) that code runs from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Mapping {
+    /// The path the process mapped it from (in its mount namespace), or a name like `[kernel.kallsyms]`.
+    pub path: Arc<str>,
+    /// What frames without a symbol show: `libc.so.6+0x1234`.
+    pub display_name: Arc<str>,
+    /// The GNU build-id, as lowercase hex.
+    pub build_id: Option<String>,
+    pub kind: MappingKind,
+}
+
+/// One code address and what runs there.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    pub mapping: Option<MappingId>,
+    /// The address looked up (a return address minus one): the file offset in a user mapping, the
+    /// address itself in the kernel, JIT code or no mapping at all.
+    pub address: u64,
+    /// The function at the address, then the functions inlined into it, outermost first. Empty when
+    /// nothing names the address: it shows as `module+0xOFFSET` or `[unknown]`.
+    pub frames: Vec<Frame>,
+    /// Kernel code (`_[k]` in folded stacks).
+    pub in_kernel: bool,
+}
+
+/// A distinct stack of one thread and how many samples hit it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// Locations, outermost first: user frames, then kernel frames.
+    pub stack: Vec<LocationId>,
+    pub count: u64,
+    pub pid: Option<u32>,
+    pub tid: Option<u32>,
+    /// Name of the process (its main thread), unsanitized: as the kernel reported it.
+    pub process_name: Option<String>,
+    pub thread_name: Option<String>,
+    /// The user stack does not reach a process or thread entry: callers are missing.
+    pub truncated: bool,
+}
+
+impl Profile {
+    pub fn total_samples(&self) -> u64 {
+        self.samples
+            .iter()
+            .fold(0u64, |total, s| total.saturating_add(s.count))
+    }
+
+    /// The text a location shows when nothing names it: `module+0xOFFSET` or `[unknown]`.
+    pub fn unnamed(&self, location: &Location) -> String {
+        match location.mapping.map(|m| &self.mappings[m]) {
+            Some(mapping) if mapping.kind == MappingKind::User => {
+                format!("{}+{:#x}", mapping.display_name, location.address)
+            }
+            _ => "[unknown]".to_owned(),
+        }
+    }
+}

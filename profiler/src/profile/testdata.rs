@@ -1,0 +1,129 @@
+//! Small hand-built profiles for the golden tests of every output: each kind of frame and mapping
+//! (user with inlined callees and source lines, unnamed in a module, unnamed outside any, kernel,
+//! unnamed kernel, JIT), a truncated stack, two threads, names with separators and controls.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+
+fn frame(name: &str, kind: FrameKind, file: Option<&str>, line: Option<u32>) -> Frame {
+    Frame {
+        system_name: (name == "main").then(|| Arc::from("_Z4mainv")),
+        file: file.map(Arc::from),
+        line,
+        ..Frame::new(name, kind)
+    }
+}
+
+pub fn small() -> Profile {
+    let mappings = vec![
+        Mapping {
+            path: Arc::from("/usr/bin/burn"),
+            display_name: Arc::from("burn"),
+            build_id: Some("0123456789abcdef".to_owned()),
+            kind: MappingKind::User,
+        },
+        Mapping {
+            path: Arc::from("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            display_name: Arc::from("libc.so.6"),
+            build_id: None,
+            kind: MappingKind::User,
+        },
+        Mapping {
+            path: Arc::from(KERNEL_MAPPING),
+            display_name: Arc::from(KERNEL_MAPPING),
+            build_id: None,
+            kind: MappingKind::Kernel,
+        },
+        Mapping {
+            path: Arc::from(JIT_MAPPING),
+            display_name: Arc::from(JIT_MAPPING),
+            build_id: None,
+            kind: MappingKind::Jit,
+        },
+    ];
+    let user = |mapping, address, frames| Location {
+        mapping: Some(mapping),
+        address,
+        frames,
+        in_kernel: false,
+    };
+    let locations = vec![
+        // 0: the process entry
+        user(
+            0,
+            0x1040,
+            vec![frame("_start", FrameKind::User, None, None)],
+        ),
+        // 1: main with run and burn_a inlined into it
+        user(
+            0,
+            0x1150,
+            vec![
+                frame("main", FrameKind::User, Some("burn.c"), Some(40)),
+                frame("run", FrameKind::Inlined, Some("burn.c"), Some(31)),
+                frame("burn_a", FrameKind::Inlined, Some("burn.c"), Some(12)),
+            ],
+        ),
+        // 2: a libc address without a symbol
+        user(1, 0x29d8f, vec![]),
+        // 3: kernel
+        Location {
+            mapping: Some(2),
+            address: 0xffffffff81000100,
+            frames: vec![frame("do_syscall_64", FrameKind::Kernel, None, None)],
+            in_kernel: true,
+        },
+        // 4: unnamed kernel
+        Location {
+            mapping: Some(2),
+            address: 0xffffffffc0001234,
+            frames: vec![],
+            in_kernel: true,
+        },
+        // 5: JIT
+        user(
+            3,
+            0x7f0000001000,
+            vec![frame("js:parse;json\u{1}", FrameKind::Jit, None, None)],
+        ),
+        // 6: anonymous memory
+        Location {
+            mapping: None,
+            address: 0x7f0000009999,
+            frames: vec![],
+            in_kernel: false,
+        },
+    ];
+    let sample = |stack: Vec<usize>, count, tid, thread: &str, truncated| Sample {
+        stack,
+        count,
+        pid: Some(100),
+        tid: Some(tid),
+        process_name: Some("burn".to_owned()),
+        thread_name: Some(thread.to_owned()),
+        truncated,
+    };
+    Profile {
+        metadata: Metadata {
+            start_time: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            duration: Some(Duration::from_millis(2500)),
+            frequency_hz: Some(99),
+            lost_samples: 2,
+            unwinding: Some("auto".to_owned()),
+            command_line: Some("emberprof record -o x.pb.gz -- burn".to_owned()),
+            has_lines: true,
+            ..Metadata::default()
+        },
+        mappings,
+        locations,
+        samples: vec![
+            sample(vec![0, 1], 30, 100, "burn", false),
+            sample(vec![0, 1, 3, 4], 5, 100, "burn", false),
+            sample(vec![2, 1], 4, 101, "worker;1", true),
+            sample(vec![0, 5, 6], 2, 101, "worker;1", false),
+            sample(vec![], 1, 102, "", false),
+        ],
+    }
+}

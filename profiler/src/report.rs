@@ -1,0 +1,44 @@
+//! `emberprof report`: a saved profile (pprof or folded) read back and rendered in any format. No
+//! root, no BPF: only the input reader and the outputs.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::input::{read_profile, InputSource};
+use crate::output::{write_outputs, Output, OutputFile, RenderOptions};
+
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    pub input: InputSource,
+    pub outputs: Vec<Output>,
+    pub render: RenderOptions,
+}
+
+pub fn run(options: ReportOptions) -> Result<ExitCode> {
+    let ReportOptions {
+        input,
+        outputs,
+        mut render,
+    } = options;
+    // Checked before the input is read, as `record` checks before sampling.
+    let files = outputs
+        .into_iter()
+        .map(|output| Ok((output.clone(), OutputFile::create(&output.target)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let profile = read_profile(&input)?;
+    if render.svg.title.is_empty() {
+        render.svg.title = match &profile.metadata.command_line {
+            Some(command) => format!("CPU flame graph: {}", command),
+            None => format!("CPU flame graph: {}", input.name()),
+        };
+    }
+    if render.fold.lines && !profile.metadata.has_lines {
+        log::warn!(
+            "--lines: {} has no source lines (record with --lines, or from a build with debug info)",
+            input.name()
+        );
+    }
+    write_outputs(profile, files, &render)?;
+    Ok(ExitCode::SUCCESS)
+}
