@@ -2,10 +2,10 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -18,8 +18,8 @@ use crate::capture::{
 };
 use crate::capture::{perf, SampledEvent};
 use crate::output::{fold, write_outputs, Output, OutputFile, RenderOptions};
-use crate::preflight;
 use crate::profile::{self, Metadata, Profile};
+use crate::{interrupt, preflight};
 
 /// What to profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,24 +111,28 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         Backend::Bpf => Prepared::Bpf(preflight::load_btf(options.btf_path.as_deref())?),
         Backend::Perf { kernel } => Prepared::Perf { kernel },
     };
+    let signal = interrupt::install()?;
     let outputs = options
         .outputs
         .iter()
         .map(|output| Ok((output.clone(), OutputFile::create(&output.target)?)))
         .collect::<Result<Vec<_>>>()?;
+    interrupt::remove_on_abort(
+        outputs
+            .iter()
+            .filter_map(|(_, file)| file.temp_location())
+            .collect(),
+    );
     preflight::raise_file_limit();
-
-    let signal = Arc::new(AtomicUsize::new(0));
-    for number in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_usize(number, Arc::clone(&signal), number as usize)
-            .context("cannot install the signal handler")?;
-    }
 
     // Forked before anything starts threads; held before exec until the sampler is attached.
     let paused = match &options.target {
         Target::Command(argv) => Some(PausedCommand::spawn(argv, &options.run_as)?),
         _ => None,
     };
+    if let Some(paused) = &paused {
+        interrupt::terminate_on_abort(paused.pid());
+    }
     let symbolizer = Symbolizer::new(options.symbols).context("cannot set up symbolization")?;
     let mut recording = Recording {
         symbolizer,
@@ -165,6 +169,8 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     let profile = write_outputs(profile, outputs, &render)?;
     let post_processing = capture.stopped_at.elapsed();
 
+    // The command is signalled and reaped below: its PID must not be signalled after that.
+    interrupt::terminate_on_abort(0);
     let command_status = command.as_mut().map(finish_command).transpose()?;
     if !options.quiet {
         print_summary(
@@ -184,7 +190,12 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
             );
         }
         if let (Some(command), Some(status)) = (&command, command_status) {
-            eprintln!("emberprof: `{}` {status}", command.display());
+            // stderr may be gone (a closed terminal after SIGHUP): never a panic for that.
+            let _ = writeln!(
+                std::io::stderr(),
+                "emberprof: `{}` {status}",
+                command.display()
+            );
         }
     }
     Ok(match command_status {
@@ -417,7 +428,8 @@ fn print_summary(
         StopReason::CommandExited => " (command exited)",
     };
     if samples == 0 {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "emberprof: no samples were collected (was the target idle?); wrote an empty {output}"
         );
     }
@@ -441,7 +453,8 @@ fn print_summary(
     } else {
         String::new()
     };
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "emberprof: {samples} samples ({lost} lost, {} truncated), {} distinct stacks, {} processes, {:.1} s{stopped}, {} backend{user_stacks}; \
          output written {:.3} s after sampling stopped: {output}",
         truncated.total(),
@@ -451,6 +464,14 @@ fn print_summary(
         backend.name(),
         post_processing.as_secs_f64(),
     );
+    if lost > 0 {
+        log::warn!(
+            "{lost} samples lost: the ring buffer was full ({} streamed samples and stack copies, {} \
+             malformed records); fewer distinct stacks, a lower -F or fewer targets avoid it",
+            stats.lost(),
+            capture.malformed_records
+        );
+    }
     if ended_early > 0 {
         log::info!(
             "DWARF unwinds that ended early: {} at the end of the stack copy (raise --stack-size), {} without \

@@ -188,7 +188,8 @@ pub fn record(
     sampler.detach()?;
     let stopped_at = Instant::now();
     if status_line {
-        eprint!("\r\x1b[2K");
+        // stderr may be gone (a closed terminal after SIGHUP): never a panic for that.
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
     // Records written before the detach are still in the ring buffer.
     drain(sampler, symbolizer, unwind, &mut collected);
@@ -556,7 +557,8 @@ fn draw_status(elapsed: Duration, duration: Option<Duration>, samples: u64) {
         Some(d) => format!(" / {:.0} s", d.as_secs_f64()),
         None => String::new(),
     };
-    eprint!(
+    let _ = write!(
+        std::io::stderr(),
         "\r\x1b[2Krecording {:.1} s{total}, {samples} samples (Ctrl-C to stop)",
         elapsed.as_secs_f64()
     );
