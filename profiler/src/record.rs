@@ -206,7 +206,8 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
 
 /// A backend with what it needs loaded.
 enum Prepared {
-    Bpf(aya::Btf),
+    /// The kernel BTF given with --btf; `None`: the running kernel's.
+    Bpf(Option<aya::Btf>),
     Perf { kernel: bool },
 }
 
@@ -220,7 +221,7 @@ struct Recording<'a> {
 /// The BPF backend: loads and attaches the sampler, starts the command, records.
 fn capture_with_bpf(
     options: &RecordOptions,
-    btf: aya::Btf,
+    btf: Option<aya::Btf>,
     paused: Option<PausedCommand>,
     recording: &mut Recording<'_>,
 ) -> Result<(Capture, Option<RunningCommand>)> {
@@ -230,7 +231,7 @@ fn capture_with_bpf(
         _ => None,
     };
     let mut sampler = Sampler::load(
-        &btf,
+        btf.as_ref(),
         &SamplerConfig {
             target_pids,
             follow_children: options.follow_children,
@@ -245,7 +246,7 @@ fn capture_with_bpf(
         recording.symbolizer.load_kernel_symbols();
     }
     sampler.attach(options.frequency_hz, options.event)?;
-    // The parsed kernel BTF (tens of MB) is only needed to load the programs.
+    // A parsed kernel BTF given with --btf (tens of MB) is only needed to load the programs.
     drop(btf);
     release_free_memory();
     let mut command = paused.map(PausedCommand::start).transpose()?;

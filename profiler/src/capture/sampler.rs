@@ -99,7 +99,8 @@ pub struct Sampler {
 
 impl Sampler {
     /// Loads and verifies the programs and creates the maps; nothing is sampled yet.
-    pub fn load(btf: &Btf, config: &SamplerConfig) -> Result<Self> {
+    /// `btf` is the kernel's BTF when given with `--btf`; `None` uses /sys/kernel/btf/vmlinux.
+    pub fn load(btf: Option<&Btf>, config: &SamplerConfig) -> Result<Self> {
         let bpf_config = Config {
             filter_tgids: config.target_pids.is_some() as u32,
             follow_children: config.follow_children as u32,
@@ -125,8 +126,13 @@ impl Sampler {
                 .map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?
                 as u32,
         };
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(btf))
+        // EbpfLoader::new parses /sys/kernel/btf/vmlinux itself; that copy is dropped with the loader,
+        // before the tracepoint programs below need one again, so only one (~15 MB) is ever held.
+        let mut loader = EbpfLoader::new();
+        if btf.is_some() {
+            loader.btf(btf);
+        }
+        let mut ebpf = loader
             .override_global(names::CONFIG_GLOBAL, &bpf_config, true)
             .map_max_entries(names::STACKS, sizes.stacks)
             .map_max_entries(names::COUNTS, sizes.counts)
@@ -137,6 +143,15 @@ impl Sampler {
             .context(
                 "cannot load the BPF object (is BPF enabled in this kernel, CONFIG_BPF_SYSCALL=y?)",
             )?;
+        drop(loader);
+        let sys_btf;
+        let btf = match btf {
+            Some(btf) => btf,
+            None => {
+                sys_btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
+                &sys_btf
+            }
+        };
 
         let sample: &mut PerfEvent = program(&mut ebpf, names::SAMPLE_PROGRAM)?.try_into()?;
         sample
