@@ -156,7 +156,15 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     );
 
     let metadata = capture_metadata(&capture, &options);
-    let profile = profile::build(&capture.samples, &mut symbolizer, metadata);
+    let mut profile = profile::build(&capture.samples, &mut symbolizer, metadata);
+    // Processes that ended while recording were built and released then.
+    profile.merge(std::mem::take(&mut capture.ended));
+    let processes = profile
+        .samples
+        .iter()
+        .filter_map(|sample| sample.pid)
+        .collect::<HashSet<u32>>()
+        .len();
     log::debug!(
         "profile of {} stacks built {:?} after stop",
         capture.samples.len(),
@@ -175,6 +183,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     if !options.quiet {
         print_summary(
             &capture,
+            processes,
             &profile,
             &render,
             post_processing,
@@ -404,6 +413,7 @@ fn finish_command(command: &mut RunningCommand) -> Result<ExitStatus> {
 
 fn print_summary(
     capture: &Capture,
+    processes: usize,
     profile: &Profile,
     render: &RenderOptions,
     post_processing: Duration,
@@ -412,7 +422,6 @@ fn print_summary(
 ) {
     let stats = &capture.stats;
     let lost = stats.lost() + capture.malformed_records;
-    let processes: HashSet<u32> = capture.samples.iter().map(|s| s.pid).collect();
     let samples = profile.total_samples();
     // Distinct stacks as the folded output shows them.
     let distinct_stacks =
@@ -460,7 +469,7 @@ fn print_summary(
          output written {:.3} s after sampling stopped: {output}",
         truncated.total(),
         distinct_stacks,
-        processes.len(),
+        processes,
         capture.recorded_for.as_secs_f64(),
         backend.name(),
         post_processing.as_secs_f64(),
@@ -531,6 +540,14 @@ fn print_summary(
         log::warn!(
             "{fallbacks} user stacks needed a copy for DWARF unwinding but the ring buffer was full; \
              they were walked through frame pointers and may miss frames in frameless code"
+        );
+    }
+    if capture.rotations > 0 {
+        log::info!(
+            "kernel maps switched and emptied {} times while recording; {} ended processes symbolized \
+             and released on the way",
+            capture.rotations,
+            capture.released
         );
     }
     for (reason, count) in &profile.metadata.unknown_frames {

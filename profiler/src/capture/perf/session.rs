@@ -192,6 +192,9 @@ pub fn record(
         .map(|(key, count)| to_sample(key, count))
         .collect();
     Ok(Capture {
+        ended: crate::profile::Profile::default(),
+        rotations: 0,
+        released: 0,
         samples,
         stats,
         recorded_for,
