@@ -217,7 +217,9 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
 enum Prepared {
     /// The kernel BTF given with --btf; `None`: the running kernel's.
     Bpf(Option<aya::Btf>),
-    Perf { kernel: bool },
+    Perf {
+        kernel: bool,
+    },
 }
 
 /// What both backends' recordings share: the symbolizer and what stops them.

@@ -102,8 +102,10 @@ impl JitMaps {
     /// map did not use.
     pub fn forget(&mut self, key: ProcessKey) {
         if let Some(jit) = self.maps.remove(&key) {
-            self.forgotten.bytes_skipped =
-                self.forgotten.bytes_skipped.saturating_add(jit.bytes_skipped());
+            self.forgotten.bytes_skipped = self
+                .forgotten
+                .bytes_skipped
+                .saturating_add(jit.bytes_skipped());
             self.forgotten.entries_dropped = self
                 .forgotten
                 .entries_dropped

@@ -358,13 +358,17 @@ impl Symbolizer {
             stack,
             &self.processes,
             &self.modules,
-            (!released).then(|| self.jit.for_unwinding(key, start_ticks, false)).flatten(),
+            (!released)
+                .then(|| self.jit.for_unwinding(key, start_ticks, false))
+                .flatten(),
         );
         // A frame outside the snapshot and the perf map means code mapped since they were read (the
         // snapshot of a process seen while the dynamic loader ran has no libc yet; a JIT writes its
         // map as it compiles): without it the unwind may have gone wrong from there. Read both again
         // and unwind again.
-        let jit = (!released).then(|| self.jit.for_unwinding(key, start_ticks, false)).flatten();
+        let jit = (!released)
+            .then(|| self.jit.for_unwinding(key, start_ticks, false))
+            .flatten();
         let outside_snapshot = match self.processes.get(key) {
             Some(snapshot) => {
                 let mut jit = jit;
@@ -382,7 +386,9 @@ impl Symbolizer {
                 stack,
                 &self.processes,
                 &self.modules,
-                (!released).then(|| self.jit.for_unwinding(key, start_ticks, true)).flatten(),
+                (!released)
+                    .then(|| self.jit.for_unwinding(key, start_ticks, true))
+                    .flatten(),
             );
         }
         unwound

@@ -516,7 +516,9 @@ fn drain(
             );
             let user = inline_stack(record.key.user_stack_id, &record.user_ips, record.user_len);
             let source = frame_pointer_stack(record.key.user_stack_id);
-            collected.unresolved.push((record.key, kernel, user, source));
+            collected
+                .unresolved
+                .push((record.key, kernel, user, source));
         }
         Some(Record::UserStack(record, stack)) => {
             let (key, end) = unwind_user_stack(symbolizer, record, stack, &mut collected.unwinding);

@@ -189,8 +189,11 @@ impl Profile {
 mod tests {
     use super::*;
 
-    /// Each sample as its frames' names and mappings' paths, outermost first.
-    fn resolved(profile: &Profile) -> Vec<(Vec<(Option<String>, Vec<String>)>, u64)> {
+    /// A location as its mapping's path and its frames' names.
+    type Resolved = (Option<String>, Vec<String>);
+
+    /// Each sample as its locations, outermost first, and its count.
+    fn resolved(profile: &Profile) -> Vec<(Vec<Resolved>, u64)> {
         profile
             .samples
             .iter()
