@@ -38,6 +38,11 @@
 /* frameless_ranges.module[i] of a mapping that is frameless whole. */
 #define MODULE_FRAMELESS_WHOLE 0xffffffffu
 
+/* The `counts` and `stacks` maps come in two generations, so userspace can empty them during a long
+ * run without racing the program: it switches the `generation` map to the other one, waits for a
+ * grace period (programs that read the old value have finished), then reads and clears the old one. */
+#define GENERATIONS 2
+
 /* Values of config.unwind_mode. */
 #define UNWIND_FRAME_POINTERS 0 /* user stacks walked by the kernel via frame pointers */
 #define UNWIND_DWARF 1          /* every user stack copied for DWARF unwinding in userspace */
@@ -100,10 +105,12 @@ struct sample_key {
 	 * user addresses are symbolized against the right memory map across exec and PID reuse. 0 for
 	 * kernel threads. */
 	__u32 instance;
-	/* Ids in the `stacks` map, or STACK_ID_NONE / STACK_ID_IN_RECORD. */
+	/* Ids in the `stacks` map of this key's generation, or STACK_ID_NONE / STACK_ID_IN_RECORD. */
 	__s32 kernel_stack_id;
 	__s32 user_stack_id;
-	__u32 _pad;
+	/* Which generation of the `counts`/`stacks` maps the key and its stack ids belong to (see
+	 * GENERATIONS). */
+	__u32 generation;
 	/* Name of the process (its thread-group leader) and of the sampled thread. */
 	char process_comm[COMM_LEN];
 	char thread_comm[COMM_LEN];

@@ -19,6 +19,15 @@ struct mm_struct___emberprof {
 	unsigned long start_stack;
 } __attribute__((preserve_access_index));
 
+struct atomic___emberprof {
+	int counter;
+} __attribute__((preserve_access_index));
+
+struct signal_struct___emberprof {
+	/* Threads of the group not yet exiting; do_exit() decrements it before sched_process_exit. */
+	struct atomic___emberprof live;
+} __attribute__((preserve_access_index));
+
 struct task_struct___emberprof {
 	int pid;  /* thread id */
 	int tgid; /* process id */
@@ -26,6 +35,7 @@ struct task_struct___emberprof {
 	struct mm_struct___emberprof *mm; /* NULL for kernel threads */
 	struct task_struct___emberprof *group_leader;
 	__u64 start_boottime; /* ns since boot, what /proc/PID/stat field 22 shows in clock ticks (5.5+) */
+	struct signal_struct___emberprof *signal;
 } __attribute__((preserve_access_index));
 
 /* The registers the kernel saved at entry from user mode (bpf_task_pt_regs). */

@@ -27,6 +27,8 @@ pub const MODULE_FRAMELESS_WHOLE: u32 = u32::MAX;
 pub const UNWIND_FRAME_POINTERS: u32 = 0;
 pub const UNWIND_DWARF: u32 = 1;
 pub const UNWIND_AUTO: u32 = 2;
+/// `GENERATIONS`: the `counts` and `stacks` maps come in two generations, swapped during a run.
+pub const GENERATIONS: u32 = 2;
 /// `STACK_ID_NONE`: the stack was not captured.
 pub const STACK_ID_NONE: i32 = -1;
 /// `STACK_ID_IN_RECORD`: the stack is inline in a [`SampleRecord`].
@@ -48,8 +50,10 @@ pub mod names {
     pub const KNOWN_ROOTS: &str = "known_roots";
     pub const MODULE_EXCEPTIONS: &str = "module_exceptions";
     pub const STACK_SCRATCH: &str = "stack_scratch";
-    pub const STACKS: &str = "stacks";
-    pub const COUNTS: &str = "counts";
+    /// Generation 0 and 1 of the stack and count maps (see [`super::GENERATIONS`]).
+    pub const STACKS: [&str; 2] = ["stacks", "stacks_1"];
+    pub const COUNTS: [&str; 2] = ["counts", "counts_1"];
+    pub const GENERATION: &str = "generation";
     pub const RECORDS: &str = "records";
     pub const STATS: &str = "stats";
 }
@@ -125,7 +129,8 @@ pub struct SampleKey {
     pub instance: u32,
     pub kernel_stack_id: i32,
     pub user_stack_id: i32,
-    pub _pad: u32,
+    /// Generation of the `counts`/`stacks` maps the key belongs to (0 or 1, see [`GENERATIONS`]).
+    pub generation: u32,
     pub process_comm: [u8; COMM_LEN],
     pub thread_comm: [u8; COMM_LEN],
 }

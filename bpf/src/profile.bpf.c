@@ -29,21 +29,35 @@ struct {
 	__type(value, __u8);
 } target_tgids SEC(".maps");
 
-/* Kernel and user stacks, deduplicated by the kernel. Never BPF_F_REUSE_STACKID: on a hash collision
- * that flag overwrites the bucket, so an id already counted would silently name another stack. */
-struct {
+/* Kernel and user stacks, deduplicated by the kernel, one map per generation. Never
+ * BPF_F_REUSE_STACKID: on a hash collision that flag overwrites the bucket, so an id already counted
+ * would silently name another stack. */
+struct stack_map {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
 	__uint(max_entries, 16384); /* resized at load */
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64));
-} stacks SEC(".maps");
+};
+struct stack_map stacks SEC(".maps");
+struct stack_map stacks_1 SEC(".maps");
 
-struct {
+struct count_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536); /* resized at load */
 	__type(key, struct sample_key);
 	__type(value, __u64);
-} counts SEC(".maps");
+};
+struct count_map counts SEC(".maps");
+struct count_map counts_1 SEC(".maps");
+
+/* The generation new samples go to (0: `stacks`/`counts`, 1: `stacks_1`/`counts_1`); switched by
+ * userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} generation SEC(".maps");
 
 /* Process instances: the session-unique id of the program each TGID runs now. The first sample of a
  * TGID without one draws a new id and announces it; an exec or the exit of the thread-group leader
@@ -181,10 +195,14 @@ static __always_inline __u32 process_instance(__u32 tgid, const char *process_co
 }
 
 /* bpf_get_stackid, with the errors folded into what the sample does next. */
-static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, __u64 flags, __u32 error_stat,
-				      int *must_stream)
+static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, __u32 gen, __u64 flags,
+				      __u32 error_stat, int *must_stream)
 {
-	long id = bpf_get_stackid(ctx, &stacks, flags);
+	long id;
+	if (gen)
+		id = bpf_get_stackid(ctx, &stacks_1, flags);
+	else
+		id = bpf_get_stackid(ctx, &stacks, flags);
 	if (id >= 0)
 		return id;
 	if (id == -EEXIST) {
@@ -468,19 +486,20 @@ static __always_inline int send_user_stack(struct bpf_perf_event_data *ctx, cons
  * BPF_NOEXIST race sees -EEXIST and adds to the winner's slot, so no increment is lost. */
 static __always_inline int count_sample(const struct sample_key *key)
 {
-	__u64 *count = bpf_map_lookup_elem(&counts, key);
+	void *map = key->generation ? (void *)&counts_1 : (void *)&counts;
+	__u64 *count = bpf_map_lookup_elem(map, key);
 	if (count) {
 		__sync_fetch_and_add(count, 1);
 		return 0;
 	}
 	__u64 one = 1;
-	long err = bpf_map_update_elem(&counts, key, &one, BPF_NOEXIST);
+	long err = bpf_map_update_elem(map, key, &one, BPF_NOEXIST);
 	if (err == 0) {
 		announce_key(key);
 		return 0;
 	}
 	if (err == -EEXIST) {
-		count = bpf_map_lookup_elem(&counts, key);
+		count = bpf_map_lookup_elem(map, key);
 		if (count) {
 			__sync_fetch_and_add(count, 1);
 			return 0;
@@ -537,11 +556,17 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 		}
 	}
 
+	/* Read once: the key, its stacks and its count all go to this generation. */
+	__u32 zero = 0;
+	__u32 *current = bpf_map_lookup_elem(&generation, &zero);
+	key.generation = current && *current ? 1 : 0;
 	int must_stream = 0;
 	if (cfg.capture_kernel)
-		key.kernel_stack_id = stack_id(ctx, 0, STAT_KERNEL_STACK_ERROR, &must_stream);
+		key.kernel_stack_id =
+			stack_id(ctx, key.generation, 0, STAT_KERNEL_STACK_ERROR, &must_stream);
 	if (cfg.capture_user && has_user_memory)
-		key.user_stack_id = stack_id(ctx, BPF_F_USER_STACK, STAT_USER_STACK_ERROR, &must_stream);
+		key.user_stack_id = stack_id(ctx, key.generation, BPF_F_USER_STACK,
+					     STAT_USER_STACK_ERROR, &must_stream);
 
 	if (!must_stream) {
 		if (count_sample(&key) == 0) {
@@ -590,6 +615,12 @@ int BPF_PROG(notice_exit, struct task_struct___emberprof *task)
 {
 	if (task->pid == task->tgid)
 		end_instance(task->tgid);
+	/* The last thread of a target process: the TGID stops being a target, or once the PID is reused
+	 * an unrelated process would be sampled (and on a long run the map would fill with dead PIDs). */
+	if (cfg.filter_tgids && BPF_CORE_READ(task, signal, live.counter) == 0) {
+		__u32 tgid = task->tgid;
+		bpf_map_delete_elem(&target_tgids, &tgid);
+	}
 	return 0;
 }
 

@@ -167,6 +167,11 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = MapSizes::default().counts, help_heading = "Advanced")]
     pub count_map_entries: u32,
 
+    /// Bytes of the ring buffer that carries streamed samples, stack copies and notices (a power of
+    /// two, at least a page). For tests of what happens when it overflows.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub ring_buffer_bytes: Option<u32>,
+
     /// Capture backend. `bpf`: BPF programs count stacks in the kernel (needs root, or CAP_BPF and
     /// CAP_PERFMON). `perf`: perf_event ring buffers read by emberprof, which needs no privileges
     /// for your own processes and the commands emberprof launches (kernel.perf_event_paranoid 2 or
@@ -251,6 +256,7 @@ impl RecordArgs {
             render,
             stack_map_entries,
             count_map_entries,
+            ring_buffer_bytes,
             backend,
             event,
             mmap_pages,
@@ -283,6 +289,11 @@ impl RecordArgs {
             UnwindArg::Dwarf => UnwindMode::Dwarf,
             UnwindArg::Auto => UnwindMode::Auto,
         };
+        if let Some(bytes) = ring_buffer_bytes {
+            if !bytes.is_power_of_two() || bytes < 4096 {
+                bail!("--ring-buffer-bytes must be a power of two of at least 4096, not {bytes}");
+            }
+        }
         if stack_map_entries == 0 || count_map_entries == 0 {
             bail!("--stack-map-entries and --count-map-entries must be at least 1");
         }
@@ -339,6 +350,8 @@ impl RecordArgs {
             map_sizes: MapSizes {
                 stacks: stack_map_entries,
                 counts: count_map_entries,
+                ring_buffer_bytes: ring_buffer_bytes
+                    .unwrap_or(MapSizes::for_unwind(unwind).ring_buffer_bytes),
                 ..MapSizes::for_unwind(unwind)
             },
             quiet: verbosity.quiet,

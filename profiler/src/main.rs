@@ -11,6 +11,7 @@ mod cli;
 mod cli_views;
 mod diff;
 mod input;
+mod interrupt;
 mod output;
 mod pprof;
 mod preflight;

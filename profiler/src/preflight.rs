@@ -1,7 +1,7 @@
 //! Checks of the environment before anything is loaded, each failing with one line that says how to
 //! fix it: privileges, kernel version, BTF, the sampling rate limit, resource limits.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use aya::util::KernelVersion;
@@ -99,23 +99,20 @@ pub fn check_kernel(copies_stacks: bool) -> Result<()> {
     Ok(())
 }
 
-/// The kernel's BTF, which the BPF object's CO-RE relocations are resolved against.
-pub fn load_btf(path: Option<&Path>) -> Result<Btf> {
-    let path = match path {
-        Some(path) => path.to_path_buf(),
-        None => {
-            let path = PathBuf::from(SYS_BTF);
-            if !path.exists() {
-                bail!(
-                    "this kernel exposes no BTF ({SYS_BTF} is missing): emberprof needs a kernel built with \
-                     CONFIG_DEBUG_INFO_BTF=y, or the kernel's BTF passed with --btf FILE"
-                );
-            }
-            path
-        }
-    };
-    Btf::parse_file(&path, Endianness::default())
-        .with_context(|| format!("cannot read kernel BTF from {}", path.display()))
+/// The kernel BTF given with `--btf` (parsed), or a check that the running kernel has its own (`None`).
+pub fn load_btf(path: Option<&Path>) -> Result<Option<Btf>> {
+    match path {
+        Some(path) => Btf::parse_file(path, Endianness::default())
+            .map(Some)
+            .with_context(|| format!("cannot read kernel BTF from {}", path.display())),
+        // Only checked here: aya's loader parses it anyway, and a second parsed copy (~15 MB) would
+        // double the profiler's peak memory.
+        None if !Path::new(SYS_BTF).exists() => bail!(
+            "this kernel exposes no BTF ({SYS_BTF} is missing): emberprof needs a kernel built with \
+             CONFIG_DEBUG_INFO_BTF=y, or the kernel's BTF passed with --btf FILE"
+        ),
+        None => Ok(None),
+    }
 }
 
 /// Fails if the kernel would refuse the sampling rate.

@@ -2,10 +2,10 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -18,8 +18,8 @@ use crate::capture::{
 };
 use crate::capture::{perf, SampledEvent};
 use crate::output::{fold, write_outputs, Output, OutputFile, RenderOptions};
-use crate::preflight;
 use crate::profile::{self, Metadata, Profile};
+use crate::{interrupt, preflight};
 
 /// What to profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,24 +111,28 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         Backend::Bpf => Prepared::Bpf(preflight::load_btf(options.btf_path.as_deref())?),
         Backend::Perf { kernel } => Prepared::Perf { kernel },
     };
+    let signal = interrupt::install()?;
     let outputs = options
         .outputs
         .iter()
         .map(|output| Ok((output.clone(), OutputFile::create(&output.target)?)))
         .collect::<Result<Vec<_>>>()?;
+    interrupt::remove_on_abort(
+        outputs
+            .iter()
+            .filter_map(|(_, file)| file.temp_location())
+            .collect(),
+    );
     preflight::raise_file_limit();
-
-    let signal = Arc::new(AtomicUsize::new(0));
-    for number in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_usize(number, Arc::clone(&signal), number as usize)
-            .context("cannot install the signal handler")?;
-    }
 
     // Forked before anything starts threads; held before exec until the sampler is attached.
     let paused = match &options.target {
         Target::Command(argv) => Some(PausedCommand::spawn(argv, &options.run_as)?),
         _ => None,
     };
+    if let Some(paused) = &paused {
+        interrupt::terminate_on_abort(paused.pid());
+    }
     let symbolizer = Symbolizer::new(options.symbols).context("cannot set up symbolization")?;
     let mut recording = Recording {
         symbolizer,
@@ -152,7 +156,15 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     );
 
     let metadata = capture_metadata(&capture, &options);
-    let profile = profile::build(&capture.samples, &mut symbolizer, metadata);
+    let mut profile = profile::build(&capture.samples, &mut symbolizer, metadata);
+    // Processes that ended while recording were built and released then.
+    profile.merge(std::mem::take(&mut capture.ended));
+    let processes = profile
+        .samples
+        .iter()
+        .filter_map(|sample| sample.pid)
+        .collect::<HashSet<u32>>()
+        .len();
     log::debug!(
         "profile of {} stacks built {:?} after stop",
         capture.samples.len(),
@@ -165,10 +177,13 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     let profile = write_outputs(profile, outputs, &render)?;
     let post_processing = capture.stopped_at.elapsed();
 
+    // The command is signalled and reaped below: its PID must not be signalled after that.
+    interrupt::terminate_on_abort(0);
     let command_status = command.as_mut().map(finish_command).transpose()?;
     if !options.quiet {
         print_summary(
             &capture,
+            processes,
             &profile,
             &render,
             post_processing,
@@ -184,7 +199,12 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
             );
         }
         if let (Some(command), Some(status)) = (&command, command_status) {
-            eprintln!("emberprof: `{}` {status}", command.display());
+            // stderr may be gone (a closed terminal after SIGHUP): never a panic for that.
+            let _ = writeln!(
+                std::io::stderr(),
+                "emberprof: `{}` {status}",
+                command.display()
+            );
         }
     }
     Ok(match command_status {
@@ -195,8 +215,11 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
 
 /// A backend with what it needs loaded.
 enum Prepared {
-    Bpf(aya::Btf),
-    Perf { kernel: bool },
+    /// The kernel BTF given with --btf; `None`: the running kernel's.
+    Bpf(Option<aya::Btf>),
+    Perf {
+        kernel: bool,
+    },
 }
 
 /// What both backends' recordings share: the symbolizer and what stops them.
@@ -209,7 +232,7 @@ struct Recording<'a> {
 /// The BPF backend: loads and attaches the sampler, starts the command, records.
 fn capture_with_bpf(
     options: &RecordOptions,
-    btf: aya::Btf,
+    btf: Option<aya::Btf>,
     paused: Option<PausedCommand>,
     recording: &mut Recording<'_>,
 ) -> Result<(Capture, Option<RunningCommand>)> {
@@ -219,7 +242,7 @@ fn capture_with_bpf(
         _ => None,
     };
     let mut sampler = Sampler::load(
-        &btf,
+        btf.as_ref(),
         &SamplerConfig {
             target_pids,
             follow_children: options.follow_children,
@@ -234,7 +257,7 @@ fn capture_with_bpf(
         recording.symbolizer.load_kernel_symbols();
     }
     sampler.attach(options.frequency_hz, options.event)?;
-    // The parsed kernel BTF (tens of MB) is only needed to load the programs.
+    // A parsed kernel BTF given with --btf (tens of MB) is only needed to load the programs.
     drop(btf);
     release_free_memory();
     let mut command = paused.map(PausedCommand::start).transpose()?;
@@ -392,6 +415,7 @@ fn finish_command(command: &mut RunningCommand) -> Result<ExitStatus> {
 
 fn print_summary(
     capture: &Capture,
+    processes: usize,
     profile: &Profile,
     render: &RenderOptions,
     post_processing: Duration,
@@ -400,7 +424,6 @@ fn print_summary(
 ) {
     let stats = &capture.stats;
     let lost = stats.lost() + capture.malformed_records;
-    let processes: HashSet<u32> = capture.samples.iter().map(|s| s.pid).collect();
     let samples = profile.total_samples();
     // Distinct stacks as the folded output shows them.
     let distinct_stacks =
@@ -417,7 +440,8 @@ fn print_summary(
         StopReason::CommandExited => " (command exited)",
     };
     if samples == 0 {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "emberprof: no samples were collected (was the target idle?); wrote an empty {output}"
         );
     }
@@ -441,16 +465,25 @@ fn print_summary(
     } else {
         String::new()
     };
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "emberprof: {samples} samples ({lost} lost, {} truncated), {} distinct stacks, {} processes, {:.1} s{stopped}, {} backend{user_stacks}; \
          output written {:.3} s after sampling stopped: {output}",
         truncated.total(),
         distinct_stacks,
-        processes.len(),
+        processes,
         capture.recorded_for.as_secs_f64(),
         backend.name(),
         post_processing.as_secs_f64(),
     );
+    if lost > 0 {
+        log::warn!(
+            "{lost} samples lost: the ring buffer was full ({} streamed samples and stack copies, {} \
+             malformed records); fewer distinct stacks, a lower -F or fewer targets avoid it",
+            stats.lost(),
+            capture.malformed_records
+        );
+    }
     if ended_early > 0 {
         log::info!(
             "DWARF unwinds that ended early: {} at the end of the stack copy (raise --stack-size), {} without \
@@ -509,6 +542,14 @@ fn print_summary(
         log::warn!(
             "{fallbacks} user stacks needed a copy for DWARF unwinding but the ring buffer was full; \
              they were walked through frame pointers and may miss frames in frameless code"
+        );
+    }
+    if capture.rotations > 0 {
+        log::info!(
+            "kernel maps switched and emptied {} times while recording; {} ended processes symbolized \
+             and released on the way",
+            capture.rotations,
+            capture.released
         );
     }
     for (reason, count) in &profile.metadata.unknown_frames {

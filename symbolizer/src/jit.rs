@@ -56,10 +56,14 @@ pub struct JitStats {
     pub entries_dropped: u64,
 }
 
+/// Per process instance, from its first sample until it is forgotten (released after it ended and its
+/// samples were symbolized).
 pub(crate) struct JitMaps {
     /// Most bytes read from one perf map.
     max_bytes: u64,
     maps: HashMap<ProcessKey, JitMap>,
+    /// What the maps of forgotten instances did not use, for [`JitMaps::stats`].
+    forgotten: JitStats,
     /// Processes whose perf map was rejected (warned once).
     rejected: std::collections::HashSet<ProcessKey>,
     /// When opening was last tried for processes without a map: a runtime creates its map some time
@@ -81,6 +85,7 @@ impl JitMaps {
         JitMaps {
             max_bytes,
             maps: HashMap::new(),
+            forgotten: JitStats::default(),
             rejected: Default::default(),
             last_attempt: HashMap::new(),
             ended: Default::default(),
@@ -93,9 +98,27 @@ impl JitMaps {
         self.ended.insert(key);
     }
 
+    /// Closes the perf map of an instance that is gone and forgets everything about it but what its
+    /// map did not use.
+    pub fn forget(&mut self, key: ProcessKey) {
+        if let Some(jit) = self.maps.remove(&key) {
+            self.forgotten.bytes_skipped = self
+                .forgotten
+                .bytes_skipped
+                .saturating_add(jit.bytes_skipped());
+            self.forgotten.entries_dropped = self
+                .forgotten
+                .entries_dropped
+                .saturating_add(jit.map.dropped() as u64);
+        }
+        self.rejected.remove(&key);
+        self.last_attempt.remove(&key);
+        self.ended.remove(&key);
+    }
+
     /// Totals over every map.
     pub fn stats(&self) -> JitStats {
-        let mut stats = JitStats::default();
+        let mut stats = self.forgotten;
         for jit in self.maps.values() {
             stats.bytes_skipped = stats.bytes_skipped.saturating_add(jit.bytes_skipped());
             stats.entries_dropped = stats

@@ -165,6 +165,11 @@ impl ProcessTable {
         self.processes.contains_key(&key)
     }
 
+    /// Drops the snapshot of an instance that is gone.
+    pub fn remove(&mut self, key: ProcessKey) {
+        self.processes.remove(&key);
+    }
+
     pub fn len(&self) -> usize {
         self.processes.len()
     }

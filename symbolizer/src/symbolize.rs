@@ -54,6 +54,12 @@ impl Default for SymbolizerOptions {
     }
 }
 
+/// What each cache holds and what bounds it, for runs of hours: per-process state lives from a
+/// process's first sample until [`Symbolizer::release`] (called once its samples are in the profile,
+/// soon after it execs or exits), so it is bounded by the processes alive at once; per-module state
+/// is bounded by the distinct executable files the profiled processes map (modules are shared, and
+/// kept for the session: a fork-heavy loop re-runs the same few files); per-address caches are
+/// bounded by the code those modules and the kernel hold.
 pub struct Symbolizer {
     options: SymbolizerOptions,
     blaze: blazesym::symbolize::Symbolizer,
@@ -69,8 +75,12 @@ pub struct Symbolizer {
     snapshot_taken: HashMap<ProcessKey, (Instant, Instant)>,
     /// Processes snapshotted (first time or again) since the last [`Symbolizer::take_changed`].
     changed: Vec<ProcessKey>,
-    /// Instances that exec'd or exited: their snapshots are final.
+    /// Instances that exec'd or exited: their snapshots are final. Until released.
     ended: HashSet<ProcessKey>,
+    /// The highest instance released per PID: instances of a PID are numbered in the order they
+    /// start, so every instance up to it is gone and must never be snapshotted again (the PID may
+    /// belong to another process by now). One entry per PID ever released: bounded by pid_max.
+    released: HashMap<u32, u32>,
     /// Start times (`/proc/PID/stat` ticks) the BPF side saw for instances, checked before each
     /// snapshot so a reused PID is not mistaken for the sampled process.
     start_ticks: HashMap<ProcessKey, u64>,
@@ -152,6 +162,7 @@ impl Symbolizer {
             snapshot_taken: HashMap::new(),
             changed: Vec::new(),
             ended: HashSet::new(),
+            released: HashMap::new(),
             start_ticks: HashMap::new(),
             jit: JitMaps::new(options.max_perf_map_bytes),
             plt: HashMap::new(),
@@ -181,7 +192,7 @@ impl Symbolizer {
     /// Called when a process instance is first sampled: snapshots its mappings while it is alive.
     /// Later calls for the same instance keep the snapshot.
     pub fn process_seen(&mut self, key: ProcessKey) -> Result<(), Error> {
-        if self.processes.contains(key) {
+        if self.processes.contains(key) || self.is_released(key) {
             return Ok(());
         }
         self.take_snapshot(key)
@@ -206,6 +217,26 @@ impl Symbolizer {
         self.ended.insert(key);
         self.jit.instance_ended(key);
         self.unwinders.forget(key);
+    }
+
+    /// Forgets an ended instance whose samples have all been symbolized: its snapshot (and so its
+    /// place among the module table's users), perf map, unwinder, start time and timers. Its symbols
+    /// stay in the per-module caches, shared with other processes; its addresses are unknown now.
+    pub fn release(&mut self, key: ProcessKey) {
+        self.processes.remove(key);
+        self.snapshot_taken.remove(&key);
+        self.ended.remove(&key);
+        self.start_ticks.remove(&key);
+        self.unwinders.forget(key);
+        self.jit.forget(key);
+        let released = self.released.entry(key.pid).or_insert(key.instance);
+        *released = (*released).max(key.instance);
+    }
+
+    fn is_released(&self, key: ProcessKey) -> bool {
+        self.released
+            .get(&key.pid)
+            .is_some_and(|&through| key.instance <= through)
     }
 
     /// What perf maps cost that was not used (over the size or entry limits).
@@ -286,7 +317,7 @@ impl Symbolizer {
     /// too recently, the instance has ended, or the process has exec'd another program since (the
     /// notice may still be on its way). Returns whether a new snapshot was taken.
     fn refresh_snapshot(&mut self, key: ProcessKey) -> bool {
-        if self.ended.contains(&key) {
+        if self.ended.contains(&key) || self.is_released(key) {
             return false;
         }
         let recent = self.snapshot_taken.get(&key).is_some_and(|(first, last)| {
@@ -319,19 +350,25 @@ impl Symbolizer {
         stack: &[u8],
     ) -> UnwoundStack {
         let start_ticks = self.start_ticks.get(&key).copied();
+        // A released instance's PID may be another process's now: its perf map is not opened.
+        let released = self.is_released(key);
         let unwound = self.unwinders.unwind(
             key,
             registers,
             stack,
             &self.processes,
             &self.modules,
-            self.jit.for_unwinding(key, start_ticks, false),
+            (!released)
+                .then(|| self.jit.for_unwinding(key, start_ticks, false))
+                .flatten(),
         );
         // A frame outside the snapshot and the perf map means code mapped since they were read (the
         // snapshot of a process seen while the dynamic loader ran has no libc yet; a JIT writes its
         // map as it compiles): without it the unwind may have gone wrong from there. Read both again
         // and unwind again.
-        let jit = self.jit.for_unwinding(key, start_ticks, false);
+        let jit = (!released)
+            .then(|| self.jit.for_unwinding(key, start_ticks, false))
+            .flatten();
         let outside_snapshot = match self.processes.get(key) {
             Some(snapshot) => {
                 let mut jit = jit;
@@ -349,7 +386,9 @@ impl Symbolizer {
                 stack,
                 &self.processes,
                 &self.modules,
-                self.jit.for_unwinding(key, start_ticks, true),
+                (!released)
+                    .then(|| self.jit.for_unwinding(key, start_ticks, true))
+                    .flatten(),
             );
         }
         unwound
@@ -438,8 +477,13 @@ impl Symbolizer {
                 },
                 UserLocation::Unmapped => {
                     let start_ticks = self.start_ticks.get(&key).copied();
-                    if let Some(name) = self.jit.lookup(key, start_ticks, address.lookup_address())
-                    {
+                    // A released instance's PID may be another process's now: its map is not read.
+                    let jit = if self.is_released(key) {
+                        None
+                    } else {
+                        self.jit.lookup(key, start_ticks, address.lookup_address())
+                    };
+                    if let Some(name) = jit {
                         return Symbol::Named(vec![Frame::new(name, FrameKind::Jit)]);
                     }
                     let reason = if self.processes.contains(key) {

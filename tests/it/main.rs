@@ -6,6 +6,7 @@ mod attacks;
 mod attacks_files;
 mod auto;
 mod errors;
+mod faults;
 mod mixed;
 mod names;
 mod perf_backend;

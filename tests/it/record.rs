@@ -617,3 +617,61 @@ fn exiting_target_ends_capture_early() {
     );
     assert!(stderr.contains("(targets exited)"), "{stderr}");
 }
+
+/// A long run with a stream of processes: the kernel maps are switched and emptied during the run
+/// (here often, as they are tiny), the processes that ended are symbolized and released on the way,
+/// and their samples still carry their names.
+#[test]
+fn long_run_empties_maps_and_releases_ended_processes() {
+    let _kernel = kernel_test();
+    let dir = scratch();
+    // A file, not stdout: the spawner prints its children's PIDs there.
+    let out = out_path(&dir, "long.folded");
+    let output = run_ok(&[
+        "-v",
+        "record",
+        "-F",
+        "999",
+        "--stack-map-entries",
+        "128",
+        "--count-map-entries",
+        "64",
+        "-o",
+        out.to_str().expect("UTF-8 path"),
+        "--",
+        // About 10 s: switches every 5 s at the least (the children are frameless, so their stacks
+        // are copied, not counted in the maps, and do not fill them).
+        &example("spawner"),
+        "150",
+        "60",
+        "10",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let stacks = read_folded(&out);
+    let number_before = |text: &str| -> u64 {
+        stderr
+            .split_once(text)
+            .and_then(|(before, _)| before.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count before {text:?}:\n{stderr}"))
+    };
+    assert!(number_before(" times while recording") >= 1, "{stderr}");
+    assert!(
+        number_before(" ended processes symbolized") >= 20,
+        "{stderr}"
+    );
+    assert!(stderr.contains("(0 lost,"), "{stderr}");
+    let short_lived: Vec<FoldedStack> = stacks
+        .into_iter()
+        .filter(|s| s.frames[0] == "short-lived")
+        .collect();
+    let all = total(&short_lived, |_| true);
+    let named = total(&short_lived, |s| {
+        has_subsequence(&s.frames, &["main", "run", "short_lived_work"])
+    });
+    assert!(
+        all >= 1000 && named * 10 >= all * 8,
+        "{named}/{all} short-lived samples name main..run..short_lived_work:\n{}",
+        describe(&short_lived)
+    );
+}

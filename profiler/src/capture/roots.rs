@@ -51,6 +51,24 @@ impl Roots {
         self.plans.remove(&key);
     }
 
+    /// Forgets an instance whose stacks are all completed (see [`Roots::complete`]); returns the roots
+    /// BPF holds as known for it, to be removed there too. Plans and learned roots are per live (or
+    /// not yet released) instance: bounded by the processes alive at once.
+    pub fn release(&mut self, key: ProcessKey) -> Vec<u64> {
+        self.plans.remove(&key);
+        let mut known = Vec::new();
+        self.learned.retain(|&(owner, root), outer| {
+            if owner != key {
+                return true;
+            }
+            if outer.is_some() {
+                known.push(root);
+            }
+            false
+        });
+        known
+    }
+
     /// Learns from one complete DWARF unwind (`frames`, innermost first) of a stack copied from
     /// `sp` with registers `ip`/`bp`.
     pub fn learn(

@@ -5,7 +5,7 @@ use std::collections::HashMap as StdHashMap;
 use std::os::fd::{AsRawFd, RawFd};
 
 use anyhow::{anyhow, Context, Result};
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::perf_event::{PerfEventLinkId, PerfEventScope, SamplePolicy};
 use aya::programs::{BtfTracePoint, PerfEvent};
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -22,9 +22,11 @@ use super::stats::BpfStats;
 /// Map sizes, fixed at load time.
 #[derive(Clone, Copy, Debug)]
 pub struct MapSizes {
-    /// Distinct stacks (kernel and user together) the stack map holds before samples are streamed.
+    /// Distinct stacks (kernel and user together) each generation of the stack map holds before
+    /// samples are streamed.
     pub stacks: u32,
-    /// Distinct (thread, stack pair) keys counted in the kernel before samples are streamed.
+    /// Distinct (thread, stack pair) keys each generation of the count map holds before samples are
+    /// streamed.
     pub counts: u32,
     /// Ring buffer bytes (a power of two, at least a page).
     pub ring_buffer_bytes: u32,
@@ -62,14 +64,15 @@ pub enum UnwindMode {
 
 impl Default for MapSizes {
     fn default() -> Self {
-        // ~16 MiB of stacks (127 frames x 8 bytes each), ~6 MiB of counts: room for minutes of a busy
-        // system before anything has to be streamed. The ring buffer is drained every 100 ms; 1 MiB
+        // Per generation (there are two, and the one not in use is emptied every few seconds, see
+        // `session.rs`): ~8 MiB of stacks (127 frames x 8 bytes each), ~3 MiB of counts, room for a
+        // minute of a busy system before anything has to be streamed. The ring buffer is drained every 100 ms; 1 MiB
         // holds 500 streamed samples, more than two CPUs produce at 999 Hz in that time. Its pages
         // are mapped into emberprof twice (the kernel's wrap-around trick), so every MiB here is
         // 2 MiB of resident memory.
         MapSizes {
-            stacks: 16 * 1024,
-            counts: 64 * 1024,
+            stacks: 8 * 1024,
+            counts: 32 * 1024,
             ring_buffer_bytes: 1 << 20,
             targets: 8 * 1024,
         }
@@ -91,6 +94,7 @@ pub struct SamplerConfig {
 /// The loaded BPF object. Sampling runs from [`Sampler::attach`] until [`Sampler::detach`] or drop.
 pub struct Sampler {
     ebpf: Ebpf,
+    sizes: MapSizes,
     records: RingBuf<MapData>,
     perf_links: Vec<PerfEventLinkId>,
     /// `--unwind auto`: modules whose frameless functions are in `module_exceptions`.
@@ -99,7 +103,8 @@ pub struct Sampler {
 
 impl Sampler {
     /// Loads and verifies the programs and creates the maps; nothing is sampled yet.
-    pub fn load(btf: &Btf, config: &SamplerConfig) -> Result<Self> {
+    /// `btf` is the kernel's BTF when given with `--btf`; `None` uses /sys/kernel/btf/vmlinux.
+    pub fn load(btf: Option<&Btf>, config: &SamplerConfig) -> Result<Self> {
         let bpf_config = Config {
             filter_tgids: config.target_pids.is_some() as u32,
             follow_children: config.follow_children as u32,
@@ -125,11 +130,18 @@ impl Sampler {
                 .map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?
                 as u32,
         };
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(btf))
+        // EbpfLoader::new parses /sys/kernel/btf/vmlinux itself; that copy is dropped with the loader,
+        // before the tracepoint programs below need one again, so only one (~15 MB) is ever held.
+        let mut loader = EbpfLoader::new();
+        if btf.is_some() {
+            loader.btf(btf);
+        }
+        let mut ebpf = loader
             .override_global(names::CONFIG_GLOBAL, &bpf_config, true)
-            .map_max_entries(names::STACKS, sizes.stacks)
-            .map_max_entries(names::COUNTS, sizes.counts)
+            .map_max_entries(names::STACKS[0], sizes.stacks)
+            .map_max_entries(names::STACKS[1], sizes.stacks)
+            .map_max_entries(names::COUNTS[0], sizes.counts)
+            .map_max_entries(names::COUNTS[1], sizes.counts)
             .map_max_entries(names::RECORDS, sizes.ring_buffer_bytes)
             .map_max_entries(names::TARGET_TGIDS, sizes.targets)
             .map_max_entries(names::STACK_SCRATCH, scratch_slots)
@@ -137,6 +149,15 @@ impl Sampler {
             .context(
                 "cannot load the BPF object (is BPF enabled in this kernel, CONFIG_BPF_SYSCALL=y?)",
             )?;
+        drop(loader);
+        let sys_btf;
+        let btf = match btf {
+            Some(btf) => btf,
+            None => {
+                sys_btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
+                &sys_btf
+            }
+        };
 
         let sample: &mut PerfEvent = program(&mut ebpf, names::SAMPLE_PROGRAM)?.try_into()?;
         sample
@@ -170,6 +191,7 @@ impl Sampler {
         )?;
         Ok(Sampler {
             ebpf,
+            sizes,
             records,
             perf_links: Vec::new(),
             modules_sent: Default::default(),
@@ -338,12 +360,26 @@ impl Sampler {
         Ok(totals)
     }
 
-    /// Every counted key with its count.
-    pub fn read_counts(&self) -> Result<Vec<(SampleKey, u64)>> {
+    pub fn map_sizes(&self) -> MapSizes {
+        self.sizes
+    }
+
+    /// Makes `next` the generation of the count and stack maps new samples go to.
+    pub fn switch_generation(&mut self, next: u32) -> Result<()> {
+        let mut generation: Array<_, u32> =
+            Array::try_from(map(&mut self.ebpf, names::GENERATION)?)?;
+        generation
+            .set(0, next, 0)
+            .context("cannot switch the map generation")
+    }
+
+    /// Every counted key of a generation with its count.
+    pub fn read_counts(&self, generation: u32) -> Result<Vec<(SampleKey, u64)>> {
+        let name = names::COUNTS[generation as usize & 1];
         let counts: HashMap<_, SampleKey, u64> = HashMap::try_from(
             self.ebpf
-                .map(names::COUNTS)
-                .ok_or_else(|| anyhow!("BPF object has no map {}", names::COUNTS))?,
+                .map(name)
+                .ok_or_else(|| anyhow!("BPF object has no map {name}"))?,
         )?;
         counts
             .iter()
@@ -351,43 +387,75 @@ impl Sampler {
             .collect()
     }
 
-    /// Makes sure `cache` holds the frames of stack `id` (a no-op for ids that are not map ids).
-    pub fn load_stack(&self, id: i32, cache: &mut StackCache) -> Result<()> {
-        if id < 0 || cache.stacks.contains_key(&id) {
+    /// Empties a generation's count and stack maps, and forgets its stacks in `cache`. Only for a
+    /// generation the BPF program no longer writes (switched away from, and a grace period passed).
+    pub fn clear_generation(&mut self, generation: u32, cache: &mut StackCache) -> Result<()> {
+        let generation = generation & 1;
+        let name = names::COUNTS[generation as usize];
+        let mut counts: HashMap<_, SampleKey, u64> = HashMap::try_from(map(&mut self.ebpf, name)?)?;
+        let keys: Vec<SampleKey> = counts.keys().filter_map(|key| key.ok()).collect();
+        for key in &keys {
+            counts
+                .remove(key)
+                .with_context(|| format!("cannot clear the {name} map"))?;
+        }
+        let name = names::STACKS[generation as usize];
+        let mut stacks: StackTraceMap<_> = StackTraceMap::try_from(map(&mut self.ebpf, name)?)?;
+        let ids: Vec<u32> = stacks.stack_ids().filter_map(|id| id.ok()).collect();
+        for id in &ids {
+            stacks
+                .remove(id)
+                .with_context(|| format!("cannot clear the {name} map"))?;
+        }
+        cache.stacks.retain(|&(g, _), _| g != generation);
+        Ok(())
+    }
+
+    /// Makes sure `cache` holds the frames of stack `id` of a generation (a no-op for ids that are not
+    /// map ids).
+    pub fn load_stack(&self, generation: u32, id: i32, cache: &mut StackCache) -> Result<()> {
+        let generation = generation & 1;
+        if id < 0 || cache.stacks.contains_key(&(generation, id)) {
             return Ok(());
         }
+        let name = names::STACKS[generation as usize];
         let stacks: StackTraceMap<_> = StackTraceMap::try_from(
             self.ebpf
-                .map(names::STACKS)
-                .ok_or_else(|| anyhow!("BPF object has no map {}", names::STACKS))?,
+                .map(name)
+                .ok_or_else(|| anyhow!("BPF object has no map {name}"))?,
         )?;
         let frames = match stacks.get(&(id as u32), 0) {
             Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
-            // Cannot happen without BPF_F_REUSE_STACKID or deletions; keep the sample, without this stack.
+            // Cannot happen without BPF_F_REUSE_STACKID or deletions of a generation still in use;
+            // keep the sample, without this stack.
             Err(error) => {
                 log::warn!("stack {id} vanished from the stack map: {error}");
                 Vec::new()
             }
         };
-        cache.stacks.insert(id, frames);
+        cache.stacks.insert((generation, id), frames);
         Ok(())
     }
 }
 
-/// Stacks read from the stack map, by id. An id's frames never change while the map lives (no
-/// BPF_F_REUSE_STACKID, no deletions), so each is read once.
+/// Stacks read from the stack maps, by (generation, id). An id's frames never change until its
+/// generation is cleared (no BPF_F_REUSE_STACKID), so each is read once; clearing a generation
+/// forgets its entries, so the cache holds at most the stacks of two generations.
 #[derive(Debug, Default)]
 pub struct StackCache {
-    stacks: StdHashMap<i32, Vec<u64>>,
+    stacks: StdHashMap<(u32, i32), Vec<u64>>,
 }
 
 impl StackCache {
     /// The frames of a stack id, innermost first; empty for [`STACK_ID_NONE`] or an id not loaded.
-    pub fn frames(&self, id: i32) -> &[u64] {
+    pub fn frames(&self, generation: u32, id: i32) -> &[u64] {
         if id == STACK_ID_NONE {
             return &[];
         }
-        self.stacks.get(&id).map(Vec::as_slice).unwrap_or(&[])
+        self.stacks
+            .get(&(generation & 1, id))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 }
 

@@ -1,8 +1,13 @@
 //! One recording: waits while the BPF program samples, drains the ring buffer as it fills (so new
 //! processes are snapshotted while alive), shows a status line, and stops on the duration, a signal,
 //! or the end of the targets. Then it reads the maps into plain [`StackSample`]s.
+//!
+//! On long runs memory stays bounded: every few seconds the BPF side is switched to the other
+//! generation of its count and stack maps, and the old one is read and emptied, so the kernel maps
+//! never fill; process instances that ended (exec or exit) before the switch then have all their
+//! samples in hand, so they are symbolized into a profile at once and their state released.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +23,7 @@ use super::roots::Roots;
 use super::sampler::{Sampler, StackCache, UnwindMode};
 use super::stats::BpfStats;
 use super::targets::ProcessWatch;
+use crate::profile::{self, Metadata, Profile};
 use crate::sample::{StackSample, UserStackSource};
 use crate::symbols::symbolize_stacks;
 
@@ -31,6 +37,10 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 const SYMBOLIZE_INTERVAL: Duration = Duration::from_millis(500);
 /// Keys symbolized between two drains of the ring buffer.
 const SYMBOLIZE_BATCH: usize = 64;
+/// How often the map generations are switched and the old one read and emptied.
+const ROTATE_INTERVAL: Duration = Duration::from_secs(5);
+/// ... or sooner when a generation fills (see `Rotation::due`), but not more often than this.
+const MIN_ROTATE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What ends a recording besides a signal.
 pub struct StopConditions<'a> {
@@ -53,7 +63,15 @@ pub enum StopReason {
 
 /// What a recording produced.
 pub struct Capture {
+    /// Samples of the processes still running at the end (or not released yet).
     pub samples: Vec<StackSample>,
+    /// Samples of processes that ended during the recording, already symbolized, their process
+    /// state released (launch mode: without the command's pre-exec samples).
+    pub ended: Profile,
+    /// Times the map generations were switched and the old one emptied.
+    pub rotations: u64,
+    /// Process instances built into `ended` and released during the recording.
+    pub released: u64,
     pub stats: BpfStats,
     pub recorded_for: Duration,
     pub stop_reason: StopReason,
@@ -107,8 +125,17 @@ impl UnwindStats {
 /// What the drain loop keeps between rounds.
 #[derive(Default)]
 struct Collected {
-    /// Samples that came through the ring buffer, with their stacks.
-    streamed: HashMap<StreamedKey, u64>,
+    /// Every sample read so far (from either generation of the maps, or the ring buffer), with its
+    /// stacks as frames: keys hold no map ids (see [`resolve`]).
+    samples: HashMap<StreamedKey, u64>,
+    /// Ring-buffer samples whose stack ids still point into the maps: resolved after each drain.
+    unresolved: Vec<StreamedKey>,
+    /// Keys added to the current generation, to switch before it fills.
+    keys_in_generation: u64,
+    /// Stacks read from the maps of both generations.
+    stack_cache: StackCache,
+    /// Instances that ended (exec or exit) since the last rotation.
+    ended: Vec<ProcessKey>,
     /// Keys first counted in the kernel since the last symbolization round.
     new_keys: Vec<SampleKey>,
     /// Streamed stacks first seen since the last symbolization round.
@@ -121,9 +148,29 @@ struct Collected {
     loader_snapshots: bool,
 }
 
-/// A sample that came through the ring buffer, keyed with its inline stacks and how the user stack
-/// was obtained.
+/// A sample keyed with its stacks as frames and how the user stack was obtained.
 type StreamedKey = (SampleKey, Vec<u64>, Vec<u64>, UserStackSource);
+
+/// The map generation in use, and when it was switched to.
+struct Rotation {
+    generation: u32,
+    since: Instant,
+    count: u64,
+    released: u64,
+    /// What ended instances left, built as they were released.
+    ended: Profile,
+}
+
+impl Rotation {
+    /// Time to switch: the interval passed, or the generation is half full (of keys, or of stacks:
+    /// a new key brings up to two).
+    fn due(&self, keys: u64, sizes: super::MapSizes) -> bool {
+        let elapsed = self.since.elapsed();
+        elapsed >= ROTATE_INTERVAL
+            || (elapsed >= MIN_ROTATE_INTERVAL
+                && (keys * 2 >= u64::from(sizes.counts) || keys * 4 >= u64::from(sizes.stacks)))
+    }
+}
 
 pub fn record(
     sampler: &mut Sampler,
@@ -136,8 +183,14 @@ pub fn record(
     let started = Instant::now();
     let mut collected = Collected::default();
     let mut last_status = started;
-    let mut stack_cache = StackCache::default();
     let mut last_symbolized = started;
+    let mut rotation = Rotation {
+        generation: 0,
+        since: started,
+        count: 0,
+        released: 0,
+        ended: Profile::default(),
+    };
 
     let stop_reason = loop {
         let mut wakeup = next_wakeup(started, stop.duration);
@@ -145,17 +198,21 @@ pub fn record(
             wakeup = wakeup.min(LOADER_RETRY);
         }
         wait_readable(sampler.records_fd(), wakeup);
-        drain(sampler, symbolizer, unwind, &mut collected);
+        drain(sampler, symbolizer, unwind, &mut collected)?;
         let pending = !collected.new_keys.is_empty() || !collected.new_streamed.is_empty();
         if last_symbolized.elapsed() >= SYMBOLIZE_INTERVAL && pending {
-            symbolize_new_keys(
+            symbolize_new_keys(sampler, symbolizer, unwind, &mut collected)?;
+            last_symbolized = Instant::now();
+        }
+        if rotation.due(collected.keys_in_generation, sampler.map_sizes()) {
+            rotate(
                 sampler,
                 symbolizer,
                 unwind,
-                &mut stack_cache,
+                &mut rotation,
                 &mut collected,
+                stop.command.as_deref(),
             )?;
-            last_symbolized = Instant::now();
         }
 
         if let Some(signal) = match stop.signal.load(Ordering::Relaxed) {
@@ -188,38 +245,35 @@ pub fn record(
     sampler.detach()?;
     let stopped_at = Instant::now();
     if status_line {
-        eprint!("\r\x1b[2K");
+        // stderr may be gone (a closed terminal after SIGHUP): never a panic for that.
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
     // Records written before the detach are still in the ring buffer.
-    drain(sampler, symbolizer, unwind, &mut collected);
+    drain(sampler, symbolizer, unwind, &mut collected)?;
+    // Both generations: the current one, and the previous one if samples were still on their way to
+    // it at the last switch. Nothing writes to them now, and they are freed with the sampler.
+    for generation in [rotation.generation ^ 1, rotation.generation] {
+        collect_generation(sampler, generation, &mut collected)?;
+    }
     let Collected {
-        streamed,
+        samples,
         malformed_records,
-        mut unwinding,
+        unwinding,
         roots,
         ..
     } = collected;
 
     let stats = sampler.stats()?;
-    let counted = sampler.read_counts()?;
-    for (key, _) in &counted {
-        sampler.load_stack(key.kernel_stack_id, &mut stack_cache)?;
-        sampler.load_stack(key.user_stack_id, &mut stack_cache)?;
-    }
-    for (key, _, _, _) in streamed.keys() {
-        sampler.load_stack(key.kernel_stack_id, &mut stack_cache)?;
-        sampler.load_stack(key.user_stack_id, &mut stack_cache)?;
-    }
-    // Streamed frame-pointer samples were counted as they came; add those counted in the kernel.
-    unwinding.frame_pointer += counted
-        .iter()
-        .filter(|(key, _)| key.user_stack_id >= 0)
-        .map(|(_, count)| count)
-        .sum::<u64>();
-    let mut samples = to_samples(&stack_cache, &counted, streamed);
+    let mut samples: Vec<StackSample> = samples
+        .into_iter()
+        .map(|((key, kernel, user, source), count)| to_sample(&key, kernel, user, source, count))
+        .collect();
     roots.complete(&mut samples);
     Ok(Capture {
         samples,
+        ended: rotation.ended,
+        rotations: rotation.count,
+        released: rotation.released,
         stats,
         recorded_for,
         stop_reason,
@@ -227,6 +281,151 @@ pub fn record(
         malformed_records,
         unwinding,
     })
+}
+
+/// Switches the BPF side to the other map generation, waits until no program can still be writing
+/// to the old one, reads it into `collected` and empties it. Instances that had ended before the
+/// switch have all their samples in hand then: they are built into `rotation.ended` and released.
+fn rotate(
+    sampler: &mut Sampler,
+    symbolizer: &mut Symbolizer,
+    unwind: UnwindMode,
+    rotation: &mut Rotation,
+    collected: &mut Collected,
+    command: Option<&RunningCommand>,
+) -> Result<()> {
+    let finished: HashSet<ProcessKey> = std::mem::take(&mut collected.ended).into_iter().collect();
+    let old = rotation.generation;
+    rotation.generation ^= 1;
+    rotation.since = Instant::now();
+    rotation.count += 1;
+    sampler.switch_generation(rotation.generation)?;
+    wait_for_bpf_programs();
+    // Streamed samples and notices of the old generation are in the ring buffer now.
+    drain(sampler, symbolizer, unwind, collected)?;
+    // Keys still waiting to be symbolized name stacks of the old generation: take their frames now.
+    for key in std::mem::take(&mut collected.new_keys) {
+        let (key, kernel, user, source) = resolve(
+            sampler,
+            &mut collected.stack_cache,
+            key,
+            Vec::new(),
+            Vec::new(),
+        )?;
+        collected
+            .new_streamed
+            .push(to_sample(&key, kernel, user, source, 0));
+    }
+    collect_generation(sampler, old, collected)?;
+    sampler.clear_generation(old, &mut collected.stack_cache)?;
+    collected.keys_in_generation = 0;
+    log::debug!("map generation {old} read and emptied");
+    if !finished.is_empty() {
+        release_ended(sampler, symbolizer, rotation, collected, command, &finished);
+    }
+    Ok(())
+}
+
+/// Builds the samples of `finished` instances into `rotation.ended` and releases their state in
+/// the symbolizer, the learned roots and the BPF maps.
+fn release_ended(
+    sampler: &mut Sampler,
+    symbolizer: &mut Symbolizer,
+    rotation: &mut Rotation,
+    collected: &mut Collected,
+    command: Option<&RunningCommand>,
+    finished: &HashSet<ProcessKey>,
+) {
+    let is_finished = |pid: u32, instance: u32| finished.contains(&ProcessKey { pid, instance });
+    let mut done: Vec<StackSample> = collected
+        .samples
+        .extract_if(|(key, _, _, _), _| is_finished(key.tgid, key.instance))
+        .map(|((key, kernel, user, source), count)| to_sample(&key, kernel, user, source, count))
+        .collect();
+    collected
+        .new_streamed
+        .retain(|sample| !is_finished(sample.pid, sample.instance));
+    collected.roots.complete(&mut done);
+    if let Some(command) = command {
+        // The launched child before its exec was emberprof (see `record.rs`).
+        command.remove_pre_exec_samples(&mut done);
+    }
+    let stacks = done.len();
+    let part = profile::build(&done, symbolizer, Metadata::default());
+    rotation.ended.merge(part);
+    for &key in finished {
+        symbolizer.release(key);
+        for root in collected.roots.release(key) {
+            if let Err(error) = sampler.set_known_root(key.instance, root, false) {
+                log::debug!("{error:#}");
+            }
+        }
+    }
+    rotation.released += finished.len() as u64;
+    log::debug!(
+        "{} ended processes built into the profile ({stacks} stacks) and released",
+        finished.len()
+    );
+}
+
+/// Waits for an RCU grace period: every BPF program running when this is called has returned.
+/// membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu() from userspace; where it is unavailable
+/// (nohz_full kernels refuse it), a sleep far longer than any program run does the same in practice.
+fn wait_for_bpf_programs() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes integer arguments and touches no memory of ours.
+    let result = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if result != 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads a generation's counted keys into `collected.samples`, with their stacks as frames.
+fn collect_generation(
+    sampler: &mut Sampler,
+    generation: u32,
+    collected: &mut Collected,
+) -> Result<()> {
+    for (key, count) in sampler.read_counts(generation)? {
+        if key.user_stack_id >= 0 {
+            collected.unwinding.frame_pointer += count;
+        }
+        let sample = resolve(
+            sampler,
+            &mut collected.stack_cache,
+            key,
+            Vec::new(),
+            Vec::new(),
+        )?;
+        *collected.samples.entry(sample).or_default() += count;
+    }
+    Ok(())
+}
+
+/// A sample with its map stack ids replaced by the stacks' frames: the key then holds
+/// `STACK_ID_IN_RECORD` (or `STACK_ID_NONE`) and generation 0, so samples of the same stacks meet
+/// whichever generation or path they came by.
+fn resolve(
+    sampler: &Sampler,
+    cache: &mut StackCache,
+    mut key: SampleKey,
+    kernel_inline: Vec<u64>,
+    user_inline: Vec<u64>,
+) -> Result<StreamedKey> {
+    let source = frame_pointer_stack(key.user_stack_id);
+    let mut frames = |id: &mut i32, inline: Vec<u64>| -> Result<Vec<u64>> {
+        if *id < 0 {
+            return Ok(inline);
+        }
+        sampler.load_stack(key.generation, *id, cache)?;
+        let frames = cache.frames(key.generation, *id).to_vec();
+        *id = STACK_ID_IN_RECORD;
+        Ok(frames)
+    };
+    let kernel = frames(&mut key.kernel_stack_id, kernel_inline)?;
+    let user = frames(&mut key.user_stack_id, user_inline)?;
+    key.generation = 0;
+    Ok((key, kernel, user, source))
 }
 
 fn next_wakeup(started: Instant, duration: Option<Duration>) -> Duration {
@@ -248,9 +447,10 @@ fn wait_readable(fd: i32, timeout: Duration) {
 }
 
 impl Collected {
-    /// Counts a streamed sample; a stack not seen before is queued for symbolization while recording.
-    fn add_streamed(&mut self, key: StreamedKey) {
-        match self.streamed.entry(key) {
+    /// Counts a sample (its stacks already frames); a stack not seen before is queued for
+    /// symbolization while recording.
+    fn add_sample(&mut self, key: StreamedKey) {
+        match self.samples.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut entry) => *entry.get_mut() += 1,
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let (sample_key, kernel, user, source) = entry.key();
@@ -274,7 +474,7 @@ fn drain(
     symbolizer: &mut Symbolizer,
     unwind: UnwindMode,
     collected: &mut Collected,
-) {
+) -> Result<()> {
     let mut root_changes = Vec::new();
     sampler.drain_records(|bytes| match Record::parse(bytes) {
         Some(Record::ProcessSeen(record)) => {
@@ -287,7 +487,10 @@ fn drain(
                 log::debug!("no snapshot of process {}: {error}", record.tgid);
             }
         }
-        Some(Record::NewKey(key)) => collected.new_keys.push(key),
+        Some(Record::NewKey(key)) => {
+            collected.keys_in_generation += 1;
+            collected.new_keys.push(key);
+        }
         Some(Record::InstanceEnd(record)) => {
             log::debug!(
                 "process {} instance {} ended (exec or exit)",
@@ -300,6 +503,7 @@ fn drain(
             };
             symbolizer.instance_ended(key);
             collected.roots.instance_ended(key);
+            collected.ended.push(key);
         }
         Some(Record::Sample(record)) => {
             if record.key.user_stack_id != STACK_ID_NONE {
@@ -312,7 +516,9 @@ fn drain(
             );
             let user = inline_stack(record.key.user_stack_id, &record.user_ips, record.user_len);
             let source = frame_pointer_stack(record.key.user_stack_id);
-            collected.add_streamed((record.key, kernel, user, source));
+            collected
+                .unresolved
+                .push((record.key, kernel, user, source));
         }
         Some(Record::UserStack(record, stack)) => {
             let (key, end) = unwind_user_stack(symbolizer, record, stack, &mut collected.unwinding);
@@ -335,10 +541,17 @@ fn drain(
                     root_changes.push((process.instance, change));
                 }
             }
-            collected.add_streamed(key);
+            collected.add_sample(key);
         }
         None => collected.malformed_records += 1,
     });
+    // Streamed samples may name one of their stacks by map id (the other one collided): take its
+    // frames while the generation holds it.
+    for (key, kernel, user, source) in std::mem::take(&mut collected.unresolved) {
+        let (key, kernel, user, _) =
+            resolve(sampler, &mut collected.stack_cache, key, kernel, user)?;
+        collected.add_sample((key, kernel, user, source));
+    }
     for (instance, change) in root_changes {
         if let Err(error) = sampler.set_known_root(instance, change.address, change.known) {
             log::warn!("{error:#}");
@@ -356,6 +569,7 @@ fn drain(
             }
         }
     }
+    Ok(())
 }
 
 /// `--unwind auto`: tells the BPF side where this process's code is frameless, so samples whose
@@ -434,41 +648,38 @@ fn symbolize_new_keys(
     sampler: &mut Sampler,
     symbolizer: &mut Symbolizer,
     unwind: UnwindMode,
-    stack_cache: &mut StackCache,
     collected: &mut Collected,
 ) -> Result<()> {
     let keys = std::mem::take(&mut collected.new_keys);
     // In batches, draining the ring buffer in between: a round can take tens of milliseconds (the
     // first one loads kallsyms and the DWARF of every module), while stack copies keep arriving.
     for batch in keys.chunks(SYMBOLIZE_BATCH) {
+        let mut samples = Vec::with_capacity(batch.len());
         for key in batch {
-            sampler.load_stack(key.kernel_stack_id, stack_cache)?;
-            sampler.load_stack(key.user_stack_id, stack_cache)?;
+            let (key, kernel, user, source) = resolve(
+                sampler,
+                &mut collected.stack_cache,
+                *key,
+                Vec::new(),
+                Vec::new(),
+            )?;
+            samples.push(to_sample(&key, kernel, user, source, 0));
         }
-        let samples: Vec<StackSample> = batch
-            .iter()
-            .map(|key| {
-                to_sample(
-                    key,
-                    stack_cache.frames(key.kernel_stack_id).to_vec(),
-                    stack_cache.frames(key.user_stack_id).to_vec(),
-                    frame_pointer_stack(key.user_stack_id),
-                    0,
-                )
-            })
-            .collect();
         // The result is dropped: the point is the symbolizer's caches.
         symbolize_stacks(&samples, symbolizer);
-        drain(sampler, symbolizer, unwind, collected);
+        drain(sampler, symbolizer, unwind, collected)?;
     }
     // Only what was pending when the round started: stacks streamed in meanwhile wait for the next.
     let mut left = collected.new_streamed.len();
     while left > 0 {
-        let batch_size = left.min(SYMBOLIZE_BATCH);
+        let batch_size = left.min(SYMBOLIZE_BATCH).min(collected.new_streamed.len());
+        if batch_size == 0 {
+            break;
+        }
         left -= batch_size;
         let batch: Vec<StackSample> = collected.new_streamed.drain(..batch_size).collect();
         symbolize_stacks(&batch, symbolizer);
-        drain(sampler, symbolizer, unwind, collected);
+        drain(sampler, symbolizer, unwind, collected)?;
     }
     Ok(())
 }
@@ -479,41 +690,6 @@ fn inline_stack(id: i32, ips: &[u64], len: u32) -> Vec<u64> {
     } else {
         Vec::new()
     }
-}
-
-fn to_samples(
-    stacks: &StackCache,
-    counted: &[(SampleKey, u64)],
-    streamed: HashMap<StreamedKey, u64>,
-) -> Vec<StackSample> {
-    let stack = |id: i32, inline: Vec<u64>| {
-        if id == STACK_ID_IN_RECORD {
-            inline
-        } else {
-            stacks.frames(id).to_vec()
-        }
-    };
-    let from_counts = counted.iter().map(|(key, count)| {
-        to_sample(
-            key,
-            stacks.frames(key.kernel_stack_id).to_vec(),
-            stacks.frames(key.user_stack_id).to_vec(),
-            frame_pointer_stack(key.user_stack_id),
-            *count,
-        )
-    });
-    let from_stream = streamed
-        .into_iter()
-        .map(|((key, kernel, user, source), count)| {
-            to_sample(
-                &key,
-                stack(key.kernel_stack_id, kernel),
-                stack(key.user_stack_id, user),
-                source,
-                count,
-            )
-        });
-    from_counts.chain(from_stream).collect()
 }
 
 fn comm_text(comm: &[u8]) -> String {
@@ -556,7 +732,8 @@ fn draw_status(elapsed: Duration, duration: Option<Duration>, samples: u64) {
         Some(d) => format!(" / {:.0} s", d.as_secs_f64()),
         None => String::new(),
     };
-    eprint!(
+    let _ = write!(
+        std::io::stderr(),
         "\r\x1b[2Krecording {:.1} s{total}, {samples} samples (Ctrl-C to stop)",
         elapsed.as_secs_f64()
     );

@@ -17,7 +17,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -213,6 +213,10 @@ impl OutputFile {
                 directory_path.display()
             )
         };
+        super::stale::remove_stale_temp_files(
+            &directory,
+            truncate_bytes(file_name.as_bytes(), TEMP_NAME_PREFIX_BYTES),
+        );
         let (temp_name, temp) = create_temp_file(&directory, file_name).map_err(unwritable)?;
         Ok(OutputFile::Atomic(AtomicOutput {
             destination_name: cstring(file_name)?,
@@ -247,6 +251,17 @@ impl OutputFile {
             OutputFile::Atomic(mut atomic) => atomic.commit(write),
         }
     }
+
+    /// The temporary file (directory descriptor, name in it) a second Ctrl-C removes, if any. The
+    /// descriptor stays valid as long as this output.
+    pub fn temp_location(&self) -> Option<(RawFd, CString)> {
+        match self {
+            OutputFile::Atomic(atomic) => {
+                Some((atomic.directory.as_raw_fd(), atomic.temp_name.clone()))
+            }
+            OutputFile::Stdout | OutputFile::Through { .. } => None,
+        }
+    }
 }
 
 /// A temporary file in the destination's directory, removed unless it was renamed into place.
@@ -265,7 +280,8 @@ impl AtomicOutput {
         let cannot_write = || format!("cannot write {destination}");
         {
             let mut writer = BufWriter::new(&self.temp);
-            write(&mut writer)?;
+            // A full disk shows up here, inside the renderer: one line naming the file.
+            write(&mut writer).with_context(cannot_write)?;
             writer.flush().with_context(cannot_write)?;
         }
         set_mode(&self.temp).with_context(cannot_write)?;
@@ -339,14 +355,18 @@ fn name_too_long(destination: &Path) -> String {
     )
 }
 
-/// Creates `.NAME.RANDOM.tmp` in `directory`, refusing to follow or reuse anything already there.
+/// Creates `.NAME.emberprof-PID-START-RANDOM.tmp` in `directory` (see `stale.rs` for why the
+/// writer is named), refusing to follow or reuse anything already there.
 fn create_temp_file(directory: &OwnedFd, file_name: &OsStr) -> std::io::Result<(CString, File)> {
     let shown_name = truncate_bytes(file_name.as_bytes(), TEMP_NAME_PREFIX_BYTES);
+    let writer = super::stale::writer_tag();
     for attempt in 0u32..100 {
-        let mut name = Vec::with_capacity(shown_name.len() + 24);
+        let mut name = Vec::with_capacity(shown_name.len() + writer.len() + 24);
         name.push(b'.');
         name.extend_from_slice(shown_name);
-        name.extend_from_slice(format!(".{:016x}.tmp", random_suffix(attempt)).as_bytes());
+        name.push(b'.');
+        name.extend_from_slice(writer.as_bytes());
+        name.extend_from_slice(format!("{:016x}.tmp", random_suffix(attempt)).as_bytes());
         let name = CString::new(name).map_err(|_| std::io::ErrorKind::InvalidInput)?;
         // 0600 until the content is complete: nobody else reads a half-written profile.
         match open_raw(

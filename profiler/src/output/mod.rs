@@ -8,6 +8,7 @@ mod fold;
 mod golden;
 mod pprof;
 mod render;
+mod stale;
 mod svg;
 
 use std::path::{Path, PathBuf};

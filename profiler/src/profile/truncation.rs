@@ -28,6 +28,19 @@ pub struct Truncation {
 }
 
 impl Truncation {
+    /// Adds the counts of `other` (the truncation of another part of the same capture).
+    pub fn add(&mut self, other: Truncation) {
+        self.frame_pointer_stacks += other.frame_pointer_stacks;
+        self.dwarf_stacks += other.dwarf_stacks;
+        self.frame_pointer += other.frame_pointer;
+        for (end, count) in other.dwarf {
+            *self.dwarf.entry(end).or_default() += count;
+        }
+        for (module, count) in other.by_module {
+            *self.by_module.entry(module).or_default() += count;
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.frame_pointer + self.dwarf_total()
     }

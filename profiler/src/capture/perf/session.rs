@@ -165,7 +165,8 @@ pub fn record(
     events.disable()?;
     let stopped_at = Instant::now();
     if status_line {
-        eprint!("\r\x1b[2K");
+        // stderr may be gone (a closed terminal after SIGHUP): never a panic for that.
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
     // Records written before the events were disabled are still in the buffers.
     let records = reader.finish()?;
@@ -191,6 +192,9 @@ pub fn record(
         .map(|(key, count)| to_sample(key, count))
         .collect();
     Ok(Capture {
+        ended: crate::profile::Profile::default(),
+        rotations: 0,
+        released: 0,
         samples,
         stats,
         recorded_for,
@@ -393,7 +397,8 @@ fn draw_status(elapsed: Duration, duration: Option<Duration>, samples: u64) {
         Some(d) => format!(" / {:.0} s", d.as_secs_f64()),
         None => String::new(),
     };
-    eprint!(
+    let _ = write!(
+        std::io::stderr(),
         "\r\x1b[2Krecording {:.1} s{total}, {samples} samples (Ctrl-C to stop)",
         elapsed.as_secs_f64()
     );

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# emberprof against perf, side by side on the same load, in alternating rounds (one of each mode per
+# round, medians over rounds), printed as one table:
+#   - the profiler's own CPU seconds (user + system) and peak RSS for a whole-system capture,
+#     `--all -d SECONDS -F HZ` with both CPUs busy (the syscalls, threads and burn-nofp examples),
+#     with the BPF backend in its three unwinding modes and with `--backend perf` (perf_event ring
+#     buffers, what a user without privileges gets; `auto` unwinding, every sample a stack copy),
+#     next to `perf record -a -g` and `perf record -a --call-graph dwarf` (perf script's own CPU
+#     and RSS in their rows below: emberprof does both jobs in one process);
+#   - end of sampling to output written: emberprof's own figure (SVG written) against the perf
+#     pipeline `perf script --no-inline | collapse | flamegraph` timed from the end of `perf record`
+#     (--no-inline: perf's addr2line-based inline expansion takes minutes on big binaries such as
+#     libLLVM; emberprof's output has inlined frames);
+#   - cost per sample, in µs: (profiler CPU + the BPF programs' run time, kernel.bpf_stats_enabled)
+#     / samples, for frame-pointer samples (`--unwind fp`) and DWARF samples (`--unwind dwarf`)
+#     separately (and for the perf backend, whose stack copies are charged to the sampled tasks
+#     and so are not in its figure). The BPF time is charged to the interrupted tasks, so it is read from the
+#     programs' fdinfo (run_time_ns) while emberprof holds them. The target's own slowdown (~2 %)
+#     is lost in this machine's noise, so it is not measured here (see dwarf-overhead.sh).
+#
+# usage: sudo benches/compare.sh [SECONDS] [HZ] [ROUNDS]      (defaults: 10 s, 999 Hz, 3 rounds)
+# needs: root, `cargo build --release`, perf (Debian: linux-perf), GNU time, bc. Installs nothing:
+# inferno-collapse-perf / inferno-flamegraph are used if on PATH; without them the perf pipeline
+# is `perf script | awk` (a minimal collapse) and no SVG, which the table says.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+hz=${2:-999}
+rounds=${3:-3}
+bin=target/release
+work=$(mktemp -d)
+stats_before=$(cat /proc/sys/kernel/bpf_stats_enabled)
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  echo "$stats_before" >/proc/sys/kernel/bpf_stats_enabled
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+[ -x $bin/emberprof ] || { echo "build first: cargo build --release" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
+command -v perf >/dev/null || { echo "needs perf: apt-get install linux-perf" >&2; exit 1; }
+command -v bc >/dev/null || { echo "needs bc: apt-get install bc" >&2; exit 1; }
+echo 1 >/proc/sys/kernel/bpf_stats_enabled
+
+# Runs the perf pipeline on $1, with perf script's CPU and RSS written to $2 by GNU time.
+if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
+  pipeline="perf script --no-inline | inferno-collapse-perf | inferno-flamegraph"
+  post_perf() { /usr/bin/time -v -o "$2" perf script --no-inline -i "$1" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$work/perf.svg"; }
+else
+  pipeline="perf script --no-inline | awk collapse (no inferno CLI on this machine: no SVG)"
+  post_perf() {
+    /usr/bin/time -v -o "$2" perf script --no-inline -i "$1" 2>/dev/null | awk '
+      /^[^ \t]/ { comm = $1; n = 0; next }
+      /^[ \t]*$/ { if (n) { s = comm; for (i = n; i >= 1; i--) s = s ";" f[i]; c[s]++ } n = 0; next }
+      { sym = $2; sub(/\+0x[0-9a-f]+$/, "", sym); f[++n] = sym }
+      END { for (s in c) print s, c[s] }' >"$work/perf.folded"
+  }
+fi
+
+load_pids=()
+load() { # both CPUs busy: a syscall loop, two burning threads, frameless code for DWARF
+  $bin/run-example syscalls $((seconds + 8)) >/dev/null & load_pids+=($!)
+  $bin/run-example threads $((seconds + 8)) >/dev/null & load_pids+=($!)
+  $bin/run-example burn-nofp $((seconds + 8)) >/dev/null & load_pids+=($!)
+  sleep 0.3
+}
+unload() {
+  kill "${load_pids[@]}" 2>/dev/null || true
+  wait "${load_pids[@]}" 2>/dev/null || true
+  load_pids=()
+}
+field() { grep -m1 "$1" "$2" | sed 's/.*: //'; }
+cpu() { echo "$(field "User time" "$1") + $(field "System time" "$1")" | bc; }
+rss_mib() { echo "scale=1; $(field "Maximum resident" "$1") / 1024" | bc; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Sums run_time_ns of the BPF programs process $1 holds, until it exits; the last reading is kept.
+watch_bpf_time() {
+  local pid=$1 out=$2 total
+  while kill -0 "$pid" 2>/dev/null; do
+    total=$(cat /proc/"$pid"/fdinfo/* 2>/dev/null | awk '/^prog_id:/ { id = $2 } /^run_time_ns:/ { t[id] = $2 } END { s = 0; for (i in t) s += t[i]; print s }')
+    [ -n "$total" ] && [ "$total" != 0 ] && echo "$total" >"$out"
+    sleep 0.1
+  done
+}
+
+run_emberprof() { # name round options...
+  local mode=$1 r=$2 timer pid watcher
+  shift 2
+  load
+  /usr/bin/time -v -o "$work/$mode.$r.time" $bin/emberprof record --all "$@" -d "$seconds" -F "$hz" \
+    -o "$work/$mode.svg" 2>"$work/$mode.$r.err" &
+  timer=$!
+  sleep 0.1
+  pid=$(pgrep -P "$timer" || true)
+  watch_bpf_time "$pid" "$work/$mode.$r.bpf" &
+  watcher=$!
+  wait "$timer" || true
+  wait "$watcher" || true
+  unload
+  local summary
+  summary=$(grep '^emberprof: [0-9]' "$work/$mode.$r.err" | tail -1)
+  [ -n "$summary" ] || { cat "$work/$mode.$r.err" >&2; exit 1; }
+  local samples post bpf_ns
+  samples=$(sed -n 's/^emberprof: \([0-9]*\) samples.*/\1/p' <<<"$summary")
+  post=$(sed -n 's/.*output written \([0-9.]*\) s after.*/\1/p' <<<"$summary")
+  bpf_ns=$(cat "$work/$mode.$r.bpf" 2>/dev/null || echo 0)
+  cpu "$work/$mode.$r.time" >>"$work/$mode.cpu"
+  rss_mib "$work/$mode.$r.time" >>"$work/$mode.rss"
+  echo "$post" >>"$work/$mode.post"
+  echo "$samples" >>"$work/$mode.samples"
+  echo "scale=2; ($(cpu "$work/$mode.$r.time") * 1000000 + $bpf_ns / 1000) / $samples" | bc >>"$work/$mode.per_sample"
+  echo "round $r $mode: $summary" >&2
+}
+
+run_perf() { # name round args...
+  local name=$1 r=$2
+  shift 2
+  load
+  /usr/bin/time -v -o "$work/$name.$r.time" perf record -a "$@" -F "$hz" -o "$work/$name.data" -- sleep "$seconds" \
+    >/dev/null 2>"$work/$name.$r.err"
+  unload
+  local start end
+  start=$(date +%s.%N)
+  post_perf "$work/$name.data" "$work/$name.$r.script.time"
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc >>"$work/$name.post"
+  cpu "$work/$name.$r.time" >>"$work/$name.cpu"
+  rss_mib "$work/$name.$r.time" >>"$work/$name.rss"
+  cpu "$work/$name.$r.script.time" >>"$work/$name.script_cpu"
+  rss_mib "$work/$name.$r.script.time" >>"$work/$name.script_rss"
+  sed -n 's/.*(\([0-9]*\) samples).*/\1/p' "$work/$name.$r.err" | tail -1 >>"$work/$name.samples"
+  rm -f "$work/$name.data"
+  echo "round $r $name: done" >&2
+}
+
+for r in $(seq 1 "$rounds"); do
+  run_emberprof fp "$r" --backend bpf --unwind fp
+  run_perf perf-g "$r" -g
+  run_emberprof auto "$r" --backend bpf --unwind auto
+  run_perf perf-dwarf "$r" --call-graph dwarf
+  run_emberprof dwarf "$r" --backend bpf --unwind dwarf
+  run_emberprof perfbe "$r" --backend perf
+done
+
+m() { [ -f "$work/$1.$2" ] && median <"$work/$1.$2" || echo "-"; }
+row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
+echo
+echo "$(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), Linux $(uname -r);" \
+  "--all -d $seconds -F $hz, medians of $rounds alternating rounds"
+echo
+row "" "emberprof \`--unwind fp\`" "emberprof \`auto\`" "emberprof \`--unwind dwarf\`" "emberprof \`--backend perf\`" "\`perf record -a -g\`" "\`perf record -a --call-graph dwarf\`"
+row "---" "---" "---" "---" "---" "---" "---"
+row "samples" "$(m fp samples)" "$(m auto samples)" "$(m dwarf samples)" "$(m perfbe samples)" "$(m perf-g samples)" "$(m perf-dwarf samples)"
+row "profiler CPU while recording (s)" "$(m fp cpu)" "$(m auto cpu)" "$(m dwarf cpu)" "$(m perfbe cpu)" "$(m perf-g cpu)" "$(m perf-dwarf cpu)"
+row "peak RSS while recording (MiB)" "$(m fp rss)" "$(m auto rss)" "$(m dwarf rss)" "$(m perfbe rss)" "$(m perf-g rss)" "$(m perf-dwarf rss)"
+row "\`perf script\` CPU (s) / peak RSS (MiB)" "" "" "" "" "$(m perf-g script_cpu) / $(m perf-g script_rss)" "$(m perf-dwarf script_cpu) / $(m perf-dwarf script_rss)"
+row "end of sampling to output (s)" "$(m fp post) (SVG)" "$(m auto post) (SVG)" "$(m dwarf post) (SVG)" "$(m perfbe post) (SVG)" "$(m perf-g post)" "$(m perf-dwarf post)"
+row "cost per sample, profiler CPU + BPF (µs)" "$(m fp per_sample)" "$(m auto per_sample)" "$(m dwarf per_sample)" "$(m perfbe per_sample) (no BPF)" "" ""
+echo
+echo "perf end of sampling to output: \`$pipeline\`, on the perf.data just written."

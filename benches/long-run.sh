@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Memory over a long whole-system capture under fork-heavy load: `emberprof record --all -F HZ -d
+# SECONDS` while a shell loop runs /bin/true as fast as it can and the spawner example starts a
+# stream of short-lived processes. emberprof's RSS is sampled every 5 s; the table shows it after
+# the first minute (or at a sixth of the run, if shorter), its peak, the growth from the one to the
+# other (the target is flat: within 10 %), and how long after the stop the output was written
+# (target: within 1 s).
+#
+# usage: sudo benches/long-run.sh [SECONDS] [HZ]      (defaults: 600 s, 999 Hz)
+#        SCOPE=load sudo benches/long-run.sh ...   profiles only the load (`-p` on the loop and the
+#        spawner, following their children) instead of `--all`: on a shared machine, other users'
+#        processes (their number, their binaries' size) otherwise dominate the figures.
+# needs: root, `cargo build --release`, bc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-600}
+hz=${2:-999}
+bin=target/release
+work=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+[ -x $bin/emberprof ] || { echo "build first: cargo build --release" >&2; exit 1; }
+
+(while :; do /bin/true; done) & pids+=($!)
+$bin/run-example spawner 1000000 50 0 >/dev/null & pids+=($!)
+sleep 0.5
+
+if [ "${SCOPE:-all}" = load ]; then
+  target=(-p "${pids[0]},${pids[1]}")
+else
+  target=(--all)
+fi
+$bin/emberprof record "${target[@]}" -F "$hz" -d "$seconds" -o "$work/long.folded" 2>"$work/err" &
+profiler=$!
+pids+=($profiler)
+start=$(date +%s)
+warm=$((seconds / 6 < 60 ? seconds / 6 : 60))
+rss_warm=""
+peak=0
+while kill -0 $profiler 2>/dev/null; do
+  rss=$(awk '/^VmRSS:/ { print $2 }' /proc/$profiler/status 2>/dev/null || echo 0)
+  elapsed=$(($(date +%s) - start))
+  [ -n "$rss" ] && [ "$rss" -gt "$peak" ] && peak=$rss
+  if [ -z "$rss_warm" ] && [ "$elapsed" -ge "$warm" ] && [ -n "$rss" ]; then rss_warm=$rss; fi
+  echo "$elapsed s: $rss KiB" >>"$work/rss"
+  sleep 5
+done
+wait $profiler || { cat "$work/err" >&2; exit 1; }
+summary=$(grep '^emberprof: [0-9]' "$work/err" | tail -1)
+post=$(sed -n 's/.*output written \([0-9.]*\) s after.*/\1/p' <<<"$summary")
+mib() { echo "scale=1; $1 / 1024" | bc; }
+
+echo "$(date -u +%Y-%m-%d), $(nproc) CPUs, Linux $(uname -r); ${target[*]} -F $hz -d $seconds, /bin/true loop + spawner"
+echo
+echo "| RSS at ${warm} s | peak RSS | growth after ${warm} s | end of sampling to output |"
+echo "|---|---|---|---|"
+echo "| $(mib "${rss_warm:-0}") MiB | $(mib $peak) MiB | $(echo "scale=1; ($peak - ${rss_warm:-$peak}) * 100 / ${rss_warm:-1}" | bc) % | $post s |"
+echo
+echo "${summary#emberprof: }"
+echo "RSS every 5 s (KiB): $(awk '{ printf "%s ", $3 }' "$work/rss")"
