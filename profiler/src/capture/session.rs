@@ -53,6 +53,30 @@ pub struct StopConditions<'a> {
     pub signal: &'a AtomicUsize,
 }
 
+impl StopConditions<'_> {
+    /// Why the recording that started at `started` should stop now, if it should: a signal, the
+    /// duration, the launched command's exit, or the end of every watched process. Shared by both
+    /// backends' recording loops.
+    pub fn reached(&mut self, started: Instant) -> Result<Option<StopReason>> {
+        match self.signal.load(Ordering::Relaxed) {
+            0 => {}
+            signal => return Ok(Some(StopReason::Signal(signal as i32))),
+        }
+        if self.duration.is_some_and(|d| started.elapsed() >= d) {
+            return Ok(Some(StopReason::DurationElapsed));
+        }
+        if let Some(command) = self.command.as_deref_mut() {
+            if command.try_wait()?.is_some() {
+                return Ok(Some(StopReason::CommandExited));
+            }
+        }
+        if !self.watches.is_empty() && self.watches.iter_mut().all(|w| w.has_exited()) {
+            return Ok(Some(StopReason::TargetsExited));
+        }
+        Ok(None)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     DurationElapsed,
@@ -215,22 +239,8 @@ pub fn record(
             )?;
         }
 
-        if let Some(signal) = match stop.signal.load(Ordering::Relaxed) {
-            0 => None,
-            signal => Some(signal as i32),
-        } {
-            break StopReason::Signal(signal);
-        }
-        if stop.duration.is_some_and(|d| started.elapsed() >= d) {
-            break StopReason::DurationElapsed;
-        }
-        if let Some(command) = stop.command.as_deref_mut() {
-            if command.try_wait()?.is_some() {
-                break StopReason::CommandExited;
-            }
-        }
-        if !stop.watches.is_empty() && stop.watches.iter_mut().all(|w| w.has_exited()) {
-            break StopReason::TargetsExited;
+        if let Some(reason) = stop.reached(started)? {
+            break reason;
         }
         if status_line && last_status.elapsed() >= STATUS_INTERVAL {
             last_status = Instant::now();
@@ -727,7 +737,8 @@ fn to_sample(
     }
 }
 
-fn draw_status(elapsed: Duration, duration: Option<Duration>, samples: u64) {
+/// The live status line on stderr (a terminal), for both backends.
+pub(crate) fn draw_status(elapsed: Duration, duration: Option<Duration>, samples: u64) {
     let total = match duration {
         Some(d) => format!(" / {:.0} s", d.as_secs_f64()),
         None => String::new(),

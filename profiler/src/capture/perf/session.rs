@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -18,7 +17,7 @@ use super::events::{EventConfig, Events};
 use super::reader::Reader;
 use super::records::{self, PerfRecord, Sample};
 use super::tasks::{InstanceChange, Tasks};
-use crate::capture::session::{Capture, StopConditions, StopReason, UnwindStats};
+use crate::capture::session::{draw_status, Capture, StopConditions, UnwindStats};
 use crate::capture::stats::BpfStats;
 use crate::capture::UnwindMode;
 use crate::sample::{StackSample, UserStackSource};
@@ -139,22 +138,8 @@ pub fn record(
             collector.symbolize_new(&reader);
             last_symbolized = Instant::now();
         }
-        if let Some(signal) = match stop.signal.load(Ordering::Relaxed) {
-            0 => None,
-            signal => Some(signal as i32),
-        } {
-            break StopReason::Signal(signal);
-        }
-        if stop.duration.is_some_and(|d| started.elapsed() >= d) {
-            break StopReason::DurationElapsed;
-        }
-        if let Some(command) = stop.command.as_deref_mut() {
-            if command.try_wait()?.is_some() {
-                break StopReason::CommandExited;
-            }
-        }
-        if !stop.watches.is_empty() && stop.watches.iter_mut().all(|w| w.has_exited()) {
-            break StopReason::TargetsExited;
+        if let Some(reason) = stop.reached(started)? {
+            break reason;
         }
         if status_line && last_status.elapsed() >= STATUS_INTERVAL {
             last_status = Instant::now();
@@ -390,19 +375,6 @@ fn next_wakeup(started: Instant, duration: Option<Duration>) -> Duration {
         Some(duration) => duration.saturating_sub(started.elapsed()).min(TICK),
         None => TICK,
     }
-}
-
-fn draw_status(elapsed: Duration, duration: Option<Duration>, samples: u64) {
-    let total = match duration {
-        Some(d) => format!(" / {:.0} s", d.as_secs_f64()),
-        None => String::new(),
-    };
-    let _ = write!(
-        std::io::stderr(),
-        "\r\x1b[2Krecording {:.1} s{total}, {samples} samples (Ctrl-C to stop)",
-        elapsed.as_secs_f64()
-    );
-    let _ = std::io::stderr().flush();
 }
 
 #[cfg(test)]
