@@ -347,9 +347,12 @@ mod tests {
             match parse(record, config.layout()) {
                 Some(PerfRecord::Sample(sample)) => {
                     assert_eq!(sample.pid, std::process::id());
-                    assert_eq!(sample.tid, tid);
                     assert!(sample.registers.is_some() && !sample.stack.is_empty());
-                    samples += 1;
+                    // The test harness's other threads may show up now and then (seen once in CI):
+                    // count this thread's samples only.
+                    if sample.tid == tid {
+                        samples += 1;
+                    }
                 }
                 Some(_) => {}
                 None => panic!("record did not decode: {record:?}"),
