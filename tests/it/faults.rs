@@ -279,9 +279,9 @@ fn side_by_side_instances_get_complete_results() {
         let mut args = vec![
             "record",
             "-d",
-            "3",
+            "4",
             "-F",
-            "499",
+            "999",
             "--unwind",
             "fp",
             "--per-thread",

@@ -199,7 +199,7 @@ fn private_mount_namespace_binary_is_named() {
     std::fs::create_dir(&mountpoint).expect("mkdir");
     let binary = mountpoint.join("private-burn");
     let script = format!(
-        "mount -t tmpfs emberprof-test {m} && cp {burn} {b} && exec {b} 3",
+        "mount -t tmpfs emberprof-test {m} && cp {burn} {b} && exec {b} 4",
         m = mountpoint.display(),
         burn = example("burn"),
         b = binary.display()
@@ -437,7 +437,7 @@ fn debuglink_binary_is_named_from_debug_file() {
         "-",
         "--",
         &example("burn-debuglink"),
-        "2",
+        "4",
     ]);
     assert_burn_profile(&stacks);
     let unnamed = total(&stacks, |s| {

@@ -16,7 +16,7 @@ fn frameless_burn_unwinds_with_dwarf_and_auto() {
     for mode in ["dwarf", "auto"] {
         let (stacks, stderr, cpu) = record_pid_folded(
             &[
-                "record", "-p", &pid, "-d", "3", "-F", "999", "--unwind", mode, "-o", "-",
+                "record", "-p", &pid, "-d", "4", "-F", "999", "--unwind", mode, "-o", "-",
             ],
             workload.pid(),
         );
