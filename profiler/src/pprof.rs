@@ -16,4 +16,6 @@ pub mod keys {
     pub const LOST: &str = "lost samples: ";
     pub const UNWINDING: &str = "unwinding: ";
     pub const TRUNCATED: &str = "truncated user stacks: ";
+    /// Ended processes whose samples have no pid or tid label (see `profile::merge`).
+    pub const UNLABELLED: &str = "processes without pid/tid labels (merged by name after they ended): ";
 }

@@ -18,7 +18,7 @@ use crate::capture::{
 };
 use crate::capture::{perf, SampledEvent};
 use crate::output::{fold, write_outputs, Output, OutputFile, RenderOptions};
-use crate::profile::{self, Metadata, Profile};
+use crate::profile::{self, EndedLabels, MergedProfile, Metadata, Profile};
 use crate::{interrupt, preflight};
 
 /// What to profile.
@@ -156,15 +156,26 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     );
 
     let metadata = capture_metadata(&capture, &options);
-    let mut profile = profile::build(&capture.samples, &mut symbolizer, metadata);
+    let running = profile::build(&capture.samples, &mut symbolizer, Metadata::default());
+    log::debug!(
+        "last {} stacks symbolized {:?} after stop",
+        capture.samples.len(),
+        capture.stopped_at.elapsed()
+    );
     // Processes that ended while recording were built and released then.
-    profile.merge(std::mem::take(&mut capture.ended));
+    let mut merged = std::mem::replace(
+        &mut capture.ended,
+        MergedProfile::new(EndedLabels::Bounded),
+    );
+    merged.add(running);
+    let profile = merged.finish(metadata);
     let processes = profile
         .samples
         .iter()
         .filter_map(|sample| sample.pid)
         .collect::<HashSet<u32>>()
-        .len();
+        .len() as u64
+        + profile.metadata.unlabelled_processes;
     log::debug!(
         "profile of {} stacks built {:?} after stop",
         capture.samples.len(),
@@ -273,6 +284,11 @@ fn capture_with_bpf(
             signal: recording.signal,
         },
         !options.quiet,
+        MergedProfile::new(if options.render.fold.per_thread {
+            EndedLabels::All
+        } else {
+            EndedLabels::Bounded
+        }),
     )?;
     drop(sampler); // frees the kernel maps
     Ok((capture, command))
@@ -415,7 +431,7 @@ fn finish_command(command: &mut RunningCommand) -> Result<ExitStatus> {
 
 fn print_summary(
     capture: &Capture,
-    processes: usize,
+    processes: u64,
     profile: &Profile,
     render: &RenderOptions,
     post_processing: Duration,
@@ -550,6 +566,14 @@ fn print_summary(
              and released on the way",
             capture.rotations,
             capture.released
+        );
+    }
+    if profile.metadata.unlabelled_processes > 0 {
+        log::info!(
+            "{} processes that ended while recording are merged by name, without pid and tid \
+             (only the first {} keep them, to bound memory; --per-thread keeps all)",
+            profile.metadata.unlabelled_processes,
+            profile::LABELLED_ENDED_PROCESSES
         );
     }
     for (reason, count) in &profile.metadata.unknown_frames {

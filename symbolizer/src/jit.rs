@@ -100,6 +100,17 @@ impl JitMaps {
 
     /// Closes the perf map of an instance that is gone and forgets everything about it but what its
     /// map did not use.
+    /// Entries per map, for the debug log.
+    pub fn sizes(&self) -> String {
+        format!(
+            "{} maps, {} rejected, {} attempts, {} ended",
+            self.maps.len(),
+            self.rejected.len(),
+            self.last_attempt.len(),
+            self.ended.len()
+        )
+    }
+
     pub fn forget(&mut self, key: ProcessKey) {
         if let Some(jit) = self.maps.remove(&key) {
             self.forgotten.bytes_skipped = self

@@ -239,6 +239,27 @@ impl Symbolizer {
             .is_some_and(|&through| key.instance <= through)
     }
 
+    /// How many entries each cache holds, for the debug log of long runs (see the bounds above).
+    pub fn cache_sizes(&self) -> String {
+        format!(
+            "{} modules, {} process snapshots, {} ended, {} released PIDs, {} start times, \
+             {} snapshot times, {} user symbols, {} kernel symbols, {} PLT tables, {} entry ranges, \
+             unwinders: {}, perf maps: {}",
+            self.modules.len(),
+            self.processes.len(),
+            self.ended.len(),
+            self.released.len(),
+            self.start_ticks.len(),
+            self.snapshot_taken.len(),
+            self.user_cache.len(),
+            self.kernel_cache.len(),
+            self.plt.len(),
+            self.entry.len(),
+            self.unwinders.sizes(),
+            self.jit.sizes(),
+        )
+    }
+
     /// What perf maps cost that was not used (over the size or entry limits).
     pub fn jit_stats(&self) -> crate::JitStats {
         self.jit.stats()

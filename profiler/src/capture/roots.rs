@@ -36,6 +36,15 @@ pub struct RootChange {
 }
 
 impl Roots {
+    /// Entries held, for the debug log of long runs.
+    pub fn sizes(&self) -> String {
+        format!(
+            "{} plans, {} learned",
+            self.plans.len(),
+            self.learned.len()
+        )
+    }
+
     /// The process's frameless code, as its plan in BPF; `None` when every stack is copied.
     pub fn set_plan(&mut self, key: ProcessKey, ranges: Option<Vec<FramelessMapping>>) {
         self.plans.insert(key, ranges);

@@ -23,7 +23,7 @@ use super::roots::Roots;
 use super::sampler::{Sampler, StackCache, UnwindMode};
 use super::stats::BpfStats;
 use super::targets::ProcessWatch;
-use crate::profile::{self, Metadata, Profile};
+use crate::profile::{self, MergedProfile, Metadata};
 use crate::sample::{StackSample, UserStackSource};
 use crate::symbols::symbolize_stacks;
 
@@ -91,7 +91,7 @@ pub struct Capture {
     pub samples: Vec<StackSample>,
     /// Samples of processes that ended during the recording, already symbolized, their process
     /// state released (launch mode: without the command's pre-exec samples).
-    pub ended: Profile,
+    pub ended: MergedProfile,
     /// Times the map generations were switched and the old one emptied.
     pub rotations: u64,
     /// Process instances built into `ended` and released during the recording.
@@ -182,7 +182,7 @@ struct Rotation {
     count: u64,
     released: u64,
     /// What ended instances left, built as they were released.
-    ended: Profile,
+    ended: MergedProfile,
 }
 
 impl Rotation {
@@ -202,6 +202,7 @@ pub fn record(
     unwind: UnwindMode,
     mut stop: StopConditions<'_>,
     status_line: bool,
+    ended: MergedProfile,
 ) -> Result<Capture> {
     let status_line = status_line && std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -213,7 +214,7 @@ pub fn record(
         since: started,
         count: 0,
         released: 0,
-        ended: Profile::default(),
+        ended,
     };
 
     let stop_reason = loop {
@@ -333,7 +334,52 @@ fn rotate(
     if !finished.is_empty() {
         release_ended(sampler, symbolizer, rotation, collected, command, &finished);
     }
+    build_running(symbolizer, rotation, collected, command);
+    // What was built and released is free heap now; give it back (glibc keeps it otherwise).
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+    log::debug!(
+        "after switch {}: {} samples held ({} frames), {} pending; ended processes' profile: {}; \
+         roots: {}; symbolizer: {}",
+        rotation.count,
+        collected.samples.len(),
+        collected
+            .samples
+            .keys()
+            .map(|(_, kernel, user, _)| kernel.len() + user.len())
+            .sum::<usize>(),
+        collected.new_streamed.len(),
+        rotation.ended.sizes(),
+        collected.roots.sizes(),
+        symbolizer.cache_sizes()
+    );
     Ok(())
+}
+
+/// Builds every other sample held (of processes still running, or ended since the switch) into
+/// `rotation.ended`, keeping their labels: what a long recording holds is then its symbolized
+/// profile, where the same function seen at many addresses can share a location (see
+/// `profile::merge`), rather than every address-level stack until the end.
+fn build_running(
+    symbolizer: &mut Symbolizer,
+    rotation: &mut Rotation,
+    collected: &mut Collected,
+    command: Option<&RunningCommand>,
+) {
+    if collected.samples.is_empty() {
+        return;
+    }
+    let mut running: Vec<StackSample> = collected
+        .samples
+        .drain()
+        .map(|((key, kernel, user, source), count)| to_sample(&key, kernel, user, source, count))
+        .collect();
+    collected.roots.complete(&mut running);
+    if let Some(command) = command {
+        command.remove_pre_exec_samples(&mut running);
+    }
+    let part = profile::build(&running, symbolizer, Metadata::default());
+    rotation.ended.add(part);
 }
 
 /// Builds the samples of `finished` instances into `rotation.ended` and releases their state in
@@ -362,7 +408,7 @@ fn release_ended(
     }
     let stacks = done.len();
     let part = profile::build(&done, symbolizer, Metadata::default());
-    rotation.ended.merge(part);
+    rotation.ended.add_ended(part, finished.len() as u64);
     for &key in finished {
         symbolizer.release(key);
         for root in collected.roots.release(key) {

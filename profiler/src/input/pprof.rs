@@ -290,6 +290,8 @@ impl Reader<'_> {
                 metadata.lost_samples = lost.parse().unwrap_or(0);
             } else if let Some(mode) = comment.strip_prefix(keys::UNWINDING) {
                 metadata.unwinding = Some(mode.to_owned());
+            } else if let Some(count) = comment.strip_prefix(keys::UNLABELLED) {
+                metadata.unlabelled_processes = count.parse().unwrap_or(0);
             } else if !comment.starts_with(keys::TRUNCATED) {
                 metadata.comments.push(comment.to_owned());
             }

@@ -3,12 +3,12 @@
 //! `_[i]`, JIT frames `_[j]`. A truncated user stack gets a `[truncated]` frame right under the root.
 //! Lines are kept sorted so output is deterministic. A pure function of the profile: no symbolization.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use anyhow::{bail, Result};
 
-use crate::profile::{Frame, FrameKind, Profile, Sample, TRUNCATED_FRAME};
+use crate::profile::{Frame, FrameKind, Location, Profile, Sample, TRUNCATED_FRAME};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FoldOptions {
@@ -37,44 +37,74 @@ impl Folded {
 /// Folds every sample of `profile`. Fails only when `--per-thread` is asked of a profile without
 /// thread labels, or when counts overflow.
 pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
-    let mut folded = Folded::default();
+    // Each location's text, made once: a long recording has many samples through few locations.
+    let location_texts: Vec<String> = profile
+        .locations
+        .iter()
+        .map(|location| location_text(profile, location, options.lines))
+        .collect();
+    // Hashed while counting, sorted once at the end.
+    let mut stacks: HashMap<String, u64> = HashMap::new();
     let mut line = String::new();
     for sample in &profile.samples {
         line.clear();
-        push_root(&mut line, sample, options)?;
+        push_root(&mut line, sample, options, profile.metadata.unlabelled_processes)?;
         if sample.truncated {
             push_frame(&mut line, TRUNCATED_FRAME);
         }
         for &location_id in &sample.stack {
-            let location = &profile.locations[location_id];
-            if location.frames.is_empty() {
-                let suffix = if location.in_kernel { "_[k]" } else { "" };
-                let name = profile.unnamed(location);
-                push_frame(&mut line, &format!("{}{suffix}", sanitize(&name)));
-            }
-            for frame in &location.frames {
-                push_frame(&mut line, &frame_text(frame, options.lines));
-            }
+            push_frame(&mut line, &location_texts[location_id]);
         }
         if line.is_empty() {
             line.push_str("[unknown]");
         }
-        let count = folded.stacks.entry(line.clone()).or_default();
+        let count = match stacks.get_mut(line.as_str()) {
+            Some(count) => count,
+            None => stacks.entry(line.clone()).or_default(),
+        };
         let Some(sum) = count.checked_add(sample.count) else {
             bail!("the sample counts of stack `{line}` add up to more than 2^64 - 1");
         };
         *count = sum;
     }
-    Ok(folded)
+    Ok(Folded {
+        stacks: stacks.into_iter().collect(),
+    })
 }
 
-fn push_root(line: &mut String, sample: &Sample, options: &FoldOptions) -> Result<()> {
+/// A location's frames, outermost first, `;`-separated as folded lines show them.
+fn location_text(profile: &Profile, location: &Location, lines: bool) -> String {
+    if location.frames.is_empty() {
+        let suffix = if location.in_kernel { "_[k]" } else { "" };
+        return format!("{}{suffix}", sanitize(&profile.unnamed(location)));
+    }
+    let mut text = String::new();
+    for frame in &location.frames {
+        push_frame(&mut text, &frame_text(frame, lines));
+    }
+    text
+}
+
+fn push_root(
+    line: &mut String,
+    sample: &Sample,
+    options: &FoldOptions,
+    profile_unlabelled: u64,
+) -> Result<()> {
     if options.per_thread {
         let (Some(thread), Some(pid), Some(tid)) = (&sample.thread_name, sample.pid, sample.tid)
         else {
             bail!(
                 "--per-thread needs the thread of each sample (pprof labels pid, tid and thread_name); \
-                 this profile does not have them"
+                 this profile does not have them{}",
+                if profile_unlabelled > 0 {
+                    format!(
+                        " for {profile_unlabelled} processes that ended while recording \
+                         (record with --per-thread to keep them all)"
+                    )
+                } else {
+                    String::new()
+                }
             );
         };
         let _ = write!(line, "{}-{pid}/{tid}", sanitize(thread));

@@ -229,6 +229,13 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
             metadata.truncation.total()
         ));
     }
+    if metadata.unlabelled_processes > 0 {
+        comments.push(format!(
+            "{}{}",
+            keys::UNLABELLED,
+            metadata.unlabelled_processes
+        ));
+    }
     comments.extend(metadata.comments.iter().cloned());
     let comment = comments.iter().map(|c| strings.get(c)).collect();
 

@@ -134,7 +134,11 @@ impl Builder<'_> {
                 _ if frames.first().is_some_and(|f| f.kind == FrameKind::Jit) => {
                     (Some(MappingKey::Jit), lookup)
                 }
-                _ => (None, lookup),
+                // Outside every mapping (anonymous memory, a process gone before its map was
+                // read): the address names nothing, and differs in every process (its layout is
+                // randomized), so all such frames share one `[unknown]` location rather than
+                // adding one per process to a long recording.
+                _ => (None, 0),
             },
         };
         let location = Location {

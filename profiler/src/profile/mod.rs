@@ -8,6 +8,7 @@
 
 mod build;
 pub mod filter;
+mod merge;
 #[cfg(test)]
 pub mod testdata;
 pub mod truncation;
@@ -20,6 +21,7 @@ use emberprof_symbolizer::UnknownReason;
 pub use emberprof_symbolizer::{Frame, FrameKind};
 
 pub use build::{build, JIT_MAPPING, KERNEL_MAPPING};
+pub use merge::{EndedLabels, MergedProfile, LABELLED_ENDED_PROCESSES};
 pub use truncation::Truncation;
 
 /// The frame put right under the process (or thread) root of a user stack that does not reach a
@@ -54,6 +56,9 @@ pub struct Metadata {
     pub truncation: Truncation,
     /// Samples per reason for frames that could not be named (a sample counts once per such frame).
     pub unknown_frames: BTreeMap<UnknownReason, u64>,
+    /// Processes that ended while recording whose samples were merged by name without their pid
+    /// and tid (past the first `merge::LABELLED_ENDED_PROCESSES`).
+    pub unlabelled_processes: u64,
     /// How user stacks were unwound (`auto`, `dwarf`, `fp`).
     pub unwinding: Option<String>,
     /// The command line that made the capture.
@@ -117,57 +122,6 @@ pub struct Sample {
 }
 
 impl Profile {
-    /// Adds the samples of `other`, a profile built from another part of the same capture (the
-    /// processes that ended while recording, built as they ended), with its mappings and locations
-    /// stored once; its truncation and unnamed-frame counts are added, the rest of its metadata
-    /// ignored. Costs a pass over both profiles' locations.
-    pub fn merge(&mut self, other: Profile) {
-        let mut mapping_ids: std::collections::HashMap<Mapping, MappingId> = self
-            .mappings
-            .iter()
-            .enumerate()
-            .map(|(id, mapping)| (mapping.clone(), id))
-            .collect();
-        let mapping_map: Vec<MappingId> = other
-            .mappings
-            .into_iter()
-            .map(|mapping| {
-                *mapping_ids.entry(mapping.clone()).or_insert_with(|| {
-                    self.mappings.push(mapping);
-                    self.mappings.len() - 1
-                })
-            })
-            .collect();
-        let mut location_ids: std::collections::HashMap<Location, LocationId> = self
-            .locations
-            .iter()
-            .enumerate()
-            .map(|(id, location)| (location.clone(), id))
-            .collect();
-        let location_map: Vec<LocationId> = other
-            .locations
-            .into_iter()
-            .map(|mut location| {
-                location.mapping = location.mapping.map(|id| mapping_map[id]);
-                *location_ids.entry(location.clone()).or_insert_with(|| {
-                    self.locations.push(location);
-                    self.locations.len() - 1
-                })
-            })
-            .collect();
-        self.samples
-            .extend(other.samples.into_iter().map(|mut sample| {
-                for id in &mut sample.stack {
-                    *id = location_map[*id];
-                }
-                sample
-            }));
-        self.metadata.truncation.add(other.metadata.truncation);
-        for (reason, count) in other.metadata.unknown_frames {
-            *self.metadata.unknown_frames.entry(reason).or_default() += count;
-        }
-    }
-
     pub fn total_samples(&self) -> u64 {
         self.samples
             .iter()
@@ -182,81 +136,5 @@ impl Profile {
             }
             _ => "[unknown]".to_owned(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A location as its mapping's path and its frames' names.
-    type Resolved = (Option<String>, Vec<String>);
-
-    /// Each sample as its locations, outermost first, and its count.
-    fn resolved(profile: &Profile) -> Vec<(Vec<Resolved>, u64)> {
-        profile
-            .samples
-            .iter()
-            .map(|sample| {
-                let stack = sample
-                    .stack
-                    .iter()
-                    .map(|&id| {
-                        let location = &profile.locations[id];
-                        let mapping = location
-                            .mapping
-                            .map(|m| profile.mappings[m].path.to_string());
-                        let names = location.frames.iter().map(|f| f.name.to_string()).collect();
-                        (mapping, names)
-                    })
-                    .collect();
-                (stack, sample.count)
-            })
-            .collect()
-    }
-
-    /// Merging keeps every sample's frames, stores shared mappings and locations once (whatever
-    /// their order in the other profile), and adds the truncation and unnamed-frame counts.
-    #[test]
-    fn merge_keeps_samples_and_shares_locations() {
-        let mut original = testdata::small();
-        original.metadata.truncation.frame_pointer += 3;
-        *original
-            .metadata
-            .unknown_frames
-            .entry(UnknownReason::NotInModule)
-            .or_default() += 2;
-        let mut merged = Profile::default();
-        merged.merge(original.clone());
-        assert_eq!(resolved(&merged), resolved(&original));
-
-        // The same profile with its mappings and locations in reverse order.
-        let mut reversed = original.clone();
-        let mappings = reversed.mappings.len();
-        let locations = reversed.locations.len();
-        reversed.mappings.reverse();
-        reversed.locations.reverse();
-        for location in &mut reversed.locations {
-            location.mapping = location.mapping.map(|m| mappings - 1 - m);
-        }
-        for sample in &mut reversed.samples {
-            for id in &mut sample.stack {
-                *id = locations - 1 - *id;
-            }
-        }
-        assert_eq!(resolved(&reversed), resolved(&original));
-        merged.merge(reversed);
-        assert_eq!(merged.mappings.len(), original.mappings.len());
-        assert_eq!(merged.locations.len(), original.locations.len());
-        let mut twice = resolved(&original);
-        twice.extend(resolved(&original));
-        assert_eq!(resolved(&merged), twice);
-        assert_eq!(merged.total_samples(), 2 * original.total_samples());
-        assert_eq!(
-            merged.metadata.truncation.total(),
-            2 * original.metadata.truncation.total()
-        );
-        let unknown = |p: &Profile| p.metadata.unknown_frames.values().sum::<u64>();
-        assert_eq!(unknown(&merged), 2 * unknown(&original));
     }
 }

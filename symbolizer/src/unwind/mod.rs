@@ -202,6 +202,16 @@ impl Unwinders {
     }
 
     /// Drops the per-process unwinder (the process exited, or its snapshot changed).
+    /// Entries per cache, for the debug log.
+    pub fn sizes(&self) -> String {
+        format!(
+            "{} ELF infos, {} CFI tables, {} processes",
+            self.elf_info.len(),
+            self.cfi.len(),
+            self.processes.len()
+        )
+    }
+
     pub fn forget(&mut self, key: ProcessKey) {
         self.processes.remove(&key);
     }

@@ -177,7 +177,8 @@ pub fn record(
         .map(|(key, count)| to_sample(key, count))
         .collect();
     Ok(Capture {
-        ended: crate::profile::Profile::default(),
+        // Ended processes are kept to the end here: this backend records one user's own processes.
+        ended: crate::profile::MergedProfile::new(crate::profile::EndedLabels::All),
         rotations: 0,
         released: 0,
         samples,
