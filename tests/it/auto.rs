@@ -317,14 +317,18 @@ fn node_has_one_root_per_thread() {
 }
 
 /// A short-lived frameless process (100 ms, -O2 -fomit-frame-pointer): its first samples, taken
-/// before emberprof has judged its code, are whole too (`main;run;short_lived_work`).
+/// before emberprof has judged its code, are whole too (`main;run;short_lived_work`), because BPF
+/// copies the stack of a process not judged yet (the `-v` counter proves that path ran: these
+/// processes are often judged before their first sample in `short_lived_work`, so whole stacks
+/// alone would not show it).
 #[test]
 fn first_samples_of_a_short_lived_process_are_whole() {
     let _kernel = kernel_test();
     // To a file: the spawner prints its children's PIDs on the standard output.
     let dir = scratch();
     let out = out_path(&dir, "short.folded");
-    run_ok(&[
+    let output = run_ok(&[
+        "-v",
         "record",
         "-F",
         "999",
@@ -359,5 +363,14 @@ fn first_samples_of_a_short_lived_process_are_whole() {
         in_work >= 150 && whole as f64 >= in_work as f64 * 0.95,
         "{whole}/{in_work} short-lived samples whole:\n{}",
         describe(&stacks)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let unjudged = regex::Regex::new(r"copied stacks: (\d+) of processes not judged yet")
+        .expect("valid regex")
+        .captures(&stderr)
+        .and_then(|c| c[1].parse::<u64>().ok());
+    assert!(
+        unjudged.is_some_and(|n| n > 0),
+        "no stack copied before its process was judged:\n{stderr}"
     );
 }

@@ -62,7 +62,7 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
             ids.push(id);
         }
         profile.samples.push(Sample {
-            stack: ids,
+            stack: ids.into(),
             count,
             ..Sample::default()
         });

@@ -239,7 +239,7 @@ impl Reader<'_> {
                 })?);
             }
             let mut converted = Sample {
-                stack,
+                stack: stack.into(),
                 count,
                 truncated,
                 ..Sample::default()

@@ -52,7 +52,7 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
         if sample.truncated {
             push_frame(&mut line, TRUNCATED_FRAME);
         }
-        for &location_id in &sample.stack {
+        for &location_id in sample.stack.iter() {
             push_frame(&mut line, &location_texts[location_id]);
         }
         if line.is_empty() {

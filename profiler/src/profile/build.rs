@@ -91,7 +91,7 @@ impl Builder<'_> {
             stack.push(self.kernel_location(FrameAddress::from_stack_index(index, ip)));
         }
         self.profile.samples.push(Sample {
-            stack,
+            stack: stack.into(),
             count: sample.count,
             pid: Some(sample.pid),
             tid: Some(sample.tid),

@@ -54,7 +54,9 @@ pub fn apply(mut profile: Profile, filter: &Filter) -> Profile {
             .collect()
     });
     profile.samples.retain_mut(|sample| {
-        sample.stack.retain(|&id| !dropped[id]);
+        if sample.stack.iter().any(|&id| dropped[id]) {
+            sample.stack = sample.stack.iter().copied().filter(|&id| !dropped[id]).collect();
+        }
         match &matching {
             Some(matching) => sample.stack.iter().any(|&id| matching[id]),
             None => true,

@@ -2,15 +2,22 @@
 //! (their snapshots and caches are released then) and added here, and the processes still running
 //! at the stop are added last.
 //!
-//! Two things keep a long `--all` run bounded. Mappings, locations and samples are indexed, so
-//! adding a part costs the part's size, not the whole's (the profile is never rebuilt). And the
-//! samples of ended processes keep their `pid` and `tid` only for the first
-//! [`LABELLED_ENDED_PROCESSES`]: later ones are merged by process name, thread name and stack, so a
-//! fork-heavy machine (a shell loop starts hundreds of processes a second) adds new stacks, not a
-//! copy of the same stacks per process. `--per-thread` keeps every label (it shows them).
+//! What keeps a long `--all` run bounded by what its output shows, not by its length or the
+//! processes it saw:
+//! - mappings, locations, stacks and samples are indexed, so adding a part costs the part's size,
+//!   not the whole's (the profile is never rebuilt), and equal stacks are stored once;
+//! - the samples of ended processes keep their `pid` and `tid` only for the first
+//!   [`LABELLED_ENDED_PROCESSES`]: later ones are merged by process name, thread name and stack, so
+//!   a fork-heavy machine (a shell loop starts hundreds of processes a second) adds new stacks, not
+//!   a copy of the same stacks per process; `--per-thread` keeps every label (it shows them);
+//! - each distinct address gets its own location for the first [`EXACT_LOCATIONS`]; after that, a
+//!   new address where the same frames are already known (another instruction of the same
+//!   function) shares that location. Folded stacks and SVG show frames, not addresses, so they
+//!   are unchanged; pprof then gives one address per function for the code first seen late.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 
@@ -19,6 +26,9 @@ use super::{Location, LocationId, Mapping, MappingId, Metadata, Profile, Sample}
 /// How many ended processes keep their pid and tid labels (see the module comment). Each costs a
 /// few hundred bytes per distinct stack it had: some MB in all.
 pub const LABELLED_ENDED_PROCESSES: u64 = 10_000;
+
+/// How many distinct addresses get a location of their own (see the module comment): some MB.
+pub const EXACT_LOCATIONS: usize = 32_768;
 
 /// Whether the samples of ended processes keep their pid and tid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +48,11 @@ pub struct MergedProfile {
     mapping_ids: HashMap<Mapping, MappingId>,
     /// Indices into `profile.locations`, hashed by the location: nothing stored twice.
     location_ids: HashTable<LocationId>,
+    /// The first location of each distinct named code point (mapping, frames), hashed by those,
+    /// for the locations made after [`EXACT_LOCATIONS`].
+    frame_ids: HashTable<LocationId>,
+    /// Every distinct stack, shared by the samples that have it.
+    stacks: HashSet<Arc<[LocationId]>>,
     /// Indices into `profile.samples`, hashed by everything but the count.
     sample_ids: HashTable<usize>,
 }
@@ -53,6 +68,8 @@ impl MergedProfile {
             hasher: RandomState::new(),
             mapping_ids: HashMap::new(),
             location_ids: HashTable::new(),
+            frame_ids: HashTable::new(),
+            stacks: HashSet::new(),
             sample_ids: HashTable::new(),
         }
     }
@@ -99,9 +116,8 @@ impl MergedProfile {
             })
             .collect();
         for mut sample in part.samples {
-            for id in &mut sample.stack {
-                *id = location_map[*id];
-            }
+            let stack: Vec<LocationId> = sample.stack.iter().map(|&id| location_map[id]).collect();
+            sample.stack = self.shared_stack(stack);
             self.add_sample(sample);
         }
         let metadata = &mut self.profile.metadata;
@@ -152,11 +168,38 @@ impl MergedProfile {
         {
             return id;
         }
+        let code_point = (!location.frames.is_empty())
+            .then(|| hasher.hash_one(CodePoint::of(&location)));
+        if let Some(code_hash) = code_point {
+            let same = |&id: &LocationId| CodePoint::of(&locations[id]) == CodePoint::of(&location);
+            if let Some(&id) = self.frame_ids.find(code_hash, same) {
+                if locations.len() >= EXACT_LOCATIONS {
+                    return id;
+                }
+            }
+        }
         locations.push(location);
         let id = locations.len() - 1;
         self.location_ids
             .insert_unique(hash, id, |&id| hasher.hash_one(&locations[id]));
+        if let Some(code_hash) = code_point {
+            let same = |&other: &LocationId| CodePoint::of(&locations[other]) == CodePoint::of(&locations[id]);
+            if self.frame_ids.find(code_hash, same).is_none() {
+                self.frame_ids.insert_unique(code_hash, id, |&id| {
+                    hasher.hash_one(CodePoint::of(&locations[id]))
+                });
+            }
+        }
         id
+    }
+
+    fn shared_stack(&mut self, stack: Vec<LocationId>) -> Arc<[LocationId]> {
+        if let Some(shared) = self.stacks.get(stack.as_slice()) {
+            return shared.clone();
+        }
+        let shared: Arc<[LocationId]> = stack.into();
+        self.stacks.insert(shared.clone());
+        shared
     }
 
     fn add_sample(&mut self, sample: Sample) {
@@ -175,6 +218,24 @@ impl MergedProfile {
         let id = samples.len() - 1;
         self.sample_ids
             .insert_unique(hash, id, |&id| hasher.hash_one(SampleKey::of(&samples[id])));
+    }
+}
+
+/// What folded stacks show of a location: its module and frames, not its address.
+#[derive(Hash, PartialEq, Eq)]
+struct CodePoint<'a> {
+    mapping: Option<MappingId>,
+    in_kernel: bool,
+    frames: &'a [crate::profile::Frame],
+}
+
+impl<'a> CodePoint<'a> {
+    fn of(location: &'a Location) -> Self {
+        CodePoint {
+            mapping: location.mapping,
+            in_kernel: location.in_kernel,
+            frames: &location.frames,
+        }
     }
 }
 
@@ -248,9 +309,7 @@ mod tests {
             location.mapping = location.mapping.map(|m| mappings - 1 - m);
         }
         for sample in &mut reversed.samples {
-            for id in &mut sample.stack {
-                *id = locations - 1 - *id;
-            }
+            sample.stack = sample.stack.iter().map(|&id| locations - 1 - id).collect();
         }
         reversed
     }
@@ -325,5 +384,67 @@ mod tests {
         }
         assert!(all.profile.samples.iter().all(|s| s.pid.is_some()));
         assert_eq!(all.profile.samples.len(), 3 * distinct);
+    }
+
+    /// A part of one sample through kernel locations at `addresses`, each named `name(address)`.
+    fn kernel_part(addresses: &[u64], name: impl Fn(u64) -> String) -> Profile {
+        use crate::profile::{Frame, FrameKind, MappingKind};
+        Profile {
+            mappings: vec![Mapping {
+                path: "[kernel.kallsyms]".into(),
+                display_name: "[kernel.kallsyms]".into(),
+                build_id: None,
+                kind: MappingKind::Kernel,
+            }],
+            locations: addresses
+                .iter()
+                .map(|&address| Location {
+                    mapping: Some(0),
+                    address,
+                    frames: vec![Frame::new(name(address), FrameKind::Kernel)],
+                    in_kernel: true,
+                })
+                .collect(),
+            samples: vec![Sample {
+                stack: (0..addresses.len()).collect(),
+                count: 1,
+                ..Sample::default()
+            }],
+            ..Profile::default()
+        }
+    }
+
+    /// Addresses keep their own locations up to the budget; past it, a new address of a function
+    /// already known shares its location, while a new function still gets one. Equal stacks are
+    /// stored once.
+    #[test]
+    fn addresses_past_the_budget_share_their_function_location() {
+        let mut merged = MergedProfile::new(EndedLabels::Bounded);
+        // Two addresses of `f`: both kept while under the budget.
+        merged.add(kernel_part(&[1, 2], |_| "f".to_owned()));
+        assert_eq!(merged.profile.locations.len(), 2);
+        let filler: Vec<u64> = (100..100 + EXACT_LOCATIONS as u64).collect();
+        merged.add(kernel_part(&filler, |a| format!("g{a}")));
+        assert!(merged.profile.locations.len() >= EXACT_LOCATIONS);
+        let before = merged.profile.locations.len();
+        merged.add(kernel_part(&[3], |_| "f".to_owned()));
+        assert_eq!(merged.profile.locations.len(), before, "address 3 of f shares f's location");
+        merged.add(kernel_part(&[4], |_| "h".to_owned()));
+        assert_eq!(merged.profile.locations.len(), before + 1, "a new function gets its own");
+
+        // The same stack again adds to its count, and shares its storage.
+        merged.add(kernel_part(&[1, 2], |_| "f".to_owned()));
+        let profile = merged.finish(Metadata::default());
+        let first = profile
+            .samples
+            .iter()
+            .find(|s| s.stack.len() == 2)
+            .expect("the first stack");
+        assert_eq!(first.count, 2);
+        let via_three = profile
+            .samples
+            .iter()
+            .find(|s| s.stack.len() == 1 && profile.locations[s.stack[0]].address == 1);
+        assert!(via_three.is_some_and(|s| s.count == 1), "address 3 counted at f's location");
     }
 }

@@ -109,8 +109,9 @@ pub struct Location {
 /// A distinct stack of one thread and how many samples hit it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sample {
-    /// Locations, outermost first: user frames, then kernel frames.
-    pub stack: Vec<LocationId>,
+    /// Locations, outermost first: user frames, then kernel frames. Shared: in a long recording
+    /// many samples (other threads, other processes of the same program) have the same stack.
+    pub stack: Arc<[LocationId]>,
     pub count: u64,
     pub pid: Option<u32>,
     pub tid: Option<u32>,

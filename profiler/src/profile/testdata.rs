@@ -97,7 +97,7 @@ pub fn small() -> Profile {
         },
     ];
     let sample = |stack: Vec<usize>, count, tid, thread: &str, truncated| Sample {
-        stack,
+        stack: stack.into(),
         count,
         pid: Some(100),
         tid: Some(tid),
