@@ -338,10 +338,14 @@ fn rotate(
     // What was built and released is free heap now; give it back (glibc keeps it otherwise).
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
+    // SAFETY: mallinfo2 has no preconditions.
+    let heap = unsafe { libc::mallinfo2() };
     log::debug!(
-        "after switch {}: {} samples held ({} frames), {} pending; ended processes' profile: {}; \
-         roots: {}; symbolizer: {}",
+        "after switch {}: heap {} KiB in use of {} KiB; {} samples held ({} frames), {} pending; \
+         profile: {}; roots: {}; symbolizer: {}",
         rotation.count,
+        heap.uordblks / 1024,
+        (heap.arena + heap.hblkhd) / 1024,
         collected.samples.len(),
         collected
             .samples

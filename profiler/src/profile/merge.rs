@@ -10,10 +10,11 @@
 //!   [`LABELLED_ENDED_PROCESSES`]: later ones are merged by process name, thread name and stack, so
 //!   a fork-heavy machine (a shell loop starts hundreds of processes a second) adds new stacks, not
 //!   a copy of the same stacks per process; `--per-thread` keeps every label (it shows them);
-//! - each distinct address gets its own location for the first [`EXACT_LOCATIONS`]; after that, a
-//!   new address where the same frames are already known (another instruction of the same
-//!   function) shares that location. Folded stacks and SVG show frames, not addresses, so they
-//!   are unchanged; pprof then gives one address per function for the code first seen late.
+//! - each distinct address gets its own location until there are [`EXACT_LOCATIONS`]; then the
+//!   profile is compacted once to one location per code point (module and frames: every
+//!   instruction of a function, or of a line with `--lines`), and stays so. Folded stacks and SVG
+//!   show frames, not addresses, so they are unchanged; pprof then gives one address per function,
+//!   and the samples that differed only in the instruction they hit become one.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
@@ -27,8 +28,9 @@ use super::{Location, LocationId, Mapping, MappingId, Metadata, Profile, Sample}
 /// few hundred bytes per distinct stack it had: some MB in all.
 pub const LABELLED_ENDED_PROCESSES: u64 = 10_000;
 
-/// How many distinct addresses get a location of their own (see the module comment): some MB.
-pub const EXACT_LOCATIONS: usize = 32_768;
+/// How many distinct addresses get a location of their own (see the module comment): a 10 s
+/// capture of one program has some thousands; a busy machine's `--all` reaches it in minutes.
+pub const EXACT_LOCATIONS: usize = 16_384;
 
 /// Whether the samples of ended processes keep their pid and tid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,9 +50,10 @@ pub struct MergedProfile {
     mapping_ids: HashMap<Mapping, MappingId>,
     /// Indices into `profile.locations`, hashed by the location: nothing stored twice.
     location_ids: HashTable<LocationId>,
-    /// The first location of each distinct named code point (mapping, frames), hashed by those,
-    /// for the locations made after [`EXACT_LOCATIONS`].
+    /// The first location of each distinct named code point (mapping, frames), hashed by those.
     frame_ids: HashTable<LocationId>,
+    /// Compacted: one location per named code point (see the module comment).
+    per_code_point: bool,
     /// Every distinct stack, shared by the samples that have it.
     stacks: HashSet<Arc<[LocationId]>>,
     /// Indices into `profile.samples`, hashed by everything but the count.
@@ -69,6 +72,7 @@ impl MergedProfile {
             mapping_ids: HashMap::new(),
             location_ids: HashTable::new(),
             frame_ids: HashTable::new(),
+            per_code_point: false,
             stacks: HashSet::new(),
             sample_ids: HashTable::new(),
         }
@@ -119,6 +123,9 @@ impl MergedProfile {
             let stack: Vec<LocationId> = sample.stack.iter().map(|&id| location_map[id]).collect();
             sample.stack = self.shared_stack(stack);
             self.add_sample(sample);
+        }
+        if !self.per_code_point && self.profile.locations.len() >= EXACT_LOCATIONS {
+            self.compact();
         }
         let metadata = &mut self.profile.metadata;
         metadata.truncation.add(part.metadata.truncation);
@@ -173,7 +180,7 @@ impl MergedProfile {
         if let Some(code_hash) = code_point {
             let same = |&id: &LocationId| CodePoint::of(&locations[id]) == CodePoint::of(&location);
             if let Some(&id) = self.frame_ids.find(code_hash, same) {
-                if locations.len() >= EXACT_LOCATIONS {
+                if self.per_code_point {
                     return id;
                 }
             }
@@ -191,6 +198,31 @@ impl MergedProfile {
             }
         }
         id
+    }
+
+    /// Rebuilds the profile with one location per named code point, and keeps it so.
+    fn compact(&mut self) {
+        self.per_code_point = true;
+        let locations = std::mem::take(&mut self.profile.locations);
+        let samples = std::mem::take(&mut self.profile.samples);
+        self.location_ids.clear();
+        self.frame_ids.clear();
+        self.stacks.clear();
+        self.sample_ids.clear();
+        let location_map: Vec<LocationId> = locations
+            .into_iter()
+            .map(|location| self.location_id(location))
+            .collect();
+        for mut sample in samples {
+            let stack: Vec<LocationId> = sample.stack.iter().map(|&id| location_map[id]).collect();
+            sample.stack = self.shared_stack(stack);
+            self.add_sample(sample);
+        }
+        log::debug!(
+            "profile compacted to one location per function: {} locations, {} samples",
+            self.profile.locations.len(),
+            self.profile.samples.len()
+        );
     }
 
     fn shared_stack(&mut self, stack: Vec<LocationId>) -> Arc<[LocationId]> {
@@ -414,37 +446,37 @@ mod tests {
         }
     }
 
-    /// Addresses keep their own locations up to the budget; past it, a new address of a function
-    /// already known shares its location, while a new function still gets one. Equal stacks are
-    /// stored once.
+    /// Addresses keep their own locations up to the budget; past it, the profile is compacted to
+    /// one location per function (samples that differed only in the address merge, folded output
+    /// unchanged), a new address of a known function shares its location, and a new function
+    /// still gets one.
     #[test]
     fn addresses_past_the_budget_share_their_function_location() {
+        let fold_all = |profile: &Profile| {
+            crate::output::fold(profile, &Default::default()).expect("fold")
+        };
         let mut merged = MergedProfile::new(EndedLabels::Bounded);
-        // Two addresses of `f`: both kept while under the budget.
-        merged.add(kernel_part(&[1, 2], |_| "f".to_owned()));
+        // Two addresses of `f`, in two samples: both kept while under the budget.
+        merged.add(kernel_part(&[1], |_| "f".to_owned()));
+        merged.add(kernel_part(&[2], |_| "f".to_owned()));
         assert_eq!(merged.profile.locations.len(), 2);
+        assert_eq!(merged.profile.samples.len(), 2);
         let filler: Vec<u64> = (100..100 + EXACT_LOCATIONS as u64).collect();
         merged.add(kernel_part(&filler, |a| format!("g{a}")));
-        assert!(merged.profile.locations.len() >= EXACT_LOCATIONS);
-        let before = merged.profile.locations.len();
+        let folded_before = fold_all(&merged.profile);
+        // The next part compacts the profile first.
         merged.add(kernel_part(&[3], |_| "f".to_owned()));
-        assert_eq!(merged.profile.locations.len(), before, "address 3 of f shares f's location");
+        assert_eq!(merged.profile.locations.len(), EXACT_LOCATIONS + 1);
+        assert_eq!(merged.profile.samples.len(), 2, "f at 1, 2 and 3 is one sample; the filler");
         merged.add(kernel_part(&[4], |_| "h".to_owned()));
-        assert_eq!(merged.profile.locations.len(), before + 1, "a new function gets its own");
+        assert_eq!(merged.profile.locations.len(), EXACT_LOCATIONS + 2, "h is new");
 
-        // The same stack again adds to its count, and shares its storage.
-        merged.add(kernel_part(&[1, 2], |_| "f".to_owned()));
         let profile = merged.finish(Metadata::default());
-        let first = profile
-            .samples
-            .iter()
-            .find(|s| s.stack.len() == 2)
-            .expect("the first stack");
-        assert_eq!(first.count, 2);
-        let via_three = profile
-            .samples
-            .iter()
-            .find(|s| s.stack.len() == 1 && profile.locations[s.stack[0]].address == 1);
-        assert!(via_three.is_some_and(|s| s.count == 1), "address 3 counted at f's location");
+        let mut folded_after = fold_all(&profile);
+        assert_eq!(folded_after.stacks.remove("f_[k]"), Some(3));
+        assert_eq!(folded_after.stacks.remove("h_[k]"), Some(1));
+        let mut expected = folded_before;
+        expected.stacks.remove("f_[k]");
+        assert_eq!(folded_after, expected);
     }
 }
