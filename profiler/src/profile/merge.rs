@@ -1,6 +1,7 @@
-//! A profile that grows part by part: the processes that end while recording are built as they end
-//! (their snapshots and caches are released then) and added here, and the processes still running
-//! at the stop are added last.
+//! A profile that grows part by part while recording: at every switch of the kernel maps, the
+//! samples just read are symbolized and added here (those of processes that ended, whose
+//! snapshots and caches are released then, and those of processes still running); the last
+//! samples are added at the stop.
 //!
 //! What keeps a long `--all` run bounded by what its output shows, not by its length or the
 //! processes it saw:
