@@ -17,5 +17,6 @@ pub mod keys {
     pub const UNWINDING: &str = "unwinding: ";
     pub const TRUNCATED: &str = "truncated user stacks: ";
     /// Ended processes whose samples have no pid or tid label (see `profile::merge`).
-    pub const UNLABELLED: &str = "processes without pid/tid labels (merged by name after they ended): ";
+    pub const UNLABELLED: &str =
+        "processes without pid/tid labels (merged by name after they ended): ";
 }

@@ -163,10 +163,8 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         capture.stopped_at.elapsed()
     );
     // Processes that ended while recording were built and released then.
-    let mut merged = std::mem::replace(
-        &mut capture.ended,
-        MergedProfile::new(EndedLabels::Bounded),
-    );
+    let mut merged =
+        std::mem::replace(&mut capture.ended, MergedProfile::new(EndedLabels::Bounded));
     merged.add(running);
     let profile = merged.finish(metadata);
     let processes = profile

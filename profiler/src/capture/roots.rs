@@ -38,11 +38,7 @@ pub struct RootChange {
 impl Roots {
     /// Entries held, for the debug log of long runs.
     pub fn sizes(&self) -> String {
-        format!(
-            "{} plans, {} learned",
-            self.plans.len(),
-            self.learned.len()
-        )
+        format!("{} plans, {} learned", self.plans.len(), self.learned.len())
     }
 
     /// The process's frameless code, as its plan in BPF; `None` when every stack is copied.

@@ -48,7 +48,12 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
     let mut line = String::new();
     for sample in &profile.samples {
         line.clear();
-        push_root(&mut line, sample, options, profile.metadata.unlabelled_processes)?;
+        push_root(
+            &mut line,
+            sample,
+            options,
+            profile.metadata.unlabelled_processes,
+        )?;
         if sample.truncated {
             push_frame(&mut line, TRUNCATED_FRAME);
         }

@@ -55,7 +55,12 @@ pub fn apply(mut profile: Profile, filter: &Filter) -> Profile {
     });
     profile.samples.retain_mut(|sample| {
         if sample.stack.iter().any(|&id| dropped[id]) {
-            sample.stack = sample.stack.iter().copied().filter(|&id| !dropped[id]).collect();
+            sample.stack = sample
+                .stack
+                .iter()
+                .copied()
+                .filter(|&id| !dropped[id])
+                .collect();
         }
         match &matching {
             Some(matching) => sample.stack.iter().any(|&id| matching[id]),

@@ -160,10 +160,13 @@ impl MergedProfile {
 
     fn mapping_id(&mut self, mapping: Mapping) -> MappingId {
         let mappings = &mut self.profile.mappings;
-        *self.mapping_ids.entry(mapping).or_insert_with_key(|mapping| {
-            mappings.push(mapping.clone());
-            mappings.len() - 1
-        })
+        *self
+            .mapping_ids
+            .entry(mapping)
+            .or_insert_with_key(|mapping| {
+                mappings.push(mapping.clone());
+                mappings.len() - 1
+            })
     }
 
     fn location_id(&mut self, location: Location) -> LocationId {
@@ -176,8 +179,8 @@ impl MergedProfile {
         {
             return id;
         }
-        let code_point = (!location.frames.is_empty())
-            .then(|| hasher.hash_one(CodePoint::of(&location)));
+        let code_point =
+            (!location.frames.is_empty()).then(|| hasher.hash_one(CodePoint::of(&location)));
         if let Some(code_hash) = code_point {
             let same = |&id: &LocationId| CodePoint::of(&locations[id]) == CodePoint::of(&location);
             if let Some(&id) = self.frame_ids.find(code_hash, same) {
@@ -191,7 +194,9 @@ impl MergedProfile {
         self.location_ids
             .insert_unique(hash, id, |&id| hasher.hash_one(&locations[id]));
         if let Some(code_hash) = code_point {
-            let same = |&other: &LocationId| CodePoint::of(&locations[other]) == CodePoint::of(&locations[id]);
+            let same = |&other: &LocationId| {
+                CodePoint::of(&locations[other]) == CodePoint::of(&locations[id])
+            };
             if self.frame_ids.find(code_hash, same).is_none() {
                 self.frame_ids.insert_unique(code_hash, id, |&id| {
                     hasher.hash_one(CodePoint::of(&locations[id]))
@@ -239,10 +244,9 @@ impl MergedProfile {
         let hasher = &self.hasher;
         let samples = &mut self.profile.samples;
         let hash = hasher.hash_one(SampleKey::of(&sample));
-        if let Some(&id) = self
-            .sample_ids
-            .find(hash, |&id| SampleKey::of(&samples[id]) == SampleKey::of(&sample))
-        {
+        if let Some(&id) = self.sample_ids.find(hash, |&id| {
+            SampleKey::of(&samples[id]) == SampleKey::of(&sample)
+        }) {
             let total = &mut samples[id].count;
             *total = total.saturating_add(sample.count);
             return;
@@ -391,7 +395,11 @@ mod tests {
         let mut merged = MergedProfile::new(EndedLabels::Bounded);
         merged.add_ended(part.clone(), LABELLED_ENDED_PROCESSES - 1);
         merged.add_ended(part.clone(), 1);
-        assert_eq!(merged.profile.samples.len(), distinct, "the same pids again");
+        assert_eq!(
+            merged.profile.samples.len(),
+            distinct,
+            "the same pids again"
+        );
         for round in 0..100 {
             let mut later = part.clone();
             for sample in &mut later.samples {
@@ -453,9 +461,8 @@ mod tests {
     /// still gets one.
     #[test]
     fn addresses_past_the_budget_share_their_function_location() {
-        let fold_all = |profile: &Profile| {
-            crate::output::fold(profile, &Default::default()).expect("fold")
-        };
+        let fold_all =
+            |profile: &Profile| crate::output::fold(profile, &Default::default()).expect("fold");
         let mut merged = MergedProfile::new(EndedLabels::Bounded);
         // Two addresses of `f`, in two samples: both kept while under the budget.
         merged.add(kernel_part(&[1], |_| "f".to_owned()));
@@ -468,9 +475,17 @@ mod tests {
         // The next part compacts the profile first.
         merged.add(kernel_part(&[3], |_| "f".to_owned()));
         assert_eq!(merged.profile.locations.len(), EXACT_LOCATIONS + 1);
-        assert_eq!(merged.profile.samples.len(), 2, "f at 1, 2 and 3 is one sample; the filler");
+        assert_eq!(
+            merged.profile.samples.len(),
+            2,
+            "f at 1, 2 and 3 is one sample; the filler"
+        );
         merged.add(kernel_part(&[4], |_| "h".to_owned()));
-        assert_eq!(merged.profile.locations.len(), EXACT_LOCATIONS + 2, "h is new");
+        assert_eq!(
+            merged.profile.locations.len(),
+            EXACT_LOCATIONS + 2,
+            "h is new"
+        );
 
         let profile = merged.finish(Metadata::default());
         let mut folded_after = fold_all(&profile);
