@@ -162,9 +162,9 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         capture.samples.len(),
         capture.stopped_at.elapsed()
     );
-    // Processes that ended while recording were built and released then.
+    // The samples read at each map switch were built then; the processes that had ended, released.
     let mut merged =
-        std::mem::replace(&mut capture.ended, MergedProfile::new(EndedLabels::Bounded));
+        std::mem::replace(&mut capture.built, MergedProfile::new(EndedLabels::Bounded));
     merged.add(running);
     let profile = merged.finish(metadata);
     let processes = profile

@@ -89,12 +89,12 @@ pub enum StopReason {
 pub struct Capture {
     /// Samples of the processes still running at the end (or not released yet).
     pub samples: Vec<StackSample>,
-    /// Samples of processes that ended during the recording, already symbolized, their process
-    /// state released (launch mode: without the command's pre-exec samples).
-    pub ended: MergedProfile,
+    /// Samples read at each map switch, already symbolized and built (launch mode: without the
+    /// command's pre-exec samples); the processes that had ended then are released.
+    pub built: MergedProfile,
     /// Times the map generations were switched and the old one emptied.
     pub rotations: u64,
-    /// Process instances built into `ended` and released during the recording.
+    /// Process instances built and released during the recording.
     pub released: u64,
     pub stats: BpfStats,
     pub recorded_for: Duration,
@@ -181,8 +181,8 @@ struct Rotation {
     since: Instant,
     count: u64,
     released: u64,
-    /// What ended instances left, built as they were released.
-    ended: MergedProfile,
+    /// Every sample read at a switch, built then (see [`Capture::built`]).
+    built: MergedProfile,
 }
 
 impl Rotation {
@@ -202,7 +202,7 @@ pub fn record(
     unwind: UnwindMode,
     mut stop: StopConditions<'_>,
     status_line: bool,
-    ended: MergedProfile,
+    built: MergedProfile,
 ) -> Result<Capture> {
     let status_line = status_line && std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -214,7 +214,7 @@ pub fn record(
         since: started,
         count: 0,
         released: 0,
-        ended,
+        built,
     };
 
     let stop_reason = loop {
@@ -282,7 +282,7 @@ pub fn record(
     roots.complete(&mut samples);
     Ok(Capture {
         samples,
-        ended: rotation.ended,
+        built: rotation.built,
         rotations: rotation.count,
         released: rotation.released,
         stats,
@@ -296,7 +296,8 @@ pub fn record(
 
 /// Switches the BPF side to the other map generation, waits until no program can still be writing
 /// to the old one, reads it into `collected` and empties it. Instances that had ended before the
-/// switch have all their samples in hand then: they are built into `rotation.ended` and released.
+/// switch have all their samples in hand then: they are released, and every sample read is built
+/// into `rotation.built`.
 fn rotate(
     sampler: &mut Sampler,
     symbolizer: &mut Symbolizer,
@@ -334,59 +335,53 @@ fn rotate(
     if !finished.is_empty() {
         release_ended(sampler, symbolizer, rotation, collected, command, &finished);
     }
-    build_running(symbolizer, rotation, collected, command);
-    // What was built and released is free heap now; give it back (glibc keeps it otherwise).
-    // SAFETY: malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
-    // SAFETY: mallinfo2 has no preconditions.
-    let heap = unsafe { libc::mallinfo2() };
-    log::debug!(
-        "after switch {}: heap {} KiB in use of {} KiB; {} samples held ({} frames), {} pending; \
-         profile: {}; roots: {}; symbolizer: {}",
-        rotation.count,
-        heap.uordblks / 1024,
-        (heap.arena + heap.hblkhd) / 1024,
-        collected.samples.len(),
-        collected
-            .samples
-            .keys()
-            .map(|(_, kernel, user, _)| kernel.len() + user.len())
-            .sum::<usize>(),
-        collected.new_streamed.len(),
-        rotation.ended.sizes(),
-        collected.roots.sizes(),
-        symbolizer.cache_sizes()
-    );
-    Ok(())
-}
-
-/// Builds every other sample held (of processes still running, or ended since the switch) into
-/// `rotation.ended`, keeping their labels: what a long recording holds is then its symbolized
-/// profile, where the same function seen at many addresses can share a location (see
-/// `profile::merge`), rather than every address-level stack until the end.
-fn build_running(
-    symbolizer: &mut Symbolizer,
-    rotation: &mut Rotation,
-    collected: &mut Collected,
-    command: Option<&RunningCommand>,
-) {
-    if collected.samples.is_empty() {
-        return;
-    }
-    let mut running: Vec<StackSample> = collected
+    // The processes still running: built now too, so what a long recording holds is its
+    // symbolized profile (see `profile::merge`), not every address-level stack until the end.
+    let running: Vec<StackSample> = collected
         .samples
         .drain()
         .map(|((key, kernel, user, source), count)| to_sample(&key, kernel, user, source, count))
         .collect();
-    collected.roots.complete(&mut running);
-    if let Some(command) = command {
-        command.remove_pre_exec_samples(&mut running);
+    let part = build_part(running, symbolizer, collected, command);
+    rotation.built.add(part);
+    // What was built and released is free heap now; give it back (glibc keeps it otherwise).
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+    if log::log_enabled!(log::Level::Debug) {
+        // SAFETY: mallinfo2 has no preconditions.
+        let heap = unsafe { libc::mallinfo2() };
+        log::debug!(
+            "after switch {}: heap {} KiB in use of {} KiB; {} pending; profile: {}; roots: {}; \
+             symbolizer: {}",
+            rotation.count,
+            heap.uordblks / 1024,
+            (heap.arena + heap.hblkhd) / 1024,
+            collected.new_streamed.len(),
+            rotation.built.sizes(),
+            collected.roots.sizes(),
+            symbolizer.cache_sizes()
+        );
     }
-    let part = profile::build(&running, symbolizer, Metadata::default());
-    rotation.ended.add(part);
+    Ok(())
 }
 
-/// Builds the samples of `finished` instances into `rotation.ended` and releases their state in
+/// Completes `samples` with the learned roots, leaves out the launched command's pre-exec ones and
+/// builds them into a profile part.
+fn build_part(
+    mut samples: Vec<StackSample>,
+    symbolizer: &mut Symbolizer,
+    collected: &Collected,
+    command: Option<&RunningCommand>,
+) -> profile::Profile {
+    collected.roots.complete(&mut samples);
+    if let Some(command) = command {
+        // The launched child before its exec was emberprof (see `record.rs`).
+        command.remove_pre_exec_samples(&mut samples);
+    }
+    profile::build(&samples, symbolizer, Metadata::default())
+}
+
+/// Builds the samples of `finished` instances into `rotation.built` and releases their state in
 /// the symbolizer, the learned roots and the BPF maps.
 fn release_ended(
     sampler: &mut Sampler,
@@ -397,7 +392,7 @@ fn release_ended(
     finished: &HashSet<ProcessKey>,
 ) {
     let is_finished = |pid: u32, instance: u32| finished.contains(&ProcessKey { pid, instance });
-    let mut done: Vec<StackSample> = collected
+    let done: Vec<StackSample> = collected
         .samples
         .extract_if(|(key, _, _, _), _| is_finished(key.tgid, key.instance))
         .map(|((key, kernel, user, source), count)| to_sample(&key, kernel, user, source, count))
@@ -405,14 +400,9 @@ fn release_ended(
     collected
         .new_streamed
         .retain(|sample| !is_finished(sample.pid, sample.instance));
-    collected.roots.complete(&mut done);
-    if let Some(command) = command {
-        // The launched child before its exec was emberprof (see `record.rs`).
-        command.remove_pre_exec_samples(&mut done);
-    }
     let stacks = done.len();
-    let part = profile::build(&done, symbolizer, Metadata::default());
-    rotation.ended.add_ended(part, finished.len() as u64);
+    let part = build_part(done, symbolizer, collected, command);
+    rotation.built.add_ended(part, finished.len() as u64);
     for &key in finished {
         symbolizer.release(key);
         for root in collected.roots.release(key) {

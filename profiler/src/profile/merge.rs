@@ -179,29 +179,25 @@ impl MergedProfile {
         {
             return id;
         }
-        let code_point =
-            (!location.frames.is_empty()).then(|| hasher.hash_one(CodePoint::of(&location)));
-        if let Some(code_hash) = code_point {
+        // A named code point not seen yet is indexed; one seen already is shared once compacted.
+        let mut new_code_point = None;
+        if !location.frames.is_empty() {
+            let code_hash = hasher.hash_one(CodePoint::of(&location));
             let same = |&id: &LocationId| CodePoint::of(&locations[id]) == CodePoint::of(&location);
-            if let Some(&id) = self.frame_ids.find(code_hash, same) {
-                if self.per_code_point {
-                    return id;
-                }
+            match self.frame_ids.find(code_hash, same) {
+                Some(&id) if self.per_code_point => return id,
+                Some(_) => {}
+                None => new_code_point = Some(code_hash),
             }
         }
         locations.push(location);
         let id = locations.len() - 1;
         self.location_ids
             .insert_unique(hash, id, |&id| hasher.hash_one(&locations[id]));
-        if let Some(code_hash) = code_point {
-            let same = |&other: &LocationId| {
-                CodePoint::of(&locations[other]) == CodePoint::of(&locations[id])
-            };
-            if self.frame_ids.find(code_hash, same).is_none() {
-                self.frame_ids.insert_unique(code_hash, id, |&id| {
-                    hasher.hash_one(CodePoint::of(&locations[id]))
-                });
-            }
+        if let Some(code_hash) = new_code_point {
+            self.frame_ids.insert_unique(code_hash, id, |&id| {
+                hasher.hash_one(CodePoint::of(&locations[id]))
+            });
         }
         id
     }

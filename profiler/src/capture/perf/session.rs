@@ -177,8 +177,8 @@ pub fn record(
         .map(|(key, count)| to_sample(key, count))
         .collect();
     Ok(Capture {
-        // Ended processes are kept to the end here: this backend records one user's own processes.
-        ended: crate::profile::MergedProfile::new(crate::profile::EndedLabels::All),
+        // Nothing is built while recording here: this backend records one user's own processes.
+        built: crate::profile::MergedProfile::new(crate::profile::EndedLabels::All),
         rotations: 0,
         released: 0,
         samples,
