@@ -405,7 +405,12 @@ mod tests {
         }
         let unlabelled = merged.profile.samples.iter().filter(|s| s.pid.is_none());
         assert!(unlabelled.clone().all(|s| s.tid.is_none()));
-        assert!(unlabelled.count() <= distinct, "one per name and stack");
+        let unlabelled = unlabelled.count();
+        assert!(
+            (1..=distinct).contains(&unlabelled),
+            "one per name and stack: {unlabelled}"
+        );
+        assert_eq!(merged.profile.samples.len(), distinct + unlabelled);
         let profile = merged.finish(Metadata::default());
         assert_eq!(profile.metadata.unlabelled_processes, 100);
         assert_eq!(profile.total_samples(), 102 * part.total_samples());
