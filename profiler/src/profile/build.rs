@@ -227,3 +227,39 @@ fn hex(bytes: &[u8]) -> String {
         text
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use emberprof_symbolizer::{ProcessKey, Symbolizer};
+
+    use super::*;
+    use crate::sample::UserStackSource;
+
+    /// Addresses outside every mapping of the process share one `[unknown]` location, whatever
+    /// they are: they differ per process and would otherwise grow a long recording's profile.
+    #[test]
+    fn unmapped_addresses_share_one_location() {
+        let pid = std::process::id();
+        let mut symbolizer = Symbolizer::new(Default::default()).expect("symbolizer");
+        symbolizer
+            .process_seen(ProcessKey { pid, instance: 1 })
+            .expect("snapshot of this test process");
+        // Below mmap_min_addr: never mapped.
+        let sample = StackSample {
+            pid,
+            tid: pid,
+            instance: 1,
+            process_name: "tester".into(),
+            thread_name: "tester".into(),
+            kernel_ips: vec![],
+            user_ips: vec![0x100, 0x200 + 1],
+            user_stack: UserStackSource::None,
+            count: 1,
+        };
+        let profile = build(&[sample], &mut symbolizer, Metadata::default());
+        assert_eq!(profile.locations.len(), 1, "{:?}", profile.locations);
+        assert_eq!(profile.locations[0].mapping, None);
+        assert_eq!(profile.locations[0].address, 0);
+        assert_eq!(&*profile.samples[0].stack, &[0, 0]);
+    }
+}
