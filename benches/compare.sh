@@ -14,14 +14,16 @@
 #   - cost per sample, in µs: (profiler CPU + the BPF programs' run time, kernel.bpf_stats_enabled)
 #     / samples, for frame-pointer samples (`--unwind fp`) and DWARF samples (`--unwind dwarf`)
 #     separately (and for the perf backend, whose stack copies are charged to the sampled tasks
-#     and so are not in its figure). The BPF time is charged to the interrupted tasks, so it is read from the
-#     programs' fdinfo (run_time_ns) while emberprof holds them. The target's own slowdown (~2 %)
+#     and so are not in its figure). The BPF time is charged to the interrupted tasks; emberprof
+#     reads it from its own programs before it drops them and prints it with -v. Nothing here
+#     polls the profiler while it runs: under --all, every process a watcher spawned would be
+#     profiled and named, and inflate the very figures measured. The target's own slowdown (~2 %)
 #     is lost in this machine's noise, so it is not measured here (see dwarf-overhead.sh).
 #
 # usage: sudo benches/compare.sh [SECONDS] [HZ] [ROUNDS]      (defaults: 10 s, 999 Hz, 3 rounds)
-# needs: root, `cargo build --release`, perf (Debian: linux-perf), GNU time, bc. Installs nothing:
-# inferno-collapse-perf / inferno-flamegraph are used if on PATH; without them the perf pipeline
-# is `perf script | awk` (a minimal collapse) and no SVG, which the table says.
+# needs: root, `cargo build --release`, perf (Debian: linux-perf), GNU time, bc. The perf pipeline
+# is `perf script | inferno-collapse-perf | inferno-flamegraph`: the inferno CLI is taken from PATH,
+# or installed once into target/bench-tools with `cargo install` (about two minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -43,20 +45,16 @@ command -v perf >/dev/null || { echo "needs perf: apt-get install linux-perf" >&
 command -v bc >/dev/null || { echo "needs bc: apt-get install bc" >&2; exit 1; }
 echo 1 >/proc/sys/kernel/bpf_stats_enabled
 
-# Runs the perf pipeline on $1, with perf script's CPU and RSS written to $2 by GNU time.
-if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
-  pipeline="perf script --no-inline | inferno-collapse-perf | inferno-flamegraph"
-  post_perf() { /usr/bin/time -v -o "$2" perf script --no-inline -i "$1" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$work/perf.svg"; }
-else
-  pipeline="perf script --no-inline | awk collapse (no inferno CLI on this machine: no SVG)"
-  post_perf() {
-    /usr/bin/time -v -o "$2" perf script --no-inline -i "$1" 2>/dev/null | awk '
-      /^[^ \t]/ { comm = $1; n = 0; next }
-      /^[ \t]*$/ { if (n) { s = comm; for (i = n; i >= 1; i--) s = s ";" f[i]; c[s]++ } n = 0; next }
-      { sym = $2; sub(/\+0x[0-9a-f]+$/, "", sym); f[++n] = sym }
-      END { for (s in c) print s, c[s] }' >"$work/perf.folded"
-  }
+export PATH="$PWD/target/bench-tools/bin:$PATH"
+if ! command -v inferno-collapse-perf >/dev/null || ! command -v inferno-flamegraph >/dev/null; then
+  echo "installing the inferno CLI into target/bench-tools (once)" >&2
+  cargo install --quiet --locked --root target/bench-tools inferno
 fi
+# Runs the perf pipeline on $1, with perf script's CPU and RSS written to $2 by GNU time.
+pipeline="perf script --no-inline | inferno-collapse-perf | inferno-flamegraph"
+post_perf() {
+  /usr/bin/time -v -o "$2" perf script --no-inline -i "$1" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$work/perf.svg"
+}
 
 load_pids=()
 load() { # both CPUs busy: a syscall loop, two burning threads, frameless code for DWARF
@@ -75,29 +73,12 @@ cpu() { echo "$(field "User time" "$1") + $(field "System time" "$1")" | bc; }
 rss_mib() { echo "scale=1; $(field "Maximum resident" "$1") / 1024" | bc; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-# Sums run_time_ns of the BPF programs process $1 holds, until it exits; the last reading is kept.
-watch_bpf_time() {
-  local pid=$1 out=$2 total
-  while kill -0 "$pid" 2>/dev/null; do
-    total=$(cat /proc/"$pid"/fdinfo/* 2>/dev/null | awk '/^prog_id:/ { id = $2 } /^run_time_ns:/ { t[id] = $2 } END { s = 0; for (i in t) s += t[i]; print s }')
-    [ -n "$total" ] && [ "$total" != 0 ] && echo "$total" >"$out"
-    sleep 0.1
-  done
-}
-
 run_emberprof() { # name round options...
-  local mode=$1 r=$2 timer pid watcher
+  local mode=$1 r=$2
   shift 2
   load
   /usr/bin/time -v -o "$work/$mode.$r.time" $bin/emberprof record --all "$@" -d "$seconds" -F "$hz" \
-    -o "$work/$mode.svg" 2>"$work/$mode.$r.err" &
-  timer=$!
-  sleep 0.1
-  pid=$(pgrep -P "$timer" || true)
-  watch_bpf_time "$pid" "$work/$mode.$r.bpf" &
-  watcher=$!
-  wait "$timer" || true
-  wait "$watcher" || true
+    -v -o "$work/$mode.svg" 2>"$work/$mode.$r.err" || true
   unload
   local summary
   summary=$(grep '^emberprof: [0-9]' "$work/$mode.$r.err" | tail -1)
@@ -105,7 +86,8 @@ run_emberprof() { # name round options...
   local samples post bpf_ns
   samples=$(sed -n 's/^emberprof: \([0-9]*\) samples.*/\1/p' <<<"$summary")
   post=$(sed -n 's/.*output written \([0-9.]*\) s after.*/\1/p' <<<"$summary")
-  bpf_ns=$(cat "$work/$mode.$r.bpf" 2>/dev/null || echo 0)
+  bpf_ns=$(sed -n 's/.*BPF programs ran [0-9]* times for \([0-9.]*\) s.*/\1 * 1000000000/p' "$work/$mode.$r.err" | bc)
+  bpf_ns=${bpf_ns:-0}
   cpu "$work/$mode.$r.time" >>"$work/$mode.cpu"
   rss_mib "$work/$mode.$r.time" >>"$work/$mode.rss"
   echo "$post" >>"$work/$mode.post"

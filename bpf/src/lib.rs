@@ -43,6 +43,12 @@ pub mod names {
     pub const EXEC_TRACEPOINT: &str = "sched_process_exec";
     pub const EXIT_PROGRAM: &str = "notice_exit";
     pub const EXIT_TRACEPOINT: &str = "sched_process_exit";
+    /// The raw tracepoint programs and their tracepoints, fork first (attached in this order).
+    pub const LIFECYCLE_PROGRAMS: [(&str, &str); 3] = [
+        (FORK_PROGRAM, FORK_TRACEPOINT),
+        (EXEC_PROGRAM, EXEC_TRACEPOINT),
+        (EXIT_PROGRAM, EXIT_TRACEPOINT),
+    ];
     pub const CONFIG_GLOBAL: &str = "cfg";
     pub const TARGET_TGIDS: &str = "target_tgids";
     pub const DWARF_TGIDS: &str = "dwarf_tgids";

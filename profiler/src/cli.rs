@@ -10,7 +10,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::backend::BackendChoice;
 use crate::capture::RunAs;
-use crate::capture::{MapSizes, SampledEvent, UnwindMode};
+use crate::capture::{online_cpu_count, MapSizes, SampledEvent, UnwindMode};
 pub use crate::cli_views::{DiffArgs, FormatArg, RenderArgs, ReportArgs};
 use crate::record::{RecordOptions, Target};
 use emberprof_symbolizer::{NameStyle, SymbolizerOptions};
@@ -350,9 +350,10 @@ impl RecordArgs {
             map_sizes: MapSizes {
                 stacks: stack_map_entries,
                 counts: count_map_entries,
-                ring_buffer_bytes: ring_buffer_bytes
-                    .unwrap_or(MapSizes::for_unwind(unwind).ring_buffer_bytes),
-                ..MapSizes::for_unwind(unwind)
+                ring_buffer_bytes: ring_buffer_bytes.unwrap_or_else(|| {
+                    MapSizes::for_unwind(unwind, online_cpu_count()).ring_buffer_bytes
+                }),
+                ..MapSizes::default()
             },
             quiet: verbosity.quiet,
             backend,

@@ -558,6 +558,15 @@ fn print_summary(
              they were walked through frame pointers and may miss frames in frameless code"
         );
     }
+    let (bpf_time, bpf_runs) = capture.bpf_run_time;
+    if bpf_runs > 0 {
+        log::info!(
+            "BPF programs ran {bpf_runs} times for {:.6} s in all ({:.2} µs a run; charged to the \
+             sampled tasks, not to emberprof)",
+            bpf_time.as_secs_f64(),
+            bpf_time.as_secs_f64() * 1e6 / bpf_runs as f64
+        );
+    }
     if capture.rotations > 0 {
         log::info!(
             "kernel maps switched and emptied {} times while recording; {} ended processes symbolized \

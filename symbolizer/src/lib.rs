@@ -20,7 +20,7 @@ mod entry_point;
 mod error;
 mod frame;
 mod jit;
-mod kernel_modules;
+mod kallsyms;
 mod maps;
 mod modules;
 pub mod perf_map;

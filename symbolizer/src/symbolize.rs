@@ -5,15 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized};
-use blazesym::MaybeDefault;
 
 use crate::demangle::{demangle, NameStyle};
 use crate::entry_point::entry_function;
 use crate::frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 use crate::jit::JitMaps;
-use crate::kernel_modules::KernelModules;
+use crate::kallsyms::KernelSymbols;
 use crate::modules::{ModuleId, ModuleTable};
 use crate::plt::PltStubs;
 use crate::process::{ProcessKey, ProcessTable, UserLocation};
@@ -93,8 +92,8 @@ pub struct Symbolizer {
     jit: JitMaps,
     /// The kallsyms file kernel addresses are named from.
     kallsyms: PathBuf,
-    /// Module names of kernel symbols, read with the first kernel address.
-    kernel_modules: Option<KernelModules>,
+    /// Kernel symbols, read with the first kernel address.
+    kernel_symbols: Option<KernelSymbols>,
     unwinders: Unwinders,
 }
 
@@ -168,7 +167,7 @@ impl Symbolizer {
             plt: HashMap::new(),
             entry: HashMap::new(),
             kallsyms: PathBuf::from("/proc/kallsyms"),
-            kernel_modules: None,
+            kernel_symbols: None,
             unwinders: Unwinders::default(),
         })
     }
@@ -179,13 +178,19 @@ impl Symbolizer {
         let text_start = FrameAddress::InstructionPointer(u64::MAX);
         self.symbolize_kernel(&[text_start]);
         self.kernel_cache.clear();
+        if let Some(symbols) = &self.kernel_symbols {
+            match symbols.is_empty() {
+                true => log::debug!("no kernel symbols in {}", self.kallsyms.display()),
+                false => log::debug!("{} kernel symbols", symbols.len()),
+            }
+        }
     }
 
     /// Names kernel addresses from this kallsyms file instead of `/proc/kallsyms` (a copy saved
     /// elsewhere, or a test's).
     pub fn with_kallsyms(mut self, path: impl Into<PathBuf>) -> Self {
         self.kallsyms = path.into();
-        self.kernel_modules = None;
+        self.kernel_symbols = None;
         self
     }
 
@@ -532,36 +537,20 @@ impl Symbolizer {
         misses.sort_unstable();
         misses.dedup();
         if !misses.is_empty() {
-            let source = Source::Kernel(Kernel {
-                kallsyms: MaybeDefault::Some(self.kallsyms.clone()),
-                // kallsyms only: searching the disk for a vmlinux image is slow and rarely fruitful.
-                vmlinux: MaybeDefault::None,
-                debug_syms: false,
-                ..Kernel::default()
-            });
-            let results = self.blaze.symbolize(&source, Input::AbsAddr(&misses));
             let options = self.options;
-            let modules = self
-                .kernel_modules
-                .get_or_insert_with(|| KernelModules::read(&self.kallsyms));
-            for (index, &address) in misses.iter().enumerate() {
-                let symbol = match &results {
-                    Ok(results) => match &results[index] {
-                        Symbolized::Sym(sym) => {
-                            let mut frames = frames_of(sym, FrameKind::Kernel, options);
-                            if let (Some(module), Some(first)) =
-                                (modules.module_of(sym.addr), frames.first_mut())
-                            {
-                                first.name = Arc::from(format!("{} [{module}]", first.name));
-                            }
-                            Symbol::Named(frames)
+            let symbols = self
+                .kernel_symbols
+                .get_or_insert_with(|| KernelSymbols::read(&self.kallsyms));
+            for address in misses {
+                let symbol = match symbols.lookup(address) {
+                    Some(symbol) => {
+                        let mut frame = frame(symbol.name, None, FrameKind::Kernel, options);
+                        if let Some(module) = symbol.module {
+                            frame.name = Arc::from(format!("{} [{module}]", frame.name));
                         }
-                        Symbolized::Unknown(_) => unknown_kernel(address),
-                    },
-                    Err(error) => {
-                        log::debug!("kernel symbolization failed: {error}");
-                        unknown_kernel(address)
+                        Symbol::Named(vec![frame])
                     }
+                    None => unknown_kernel(address),
                 };
                 self.kernel_cache.insert(address, symbol);
             }

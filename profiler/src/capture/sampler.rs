@@ -7,12 +7,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::perf_event::{PerfEventLinkId, PerfEventScope, SamplePolicy};
-use aya::programs::{BtfTracePoint, PerfEvent};
+use aya::programs::{PerfEvent, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use emberprof_bpf::{
     names, Config, FramelessRanges, ModuleExceptions, RootKey, SampleKey, Stat,
     MAX_MODULE_EXCEPTIONS, MAX_PLAN_MAPPINGS, MODULE_FRAMELESS_WHOLE, STACK_ID_NONE,
 };
+use std::time::Duration;
 
 use emberprof_symbolizer::{FramelessMapping, ModuleId};
 
@@ -35,18 +36,42 @@ pub struct MapSizes {
 }
 
 impl MapSizes {
-    /// Sizes for an unwinding mode: copying user stacks for DWARF unwinding streams ~17 KiB per
-    /// sample (34 MB/s for two CPUs at 999 Hz), so the ring buffer gets 8 MiB, about a quarter of a
-    /// second of that, enough to ride out a symbolization round in the reader.
-    pub fn for_unwind(mode: UnwindMode) -> Self {
-        match mode {
-            UnwindMode::FramePointers => MapSizes::default(),
-            UnwindMode::Dwarf | UnwindMode::Auto => MapSizes {
-                ring_buffer_bytes: 8 << 20,
-                ..MapSizes::default()
-            },
+    /// Sizes for an unwinding mode on a machine with this many online CPUs: the ring buffer grows
+    /// with the CPUs that write into it (see [`ring_buffer_bytes`]), the maps do not.
+    pub fn for_unwind(mode: UnwindMode, cpus: usize) -> Self {
+        MapSizes {
+            ring_buffer_bytes: ring_buffer_bytes(mode, cpus),
+            ..MapSizes::default()
         }
     }
+}
+
+/// The ring buffer for `cpus` CPUs sampling at up to ~1 kHz, a power of two. It is drained every
+/// 100 ms, or as soon as an eighth of it fills. Its data pages are mapped into emberprof twice (the
+/// kernel's wrap-around trick) and all resident from the start, so every byte here costs two of
+/// RSS: it is sized for the bursts the reader must ride out, not more.
+/// - Frame pointers stream a sample (~2 KiB with its inline stacks) only when a stack or count map
+///   is full or collides: 256 KiB a CPU holds more than 100 ms of samples that all stream.
+/// - DWARF unwinding copies user stacks, up to ~17 KiB a sample (34 MB/s for two CPUs at 999 Hz):
+///   2 MiB a CPU holds ~60 ms of stack copies from every CPU, beyond the eighth that wakes the
+///   reader, enough for a symbolization round (measured: no fallback to frame pointers at 2 MiB for
+///   two CPUs while node started; 200 at 1 MiB). A CPU whose copy finds the buffer full still
+///   counts its sample, with a frame-pointer stack.
+/// Capped at 32 MiB: one reader cannot unwind faster on a bigger machine, so a bigger buffer would
+/// only delay the losses.
+pub fn ring_buffer_bytes(mode: UnwindMode, cpus: usize) -> u32 {
+    let per_cpu: usize = match mode {
+        UnwindMode::FramePointers => 256 << 10,
+        UnwindMode::Dwarf | UnwindMode::Auto => 2 << 20,
+    };
+    let bytes = per_cpu.saturating_mul(cpus.max(1)).next_power_of_two();
+    bytes.clamp(512 << 10, 32 << 20) as u32
+}
+
+/// Online CPUs, each of which gets a sampling event (1 if they cannot be read: the attach then
+/// reports why).
+pub fn online_cpu_count() -> usize {
+    aya::util::online_cpus().map(|cpus| cpus.len()).unwrap_or(1)
 }
 
 /// How user stacks are taken.
@@ -66,14 +91,11 @@ impl Default for MapSizes {
     fn default() -> Self {
         // Per generation (there are two, and the one not in use is emptied every few seconds, see
         // `session.rs`): ~8 MiB of stacks (127 frames x 8 bytes each), ~3 MiB of counts, room for a
-        // minute of a busy system before anything has to be streamed. The ring buffer is drained every 100 ms; 1 MiB
-        // holds 500 streamed samples, more than two CPUs produce at 999 Hz in that time. Its pages
-        // are mapped into emberprof twice (the kernel's wrap-around trick), so every MiB here is
-        // 2 MiB of resident memory.
+        // minute of a busy system before anything has to be streamed.
         MapSizes {
             stacks: 8 * 1024,
             counts: 32 * 1024,
-            ring_buffer_bytes: 1 << 20,
+            ring_buffer_bytes: ring_buffer_bytes(UnwindMode::FramePointers, 2),
             targets: 8 * 1024,
         }
     }
@@ -130,8 +152,9 @@ impl Sampler {
                 .map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?
                 as u32,
         };
-        // EbpfLoader::new parses /sys/kernel/btf/vmlinux itself; that copy is dropped with the loader,
-        // before the tracepoint programs below need one again, so only one (~15 MB) is ever held.
+        // EbpfLoader::new parses /sys/kernel/btf/vmlinux itself (~15 MB while loading, for the CO-RE
+        // relocations); it is the only parse: the tracepoint programs are raw tracepoints, which need
+        // no BTF to load or attach.
         let mut loader = EbpfLoader::new();
         if btf.is_some() {
             loader.btf(btf);
@@ -150,29 +173,15 @@ impl Sampler {
                 "cannot load the BPF object (is BPF enabled in this kernel, CONFIG_BPF_SYSCALL=y?)",
             )?;
         drop(loader);
-        let sys_btf;
-        let btf = match btf {
-            Some(btf) => btf,
-            None => {
-                sys_btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
-                &sys_btf
-            }
-        };
 
         let sample: &mut PerfEvent = program(&mut ebpf, names::SAMPLE_PROGRAM)?.try_into()?;
         sample
             .load()
             .context("the kernel rejected the sampling program")?;
-        let fork: &mut BtfTracePoint = program(&mut ebpf, names::FORK_PROGRAM)?.try_into()?;
-        fork.load(names::FORK_TRACEPOINT, btf)
-            .context("the kernel rejected the fork-following program")?;
-        for (name, tracepoint) in [
-            (names::EXEC_PROGRAM, names::EXEC_TRACEPOINT),
-            (names::EXIT_PROGRAM, names::EXIT_TRACEPOINT),
-        ] {
-            let notice: &mut BtfTracePoint = program(&mut ebpf, name)?.try_into()?;
+        for (name, tracepoint) in names::LIFECYCLE_PROGRAMS {
+            let notice: &mut RawTracePoint = program(&mut ebpf, name)?.try_into()?;
             notice
-                .load(tracepoint, btf)
+                .load()
                 .with_context(|| format!("the kernel rejected the {tracepoint} program"))?;
         }
 
@@ -288,16 +297,11 @@ impl Sampler {
     /// and future; an event bound to a PID would sample only that one thread.
     pub fn attach(&mut self, frequency_hz: u64, event: SampledEvent) -> Result<()> {
         event.check_available()?;
-        let fork: &mut BtfTracePoint = program(&mut self.ebpf, names::FORK_PROGRAM)?.try_into()?;
-        fork.attach()
-            .context("cannot attach to the sched_process_fork tracepoint")?;
-        for (name, tracepoint) in [
-            (names::EXEC_PROGRAM, names::EXEC_TRACEPOINT),
-            (names::EXIT_PROGRAM, names::EXIT_TRACEPOINT),
-        ] {
-            let notice: &mut BtfTracePoint = program(&mut self.ebpf, name)?.try_into()?;
+        // Fork first: no child is missed.
+        for (name, tracepoint) in names::LIFECYCLE_PROGRAMS {
+            let notice: &mut RawTracePoint = program(&mut self.ebpf, name)?.try_into()?;
             notice
-                .attach()
+                .attach(tracepoint)
                 .with_context(|| format!("cannot attach to the {tracepoint} tracepoint"))?;
         }
 
@@ -329,6 +333,18 @@ impl Sampler {
                 .context("cannot detach the sampling program")?;
         }
         Ok(())
+    }
+
+    /// Time the kernel spent in our programs and how many times they ran, as counted while the
+    /// `kernel.bpf_stats_enabled` sysctl is 1 (zero otherwise). It is charged to the interrupted
+    /// tasks, so emberprof's own CPU time leaves it out.
+    pub fn programs_run_time(&self) -> (Duration, u64) {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, program)| program.info().ok())
+            .fold((Duration::ZERO, 0), |(time, runs), info| {
+                (time + info.run_time(), runs + info.run_count())
+            })
     }
 
     /// File descriptor that becomes readable when the ring buffer has records.

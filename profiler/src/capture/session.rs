@@ -104,6 +104,8 @@ pub struct Capture {
     /// Ring-buffer records that did not decode (version skew or a bug); counted as lost.
     pub malformed_records: u64,
     pub unwinding: UnwindStats,
+    /// Time in the BPF programs and their runs, when `kernel.bpf_stats_enabled` is 1.
+    pub bpf_run_time: (Duration, u64),
 }
 
 /// How user stacks were obtained, in samples.
@@ -254,6 +256,7 @@ pub fn record(
     };
     let recorded_for = started.elapsed();
     sampler.detach()?;
+    let bpf_run_time = sampler.programs_run_time();
     let stopped_at = Instant::now();
     if status_line {
         // stderr may be gone (a closed terminal after SIGHUP): never a panic for that.
@@ -291,6 +294,7 @@ pub fn record(
         stopped_at,
         malformed_records,
         unwinding,
+        bpf_run_time,
     })
 }
 

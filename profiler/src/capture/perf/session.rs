@@ -188,6 +188,7 @@ pub fn record(
         stopped_at,
         malformed_records: collector.malformed,
         unwinding: collector.unwinding,
+        bpf_run_time: (Duration::ZERO, 0),
     })
 }
 
