@@ -57,6 +57,7 @@ impl MapSizes {
 ///   reader, enough for a symbolization round (measured: no fallback to frame pointers at 2 MiB for
 ///   two CPUs while node started; 200 at 1 MiB). A CPU whose copy finds the buffer full still
 ///   counts its sample, with a frame-pointer stack.
+///
 /// Capped at 32 MiB: one reader cannot unwind faster on a bigger machine, so a bigger buffer would
 /// only delay the losses.
 pub fn ring_buffer_bytes(mode: UnwindMode, cpus: usize) -> u32 {
