@@ -2,7 +2,7 @@
 # Memory over a long whole-system capture under fork-heavy load: `emberprof record --all -F HZ -d
 # SECONDS` while a shell loop runs /bin/true as fast as it can and the spawner example starts a
 # stream of short-lived processes. emberprof's RSS is sampled every 5 s; the table shows it after
-# the first minute (or at a sixth of the run, if shorter), its peak, the growth from the one to the
+# the first minute (or at a sixth of the run, if shorter), its peak (GNU time's maximum RSS), the growth from the one to the
 # other (the target is flat: within 10 %), and how long after the stop the output was written
 # (target: within 1 s).
 #
@@ -10,7 +10,7 @@
 #        SCOPE=load sudo benches/long-run.sh ...   profiles only the load (`-p` on the loop and the
 #        spawner, following their children) instead of `--all`: on a shared machine, other users'
 #        processes (their number, their binaries' size) otherwise dominate the figures.
-# needs: root, `cargo build --release`, bc.
+# needs: root, `cargo build --release`, bc, GNU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
@@ -30,9 +30,13 @@ if [ "${SCOPE:-all}" = load ]; then
 else
   target=(--all)
 fi
-$bin/emberprof record "${target[@]}" -F "$hz" -d "$seconds" -o "$work/long.folded" 2>"$work/err" &
-profiler=$!
-pids+=($profiler)
+# GNU time gives the true peak (ru_maxrss), output phase included; the 5 s polls give the curve.
+/usr/bin/time -f "%M" -o "$work/maxrss" \
+  $bin/emberprof record "${target[@]}" -F "$hz" -d "$seconds" -o "$work/long.folded" 2>"$work/err" &
+timer=$!
+pids+=($timer)
+sleep 0.2
+profiler=$(pgrep -P $timer)
 start=$(date +%s)
 warm=$((seconds / 6 < 60 ? seconds / 6 : 60))
 rss_warm=""
@@ -45,7 +49,8 @@ while kill -0 $profiler 2>/dev/null; do
   echo "$elapsed s: $rss KiB" >>"$work/rss"
   sleep 5
 done
-wait $profiler || { cat "$work/err" >&2; exit 1; }
+wait $timer || { cat "$work/err" >&2; exit 1; }
+peak=$(cat "$work/maxrss")
 summary=$(grep '^emberprof: [0-9]' "$work/err" | tail -1)
 post=$(sed -n 's/.*output written \([0-9.]*\) s after.*/\1/p' <<<"$summary")
 mib() { echo "scale=1; $1 / 1024" | bc; }

@@ -621,6 +621,78 @@ fn exiting_target_ends_capture_early() {
     assert!(stderr.contains("(targets exited)"), "{stderr}");
 }
 
+/// Sets `kernel.bpf_stats_enabled` for the guard's life, then puts the old value back.
+struct BpfStats(String);
+
+impl BpfStats {
+    fn set(value: &str) -> BpfStats {
+        const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+        let old = std::fs::read_to_string(PATH).expect("read kernel.bpf_stats_enabled");
+        std::fs::write(PATH, value).expect("set kernel.bpf_stats_enabled (run the tests as root)");
+        BpfStats(old)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", self.0.trim());
+    }
+}
+
+/// With `kernel.bpf_stats_enabled`, `-v` reports the time the kernel spent in emberprof's programs
+/// (charged to the sampled tasks, so not in emberprof's own CPU time): the sampling program ran at
+/// least once per sample kept. Without the sysctl there is nothing to report, and no line.
+#[test]
+fn bpf_run_time_is_reported_when_the_kernel_counts_it() {
+    let _kernel = kernel_test();
+    let workload = Workload::start("burn", &["10"]);
+    let pid = workload.pid().to_string();
+    let record = || {
+        let output = run_ok(&[
+            "record", "-p", &pid, "-d", "1", "-F", "999", "-v", "-o", "-",
+        ]);
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = {
+        let _stats = BpfStats::set("1");
+        record()
+    };
+    let samples: u64 = stderr
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("emberprof: ")?
+                .split(" samples")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no summary line:\n{stderr}"));
+    let (runs, seconds) = stderr
+        .lines()
+        .find_map(|line| {
+            let rest = line.split("BPF programs ran ").nth(1)?;
+            let (runs, rest) = rest.split_once(" times for ")?;
+            let (seconds, _) = rest.split_once(" s in all")?;
+            Some((runs.parse::<u64>().ok()?, seconds.parse::<f64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no BPF run time line:\n{stderr}"));
+    assert!(samples >= 500, "{samples} samples:\n{stderr}");
+    assert!(
+        runs >= samples,
+        "{runs} runs for {samples} samples:\n{stderr}"
+    );
+    // Each run costs between a few hundred nanoseconds and a few tens of microseconds.
+    let per_run = seconds / runs as f64;
+    assert!(
+        (1e-7..1e-4).contains(&per_run),
+        "{seconds} s for {runs} runs:\n{stderr}"
+    );
+
+    let _stats = BpfStats::set("0");
+    let stderr = record();
+    assert!(!stderr.contains("BPF programs ran"), "{stderr}");
+}
+
 /// A long run with a stream of processes: the kernel maps are switched and emptied during the run
 /// (here often, as they are tiny), the processes that ended are symbolized and released on the way,
 /// and their samples still carry their names.

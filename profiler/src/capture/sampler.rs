@@ -485,3 +485,31 @@ fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
     ebpf.map_mut(name)
         .ok_or_else(|| anyhow!("BPF object has no map {name}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ring buffer grows with the CPUs writing into it, stays a power of two the kernel accepts,
+    /// and DWARF modes get room for stack copies that frame pointers do not need.
+    #[test]
+    fn ring_buffer_scales_with_cpus_within_bounds() {
+        use UnwindMode::*;
+        assert_eq!(ring_buffer_bytes(FramePointers, 1), 512 << 10);
+        assert_eq!(ring_buffer_bytes(FramePointers, 2), 512 << 10);
+        assert_eq!(ring_buffer_bytes(FramePointers, 8), 2 << 20);
+        assert_eq!(ring_buffer_bytes(Auto, 2), 4 << 20);
+        assert_eq!(ring_buffer_bytes(Dwarf, 3), 8 << 20);
+        assert_eq!(ring_buffer_bytes(Auto, 0), 2 << 20);
+        assert_eq!(ring_buffer_bytes(Dwarf, 4096), 32 << 20);
+        for cpus in 0..300 {
+            for mode in [FramePointers, Auto, Dwarf] {
+                let bytes = ring_buffer_bytes(mode, cpus);
+                assert!(
+                    bytes.is_power_of_two() && bytes >= 4096,
+                    "{mode:?} {cpus}: {bytes}"
+                );
+            }
+        }
+    }
+}
