@@ -165,7 +165,8 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     // The samples read at each map switch were built then; the processes that had ended, released.
     let mut merged =
         std::mem::replace(&mut capture.built, MergedProfile::new(EndedLabels::Bounded));
-    merged.add(running);
+    // Every process is done now: those past the label budget are counted like ended ones.
+    merged.add_ended(running);
     let profile = merged.finish(metadata);
     let processes = profile
         .samples
@@ -577,10 +578,10 @@ fn print_summary(
     }
     if profile.metadata.unlabelled_processes > 0 {
         log::info!(
-            "{} processes that ended while recording are merged by name, without pid and tid \
-             (only the first {} keep them, to bound memory; --per-thread keeps all)",
+            "{} processes are merged by name, without pid and tid (only the first {} keep them, \
+             to bound memory; --per-thread keeps all)",
             profile.metadata.unlabelled_processes,
-            profile::LABELLED_ENDED_PROCESSES
+            profile::LABELLED_PROCESSES
         );
     }
     for (reason, count) in &profile.metadata.unknown_frames {

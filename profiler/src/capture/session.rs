@@ -406,7 +406,7 @@ fn release_ended(
         .retain(|sample| !is_finished(sample.pid, sample.instance));
     let stacks = done.len();
     let part = build_part(done, symbolizer, collected, command);
-    rotation.built.add_ended(part, finished.len() as u64);
+    rotation.built.add_ended(part);
     for &key in finished {
         symbolizer.release(key);
         for root in collected.roots.release(key) {

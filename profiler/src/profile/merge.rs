@@ -7,10 +7,16 @@
 //! processes it saw:
 //! - mappings, locations, stacks and samples are indexed, so adding a part costs the part's size,
 //!   not the whole's (the profile is never rebuilt), and equal stacks are stored once;
-//! - the samples of ended processes keep their `pid` and `tid` only for the first
-//!   [`LABELLED_ENDED_PROCESSES`]: later ones are merged by process name, thread name and stack, so
-//!   a fork-heavy machine (a shell loop starts hundreds of processes a second) adds new stacks, not
-//!   a copy of the same stacks per process; `--per-thread` keeps every label (it shows them);
+//! - samples keep their `pid` and `tid` only for the first [`LABELLED_PROCESSES`] pids the
+//!   profile meets, running or ended: later processes are merged by process name, thread name and
+//!   stack, so a fork-heavy machine (a shell loop starts hundreds of processes a second) adds new
+//!   stacks, not a copy of the same stacks per process (a process still running at a map switch
+//!   is a new pid there too: on a long run, new ones keep coming); `--per-thread` keeps every
+//!   label (it shows them);
+//! - kernel addresses share one location per function from the start: pprof cannot disassemble
+//!   or line-map kernel code named from kallsyms (there is no image), so a location per kernel
+//!   instruction would only multiply stacks (on a fork-heavy machine they were 70 % of all
+//!   locations);
 //! - each distinct address gets its own location until there are [`EXACT_LOCATIONS`]; then the
 //!   profile is compacted once to one location per code point (module and frames: every
 //!   instruction of a function, or of a line with `--lines`), and stays so. Folded stacks and SVG
@@ -25,27 +31,28 @@ use hashbrown::HashTable;
 
 use super::{Location, LocationId, Mapping, MappingId, Metadata, Profile, Sample};
 
-/// How many ended processes keep their pid and tid labels (see the module comment). Each costs a
-/// few hundred bytes per distinct stack it had: some MB in all.
-pub const LABELLED_ENDED_PROCESSES: u64 = 10_000;
+/// How many processes (pids) keep their pid and tid labels (see the module comment). Each costs
+/// a few hundred bytes per distinct stack it had: some MB in all.
+pub const LABELLED_PROCESSES: usize = 10_000;
 
 /// How many distinct addresses get a location of their own (see the module comment): a 10 s
 /// capture of one program has some thousands; a busy machine's `--all` reaches it in minutes.
 pub const EXACT_LOCATIONS: usize = 16_384;
 
-/// Whether the samples of ended processes keep their pid and tid.
+/// Whether samples keep their pid and tid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndedLabels {
     /// Every one (`--per-thread`: a tower per thread needs them).
     All,
-    /// The first [`LABELLED_ENDED_PROCESSES`].
+    /// Those of the first [`LABELLED_PROCESSES`] pids.
     Bounded,
 }
 
 pub struct MergedProfile {
     profile: Profile,
-    /// Ended processes that may still keep their labels; `None`: no limit.
-    labels_left: Option<u64>,
+    /// The pids whose samples keep their labels, at most `label_budget`; `None`: every pid.
+    labelled_pids: Option<HashSet<u32>>,
+    label_budget: usize,
     hasher: RandomState,
     /// Mappings are few (one per module): a plain map is enough.
     mapping_ids: HashMap<Mapping, MappingId>,
@@ -65,10 +72,11 @@ impl MergedProfile {
     pub fn new(labels: EndedLabels) -> Self {
         MergedProfile {
             profile: Profile::default(),
-            labels_left: match labels {
+            labelled_pids: match labels {
                 EndedLabels::All => None,
-                EndedLabels::Bounded => Some(LABELLED_ENDED_PROCESSES),
+                EndedLabels::Bounded => Some(HashSet::new()),
             },
+            label_budget: LABELLED_PROCESSES,
             hasher: RandomState::new(),
             mapping_ids: HashMap::new(),
             location_ids: HashTable::new(),
@@ -79,34 +87,45 @@ impl MergedProfile {
         }
     }
 
-    /// Adds `part`, built from the samples of `processes` process instances that have ended: they
-    /// keep their pid and tid labels while the budget lasts, all or none of them.
-    pub fn add_ended(&mut self, mut part: Profile, processes: u64) {
-        let labelled = match &mut self.labels_left {
-            None => true,
-            Some(left) if *left >= processes => {
-                *left -= processes;
-                true
-            }
-            Some(left) => {
-                *left = 0;
-                false
-            }
+    /// Adds `part`, built from the samples of processes that have ended; those past the label
+    /// budget are counted in the metadata as unlabelled.
+    pub fn add_ended(&mut self, mut part: Profile) {
+        let unlabelled = self.strip_labels_past_budget(&mut part);
+        self.profile.metadata.unlabelled_processes += unlabelled;
+        self.add_labelled(part);
+    }
+
+    /// Adds the samples of `part` (with their labels while the budget lasts, see the module
+    /// comment), its mappings and locations stored once, and its truncation and unnamed-frame
+    /// counts; the rest of its metadata is ignored (see [`MergedProfile::finish`]).
+    pub fn add(&mut self, mut part: Profile) {
+        self.strip_labels_past_budget(&mut part);
+        self.add_labelled(part);
+    }
+
+    /// Removes pid and tid from the samples of pids past the label budget; how many distinct
+    /// pids that was.
+    fn strip_labels_past_budget(&mut self, part: &mut Profile) -> u64 {
+        let Some(labelled) = &mut self.labelled_pids else {
+            return 0;
         };
-        if !labelled {
-            for sample in &mut part.samples {
+        let mut stripped = HashSet::new();
+        for sample in &mut part.samples {
+            let Some(pid) = sample.pid else {
+                continue;
+            };
+            let keep = labelled.contains(&pid)
+                || (labelled.len() < self.label_budget && labelled.insert(pid));
+            if !keep {
+                stripped.insert(pid);
                 sample.pid = None;
                 sample.tid = None;
             }
-            self.profile.metadata.unlabelled_processes += processes;
         }
-        self.add(part);
+        stripped.len() as u64
     }
 
-    /// Adds the samples of `part` with their labels, its mappings and locations stored once, and
-    /// its truncation and unnamed-frame counts; the rest of its metadata is ignored (see
-    /// [`MergedProfile::finish`]).
-    pub fn add(&mut self, part: Profile) {
+    fn add_labelled(&mut self, part: Profile) {
         let mapping_map: Vec<MappingId> = part
             .mappings
             .into_iter()
@@ -185,7 +204,7 @@ impl MergedProfile {
             let code_hash = hasher.hash_one(CodePoint::of(&location));
             let same = |&id: &LocationId| CodePoint::of(&locations[id]) == CodePoint::of(&location);
             match self.frame_ids.find(code_hash, same) {
-                Some(&id) if self.per_code_point => return id,
+                Some(&id) if self.per_code_point || location.in_kernel => return id,
                 Some(_) => {}
                 None => new_code_point = Some(code_hash),
             }
@@ -382,26 +401,39 @@ mod tests {
         assert_eq!(unknown(&profile), 2 * unknown(&original));
     }
 
-    /// Past the label budget, ended processes lose pid and tid and their stacks merge by name:
-    /// memory then grows with new stacks, not with processes.
+    /// `part` with every pid moved up by `by` (another set of processes running the same code).
+    fn with_pids_moved(part: &Profile, by: u32) -> Profile {
+        let mut moved = part.clone();
+        for sample in &mut moved.samples {
+            sample.pid = sample.pid.map(|pid| pid + by);
+        }
+        moved
+    }
+
+    /// Past the label budget, processes lose pid and tid and their stacks merge by name, whether
+    /// they ended or were still running when their samples were added (a process running at a map
+    /// switch): memory then grows with new stacks, not with processes. Pids that kept their labels
+    /// keep them; those that ended unlabelled are counted.
     #[test]
-    fn ended_processes_past_the_budget_merge_by_name() {
+    fn processes_past_the_budget_merge_by_name() {
         let part = testdata::small();
         let distinct = part.samples.len();
+        let pids: HashSet<u32> = part.samples.iter().filter_map(|s| s.pid).collect();
+        assert!(!pids.is_empty());
         let mut merged = MergedProfile::new(EndedLabels::Bounded);
-        merged.add_ended(part.clone(), LABELLED_ENDED_PROCESSES - 1);
-        merged.add_ended(part.clone(), 1);
+        merged.label_budget = pids.len();
+        merged.add(part.clone());
+        merged.add_ended(part.clone());
         assert_eq!(
             merged.profile.samples.len(),
             distinct,
-            "the same pids again"
+            "the same pids again, labelled"
         );
-        for round in 0..100 {
-            let mut later = part.clone();
-            for sample in &mut later.samples {
-                sample.pid = sample.pid.map(|pid| pid + 1000 * (round + 1));
-            }
-            merged.add_ended(later, 1);
+        for round in 1..=100 {
+            let later = with_pids_moved(&part, 1000 * round);
+            // Running at one switch, ended by the next.
+            merged.add(later.clone());
+            merged.add_ended(later);
         }
         let unlabelled = merged.profile.samples.iter().filter(|s| s.pid.is_none());
         assert!(unlabelled.clone().all(|s| s.tid.is_none()));
@@ -412,39 +444,44 @@ mod tests {
         );
         assert_eq!(merged.profile.samples.len(), distinct + unlabelled);
         let profile = merged.finish(Metadata::default());
-        assert_eq!(profile.metadata.unlabelled_processes, 100);
-        assert_eq!(profile.total_samples(), 102 * part.total_samples());
+        assert_eq!(
+            profile.metadata.unlabelled_processes,
+            100 * pids.len() as u64
+        );
+        assert_eq!(profile.total_samples(), 202 * part.total_samples());
 
         // --per-thread: every process keeps its labels.
         let mut all = MergedProfile::new(EndedLabels::All);
+        all.label_budget = 0;
         for round in 0..3 {
-            let mut later = part.clone();
-            for sample in &mut later.samples {
-                sample.pid = sample.pid.map(|pid| pid + 1000 * round);
-            }
-            all.add_ended(later, LABELLED_ENDED_PROCESSES);
+            all.add_ended(with_pids_moved(&part, 1000 * round));
         }
         assert!(all.profile.samples.iter().all(|s| s.pid.is_some()));
         assert_eq!(all.profile.samples.len(), 3 * distinct);
     }
 
-    /// A part of one sample through kernel locations at `addresses`, each named `name(address)`.
-    fn kernel_part(addresses: &[u64], name: impl Fn(u64) -> String) -> Profile {
+    /// A part of one sample through locations at `addresses` of a kernel or user mapping, each
+    /// named `name(address)`.
+    fn part_at(addresses: &[u64], name: impl Fn(u64) -> String, kernel: bool) -> Profile {
         use crate::profile::{Frame, FrameKind, MappingKind};
+        let (path, kind, frame_kind) = match kernel {
+            true => ("[kernel.kallsyms]", MappingKind::Kernel, FrameKind::Kernel),
+            false => ("/usr/bin/app", MappingKind::User, FrameKind::User),
+        };
         Profile {
             mappings: vec![Mapping {
-                path: "[kernel.kallsyms]".into(),
-                display_name: "[kernel.kallsyms]".into(),
+                path: path.into(),
+                display_name: path.into(),
                 build_id: None,
-                kind: MappingKind::Kernel,
+                kind,
             }],
             locations: addresses
                 .iter()
                 .map(|&address| Location {
                     mapping: Some(0),
                     address,
-                    frames: vec![Frame::new(name(address), FrameKind::Kernel)],
-                    in_kernel: true,
+                    frames: vec![Frame::new(name(address), frame_kind)],
+                    in_kernel: kernel,
                 })
                 .collect(),
             samples: vec![Sample {
@@ -454,6 +491,32 @@ mod tests {
             }],
             ..Profile::default()
         }
+    }
+
+    /// Kernel addresses of one function share its location from the first (pprof has no kernel
+    /// image to use them with), while user addresses keep their own; folded output counts both
+    /// alike.
+    #[test]
+    fn kernel_addresses_share_their_function_location() {
+        let mut merged = MergedProfile::new(EndedLabels::Bounded);
+        for address in [1, 2, 3] {
+            merged.add(part_at(&[address], |_| "k".to_owned(), true));
+            merged.add(part_at(&[address], |_| "u".to_owned(), false));
+        }
+        merged.add(part_at(&[4], |_| "k2".to_owned(), true));
+        let locations = &merged.profile.locations;
+        let of = |name: &str| {
+            locations
+                .iter()
+                .filter(|l| &*l.frames[0].name == name)
+                .count()
+        };
+        assert_eq!((of("k"), of("u"), of("k2")), (1, 3, 1));
+        assert_eq!(merged.profile.samples.len(), 1 + 3 + 1);
+        let folded = crate::output::fold(&merged.finish(Metadata::default()), &Default::default())
+            .expect("fold");
+        assert_eq!(folded.stacks.get("k_[k]"), Some(&3));
+        assert_eq!(folded.stacks.get("u"), Some(&3));
     }
 
     /// Addresses keep their own locations up to the budget; past it, the profile is compacted to
@@ -466,22 +529,22 @@ mod tests {
             |profile: &Profile| crate::output::fold(profile, &Default::default()).expect("fold");
         let mut merged = MergedProfile::new(EndedLabels::Bounded);
         // Two addresses of `f`, in two samples: both kept while under the budget.
-        merged.add(kernel_part(&[1], |_| "f".to_owned()));
-        merged.add(kernel_part(&[2], |_| "f".to_owned()));
+        merged.add(part_at(&[1], |_| "f".to_owned(), false));
+        merged.add(part_at(&[2], |_| "f".to_owned(), false));
         assert_eq!(merged.profile.locations.len(), 2);
         assert_eq!(merged.profile.samples.len(), 2);
         let filler: Vec<u64> = (100..100 + EXACT_LOCATIONS as u64).collect();
-        merged.add(kernel_part(&filler, |a| format!("g{a}")));
+        merged.add(part_at(&filler, |a| format!("g{a}"), false));
         let folded_before = fold_all(&merged.profile);
         // The next part compacts the profile first.
-        merged.add(kernel_part(&[3], |_| "f".to_owned()));
+        merged.add(part_at(&[3], |_| "f".to_owned(), false));
         assert_eq!(merged.profile.locations.len(), EXACT_LOCATIONS + 1);
         assert_eq!(
             merged.profile.samples.len(),
             2,
             "f at 1, 2 and 3 is one sample; the filler"
         );
-        merged.add(kernel_part(&[4], |_| "h".to_owned()));
+        merged.add(part_at(&[4], |_| "h".to_owned(), false));
         assert_eq!(
             merged.profile.locations.len(),
             EXACT_LOCATIONS + 2,
@@ -490,10 +553,10 @@ mod tests {
 
         let profile = merged.finish(Metadata::default());
         let mut folded_after = fold_all(&profile);
-        assert_eq!(folded_after.stacks.remove("f_[k]"), Some(3));
-        assert_eq!(folded_after.stacks.remove("h_[k]"), Some(1));
+        assert_eq!(folded_after.stacks.remove("f"), Some(3));
+        assert_eq!(folded_after.stacks.remove("h"), Some(1));
         let mut expected = folded_before;
-        expected.stacks.remove("f_[k]");
+        expected.stacks.remove("f");
         assert_eq!(folded_after, expected);
     }
 }

@@ -21,7 +21,7 @@ use emberprof_symbolizer::UnknownReason;
 pub use emberprof_symbolizer::{Frame, FrameKind};
 
 pub use build::{build, JIT_MAPPING, KERNEL_MAPPING};
-pub use merge::{EndedLabels, MergedProfile, LABELLED_ENDED_PROCESSES};
+pub use merge::{EndedLabels, MergedProfile, LABELLED_PROCESSES};
 pub use truncation::Truncation;
 
 /// The frame put right under the process (or thread) root of a user stack that does not reach a
@@ -56,8 +56,8 @@ pub struct Metadata {
     pub truncation: Truncation,
     /// Samples per reason for frames that could not be named (a sample counts once per such frame).
     pub unknown_frames: BTreeMap<UnknownReason, u64>,
-    /// Processes that ended while recording whose samples were merged by name without their pid
-    /// and tid (past the first `merge::LABELLED_ENDED_PROCESSES`).
+    /// Processes whose samples were merged by name without their pid and tid (past the first
+    /// `merge::LABELLED_PROCESSES` pids).
     pub unlabelled_processes: u64,
     /// How user stacks were unwound (`auto`, `dwarf`, `fp`).
     pub unwinding: Option<String>,
