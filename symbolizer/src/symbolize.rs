@@ -66,7 +66,8 @@ pub struct Symbolizer {
     processes: ProcessTable,
     /// By (module, file offset looked up).
     user_cache: HashMap<(ModuleId, u64), Symbol>,
-    /// By kernel address looked up.
+    /// By start address of the kernel function looked up: bounded by the kernel functions sampled
+    /// (keyed by address it grew with every instruction a long `--all` run hit).
     kernel_cache: HashMap<u64, Symbol>,
     /// When each process's memory map was first and last read. An address outside the snapshot (a
     /// library loaded after the first sample) triggers a re-read, rate-limited (see
@@ -529,35 +530,32 @@ impl Symbolizer {
 
     /// Symbolizes kernel addresses with kallsyms; one result per input, in order.
     pub fn symbolize_kernel(&mut self, addresses: &[FrameAddress]) -> Vec<Symbol> {
-        let mut misses: Vec<u64> = addresses
+        let options = self.options;
+        let Symbolizer {
+            kernel_symbols,
+            kernel_cache,
+            kallsyms,
+            ..
+        } = self;
+        let symbols = kernel_symbols.get_or_insert_with(|| KernelSymbols::read(kallsyms));
+        addresses
             .iter()
-            .map(|a| a.lookup_address())
-            .filter(|a| !self.kernel_cache.contains_key(a))
-            .collect();
-        misses.sort_unstable();
-        misses.dedup();
-        if !misses.is_empty() {
-            let options = self.options;
-            let symbols = self
-                .kernel_symbols
-                .get_or_insert_with(|| KernelSymbols::read(&self.kallsyms));
-            for address in misses {
-                let symbol = match symbols.lookup(address) {
-                    Some(symbol) => {
+            .map(|a| {
+                let address = a.lookup_address();
+                let Some(symbol) = symbols.lookup(address) else {
+                    return unknown_kernel(address);
+                };
+                kernel_cache
+                    .entry(symbol.start)
+                    .or_insert_with(|| {
                         let mut frame = frame(symbol.name, None, FrameKind::Kernel, options);
                         if let Some(module) = symbol.module {
                             frame.name = Arc::from(format!("{} [{module}]", frame.name));
                         }
                         Symbol::Named(vec![frame])
-                    }
-                    None => unknown_kernel(address),
-                };
-                self.kernel_cache.insert(address, symbol);
-            }
-        }
-        addresses
-            .iter()
-            .map(|a| self.kernel_cache[&a.lookup_address()].clone())
+                    })
+                    .clone()
+            })
             .collect()
     }
 
