@@ -58,8 +58,11 @@ pub enum EndedLabels {
 
 pub struct MergedProfile {
     profile: Profile,
-    /// The pids whose samples keep their labels, at most `label_budget`; `None`: every pid.
+    /// The running processes whose samples keep their labels; `None`: every process keeps them.
     labelled_pids: Option<HashSet<u32>>,
+    /// Processes given labels so far, running or ended, up to `label_budget`. Counted apart from
+    /// the pids: a pid is reused by later processes, which must not inherit its labels.
+    labels_given: usize,
     label_budget: usize,
     hasher: RandomState,
     /// Mappings are few (one per module): a plain map is enough.
@@ -84,6 +87,7 @@ impl MergedProfile {
                 EndedLabels::All => None,
                 EndedLabels::Bounded => Some(HashSet::new()),
             },
+            labels_given: 0,
             label_budget: LABELLED_PROCESSES,
             hasher: RandomState::new(),
             mapping_ids: HashMap::new(),
@@ -100,6 +104,14 @@ impl MergedProfile {
     pub fn add_ended(&mut self, mut part: Profile) {
         let unlabelled = self.strip_labels_past_budget(&mut part);
         self.profile.metadata.unlabelled_processes += unlabelled;
+        if let Some(labelled) = &mut self.labelled_pids {
+            // Their pids may come back as other processes.
+            for sample in &part.samples {
+                if let Some(pid) = sample.pid {
+                    labelled.remove(&pid);
+                }
+            }
+        }
         self.add_labelled(part);
     }
 
@@ -123,7 +135,10 @@ impl MergedProfile {
                 continue;
             };
             let keep = labelled.contains(&pid)
-                || (labelled.len() < self.label_budget && labelled.insert(pid));
+                || (self.labels_given < self.label_budget && labelled.insert(pid) && {
+                    self.labels_given += 1;
+                    true
+                });
             if !keep {
                 stripped.insert(pid);
                 sample.pid = None;
@@ -423,8 +438,9 @@ mod tests {
 
     /// Past the label budget, processes lose pid and tid and their stacks merge by name, whether
     /// they ended or were still running when their samples were added (a process running at a map
-    /// switch): memory then grows with new stacks, not with processes. Pids that kept their labels
-    /// keep them; those that ended unlabelled are counted.
+    /// switch): memory then grows with new stacks, not with processes. A labelled process keeps
+    /// its labels until it ends, and a later process with its pid does not inherit them; those that
+    /// ended unlabelled are counted.
     #[test]
     fn processes_past_the_budget_merge_by_name() {
         let part = testdata::small();
@@ -446,6 +462,8 @@ mod tests {
             merged.add(later.clone());
             merged.add_ended(later);
         }
+        // The first pids again, now other processes: they do not inherit the labels.
+        merged.add_ended(part.clone());
         let unlabelled = merged.profile.samples.iter().filter(|s| s.pid.is_none());
         assert!(unlabelled.clone().all(|s| s.tid.is_none()));
         let unlabelled = unlabelled.count();
@@ -457,9 +475,9 @@ mod tests {
         let profile = merged.finish(Metadata::default());
         assert_eq!(
             profile.metadata.unlabelled_processes,
-            100 * pids.len() as u64
+            101 * pids.len() as u64
         );
-        assert_eq!(profile.total_samples(), 202 * part.total_samples());
+        assert_eq!(profile.total_samples(), 203 * part.total_samples());
 
         // --per-thread: every process keeps its labels.
         let mut all = MergedProfile::new(EndedLabels::All);
