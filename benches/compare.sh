@@ -8,7 +8,8 @@
 #     next to `perf record -a -g` and `perf record -a --call-graph dwarf` (perf script's own CPU
 #     and RSS in their rows below: emberprof does both jobs in one process);
 #   - end of sampling to output written: emberprof's own figure (SVG written) against the perf
-#     pipeline `perf script --no-inline | collapse | flamegraph` timed from the end of `perf record`
+#     pipeline `perf script --no-inline | collapse | flamegraph` timed from the end of `perf record`,
+#     both while the load still keeps the CPUs busy
 #     (--no-inline: perf's addr2line-based inline expansion takes minutes on big binaries such as
 #     libLLVM; emberprof's output has inlined frames);
 #   - cost per sample, in µs: (profiler CPU + the BPF programs' run time, kernel.bpf_stats_enabled)
@@ -102,11 +103,13 @@ run_perf() { # name round args...
   load
   /usr/bin/time -v -o "$work/$name.$r.time" perf record -a "$@" -F "$hz" -o "$work/$name.data" -- sleep "$seconds" \
     >/dev/null 2>"$work/$name.$r.err"
-  unload
+  # Under the same load as emberprof's output phase (which runs before the load is stopped): on a
+  # machine whose CPUs are busy, both wait for the scheduler alike.
   local start end
   start=$(date +%s.%N)
   post_perf "$work/$name.data" "$work/$name.$r.script.time"
   end=$(date +%s.%N)
+  unload
   echo "$end - $start" | bc >>"$work/$name.post"
   cpu "$work/$name.$r.time" >>"$work/$name.cpu"
   rss_mib "$work/$name.$r.time" >>"$work/$name.rss"
