@@ -2,9 +2,9 @@
 # Memory over a long whole-system capture under fork-heavy load: `emberprof record --all -F HZ -d
 # SECONDS` while a shell loop runs /bin/true as fast as it can and the spawner example starts a
 # stream of short-lived processes. emberprof's RSS is sampled every 5 s; the table shows it after
-# the first minute (or at a sixth of the run, if shorter), its peak (GNU time's maximum RSS), the growth from the one to the
-# other (the target is flat: within 10 %), and how long after the stop the output was written
-# (target: within 1 s).
+# the first minute (or at a sixth of the run, if shorter), its peak (GNU time's maximum RSS), the
+# growth from the one to the other (the target is flat: within 10 %), and how long after the stop
+# the output was written (target: within 1 s).
 #
 # usage: sudo benches/long-run.sh [SECONDS] [HZ]      (defaults: 600 s, 999 Hz)
 #        SCOPE=load sudo benches/long-run.sh ...   profiles only the load (`-p` on the loop and the

@@ -10,7 +10,10 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::backend::BackendChoice;
 use crate::capture::RunAs;
-use crate::capture::{online_cpu_count, MapSizes, SampledEvent, UnwindMode};
+use crate::capture::{
+    online_cpu_count, ring_buffer_bytes as default_ring_buffer_bytes, MapSizes, SampledEvent,
+    UnwindMode,
+};
 pub use crate::cli_views::{DiffArgs, FormatArg, RenderArgs, ReportArgs};
 use crate::record::{RecordOptions, Target};
 use emberprof_symbolizer::{NameStyle, SymbolizerOptions};
@@ -350,9 +353,8 @@ impl RecordArgs {
             map_sizes: MapSizes {
                 stacks: stack_map_entries,
                 counts: count_map_entries,
-                ring_buffer_bytes: ring_buffer_bytes.unwrap_or_else(|| {
-                    MapSizes::for_unwind(unwind, online_cpu_count()).ring_buffer_bytes
-                }),
+                ring_buffer_bytes: ring_buffer_bytes
+                    .unwrap_or_else(|| default_ring_buffer_bytes(unwind, online_cpu_count())),
                 ..MapSizes::default()
             },
             quiet: verbosity.quiet,

@@ -16,7 +16,8 @@ pub mod keys {
     pub const LOST: &str = "lost samples: ";
     pub const UNWINDING: &str = "unwinding: ";
     pub const TRUNCATED: &str = "truncated user stacks: ";
-    /// Ended processes whose samples have no pid or tid label (see `profile::merge`).
+    /// Processes whose samples have no pid or tid label (see `profile::merge`). The text stays as
+    /// first written, so that older files read back.
     pub const UNLABELLED: &str =
         "processes without pid/tid labels (merged by name after they ended): ";
 }

@@ -58,7 +58,7 @@ pub struct RecordOptions {
     pub unwind: UnwindMode,
     /// Bytes of user stack copied per sample for DWARF unwinding. Default 16384.
     pub stack_copy_bytes: u32,
-    /// Sizes of the kernel maps. Default [`MapSizes::for_unwind`].
+    /// Sizes of the kernel maps. The ring buffer's default: [`crate::capture::ring_buffer_bytes`].
     pub map_sizes: MapSizes,
     /// No status line and no summary.
     pub quiet: bool,

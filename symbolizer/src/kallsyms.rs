@@ -18,8 +18,7 @@ const MAX_NAME_LEN: usize = 512;
 /// starts at or below it (kallsyms has no sizes), as in `perf` and blazesym.
 #[derive(Debug, Default)]
 pub struct KernelSymbols {
-    /// Start addresses, ascending; parallel to `entries`.
-    starts: Vec<u64>,
+    /// Sorted by start address.
     entries: Vec<Entry>,
     /// Every name, back to back; `Entry::name_offset` and `name_len` slice it.
     names: String,
@@ -29,6 +28,7 @@ pub struct KernelSymbols {
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
+    start: u64,
     name_offset: u32,
     name_len: u16,
     module: u16,
@@ -60,7 +60,6 @@ impl KernelSymbols {
     /// zero addresses (hidden by kptr_restrict) and malformed lines are left out.
     pub fn parse(mut reader: impl BufRead) -> Self {
         let mut table = KernelSymbols::default();
-        let mut unsorted: Vec<(u64, Entry)> = Vec::new();
         let mut line = Vec::new();
         loop {
             line.clear();
@@ -75,19 +74,18 @@ impl KernelSymbols {
             let Ok(text) = std::str::from_utf8(&line) else {
                 continue;
             };
-            if let Some((start, entry)) = table.parse_line(text) {
-                unsorted.push((start, entry));
+            if let Some(entry) = table.parse_line(text) {
+                table.entries.push(entry);
             }
         }
         // Stable: of symbols at one address, the first listed names it.
-        unsorted.sort_by_key(|&(start, _)| start);
-        table.starts = unsorted.iter().map(|&(start, _)| start).collect();
-        table.entries = unsorted.into_iter().map(|(_, entry)| entry).collect();
+        table.entries.sort_by_key(|entry| entry.start);
+        table.entries.shrink_to_fit();
         table.names.shrink_to_fit();
         table
     }
 
-    fn parse_line(&mut self, line: &str) -> Option<(u64, Entry)> {
+    fn parse_line(&mut self, line: &str) -> Option<Entry> {
         let mut fields = line.split_ascii_whitespace();
         let start = u64::from_str_radix(fields.next()?, 16).ok()?;
         let kind = fields.next()?;
@@ -106,14 +104,12 @@ impl KernelSymbols {
         };
         let name_offset = u32::try_from(self.names.len()).ok()?;
         self.names.push_str(name);
-        Some((
+        Some(Entry {
             start,
-            Entry {
-                name_offset,
-                name_len: name.len() as u16,
-                module,
-            },
-        ))
+            name_offset,
+            name_len: name.len() as u16,
+            module,
+        })
     }
 
     /// One plus the index of the module's name, added if new; `None` past 65,535 modules.
@@ -132,11 +128,11 @@ impl KernelSymbols {
     /// The symbol `address` falls in, if any starts at or below it.
     pub fn lookup(&self, address: u64) -> Option<KernelSymbol<'_>> {
         let mut index = self
-            .starts
-            .partition_point(|&start| start <= address)
+            .entries
+            .partition_point(|entry| entry.start <= address)
             .checked_sub(1)?;
-        let start = self.starts[index];
-        while index > 0 && self.starts[index - 1] == start {
+        let start = self.entries[index].start;
+        while index > 0 && self.entries[index - 1].start == start {
             index -= 1;
         }
         let entry = self.entries[index];
@@ -151,11 +147,11 @@ impl KernelSymbols {
     }
 
     pub fn len(&self) -> usize {
-        self.starts.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -254,7 +250,7 @@ mod tests {
             symbols.len()
         );
         for index in [0, symbols.len() / 2, symbols.len() - 1] {
-            let start = symbols.starts[index];
+            let start = symbols.entries[index].start;
             assert_eq!(symbols.lookup(start).map(|s| s.start), Some(start));
         }
     }

@@ -176,14 +176,10 @@ impl Symbolizer {
     /// Loads the kernel's symbols now (tens of milliseconds), so the first kernel stacks of a
     /// recording do not stall the reader of the ring buffer.
     pub fn load_kernel_symbols(&mut self) {
-        let text_start = FrameAddress::InstructionPointer(u64::MAX);
-        self.symbolize_kernel(&[text_start]);
-        self.kernel_cache.clear();
-        if let Some(symbols) = &self.kernel_symbols {
-            match symbols.is_empty() {
-                true => log::debug!("no kernel symbols in {}", self.kallsyms.display()),
-                false => log::debug!("{} kernel symbols", symbols.len()),
-            }
+        let symbols = loaded_kernel_symbols(&mut self.kernel_symbols, &self.kallsyms);
+        match symbols.is_empty() {
+            true => log::debug!("no kernel symbols in {}", self.kallsyms.display()),
+            false => log::debug!("{} kernel symbols", symbols.len()),
         }
     }
 
@@ -531,13 +527,8 @@ impl Symbolizer {
     /// Symbolizes kernel addresses with kallsyms; one result per input, in order.
     pub fn symbolize_kernel(&mut self, addresses: &[FrameAddress]) -> Vec<Symbol> {
         let options = self.options;
-        let Symbolizer {
-            kernel_symbols,
-            kernel_cache,
-            kallsyms,
-            ..
-        } = self;
-        let symbols = kernel_symbols.get_or_insert_with(|| KernelSymbols::read(kallsyms));
+        let symbols = loaded_kernel_symbols(&mut self.kernel_symbols, &self.kallsyms);
+        let kernel_cache = &mut self.kernel_cache;
         addresses
             .iter()
             .map(|a| {
@@ -678,7 +669,7 @@ impl Symbolizer {
             .enumerate()
             .map(|(index, symbolized)| {
                 let sym = symbolized.as_sym()?;
-                let mut frames = frames_of(sym, FrameKind::User, options);
+                let mut frames = frames_of(sym, options);
                 let symtab_sym = symtab.get(index).and_then(Symbolized::as_sym);
                 let qualified = symtab_sym.map(|s| demangle(&s.name, options.name_style));
                 let name = demangle(&sym.name, options.name_style);
@@ -697,6 +688,14 @@ impl Symbolizer {
     }
 }
 
+/// The kernel's symbols in `slot`, read from `kallsyms` on first use.
+fn loaded_kernel_symbols<'a>(
+    slot: &'a mut Option<KernelSymbols>,
+    kallsyms: &std::path::Path,
+) -> &'a KernelSymbols {
+    slot.get_or_insert_with(|| KernelSymbols::read(kallsyms))
+}
+
 fn unknown_kernel(address: u64) -> Symbol {
     Symbol::Unknown {
         module: None,
@@ -712,20 +711,20 @@ fn unknown_kernel(address: u64) -> Symbol {
 /// call site of its first inlined callee, or the address's own line when nothing is inlined there),
 /// and each `InlinedFn::code_info` is where that inlined function is (the call site of the next one,
 /// or the address's line for the innermost), which is what each frame shows, as perf does.
-fn frames_of(sym: &Sym<'_>, kind: FrameKind, options: SymbolizerOptions) -> Vec<Frame> {
+fn frames_of(sym: &Sym<'_>, options: SymbolizerOptions) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(1 + sym.inlined.len());
-    frames.push(frame(&sym.name, sym.code_info.as_deref(), kind, options));
+    frames.push(frame(
+        &sym.name,
+        sym.code_info.as_deref(),
+        FrameKind::User,
+        options,
+    ));
     if options.inlined_functions {
-        let inlined_kind = if kind == FrameKind::Kernel {
-            FrameKind::Kernel
-        } else {
-            FrameKind::Inlined
-        };
         for inlined in sym.inlined.iter() {
             frames.push(frame(
                 &inlined.name,
                 inlined.code_info.as_ref(),
-                inlined_kind,
+                FrameKind::Inlined,
                 options,
             ));
         }

@@ -657,25 +657,16 @@ fn bpf_run_time_is_reported_when_the_kernel_counts_it() {
         let _stats = BpfStats::set("1");
         record()
     };
-    let samples: u64 = stderr
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("emberprof: ")?
-                .split(" samples")
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no summary line:\n{stderr}"));
-    let (runs, seconds) = stderr
-        .lines()
-        .find_map(|line| {
-            let rest = line.split("BPF programs ran ").nth(1)?;
-            let (runs, rest) = rest.split_once(" times for ")?;
-            let (seconds, _) = rest.split_once(" s in all")?;
-            Some((runs.parse::<u64>().ok()?, seconds.parse::<f64>().ok()?))
-        })
-        .unwrap_or_else(|| panic!("no BPF run time line:\n{stderr}"));
+    let number = |pattern: &str| {
+        regex::Regex::new(pattern)
+            .expect("valid regex")
+            .captures(&stderr)
+            .and_then(|c| c[1].parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("nothing matches {pattern}:\n{stderr}"))
+    };
+    let samples = number(r"(?m)^emberprof: (\d+) samples") as u64;
+    let runs = number(r"BPF programs ran (\d+) times") as u64;
+    let seconds = number(r"BPF programs ran \d+ times for ([0-9.]+) s in all");
     assert!(samples >= 500, "{samples} samples:\n{stderr}");
     assert!(
         runs >= samples,

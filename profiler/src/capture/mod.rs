@@ -15,6 +15,8 @@ mod targets;
 pub use event::SampledEvent;
 pub use identity::RunAs;
 pub use launch::{ExitStatus, PausedCommand, RunningCommand};
-pub use sampler::{online_cpu_count, MapSizes, Sampler, SamplerConfig, UnwindMode};
+pub use sampler::{
+    online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig, UnwindMode,
+};
 pub use session::{record, Capture, StopConditions, StopReason};
 pub use targets::ProcessWatch;

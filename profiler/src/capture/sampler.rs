@@ -3,6 +3,7 @@
 
 use std::collections::HashMap as StdHashMap;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
@@ -13,7 +14,6 @@ use emberprof_bpf::{
     names, Config, FramelessRanges, ModuleExceptions, RootKey, SampleKey, Stat,
     MAX_MODULE_EXCEPTIONS, MAX_PLAN_MAPPINGS, MODULE_FRAMELESS_WHOLE, STACK_ID_NONE,
 };
-use std::time::Duration;
 
 use emberprof_symbolizer::{FramelessMapping, ModuleId};
 
@@ -35,18 +35,7 @@ pub struct MapSizes {
     pub targets: u32,
 }
 
-impl MapSizes {
-    /// Sizes for an unwinding mode on a machine with this many online CPUs: the ring buffer grows
-    /// with the CPUs that write into it (see [`ring_buffer_bytes`]), the maps do not.
-    pub fn for_unwind(mode: UnwindMode, cpus: usize) -> Self {
-        MapSizes {
-            ring_buffer_bytes: ring_buffer_bytes(mode, cpus),
-            ..MapSizes::default()
-        }
-    }
-}
-
-/// The ring buffer for `cpus` CPUs sampling at up to ~1 kHz, a power of two. It is drained every
+/// The ring buffer for an unwinding mode and `cpus` CPUs sampling at up to ~1 kHz, a power of two. It is drained every
 /// 100 ms, or as soon as an eighth of it fills. Its data pages are mapped into emberprof twice (the
 /// kernel's wrap-around trick) and all resident from the start, so every byte here costs two of
 /// RSS: it is sized for the bursts the reader must ride out, not more.

@@ -7,7 +7,7 @@
 //! processes it saw:
 //! - mappings, locations, stacks and samples are indexed, so adding a part costs the part's size,
 //!   not the whole's (the profile is never rebuilt), and equal stacks are stored once;
-//! - samples keep their `pid` and `tid` only for the first [`LABELLED_PROCESSES`] pids the
+//! - samples keep their `pid` and `tid` only for the first [`LABELLED_PROCESSES`] processes the
 //!   profile meets, running or ended: later processes are merged by process name, thread name and
 //!   stack, so a fork-heavy machine (a shell loop starts hundreds of processes a second) adds new
 //!   stacks, not a copy of the same stacks per process (a process still running at a map switch
@@ -23,8 +23,8 @@
 //!   and frames: every instruction of a function, or of a line with `--lines`), and stays so.
 //!   Folded stacks and SVG show frames, not addresses, so they are unchanged; pprof then gives one
 //!   address per function, and the samples that differed only in the instruction they hit become
-//!   one. On a fork-heavy machine the samples reach their budget first: 16,000 in 30 s, ten times
-//!   the distinct stacks the output shows.
+//!   one. On a fork-heavy machine the samples reach their budget first, in about 30 s (at 90 s
+//!   there were 21,800 address-level stacks for 9,300 function-level ones).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
@@ -52,7 +52,7 @@ pub const EXACT_SAMPLES: usize = 16_384;
 pub enum EndedLabels {
     /// Every one (`--per-thread`: a tower per thread needs them).
     All,
-    /// Those of the first [`LABELLED_PROCESSES`] pids.
+    /// Those of the first [`LABELLED_PROCESSES`] processes.
     Bounded,
 }
 
@@ -134,11 +134,15 @@ impl MergedProfile {
             let Some(pid) = sample.pid else {
                 continue;
             };
-            let keep = labelled.contains(&pid)
-                || (self.labels_given < self.label_budget && labelled.insert(pid) && {
-                    self.labels_given += 1;
-                    true
-                });
+            let keep = if labelled.contains(&pid) {
+                true
+            } else if self.labels_given < self.label_budget {
+                labelled.insert(pid);
+                self.labels_given += 1;
+                true
+            } else {
+                false
+            };
             if !keep {
                 stripped.insert(pid);
                 sample.pid = None;

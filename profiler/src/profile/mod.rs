@@ -57,7 +57,7 @@ pub struct Metadata {
     /// Samples per reason for frames that could not be named (a sample counts once per such frame).
     pub unknown_frames: BTreeMap<UnknownReason, u64>,
     /// Processes whose samples were merged by name without their pid and tid (past the first
-    /// `merge::LABELLED_PROCESSES` pids).
+    /// `merge::LABELLED_PROCESSES`).
     pub unlabelled_processes: u64,
     /// How user stacks were unwound (`auto`, `dwarf`, `fp`).
     pub unwinding: Option<String>,
