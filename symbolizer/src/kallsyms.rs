@@ -14,6 +14,9 @@ use std::sync::Arc;
 /// Longest name kallsyms prints (the kernel's KSYM_NAME_LEN is 512); longer lines are malformed.
 const MAX_NAME_LEN: usize = 512;
 
+/// Longest line read: address, type, name and module fit well within it.
+const MAX_LINE_LEN: u64 = 4096;
+
 /// Kernel symbols sorted by start address. A kernel address belongs to the last symbol that
 /// starts at or below it (kallsyms has no sizes), as in `perf` and blazesym.
 #[derive(Debug, Default)]
@@ -63,13 +66,25 @@ impl KernelSymbols {
         let mut line = Vec::new();
         loop {
             line.clear();
-            match reader.by_ref().take(4096).read_until(b'\n', &mut line) {
+            match reader
+                .by_ref()
+                .take(MAX_LINE_LEN)
+                .read_until(b'\n', &mut line)
+            {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(error) => {
                     log::debug!("kallsyms read stopped: {error}");
                     break;
                 }
+            }
+            if !line.ends_with(b"\n") && line.len() as u64 == MAX_LINE_LEN {
+                // Longer than any kallsyms line: skipped whole, without buffering the rest.
+                if let Err(error) = reader.skip_until(b'\n') {
+                    log::debug!("kallsyms read stopped: {error}");
+                    break;
+                }
+                continue;
             }
             let Ok(text) = std::str::from_utf8(&line) else {
                 continue;
@@ -226,15 +241,17 @@ mod tests {
         assert!(table("0000000000000000 T _stext\n").is_empty());
     }
 
-    /// A line longer than any kallsyms line (a file that is not kallsyms) is skipped, not buffered
-    /// whole.
+    /// A line longer than any kallsyms line (a file that is not kallsyms) is skipped whole: its
+    /// tail is not taken for a symbol, and the lines after it still are.
     #[test]
     fn overlong_lines_are_skipped() {
         let mut text = "f".repeat(1 << 20);
-        text.push_str("\nffffffff81000000 T _stext\n");
+        text.push_str(" ffffffff82000000 T tail_of_an_overlong_line\n");
+        text.push_str("ffffffff81000000 T _stext\n");
         let symbols = table(&text);
+        assert_eq!(symbols.len(), 1);
         assert_eq!(
-            symbols.lookup(0xffffffff81000001).map(|s| s.name),
+            symbols.lookup(0xffffffff82000001).map(|s| s.name),
             Some("_stext")
         );
     }
