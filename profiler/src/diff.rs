@@ -76,7 +76,7 @@ pub fn diff_lines(options: &DiffOptions) -> Result<Vec<String>> {
             },
         )
         .with_context(|| source.name())?;
-        Ok(folded.lines().map(|l| l + "\n").collect())
+        Ok(folded.text())
     };
     let before = folded(&options.before)?;
     let after = folded(&options.after)?;

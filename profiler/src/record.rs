@@ -156,17 +156,15 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     );
 
     let metadata = capture_metadata(&capture, &options);
-    let running = profile::build(&capture.samples, &mut symbolizer, Metadata::default());
-    log::debug!(
-        "last {} stacks symbolized {:?} after stop",
-        capture.samples.len(),
-        capture.stopped_at.elapsed()
-    );
     // The samples read at each map switch were built then; the processes that had ended, released.
     let mut merged =
         std::mem::replace(&mut capture.built, MergedProfile::new(EndedLabels::Bounded));
-    // Every process is done now: those past the label budget are counted like ended ones.
-    merged.add_ended(running);
+    let last_stacks = capture.samples.len();
+    for part in profile::split_by_process(std::mem::take(&mut capture.samples)) {
+        let part = profile::build(&part, &mut symbolizer, Metadata::default());
+        // Every process is done now: those past the label budget are counted like ended ones.
+        merged.add_ended(part);
+    }
     let profile = merged.finish(metadata);
     let processes = profile
         .samples
@@ -176,8 +174,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         .len() as u64
         + profile.metadata.unlabelled_processes;
     log::debug!(
-        "profile of {} stacks built {:?} after stop",
-        capture.samples.len(),
+        "last {last_stacks} stacks symbolized and the profile built {:?} after stop",
         capture.stopped_at.elapsed()
     );
     let mut render = options.render.clone();
@@ -441,8 +438,7 @@ fn print_summary(
     let lost = stats.lost() + capture.malformed_records;
     let samples = profile.total_samples();
     // Distinct stacks as the folded output shows them.
-    let distinct_stacks =
-        fold(profile, &render.fold).map_or(profile.samples.len(), |f| f.stacks.len());
+    let distinct_stacks = fold(profile, &render.fold).map_or(profile.samples.len(), |f| f.len());
     let output = outputs
         .iter()
         .map(|o| o.target.to_string())

@@ -26,6 +26,7 @@ mod modules;
 pub mod perf_map;
 mod plt;
 mod process;
+mod released;
 pub mod stack_root;
 mod symbolize;
 pub mod untrusted;

@@ -16,6 +16,7 @@ use crate::kallsyms::KernelSymbols;
 use crate::modules::{ModuleId, ModuleTable};
 use crate::plt::PltStubs;
 use crate::process::{ProcessKey, ProcessTable, UserLocation};
+use crate::released::ReleasedInstances;
 use crate::unwind::{FramePointers, Unwinders, UnwoundStack, UserRegisters};
 use crate::Error;
 
@@ -77,10 +78,10 @@ pub struct Symbolizer {
     changed: Vec<ProcessKey>,
     /// Instances that exec'd or exited: their snapshots are final. Until released.
     ended: HashSet<ProcessKey>,
-    /// The highest instance released per PID: instances of a PID are numbered in the order they
-    /// start, so every instance up to it is gone and must never be snapshotted again (the PID may
-    /// belong to another process by now). One entry per PID ever released: bounded by pid_max.
-    released: HashMap<u32, u32>,
+    /// Instances released: gone, and never to be snapshotted again (their PID may belong to
+    /// another process by now). Bounded by the older instances still running (see
+    /// [`ReleasedInstances`]), not by the processes released.
+    released: ReleasedInstances,
     /// Start times (`/proc/PID/stat` ticks) the BPF side saw for instances, checked before each
     /// snapshot so a reused PID is not mistaken for the sampled process.
     start_ticks: HashMap<ProcessKey, u64>,
@@ -162,7 +163,7 @@ impl Symbolizer {
             snapshot_taken: HashMap::new(),
             changed: Vec::new(),
             ended: HashSet::new(),
-            released: HashMap::new(),
+            released: ReleasedInstances::default(),
             start_ticks: HashMap::new(),
             jit: JitMaps::new(options.max_perf_map_bytes),
             plt: HashMap::new(),
@@ -231,26 +232,23 @@ impl Symbolizer {
         self.start_ticks.remove(&key);
         self.unwinders.forget(key);
         self.jit.forget(key);
-        let released = self.released.entry(key.pid).or_insert(key.instance);
-        *released = (*released).max(key.instance);
+        self.released.insert(key.instance);
     }
 
     fn is_released(&self, key: ProcessKey) -> bool {
-        self.released
-            .get(&key.pid)
-            .is_some_and(|&through| key.instance <= through)
+        self.released.contains(key.instance)
     }
 
     /// How many entries each cache holds, for the debug log of long runs (see the bounds above).
     pub fn cache_sizes(&self) -> String {
         format!(
-            "{} modules, {} process snapshots, {} ended, {} released PIDs, {} start times, \
+            "{} modules, {} process snapshots, {} ended, {} ranges of released instances, {} start times, \
              {} snapshot times, {} user symbols, {} kernel symbols, {} PLT tables, {} entry ranges, \
              unwinders: {}, perf maps: {}",
             self.modules.len(),
             self.processes.len(),
             self.ended.len(),
-            self.released.len(),
+            self.released.ranges(),
             self.start_ticks.len(),
             self.snapshot_taken.len(),
             self.user_cache.len(),

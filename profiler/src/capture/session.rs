@@ -346,8 +346,10 @@ fn rotate(
         .drain()
         .map(|((key, kernel, user, source), count)| to_sample(&key, kernel, user, source, count))
         .collect();
-    let part = build_part(running, symbolizer, collected, command);
-    rotation.built.add(part);
+    for part in profile::split_by_process(running) {
+        let part = build_part(part, symbolizer, collected, command);
+        rotation.built.add(part);
+    }
     // What was built and released is free heap now; give it back (glibc keeps it otherwise).
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
@@ -405,8 +407,10 @@ fn release_ended(
         .new_streamed
         .retain(|sample| !is_finished(sample.pid, sample.instance));
     let stacks = done.len();
-    let part = build_part(done, symbolizer, collected, command);
-    rotation.built.add_ended(part);
+    for part in profile::split_by_process(done) {
+        let part = build_part(part, symbolizer, collected, command);
+        rotation.built.add_ended(part);
+    }
     for &key in finished {
         symbolizer.release(key);
         for root in collected.roots.release(key) {

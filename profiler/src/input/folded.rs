@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 
 use super::MAX_FRAMES;
-use crate::profile::{Frame, FrameKind, Location, Profile, Sample};
+use crate::profile::{location_id, Frame, FrameKind, Location, LocationId, Profile, Sample};
 
 pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
     let mut profile = Profile::default();
-    let mut locations: HashMap<&str, usize> = HashMap::new();
+    let mut locations: HashMap<&str, LocationId> = HashMap::new();
     let mut total: u64 = 0;
     for (index, line) in text.lines().enumerate() {
         let at = || format!("{name}:{}", index + 1);
@@ -57,7 +57,7 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
             }
             let id = *locations.entry(frame).or_insert_with(|| {
                 profile.locations.push(location(frame));
-                profile.locations.len() - 1
+                location_id(profile.locations.len() - 1)
             });
             ids.push(id);
         }

@@ -15,8 +15,8 @@ use prost::Message;
 use super::{MAX_FRAMES, MAX_INPUT_BYTES};
 use crate::pprof::{self as proto, keys};
 use crate::profile::{
-    Frame, FrameKind, Location, Mapping, MappingKind, Metadata, Profile, Sample, JIT_MAPPING,
-    KERNEL_MAPPING, TRUNCATED_FRAME,
+    location_id, Frame, FrameKind, Location, Mapping, MappingKind, Metadata, Profile, Sample,
+    JIT_MAPPING, KERNEL_MAPPING, TRUNCATED_FRAME,
 };
 
 pub fn read_pprof(bytes: &[u8], name: &str) -> Result<Profile> {
@@ -192,7 +192,11 @@ impl Reader<'_> {
                 frames,
                 in_kernel: kind == MappingKind::Kernel,
             });
-            if location.id == 0 || location_ids.insert(location.id, index).is_some() {
+            if location.id == 0
+                || location_ids
+                    .insert(location.id, location_id(index))
+                    .is_some()
+            {
                 bail!(
                     "{name}: location {index} has id {}: ids must be unique and nonzero",
                     location.id
@@ -202,6 +206,16 @@ impl Reader<'_> {
 
         let mut samples = Vec::with_capacity(message.sample.len());
         let mut total: u64 = 0;
+        // Label strings by their index in the string table: one copy for the samples sharing one.
+        let mut names: HashMap<i64, Arc<str>> = HashMap::new();
+        let mut label_string = |index: i64| -> Result<Arc<str>> {
+            if let Some(name) = names.get(&index) {
+                return Ok(name.clone());
+            }
+            let name: Arc<str> = self.string(index, "a label")?.into();
+            names.insert(index, name.clone());
+            Ok(name)
+        };
         for (index, sample) in message.sample.iter().enumerate() {
             let at = || format!("{name}: sample {index}");
             let value = *sample.value.get(value_index).ok_or_else(|| {
@@ -249,12 +263,8 @@ impl Reader<'_> {
                 match key {
                     keys::PID => converted.pid = u32::try_from(label.num).ok(),
                     keys::TID => converted.tid = u32::try_from(label.num).ok(),
-                    keys::PROCESS_NAME => {
-                        converted.process_name = Some(self.string(label.str, "a label")?.to_owned())
-                    }
-                    keys::THREAD_NAME => {
-                        converted.thread_name = Some(self.string(label.str, "a label")?.to_owned())
-                    }
+                    keys::PROCESS_NAME => converted.process_name = Some(label_string(label.str)?),
+                    keys::THREAD_NAME => converted.thread_name = Some(label_string(label.str)?),
                     _ => {}
                 }
             }

@@ -1,14 +1,25 @@
 //! Folding: a profile to `process;outermost;...;leaf COUNT` lines, the FlameGraph format. User frames
 //! come first (outermost first), then kernel frames suffixed `_[k]`; inlined functions are suffixed
 //! `_[i]`, JIT frames `_[j]`. A truncated user stack gets a `[truncated]` frame right under the root.
-//! Lines are kept sorted so output is deterministic. A pure function of the profile: no symbolization.
+//! Lines are sorted as strings sort, so output is deterministic. A pure function of the profile: no
+//! symbolization.
+//!
+//! The text of a long recording's lines is large (tens of thousands of lines of hundreds of bytes), so
+//! it is not built to fold: each distinct root and frame text is stored once, a line is the list of
+//! its texts' ids, and the text is made only as it is written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, RandomState};
+use std::io::Write;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use hashbrown::HashTable;
 
 use crate::profile::{Frame, FrameKind, Location, Profile, Sample, TRUNCATED_FRAME};
+
+/// What a stack with no root and no frame shows.
+const EMPTY_STACK: &str = "[unknown]";
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FoldOptions {
@@ -18,84 +29,250 @@ pub struct FoldOptions {
     pub lines: bool,
 }
 
-/// Folded stacks.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// Folded stacks: every distinct line once with its count, in order.
+#[derive(Debug, Default)]
 pub struct Folded {
-    /// Folded line (without count) to sample count, sorted.
-    pub stacks: BTreeMap<String, u64>,
+    /// The distinct texts of roots and frames (sanitized: never empty, never a `;`), by id.
+    texts: Vec<String>,
+    /// The text ids of every line, outermost first, one line after the other.
+    line_texts: Vec<u32>,
+    /// Where each line's text ids end in `line_texts`.
+    line_ends: Vec<u32>,
+    counts: Vec<u64>,
+    /// The lines in the order they are written (as their texts sort).
+    order: Vec<u32>,
 }
 
 impl Folded {
-    /// The folded text, one `stack COUNT` line per distinct stack.
+    /// How many distinct lines.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The lines as `stack COUNT`, in order, for tests.
+    #[cfg(test)]
     pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
-        self.stacks
+        self.order.iter().map(|&line| {
+            let mut text = String::new();
+            self.push_line(&mut text, line);
+            text
+        })
+    }
+
+    /// Every line, each ended by a line break.
+    pub fn text(&self) -> String {
+        let mut text = String::new();
+        for &line in &self.order {
+            self.push_line(&mut text, line);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Writes every line, each ended by a line break.
+    pub fn write(&self, writer: &mut dyn Write) -> Result<()> {
+        let mut text = String::new();
+        for &line in &self.order {
+            text.clear();
+            self.push_line(&mut text, line);
+            text.push('\n');
+            writer
+                .write_all(text.as_bytes())
+                .context("cannot write folded stacks")?;
+        }
+        Ok(())
+    }
+
+    /// Each line's stack and count, for tests.
+    #[cfg(test)]
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.order
             .iter()
-            .map(|(stack, count)| format!("{stack} {count}"))
+            .map(|&line| {
+                let texts = self.texts_of(line).iter();
+                let stack: Vec<&str> = texts.map(|&id| self.texts[id as usize].as_str()).collect();
+                (stack.join(";"), self.counts[line as usize])
+            })
+            .collect()
+    }
+
+    fn texts_of(&self, line: u32) -> &[u32] {
+        let line = line as usize;
+        let start = if line == 0 {
+            0
+        } else {
+            self.line_ends[line - 1]
+        };
+        &self.line_texts[start as usize..self.line_ends[line] as usize]
+    }
+
+    fn push_stack(&self, text: &mut String, line: u32) {
+        for (position, &id) in self.texts_of(line).iter().enumerate() {
+            if position > 0 {
+                text.push(';');
+            }
+            text.push_str(&self.texts[id as usize]);
+        }
+    }
+
+    fn push_line(&self, text: &mut String, line: u32) {
+        self.push_stack(text, line);
+        let _ = write!(text, " {}", self.counts[line as usize]);
     }
 }
 
 /// Folds every sample of `profile`. Fails only when `--per-thread` is asked of a profile without
 /// thread labels, or when counts overflow.
 pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
-    // Each location's text, made once: a long recording has many samples through few locations.
-    let location_texts: Vec<String> = profile
-        .locations
-        .iter()
-        .map(|location| location_text(profile, location, options.lines))
-        .collect();
-    // Hashed while counting, sorted once at the end.
-    let mut stacks: HashMap<String, u64> = HashMap::new();
-    let mut line = String::new();
+    let mut texts = Texts::default();
+    // Each location's text ids, made once: a long recording has many samples through few locations.
+    let mut location_texts: Vec<u32> = Vec::new();
+    let mut location_ends: Vec<u32> = Vec::with_capacity(profile.locations.len());
+    for location in &profile.locations {
+        push_location_texts(
+            &mut location_texts,
+            &mut texts,
+            profile,
+            location,
+            options.lines,
+        );
+        location_ends.push(text_index(location_texts.len()));
+    }
+    let of_location = |id: usize| {
+        let start = if id == 0 { 0 } else { location_ends[id - 1] };
+        &location_texts[start as usize..location_ends[id] as usize]
+    };
+    let truncated = texts.id(TRUNCATED_FRAME);
+    let empty = texts.id(EMPTY_STACK);
+
+    let mut folded = Folded::default();
+    let hasher = RandomState::new();
+    // Indices of the lines, hashed by their text ids.
+    let mut line_ids: HashTable<u32> = HashTable::new();
+    let mut line = Vec::new();
     for sample in &profile.samples {
         line.clear();
-        push_root(
-            &mut line,
-            sample,
-            options,
-            profile.metadata.unlabelled_processes,
-        )?;
+        if let Some(root) = root_text(sample, options, profile.metadata.unlabelled_processes)? {
+            line.push(texts.id(&root));
+        }
         if sample.truncated {
-            push_frame(&mut line, TRUNCATED_FRAME);
+            line.push(truncated);
         }
         for &location_id in sample.stack.iter() {
-            push_frame(&mut line, &location_texts[location_id]);
+            line.extend_from_slice(of_location(location_id as usize));
         }
         if line.is_empty() {
-            line.push_str("[unknown]");
+            line.push(empty);
         }
-        let count = match stacks.get_mut(line.as_str()) {
-            Some(count) => count,
-            None => stacks.entry(line.clone()).or_default(),
+        let hash = hasher.hash_one(&line);
+        let found = line_ids.find(hash, |&id| folded.texts_of(id) == line.as_slice());
+        let Some(&id) = found else {
+            let id = text_index(folded.counts.len());
+            folded.line_texts.extend_from_slice(&line);
+            folded.line_ends.push(text_index(folded.line_texts.len()));
+            folded.counts.push(sample.count);
+            line_ids.insert_unique(hash, id, |&id| hasher.hash_one(folded.texts_of(id)));
+            continue;
         };
-        let Some(sum) = count.checked_add(sample.count) else {
-            bail!("the sample counts of stack `{line}` add up to more than 2^64 - 1");
+        let Some(sum) = folded.counts[id as usize].checked_add(sample.count) else {
+            let mut stack = String::new();
+            folded.push_stack(&mut stack, id);
+            bail!("the sample counts of stack `{stack}` add up to more than 2^64 - 1");
         };
-        *count = sum;
+        folded.counts[id as usize] = sum;
     }
-    Ok(Folded {
-        stacks: stacks.into_iter().collect(),
-    })
+    folded.texts = texts.into_vec();
+    folded.order = sorted_lines(&folded);
+    Ok(folded)
 }
 
-/// A location's frames, outermost first, `;`-separated as folded lines show them.
-fn location_text(profile: &Profile, location: &Location, lines: bool) -> String {
+/// The lines of `folded` in the order of their texts, without making the texts. Texts hold no `;`,
+/// so the first text two lines differ in decides, compared as it is followed in its line: by a
+/// `;` or, for the last, by nothing (shorter first). Each text gets a rank in both cases, once.
+fn sorted_lines(folded: &Folded) -> Vec<u32> {
+    let texts = &folded.texts;
+    let followed = |id: u32, last: bool| {
+        let separator: &[u8] = if last { b"" } else { b";" };
+        texts[id as usize].bytes().chain(separator.iter().copied())
+    };
+    let mut keys: Vec<(u32, bool)> = (0..text_index(texts.len()))
+        .flat_map(|id| [(id, false), (id, true)])
+        .collect();
+    keys.sort_unstable_by(|&(a, a_last), &(b, b_last)| {
+        followed(a, a_last).cmp(followed(b, b_last))
+    });
+    // rank[2 * id + last]
+    let mut rank = vec![0u32; keys.len()];
+    for (position, &(id, last)) in keys.iter().enumerate() {
+        rank[2 * id as usize + usize::from(last)] = text_index(position);
+    }
+    let rank = &rank;
+    let ranks = |line: u32| {
+        let ids = folded.texts_of(line);
+        let last = ids.len() - 1;
+        ids.iter()
+            .enumerate()
+            .map(move |(position, &id)| rank[2 * id as usize + usize::from(position == last)])
+    };
+    let mut order: Vec<u32> = (0..text_index(folded.counts.len())).collect();
+    order.sort_unstable_by(|&a, &b| ranks(a).cmp(ranks(b)));
+    order
+}
+
+/// `index` as a text or line id: both are bounded by the profile's locations and samples.
+fn text_index(index: usize) -> u32 {
+    u32::try_from(index).expect("fewer than 2^32 folded texts")
+}
+
+/// Distinct texts, by id.
+#[derive(Default)]
+struct Texts {
+    ids: HashMap<String, u32>,
+}
+
+impl Texts {
+    fn id(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.ids.get(text) {
+            return id;
+        }
+        let id = text_index(self.ids.len());
+        self.ids.insert(text.to_owned(), id);
+        id
+    }
+
+    fn into_vec(self) -> Vec<String> {
+        let mut texts = vec![String::new(); self.ids.len()];
+        for (text, id) in self.ids {
+            texts[id as usize] = text;
+        }
+        texts
+    }
+}
+
+/// A location's frames, outermost first, as folded lines show them.
+fn push_location_texts(
+    ids: &mut Vec<u32>,
+    texts: &mut Texts,
+    profile: &Profile,
+    location: &Location,
+    lines: bool,
+) {
     if location.frames.is_empty() {
         let suffix = if location.in_kernel { "_[k]" } else { "" };
-        return format!("{}{suffix}", sanitize(&profile.unnamed(location)));
+        ids.push(texts.id(&format!("{}{suffix}", sanitize(&profile.unnamed(location)))));
+        return;
     }
-    let mut text = String::new();
     for frame in &location.frames {
-        push_frame(&mut text, &frame_text(frame, lines));
+        ids.push(texts.id(&frame_text(frame, lines)));
     }
-    text
 }
 
-fn push_root(
-    line: &mut String,
+/// The root of a sample's line: its process, or its thread with `--per-thread`.
+fn root_text(
     sample: &Sample,
     options: &FoldOptions,
     profile_unlabelled: u64,
-) -> Result<()> {
+) -> Result<Option<String>> {
     if options.per_thread {
         let (Some(thread), Some(pid), Some(tid)) = (&sample.thread_name, sample.pid, sample.tid)
         else {
@@ -112,18 +289,12 @@ fn push_root(
                 }
             );
         };
-        let _ = write!(line, "{}-{pid}/{tid}", sanitize(thread));
-    } else if let Some(process) = &sample.process_name {
-        line.push_str(&sanitize(process));
+        return Ok(Some(format!("{}-{pid}/{tid}", sanitize(thread))));
     }
-    Ok(())
-}
-
-fn push_frame(line: &mut String, frame: &str) {
-    if !line.is_empty() {
-        line.push(';');
-    }
-    line.push_str(frame);
+    Ok(sample
+        .process_name
+        .as_deref()
+        .map(|process| sanitize(process).into_owned()))
 }
 
 /// A frame as folded output shows it: its name, `(file:LINE)` with `lines`, and its kind's suffix.
@@ -177,6 +348,41 @@ mod tests {
         }
     }
 
+    /// Lines come out in the order their texts sort, also where one frame's name starts another's
+    /// and the next character sorts before `;` (`a+1`, `a.cold`, `a b`) or after it (`ab`), and
+    /// equal lines add up.
+    #[test]
+    fn lines_sort_as_their_text() {
+        const FRAMES: [&str; 8] = ["a", "a.cold", "a+1", "a b", "ab", "b", "a!", "a_[k]"];
+        // xorshift: varied stacks, the same every run.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut below = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut expected = std::collections::BTreeMap::<String, u64>::new();
+        let mut input = String::new();
+        for _ in 0..2000 {
+            let depth = 1 + below(4);
+            let stack: Vec<&str> = (0..depth).map(|_| FRAMES[below(FRAMES.len())]).collect();
+            let stack = stack.join(";");
+            let count = 1 + below(9) as u64;
+            *expected.entry(stack.clone()).or_default() += count;
+            input += &format!("{stack} {count}\n");
+        }
+        let profile = crate::input::parse_profile(input.as_bytes(), "t.folded").expect("read");
+        let folded = fold(&profile, &FoldOptions::default()).unwrap();
+        let want: Vec<String> = expected.iter().map(|(s, c)| format!("{s} {c}")).collect();
+        assert!(want.len() < 2000, "some lines repeat");
+        assert_eq!(folded.lines().collect::<Vec<_>>(), want);
+        assert_eq!(folded.text(), want.join("\n") + "\n");
+        let mut written = Vec::new();
+        folded.write(&mut written).unwrap();
+        assert_eq!(String::from_utf8(written).unwrap(), folded.text());
+    }
+
     /// `--per-thread` on a profile without thread labels (folded input) is an error, not a guess.
     #[test]
     fn per_thread_needs_labels() {
@@ -226,9 +432,9 @@ mod tests {
             "test binary has a build-id: {module:?}"
         );
 
-        let folded = fold(&profile, &FoldOptions::default()).unwrap();
-        assert_eq!(folded.stacks.len(), 1, "{:?}", folded.stacks);
-        let (line, count) = folded.stacks.iter().next().unwrap();
+        let folded = fold(&profile, &FoldOptions::default()).unwrap().counts();
+        assert_eq!(folded.len(), 1, "{folded:?}");
+        let (line, count) = folded.iter().next().unwrap();
         assert_eq!(*count, 6);
         assert!(line.starts_with("tester;"), "{line}");
         let caller_at = line
@@ -244,8 +450,8 @@ mod tests {
             ..FoldOptions::default()
         };
         let folded = fold(&profile, &per_thread).unwrap();
-        let roots: Vec<&str> = folded
-            .stacks
+        let counts = folded.counts();
+        let roots: Vec<&str> = counts
             .keys()
             .map(|l| l.split(';').next().unwrap())
             .collect();

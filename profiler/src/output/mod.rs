@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 pub use file::OutputFile;
-pub use fold::{fold, FoldOptions, Folded};
+pub use fold::{fold, FoldOptions};
 pub use pprof::write_pprof;
 pub use render::{write_outputs, Output, RenderOptions};
 pub use svg::{render_svg, SvgOptions};

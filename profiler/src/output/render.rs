@@ -3,10 +3,10 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
+use super::SvgOptions;
 use super::{fold, render_svg, write_pprof, FoldOptions, OutputFile, OutputFormat, OutputTarget};
-use super::{Folded, SvgOptions};
 use crate::profile::{filter, Profile};
 
 /// How a profile is shown; the same for every output of one run.
@@ -35,19 +35,12 @@ pub fn render(
 ) -> Result<()> {
     match format {
         OutputFormat::Pprof => write_pprof(profile, writer),
-        OutputFormat::Folded => write_folded(&fold(profile, &options.fold)?, writer),
+        OutputFormat::Folded => fold(profile, &options.fold)?.write(writer),
         OutputFormat::Svg => {
-            let lines: Vec<String> = fold(profile, &options.fold)?.lines().collect();
-            render_svg(lines.iter().map(String::as_str), &options.svg, writer)
+            let text = fold(profile, &options.fold)?.text();
+            render_svg(text.lines(), &options.svg, writer)
         }
     }
-}
-
-pub fn write_folded(folded: &Folded, writer: &mut dyn Write) -> Result<()> {
-    for line in folded.lines() {
-        writeln!(writer, "{line}").context("cannot write folded stacks")?;
-    }
-    Ok(())
 }
 
 /// Filters `profile` once and commits each output (opened beforehand with [`OutputFile::create`],

@@ -19,6 +19,42 @@ pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 /// The pseudo-module of JIT frames named from perf maps.
 pub const JIT_MAPPING: &str = "[jit]";
 
+/// Samples built into one profile part at a time (see [`split_by_process`]).
+pub const PART_SAMPLES: usize = 1024;
+
+/// `samples` split into parts of about [`PART_SAMPLES`], each pid's samples whole in one part (the
+/// label budget counts processes per part: see `merge`),
+/// to be built and merged one after the other. Building holds the symbol of every distinct address
+/// of its processes (some hundred bytes each) until its part is merged: at a map switch of a
+/// fork-heavy recording (thousands of short-lived processes, each its own addresses), building them
+/// all at once added ~6 MiB to the peak RSS, every switch.
+pub fn split_by_process(mut samples: Vec<StackSample>) -> Vec<Vec<StackSample>> {
+    samples.sort_unstable_by_key(StackSample::process);
+    let mut parts = Vec::new();
+    while samples.len() > PART_SAMPLES {
+        let len = samples.len();
+        let same_pid = |at: usize| samples[at - 1].pid == samples[at].pid;
+        // Forward to where the next pid starts: the part gets no more than its size ...
+        let mut at = len - PART_SAMPLES;
+        while at < len && same_pid(at) {
+            at += 1;
+        }
+        if at == len {
+            // ... unless the last pid alone has more: then it is a part of its own.
+            at = len - 1;
+            while at > 0 && same_pid(at) {
+                at -= 1;
+            }
+        }
+        if at == 0 {
+            break;
+        }
+        parts.push(samples.split_off(at));
+    }
+    parts.push(samples);
+    parts
+}
+
 /// Symbolizes every address of `samples` (see [`symbolize_stacks`]) and builds the profile;
 /// `metadata` is completed with the truncation and unnamed-frame counts.
 pub fn build(samples: &[StackSample], symbolizer: &mut Symbolizer, metadata: Metadata) -> Profile {
@@ -34,6 +70,7 @@ pub fn build(samples: &[StackSample], symbolizer: &mut Symbolizer, metadata: Met
         location_ids: HashMap::new(),
         user_locations: HashMap::new(),
         kernel_locations: HashMap::new(),
+        names: HashMap::new(),
     };
     for sample in samples {
         builder.add(sample);
@@ -51,6 +88,8 @@ enum MappingKey {
 
 struct Builder<'a> {
     symbolizer: &'a Symbolizer,
+    /// Process and thread names, one copy each for the samples that share them.
+    names: HashMap<&'a str, Arc<str>>,
     symbols: &'a StackSymbols,
     profile: Profile,
     mapping_ids: HashMap<MappingKey, MappingId>,
@@ -59,8 +98,8 @@ struct Builder<'a> {
     kernel_locations: HashMap<FrameAddress, LocationId>,
 }
 
-impl Builder<'_> {
-    fn add(&mut self, sample: &StackSample) {
+impl<'a> Builder<'a> {
+    fn add(&mut self, sample: &'a StackSample) {
         let process = sample.process();
         let metadata = &mut self.profile.metadata;
         metadata.truncation.count_path(sample);
@@ -90,15 +129,24 @@ impl Builder<'_> {
         for (index, &ip) in sample.kernel_ips.iter().enumerate().rev() {
             stack.push(self.kernel_location(FrameAddress::from_stack_index(index, ip)));
         }
+        let process_name = Some(self.name(&sample.process_name));
+        let thread_name = Some(self.name(&sample.thread_name));
         self.profile.samples.push(Sample {
             stack: stack.into(),
             count: sample.count,
             pid: Some(sample.pid),
             tid: Some(sample.tid),
-            process_name: Some(sample.process_name.clone()),
-            thread_name: Some(sample.thread_name.clone()),
+            process_name,
+            thread_name,
             truncated,
         });
+    }
+
+    fn name(&mut self, name: &'a str) -> Arc<str> {
+        self.names
+            .entry(name)
+            .or_insert_with(|| name.into())
+            .clone()
     }
 
     fn user_location(&mut self, process: ProcessKey, address: FrameAddress) -> LocationId {
@@ -175,7 +223,7 @@ impl Builder<'_> {
         if let Some(&id) = self.location_ids.get(&location) {
             return id;
         }
-        let id = self.profile.locations.len();
+        let id = self.profile.next_location_id();
         self.profile.locations.push(location.clone());
         self.location_ids.insert(location, id);
         id
@@ -234,6 +282,47 @@ mod tests {
 
     use super::*;
     use crate::sample::UserStackSource;
+
+    /// Parts hold at most [`PART_SAMPLES`] samples (more only for one process that has more), each
+    /// pid in one part, every sample once.
+    #[test]
+    fn parts_keep_processes_whole() {
+        let sample = |pid, instance| StackSample {
+            pid,
+            tid: pid,
+            instance,
+            process_name: "p".into(),
+            thread_name: "p".into(),
+            kernel_ips: vec![],
+            user_ips: vec![],
+            user_stack: UserStackSource::None,
+            count: 1,
+        };
+        // Pid 7 alone has more than a part; 4,000 others have one to three samples, two instances.
+        let mut samples: Vec<StackSample> = (0..3 * PART_SAMPLES).map(|_| sample(7, 1)).collect();
+        for pid in 1000..5000 {
+            for n in 0..pid % 3 + 1 {
+                samples.push(sample(pid, 1 + n % 2));
+            }
+        }
+        let total = samples.len();
+        let parts = split_by_process(samples);
+        assert!(parts.len() > 5, "{} parts", parts.len());
+        let mut part_of = HashMap::new();
+        for (index, part) in parts.iter().enumerate() {
+            let pids: std::collections::HashSet<u32> = part.iter().map(|s| s.pid).collect();
+            assert!(
+                part.len() <= PART_SAMPLES || pids.len() == 1,
+                "part {index}: {} samples of {} pids",
+                part.len(),
+                pids.len()
+            );
+            for pid in pids {
+                assert_eq!(part_of.insert(pid, index), None, "pid {pid} in two parts");
+            }
+        }
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), total);
+    }
 
     /// Addresses outside every mapping of the process share one `[unknown]` location, whatever
     /// they are: they differ per process and would otherwise grow a long recording's profile.

@@ -54,16 +54,16 @@ pub fn apply(mut profile: Profile, filter: &Filter) -> Profile {
             .collect()
     });
     profile.samples.retain_mut(|sample| {
-        if sample.stack.iter().any(|&id| dropped[id]) {
+        if sample.stack.iter().any(|&id| dropped[id as usize]) {
             sample.stack = sample
                 .stack
                 .iter()
                 .copied()
-                .filter(|&id| !dropped[id])
+                .filter(|&id| !dropped[id as usize])
                 .collect();
         }
         match &matching {
-            Some(matching) => sample.stack.iter().any(|&id| matching[id]),
+            Some(matching) => sample.stack.iter().any(|&id| matching[id as usize]),
             None => true,
         }
     });

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-use super::{Location, LocationId, Mapping, MappingId, Metadata, Profile, Sample};
+use super::{location_id, Location, LocationId, Mapping, MappingId, Metadata, Profile, Sample};
 
 /// How many processes (pids) keep their pid and tid labels (see the module comment). Each costs
 /// a few hundred bytes per distinct stack it had: some MB in all.
@@ -75,6 +75,8 @@ pub struct MergedProfile {
     per_code_point: bool,
     /// Every distinct stack, shared by the samples that have it.
     stacks: HashSet<Arc<[LocationId]>>,
+    /// Every distinct process and thread name, shared likewise.
+    names: HashSet<Arc<str>>,
     /// Indices into `profile.samples`, hashed by everything but the count.
     sample_ids: HashTable<usize>,
 }
@@ -95,6 +97,7 @@ impl MergedProfile {
             frame_ids: HashTable::new(),
             per_code_point: false,
             stacks: HashSet::new(),
+            names: HashSet::new(),
             sample_ids: HashTable::new(),
         }
     }
@@ -167,8 +170,14 @@ impl MergedProfile {
             })
             .collect();
         for mut sample in part.samples {
-            let stack: Vec<LocationId> = sample.stack.iter().map(|&id| location_map[id]).collect();
+            let stack: Vec<LocationId> = sample
+                .stack
+                .iter()
+                .map(|&id| location_map[id as usize])
+                .collect();
             sample.stack = self.shared_stack(stack);
+            sample.process_name = sample.process_name.map(|name| self.shared_name(name));
+            sample.thread_name = sample.thread_name.map(|name| self.shared_name(name));
             self.add_sample(sample);
         }
         if !self.per_code_point
@@ -224,7 +233,7 @@ impl MergedProfile {
         let hash = hasher.hash_one(&location);
         if let Some(&id) = self
             .location_ids
-            .find(hash, |&id| locations[id] == location)
+            .find(hash, |&id| locations[id as usize] == location)
         {
             return id;
         }
@@ -232,20 +241,22 @@ impl MergedProfile {
         let mut new_code_point = None;
         if !location.frames.is_empty() {
             let code_hash = hasher.hash_one(CodePoint::of(&location));
-            let same = |&id: &LocationId| CodePoint::of(&locations[id]) == CodePoint::of(&location);
+            let same = |&id: &LocationId| {
+                CodePoint::of(&locations[id as usize]) == CodePoint::of(&location)
+            };
             match self.frame_ids.find(code_hash, same) {
                 Some(&id) if self.per_code_point || location.in_kernel => return id,
                 Some(_) => {}
                 None => new_code_point = Some(code_hash),
             }
         }
+        let id = location_id(locations.len());
         locations.push(location);
-        let id = locations.len() - 1;
         self.location_ids
-            .insert_unique(hash, id, |&id| hasher.hash_one(&locations[id]));
+            .insert_unique(hash, id, |&id| hasher.hash_one(&locations[id as usize]));
         if let Some(code_hash) = new_code_point {
             self.frame_ids.insert_unique(code_hash, id, |&id| {
-                hasher.hash_one(CodePoint::of(&locations[id]))
+                hasher.hash_one(CodePoint::of(&locations[id as usize]))
             });
         }
         id
@@ -265,7 +276,11 @@ impl MergedProfile {
             .map(|location| self.location_id(location))
             .collect();
         for mut sample in samples {
-            let stack: Vec<LocationId> = sample.stack.iter().map(|&id| location_map[id]).collect();
+            let stack: Vec<LocationId> = sample
+                .stack
+                .iter()
+                .map(|&id| location_map[id as usize])
+                .collect();
             sample.stack = self.shared_stack(stack);
             self.add_sample(sample);
         }
@@ -285,6 +300,16 @@ impl MergedProfile {
         shared
     }
 
+    fn shared_name(&mut self, name: Arc<str>) -> Arc<str> {
+        match self.names.get(&name) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.names.insert(name.clone());
+                name
+            }
+        }
+    }
+
     fn add_sample(&mut self, sample: Sample) {
         let hasher = &self.hasher;
         let samples = &mut self.profile.samples;
@@ -295,6 +320,11 @@ impl MergedProfile {
             let total = &mut samples[id].count;
             *total = total.saturating_add(sample.count);
             return;
+        }
+        if samples.len() == samples.capacity() {
+            // By an eighth, not the doubling `push` would do: a long recording's samples are its
+            // largest vector, and a doubling left it up to half unused for the rest of the run.
+            samples.reserve_exact((samples.len() / 8).max(1024));
         }
         samples.push(sample);
         let id = samples.len() - 1;
@@ -365,7 +395,7 @@ mod tests {
                     .stack
                     .iter()
                     .map(|&id| {
-                        let location = &profile.locations[id];
+                        let location = &profile.locations[id as usize];
                         let mapping = location
                             .mapping
                             .map(|m| profile.mappings[m].path.to_string());
@@ -384,7 +414,7 @@ mod tests {
     fn reversed(profile: &Profile) -> Profile {
         let mut reversed = profile.clone();
         let mappings = reversed.mappings.len();
-        let locations = reversed.locations.len();
+        let locations = reversed.next_location_id();
         reversed.mappings.reverse();
         reversed.locations.reverse();
         for location in &mut reversed.locations {
@@ -518,7 +548,7 @@ mod tests {
                 })
                 .collect(),
             samples: vec![Sample {
-                stack: (0..addresses.len()).collect(),
+                stack: (0..location_id(addresses.len())).collect(),
                 count: 1,
                 ..Sample::default()
             }],
@@ -547,9 +577,10 @@ mod tests {
         assert_eq!((of("k"), of("u"), of("k2")), (1, 3, 1));
         assert_eq!(merged.profile.samples.len(), 1 + 3 + 1);
         let folded = crate::output::fold(&merged.finish(Metadata::default()), &Default::default())
-            .expect("fold");
-        assert_eq!(folded.stacks.get("k_[k]"), Some(&3));
-        assert_eq!(folded.stacks.get("u"), Some(&3));
+            .expect("fold")
+            .counts();
+        assert_eq!(folded.get("k_[k]"), Some(&3));
+        assert_eq!(folded.get("u"), Some(&3));
     }
 
     /// Addresses keep their own locations up to the budget; past it, the profile is compacted to
@@ -558,8 +589,10 @@ mod tests {
     /// still gets one.
     #[test]
     fn addresses_past_the_budget_share_their_function_location() {
-        let fold_all =
-            |profile: &Profile| crate::output::fold(profile, &Default::default()).expect("fold");
+        let fold_all = |profile: &Profile| {
+            let folded = crate::output::fold(profile, &Default::default()).expect("fold");
+            folded.counts()
+        };
         let mut merged = MergedProfile::new(EndedLabels::Bounded);
         // Two addresses of `f`, in two samples: both kept while under the budget.
         merged.add(part_at(&[1], |_| "f".to_owned(), false));
@@ -586,10 +619,10 @@ mod tests {
 
         let profile = merged.finish(Metadata::default());
         let mut folded_after = fold_all(&profile);
-        assert_eq!(folded_after.stacks.remove("f"), Some(3));
-        assert_eq!(folded_after.stacks.remove("h"), Some(1));
+        assert_eq!(folded_after.remove("f"), Some(3));
+        assert_eq!(folded_after.remove("h"), Some(1));
         let mut expected = folded_before;
-        expected.stacks.remove("f");
+        expected.remove("f");
         assert_eq!(folded_after, expected);
     }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use emberprof_symbolizer::UnknownReason;
 pub use emberprof_symbolizer::{Frame, FrameKind};
 
-pub use build::{build, JIT_MAPPING, KERNEL_MAPPING};
+pub use build::{build, split_by_process, JIT_MAPPING, KERNEL_MAPPING};
 pub use merge::{EndedLabels, MergedProfile, LABELLED_PROCESSES};
 pub use truncation::Truncation;
 
@@ -28,10 +28,18 @@ pub use truncation::Truncation;
 /// process or thread entry (see `truncation`).
 pub const TRUNCATED_FRAME: &str = "[truncated]";
 
-/// Index of a [`Location`] in [`Profile::locations`].
-pub type LocationId = usize;
+/// Index of a [`Location`] in [`Profile::locations`]. 32 bits: a long recording holds tens of
+/// thousands of distinct stacks of tens of frames each, and every frame is one of these.
+pub type LocationId = u32;
 /// Index of a [`Mapping`] in [`Profile::mappings`].
 pub type MappingId = usize;
+
+/// `index` as a [`LocationId`]. Locations come from a capture (bounded by the code it sampled) or
+/// from an input file of at most `input::MAX_INPUT_BYTES` (1 GiB, a few bytes per location): far
+/// fewer than 2^32.
+pub fn location_id(index: usize) -> LocationId {
+    LocationId::try_from(index).expect("fewer than 2^32 locations")
+}
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Profile {
@@ -115,14 +123,19 @@ pub struct Sample {
     pub count: u64,
     pub pid: Option<u32>,
     pub tid: Option<u32>,
-    /// Name of the process (its main thread), unsanitized: as the kernel reported it.
-    pub process_name: Option<String>,
-    pub thread_name: Option<String>,
+    /// Name of the process (its main thread), unsanitized: as the kernel reported it. Shared:
+    /// thousands of samples have the same few names.
+    pub process_name: Option<Arc<str>>,
+    pub thread_name: Option<Arc<str>>,
     /// The user stack does not reach a process or thread entry: callers are missing.
     pub truncated: bool,
 }
 
 impl Profile {
+    /// The id the next location pushed gets.
+    pub fn next_location_id(&self) -> LocationId {
+        location_id(self.locations.len())
+    }
     pub fn total_samples(&self) -> u64 {
         self.samples
             .iter()

@@ -96,13 +96,13 @@ pub fn small() -> Profile {
             in_kernel: false,
         },
     ];
-    let sample = |stack: Vec<usize>, count, tid, thread: &str, truncated| Sample {
+    let sample = |stack: Vec<LocationId>, count, tid, thread: &str, truncated| Sample {
         stack: stack.into(),
         count,
         pid: Some(100),
         tid: Some(tid),
-        process_name: Some("burn".to_owned()),
-        thread_name: Some(thread.to_owned()),
+        process_name: Some("burn".into()),
+        thread_name: Some(thread.into()),
         truncated,
     };
     Profile {
