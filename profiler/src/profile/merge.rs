@@ -73,12 +73,14 @@ pub struct MergedProfile {
     frame_ids: HashTable<LocationId>,
     /// Compacted: one location per named code point (see the module comment).
     per_code_point: bool,
-    /// Every distinct stack, shared by the samples that have it.
-    stacks: HashSet<Arc<[LocationId]>>,
+    /// The first sample with each distinct stack, hashed by the stack: the samples with that stack
+    /// share its allocation. (An index, 4 bytes a bucket: tables double as they fill, and a long
+    /// recording's are among its largest.)
+    stack_ids: HashTable<u32>,
     /// Every distinct process and thread name, shared likewise.
     names: HashSet<Arc<str>>,
     /// Indices into `profile.samples`, hashed by everything but the count.
-    sample_ids: HashTable<usize>,
+    sample_ids: HashTable<u32>,
 }
 
 impl MergedProfile {
@@ -96,7 +98,7 @@ impl MergedProfile {
             location_ids: HashTable::new(),
             frame_ids: HashTable::new(),
             per_code_point: false,
-            stacks: HashSet::new(),
+            stack_ids: HashTable::new(),
             names: HashSet::new(),
             sample_ids: HashTable::new(),
         }
@@ -175,10 +177,9 @@ impl MergedProfile {
                 .iter()
                 .map(|&id| location_map[id as usize])
                 .collect();
-            sample.stack = self.shared_stack(stack);
             sample.process_name = sample.process_name.map(|name| self.shared_name(name));
             sample.thread_name = sample.thread_name.map(|name| self.shared_name(name));
-            self.add_sample(sample);
+            self.add_sample(sample, stack);
         }
         if !self.per_code_point
             && (self.profile.locations.len() >= EXACT_LOCATIONS
@@ -269,35 +270,25 @@ impl MergedProfile {
         let samples = std::mem::take(&mut self.profile.samples);
         self.location_ids.clear();
         self.frame_ids.clear();
-        self.stacks.clear();
+        self.stack_ids.clear();
         self.sample_ids.clear();
         let location_map: Vec<LocationId> = locations
             .into_iter()
             .map(|location| self.location_id(location))
             .collect();
-        for mut sample in samples {
+        for sample in samples {
             let stack: Vec<LocationId> = sample
                 .stack
                 .iter()
                 .map(|&id| location_map[id as usize])
                 .collect();
-            sample.stack = self.shared_stack(stack);
-            self.add_sample(sample);
+            self.add_sample(sample, stack);
         }
         log::debug!(
             "profile compacted to one location per function: {} locations, {} samples",
             self.profile.locations.len(),
             self.profile.samples.len()
         );
-    }
-
-    fn shared_stack(&mut self, stack: Vec<LocationId>) -> Arc<[LocationId]> {
-        if let Some(shared) = self.stacks.get(stack.as_slice()) {
-            return shared.clone();
-        }
-        let shared: Arc<[LocationId]> = stack.into();
-        self.stacks.insert(shared.clone());
-        shared
     }
 
     fn shared_name(&mut self, name: Arc<str>) -> Arc<str> {
@@ -310,14 +301,23 @@ impl MergedProfile {
         }
     }
 
-    fn add_sample(&mut self, sample: Sample) {
+    /// Adds `sample` with `stack` (this profile's location ids), sharing the stack with the
+    /// samples that have it, or its count to the sample that differs from it only in the count.
+    fn add_sample(&mut self, mut sample: Sample, stack: Vec<LocationId>) {
         let hasher = &self.hasher;
         let samples = &mut self.profile.samples;
+        let stack_hash = hasher.hash_one(stack.as_slice());
+        let shared = self
+            .stack_ids
+            .find(stack_hash, |&id| *samples[id as usize].stack == *stack)
+            .map(|&id| samples[id as usize].stack.clone());
+        let new_stack = shared.is_none();
+        sample.stack = shared.unwrap_or_else(|| stack.into());
         let hash = hasher.hash_one(SampleKey::of(&sample));
         if let Some(&id) = self.sample_ids.find(hash, |&id| {
-            SampleKey::of(&samples[id]) == SampleKey::of(&sample)
+            SampleKey::of(&samples[id as usize]) == SampleKey::of(&sample)
         }) {
-            let total = &mut samples[id].count;
+            let total = &mut samples[id as usize].count;
             *total = total.saturating_add(sample.count);
             return;
         }
@@ -326,10 +326,17 @@ impl MergedProfile {
             // largest vector, and a doubling left it up to half unused for the rest of the run.
             samples.reserve_exact((samples.len() / 8).max(1024));
         }
+        let id = u32::try_from(samples.len()).expect("fewer than 2^32 samples");
         samples.push(sample);
-        let id = samples.len() - 1;
-        self.sample_ids
-            .insert_unique(hash, id, |&id| hasher.hash_one(SampleKey::of(&samples[id])));
+        self.sample_ids.insert_unique(hash, id, |&id| {
+            hasher.hash_one(SampleKey::of(&samples[id as usize]))
+        });
+        if new_stack {
+            // A stack no sample had: this one is its first.
+            self.stack_ids.insert_unique(stack_hash, id, |&id| {
+                hasher.hash_one(&*samples[id as usize].stack)
+            });
+        }
     }
 }
 
@@ -506,6 +513,11 @@ mod tests {
             "one per name and stack: {unlabelled}"
         );
         assert_eq!(merged.profile.samples.len(), distinct + unlabelled);
+        // Labelled and unlabelled samples of one stack share one copy of it.
+        let samples = &merged.profile.samples;
+        assert!(samples[distinct..].iter().all(|u| samples[..distinct]
+            .iter()
+            .any(|l| Arc::ptr_eq(&u.stack, &l.stack))));
         let profile = merged.finish(Metadata::default());
         assert_eq!(
             profile.metadata.unlabelled_processes,
