@@ -149,11 +149,17 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
     let hasher = RandomState::new();
     // Indices of the lines, hashed by their text ids.
     let mut line_ids: HashTable<u32> = HashTable::new();
+    // Root text ids by what they are made of: many samples share a few roots.
+    let mut root_ids: HashMap<Root<'_>, u32> = HashMap::new();
     let mut line = Vec::new();
     for sample in &profile.samples {
         line.clear();
-        if let Some(root) = root_text(sample, options, profile.metadata.unlabelled_processes)? {
-            line.push(texts.id(&root));
+        if let Some(root) = Root::of(sample, options, profile.metadata.unlabelled_processes)? {
+            line.push(
+                *root_ids
+                    .entry(root)
+                    .or_insert_with(|| texts.id(&root.text())),
+            );
         }
         if sample.truncated {
             line.push(truncated);
@@ -268,13 +274,23 @@ fn push_location_texts(
 }
 
 /// The root of a sample's line: its process, or its thread with `--per-thread`.
-fn root_text(
-    sample: &Sample,
-    options: &FoldOptions,
-    profile_unlabelled: u64,
-) -> Result<Option<String>> {
-    if options.per_thread {
-        let (Some(thread), Some(pid), Some(tid)) = (&sample.thread_name, sample.pid, sample.tid)
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Root<'a> {
+    Process(&'a str),
+    Thread { name: &'a str, pid: u32, tid: u32 },
+}
+
+impl<'a> Root<'a> {
+    fn of(
+        sample: &'a Sample,
+        options: &FoldOptions,
+        profile_unlabelled: u64,
+    ) -> Result<Option<Root<'a>>> {
+        if !options.per_thread {
+            return Ok(sample.process_name.as_deref().map(Root::Process));
+        }
+        let (Some(name), Some(pid), Some(tid)) =
+            (sample.thread_name.as_deref(), sample.pid, sample.tid)
         else {
             bail!(
                 "--per-thread needs the thread of each sample (pprof labels pid, tid and thread_name); \
@@ -289,12 +305,15 @@ fn root_text(
                 }
             );
         };
-        return Ok(Some(format!("{}-{pid}/{tid}", sanitize(thread))));
+        Ok(Some(Root::Thread { name, pid, tid }))
     }
-    Ok(sample
-        .process_name
-        .as_deref()
-        .map(|process| sanitize(process).into_owned()))
+
+    fn text(self) -> String {
+        match self {
+            Root::Process(name) => sanitize(name).into_owned(),
+            Root::Thread { name, pid, tid } => format!("{}-{pid}/{tid}", sanitize(name)),
+        }
+    }
 }
 
 /// A frame as folded output shows it: its name, `(file:LINE)` with `lines`, and its kind's suffix.

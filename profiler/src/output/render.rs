@@ -5,8 +5,9 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use super::SvgOptions;
-use super::{fold, render_svg, write_pprof, FoldOptions, OutputFile, OutputFormat, OutputTarget};
+use super::{
+    fold, render_svg, write_pprof, FoldOptions, OutputFile, OutputFormat, OutputTarget, SvgOptions,
+};
 use crate::profile::{filter, Profile};
 
 /// How a profile is shown; the same for every output of one run.

@@ -171,15 +171,13 @@ impl MergedProfile {
                 self.location_id(location)
             })
             .collect();
+        let mut stack = Vec::new();
         for mut sample in part.samples {
-            let stack: Vec<LocationId> = sample
-                .stack
-                .iter()
-                .map(|&id| location_map[id as usize])
-                .collect();
+            stack.clear();
+            stack.extend(sample.stack.iter().map(|&id| location_map[id as usize]));
             sample.process_name = sample.process_name.map(|name| self.shared_name(name));
             sample.thread_name = sample.thread_name.map(|name| self.shared_name(name));
-            self.add_sample(sample, stack);
+            self.add_sample(sample, &stack);
         }
         if !self.per_code_point
             && (self.profile.locations.len() >= EXACT_LOCATIONS
@@ -276,13 +274,11 @@ impl MergedProfile {
             .into_iter()
             .map(|location| self.location_id(location))
             .collect();
+        let mut stack = Vec::new();
         for sample in samples {
-            let stack: Vec<LocationId> = sample
-                .stack
-                .iter()
-                .map(|&id| location_map[id as usize])
-                .collect();
-            self.add_sample(sample, stack);
+            stack.clear();
+            stack.extend(sample.stack.iter().map(|&id| location_map[id as usize]));
+            self.add_sample(sample, &stack);
         }
         log::debug!(
             "profile compacted to one location per function: {} locations, {} samples",
@@ -303,10 +299,10 @@ impl MergedProfile {
 
     /// Adds `sample` with `stack` (this profile's location ids), sharing the stack with the
     /// samples that have it, or its count to the sample that differs from it only in the count.
-    fn add_sample(&mut self, mut sample: Sample, stack: Vec<LocationId>) {
+    fn add_sample(&mut self, mut sample: Sample, stack: &[LocationId]) {
         let hasher = &self.hasher;
         let samples = &mut self.profile.samples;
-        let stack_hash = hasher.hash_one(stack.as_slice());
+        let stack_hash = hasher.hash_one(stack);
         let shared = self
             .stack_ids
             .find(stack_hash, |&id| *samples[id as usize].stack == *stack)

@@ -136,6 +136,7 @@ impl Profile {
     pub fn next_location_id(&self) -> LocationId {
         location_id(self.locations.len())
     }
+
     pub fn total_samples(&self) -> u64 {
         self.samples
             .iter()
