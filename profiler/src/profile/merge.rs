@@ -514,6 +514,11 @@ mod tests {
         assert!(samples[distinct..].iter().all(|u| samples[..distinct]
             .iter()
             .any(|l| Arc::ptr_eq(&u.stack, &l.stack))));
+        // So do all samples of one process name (the part has a copy per sample).
+        let name = |s: &Sample| s.process_name.clone().expect("named");
+        assert!(samples
+            .iter()
+            .all(|s| Arc::ptr_eq(&name(s), &name(&samples[0]))));
         let profile = merged.finish(Metadata::default());
         assert_eq!(
             profile.metadata.unlabelled_processes,
