@@ -28,6 +28,7 @@ mod plt;
 mod process;
 mod released;
 pub mod stack_root;
+mod strings;
 mod symbolize;
 pub mod untrusted;
 mod unwind;

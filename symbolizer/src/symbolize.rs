@@ -17,6 +17,7 @@ use crate::modules::{ModuleId, ModuleTable};
 use crate::plt::PltStubs;
 use crate::process::{ProcessKey, ProcessTable, UserLocation};
 use crate::released::ReleasedInstances;
+use crate::strings::SharedStrings;
 use crate::unwind::{FramePointers, Unwinders, UnwoundStack, UserRegisters};
 use crate::Error;
 
@@ -26,6 +27,13 @@ const YOUNG_REFRESH_INTERVAL: Duration = Duration::from_millis(5);
 const REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 /// How long after its first snapshot a process counts as young.
 const YOUNG_PROCESS: Duration = Duration::from_secs(1);
+
+/// Most entries the per-address user symbol cache holds before it is emptied. The cache only
+/// saves lookups: the profile keeps what each address was named. A program's hot addresses are a
+/// few hundred to a few thousand, so emptying it costs one lookup of each (some milliseconds) a
+/// few times an hour; unbounded, it kept an entry for every user instruction a long `--all` run
+/// ever sampled (10,000 after ten minutes of a fork-heavy machine, a few hundred bytes each).
+const USER_SYMBOLS: usize = 4096;
 
 /// What to put in frames. Defaults: inlined functions as their own frames, no source lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +73,11 @@ pub struct Symbolizer {
     blaze: blazesym::symbolize::Symbolizer,
     modules: ModuleTable,
     processes: ProcessTable,
-    /// By (module, file offset looked up).
+    /// By (module, file offset looked up). Emptied when it reaches [`USER_SYMBOLS`] entries (see
+    /// there).
     user_cache: HashMap<(ModuleId, u64), Symbol>,
+    /// The names and source paths of the frames handed out, one copy each (see [`SharedStrings`]).
+    strings: SharedStrings,
     /// By start address of the kernel function looked up: bounded by the kernel functions sampled
     /// (keyed by address it grew with every instruction a long `--all` run hit).
     kernel_cache: HashMap<u64, Symbol>,
@@ -159,6 +170,7 @@ impl Symbolizer {
             modules,
             processes: ProcessTable::new(vdso),
             user_cache: HashMap::new(),
+            strings: SharedStrings::default(),
             kernel_cache: HashMap::new(),
             snapshot_taken: HashMap::new(),
             changed: Vec::new(),
@@ -243,8 +255,8 @@ impl Symbolizer {
     pub fn cache_sizes(&self) -> String {
         format!(
             "{} modules, {} process snapshots, {} ended, {} ranges of released instances, {} start times, \
-             {} snapshot times, {} user symbols, {} kernel symbols, {} PLT tables, {} entry ranges, \
-             unwinders: {}, perf maps: {}",
+             {} snapshot times, {} user symbols, {} kernel symbols, {} names and paths, {} PLT tables, \
+             {} entry ranges, unwinders: {}, perf maps: {}",
             self.modules.len(),
             self.processes.len(),
             self.ended.len(),
@@ -253,6 +265,7 @@ impl Symbolizer {
             self.snapshot_taken.len(),
             self.user_cache.len(),
             self.kernel_cache.len(),
+            self.strings.len(),
             self.plt.len(),
             self.entry.len(),
             self.unwinders.sizes(),
@@ -460,6 +473,10 @@ impl Symbolizer {
 
     /// Symbolizes user addresses of the given processes; one result per input, in order.
     pub fn symbolize_user(&mut self, addresses: &[(ProcessKey, FrameAddress)]) -> Vec<Symbol> {
+        if self.user_cache.len() >= USER_SYMBOLS {
+            // Emptied before the batch, not during it: the batch reads back every entry it adds.
+            self.user_cache = HashMap::new();
+        }
         let locations: Vec<UserLocation> = addresses
             .iter()
             .map(|&(key, address)| self.locate_user(key, address.lookup_address()))
@@ -527,6 +544,7 @@ impl Symbolizer {
         let options = self.options;
         let symbols = loaded_kernel_symbols(&mut self.kernel_symbols, &self.kallsyms);
         let kernel_cache = &mut self.kernel_cache;
+        let strings = &mut self.strings;
         addresses
             .iter()
             .map(|a| {
@@ -537,9 +555,10 @@ impl Symbolizer {
                 kernel_cache
                     .entry(symbol.start)
                     .or_insert_with(|| {
-                        let mut frame = frame(symbol.name, None, FrameKind::Kernel, options);
+                        let mut frame =
+                            frame(symbol.name, None, FrameKind::Kernel, options, strings);
                         if let Some(module) = symbol.module {
-                            frame.name = Arc::from(format!("{} [{module}]", frame.name));
+                            frame.name = strings.get(&format!("{} [{module}]", frame.name));
                         }
                         Symbol::Named(vec![frame])
                     })
@@ -594,7 +613,13 @@ impl Symbolizer {
                 .iter()
                 .map(|&offset| module.virtual_offset(offset).unwrap_or(u64::MAX))
                 .collect();
-            if let Ok(frames) = self.lookup(debug_path, Input::VirtOffset(&virtual_offsets)) {
+            if let Ok(frames) = Self::lookup(
+                &self.blaze,
+                &mut self.strings,
+                self.options,
+                debug_path,
+                Input::VirtOffset(&virtual_offsets),
+            ) {
                 found = frames;
             }
         }
@@ -607,7 +632,13 @@ impl Symbolizer {
         let mut from_module = Vec::new().into_iter();
         let mut module_readable = true;
         if !missing.is_empty() {
-            match self.lookup(module.readable_path(), Input::FileOffset(&missing)) {
+            match Self::lookup(
+                &self.blaze,
+                &mut self.strings,
+                self.options,
+                module.readable_path(),
+                Input::FileOffset(&missing),
+            ) {
                 Ok(frames) => from_module = frames.into_iter(),
                 Err(error) => {
                     log::warn!("cannot symbolize {}: {error}", module.mapped_path.display());
@@ -646,28 +677,24 @@ impl Symbolizer {
     /// `ns::Class<T>::method(T)`); a qualified symbol-table name that contains the DWARF name replaces
     /// it. C names, and compiler clones such as `foo.cold`, keep the DWARF name.
     fn lookup(
-        &self,
+        blaze: &blazesym::symbolize::Symbolizer,
+        strings: &mut SharedStrings,
+        options: SymbolizerOptions,
         path: PathBuf,
         input: Input<&[u64]>,
     ) -> Result<Vec<Option<Vec<Frame>>>, blazesym::Error> {
-        let options = self.options;
-        let dwarf = self
-            .blaze
-            .symbolize(&Source::Elf(Elf::new(path.clone())), input)?;
+        let dwarf = blaze.symbolize(&Source::Elf(Elf::new(path.clone())), input)?;
         let symtab_source = Source::Elf(Elf {
             debug_syms: false,
             ..Elf::new(path)
         });
-        let symtab = self
-            .blaze
-            .symbolize(&symtab_source, input)
-            .unwrap_or_default();
+        let symtab = blaze.symbolize(&symtab_source, input).unwrap_or_default();
         Ok(dwarf
             .iter()
             .enumerate()
             .map(|(index, symbolized)| {
                 let sym = symbolized.as_sym()?;
-                let mut frames = frames_of(sym, options);
+                let mut frames = frames_of(sym, options, strings);
                 let symtab_sym = symtab.get(index).and_then(Symbolized::as_sym);
                 let qualified = symtab_sym.map(|s| demangle(&s.name, options.name_style));
                 let name = demangle(&sym.name, options.name_style);
@@ -676,8 +703,9 @@ impl Symbolizer {
                         && qualified.contains(name.as_ref())
                         && qualified != name
                     {
-                        frames[0].name = Arc::from(qualified.as_ref());
-                        frames[0].system_name = system_name(&symtab_sym.name, &frames[0].name);
+                        frames[0].name = strings.get(&qualified);
+                        frames[0].system_name =
+                            system_name(&symtab_sym.name, &frames[0].name, strings);
                     }
                 }
                 Some(frames)
@@ -709,13 +737,14 @@ fn unknown_kernel(address: u64) -> Symbol {
 /// call site of its first inlined callee, or the address's own line when nothing is inlined there),
 /// and each `InlinedFn::code_info` is where that inlined function is (the call site of the next one,
 /// or the address's line for the innermost), which is what each frame shows, as perf does.
-fn frames_of(sym: &Sym<'_>, options: SymbolizerOptions) -> Vec<Frame> {
+fn frames_of(sym: &Sym<'_>, options: SymbolizerOptions, strings: &mut SharedStrings) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(1 + sym.inlined.len());
     frames.push(frame(
         &sym.name,
         sym.code_info.as_deref(),
         FrameKind::User,
         options,
+        strings,
     ));
     if options.inlined_functions {
         for inlined in sym.inlined.iter() {
@@ -724,6 +753,7 @@ fn frames_of(sym: &Sym<'_>, options: SymbolizerOptions) -> Vec<Frame> {
                 inlined.code_info.as_ref(),
                 FrameKind::Inlined,
                 options,
+                strings,
             ));
         }
     }
@@ -737,13 +767,12 @@ fn frame(
     location: Option<&CodeInfo<'_>>,
     kind: FrameKind,
     options: SymbolizerOptions,
+    strings: &mut SharedStrings,
 ) -> Frame {
-    let name: Arc<str> = Arc::from(demangle(raw, options.name_style).as_ref());
-    let system_name = system_name(raw, &name);
+    let name = strings.get(&demangle(raw, options.name_style));
+    let system_name = system_name(raw, &name, strings);
     let (file, line) = match location {
-        Some(CodeInfo { file, line, .. }) => {
-            (Some(Arc::from(file.to_string_lossy().as_ref())), *line)
-        }
+        Some(CodeInfo { file, line, .. }) => (Some(strings.get(&file.to_string_lossy())), *line),
         None => (None, None),
     };
     Frame {
@@ -756,6 +785,81 @@ fn frame(
 }
 
 /// The raw name, when it is not what is shown.
-fn system_name(raw: &str, name: &str) -> Option<Arc<str>> {
-    (raw != name && !raw.is_empty()).then(|| Arc::from(raw))
+fn system_name(raw: &str, name: &str, strings: &mut SharedStrings) -> Option<Arc<str>> {
+    (raw != name && !raw.is_empty()).then(|| strings.get(raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maps::parse_maps;
+
+    /// Addresses spread over this test program's own code, in its own process.
+    fn own_code_addresses(count: u64) -> Vec<(ProcessKey, FrameAddress)> {
+        let maps = parse_maps(&std::fs::read_to_string("/proc/self/maps").expect("own maps"));
+        let exe = std::fs::read_link("/proc/self/exe").expect("own executable");
+        let text = maps
+            .iter()
+            .filter(|m| m.executable && std::path::Path::new(&m.path) == exe)
+            .max_by_key(|m| m.end - m.start)
+            .expect("an executable mapping of the test program");
+        let step = ((text.end - text.start) / count).max(1);
+        let key = ProcessKey {
+            pid: std::process::id(),
+            instance: 1,
+        };
+        (0..count)
+            .map(|i| text.start + i * step)
+            .take_while(|&address| address < text.end)
+            .map(|address| (key, FrameAddress::InstructionPointer(address)))
+            .collect()
+    }
+
+    fn names(symbols: &[Symbol]) -> Vec<Vec<Arc<str>>> {
+        symbols
+            .iter()
+            .map(|symbol| match symbol {
+                Symbol::Named(frames) => frames.iter().map(|f| f.name.clone()).collect(),
+                Symbol::Unknown { .. } => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn user_symbol_cache_is_emptied_at_its_bound_and_names_are_shared() {
+        const BATCH: usize = 1000;
+        let addresses = own_code_addresses(3 * USER_SYMBOLS as u64);
+        assert!(addresses.len() > 2 * USER_SYMBOLS, "too few addresses");
+        let mut symbolizer = Symbolizer::new(SymbolizerOptions::default()).expect("symbolizer");
+        symbolizer
+            .process_seen(addresses[0].0)
+            .expect("own snapshot");
+        let first = symbolizer.symbolize_user(&addresses[..BATCH]);
+        let mut most_cached = 0;
+        for batch in addresses.chunks(BATCH) {
+            symbolizer.symbolize_user(batch);
+            most_cached = most_cached.max(symbolizer.user_cache.len());
+        }
+        assert!(
+            most_cached <= USER_SYMBOLS + BATCH,
+            "cache held {most_cached} entries, bound {USER_SYMBOLS} plus a batch of {BATCH}"
+        );
+        assert!(most_cached >= USER_SYMBOLS, "the bound was never reached");
+        // Emptied since: looked up again, named the same.
+        let again = symbolizer.symbolize_user(&addresses[..BATCH]);
+        assert_eq!(names(&again), names(&first));
+
+        // Neighbouring addresses in one function share one copy of its name.
+        let names = names(&again);
+        let same_function: Vec<(&Arc<str>, &Arc<str>)> = names
+            .windows(2)
+            .filter_map(|pair| Some((pair[0].first()?, pair[1].first()?)))
+            .filter(|(a, b)| a == b)
+            .collect();
+        assert!(
+            !same_function.is_empty(),
+            "no two addresses in one function"
+        );
+        assert!(same_function.iter().all(|(a, b)| Arc::ptr_eq(a, b)));
+    }
 }

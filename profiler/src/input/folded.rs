@@ -61,8 +61,9 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
             });
             ids.push(id);
         }
+        let stack = profile.stacks.insert(&ids);
         profile.samples.push(Sample {
-            stack: ids.into(),
+            stack,
             count,
             ..Sample::default()
         });

@@ -16,7 +16,7 @@ use super::{MAX_FRAMES, MAX_INPUT_BYTES};
 use crate::pprof::{self as proto, keys};
 use crate::profile::{
     location_id, Frame, FrameKind, Location, Mapping, MappingKind, Metadata, Profile, Sample,
-    JIT_MAPPING, KERNEL_MAPPING, TRUNCATED_FRAME,
+    Stacks, JIT_MAPPING, KERNEL_MAPPING, TRUNCATED_FRAME,
 };
 
 pub fn read_pprof(bytes: &[u8], name: &str) -> Result<Profile> {
@@ -205,6 +205,7 @@ impl Reader<'_> {
         }
 
         let mut samples = Vec::with_capacity(message.sample.len());
+        let mut stacks = Stacks::default();
         let mut total: u64 = 0;
         // Label strings by their index in the string table: one copy for the samples sharing one.
         let mut names: HashMap<i64, Arc<str>> = HashMap::new();
@@ -253,7 +254,6 @@ impl Reader<'_> {
                 })?);
             }
             let mut converted = Sample {
-                stack: stack.into(),
                 count,
                 truncated,
                 ..Sample::default()
@@ -269,6 +269,7 @@ impl Reader<'_> {
                 }
             }
             if count > 0 {
+                converted.stack = stacks.insert(&stack);
                 samples.push(converted);
             }
         }
@@ -310,6 +311,7 @@ impl Reader<'_> {
             metadata,
             mappings,
             locations,
+            stacks,
             samples,
         })
     }

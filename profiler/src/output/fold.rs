@@ -152,6 +152,7 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
     // Root text ids by what they are made of: many samples share a few roots.
     let mut root_ids: HashMap<Root<'_>, u32> = HashMap::new();
     let mut line = Vec::new();
+    let mut stack = Vec::new();
     for sample in &profile.samples {
         line.clear();
         if let Some(root) = Root::of(sample, options, profile.metadata.unlabelled_processes)? {
@@ -164,7 +165,10 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
         if sample.truncated {
             line.push(truncated);
         }
-        for &location_id in sample.stack.iter() {
+        profile
+            .stacks
+            .outermost_first_into(sample.stack, &mut stack);
+        for &location_id in &stack {
             line.extend_from_slice(of_location(location_id as usize));
         }
         if line.is_empty() {

@@ -175,8 +175,11 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
         .samples
         .iter()
         .map(|sample| {
-            let mut location_id: Vec<u64> =
-                sample.stack.iter().rev().map(|&id| id as u64 + 1).collect();
+            let mut location_id: Vec<u64> = profile
+                .stacks
+                .innermost_first(sample.stack)
+                .map(|id| id as u64 + 1)
+                .collect();
             if sample.truncated {
                 location_id.push(truncated_id);
             }

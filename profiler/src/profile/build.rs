@@ -10,7 +10,9 @@ use emberprof_symbolizer::{
 };
 
 use super::truncation::is_truncated;
-use super::{Location, LocationId, Mapping, MappingId, MappingKind, Metadata, Profile, Sample};
+use super::{
+    Location, LocationId, Mapping, MappingId, MappingKind, Metadata, Profile, Sample, EMPTY_STACK,
+};
 use crate::sample::StackSample;
 use crate::symbols::{symbolize_stacks, StackSymbols};
 
@@ -124,17 +126,19 @@ impl<'a> Builder<'a> {
                 *metadata.unknown_frames.entry(*reason).or_default() += sample.count;
             }
         }
-        let mut stack = Vec::with_capacity(sample.user_ips.len() + sample.kernel_ips.len());
+        let mut stack = EMPTY_STACK;
         for (index, &ip) in sample.user_ips.iter().enumerate().rev() {
-            stack.push(self.user_location(process, FrameAddress::from_stack_index(index, ip)));
+            let location = self.user_location(process, FrameAddress::from_stack_index(index, ip));
+            stack = self.profile.stacks.call(stack, location);
         }
         for (index, &ip) in sample.kernel_ips.iter().enumerate().rev() {
-            stack.push(self.kernel_location(FrameAddress::from_stack_index(index, ip)));
+            let location = self.kernel_location(FrameAddress::from_stack_index(index, ip));
+            stack = self.profile.stacks.call(stack, location);
         }
         let process_name = Some(self.name(&sample.process_name));
         let thread_name = Some(self.name(&sample.thread_name));
         self.profile.samples.push(Sample {
-            stack: stack.into(),
+            stack,
             count: sample.count,
             pid: Some(sample.pid),
             tid: Some(sample.tid),
@@ -351,6 +355,9 @@ mod tests {
         assert_eq!(profile.locations.len(), 1, "{:?}", profile.locations);
         assert_eq!(profile.locations[0].mapping, None);
         assert_eq!(profile.locations[0].address, 0);
-        assert_eq!(&*profile.samples[0].stack, &[0, 0]);
+        assert_eq!(
+            profile.stacks.outermost_first(profile.samples[0].stack),
+            [0, 0]
+        );
     }
 }

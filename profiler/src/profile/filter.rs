@@ -3,7 +3,7 @@
 
 use regex::Regex;
 
-use super::{FrameKind, Profile};
+use super::{FrameKind, Profile, Stacks};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -53,17 +53,16 @@ pub fn apply(mut profile: Profile, filter: &Filter) -> Profile {
             })
             .collect()
     });
+    let mut stacks = Stacks::default();
+    let stack_map = profile.stacks.map_into(&mut stacks, |id| {
+        let keep = !dropped[id as usize];
+        keep.then_some(id)
+    });
+    profile.stacks = stacks;
     profile.samples.retain_mut(|sample| {
-        if sample.stack.iter().any(|&id| dropped[id as usize]) {
-            sample.stack = sample
-                .stack
-                .iter()
-                .copied()
-                .filter(|&id| !dropped[id as usize])
-                .collect();
-        }
+        sample.stack = stack_map[sample.stack as usize];
         match &matching {
-            Some(matching) => sample.stack.iter().any(|&id| matching[id as usize]),
+            Some(matching) => profile.stacks.any(sample.stack, |id| matching[id as usize]),
             None => true,
         }
     });

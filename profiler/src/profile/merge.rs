@@ -32,10 +32,13 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-use super::{location_id, Location, LocationId, Mapping, MappingId, Metadata, Profile, Sample};
+use super::{
+    location_id, Location, LocationId, Mapping, MappingId, Metadata, Profile, Sample, StackId,
+};
 
 /// How many processes (pids) keep their pid and tid labels (see the module comment). Each costs
-/// a few hundred bytes per distinct stack it had: some MB in all.
+/// a sample (about a hundred bytes: the sample, its index entry, a new node or two of its stack)
+/// per distinct stack it had: some MB in all.
 pub const LABELLED_PROCESSES: usize = 10_000;
 
 /// How many distinct addresses get a location of their own (see the module comment): a 10 s
@@ -43,8 +46,8 @@ pub const LABELLED_PROCESSES: usize = 10_000;
 pub const EXACT_LOCATIONS: usize = 16_384;
 
 /// How many samples (distinct stack and labels) the profile holds before it is compacted (see the
-/// module comment): each costs a few hundred bytes, so 16,384 are ~6 MB. A capture of one program
-/// stays far below it.
+/// module comment): each costs about a hundred bytes (see [`LABELLED_PROCESSES`]), so 16,384 are
+/// ~2 MB. A capture of one program stays far below it.
 pub const EXACT_SAMPLES: usize = 16_384;
 
 /// Whether samples keep their pid and tid.
@@ -73,10 +76,6 @@ pub struct MergedProfile {
     frame_ids: HashTable<LocationId>,
     /// Compacted: one location per named code point (see the module comment).
     per_code_point: bool,
-    /// The first sample with each distinct stack, hashed by the stack: the samples with that stack
-    /// share its allocation. (An index, 4 bytes a bucket: tables double as they fill, and a long
-    /// recording's are among its largest.)
-    stack_ids: HashTable<u32>,
     /// Every distinct process and thread name, shared likewise.
     names: HashSet<Arc<str>>,
     /// Indices into `profile.samples`, hashed by everything but the count.
@@ -98,7 +97,6 @@ impl MergedProfile {
             location_ids: HashTable::new(),
             frame_ids: HashTable::new(),
             per_code_point: false,
-            stack_ids: HashTable::new(),
             names: HashSet::new(),
             sample_ids: HashTable::new(),
         }
@@ -171,13 +169,14 @@ impl MergedProfile {
                 self.location_id(location)
             })
             .collect();
-        let mut stack = Vec::new();
+        let stack_map = part.stacks.map_into(&mut self.profile.stacks, |id| {
+            Some(location_map[id as usize])
+        });
         for mut sample in part.samples {
-            stack.clear();
-            stack.extend(sample.stack.iter().map(|&id| location_map[id as usize]));
+            sample.stack = stack_map[sample.stack as usize];
             sample.process_name = sample.process_name.map(|name| self.shared_name(name));
             sample.thread_name = sample.thread_name.map(|name| self.shared_name(name));
-            self.add_sample(sample, &stack);
+            self.add_sample(sample);
         }
         if !self.per_code_point
             && (self.profile.locations.len() >= EXACT_LOCATIONS
@@ -195,8 +194,9 @@ impl MergedProfile {
     /// Entries held, for the debug log of long runs.
     pub fn sizes(&self) -> String {
         format!(
-            "{} samples, {} locations, {} mappings, {} processes unlabelled",
+            "{} samples, {} stack nodes, {} locations, {} mappings, {} processes unlabelled",
             self.profile.samples.len(),
+            self.profile.stacks.len(),
             self.profile.locations.len(),
             self.profile.mappings.len(),
             self.profile.metadata.unlabelled_processes
@@ -265,20 +265,21 @@ impl MergedProfile {
     fn compact(&mut self) {
         self.per_code_point = true;
         let locations = std::mem::take(&mut self.profile.locations);
+        let stacks = std::mem::take(&mut self.profile.stacks);
         let samples = std::mem::take(&mut self.profile.samples);
         self.location_ids.clear();
         self.frame_ids.clear();
-        self.stack_ids.clear();
         self.sample_ids.clear();
         let location_map: Vec<LocationId> = locations
             .into_iter()
             .map(|location| self.location_id(location))
             .collect();
-        let mut stack = Vec::new();
-        for sample in samples {
-            stack.clear();
-            stack.extend(sample.stack.iter().map(|&id| location_map[id as usize]));
-            self.add_sample(sample, &stack);
+        let stack_map = stacks.map_into(&mut self.profile.stacks, |id| {
+            Some(location_map[id as usize])
+        });
+        for mut sample in samples {
+            sample.stack = stack_map[sample.stack as usize];
+            self.add_sample(sample);
         }
         log::debug!(
             "profile compacted to one location per function: {} locations, {} samples",
@@ -297,18 +298,11 @@ impl MergedProfile {
         }
     }
 
-    /// Adds `sample` with `stack` (this profile's location ids), sharing the stack with the
-    /// samples that have it, or its count to the sample that differs from it only in the count.
-    fn add_sample(&mut self, mut sample: Sample, stack: &[LocationId]) {
+    /// Adds `sample` (its stack one of this profile's), or its count to the sample that differs
+    /// from it only in the count.
+    fn add_sample(&mut self, sample: Sample) {
         let hasher = &self.hasher;
         let samples = &mut self.profile.samples;
-        let stack_hash = hasher.hash_one(stack);
-        let shared = self
-            .stack_ids
-            .find(stack_hash, |&id| *samples[id as usize].stack == *stack)
-            .map(|&id| samples[id as usize].stack.clone());
-        let new_stack = shared.is_none();
-        sample.stack = shared.unwrap_or_else(|| stack.into());
         let hash = hasher.hash_one(SampleKey::of(&sample));
         if let Some(&id) = self.sample_ids.find(hash, |&id| {
             SampleKey::of(&samples[id as usize]) == SampleKey::of(&sample)
@@ -327,12 +321,6 @@ impl MergedProfile {
         self.sample_ids.insert_unique(hash, id, |&id| {
             hasher.hash_one(SampleKey::of(&samples[id as usize]))
         });
-        if new_stack {
-            // A stack no sample had: this one is its first.
-            self.stack_ids.insert_unique(stack_hash, id, |&id| {
-                hasher.hash_one(&*samples[id as usize].stack)
-            });
-        }
     }
 }
 
@@ -357,7 +345,7 @@ impl<'a> CodePoint<'a> {
 /// What makes two samples the same stack of the same thread: everything but the count.
 #[derive(Hash, PartialEq, Eq)]
 struct SampleKey<'a> {
-    stack: &'a [LocationId],
+    stack: StackId,
     pid: Option<u32>,
     tid: Option<u32>,
     process_name: Option<&'a str>,
@@ -368,7 +356,7 @@ struct SampleKey<'a> {
 impl<'a> SampleKey<'a> {
     fn of(sample: &'a Sample) -> Self {
         SampleKey {
-            stack: &sample.stack,
+            stack: sample.stack,
             pid: sample.pid,
             tid: sample.tid,
             process_name: sample.process_name.as_deref(),
@@ -383,7 +371,7 @@ mod tests {
     use emberprof_symbolizer::UnknownReason;
 
     use super::*;
-    use crate::profile::testdata;
+    use crate::profile::{testdata, Stacks};
 
     /// A location as its mapping's path and its frames' names.
     type Resolved = (Option<String>, Vec<String>);
@@ -394,10 +382,11 @@ mod tests {
             .samples
             .iter()
             .map(|sample| {
-                let stack = sample
-                    .stack
-                    .iter()
-                    .map(|&id| {
+                let stack = profile
+                    .stacks
+                    .outermost_first(sample.stack)
+                    .into_iter()
+                    .map(|id| {
                         let location = &profile.locations[id as usize];
                         let mapping = location
                             .mapping
@@ -423,8 +412,12 @@ mod tests {
         for location in &mut reversed.locations {
             location.mapping = location.mapping.map(|m| mappings - 1 - m);
         }
+        reversed.stacks = Default::default();
+        let stack_map = profile
+            .stacks
+            .map_into(&mut reversed.stacks, |id| Some(locations - 1 - id));
         for sample in &mut reversed.samples {
-            sample.stack = sample.stack.iter().map(|&id| locations - 1 - id).collect();
+            sample.stack = stack_map[sample.stack as usize];
         }
         reversed
     }
@@ -451,6 +444,8 @@ mod tests {
         let profile = merged.finish(Metadata::default());
         assert_eq!(profile.mappings.len(), original.mappings.len());
         assert_eq!(profile.locations.len(), original.locations.len());
+        // The reversed part's stacks were the same stacks: no node added for them.
+        assert_eq!(profile.stacks.len(), original.stacks.len());
         let doubled: Vec<_> = resolved(&original)
             .into_iter()
             .map(|(stack, pid, count)| (stack, pid, 2 * count))
@@ -509,11 +504,11 @@ mod tests {
             "one per name and stack: {unlabelled}"
         );
         assert_eq!(merged.profile.samples.len(), distinct + unlabelled);
-        // Labelled and unlabelled samples of one stack share one copy of it.
+        // Labelled and unlabelled samples of one stack share it (one id, one path of nodes).
         let samples = &merged.profile.samples;
-        assert!(samples[distinct..].iter().all(|u| samples[..distinct]
+        assert!(samples[distinct..]
             .iter()
-            .any(|l| Arc::ptr_eq(&u.stack, &l.stack))));
+            .all(|u| samples[..distinct].iter().any(|l| u.stack == l.stack)));
         // So do all samples of one process name (the part has a copy per sample).
         let name = |s: &Sample| s.process_name.clone().expect("named");
         assert!(samples
@@ -544,6 +539,8 @@ mod tests {
             true => ("[kernel.kallsyms]", MappingKind::Kernel, FrameKind::Kernel),
             false => ("/usr/bin/app", MappingKind::User, FrameKind::User),
         };
+        let mut stacks = Stacks::default();
+        let stack = stacks.insert(&(0..location_id(addresses.len())).collect::<Vec<_>>());
         Profile {
             mappings: vec![Mapping {
                 path: path.into(),
@@ -560,8 +557,9 @@ mod tests {
                     in_kernel: kernel,
                 })
                 .collect(),
+            stacks,
             samples: vec![Sample {
-                stack: (0..location_id(addresses.len())).collect(),
+                stack,
                 count: 1,
                 ..Sample::default()
             }],

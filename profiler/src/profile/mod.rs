@@ -2,13 +2,15 @@
 //! (folded stacks, SVG, pprof) is rendered from. `record` builds it from a capture (`build`);
 //! `report` and `diff` read it back from pprof or folded files (`crate::input`).
 //!
-//! Plain data only: no symbolizer, no inferno, no protobuf here. Stacks are lists of indices into
-//! `locations`, so a location (one address of one module) and its names are stored once however many
-//! samples pass through it.
+//! Plain data only: no symbolizer, no inferno, no protobuf here. Stacks are paths of indices into
+//! `locations` in one tree of calls (`stacks`), so a location (one address of one module) and its
+//! names are stored once however many samples pass through it, and a stack once however many
+//! samples have it.
 
 mod build;
 pub mod filter;
 mod merge;
+mod stacks;
 #[cfg(test)]
 pub mod testdata;
 pub mod truncation;
@@ -22,6 +24,7 @@ pub use emberprof_symbolizer::{Frame, FrameKind};
 
 pub use build::{build, split_by_process, JIT_MAPPING, KERNEL_MAPPING};
 pub use merge::{EndedLabels, MergedProfile, LABELLED_PROCESSES};
+pub use stacks::{StackId, Stacks, EMPTY_STACK};
 pub use truncation::Truncation;
 
 /// The frame put right under the process (or thread) root of a user stack that does not reach a
@@ -46,6 +49,8 @@ pub struct Profile {
     pub metadata: Metadata,
     pub mappings: Vec<Mapping>,
     pub locations: Vec<Location>,
+    /// The stacks samples refer to.
+    pub stacks: Stacks,
     pub samples: Vec<Sample>,
 }
 
@@ -117,9 +122,10 @@ pub struct Location {
 /// A distinct stack of one thread and how many samples hit it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sample {
-    /// Locations, outermost first: user frames, then kernel frames. Shared: in a long recording
-    /// many samples (other threads, other processes of the same program) have the same stack.
-    pub stack: Arc<[LocationId]>,
+    /// Locations in [`Profile::stacks`], outermost first: user frames, then kernel frames. Shared:
+    /// in a long recording many samples (other threads, other processes of the same program) have
+    /// the same stack.
+    pub stack: StackId,
     pub count: u64,
     pub pid: Option<u32>,
     pub tid: Option<u32>,

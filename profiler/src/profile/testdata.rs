@@ -96,8 +96,9 @@ pub fn small() -> Profile {
             in_kernel: false,
         },
     ];
-    let sample = |stack: Vec<LocationId>, count, tid, thread: &str, truncated| Sample {
-        stack: stack.into(),
+    let mut stacks = Stacks::default();
+    let mut sample = |stack: &[LocationId], count, tid, thread: &str, truncated| Sample {
+        stack: stacks.insert(stack),
         count,
         pid: Some(100),
         tid: Some(tid),
@@ -105,6 +106,13 @@ pub fn small() -> Profile {
         thread_name: Some(thread.into()),
         truncated,
     };
+    let samples = vec![
+        sample(&[0, 1], 30, 100, "burn", false),
+        sample(&[0, 1, 3, 4], 5, 100, "burn", false),
+        sample(&[2, 1], 4, 101, "worker;1", true),
+        sample(&[0, 5, 6], 2, 101, "worker;1", false),
+        sample(&[], 1, 102, "", false),
+    ];
     Profile {
         metadata: Metadata {
             start_time: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
@@ -118,12 +126,7 @@ pub fn small() -> Profile {
         },
         mappings,
         locations,
-        samples: vec![
-            sample(vec![0, 1], 30, 100, "burn", false),
-            sample(vec![0, 1, 3, 4], 5, 100, "burn", false),
-            sample(vec![2, 1], 4, 101, "worker;1", true),
-            sample(vec![0, 5, 6], 2, 101, "worker;1", false),
-            sample(vec![], 1, 102, "", false),
-        ],
+        samples,
+        stacks,
     }
 }
