@@ -5,7 +5,11 @@
 //! PID the process has in its own PID namespace) and opened while the process is alive; the handle is
 //! kept and read from where the last read stopped, since the runtime appends as it compiles. A map is
 //! trusted only if it is a regular file owned by the process's user (anyone can write into /tmp); a
-//! map that fails that check, or has malformed lines, gets one warning.
+//! map that fails that check, or has malformed lines, gets one warning. Runtimes do not remove their
+//! maps when they exit, so a map last written before its process started was left by an earlier
+//! process with the same PID: it is not read (a fork-heavy machine reuses every PID within a minute,
+//! and each short-lived process that got one of these PIDs had its stale map parsed, names from
+//! another program included).
 //!
 //! The map is written by the profiled process, so reading it is bounded: it is opened under the rules
 //! of `untrusted` (a FIFO is refused instead of blocking), read at most [`READ_CHUNK`] bytes at a time
@@ -150,9 +154,12 @@ impl JitMaps {
         let Some((uid, namespace_pid)) = process_ids(key.pid) else {
             return;
         };
-        if let Some(expected) = start_ticks {
+        let started = || {
             let stat = std::fs::read_to_string(format!("/proc/{}/stat", key.pid)).ok();
-            if stat.as_deref().and_then(crate::process::parse_start_ticks) != Some(expected) {
+            stat.as_deref().and_then(crate::process::parse_start_ticks)
+        };
+        if let Some(expected) = start_ticks {
+            if started() != Some(expected) {
                 return;
             }
         }
@@ -165,7 +172,14 @@ impl JitMaps {
         };
         let shown = format!("/tmp/perf-{namespace_pid}.map of process {}", key.pid);
         match file.metadata() {
-            Ok(meta) if meta.is_file() && meta.uid() == uid => {}
+            Ok(meta) if meta.is_file() && meta.uid() == uid => {
+                let started = start_ticks.or_else(started);
+                if started.is_some_and(|ticks| written_before_start(&meta, ticks)) {
+                    // Looked for again later (`OPEN_RETRY`): the runtime may not have written yet.
+                    log::debug!("ignoring {shown}: last written before the process started");
+                    return;
+                }
+            }
             Ok(meta) => {
                 log::warn!(
                     "ignoring {shown}: owned by uid {} but the process runs as uid {uid}",
@@ -315,6 +329,48 @@ impl JitMap {
     }
 }
 
+/// How much earlier than its process's start a perf map may have been written and still be the
+/// process's own: the start time is read in clock ticks since boot, the file's time is wall-clock
+/// time, and the two clocks can drift apart (NTP) by some milliseconds.
+const START_MARGIN: Duration = Duration::from_secs(1);
+
+/// Whether a file with `meta` was last modified before a process that started `start_ticks` clock
+/// ticks after boot (with [`START_MARGIN`]). `false` when a time cannot be read.
+fn written_before_start(meta: &std::fs::Metadata, start_ticks: u64) -> bool {
+    let (Ok(modified), Some(boot)) = (meta.modified(), boot_time()) else {
+        return false;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let Ok(ticks_per_second) = u64::try_from(ticks_per_second) else {
+        return false;
+    };
+    if ticks_per_second == 0 {
+        return false;
+    }
+    let since_boot = Duration::from_secs(start_ticks / ticks_per_second)
+        + Duration::from_secs(start_ticks % ticks_per_second) / ticks_per_second as u32;
+    modified + START_MARGIN < boot + since_boot
+}
+
+/// When the machine booted, in wall-clock time: now, minus the time since boot (the clock
+/// `/proc/PID/stat` start times count from).
+fn boot_time() -> Option<std::time::SystemTime> {
+    let mut since_boot = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut since_boot) } != 0 {
+        return None;
+    }
+    let since_boot = Duration::new(
+        u64::try_from(since_boot.tv_sec).ok()?,
+        u32::try_from(since_boot.tv_nsec).ok()?,
+    );
+    std::time::SystemTime::now().checked_sub(since_boot)
+}
+
 /// The process's effective uid and its PID inside its own PID namespace (the number it writes into
 /// the perf map's name), from `/proc/PID/status`.
 fn process_ids(pid: u32) -> Option<(u32, u32)> {
@@ -384,6 +440,34 @@ mod tests {
         let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
         let reused = ProcessKey { pid, instance: 3 };
         assert_eq!(maps.lookup(reused, Some(start + 1), 0x1004), None);
+    }
+
+    /// A map last written before the process started is another process's (an earlier one with
+    /// its PID): not read until it is written again.
+    #[test]
+    fn a_map_older_than_its_process_is_not_read() {
+        let map = OwnPerfMap::write("1000 10 jitted_function\n");
+        let key = ProcessKey {
+            pid: std::process::id(),
+            instance: 5,
+        };
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&map.0)
+            .expect("open own map");
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        file.set_modified(an_hour_ago).expect("set mtime");
+        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
+        assert_eq!(maps.lookup(key, Some(own_start_ticks()), 0x1004), None);
+        assert_eq!(maps.lookup(key, None, 0x1004), None);
+
+        file.set_modified(std::time::SystemTime::now())
+            .expect("set mtime");
+        std::thread::sleep(OPEN_RETRY);
+        assert_eq!(
+            maps.lookup(key, Some(own_start_ticks()), 0x1004).as_deref(),
+            Some("jitted_function")
+        );
     }
 
     /// At most `max_bytes` of a map are read; the rest is counted as skipped.

@@ -175,6 +175,7 @@ fn python_with_perf_trampolines() -> PathBuf {
 #[test]
 fn python_perf_trampolines_keep_the_python_chain() {
     let _kernel = kernel_test();
+    let _maps = PerfMapCleanup::new();
     let python = python_with_perf_trampolines();
     let dir = scratch();
     let script = dir.path().join("chain.py");
@@ -236,6 +237,7 @@ fn python_perf_trampolines_keep_the_python_chain() {
 #[test]
 fn node_builtin_leaves_return_into_jit_code() {
     let _kernel = kernel_test();
+    let _maps = PerfMapCleanup::new();
     let node = Command::new("node").arg("--version").output();
     assert!(
         node.is_ok_and(|o| o.status.success()),

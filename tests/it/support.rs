@@ -26,6 +26,59 @@ pub fn kernel_test() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Removes, when dropped, the perf maps (`/tmp/perf-PID.map`) left by JIT runtimes a test started
+/// (node and Python never remove theirs): those that appeared since the guard was made, of processes
+/// gone by then. Left in /tmp, each is a stale map waiting for the next process given its PID.
+pub struct PerfMapCleanup {
+    before: Vec<PathBuf>,
+}
+
+impl PerfMapCleanup {
+    pub fn new() -> PerfMapCleanup {
+        PerfMapCleanup {
+            before: perf_maps(),
+        }
+    }
+}
+
+impl Drop for PerfMapCleanup {
+    fn drop(&mut self) {
+        for (path, pid) in perf_maps().into_iter().filter_map(|path| {
+            let pid = path
+                .file_name()?
+                .to_str()?
+                .strip_prefix("perf-")?
+                .strip_suffix(".map")?
+                .parse::<i32>()
+                .ok()?;
+            Some((path, pid))
+        }) {
+            // SAFETY: signal 0 only checks that the process exists.
+            let gone = unsafe { libc::kill(pid, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if gone && !self.before.contains(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// The perf maps in /tmp.
+fn perf_maps() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("perf-") && name.ends_with(".map"))
+        })
+        .collect()
+}
+
 /// A running example workload, killed when dropped.
 pub struct Workload {
     child: Child,

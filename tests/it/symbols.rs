@@ -259,6 +259,7 @@ fn node_hot_loop_script(dir: &tempfile::TempDir, seconds: u32) -> std::path::Pat
 #[test]
 fn node_jit_frames_are_named() {
     let _kernel = kernel_test();
+    let _maps = PerfMapCleanup::new();
     assert_node_installed();
     let dir = scratch();
     let script = node_hot_loop_script(&dir, 3);
@@ -473,6 +474,7 @@ fn cpp_names_are_demangled() {
 #[test]
 fn foreign_perf_map_is_ignored_with_warning() {
     let _kernel = kernel_test();
+    let _maps = PerfMapCleanup::new();
     assert_node_installed();
     let dir = scratch();
     let script = node_hot_loop_script(&dir, 30);
