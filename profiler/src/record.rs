@@ -165,6 +165,11 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         // Every process is done now: those past the label budget are counted like ended ones.
         merged.add_ended(part);
     }
+    let jit = symbolizer.jit_stats();
+    // Everything is named: the symbolizer's parsed debug info (tens of MB: blazesym keeps every
+    // file's DWARF for the session) goes before the outputs are made, so they do not add to it.
+    drop(symbolizer);
+    release_free_memory();
     let profile = merged.finish(metadata);
     let processes = profile
         .samples
@@ -197,7 +202,6 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
             &options.outputs,
             backend,
         );
-        let jit = symbolizer.jit_stats();
         if jit != Default::default() {
             log::info!(
                 "perf maps over their limits: {} bytes not read (--max-perf-map-size), {} functions not kept",
