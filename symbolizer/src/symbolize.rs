@@ -66,8 +66,9 @@ impl Default for SymbolizerOptions {
 /// process's first sample until [`Symbolizer::release`] (called once its samples are in the profile,
 /// soon after it execs or exits), so it is bounded by the processes alive at once; per-module state
 /// is bounded by the distinct executable files the profiled processes map (modules are shared, and
-/// kept for the session: a fork-heavy loop re-runs the same few files); per-address caches are
-/// bounded by the code those modules and the kernel hold.
+/// kept for the session: a fork-heavy loop re-runs the same few files); the user per-address cache
+/// by [`USER_SYMBOLS`], the kernel one by the kernel's functions, and shared names and paths by the
+/// code sampled.
 pub struct Symbolizer {
     options: SymbolizerOptions,
     blaze: blazesym::symbolize::Symbolizer,
