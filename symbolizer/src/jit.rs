@@ -342,14 +342,10 @@ fn written_before_start(meta: &std::fs::Metadata, start_ticks: u64) -> bool {
     };
     // SAFETY: sysconf has no preconditions.
     let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let Ok(ticks_per_second) = u64::try_from(ticks_per_second) else {
+    let Some(ticks_per_second) = u64::try_from(ticks_per_second).ok().filter(|&t| t > 0) else {
         return false;
     };
-    if ticks_per_second == 0 {
-        return false;
-    }
-    let since_boot = Duration::from_secs(start_ticks / ticks_per_second)
-        + Duration::from_secs(start_ticks % ticks_per_second) / ticks_per_second as u32;
+    let since_boot = Duration::from_millis(start_ticks.saturating_mul(1000) / ticks_per_second);
     modified + START_MARGIN < boot + since_boot
 }
 

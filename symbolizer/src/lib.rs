@@ -41,5 +41,6 @@ pub use jit::JitStats;
 pub use maps::{parse_maps, MapsEntry};
 pub use modules::{Module, ModuleId, ModuleTable};
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
+pub use strings::SharedStrings;
 pub use symbolize::{is_frameless, FramelessCode, FramelessMapping, Symbolizer, SymbolizerOptions};
 pub use unwind::{UnwindEnd, UnwindFailure, UnwoundStack, UserRegisters};

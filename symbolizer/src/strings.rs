@@ -1,4 +1,5 @@
-//! One shared copy of each function name and source path the symbolizer hands out.
+//! One shared copy of each string: the function names and source paths the symbolizer hands out,
+//! and the process and thread names of a profile's samples.
 //!
 //! blazesym returns fresh strings for every address looked up, so without this each cached
 //! address held its own copy of names (and, with `--lines` or inlined frames, of source paths tens
@@ -8,9 +9,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// Bounded by the distinct names and source paths of the code sampled: the same strings the
-/// profile's locations hold (they share these copies), so this adds no entry the output does not
-/// already pay for.
+/// Bounded by the distinct strings given. In the symbolizer: the names and source paths of the code
+/// sampled, the same strings the profile's locations hold (they share these copies), so this adds
+/// no entry the output does not already pay for.
 #[derive(Debug, Default)]
 pub struct SharedStrings {
     strings: HashSet<Arc<str>>,
@@ -29,6 +30,10 @@ impl SharedStrings {
 
     pub fn len(&self) -> usize {
         self.strings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FrameAddress, FrameKind, ModuleId, ProcessKey, Symbol, Symbolizer, UserLocation,
+    FrameAddress, FrameKind, ModuleId, ProcessKey, SharedStrings, Symbol, Symbolizer, UserLocation,
 };
 
 use super::truncation::is_truncated;
@@ -74,7 +74,7 @@ pub fn build(samples: &[StackSample], symbolizer: &mut Symbolizer, metadata: Met
         location_ids: HashMap::new(),
         user_locations: HashMap::new(),
         kernel_locations: HashMap::new(),
-        names: HashMap::new(),
+        names: SharedStrings::default(),
     };
     for sample in samples {
         builder.add(sample);
@@ -93,7 +93,7 @@ enum MappingKey {
 struct Builder<'a> {
     symbolizer: &'a Symbolizer,
     /// Process and thread names, one copy each for the samples that share them.
-    names: HashMap<&'a str, Arc<str>>,
+    names: SharedStrings,
     symbols: &'a StackSymbols,
     profile: Profile,
     mapping_ids: HashMap<MappingKey, MappingId>,
@@ -102,8 +102,8 @@ struct Builder<'a> {
     kernel_locations: HashMap<FrameAddress, LocationId>,
 }
 
-impl<'a> Builder<'a> {
-    fn add(&mut self, sample: &'a StackSample) {
+impl Builder<'_> {
+    fn add(&mut self, sample: &StackSample) {
         let process = sample.process();
         let metadata = &mut self.profile.metadata;
         metadata.truncation.count_path(sample);
@@ -135,8 +135,8 @@ impl<'a> Builder<'a> {
             let location = self.kernel_location(FrameAddress::from_stack_index(index, ip));
             stack = self.profile.stacks.call(stack, location);
         }
-        let process_name = Some(self.name(&sample.process_name));
-        let thread_name = Some(self.name(&sample.thread_name));
+        let process_name = Some(self.names.get(&sample.process_name));
+        let thread_name = Some(self.names.get(&sample.thread_name));
         self.profile.samples.push(Sample {
             stack,
             count: sample.count,
@@ -146,13 +146,6 @@ impl<'a> Builder<'a> {
             thread_name,
             truncated,
         });
-    }
-
-    fn name(&mut self, name: &'a str) -> Arc<str> {
-        self.names
-            .entry(name)
-            .or_insert_with(|| name.into())
-            .clone()
     }
 
     fn user_location(&mut self, process: ProcessKey, address: FrameAddress) -> LocationId {

@@ -28,8 +28,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
 
+use emberprof_symbolizer::SharedStrings;
 use hashbrown::HashTable;
 
 use super::{
@@ -77,7 +77,7 @@ pub struct MergedProfile {
     /// Compacted: one location per named code point (see the module comment).
     per_code_point: bool,
     /// Every distinct process and thread name, shared likewise.
-    names: HashSet<Arc<str>>,
+    names: SharedStrings,
     /// Indices into `profile.samples`, hashed by everything but the count.
     sample_ids: HashTable<u32>,
 }
@@ -97,7 +97,7 @@ impl MergedProfile {
             location_ids: HashTable::new(),
             frame_ids: HashTable::new(),
             per_code_point: false,
-            names: HashSet::new(),
+            names: SharedStrings::default(),
             sample_ids: HashTable::new(),
         }
     }
@@ -174,8 +174,8 @@ impl MergedProfile {
         });
         for mut sample in part.samples {
             sample.stack = stack_map[sample.stack as usize];
-            sample.process_name = sample.process_name.map(|name| self.shared_name(name));
-            sample.thread_name = sample.thread_name.map(|name| self.shared_name(name));
+            sample.process_name = sample.process_name.map(|name| self.names.get(&name));
+            sample.thread_name = sample.thread_name.map(|name| self.names.get(&name));
             self.add_sample(sample);
         }
         if !self.per_code_point
@@ -288,16 +288,6 @@ impl MergedProfile {
         );
     }
 
-    fn shared_name(&mut self, name: Arc<str>) -> Arc<str> {
-        match self.names.get(&name) {
-            Some(shared) => shared.clone(),
-            None => {
-                self.names.insert(name.clone());
-                name
-            }
-        }
-    }
-
     /// Adds `sample` (its stack one of this profile's), or its count to the sample that differs
     /// from it only in the count.
     fn add_sample(&mut self, sample: Sample) {
@@ -368,6 +358,8 @@ impl<'a> SampleKey<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use emberprof_symbolizer::UnknownReason;
 
     use super::*;
