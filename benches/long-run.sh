@@ -12,6 +12,8 @@
 #        SCOPE=load sudo benches/long-run.sh ...   profiles only the load (`-p` on the loop and the
 #        spawner, following their children) instead of `--all`: on a shared machine, other users'
 #        processes (their number, their binaries' size) otherwise dominate the figures.
+#        BACKEND=perf sudo benches/long-run.sh ...   the same with `--backend perf` (the perf_event
+#        source feeds the same collector: its memory must stay bounded the same way).
 # needs: root, `cargo build --release`, bc, GNU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,7 @@ if [ "${SCOPE:-all}" = load ]; then
 else
   target=(--all)
 fi
+target+=(--backend "${BACKEND:-bpf}")
 # GNU time gives the true peak (ru_maxrss), output phase included; the 5 s polls give the curve.
 /usr/bin/time -f "%M" -o "$work/maxrss" \
   $bin/emberprof record "${target[@]}" -F "$hz" -d "$seconds" -o "$work/long.folded" 2>"$work/err" &

@@ -8,14 +8,13 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use crate::backend::BackendChoice;
-use crate::capture::RunAs;
-use crate::capture::{
-    online_cpu_count, ring_buffer_bytes as default_ring_buffer_bytes, MapSizes, SampledEvent,
-    UnwindMode,
+use crate::capture::backend::BackendChoice;
+use crate::capture::bpf::{
+    online_cpu_count, ring_buffer_bytes as default_ring_buffer_bytes, MapSizes,
 };
+use crate::capture::{RunAs, SampledEvent, Target, UnwindMode};
 pub use crate::cli_views::{DiffArgs, FormatArg, RenderArgs, ReportArgs};
-use crate::record::{RecordOptions, Target};
+use crate::record::RecordOptions;
 use emberprof_symbolizer::{NameStyle, SymbolizerOptions};
 
 const RECORD_EXAMPLES: &str = "\

@@ -5,7 +5,6 @@
 //! pprof; write). `input` reads a saved profile back for `report` and `diff`. Only `main` decides
 //! how the process ends.
 
-mod backend;
 mod capture;
 mod cli;
 mod cli_views;
@@ -19,6 +18,7 @@ mod profile;
 mod record;
 mod report;
 mod sample;
+mod summary;
 mod symbols;
 mod text;
 

@@ -235,22 +235,6 @@ impl RunningCommand {
         &self.display
     }
 
-    /// Removes the samples of the launched child from before it exec'd the command, and returns
-    /// how many stacks that removed: those of the program instance that was named
-    /// [`PRE_EXEC_NAME`] (the kernel renames the process midway through `execve`, and the
-    /// instance ends with it).
-    pub fn remove_pre_exec_samples(&self, samples: &mut Vec<StackSample>) -> usize {
-        let pid = self.pid as u32;
-        let pre_exec: std::collections::HashSet<u32> = samples
-            .iter()
-            .filter(|s| s.pid == pid && PRE_EXEC_NAME.to_str() == Ok(s.process_name.as_str()))
-            .map(|s| s.instance)
-            .collect();
-        let before = samples.len();
-        samples.retain(|s| s.pid != pid || !pre_exec.contains(&s.instance));
-        before - samples.len()
-    }
-
     /// The exit status if the command has ended, without blocking.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         self.wait_with(libc::WNOHANG)
@@ -337,6 +321,20 @@ fn resolve_in_path(program: &OsStr) -> Result<PathBuf> {
         .with_context(|| format!("command not found in PATH: {}", program.to_string_lossy()))
 }
 
+/// Removes the samples of the launched child `pid` from before it exec'd the command, and returns
+/// how many stacks that removed: those of the program instance that was named [`PRE_EXEC_NAME`]
+/// (the kernel renames the process midway through `execve`, and the instance ends with it).
+pub fn remove_pre_exec_samples(pid: u32, samples: &mut Vec<StackSample>) -> usize {
+    let pre_exec: std::collections::HashSet<u32> = samples
+        .iter()
+        .filter(|s| s.pid == pid && PRE_EXEC_NAME.to_str() == Ok(s.process_name.as_str()))
+        .map(|s| s.instance)
+        .collect();
+    let before = samples.len();
+    samples.retain(|s| s.pid != pid || !pre_exec.contains(&s.instance));
+    before - samples.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,11 +385,6 @@ mod tests {
     /// the kernel renamed it); the command's, and other processes', stay.
     #[test]
     fn removes_pre_exec_samples() {
-        let command = RunningCommand {
-            pid: 40,
-            display: "burn".into(),
-            status: None,
-        };
         let sample = |pid, instance, name: &str| StackSample {
             pid,
             tid: pid,
@@ -409,7 +402,7 @@ mod tests {
             sample(40, 2, "burn"),
             sample(41, 1, "emberprof-exec"),
         ];
-        assert_eq!(command.remove_pre_exec_samples(&mut samples), 2);
+        assert_eq!(remove_pre_exec_samples(40, &mut samples), 2);
         assert_eq!(
             samples,
             [sample(40, 2, "burn"), sample(41, 1, "emberprof-exec")]

@@ -1,22 +1,28 @@
-//! Capture: everything that needs the kernel. Loads and attaches the BPF sampler, launches or watches
-//! the targets, runs the recording loop, and hands back plain [`crate::sample::StackSample`]s.
-//! `perf/` is the other backend, on perf_event ring buffers (no privileges needed).
+//! Capture: everything that needs the kernel. A source (`bpf/`: the BPF sampler's maps and ring
+//! buffer; `perf/`: perf_event ring buffers, no privileges needed) decodes what the kernel hands
+//! over into events; one collector unwinds, counts, symbolizes and builds them, whichever source
+//! ran; the session drives both until the duration, a signal or the targets' end. `backend`
+//! chooses the source, `launch` and `targets` start and watch what is profiled.
 
+pub mod backend;
+pub mod bpf;
+mod collector;
 mod event;
 mod identity;
 mod launch;
 pub mod perf;
 mod roots;
-mod sampler;
 mod session;
-mod stats;
+pub mod setup;
+mod source;
 mod targets;
+mod user_stack;
 
+pub use collector::{release_free_memory, Collector, CollectorReport};
 pub use event::SampledEvent;
 pub use identity::RunAs;
 pub use launch::{ExitStatus, PausedCommand, RunningCommand};
-pub use sampler::{
-    online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig, UnwindMode,
-};
 pub use session::{record, Capture, StopConditions, StopReason};
-pub use targets::ProcessWatch;
+pub use source::{Source, SourceReport};
+pub use targets::{ProcessWatch, Target};
+pub use user_stack::UnwindMode;

@@ -1,9 +1,21 @@
-//! Knowing when target processes have exited, through pidfds: a pidfd becomes readable when its
-//! process terminates, and unlike a PID it cannot be recycled under us.
+//! What to profile, and knowing when target processes have exited, through pidfds: a pidfd becomes
+//! readable when its process terminates, and unlike a PID it cannot be recycled under us.
 
+use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{bail, Context, Result};
+
+/// What to profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// These processes, all their threads, and (with `follow_children`) what they fork.
+    Pids(Vec<u32>),
+    /// Everything on every CPU.
+    AllProcesses,
+    /// A command launched by emberprof.
+    Command(Vec<OsString>),
+}
 
 pub struct ProcessWatch {
     pidfd: OwnedFd,

@@ -277,7 +277,7 @@ fn explain_open_error(error: std::io::Error, event: SampledEvent, pid: i32) -> a
         return anyhow!(
             "the kernel refused to sample {what} ({error}; kernel.perf_event_paranoid is {}): \
              profile your own processes, or run emberprof as root",
-            crate::backend::paranoid_level()
+            crate::capture::backend::paranoid_level()
                 .map(|level| level.to_string())
                 .unwrap_or_else(|| "unknown".into())
         );

@@ -2,22 +2,22 @@
 //! emberprof, which a user may do on their own processes without any privilege (at
 //! `kernel.perf_event_paranoid` ≤ 2). Each sample carries the kernel's frame-pointer callchain and,
 //! unless `--unwind fp`, the user registers and a copy of the top of the stack, unwound with DWARF
-//! where the code is frameless. It produces the same [`crate::capture::Capture`] as the BPF
-//! backend: nothing downstream knows which one ran.
+//! where the code is frameless. It is a capture source like the BPF backend: the same collector
+//! does the rest, and nothing downstream knows which one ran.
 //!
 //! Roles: `events` opens the events, `ring` reads a ring buffer, `reader` empties the rings on a
-//! thread of its own, `records` decodes what is in it,
-//! `tasks` keeps thread names and process instances, `session` runs the recording.
+//! thread of its own, `records` decodes what is in it, `tasks` keeps thread names and process
+//! instances, `source` turns records into events.
 
 mod events;
 mod reader;
 mod records;
 mod ring;
-mod session;
+mod source;
 mod tasks;
 
 pub use events::{EventConfig, EventTargets, Events};
-pub use session::record;
+pub use source::PerfSource;
 
 /// Data pages of each CPU's ring buffer when `--mmap-pages` is not given. Root is not bound by
 /// the memory a user may lock for perf buffers and gets 2 MiB per CPU; a user gets what

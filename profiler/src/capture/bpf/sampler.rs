@@ -17,8 +17,8 @@ use emberprof_bpf::{
 
 use emberprof_symbolizer::{FramelessMapping, ModuleId};
 
-use super::event::SampledEvent;
 use super::stats::BpfStats;
+use crate::capture::{SampledEvent, UnwindMode};
 
 /// Map sizes, fixed at load time.
 #[derive(Clone, Copy, Debug)]
@@ -35,16 +35,14 @@ pub struct MapSizes {
     pub targets: u32,
 }
 
-/// The ring buffer for an unwinding mode and `cpus` CPUs sampling at up to ~1 kHz, a power of two. It is drained every
-/// 100 ms, or as soon as an eighth of it fills. Its data pages are mapped into emberprof twice (the
-/// kernel's wrap-around trick) and all resident from the start, so every byte here costs two of
-/// RSS: it is sized for the bursts the reader must ride out, not more.
+/// The ring buffer for an unwinding mode and `cpus` CPUs sampling at up to ~1 kHz, a power of two. It is
+/// drained every 100 ms, or as soon as an eighth of it fills. Its data pages are mapped into
+/// emberprof twice (the kernel's wrap-around trick) and all resident from the start, so it is sized
+/// for the bursts the reader must ride out, not more.
 /// - Frame pointers stream a sample (~2 KiB with its inline stacks) only when a stack or count map
 ///   is full or collides: 256 KiB a CPU holds more than 100 ms of samples that all stream.
-/// - DWARF unwinding copies user stacks, up to ~17 KiB a sample (34 MB/s for two CPUs at 999 Hz):
-///   2 MiB a CPU holds ~60 ms of stack copies from every CPU, beyond the eighth that wakes the
-///   reader, enough for a symbolization round (measured: no fallback to frame pointers at 2 MiB for
-///   two CPUs while node started; 200 at 1 MiB). A CPU whose copy finds the buffer full still
+/// - DWARF unwinding copies user stacks, up to ~17 KiB a sample: 2 MiB a CPU holds the copies of
+///   a symbolization round (see docs/performance.md). A CPU whose copy finds the buffer full still
 ///   counts its sample, with a frame-pointer stack.
 ///
 /// Capped at 32 MiB: one reader cannot unwind faster on a bigger machine, so a bigger buffer would
@@ -64,23 +62,10 @@ pub fn online_cpu_count() -> usize {
     aya::util::online_cpus().map(|cpus| cpus.len()).unwrap_or(1)
 }
 
-/// How user stacks are taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnwindMode {
-    /// The kernel walks frame pointers (`bpf_get_stackid`).
-    FramePointers,
-    /// Every user stack is copied and unwound with DWARF CFI in userspace.
-    Dwarf,
-    /// Copied only where a frame-pointer walk would go wrong: processes with a frameless main
-    /// executable, processes not judged yet, and samples whose frame-pointer chain meets a
-    /// frameless function (see `needs_stack_copy` in the BPF program).
-    Auto,
-}
-
 impl Default for MapSizes {
     fn default() -> Self {
-        // Per generation (there are two, and the one not in use is emptied every few seconds, see
-        // `session.rs`): ~8 MiB of stacks (127 frames x 8 bytes each), ~3 MiB of counts, room for a
+        // Per generation (there are two, and the one not in use is emptied at each checkpoint, see
+        // `bpf/mod.rs`): ~8 MiB of stacks (127 frames x 8 bytes each), ~3 MiB of counts, room for a
         // minute of a busy system before anything has to be streamed.
         MapSizes {
             stacks: 8 * 1024,

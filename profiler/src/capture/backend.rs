@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::record::Target;
+use super::targets::Target;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

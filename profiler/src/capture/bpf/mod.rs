@@ -1,0 +1,407 @@
+//! The BPF backend as a capture source: the sampler's ring buffer and count/stack maps decoded into
+//! [`Event`]s. Stacks the kernel counts in its maps are announced when first counted (count 0,
+//! so they can be symbolized while their process lives) and delivered with their counts at each
+//! checkpoint, when the BPF side is switched to the other generation of its maps and the old one is
+//! read and emptied: the kernel maps never fill on long runs, and every sample of an instance that
+//! ended before the switch is in hand after it.
+//!
+//! Roles: `sampler` loads, attaches and reads the BPF object (the only module that talks to aya),
+//! `stats` names its counters, and this module decodes and reports.
+
+mod sampler;
+mod stats;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use emberprof_bpf::{Record, SampleKey, Stat, STACK_ID_IN_RECORD, STACK_ID_NONE};
+use emberprof_symbolizer::{FramelessCode, ProcessKey, UserRegisters};
+
+use sampler::StackCache;
+pub use sampler::{online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig};
+use stats::BpfStats;
+
+use super::source::{
+    Event, EventSink, Feedback, Source, SourceReport, StackEvent, Thread, UserStack,
+};
+
+/// How often the map generations are switched and the old one read and emptied.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// ... or sooner when a generation fills (see [`BpfSource::checkpoint_due`]), but not more often
+/// than this.
+const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct BpfSource {
+    sampler: Sampler,
+    /// The map generation in use, and when it was switched to.
+    generation: u32,
+    since: Instant,
+    /// Keys added to the current generation, to switch before it fills.
+    keys_in_generation: u64,
+    /// Stacks read from the maps of both generations.
+    stack_cache: StackCache,
+    checkpoints: u64,
+    malformed: u64,
+    /// `--unwind auto`: the BPF side judges stacks and wants plans and roots.
+    judges_stacks: bool,
+    /// Time in the BPF programs and their runs, read when sampling stops.
+    run_time: (Duration, u64),
+}
+
+impl BpfSource {
+    /// A loaded and attached sampler, from which nothing has been read yet.
+    pub fn new(sampler: Sampler, judges_stacks: bool) -> Self {
+        BpfSource {
+            sampler,
+            generation: 0,
+            since: Instant::now(),
+            keys_in_generation: 0,
+            stack_cache: StackCache::default(),
+            checkpoints: 0,
+            malformed: 0,
+            judges_stacks,
+            run_time: (Duration::ZERO, 0),
+        }
+    }
+
+    /// Reads a generation's counted keys and hands them over with their counts.
+    fn deliver_generation(&mut self, generation: u32, sink: &mut dyn EventSink) -> Result<()> {
+        for (key, count) in self.sampler.read_counts(generation)? {
+            let event = self.resolve(key, Vec::new(), Vec::new(), count)?;
+            sink.event(Event::Stack(event));
+        }
+        Ok(())
+    }
+
+    /// A sample with its map stack ids replaced by the stacks' frames, so samples of the same
+    /// stacks meet whichever generation or path they came by.
+    fn resolve(
+        &mut self,
+        key: SampleKey,
+        kernel_inline: Vec<u64>,
+        user_inline: Vec<u64>,
+        count: u64,
+    ) -> Result<StackEvent<'static>> {
+        let kernel = self.frames(key.generation, key.kernel_stack_id, kernel_inline)?;
+        let user = match key.user_stack_id {
+            STACK_ID_NONE => UserStack::None,
+            id => UserStack::Walked(self.frames(key.generation, id, user_inline)?),
+        };
+        Ok(StackEvent {
+            thread: thread(&key),
+            kernel,
+            user,
+            count,
+        })
+    }
+
+    fn frames(&mut self, generation: u32, id: i32, inline: Vec<u64>) -> Result<Vec<u64>> {
+        if id < 0 {
+            return Ok(inline);
+        }
+        self.sampler
+            .load_stack(generation, id, &mut self.stack_cache)?;
+        Ok(self.stack_cache.frames(generation, id).to_vec())
+    }
+}
+
+/// A streamed sample or a new key whose stacks are still map ids, resolved after the drain.
+enum Deferred {
+    Sample(SampleKey, Vec<u64>, Vec<u64>),
+    NewKey(SampleKey),
+}
+
+impl Source for BpfSource {
+    fn wait(&mut self, timeout: Duration) {
+        wait_readable(self.sampler.records_fd(), timeout);
+    }
+
+    /// New processes are announced at once, before the records after them (their first stack
+    /// copies may follow directly).
+    fn read(&mut self, sink: &mut dyn EventSink) -> Result<()> {
+        let mut deferred = Vec::new();
+        let mut malformed = 0;
+        self.sampler
+            .drain_records(|bytes| match Record::parse(bytes) {
+                Some(Record::ProcessSeen(record)) => sink.event(Event::ProcessSeen {
+                    process: ProcessKey {
+                        pid: record.tgid,
+                        instance: record.instance,
+                    },
+                    start_time: Some(record.start_time),
+                }),
+                Some(Record::NewKey(key)) => deferred.push(Deferred::NewKey(key)),
+                Some(Record::InstanceEnd(record)) => sink.event(Event::InstanceEnded(ProcessKey {
+                    pid: record.tgid,
+                    instance: record.instance,
+                })),
+                Some(Record::Sample(record)) => deferred.push(Deferred::Sample(
+                    record.key,
+                    inline_stack(
+                        record.key.kernel_stack_id,
+                        &record.kernel_ips,
+                        record.kernel_len,
+                    ),
+                    inline_stack(record.key.user_stack_id, &record.user_ips, record.user_len),
+                )),
+                Some(Record::UserStack(record, stack)) => sink.event(Event::Stack(StackEvent {
+                    thread: thread(&record.key),
+                    kernel: inline_stack(
+                        record.key.kernel_stack_id,
+                        &record.kernel_ips,
+                        record.kernel_len,
+                    ),
+                    user: UserStack::Copied {
+                        registers: UserRegisters {
+                            ip: record.ip,
+                            sp: record.sp,
+                            bp: record.bp,
+                            general: Some(record.gp_regs),
+                        },
+                        stack,
+                    },
+                    count: 1,
+                })),
+                None => malformed += 1,
+            });
+        self.malformed += malformed;
+        // Their stacks may be map ids: take the frames while the generation holds them.
+        for record in deferred {
+            let event = match record {
+                Deferred::Sample(key, kernel, user) => self.resolve(key, kernel, user, 1)?,
+                Deferred::NewKey(key) => {
+                    self.keys_in_generation += 1;
+                    self.resolve(key, Vec::new(), Vec::new(), 0)?
+                }
+            };
+            sink.event(Event::Stack(event));
+        }
+        Ok(())
+    }
+
+    /// The interval passed, or the generation is half full (of keys, or of stacks: a new key
+    /// brings up to two).
+    fn checkpoint_due(&self) -> bool {
+        let sizes = self.sampler.map_sizes();
+        let keys = self.keys_in_generation;
+        let elapsed = self.since.elapsed();
+        elapsed >= CHECKPOINT_INTERVAL
+            || (elapsed >= MIN_CHECKPOINT_INTERVAL
+                && (keys * 2 >= u64::from(sizes.counts) || keys * 4 >= u64::from(sizes.stacks)))
+    }
+
+    /// Switches the BPF side to the other map generation, waits until no program can still be
+    /// writing to the old one, hands over what it holds and empties it.
+    fn checkpoint(&mut self, sink: &mut dyn EventSink) -> Result<()> {
+        let old = self.generation;
+        self.generation ^= 1;
+        self.since = Instant::now();
+        self.checkpoints += 1;
+        self.sampler.switch_generation(self.generation)?;
+        wait_for_bpf_programs();
+        // Streamed samples and notices of the old generation are in the ring buffer now.
+        self.read(sink)?;
+        self.deliver_generation(old, sink)?;
+        self.sampler.clear_generation(old, &mut self.stack_cache)?;
+        self.keys_in_generation = 0;
+        log::debug!("map generation {old} read and emptied");
+        Ok(())
+    }
+
+    fn wants_feedback(&self) -> bool {
+        self.judges_stacks
+    }
+
+    fn apply(&mut self, feedback: Feedback) -> Result<()> {
+        match feedback {
+            Feedback::Plan(process, plan) => match &plan {
+                FramelessCode::None => self.sampler.set_frameless_code(process.pid, &[]),
+                FramelessCode::Everywhere => self.sampler.unwind_process_with_dwarf(process.pid),
+                FramelessCode::Mappings(mappings) => {
+                    self.sampler.set_frameless_code(process.pid, mappings)
+                }
+            },
+            Feedback::KnownRoot {
+                instance,
+                address,
+                known,
+            } => self.sampler.set_known_root(instance, address, known),
+        }
+    }
+
+    fn samples(&self) -> u64 {
+        self.sampler.stats().map(|s| s.kept()).unwrap_or(0)
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.sampler.detach()?;
+        self.run_time = self.sampler.programs_run_time();
+        Ok(())
+    }
+
+    /// Records written before the detach, then both generations: the current one, and the
+    /// previous one if samples were still on their way to it at the last switch. Nothing writes
+    /// to them now, and they are freed with the sampler.
+    fn finish(&mut self, sink: &mut dyn EventSink) -> Result<()> {
+        self.read(sink)?;
+        for generation in [self.generation ^ 1, self.generation] {
+            self.deliver_generation(generation, sink)?;
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> Result<SourceReport> {
+        let stats = self.sampler.stats()?;
+        Ok(SourceReport {
+            lost: stats.lost(),
+            malformed: self.malformed,
+            checkpoints: self.checkpoints,
+            notes: notes(&stats, self.malformed, self.checkpoints, self.run_time),
+        })
+    }
+}
+
+/// What the BPF counters say beyond the totals, for the summary.
+fn notes(
+    stats: &BpfStats,
+    malformed: u64,
+    checkpoints: u64,
+    (run_time, runs): (Duration, u64),
+) -> Vec<(log::Level, String)> {
+    let mut notes = Vec::new();
+    let lost = stats.lost() + malformed;
+    if lost > 0 {
+        notes.push((
+            log::Level::Warn,
+            format!(
+                "{lost} samples lost: the ring buffer was full ({} streamed samples and stack \
+                 copies, {malformed} malformed records); fewer distinct stacks, a lower -F or \
+                 fewer targets avoid it",
+                stats.lost()
+            ),
+        ));
+    }
+    if stats.get(Stat::Streamed) > 0 {
+        notes.push((
+            log::Level::Info,
+            format!(
+                "{} samples went through the ring buffer (stack collisions {}, stack map full {}, \
+                 count map full {})",
+                stats.get(Stat::Streamed),
+                stats.get(Stat::StreamStackCollision),
+                stats.get(Stat::StreamStackMapFull),
+                stats.get(Stat::StreamCountsFull),
+            ),
+        ));
+    }
+    let copied_by_auto = [
+        Stat::CopyUnjudged,
+        Stat::CopyFramelessIp,
+        Stat::CopyFramelessCaller,
+        Stat::CopyUnknownRoot,
+    ];
+    if copied_by_auto.iter().any(|&stat| stats.get(stat) > 0) {
+        notes.push((
+            log::Level::Info,
+            format!(
+                "--unwind auto copied stacks: {} of processes not judged yet, {} at frameless \
+                 code, {} with a frameless caller, {} with a chain ending in frameless code that \
+                 is no learned root; {} frame-pointer walks ended at a learned root",
+                stats.get(Stat::CopyUnjudged),
+                stats.get(Stat::CopyFramelessIp),
+                stats.get(Stat::CopyFramelessCaller),
+                stats.get(Stat::CopyUnknownRoot),
+                stats.get(Stat::FpKnownRoot),
+            ),
+        ));
+    }
+    let fallbacks = stats.get(Stat::StackCopyFallback);
+    if fallbacks > 0 {
+        // Not lost, but possibly wrong: a frame-pointer walk through frameless code skips frames.
+        notes.push((
+            log::Level::Warn,
+            format!(
+                "{fallbacks} user stacks needed a copy for DWARF unwinding but the ring buffer \
+                 was full; they were walked through frame pointers and may miss frames in \
+                 frameless code"
+            ),
+        ));
+    }
+    if runs > 0 {
+        notes.push((
+            log::Level::Info,
+            format!(
+                "BPF programs ran {runs} times for {:.6} s in all ({:.2} µs a run; charged to \
+                 the sampled tasks, not to emberprof)",
+                run_time.as_secs_f64(),
+                run_time.as_secs_f64() * 1e6 / runs as f64
+            ),
+        ));
+    }
+    if checkpoints > 0 {
+        notes.push((
+            log::Level::Info,
+            format!("kernel maps switched and emptied {checkpoints} times while recording"),
+        ));
+    }
+    if stats.unaccounted() != 0 {
+        notes.push((
+            log::Level::Warn,
+            format!(
+                "{} BPF invocations unaccounted for (counter bug?)",
+                stats.unaccounted()
+            ),
+        ));
+    }
+    notes
+}
+
+fn thread(key: &SampleKey) -> Thread {
+    Thread {
+        process: ProcessKey {
+            pid: key.tgid,
+            instance: key.instance,
+        },
+        tid: key.tid,
+        process_name: comm_text(&key.process_comm),
+        thread_name: comm_text(&key.thread_comm),
+    }
+}
+
+/// Names the process chose (prctl PR_SET_NAME): any bytes but NUL, made printable once here.
+fn comm_text(comm: &[u8]) -> Arc<str> {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    crate::text::printable_bytes(&comm[..len]).into()
+}
+
+fn inline_stack(id: i32, ips: &[u64], len: u32) -> Vec<u64> {
+    if id == STACK_ID_IN_RECORD {
+        ips[..(len as usize).min(ips.len())].to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Waits for an RCU grace period: every BPF program running when this is called has returned.
+/// membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu() from userspace; where it is unavailable
+/// (nohz_full kernels refuse it), a sleep far longer than any program run does the same in practice.
+fn wait_for_bpf_programs() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes integer arguments and touches no memory of ours.
+    let result = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if result != 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sleeps until `fd` is readable or `timeout` passes (or a signal arrives).
+fn wait_readable(fd: i32, timeout: Duration) {
+    let mut poll_fd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd. EINTR (a signal) just ends the wait early.
+    unsafe { libc::poll(&mut poll_fd, 1, timeout.as_millis() as i32) };
+}

@@ -1,0 +1,436 @@
+//! The one collector both capture sources feed (see `source`): it snapshots processes as they are
+//! seen, unwinds copied user stacks, counts distinct stacks, symbolizes new ones while their
+//! processes live, learns `--unwind auto`'s roots and plans for the BPF side, and at each
+//! checkpoint builds what it holds into the profile and releases the processes that ended. What a
+//! long recording holds is therefore its symbolized profile plus the stacks of the last few
+//! seconds, whichever backend ran.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use emberprof_symbolizer::{
+    FramelessCode, FramelessMapping, JitStats, ProcessKey, Symbolizer, UnwindEnd, UserRegisters,
+};
+
+use super::launch::remove_pre_exec_samples;
+use super::roots::Roots;
+use super::source::{Event, EventSink, Feedback, StackEvent, Thread, UserStack};
+use super::user_stack::{choose_user_stack, UnwindMode, UnwindStats, UserStackChoice};
+use crate::profile::{self, EndedLabels, MergedProfile, Metadata};
+use crate::sample::{StackSample, UserStackSource};
+use crate::symbols::symbolize_stacks;
+
+/// A distinct stack of one thread, as counted.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct StackKey {
+    thread: Thread,
+    kernel: Vec<u64>,
+    user: Vec<u64>,
+    source: UserStackSource,
+}
+
+/// What the collector did, for the summary.
+#[derive(Clone, Debug, Default)]
+pub struct CollectorReport {
+    pub unwinding: UnwindStats,
+    /// Process instances built and released during the recording.
+    pub released: u64,
+    pub jit: JitStats,
+}
+
+pub struct Collector {
+    symbolizer: Symbolizer,
+    mode: UnwindMode,
+    /// The source judges stacks in the kernel (BPF `--unwind auto`): it gets plans and roots.
+    feedback_wanted: bool,
+    /// Every distinct stack since the last checkpoint and its samples (0: announced, counted in
+    /// the kernel and not delivered yet).
+    counts: HashMap<StackKey, u64>,
+    /// Stacks first seen since the last symbolization round.
+    pending: Vec<StackSample>,
+    /// Instances that ended since the last checkpoint began.
+    ended: Vec<ProcessKey>,
+    /// `--unwind auto`: frameless roots of frame-pointer chains, learned from DWARF unwinds.
+    roots: Roots,
+    /// Where each snapshotted process's code is frameless, for samples that carry both a walk and
+    /// a copy; recomputed when its snapshot changes.
+    plans: HashMap<ProcessKey, Option<FramelessCode>>,
+    feedback: Vec<Feedback>,
+    unwinding: UnwindStats,
+    built: MergedProfile,
+    released: u64,
+    /// The launched command, whose samples from before its exec are emberprof's own work.
+    launched_pid: Option<u32>,
+    /// Some snapshot was taken while the dynamic loader ran: retake it soon.
+    loader_snapshots: bool,
+}
+
+impl Collector {
+    pub fn new(
+        symbolizer: Symbolizer,
+        mode: UnwindMode,
+        feedback_wanted: bool,
+        labels: EndedLabels,
+        launched_pid: Option<u32>,
+    ) -> Self {
+        Collector {
+            symbolizer,
+            mode,
+            feedback_wanted,
+            counts: HashMap::new(),
+            pending: Vec::new(),
+            ended: Vec::new(),
+            roots: Roots::default(),
+            plans: HashMap::new(),
+            feedback: Vec::new(),
+            unwinding: UnwindStats::default(),
+            built: MergedProfile::new(labels),
+            released: 0,
+            launched_pid,
+            loader_snapshots: false,
+        }
+    }
+
+    /// After a source's read: retakes snapshots taken while the loader ran (before more stacks of
+    /// those processes arrive: a short-lived one may be gone by then), and recomputes the plans of
+    /// processes whose snapshot changed. Returns what the source must be told.
+    pub fn after_read(&mut self) -> Vec<Feedback> {
+        self.loader_snapshots = self.symbolizer.retake_loader_snapshots();
+        for key in self.symbolizer.take_changed() {
+            self.plans.remove(&key);
+            if self.feedback_wanted {
+                self.send_plan(key);
+            }
+        }
+        std::mem::take(&mut self.feedback)
+    }
+
+    /// Whether a snapshot should be retaken soon (see [`Collector::after_read`]).
+    pub fn retake_soon(&self) -> bool {
+        self.loader_snapshots
+    }
+
+    /// Stacks waiting to be symbolized.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Symbolizes up to `limit` of the stacks first seen since the last round, while their
+    /// processes are alive and sampling goes on, so that little is left to do when it stops.
+    /// Returns how many it took.
+    pub fn symbolize_pending(&mut self, limit: usize) -> usize {
+        let batch: Vec<StackSample> = self
+            .pending
+            .drain(..limit.min(self.pending.len()))
+            .collect();
+        // The result is dropped: the point is the symbolizer's caches.
+        symbolize_stacks(&batch, &mut self.symbolizer);
+        batch.len()
+    }
+
+    /// The instances whose samples a checkpoint that starts now completes.
+    pub fn begin_checkpoint(&mut self) -> HashSet<ProcessKey> {
+        std::mem::take(&mut self.ended).into_iter().collect()
+    }
+
+    /// After the source delivered everything up to the checkpoint: builds and releases the
+    /// instances that had ended before it, and builds the running ones too, so what a long
+    /// recording holds is its symbolized profile, not every address-level stack until the end.
+    pub fn end_checkpoint(&mut self, finished: HashSet<ProcessKey>) -> Vec<Feedback> {
+        if !finished.is_empty() {
+            self.release_ended(&finished);
+        }
+        let running = self.take_samples(|_| true);
+        for part in profile::split_by_process(running) {
+            let part = self.build_part(part);
+            self.built.add(part);
+        }
+        release_free_memory();
+        if log::log_enabled!(log::Level::Debug) {
+            // SAFETY: mallinfo2 has no preconditions.
+            let heap = unsafe { libc::mallinfo2() };
+            log::debug!(
+                "after checkpoint: heap {} KiB in use of {} KiB; {} pending; profile: {}; roots: \
+                 {}; symbolizer: {}",
+                heap.uordblks / 1024,
+                (heap.arena + heap.hblkhd) / 1024,
+                self.pending.len(),
+                self.built.sizes(),
+                self.roots.sizes(),
+                self.symbolizer.cache_sizes()
+            );
+        }
+        std::mem::take(&mut self.feedback)
+    }
+
+    /// Builds everything left into the profile, every process being done now. The symbolizer
+    /// goes with it: its parsed debug info (tens of MB) is not needed for the outputs.
+    pub fn finish(mut self) -> (MergedProfile, CollectorReport) {
+        let samples = self.take_samples(|_| true);
+        for part in profile::split_by_process(samples) {
+            let part = self.build_part(part);
+            // Those past the label budget are counted like ended ones.
+            self.built.add_ended(part);
+        }
+        let report = CollectorReport {
+            unwinding: self.unwinding,
+            released: self.released,
+            jit: self.symbolizer.jit_stats(),
+        };
+        (self.built, report)
+    }
+
+    /// Builds the samples of `finished` instances and releases their state in the symbolizer,
+    /// the learned roots and the source.
+    fn release_ended(&mut self, finished: &HashSet<ProcessKey>) {
+        let done = self.take_samples(|key| finished.contains(&key.thread.process));
+        self.pending
+            .retain(|sample| !finished.contains(&sample.process()));
+        let stacks = done.len();
+        for part in profile::split_by_process(done) {
+            let part = self.build_part(part);
+            self.built.add_ended(part);
+        }
+        for &key in finished {
+            self.symbolizer.release(key);
+            self.plans.remove(&key);
+            for address in self.roots.release(key) {
+                self.feedback.push(Feedback::KnownRoot {
+                    instance: key.instance,
+                    address,
+                    known: false,
+                });
+            }
+        }
+        self.released += finished.len() as u64;
+        log::debug!(
+            "{} ended processes built into the profile ({stacks} stacks) and released",
+            finished.len()
+        );
+    }
+
+    /// Takes the counted stacks that match `which` out of the counts (announced-only ones are
+    /// dropped: their samples, if any, come with a later delivery).
+    fn take_samples(&mut self, which: impl Fn(&StackKey) -> bool) -> Vec<StackSample> {
+        self.counts
+            .extract_if(|key, _| which(key))
+            .filter(|(_, count)| *count > 0)
+            .map(|(key, count)| to_sample(key, count))
+            .collect()
+    }
+
+    /// Completes `samples` with the learned roots, leaves out the launched command's pre-exec ones
+    /// and builds them into a profile part.
+    fn build_part(&mut self, mut samples: Vec<StackSample>) -> profile::Profile {
+        self.roots.complete(&mut samples);
+        if let Some(pid) = self.launched_pid {
+            let removed = remove_pre_exec_samples(pid, &mut samples);
+            if removed > 0 {
+                log::debug!("left out {removed} stacks of the command before its exec");
+            }
+        }
+        profile::build(&samples, &mut self.symbolizer, Metadata::default())
+    }
+
+    /// `--unwind auto` with a source that judges stacks in the kernel: tells it where this
+    /// process's code is frameless, so samples whose frame-pointer walk meets it get their stacks
+    /// copied while the rest keeps the cheap walk. Until then, the source copies every stack.
+    fn send_plan(&mut self, key: ProcessKey) {
+        let plan = self.symbolizer.frameless_code(key);
+        log::debug!(
+            "process {} instance {}: frameless code {plan:?}",
+            key.pid,
+            key.instance
+        );
+        if let Some(plan) = plan {
+            self.roots.set_plan(key, mappings_of(&plan));
+            self.feedback.push(Feedback::Plan(key, plan));
+        }
+    }
+
+    /// The user frames of a stack event and how they were obtained.
+    fn user_frames(
+        &mut self,
+        process: ProcessKey,
+        user: UserStack<'_>,
+        count: u64,
+    ) -> (Vec<u64>, UserStackSource) {
+        match user {
+            UserStack::None => (Vec::new(), UserStackSource::None),
+            UserStack::Walked(frames) => self.walked(frames, count),
+            UserStack::Copied { registers, stack } => {
+                let (frames, end) = self.unwind(process, registers, stack, count);
+                if self.mode == UnwindMode::Auto && end == UnwindEnd::Complete {
+                    self.learn_root(process, registers, stack, &frames);
+                }
+                (frames, UserStackSource::Dwarf(end))
+            }
+            UserStack::WalkedAndCopied {
+                walked,
+                registers,
+                stack,
+            } => {
+                let mode = self.mode;
+                let symbolizer = &mut self.symbolizer;
+                let plan = self
+                    .plans
+                    .entry(process)
+                    .or_insert_with(|| symbolizer.frameless_code(process));
+                match choose_user_stack(mode, plan.as_ref(), &walked) {
+                    UserStackChoice::Dwarf => {
+                        let (frames, end) = self.unwind(process, registers, stack, count);
+                        (frames, UserStackSource::Dwarf(end))
+                    }
+                    UserStackChoice::Callchain => self.walked(walked, count),
+                }
+            }
+        }
+    }
+
+    fn walked(&mut self, frames: Vec<u64>, count: u64) -> (Vec<u64>, UserStackSource) {
+        if frames.is_empty() {
+            return (frames, UserStackSource::None);
+        }
+        self.unwinding.frame_pointer += count;
+        (frames, UserStackSource::FramePointers)
+    }
+
+    fn unwind(
+        &mut self,
+        process: ProcessKey,
+        registers: UserRegisters,
+        stack: &[u8],
+        count: u64,
+    ) -> (Vec<u64>, UnwindEnd) {
+        let unwound = self.symbolizer.unwind(process, registers, stack);
+        self.unwinding.count(unwound.end, count);
+        (unwound.frames, unwound.end)
+    }
+
+    /// Learns the outer frames of a frameless root from a complete DWARF unwind (see `roots`).
+    fn learn_root(
+        &mut self,
+        process: ProcessKey,
+        registers: UserRegisters,
+        stack: &[u8],
+        frames: &[u64],
+    ) {
+        // The first stacks of a process come before its plan reaches the source: learn from them
+        // already.
+        if !self.roots.has_plan(process) {
+            if let Some(code) = self.symbolizer.frameless_code(process) {
+                self.roots.set_plan(process, mappings_of(&code));
+            }
+        }
+        let change = self.roots.learn(
+            process,
+            registers.ip,
+            registers.sp,
+            registers.bp,
+            stack,
+            frames,
+        );
+        if let Some(change) = change {
+            self.feedback.push(Feedback::KnownRoot {
+                instance: process.instance,
+                address: change.address,
+                known: change.known,
+            });
+        }
+    }
+
+    fn stack(&mut self, event: StackEvent<'_>) {
+        let StackEvent {
+            thread,
+            kernel,
+            user,
+            count,
+        } = event;
+        let (user, source) = self.user_frames(thread.process, user, count);
+        let key = StackKey {
+            thread,
+            kernel,
+            user,
+            source,
+        };
+        match self.counts.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut entry) => *entry.get_mut() += count,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                self.pending.push(to_sample(entry.key().clone(), 0));
+                entry.insert(count);
+            }
+        }
+    }
+}
+
+impl EventSink for Collector {
+    fn event(&mut self, event: Event<'_>) {
+        match event {
+            Event::ProcessSeen {
+                process,
+                start_time,
+            } => {
+                let seen = match start_time {
+                    Some(start) => self.symbolizer.process_seen_started(process, start),
+                    None => self.symbolizer.process_seen(process),
+                };
+                if let Err(error) = seen {
+                    // Usually a process that exited between its first sample and now.
+                    log::debug!("no snapshot of process {}: {error}", process.pid);
+                }
+            }
+            Event::InstanceEnded(process) => {
+                log::debug!(
+                    "process {} instance {} ended (exec or exit)",
+                    process.pid,
+                    process.instance
+                );
+                self.symbolizer.instance_ended(process);
+                self.roots.instance_ended(process);
+                self.plans.remove(&process);
+                self.ended.push(process);
+            }
+            Event::Stack(stack) => self.stack(stack),
+        }
+    }
+}
+
+/// What [`Roots`] needs of a plan: the frameless mappings, `None` when every stack is copied.
+fn mappings_of(plan: &FramelessCode) -> Option<Vec<FramelessMapping>> {
+    match plan {
+        FramelessCode::None => Some(Vec::new()),
+        FramelessCode::Mappings(mappings) => Some(mappings.clone()),
+        FramelessCode::Everywhere => None,
+    }
+}
+
+fn to_sample(key: StackKey, count: u64) -> StackSample {
+    let StackKey {
+        thread,
+        kernel,
+        user,
+        source,
+    } = key;
+    StackSample {
+        pid: thread.process.pid,
+        tid: thread.tid,
+        instance: thread.process.instance,
+        process_name: name_text(thread.process_name),
+        thread_name: name_text(thread.thread_name),
+        kernel_ips: kernel,
+        user_ips: user,
+        user_stack: source,
+        count,
+    }
+}
+
+fn name_text(name: Arc<str>) -> String {
+    name.as_ref().to_owned()
+}
+
+/// Hands memory freed on the heap back to the kernel (glibc keeps it otherwise), so peak RSS
+/// reflects what is in use.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}

@@ -1,0 +1,259 @@
+//! The perf_event backend as a capture source: every CPU's ring buffer, decoded in time order into
+//! [`Event`]s. The task table follows the side-band records (names, exec, exit), so each process
+//! instance is announced at its first sample and ended at its exec or exit; each sample carries
+//! the kernel's frame-pointer callchain and, unless `--unwind fp`, a copy of the stack, between
+//! which the collector chooses.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use emberprof_symbolizer::UserRegisters;
+
+use super::events::{EventConfig, Events};
+use super::reader::Reader;
+use super::records::{self, PerfRecord, Sample, SampleLayout};
+use super::tasks::{InstanceChange, Tasks};
+use crate::capture::source::{
+    Event, EventSink, Source, SourceReport, StackEvent, Thread, UserStack,
+};
+
+/// How often a checkpoint lets the collector build and release what it holds. Records arrive in
+/// time order, so every sample of an instance that ended is in hand by then.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct PerfSource {
+    events: Events,
+    reader: Reader,
+    layout: SampleLayout,
+    tasks: Tasks,
+    /// `--no-inherit`: only these processes (the events follow children regardless, as they must
+    /// to see a target's new threads).
+    only_pids: Option<HashSet<u32>>,
+    capture_user: bool,
+    /// Records taken by [`Source::wait`], decoded by the next [`Source::read`].
+    pending: Vec<Vec<u8>>,
+    last_checkpoint: Instant,
+    checkpoints: u64,
+    samples: u64,
+    lost: u64,
+    malformed: u64,
+}
+
+impl PerfSource {
+    /// Starts reading the rings of opened events (enabled, or enabling themselves at a launched
+    /// child's exec).
+    pub fn new(
+        mut events: Events,
+        config: &EventConfig,
+        only_pids: Option<Vec<u32>>,
+        capture_user: bool,
+    ) -> Result<Self> {
+        let reader = events.start_reader()?;
+        Ok(PerfSource {
+            events,
+            reader,
+            layout: config.layout(),
+            tasks: Tasks::default(),
+            only_pids: only_pids.map(|pids| pids.into_iter().collect()),
+            capture_user,
+            pending: Vec::new(),
+            last_checkpoint: Instant::now(),
+            checkpoints: 0,
+            samples: 0,
+            lost: 0,
+            malformed: 0,
+        })
+    }
+
+    /// Decodes records of several ring buffers oldest first: records of different CPUs interleave
+    /// (an exec on one CPU, the new program's first sample on another), and the task table must
+    /// see them in the order they happened.
+    fn decode(&mut self, records: Vec<Vec<u8>>, sink: &mut dyn EventSink) {
+        let mut timed: Vec<(u64, Vec<u8>)> = records
+            .into_iter()
+            .map(|record| (records::record_time(&record).unwrap_or(0), record))
+            .collect();
+        timed.sort_by_key(|(time, _)| *time);
+        for (_, record) in &timed {
+            match records::parse(record, self.layout) {
+                Some(record) => self.handle(record, sink),
+                None => self.malformed += 1,
+            }
+        }
+    }
+
+    fn handle(&mut self, record: PerfRecord<'_>, sink: &mut dyn EventSink) {
+        let change = match record {
+            PerfRecord::Sample(sample) => {
+                self.sample(sample, sink);
+                None
+            }
+            PerfRecord::Comm {
+                pid,
+                tid,
+                name,
+                exec,
+            } => self.tasks.comm(pid, tid, name, exec),
+            PerfRecord::Fork {
+                pid,
+                ppid,
+                tid,
+                ptid,
+            } => self.tasks.fork(pid, ppid, tid, ptid),
+            PerfRecord::Exit { pid, tid } => self.tasks.exit(pid, tid),
+            PerfRecord::Mmap {
+                pid,
+                address,
+                length,
+                filename,
+            } => {
+                // The symbolizer re-reads a process's maps when a stack leads outside its snapshot.
+                log::trace!("process {pid} mapped {filename} at {address:#x}+{length:#x}");
+                None
+            }
+            PerfRecord::Lost { count } => {
+                self.lost = self.lost.saturating_add(count);
+                None
+            }
+            PerfRecord::Other => None,
+        };
+        announce(change, sink);
+    }
+
+    fn sample(&mut self, sample: Sample<'_>, sink: &mut dyn EventSink) {
+        // Idle (the swapper) under --all.
+        if sample.tid == 0 {
+            return;
+        }
+        if let Some(pids) = &self.only_pids {
+            if !pids.contains(&sample.pid) {
+                return;
+            }
+        }
+        self.samples += 1;
+        let (process, change) = self.tasks.instance(sample.pid);
+        announce(change, sink);
+        let user = match sample.registers {
+            _ if !self.capture_user => UserStack::None,
+            Some(regs) if !sample.stack.is_empty() => UserStack::WalkedAndCopied {
+                walked: sample.user_ips,
+                registers: UserRegisters {
+                    ip: regs.ip,
+                    sp: regs.sp,
+                    bp: regs.bp,
+                    general: Some(regs.general),
+                },
+                stack: sample.stack,
+            },
+            _ if sample.user_ips.is_empty() => UserStack::None,
+            _ => UserStack::Walked(sample.user_ips),
+        };
+        let thread_name: Arc<str> = self.name(sample.pid, sample.tid);
+        let process_name = if sample.pid == sample.tid {
+            Arc::clone(&thread_name)
+        } else {
+            self.name(sample.pid, sample.pid)
+        };
+        sink.event(Event::Stack(StackEvent {
+            thread: Thread {
+                process,
+                tid: sample.tid,
+                process_name,
+                thread_name,
+            },
+            kernel: sample.kernel_ips,
+            user,
+            count: 1,
+        }));
+    }
+
+    fn name(&mut self, pid: u32, tid: u32) -> Arc<str> {
+        crate::text::printable(&self.tasks.thread_name(pid, tid))
+            .as_ref()
+            .into()
+    }
+}
+
+/// Tells the collector about an instance that started or ended.
+fn announce(change: Option<InstanceChange>, sink: &mut dyn EventSink) {
+    match change {
+        Some(InstanceChange::Started(process)) => sink.event(Event::ProcessSeen {
+            process,
+            start_time: None,
+        }),
+        Some(InstanceChange::Ended(process)) => sink.event(Event::InstanceEnded(process)),
+        None => {}
+    }
+}
+
+impl Source for PerfSource {
+    fn wait(&mut self, timeout: Duration) {
+        let records = self.reader.take(timeout);
+        self.pending.extend(records);
+    }
+
+    fn read(&mut self, sink: &mut dyn EventSink) -> Result<()> {
+        let mut records = std::mem::take(&mut self.pending);
+        records.extend(self.reader.take(Duration::ZERO));
+        self.decode(records, sink);
+        Ok(())
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
+    }
+
+    fn checkpoint(&mut self, sink: &mut dyn EventSink) -> Result<()> {
+        self.last_checkpoint = Instant::now();
+        self.checkpoints += 1;
+        self.read(sink)
+    }
+
+    fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.events.disable()
+    }
+
+    /// Records written before the events were disabled are still in the buffers.
+    fn finish(&mut self, sink: &mut dyn EventSink) -> Result<()> {
+        let mut records = std::mem::take(&mut self.pending);
+        records.extend(self.reader.finish()?);
+        self.decode(records, sink);
+        if self.reader.skipped_bytes() > 0 {
+            log::warn!(
+                "skipped {} bytes of perf ring buffers that did not decode",
+                self.reader.skipped_bytes()
+            );
+            self.malformed += 1;
+        }
+        self.lost += self.reader.dropped_samples();
+        Ok(())
+    }
+
+    fn report(&self) -> Result<SourceReport> {
+        let mut notes = Vec::new();
+        let lost = self.lost + self.malformed;
+        if lost > 0 {
+            notes.push((
+                log::Level::Warn,
+                format!(
+                    "{lost} samples lost: the ring buffers were full ({} records dropped, {} \
+                     malformed records); a lower -F, fewer targets or a larger --mmap-pages \
+                     avoid it",
+                    self.lost, self.malformed
+                ),
+            ));
+        }
+        Ok(SourceReport {
+            lost: self.lost,
+            malformed: self.malformed,
+            checkpoints: self.checkpoints,
+            notes,
+        })
+    }
+}

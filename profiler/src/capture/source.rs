@@ -1,0 +1,141 @@
+//! The seam between the kernel and everything else. A capture source (the BPF sampler's maps and
+//! ring buffer, or perf_event ring buffers) only decodes what the kernel hands over into
+//! [`Event`]s and counts what it lost; one [`super::collector::Collector`] does the rest for both
+//! (unwinding, counting, symbolizing ahead, releasing ended processes, building the profile).
+//! samply has the same split: its live recorder and its perf.data import feed one converter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use emberprof_symbolizer::{FramelessCode, ProcessKey, UserRegisters};
+
+/// A thread as a source saw it at a sample.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Thread {
+    /// Process and program instance (see `emberprof_symbolizer::ProcessKey`).
+    pub process: ProcessKey,
+    pub tid: u32,
+    /// Printable names (see `crate::text`): of the process (its main thread) and of the thread.
+    pub process_name: Arc<str>,
+    pub thread_name: Arc<str>,
+}
+
+/// A sample's user stack, as far as the source took it.
+#[derive(Debug)]
+pub enum UserStack<'a> {
+    /// No user stack: a kernel thread, user stacks not captured, or the walk failed at once.
+    None,
+    /// Walked through frame pointers by the kernel, innermost first.
+    Walked(Vec<u64>),
+    /// Registers and a copy of the stack from the stack pointer up, for DWARF unwinding: the
+    /// source judged (BPF's `--unwind auto` plan) that a frame-pointer walk would go wrong.
+    Copied {
+        registers: UserRegisters,
+        stack: &'a [u8],
+    },
+    /// Both (perf_event samples carry the callchain and a copy): the collector picks by where the
+    /// process's code is frameless.
+    WalkedAndCopied {
+        walked: Vec<u64>,
+        registers: UserRegisters,
+        stack: &'a [u8],
+    },
+}
+
+/// One or more samples of the same stacks of one thread.
+#[derive(Debug)]
+pub struct StackEvent<'a> {
+    pub thread: Thread,
+    /// Kernel frames, innermost first; empty in user mode.
+    pub kernel: Vec<u64>,
+    pub user: UserStack<'a>,
+    /// Samples with these stacks. 0 announces stacks whose samples are counted in the kernel and
+    /// delivered later (so they can be symbolized while their process lives).
+    pub count: u64,
+}
+
+/// What a source decodes from the kernel. Handed over one at a time and never stored, so the
+/// size of the stack variant costs nothing.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Event<'a> {
+    /// The first sample of a process instance: snapshot it now, while it is alive. `start_time`:
+    /// its start in `/proc/PID/stat` ticks where the source knows it (to tell a reused PID).
+    ProcessSeen {
+        process: ProcessKey,
+        start_time: Option<u64>,
+    },
+    /// The instance exec'd or exited: its snapshot is final.
+    InstanceEnded(ProcessKey),
+    Stack(StackEvent<'a>),
+}
+
+/// Where events go (the collector).
+pub trait EventSink {
+    fn event(&mut self, event: Event<'_>);
+}
+
+/// What the collector tells a source that judges stacks in the kernel (BPF's `--unwind auto`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Feedback {
+    /// Where the process's code is frameless: copy stacks whose walk meets it.
+    Plan(ProcessKey, FramelessCode),
+    /// A frame-pointer chain of this instance ending at `address` needs (no longer) a copy: the
+    /// collector appends the outer frames it learned (see `roots`).
+    KnownRoot {
+        instance: u32,
+        address: u64,
+        known: bool,
+    },
+}
+
+/// A source's own account of the capture, for the summary.
+#[derive(Clone, Debug, Default)]
+pub struct SourceReport {
+    /// Samples the kernel could not hand over (ring buffers full).
+    pub lost: u64,
+    /// Records that did not decode (version skew or a bug): counted as lost.
+    pub malformed: u64,
+    /// Times everything the kernel held was read and emptied while recording.
+    pub checkpoints: u64,
+    /// Lines for the summary at their log level (`-v` shows `Info`): why stacks were copied,
+    /// streamed, lost, and what the kernel side cost.
+    pub notes: Vec<(log::Level, String)>,
+}
+
+/// A capture backend's kernel side, running from when it is started until [`Source::stop`].
+pub trait Source {
+    /// Sleeps until records are pending or `timeout` passes (or a signal arrives).
+    fn wait(&mut self, timeout: Duration);
+
+    /// Decodes every pending record into events, oldest first.
+    fn read(&mut self, sink: &mut dyn EventSink) -> Result<()>;
+
+    /// Whether a [`Source::checkpoint`] is due (time, or kernel maps filling up).
+    fn checkpoint_due(&self) -> bool;
+
+    /// Hands over every sample the kernel holds so far. Afterwards, every sample of an instance
+    /// that ended before the call has been delivered, so its state can be released.
+    fn checkpoint(&mut self, sink: &mut dyn EventSink) -> Result<()>;
+
+    /// Whether this source judges stacks in the kernel and wants [`Feedback`].
+    fn wants_feedback(&self) -> bool {
+        false
+    }
+
+    fn apply(&mut self, _feedback: Feedback) -> Result<()> {
+        Ok(())
+    }
+
+    /// Samples kept so far, for the status line.
+    fn samples(&self) -> u64;
+
+    /// Stops sampling; what the kernel still holds stays readable for [`Source::finish`].
+    fn stop(&mut self) -> Result<()>;
+
+    /// After [`Source::stop`]: hands over everything left.
+    fn finish(&mut self, sink: &mut dyn EventSink) -> Result<()>;
+
+    fn report(&self) -> Result<SourceReport>;
+}

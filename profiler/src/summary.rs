@@ -1,0 +1,151 @@
+//! The summary `record` prints when it is done: one line of totals on stderr, then what `-v` adds
+//! (why stacks ended early, what was lost, what the source's kernel side did). Assembled from what
+//! the source, the collector and the profile report, whichever backend ran.
+
+use std::io::Write;
+use std::time::Duration;
+
+use emberprof_symbolizer::UnwindEnd;
+
+use crate::capture::backend::Backend;
+use crate::capture::{CollectorReport, SourceReport, StopReason};
+use crate::output::{fold, Output, RenderOptions};
+use crate::profile::{self, Profile};
+
+/// How many modules `-v` names as where truncated stacks stop.
+const TRUNCATION_MODULES_SHOWN: usize = 5;
+
+pub struct Summary<'a> {
+    pub profile: &'a Profile,
+    pub render: &'a RenderOptions,
+    pub outputs: &'a [Output],
+    pub backend: Backend,
+    pub processes: u64,
+    pub recorded_for: Duration,
+    pub stop_reason: StopReason,
+    /// From the end of sampling to the outputs written.
+    pub post_processing: Duration,
+    pub source: &'a SourceReport,
+    pub collector: &'a CollectorReport,
+}
+
+pub fn print(summary: &Summary<'_>) {
+    let Summary {
+        profile,
+        render,
+        outputs,
+        backend,
+        processes,
+        recorded_for,
+        stop_reason,
+        post_processing,
+        source,
+        collector,
+    } = summary;
+    let lost = source.lost + source.malformed;
+    let samples = profile.total_samples();
+    // Distinct stacks as the folded output shows them.
+    let distinct_stacks = fold(profile, &render.fold).map_or(profile.samples.len(), |f| f.len());
+    let output = outputs
+        .iter()
+        .map(|o| o.target.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let stopped = match stop_reason {
+        StopReason::DurationElapsed => "",
+        StopReason::Signal(_) => " (interrupted)",
+        StopReason::TargetsExited => " (targets exited)",
+        StopReason::CommandExited => " (command exited)",
+    };
+    if samples == 0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "emberprof: no samples were collected (was the target idle?); wrote an empty {output}"
+        );
+    }
+    log::debug!(
+        "user stacks as captured (launch mode's pre-exec samples included): {} by DWARF, {} by \
+         frame pointers; {:?}",
+        collector.unwinding.dwarf_total(),
+        collector.unwinding.frame_pointer,
+        collector.unwinding
+    );
+    let truncated = &profile.metadata.truncation;
+    // "Ended early" is judged like every other stack, by where it ends (see `stack_root`), not
+    // by what the unwinder reported: an unwind can end "normally" short of the entry.
+    let ended_early = truncated.dwarf_total();
+    // Counted from the samples in the output, so that the figures add up with it.
+    let user_stacks = if truncated.dwarf_stacks > 0 || truncated.total() > 0 {
+        format!(
+            "; user stacks: {} by DWARF ({ended_early} ended early), {} by frame pointers ({} truncated)",
+            truncated.dwarf_stacks, truncated.frame_pointer_stacks, truncated.frame_pointer,
+        )
+    } else {
+        String::new()
+    };
+    // stderr may be gone (a closed terminal after SIGHUP): never a panic for that.
+    let _ = writeln!(
+        std::io::stderr(),
+        "emberprof: {samples} samples ({lost} lost, {} truncated), {} distinct stacks, {} processes, {:.1} s{stopped}, {} backend{user_stacks}; \
+         output written {:.3} s after sampling stopped: {output}",
+        truncated.total(),
+        distinct_stacks,
+        processes,
+        recorded_for.as_secs_f64(),
+        backend.name(),
+        post_processing.as_secs_f64(),
+    );
+    if ended_early > 0 {
+        log::info!(
+            "DWARF unwinds that ended early: {} at the end of the stack copy (raise --stack-size), {} without \
+             a working unwind rule, {} in processes never snapshotted, {} where the unwinder found no caller \
+             although the frame is no process or thread entry",
+            truncated.dwarf_ended(UnwindEnd::StackCopyExhausted),
+            truncated.dwarf_failures().iter().map(|(_, count)| count).sum::<u64>(),
+            truncated.dwarf_ended(UnwindEnd::UnknownProcess),
+            truncated.dwarf_ended(UnwindEnd::Complete),
+        );
+    }
+    if truncated.total() > 0 {
+        let modules: Vec<String> = truncated
+            .top_modules(TRUNCATION_MODULES_SHOWN)
+            .iter()
+            .map(|(module, count)| format!("{module} ({count})"))
+            .collect();
+        log::info!(
+            "truncated user stacks (not reaching a process or thread entry) stop in: {}",
+            modules.join(", ")
+        );
+        for (reason, count) in truncated.dwarf_failures() {
+            log::info!("{count} DWARF unwinds stopped: {}", reason.describe());
+        }
+    }
+    for (level, note) in &source.notes {
+        log::log!(*level, "{note}");
+    }
+    if collector.released > 0 {
+        log::info!(
+            "{} ended processes symbolized and released while recording ({} checkpoints)",
+            collector.released,
+            source.checkpoints
+        );
+    }
+    if profile.metadata.unlabelled_processes > 0 {
+        log::info!(
+            "{} processes are merged by name, without pid and tid (only the first {} keep them, \
+             to bound memory; --per-thread keeps all)",
+            profile.metadata.unlabelled_processes,
+            profile::LABELLED_PROCESSES
+        );
+    }
+    for (reason, count) in &profile.metadata.unknown_frames {
+        log::info!("{count} sampled frames unnamed: {}", reason.describe());
+    }
+    if collector.jit != Default::default() {
+        log::info!(
+            "perf maps over their limits: {} bytes not read (--max-perf-map-size), {} functions not kept",
+            collector.jit.bytes_skipped,
+            collector.jit.entries_dropped
+        );
+    }
+}
