@@ -24,6 +24,10 @@ const ABORT_STATUS: i32 = 128 + libc::SIGINT;
 /// starts, and only read by the signal handler (an atomic load, safe in a handler).
 static REMOVE_ON_ABORT: OnceLock<Vec<(RawFd, CString)>> = OnceLock::new();
 
+/// Stop signals received so far: output that waits on a reader (a FIFO, a terminal) gives up once
+/// one more arrives while it waits, so a reader that never reads cannot hold emberprof past it.
+static STOP_SIGNALS_SEEN: AtomicUsize = AtomicUsize::new(0);
+
 /// A launched command to end with SIGTERM if the run is aborted (0: none), as it would be at the
 /// end of a normal run.
 static TERMINATE_ON_ABORT: AtomicI32 = AtomicI32::new(0);
@@ -34,6 +38,7 @@ pub fn install() -> Result<Arc<AtomicUsize>> {
     for signal in STOP_SIGNALS {
         let flag = Arc::clone(&flag);
         let handler = move || {
+            STOP_SIGNALS_SEEN.fetch_add(1, Ordering::SeqCst);
             let earlier = flag.swap(signal as usize, Ordering::SeqCst);
             if earlier != 0 && signal == libc::SIGINT {
                 abort_now();
@@ -48,6 +53,11 @@ pub fn install() -> Result<Arc<AtomicUsize>> {
             .context("cannot install the signal handler")?;
     }
     Ok(flag)
+}
+
+/// How many stop signals have arrived since the handlers were installed.
+pub fn stop_signals_seen() -> usize {
+    STOP_SIGNALS_SEEN.load(Ordering::SeqCst)
 }
 
 /// Names the temporary files a second Ctrl-C removes. Later calls are ignored (one set of outputs

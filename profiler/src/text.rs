@@ -4,8 +4,9 @@
 //!
 //! XML 1.0 forbids most control characters even when escaped, so one C0 control in a thread name
 //! made the whole SVG unreadable to browsers; an escape sequence in a name could also drive the
-//! terminal that prints it. Every C0 and C1 control and DEL is replaced, and bytes that are not UTF-8
-//! become U+FFFD. This module must not escape XML (the renderer does) nor touch the folded format's
+//! terminal that prints it. Every C0 and C1 control and DEL is replaced, so are U+FFFE and U+FFFF
+//! (XML 1.0 forbids them too: one in a process name made the SVG ill-formed), and bytes that are
+//! not UTF-8 (among them encoded surrogates, which XML also forbids) become U+FFFD. This module must not escape XML (the renderer does) nor touch the folded format's
 //! separators (`fold` does): it only guarantees printable text.
 
 use std::borrow::Cow;
@@ -13,21 +14,28 @@ use std::borrow::Cow;
 /// What a control character becomes.
 pub const REPLACEMENT: char = '\u{FFFD}';
 
-/// `text` with line breaks and tabs as spaces and every other control character (C0, DEL, C1) as
-/// U+FFFD. Borrows when nothing needs replacing, which is the common case.
+/// `text` with line breaks and tabs as spaces and every other control character (C0, DEL, C1) and
+/// XML-forbidden noncharacter as U+FFFD. Borrows when nothing needs replacing, which is the common
+/// case.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(needs_replacing) {
         return Cow::Borrowed(text);
     }
     Cow::Owned(
         text.chars()
             .map(|c| match c {
                 '\t' | '\n' | '\r' => ' ',
-                c if c.is_control() => REPLACEMENT,
+                c if needs_replacing(c) => REPLACEMENT,
                 c => c,
             })
             .collect(),
     )
+}
+
+/// Control characters, and the two code points XML 1.0's `Char` production leaves out besides
+/// them and the surrogates (which a `str` cannot hold).
+fn needs_replacing(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}')
 }
 
 /// Bytes of unknown encoding (a kernel `comm`, a symbol name read from a file) as printable text:
@@ -65,6 +73,21 @@ mod tests {
         assert_eq!(
             printable("<x\u{1}\u{1b}[31m\"&"),
             format!("<x{REPLACEMENT}{REPLACEMENT}[31m\"&")
+        );
+    }
+
+    /// U+FFFE and U+FFFF are not XML characters even escaped; encoded surrogates (CESU-8 style
+    /// `ED A0 80`) are invalid UTF-8. All become U+FFFD; the neighbouring U+FFFD and U+10FFFF stay.
+    #[test]
+    fn replaces_xml_noncharacters_and_surrogates() {
+        assert_eq!(
+            printable("a\u{FFFE}b\u{FFFF}c\u{FFFD}\u{10FFFF}"),
+            format!("a{REPLACEMENT}b{REPLACEMENT}c\u{FFFD}\u{10FFFF}")
+        );
+        assert_eq!(printable_bytes(b"x\xef\xbf\xbfy"), "x\u{FFFD}y");
+        assert_eq!(
+            printable_bytes(b"x\xed\xa0\x80y"),
+            "x\u{FFFD}\u{FFFD}\u{FFFD}y"
         );
     }
 

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::through::ThroughOutput;
 use super::OutputTarget;
 
 /// The longest file name Linux file systems accept (NAME_MAX).
@@ -40,10 +41,7 @@ pub enum OutputFile {
     /// Written to a temporary file, renamed over the destination on commit.
     Atomic(AtomicOutput),
     /// An existing character device or FIFO, opened for writing and written through.
-    Through {
-        destination: PathBuf,
-        file: File,
-    },
+    Through(ThroughOutput),
 }
 
 /// What exists at the output path, which decides how it is written. Kept separate from the system
@@ -70,7 +68,7 @@ pub enum WriteMode {
 }
 
 /// The write mode for what exists at the destination, or why it is refused.
-pub fn choose_write_mode(kind: ExistingKind, destination: &Path) -> Result<WriteMode> {
+pub(super) fn choose_write_mode(kind: ExistingKind, destination: &Path) -> Result<WriteMode> {
     let shown = destination.display();
     match kind {
         ExistingKind::Missing | ExistingKind::Regular => Ok(WriteMode::Atomic),
@@ -88,7 +86,7 @@ pub fn choose_write_mode(kind: ExistingKind, destination: &Path) -> Result<Write
     }
 }
 
-fn existing_kind(metadata: Option<&std::fs::Metadata>) -> ExistingKind {
+pub(super) fn existing_kind(metadata: Option<&std::fs::Metadata>) -> ExistingKind {
     let Some(metadata) = metadata else {
         return ExistingKind::Missing;
     };
@@ -134,48 +132,9 @@ impl OutputFile {
             choose_write_mode(ExistingKind::Directory, &destination)?;
         }
         match choose_write_mode(existing_kind(metadata.as_ref()), &destination)? {
-            WriteMode::Through => Self::open_through(destination),
+            WriteMode::Through => Ok(OutputFile::Through(ThroughOutput::open(destination)?)),
             WriteMode::Atomic => Self::create_atomic(destination),
         }
-    }
-
-    fn open_through(destination: PathBuf) -> Result<Self> {
-        // O_NONBLOCK so that a FIFO without a reader fails now (ENXIO) instead of hanging before
-        // sampling starts; it is cleared below so that writes wait for the reader like a shell's.
-        let fd = open_raw(
-            libc::AT_FDCWD,
-            &cstring(destination.as_os_str())?,
-            libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            0,
-        )
-        .map_err(|error| match error.raw_os_error() {
-            Some(libc::ENXIO) => anyhow::anyhow!(
-                "cannot write output {}: the FIFO has no reader; start the reader first",
-                destination.display()
-            ),
-            _ => anyhow::Error::new(error)
-                .context(format!("cannot write output {}", destination.display())),
-        })?;
-        let file = File::from(fd);
-        // The node may have been swapped between the lstat and the open: check what was opened.
-        let metadata = file
-            .metadata()
-            .with_context(|| format!("cannot write output {}", destination.display()))?;
-        let kind = existing_kind(Some(&metadata));
-        if choose_write_mode(kind, &destination)? != WriteMode::Through {
-            bail!(
-                "output {} changed while it was being opened; try again",
-                destination.display()
-            );
-        }
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe {
-            let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-            if flags >= 0 {
-                libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
-            }
-        }
-        Ok(OutputFile::Through { destination, file })
     }
 
     fn create_atomic(destination: PathBuf) -> Result<Self> {
@@ -238,16 +197,7 @@ impl OutputFile {
                 writer.flush().context("cannot write to stdout")?;
                 Ok(())
             }
-            OutputFile::Through {
-                destination,
-                mut file,
-            } => {
-                let mut writer = BufWriter::new(&mut file);
-                write(&mut writer)?;
-                writer
-                    .flush()
-                    .with_context(|| format!("cannot write {}", destination.display()))
-            }
+            OutputFile::Through(through) => through.commit(write),
             OutputFile::Atomic(mut atomic) => atomic.commit(write),
         }
     }
@@ -259,7 +209,7 @@ impl OutputFile {
             OutputFile::Atomic(atomic) => {
                 Some((atomic.directory.as_raw_fd(), atomic.temp_name.clone()))
             }
-            OutputFile::Stdout | OutputFile::Through { .. } => None,
+            OutputFile::Stdout | OutputFile::Through(_) => None,
         }
     }
 }
@@ -438,17 +388,17 @@ fn give_to_sudo_user(file: &File) {
 }
 
 /// The user who ran `sudo`, from SUDO_UID/SUDO_GID.
-fn sudo_ids() -> Option<(u32, u32)> {
+pub(super) fn sudo_ids() -> Option<(u32, u32)> {
     let id = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
     Some((id("SUDO_UID")?, id("SUDO_GID")?))
 }
 
-fn cstring(text: &OsStr) -> Result<CString> {
+pub(super) fn cstring(text: &OsStr) -> Result<CString> {
     CString::new(text.as_bytes())
         .with_context(|| format!("{:?} contains a NUL byte", text.to_string_lossy()))
 }
 
-fn open_raw(
+pub(super) fn open_raw(
     directory: libc::c_int,
     name: &CString,
     flags: libc::c_int,

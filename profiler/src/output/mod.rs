@@ -10,6 +10,7 @@ mod pprof;
 mod render;
 mod stale;
 mod svg;
+mod through;
 
 use std::path::{Path, PathBuf};
 

@@ -17,8 +17,10 @@ use perf_event_open_sys::bindings;
 
 use super::ring::RingBuffer;
 
-/// Record bytes waiting for the session before samples are dropped.
-const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Record bytes waiting for the session before samples are dropped. When the session unwinds more
+/// slowly than the kernel samples (`--all` on a busy machine), a larger backlog would only delay
+/// the drops and hold more memory: this is about a second of stack copies from two CPUs at 999 Hz.
+const MAX_PENDING_BYTES: usize = 32 << 20;
 /// How long the thread sleeps when no ring reaches its wakeup mark, so that a trickle of records
 /// (a process at a low rate) still reaches the session promptly.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -61,13 +63,19 @@ impl Reader {
         })
     }
 
-    /// Waits up to `timeout` for records, then takes everything pending.
-    pub fn take(&self, timeout: Duration) -> Vec<Vec<u8>> {
+    /// Waits up to `timeout` for records, then takes what is pending, in whole batches, up to about
+    /// `max_bytes`: what the session has not taken yet still counts against the backlog's bound.
+    pub fn take(&self, timeout: Duration, max_bytes: usize) -> Vec<Vec<u8>> {
         let mut records = match self.records.recv_timeout(timeout) {
             Ok(batch) => batch,
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return Vec::new(),
         };
-        while let Ok(batch) = self.records.try_recv() {
+        let mut taken: usize = records.iter().map(Vec::len).sum();
+        while taken < max_bytes {
+            let Ok(batch) = self.records.try_recv() else {
+                break;
+            };
+            taken += batch.iter().map(Vec::len).sum::<usize>();
             records.extend(batch);
         }
         let bytes: usize = records.iter().map(Vec::len).sum();
@@ -86,7 +94,7 @@ impl Reader {
                 .join()
                 .map_err(|_| anyhow!("the ring-buffer reader thread panicked"))?;
         }
-        Ok(self.take(Duration::ZERO))
+        Ok(self.take(Duration::ZERO, usize::MAX))
     }
 
     /// Samples dropped because the session fell too far behind.

@@ -22,6 +22,9 @@ use crate::capture::source::{
 /// How often a checkpoint lets the collector build and release what it holds. Records arrive in
 /// time order, so every sample of an instance that ended is in hand by then.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// Record bytes decoded in one read: a few hundred samples with stack copies, so a session that has
+/// fallen behind still looks at the clock, signals and checkpoints between reads.
+const READ_BYTES: usize = 4 << 20;
 
 pub struct PerfSource {
     events: Events,
@@ -32,7 +35,8 @@ pub struct PerfSource {
     /// to see a target's new threads).
     only_pids: Option<HashSet<u32>>,
     capture_user: bool,
-    /// Records taken by [`Source::wait`], decoded by the next [`Source::read`].
+    /// Records taken by [`Source::wait`] (at most [`READ_BYTES`]), decoded by the next
+    /// [`Source::read`].
     pending: Vec<Vec<u8>>,
     last_checkpoint: Instant,
     checkpoints: u64,
@@ -190,13 +194,16 @@ fn announce(change: Option<InstanceChange>, sink: &mut dyn EventSink) {
 
 impl Source for PerfSource {
     fn wait(&mut self, timeout: Duration) {
-        let records = self.reader.take(timeout);
-        self.pending.extend(records);
+        if self.pending.is_empty() {
+            self.pending = self.reader.take(timeout, READ_BYTES);
+        }
     }
 
     fn read(&mut self, sink: &mut dyn EventSink) -> Result<()> {
         let mut records = std::mem::take(&mut self.pending);
-        records.extend(self.reader.take(Duration::ZERO));
+        if records.is_empty() {
+            records = self.reader.take(Duration::ZERO, READ_BYTES);
+        }
         self.decode(records, sink);
         Ok(())
     }
