@@ -7,6 +7,7 @@ use anyhow::Result;
 
 use crate::input::{read_profile, InputSource};
 use crate::output::{write_outputs, Output, OutputFile, RenderOptions};
+use crate::profile::{values, ValueChoice};
 
 #[derive(Clone, Debug)]
 pub struct ReportOptions {
@@ -28,9 +29,16 @@ pub fn run(options: ReportOptions) -> Result<ExitCode> {
         .collect::<Result<Vec<_>>>()?;
     let profile = read_profile(&input)?;
     if render.svg.title.is_empty() {
+        let has_off_cpu = profile.value_types.position(values::OFF_CPU).is_some();
+        let kind = match render.fold.value {
+            ValueChoice::Auto if has_off_cpu => "Wall-clock",
+            ValueChoice::Wall => "Wall-clock",
+            ValueChoice::OffCpu => "Off-CPU",
+            _ => "CPU",
+        };
         render.svg.title = match &profile.metadata.command_line {
-            Some(command) => format!("CPU flame graph: {}", command),
-            None => format!("CPU flame graph: {}", input.name()),
+            Some(command) => format!("{kind} flame graph: {}", command),
+            None => format!("{kind} flame graph: {}", input.name()),
         };
     }
     if render.fold.lines && !profile.metadata.has_lines {

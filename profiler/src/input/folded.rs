@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 
 use super::MAX_FRAMES;
-use crate::profile::{location_id, Frame, FrameKind, Location, LocationId, Profile, Sample};
+use crate::profile::{
+    location_id, Frame, FrameKind, Location, LocationId, Profile, Sample, Values,
+};
 
 pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
     let mut profile = Profile::default();
@@ -64,7 +66,7 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
         let stack = profile.stacks.insert(&ids);
         profile.samples.push(Sample {
             stack,
-            count,
+            values: Values::count(count),
             ..Sample::default()
         });
     }

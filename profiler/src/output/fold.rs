@@ -1,4 +1,6 @@
-//! Folding: a profile to `process;outermost;...;leaf COUNT` lines, the FlameGraph format. User frames
+//! Folding: a profile to `process;outermost;...;leaf COUNT` lines, the FlameGraph format. COUNT is
+//! the value chosen (`FoldOptions::value`): samples of a CPU profile, microseconds of wall-clock
+//! time (on-CPU plus off-CPU) of one with off-CPU time. User frames
 //! come first (outermost first), then kernel frames suffixed `_[k]`; inlined functions are suffixed
 //! `_[i]`, JIT frames `_[j]`. A truncated user stack gets a `[truncated]` frame right under the root.
 //! Lines are sorted as strings sort, so output is deterministic. A pure function of the profile: no
@@ -16,7 +18,8 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use hashbrown::HashTable;
 
-use crate::profile::{Frame, FrameKind, Location, Profile, Sample, TRUNCATED_FRAME};
+use crate::profile::values::Shown;
+use crate::profile::{Frame, FrameKind, Location, Profile, Sample, ValueChoice, TRUNCATED_FRAME};
 
 /// What a stack with no root and no frame shows.
 const EMPTY_STACK: &str = "[unknown]";
@@ -27,6 +30,9 @@ pub struct FoldOptions {
     pub per_thread: bool,
     /// Append `(file:LINE)` to frames that have a source line.
     pub lines: bool,
+    /// Which value the counts are (see [`ValueChoice`]): samples of a CPU profile, microseconds
+    /// of wall-clock time of one with off-CPU time.
+    pub value: ValueChoice,
 }
 
 /// Folded stacks: every distinct line once with its count, in order.
@@ -39,14 +45,22 @@ pub struct Folded {
     /// Where each line's text ids end in `line_texts`.
     line_ends: Vec<u32>,
     counts: Vec<u64>,
-    /// The lines in the order they are written (as their texts sort).
+    /// The lines in the order they are written (as their texts sort); lines whose time rounds to
+    /// 0 µs are left out.
     order: Vec<u32>,
+    /// What one count is, as the SVG says it: `samples`, `µs`.
+    unit: &'static str,
 }
 
 impl Folded {
     /// How many distinct lines.
     pub fn len(&self) -> usize {
         self.order.len()
+    }
+
+    /// What one count is: `samples`, or `µs` of time.
+    pub fn unit(&self) -> &'static str {
+        self.unit
     }
 
     /// The lines as `stack COUNT`, in order, for tests.
@@ -122,8 +136,9 @@ impl Folded {
 }
 
 /// Folds every sample of `profile`. Fails only when `--per-thread` is asked of a profile without
-/// thread labels, or when counts overflow.
+/// thread labels, when the value asked for is not in the profile, or when counts overflow.
 pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
+    let shown = Shown::resolve(&profile.value_types, options.value)?;
     let mut texts = Texts::default();
     // Each location's text ids, made once: a long recording has many samples through few locations.
     let mut location_texts: Vec<u32> = Vec::new();
@@ -154,6 +169,11 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
     let mut line = Vec::new();
     let mut stack = Vec::new();
     for sample in &profile.samples {
+        // Nanoseconds are summed per line, then rounded: short intervals add up.
+        let value = shown.raw(&sample.values);
+        if value == 0 {
+            continue;
+        }
         line.clear();
         if let Some(root) = Root::of(sample, options, profile.metadata.unlabelled_processes)? {
             line.push(
@@ -180,19 +200,26 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
             let id = text_index(folded.counts.len());
             folded.line_texts.extend_from_slice(&line);
             folded.line_ends.push(text_index(folded.line_texts.len()));
-            folded.counts.push(sample.count);
+            folded.counts.push(value);
             line_ids.insert_unique(hash, id, |&id| hasher.hash_one(folded.texts_of(id)));
             continue;
         };
-        let Some(sum) = folded.counts[id as usize].checked_add(sample.count) else {
+        let Some(sum) = folded.counts[id as usize].checked_add(value) else {
             let mut stack = String::new();
             folded.push_stack(&mut stack, id);
-            bail!("the sample counts of stack `{stack}` add up to more than 2^64 - 1");
+            bail!("the values of stack `{stack}` add up to more than 2^64 - 1");
         };
         folded.counts[id as usize] = sum;
     }
     folded.texts = texts.into_vec();
+    for count in &mut folded.counts {
+        *count = shown.scale(*count);
+    }
     folded.order = sorted_lines(&folded);
+    folded
+        .order
+        .retain(|&line| folded.counts[line as usize] > 0);
+    folded.unit = shown.unit;
     Ok(folded)
 }
 

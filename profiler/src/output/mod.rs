@@ -10,6 +10,8 @@ mod pprof;
 mod render;
 mod stale;
 mod svg;
+#[cfg(test)]
+mod values_tests;
 
 use std::path::{Path, PathBuf};
 

@@ -22,6 +22,8 @@ pub struct SvgOptions {
     pub min_width: Option<f64>,
     /// Under the title, e.g. how a differential graph was normalised.
     pub subtitle: Option<String>,
+    /// What one count is, in each frame's tooltip: `samples` (the default), `µs`.
+    pub count_name: String,
 }
 
 impl Default for SvgOptions {
@@ -32,6 +34,7 @@ impl Default for SvgOptions {
             reverse: false,
             min_width: None,
             subtitle: None,
+            count_name: "samples".to_owned(),
         }
     }
 }
@@ -55,7 +58,7 @@ pub fn render_svg<'a>(
     let mut options = Options::default();
     options.title = title.into_owned();
     options.subtitle = svg.subtitle.as_deref().map(|s| printable(s).into_owned());
-    options.count_name = "samples".to_owned();
+    options.count_name = svg.count_name.clone();
     options.colors = svg.palette;
     if svg.reverse {
         options.direction = Direction::Inverted;

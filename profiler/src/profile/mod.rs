@@ -9,11 +9,14 @@
 
 mod build;
 pub mod filter;
+mod intern;
 mod merge;
+pub mod policy;
 mod stacks;
 #[cfg(test)]
 pub mod testdata;
 pub mod truncation;
+pub mod values;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ pub use build::{build, split_by_process, JIT_MAPPING, KERNEL_MAPPING};
 pub use merge::{EndedLabels, MergedProfile, LABELLED_PROCESSES};
 pub use stacks::{StackId, Stacks, EMPTY_STACK};
 pub use truncation::Truncation;
+pub use values::{ValueChoice, ValueType, ValueTypes, Values};
 
 /// The frame put right under the process (or thread) root of a user stack that does not reach a
 /// process or thread entry (see `truncation`).
@@ -47,6 +51,8 @@ pub fn location_id(index: usize) -> LocationId {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Profile {
     pub metadata: Metadata,
+    /// What each sample's values measure, the counting value first.
+    pub value_types: ValueTypes,
     pub mappings: Vec<Mapping>,
     pub locations: Vec<Location>,
     /// The stacks samples refer to.
@@ -119,14 +125,15 @@ pub struct Location {
     pub in_kernel: bool,
 }
 
-/// A distinct stack of one thread and how many samples hit it.
+/// A distinct stack of one thread and its values (how many samples hit it, how long it ran).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sample {
     /// Locations in [`Profile::stacks`], outermost first: user frames, then kernel frames. Shared:
     /// in a long recording many samples (other threads, other processes of the same program) have
     /// the same stack.
     pub stack: StackId,
-    pub count: u64,
+    /// In the order of [`Profile::value_types`].
+    pub values: Values,
     pub pid: Option<u32>,
     pub tid: Option<u32>,
     /// Name of the process (its main thread), unsanitized: as the kernel reported it. Shared:
@@ -138,15 +145,11 @@ pub struct Sample {
 }
 
 impl Profile {
-    /// The id the next location pushed gets.
-    pub fn next_location_id(&self) -> LocationId {
-        location_id(self.locations.len())
-    }
-
+    /// The sum of the counting value (samples, for a CPU profile).
     pub fn total_samples(&self) -> u64 {
         self.samples
             .iter()
-            .fold(0u64, |total, s| total.saturating_add(s.count))
+            .fold(0u64, |total, s| total.saturating_add(s.values.get(0)))
     }
 
     /// The text a location shows when nothing names it: `module+0xOFFSET` or `[unknown]`.
