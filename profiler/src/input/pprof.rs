@@ -1,5 +1,5 @@
 //! pprof (`perftools.profiles.Profile`, gzip-compressed or not) into the model: emberprof's own
-//! profiles come back as they were written (labels, `[kernel.kallsyms]`/`[jit]` mappings, inlined
+//! profiles come back as they were written (labels, `[kernel.kallsyms]`/`[jit]`/`[python]` mappings, inlined
 //! lines, the `[truncated]` root), and any other tool's as far as pprof says: functions, inlined
 //! lines, mappings, and its sample types (up to `values::MAX_VALUES`, the one that counts samples
 //! first).
@@ -17,8 +17,8 @@ use super::{MAX_FRAMES, MAX_INPUT_BYTES};
 use crate::pprof::{self as proto, keys};
 use crate::profile::values::{self, MAX_VALUES};
 use crate::profile::{
-    location_id, Frame, FrameKind, Location, Mapping, MappingKind, Metadata, Profile, Sample,
-    Stacks, ValueType, ValueTypes, Values, JIT_MAPPING, KERNEL_MAPPING, TRUNCATED_FRAME,
+    location_id, Frame, FrameKind, Location, Mapping, MappingKind, Metadata, Profile, Runtime,
+    Sample, Stacks, ValueType, ValueTypes, Values, JIT_MAPPING, KERNEL_MAPPING, TRUNCATED_FRAME,
 };
 
 pub fn read_pprof(bytes: &[u8], name: &str) -> Result<Profile> {
@@ -93,11 +93,12 @@ impl Reader<'_> {
         for (index, mapping) in message.mapping.iter().enumerate() {
             let what = format!("mapping {}", mapping.id);
             let path = self.string(mapping.filename, &what)?;
+            let runtime = Runtime::ALL.into_iter().find(|r| r.mapping_name() == path);
             let kind = match path {
                 KERNEL_MAPPING => MappingKind::Kernel,
                 JIT_MAPPING => MappingKind::Jit,
                 _ if path.starts_with("[kernel") => MappingKind::Kernel,
-                _ => MappingKind::User,
+                _ => runtime.map_or(MappingKind::User, MappingKind::Interpreted),
             };
             let display_name = path.rsplit('/').next().unwrap_or(path);
             offset_bases.push((mapping.memory_start, mapping.file_offset));

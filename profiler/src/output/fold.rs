@@ -1,4 +1,5 @@
-//! Folding: a profile to `process;outermost;...;leaf COUNT` lines, the FlameGraph format. COUNT is
+//! Folding: a profile to `process;outermost;...;leaf COUNT` lines, the FlameGraph format.
+//! Interpreter frames are marked by their runtime: `_[p]` for Python (`Runtime::marker`). COUNT is
 //! the value chosen (`FoldOptions::value`): samples of a CPU profile, microseconds of wall-clock
 //! time (on-CPU plus off-CPU) of one with off-CPU time. User frames
 //! come first (outermost first), then kernel frames suffixed `_[k]`; inlined functions are suffixed
@@ -286,7 +287,8 @@ impl Texts {
     }
 }
 
-/// A location's frames, outermost first, as folded lines show them.
+/// A location's frames, outermost first, as folded lines show them. An interpreter's frame gets
+/// its runtime's marker (`_[p]`) in place of its kind's suffix.
 fn push_location_texts(
     ids: &mut Vec<u32>,
     texts: &mut Texts,
@@ -294,13 +296,26 @@ fn push_location_texts(
     location: &Location,
     lines: bool,
 ) {
+    let runtime = profile.runtime(location);
     if location.frames.is_empty() {
-        let suffix = if location.in_kernel { "_[k]" } else { "" };
+        let suffix = match runtime {
+            Some(runtime) => runtime.marker(),
+            None if location.in_kernel => "_[k]",
+            None => "",
+        };
         ids.push(texts.id(&format!("{}{suffix}", sanitize(&profile.unnamed(location)))));
         return;
     }
     for frame in &location.frames {
-        ids.push(texts.id(&frame_text(frame, lines)));
+        let text = match runtime {
+            Some(runtime) => format!(
+                "{}{}",
+                sanitize(&frame_name(frame, lines)),
+                runtime.marker()
+            ),
+            None => frame_text(frame, lines),
+        };
+        ids.push(texts.id(&text));
     }
 }
 
@@ -355,11 +370,15 @@ pub fn frame_text(frame: &Frame, lines: bool) -> String {
         FrameKind::Jit => "_[j]",
         FrameKind::User => "",
     };
-    let name = match (&frame.file, frame.line) {
+    format!("{}{suffix}", sanitize(&frame_name(frame, lines)))
+}
+
+/// A frame's name, with `(file:LINE)` if `lines` and it has one.
+fn frame_name(frame: &Frame, lines: bool) -> String {
+    match (&frame.file, frame.line) {
         (Some(file), Some(line)) if lines => format!("{} ({file}:{line})", frame.name),
         _ => frame.name.to_string(),
-    };
-    format!("{}{suffix}", sanitize(&name))
+    }
 }
 
 /// A `;` would split a frame in two and a line break would end the line: replace both, and every

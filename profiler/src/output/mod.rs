@@ -6,6 +6,8 @@ mod file;
 mod fold;
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod interpreted_tests;
 mod pprof;
 mod render;
 mod stale;

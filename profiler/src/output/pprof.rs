@@ -58,6 +58,10 @@ impl Strings {
     }
 }
 
+fn interpreted(mapping: &crate::profile::Mapping) -> bool {
+    matches!(mapping.kind, crate::profile::MappingKind::Interpreted(_))
+}
+
 /// Values are int64 on the wire.
 fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -163,8 +167,9 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
             filename: strings.get(&mapping.path),
             build_id: strings.get(mapping.build_id.as_deref().unwrap_or("")),
             has_functions: mapping_named[index],
-            has_filenames: has_lines && mapping_named[index],
-            has_line_numbers: has_lines && mapping_named[index],
+            // An interpreter's frames always carry their file and line.
+            has_filenames: (has_lines || interpreted(mapping)) && mapping_named[index],
+            has_line_numbers: (has_lines || interpreted(mapping)) && mapping_named[index],
             has_inline_frames: mapping_inlines[index],
         })
         .collect();

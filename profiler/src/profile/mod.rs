@@ -97,6 +97,46 @@ pub enum MappingKind {
     Kernel,
     /// JIT-compiled code, named from a perf map: addresses are the process's own.
     Jit,
+    /// Frames of an interpreter's own call stack (a Python function), in the pseudo-mapping of
+    /// their runtime: no native address, their frame says what ran (see [`Location::interpreted`]).
+    Interpreted(Runtime),
+}
+
+/// An interpreter whose frames a profile can hold in place of its native interpreter frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Runtime {
+    /// CPython: a frame is a code object's qualified name, its file and line.
+    Python,
+}
+
+impl Runtime {
+    /// Every runtime, for readers that recognise them by name or marker.
+    pub const ALL: [Runtime; 1] = [Runtime::Python];
+
+    /// The path of the runtime's pseudo-mapping, in pprof and in the profile.
+    pub fn mapping_name(self) -> &'static str {
+        match self {
+            Runtime::Python => "[python]",
+        }
+    }
+
+    /// The suffix of its frames in folded stacks, in the spirit of `_[k]` and `_[j]`, so that
+    /// other tools (and Ctrl-F in the SVG, before rendering) can tell them.
+    pub fn marker(self) -> &'static str {
+        match self {
+            Runtime::Python => "_[p]",
+        }
+    }
+
+    /// The pseudo-mapping its frames are placed in.
+    pub fn mapping(self) -> Mapping {
+        Mapping {
+            path: Arc::from(self.mapping_name()),
+            display_name: Arc::from(self.mapping_name()),
+            build_id: None,
+            kind: MappingKind::Interpreted(self),
+        }
+    }
 }
 
 /// A module: a file (or pseudo-file) that code runs from.
@@ -116,7 +156,7 @@ pub struct Mapping {
 pub struct Location {
     pub mapping: Option<MappingId>,
     /// The address looked up (a return address minus one): the file offset in a user mapping, the
-    /// address itself in the kernel, JIT code or no mapping at all.
+    /// address itself in the kernel, JIT code or no mapping at all; 0 for an interpreted frame.
     pub address: u64,
     /// The function at the address, then the functions inlined into it, outermost first. Empty when
     /// nothing names the address: it shows as `module+0xOFFSET` or `[unknown]`.
@@ -144,7 +184,30 @@ pub struct Sample {
     pub truncated: bool,
 }
 
+impl Location {
+    /// A frame of `mapping`, the pseudo-mapping of a runtime ([`Runtime::mapping`]). Its address
+    /// is 0: what identifies an interpreter frame in its process (a code object's address and an
+    /// instruction offset) means nothing outside it, and locations are shared across processes;
+    /// the frame's name, file and line say what ran.
+    pub fn interpreted(mapping: MappingId, frame: Frame) -> Location {
+        Location {
+            mapping: Some(mapping),
+            address: 0,
+            frames: vec![frame],
+            in_kernel: false,
+        }
+    }
+}
+
 impl Profile {
+    /// The runtime whose frame `location` is, if it is an interpreter's.
+    pub fn runtime(&self, location: &Location) -> Option<Runtime> {
+        match self.mappings.get(location.mapping?)?.kind {
+            MappingKind::Interpreted(runtime) => Some(runtime),
+            _ => None,
+        }
+    }
+
     /// The sum of the counting value (samples, for a CPU profile).
     pub fn total_samples(&self) -> u64 {
         self.samples

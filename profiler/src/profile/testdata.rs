@@ -207,3 +207,65 @@ pub fn wall() -> Profile {
         stacks,
     }
 }
+
+/// Python frames interleaved with native ones (issue 21's shape): the interpreter's native entry,
+/// then `<module>` → `outer` → `Sorter.run`, which calls the builtin `sorted` (native) calling back
+/// into the Python `key`; a native `run` as well, which must not take the Python colour or marker.
+pub fn python() -> Profile {
+    let mappings = vec![
+        Mapping {
+            path: Arc::from("/usr/bin/python3.11"),
+            display_name: Arc::from("python3.11"),
+            build_id: None,
+            kind: MappingKind::User,
+        },
+        Runtime::Python.mapping(),
+    ];
+    let native = |address, name: &str| Location {
+        mapping: Some(0),
+        address,
+        frames: vec![frame(name, FrameKind::User, None, None)],
+        in_kernel: false,
+    };
+    let python = |name: &str, line| {
+        Location::interpreted(1, frame(name, FrameKind::User, Some("app.py"), Some(line)))
+    };
+    let locations = vec![
+        native(0x1000, "_start"),
+        native(0x2000, "Py_RunMain"),
+        python("<module>", 40),
+        python("outer", 12),
+        python("Sorter.run", 20),
+        native(0x3000, "builtin_sorted"),
+        python("key", 5),
+        native(0x4000, "run"),
+        // The same function at another line: its own location, one folded frame.
+        python("outer", 13),
+    ];
+    let mut stacks = Stacks::default();
+    let mut sample = |stack: &[LocationId], count| Sample {
+        stack: stacks.insert(stack),
+        values: Values::count(count),
+        pid: Some(7),
+        tid: Some(7),
+        process_name: Some("python3".into()),
+        thread_name: Some("python3".into()),
+        truncated: false,
+    };
+    let samples = vec![
+        sample(&[0, 1, 2, 3, 4], 6),
+        sample(&[0, 1, 2, 3, 4, 5, 6], 2),
+        sample(&[0, 1, 2, 8, 7], 1),
+    ];
+    Profile {
+        metadata: Metadata {
+            has_lines: true,
+            ..Metadata::default()
+        },
+        value_types: ValueTypes::default(),
+        mappings,
+        locations,
+        samples,
+        stacks,
+    }
+}
