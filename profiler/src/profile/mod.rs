@@ -2,6 +2,9 @@
 //! (folded stacks, SVG, pprof) is rendered from. `record` builds it from a capture (`build`);
 //! `report` and `diff` read it back from pprof or folded files (`crate::input`).
 //!
+//! Each sample's values are typed by the profile (`values`: samples, CPU and off-CPU time), and a
+//! location is a native address or an interpreter's frame (`MappingKind::Interpreted`).
+//!
 //! Plain data only: no symbolizer, no inferno, no protobuf here. Stacks are paths of indices into
 //! `locations` in one tree of calls (`stacks`), so a location (one address of one module) and its
 //! names are stored once however many samples pass through it, and a stack once however many
@@ -76,7 +79,7 @@ pub struct Metadata {
     /// Samples per reason for frames that could not be named (a sample counts once per such frame).
     pub unknown_frames: BTreeMap<UnknownReason, u64>,
     /// Processes whose samples were merged by name without their pid and tid (past the first
-    /// `merge::LABELLED_PROCESSES`).
+    /// `policy::LABELLED_PROCESSES`).
     pub unlabelled_processes: u64,
     /// How user stacks were unwound (`auto`, `dwarf`, `fp`).
     pub unwinding: Option<String>,
@@ -183,6 +186,10 @@ pub struct Sample {
     /// The user stack does not reach a process or thread entry: callers are missing.
     pub truncated: bool,
 }
+
+// A long recording holds tens of thousands of samples: their values stay a fixed array, not a
+// `Vec` per sample (64 bytes with one count, 80 with three values).
+const _: () = assert!(std::mem::size_of::<Sample>() <= 80);
 
 impl Location {
     /// A frame of `mapping`, the pseudo-mapping of a runtime ([`Runtime::mapping`]). Its address

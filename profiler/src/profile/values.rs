@@ -189,23 +189,24 @@ impl Shown {
     pub fn resolve(types: &ValueTypes, choice: ValueChoice) -> Result<Shown> {
         let cpu = types.position(CPU);
         let off_cpu = types.position(OFF_CPU);
-        let time = |indices: [Option<usize>; 2], name: &str| -> Result<Shown> {
-            match indices {
-                [None, None] => bail!(
-                    "--value {name}: the profile has no {name} time (its values: {})",
-                    types
-                        .as_slice()
-                        .iter()
-                        .map(|t| format!("{}/{}", t.name, t.unit))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                indices => Ok(Shown {
-                    indices,
-                    divisor: 1000,
-                    unit: "µs",
-                }),
-            }
+        let values = || {
+            let names: Vec<String> = types
+                .as_slice()
+                .iter()
+                .map(|t| format!("{}/{}", t.name, t.unit))
+                .collect();
+            names.join(", ")
+        };
+        let time = |indices: [Option<usize>; 2]| Shown {
+            indices,
+            divisor: 1000,
+            unit: "µs",
+        };
+        let missing = |asked: &str, name: &str| -> Result<Shown> {
+            bail!(
+                "--value {asked}: the profile has no {name} time (its values: {})",
+                values()
+            )
         };
         match choice {
             ValueChoice::Samples => Ok(Shown {
@@ -213,12 +214,17 @@ impl Shown {
                 divisor: 1,
                 unit: "samples",
             }),
-            ValueChoice::Cpu => time([cpu, None], "cpu"),
-            ValueChoice::OffCpu => time([off_cpu, None], "off-cpu"),
-            ValueChoice::Wall if off_cpu.is_none() => time([None, None], "off-cpu"),
-            ValueChoice::Wall if cpu.is_none() => time([None, None], "cpu"),
-            ValueChoice::Wall => time([cpu, off_cpu], "wall"),
-            ValueChoice::Auto if off_cpu.is_some() => time([cpu, off_cpu], "wall"),
+            ValueChoice::Cpu => {
+                cpu.map_or_else(|| missing("cpu", "cpu"), |_| Ok(time([cpu, None])))
+            }
+            ValueChoice::OffCpu => off_cpu.map_or_else(
+                || missing("off-cpu", "off-cpu"),
+                |_| Ok(time([off_cpu, None])),
+            ),
+            ValueChoice::Wall if off_cpu.is_none() => missing("wall", "off-cpu"),
+            ValueChoice::Wall if cpu.is_none() => missing("wall", "cpu"),
+            ValueChoice::Wall => Ok(time([cpu, off_cpu])),
+            ValueChoice::Auto if off_cpu.is_some() => Ok(time([cpu, off_cpu])),
             ValueChoice::Auto => Shown::resolve(types, ValueChoice::Samples),
         }
     }
@@ -285,7 +291,10 @@ mod tests {
         );
         let error = Shown::resolve(&cpu_only, ValueChoice::OffCpu).unwrap_err();
         assert!(error.to_string().contains("no off-cpu time"), "{error}");
-        assert!(Shown::resolve(&cpu_only, ValueChoice::Wall).is_err());
+        let error = Shown::resolve(&cpu_only, ValueChoice::Wall).unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with("--value wall: the profile has no off-cpu"));
 
         let wall = types(&[SAMPLES, CPU, OFF_CPU]);
         let shown = Shown::resolve(&wall, ValueChoice::Auto).unwrap();
