@@ -1,8 +1,8 @@
 //! pprof (`perftools.profiles.Profile`, gzip-compressed or not) into the model: emberprof's own
-//! profiles come back as they were written (labels, `[kernel.kallsyms]`/`[jit]`/`[python]` mappings, inlined
-//! lines, the `[truncated]` root), and any other tool's as far as pprof says: functions, inlined
-//! lines, mappings, and its sample types (up to `values::MAX_VALUES`, the one that counts samples
-//! first).
+//! profiles come back as they were written (labels, `[kernel.kallsyms]`/`[jit]`/`[python]`
+//! mappings, inlined lines, the `[truncated]` root, every value), and any other tool's as far as
+//! pprof says: functions, inlined lines, mappings, and its sample types (up to
+//! `values::MAX_VALUES`, the one that counts samples first).
 
 use std::collections::HashMap;
 use std::io::Read;

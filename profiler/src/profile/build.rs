@@ -65,10 +65,7 @@ pub fn build(samples: &[StackSample], symbolizer: &mut Symbolizer, metadata: Met
     let mut builder = Builder {
         symbolizer,
         symbols: &symbols,
-        interner: Interner::new(Profile {
-            metadata,
-            ..Profile::default()
-        }),
+        interner: Interner::new(metadata),
         mapping_ids: HashMap::new(),
         user_locations: HashMap::new(),
         kernel_locations: HashMap::new(),

@@ -12,8 +12,8 @@ use emberprof_symbolizer::SharedStrings;
 use hashbrown::HashTable;
 
 use super::{
-    location_id, Frame, Location, LocationId, Mapping, MappingId, Profile, Sample, StackId,
-    ValueTypes,
+    location_id, Frame, Location, LocationId, Mapping, MappingId, Metadata, Profile, Sample,
+    StackId, ValueTypes,
 };
 
 /// Which locations share the location of their code point (mapping and frames) instead of keeping
@@ -43,10 +43,13 @@ pub struct Interner {
 }
 
 impl Interner {
-    pub fn new(profile: Profile) -> Self {
-        debug_assert!(profile.locations.is_empty() && profile.samples.is_empty());
+    /// An empty profile with `metadata`.
+    pub fn new(metadata: Metadata) -> Self {
         Interner {
-            profile,
+            profile: Profile {
+                metadata,
+                ..Profile::default()
+            },
             sharing: Sharing::Kernel,
             hasher: RandomState::new(),
             mapping_ids: HashMap::new(),
@@ -61,8 +64,9 @@ impl Interner {
         &self.profile
     }
 
-    /// For the metadata and stacks; locations and samples only through the interner.
-    pub fn metadata_mut(&mut self) -> &mut super::Metadata {
+    /// The metadata's counts are the builder's to keep; everything else is added through the
+    /// interner.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
         &mut self.profile.metadata
     }
 

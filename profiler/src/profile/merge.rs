@@ -22,7 +22,7 @@ pub struct MergedProfile {
 impl MergedProfile {
     pub fn new(labels: EndedLabels) -> Self {
         MergedProfile {
-            interner: Interner::new(Profile::default()),
+            interner: Interner::new(Metadata::default()),
             labels: LabelBudget::new(labels),
             compaction: Compaction::default(),
         }
