@@ -3,10 +3,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::input::{read_profile, InputSource};
 use crate::output::{write_outputs, Output, OutputFile, RenderOptions};
+use crate::profile::values::Shown;
 use crate::profile::{values, ValueChoice};
 
 #[derive(Clone, Debug)]
@@ -28,6 +29,8 @@ pub fn run(options: ReportOptions) -> Result<ExitCode> {
         .map(|output| Ok((output.clone(), OutputFile::create(&output.target)?)))
         .collect::<Result<Vec<_>>>()?;
     let profile = read_profile(&input)?;
+    // Before any output is written, and naming the file that lacks the value.
+    Shown::resolve(&profile.value_types, render.fold.value).with_context(|| input.name())?;
     if render.svg.title.is_empty() {
         let has_off_cpu = profile.value_types.position(values::OFF_CPU).is_some();
         let kind = match render.fold.value {
