@@ -13,6 +13,7 @@ use crate::diff::DiffOptions;
 use crate::input::InputSource;
 use crate::output::{FoldOptions, Output, OutputFormat, OutputTarget, RenderOptions, SvgOptions};
 use crate::profile::filter::Filter;
+use crate::profile::ValueChoice;
 use crate::report::ReportOptions;
 
 pub const REPORT_EXAMPLES: &str = "\
@@ -26,7 +27,9 @@ EXAMPLES:
   emberprof report app.pb.gz -o t.svg --per-thread --grep 'serde|json'
       One tower per thread, only stacks through a function matching the regex.
   emberprof report app.folded -o app.pb.gz
-      Folded stacks (emberprof's, perf's through stackcollapse) to pprof.";
+      Folded stacks (emberprof's, perf's through stackcollapse) to pprof.
+  emberprof report wall.pb.gz --value off-cpu -o waiting.svg
+      Only the time threads spent switched out, of a profile recorded with off-CPU time.";
 
 pub const DIFF_EXAMPLES: &str = "\
 EXAMPLES:
@@ -37,6 +40,34 @@ EXAMPLES:
 
 BEFORE is scaled to AFTER's total first, so that a longer or busier capture does not turn
 everything red; the title says so.";
+
+/// Which value of a profile folded counts and flame graph widths are.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum ValueArg {
+    /// `wall` where the profile has off-CPU time, else `samples`.
+    #[default]
+    Auto,
+    /// Samples (another tool's pprof: its `samples` type, else its default sample type).
+    Samples,
+    /// Microseconds on a CPU.
+    Cpu,
+    /// Microseconds switched out (waiting: a lock, I/O, a sleep).
+    OffCpu,
+    /// Microseconds on a CPU plus switched out: each thread as wide as its wall-clock time.
+    Wall,
+}
+
+impl From<ValueArg> for ValueChoice {
+    fn from(value: ValueArg) -> Self {
+        match value {
+            ValueArg::Auto => ValueChoice::Auto,
+            ValueArg::Samples => ValueChoice::Samples,
+            ValueArg::Cpu => ValueChoice::Cpu,
+            ValueArg::OffCpu => ValueChoice::OffCpu,
+            ValueArg::Wall => ValueChoice::Wall,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FormatArg {
@@ -139,7 +170,11 @@ impl RenderArgs {
                 no_inline,
                 grep,
             },
-            fold: FoldOptions { per_thread, lines },
+            fold: FoldOptions {
+                per_thread,
+                lines,
+                ..FoldOptions::default()
+            },
             svg,
         })
     }
@@ -188,6 +223,12 @@ pub struct ReportArgs {
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
 
+    /// Which value the folded counts and the flame graph widths are. Times are in microseconds,
+    /// summed per stack, then rounded (stacks under 0.5 µs are left out). pprof output keeps every
+    /// value.
+    #[arg(long, value_enum, value_name = "VALUE", default_value_t)]
+    pub value: ValueArg,
+
     #[command(flatten)]
     pub render: RenderArgs,
 }
@@ -198,8 +239,10 @@ impl ReportArgs {
             input,
             output,
             format,
+            value,
             render,
         } = self;
+        let render = render.into_options()?;
         let output = if output.is_empty() {
             vec![PathBuf::from("-")]
         } else {
@@ -208,7 +251,13 @@ impl ReportArgs {
         Ok(ReportOptions {
             input: InputSource::from_arg(input),
             outputs: outputs(output, format)?,
-            render: render.into_options()?,
+            render: RenderOptions {
+                fold: FoldOptions {
+                    value: value.into(),
+                    ..render.fold
+                },
+                ..render
+            },
         })
     }
 }
@@ -247,6 +296,11 @@ pub struct DiffArgs {
     /// Compare the raw counts, without scaling BEFORE to AFTER's total.
     #[arg(long)]
     pub no_normalize: bool,
+
+    /// Which value is compared (as `report --value`); `auto` compares wall-clock time when both
+    /// profiles have off-CPU time, else samples.
+    #[arg(long, value_enum, value_name = "VALUE", default_value_t)]
+    pub value: ValueArg,
 }
 
 impl DiffArgs {
@@ -260,6 +314,7 @@ impl DiffArgs {
             no_kernel,
             per_thread,
             no_normalize,
+            value,
         } = self;
         let Some(output) = outputs(vec![output], format)?.pop() else {
             bail!("diff needs an output");
@@ -275,6 +330,7 @@ impl DiffArgs {
             no_kernel,
             per_thread,
             normalize: !no_normalize,
+            value: value.into(),
         })
     }
 }
@@ -370,5 +426,25 @@ mod tests {
         assert_eq!(options.output.target, OutputTarget::Stdout);
         assert!(!options.normalize);
         assert!(diff(&["a", "b", "-o", "d.pb.gz"]).is_err());
+        assert_eq!(options.value, ValueChoice::Auto);
+        let options = diff(&["a", "b", "--value", "cpu"]).unwrap();
+        assert_eq!(options.value, ValueChoice::Cpu);
+    }
+
+    /// `--value` picks what folded counts are; `auto` by default; unknown values are refused.
+    #[test]
+    fn report_value_choice() {
+        assert_eq!(report(&["x"]).unwrap().render.fold.value, ValueChoice::Auto);
+        for (arg, value) in [
+            ("samples", ValueChoice::Samples),
+            ("cpu", ValueChoice::Cpu),
+            ("off-cpu", ValueChoice::OffCpu),
+            ("wall", ValueChoice::Wall),
+        ] {
+            let options = report(&["x", "--value", arg, "--per-thread"]).unwrap();
+            assert_eq!(options.render.fold.value, value);
+            assert!(options.render.fold.per_thread);
+        }
+        assert!(report(&["x", "--value", "bytes"]).is_err());
     }
 }

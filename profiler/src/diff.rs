@@ -1,6 +1,7 @@
 //! `emberprof diff`: two profiles folded alike, then compared as inferno-diff-folded does (BEFORE
 //! scaled to AFTER's total unless asked otherwise), written as `stack BEFORE AFTER` lines or as a
-//! differential flame graph (frames as wide as in AFTER; red grew, blue shrank).
+//! differential flame graph (frames as wide as in AFTER; red grew, blue shrank). The values compared
+//! are those folded output shows (`--value`), the same for both profiles.
 
 use std::process::ExitCode;
 
@@ -10,6 +11,7 @@ use inferno::differential;
 use crate::input::{read_profile, InputSource};
 use crate::output::{fold, render_svg, FoldOptions, Output, OutputFile, OutputFormat, SvgOptions};
 use crate::profile::filter::{self, Filter};
+use crate::profile::{values, Profile, ValueChoice};
 
 #[derive(Clone, Debug)]
 pub struct DiffOptions {
@@ -21,14 +23,16 @@ pub struct DiffOptions {
     pub per_thread: bool,
     /// Scale BEFORE's counts to AFTER's total. Default true.
     pub normalize: bool,
+    /// Which value is compared; `Auto` is resolved for both profiles alike (see [`common_value`]).
+    pub value: ValueChoice,
 }
 
 pub fn run(options: DiffOptions) -> Result<ExitCode> {
     let file = OutputFile::create(&options.output.target)?;
-    let lines = diff_lines(&options)?;
+    let (lines, unit) = compare(&options)?;
     let format = options.output.format;
     let normalized = if options.normalize {
-        "BEFORE scaled to AFTER's total samples"
+        "BEFORE scaled to AFTER's total"
     } else {
         "raw counts, not normalised"
     };
@@ -41,8 +45,9 @@ pub fn run(options: DiffOptions) -> Result<ExitCode> {
             )
         }),
         subtitle: Some(format!(
-            "Width: AFTER's samples. Red: grew since BEFORE; blue: shrank ({normalized})."
+            "Width: AFTER's {unit}. Red: grew since BEFORE; blue: shrank ({normalized})."
         )),
+        count_name: unit.to_owned(),
         ..SvgOptions::default()
     };
     file.commit(|writer| match format {
@@ -57,29 +62,44 @@ pub fn run(options: DiffOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `stack BEFORE AFTER` lines of the two profiles, sorted.
-pub fn diff_lines(options: &DiffOptions) -> Result<Vec<String>> {
-    let folded = |source: &InputSource| -> Result<String> {
+/// The value `diff` compares: `Auto` means wall-clock time only if both profiles have off-CPU
+/// time (a CPU-only profile has none to compare it with), else samples.
+pub fn common_value(choice: ValueChoice, profiles: [&Profile; 2]) -> ValueChoice {
+    let has_off_cpu = |p: &Profile| p.value_types.position(values::OFF_CPU).is_some();
+    match choice {
+        ValueChoice::Auto if profiles.iter().all(|p| has_off_cpu(p)) => ValueChoice::Wall,
+        ValueChoice::Auto => ValueChoice::Samples,
+        choice => choice,
+    }
+}
+
+/// The sorted `stack BEFORE AFTER` lines and what their counts are (`samples`, `µs`).
+fn compare(options: &DiffOptions) -> Result<(Vec<String>, &'static str)> {
+    let read = |source: &InputSource| -> Result<Profile> {
         let profile = read_profile(source)?;
-        let profile = filter::apply(
+        Ok(filter::apply(
             profile,
             &Filter {
                 no_kernel: options.no_kernel,
                 ..Filter::default()
             },
-        );
-        let folded = fold(
-            &profile,
-            &FoldOptions {
-                per_thread: options.per_thread,
-                lines: false,
-            },
-        )
-        .with_context(|| source.name())?;
-        Ok(folded.text())
+        ))
     };
-    let before = folded(&options.before)?;
-    let after = folded(&options.after)?;
+    let before = read(&options.before)?;
+    let after = read(&options.after)?;
+    let value = common_value(options.value, [&before, &after]);
+    let folded = |profile: &Profile, source: &InputSource| {
+        let options = FoldOptions {
+            per_thread: options.per_thread,
+            lines: false,
+            value,
+        };
+        fold(profile, &options).with_context(|| source.name())
+    };
+    let before = folded(&before, &options.before)?.text();
+    let after = folded(&after, &options.after)?;
+    let unit = after.unit();
+    let after = after.text();
     let mut out = Vec::new();
     differential::from_readers(
         differential::Options {
@@ -94,5 +114,30 @@ pub fn diff_lines(options: &DiffOptions) -> Result<Vec<String>> {
     let text = String::from_utf8(out).context("the comparison is not text")?;
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     lines.sort();
-    Ok(lines)
+    Ok((lines, unit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::testdata;
+
+    /// `auto` compares wall-clock time only when both profiles have it, else samples; an explicit
+    /// choice is kept.
+    #[test]
+    fn both_profiles_are_compared_in_one_value() {
+        let (wall, cpu) = (testdata::wall(), testdata::small());
+        assert_eq!(
+            common_value(ValueChoice::Auto, [&wall, &wall]),
+            ValueChoice::Wall
+        );
+        assert_eq!(
+            common_value(ValueChoice::Auto, [&cpu, &wall]),
+            ValueChoice::Samples
+        );
+        assert_eq!(
+            common_value(ValueChoice::Cpu, [&cpu, &wall]),
+            ValueChoice::Cpu
+        );
+    }
 }

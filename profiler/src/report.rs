@@ -3,10 +3,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::input::{read_profile, InputSource};
 use crate::output::{write_outputs, Output, OutputFile, RenderOptions};
+use crate::profile::values::Shown;
+use crate::profile::{values, ValueChoice};
 
 #[derive(Clone, Debug)]
 pub struct ReportOptions {
@@ -27,10 +29,19 @@ pub fn run(options: ReportOptions) -> Result<ExitCode> {
         .map(|output| Ok((output.clone(), OutputFile::create(&output.target)?)))
         .collect::<Result<Vec<_>>>()?;
     let profile = read_profile(&input)?;
+    // Before any output is written, and naming the file that lacks the value.
+    Shown::resolve(&profile.value_types, render.fold.value).with_context(|| input.name())?;
     if render.svg.title.is_empty() {
+        let has_off_cpu = profile.value_types.position(values::OFF_CPU).is_some();
+        let kind = match render.fold.value {
+            ValueChoice::Auto if has_off_cpu => "Wall-clock",
+            ValueChoice::Wall => "Wall-clock",
+            ValueChoice::OffCpu => "Off-CPU",
+            _ => "CPU",
+        };
         render.svg.title = match &profile.metadata.command_line {
-            Some(command) => format!("CPU flame graph: {}", command),
-            None => format!("CPU flame graph: {}", input.name()),
+            Some(command) => format!("{kind} flame graph: {}", command),
+            None => format!("{kind} flame graph: {}", input.name()),
         };
     }
     if render.fold.lines && !profile.metadata.has_lines {

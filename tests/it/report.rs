@@ -192,6 +192,37 @@ fn report_reads_a_foreign_pprof() {
     }
 }
 
+/// `--value` picks the value a foreign pprof is folded by: Go's CPU time (samples × 10 ms) in
+/// microseconds; a value the profile does not have is one clear error naming the file, for
+/// report and diff alike.
+#[test]
+fn report_value_picks_the_sample_type() {
+    let dir = scratch();
+    let path = out_path(&dir, "go.pb.gz");
+    pprof_tool(dir.path(), &["foreign", path.to_str().unwrap()]);
+    let path = path.to_str().unwrap();
+    assert_eq!(
+        report(&[path, "--value", "cpu"]),
+        "runtime.main;main.main 30000\n\
+         runtime.main;main.main;main.work;main.helper_[i] 70000\n\
+         runtime.main;main.main;server+0x1040 10000\n"
+    );
+    assert_eq!(report(&[path, "--value", "samples"]), report(&[path]));
+    for args in [
+        vec!["report", path, "--value", "off-cpu"],
+        vec!["diff", path, path, "--value", "wall"],
+    ] {
+        let output = emberprof().args(&args).output().expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(
+            stderr.contains("go.pb.gz") && stderr.contains("has no off-cpu time"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 /// Two captures of burn with opposite splits (75/25 then 25/75), one saved as folded stacks and
 /// one as pprof: the diff-folded numbers say burn_a shrank and burn_b grew, and the differential
 /// flame graph colours burn_a blue and burn_b red.

@@ -1,14 +1,17 @@
 //! Folded stacks (`root;frame;...;leaf COUNT`, FlameGraph's format, as written by emberprof, perf
 //! script | stackcollapse, inferno-collapse-*) into the model. The root is kept as an ordinary frame
 //! (the profile has no process labels), and the frame suffixes emberprof writes are read back as
-//! kinds: `_[k]` kernel, `_[i]` inlined, `_[j]` JIT, so folding the result gives the same lines.
+//! kinds: `_[k]` kernel, `_[i]` inlined, `_[j]` JIT, and runtime markers (`_[p]` Python) as
+//! interpreter frames, so folding the result gives the same lines.
 
 use std::collections::HashMap;
 
 use anyhow::{bail, Result};
 
 use super::MAX_FRAMES;
-use crate::profile::{location_id, Frame, FrameKind, Location, LocationId, Profile, Sample};
+use crate::profile::{
+    location_id, Frame, FrameKind, Location, LocationId, Mapping, Profile, Runtime, Sample, Values,
+};
 
 pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
     let mut profile = Profile::default();
@@ -56,7 +59,8 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
                 bail!("{}: a stack of more than {MAX_FRAMES} frames", at());
             }
             let id = *locations.entry(frame).or_insert_with(|| {
-                profile.locations.push(location(frame));
+                let location = location(frame, &mut profile.mappings);
+                profile.locations.push(location);
                 location_id(profile.locations.len() - 1)
             });
             ids.push(id);
@@ -64,7 +68,7 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
         let stack = profile.stacks.insert(&ids);
         profile.samples.push(Sample {
             stack,
-            count,
+            values: Values::count(count),
             ..Sample::default()
         });
     }
@@ -80,7 +84,22 @@ fn excerpt(text: &str) -> String {
     crate::text::printable(&excerpt).into_owned()
 }
 
-fn location(frame: &str) -> Location {
+/// The location of one folded frame; an interpreter's frame goes into its runtime's mapping,
+/// added to `mappings` the first time.
+fn location(frame: &str, mappings: &mut Vec<Mapping>) -> Location {
+    for runtime in Runtime::ALL {
+        if let Some(name) = frame.strip_suffix(runtime.marker()) {
+            let mapping = runtime.mapping();
+            let id = match mappings.iter().position(|m| *m == mapping) {
+                Some(id) => id,
+                None => {
+                    mappings.push(mapping);
+                    mappings.len() - 1
+                }
+            };
+            return Location::interpreted(id, Frame::new(name, FrameKind::User));
+        }
+    }
     let (name, kind) = [
         ("_[k]", FrameKind::Kernel),
         ("_[i]", FrameKind::Inlined),

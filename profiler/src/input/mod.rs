@@ -126,6 +126,7 @@ mod tests {
                 &FoldOptions {
                     per_thread: true,
                     lines: true,
+                    ..FoldOptions::default()
                 },
             );
         }

@@ -1,7 +1,8 @@
 //! pprof (`perftools.profiles.Profile`, gzip-compressed or not) into the model: emberprof's own
-//! profiles come back as they were written (labels, `[kernel.kallsyms]`/`[jit]` mappings, inlined
-//! lines, the `[truncated]` root), and any other tool's as far as pprof says: functions, inlined
-//! lines, mappings, and the sample value that counts samples.
+//! profiles come back as they were written (labels, `[kernel.kallsyms]`/`[jit]`/`[python]`
+//! mappings, inlined lines, the `[truncated]` root, every value), and any other tool's as far as
+//! pprof says: functions, inlined lines, mappings, and its sample types (up to
+//! `values::MAX_VALUES`, the one that counts samples first).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -14,9 +15,10 @@ use prost::Message;
 
 use super::{MAX_FRAMES, MAX_INPUT_BYTES};
 use crate::pprof::{self as proto, keys};
+use crate::profile::values::{self, MAX_VALUES};
 use crate::profile::{
-    location_id, Frame, FrameKind, Location, Mapping, MappingKind, Metadata, Profile, Sample,
-    Stacks, JIT_MAPPING, KERNEL_MAPPING, TRUNCATED_FRAME,
+    location_id, Frame, FrameKind, Location, Mapping, MappingKind, Metadata, Profile, Runtime,
+    Sample, Stacks, ValueType, ValueTypes, Values, JIT_MAPPING, KERNEL_MAPPING, TRUNCATED_FRAME,
 };
 
 pub fn read_pprof(bytes: &[u8], name: &str) -> Result<Profile> {
@@ -81,7 +83,7 @@ impl Reader<'_> {
         if self.strings.first().is_some_and(|s| !s.is_empty()) {
             bail!("{name}: not a pprof profile: string_table[0] must be empty");
         }
-        let value_index = self.counting_value(message)?;
+        let (value_types, value_indices) = self.value_types(message)?;
 
         let mut mappings = Vec::with_capacity(message.mapping.len());
         // Addresses become file offsets, as the model keeps them (emberprof's own mappings start
@@ -91,11 +93,12 @@ impl Reader<'_> {
         for (index, mapping) in message.mapping.iter().enumerate() {
             let what = format!("mapping {}", mapping.id);
             let path = self.string(mapping.filename, &what)?;
+            let runtime = Runtime::ALL.into_iter().find(|r| r.mapping_name() == path);
             let kind = match path {
                 KERNEL_MAPPING => MappingKind::Kernel,
                 JIT_MAPPING => MappingKind::Jit,
                 _ if path.starts_with("[kernel") => MappingKind::Kernel,
-                _ => MappingKind::User,
+                _ => runtime.map_or(MappingKind::User, MappingKind::Interpreted),
             };
             let display_name = path.rsplit('/').next().unwrap_or(path);
             offset_bases.push((mapping.memory_start, mapping.file_offset));
@@ -206,7 +209,7 @@ impl Reader<'_> {
 
         let mut samples = Vec::with_capacity(message.sample.len());
         let mut stacks = Stacks::default();
-        let mut total: u64 = 0;
+        let mut totals = [0u64; MAX_VALUES];
         // Label strings by their index in the string table: one copy for the samples sharing one.
         let mut names: HashMap<i64, Arc<str>> = HashMap::new();
         let mut label_string = |index: i64| -> Result<Arc<str>> {
@@ -219,19 +222,24 @@ impl Reader<'_> {
         };
         for (index, sample) in message.sample.iter().enumerate() {
             let at = || format!("{name}: sample {index}");
-            let value = *sample.value.get(value_index).ok_or_else(|| {
-                anyhow!(
+            if sample.value.len() != message.sample_type.len() {
+                bail!(
                     "{}: has {} values, the profile {} sample types",
                     at(),
                     sample.value.len(),
-                    value_index + 1
-                )
-            })?;
-            let count = u64::try_from(value)
-                .map_err(|_| anyhow!("{}: negative sample count {value}", at()))?;
-            total = total.checked_add(count).ok_or_else(|| {
-                anyhow!("{}: the sample counts add up to more than 2^64 - 1", at())
-            })?;
+                    message.sample_type.len()
+                );
+            }
+            let mut values = Values::default();
+            for (to, &from) in value_indices.iter().enumerate() {
+                let value = sample.value[from];
+                let value = u64::try_from(value)
+                    .map_err(|_| anyhow!("{}: negative sample value {value}", at()))?;
+                totals[to] = totals[to].checked_add(value).ok_or_else(|| {
+                    anyhow!("{}: the sample values add up to more than 2^64 - 1", at())
+                })?;
+                values.set(to, value);
+            }
             if sample.location_id.len() > MAX_FRAMES {
                 bail!(
                     "{}: a stack of {} frames, more than the limit of {MAX_FRAMES}",
@@ -254,7 +262,7 @@ impl Reader<'_> {
                 })?);
             }
             let mut converted = Sample {
-                count,
+                values,
                 truncated,
                 ..Sample::default()
             };
@@ -268,7 +276,7 @@ impl Reader<'_> {
                     _ => {}
                 }
             }
-            if count > 0 {
+            if !values.is_zero() {
                 converted.stack = stacks.insert(&stack);
                 samples.push(converted);
             }
@@ -309,6 +317,7 @@ impl Reader<'_> {
         }
         Ok(Profile {
             metadata,
+            value_types,
             mappings,
             locations,
             stacks,
@@ -316,31 +325,175 @@ impl Reader<'_> {
         })
     }
 
-    /// Which sample value counts samples: the `samples`/`count` type if there is one (Go's CPU
-    /// profiles and ours), else the default sample type, else the last (as pprof does).
-    fn counting_value(&self, message: &proto::Profile) -> Result<usize> {
+    /// The value types kept (at most [`MAX_VALUES`]) and the index of each in the file's. The
+    /// counting value comes first: the `samples`/`count` type if there is one (Go's CPU profiles
+    /// and ours), else the default sample type, else the last (as pprof does); then the others in
+    /// file order.
+    fn value_types(&self, message: &proto::Profile) -> Result<(ValueTypes, Vec<usize>)> {
         if message.sample_type.is_empty() {
             bail!("{}: not a pprof profile: it has no sample types", self.name);
         }
         let mut types = Vec::new();
         for sample_type in &message.sample_type {
-            types.push((
+            types.push(ValueType::new(
                 self.string(sample_type.r#type, "a sample type")?,
                 self.string(sample_type.unit, "a sample type")?,
             ));
         }
-        if let Some(index) = types
-            .iter()
-            .position(|&(t, u)| t == "samples" && u == "count")
-        {
-            return Ok(index);
-        }
-        if message.default_sample_type != 0 {
+        let mut counting = types.iter().position(|t| t.is(values::SAMPLES));
+        if counting.is_none() && message.default_sample_type != 0 {
             let default = self.string(message.default_sample_type, "default_sample_type")?;
-            if let Some(index) = types.iter().position(|&(t, _)| t == default) {
-                return Ok(index);
+            counting = types.iter().position(|t| &*t.name == default);
+        }
+        let counting = counting.unwrap_or(types.len() - 1);
+        let (mut kept, _) = ValueTypes::new(types[counting].clone(), []);
+        let mut indices = vec![counting];
+        for index in (0..types.len()).filter(|&i| i != counting) {
+            let next = kept.len();
+            // A type of the same name and unit as one kept already is left out with the rest.
+            if next < MAX_VALUES && kept.push(types[index].clone()) == Some(next) {
+                indices.push(index);
             }
         }
-        Ok(types.len() - 1)
+        if indices.len() < types.len() {
+            log::warn!(
+                "{}: {} sample types; only {} are read ({})",
+                self.name,
+                types.len(),
+                kept.len(),
+                kept.as_slice()
+                    .iter()
+                    .map(|t| format!("{}/{}", t.name, t.unit))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok((kept, indices))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pprof as another tool writes it: one function `f` at one location, two samples with
+    /// `values` each, of `types` (name, unit), `default` naming the default sample type.
+    fn foreign(types: &[(&str, &str)], default: &str, values: [&[i64]; 2]) -> Vec<u8> {
+        let mut strings = vec![String::new()];
+        let mut string = |text: &str| {
+            let index = strings.iter().position(|s| s == text).unwrap_or_else(|| {
+                strings.push(text.to_owned());
+                strings.len() - 1
+            });
+            index as i64
+        };
+        let sample_type = types
+            .iter()
+            .map(|&(name, unit)| proto::ValueType {
+                r#type: string(name),
+                unit: string(unit),
+            })
+            .collect();
+        let function = vec![proto::Function {
+            id: 1,
+            name: string("f"),
+            ..Default::default()
+        }];
+        let default_sample_type = if default.is_empty() {
+            0
+        } else {
+            string(default)
+        };
+        let message = proto::Profile {
+            sample_type,
+            sample: values
+                .iter()
+                .map(|v| proto::Sample {
+                    location_id: vec![1],
+                    value: v.to_vec(),
+                    label: vec![],
+                })
+                .collect(),
+            location: vec![proto::Location {
+                id: 1,
+                line: vec![proto::Line {
+                    function_id: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            function,
+            default_sample_type,
+            string_table: strings,
+            ..Default::default()
+        };
+        message.encode_to_vec()
+    }
+
+    fn names(profile: &Profile) -> Vec<String> {
+        let types = profile.value_types.as_slice();
+        types
+            .iter()
+            .map(|t| format!("{}/{}", t.name, t.unit))
+            .collect()
+    }
+
+    /// Go's CPU profiles (`runtime/pprof`: samples/count, cpu/nanoseconds) read with both values;
+    /// samples count, CPU time is there for `--value cpu`.
+    #[test]
+    fn go_cpu_profiles_keep_both_values() {
+        let bytes = foreign(
+            &[("samples", "count"), ("cpu", "nanoseconds")],
+            "",
+            [&[2, 20_000_000], &[1, 10_000_000]],
+        );
+        let profile = read_pprof(&bytes, "cpu.pprof").expect("read");
+        assert_eq!(names(&profile), ["samples/count", "cpu/nanoseconds"]);
+        assert_eq!(profile.total_samples(), 3);
+        assert_eq!(profile.samples[0].values.get(1), 20_000_000);
+    }
+
+    /// Heap profiles have no `samples` type: the default sample type counts, else the last (what
+    /// `report` showed before values were typed); it comes first, then the others in file order,
+    /// up to `MAX_VALUES`.
+    #[test]
+    fn heap_profiles_count_their_default_type() {
+        let types = [
+            ("alloc_objects", "count"),
+            ("alloc_space", "bytes"),
+            ("inuse_objects", "count"),
+            ("inuse_space", "bytes"),
+        ];
+        let values: [&[i64]; 2] = [&[1, 2, 3, 4], &[10, 20, 30, 40]];
+        let profile = read_pprof(&foreign(&types, "alloc_space", values), "heap").expect("read");
+        assert_eq!(
+            names(&profile),
+            [
+                "alloc_space/bytes",
+                "alloc_objects/count",
+                "inuse_objects/count"
+            ]
+        );
+        assert_eq!(profile.total_samples(), 22);
+        assert_eq!(profile.samples[1].values.get(2), 30);
+        let profile = read_pprof(&foreign(&types, "", values), "heap").expect("read");
+        assert_eq!(names(&profile)[0], "inuse_space/bytes");
+        assert_eq!(profile.total_samples(), 44);
+    }
+
+    /// Negative values (a pprof diff) and samples with too few values are errors naming the
+    /// sample.
+    #[test]
+    fn bad_values_are_refused() {
+        let types = [("samples", "count"), ("cpu", "nanoseconds")];
+        let negative = foreign(&types, "", [&[1, 5], &[1, -5]]);
+        let error = read_pprof(&negative, "x").unwrap_err().to_string();
+        assert!(
+            error.contains("sample 1: negative sample value -5"),
+            "{error}"
+        );
+        let short = foreign(&types, "", [&[1, 5], &[1]]);
+        let error = read_pprof(&short, "x").unwrap_err().to_string();
+        assert!(error.contains("sample 1: has 1 values"), "{error}");
     }
 }

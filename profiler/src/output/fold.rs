@@ -1,4 +1,7 @@
-//! Folding: a profile to `process;outermost;...;leaf COUNT` lines, the FlameGraph format. User frames
+//! Folding: a profile to `process;outermost;...;leaf COUNT` lines, the FlameGraph format.
+//! Interpreter frames are marked by their runtime: `_[p]` for Python (`Runtime::marker`). COUNT is
+//! the value chosen (`FoldOptions::value`): samples of a CPU profile, microseconds of wall-clock
+//! time (on-CPU plus off-CPU) of one with off-CPU time. User frames
 //! come first (outermost first), then kernel frames suffixed `_[k]`; inlined functions are suffixed
 //! `_[i]`, JIT frames `_[j]`. A truncated user stack gets a `[truncated]` frame right under the root.
 //! Lines are sorted as strings sort, so output is deterministic. A pure function of the profile: no
@@ -16,7 +19,8 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use hashbrown::HashTable;
 
-use crate::profile::{Frame, FrameKind, Location, Profile, Sample, TRUNCATED_FRAME};
+use crate::profile::values::Shown;
+use crate::profile::{Frame, FrameKind, Location, Profile, Sample, ValueChoice, TRUNCATED_FRAME};
 
 /// What a stack with no root and no frame shows.
 const EMPTY_STACK: &str = "[unknown]";
@@ -27,6 +31,9 @@ pub struct FoldOptions {
     pub per_thread: bool,
     /// Append `(file:LINE)` to frames that have a source line.
     pub lines: bool,
+    /// Which value the counts are (see [`ValueChoice`]): samples of a CPU profile, microseconds
+    /// of wall-clock time of one with off-CPU time.
+    pub value: ValueChoice,
 }
 
 /// Folded stacks: every distinct line once with its count, in order.
@@ -39,14 +46,22 @@ pub struct Folded {
     /// Where each line's text ids end in `line_texts`.
     line_ends: Vec<u32>,
     counts: Vec<u64>,
-    /// The lines in the order they are written (as their texts sort).
+    /// The lines in the order they are written (as their texts sort); lines whose time rounds to
+    /// 0 µs are left out.
     order: Vec<u32>,
+    /// What one count is, as the SVG says it: `samples`, `µs`.
+    unit: &'static str,
 }
 
 impl Folded {
     /// How many distinct lines.
     pub fn len(&self) -> usize {
         self.order.len()
+    }
+
+    /// What one count is: `samples`, or `µs` of time.
+    pub fn unit(&self) -> &'static str {
+        self.unit
     }
 
     /// The lines as `stack COUNT`, in order, for tests.
@@ -122,8 +137,9 @@ impl Folded {
 }
 
 /// Folds every sample of `profile`. Fails only when `--per-thread` is asked of a profile without
-/// thread labels, or when counts overflow.
+/// thread labels, when the value asked for is not in the profile, or when counts overflow.
 pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
+    let shown = Shown::resolve(&profile.value_types, options.value)?;
     let mut texts = Texts::default();
     // Each location's text ids, made once: a long recording has many samples through few locations.
     let mut location_texts: Vec<u32> = Vec::new();
@@ -154,6 +170,11 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
     let mut line = Vec::new();
     let mut stack = Vec::new();
     for sample in &profile.samples {
+        // Nanoseconds are summed per line, then rounded: short intervals add up.
+        let value = shown.raw(&sample.values);
+        if value == 0 {
+            continue;
+        }
         line.clear();
         if let Some(root) = Root::of(sample, options, profile.metadata.unlabelled_processes)? {
             line.push(
@@ -180,19 +201,26 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
             let id = text_index(folded.counts.len());
             folded.line_texts.extend_from_slice(&line);
             folded.line_ends.push(text_index(folded.line_texts.len()));
-            folded.counts.push(sample.count);
+            folded.counts.push(value);
             line_ids.insert_unique(hash, id, |&id| hasher.hash_one(folded.texts_of(id)));
             continue;
         };
-        let Some(sum) = folded.counts[id as usize].checked_add(sample.count) else {
+        let Some(sum) = folded.counts[id as usize].checked_add(value) else {
             let mut stack = String::new();
             folded.push_stack(&mut stack, id);
-            bail!("the sample counts of stack `{stack}` add up to more than 2^64 - 1");
+            bail!("the values of stack `{stack}` add up to more than 2^64 - 1");
         };
         folded.counts[id as usize] = sum;
     }
     folded.texts = texts.into_vec();
+    for count in &mut folded.counts {
+        *count = shown.scale(*count);
+    }
     folded.order = sorted_lines(&folded);
+    folded
+        .order
+        .retain(|&line| folded.counts[line as usize] > 0);
+    folded.unit = shown.unit;
     Ok(folded)
 }
 
@@ -259,7 +287,8 @@ impl Texts {
     }
 }
 
-/// A location's frames, outermost first, as folded lines show them.
+/// A location's frames, outermost first, as folded lines show them. An interpreter's frame gets
+/// its runtime's marker (`_[p]`) in place of its kind's suffix.
 fn push_location_texts(
     ids: &mut Vec<u32>,
     texts: &mut Texts,
@@ -267,13 +296,26 @@ fn push_location_texts(
     location: &Location,
     lines: bool,
 ) {
+    let runtime = profile.runtime(location);
     if location.frames.is_empty() {
-        let suffix = if location.in_kernel { "_[k]" } else { "" };
+        let suffix = match runtime {
+            Some(runtime) => runtime.marker(),
+            None if location.in_kernel => "_[k]",
+            None => "",
+        };
         ids.push(texts.id(&format!("{}{suffix}", sanitize(&profile.unnamed(location)))));
         return;
     }
     for frame in &location.frames {
-        ids.push(texts.id(&frame_text(frame, lines)));
+        let text = match runtime {
+            Some(runtime) => format!(
+                "{}{}",
+                sanitize(&frame_name(frame, lines)),
+                runtime.marker()
+            ),
+            None => frame_text(frame, lines),
+        };
+        ids.push(texts.id(&text));
     }
 }
 
@@ -328,11 +370,15 @@ pub fn frame_text(frame: &Frame, lines: bool) -> String {
         FrameKind::Jit => "_[j]",
         FrameKind::User => "",
     };
-    let name = match (&frame.file, frame.line) {
+    format!("{}{suffix}", sanitize(&frame_name(frame, lines)))
+}
+
+/// A frame's name, with `(file:LINE)` if `lines` and it has one.
+fn frame_name(frame: &Frame, lines: bool) -> String {
+    match (&frame.file, frame.line) {
         (Some(file), Some(line)) if lines => format!("{} ({file}:{line})", frame.name),
         _ => frame.name.to_string(),
-    };
-    format!("{}{suffix}", sanitize(&name))
+    }
 }
 
 /// A `;` would split a frame in two and a line break would end the line: replace both, and every

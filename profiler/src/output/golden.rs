@@ -65,6 +65,7 @@ fn golden_folded() {
     let per_thread_lines = FoldOptions {
         per_thread: true,
         lines: true,
+        ..FoldOptions::default()
     };
     check(
         "small-per-thread-lines.folded",
@@ -105,7 +106,7 @@ fn golden_svg() {
             reverse: true,
             palette: std::str::FromStr::from_str("hot").expect("palette"),
             min_width: Some(0.5),
-            subtitle: None,
+            ..SvgOptions::default()
         }),
     );
 }

@@ -6,11 +6,15 @@ mod file;
 mod fold;
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod interpreted_tests;
 mod pprof;
 mod render;
 mod stale;
 mod svg;
 mod through;
+#[cfg(test)]
+mod values_tests;
 
 use std::path::{Path, PathBuf};
 

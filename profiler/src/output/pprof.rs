@@ -5,7 +5,9 @@
 //! at 0 with file offset 0), plus `[kernel.kallsyms]` for kernel frames and `[jit]` for perf-map
 //! frames; one location per distinct address, its inlined functions as several lines (innermost
 //! first); labels `pid`, `tid`, `process_name`, `thread_name` on each sample. A truncated user stack
-//! gets an outermost `[truncated]` location without mapping, as folded output does.
+//! gets an outermost `[truncated]` location without mapping, as folded output does. The sample
+//! types are the profile's value types (`samples`/`count`, `cpu`/`nanoseconds`, ...), and the
+//! period is the sampling period in CPU nanoseconds.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -17,7 +19,7 @@ use flate2::Compression;
 use prost::Message;
 
 use crate::pprof::{self as proto, keys};
-use crate::profile::{Frame, Profile, TRUNCATED_FRAME};
+use crate::profile::{values, Frame, Profile, TRUNCATED_FRAME};
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
@@ -56,6 +58,10 @@ impl Strings {
     }
 }
 
+fn interpreted(mapping: &crate::profile::Mapping) -> bool {
+    matches!(mapping.kind, crate::profile::MappingKind::Interpreted(_))
+}
+
 /// Values are int64 on the wire.
 fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -68,17 +74,19 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
         .frequency_hz
         .filter(|&hz| hz > 0)
         .map(|hz| NANOS_PER_SECOND / hz);
-    let mut sample_type = vec![proto::ValueType {
-        r#type: strings.get("samples"),
-        unit: strings.get("count"),
-    }];
-    let cpu = proto::ValueType {
-        r#type: strings.get("cpu"),
-        unit: strings.get("nanoseconds"),
-    };
-    if period.is_some() {
-        sample_type.push(cpu);
-    }
+    // Written as the profile names them, so that `report` reads back every value.
+    let value_types = profile.value_types.as_slice();
+    let sample_type = value_types
+        .iter()
+        .map(|t| proto::ValueType {
+            r#type: strings.get(&t.name),
+            unit: strings.get(&t.unit),
+        })
+        .collect();
+    let period_type = period.map(|_| proto::ValueType {
+        r#type: strings.get(values::CPU.0),
+        unit: strings.get(values::CPU.1),
+    });
 
     let mut functions: Vec<proto::Function> = Vec::new();
     let mut function_ids: HashMap<(i64, i64, i64), u64> = HashMap::new();
@@ -159,8 +167,9 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
             filename: strings.get(&mapping.path),
             build_id: strings.get(mapping.build_id.as_deref().unwrap_or("")),
             has_functions: mapping_named[index],
-            has_filenames: has_lines && mapping_named[index],
-            has_line_numbers: has_lines && mapping_named[index],
+            // An interpreter's frames always carry their file and line.
+            has_filenames: (has_lines || interpreted(mapping)) && mapping_named[index],
+            has_line_numbers: (has_lines || interpreted(mapping)) && mapping_named[index],
             has_inline_frames: mapping_inlines[index],
         })
         .collect();
@@ -183,10 +192,9 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
             if sample.truncated {
                 location_id.push(truncated_id);
             }
-            let mut value = vec![int(sample.count)];
-            if let Some(period) = period {
-                value.push(int(sample.count.saturating_mul(period)));
-            }
+            let value = (0..value_types.len())
+                .map(|i| int(sample.values.get(i)))
+                .collect();
             let mut label = Vec::new();
             for (key, num) in [(label_keys[0], sample.pid), (label_keys[1], sample.tid)] {
                 if let Some(num) = num {
@@ -255,7 +263,7 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
         duration_nanos: metadata
             .duration
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-        period_type: period.map(|_| cpu),
+        period_type,
         period: period.map_or(0, int),
         comment,
         string_table: strings.table,

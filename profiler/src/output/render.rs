@@ -38,8 +38,12 @@ pub fn render(
         OutputFormat::Pprof => write_pprof(profile, writer),
         OutputFormat::Folded => fold(profile, &options.fold)?.write(writer),
         OutputFormat::Svg => {
-            let text = fold(profile, &options.fold)?.text();
-            render_svg(text.lines(), &options.svg, writer)
+            let folded = fold(profile, &options.fold)?;
+            let svg = SvgOptions {
+                count_name: folded.unit().to_owned(),
+                ..options.svg.clone()
+            };
+            render_svg(folded.text().lines(), &svg, writer)
         }
     }
 }

@@ -4,9 +4,10 @@ use std::borrow::Cow;
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use inferno::flamegraph::color::{MultiPalette, Palette};
+use inferno::flamegraph::color::{Color, MultiPalette, Palette, PaletteMap};
 use inferno::flamegraph::{self, Direction, Options};
 
+use crate::profile::Runtime;
 use crate::text::printable;
 
 /// How the flame graph looks.
@@ -22,6 +23,8 @@ pub struct SvgOptions {
     pub min_width: Option<f64>,
     /// Under the title, e.g. how a differential graph was normalised.
     pub subtitle: Option<String>,
+    /// What one count is, in each frame's tooltip: `samples` (the default), `µs`.
+    pub count_name: String,
 }
 
 impl Default for SvgOptions {
@@ -32,6 +35,7 @@ impl Default for SvgOptions {
             reverse: false,
             min_width: None,
             subtitle: None,
+            count_name: "samples".to_owned(),
         }
     }
 }
@@ -48,14 +52,18 @@ pub fn render_svg<'a>(
     writer: &mut dyn Write,
 ) -> Result<()> {
     let title = printable(&svg.title);
-    let lines: Vec<Cow<'a, str>> = lines.into_iter().map(printable).collect();
+    let mut interpreted = PaletteMap::default();
+    let lines: Vec<Cow<'a, str>> = lines
+        .into_iter()
+        .map(|line| mark_interpreted(printable(line), &mut interpreted))
+        .collect();
     if lines.is_empty() {
         return write_empty_svg(&title, writer);
     }
     let mut options = Options::default();
     options.title = title.into_owned();
     options.subtitle = svg.subtitle.as_deref().map(|s| printable(s).into_owned());
-    options.count_name = "samples".to_owned();
+    options.count_name = svg.count_name.clone();
     options.colors = svg.palette;
     if svg.reverse {
         options.direction = Direction::Inverted;
@@ -63,11 +71,82 @@ pub fn render_svg<'a>(
     if let Some(min_width) = svg.min_width {
         options.min_width = min_width;
     }
+    if interpreted.iter().next().is_some() {
+        options.palette_map = Some(&mut interpreted);
+    }
     // Stable colours from run to run: the same function keeps its colour.
     options.hash = true;
     options.deterministic = true;
     flamegraph::from_lines(&mut options, lines.iter().map(|l| l.as_ref()), writer)
         .context("cannot render the flame graph")
+}
+
+/// inferno takes the suffix off a label, and colours the frame by it, only for the markers it
+/// knows (`_[k]`, `_[w]`, `_[i]`, `_[j]`); `_[p]` would show in every Python label and be coloured
+/// as a native name. Interpreter frames therefore reach inferno marked `_[w]` (its waker-stack
+/// marker, which emberprof never writes), so that the label and tooltip show the bare name, and
+/// their colour comes from `palette`, which gets each such frame. Counts end the line: only the
+/// stack's frames are rewritten.
+fn mark_interpreted<'a>(line: Cow<'a, str>, palette: &mut PaletteMap) -> Cow<'a, str> {
+    if !Runtime::ALL.iter().any(|r| line.contains(r.marker())) {
+        return line;
+    }
+    // `stack COUNT` or, from diff, `stack BEFORE AFTER`.
+    let mut end = line.len();
+    for _ in 0..2 {
+        match line[..end].rsplit_once(' ') {
+            Some((stack, count))
+                if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                end = stack.len();
+            }
+            _ => break,
+        }
+    }
+    let mut marked = String::with_capacity(line.len());
+    for (position, frame) in line[..end].split(';').enumerate() {
+        if position > 0 {
+            marked.push(';');
+        }
+        let bare = Runtime::ALL.iter().find_map(|runtime| {
+            frame
+                .strip_suffix(runtime.marker())
+                .map(|bare| (bare, *runtime))
+        });
+        match bare {
+            Some((bare, runtime)) => {
+                let start = marked.len();
+                marked.push_str(bare);
+                marked.push_str(INFERNO_MARKER);
+                palette.insert(&marked[start..], colour(runtime, bare));
+            }
+            None => marked.push_str(frame),
+        }
+    }
+    marked.push_str(&line[end..]);
+    Cow::Owned(marked)
+}
+
+/// A marker inferno strips from labels; see [`mark_interpreted`].
+const INFERNO_MARKER: &str = "_[w]";
+
+/// The colour of an interpreter frame: its runtime's hue, shaded by the name so that neighbours
+/// differ and a function keeps its shade from run to run. By hand: inferno's own palette function
+/// is private to it. Python: blues, apart from native red/yellow, kernel orange, JIT green and
+/// inlined aqua.
+fn colour(runtime: Runtime, name: &str) -> Color {
+    // FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let shade = (hash % 64) as u8;
+    match runtime {
+        Runtime::Python => Color {
+            r: 70 + shade,
+            g: 110 + shade,
+            b: 190 + shade,
+        },
+    }
 }
 
 fn write_empty_svg(title: &str, writer: &mut dyn Write) -> Result<()> {
@@ -163,5 +242,23 @@ mod tests {
         assert!(svg.contains("No samples were collected"));
         assert!(svg.contains("a &lt;title&gt;"));
         assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    /// Only whole Python frames of the stack are re-marked for inferno, in folded and diff lines
+    /// alike, each added to the palette; a marker inside a name, native frames and counts stay.
+    #[test]
+    fn python_frames_are_remarked_for_inferno() {
+        let mut palette = PaletteMap::default();
+        let line = "p;main;f_[p];x_[p]y;g (a.py:3)_[p] 10 12";
+        let marked = mark_interpreted(Cow::Borrowed(line), &mut palette);
+        assert_eq!(marked, "p;main;f_[w];x_[p]y;g (a.py:3)_[w] 10 12");
+        let mut names: Vec<&str> = palette.iter().map(|(name, _)| name).collect();
+        names.sort();
+        assert_eq!(names, ["f_[w]", "g (a.py:3)_[w]"]);
+        let native = "p;main;f 3";
+        assert!(matches!(
+            mark_interpreted(Cow::Borrowed(native), &mut palette),
+            Cow::Borrowed(_)
+        ));
     }
 }

@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FrameAddress, FrameKind, ModuleId, ProcessKey, SharedStrings, Symbol, Symbolizer, UserLocation,
+    FrameAddress, FrameKind, ModuleId, ProcessKey, Symbol, Symbolizer, UserLocation,
 };
 
+use super::intern::Interner;
 use super::truncation::is_truncated;
 use super::{
-    Location, LocationId, Mapping, MappingId, MappingKind, Metadata, Profile, Sample, EMPTY_STACK,
+    Location, LocationId, Mapping, MappingId, MappingKind, Metadata, Profile, Sample, Values,
+    EMPTY_STACK,
 };
 use crate::sample::StackSample;
 use crate::symbols::{symbolize_stacks, StackSymbols};
@@ -21,17 +23,14 @@ pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 /// The pseudo-module of JIT frames named from perf maps.
 pub const JIT_MAPPING: &str = "[jit]";
 
-/// Samples built into one profile part at a time (see [`split_by_process`]): with 1,024 the
-/// switches of a fork-heavy recording still raised the RSS by 2–3 MiB; with 256, by 1–2 MiB, for
-/// the same CPU within noise.
+/// Samples built into one profile part at a time (see [`split_by_process`]): small, because
+/// building holds the symbol of every distinct address of a part's processes until it is merged.
 pub const PART_SAMPLES: usize = 256;
 
 /// `samples` split into parts of about [`PART_SAMPLES`], each pid's samples whole in one part (the
-/// label budget counts processes per part: see `merge`), to be built and merged one after the
-/// other. Building holds the symbol of every distinct address of its processes (some hundred bytes
-/// each) until its part is merged: at a map switch of a fork-heavy recording (thousands of
-/// short-lived processes, each its own addresses), building them all at once raised the RSS by
-/// 5–6 MiB, every switch.
+/// label budget counts processes per part: see `policy`), to be built and merged one after the
+/// other, so that a map switch of a fork-heavy recording (thousands of short-lived processes, each
+/// its own addresses) does not hold the symbols of them all at once.
 pub fn split_by_process(mut samples: Vec<StackSample>) -> Vec<Vec<StackSample>> {
     samples.sort_unstable_by_key(StackSample::process);
     let mut parts = Vec::new();
@@ -66,22 +65,18 @@ pub fn build(samples: &[StackSample], symbolizer: &mut Symbolizer, metadata: Met
     let mut builder = Builder {
         symbolizer,
         symbols: &symbols,
-        profile: Profile {
-            metadata,
-            ..Profile::default()
-        },
+        interner: Interner::new(metadata),
         mapping_ids: HashMap::new(),
-        location_ids: HashMap::new(),
         user_locations: HashMap::new(),
         kernel_locations: HashMap::new(),
-        names: SharedStrings::default(),
     };
     for sample in samples {
         builder.add(sample);
     }
-    builder.profile
+    builder.interner.into_profile()
 }
 
+/// A mapping as the symbolizer knows it: cheaper to look up than the [`Mapping`] it becomes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum MappingKey {
     Module(ModuleId),
@@ -92,12 +87,10 @@ enum MappingKey {
 
 struct Builder<'a> {
     symbolizer: &'a Symbolizer,
-    /// Process and thread names, one copy each for the samples that share them.
-    names: SharedStrings,
     symbols: &'a StackSymbols,
-    profile: Profile,
+    interner: Interner,
     mapping_ids: HashMap<MappingKey, MappingId>,
-    location_ids: HashMap<Location, LocationId>,
+    /// Each address's location, so that an address met again is not placed and named again.
     user_locations: HashMap<(ProcessKey, FrameAddress), LocationId>,
     kernel_locations: HashMap<FrameAddress, LocationId>,
 }
@@ -105,7 +98,7 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn add(&mut self, sample: &StackSample) {
         let process = sample.process();
-        let metadata = &mut self.profile.metadata;
+        let metadata = self.interner.metadata_mut();
         metadata.truncation.count_path(sample);
         let mut truncated = false;
         // An empty user stack (a kernel thread) is not judged.
@@ -129,17 +122,17 @@ impl Builder<'_> {
         let mut stack = EMPTY_STACK;
         for (index, &ip) in sample.user_ips.iter().enumerate().rev() {
             let location = self.user_location(process, FrameAddress::from_stack_index(index, ip));
-            stack = self.profile.stacks.call(stack, location);
+            stack = self.interner.call(stack, location);
         }
         for (index, &ip) in sample.kernel_ips.iter().enumerate().rev() {
             let location = self.kernel_location(FrameAddress::from_stack_index(index, ip));
-            stack = self.profile.stacks.call(stack, location);
+            stack = self.interner.call(stack, location);
         }
-        let process_name = Some(self.names.get(&sample.process_name));
-        let thread_name = Some(self.names.get(&sample.thread_name));
-        self.profile.samples.push(Sample {
+        let process_name = Some(self.interner.name(&sample.process_name));
+        let thread_name = Some(self.interner.name(&sample.thread_name));
+        self.interner.add_sample(Sample {
             stack,
-            count: sample.count,
+            values: Values::count(sample.count),
             pid: Some(sample.pid),
             tid: Some(sample.tid),
             process_name,
@@ -194,7 +187,7 @@ impl Builder<'_> {
             frames,
             in_kernel: false,
         };
-        let id = self.intern(location);
+        let id = self.interner.location(location);
         self.user_locations.insert((process, address), id);
         id
     }
@@ -213,18 +206,8 @@ impl Builder<'_> {
             frames,
             in_kernel: true,
         };
-        let id = self.intern(location);
+        let id = self.interner.location(location);
         self.kernel_locations.insert(address, id);
-        id
-    }
-
-    fn intern(&mut self, location: Location) -> LocationId {
-        if let Some(&id) = self.location_ids.get(&location) {
-            return id;
-        }
-        let id = self.profile.next_location_id();
-        self.profile.locations.push(location.clone());
-        self.location_ids.insert(location, id);
         id
     }
 
@@ -251,8 +234,7 @@ impl Builder<'_> {
             MappingKey::Kernel => pseudo_mapping(KERNEL_MAPPING, MappingKind::Kernel),
             MappingKey::Jit => pseudo_mapping(JIT_MAPPING, MappingKind::Jit),
         };
-        let id = self.profile.mappings.len();
-        self.profile.mappings.push(mapping);
+        let id = self.interner.mapping(mapping);
         self.mapping_ids.insert(key, id);
         id
     }

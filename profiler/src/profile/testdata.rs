@@ -97,9 +97,17 @@ pub fn small() -> Profile {
         },
     ];
     let mut stacks = Stacks::default();
-    let mut sample = |stack: &[LocationId], count, tid, thread: &str, truncated| Sample {
+    // As a capture at 99 Hz gives them (see `values::add_cpu_time`).
+    let (value_types, _) =
+        ValueTypes::new(ValueType::of(values::SAMPLES), [ValueType::of(values::CPU)]);
+    let period = 1_000_000_000 / 99;
+    let mut sample = |stack: &[LocationId], count: u64, tid, thread: &str, truncated| Sample {
         stack: stacks.insert(stack),
-        count,
+        values: {
+            let mut values = Values::count(count);
+            values.set(1, count * period);
+            values
+        },
         pid: Some(100),
         tid: Some(tid),
         process_name: Some("burn".into()),
@@ -124,6 +132,137 @@ pub fn small() -> Profile {
             has_lines: true,
             ..Metadata::default()
         },
+        value_types,
+        mappings,
+        locations,
+        samples,
+        stacks,
+    }
+}
+
+/// A wall-clock profile (issue 20's shape): thread 1 burns 3 samples (30.3 ms at 99 Hz) and waits
+/// 60 ms; thread 2 waits twice, 1,499 ns and 400 ns, in the same stack. Off-CPU samples count no
+/// samples and no CPU time.
+pub fn wall() -> Profile {
+    let (value_types, _) = ValueTypes::new(
+        ValueType::of(values::SAMPLES),
+        [ValueType::of(values::CPU), ValueType::of(values::OFF_CPU)],
+    );
+    let mappings = vec![
+        Mapping {
+            path: Arc::from("/usr/bin/app"),
+            display_name: Arc::from("app"),
+            build_id: None,
+            kind: MappingKind::User,
+        },
+        Mapping {
+            path: Arc::from(KERNEL_MAPPING),
+            display_name: Arc::from(KERNEL_MAPPING),
+            build_id: None,
+            kind: MappingKind::Kernel,
+        },
+    ];
+    let located = |mapping, address, name: &str, kind| Location {
+        mapping: Some(mapping),
+        address,
+        frames: vec![frame(name, kind, None, None)],
+        in_kernel: kind == FrameKind::Kernel,
+    };
+    let locations = vec![
+        located(0, 0x1000, "main", FrameKind::User),
+        located(0, 0x1100, "burn", FrameKind::User),
+        located(0, 0x1200, "wait", FrameKind::User),
+        located(1, 0xffffffff81000200, "schedule", FrameKind::Kernel),
+    ];
+    let mut stacks = Stacks::default();
+    let mut sample = |stack: &[LocationId], tid, [samples, cpu, off_cpu]: [u64; 3]| {
+        let mut values = Values::count(samples);
+        values.set(1, cpu);
+        values.set(2, off_cpu);
+        Sample {
+            stack: stacks.insert(stack),
+            values,
+            pid: Some(1),
+            tid: Some(tid),
+            process_name: Some("app".into()),
+            thread_name: Some("app".into()),
+            truncated: false,
+        }
+    };
+    let samples = vec![
+        sample(&[0, 1], 1, [3, 3 * 10_101_010, 0]),
+        sample(&[0, 2, 3], 1, [0, 0, 60_000_400]),
+        sample(&[0, 2, 3], 2, [0, 0, 1_499]),
+        sample(&[0, 2, 3], 2, [0, 0, 400]),
+    ];
+    Profile {
+        metadata: Metadata {
+            frequency_hz: Some(99),
+            ..Metadata::default()
+        },
+        value_types,
+        mappings,
+        locations,
+        samples,
+        stacks,
+    }
+}
+
+/// Python frames interleaved with native ones (issue 21's shape): the interpreter's native entry,
+/// then `<module>` → `outer` → `Sorter.run`, which calls the builtin `sorted` (native) calling back
+/// into the Python `key`; a native `run` as well, which must not take the Python colour or marker.
+pub fn python() -> Profile {
+    let mappings = vec![
+        Mapping {
+            path: Arc::from("/usr/bin/python3.11"),
+            display_name: Arc::from("python3.11"),
+            build_id: None,
+            kind: MappingKind::User,
+        },
+        Runtime::Python.mapping(),
+    ];
+    let native = |address, name: &str| Location {
+        mapping: Some(0),
+        address,
+        frames: vec![frame(name, FrameKind::User, None, None)],
+        in_kernel: false,
+    };
+    let python = |name: &str, line| {
+        Location::interpreted(1, frame(name, FrameKind::User, Some("app.py"), Some(line)))
+    };
+    let locations = vec![
+        native(0x1000, "_start"),
+        native(0x2000, "Py_RunMain"),
+        python("<module>", 40),
+        python("outer", 12),
+        python("Sorter.run", 20),
+        native(0x3000, "builtin_sorted"),
+        python("key", 5),
+        native(0x4000, "run"),
+        // The same function at another line: its own location, one folded frame.
+        python("outer", 13),
+    ];
+    let mut stacks = Stacks::default();
+    let mut sample = |stack: &[LocationId], count| Sample {
+        stack: stacks.insert(stack),
+        values: Values::count(count),
+        pid: Some(7),
+        tid: Some(7),
+        process_name: Some("python3".into()),
+        thread_name: Some("python3".into()),
+        truncated: false,
+    };
+    let samples = vec![
+        sample(&[0, 1, 2, 3, 4], 6),
+        sample(&[0, 1, 2, 3, 4, 5, 6], 2),
+        sample(&[0, 1, 2, 8, 7], 1),
+    ];
+    Profile {
+        metadata: Metadata {
+            has_lines: true,
+            ..Metadata::default()
+        },
+        value_types: ValueTypes::default(),
         mappings,
         locations,
         samples,
