@@ -3,6 +3,7 @@
 //! it they fail, saying how to run them, rather than pass silently.
 
 mod attacks;
+mod attacks_cfi;
 mod attacks_files;
 mod auto;
 mod errors;
@@ -10,6 +11,7 @@ mod faults;
 mod mixed;
 mod names;
 mod perf_backend;
+mod real_programs;
 mod real_world;
 mod record;
 mod report;

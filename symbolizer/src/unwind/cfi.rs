@@ -1,22 +1,22 @@
-//! CFI rows that framehop cannot follow, found and executed with gimli.
+//! CFI rows that framehop cannot follow, executed with gimli.
 //!
 //! framehop 0.16 caches rules whose CFA is RSP or RBP plus an offset and whose return address is at
 //! CFA − 8; its generic path tracks only ip/sp/bp and cannot read memory, and where neither works it
 //! silently applies the frame-pointer rule. Hand-written assembly (OpenSSL's AES, SHA and bignum code)
 //! has rows like `DW_CFA_def_cfa_expression: DW_OP_breg7 (rsp) +40; DW_OP_deref; DW_OP_plus_uconst 8`
 //! (the caller's stack pointer saved in the frame) or a CFA on rax/rsi/r9/r11 (a leaf that moved RSP
-//! somewhere else). For those, [`ModuleCfi`] knows which FDEs contain such rows, and [`step`]
-//! evaluates the row for a PC against the registers known for that frame and the copied stack.
-
-use std::ops::Range;
+//! somewhere else). The module's scan ([`super::scan`]) knows which FDEs contain such rows, and
+//! [`step`] evaluates the row for a PC against the registers known for that frame and the copied
+//! stack.
 
 use gimli::{
-    BaseAddresses, CallFrameInstruction, CfaRule, CieOrFde, EhFrame, EhFrameHdr, EndianSlice,
+    BaseAddresses, CfaRule, DebugFrame, DebugFrameOffset, EhFrame, EhFrameOffset, EndianSlice,
     Evaluation, EvaluationResult, Expression, LittleEndian, Location, Piece, Register,
     RegisterRule, UnwindContext, UnwindSection, Value, X86_64,
 };
 
 use super::elf_info::ElfUnwindInfo;
+use super::scan::{bases, CfiKind};
 use super::{UnwindEnd, UnwindFailure};
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
@@ -24,11 +24,11 @@ type Slice<'a> = EndianSlice<'a, LittleEndian>;
 /// DWARF register numbers 0..=15 are the general-purpose registers, 16 is the return address (RIP).
 pub(crate) const TRACKED_REGISTERS: usize = 17;
 
-/// Registers the x86-64 psABI makes a callee preserve: without a CFI rule they keep their value in
-/// the caller. Every other register is unknown in the caller unless a rule says where it is.
-pub(crate) const CALLEE_SAVED: [Register; 6] = [
+/// Registers the x86-64 psABI makes a callee preserve (besides RBP and RSP). A callee that changes
+/// one saves it first, with a CFI rule saying where; a step that does not evaluate the rules
+/// (framehop's) cannot tell whether it did, so these are unknown in the caller after such a step.
+pub(crate) const CALLEE_SAVED: [Register; 5] = [
     X86_64::RBX,
-    X86_64::RBP,
     X86_64::R12,
     X86_64::R13,
     X86_64::R14,
@@ -40,7 +40,8 @@ pub(crate) const CALLEE_SAVED: [Register; 6] = [
 pub(crate) struct Registers(pub [Option<u64>; TRACKED_REGISTERS]);
 
 impl Registers {
-    /// Only the PC, stack pointer and frame pointer known (what framehop hands back).
+    /// Only the PC, stack pointer and frame pointer known.
+    #[cfg(test)]
     pub fn ip_sp_bp(ip: u64, sp: u64, bp: u64) -> Self {
         let mut values = [None; TRACKED_REGISTERS];
         values[usize::from(X86_64::RA.0)] = Some(ip);
@@ -53,7 +54,7 @@ impl Registers {
         self.0.get(usize::from(register.0)).copied().flatten()
     }
 
-    fn set(&mut self, register: Register, value: Option<u64>) {
+    pub fn set(&mut self, register: Register, value: Option<u64>) {
         if let Some(slot) = self.0.get_mut(usize::from(register.0)) {
             *slot = value;
         }
@@ -76,188 +77,55 @@ const MAX_EXPRESSION_STEPS: u32 = 256;
 /// Reads 8 bytes of the copied stack; the error says how the unwind ends if it cannot.
 pub(crate) type ReadMemory<'a> = dyn FnMut(u64) -> Result<u64, UnwindEnd> + 'a;
 
-/// Gaps between FDEs up to this size (function alignment padding, where no PC ever is) are merged
-/// into one covered range.
-const MAX_PADDING: u64 = 15;
-
-/// What one module's `.eh_frame` covers, and which of its FDEs have rows framehop does not follow.
-#[derive(Debug, Default)]
-pub(crate) struct ModuleCfi {
-    /// Their address ranges (SVMA), sorted by start.
-    special: Vec<Range<u64>>,
-    /// Code covered by any FDE (SVMA), sorted and merged: a leaf outside gets the no-CFI rules.
-    covered: Vec<Range<u64>>,
-}
-
-impl ModuleCfi {
-    /// Scans the module's `.eh_frame` once (the instructions, not the rows: cheap enough to do for
-    /// every module a process maps).
-    pub fn scan(info: &ElfUnwindInfo) -> Self {
-        let Some(eh_frame) = &info.eh_frame else {
-            return ModuleCfi::default();
-        };
-        let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
-        let bases = bases(info);
-        let mut special = Vec::new();
-        let mut covered = Vec::new();
-        let mut entries = section.entries(&bases);
-        while let Ok(Some(entry)) = entries.next() {
-            let CieOrFde::Fde(partial) = entry else {
-                continue;
-            };
-            let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
-                continue;
-            };
-            let data_alignment = fde.cie().data_alignment_factor();
-            let mut cie_instructions = fde.cie().instructions(&section, &bases);
-            let mut fde_instructions = fde.instructions(&section, &bases);
-            let mut is_special = false;
-            while let Ok(Some(instruction)) = cie_instructions.next() {
-                is_special |= framehop_cannot_follow(&instruction, data_alignment);
-            }
-            while let Ok(Some(instruction)) = fde_instructions.next() {
-                is_special |= framehop_cannot_follow(&instruction, data_alignment);
-            }
-            let start = fde.initial_address();
-            let range = start..start.saturating_add(fde.len());
-            if is_special {
-                special.push(range.clone());
-            }
-            covered.push(range);
-        }
-        special.sort_by_key(|range| range.start);
-        covered.sort_by_key(|range| range.start);
-        let mut merged: Vec<Range<u64>> = Vec::with_capacity(covered.len() / 8);
-        for range in covered {
-            match merged.last_mut() {
-                Some(last) if range.start <= last.end.saturating_add(MAX_PADDING) => {
-                    last.end = last.end.max(range.end);
-                }
-                _ => merged.push(range),
-            }
-        }
-        merged.shrink_to_fit();
-        ModuleCfi {
-            special,
-            covered: merged,
-        }
-    }
-
-    /// Whether an FDE covers `svma` (always false for a module whose CFI is only in
-    /// `.debug_frame`, which is not scanned).
-    pub fn covers(&self, svma: u64) -> bool {
-        contains(&self.covered, svma)
-    }
-
-    /// Whether the FDE covering `svma` has rows framehop does not follow.
-    pub fn needs_own_step(&self, svma: u64) -> bool {
-        contains(&self.special, svma)
-    }
-
-    /// How many FDEs have such rows.
-    #[cfg(test)]
-    pub fn special_fdes(&self) -> usize {
-        self.special.len()
-    }
-}
-
-/// Whether one CFI instruction makes a row framehop 0.16 would get wrong: a CFA that is an
-/// expression or on a register other than RSP/RBP, or a return-address/RBP rule other than "saved at
-/// CFA + n" (and, for the return address, other than CFA − 8).
-fn framehop_cannot_follow<T: gimli::ReaderOffset>(
-    instruction: &CallFrameInstruction<T>,
-    data_alignment: i64,
-) -> bool {
-    use CallFrameInstruction as I;
-    let watched = |register: Register| register == X86_64::RA || register == X86_64::RBP;
-    match *instruction {
-        I::DefCfaExpression { .. } => true,
-        I::DefCfa { register, .. }
-        | I::DefCfaSf { register, .. }
-        | I::DefCfaRegister { register } => register != X86_64::RSP && register != X86_64::RBP,
-        I::Offset {
-            register,
-            factored_offset,
-        } => {
-            register == X86_64::RA
-                && i64::try_from(factored_offset)
-                    .ok()
-                    .and_then(|o| o.checked_mul(data_alignment))
-                    != Some(-8)
-        }
-        I::OffsetExtendedSf {
-            register,
-            factored_offset,
-        } => register == X86_64::RA && factored_offset.checked_mul(data_alignment) != Some(-8),
-        I::ValOffset { register, .. }
-        | I::ValOffsetSf { register, .. }
-        | I::Expression { register, .. }
-        | I::ValExpression { register, .. } => watched(register),
-        I::Register { dest_register, .. } => watched(dest_register),
-        _ => false,
-    }
-}
-
-fn bases(info: &ElfUnwindInfo) -> BaseAddresses {
-    let mut bases = BaseAddresses::default();
-    if let Some(eh_frame) = &info.eh_frame {
-        bases = bases.set_eh_frame(eh_frame.svma.start);
-    }
-    if let Some(hdr) = &info.eh_frame_hdr {
-        bases = bases.set_eh_frame_hdr(hdr.svma.start);
-    }
-    if let Some(text) = &info.text {
-        bases = bases.set_text(text.svma.start);
-    }
-    if let Some(got) = &info.got_svma {
-        bases = bases.set_got(got.start);
-    }
-    bases
-}
-
-/// Whether one of `ranges` (sorted, not overlapping) contains `address`.
-fn contains(ranges: &[Range<u64>], address: u64) -> bool {
-    let index = ranges.partition_point(|range| range.start <= address);
-    index
-        .checked_sub(1)
-        .and_then(|i| ranges.get(i))
-        .is_some_and(|range| address < range.end)
-}
-
 /// One unwind step with the CFI row for `svma` (the PC, or a return address − 1, in the module's own
-/// addresses): the caller's registers, or `None` at the root (the return address is undefined).
+/// addresses) of the FDE at `fde_offset` in the module's CFI section (found by the module's scan):
+/// the caller's registers, or `None` at the root (the return address is undefined).
 pub(crate) fn step(
     info: &ElfUnwindInfo,
+    context: &mut UnwindContext<usize>,
+    fde_offset: usize,
+    svma: u64,
+    registers: &Registers,
+    read: &mut ReadMemory<'_>,
+) -> Result<Option<Registers>, UnwindEnd> {
+    let bad_cfi = UnwindEnd::Failed(UnwindFailure::UnreadableCfi);
+    let bases = bases(info);
+    match info.cfi.kind() {
+        Some(CfiKind::EhFrame) => {
+            let eh_frame = info.eh_frame.as_ref().ok_or(bad_cfi)?;
+            let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
+            let offset = EhFrameOffset(fde_offset);
+            step_in(&section, &bases, offset, context, svma, registers, read)
+        }
+        Some(CfiKind::DebugFrame) => {
+            let debug_frame = info.debug_frame.as_ref().ok_or(bad_cfi)?;
+            let mut section = DebugFrame::new(&debug_frame.bytes, LittleEndian);
+            section.set_address_size(8);
+            let offset = DebugFrameOffset(fde_offset);
+            step_in(&section, &bases, offset, context, svma, registers, read)
+        }
+        None => Err(bad_cfi),
+    }
+}
+
+fn step_in<'a, S: UnwindSection<Slice<'a>>>(
+    section: &S,
+    bases: &BaseAddresses,
+    fde_offset: S::Offset,
     context: &mut UnwindContext<usize>,
     svma: u64,
     registers: &Registers,
     read: &mut ReadMemory<'_>,
 ) -> Result<Option<Registers>, UnwindEnd> {
     let bad_cfi = UnwindEnd::Failed(UnwindFailure::UnreadableCfi);
-    let eh_frame = info.eh_frame.as_ref().ok_or(bad_cfi)?;
-    let bases = bases(info);
-    let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
-    // The FDE through `.eh_frame_hdr`'s binary-search table; without one (rare: only modules with
-    // such rows get here) by a scan of `.eh_frame`.
-    let fde = match info.eh_frame_hdr.as_ref().and_then(|hdr| {
-        EhFrameHdr::new(&hdr.bytes, LittleEndian)
-            .parse(&bases, 8)
-            .ok()
-    }) {
-        Some(hdr) => hdr.table().ok_or(bad_cfi)?.fde_for_address(
-            &section,
-            &bases,
-            svma,
-            EhFrame::cie_from_offset,
-        ),
-        None => section.fde_for_address(&bases, svma, EhFrame::cie_from_offset),
-    }
-    .map_err(|_| bad_cfi)?;
+    let fde = section
+        .fde_from_offset(bases, fde_offset, S::cie_from_offset)
+        .map_err(|_| bad_cfi)?;
     let encoding = fde.cie().encoding();
     let row = fde
-        .unwind_info_for_address(&section, &bases, context, svma)
+        .unwind_info_for_address(section, bases, context, svma)
         .map_err(|_| bad_cfi)?;
-    let expression = |e: &gimli::UnwindExpression<usize>| e.get(&section).map_err(|_| bad_cfi);
+    let expression = |e: &gimli::UnwindExpression<usize>| e.get(section).map_err(|_| bad_cfi);
 
     let sp = registers
         .sp()
@@ -284,9 +152,12 @@ pub(crate) fn step(
         };
         let value = match row.register(register) {
             None if register == X86_64::RA => Some(read(address_at(-8)?)?),
-            None if CALLEE_SAVED.contains(&register) => registers.get(register),
-            None | Some(RegisterRule::Undefined) => None,
-            Some(RegisterRule::SameValue) => registers.get(register),
+            // The x86-64 convention libunwind and libdw apply: a register without a rule keeps its
+            // value in the caller ("same value"). Hand-written assembly relies on it for scratch
+            // registers too: OpenSSL's AES-GCM keeps its CFA in rax across a call to a leaf that
+            // does not touch rax. (RSP is the CFA, set below.)
+            None | Some(RegisterRule::SameValue) => registers.get(register),
+            Some(RegisterRule::Undefined) => None,
             Some(RegisterRule::Offset(offset)) => {
                 let address = address_at(offset)?;
                 if register == X86_64::RA {
@@ -374,7 +245,7 @@ fn evaluate(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Rows generated with `gimli::write` the way OpenSSL's assembly writes them, and stack copies made
     //! up to match: each test checks the exact caller the row gives.
 
@@ -386,17 +257,21 @@ mod tests {
 
     use super::*;
     use crate::unwind::elf_info::{ElfUnwindInfo, Section, SectionBytes};
+    use crate::unwind::scan::ModuleCfi;
 
-    const STACK: u64 = 0x7ffc_0000_0000;
+    pub(crate) const STACK: u64 = 0x7ffc_0000_0000;
     /// Functions of the generated module: each FDE covers 0x100 bytes at one of these.
     const EXPRESSION_FN: u64 = 0x1000;
     const RBP_EXPRESSION_FN: u64 = 0x2000;
     const RSI_FN: u64 = 0x3000;
-    const PLAIN_FN: u64 = 0x4000;
+    /// What compilers write (CFA on RSP): framehop's rows.
+    pub(crate) const PLAIN_FN: u64 = 0x4000;
     const PLT: u64 = 0x5000;
+    /// OpenSSL's AES-GCM shape: the CFA in rax, across calls to leaves that do not touch rax.
+    pub(crate) const RAX_FN: u64 = 0x6000;
 
     /// A module whose `.eh_frame` has one FDE per function above; rows start 4 bytes in.
-    fn module() -> ElfUnwindInfo {
+    pub(crate) fn module() -> ElfUnwindInfo {
         let encoding = Encoding {
             format: Format::Dwarf32,
             version: 1,
@@ -461,12 +336,13 @@ mod tests {
         let mut plt_fde = FrameDescriptionEntry::new(Address::Constant(PLT), 0x100);
         plt_fde.add_instruction(0, Cfi::CfaExpression(plt));
         table.add_fde(cie, plt_fde);
+        table.add_fde(cie, fde(RAX_FN, vec![Cfi::Cfa(X86_64::RAX, 8)]));
         let mut eh_frame = EhFrameWriter(EndianVec::new(gimli::LittleEndian));
         table
             .write_eh_frame(&mut eh_frame)
             .expect("write .eh_frame");
         let bytes = eh_frame.0.into_vec();
-        ElfUnwindInfo {
+        let mut info = ElfUnwindInfo {
             text: None,
             eh_frame: Some(Section {
                 svma: 0x10_0000..0x10_0000 + bytes.len() as u64,
@@ -477,7 +353,10 @@ mod tests {
             got_svma: None,
             load_segments: Vec::new(),
             frame_pointers: crate::unwind::FramePointers::Frameless,
-        }
+            cfi: ModuleCfi::default(),
+        };
+        info.index_cfi(0);
+        info
     }
 
     /// A stack copy at [`STACK`] with these words at these offsets.
@@ -497,9 +376,19 @@ mod tests {
         bytes: &[u8],
     ) -> Result<Option<Registers>, UnwindEnd> {
         let copy = crate::unwind::StackCopy { sp: STACK, bytes };
-        step(info, &mut UnwindContext::new(), svma, registers, &mut |a| {
-            copy.read(a)
-        })
+        let eh_frame = info.eh_frame.as_ref().expect(".eh_frame");
+        let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
+        let fde = section
+            .fde_for_address(&bases(info), svma, EhFrame::cie_from_offset)
+            .expect("an FDE covers the PC");
+        step(
+            info,
+            &mut UnwindContext::new(),
+            fde.offset(),
+            svma,
+            registers,
+            &mut |a| copy.read(a),
+        )
     }
 
     fn leaf(ip: u64, set: &[(Register, u64)]) -> Registers {
@@ -512,13 +401,17 @@ mod tests {
 
     #[test]
     fn scan_finds_exactly_the_rows_framehop_cannot_follow() {
-        let cfi = ModuleCfi::scan(&module());
-        assert_eq!(cfi.special_fdes(), 4);
-        for special in [EXPRESSION_FN, RBP_EXPRESSION_FN, RSI_FN, PLT] {
-            assert!(cfi.needs_own_step(special + 0x10), "{special:#x}");
-            assert!(!cfi.needs_own_step(special + 0x100), "{special:#x} ends");
+        let info = module();
+        let cfi = &info.cfi;
+        assert_eq!(cfi.special_fdes(), 5);
+        for special in [EXPRESSION_FN, RBP_EXPRESSION_FN, RSI_FN, PLT, RAX_FN] {
+            assert!(cfi.special_fde(special + 0x10).is_some(), "{special:#x}");
+            assert!(
+                cfi.special_fde(special + 0x100).is_none(),
+                "{special:#x} ends"
+            );
         }
-        assert!(!cfi.needs_own_step(PLAIN_FN + 0x10));
+        assert!(cfi.special_fde(PLAIN_FN + 0x10).is_none());
         assert!(cfi.covers(PLAIN_FN + 0x10));
         assert!(
             !cfi.covers(PLAIN_FN + 0x100),
@@ -540,7 +433,7 @@ mod tests {
         let caller = run_step(
             &module(),
             EXPRESSION_FN + 0x20,
-            &leaf(EXPRESSION_FN + 0x20, &[]),
+            &leaf(EXPRESSION_FN + 0x20, &[(X86_64::RAX, 0xaaaa)]),
             &bytes,
         )
         .expect("step")
@@ -548,7 +441,31 @@ mod tests {
         assert_eq!(caller.ip(), Some(0x5555_0000_1234));
         assert_eq!(caller.sp(), Some(caller_sp));
         assert_eq!(caller.bp(), Some(STACK + 0x300));
-        assert_eq!(caller.get(X86_64::RAX), None, "caller-saved: unknown");
+        assert_eq!(caller.get(X86_64::RAX), Some(0xaaaa), "no rule: same value");
+    }
+
+    /// Issue 18, item 1: a leaf called from code whose CFA is in rax, and that does not touch rax.
+    /// The rax of the sample is still the caller's after the leaf's step (no rule: same value), so
+    /// the caller's row can be evaluated; before, rax was dropped and the unwind stopped there.
+    #[test]
+    fn cfa_on_rax_after_a_leaf_call() {
+        let caller_cfa = STACK + 0x180;
+        let bytes = stack(&[
+            // The leaf has pushed 8 bytes (its row at +0x10: CFA = rsp + 16).
+            (8, RAX_FN + 0x20),
+            (0x180 - 8, 0x5555_0000_0777),
+        ]);
+        let sample = leaf(PLAIN_FN + 0x10, &[(X86_64::RAX, caller_cfa - 8)]);
+        let in_caller = run_step(&module(), PLAIN_FN + 0x10, &sample, &bytes)
+            .expect("leaf step")
+            .expect("not the root");
+        assert_eq!(in_caller.ip(), Some(RAX_FN + 0x20));
+        assert_eq!(in_caller.get(X86_64::RAX), Some(caller_cfa - 8));
+        let outer = run_step(&module(), RAX_FN + 0x1f, &in_caller, &bytes)
+            .expect("the caller's row uses rax, known from the sample")
+            .expect("not the root");
+        assert_eq!(outer.ip(), Some(0x5555_0000_0777));
+        assert_eq!(outer.sp(), Some(caller_cfa));
     }
 
     /// The CFA read through the frame pointer.

@@ -1,18 +1,24 @@
 //! What unwinding needs from one module file: its unwind sections (memory-mapped once from the
 //! module's [`StableFile`], so a truncated file cannot raise SIGBUS, and shared by every process that
-//! maps the module), its loadable segments (to place it at a mapping's address), and which of its
-//! functions keep frame pointers (for `--unwind auto`).
+//! maps the module; compressed ones decompressed within [`MAX_DECOMPRESSED_BYTES`]), its loadable
+//! segments (to place it at a mapping's address), the index of its CFI, and which of its functions
+//! keep frame pointers (for `--unwind auto`).
 
+use std::io::Read;
 use std::ops::{Deref, Range};
 use std::sync::Arc;
 
-use gimli::{
-    BaseAddresses, CfiEntriesIter, CieOrFde, EhFrame, LittleEndian, UnwindSection, X86_64,
-};
 use memmap2::Mmap;
-use object::{Object, ObjectSection, ObjectSegment};
+use object::{CompressionFormat, Object, ObjectSection, ObjectSegment};
 
+use super::scan::{CfiProblem, FunctionFrame, ModuleCfi};
+use super::UnwindFailure;
 use crate::untrusted::{byte_range, StableFile};
+
+/// Bytes of compressed sections decompressed per module, in all (Go links its `.debug_frame`
+/// zlib-compressed; a section's header states its size, which the file controls). The decompressed
+/// bytes stay in memory with the module. Go's largest programs have a few MiB of `.debug_frame`.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 64 << 20;
 
 /// Frame pointers are a per-function property: a function keeps one when its CFI computes the CFA
 /// from RBP somewhere in its body. A module counts as frame-pointer code when at least this share of
@@ -25,17 +31,24 @@ const FRAME_POINTER_SHARE: f64 = 0.5;
 /// whole: the BPF side holds a bounded number of them per module. Debian's node has 6913.
 pub const MAX_MODULE_EXCEPTIONS: usize = 8192;
 
-/// Bytes of a memory-mapped module file; cheap to clone, and what framehop reads sections through.
+/// Bytes of a section: part of a memory-mapped module file, or decompressed. Cheap to clone, and
+/// what framehop reads sections through.
 #[derive(Clone)]
-pub struct SectionBytes {
-    map: Arc<Mmap>,
-    range: Range<usize>,
+pub struct SectionBytes(Bytes);
+
+#[derive(Clone)]
+enum Bytes {
+    Mapped { map: Arc<Mmap>, range: Range<usize> },
+    Owned(Arc<[u8]>),
 }
 
 impl Deref for SectionBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.map[self.range.clone()]
+        match &self.0 {
+            Bytes::Mapped { map, range } => &map[range.clone()],
+            Bytes::Owned(bytes) => bytes,
+        }
     }
 }
 
@@ -43,12 +56,7 @@ impl SectionBytes {
     /// Bytes not from a file, for unit tests that generate sections.
     #[cfg(test)]
     pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let mut map = memmap2::MmapMut::map_anon(bytes.len().max(1)).ok()?;
-        map[..bytes.len()].copy_from_slice(bytes);
-        Some(SectionBytes {
-            map: Arc::new(map.make_read_only().ok()?),
-            range: 0..bytes.len(),
-        })
+        Some(SectionBytes(Bytes::Owned(Arc::from(bytes))))
     }
 }
 
@@ -75,9 +83,11 @@ pub struct ElfUnwindInfo {
     pub debug_frame: Option<Section>,
     pub got_svma: Option<Range<u64>>,
     pub load_segments: Vec<LoadSegment>,
-    /// Which code keeps a frame pointer in RBP. Modules without CFI count as keeping one: DWARF
-    /// unwinding could not do better for them.
+    /// Which code keeps a frame pointer in RBP. Modules without usable CFI count as keeping one:
+    /// DWARF unwinding could not do better for them.
     pub frame_pointers: FramePointers,
+    /// The index of the CFI (`.eh_frame`, or `.debug_frame` without it), or why it is not used.
+    pub cfi: ModuleCfi,
 }
 
 /// Where a module's code keeps frame pointers.
@@ -95,41 +105,114 @@ impl ElfUnwindInfo {
     pub fn read(file: &StableFile) -> Option<Self> {
         let map = Arc::new(file.map().ok()?);
         let elf = object::File::parse(&map[..]).ok()?;
-        let section = |name: &str| -> Option<Section> {
-            let section = elf.section_by_name(name)?;
-            let (offset, size) = section.file_range()?;
-            let range = byte_range(offset, size, map.len())?;
-            Some(Section {
-                svma: section.address()..section.address().checked_add(section.size())?,
-                bytes: SectionBytes {
-                    map: Arc::clone(&map),
-                    range,
-                },
-            })
+        let mut decompressed = 0u64;
+        let mut section = |name: &str| -> Result<Option<Section>, CfiProblem> {
+            let Some(section) = elf.section_by_name(name) else {
+                return Ok(None);
+            };
+            let Some(svma) = section
+                .address()
+                .checked_add(section.size())
+                .map(|end| section.address()..end)
+            else {
+                return Ok(None);
+            };
+            let bytes = match section.compressed_file_range() {
+                Ok(range) if range.format == CompressionFormat::None => {
+                    let Some((offset, size)) = section.file_range() else {
+                        return Ok(None);
+                    };
+                    let Some(range) = byte_range(offset, size, map.len()) else {
+                        return Ok(None);
+                    };
+                    SectionBytes(Bytes::Mapped {
+                        map: Arc::clone(&map),
+                        range,
+                    })
+                }
+                Ok(range) => {
+                    let bytes = decompress(&map, name, range, &mut decompressed)?;
+                    SectionBytes(Bytes::Owned(bytes))
+                }
+                // A compression header that does not parse: the section is unusable, not absent.
+                Err(_) => return Err(unusable(format!("{name}: bad compression header"))),
+            };
+            Ok(Some(Section { svma, bytes }))
         };
-        let eh_frame = section(".eh_frame");
-        let text = section(".text");
-        let load_segments = load_segments(&elf);
-        let frame_pointers = match &eh_frame {
-            Some(eh_frame) => {
-                let functions = function_frames(eh_frame, text.as_ref());
-                judge_frame_pointers(functions, elf.entry())
+        let mut problem = None;
+        let mut usable = |result: Result<Option<Section>, CfiProblem>| match result {
+            Ok(section) => section,
+            Err(found) => {
+                problem.get_or_insert(found);
+                None
             }
-            None => FramePointers::Kept {
-                frameless: Arc::from([]),
-            },
         };
-        Some(ElfUnwindInfo {
-            eh_frame_hdr: section(".eh_frame_hdr"),
-            debug_frame: section(".debug_frame"),
+        let eh_frame = usable(section(".eh_frame"));
+        let eh_frame_hdr = usable(section(".eh_frame_hdr"));
+        // framehop and the scan read `.debug_frame` only when there is no `.eh_frame`: not
+        // decompressed otherwise.
+        let debug_frame = match eh_frame {
+            None => usable(section(".debug_frame")),
+            Some(_) => None,
+        };
+        // Only framehop's instruction analysis would read `.text`, which no ELF toolchain compresses:
+        // a compressed one is left out rather than inflated.
+        let text = elf
+            .section_by_name(".text")
+            .filter(|s| {
+                s.compressed_file_range()
+                    .is_ok_and(|r| r.format == CompressionFormat::None)
+            })
+            .and_then(|s| {
+                let (offset, size) = s.file_range()?;
+                Some(Section {
+                    svma: s.address()..s.address().checked_add(s.size())?,
+                    bytes: SectionBytes(Bytes::Mapped {
+                        map: Arc::clone(&map),
+                        range: byte_range(offset, size, map.len())?,
+                    }),
+                })
+            });
+        let mut info = ElfUnwindInfo {
+            eh_frame_hdr,
+            debug_frame,
             got_svma: elf
                 .section_by_name(".got")
                 .and_then(|s| Some(s.address()..s.address().checked_add(s.size())?)),
             text,
             eh_frame,
-            load_segments,
-            frame_pointers,
-        })
+            load_segments: load_segments(&elf),
+            frame_pointers: FramePointers::Kept {
+                frameless: Arc::from([]),
+            },
+            cfi: ModuleCfi::default(),
+        };
+        match problem {
+            // The CFI section is there but cannot be used: nothing of it is handed to framehop,
+            // which would otherwise apply the frame-pointer rule as if there were no CFI.
+            Some(problem) => {
+                info.eh_frame = None;
+                info.eh_frame_hdr = None;
+                info.debug_frame = None;
+                info.cfi = ModuleCfi::unusable(problem);
+            }
+            None => info.index_cfi(elf.entry()),
+        }
+        Some(info)
+    }
+
+    /// Scans the CFI (within its caps) and judges the frame pointers from it. CFI over the caps is
+    /// dropped like an unusable section.
+    pub(crate) fn index_cfi(&mut self, entry: u64) {
+        let (cfi, functions) = ModuleCfi::scan(self);
+        if cfi.problem().is_some() {
+            self.eh_frame = None;
+            self.eh_frame_hdr = None;
+            self.debug_frame = None;
+        }
+        // Without usable CFI the module counts as keeping frame pointers (see `frame_pointers`).
+        self.frame_pointers = judge_frame_pointers(functions, entry);
+        self.cfi = cfi;
     }
 
     /// The address at which this module's address 0 lies, for an executable mapping of it at
@@ -172,53 +255,53 @@ pub(crate) fn load_segments(elf: &object::File<'_>) -> Vec<LoadSegment> {
         .collect()
 }
 
-/// One function's CFI: its address range (SVMA) and whether its CFA is ever based on RBP.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct FunctionFrame {
-    range: Range<u64>,
-    keeps_frame_pointer: bool,
+fn unusable(detail: String) -> CfiProblem {
+    CfiProblem {
+        reason: UnwindFailure::UnusableCfiSection,
+        detail,
+    }
 }
 
-/// Every FDE of `.eh_frame`, sorted by address. FDEs that cannot be read are skipped.
-fn function_frames(eh_frame: &Section, text: Option<&Section>) -> Vec<FunctionFrame> {
-    let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
-    let mut bases = BaseAddresses::default().set_eh_frame(eh_frame.svma.start);
-    if let Some(text) = text {
-        bases = bases.set_text(text.svma.start);
+/// The bytes of a compressed section, counted against the module's [`MAX_DECOMPRESSED_BYTES`]
+/// (`decompressed` so far). The size in the header is checked before anything is allocated, and the
+/// stream is read no further than that size: a header that lies cannot make it grow.
+fn decompress(
+    file: &[u8],
+    name: &str,
+    range: object::CompressedFileRange,
+    decompressed: &mut u64,
+) -> Result<Arc<[u8]>, CfiProblem> {
+    let size = range.uncompressed_size;
+    let total = decompressed.saturating_add(size);
+    if total > MAX_DECOMPRESSED_BYTES {
+        return Err(unusable(format!(
+            "{name}: {size} bytes once decompressed, over the cap of {MAX_DECOMPRESSED_BYTES} per module"
+        )));
     }
-    let mut entries: CfiEntriesIter<'_, _, _> = section.entries(&bases);
-    let mut functions = Vec::new();
-    while let Ok(Some(entry)) = entries.next() {
-        let CieOrFde::Fde(partial) = entry else {
-            continue;
-        };
-        let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
-            continue;
-        };
-        let Some(end) = fde.initial_address().checked_add(fde.len()) else {
-            continue;
-        };
-        let mut keeps_frame_pointer = false;
-        let mut instructions = fde.instructions(&section, &bases);
-        while let Ok(Some(instruction)) = instructions.next() {
-            use gimli::CallFrameInstruction::*;
-            if let DefCfa { register, .. }
-            | DefCfaSf { register, .. }
-            | DefCfaRegister { register } = instruction
-            {
-                if register == X86_64::RBP {
-                    keeps_frame_pointer = true;
-                    break;
-                }
-            }
-        }
-        functions.push(FunctionFrame {
-            range: fde.initial_address()..end,
-            keeps_frame_pointer,
-        });
+    let data = range
+        .data(file)
+        .map_err(|_| unusable(format!("{name}: compressed bytes outside the file")))?
+        .data;
+    let mut bytes = Vec::with_capacity(size as usize);
+    // One byte more than the header says, to notice a stream that is longer.
+    let limit = size.saturating_add(1);
+    let read = match range.format {
+        CompressionFormat::Zlib => flate2::read::ZlibDecoder::new(data)
+            .take(limit)
+            .read_to_end(&mut bytes),
+        CompressionFormat::Zstandard => ruzstd::decoding::StreamingDecoder::new(data)
+            .map_err(|_| unusable(format!("{name}: bad zstd stream")))?
+            .take(limit)
+            .read_to_end(&mut bytes),
+        _ => return Err(unusable(format!("{name}: unknown compression format"))),
+    };
+    if read.is_err() || bytes.len() as u64 != size {
+        return Err(unusable(format!(
+            "{name}: the compressed stream is corrupt or not of the size its header states"
+        )));
     }
-    functions.sort_unstable_by_key(|f| (f.range.start, f.range.end));
-    functions
+    *decompressed = total;
+    Ok(Arc::from(bytes))
 }
 
 /// The module's verdict from its functions' CFI. The ELF entry (`_start`) is exempt: it is only ever
@@ -261,6 +344,7 @@ fn judge_frame_pointers(functions: Vec<FunctionFrame>, entry: u64) -> FramePoint
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::untrusted::StableFile;
 
     fn info(load_segments: Vec<LoadSegment>) -> ElfUnwindInfo {
         ElfUnwindInfo {
@@ -271,6 +355,7 @@ mod tests {
             got_svma: None,
             load_segments,
             frame_pointers: FramePointers::Frameless,
+            cfi: ModuleCfi::default(),
         }
     }
 
@@ -278,6 +363,156 @@ mod tests {
         FunctionFrame {
             range,
             keeps_frame_pointer,
+        }
+    }
+
+    /// Where the generated `.debug_frame`'s one function lies.
+    const GO_FUNCTION: u64 = 0x40_1000;
+
+    /// A `.debug_frame` as Go writes it: a CIE (CFA = rsp + 8, return address at CFA − 8) and one
+    /// FDE whose CFA moves to rsp + 0x58 (Go's frames are on RSP, never on RBP).
+    fn debug_frame() -> Vec<u8> {
+        use gimli::write::{
+            Address, CallFrameInstruction as Cfi, CommonInformationEntry, DebugFrame, EndianVec,
+            FrameDescriptionEntry, FrameTable,
+        };
+        use gimli::X86_64;
+        let encoding = gimli::Encoding {
+            format: gimli::Format::Dwarf32,
+            version: 3,
+            address_size: 8,
+        };
+        let mut cie = CommonInformationEntry::new(encoding, 1, -8, X86_64::RA);
+        cie.add_instruction(Cfi::Cfa(X86_64::RSP, 8));
+        cie.add_instruction(Cfi::Offset(X86_64::RA, -8));
+        let mut table = FrameTable::default();
+        let cie = table.add_cie(cie);
+        let mut fde = FrameDescriptionEntry::new(Address::Constant(GO_FUNCTION), 0x200);
+        fde.add_instruction(8, Cfi::CfaOffset(0x58));
+        table.add_fde(cie, fde);
+        let mut section = DebugFrame(EndianVec::new(gimli::LittleEndian));
+        table
+            .write_debug_frame(&mut section)
+            .expect("write .debug_frame");
+        section.0.into_vec()
+    }
+
+    /// An ELF file (relocatable: sections are all this reader needs) with one `.debug_frame`
+    /// section, `SHF_COMPRESSED` with `ch_type` and `ch_size` as given.
+    fn elf_with_compressed_debug_frame(ch_type: u32, ch_size: u64, stream: &[u8]) -> StableFile {
+        use object::write::{Object, SectionKind};
+        let mut elf = Object::new(
+            object::BinaryFormat::Elf,
+            object::Architecture::X86_64,
+            object::Endianness::Little,
+        );
+        let id = elf.add_section(Vec::new(), b".debug_frame".to_vec(), SectionKind::Debug);
+        elf.section_mut(id).flags = object::SectionFlags::Elf {
+            sh_type: object::elf::SHT_PROGBITS,
+            sh_flags: object::elf::SHF_COMPRESSED,
+        };
+        let mut data = Vec::new();
+        data.extend_from_slice(&ch_type.to_le_bytes());
+        data.extend_from_slice(&0u32.to_le_bytes());
+        data.extend_from_slice(&ch_size.to_le_bytes());
+        data.extend_from_slice(&1u64.to_le_bytes());
+        data.extend_from_slice(stream);
+        elf.append_section_data(id, &data, 8);
+        let bytes = elf.write().expect("write ELF");
+        let mut file = tempfile::tempfile().expect("temp file");
+        std::io::Write::write_all(&mut file, &bytes).expect("write temp file");
+        StableFile::own(file)
+    }
+
+    fn zlib(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder =
+            flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut encoder, bytes).expect("compress");
+        encoder.finish().expect("compress")
+    }
+
+    /// Issue 18, item 3: Go links `.debug_frame` zlib-compressed. It is decompressed, indexed, and
+    /// judged: Go's CFA is never on RBP, so `--unwind auto` sees the code as frameless (Go's
+    /// `crypto/sha256.block` uses RBP as a general register). Before, the compressed bytes were
+    /// handed on raw, nothing was indexed, and framehop silently used frame pointers.
+    #[test]
+    fn zlib_compressed_debug_frame_is_used() {
+        let original = debug_frame();
+        let file = elf_with_compressed_debug_frame(
+            object::elf::ELFCOMPRESS_ZLIB.0,
+            original.len() as u64,
+            &zlib(&original),
+        );
+        let info = ElfUnwindInfo::read(&file).expect("an ELF file");
+        assert_eq!(info.cfi.problem(), None);
+        assert_eq!(
+            info.debug_frame.as_ref().map(|s| s.bytes.to_vec()),
+            Some(original)
+        );
+        assert_eq!(
+            info.cfi.kind(),
+            Some(super::super::scan::CfiKind::DebugFrame)
+        );
+        assert!(info.cfi.covers(GO_FUNCTION + 0x100));
+        assert_eq!(info.frame_pointers, FramePointers::Frameless);
+    }
+
+    /// zstd (`gcc -gz=zstd`), through ruzstd.
+    #[test]
+    fn zstd_compressed_debug_frame_is_used() {
+        let original = debug_frame();
+        let stream = ruzstd::encoding::compress_to_vec(
+            &original[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let file = elf_with_compressed_debug_frame(
+            object::elf::ELFCOMPRESS_ZSTD.0,
+            original.len() as u64,
+            &stream,
+        );
+        let info = ElfUnwindInfo::read(&file).expect("an ELF file");
+        assert_eq!(info.cfi.problem(), None);
+        assert!(info.cfi.covers(GO_FUNCTION + 0x100));
+    }
+
+    /// Hostile headers: a size over the cap (nothing is allocated for it), a size the stream does not
+    /// have, a corrupt stream, an unknown format. Each is reported with the reason unwinds will
+    /// end with, and nothing of the section is handed on.
+    #[test]
+    fn unusable_compressed_sections_are_reported() {
+        let original = debug_frame();
+        let stream = zlib(&original);
+        let size = original.len() as u64;
+        let mut corrupt = stream.clone();
+        corrupt[4] ^= 0xff;
+        for (case, ch_type, ch_size, stream) in [
+            (
+                "over the cap",
+                object::elf::ELFCOMPRESS_ZLIB.0,
+                1 << 40,
+                &stream,
+            ),
+            (
+                "longer than stated",
+                object::elf::ELFCOMPRESS_ZLIB.0,
+                size - 1,
+                &stream,
+            ),
+            (
+                "shorter than stated",
+                object::elf::ELFCOMPRESS_ZLIB.0,
+                size + 1,
+                &stream,
+            ),
+            ("corrupt", object::elf::ELFCOMPRESS_ZLIB.0, size, &corrupt),
+            ("unknown format", 77, size, &stream),
+        ] {
+            let file = elf_with_compressed_debug_frame(ch_type, ch_size, stream);
+            let info = ElfUnwindInfo::read(&file).expect("an ELF file");
+            let problem = info.cfi.problem().unwrap_or_else(|| panic!("{case}: used"));
+            assert_eq!(problem.reason, UnwindFailure::UnusableCfiSection, "{case}");
+            assert!(info.debug_frame.is_none(), "{case}: handed on");
+            assert!(!info.cfi.covers(GO_FUNCTION + 0x100), "{case}");
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod cfi;
 pub(crate) mod elf_info;
+mod scan;
 mod walk;
 
 use std::collections::HashMap;
@@ -18,7 +19,6 @@ use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Unwinder as _};
 use gimli::UnwindContext;
 
-use cfi::ModuleCfi;
 use elf_info::SectionBytes;
 pub use elf_info::{ElfUnwindInfo, FramePointers};
 use walk::Walk;
@@ -78,10 +78,15 @@ pub enum UnwindFailure {
     UnknownTrampoline,
     /// framehop found no way on (its rules repeated the same frame).
     DidNotAdvance,
+    /// The module's CFI is over the work caps (see `scan`): it is not used.
+    CfiTooLarge,
+    /// The module's CFI section cannot be used: compressed beyond the size cap, in an unknown
+    /// format, or corrupt.
+    UnusableCfiSection,
 }
 
 impl UnwindFailure {
-    pub const ALL: [UnwindFailure; 10] = [
+    pub const ALL: [UnwindFailure; 12] = [
         UnwindFailure::TooDeep,
         UnwindFailure::UnknownRegister,
         UnwindFailure::UnsupportedCfi,
@@ -92,6 +97,8 @@ impl UnwindFailure {
         UnwindFailure::LeafWithoutCfi,
         UnwindFailure::UnknownTrampoline,
         UnwindFailure::DidNotAdvance,
+        UnwindFailure::CfiTooLarge,
+        UnwindFailure::UnusableCfiSection,
     ];
 
     /// For `-v`: why stacks stopped there.
@@ -111,6 +118,13 @@ impl UnwindFailure {
             }
             UnwindFailure::UnknownTrampoline => "Python perf trampoline of unknown shape",
             UnwindFailure::DidNotAdvance => "the unwind rule did not move to a caller",
+            UnwindFailure::CfiTooLarge => {
+                "the module's CFI is too large to use (over the work caps)"
+            }
+            UnwindFailure::UnusableCfiSection => {
+                "the module's CFI section cannot be used (compressed over the size cap, in an \
+                 unknown format, or corrupt)"
+            }
         }
     }
 }
@@ -129,7 +143,6 @@ struct PlacedModule {
     /// The address of the module's SVMA 0 in the process.
     base: u64,
     info: Arc<ElfUnwindInfo>,
-    cfi: Arc<ModuleCfi>,
 }
 
 struct ProcessUnwinder {
@@ -159,7 +172,6 @@ impl ProcessUnwinder {
 #[derive(Default)]
 pub(crate) struct Unwinders {
     elf_info: HashMap<ModuleId, Option<Arc<ElfUnwindInfo>>>,
-    cfi: HashMap<ModuleId, Arc<ModuleCfi>>,
     processes: HashMap<ProcessKey, ProcessUnwinder>,
     cache: CacheX86_64,
     context: UnwindContext<usize>,
@@ -197,7 +209,20 @@ impl Unwinders {
     ) -> Option<Arc<ElfUnwindInfo>> {
         self.elf_info
             .entry(module)
-            .or_insert_with(|| ElfUnwindInfo::read(modules.get(module).file()).map(Arc::new))
+            .or_insert_with(|| {
+                let module = modules.get(module);
+                let info = ElfUnwindInfo::read(module.file())?;
+                if let Some(problem) = info.cfi.problem() {
+                    // Once per module; the unwinds it ends are counted by reason in the summary.
+                    log::info!(
+                        "{}: CFI not used for unwinding ({}): {}",
+                        module.display_name,
+                        problem.reason.describe(),
+                        problem.detail
+                    );
+                }
+                Some(Arc::new(info))
+            })
             .clone()
     }
 
@@ -205,9 +230,8 @@ impl Unwinders {
     /// Entries per cache, for the debug log.
     pub fn sizes(&self) -> String {
         format!(
-            "{} ELF infos, {} CFI tables, {} processes",
+            "{} ELF infos, {} processes",
             self.elf_info.len(),
-            self.cfi.len(),
             self.processes.len()
         )
     }
@@ -256,13 +280,6 @@ impl Unwinders {
         walk.run(registers)
     }
 
-    fn module_cfi(&mut self, module: ModuleId, info: &ElfUnwindInfo) -> Arc<ModuleCfi> {
-        self.cfi
-            .entry(module)
-            .or_insert_with(|| Arc::new(ModuleCfi::scan(info)))
-            .clone()
-    }
-
     fn build_unwinder(
         &mut self,
         key: ProcessKey,
@@ -302,12 +319,10 @@ impl Unwinders {
                 base,
                 section_info,
             ));
-            let cfi = self.module_cfi(mapping.module, &info);
             placed.push(PlacedModule {
                 avma: mapping.start..mapping.end,
                 base,
                 info,
-                cfi,
             });
         }
         placed.sort_by_key(|m| m.avma.start);

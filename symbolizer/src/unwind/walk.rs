@@ -90,18 +90,20 @@ impl Walk<'_> {
         let lookup = address.address_for_lookup();
         let is_leaf = !address.is_return_address();
         if let Some(module) = self.process.module_at(lookup) {
+            let cfi = &module.info.cfi;
+            if let Some(problem) = cfi.problem() {
+                // CFI that is there but cannot be used: not silently replaced by the frame-pointer
+                // rule (framehop's for a module without CFI).
+                return Err(UnwindEnd::Failed(problem.reason));
+            }
             if let Some(svma) = lookup.checked_sub(module.base) {
-                if module.cfi.needs_own_step(svma) {
+                if let Some(fde) = cfi.special_fde(svma) {
                     let stack = &self.stack;
-                    return cfi::step(&module.info, self.context, svma, registers, &mut |a| {
+                    return cfi::step(&module.info, self.context, fde, svma, registers, &mut |a| {
                         stack.read(a)
                     });
                 }
-                let has_cfi = match &module.info.eh_frame {
-                    None => module.info.debug_frame.is_some(),
-                    Some(_) => module.cfi.covers(svma),
-                };
-                if is_leaf && !has_cfi {
+                if is_leaf && !cfi.covers(svma) {
                     return self.leaf_without_cfi(registers);
                 }
             }
@@ -135,10 +137,18 @@ impl Walk<'_> {
             .unwind_frame(address, &mut regs, self.cache, &mut read_stack)
         {
             Ok(Some(return_address)) if return_address != 0 => {
-                let mut caller = Registers::ip_sp_bp(return_address, regs.sp(), regs.bp());
-                if registers.bp().is_none() && regs.bp() == 0 {
-                    caller.0[usize::from(X86_64::RBP.0)] = None;
+                // framehop's rules give ip, sp and bp. The other registers keep their values (the
+                // DWARF "same value" convention, which hand-written assembly relies on for scratch
+                // registers), except the callee-saved ones: framehop does not say whether this
+                // frame saved (and changed) them.
+                let mut caller = *registers;
+                for register in CALLEE_SAVED {
+                    caller.set(register, None);
                 }
+                caller.set(X86_64::RA, Some(return_address));
+                caller.set(X86_64::RSP, Some(regs.sp()));
+                let bp_known = registers.bp().is_some() || regs.bp() != 0;
+                caller.set(X86_64::RBP, bp_known.then_some(regs.bp()));
                 Ok(Some(caller))
             }
             Ok(_) | Err(framehop::Error::ReturnAddressIsNull) => Ok(None),
@@ -182,7 +192,9 @@ impl Walk<'_> {
             return Err(failed);
         }
         let cfa = bp.checked_add(16).ok_or(failed)?;
-        Ok(Some(Registers::ip_sp_bp(return_address, cfa, saved_bp)))
+        let mut caller = caller_of_frameless(registers, cfa, return_address);
+        caller.set(X86_64::RBP, Some(saved_bp));
+        Ok(Some(caller))
     }
 
     /// A frame of a Python perf trampoline: no CFI, but a fixed shape (see [`TRAMPOLINE_SIZE`]).
@@ -227,14 +239,12 @@ impl Walk<'_> {
     }
 }
 
-/// The caller of a frame that saved nothing: the callee-saved registers keep their values.
+/// The caller of a frame without CFI that saved nothing: every register keeps its value (the DWARF
+/// "same value" convention) but the stack pointer and the return address.
 fn caller_of_frameless(registers: &Registers, cfa: u64, return_address: u64) -> Registers {
-    let mut caller = Registers([None; TRACKED_REGISTERS]);
-    for register in CALLEE_SAVED {
-        caller.0[usize::from(register.0)] = registers.get(register);
-    }
-    caller.0[usize::from(X86_64::RSP.0)] = Some(cfa);
-    caller.0[usize::from(X86_64::RA.0)] = Some(return_address);
+    let mut caller = *registers;
+    caller.set(X86_64::RSP, Some(cfa));
+    caller.set(X86_64::RA, Some(return_address));
     caller
 }
 
@@ -352,6 +362,82 @@ mod tests {
             unwound.end,
             UnwindEnd::Failed(UnwindFailure::LeafWithoutCfi)
         );
+    }
+
+    /// Issue 18, item 1, through framehop: the leaf's row is framehop's (CFA on RSP), the caller's
+    /// CFA is in rax (OpenSSL's AES-GCM shape), and framehop does not track rax. The sample's rax
+    /// must survive framehop's step for the caller's row to be evaluated; before, the caller's
+    /// registers were rebuilt from ip/sp/bp only and the unwind stopped at the caller with
+    /// "CFI needs a register not recovered in an outer frame".
+    #[test]
+    fn rax_survives_a_framehop_step() {
+        use crate::unwind::cfi::tests::{module, PLAIN_FN, RAX_FN};
+        use crate::unwind::PlacedModule;
+        use std::sync::Arc;
+
+        const BASE: u64 = 0x5600_0000_0000;
+        let info = Arc::new(module());
+        let eh_frame = info.eh_frame.clone().expect(".eh_frame");
+        let avma = BASE + PLAIN_FN - 0x3000..BASE + RAX_FN + 0x100;
+        let mut framehop = framehop::x86_64::UnwinderX86_64::new();
+        framehop.add_module(framehop::Module::new(
+            "generated".to_owned(),
+            avma.clone(),
+            BASE,
+            framehop::ExplicitModuleSectionInfo {
+                base_svma: 0,
+                text_svma: None,
+                text: None,
+                got_svma: None,
+                eh_frame_svma: Some(eh_frame.svma),
+                eh_frame: Some(eh_frame.bytes),
+                eh_frame_hdr_svma: None,
+                eh_frame_hdr: None,
+                debug_frame: None,
+                stubs_svma: None,
+                stub_helper_svma: None,
+                unwind_info: None,
+                text_segment_svma: None,
+                text_segment: None,
+            },
+        ));
+        let process = ProcessUnwinder {
+            framehop,
+            modules: vec![PlacedModule {
+                avma: avma.clone(),
+                base: BASE,
+                info,
+            }],
+            code: vec![avma],
+        };
+        // The leaf has pushed 8 bytes (its row at +0x10: CFA = rsp + 16); the caller's CFA is
+        // rax + 8, and its return address there is null: the root.
+        let caller_cfa = STACK + 0x180;
+        let mut bytes = vec![0u8; 0x400];
+        bytes[8..16].copy_from_slice(&(BASE + RAX_FN + 0x20).to_le_bytes());
+        let mut general = [0u64; 16];
+        general[usize::from(X86_64::RAX.0)] = caller_cfa - 8;
+        let mut walk = Walk {
+            process: &process,
+            cache: &mut CacheX86_64::new(),
+            context: &mut UnwindContext::new(),
+            stack: StackCopy {
+                sp: STACK,
+                bytes: &bytes,
+            },
+            jit: None,
+        };
+        let unwound = walk.run(UserRegisters {
+            ip: BASE + PLAIN_FN + 0x10,
+            sp: STACK,
+            bp: 0,
+            general: Some(general),
+        });
+        assert_eq!(
+            unwound.frames,
+            vec![BASE + PLAIN_FN + 0x10, BASE + RAX_FN + 0x20]
+        );
+        assert_eq!(unwound.end, UnwindEnd::Complete);
     }
 
     /// A return address anywhere but right after the trampoline's call is not a trampoline frame.
