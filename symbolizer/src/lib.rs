@@ -27,6 +27,7 @@ pub mod perf_map;
 mod plt;
 mod process;
 mod released;
+mod runtimes;
 pub mod stack_root;
 mod strings;
 mod symbolize;

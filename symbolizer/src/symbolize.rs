@@ -11,12 +11,12 @@ use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized};
 use crate::demangle::{demangle, NameStyle};
 use crate::entry_point::entry_function;
 use crate::frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
-use crate::jit::JitMaps;
 use crate::kallsyms::KernelSymbols;
 use crate::modules::{ModuleId, ModuleTable};
 use crate::plt::PltStubs;
 use crate::process::{ProcessKey, ProcessTable, UserLocation};
 use crate::released::ReleasedInstances;
+use crate::runtimes::Runtimes;
 use crate::strings::SharedStrings;
 use crate::unwind::{FramePointers, Unwinders, UnwoundStack, UserRegisters};
 use crate::Error;
@@ -102,8 +102,8 @@ pub struct Symbolizer {
     /// File-offset range of each module's entry function, if it is an executable (see
     /// `entry_point`), read when the module is first symbolized.
     entry: HashMap<ModuleId, Option<std::ops::Range<u64>>>,
-    /// Perf maps of processes with JIT code.
-    jit: JitMaps,
+    /// The runtimes of each process (JIT perf maps).
+    runtimes: Runtimes,
     /// The kallsyms file kernel addresses are named from.
     kallsyms: PathBuf,
     /// Kernel symbols, read with the first kernel address.
@@ -178,7 +178,7 @@ impl Symbolizer {
             ended: HashSet::new(),
             released: ReleasedInstances::default(),
             start_ticks: HashMap::new(),
-            jit: JitMaps::new(options.max_perf_map_bytes),
+            runtimes: Runtimes::new(options.max_perf_map_bytes),
             plt: HashMap::new(),
             entry: HashMap::new(),
             kallsyms: PathBuf::from("/proc/kallsyms"),
@@ -231,7 +231,7 @@ impl Symbolizer {
     /// already has, but is never retaken, and its unwinder is dropped.
     pub fn instance_ended(&mut self, key: ProcessKey) {
         self.ended.insert(key);
-        self.jit.instance_ended(key);
+        self.runtimes.instance_ended(key);
         self.unwinders.forget(key);
     }
 
@@ -244,7 +244,7 @@ impl Symbolizer {
         self.ended.remove(&key);
         self.start_ticks.remove(&key);
         self.unwinders.forget(key);
-        self.jit.forget(key);
+        self.runtimes.forget(key);
         self.released.insert(key.instance);
     }
 
@@ -270,13 +270,13 @@ impl Symbolizer {
             self.plt.len(),
             self.entry.len(),
             self.unwinders.sizes(),
-            self.jit.sizes(),
+            self.runtimes.sizes(),
         )
     }
 
     /// What perf maps cost that was not used (over the size or entry limits).
     pub fn jit_stats(&self) -> crate::JitStats {
-        self.jit.stats()
+        self.runtimes.jit_stats()
     }
 
     /// Processes whose snapshot was taken or retaken since the last call.
@@ -297,7 +297,7 @@ impl Symbolizer {
         let start_ticks = self.start_ticks.get(&key).copied();
         self.processes
             .snapshot(key, start_ticks, &mut self.modules)?;
-        self.jit.open(key, start_ticks);
+        self.runtimes.snapshotted(key, start_ticks);
         self.changed.push(key);
         Ok(())
     }
@@ -394,7 +394,10 @@ impl Symbolizer {
             &self.processes,
             &self.modules,
             (!released)
-                .then(|| self.jit.for_unwinding(key, start_ticks, false))
+                .then(|| {
+                    self.runtimes
+                        .perf_map_for_unwinding(key, start_ticks, false)
+                })
                 .flatten(),
         );
         // A frame outside the snapshot and the perf map means code mapped since they were read (the
@@ -402,7 +405,10 @@ impl Symbolizer {
         // map as it compiles): without it the unwind may have gone wrong from there. Read both again
         // and unwind again.
         let jit = (!released)
-            .then(|| self.jit.for_unwinding(key, start_ticks, false))
+            .then(|| {
+                self.runtimes
+                    .perf_map_for_unwinding(key, start_ticks, false)
+            })
             .flatten();
         let outside_snapshot = match self.processes.get(key) {
             Some(snapshot) => {
@@ -422,7 +428,7 @@ impl Symbolizer {
                 &self.processes,
                 &self.modules,
                 (!released)
-                    .then(|| self.jit.for_unwinding(key, start_ticks, true))
+                    .then(|| self.runtimes.perf_map_for_unwinding(key, start_ticks, true))
                     .flatten(),
             );
         }
@@ -520,7 +526,8 @@ impl Symbolizer {
                     let jit = if self.is_released(key) {
                         None
                     } else {
-                        self.jit.lookup(key, start_ticks, address.lookup_address())
+                        self.runtimes
+                            .name(key, start_ticks, address.lookup_address())
                     };
                     if let Some(name) = jit {
                         return Symbol::Named(vec![Frame::new(name, FrameKind::Jit)]);
