@@ -213,6 +213,12 @@ impl Unwinders {
         )
     }
 
+    /// The generation of the snapshot process `key`'s unwinder was built from, if it has one.
+    #[cfg(test)]
+    pub fn built_from(&self, key: ProcessKey) -> Option<u64> {
+        self.processes.get(&key).map(|p| p.generation)
+    }
+
     /// Drops the per-process unwinder (the process ended).
     pub fn forget(&mut self, key: ProcessKey) {
         self.processes.remove(&key);
