@@ -16,7 +16,6 @@
 //! (a lookup reads further only while its address is not found yet), and at most `max_bytes` in all
 //! (`--max-perf-map-size`); what lies past that is skipped with one warning and counted.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -60,21 +59,19 @@ pub struct JitStats {
     pub entries_dropped: u64,
 }
 
-/// Per process instance, from its first sample until it is forgotten (released after it ended and its
-/// samples were symbolized).
-pub(crate) struct JitMaps {
-    /// Most bytes read from one perf map.
-    max_bytes: u64,
-    maps: HashMap<ProcessKey, JitMap>,
-    /// What the maps of forgotten instances did not use, for [`JitMaps::stats`].
-    forgotten: JitStats,
-    /// Processes whose perf map was rejected (warned once).
-    rejected: std::collections::HashSet<ProcessKey>,
-    /// When opening was last tried for processes without a map: a runtime creates its map some time
+/// The perf map of one process instance, kept with the process (see `runtimes`) from its first
+/// sample until it is forgotten (released after it ended and its samples were symbolized).
+#[derive(Default)]
+pub(crate) struct ProcessPerfMap {
+    /// The map, once found and trusted.
+    open: Option<JitMap>,
+    /// The map was rejected (warned once).
+    rejected: bool,
+    /// When opening was last tried while there was no map: a runtime creates its map some time
     /// after it starts, so a missing one is looked for again, but not at every lookup.
-    last_attempt: HashMap<ProcessKey, Instant>,
-    /// Instances that exec'd or exited.
-    ended: std::collections::HashSet<ProcessKey>,
+    last_attempt: Option<Instant>,
+    /// The instance exec'd or exited.
+    ended: bool,
 }
 
 /// Least time between two attempts to open a process's perf map.
@@ -84,73 +81,31 @@ const OPEN_RETRY: Duration = Duration::from_millis(200);
 /// map that grew since is read again when a stack meets code it does not know yet.
 const UNWIND_REREAD: Duration = Duration::from_millis(100);
 
-impl JitMaps {
-    pub fn new(max_bytes: u64) -> Self {
-        JitMaps {
-            max_bytes,
-            maps: HashMap::new(),
-            forgotten: JitStats::default(),
-            rejected: Default::default(),
-            last_attempt: HashMap::new(),
-            ended: Default::default(),
-        }
-    }
-
+impl ProcessPerfMap {
     /// The instance ended: its PID may be reused, so its perf map is never opened again by PID (the
     /// map already open stays, for the samples it has).
-    pub fn instance_ended(&mut self, key: ProcessKey) {
-        self.ended.insert(key);
+    pub fn instance_ended(&mut self) {
+        self.ended = true;
     }
 
-    /// Closes the perf map of an instance that is gone and forgets everything about it but what its
-    /// map did not use.
-    /// Entries per map, for the debug log.
-    pub fn sizes(&self) -> String {
-        format!(
-            "{} maps, {} rejected, {} attempts, {} ended",
-            self.maps.len(),
-            self.rejected.len(),
-            self.last_attempt.len(),
-            self.ended.len()
-        )
-    }
-
-    pub fn forget(&mut self, key: ProcessKey) {
-        if let Some(jit) = self.maps.remove(&key) {
-            self.forgotten.bytes_skipped = self
-                .forgotten
-                .bytes_skipped
-                .saturating_add(jit.bytes_skipped());
-            self.forgotten.entries_dropped = self
-                .forgotten
-                .entries_dropped
-                .saturating_add(jit.map.dropped() as u64);
-        }
-        self.rejected.remove(&key);
-        self.last_attempt.remove(&key);
-        self.ended.remove(&key);
-    }
-
-    /// Totals over every map.
+    /// What this map did not use (over the size or entry limits).
     pub fn stats(&self) -> JitStats {
-        let mut stats = self.forgotten;
-        for jit in self.maps.values() {
-            stats.bytes_skipped = stats.bytes_skipped.saturating_add(jit.bytes_skipped());
-            stats.entries_dropped = stats
-                .entries_dropped
-                .saturating_add(jit.map.dropped() as u64);
+        match &self.open {
+            Some(jit) => JitStats {
+                bytes_skipped: jit.bytes_skipped(),
+                entries_dropped: jit.map.dropped() as u64,
+            },
+            None => JitStats::default(),
         }
-        stats
     }
 
-    /// Opens the perf map of a live process if it has one and it is not open yet. `start_ticks`, when
-    /// known, is the sampled process's start time: another process under a reused PID is skipped.
+    /// Opens the perf map of live process `key` if it has one and it is not open yet. `start_ticks`,
+    /// when known, is the sampled process's start time: another process under a reused PID is skipped.
     pub fn open(&mut self, key: ProcessKey, start_ticks: Option<u64>) {
-        if self.maps.contains_key(&key) || self.rejected.contains(&key) || self.ended.contains(&key)
-        {
+        if self.open.is_some() || self.rejected || self.ended {
             return;
         }
-        self.last_attempt.insert(key, Instant::now());
+        self.last_attempt = Some(Instant::now());
         let Some((uid, namespace_pid)) = process_ids(key.pid) else {
             return;
         };
@@ -185,31 +140,27 @@ impl JitMaps {
                     "ignoring {shown}: owned by uid {} but the process runs as uid {uid}",
                     meta.uid()
                 );
-                self.rejected.insert(key);
+                self.rejected = true;
                 return;
             }
             Err(_) => return,
         }
-        self.maps.insert(
-            key,
-            JitMap {
-                file,
-                path: shown,
-                map: PerfMap::new(),
-                partial_utf8: Vec::new(),
-                malformed_warned: false,
-                bytes_read: 0,
-                full: false,
-                last_read: Instant::now(),
-            },
-        );
+        self.open = Some(JitMap {
+            file,
+            path: shown,
+            map: PerfMap::new(),
+            partial_utf8: Vec::new(),
+            malformed_warned: false,
+            bytes_read: 0,
+            full: false,
+            last_read: Instant::now(),
+        });
     }
 
     /// Opens the perf map of process `key` unless that was tried less than [`OPEN_RETRY`] ago.
     fn open_if_due(&mut self, key: ProcessKey, start_ticks: Option<u64>) {
         let due = self
             .last_attempt
-            .get(&key)
             .is_none_or(|last| last.elapsed() >= OPEN_RETRY);
         if due {
             self.open(key, start_ticks);
@@ -217,16 +168,16 @@ impl JitMaps {
     }
 
     /// The JIT symbol covering `address` in process `key`, reading what the runtime appended since the
-    /// last lookup first.
+    /// last lookup first, within `max_bytes` read from the map in all.
     pub fn lookup(
         &mut self,
         key: ProcessKey,
         start_ticks: Option<u64>,
         address: u64,
+        max_bytes: u64,
     ) -> Option<Arc<str>> {
         self.open_if_due(key, start_ticks);
-        let max_bytes = self.max_bytes;
-        let jit = self.maps.get_mut(&key)?;
+        let jit = self.open.as_mut()?;
         // One chunk of what the runtime appended, then more only while the address is not named:
         // the total is bounded by `max_bytes` per map.
         let mut more = jit.read_chunk(max_bytes);
@@ -240,26 +191,36 @@ impl JitMaps {
             more = jit.read_chunk(max_bytes);
         }
     }
-}
 
-impl JitMaps {
     /// The perf map of process `key` for the unwinder (which needs its code ranges, and Python's
     /// trampolines), read further only if `refresh` or if the last read is old; like a lookup, within
-    /// the map's size limit.
+    /// `max_bytes`.
     pub fn for_unwinding(
         &mut self,
         key: ProcessKey,
         start_ticks: Option<u64>,
         refresh: bool,
+        max_bytes: u64,
     ) -> Option<&mut PerfMap> {
         self.open_if_due(key, start_ticks);
-        let max_bytes = self.max_bytes;
-        let jit = self.maps.get_mut(&key)?;
+        let jit = self.open.as_mut()?;
         if refresh || jit.last_read.elapsed() >= UNWIND_REREAD {
             while jit.read_chunk(max_bytes) && refresh {}
         }
         Some(&mut jit.map)
     }
+}
+
+/// Entries over these perf maps, for the debug log.
+pub(crate) fn sizes<'a>(maps: impl Iterator<Item = &'a ProcessPerfMap>) -> String {
+    let (mut open, mut rejected, mut attempts, mut ended) = (0, 0, 0, 0);
+    for map in maps {
+        open += usize::from(map.open.is_some());
+        rejected += usize::from(map.rejected);
+        attempts += usize::from(map.last_attempt.is_some());
+        ended += usize::from(map.ended);
+    }
+    format!("{open} maps, {rejected} rejected, {attempts} attempts, {ended} ended")
 }
 
 impl JitMap {
@@ -383,17 +344,17 @@ fn process_ids(pid: u32) -> Option<(u32, u32)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// This test process's own perf map, removed on drop; one test at a time uses it.
-    struct OwnPerfMap(
+    pub(crate) struct OwnPerfMap(
         String,
         #[allow(dead_code)] std::sync::MutexGuard<'static, ()>,
     );
 
     impl OwnPerfMap {
-        fn write(text: &str) -> OwnPerfMap {
+        pub(crate) fn write(text: &str) -> OwnPerfMap {
             static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
             let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let path = format!("/tmp/perf-{}.map", std::process::id());
@@ -421,21 +382,24 @@ mod tests {
         let pid = std::process::id();
         let start = own_start_ticks();
 
-        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
+        const MAX: u64 = DEFAULT_MAX_PERF_MAP_BYTES;
+
         let live = ProcessKey { pid, instance: 1 };
         assert_eq!(
-            maps.lookup(live, Some(start), 0x1004).as_deref(),
+            ProcessPerfMap::default()
+                .lookup(live, Some(start), 0x1004, MAX)
+                .as_deref(),
             Some("jitted_function")
         );
 
-        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
+        let mut map = ProcessPerfMap::default();
         let ended = ProcessKey { pid, instance: 2 };
-        maps.instance_ended(ended);
-        assert_eq!(maps.lookup(ended, Some(start), 0x1004), None);
+        map.instance_ended();
+        assert_eq!(map.lookup(ended, Some(start), 0x1004, MAX), None);
 
-        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
         let reused = ProcessKey { pid, instance: 3 };
-        assert_eq!(maps.lookup(reused, Some(start + 1), 0x1004), None);
+        let mut map = ProcessPerfMap::default();
+        assert_eq!(map.lookup(reused, Some(start + 1), 0x1004, MAX), None);
     }
 
     /// A map last written before the process started is another process's (an earlier one with
@@ -453,15 +417,17 @@ mod tests {
             .expect("open own map");
         let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
         file.set_modified(an_hour_ago).expect("set mtime");
-        let mut maps = JitMaps::new(DEFAULT_MAX_PERF_MAP_BYTES);
-        assert_eq!(maps.lookup(key, Some(own_start_ticks()), 0x1004), None);
-        assert_eq!(maps.lookup(key, None, 0x1004), None);
+        const MAX: u64 = DEFAULT_MAX_PERF_MAP_BYTES;
+        let mut map = ProcessPerfMap::default();
+        assert_eq!(map.lookup(key, Some(own_start_ticks()), 0x1004, MAX), None);
+        assert_eq!(map.lookup(key, None, 0x1004, MAX), None);
 
         file.set_modified(std::time::SystemTime::now())
             .expect("set mtime");
         std::thread::sleep(OPEN_RETRY);
         assert_eq!(
-            maps.lookup(key, Some(own_start_ticks()), 0x1004).as_deref(),
+            map.lookup(key, Some(own_start_ticks()), 0x1004, MAX)
+                .as_deref(),
             Some("jitted_function")
         );
     }
@@ -477,14 +443,14 @@ mod tests {
             pid: std::process::id(),
             instance: 4,
         };
-        let mut maps = JitMaps::new(4096);
-        assert_eq!(maps.lookup(key, None, 0x1000).as_deref(), Some("f0"));
+        let mut map = ProcessPerfMap::default();
+        assert_eq!(map.lookup(key, None, 0x1000, 4096).as_deref(), Some("f0"));
         assert_eq!(
-            maps.lookup(key, None, 0x1000 + 999 * 16),
+            map.lookup(key, None, 0x1000 + 999 * 16, 4096),
             None,
             "past the limit"
         );
-        let stats = maps.stats();
+        let stats = map.stats();
         assert_eq!(stats.bytes_skipped, lines.len() as u64 - 4096);
     }
 }

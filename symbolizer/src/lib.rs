@@ -9,6 +9,11 @@
 //! per kernel address, and modules are shared between processes by (device, inode), so libc is parsed
 //! once however many processes map it.
 //!
+//! The work is split by role: [`Processes`] (lifecycle, snapshots, per-process runtimes such as JIT
+//! perf maps; normalizes addresses), [`Unwinder`] (stacks from registers and stack copies, frameless
+//! code; reads what the processes hold) and [`Namer`] (module offsets and kernel addresses to
+//! frames). [`Symbolizer`] holds one of each for callers that want a single value.
+//!
 //! A frame that cannot be named is not an error: it comes back as [`Symbol::Unknown`] with the reason,
 //! printed `module+0xOFFSET`.
 //!
@@ -23,15 +28,19 @@ mod jit;
 mod kallsyms;
 mod maps;
 mod modules;
+mod namer;
 pub mod perf_map;
 mod plt;
 mod process;
+mod processes;
 mod released;
+mod runtimes;
 pub mod stack_root;
 mod strings;
 mod symbolize;
 pub mod untrusted;
 mod unwind;
+mod unwinder;
 mod vdso;
 
 pub use demangle::{demangle, NameStyle};
@@ -40,7 +49,10 @@ pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use jit::JitStats;
 pub use maps::{parse_maps, MapsEntry};
 pub use modules::{Module, ModuleId, ModuleTable};
+pub use namer::Namer;
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
+pub use processes::Processes;
 pub use strings::SharedStrings;
-pub use symbolize::{is_frameless, FramelessCode, FramelessMapping, Symbolizer, SymbolizerOptions};
+pub use symbolize::{Symbolizer, SymbolizerOptions};
 pub use unwind::{UnwindEnd, UnwindFailure, UnwoundStack, UserRegisters};
+pub use unwinder::{is_frameless, FramelessCode, FramelessMapping, Unwinder};

@@ -45,6 +45,8 @@ pub struct ProcessSnapshot {
     executable_file: Option<(u64, u64)>,
     /// Mappings whose file could not be opened, by display name, so their frames still say where they are.
     unreadable: Vec<(u64, u64, u64, std::sync::Arc<str>)>,
+    /// Which of the table's snapshots this is (see [`ProcessSnapshot::generation`]).
+    generation: u64,
 }
 
 /// Where a user address lies.
@@ -89,6 +91,12 @@ impl ProcessSnapshot {
 
     pub fn executable(&self) -> Option<ModuleId> {
         self.executable
+    }
+
+    /// Differs from that of every other snapshot the table took: what was built from a snapshot
+    /// (a process's unwinder) is rebuilt once the process's snapshot is retaken.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether `pid` still runs the program this snapshot was taken of.
@@ -147,6 +155,8 @@ fn read_in(dir: &File, name: &std::ffi::CStr) -> std::io::Result<String> {
 pub struct ProcessTable {
     processes: HashMap<ProcessKey, ProcessSnapshot>,
     vdso: Option<ModuleId>,
+    /// Snapshots taken so far: the next one's generation.
+    taken: u64,
 }
 
 impl ProcessTable {
@@ -154,6 +164,7 @@ impl ProcessTable {
         ProcessTable {
             processes: HashMap::new(),
             vdso,
+            taken: 0,
         }
     }
 
@@ -225,6 +236,8 @@ impl ProcessTable {
         }
         snapshot.executable_file = executable_file(pid);
         snapshot.executable = snapshot.executable_file.and_then(|file| modules.find(file));
+        snapshot.generation = self.taken;
+        self.taken += 1;
         self.processes.insert(key, snapshot);
         Ok(&self.processes[&key])
     }

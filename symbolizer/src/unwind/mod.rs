@@ -146,6 +146,8 @@ struct PlacedModule {
 }
 
 struct ProcessUnwinder {
+    /// Of the snapshot this was built from (see [`crate::ProcessSnapshot::generation`]).
+    generation: u64,
     framehop: UnwinderX86_64<SectionBytes>,
     /// Sorted by start.
     modules: Vec<PlacedModule>,
@@ -226,7 +228,6 @@ impl Unwinders {
             .clone()
     }
 
-    /// Drops the per-process unwinder (the process exited, or its snapshot changed).
     /// Entries per cache, for the debug log.
     pub fn sizes(&self) -> String {
         format!(
@@ -236,6 +237,13 @@ impl Unwinders {
         )
     }
 
+    /// The generation of the snapshot process `key`'s unwinder was built from, if it has one.
+    #[cfg(test)]
+    pub fn built_from(&self, key: ProcessKey) -> Option<u64> {
+        self.processes.get(&key).map(|p| p.generation)
+    }
+
+    /// Drops the per-process unwinder (the process ended).
     pub fn forget(&mut self, key: ProcessKey) {
         self.processes.remove(&key);
     }
@@ -252,6 +260,13 @@ impl Unwinders {
         modules: &ModuleTable,
         jit: Option<&mut PerfMap>,
     ) -> UnwoundStack {
+        // Built from an older snapshot of the process: the modules it places may have changed.
+        let generation = processes.get(key).map(|s| s.generation());
+        if let Some(process) = self.processes.get(&key) {
+            if Some(process.generation) != generation {
+                self.processes.remove(&key);
+            }
+        }
         if !self.processes.contains_key(&key) {
             let Some(unwinder) = self.build_unwinder(key, processes, modules) else {
                 return UnwoundStack {
@@ -330,6 +345,7 @@ impl Unwinders {
             snapshot.mappings().iter().map(|m| m.start..m.end).collect();
         code.sort_by_key(|range| range.start);
         Some(ProcessUnwinder {
+            generation: snapshot.generation(),
             framehop,
             modules: placed,
             code,

@@ -280,6 +280,7 @@ mod tests {
             bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
         }
         let process = ProcessUnwinder {
+            generation: 0,
             framehop: framehop::x86_64::UnwinderX86_64::new(),
             modules: Vec::new(),
             code: std::iter::once(LIBRARY..LIBRARY + 0x10_0000).collect(),

@@ -1,0 +1,378 @@
+//! The namer: names (module, file offset) pairs and kernel addresses.
+//!
+//! User code is named with blazesym's ELF source on each module's open file (or its separate debug
+//! file), plus what blazesym does not see: PLT stubs, and a stripped executable's entry function;
+//! kernel code from kallsyms. It caches what it named and shares each name's one copy
+//! ([`SharedStrings`]). It never reads a process: turning a process's address into a module and
+//! offset is the job of [`crate::Processes`] (blazesym keeps normalization apart from
+//! symbolization the same way), so the namer works the same on live processes and on modules kept
+//! after their processes exited.
+
+mod elf;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use blazesym::symbolize::Input;
+
+use crate::entry_point::entry_function;
+use crate::frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
+use crate::kallsyms::KernelSymbols;
+use crate::modules::{ModuleId, ModuleTable};
+use crate::plt::PltStubs;
+use crate::process::UserLocation;
+use crate::strings::SharedStrings;
+use crate::symbolize::SymbolizerOptions;
+
+/// Most entries the per-address user symbol cache holds before it is emptied. The cache only
+/// saves lookups: the profile keeps what each address was named. A program's hot addresses are a
+/// few hundred to a few thousand, so emptying it costs one lookup of each (some milliseconds) a
+/// few times an hour, where unbounded it would keep an entry for every user instruction a long
+/// `--all` run ever sampled.
+const USER_SYMBOLS: usize = 4096;
+
+/// What bounds each cache, for runs of hours: the user per-address cache by [`USER_SYMBOLS`], the
+/// kernel one by the kernel's functions, per-module tables (PLT stubs, entry ranges) by the modules,
+/// and shared names and paths by the code sampled.
+pub struct Namer {
+    options: SymbolizerOptions,
+    blaze: blazesym::symbolize::Symbolizer,
+    /// By (module, file offset looked up). Emptied when it reaches [`USER_SYMBOLS`] entries (see
+    /// there).
+    user_cache: HashMap<(ModuleId, u64), Symbol>,
+    /// The names and source paths of the frames handed out, one copy each (see [`SharedStrings`]).
+    strings: SharedStrings,
+    /// By start address of the kernel function looked up: keyed by the address itself it would
+    /// grow with every kernel instruction sampled.
+    kernel_cache: HashMap<u64, Symbol>,
+    /// PLT stubs per module, read when the module is first named.
+    plt: HashMap<ModuleId, PltStubs>,
+    /// File-offset range of each module's entry function, if it is an executable (see
+    /// `entry_point`), read when the module is first named.
+    entry: HashMap<ModuleId, Option<std::ops::Range<u64>>>,
+    /// The kallsyms file kernel addresses are named from.
+    kallsyms: PathBuf,
+    /// Kernel symbols, read with the first kernel address.
+    kernel_symbols: Option<KernelSymbols>,
+}
+
+impl Namer {
+    pub fn new(options: SymbolizerOptions) -> Self {
+        let blaze = blazesym::symbolize::Symbolizer::builder()
+            .enable_code_info(options.source_lines || options.inlined_functions)
+            .enable_inlined_fns(options.inlined_functions)
+            // Done by `demangle`, which can leave out C++ parameter lists.
+            .enable_demangling(false)
+            .build();
+        Namer {
+            options,
+            blaze,
+            user_cache: HashMap::new(),
+            strings: SharedStrings::default(),
+            kernel_cache: HashMap::new(),
+            plt: HashMap::new(),
+            entry: HashMap::new(),
+            kallsyms: PathBuf::from("/proc/kallsyms"),
+            kernel_symbols: None,
+        }
+    }
+
+    /// Names kernel addresses from this kallsyms file instead of `/proc/kallsyms` (a copy saved
+    /// elsewhere, or a test's).
+    pub fn with_kallsyms(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kallsyms = path.into();
+        self.kernel_symbols = None;
+        self
+    }
+
+    /// Loads the kernel's symbols now (tens of milliseconds), so the first kernel stacks of a
+    /// recording do not stall the reader of the ring buffer.
+    pub fn load_kernel_symbols(&mut self) {
+        let symbols = loaded_kernel_symbols(&mut self.kernel_symbols, &self.kallsyms);
+        match symbols.is_empty() {
+            true => log::debug!("no kernel symbols in {}", self.kallsyms.display()),
+            false => log::debug!("{} kernel symbols", symbols.len()),
+        }
+    }
+
+    /// Names user code at these locations, in modules of `modules`; one result per input, in
+    /// order. `None` for [`UserLocation::Unmapped`]: no module holds that code, only the process
+    /// can say what does (see [`crate::Processes::name_unmapped`]).
+    pub fn symbolize_user(
+        &mut self,
+        modules: &ModuleTable,
+        locations: &[UserLocation],
+    ) -> Vec<Option<Symbol>> {
+        if self.user_cache.len() >= USER_SYMBOLS {
+            // Emptied before the batch, not during it: the batch reads back every entry it adds.
+            self.user_cache = HashMap::new();
+        }
+        let mut misses: HashMap<ModuleId, Vec<u64>> = HashMap::new();
+        for location in locations {
+            if let UserLocation::Module {
+                module,
+                file_offset,
+            } = *location
+            {
+                if !self.user_cache.contains_key(&(module, file_offset)) {
+                    misses.entry(module).or_default().push(file_offset);
+                }
+            }
+        }
+        for (module, mut offsets) in misses {
+            offsets.sort_unstable();
+            offsets.dedup();
+            self.symbolize_module(modules, module, &offsets);
+        }
+        locations
+            .iter()
+            .map(|location| match location {
+                UserLocation::Module {
+                    module,
+                    file_offset,
+                } => Some(self.user_cache[&(*module, *file_offset)].clone()),
+                UserLocation::UnreadableModule { name, file_offset } => Some(Symbol::Unknown {
+                    module: Some(name.clone()),
+                    offset: *file_offset,
+                    reason: UnknownReason::ModuleUnreadable,
+                }),
+                UserLocation::Unmapped => None,
+            })
+            .collect()
+    }
+
+    /// Symbolizes kernel addresses with kallsyms; one result per input, in order.
+    pub fn symbolize_kernel(&mut self, addresses: &[FrameAddress]) -> Vec<Symbol> {
+        let options = self.options;
+        let symbols = loaded_kernel_symbols(&mut self.kernel_symbols, &self.kallsyms);
+        let kernel_cache = &mut self.kernel_cache;
+        let strings = &mut self.strings;
+        addresses
+            .iter()
+            .map(|a| {
+                let address = a.lookup_address();
+                let Some(symbol) = symbols.lookup(address) else {
+                    return unknown_kernel(address);
+                };
+                kernel_cache
+                    .entry(symbol.start)
+                    .or_insert_with(|| {
+                        let mut frame =
+                            elf::frame(symbol.name, None, FrameKind::Kernel, options, strings);
+                        if let Some(module) = symbol.module {
+                            frame.name = strings.get(&format!("{} [{module}]", frame.name));
+                        }
+                        Symbol::Named(vec![frame])
+                    })
+                    .clone()
+            })
+            .collect()
+    }
+
+    /// Names these offsets (sorted, distinct) of one module into the user cache.
+    fn symbolize_module(&mut self, modules: &ModuleTable, module_id: ModuleId, offsets: &[u64]) {
+        let module = modules.get(module_id);
+        let plt = self
+            .plt
+            .entry(module_id)
+            .or_insert_with(|| PltStubs::read(module.file()));
+        let mut offsets = offsets.to_vec();
+        offsets.retain(|&offset| match plt.name_at(offset) {
+            Some(name) => {
+                let frame = Frame::new(name, FrameKind::User);
+                self.user_cache
+                    .insert((module_id, offset), Symbol::Named(vec![frame]));
+                false
+            }
+            None => true,
+        });
+        let offsets = &offsets[..];
+        let display_name = module.display_name.clone();
+        let entry = self
+            .entry
+            .entry(module_id)
+            .or_insert_with(|| entry_function(module.file()))
+            .clone();
+        // A separate debug file is addressed by virtual offsets; what it cannot name (or everything,
+        // without one) is looked up in the module itself by file offset.
+        let mut found: Vec<Option<Vec<Frame>>> = vec![None; offsets.len()];
+        if let Some(debug_path) = module.debug_readable_path() {
+            let virtual_offsets: Vec<u64> = offsets
+                .iter()
+                .map(|&offset| module.virtual_offset(offset).unwrap_or(u64::MAX))
+                .collect();
+            if let Ok(frames) = elf::lookup(
+                &self.blaze,
+                &mut self.strings,
+                self.options,
+                debug_path,
+                Input::VirtOffset(&virtual_offsets),
+            ) {
+                found = frames;
+            }
+        }
+        let missing: Vec<u64> = offsets
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(&o, _)| o)
+            .collect();
+        let mut from_module = Vec::new().into_iter();
+        let mut module_readable = true;
+        if !missing.is_empty() {
+            match elf::lookup(
+                &self.blaze,
+                &mut self.strings,
+                self.options,
+                module.readable_path(),
+                Input::FileOffset(&missing),
+            ) {
+                Ok(frames) => from_module = frames.into_iter(),
+                Err(error) => {
+                    log::warn!("cannot symbolize {}: {error}", module.mapped_path.display());
+                    module_readable = false;
+                }
+            }
+        }
+        for (&offset, frames) in offsets.iter().zip(found) {
+            let frames = frames.or_else(|| from_module.next().flatten());
+            let at_entry = entry.as_ref().is_some_and(|entry| entry.contains(&offset));
+            let symbol = match frames {
+                Some(frames) => Symbol::Named(frames),
+                // A stripped executable's entry point: its `_start` (see `entry_point`).
+                None if at_entry && module_readable => {
+                    Symbol::Named(vec![Frame::new("_start", FrameKind::User)])
+                }
+                None => Symbol::Unknown {
+                    module: Some(display_name.clone()),
+                    offset,
+                    reason: if module_readable {
+                        UnknownReason::NoSymbol
+                    } else {
+                        UnknownReason::ModuleUnreadable
+                    },
+                },
+            };
+            self.user_cache.insert((module_id, offset), symbol);
+        }
+    }
+
+    /// How many entries each cache holds, for the debug log of long runs.
+    pub fn cache_sizes(&self) -> String {
+        format!(
+            "{} user symbols, {} kernel symbols, {} names and paths, {} PLT tables, {} entry ranges",
+            self.user_cache.len(),
+            self.kernel_cache.len(),
+            self.strings.len(),
+            self.plt.len(),
+            self.entry.len(),
+        )
+    }
+}
+
+/// The kernel's symbols in `slot`, read from `kallsyms` on first use.
+fn loaded_kernel_symbols<'a>(
+    slot: &'a mut Option<KernelSymbols>,
+    kallsyms: &std::path::Path,
+) -> &'a KernelSymbols {
+    slot.get_or_insert_with(|| KernelSymbols::read(kallsyms))
+}
+
+fn unknown_kernel(address: u64) -> Symbol {
+    Symbol::Unknown {
+        module: None,
+        offset: address,
+        reason: UnknownReason::UnknownKernelAddress,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::maps::parse_maps;
+    use crate::process::ProcessKey;
+    use crate::Processes;
+
+    /// Addresses spread over this test program's own code, in its own process.
+    fn own_code_addresses(count: u64) -> Vec<(ProcessKey, u64)> {
+        let maps = parse_maps(&std::fs::read_to_string("/proc/self/maps").expect("own maps"));
+        let exe = std::fs::read_link("/proc/self/exe").expect("own executable");
+        let text = maps
+            .iter()
+            .filter(|m| m.executable && std::path::Path::new(&m.path) == exe)
+            .max_by_key(|m| m.end - m.start)
+            .expect("an executable mapping of the test program");
+        let step = ((text.end - text.start) / count).max(1);
+        let key = ProcessKey {
+            pid: std::process::id(),
+            instance: 1,
+        };
+        (0..count)
+            .map(|i| text.start + i * step)
+            .take_while(|&address| address < text.end)
+            .map(|address| (key, address))
+            .collect()
+    }
+
+    /// The namer's names of these addresses, located by `processes` (an address no module holds
+    /// gets no names).
+    fn names(
+        namer: &mut Namer,
+        processes: &mut Processes,
+        addresses: &[(ProcessKey, u64)],
+    ) -> Vec<Vec<Arc<str>>> {
+        let locations: Vec<UserLocation> = addresses
+            .iter()
+            .map(|&(key, address)| processes.locate(key, address))
+            .collect();
+        namer
+            .symbolize_user(processes.modules(), &locations)
+            .into_iter()
+            .map(|symbol| match symbol {
+                Some(Symbol::Named(frames)) => frames.iter().map(|f| f.name.clone()).collect(),
+                Some(Symbol::Unknown { .. }) | None => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn user_symbol_cache_is_emptied_at_its_bound_and_names_are_shared() {
+        const BATCH: usize = 1000;
+        let addresses = own_code_addresses(3 * USER_SYMBOLS as u64);
+        assert!(addresses.len() > 2 * USER_SYMBOLS, "too few addresses");
+        let mut processes =
+            Processes::new(crate::jit::DEFAULT_MAX_PERF_MAP_BYTES).expect("processes");
+        processes
+            .process_seen(addresses[0].0)
+            .expect("own snapshot");
+        let mut namer = Namer::new(SymbolizerOptions::default());
+        let first = names(&mut namer, &mut processes, &addresses[..BATCH]);
+        let mut most_cached = 0;
+        for batch in addresses.chunks(BATCH) {
+            names(&mut namer, &mut processes, batch);
+            most_cached = most_cached.max(namer.user_cache.len());
+        }
+        assert!(
+            most_cached <= USER_SYMBOLS + BATCH,
+            "cache held {most_cached} entries, bound {USER_SYMBOLS} plus a batch of {BATCH}"
+        );
+        assert!(most_cached >= USER_SYMBOLS, "the bound was never reached");
+        // Emptied since: looked up again, named the same.
+        let again = names(&mut namer, &mut processes, &addresses[..BATCH]);
+        assert_eq!(again, first);
+
+        // Neighbouring addresses in one function share one copy of its name.
+        let same_function: Vec<(&Arc<str>, &Arc<str>)> = again
+            .windows(2)
+            .filter_map(|pair| Some((pair[0].first()?, pair[1].first()?)))
+            .filter(|(a, b)| a == b)
+            .collect();
+        assert!(
+            !same_function.is_empty(),
+            "no two addresses in one function"
+        );
+        assert!(same_function.iter().all(|(a, b)| Arc::ptr_eq(a, b)));
+    }
+}

@@ -1,0 +1,315 @@
+//! The profiled processes: their lifecycle, snapshots and runtimes, and where their addresses lie.
+//!
+//! The capture side reports each process instance when it is first sampled, when it ends (exec or
+//! exit) and when all its samples are symbolized ([`Processes::release`]); this type takes and
+//! retakes the instance's [`ProcessSnapshot`] while it is alive (opening the modules it maps into the
+//! shared [`ModuleTable`], which only this type adds to), keeps its runtimes (see `runtimes`), and
+//! turns its addresses into (module, file offset) locations. It names nothing itself, but code that
+//! only a runtime of the process can name (JIT code), and it does not unwind: the namer and the
+//! unwinder read what it holds.
+//!
+//! A PID is only trusted for the instance it was sampled as: an instance that ended is never
+//! snapshotted again, a released one is never read again, and a start time given by the BPF side is
+//! checked before each snapshot.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::frame::{Frame, FrameKind, Symbol, UnknownReason};
+use crate::jit::JitStats;
+use crate::modules::ModuleTable;
+use crate::perf_map::PerfMap;
+use crate::process::{ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
+use crate::released::ReleasedInstances;
+use crate::runtimes::Runtimes;
+use crate::Error;
+
+/// Least time between two reads of one process's memory map: short while the process is young (its
+/// loader is still mapping libraries), long after (only dlopen or JIT code remains to be found).
+const YOUNG_REFRESH_INTERVAL: Duration = Duration::from_millis(5);
+pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_millis(500);
+/// How long after its first snapshot a process counts as young.
+const YOUNG_PROCESS: Duration = Duration::from_secs(1);
+
+/// Per-process state lives from a process's first sample until [`Processes::release`], so it is
+/// bounded by the processes alive at once (and released ones by [`ReleasedInstances`]); modules by
+/// the distinct executable files the processes map (shared, and kept for the session: a fork-heavy
+/// loop re-runs the same few files).
+pub struct Processes {
+    /// Every module any process mapped, shared by (device, inode).
+    modules: ModuleTable,
+    snapshots: ProcessTable,
+    /// When each process's memory map was first and last read. An address outside the snapshot (a
+    /// library loaded after the first sample) triggers a re-read, rate-limited (see
+    /// [`REFRESH_INTERVAL`]) so a truly unmapped address (JIT code) does not cost one per sample.
+    snapshot_taken: HashMap<ProcessKey, (Instant, Instant)>,
+    /// Processes snapshotted (first time or again) since the last [`Processes::take_changed`].
+    changed: Vec<ProcessKey>,
+    /// Instances that exec'd or exited: their snapshots are final. Until released.
+    ended: HashSet<ProcessKey>,
+    /// Instances released: gone, and never to be snapshotted again (their PID may belong to
+    /// another process by now).
+    released: ReleasedInstances,
+    /// Start times (`/proc/PID/stat` ticks) the BPF side saw for instances, checked before each
+    /// snapshot so a reused PID is not mistaken for the sampled process.
+    start_ticks: HashMap<ProcessKey, u64>,
+    runtimes: Runtimes,
+}
+
+/// What the unwinder reads of one process at once: its snapshot among the others, the modules, and
+/// its perf map (code ranges, and Python's trampolines) if it has one.
+pub(crate) struct UnwindView<'a> {
+    pub snapshots: &'a ProcessTable,
+    pub modules: &'a ModuleTable,
+    pub perf_map: Option<&'a mut PerfMap>,
+}
+
+impl Processes {
+    /// No process yet; the vDSO (the same in every process) is read now. `max_perf_map_bytes`
+    /// bounds what is read of each process's perf map.
+    pub fn new(max_perf_map_bytes: u64) -> Result<Self, Error> {
+        let mut modules = ModuleTable::default();
+        let vdso = crate::vdso::extract_vdso()?.map(|file| modules.insert("[vdso]", file));
+        Ok(Processes {
+            modules,
+            snapshots: ProcessTable::new(vdso),
+            snapshot_taken: HashMap::new(),
+            changed: Vec::new(),
+            ended: HashSet::new(),
+            released: ReleasedInstances::default(),
+            start_ticks: HashMap::new(),
+            runtimes: Runtimes::new(max_perf_map_bytes),
+        })
+    }
+
+    /// Called when a process instance is first sampled: snapshots its mappings while it is alive.
+    /// Later calls for the same instance keep the snapshot; a released instance is never snapshotted.
+    pub fn process_seen(&mut self, key: ProcessKey) -> Result<(), Error> {
+        if self.snapshots.contains(key) || self.is_released(key) {
+            return Ok(());
+        }
+        self.take_snapshot(key)
+    }
+
+    /// Like [`Processes::process_seen`], with the start time the sampled process had
+    /// (`start_boottime` in nanoseconds since boot, as the BPF side reads it): the process under this
+    /// PID is snapshotted only if it is that one, now and when the snapshot is retaken.
+    pub fn process_seen_started(
+        &mut self,
+        key: ProcessKey,
+        start_boottime_ns: u64,
+    ) -> Result<(), Error> {
+        self.start_ticks
+            .insert(key, crate::process::start_ticks_from_ns(start_boottime_ns));
+        self.process_seen(key)
+    }
+
+    /// The instance exec'd or exited: its snapshot stays, for the samples it already has, but is
+    /// never retaken, and its runtimes are not looked for again.
+    pub fn instance_ended(&mut self, key: ProcessKey) {
+        self.ended.insert(key);
+        self.runtimes.instance_ended(key);
+    }
+
+    /// Forgets an ended instance whose samples have all been symbolized: its snapshot (and so its
+    /// place among the module table's users), runtimes, start time and timers.
+    pub fn release(&mut self, key: ProcessKey) {
+        self.snapshots.remove(key);
+        self.snapshot_taken.remove(&key);
+        self.ended.remove(&key);
+        self.start_ticks.remove(&key);
+        self.runtimes.forget(key);
+        self.released.insert(key.instance);
+    }
+
+    fn is_released(&self, key: ProcessKey) -> bool {
+        self.released.contains(key.instance)
+    }
+
+    /// Processes whose snapshot was taken or retaken since the last call.
+    pub fn take_changed(&mut self) -> Vec<ProcessKey> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+    }
+
+    /// Retakes the snapshots of young processes taken while the dynamic loader was still mapping
+    /// their libraries (only the executable and `ld-linux` mapped): a process's first sample often
+    /// comes from the loader, and a short-lived one may be gone by the time a stack copy needing
+    /// libc's CFI is unwound. Returns whether any such snapshot is still waiting (call again soon).
+    pub fn retake_loader_snapshots(&mut self) -> bool {
+        let loading: Vec<ProcessKey> = self
+            .snapshot_taken
+            .iter()
+            .filter(|(key, (first, _))| {
+                first.elapsed() < YOUNG_PROCESS
+                    && !self.ended.contains(key)
+                    && self
+                        .snapshots
+                        .get(**key)
+                        .is_some_and(|snapshot| self.only_loader_mapped(snapshot))
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        let mut waiting = false;
+        for key in loading {
+            self.refresh_snapshot(key);
+            waiting |= self
+                .snapshots
+                .get(key)
+                .is_some_and(|snapshot| self.only_loader_mapped(snapshot));
+        }
+        waiting
+    }
+
+    fn take_snapshot(&mut self, key: ProcessKey) -> Result<(), Error> {
+        let now = Instant::now();
+        self.snapshot_taken
+            .entry(key)
+            .and_modify(|(_, last)| *last = now)
+            .or_insert((now, now));
+        let start_ticks = self.start_ticks.get(&key).copied();
+        self.snapshots
+            .snapshot(key, start_ticks, &mut self.modules)?;
+        self.runtimes.snapshotted(key, start_ticks);
+        self.changed.push(key);
+        Ok(())
+    }
+
+    /// Whether a snapshot holds nothing but the executable and the dynamic loader (and the vDSO).
+    fn only_loader_mapped(&self, snapshot: &ProcessSnapshot) -> bool {
+        let mut has_loader = false;
+        for mapping in snapshot.mappings() {
+            if Some(mapping.module) == snapshot.executable() {
+                continue;
+            }
+            let name = &self.modules.get(mapping.module).display_name;
+            if name.starts_with("ld-linux") || name.starts_with("ld-musl") {
+                has_loader = true;
+            } else if &**name != "[vdso]" {
+                return false;
+            }
+        }
+        has_loader
+    }
+
+    /// Re-reads the memory map of a process that has code outside its snapshot, unless that was done
+    /// too recently, the instance has ended, or the process has exec'd another program since (the
+    /// notice may still be on its way). Returns whether a new snapshot was taken.
+    pub(crate) fn refresh_snapshot(&mut self, key: ProcessKey) -> bool {
+        if self.ended.contains(&key) || self.is_released(key) {
+            return false;
+        }
+        let recent = self.snapshot_taken.get(&key).is_some_and(|(first, last)| {
+            let interval = if first.elapsed() < YOUNG_PROCESS {
+                YOUNG_REFRESH_INTERVAL
+            } else {
+                REFRESH_INTERVAL
+            };
+            last.elapsed() < interval
+        });
+        // A snapshot of the loader at work is retaken at once: the libraries are on their way.
+        let recent = recent
+            && !self
+                .snapshots
+                .get(key)
+                .is_some_and(|snapshot| self.only_loader_mapped(snapshot));
+        let other_program = self
+            .snapshots
+            .get(key)
+            .is_some_and(|s| !s.same_program(key.pid));
+        !recent && !other_program && self.take_snapshot(key).is_ok()
+    }
+
+    /// Where `address` lies in process `key`: the snapshot is read again first if the address is
+    /// outside it (the process may have mapped it since, or never been snapshotted).
+    pub fn locate(&mut self, key: ProcessKey, address: u64) -> UserLocation {
+        let location = match self.snapshots.get(key) {
+            Some(snapshot) => snapshot.locate(address),
+            None => UserLocation::Unmapped,
+        };
+        if location != UserLocation::Unmapped || !self.refresh_snapshot(key) {
+            return location;
+        }
+        match self.snapshots.get(key) {
+            Some(snapshot) => snapshot.locate(address),
+            None => UserLocation::Unmapped,
+        }
+    }
+
+    /// Names an address that [`Processes::locate`] found in no module: JIT code a runtime of the
+    /// process names, or unknown with the reason.
+    pub fn name_unmapped(&mut self, key: ProcessKey, address: u64) -> Symbol {
+        let start_ticks = self.start_ticks.get(&key).copied();
+        // A released instance's PID may be another process's now: its runtimes are not read.
+        let jit = if self.is_released(key) {
+            None
+        } else {
+            self.runtimes.name(key, start_ticks, address)
+        };
+        if let Some(name) = jit {
+            return Symbol::Named(vec![Frame::new(name, FrameKind::Jit)]);
+        }
+        let reason = if self.snapshots.contains(key) {
+            UnknownReason::NotInModule
+        } else {
+            UnknownReason::ProcessNotSnapshotted
+        };
+        Symbol::Unknown {
+            module: None,
+            offset: address,
+            reason,
+        }
+    }
+
+    /// What the unwinder reads of process `key`; its perf map is read further if `refresh` (see
+    /// [`Runtimes::perf_map_for_unwinding`]), and not at all once the instance is released (its
+    /// PID may be another process's now).
+    pub(crate) fn unwind_view(&mut self, key: ProcessKey, refresh: bool) -> UnwindView<'_> {
+        let start_ticks = self.start_ticks.get(&key).copied();
+        let released = self.is_released(key);
+        UnwindView {
+            snapshots: &self.snapshots,
+            modules: &self.modules,
+            perf_map: (!released)
+                .then(|| {
+                    self.runtimes
+                        .perf_map_for_unwinding(key, start_ticks, refresh)
+                })
+                .flatten(),
+        }
+    }
+
+    pub fn modules(&self) -> &ModuleTable {
+        &self.modules
+    }
+
+    pub fn snapshots(&self) -> &ProcessTable {
+        &self.snapshots
+    }
+
+    /// What perf maps cost that was not used (over the size or entry limits).
+    pub fn jit_stats(&self) -> JitStats {
+        self.runtimes.jit_stats()
+    }
+
+    /// How many entries each cache holds, for the debug log of long runs.
+    pub fn cache_sizes(&self) -> String {
+        format!(
+            "{} modules, {} process snapshots, {} ended, {} ranges of released instances, {} start times, \
+             {} snapshot times",
+            self.modules.len(),
+            self.snapshots.len(),
+            self.ended.len(),
+            self.released.ranges(),
+            self.start_ticks.len(),
+            self.snapshot_taken.len(),
+        )
+    }
+
+    /// Entries kept for the processes' runtimes, for the debug log.
+    pub fn runtime_sizes(&self) -> String {
+        self.runtimes.sizes()
+    }
+}

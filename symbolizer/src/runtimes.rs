@@ -1,0 +1,144 @@
+//! The language runtimes inside each profiled process: what names the code a process made itself,
+//! which no mapped module holds.
+//!
+//! Today that is the perf map a JIT writes (see `jit`); an interpreter's frame reader (Python's)
+//! belongs next to it in [`ProcessRuntimes`]. Everything here is kept per process instance, with the
+//! process (see `processes`), and dropped in one piece when the instance is released, so a runtime
+//! added later inherits the same bound: the processes alive at once. This module only reads what
+//! a process wrote; when it may read (the instance is not released, its PID is still its own) is
+//! decided by `processes`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::jit::{self, JitStats, ProcessPerfMap};
+use crate::perf_map::PerfMap;
+use crate::process::ProcessKey;
+
+/// What runs inside one process instance besides its modules.
+#[derive(Default)]
+pub(crate) struct ProcessRuntimes {
+    /// The perf map of a JIT (Node.js, Python `-X perf`, JVM agents), if the process writes one.
+    perf_map: ProcessPerfMap,
+}
+
+/// The runtimes of every process instance not yet released.
+pub(crate) struct Runtimes {
+    /// Most bytes read from one process's perf map (`--max-perf-map-size`).
+    max_perf_map_bytes: u64,
+    processes: HashMap<ProcessKey, ProcessRuntimes>,
+    /// What the perf maps of forgotten instances did not use, for [`Runtimes::jit_stats`].
+    forgotten: JitStats,
+}
+
+impl Runtimes {
+    pub fn new(max_perf_map_bytes: u64) -> Self {
+        Runtimes {
+            max_perf_map_bytes,
+            processes: HashMap::new(),
+            forgotten: JitStats::default(),
+        }
+    }
+
+    fn of(&mut self, key: ProcessKey) -> &mut ProcessRuntimes {
+        self.processes.entry(key).or_default()
+    }
+
+    /// The process was just snapshotted (it is alive, and `start_ticks` says it is the sampled
+    /// one when known): finds the runtimes it has started so far.
+    pub fn snapshotted(&mut self, key: ProcessKey, start_ticks: Option<u64>) {
+        self.of(key).perf_map.open(key, start_ticks);
+    }
+
+    /// The instance exec'd or exited: what it wrote stays readable, nothing is opened again by PID.
+    pub fn instance_ended(&mut self, key: ProcessKey) {
+        self.of(key).perf_map.instance_ended();
+    }
+
+    /// Drops everything about a released instance but what its perf map did not use.
+    pub fn forget(&mut self, key: ProcessKey) {
+        if let Some(runtimes) = self.processes.remove(&key) {
+            let stats = runtimes.perf_map.stats();
+            self.forgotten.bytes_skipped = self
+                .forgotten
+                .bytes_skipped
+                .saturating_add(stats.bytes_skipped);
+            self.forgotten.entries_dropped = self
+                .forgotten
+                .entries_dropped
+                .saturating_add(stats.entries_dropped);
+        }
+    }
+
+    /// The name a runtime gives `address` in process `key`, if any.
+    pub fn name(
+        &mut self,
+        key: ProcessKey,
+        start_ticks: Option<u64>,
+        address: u64,
+    ) -> Option<Arc<str>> {
+        let max_bytes = self.max_perf_map_bytes;
+        self.of(key)
+            .perf_map
+            .lookup(key, start_ticks, address, max_bytes)
+    }
+
+    /// The perf map of process `key` for the unwinder (see [`ProcessPerfMap::for_unwinding`]).
+    pub fn perf_map_for_unwinding(
+        &mut self,
+        key: ProcessKey,
+        start_ticks: Option<u64>,
+        refresh: bool,
+    ) -> Option<&mut PerfMap> {
+        let max_bytes = self.max_perf_map_bytes;
+        self.of(key)
+            .perf_map
+            .for_unwinding(key, start_ticks, refresh, max_bytes)
+    }
+
+    /// Totals over every perf map, forgotten ones included.
+    pub fn jit_stats(&self) -> JitStats {
+        let mut stats = self.forgotten;
+        for runtimes in self.processes.values() {
+            let one = runtimes.perf_map.stats();
+            stats.bytes_skipped = stats.bytes_skipped.saturating_add(one.bytes_skipped);
+            stats.entries_dropped = stats.entries_dropped.saturating_add(one.entries_dropped);
+        }
+        stats
+    }
+
+    /// Entries per cache, for the debug log.
+    pub fn sizes(&self) -> String {
+        jit::sizes(self.processes.values().map(|r| &r.perf_map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jit::tests::OwnPerfMap;
+
+    /// A released instance's runtimes are dropped whole, and what its perf map did not use stays
+    /// counted for the summary.
+    #[test]
+    fn forgetting_drops_the_runtimes_and_keeps_their_stats() {
+        let lines: String = (0..1000u64)
+            .map(|i| format!("{:x} 10 f{i}\n", 0x1000 + i * 16))
+            .collect();
+        let _map = OwnPerfMap::write(&lines);
+        let key = ProcessKey {
+            pid: std::process::id(),
+            instance: 6,
+        };
+        let mut runtimes = Runtimes::new(4096);
+        assert_eq!(runtimes.name(key, None, 0x1000).as_deref(), Some("f0"));
+        assert_eq!(runtimes.name(key, None, 0x1000 + 999 * 16), None);
+        let skipped = lines.len() as u64 - 4096;
+        assert_eq!(runtimes.jit_stats().bytes_skipped, skipped);
+        assert_eq!(runtimes.sizes(), "1 maps, 0 rejected, 1 attempts, 0 ended");
+
+        runtimes.forget(key);
+        assert_eq!(runtimes.sizes(), "0 maps, 0 rejected, 0 attempts, 0 ended");
+        assert_eq!(runtimes.jit_stats().bytes_skipped, skipped);
+    }
+}
