@@ -169,7 +169,8 @@ fn bash_completion_offers_record_flags() {
 #[test]
 fn every_shell_gets_completions() {
     // Whether `script` declares `flag`, in each shell's own syntax.
-    let declarations: [(&str, fn(&str, &str) -> bool); 4] = [
+    type Declares = fn(&str, &str) -> bool;
+    let declarations: [(&str, Declares); 4] = [
         // `'--all[help]'`, `'*--pid=[help]'`, `'(-a --all)--no-inherit[help]'`: the spec before
         // the help text ends with the option's name.
         ("zsh", |script, flag| {
