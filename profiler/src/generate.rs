@@ -33,7 +33,12 @@ pub enum GenerateKind {
 
 /// Writes what `kind` names to stdout.
 pub fn run(kind: GenerateKind) -> Result<ExitCode> {
-    let text = generate(kind).context("cannot generate the man page")?;
+    let text = generate(kind).with_context(|| {
+        let name = kind
+            .to_possible_value()
+            .map(|value| value.get_name().to_owned());
+        format!("cannot generate {}", name.unwrap_or_default())
+    })?;
     // Made in memory first: clap_complete panics on a failed write, and a closed pipe (`| head`)
     // must end quietly, which `main` does for the error returned here.
     let mut stdout = std::io::stdout().lock();
@@ -80,7 +85,14 @@ fn man_page(command: &clap::Command) -> std::io::Result<Vec<u8>> {
         render(&man, &mut section)?;
         page += &without_preamble(&section);
     }
-    for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+    if let Some(after) = command.get_after_help() {
+        page += &examples(&after.to_string(), "SH");
+    }
+    // clap's own `help` subcommand is what the page replaces: no section for it.
+    for sub in command
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set() && sub.get_name() != "help")
+    {
         let name = sub.get_bin_name().unwrap_or_else(|| sub.get_name());
         let mut heading = Roff::default();
         heading.control("SH", [name.to_uppercase().as_str()]);
@@ -96,7 +108,7 @@ fn man_page(command: &clap::Command) -> std::io::Result<Vec<u8>> {
             page += &as_subsections(&section);
         }
         if let Some(after) = sub.get_after_help() {
-            page += &examples_subsection(&after.to_string());
+            page += &examples(&after.to_string(), "SS");
         }
     }
     let mut tail = Roff::default();
@@ -126,11 +138,12 @@ fn as_subsections(roff: &[u8]) -> String {
         .collect()
 }
 
-/// The `EXAMPLES:` text of a subcommand's `after_help`, kept as laid out: clap_mangen's own extra
-/// section fills its lines into one paragraph, which would run the commands together.
-fn examples_subsection(text: &str) -> String {
+/// The `EXAMPLES:` text of an `after_help` as a section (`heading` `SH`) or subsection (`SS`), kept
+/// as laid out: clap_mangen's own extra section fills its lines into one paragraph, which would run
+/// the commands together.
+fn examples(text: &str, heading: &str) -> String {
     let mut roff = Roff::default();
-    roff.control("SS", ["EXAMPLES"]).control("nf", []);
+    roff.control(heading, ["EXAMPLES"]).control("nf", []);
     for line in text.lines().filter(|line| *line != "EXAMPLES:") {
         roff.text([roman(line)]);
     }
@@ -161,9 +174,11 @@ mod tests {
             ".SH \"EMBERPROF REPORT\"",
             ".SH \"EMBERPROF DIFF\"",
             ".SH \"EMBERPROF GENERATE\"",
+            ".SH EXAMPLES",
         ] {
             assert!(page.contains(heading), "no {heading} in:\n{page}");
         }
+        assert!(!page.contains("EMBERPROF HELP"), "{page}");
         assert!(page.contains("\\-\\-pid"), "{page}");
         assert_eq!(page.matches(".ds Aq").count(), 2, "{page}");
     }
