@@ -38,9 +38,39 @@ Folded output is one line per distinct stack, `process;outermost;...;leaf COUNT`
 suffixed `_[k]`, `[truncated]` under the process when the user stack does not reach its entry: it
 feeds flamegraph.pl, inferno-flamegraph and speedscope.";
 
+const TOP_EXAMPLES: &str = "\
+EXAMPLES:
+  emberprof record -o flame.svg -- ./my-program arg1     profile a command you launch (no sudo)
+  sudo emberprof record -p 1234 -d 10 -o flame.svg       a running process for 10 seconds
+  sudo emberprof record -a -d 5 -o system.svg            the whole machine for 5 seconds
+  emberprof report app.pb.gz -o app.svg                  a saved profile, rendered again
+  emberprof diff before.pb.gz after.pb.gz -o diff.svg    what grew (red) and shrank (blue)
+
+`emberprof help record` (or `record --help`) lists every option with its default.
+`emberprof generate man` prints the manual page; `generate bash` (zsh, fish...) completions.";
+
+const GENERATE_EXAMPLES: &str = "\
+EXAMPLES:
+  emberprof generate man | man -l -
+      Read the manual page without installing it.
+  emberprof generate man > /usr/local/share/man/man1/emberprof.1
+      Install it, so that `man emberprof` finds it.
+  emberprof generate bash > /etc/bash_completion.d/emberprof
+      Install bash completions (for one user: ~/.local/share/bash-completion/completions/emberprof).
+  emberprof generate zsh > ~/.zfunc/_emberprof
+      zsh completions, into a directory on $fpath.
+  emberprof generate fish > ~/.config/fish/completions/emberprof.fish
+      fish completions.";
+
 /// A sampling profiler for Linux on eBPF: full stacks, real function names, flame graphs.
+///
+/// emberprof samples the stacks of a command it launches, of running processes, or of the whole
+/// machine, names every frame it can (DWARF, symbol tables, debug packages, JIT perf maps, the
+/// kernel), and writes a flame graph, folded stacks or a pprof profile in one step. Without root it
+/// profiles your own processes and the commands it launches through perf_event; with root (or
+/// CAP_BPF and CAP_PERFMON) it counts stacks in the kernel with BPF.
 #[derive(Debug, Parser)]
-#[command(name = "emberprof", version, propagate_version = true)]
+#[command(name = "emberprof", version, propagate_version = true, after_help = TOP_EXAMPLES)]
 pub struct Cli {
     #[command(flatten)]
     pub verbosity: Verbosity,
@@ -69,6 +99,16 @@ pub enum Command {
     /// Compare two profiles: a differential flame graph (red grew, blue shrank) or diff-folded text.
     #[command(after_help = crate::cli_views::DIFF_EXAMPLES)]
     Diff(DiffArgs),
+    /// Print the man page or shell completions, made from these very options, to stdout.
+    #[command(after_help = GENERATE_EXAMPLES)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to print.
+    #[arg(value_enum)]
+    pub kind: crate::generate::GenerateKind,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ mod capture;
 mod cli;
 mod cli_views;
 mod diff;
+mod generate;
 mod input;
 mod interrupt;
 mod output;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Command::Record(args) => args.into_options(&cli.verbosity).and_then(record::run),
         Command::Report(args) => args.into_options().and_then(report::run),
         Command::Diff(args) => args.into_options().and_then(diff::run),
+        Command::Generate(args) => generate::run(args.kind),
     };
     match result {
         Ok(code) => code,

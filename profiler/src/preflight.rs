@@ -38,10 +38,10 @@ pub fn check_privileges() -> Result<()> {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "emberprof".into());
         // No cap_sys_admin: it is far more than profiling needs (CAP_CHECKPOINT_RESTORE opens
-        // /proc/PID/map_files), and the README says to restrict the binary to a group first.
+        // /proc/PID/map_files), and docs/security.md says to restrict the binary to a group first.
         bail!(
             "missing {}: run emberprof as root (sudo emberprof ...) or, for members of a trusted group \
-             only (README: Security), `sudo chgrp profilers {exe} && sudo chmod 750 {exe} && sudo setcap \
+             only (docs/security.md, Capabilities), `sudo chgrp profilers {exe} && sudo chmod 750 {exe} && sudo setcap \
              cap_bpf,cap_perfmon,cap_sys_ptrace,cap_syslog,cap_checkpoint_restore+ep {exe}`",
             missing.join(" and ")
         );

@@ -8,6 +8,7 @@ mod attacks_files;
 mod auto;
 mod errors;
 mod faults;
+mod generate;
 mod mixed;
 mod names;
 mod perf_backend;
