@@ -14,7 +14,7 @@ use crate::capture::bpf::MapSizes;
 use crate::capture::setup::{self, Prepared, SourceOptions};
 use crate::capture::{
     self, release_free_memory, Capture, Collector, ExitStatus, PausedCommand, ProcessWatch, RunAs,
-    RunningCommand, SampledEvent, StopConditions, Target, UnwindMode,
+    RunningCommand, SampledEvent, StopConditions, StopReason, Target, UnwindMode,
 };
 use crate::output::{write_outputs, Output, OutputFile, RenderOptions};
 use crate::profile::{EndedLabels, Metadata};
@@ -178,7 +178,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         }
     }
     Ok(match command_status {
-        Some(status) => ExitCode::from(status.shell_code()),
+        Some(end) => end.exit_code(stop_reason),
         None => ExitCode::SUCCESS,
     })
 }
@@ -266,20 +266,105 @@ fn default_title(target: &Target) -> String {
     }
 }
 
+/// How a launched command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CommandEnd {
+    /// By itself: its status is emberprof's.
+    ByItself(ExitStatus),
+    /// Asked to end at the end of the recording (`-d`, a stop signal).
+    Stopped(ExitStatus),
+}
+
+impl CommandEnd {
+    /// emberprof's exit status: the command's own when it ended by itself (`emberprof record --
+    /// make && ...` works as `make && ...`); success when `-d` ended it, as the recording asked
+    /// for was made; the command's status when a signal stopped the run (130 after Ctrl-C, as a
+    /// shell reports).
+    fn exit_code(self, stop_reason: StopReason) -> ExitCode {
+        match self {
+            CommandEnd::ByItself(status) => ExitCode::from(status.shell_code()),
+            CommandEnd::Stopped(_) if stop_reason == StopReason::DurationElapsed => {
+                ExitCode::SUCCESS
+            }
+            CommandEnd::Stopped(status) => ExitCode::from(status.shell_code()),
+        }
+    }
+}
+
+impl std::fmt::Display for CommandEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandEnd::ByItself(status) => write!(f, "{status}"),
+            CommandEnd::Stopped(status) => {
+                write!(
+                    f,
+                    "was still running at the end of the recording and {status}"
+                )
+            }
+        }
+    }
+}
+
 /// A launched command still running when recording stops is asked to end with SIGTERM (timeout(1)'s
 /// behaviour), then killed if it does not.
-fn finish_command(command: &mut RunningCommand) -> Result<ExitStatus> {
+fn finish_command(command: &mut RunningCommand) -> Result<CommandEnd> {
     if let Some(status) = command.try_wait()? {
-        return Ok(status);
+        return Ok(CommandEnd::ByItself(status));
     }
     command.signal(libc::SIGTERM);
     let deadline = Instant::now() + COMMAND_TERM_GRACE;
     while Instant::now() < deadline {
         if let Some(status) = command.try_wait()? {
-            return Ok(status);
+            return Ok(CommandEnd::Stopped(status));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     command.signal(libc::SIGKILL);
-    command.wait()
+    Ok(CommandEnd::Stopped(command.wait()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `-d` ending a launched command is a successful recording; a command that ended by itself
+    /// passes its status through; a stop signal passes the command's status through.
+    #[test]
+    fn exit_code_follows_how_the_command_ended() {
+        let terminated = ExitStatus::Signaled(libc::SIGTERM);
+        let cases = [
+            (
+                CommandEnd::ByItself(ExitStatus::Exited(7)),
+                StopReason::CommandExited,
+                7,
+            ),
+            (
+                CommandEnd::ByItself(ExitStatus::Exited(0)),
+                StopReason::DurationElapsed,
+                0,
+            ),
+            (
+                CommandEnd::Stopped(terminated),
+                StopReason::DurationElapsed,
+                0,
+            ),
+            (
+                CommandEnd::Stopped(terminated),
+                StopReason::Signal(libc::SIGTERM),
+                143,
+            ),
+            (
+                CommandEnd::Stopped(ExitStatus::Exited(3)),
+                StopReason::Signal(libc::SIGINT),
+                3,
+            ),
+        ];
+        for (end, reason, want) in cases {
+            assert_eq!(
+                end.exit_code(reason),
+                ExitCode::from(want),
+                "{end:?} {reason:?}"
+            );
+        }
+    }
 }
