@@ -67,6 +67,32 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Mapping indices in the order they are written: first the main executable — the user mapping
+/// that holds the outermost user frame of the most samples (where `_start` and `main` are) — then
+/// the others as they are in the profile.
+fn mapping_order(profile: &Profile) -> Vec<usize> {
+    let mut roots = vec![0u64; profile.mappings.len()];
+    let mut locations = Vec::new();
+    for sample in &profile.samples {
+        profile
+            .stacks
+            .outermost_first_into(sample.stack, &mut locations);
+        let outermost_user = locations.iter().find_map(|&id| {
+            let mapping = profile.locations[id as usize].mapping?;
+            (profile.mappings[mapping].kind == crate::profile::MappingKind::User).then_some(mapping)
+        });
+        if let Some(mapping) = outermost_user {
+            roots[mapping] = roots[mapping].saturating_add(sample.values.get(0));
+        }
+    }
+    let main = (0..roots.len())
+        .filter(|&index| roots[index] > 0)
+        .max_by_key(|&index| (roots[index], std::cmp::Reverse(index)));
+    main.into_iter()
+        .chain((0..profile.mappings.len()).filter(|&index| Some(index) != main))
+        .collect()
+}
+
 pub fn to_proto(profile: &Profile) -> proto::Profile {
     let mut strings = Strings::new();
     let metadata = &profile.metadata;
@@ -109,6 +135,13 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
             })
     };
 
+    // pprof readers take the first mapping for the main binary (`go tool pprof` prints it as
+    // `File:`): ids are given in `mapping_order`, which puts the executable first.
+    let mapping_order = mapping_order(profile);
+    let mut mapping_ids = vec![0u64; profile.mappings.len()];
+    for (position, &index) in mapping_order.iter().enumerate() {
+        mapping_ids[index] = position as u64 + 1;
+    }
     let mut mapping_limits = vec![0u64; profile.mappings.len()];
     let mut mapping_inlines = vec![false; profile.mappings.len()];
     let mut mapping_named = vec![false; profile.mappings.len()];
@@ -132,7 +165,7 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
             .collect();
         locations.push(proto::Location {
             id: index as u64 + 1,
-            mapping_id: location.mapping.map_or(0, |m| m as u64 + 1),
+            mapping_id: location.mapping.map_or(0, |m| mapping_ids[m]),
             address: location.address,
             line,
             is_folded: false,
@@ -155,12 +188,11 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
     }
 
     let has_lines = metadata.has_lines;
-    let mapping = profile
-        .mappings
+    let mapping = mapping_order
         .iter()
-        .enumerate()
+        .map(|&index| (index, &profile.mappings[index]))
         .map(|(index, mapping)| proto::Mapping {
-            id: index as u64 + 1,
+            id: mapping_ids[index],
             memory_start: 0,
             memory_limit: mapping_limits[index],
             file_offset: 0,
@@ -268,5 +300,42 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
         comment,
         string_table: strings.table,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::testdata;
+
+    /// The executable where stacks start comes first even when another module (the loader, libc)
+    /// was seen first, and locations still point at their own module.
+    #[test]
+    fn main_executable_is_the_first_mapping() {
+        let mut profile = testdata::small();
+        profile.mappings.swap(0, 1);
+        for location in &mut profile.locations {
+            location.mapping = location.mapping.map(|m| match m {
+                0 => 1,
+                1 => 0,
+                m => m,
+            });
+        }
+        assert!(profile.mappings[0].path.ends_with("libc.so.6"));
+        let message = to_proto(&profile);
+        let file = |mapping: &proto::Mapping| &message.string_table[mapping.filename as usize];
+        assert_eq!(file(&message.mapping[0]), "/usr/bin/burn");
+        assert_eq!(message.mapping[0].id, 1);
+        for (location, original) in message.location.iter().zip(&profile.locations) {
+            let Some(index) = original.mapping else {
+                continue;
+            };
+            let written = message
+                .mapping
+                .iter()
+                .find(|m| m.id == location.mapping_id)
+                .expect("a location's mapping is written");
+            assert_eq!(file(written), &*profile.mappings[index].path);
+        }
     }
 }
