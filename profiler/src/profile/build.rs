@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FrameAddress, FrameKind, ModuleId, ProcessKey, Symbol, Symbolizer, UserLocation,
+    stack_root, FrameAddress, FrameKind, ModuleId, ProcessKey, Symbol, Symbolizer, UserLocation,
 };
 
 use super::intern::Interner;
@@ -17,6 +17,25 @@ use super::{
 };
 use crate::sample::StackSample;
 use crate::symbols::{symbolize_stacks, StackSymbols};
+
+/// A frame-pointer walk can run past a thread's entry into garbage (a stale frame pointer beyond
+/// Go's `runtime.mstart`): when every frame outside the outermost entry function is unnamed, the
+/// stack ends at that entry. `symbol(i)` is the symbol of user frame `i`, innermost first; returns
+/// how many frames to keep, if fewer than `len`.
+fn end_of_real_frames<'a>(
+    len: usize,
+    symbol: impl Fn(usize) -> Option<&'a Symbol>,
+) -> Option<usize> {
+    let entry = (0..len)
+        .rev()
+        .find(|&index| symbol(index).is_some_and(stack_root::completes_stack))?;
+    let beyond = entry + 1..len;
+    let garbage = !beyond.is_empty()
+        && beyond
+            .clone()
+            .all(|index| !matches!(symbol(index), Some(Symbol::Named(_))));
+    garbage.then_some(entry + 1)
+}
 
 /// The pseudo-module of kernel frames, as perf and pprof name it.
 pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
@@ -97,6 +116,17 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn add(&mut self, sample: &StackSample) {
+        let trimmed;
+        let sample = match self.end_of_real_frames(sample) {
+            Some(len) => {
+                trimmed = StackSample {
+                    user_ips: sample.user_ips[..len].to_vec(),
+                    ..sample.clone()
+                };
+                &trimmed
+            }
+            None => sample,
+        };
         let process = sample.process();
         let metadata = self.interner.metadata_mut();
         metadata.truncation.count_path(sample);
@@ -139,6 +169,17 @@ impl Builder<'_> {
             thread_name,
             truncated,
         });
+    }
+
+    /// The user frames of `sample` to keep, if fewer than it has (see [`end_of_real_frames`]).
+    fn end_of_real_frames(&self, sample: &StackSample) -> Option<usize> {
+        let process = sample.process();
+        end_of_real_frames(sample.user_ips.len(), |index| {
+            self.symbols.user(
+                process,
+                FrameAddress::from_stack_index(index, sample.user_ips[index]),
+            )
+        })
     }
 
     fn user_location(&mut self, process: ProcessKey, address: FrameAddress) -> LocationId {
@@ -307,6 +348,35 @@ mod tests {
 
     /// Addresses outside every mapping of the process share one `[unknown]` location, whatever
     /// they are: they differ per process and would otherwise grow a long recording's profile.
+    #[test]
+    fn stacks_end_at_an_entry_with_only_garbage_beyond() {
+        use emberprof_symbolizer::{Frame, UnknownReason};
+        let named = |name: &str| Symbol::Named(vec![Frame::new(name, FrameKind::User)]);
+        let unknown = Symbol::Unknown {
+            module: None,
+            offset: 0,
+            reason: UnknownReason::NotInModule,
+        };
+        let end = |frames: &[&Symbol]| end_of_real_frames(frames.len(), |i| Some(frames[i]));
+        let (work, mstart, rt0) = (
+            named("runtime.sysmon"),
+            named("runtime.mstart"),
+            named("runtime.rt0_go"),
+        );
+        // Innermost first: sysmon, mstart, then three garbage frames: cut after mstart.
+        assert_eq!(
+            end(&[&work, &mstart, &unknown, &unknown, &unknown]),
+            Some(2)
+        );
+        // A named frame beyond the entry is real (mstart called from rt0_go): nothing cut.
+        assert_eq!(end(&[&work, &mstart, &rt0]), None);
+        assert_eq!(end(&[&work, &mstart, &unknown, &rt0]), None);
+        // Complete already, or no entry at all: nothing cut.
+        assert_eq!(end(&[&work, &mstart]), None);
+        assert_eq!(end(&[&work, &unknown, &unknown]), None);
+        assert_eq!(end(&[]), None);
+    }
+
     #[test]
     fn unmapped_addresses_share_one_location() {
         let pid = std::process::id();
