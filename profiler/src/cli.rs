@@ -108,7 +108,24 @@ pub enum Command {
 pub struct GenerateArgs {
     /// What to print.
     #[arg(value_enum)]
-    pub kind: crate::generate::GenerateKind,
+    pub kind: GenerateKind,
+}
+
+/// What `generate` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GenerateKind {
+    /// The man page, emberprof(1), in roff: `emberprof generate man | man -l -`.
+    Man,
+    /// Completions for bash.
+    Bash,
+    /// Completions for zsh.
+    Zsh,
+    /// Completions for fish.
+    Fish,
+    /// Completions for elvish.
+    Elvish,
+    /// Completions for PowerShell.
+    Powershell,
 }
 
 #[derive(Debug, Args)]

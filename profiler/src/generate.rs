@@ -12,24 +12,7 @@ use clap_complete::Shell;
 use clap_mangen::roff::{roman, Roff};
 use clap_mangen::Man;
 
-use crate::cli::Cli;
-
-/// What `generate` prints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum GenerateKind {
-    /// The man page, emberprof(1), in roff: `emberprof generate man | man -l -`.
-    Man,
-    /// Completions for bash.
-    Bash,
-    /// Completions for zsh.
-    Zsh,
-    /// Completions for fish.
-    Fish,
-    /// Completions for elvish.
-    Elvish,
-    /// Completions for PowerShell.
-    Powershell,
-}
+use crate::cli::{Cli, GenerateKind};
 
 /// Writes what `kind` names to stdout.
 pub fn run(kind: GenerateKind) -> Result<ExitCode> {

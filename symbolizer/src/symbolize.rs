@@ -8,42 +8,15 @@
 
 use std::path::PathBuf;
 
-use crate::demangle::NameStyle;
 use crate::frame::{FrameAddress, Symbol};
 use crate::modules::ModuleTable;
 use crate::namer::Namer;
+use crate::options::SymbolizerOptions;
 use crate::process::{ProcessKey, ProcessTable, UserLocation};
 use crate::processes::Processes;
 use crate::unwind::{UnwoundStack, UserRegisters};
 use crate::unwinder::{FramelessCode, Unwinder};
 use crate::Error;
-
-/// What to put in frames. Defaults: inlined functions as their own frames, no source lines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SymbolizerOptions {
-    /// Report functions inlined at an address as frames of their own (kind [`crate::FrameKind::Inlined`]).
-    pub inlined_functions: bool,
-    /// Look up source locations (`Frame::file`, `Frame::line`) even without inlined functions: for a
-    /// function, the line it is at (the call into the next frame, inlined or not); for an inlined
-    /// function, likewise within it. Outputs show them with `--lines`.
-    pub source_lines: bool,
-    /// How much of C++ names to keep (default: no return type, parameters or clone suffixes).
-    pub name_style: NameStyle,
-    /// Most bytes read from one process's perf map (`/tmp/perf-PID.map`), which the process writes
-    /// and could make arbitrarily large; the rest is skipped with a warning. Default 64 MiB.
-    pub max_perf_map_bytes: u64,
-}
-
-impl Default for SymbolizerOptions {
-    fn default() -> Self {
-        SymbolizerOptions {
-            inlined_functions: true,
-            source_lines: false,
-            name_style: NameStyle::Short,
-            max_perf_map_bytes: crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
-        }
-    }
-}
 
 /// Every cache is bounded for runs of hours: per-process state until [`Symbolizer::release`] (see
 /// [`Processes`] and [`Unwinder`]), per-module state by the files the processes map, the namer's

@@ -17,13 +17,16 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::node::{
+    choose_write_mode, cstring, existing_kind, open_raw, sudo_ids, ExistingKind, WriteMode,
+};
 use super::through::ThroughOutput;
 use super::OutputTarget;
 
@@ -42,70 +45,6 @@ pub enum OutputFile {
     Atomic(AtomicOutput),
     /// An existing character device or FIFO, opened for writing and written through.
     Through(ThroughOutput),
-}
-
-/// What exists at the output path, which decides how it is written. Kept separate from the system
-/// calls so the choice is tested on its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExistingKind {
-    Missing,
-    Regular,
-    Directory,
-    Symlink,
-    CharDevice,
-    Fifo,
-    BlockDevice,
-    Socket,
-}
-
-/// How an output path is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteMode {
-    /// Temporary file + rename.
-    Atomic,
-    /// Open the existing node and write into it.
-    Through,
-}
-
-/// The write mode for what exists at the destination, or why it is refused.
-pub(super) fn choose_write_mode(kind: ExistingKind, destination: &Path) -> Result<WriteMode> {
-    let shown = destination.display();
-    match kind {
-        ExistingKind::Missing | ExistingKind::Regular => Ok(WriteMode::Atomic),
-        ExistingKind::CharDevice | ExistingKind::Fifo => Ok(WriteMode::Through),
-        ExistingKind::Directory => bail!(
-            "output {shown} is a directory; give a file name such as {shown}/flamegraph.svg"
-        ),
-        ExistingKind::Symlink => bail!(
-            "output {shown} is a symbolic link: emberprof neither follows nor replaces it (another user \
-             could have pointed it anywhere); name the file it points to, or remove the link (for \
-             standard output, use -o -)"
-        ),
-        ExistingKind::BlockDevice => bail!("output {shown} is a block device; refusing to write to it"),
-        ExistingKind::Socket => bail!("output {shown} is a socket; refusing to write to it"),
-    }
-}
-
-pub(super) fn existing_kind(metadata: Option<&std::fs::Metadata>) -> ExistingKind {
-    let Some(metadata) = metadata else {
-        return ExistingKind::Missing;
-    };
-    let file_type = metadata.file_type();
-    if file_type.is_symlink() {
-        ExistingKind::Symlink
-    } else if file_type.is_dir() {
-        ExistingKind::Directory
-    } else if file_type.is_char_device() {
-        ExistingKind::CharDevice
-    } else if file_type.is_fifo() {
-        ExistingKind::Fifo
-    } else if file_type.is_block_device() {
-        ExistingKind::BlockDevice
-    } else if file_type.is_socket() {
-        ExistingKind::Socket
-    } else {
-        ExistingKind::Regular
-    }
 }
 
 impl OutputFile {
@@ -387,35 +326,10 @@ fn give_to_sudo_user(file: &File) {
     }
 }
 
-/// The user who ran `sudo`, from SUDO_UID/SUDO_GID.
-pub(super) fn sudo_ids() -> Option<(u32, u32)> {
-    let id = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
-    Some((id("SUDO_UID")?, id("SUDO_GID")?))
-}
-
-pub(super) fn cstring(text: &OsStr) -> Result<CString> {
-    CString::new(text.as_bytes())
-        .with_context(|| format!("{:?} contains a NUL byte", text.to_string_lossy()))
-}
-
-pub(super) fn open_raw(
-    directory: libc::c_int,
-    name: &CString,
-    flags: libc::c_int,
-    mode: libc::mode_t,
-) -> std::io::Result<OwnedFd> {
-    // SAFETY: openat with a NUL-terminated name; the returned fd is new and ours.
-    let fd = unsafe { libc::openat(directory, name.as_ptr(), flags, libc::c_uint::from(mode)) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
     use std::os::unix::fs::PermissionsExt;
 
     fn temp_files_in(dir: &Path) -> Vec<String> {

@@ -8,6 +8,7 @@ mod fold;
 mod golden;
 #[cfg(test)]
 mod interpreted_tests;
+mod node;
 mod pprof;
 mod render;
 mod stale;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::file::{choose_write_mode, cstring, existing_kind, open_raw, sudo_ids, WriteMode};
+use super::node::{choose_write_mode, cstring, existing_kind, open_raw, sudo_ids, WriteMode};
 
 /// How often a write that waits for its reader looks for a stop signal.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);

@@ -10,8 +10,8 @@ use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized};
 
 use crate::demangle::demangle;
 use crate::frame::{Frame, FrameKind};
+use crate::options::SymbolizerOptions;
 use crate::strings::SharedStrings;
-use crate::symbolize::SymbolizerOptions;
 
 /// Frames for each address of one ELF file, `None` where it has no symbol.
 ///

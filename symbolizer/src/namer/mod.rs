@@ -19,10 +19,10 @@ use crate::entry_point::entry_function;
 use crate::frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 use crate::kallsyms::KernelSymbols;
 use crate::modules::{ModuleId, ModuleTable};
+use crate::options::SymbolizerOptions;
 use crate::plt::PltStubs;
 use crate::process::UserLocation;
 use crate::strings::SharedStrings;
-use crate::symbolize::SymbolizerOptions;
 
 /// Most entries the per-address user symbol cache holds before it is emptied. The cache only
 /// saves lookups: the profile keeps what each address was named. A program's hot addresses are a

@@ -16,7 +16,7 @@ use gimli::{
 };
 
 use super::elf_info::ElfUnwindInfo;
-use super::scan::{bases, CfiKind};
+use super::scan::CfiKind;
 use super::{UnwindEnd, UnwindFailure};
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
@@ -89,7 +89,7 @@ pub(crate) fn step(
     read: &mut ReadMemory<'_>,
 ) -> Result<Option<Registers>, UnwindEnd> {
     let bad_cfi = UnwindEnd::Failed(UnwindFailure::UnreadableCfi);
-    let bases = bases(info);
+    let bases = info.bases();
     match info.cfi.kind() {
         Some(CfiKind::EhFrame) => {
             let eh_frame = info.eh_frame.as_ref().ok_or(bad_cfi)?;
@@ -379,7 +379,7 @@ pub(crate) mod tests {
         let eh_frame = info.eh_frame.as_ref().expect(".eh_frame");
         let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
         let fde = section
-            .fde_for_address(&bases(info), svma, EhFrame::cie_from_offset)
+            .fde_for_address(&info.bases(), svma, EhFrame::cie_from_offset)
             .expect("an FDE covers the PC");
         step(
             info,

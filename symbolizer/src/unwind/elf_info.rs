@@ -201,10 +201,32 @@ impl ElfUnwindInfo {
         Some(info)
     }
 
+    /// The base addresses pointer encodings in the module's CFI are relative to.
+    pub(crate) fn bases(&self) -> gimli::BaseAddresses {
+        let mut bases = gimli::BaseAddresses::default();
+        if let Some(eh_frame) = &self.eh_frame {
+            bases = bases.set_eh_frame(eh_frame.svma.start);
+        }
+        if let Some(hdr) = &self.eh_frame_hdr {
+            bases = bases.set_eh_frame_hdr(hdr.svma.start);
+        }
+        if let Some(text) = &self.text {
+            bases = bases.set_text(text.svma.start);
+        }
+        if let Some(got) = &self.got_svma {
+            bases = bases.set_got(got.start);
+        }
+        bases
+    }
+
     /// Scans the CFI (within its caps) and judges the frame pointers from it. CFI over the caps is
     /// dropped like an unusable section.
     pub(crate) fn index_cfi(&mut self, entry: u64) {
-        let (cfi, functions) = ModuleCfi::scan(self);
+        let (cfi, functions) = ModuleCfi::scan(
+            self.eh_frame.as_ref().map(|s| &*s.bytes),
+            self.debug_frame.as_ref().map(|s| &*s.bytes),
+            &self.bases(),
+        );
         if cfi.problem().is_some() {
             self.eh_frame = None;
             self.eh_frame_hdr = None;

@@ -21,7 +21,6 @@ use gimli::{
     LittleEndian, Reader, Register, UnwindOffset, UnwindSection, X86_64,
 };
 
-use super::elf_info::ElfUnwindInfo;
 use super::UnwindFailure;
 
 /// Instructions of one FDE plus its CIE's initial instructions. Every unwind step through the FDE
@@ -102,16 +101,20 @@ impl ModuleCfi {
     }
 
     /// Scans the module's CFI once, within the caps: the index, and every function's frame (empty
-    /// if the CFI is unusable).
-    pub fn scan(info: &ElfUnwindInfo) -> (Self, Vec<FunctionFrame>) {
-        let bases = bases(info);
-        let (kind, scanned) = if let Some(eh_frame) = &info.eh_frame {
-            let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
-            (CfiKind::EhFrame, scan_section(&section, &bases))
-        } else if let Some(debug_frame) = &info.debug_frame {
-            let mut section = DebugFrame::new(&debug_frame.bytes, LittleEndian);
+    /// if the CFI is unusable). `.eh_frame` is used where there is one, else `.debug_frame`;
+    /// `bases` are what their pointer encodings are relative to.
+    pub fn scan(
+        eh_frame: Option<&[u8]>,
+        debug_frame: Option<&[u8]>,
+        bases: &BaseAddresses,
+    ) -> (Self, Vec<FunctionFrame>) {
+        let (kind, scanned) = if let Some(eh_frame) = eh_frame {
+            let section = EhFrame::new(eh_frame, LittleEndian);
+            (CfiKind::EhFrame, scan_section(&section, bases))
+        } else if let Some(debug_frame) = debug_frame {
+            let mut section = DebugFrame::new(debug_frame, LittleEndian);
             section.set_address_size(8);
-            (CfiKind::DebugFrame, scan_section(&section, &bases))
+            (CfiKind::DebugFrame, scan_section(&section, bases))
         } else {
             return (ModuleCfi::default(), Vec::new());
         };
@@ -329,24 +332,6 @@ fn framehop_cannot_follow<T: gimli::ReaderOffset>(
         I::Register { dest_register, .. } => watched(dest_register),
         _ => false,
     }
-}
-
-/// The base addresses pointer encodings in the module's CFI are relative to.
-pub(crate) fn bases(info: &ElfUnwindInfo) -> BaseAddresses {
-    let mut bases = BaseAddresses::default();
-    if let Some(eh_frame) = &info.eh_frame {
-        bases = bases.set_eh_frame(eh_frame.svma.start);
-    }
-    if let Some(hdr) = &info.eh_frame_hdr {
-        bases = bases.set_eh_frame_hdr(hdr.svma.start);
-    }
-    if let Some(text) = &info.text {
-        bases = bases.set_text(text.svma.start);
-    }
-    if let Some(got) = &info.got_svma {
-        bases = bases.set_got(got.start);
-    }
-    bases
 }
 
 #[cfg(test)]
