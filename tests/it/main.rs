@@ -12,6 +12,7 @@ mod names;
 mod perf_backend;
 mod real_world;
 mod record;
+mod record_bpf;
 mod report;
 mod support;
 mod symbols;
