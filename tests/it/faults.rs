@@ -50,7 +50,7 @@ both_backends! {
         let mut child = start_recording(backend, workload.pid(), &out);
         let watch = CpuWatch::start(&mut child, &[workload.pid()]);
         // Samples to keep: the signal must not come before there are any.
-        std::thread::sleep(Duration::from_millis(700));
+        wait_for_cpu(workload.pid(), 0.5, &mut child);
         signal(&child, libc::SIGHUP);
         let output = child.wait_with_output().expect("wait");
         let cpu = watch.used(&stderr_text(&output))[0];

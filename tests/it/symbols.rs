@@ -13,22 +13,17 @@ both_backends! {
         let _kernel = kernel_test();
         let dir = scratch();
         let out = out_path(&dir, "short.folded");
-        let recorder = emberprof()
-            .args([
-                "record", "--backend", backend.name(),
-                "--all",
-                "-d",
-                "9",
-                "-F",
-                "999",
-                "--per-thread",
-                "-o",
-                out.to_str().unwrap(),
-            ])
+        let args = backend
+            .record()
+            .args(&["--all", "--per-thread"])
+            .duration("9")
+            .frequency(999)
+            .output(&out);
+        let mut recorder = emberprof()
+            .args(args.strs())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start emberprof");
-        let mut recorder = recorder;
         wait_until_sampling(&mut recorder);
         let mut spawner = Command::new(example("spawner"))
             .args(["40", "100", "50"])
@@ -117,19 +112,14 @@ both_backends! {
     fn exec_mid_run_names_both_programs(backend) {
         let _kernel = kernel_test();
         for unwind in ["fp", "auto"] {
-            let (stacks, _, cpu) = record_command_measuring(
-                &[
-                    "record", "--backend", backend.name(),
-                    "-F",
-                    "999",
-                    "--unwind",
-                    unwind,
-                    "--per-thread",
-                    "-o",
-                    "-",
-                ],
-                &[&example("exec-before"), "2"],
-            );
+            let args = backend
+                .record()
+                .frequency(999)
+                .unwind(unwind)
+                .args(&["--per-thread"])
+                .to_stdout();
+            let (stacks, _, cpu) =
+                record_command_measuring(&args.strs(), &[&example("exec-before"), "2"]);
             // bash, which measured the CPU time, is a root of its own.
             let stacks: Vec<FoldedStack> = stacks
                 .into_iter()
@@ -201,13 +191,7 @@ both_backends! {
             burn = example("burn"),
             b = binary.display()
         );
-        let (stacks, _) = record_folded(&[
-            "record", "--backend", backend.name(),
-            "-F",
-            "999",
-            "-o",
-            "-",
-            "--",
+        let args = backend.record().frequency(999).to_stdout().command(&[
             "unshare",
             "--mount",
             "--propagation",
@@ -216,15 +200,13 @@ both_backends! {
             "-c",
             &script,
         ]);
+        let (stacks, _) = record_folded(&args.strs());
         assert!(
             !binary.exists(),
             "the binary leaked into the host namespace"
         );
-        let private: Vec<FoldedStack> = stacks
-            .into_iter()
-            .filter(|s| s.frames[0] == "private-burn")
-            .collect();
-        assert_burn_profile(&private);
+        let private = rooted(&stacks, |root| root == "private-burn");
+        assert_burn_stacks(&private);
     }
 }
 
@@ -256,7 +238,7 @@ both_backends! {
         // node writes isolate-*-v8.log files into its working directory: keep them in the scratch one.
         let (output, cpu) = launch_measuring(
             Some(dir.path()),
-            &["record", "--backend", backend.name(), "-F", "499", "-o", "-"],
+            &backend.record().frequency(499).to_stdout().strs(),
             &["node", "--perf-basic-prof", path_arg(&script)],
         );
         let stacks = folded_stdout(&output);
@@ -309,7 +291,7 @@ both_backends! {
         let mix_last = source_line("rust/inline.rs", "x.rotate_left((round & 63) as u32)");
         for binary in ["rust-inline", "rust-inline-v0"] {
             let (stacks, _, cpu) = record_command_measuring(
-                &["record", "--backend", backend.name(), "-F", "999", "-o", "-"],
+                &backend.record().frequency(999).to_stdout().strs(),
                 &[&example(binary), "2"],
             );
             let all = samples_of(&stacks, |root| {
@@ -346,7 +328,7 @@ both_backends! {
             );
 
             let (stacks, _, cpu) = record_command_measuring(
-                &["record", "--backend", backend.name(), "-F", "999", "--lines", "-o", "-"],
+                &backend.record().frequency(999).args(&["--lines"]).to_stdout().strs(),
                 &[&example(binary), "2"],
             );
             let all = samples_of(&stacks, |root| root.starts_with("rust-inline"));
@@ -394,7 +376,7 @@ both_backends! {
             );
 
             let (stacks, _, cpu) = record_command_measuring(
-                &["record", "--backend", backend.name(), "-F", "999", "--no-inline", "-o", "-"],
+                &backend.record().frequency(999).args(&["--no-inline"]).to_stdout().strs(),
                 &[&example(binary), "2"],
             );
             let all = samples_of(&stacks, |root| root.starts_with("rust-inline"));
@@ -423,17 +405,13 @@ both_backends! {
     /// named fully from that file.
     fn debuglink_binary_is_named_from_debug_file(backend) {
         let _kernel = kernel_test();
-        let (stacks, _) = record_folded(&[
-            "record", "--backend", backend.name(),
-            "-F",
-            "999",
-            "-o",
-            "-",
-            "--",
-            &example("burn-debuglink"),
-            "4",
-        ]);
-        assert_burn_profile(&stacks);
+        let args = backend
+            .record()
+            .frequency(999)
+            .to_stdout()
+            .command(&[&example("burn-debuglink"), "4"]);
+        let (stacks, _) = record_folded(&args.strs());
+        assert_burn_stacks(&stacks);
         let unnamed = total(&stacks, |s| {
             s.frames.iter().any(|f| f.starts_with("burn-debuglink+0x"))
         });
@@ -447,7 +425,7 @@ both_backends! {
     fn cpp_names_are_demangled(backend) {
         let _kernel = kernel_test();
         let (stacks, _, cpu) = record_command_measuring(
-            &["record", "--backend", backend.name(), "-F", "999", "--full-names", "-o", "-"],
+            &backend.record().frequency(999).args(&["--full-names"]).to_stdout().strs(),
             &[&example("cpp-work"), "2"],
         );
         let all = samples_of(&stacks, |root| root == "cpp-work");

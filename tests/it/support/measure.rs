@@ -234,21 +234,6 @@ impl CpuWatch {
     }
 }
 
-/// Runs emberprof with `args`, which sample the processes `pids` (with `-p` or `--all`), asserting
-/// success: its output, and the CPU seconds each of `pids` used while sampled.
-pub fn record_measuring(args: &[&str], pids: &[u32]) -> (Output, Vec<f64>) {
-    let mut profiler = emberprof()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start emberprof");
-    let watch = CpuWatch::start(&mut profiler, pids);
-    let output = profiler.wait_with_output().expect("wait for emberprof");
-    let stderr = expect_success(&output, &format!("emberprof {args:?}"));
-    (output, watch.used(&stderr))
-}
-
 /// Most wall-clock time [`record_for_cpu`] waits for its target to use its CPU time: past it the
 /// machine is too busy for the test to say anything.
 const MAX_WAIT_FOR_CPU: Duration = Duration::from_secs(120);
@@ -266,7 +251,18 @@ pub fn record_for_cpu(args: &[&str], pids: &[u32], cpu_seconds: f64) -> (Output,
         .spawn()
         .expect("start emberprof");
     let watch = CpuWatch::start(&mut profiler, pids);
-    let from = cpu_seconds_used(pids[0]);
+    wait_for_cpu(pids[0], cpu_seconds, &mut profiler);
+    // SAFETY: signalling our own child (at worst one that has exited and is not yet reaped).
+    unsafe { libc::kill(profiler.id() as libc::pid_t, libc::SIGINT) };
+    let output = profiler.wait_with_output().expect("wait for emberprof");
+    let stderr = expect_success(&output, &format!("emberprof {args:?}"));
+    (output, watch.used(&stderr))
+}
+
+/// Waits until process `pid` has used `cpu_seconds` more CPU time, or `profiler` has ended: the
+/// moment a test that stops a recording itself has samples enough, however busy the machine.
+pub fn wait_for_cpu(pid: u32, cpu_seconds: f64, profiler: &mut Child) {
+    let from = cpu_seconds_used(pid);
     let started = Instant::now();
     let mut used = 0.0;
     while used < cpu_seconds && matches!(profiler.try_wait(), Ok(None)) {
@@ -278,13 +274,8 @@ pub fn record_for_cpu(args: &[&str], pids: &[u32], cpu_seconds: f64) -> (Output,
             );
         }
         std::thread::sleep(POLL);
-        used = cpu_seconds_used(pids[0]) - from;
+        used = cpu_seconds_used(pid) - from;
     }
-    // SAFETY: signalling our own child (at worst one that has exited and is not yet reaped).
-    unsafe { libc::kill(profiler.id() as libc::pid_t, libc::SIGINT) };
-    let output = profiler.wait_with_output().expect("wait for emberprof");
-    let stderr = expect_success(&output, &format!("emberprof {args:?}"));
-    (output, watch.used(&stderr))
 }
 
 /// [`record_for_cpu`] for one process writing folded stacks to stdout: stacks, stderr, and the CPU
@@ -295,13 +286,6 @@ pub fn record_pid_for_cpu(
     cpu_seconds: f64,
 ) -> (Vec<FoldedStack>, String, f64) {
     let (output, cpu) = record_for_cpu(args, &[pid], cpu_seconds);
-    (folded_stdout(&output), stderr_text(&output), cpu[0])
-}
-
-/// [`record_measuring`] for one process writing folded stacks to stdout: stacks, stderr, and the
-/// CPU seconds the process used while sampled.
-pub fn record_pid_folded(args: &[&str], pid: u32) -> (Vec<FoldedStack>, String, f64) {
-    let (output, cpu) = record_measuring(args, &[pid]);
     (folded_stdout(&output), stderr_text(&output), cpu[0])
 }
 

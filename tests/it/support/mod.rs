@@ -82,6 +82,13 @@ impl Workload {
     pub fn pid(&self) -> u32 {
         self.child.pid()
     }
+
+    /// Kills the workload now but leaves it unreaped, so that its `/proc/PID/stat` (and CPU time)
+    /// can still be read.
+    pub fn kill_leaving_zombie(&self) {
+        // SAFETY: signalling our own child, which is not reaped before the workload is dropped.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGKILL) };
+    }
 }
 
 pub fn example(name: &str) -> String {
