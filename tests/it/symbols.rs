@@ -130,9 +130,11 @@ both_backends! {
             let root = |s: &FoldedStack| s.frames[0].clone();
             let before = total(&stacks, |s| s.has_frame("before_exec_work"));
             let after = total(&stacks, |s| s.has_frame("after_exec_work"));
-            // Each program burns for half the time.
+            // Each program burns for half the wall time, and gets whatever share of a CPU the
+            // machine leaves it meanwhile: on a busy one the halves' samples split 36:64 was seen.
+            // Both must be there, in most of the samples between them.
             assert!(
-                before * 10 >= all * 4 && after * 10 >= all * 4,
+                before * 10 >= all * 2 && after * 10 >= all * 2 && (before + after) * 10 >= all * 9,
                 "{unwind}: before {before}, after {after} of {all}:\n{}",
                 describe(&stacks)
             );
