@@ -88,7 +88,7 @@ fn record_mode(backend: Backend, pid: u32, mode: &str) -> (Vec<FoldedStack>, Str
         .pid(pid)
         .frequency(FREQUENCY)
         .unwind(mode)
-        .to_stdout();
+        .output_stdout();
     let (stacks, stderr, cpu) = record_pid_for_cpu(&args.strs(), pid, 1.0);
     assert_samples_match_cpu(mode, all_samples(&stacks), cpu, FREQUENCY, &stacks);
     (stacks, stderr)
@@ -204,7 +204,7 @@ both_backends! {
             .pid(node.pid())
             .frequency(499)
             .args(&["--per-thread"])
-            .to_stdout();
+            .output_stdout();
         let (stacks, _, cpu) = record_pid_for_cpu(&args.strs(), node.pid(), 1.5);
         assert_samples_match_cpu("node", all_samples(&stacks), cpu, 499, &stacks);
         let mut roots: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();

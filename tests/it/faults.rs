@@ -116,7 +116,7 @@ both_backends! {
                 .pid(workload.pid())
                 .duration("1")
                 .args(&["--format", format])
-                .to_stdout();
+                .output_stdout();
             let mut child = emberprof()
                 .args(args.strs())
                 .stdout(Stdio::piped())

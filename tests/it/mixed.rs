@@ -29,7 +29,7 @@ fn comm(name: &str) -> &str {
 /// One 2-second recording of `example_name` under `--unwind mode`: its stacks (other processes
 /// filtered out), with the sample total checked against its CPU time.
 fn record(backend: Backend, example_name: &str, mode: &str) -> Vec<FoldedStack> {
-    let args = backend.record().frequency(999).unwind(mode).to_stdout();
+    let args = backend.record().frequency(999).unwind(mode).output_stdout();
     let (stacks, _, cpu) = record_command_measuring(&args.strs(), &[&example(example_name), "2"]);
     let own = rooted(&stacks, |root| root == comm(example_name));
     assert_samples_match_cpu(

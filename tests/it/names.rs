@@ -24,7 +24,7 @@ both_backends! {
                 .pid(workload.pid())
                 .frequency(499)
                 .unwind(mode)
-                .to_stdout()
+                .output_stdout()
         };
 
         let (stacks, stderr, cpu) = record_pid_for_cpu(&args("fp").args(&["-v"]).strs(), workload.pid(), 0.5);
@@ -97,7 +97,7 @@ both_backends! {
         let mix_step_body =
             line_of(&source, "fn mix_step(") + 1..=line_of(&source, "x.rotate_left((round");
 
-        let args = backend.record().frequency(999).args(&["--lines"]).to_stdout();
+        let args = backend.record().frequency(999).args(&["--lines"]).output_stdout();
         let (stacks, _, cpu) =
             record_command_measuring(&args.strs(), &[&example("rust-inline"), "1"]);
         let all = samples_of(&stacks, |root| root == "rust-inline");
@@ -161,7 +161,7 @@ both_backends! {
     fn cpp_names_are_short_unless_asked(backend) {
         let _kernel = kernel_test();
         let record = |names: &[&str]| {
-            let args = backend.record().frequency(999).args(names).to_stdout();
+            let args = backend.record().frequency(999).args(names).output_stdout();
             let (stacks, _, cpu) =
                 record_command_measuring(&args.strs(), &[&example("cpp-work"), "1"]);
             let own = rooted(&stacks, |root| root == "cpp-work");
@@ -227,7 +227,7 @@ both_backends! {
         let mut all = Vec::new();
         let mut cpu = 0.0;
         for _ in 0..8 {
-            let args = backend.record().frequency(999).to_stdout();
+            let args = backend.record().frequency(999).output_stdout();
             let (stacks, _, used) =
                 record_command_measuring(&args.strs(), &[&example("burn"), "0.2"]);
             all.extend(stacks);
@@ -265,7 +265,7 @@ both_backends! {
             text.push_str(&format!("{state}\n"));
         }
         std::fs::write(&input, text).expect("write sort input");
-        let args = backend.record().frequency(999).unwind("dwarf").to_stdout();
+        let args = backend.record().frequency(999).unwind("dwarf").output_stdout();
         let (stacks, _, cpu) =
             record_command_measuring(&args.strs(), &["sort", "-o", "/dev/null", path_arg(&input)]);
         let stacks = rooted(&stacks, |root| root == "sort");

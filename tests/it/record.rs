@@ -65,7 +65,7 @@ both_backends! {
     fn launch_mode_follows_children(backend) {
         let _kernel = kernel_test();
         let script = format!("{} 2; true", example("burn"));
-        let args = backend.record().frequency(499).to_stdout();
+        let args = backend.record().frequency(499).output_stdout();
         let (stacks, _, cpu) = record_command_measuring(&args.strs(), &["sh", "-c", &script]);
         let burn = samples_of(&stacks, |root| root == "burn");
         assert_samples_match_cpu("forked burn child", burn, cpu, 499, &stacks);
@@ -88,7 +88,7 @@ both_backends! {
             .record()
             .pid(workload.pid())
             .frequency(499)
-            .to_stdout();
+            .output_stdout();
         let (stacks, _, cpu) = record_pid_for_cpu(&args.strs(), workload.pid(), 1.0);
         let all = all_samples(&stacks);
         // Half the time of this loop is system time: the kernel-mode samples must not go missing.
@@ -131,7 +131,7 @@ both_backends! {
                 .pid(workload.pid())
                 .frequency(499)
                 .args(&[frames])
-                .to_stdout()
+                .output_stdout()
         };
         let (stacks, _, cpu) = record_pid_for_cpu(&args("--no-kernel").strs(), workload.pid(), 1.0);
         let all = all_samples(&stacks);
@@ -217,7 +217,7 @@ both_backends! {
         let _kernel = kernel_test();
         let workload = Workload::start("threads", &[UNTIL_KILLED]);
         let pid = workload.pid();
-        let args = backend.record().pid(pid).frequency(499).to_stdout();
+        let args = backend.record().pid(pid).frequency(499).output_stdout();
         let per_thread = args.clone().args(&["--per-thread"]);
         let (stacks, _, cpu) = record_pid_for_cpu(&per_thread.strs(), pid, 1.0);
         let all = all_samples(&stacks);
@@ -340,7 +340,7 @@ both_backends! {
             let stderr = stderr_text(&output);
             assert!(stderr.contains("(interrupted)"), "{stderr}");
             let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-                .unwrap()
+                .expect("list the output directory")
                 .filter_map(|e| e.ok())
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
                 .collect();
@@ -385,7 +385,7 @@ both_backends! {
             .pid(workload.pid())
             .duration("600")
             .frequency(499)
-            .to_stdout();
+            .output_stdout();
         let mut profiler = emberprof()
             .args(args.strs())
             .stdout(std::process::Stdio::piped())

@@ -15,7 +15,7 @@ fn tiny_maps_stream_samples_instead_of_losing_them() {
         .args(&["-v", "--stack-map-entries", "2", "--count-map-entries", "2"])
         .pid(workload.pid())
         .frequency(999)
-        .to_stdout();
+        .output_stdout();
     let (stacks, stderr, cpu) = record_pid_for_cpu(&args.strs(), workload.pid(), 3.0);
     assert!(stderr.contains("went through the ring buffer"), "{stderr}");
     assert!(stderr.contains("(0 lost, "), "{stderr}");
@@ -54,7 +54,7 @@ fn bpf_run_time_is_reported_when_the_kernel_counts_it() {
         .args(&["-v"])
         .pid(workload.pid())
         .frequency(999)
-        .to_stdout();
+        .output_stdout();
     let record = || record_pid_for_cpu(&args.strs(), workload.pid(), 0.5);
     let (stacks, stderr, cpu) = {
         let _stats = BpfStats::set("1");

@@ -117,7 +117,7 @@ both_backends! {
                 .frequency(999)
                 .unwind(unwind)
                 .args(&["--per-thread"])
-                .to_stdout();
+                .output_stdout();
             let (stacks, _, cpu) =
                 record_command_measuring(&args.strs(), &[&example("exec-before"), "2"]);
             // bash, which measured the CPU time, is a root of its own.
@@ -193,7 +193,7 @@ both_backends! {
             burn = example("burn"),
             b = binary.display()
         );
-        let args = backend.record().frequency(999).to_stdout().command(&[
+        let args = backend.record().frequency(999).output_stdout().command(&[
             "unshare",
             "--mount",
             "--propagation",
@@ -240,7 +240,7 @@ both_backends! {
         // node writes isolate-*-v8.log files into its working directory: keep them in the scratch one.
         let (output, cpu) = launch_measuring(
             Some(dir.path()),
-            &backend.record().frequency(499).to_stdout().strs(),
+            &backend.record().frequency(499).output_stdout().strs(),
             &["node", "--perf-basic-prof", path_arg(&script)],
         );
         let stacks = folded_stdout(&output);
@@ -293,7 +293,7 @@ both_backends! {
         let mix_last = source_line("rust/inline.rs", "x.rotate_left((round & 63) as u32)");
         for binary in ["rust-inline", "rust-inline-v0"] {
             let (stacks, _, cpu) = record_command_measuring(
-                &backend.record().frequency(999).to_stdout().strs(),
+                &backend.record().frequency(999).output_stdout().strs(),
                 &[&example(binary), "2"],
             );
             let all = samples_of(&stacks, |root| {
@@ -330,7 +330,7 @@ both_backends! {
             );
 
             let (stacks, _, cpu) = record_command_measuring(
-                &backend.record().frequency(999).args(&["--lines"]).to_stdout().strs(),
+                &backend.record().frequency(999).args(&["--lines"]).output_stdout().strs(),
                 &[&example(binary), "2"],
             );
             let all = samples_of(&stacks, |root| root.starts_with("rust-inline"));
@@ -378,7 +378,7 @@ both_backends! {
             );
 
             let (stacks, _, cpu) = record_command_measuring(
-                &backend.record().frequency(999).args(&["--no-inline"]).to_stdout().strs(),
+                &backend.record().frequency(999).args(&["--no-inline"]).output_stdout().strs(),
                 &[&example(binary), "2"],
             );
             let all = samples_of(&stacks, |root| root.starts_with("rust-inline"));
@@ -410,7 +410,7 @@ both_backends! {
         let args = backend
             .record()
             .frequency(999)
-            .to_stdout()
+            .output_stdout()
             .command(&[&example("burn-debuglink"), "4"]);
         let (stacks, _) = record_folded(&args.strs());
         assert_burn_stacks(&stacks);
@@ -427,7 +427,7 @@ both_backends! {
     fn cpp_names_are_demangled(backend) {
         let _kernel = kernel_test();
         let (stacks, _, cpu) = record_command_measuring(
-            &backend.record().frequency(999).args(&["--full-names"]).to_stdout().strs(),
+            &backend.record().frequency(999).args(&["--full-names"]).output_stdout().strs(),
             &[&example("cpp-work"), "2"],
         );
         let all = samples_of(&stacks, |root| root == "cpp-work");
@@ -479,7 +479,7 @@ both_backends! {
         std::fs::write(&foreign, &contents).expect("write perf map copy");
         std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown perf map");
         std::fs::rename(&foreign, &map).expect("replace perf map");
-        let args = backend.record().pid(pid).frequency(499).to_stdout();
+        let args = backend.record().pid(pid).frequency(499).output_stdout();
         let (stacks, stderr, cpu) = record_pid_for_cpu(&args.strs(), pid, 1.0);
         let _ = std::fs::remove_file(&map);
         assert!(

@@ -13,7 +13,7 @@ fn pid_args(backend: Backend, pid: u32, hz: u64, mode: &str) -> RecordArgs {
         .pid(pid)
         .frequency(hz)
         .unwind(mode)
-        .to_stdout()
+        .output_stdout()
 }
 
 both_backends! {

@@ -107,7 +107,7 @@ impl RecordArgs {
     }
 
     /// `-o -`: folded stacks on the standard output.
-    pub fn to_stdout(self) -> RecordArgs {
+    pub fn output_stdout(self) -> RecordArgs {
         self.args(&["-o", "-"])
     }
 
