@@ -11,30 +11,30 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// Launches the example `name` for 4 s as uid 65534 at `kernel.perf_event_paranoid` 2 with the
+/// sandbox's emberprof: its stacks and emberprof's stderr.
+fn unprivileged_launch(name: &str) -> (Vec<FoldedStack>, String) {
+    let _paranoid = Paranoid::set(2);
+    let sandbox = Sandbox::new(&[name]);
+    let out = sandbox.out("launch.folded");
+    let args = RecordArgs::new()
+        .frequency(999)
+        .output(&out)
+        .command(&[path_arg(&sandbox.bin(name)), "4"]);
+    let stderr = expect_success(
+        &sandbox.emberprof(&args.strs()),
+        &format!("unprivileged launch of {name}"),
+    );
+    (read_folded(&out), stderr)
+}
+
 /// As a normal user at paranoid 2, a launched frame-pointer program gets the 3:1 ratio and
 /// main..run..burn_* in 90 % of samples, through the perf backend.
 #[test]
 fn unprivileged_launch_gets_ratio_and_full_stacks() {
     let _kernel = kernel_test();
-    let _paranoid = Paranoid::set(2);
-    let sandbox = Sandbox::new(&["burn"]);
-    let out = sandbox.out("burn.folded");
-    let burn = sandbox.bin("burn");
-    let stderr = expect_success(
-        &sandbox.emberprof(&[
-            "record",
-            "-F",
-            "999",
-            "-o",
-            &out.display().to_string(),
-            "--",
-            &burn.display().to_string(),
-            "4",
-        ]),
-        "unprivileged launch",
-    );
+    let (stacks, stderr) = unprivileged_launch("burn");
     assert!(stderr.contains("perf_event backend"), "{stderr}");
-    let stacks = read_folded(&out);
     assert!(
         stacks.iter().all(|s| s.frames[0] == "burn"),
         "samples of other processes:\n{}",
@@ -53,25 +53,9 @@ fn unprivileged_launch_gets_ratio_and_full_stacks() {
 #[test]
 fn unprivileged_frameless_gets_full_chains() {
     let _kernel = kernel_test();
-    let _paranoid = Paranoid::set(2);
-    let sandbox = Sandbox::new(&["burn-nofp"]);
-    let out = sandbox.out("nofp.folded");
-    let burn = sandbox.bin("burn-nofp");
-    let stderr = expect_success(
-        &sandbox.emberprof(&[
-            "record",
-            "-F",
-            "999",
-            "-o",
-            &out.display().to_string(),
-            "--",
-            &burn.display().to_string(),
-            "4",
-        ]),
-        "unprivileged launch of burn-nofp",
-    );
+    let (stacks, stderr) = unprivileged_launch("burn-nofp");
     assert!(stderr.contains("by DWARF"), "{stderr}");
-    assert_burn_profile(&read_folded(&out));
+    assert_burn_profile(&stacks);
 }
 
 /// -p on one's own running process works unprivileged; --all and another user's process fail
