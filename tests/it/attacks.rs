@@ -4,45 +4,13 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const NOBODY: u32 = 65534;
 /// The user who "ran sudo" in the output-ownership attacks: someone other than the attacker.
 const SUDO_USER: u32 = 12345;
-
-/// A command run as the unprivileged attacker: uid/gid 65534, no groups, no capabilities.
-fn as_attacker(program: &str) -> Command {
-    let mut command = Command::new("setpriv");
-    command.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        program,
-    ]);
-    command
-}
-
-/// A child killed and reaped when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A scratch directory the attacker can reach (the default temporary directory is root-only).
-fn reachable_scratch() -> tempfile::TempDir {
-    let dir = scratch();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("test setup");
-    dir
-}
 
 /// A root-owned 0600 file in a root-only directory: what the attacker wants to own or overwrite.
 struct Victim {
@@ -79,10 +47,6 @@ impl Victim {
     }
 }
 
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 /// emberprof as root under "sudo" by [`SUDO_USER`], profiling a workload for `seconds` into `out`.
 fn record_as_sudo_user(workload: &Workload, seconds: &str, out: &Path) -> Output {
     emberprof()
@@ -96,7 +60,7 @@ fn record_as_sudo_user(workload: &Workload, seconds: &str, out: &Path) -> Output
 }
 
 /// Replaces every temporary output file in `dir` by a symlink to `victim`, as fast as it can.
-fn start_symlink_planter(dir: &Path, victim: &Path) -> Guard {
+fn start_symlink_planter(dir: &Path, victim: &Path) -> KillOnDrop {
     let script = format!(
         r#"while :; do for f in '{dir}'/.out.folded.*.tmp; do
              [ -f "$f" ] && [ ! -L "$f" ] && rm -f "$f" 2>/dev/null && ln -s '{victim}' "$f" && echo planted "$f";
@@ -104,8 +68,8 @@ fn start_symlink_planter(dir: &Path, victim: &Path) -> Guard {
         dir = dir.display(),
         victim = victim.display()
     );
-    Guard(
-        as_attacker("sh")
+    KillOnDrop(
+        as_nobody("sh")
             .args(["-c", &script])
             .stdout(Stdio::null())
             .spawn()
@@ -128,14 +92,14 @@ fn planted_symlink_attack(mode: u32, attacker_wins_the_name: bool) {
     let output = record_as_sudo_user(&workload, "2", &out);
     victim.assert_unchanged();
     if !attacker_wins_the_name {
-        assert!(output.status.success(), "{}", stderr_of(&output));
+        assert!(output.status.success(), "{}", stderr_text(&output));
         let metadata = std::fs::symlink_metadata(&out).expect("test setup");
         assert!(metadata.is_file(), "output is not a regular file");
         assert_eq!(metadata.uid(), SUDO_USER, "output given to the sudo user");
         assert_eq!(metadata.mode() & 0o777, 0o644);
     } else {
-        assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
-        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(1), "{}", stderr_text(&output));
+        let stderr = stderr_text(&output);
         assert!(stderr.contains("replaced by another file"), "{stderr}");
     }
 }
@@ -163,7 +127,7 @@ fn sudo_output_belongs_to_invoking_user() {
     let workload = Workload::start("burn", &["5"]);
     let out = scratch.path().join("out.folded");
     let output = record_as_sudo_user(&workload, "0.5", &out);
-    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(output.status.success(), "{}", stderr_text(&output));
     let metadata = std::fs::metadata(&out).unwrap();
     assert_eq!((metadata.uid(), metadata.gid()), (SUDO_USER, SUDO_USER));
     assert_eq!(metadata.mode() & 0o777, 0o644);
@@ -190,7 +154,7 @@ fn device_output_stays_a_device() {
         .arg(&null)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(output.status.success(), "{}", stderr_text(&output));
     let metadata = std::fs::symlink_metadata(&null).unwrap();
     assert!(
         metadata.file_type().is_char_device(),
@@ -209,7 +173,7 @@ fn fifo_output_reaches_its_reader() {
     let got = scratch.path().join("got");
     let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());
-    let reader = Guard(
+    let reader = KillOnDrop(
         Command::new("sh")
             // exec: the guard's kill must reach cat itself, which blocks in open until a writer comes.
             .args(["-c", r#"exec cat "$1" > "$2""#, "sh"])
@@ -227,7 +191,7 @@ fn fifo_output_reaches_its_reader() {
         .arg(&fifo)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(output.status.success(), "{}", stderr_text(&output));
     let mut reader = reader;
     let deadline = Instant::now() + Duration::from_secs(5);
     while reader.0.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -261,8 +225,8 @@ fn symlink_output_refused() {
         .arg(&link)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
-    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_text(&output));
+    let stderr = stderr_text(&output);
     assert!(stderr.contains("is a symbolic link"), "{stderr}");
     assert!(std::fs::symlink_metadata(&link)
         .unwrap()
@@ -272,7 +236,7 @@ fn symlink_output_refused() {
 }
 
 /// The attacker's process, named `<x\x01\x1b[31m"&` with a thread named with controls, burning CPU.
-fn start_hostile_names() -> Guard {
+fn start_hostile_names() -> KillOnDrop {
     let script = r#"
 import ctypes, threading, time
 libc = ctypes.CDLL(None)
@@ -288,12 +252,12 @@ libc.prctl(PR_SET_NAME, b'<x\x01\x1b[31m"&', 0, 0, 0)
 threading.Thread(target=worker).start()
 burn(10)
 "#;
-    let child = as_attacker("/usr/bin/python3")
+    let child = as_nobody("/usr/bin/python3")
         .args(["-c", script])
         .spawn()
         .expect("run /usr/bin/python3 as the attacker (Debian package python3)");
     std::thread::sleep(Duration::from_millis(300));
-    Guard(child)
+    KillOnDrop(child)
 }
 
 fn assert_printable_folded(text: &str) {
@@ -339,7 +303,7 @@ fn hostile_names_keep_output_valid() {
     assert!(
         parsed.status.success(),
         "the SVG is not well-formed XML: {}",
-        stderr_of(&parsed)
+        stderr_text(&parsed)
     );
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("&lt;x\u{FFFD}\u{FFFD}[31m"), "process name");
@@ -390,37 +354,24 @@ fn launched_id(extra: &[&str]) -> (String, Output) {
 fn launched_command_runs_as_sudo_user() {
     let _kernel = kernel_test();
     let (uid, output) = launched_id(&[]);
-    assert!(output.status.success(), "{}", stderr_of(&output));
-    assert_eq!(uid, NOBODY.to_string(), "{}", stderr_of(&output));
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    assert_eq!(uid, NOBODY.to_string(), "{}", stderr_text(&output));
     let (uid, output) = launched_id(&["--run-as-root"]);
-    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(output.status.success(), "{}", stderr_text(&output));
     assert_eq!(uid, "0");
     let (uid, output) = launched_id(&["--user", "nobody"]);
-    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(output.status.success(), "{}", stderr_text(&output));
     assert_eq!(uid, NOBODY.to_string());
-}
-
-fn run_failing(args: &[&str]) -> String {
-    let output = emberprof().args(args).output().expect("test setup");
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "expected a clean failure (exit 1, not a panic) for {args:?}: {}",
-        stderr_of(&output)
-    );
-    let stderr = stderr_of(&output);
-    assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");
-    stderr
 }
 
 /// `-d 1e20` and `-d -1`: a clear error naming --duration, no panic.
 #[test]
 fn bad_durations() {
-    let stderr = run_failing(&["record", "--all", "-d", "1e20", "-o", "-"]);
+    let stderr = run_error_line(&["record", "--all", "-d", "1e20", "-o", "-"]);
     assert!(stderr.contains("--duration 1e20 is too long"), "{stderr}");
-    let stderr = run_failing(&["record", "--all", "-d", "inf", "-o", "-"]);
+    let stderr = run_error_line(&["record", "--all", "-d", "inf", "-o", "-"]);
     assert!(stderr.contains("--duration must be a positive"), "{stderr}");
-    let stderr = run_failing(&["record", "--all", "-d", "-1", "-o", "-"]);
+    let stderr = run_error_line(&["record", "--all", "-d", "-1", "-o", "-"]);
     assert!(
         stderr.contains("--duration must be a positive number of seconds, not -1"),
         "{stderr}"
@@ -438,7 +389,7 @@ fn thread_id_names_its_process() {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .find(|&tid| tid != pid)
         .expect("a thread other than the main one");
-    let stderr = run_failing(&["record", "-p", &tid.to_string(), "-d", "1", "-o", "-"]);
+    let stderr = run_error_line(&["record", "-p", &tid.to_string(), "-d", "1", "-o", "-"]);
     assert!(
         stderr.contains(&format!("{tid} is a thread of process {pid}")),
         "{stderr}"
@@ -468,7 +419,7 @@ fn long_output_names() {
     let too_long = scratch
         .path()
         .join(format!("{}.folded", "n".repeat(256 - 7)));
-    let stderr = run_failing(&[
+    let stderr = run_error_line(&[
         "record",
         "--all",
         "-d",

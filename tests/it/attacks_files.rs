@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// The unprivileged attacker (`nobody` on Debian).
-const ATTACKER: u32 = 65534;
 /// A recording that has not ended this long after its `-d` is hung.
 const HANG: Duration = Duration::from_secs(60);
 /// Peak resident memory allowed to emberprof in these tests. A normal short recording of one
@@ -136,7 +134,7 @@ impl AttackDir {
             .expect("temp dir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
-        chown(dir.path());
+        give_to_nobody(dir.path());
         AttackDir { dir }
     }
 
@@ -156,13 +154,9 @@ impl AttackDir {
                 .arg(&source_path)
                 .args(flags),
         );
-        chown(&out);
+        give_to_nobody(&out);
         out
     }
-}
-
-fn chown(path: &Path) {
-    std::os::unix::fs::chown(path, Some(ATTACKER), Some(ATTACKER)).expect("chown");
 }
 
 fn run_tool(command: &mut Command) {
@@ -183,14 +177,7 @@ struct Victim {
 
 impl Victim {
     fn start(program: &Path, args: &[&str]) -> Victim {
-        let child = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(program)
+        let child = as_nobody(program)
             .args(args)
             .stdout(Stdio::null())
             .spawn()
@@ -375,7 +362,7 @@ fn with_debug_link(dir: &AttackDir, name: &str, link: &[u8]) -> PathBuf {
             ))
             .arg(&exe),
     );
-    chown(&exe);
+    give_to_nobody(&exe);
     exe
 }
 
@@ -389,7 +376,7 @@ fn fifo_debug_link_does_not_hang() {
     let c_path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("path");
     // SAFETY: valid path.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o666) }, 0);
-    chown(&fifo);
+    give_to_nobody(&fifo);
     let victim = Victim::start(&exe, &["spin"]);
     let out = dir.path("out.folded");
     let recording = record_pid(&victim, &out, &[]);
@@ -560,33 +547,13 @@ int main(void) {
 }
 "#;
 
-/// Whether `pid` holds a BPF link (emberprof has attached its sampling program).
-fn has_bpf_link(pid: u32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|fds| {
-            fds.flatten().any(|fd| {
-                std::fs::read_link(fd.path())
-                    .is_ok_and(|target| target.to_string_lossy().contains("bpf_link"))
-            })
-        })
-        .unwrap_or(false)
-}
-
 /// Starts `program` (as the attacker, without address randomization) under PID `pid`, by setting
 /// `ns_last_pid` just before forking; other processes on the machine fork too, so this is retried.
 fn start_with_pid(pid: u32, program: &Path) -> Option<Child> {
     for _ in 0..500 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
-        let child = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "setarch",
-                "x86_64",
-                "-R",
-            ])
+        let child = as_nobody("setarch")
+            .args(["x86_64", "-R"])
             .arg(program)
             .stdout(Stdio::null())
             .spawn()
@@ -612,16 +579,8 @@ fn reused_pid_is_not_mistaken_for_the_sampled_process() {
     let dir = AttackDir::new();
     let a = dir.compile("reuse-a", REUSE_C, &["-DWORK=alpha_work", "-DWAIT"]);
     let b = dir.compile("reuse-b", REUSE_C, &["-DWORK=bravo_work"]);
-    let mut victim_a = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "setarch",
-            "x86_64",
-            "-R",
-        ])
+    let mut victim_a = as_nobody("setarch")
+        .args(["x86_64", "-R"])
         .arg(&a)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -630,7 +589,7 @@ fn reused_pid_is_not_mistaken_for_the_sampled_process() {
     let pid = victim_a.id();
     let out = dir.path("out.folded");
     let pid_arg = pid.to_string();
-    let recorder = emberprof()
+    let mut recorder = emberprof()
         .args([
             "record", "-p", &pid_arg, "-d", "8", "-F", "499", "--unwind", "fp", "-o",
         ])
@@ -640,11 +599,7 @@ fn reused_pid_is_not_mistaken_for_the_sampled_process() {
         .spawn()
         .expect("run emberprof");
     let recorder_pid = recorder.id();
-    let deadline = Instant::now() + HANG;
-    while !has_bpf_link(recorder_pid) {
-        assert!(Instant::now() < deadline, "emberprof never attached");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_sampling(&mut recorder);
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signals to our own children.
     unsafe { libc::kill(recorder_pid as i32, libc::SIGSTOP) };

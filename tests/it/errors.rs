@@ -5,18 +5,22 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn run_failing(command: &mut std::process::Command) -> String {
+/// Runs `command` (emberprof, perhaps behind setpriv), asserting a clean one-line failure.
+fn error_line_of(command: &mut std::process::Command) -> String {
     let output = command.output().expect("run emberprof");
-    assert!(
-        !output.status.success(),
-        "expected failure, got {}",
-        output.status
+    expect_error_line(&output, &format!("{command:?}"))
+}
+
+/// Runs emberprof with `args`, asserting a usage error: clap's exit status 2, with the usage.
+fn usage_error_of(args: &[&str]) -> String {
+    let output = emberprof().args(args).output().expect("run emberprof");
+    let stderr = stderr_text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "usage error expected for {args:?}:\n{stderr}"
     );
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        stderr.trim().lines().count() == 1 || stderr.contains("Usage:"),
-        "one-line error expected:\n{stderr}"
-    );
+    assert!(stderr.contains("Usage:"), "no usage in:\n{stderr}");
     stderr
 }
 
@@ -24,7 +28,7 @@ fn run_failing(command: &mut std::process::Command) -> String {
 #[test]
 fn unknown_pid() {
     let _kernel = kernel_test();
-    let stderr = run_failing(emberprof().args(["record", "-p", "999999999", "-d", "1", "-o", "-"]));
+    let stderr = run_error_line(&["record", "-p", "999999999", "-d", "1", "-o", "-"]);
     assert!(stderr.contains("no process with PID 999999999"), "{stderr}");
 }
 
@@ -33,7 +37,7 @@ fn unknown_pid() {
 fn missing_capabilities() {
     let _kernel = kernel_test();
     // setpriv (util-linux) drops the capabilities from the bounding set, so even root lacks them.
-    let stderr = run_failing(std::process::Command::new("setpriv").args([
+    let stderr = error_line_of(std::process::Command::new("setpriv").args([
         "--bounding-set=-bpf,-perfmon,-sys_admin",
         env!("CARGO_BIN_EXE_emberprof"),
         "record",
@@ -58,8 +62,7 @@ fn missing_capabilities() {
 fn unwritable_output_fails_before_sampling() {
     let _kernel = kernel_test();
     let started = Instant::now();
-    let stderr =
-        run_failing(emberprof().args(["record", "--all", "-d", "30", "-o", "/sys/flame.svg"]));
+    let stderr = run_error_line(&["record", "--all", "-d", "30", "-o", "/sys/flame.svg"]);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "failed only after sampling"
@@ -68,14 +71,14 @@ fn unwritable_output_fails_before_sampling() {
         stderr.contains("cannot write output /sys/flame.svg"),
         "{stderr}"
     );
-    let stderr = run_failing(emberprof().args([
+    let stderr = run_error_line(&[
         "record",
         "--all",
         "-d",
         "30",
         "-o",
         "/no/such/dir/flame.svg",
-    ]));
+    ]);
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
 
@@ -83,7 +86,7 @@ fn unwritable_output_fails_before_sampling() {
 #[test]
 fn missing_btf() {
     let _kernel = kernel_test();
-    let stderr = run_failing(emberprof().args([
+    let stderr = run_error_line(&[
         "record",
         "--all",
         "-d",
@@ -92,7 +95,7 @@ fn missing_btf() {
         "/no/such/vmlinux",
         "-o",
         "-",
-    ]));
+    ]);
     assert!(
         stderr.contains("cannot read kernel BTF from /no/such/vmlinux"),
         "{stderr}"
@@ -102,12 +105,12 @@ fn missing_btf() {
 /// Zero or two target kinds are usage errors that list the choices.
 #[test]
 fn target_usage_errors() {
-    let stderr = run_failing(emberprof().args(["record", "-d", "1"]));
+    let stderr = usage_error_of(&["record", "-d", "1"]);
     assert!(
         stderr.contains("--pid") && stderr.contains("--all") && stderr.contains("COMMAND"),
         "{stderr}"
     );
-    let stderr = run_failing(emberprof().args(["record", "--all", "-p", "1"]));
+    let stderr = usage_error_of(&["record", "--all", "-p", "1"]);
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
 
@@ -115,8 +118,7 @@ fn target_usage_errors() {
 #[test]
 fn command_not_found() {
     let _kernel = kernel_test();
-    let stderr =
-        run_failing(emberprof().args(["record", "-o", "-", "--", "no-such-program-emberprof"]));
+    let stderr = run_error_line(&["record", "-o", "-", "--", "no-such-program-emberprof"]);
     assert!(
         stderr.contains("command not found in PATH: no-such-program-emberprof"),
         "{stderr}"
@@ -127,7 +129,6 @@ fn command_not_found() {
 #[test]
 fn frequency_above_kernel_limit() {
     let _kernel = kernel_test();
-    let stderr =
-        run_failing(emberprof().args(["record", "--all", "-F", "100000000", "-d", "1", "-o", "-"]));
+    let stderr = run_error_line(&["record", "--all", "-F", "100000000", "-d", "1", "-o", "-"]);
     assert!(stderr.contains("perf_event_max_sample_rate"), "{stderr}");
 }

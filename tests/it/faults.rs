@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::record::{assert_burn_profile, is_burn};
 use crate::support::*;
 
 /// Names of the files in `dir` ending in `.tmp`.
@@ -26,18 +25,10 @@ fn wait_for_samples(child: &mut Child) {
     std::thread::sleep(Duration::from_millis(700));
 }
 
-/// Starts an open-ended `emberprof record -p PID -o OUT` with stderr captured.
-fn start_recording(pid: u32, out: &Path) -> Child {
+/// Starts an open-ended `emberprof record -p PID -o OUT` on `backend` with stderr captured.
+fn start_recording(backend: Backend, pid: u32, out: &Path) -> Child {
     emberprof()
-        .args([
-            "record",
-            "-p",
-            &pid.to_string(),
-            "-F",
-            "499",
-            "-o",
-            out.to_str().expect("UTF-8 path"),
-        ])
+        .args(backend.record().pid(pid).frequency(499).output(out).strs())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -49,28 +40,35 @@ fn signal(child: &Child, signal: i32) {
     unsafe { libc::kill(child.id() as i32, signal) };
 }
 
-/// SIGHUP (a dropped SSH session) ends the capture like Ctrl-C: the output is written, exit 0.
-#[test]
-fn hangup_writes_output() {
-    let _kernel = kernel_test();
-    let workload = Workload::start("burn", &["20"]);
-    let dir = scratch();
-    let out = out_path(&dir, "hangup.folded");
-    let mut child = start_recording(workload.pid(), &out);
-    wait_for_samples(&mut child);
-    signal(&child, libc::SIGHUP);
-    let output = child.wait_with_output().expect("wait");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{:?} (signal {:?}):\n{stderr}",
-        output.status,
-        output.status.signal()
-    );
-    assert!(stderr.contains("(interrupted)"), "{stderr}");
-    let stacks = read_folded(&out);
-    assert!(total(&stacks, is_burn) > 50, "{}", describe(&stacks));
-    assert!(temp_files(dir.path()).is_empty());
+both_backends! {
+    /// SIGHUP (a dropped SSH session) ends the capture like Ctrl-C: the output is written, exit 0.
+    fn hangup_writes_output(backend) {
+        let _kernel = kernel_test();
+        let workload = Workload::start("burn", &[UNTIL_KILLED]);
+        let dir = scratch();
+        let out = out_path(&dir, "hangup.folded");
+        let mut child = start_recording(backend, workload.pid(), &out);
+        let watch = CpuWatch::start(&mut child, &[workload.pid()]);
+        // Samples to keep: the signal must not come before there are any.
+        wait_for_cpu(workload.pid(), 0.5, &mut child);
+        signal(&child, libc::SIGHUP);
+        let output = child.wait_with_output().expect("wait");
+        let cpu = watch.used(&stderr_text(&output))[0];
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{:?} (signal {:?}):\n{stderr}",
+            output.status,
+            output.status.signal()
+        );
+        assert!(stderr.contains("(interrupted)"), "{stderr}");
+        let stacks = read_folded(&out);
+        // Every sample taken before the signal is in the output.
+        let all = all_samples(&stacks);
+        assert_samples_match_cpu("SIGHUP", all, cpu, 499, &stacks);
+        assert!(total(&stacks, is_burn) * 10 >= all * 9, "{}", describe(&stacks));
+        assert!(temp_files(dir.path()).is_empty());
+    }
 }
 
 /// A second Ctrl-C while the first is being handled stops at once: exit 130, no output, no
@@ -78,10 +76,10 @@ fn hangup_writes_output() {
 #[test]
 fn second_interrupt_aborts_and_removes_temp_file() {
     let _kernel = kernel_test();
-    let workload = Workload::start("burn", &["20"]);
+    let workload = Workload::start("burn", &[UNTIL_KILLED]);
     let dir = scratch();
     let out = out_path(&dir, "aborted.svg");
-    let mut child = start_recording(workload.pid(), &out);
+    let mut child = start_recording(Backend::Bpf, workload.pid(), &out);
     wait_for_samples(&mut child);
     assert_eq!(temp_files(dir.path()).len(), 1, "temporary file reserved");
     // Two SIGINTs that cannot merge into one: with the process stopped, one waits in the process's
@@ -107,40 +105,37 @@ fn second_interrupt_aborts_and_removes_temp_file() {
     );
 }
 
-/// `-o -` into a pipe whose reader has gone: exit 0 and no error line, in both formats.
-#[test]
-fn closed_stdout_pipe_ends_quietly() {
-    let _kernel = kernel_test();
-    let workload = Workload::start("burn", &["20"]);
-    for format in ["folded", "svg"] {
-        let mut child = emberprof()
-            .args([
-                "record",
-                "-p",
-                &workload.pid().to_string(),
-                "-d",
-                "1",
-                "--format",
-                format,
-                "-o",
-                "-",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start emberprof");
-        drop(child.stdout.take());
-        let output = child.wait_with_output().expect("wait");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "{format}: {:?}\n{stderr}",
-            output.status
-        );
-        assert!(
-            !stderr.contains("cannot") && !stderr.to_lowercase().contains("broken pipe"),
-            "{format}: error printed:\n{stderr}"
-        );
+both_backends! {
+    /// `-o -` into a pipe whose reader has gone: exit 0 and no error line, in both formats.
+    fn closed_stdout_pipe_ends_quietly(backend) {
+        let _kernel = kernel_test();
+        let workload = Workload::start("burn", &[UNTIL_KILLED]);
+        for format in ["folded", "svg"] {
+            let args = backend
+                .record()
+                .pid(workload.pid())
+                .duration("1")
+                .args(&["--format", format])
+                .output_stdout();
+            let mut child = emberprof()
+                .args(args.strs())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start emberprof");
+            drop(child.stdout.take());
+            let output = child.wait_with_output().expect("wait");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                output.status.success(),
+                "{format}: {:?}\n{stderr}",
+                output.status
+            );
+            assert!(
+                !stderr.contains("cannot") && !stderr.to_lowercase().contains("broken pipe"),
+                "{format}: error printed:\n{stderr}"
+            );
+        }
     }
 }
 
@@ -180,7 +175,7 @@ impl Drop for SmallTmpfs {
 #[test]
 fn disk_full_is_one_error_line_and_leaves_nothing() {
     let _kernel = kernel_test();
-    let workload = Workload::start("burn", &["20"]);
+    let workload = Workload::start("burn", &[UNTIL_KILLED]);
     // One page: the temporary file is created, but a flame graph does not fit.
     let disk = SmallTmpfs::mount("4k");
     let out = disk.path("full.svg");
@@ -221,11 +216,11 @@ fn disk_full_is_one_error_line_and_leaves_nothing() {
 #[test]
 fn next_run_removes_temp_file_of_killed_run() {
     let _kernel = kernel_test();
-    let workload = Workload::start("burn", &["30"]);
+    let workload = Workload::start("burn", &[UNTIL_KILLED]);
     let dir = scratch();
     let out = out_path(&dir, "shared.folded");
 
-    let mut killed = start_recording(workload.pid(), &out);
+    let mut killed = start_recording(Backend::Bpf, workload.pid(), &out);
     wait_for_samples(&mut killed);
     let stale = temp_files(dir.path());
     assert_eq!(stale.len(), 1, "{stale:?}");
@@ -233,7 +228,7 @@ fn next_run_removes_temp_file_of_killed_run() {
     killed.wait().expect("wait");
     assert_eq!(temp_files(dir.path()), stale, "SIGKILL leaves the file");
 
-    let mut running = start_recording(workload.pid(), &out);
+    let mut running = start_recording(Backend::Bpf, workload.pid(), &out);
     wait_for_samples(&mut running);
     let live: Vec<String> = temp_files(dir.path())
         .into_iter()
@@ -269,7 +264,7 @@ fn next_run_removes_temp_file_of_killed_run() {
 #[test]
 fn side_by_side_instances_get_complete_results() {
     let _kernel = kernel_test();
-    let workload = Workload::start("burn", &["20"]);
+    let workload = Workload::start("burn", &[UNTIL_KILLED]);
     let pid = workload.pid().to_string();
     let dir = scratch();
     let by_pid = out_path(&dir, "pid.folded");
@@ -294,31 +289,29 @@ fn side_by_side_instances_get_complete_results() {
             .spawn()
             .expect("start emberprof")
     };
-    let cpu_before = cpu_seconds(workload.pid());
-    let first = run(&["-p", &pid], &by_pid);
-    let second = run(&["--all"], &all);
-    let mut counts = Vec::new();
-    for (child, out) in [(first, &by_pid), (second, &all)] {
+    let mut runs = [run(&["-p", &pid], &by_pid), run(&["--all"], &all)];
+    // Each run's own window, watched at once: the burn thread's CPU time while that run sampled.
+    let watches: Vec<CpuWatch> = runs
+        .iter_mut()
+        .map(|child| CpuWatch::start(child, &[workload.pid()]))
+        .collect();
+    for ((child, out), watch) in runs.into_iter().zip([&by_pid, &all]).zip(watches) {
         let output = child.wait_with_output().expect("wait");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{}: {stderr}", out.display());
+        let stderr = expect_success(&output, &out.display().to_string());
+        let cpu = watch.used(&stderr)[0];
         assert!(stderr.contains("(0 lost,"), "{}: {stderr}", out.display());
-        let burn: Vec<FoldedStack> = read_folded(out)
-            .into_iter()
-            .filter(|s| s.frames[0].starts_with(&format!("burn-{pid}/")))
-            .collect();
+        let burn = rooted(&read_folded(out), |root| {
+            root.starts_with(&format!("burn-{pid}/"))
+        });
+        assert_samples_match_cpu(
+            &out.display().to_string(),
+            all_samples(&burn),
+            cpu,
+            999,
+            &burn,
+        );
         assert_burn_profile(&burn);
-        counts.push(total(&burn, |_| true));
     }
-    // Both saw the same thread for 3 s, nothing lost: about the same count (their windows start up to
-    // a few hundred milliseconds apart on a loaded machine, where the thread's share of a CPU varies). The burn thread's CPU time from before the first start to after the last stop (which
-    // includes the runs' start-up, ~0.5 s each) bounds it from above.
-    let expected = (cpu_seconds(workload.pid()) - cpu_before) * 499.0;
-    let (low, high) = (counts[0].min(counts[1]), counts[0].max(counts[1]));
-    assert!(
-        low as f64 >= 0.75 * high as f64 && low as f64 >= 0.5 * expected,
-        "burn samples -p / --all: {counts:?}; its CPU time makes at most {expected:.0}"
-    );
 }
 
 /// The BPF object ids (`prog_id`, `map_id`, `link_id`) of the file descriptors `pid` holds.
@@ -346,9 +339,13 @@ fn bpf_ids(pid: u32, field: &str) -> Vec<u32> {
 #[test]
 fn sigkill_leaves_no_bpf_objects() {
     let _kernel = kernel_test();
-    let workload = Workload::start("burn", &["20"]);
+    let workload = Workload::start("burn", &[UNTIL_KILLED]);
     let dir = scratch();
-    let mut child = start_recording(workload.pid(), &out_path(&dir, "killed.folded"));
+    let mut child = start_recording(
+        Backend::Bpf,
+        workload.pid(),
+        &out_path(&dir, "killed.folded"),
+    );
     wait_for_samples(&mut child);
     let held: Vec<(&str, &str, Vec<u32>)> =
         [("prog", "prog_id"), ("map", "map_id"), ("link", "link_id")]
@@ -404,7 +401,7 @@ fn bpftool_has(kind: &str, id: u32) -> bool {
 #[test]
 fn tiny_maps_and_ring_buffer_report_losses() {
     let _kernel = kernel_test();
-    let workload = Workload::start("threads", &["10"]);
+    let workload = Workload::start("threads", &[UNTIL_KILLED]);
     let output = run_ok(&[
         "record",
         "-p",

@@ -1,6 +1,11 @@
 //! End-to-end tests: run the real `emberprof` binary, as a user would, against the workloads in
 //! `examples/`, and check what comes out. Tests that sample need root (CI runs them as root); without
 //! it they fail, saying how to run them, rather than pass silently.
+//!
+//! Tests of what both capture backends do are written once with `both_backends!` and run as
+//! `NAME::bpf` and `NAME::perf` (`cargo test -p emberprof --test it -- NAME` runs both). Checks of
+//! sample totals judge them against the CPU time the target used while sampled, so that they hold
+//! on a busy machine; see `support/measure.rs`.
 
 mod attacks;
 mod attacks_cfi;
@@ -16,6 +21,7 @@ mod perf_backend;
 mod real_programs;
 mod real_world;
 mod record;
+mod record_bpf;
 mod report;
 mod support;
 mod symbols;

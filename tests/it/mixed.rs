@@ -16,14 +16,6 @@ const MAX_AUTO_SHORTFALL: f64 = 0.02;
 /// has frame pointers after all and the `auto`/`dwarf` checks prove nothing.
 const MAX_FP_CHAIN_SHARE: f64 = 0.5;
 
-/// Outermost frames of a complete user stack: the program's and the threads' entry points.
-fn is_entry(frame: &str) -> bool {
-    frame == "_start"
-        || frame.starts_with("__libc_start_main")
-        || frame.starts_with("clone")
-        || frame == "start_thread"
-}
-
 /// The function's name without a C++ parameter list: `run(double)` and `run` are both `run`.
 fn bare(frame: &str) -> &str {
     frame.split_once('(').map_or(frame, |(name, _)| name)
@@ -36,18 +28,13 @@ fn comm(name: &str) -> &str {
 
 /// One 2-second recording of `example_name` under `--unwind mode`: its stacks (other processes
 /// filtered out), with the sample total checked against its CPU time.
-fn record(example_name: &str, mode: &str) -> Vec<FoldedStack> {
-    let (stacks, _, cpu) = record_command_measuring(
-        &["record", "-F", "999", "--unwind", mode, "-o", "-"],
-        &[&example(example_name), "2"],
-    );
-    let own: Vec<FoldedStack> = stacks
-        .into_iter()
-        .filter(|s| s.frames[0] == comm(example_name))
-        .collect();
+fn record(backend: Backend, example_name: &str, mode: &str) -> Vec<FoldedStack> {
+    let args = backend.record().frequency(999).unwind(mode).output_stdout();
+    let (stacks, _, cpu) = record_command_measuring(&args.strs(), &[&example(example_name), "2"]);
+    let own = rooted(&stacks, |root| root == comm(example_name));
     assert_samples_match_cpu(
         &format!("{example_name} --unwind {mode}"),
-        total(&own, |_| true),
+        all_samples(&own),
         cpu,
         999,
         &own,
@@ -57,27 +44,19 @@ fn record(example_name: &str, mode: &str) -> Vec<FoldedStack> {
 
 /// Share of samples with one of `chains` as consecutive frames (C++ parameter lists ignored).
 fn chain_share(stacks: &[FoldedStack], chains: &[&[&str]]) -> f64 {
-    let all = total(stacks, |_| true);
     let with_chain = total(stacks, |s| {
         let frames: Vec<String> = s.frames.iter().map(|f| bare(f).to_owned()).collect();
-        chains.iter().any(|chain| has_chain(&frames, chain))
+        chains.iter().any(|chain| has_consecutive(&frames, chain))
     });
-    with_chain as f64 / all as f64
-}
-
-/// Share of samples whose outermost user frame is an entry point.
-fn complete_share(stacks: &[FoldedStack]) -> f64 {
-    let all = total(stacks, |_| true);
-    let complete = total(stacks, |s| s.frames.get(1).is_some_and(|f| is_entry(f)));
-    complete as f64 / all as f64
+    with_chain as f64 / all_samples(stacks) as f64
 }
 
 /// Runs `example` under auto, dwarf and fp: the known chain in [`MIN_CHAIN_SHARE`] of samples with
 /// auto and dwarf, auto as complete as dwarf, and fp unable to walk it.
-fn assert_known_chain(example_name: &str, chains: &[&[&str]]) {
+fn assert_known_chain(backend: Backend, example_name: &str, chains: &[&[&str]]) {
     let mut complete = Vec::new();
     for mode in ["auto", "dwarf"] {
-        let stacks = record(example_name, mode);
+        let stacks = record(backend, example_name, mode);
         let share = chain_share(&stacks, chains);
         assert!(
             share >= MIN_CHAIN_SHARE,
@@ -85,7 +64,7 @@ fn assert_known_chain(example_name: &str, chains: &[&[&str]]) {
             share * 100.0,
             describe(&stacks)
         );
-        complete.push((complete_share(&stacks), stacks));
+        complete.push((complete_user_share(&stacks), stacks));
     }
     let (auto, auto_stacks) = &complete[0];
     let (dwarf, _) = &complete[1];
@@ -96,7 +75,7 @@ fn assert_known_chain(example_name: &str, chains: &[&[&str]]) {
         dwarf * 100.0,
         describe(auto_stacks)
     );
-    let stacks = record(example_name, "fp");
+    let stacks = record(backend, example_name, "fp");
     let share = chain_share(&stacks, chains);
     assert!(
         share <= MAX_FP_CHAIN_SHARE,
@@ -107,63 +86,69 @@ fn assert_known_chain(example_name: &str, chains: &[&[&str]]) {
     );
 }
 
-/// C++ as Debian builds it (`-O2 -g`, frameless, time in libstdc++ and libc): main;run;sort_words
-/// or main;run;count_words.
-#[test]
-fn cpp_o2_stacks_are_whole() {
-    let _kernel = kernel_test();
-    assert_known_chain(
-        "cpp-o2",
-        &[
-            &["main", "run", "sort_words"],
-            &["main", "run", "count_words"],
-        ],
-    );
+both_backends! {
+    /// C++ as Debian builds it (`-O2 -g`, frameless, time in libstdc++ and libc): main;run;sort_words
+    /// or main;run;count_words.
+    fn cpp_o2_stacks_are_whole(backend) {
+        let _kernel = kernel_test();
+        assert_known_chain(
+            backend,
+            "cpp-o2",
+            &[
+                &["main", "run", "sort_words"],
+                &["main", "run", "count_words"],
+            ],
+        );
+    }
 }
 
-/// A frameless program calling a frame-pointer library: main;run;fplib_outer;fplib_inner.
-#[test]
-fn frameless_program_calling_frame_pointer_library() {
-    let _kernel = kernel_test();
-    assert_known_chain(
-        "nofp-calls-fplib",
-        &[&["main", "run", "fplib_outer", "fplib_inner"]],
-    );
-    // What frame pointers do walk: the library's own frames.
-    let stacks = record("nofp-calls-fplib", "fp");
-    let share = chain_share(&stacks, &[&["fplib_outer", "fplib_inner"]]);
-    assert!(
-        share >= MIN_CHAIN_SHARE,
-        "--unwind fp: {:.1} % of samples carry fplib_outer;fplib_inner:\n{}",
-        share * 100.0,
-        describe(&stacks)
-    );
+both_backends! {
+    /// A frameless program calling a frame-pointer library: main;run;fplib_outer;fplib_inner.
+    fn frameless_program_calling_frame_pointer_library(backend) {
+        let _kernel = kernel_test();
+        assert_known_chain(
+            backend,
+            "nofp-calls-fplib",
+            &[&["main", "run", "fplib_outer", "fplib_inner"]],
+        );
+        // What frame pointers do walk: the library's own frames.
+        let stacks = record(backend, "nofp-calls-fplib", "fp");
+        let share = chain_share(&stacks, &[&["fplib_outer", "fplib_inner"]]);
+        assert!(
+            share >= MIN_CHAIN_SHARE,
+            "--unwind fp: {:.1} % of samples carry fplib_outer;fplib_inner:\n{}",
+            share * 100.0,
+            describe(&stacks)
+        );
+    }
 }
 
-/// A frame-pointer program calling a frameless library: main;run;nofplib_outer;nofplib_inner.
-#[test]
-fn frame_pointer_program_calling_frameless_library() {
-    let _kernel = kernel_test();
-    assert_known_chain(
-        "fp-calls-nofplib",
-        &[&["main", "run", "nofplib_outer", "nofplib_inner"]],
-    );
+both_backends! {
+    /// A frame-pointer program calling a frameless library: main;run;nofplib_outer;nofplib_inner.
+    fn frame_pointer_program_calling_frameless_library(backend) {
+        let _kernel = kernel_test();
+        assert_known_chain(
+            backend,
+            "fp-calls-nofplib",
+            &[&["main", "run", "nofplib_outer", "nofplib_inner"]],
+        );
+    }
 }
 
-/// `--unwind fp` on a frameless caller: the walk stops (at `run`, whose caller it cannot find), and
-/// the stack must say so with a `[truncated]` root frame rather than pass for a complete one.
-/// Expected to fail until `[truncated]` marking (issue 7, defect 4) is merged.
-#[test]
-fn frame_pointer_walk_stopped_by_frameless_caller_is_marked_truncated() {
-    let _kernel = kernel_test();
-    let stacks = record("nofp-calls-fplib", "fp");
-    let all = total(&stacks, |_| true);
-    let marked = total(&stacks, |s| {
-        s.frames.get(1).is_some_and(|f| f == "[truncated]")
-    });
-    assert!(
-        marked * 10 >= all * 9,
-        "only {marked}/{all} stacks cut short by frameless code have a [truncated] root:\n{}",
-        describe(&stacks)
-    );
+both_backends! {
+    /// `--unwind fp` on a frameless caller: the walk stops (at `run`, whose caller it cannot find), and
+    /// the stack must say so with a `[truncated]` root frame rather than pass for a complete one.
+    fn frame_pointer_walk_stopped_by_frameless_caller_is_marked_truncated(backend) {
+        let _kernel = kernel_test();
+        let stacks = record(backend, "nofp-calls-fplib", "fp");
+        let all = all_samples(&stacks);
+        let marked = total(&stacks, |s| {
+            s.frames.get(1).is_some_and(|f| f == "[truncated]")
+        });
+        assert!(
+            marked * 10 >= all * 9,
+            "only {marked}/{all} stacks cut short by frameless code have a [truncated] root:\n{}",
+            describe(&stacks)
+        );
+    }
 }

@@ -1,163 +1,31 @@
 //! The perf_event backend: profiling one's own programs without privileges, chosen automatically,
 //! and the same stacks as the BPF backend when both can run.
 //!
-//! Unprivileged runs use uid/gid 65534 without capabilities (setpriv), with
-//! `kernel.perf_event_paranoid` set by the test (and restored, even on panic). The binaries are
-//! copied into a world-readable directory, since the build tree may sit under a directory that
-//! user cannot enter (/root in CI).
+//! Unprivileged runs use uid/gid 65534 without capabilities ([`Sandbox`]), with
+//! `kernel.perf_event_paranoid` set by the test ([`Paranoid`], restored even on panic). The
+//! behaviours both backends share are checked on both by the other modules' `both_backends!` tests.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
-use crate::record::{assert_burn_profile, is_burn};
 use crate::support::*;
 
-const NOBODY: &str = "65534";
-const PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";
-
-/// Sets `kernel.perf_event_paranoid` for as long as it lives, then puts the old value back. Holds
-/// an exclusive lock on a file, so that test processes running at once (another test binary, a
-/// second `cargo test`) never change it under each other.
-struct Paranoid {
-    original: String,
-    _lock: File,
-}
-
-impl Paranoid {
-    fn set(level: i32) -> Paranoid {
-        let lock = File::create(std::env::temp_dir().join("emberprof-perf-paranoid.lock"))
-            .expect("create the paranoid lock file");
-        // SAFETY: flock on an fd we own; blocks until the other holder is done.
-        assert_eq!(
-            unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) },
-            0,
-            "flock"
-        );
-        let original = std::fs::read_to_string(PARANOID)
-            .unwrap_or_else(|e| panic!("cannot read {PARANOID}: {e}"));
-        std::fs::write(PARANOID, level.to_string())
-            .unwrap_or_else(|e| panic!("cannot set {PARANOID} (needs root): {e}"));
-        Paranoid {
-            original,
-            _lock: lock,
-        }
-    }
-}
-
-impl Drop for Paranoid {
-    fn drop(&mut self) {
-        if let Err(error) = std::fs::write(PARANOID, self.original.trim()) {
-            eprintln!(
-                "cannot restore {PARANOID} to {}: {error}",
-                self.original.trim()
-            );
-        }
-    }
-}
-
-/// A directory uid 65534 can use: the emberprof binary and the examples, copied in, and room for
-/// output.
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new(examples: &[&str]) -> Sandbox {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod sandbox");
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).expect("mkdir bin");
-        let copy = |from: &Path, name: &str| {
-            let to = bin.join(name);
-            std::fs::copy(from, &to)
-                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", from.display()));
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod binary");
-        };
-        copy(Path::new(env!("CARGO_BIN_EXE_emberprof")), "emberprof");
-        for name in examples {
-            copy(&emberprof_examples::path(name), name);
-        }
-        let out = dir.path().join("out");
-        std::fs::create_dir(&out).expect("mkdir out");
-        let status = Command::new("chown")
-            .args([&format!("{NOBODY}:{NOBODY}"), &out.display().to_string()])
-            .status()
-            .expect("run chown");
-        assert!(status.success(), "chown of the output directory failed");
-        Sandbox { dir }
-    }
-
-    fn bin(&self, name: &str) -> PathBuf {
-        self.dir.path().join("bin").join(name)
-    }
-
-    fn out(&self, name: &str) -> PathBuf {
-        self.dir.path().join("out").join(name)
-    }
-
-    /// A command run as uid 65534 without capabilities, in the output directory.
-    fn unprivileged(&self, program: &Path) -> Command {
-        let mut command = Command::new("setpriv");
-        command
-            .args([
-                &format!("--reuid={NOBODY}"),
-                &format!("--regid={NOBODY}"),
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(program)
-            .current_dir(self.dir.path().join("out"))
-            .env_remove("SUDO_UID")
-            .env_remove("SUDO_GID");
-        command
-    }
-
-    fn emberprof(&self, args: &[&str]) -> Output {
-        self.unprivileged(&self.bin("emberprof"))
-            .args(args)
-            .output()
-            .expect("run setpriv (util-linux)")
-    }
-}
-
-fn ok(output: Output, what: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "{what} failed with {}:\n{stderr}",
-        output.status
+/// Launches the example `name` for 4 s as uid 65534 at `kernel.perf_event_paranoid` 2 with the
+/// sandbox's emberprof: its stacks and emberprof's stderr.
+fn unprivileged_launch(name: &str) -> (Vec<FoldedStack>, String) {
+    let _paranoid = Paranoid::set(2);
+    let sandbox = Sandbox::new(&[name]);
+    let out = sandbox.out("launch.folded");
+    let args = RecordArgs::new()
+        .frequency(999)
+        .output(&out)
+        .command(&[path_arg(&sandbox.bin(name)), "4"]);
+    let stderr = expect_success(
+        &sandbox.emberprof(&args.strs()),
+        &format!("unprivileged launch of {name}"),
     );
-    stderr
-}
-
-fn failing(output: Output, what: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        !output.status.success(),
-        "{what} should have failed:\n{stderr}"
-    );
-    assert_eq!(
-        stderr.trim().lines().count(),
-        1,
-        "one-line error expected:\n{stderr}"
-    );
-    stderr
-}
-
-/// A process of uid 65534, killed when dropped.
-struct UserWorkload(Child);
-
-impl Drop for UserWorkload {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    (read_folded(&out), stderr)
 }
 
 /// As a normal user at paranoid 2, a launched frame-pointer program gets the 3:1 ratio and
@@ -165,25 +33,8 @@ impl Drop for UserWorkload {
 #[test]
 fn unprivileged_launch_gets_ratio_and_full_stacks() {
     let _kernel = kernel_test();
-    let _paranoid = Paranoid::set(2);
-    let sandbox = Sandbox::new(&["burn"]);
-    let out = sandbox.out("burn.folded");
-    let burn = sandbox.bin("burn");
-    let stderr = ok(
-        sandbox.emberprof(&[
-            "record",
-            "-F",
-            "999",
-            "-o",
-            &out.display().to_string(),
-            "--",
-            &burn.display().to_string(),
-            "4",
-        ]),
-        "unprivileged launch",
-    );
+    let (stacks, stderr) = unprivileged_launch("burn");
     assert!(stderr.contains("perf_event backend"), "{stderr}");
-    let stacks = read_folded(&out);
     assert!(
         stacks.iter().all(|s| s.frames[0] == "burn"),
         "samples of other processes:\n{}",
@@ -191,9 +42,7 @@ fn unprivileged_launch_gets_ratio_and_full_stacks() {
     );
     // Kernel stacks are forbidden at paranoid 2: none may appear.
     assert!(
-        !stacks
-            .iter()
-            .any(|s| s.frames.iter().any(|f| f.ends_with("_[k]"))),
+        !stacks.iter().any(FoldedStack::has_kernel_frame),
         "kernel frames at paranoid 2:\n{}",
         describe(&stacks)
     );
@@ -204,25 +53,9 @@ fn unprivileged_launch_gets_ratio_and_full_stacks() {
 #[test]
 fn unprivileged_frameless_gets_full_chains() {
     let _kernel = kernel_test();
-    let _paranoid = Paranoid::set(2);
-    let sandbox = Sandbox::new(&["burn-nofp"]);
-    let out = sandbox.out("nofp.folded");
-    let burn = sandbox.bin("burn-nofp");
-    let stderr = ok(
-        sandbox.emberprof(&[
-            "record",
-            "-F",
-            "999",
-            "-o",
-            &out.display().to_string(),
-            "--",
-            &burn.display().to_string(),
-            "4",
-        ]),
-        "unprivileged launch of burn-nofp",
-    );
+    let (stacks, stderr) = unprivileged_launch("burn-nofp");
     assert!(stderr.contains("by DWARF"), "{stderr}");
-    assert_burn_profile(&read_folded(&out));
+    assert_burn_profile(&stacks);
 }
 
 /// -p on one's own running process works unprivileged; --all and another user's process fail
@@ -232,7 +65,7 @@ fn unprivileged_pid_mode_and_refusals() {
     let _kernel = kernel_test();
     let _paranoid = Paranoid::set(2);
     let sandbox = Sandbox::new(&["burn"]);
-    let workload = UserWorkload(
+    let workload = KillOnDrop(
         sandbox
             .unprivileged(&sandbox.bin("burn"))
             .arg("20")
@@ -243,8 +76,8 @@ fn unprivileged_pid_mode_and_refusals() {
     std::thread::sleep(Duration::from_millis(200));
     let pid = workload.0.id().to_string();
     let out = sandbox.out("pid.folded");
-    ok(
-        sandbox.emberprof(&[
+    expect_success(
+        &sandbox.emberprof(&[
             "record",
             "-p",
             &pid,
@@ -259,8 +92,8 @@ fn unprivileged_pid_mode_and_refusals() {
     );
     assert_burn_profile(&read_folded(&out));
 
-    let stderr = failing(
-        sandbox.emberprof(&["record", "--all", "-d", "1", "-o", "-"]),
+    let stderr = expect_error_line(
+        &sandbox.emberprof(&["record", "--all", "-d", "1", "-o", "-"]),
         "--all as a user",
     );
     assert!(
@@ -269,8 +102,8 @@ fn unprivileged_pid_mode_and_refusals() {
             && stderr.contains("sudo"),
         "{stderr}"
     );
-    let stderr = failing(
-        sandbox.emberprof(&["record", "-p", "1", "-d", "1", "-o", "-"]),
+    let stderr = expect_error_line(
+        &sandbox.emberprof(&["record", "-p", "1", "-d", "1", "-o", "-"]),
         "another user's process",
     );
     assert!(
@@ -287,8 +120,8 @@ fn paranoid_three_names_the_sysctl() {
     let _paranoid = Paranoid::set(3);
     let sandbox = Sandbox::new(&["burn"]);
     let burn = sandbox.bin("burn");
-    let stderr = failing(
-        sandbox.emberprof(&["record", "-o", "-", "--", &burn.display().to_string(), "1"]),
+    let stderr = expect_error_line(
+        &sandbox.emberprof(&["record", "-o", "-", "--", &burn.display().to_string(), "1"]),
         "a user at paranoid 3",
     );
     assert!(
@@ -367,7 +200,7 @@ fn user_stack_shares(stacks: &[FoldedStack]) -> Vec<(String, f64)> {
 fn perf_backend_matches_bpf() {
     let _kernel = kernel_test();
     for name in ["burn", "burn-nofp"] {
-        let workload = Workload::start(name, &["20"]);
+        let workload = Workload::start(name, &[UNTIL_KILLED]);
         let pid = workload.pid().to_string();
         let dir = scratch();
         let spawn = |backend: &str| {
@@ -395,17 +228,13 @@ fn perf_backend_matches_bpf() {
         let mut results = Vec::new();
         for (child, out) in runs {
             let output = child.wait_with_output().expect("wait for emberprof");
-            ok(output, &format!("{name}: {}", out.display()));
+            expect_success(&output, &format!("{name}: {}", out.display()));
             results.push(read_folded(&out));
         }
         let (bpf, perf) = (&results[0], &results[1]);
         assert_burn_profile(bpf);
         assert_burn_profile(perf);
-        let ratio = |stacks: &[FoldedStack]| {
-            total(stacks, |s| s.frames.iter().any(|f| f == "burn_a")) as f64
-                / total(stacks, |s| s.frames.iter().any(|f| f == "burn_b")) as f64
-        };
-        let (bpf_ratio, perf_ratio) = (ratio(bpf), ratio(perf));
+        let (bpf_ratio, perf_ratio) = (burn_ratio(bpf), burn_ratio(perf));
         // Within 15 % of the expected 3:1 of each other (each is within 15 % of 3 already).
         assert!(
             (perf_ratio - bpf_ratio).abs() <= 3.0 * 0.15,

@@ -3,7 +3,6 @@
 //! trampolines, and V8 builtins without CFI called from JIT code.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::*;
 
@@ -14,42 +13,25 @@ const MIN_PYTHON_CHAIN: f64 = 0.80;
 /// Share of node samples that may show an `[unknown]` frame between JIT code and the leaf.
 const MAX_NODE_UNKNOWN_ABOVE_LEAF: f64 = 0.05;
 
-/// Records `command` (run in `dir`) with DWARF unwinding; the folded stacks of processes named
-/// `comm`, and emberprof's stderr.
-fn record_dwarf(dir: &Path, comm: &str, command: &[&str]) -> (Vec<FoldedStack>, String) {
-    let folded = out_path_in(dir, "out.folded");
-    let mut args = vec![
-        "record",
-        "-v",
-        "-F",
-        "999",
-        "--unwind",
-        "dwarf",
-        "-o",
-        folded.to_str().expect("UTF-8 temp path"),
-        "--",
-    ];
-    args.extend_from_slice(command);
-    let output = emberprof()
-        .current_dir(dir)
-        .args(&args)
-        .output()
-        .expect("run emberprof");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "emberprof {args:?} failed with {}:\n{stderr}",
-        output.status
-    );
-    let stacks = read_folded(&folded)
-        .into_iter()
-        .filter(|s| s.frames[0] == comm)
-        .collect();
-    (stacks, stderr)
-}
-
-fn out_path_in(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
+/// Records `command` (run in `dir`) on `backend` with DWARF unwinding: the folded stacks of
+/// processes named `comm`, as many as the command's CPU time calls for, and emberprof's stderr.
+fn record_dwarf(
+    backend: Backend,
+    dir: &Path,
+    comm: &str,
+    command: &[&str],
+) -> (Vec<FoldedStack>, String) {
+    let folded = dir.join("out.folded");
+    let args = backend
+        .record()
+        .args(&["-v"])
+        .frequency(999)
+        .unwind("dwarf")
+        .output(&folded);
+    let (output, cpu) = launch_measuring(Some(dir), &args.strs(), command);
+    let stacks = rooted(&read_folded(&folded), |root| root == comm);
+    assert_samples_match_cpu(comm, all_samples(&stacks), cpu, 999, &stacks);
+    (stacks, stderr_text(&output))
 }
 
 /// The user frames of a stack, outermost first (without the process name and kernel frames).
@@ -79,55 +61,56 @@ fn entry_point(path: &Path) -> u64 {
     u64::from_le_bytes(field)
 }
 
-/// `openssl speed rsa2048` spends its time in libcrypto's assembly (bignum Montgomery code), whose
-/// CFI computes the CFA from a stack pointer saved in the frame or from rax/rsi/r9/r11: nearly every
-/// stack must still reach `_start` (perf reaches it in all of them).
-#[test]
-fn openssl_assembly_unwinds_to_start() {
-    let _kernel = kernel_test();
-    let openssl = find_in_path("openssl").expect(
-        "this test needs Debian's openssl: `apt-get install openssl` (.ci/run installs it)",
-    );
-    let openssl = std::fs::canonicalize(&openssl).expect("resolve openssl");
-    let entry = entry_point(&openssl);
-    let dir = scratch();
-    let (stacks, stderr) = record_dwarf(
-        dir.path(),
-        "openssl",
-        &[
-            openssl.to_str().expect("UTF-8 path"),
-            "speed",
-            "-seconds",
-            "2",
-            "rsa2048",
-        ],
-    );
-    let all = total(&stacks, |_| true);
-    assert!(all >= 500, "only {all} openssl samples:\n{stderr}");
-    // Stripped: `_start` shows as `openssl+0xOFF`, a return address a few bytes past the entry point.
-    let is_start = |frame: &str| {
-        frame == "_start"
-            || frame
-                .strip_prefix("openssl+0x")
-                .and_then(|offset| u64::from_str_radix(offset, 16).ok())
-                .is_some_and(|offset| (entry..entry + 0x40).contains(&offset))
-    };
-    let complete = total(&stacks, |s| {
-        user_frames(s).first().is_some_and(|f| is_start(f))
-    });
-    assert!(
-        complete as f64 >= MIN_OPENSSL_COMPLETE * all as f64,
-        "only {complete}/{all} openssl stacks reach _start (entry {entry:#x}):\n{stderr}\n{}",
-        describe(&stacks)
-    );
-    let bignum = total(&stacks, |s| {
-        user_frames(s).contains(&"BN_mod_exp_mont_consttime_x2")
-    });
-    assert!(
-        bignum * 20 >= all,
-        "BN_mod_exp_mont_consttime_x2 in only {bignum}/{all} stacks:\n{}",
-        describe(&stacks)
-    );
+both_backends! {
+    /// `openssl speed rsa2048` spends its time in libcrypto's assembly (bignum Montgomery code), whose
+    /// CFI computes the CFA from a stack pointer saved in the frame or from rax/rsi/r9/r11: nearly every
+    /// stack must still reach `_start` (perf reaches it in all of them).
+    fn openssl_assembly_unwinds_to_start(backend) {
+        let _kernel = kernel_test();
+        let openssl = find_in_path("openssl").expect(
+            "this test needs Debian's openssl: `apt-get install openssl` (.ci/run installs it)",
+        );
+        let openssl = std::fs::canonicalize(&openssl).expect("resolve openssl");
+        let entry = entry_point(&openssl);
+        let dir = scratch();
+        let (stacks, stderr) = record_dwarf(
+            backend,
+            dir.path(),
+            "openssl",
+            &[
+                openssl.to_str().expect("UTF-8 path"),
+                "speed",
+                "-seconds",
+                "2",
+                "rsa2048",
+            ],
+        );
+        let all = all_samples(&stacks);
+        // Stripped: `_start` shows as `openssl+0xOFF`, a return address a few bytes past the entry point.
+        let is_start = |frame: &str| {
+            frame == "_start"
+                || frame
+                    .strip_prefix("openssl+0x")
+                    .and_then(|offset| u64::from_str_radix(offset, 16).ok())
+                    .is_some_and(|offset| (entry..entry + 0x40).contains(&offset))
+        };
+        let complete = total(&stacks, |s| {
+            user_frames(s).first().is_some_and(|f| is_start(f))
+        });
+        assert!(
+            complete as f64 >= MIN_OPENSSL_COMPLETE * all as f64,
+            "only {complete}/{all} openssl stacks reach _start (entry {entry:#x}):\n{stderr}\n{}",
+            describe(&stacks)
+        );
+        let bignum = total(&stacks, |s| {
+            user_frames(s).contains(&"BN_mod_exp_mont_consttime_x2")
+        });
+        assert!(
+            bignum * 20 >= all,
+            "BN_mod_exp_mont_consttime_x2 in only {bignum}/{all} stacks:\n{}",
+            describe(&stacks)
+        );
+    }
 }
 
 /// A Python 3.12 or 3.13 interpreter: pyenv's (this machine image has them), or one in PATH.
@@ -169,120 +152,118 @@ fn python_with_perf_trampolines() -> PathBuf {
         )
 }
 
-/// Python 3.12+ `-X perf` runs each Python function through a small trampoline without CFI, named
-/// `py::function:file` in the perf map. Unwinding must step through them, so a sample in `c` shows
-/// the whole Python chain `<module>` → `a` → `b` → `c`, each under its own interpreter frame.
-#[test]
-fn python_perf_trampolines_keep_the_python_chain() {
-    let _kernel = kernel_test();
-    let _maps = PerfMapCleanup::new();
-    let python = python_with_perf_trampolines();
-    let dir = scratch();
-    let script = dir.path().join("chain.py");
-    std::fs::write(
-        &script,
-        "import time\n\
-         def c(n):\n    s = 0\n    for i in range(n):\n        s += i * i\n    return s\n\
-         def b(n):\n    return c(n)\n\
-         def a():\n    end = time.time() + 3\n    while time.time() < end:\n        b(20000)\n\
-         a()\n",
-    )
-    .expect("write script");
-    let comm = python
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("python file name")
-        .to_owned();
-    let (stacks, stderr) = record_dwarf(
-        dir.path(),
-        &comm,
-        &[
-            python.to_str().expect("UTF-8 path"),
-            "-X",
-            "perf",
-            script.to_str().expect("UTF-8 path"),
-        ],
-    );
-    let all = total(&stacks, |_| true);
-    assert!(all >= 500, "only {all} Python samples:\n{stderr}");
-    let script_name = script.to_str().expect("UTF-8 path");
-    let python_frame = |name: &str| format!("py::{name}:{script_name}_[j]");
-    let wanted: Vec<String> = ["<module>", "a", "b", "c"]
-        .iter()
-        .flat_map(|name| [python_frame(name), "_PyEval_EvalFrameDefault".to_owned()])
-        .collect();
-    // The Python frames and the interpreter frames between them, in order and nothing else of those
-    // kinds in between (other native frames, e.g. the trampoline evaluator, may sit between them).
-    let chain = total(&stacks, |s| {
-        let kinds: Vec<&String> = s
-            .frames
+both_backends! {
+    /// Python 3.12+ `-X perf` runs each Python function through a small trampoline without CFI, named
+    /// `py::function:file` in the perf map. Unwinding must step through them, so a sample in `c` shows
+    /// the whole Python chain `<module>` → `a` → `b` → `c`, each under its own interpreter frame.
+    fn python_perf_trampolines_keep_the_python_chain(backend) {
+        let _kernel = kernel_test();
+        let _maps = PerfMapCleanup::new();
+        let python = python_with_perf_trampolines();
+        let dir = scratch();
+        let script = dir.path().join("chain.py");
+        std::fs::write(
+            &script,
+            "import time\n\
+             def c(n):\n    s = 0\n    for i in range(n):\n        s += i * i\n    return s\n\
+             def b(n):\n    return c(n)\n\
+             def a():\n    end = time.time() + 3\n    while time.time() < end:\n        b(20000)\n\
+             a()\n",
+        )
+        .expect("write script");
+        let comm = python
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("python file name")
+            .to_owned();
+        let (stacks, stderr) = record_dwarf(
+            backend,
+            dir.path(),
+            &comm,
+            &[
+                python.to_str().expect("UTF-8 path"),
+                "-X",
+                "perf",
+                script.to_str().expect("UTF-8 path"),
+            ],
+        );
+        let all = all_samples(&stacks);
+        let script_name = script.to_str().expect("UTF-8 path");
+        let python_frame = |name: &str| format!("py::{name}:{script_name}_[j]");
+        let wanted: Vec<String> = ["<module>", "a", "b", "c"]
             .iter()
-            .filter(|f| f.starts_with("py::") || *f == "_PyEval_EvalFrameDefault")
+            .flat_map(|name| [python_frame(name), "_PyEval_EvalFrameDefault".to_owned()])
             .collect();
-        kinds.len() >= wanted.len()
-            && kinds[..wanted.len()]
+        // The Python frames and the interpreter frames between them, in order and nothing else of those
+        // kinds in between (other native frames, e.g. the trampoline evaluator, may sit between them).
+        let chain = total(&stacks, |s| {
+            let kinds: Vec<&String> = s
+                .frames
                 .iter()
-                .zip(&wanted)
-                .all(|(a, b)| *a == b)
-    });
-    assert!(
-        chain as f64 >= MIN_PYTHON_CHAIN * all as f64,
-        "only {chain}/{all} samples carry {wanted:?}:\n{stderr}\n{}",
-        describe(&stacks)
-    );
+                .filter(|f| f.starts_with("py::") || *f == "_PyEval_EvalFrameDefault")
+                .collect();
+            kinds.len() >= wanted.len()
+                && kinds[..wanted.len()]
+                    .iter()
+                    .zip(&wanted)
+                    .all(|(a, b)| *a == b)
+        });
+        assert!(
+            chain as f64 >= MIN_PYTHON_CHAIN * all as f64,
+            "only {chain}/{all} samples carry {wanted:?}:\n{stderr}\n{}",
+            describe(&stacks)
+        );
+    }
 }
 
-/// node's builtins are embedded in its text without CFI and are called from JIT code: a sample in
-/// one must return into the JIT caller, not into a made-up `[unknown]` frame.
-#[test]
-fn node_builtin_leaves_return_into_jit_code() {
-    let _kernel = kernel_test();
-    let _maps = PerfMapCleanup::new();
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "this test needs Node.js: `apt-get install nodejs` (.ci/run installs it)"
-    );
-    // node writes isolate-*.log into its working directory: a scratch one.
-    let dir = scratch();
-    let script = dir.path().join("maps.js");
-    std::fs::write(
-        &script,
-        "function strwork(n) {\n  const m = new Map();\n  let s = 0;\n\
-         \x20 for (let i = 0; i < n; i++) {\n    const k = 'k' + (i % 1000);\n\
-         \x20   m.set(k, (m.get(k) || 0) + i);\n    s += m.get(k) & 7;\n  }\n  return s;\n}\n\
-         const end = Date.now() + 3000;\nlet t = 0;\n\
-         while (Date.now() < end) t += strwork(100000);\nif (t < 0) console.log(t);\n",
-    )
-    .expect("write script");
-    let (stacks, stderr) = record_dwarf(
-        dir.path(),
-        "node",
-        &[
+both_backends! {
+    /// node's builtins are embedded in its text without CFI and are called from JIT code: a sample in
+    /// one must return into the JIT caller, not into a made-up `[unknown]` frame.
+    fn node_builtin_leaves_return_into_jit_code(backend) {
+        let _kernel = kernel_test();
+        let _maps = PerfMapCleanup::new();
+        assert_node_installed();
+        // node writes isolate-*.log into its working directory: a scratch one.
+        let dir = scratch();
+        let script = dir.path().join("maps.js");
+        std::fs::write(
+            &script,
+            "function strwork(n) {\n  const m = new Map();\n  let s = 0;\n\
+             \x20 for (let i = 0; i < n; i++) {\n    const k = 'k' + (i % 1000);\n\
+             \x20   m.set(k, (m.get(k) || 0) + i);\n    s += m.get(k) & 7;\n  }\n  return s;\n}\n\
+             const end = Date.now() + 3000;\nlet t = 0;\n\
+             while (Date.now() < end) t += strwork(100000);\nif (t < 0) console.log(t);\n",
+        )
+        .expect("write script");
+        let (stacks, _) = record_dwarf(
+            backend,
+            dir.path(),
             "node",
-            "--perf-basic-prof",
-            script.to_str().expect("UTF-8 path"),
-        ],
-    );
-    let all = total(&stacks, |_| true);
-    assert!(all >= 500, "only {all} node samples:\n{stderr}");
-    let jit = total(&stacks, |s| s.frames.iter().any(|f| f.ends_with("_[j]")));
-    assert!(
-        jit * 2 >= all,
-        "only {jit}/{all} samples under JIT code: the workload did not exercise the case:\n{}",
-        describe(&stacks)
-    );
-    // An `[unknown]` anywhere below the innermost JIT frame: the leaf's return address was made up.
-    let unknown_above_leaf = total(&stacks, |s| {
-        let user = user_frames(s);
-        let Some(last_jit) = user.iter().rposition(|f| f.ends_with("_[j]")) else {
-            return false;
-        };
-        user[last_jit + 1..].contains(&"[unknown]")
-    });
-    assert!(
-        unknown_above_leaf as f64 <= MAX_NODE_UNKNOWN_ABOVE_LEAF * all as f64,
-        "{unknown_above_leaf}/{all} samples have an [unknown] frame between JIT code and the leaf:\n{}",
-        describe(&stacks)
-    );
+            &[
+                "node",
+                "--perf-basic-prof",
+                script.to_str().expect("UTF-8 path"),
+            ],
+        );
+        let all = all_samples(&stacks);
+        let jit = total(&stacks, |s| s.frames.iter().any(|f| f.ends_with("_[j]")));
+        assert!(
+            jit * 2 >= all,
+            "only {jit}/{all} samples under JIT code: the workload did not exercise the case:\n{}",
+            describe(&stacks)
+        );
+        // An `[unknown]` anywhere below the innermost JIT frame: the leaf's return address was made up.
+        let unknown_above_leaf = total(&stacks, |s| {
+            let user = user_frames(s);
+            let Some(last_jit) = user.iter().rposition(|f| f.ends_with("_[j]")) else {
+                return false;
+            };
+            user[last_jit + 1..].contains(&"[unknown]")
+        });
+        assert!(
+            unknown_above_leaf as f64 <= MAX_NODE_UNKNOWN_ABOVE_LEAF * all as f64,
+            "{unknown_above_leaf}/{all} samples have an [unknown] frame between JIT code and the leaf:\n{}",
+            describe(&stacks)
+        );
+    }
 }

@@ -6,10 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{
-    describe, emberprof, example, kernel_test, out_path, parse_folded, run_ok, scratch, total,
-    Workload,
-};
+use crate::support::*;
 
 /// Runs the independent pprof tool (see the module comment): protoc generates its Python classes
 /// into `dir` first. Fails with instructions when protoc or python3-protobuf are missing.
@@ -73,8 +70,8 @@ fn pprof_matches_folded_and_report_renders_it() {
     let (folded, pprof) = (folded_path.to_str().unwrap(), pprof_path.to_str().unwrap());
     {
         let _guard = kernel_test();
-        let burn = Workload::start("burn", &["30"]);
-        let syscalls = Workload::start("syscalls", &["30"]);
+        let burn = Workload::start("burn", &[UNTIL_KILLED]);
+        let syscalls = Workload::start("syscalls", &[UNTIL_KILLED]);
         let pids = format!("{},{}", burn.pid(), syscalls.pid());
         run_ok(&[
             "record", "-p", &pids, "-d", "2", "-F", "499", "-o", folded, "-o", pprof,
