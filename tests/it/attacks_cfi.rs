@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -82,18 +82,8 @@ fn build_victim(dir: &Path) -> PathBuf {
         size > (CIE_INSTRUCTIONS * 2) as u64,
         "the linker dropped the hostile CIE ({size} bytes)"
     );
-    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).expect("chown");
+    give_to_nobody(&out);
     out
-}
-
-/// A child killed and reaped when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The recording ends within [`MAX_WALL`], names the process, and says in `-v` that the module's
@@ -107,23 +97,16 @@ fn hostile_cie_does_not_stall_recording() {
         .expect("temp dir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let victim = build_victim(dir.path());
-    let child = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(&victim)
+    let child = as_nobody(&victim)
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run setpriv (util-linux): {e}"));
-    let victim = Guard(child);
+    let victim = KillOnDrop(child);
     // setpriv execs the program: same PID. Let it get past the loader.
     std::thread::sleep(Duration::from_millis(300));
     let out = dir.path().join("out.folded");
     let started = Instant::now();
-    let mut profiler = Guard(
+    let mut profiler = KillOnDrop(
         emberprof()
             .args([
                 "record",

@@ -6,33 +6,10 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{emberprof, example, kernel_test, scratch};
-
-/// A command run as the unprivileged attacker: uid/gid 65534, no groups, no capabilities.
-fn as_attacker(program: &str) -> Command {
-    let mut command = Command::new("setpriv");
-    command.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        program,
-    ]);
-    command
-}
-
-/// A child killed and reaped when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{as_nobody, emberprof, example, kernel_test, scratch, KillOnDrop};
 
 fn mkfifo(path: &Path) {
     let name = CString::new(path.as_os_str().as_bytes()).expect("no NUL in path");
@@ -61,13 +38,13 @@ fn planted_fifo_in_a_shared_directory_is_refused() {
     let dir = shared_directory();
     let fifo = dir.path().join("flame.svg");
     let fifo_arg = fifo.to_str().expect("UTF-8 path");
-    let planted = as_attacker("/usr/bin/mkfifo")
+    let planted = as_nobody("/usr/bin/mkfifo")
         .arg(&fifo)
         .status()
         .expect("mkfifo as the attacker");
     assert!(planted.success(), "the attacker could not plant the FIFO");
-    let _reader = Guard(
-        as_attacker("/bin/sh")
+    let _reader = KillOnDrop(
+        as_nobody("/bin/sh")
             .args(["-c", "exec 3<\"$1\"; exec sleep 60", "sh", fifo_arg])
             .spawn()
             .expect("a reader as the attacker"),
@@ -202,8 +179,8 @@ end = time.time() + 10
 while time.time() < end:
     sum(range(1000))
 "#;
-    let attacker = Guard(
-        as_attacker("/usr/bin/python3")
+    let attacker = KillOnDrop(
+        as_nobody("/usr/bin/python3")
             .args(["-c", script])
             .spawn()
             .expect("run /usr/bin/python3 as the attacker (Debian package python3)"),
@@ -213,7 +190,7 @@ while time.time() < end:
     let svg = dir.path().join("flame.svg");
     let pprof = dir.path().join("profile.pb.gz");
     let again = dir.path().join("again.svg");
-    let pid = attacker.0.id().to_string();
+    let pid = attacker.pid().to_string();
     let recorded = emberprof()
         .args(["record", "-p", &pid, "-d", "1", "--per-thread"])
         .args([

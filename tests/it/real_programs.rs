@@ -82,24 +82,6 @@ fn assert_complete(
     );
 }
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|path| path.is_file())
-}
-
-/// The ELF entry point (`e_entry`) of an executable: where `_start` is in a stripped binary.
-fn entry_point(path: &Path) -> u64 {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let field: [u8; 8] = bytes
-        .get(24..32)
-        .and_then(|b| b.try_into().ok())
-        .unwrap_or_else(|| panic!("{} is not an ELF file", path.display()));
-    u64::from_le_bytes(field)
-}
-
 /// Issue 18, item 1: `openssl speed -evp aes-256-gcm` was 12.7 % complete (perf: 100 %). 912 of
 /// 1048 samples stopped at the return address of a call from code whose CFA is in rax (libcrypto's
 /// FDE 0x2424c0..0x2428f5) into a leaf that does not touch rax: the unwinder rebuilt the caller's
@@ -232,7 +214,7 @@ fn go_sha256_reaches_the_goroutine_entry() {
             .iter()
             .map(|f| f.trim_end_matches(".abi0").to_owned())
             .collect();
-        has_subsequence(
+        has_in_order(
             &frames,
             &[
                 "runtime.goexit",

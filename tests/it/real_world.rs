@@ -43,24 +43,6 @@ fn user_frames(stack: &FoldedStack) -> Vec<&str> {
         .collect()
 }
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|path| path.is_file())
-}
-
-/// The ELF entry point (`e_entry`) of an executable: where `_start` is in a stripped binary.
-fn entry_point(path: &Path) -> u64 {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let field: [u8; 8] = bytes
-        .get(24..32)
-        .and_then(|b| b.try_into().ok())
-        .unwrap_or_else(|| panic!("{} is not an ELF file", path.display()));
-    u64::from_le_bytes(field)
-}
-
 both_backends! {
     /// `openssl speed rsa2048` spends its time in libcrypto's assembly (bignum Montgomery code), whose
     /// CFI computes the CFA from a stack pointer saved in the frame or from rax/rsi/r9/r11: nearly every
