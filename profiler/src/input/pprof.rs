@@ -325,7 +325,7 @@ impl Reader<'_> {
                     expansion.add(expansions[id as usize]);
                 }
                 expanded.add(expansion);
-                expanded.check(&at)?;
+                expanded.check(at)?;
                 converted.stack = stacks.insert(&stack);
                 samples.push(converted);
             }
