@@ -475,6 +475,27 @@ mod tests {
         assert_eq!(String::from_utf8(written).unwrap(), folded.text());
     }
 
+    /// A plain frame's folded text is the profile's own copy of its name, not a second one (a
+    /// profile of many distinct frames was held twice while folding); suffixed ones are made.
+    #[test]
+    fn plain_frame_texts_share_the_profile_names() {
+        let text = "main;work;read_k_[k] 3\nmain;other 1\n";
+        let profile = crate::input::parse_profile(text.as_bytes(), "t.folded").expect("read");
+        let folded = fold(&profile, &FoldOptions::default()).unwrap();
+        let shared = |name: &str| {
+            let frame = profile
+                .locations
+                .iter()
+                .flat_map(|l| &l.frames)
+                .find(|f| &*f.name == name)
+                .expect("frame");
+            folded.texts.iter().any(|t| Arc::ptr_eq(t, &frame.name))
+        };
+        assert!(shared("main") && shared("work") && shared("other"));
+        assert!(!shared("read_k"), "a kernel frame's text has its suffix");
+        assert_eq!(folded.text(), "main;other 1\nmain;work;read_k_[k] 3\n");
+    }
+
     /// `--per-thread` on a profile without thread labels (folded input) is an error, not a guess.
     #[test]
     fn per_thread_needs_labels() {
