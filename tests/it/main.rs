@@ -11,6 +11,7 @@ mod attacks;
 mod attacks_cfi;
 mod attacks_files;
 mod attacks_output;
+mod attacks_report;
 mod auto;
 mod errors;
 mod faults;

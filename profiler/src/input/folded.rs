@@ -4,18 +4,21 @@
 //! kinds: `_[k]` kernel, `_[i]` inlined, `_[j]` JIT, and runtime markers (`_[p]` Python) as
 //! interpreter frames, so folding the result gives the same lines.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use anyhow::{bail, Result};
 
 use super::MAX_FRAMES;
 use crate::profile::{
-    location_id, Frame, FrameKind, Location, LocationId, Mapping, Profile, Runtime, Sample, Values,
+    location_id, Frame, FrameKind, Location, LocationId, Mapping, Profile, Runtime, Sample,
+    StackId, Values,
 };
 
 pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
     let mut profile = Profile::default();
     let mut locations: HashMap<&str, LocationId> = HashMap::new();
+    let mut samples: HashMap<StackId, usize> = HashMap::new();
     let mut total: u64 = 0;
     for (index, line) in text.lines().enumerate() {
         let at = || format!("{name}:{}", index + 1);
@@ -66,12 +69,27 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
             ids.push(id);
         }
         let stack = profile.stacks.insert(&ids);
-        profile.samples.push(Sample {
-            stack,
-            values: Values::count(count),
-            ..Sample::default()
-        });
+        // One sample per distinct stack: repeated lines (concatenated files) cost no memory.
+        match samples.entry(stack) {
+            Entry::Occupied(sample) => {
+                // Cannot overflow: `total` holds it.
+                profile.samples[*sample.get()]
+                    .values
+                    .add(&Values::count(count));
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(profile.samples.len());
+                profile.samples.push(Sample {
+                    stack,
+                    values: Values::count(count),
+                    ..Sample::default()
+                });
+            }
+        }
     }
+    // Folding comes next and holds as much again: no room left unused by the doublings of `push`.
+    profile.locations.shrink_to_fit();
+    profile.samples.shrink_to_fit();
     Ok(profile)
 }
 
@@ -113,5 +131,21 @@ fn location(frame: &str, mappings: &mut Vec<Mapping>) -> Location {
         address: 0,
         frames: vec![Frame::new(name, kind)],
         in_kernel: kind == FrameKind::Kernel,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Repeated lines (folded files concatenated) are one sample per distinct stack, their counts
+    /// added: memory follows the distinct stacks, not the line count.
+    #[test]
+    fn repeated_stacks_are_one_sample() {
+        let text = "a;b 2\na;c 1\na;b 3\n".repeat(1000);
+        let profile = read_folded(&text, "x").expect("read");
+        assert_eq!(profile.samples.len(), 2);
+        assert_eq!(profile.samples[0].values.get(0), 5000);
+        assert_eq!(profile.total_samples(), 6000);
     }
 }

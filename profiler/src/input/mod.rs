@@ -2,6 +2,7 @@
 //! not) and folded stacks. Everything here is untrusted input: sizes are capped, every index is
 //! checked, counts are checked for overflow, and each error names the file and the place in it.
 
+mod census;
 mod folded;
 mod pprof;
 
@@ -18,6 +19,10 @@ pub use pprof::read_pprof;
 /// Largest input, and largest decompressed pprof, read: a profile bigger than this is an attack or
 /// a mistake, and would otherwise be held in memory whole.
 pub const MAX_INPUT_BYTES: u64 = 1 << 30;
+/// Bytes of folded stacks a pprof may expand to (each sample's frames after inline expansion, with
+/// its root), whatever the output format: what the SVG and folded outputs are made from. The folded
+/// stacks of a long real recording are tens of MiB (tens of thousands of lines of hundreds of bytes).
+pub const MAX_EXPANDED_BYTES: u64 = 256 << 20;
 /// Most frames in one stack; the kernel's own limit is 127 kernel + 127 user frames, and DWARF
 /// unwinding stops at a few hundred.
 pub const MAX_FRAMES: usize = 4096;

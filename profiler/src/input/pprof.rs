@@ -4,6 +4,7 @@
 //! pprof says: functions, inlined lines, mappings, and its sample types (up to
 //! `values::MAX_VALUES`, the one that counts samples first).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
@@ -13,20 +14,30 @@ use anyhow::{anyhow, bail, Result};
 use flate2::read::MultiGzDecoder;
 use prost::Message;
 
-use super::{MAX_FRAMES, MAX_INPUT_BYTES};
+use super::census::{census, MAX_EXPANDED_FRAMES};
+use super::{MAX_EXPANDED_BYTES, MAX_FRAMES, MAX_INPUT_BYTES};
 use crate::pprof::{self as proto, keys};
 use crate::profile::values::{self, MAX_VALUES};
 use crate::profile::{
     location_id, Frame, FrameKind, Location, Mapping, MappingKind, Metadata, Profile, Runtime,
     Sample, Stacks, ValueType, ValueTypes, Values, JIT_MAPPING, KERNEL_MAPPING, TRUNCATED_FRAME,
 };
+use emberprof_symbolizer::SharedStrings;
+
+/// Longest build id kept (real ones are 20 bytes of SHA-1 as hex; Go's are some 80 characters).
+pub const MAX_BUILD_ID_BYTES: usize = 256;
+/// Bytes of all comments (emberprof writes a few lines).
+pub const MAX_COMMENT_BYTES: usize = 1 << 20;
 
 pub fn read_pprof(bytes: &[u8], name: &str) -> Result<Profile> {
     let decoded;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        // Counted streaming first: a gzip bomb is refused before it is held in memory.
+        census(MultiGzDecoder::new(bytes), name)?;
         decoded = gunzip(bytes, name)?;
         &decoded[..]
     } else {
+        census(bytes, name)?;
         bytes
     };
     let message = proto::Profile::decode(bytes)
@@ -34,6 +45,7 @@ pub fn read_pprof(bytes: &[u8], name: &str) -> Result<Profile> {
     Reader {
         name,
         strings: &message.string_table,
+        shared: RefCell::default(),
     }
     .convert(&message)
 }
@@ -56,6 +68,9 @@ fn gunzip(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
 struct Reader<'a> {
     name: &'a str,
     strings: &'a [String],
+    /// The one copy of each string the profile keeps, by its index: a hostile file can name one
+    /// huge string from every function, mapping and label.
+    shared: RefCell<HashMap<usize, Arc<str>>>,
 }
 
 impl Reader<'_> {
@@ -73,9 +88,21 @@ impl Reader<'_> {
             })
     }
 
-    fn optional(&self, index: i64, what: &str) -> Result<Option<Arc<str>>> {
+    /// The shared copy of string `index`.
+    fn shared(&self, index: i64, what: &str) -> Result<Arc<str>> {
         let text = self.string(index, what)?;
-        Ok((!text.is_empty()).then(|| Arc::from(text)))
+        // `string` checked the index.
+        let index = index as usize;
+        let mut shared = self.shared.borrow_mut();
+        Ok(shared
+            .entry(index)
+            .or_insert_with(|| Arc::from(text))
+            .clone())
+    }
+
+    fn optional(&self, index: i64, what: &str) -> Result<Option<Arc<str>>> {
+        let text = self.shared(index, what)?;
+        Ok((!text.is_empty()).then_some(text))
     }
 
     fn convert(&self, message: &proto::Profile) -> Result<Profile> {
@@ -90,6 +117,7 @@ impl Reader<'_> {
         // at 0 with file offset 0, so its addresses stay as they are).
         let mut offset_bases = Vec::with_capacity(message.mapping.len());
         let mut mapping_ids = HashMap::new();
+        let mut display_names = SharedStrings::default();
         for (index, mapping) in message.mapping.iter().enumerate() {
             let what = format!("mapping {}", mapping.id);
             let path = self.string(mapping.filename, &what)?;
@@ -100,18 +128,24 @@ impl Reader<'_> {
                 _ if path.starts_with("[kernel") => MappingKind::Kernel,
                 _ => runtime.map_or(MappingKind::User, MappingKind::Interpreted),
             };
-            let display_name = path.rsplit('/').next().unwrap_or(path);
+            let display_name = match path.rsplit('/').next().unwrap_or(path) {
+                "" => path,
+                name => name,
+            };
             offset_bases.push((mapping.memory_start, mapping.file_offset));
+            let build_id = self.optional(mapping.build_id, &what)?;
+            // The model keeps a copy per mapping: an absurd one is left out, not copied.
+            let build_id = build_id.filter(|b| {
+                let fits = b.len() <= MAX_BUILD_ID_BYTES;
+                if !fits {
+                    log::warn!("{name}: {what}: a build id of {} bytes; left out", b.len());
+                }
+                fits
+            });
             mappings.push(Mapping {
-                path: Arc::from(path),
-                display_name: Arc::from(if display_name.is_empty() {
-                    path
-                } else {
-                    display_name
-                }),
-                build_id: self
-                    .optional(mapping.build_id, &what)?
-                    .map(|b| b.to_string()),
+                path: self.shared(mapping.filename, &what)?,
+                display_name: display_names.get(display_name),
+                build_id: build_id.map(|b| b.to_string()),
                 kind,
             });
             if mapping.id == 0 || mapping_ids.insert(mapping.id, index).is_some() {
@@ -125,10 +159,10 @@ impl Reader<'_> {
         let mut functions = HashMap::with_capacity(message.function.len());
         for function in &message.function {
             let what = format!("function {}", function.id);
-            let frame_name = self.string(function.name, &what)?;
+            let frame_name = self.shared(function.name, &what)?;
             let system_name = self.optional(function.system_name, &what)?;
-            let mut frame = Frame::new(frame_name, FrameKind::User);
-            frame.system_name = system_name.filter(|s| **s != *frame_name);
+            let mut frame = Frame::new(frame_name.clone(), FrameKind::User);
+            frame.system_name = system_name.filter(|s| *s != frame_name);
             frame.file = self.optional(function.filename, &what)?;
             if function.id == 0 || functions.insert(function.id, frame).is_some() {
                 bail!("{name}: function id {} is zero or not unique", function.id);
@@ -136,6 +170,7 @@ impl Reader<'_> {
         }
 
         let mut locations = Vec::with_capacity(message.location.len());
+        let mut expansions = Vec::with_capacity(message.location.len());
         let mut location_ids = HashMap::with_capacity(message.location.len());
         let mut truncated_root = None;
         let mut has_lines = false;
@@ -189,6 +224,10 @@ impl Reader<'_> {
                     .unwrap_or(location.address),
                 _ => location.address,
             };
+            expansions.push(Expansion::of_location(
+                &frames,
+                mapping.map(|m| &*mappings[m].display_name),
+            ));
             locations.push(Location {
                 mapping,
                 address,
@@ -210,6 +249,7 @@ impl Reader<'_> {
         let mut samples = Vec::with_capacity(message.sample.len());
         let mut stacks = Stacks::default();
         let mut totals = [0u64; MAX_VALUES];
+        let mut expanded = Expansion::default();
         // Label strings by their index in the string table: one copy for the samples sharing one.
         let mut names: HashMap<i64, Arc<str>> = HashMap::new();
         let mut label_string = |index: i64| -> Result<Arc<str>> {
@@ -277,6 +317,15 @@ impl Reader<'_> {
                 }
             }
             if !values.is_zero() {
+                // Before the stack is stored: the budget is for the whole profile, so that a
+                // small file cannot make folding write gigabytes (one location of 1,000 inlined
+                // lines, named 4,096 times by each of a few samples).
+                let mut expansion = Expansion::of_root(&converted);
+                for &id in &stack {
+                    expansion.add(expansions[id as usize]);
+                }
+                expanded.add(expansion);
+                expanded.check(at)?;
                 converted.stack = stacks.insert(&stack);
                 samples.push(converted);
             }
@@ -301,8 +350,15 @@ impl Reader<'_> {
                 metadata.frequency_hz = Some(hz.round().max(1.0) as u64);
             }
         }
+        let mut comment_bytes = 0usize;
         for &comment in &message.comment {
             let comment = self.string(comment, "a comment")?;
+            // Copied into the model: one huge string named by every comment would be copied
+            // thousands of times.
+            comment_bytes = comment_bytes.saturating_add(comment.len());
+            if comment_bytes > MAX_COMMENT_BYTES {
+                bail!("{name}: comments of more than {MAX_COMMENT_BYTES} bytes in all; not read");
+            }
             if let Some(command) = comment.strip_prefix(keys::COMMAND) {
                 metadata.command_line = Some(command.to_owned());
             } else if let Some(lost) = comment.strip_prefix(keys::LOST) {
@@ -335,10 +391,10 @@ impl Reader<'_> {
         }
         let mut types = Vec::new();
         for sample_type in &message.sample_type {
-            types.push(ValueType::new(
-                self.string(sample_type.r#type, "a sample type")?,
-                self.string(sample_type.unit, "a sample type")?,
-            ));
+            types.push(ValueType {
+                name: self.shared(sample_type.r#type, "a sample type")?,
+                unit: self.shared(sample_type.unit, "a sample type")?,
+            });
         }
         let mut counting = types.iter().position(|t| t.is(values::SAMPLES));
         if counting.is_none() && message.default_sample_type != 0 {
@@ -369,6 +425,72 @@ impl Reader<'_> {
             );
         }
         Ok((kept, indices))
+    }
+}
+
+/// What folding a location or a sample writes at most: frames (inlined ones included) and bytes of
+/// text. Bytes count each frame's name and file and a margin for its suffix, `;` and line number,
+/// and a sample's root (its process and thread names).
+#[derive(Clone, Copy, Debug, Default)]
+struct Expansion {
+    frames: u64,
+    bytes: u64,
+}
+
+/// Bytes a frame or root may add besides its names: `_[i]`, `;`, ` (:LINE)`, `-PID/TID`.
+const MARGIN: u64 = 24;
+
+impl Expansion {
+    fn of_location(frames: &[Frame], unnamed: Option<&str>) -> Expansion {
+        if frames.is_empty() {
+            // `module+0xOFFSET` or `[unknown]`.
+            let bytes = unnamed.map_or(0, str::len) as u64 + MARGIN;
+            return Expansion { frames: 1, bytes };
+        }
+        let bytes = frames.iter().fold(0u64, |bytes, frame| {
+            // `--lines` shows the file only with a line.
+            let file = match (&frame.file, frame.line) {
+                (Some(file), Some(_)) => file.len(),
+                _ => 0,
+            };
+            bytes.saturating_add((frame.name.len() + file) as u64 + MARGIN)
+        });
+        Expansion {
+            frames: frames.len() as u64,
+            bytes,
+        }
+    }
+
+    fn of_root(sample: &Sample) -> Expansion {
+        let name = |name: &Option<Arc<str>>| name.as_deref().map_or(0, str::len) as u64;
+        Expansion {
+            frames: 2,
+            bytes: name(&sample.process_name) + name(&sample.thread_name) + 2 * MARGIN,
+        }
+    }
+
+    fn add(&mut self, other: Expansion) {
+        self.frames = self.frames.saturating_add(other.frames);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+
+    /// An error past the budget, naming the sample `at` gives.
+    fn check(&self, at: impl Fn() -> String) -> Result<()> {
+        if self.frames > MAX_EXPANDED_FRAMES {
+            bail!(
+                "{}: the samples so far expand to more than {MAX_EXPANDED_FRAMES} frames \
+                 (inlined functions included); not read",
+                at()
+            );
+        }
+        if self.bytes > MAX_EXPANDED_BYTES {
+            bail!(
+                "{}: the samples so far expand to more than {MAX_EXPANDED_BYTES} bytes of folded \
+                 stacks; not read",
+                at()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -495,5 +617,99 @@ mod tests {
         let short = foreign(&types, "", [&[1, 5], &[1]]);
         let error = read_pprof(&short, "x").unwrap_err().to_string();
         assert!(error.contains("sample 1: has 1 values"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use crate::input::census::MAX_LINES_PER_LOCATION;
+
+    /// One function named `name` inlined `lines` deep at location 1 (location 2 is `g`), and one
+    /// sample per entry of `stacks`, each naming location 1 `repeat` times under its locations.
+    fn inlined(name: &str, lines: usize, repeat: usize, stacks: &[&[u64]]) -> Vec<u8> {
+        let message = proto::Profile {
+            sample_type: vec![proto::ValueType { r#type: 1, unit: 2 }],
+            string_table: ["", "samples", "count", name, "g"]
+                .map(String::from)
+                .to_vec(),
+            function: vec![
+                proto::Function {
+                    id: 1,
+                    name: 3,
+                    ..Default::default()
+                },
+                proto::Function {
+                    id: 2,
+                    name: 4,
+                    ..Default::default()
+                },
+            ],
+            location: vec![
+                proto::Location {
+                    id: 1,
+                    line: vec![
+                        proto::Line {
+                            function_id: 1,
+                            ..Default::default()
+                        };
+                        lines
+                    ],
+                    ..Default::default()
+                },
+                proto::Location {
+                    id: 2,
+                    line: vec![proto::Line {
+                        function_id: 2,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+            sample: stacks
+                .iter()
+                .map(|outer| proto::Sample {
+                    location_id: [vec![1; repeat], outer.to_vec()].concat(),
+                    value: vec![1],
+                    label: vec![],
+                })
+                .collect(),
+            ..Default::default()
+        };
+        message.encode_to_vec()
+    }
+
+    /// The expansion budget is for the whole profile, not per sample: each sample of a location
+    /// inlined 256 deep named 4,096 times expands to 1 Mi frames of ~110 bytes (110 MiB of folded
+    /// text from a few hundred bytes); two are read, three are refused before their stacks are
+    /// stored, naming the sample.
+    #[test]
+    fn expansion_is_budgeted_in_all() {
+        let name = "f".repeat(86);
+        let deep = MAX_LINES_PER_LOCATION as usize;
+        let two = inlined(&name, deep, MAX_FRAMES - 2, &[&[2], &[2, 2]]);
+        let profile = read_pprof(&two, "two").expect("within the budget");
+        assert_eq!(profile.samples.len(), 2);
+        let three = inlined(&name, deep, MAX_FRAMES - 2, &[&[2], &[2, 2], &[]]);
+        let Err(error) = read_pprof(&three, "three").map(drop) else {
+            panic!("three samples of 110 MiB each were read");
+        };
+        let error = error.to_string();
+        assert_eq!(
+            error,
+            format!(
+                "three: sample 2: the samples so far expand to more than {MAX_EXPANDED_BYTES} \
+                 bytes of folded stacks; not read"
+            )
+        );
+    }
+
+    /// A huge string named by every function is held once (it was copied per function).
+    #[test]
+    fn strings_are_shared_by_index() {
+        let bytes = inlined("h", 2, 1, &[&[2]]);
+        let profile = read_pprof(&bytes, "x").expect("read");
+        let frames = &profile.locations[0].frames;
+        assert!(Arc::ptr_eq(&frames[0].name, &frames[1].name));
     }
 }

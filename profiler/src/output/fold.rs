@@ -11,10 +11,12 @@
 //! it is not built to fold: each distinct root and frame text is stored once, a line is the list of
 //! its texts' ids, and the text is made only as it is written.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use hashbrown::HashTable;
@@ -39,8 +41,9 @@ pub struct FoldOptions {
 /// Folded stacks: every distinct line once with its count, in order.
 #[derive(Debug, Default)]
 pub struct Folded {
-    /// The distinct texts of roots and frames (sanitized: never empty, never a `;`), by id.
-    texts: Vec<String>,
+    /// The distinct texts of roots and frames (sanitized: never empty, never a `;`), by id. A
+    /// frame's name that is its text is the profile's own copy, shared.
+    texts: Vec<Arc<str>>,
     /// The text ids of every line, outermost first, one line after the other.
     line_texts: Vec<u32>,
     /// Where each line's text ids end in `line_texts`.
@@ -105,7 +108,7 @@ impl Folded {
             .iter()
             .map(|&line| {
                 let texts = self.texts_of(line).iter();
-                let stack: Vec<&str> = texts.map(|&id| self.texts[id as usize].as_str()).collect();
+                let stack: Vec<&str> = texts.map(|&id| &*self.texts[id as usize]).collect();
                 (stack.join(";"), self.counts[line as usize])
             })
             .collect()
@@ -265,21 +268,34 @@ fn text_index(index: usize) -> u32 {
 /// Distinct texts, by id.
 #[derive(Default)]
 struct Texts {
-    ids: HashMap<String, u32>,
+    ids: HashMap<Arc<str>, u32>,
 }
 
 impl Texts {
     fn id(&mut self, text: &str) -> u32 {
-        if let Some(&id) = self.ids.get(text) {
-            return id;
+        match self.ids.get(text) {
+            Some(&id) => id,
+            None => self.add(Arc::from(text)),
         }
+    }
+
+    /// The id of `text`, holding the profile's copy of it (no new one): a profile of many distinct
+    /// frames (large folded input) would otherwise be held twice.
+    fn id_shared(&mut self, text: &Arc<str>) -> u32 {
+        match self.ids.get(&**text) {
+            Some(&id) => id,
+            None => self.add(text.clone()),
+        }
+    }
+
+    fn add(&mut self, text: Arc<str>) -> u32 {
         let id = text_index(self.ids.len());
-        self.ids.insert(text.to_owned(), id);
+        self.ids.insert(text, id);
         id
     }
 
-    fn into_vec(self) -> Vec<String> {
-        let mut texts = vec![String::new(); self.ids.len()];
+    fn into_vec(self) -> Vec<Arc<str>> {
+        let mut texts: Vec<Arc<str>> = vec![Arc::from(""); self.ids.len()];
         for (text, id) in self.ids {
             texts[id as usize] = text;
         }
@@ -307,6 +323,13 @@ fn push_location_texts(
         return;
     }
     for frame in &location.frames {
+        // Most frames show as their name alone: the name is shared, not copied.
+        let plain = frame.kind == FrameKind::User
+            && !(lines && frame.file.is_some() && frame.line.is_some());
+        if runtime.is_none() && plain && matches!(sanitize(&frame.name), Cow::Borrowed(_)) {
+            ids.push(texts.id_shared(&frame.name));
+            continue;
+        }
         let text = match runtime {
             Some(runtime) => format!(
                 "{}{}",
@@ -450,6 +473,27 @@ mod tests {
         let mut written = Vec::new();
         folded.write(&mut written).unwrap();
         assert_eq!(String::from_utf8(written).unwrap(), folded.text());
+    }
+
+    /// A plain frame's folded text is the profile's own copy of its name, not a second one (a
+    /// profile of many distinct frames was held twice while folding); suffixed ones are made.
+    #[test]
+    fn plain_frame_texts_share_the_profile_names() {
+        let text = "main;work;read_k_[k] 3\nmain;other 1\n";
+        let profile = crate::input::parse_profile(text.as_bytes(), "t.folded").expect("read");
+        let folded = fold(&profile, &FoldOptions::default()).unwrap();
+        let shared = |name: &str| {
+            let frame = profile
+                .locations
+                .iter()
+                .flat_map(|l| &l.frames)
+                .find(|f| &*f.name == name)
+                .expect("frame");
+            folded.texts.iter().any(|t| Arc::ptr_eq(t, &frame.name))
+        };
+        assert!(shared("main") && shared("work") && shared("other"));
+        assert!(!shared("read_k"), "a kernel frame's text has its suffix");
+        assert_eq!(folded.text(), "main;other 1\nmain;work;read_k_[k] 3\n");
     }
 
     /// `--per-thread` on a profile without thread labels (folded input) is an error, not a guess.
