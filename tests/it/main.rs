@@ -3,6 +3,7 @@
 //! it they fail, saying how to run them, rather than pass silently.
 
 mod attacks;
+mod attacks_budgets;
 mod attacks_cfi;
 mod attacks_files;
 mod auto;

@@ -1,0 +1,222 @@
+//! Attacks from issue 19 on state the symbolizer keeps for the session: the attacker is uid 65534
+//! (through `setpriv`), emberprof records as root, and each test asserts what came out. Each prints
+//! emberprof's peak RSS, the machine's `Shmem` before and after, and the wall time, the figures the
+//! issue asks for.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// The unprivileged attacker (`nobody` on Debian).
+const ATTACKER: u32 = 65534;
+/// A recording that has not ended this long after it started is hung.
+const HANG: Duration = Duration::from_secs(120);
+
+/// A directory the attacker owns, on the file system of the default temporary directory.
+fn attacker_dir() -> tempfile::TempDir {
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::chown(dir.path(), Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    dir
+}
+
+/// Compiles C `source` with `cc` into `out` (root-owned: the attacker copies it where needed).
+fn compile(out: &Path, source: &str, flags: &[&str]) {
+    let source_path = out.with_extension("c");
+    std::fs::write(&source_path, source).expect("write source");
+    let output = Command::new("cc")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(out)
+        .arg(&source_path)
+        .args(flags)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cc: {e} (apt-get install gcc)"));
+    assert!(
+        output.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `sh -c script` as the attacker, in `dir`: the arguments after emberprof's `--`.
+fn as_attacker_sh(dir: &Path, script: &str) -> Vec<String> {
+    [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "sh",
+        "-c",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("cd {} && {script}", dir.display())])
+    .collect()
+}
+
+/// `Shmem` of /proc/meminfo, in KiB.
+fn shmem_kib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("Shmem:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("Shmem in /proc/meminfo")
+}
+
+/// How a recording ended, with the figures the issue asks for.
+struct Recording {
+    status: std::process::ExitStatus,
+    stderr: String,
+    peak_rss_bytes: u64,
+}
+
+/// Runs emberprof as root with `args`, killing it if it hangs; prints its peak RSS (from `wait4`,
+/// this child only), `Shmem` before and after, and the wall time.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its own rusage
+fn record(name: &str, args: &[String]) -> Recording {
+    let shmem_before = shmem_kib();
+    let mut child = emberprof()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run emberprof");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let pid = child.id() as i32;
+    let started = Instant::now();
+    let mut shmem_peak = shmem_before;
+    let (status, usage) = loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: our own child; valid out-pointers.
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            break (status, usage);
+        }
+        shmem_peak = shmem_peak.max(shmem_kib());
+        if started.elapsed() > HANG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "emberprof {args:?} hung: still running after {HANG:?}; stderr:\n{}",
+                reader.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let recording = Recording {
+        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+        stderr: reader.join().unwrap_or_default(),
+        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+    };
+    eprintln!(
+        "{name}: emberprof {}, peak RSS {} MiB, Shmem {} MiB before, {} MiB at peak, wall {:.1} s",
+        recording.status,
+        recording.peak_rss_bytes >> 20,
+        shmem_before >> 10,
+        shmem_peak >> 10,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        recording.status.success() && !recording.stderr.contains("panicked"),
+        "emberprof ended with {}; stderr:\n{}",
+        recording.status,
+        recording.stderr
+    );
+    recording
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// A program that burns CPU in one function, `NAME` (set with `-D`), so two builds differ only in
+/// that name and have their code at the same offsets.
+const ONE_FUNCTION_C: &str = r#"
+static volatile unsigned long sink;
+__attribute__((noinline)) void NAME(void) {
+    for (unsigned long i = 0; i < 400000000UL; i++) sink += i;
+}
+int main(void) { NAME(); return 0; }
+"#;
+
+/// Defect 5: a binary is run, deleted, and another one written in the same directory gets its
+/// inode number (ext4 and tmpfs hand a freed inode out again at once); both run in one recording.
+/// Modules keyed by (device, inode) named the new binary's code with the old one's functions.
+#[test]
+fn recycled_inode_does_not_inherit_names() {
+    let _kernel = kernel_test();
+    let dir = attacker_dir();
+    compile(
+        &dir.path().join("old.bin"),
+        ONE_FUNCTION_C,
+        &["-DNAME=alpha_from_the_old_binary"],
+    );
+    compile(
+        &dir.path().join("new.bin"),
+        ONE_FUNCTION_C,
+        &["-DNAME=beta_in_the_new_binary"],
+    );
+    // The attacker's copies are files it owns: emberprof keeps a private copy, not the file, so
+    // the inode is free once `old1` is deleted.
+    let script = "cp old.bin old1 && ./old1 && stat -c %i old1 > inode1 && rm old1 && \
+                  cp new.bin new1 && stat -c %i new1 > inode2 && ./new1";
+    let out = dir.path().join("out.folded");
+    let mut args = strings(&["record", "-F", "499", "-o"]);
+    args.push(out.display().to_string());
+    args.push("--".into());
+    args.extend(as_attacker_sh(dir.path(), script));
+    let recording = record("recycled inode", &args);
+    let inode = |name: &str| {
+        std::fs::read_to_string(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("the workload wrote no {name}: {e}; {}", recording.stderr))
+    };
+    let (old_inode, new_inode) = (inode("inode1"), inode("inode2"));
+    assert_eq!(
+        old_inode,
+        new_inode,
+        "the file system under {} did not give the deleted binary's inode to the next file, so \
+         this test cannot reproduce the attack there: run it with TMPDIR on ext4 or tmpfs",
+        dir.path().display()
+    );
+    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
+    let of = |comm: &str| -> Vec<FoldedStack> {
+        stacks
+            .iter()
+            .filter(|s| s.frames.first().is_some_and(|f| f == comm))
+            .cloned()
+            .collect()
+    };
+    let (old, new) = (of("old1"), of("new1"));
+    let has = |stacks: &[FoldedStack], name: &str| {
+        total(stacks, |s| s.frames.iter().any(|f| f.contains(name)))
+    };
+    assert!(
+        has(&old, "alpha_from_the_old_binary") > 0,
+        "the old binary's function is not named:\n{}",
+        describe(&stacks)
+    );
+    assert_eq!(
+        has(&new, "alpha_from_the_old_binary"),
+        0,
+        "the new binary (same inode {}) got the old binary's names:\n{}",
+        new_inode.trim(),
+        describe(&new)
+    );
+    assert!(
+        has(&new, "beta_in_the_new_binary") * 2 > total(&new, |_| true),
+        "the new binary's function is not named in most of its samples:\n{}",
+        describe(&new)
+    );
+}
