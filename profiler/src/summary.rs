@@ -147,5 +147,11 @@ pub fn print(summary: &Summary<'_>) {
             collector.jit.bytes_skipped,
             collector.jit.entries_dropped
         );
+        if collector.jit.maps_evicted > 0 {
+            log::info!(
+                "{} perf maps dropped to keep all perf maps within --max-perf-maps-size",
+                collector.jit.maps_evicted
+            );
+        }
     }
 }

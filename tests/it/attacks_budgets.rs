@@ -4,6 +4,7 @@
 //! issue asks for.
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +15,9 @@ use crate::support::*;
 const ATTACKER: u32 = 65534;
 /// A recording that has not ended this long after it started is hung.
 const HANG: Duration = Duration::from_secs(120);
+/// Address space granted to emberprof (RLIMIT_AS): far above a normal recording (BPF maps, module
+/// copies), far below what the attacks made it take.
+const ADDRESS_SPACE_LIMIT: u64 = 3 << 30;
 
 /// A directory the attacker owns, on the file system of the default temporary directory.
 fn attacker_dir() -> tempfile::TempDir {
@@ -80,12 +84,26 @@ struct Recording {
 #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its own rusage
 fn record(name: &str, args: &[String]) -> Recording {
     let shmem_before = shmem_kib();
-    let mut child = emberprof()
+    let mut command = emberprof();
+    command
         .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run emberprof");
+        .stderr(Stdio::piped());
+    // An unbounded regression fails its test instead of taking the machine's memory.
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: ADDRESS_SPACE_LIMIT,
+                rlim_max: ADDRESS_SPACE_LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("run emberprof");
     let mut stderr = child.stderr.take().expect("stderr");
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -218,5 +236,146 @@ fn recycled_inode_does_not_inherit_names() {
         has(&new, "beta_in_the_new_binary") * 2 > total(&new, |_| true),
         "the new binary's function is not named in most of its samples:\n{}",
         describe(&new)
+    );
+}
+
+/// A "JIT" that spins in anonymous code at `SPIN` (argv[2], hex) and names it through a perf map
+/// that is a hard link of the attacker's file argv[1], touched after the process started (so it
+/// counts as its own).
+const PERF_MAP_VICTIM_C: &str = r#"
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <utime.h>
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    unsigned long spin = strtoul(argv[2], 0, 16), page = spin & ~4095UL;
+    unsigned char *code = mmap((void *)page, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (code == MAP_FAILED) { perror("mmap"); return 1; }
+    code[spin - page] = 0xeb; code[spin - page + 1] = 0xfe; /* jmp . */
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/perf-%d.map", getpid());
+    if (link(argv[1], path) || utime(path, NULL)) { perror(path); return 1; }
+    ((void (*)(void))spin)();
+    return 0;
+}
+"#;
+
+/// Processes that each have a perf map in the per-map limit.
+const PERF_MAP_PROCESSES: usize = 32;
+/// Lines of the shared perf map (3 MiB). The issue's maps were 60 MiB under the default budget; the
+/// test scales both down by 20 (`--max-perf-maps-size 12 MiB`) so that the tests' debug build
+/// parses what the attack makes it parse (32 maps; about 2 MB/s unoptimized) within the hang limit.
+const PERF_MAP_LINES: u64 = 49_000;
+const PERF_MAPS_BUDGET: &str = "12582912";
+/// Peak RSS allowed to emberprof with 32 such maps: the budget keeps four maps (~2.5 bytes of
+/// memory per byte of map), plus a normal recording (~60 MiB). Without a budget: ~300 MiB (the
+/// issue's 60 MiB maps: 4,976 MiB).
+const PERF_MAPS_MAX_RSS: u64 = 180 << 20;
+
+/// Workloads started as the attacker, killed (and their perf maps removed) when dropped.
+struct Attackers(Vec<std::process::Child>);
+
+impl Drop for Attackers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", child.id()));
+        }
+    }
+}
+
+/// Defect 3: 32 processes, each with a perf map in the per-map limit (hard links of one file) that
+/// names the code it runs at the map's last line. Every map was read whole and kept (60 MiB maps:
+/// 4,976 MiB of RSS). Now all maps share one budget; the least recently used are dropped, with a
+/// warning.
+#[test]
+fn perf_maps_share_one_budget() {
+    let _kernel = kernel_test();
+    let dir = attacker_dir();
+    let exe = dir.path().join("jit");
+    compile(&exe, PERF_MAP_VICTIM_C, &[]);
+    const BASE: u64 = 0x4000_0000;
+    let map = dir.path().join("perf.map");
+    let mut text = String::with_capacity(64 * PERF_MAP_LINES as usize);
+    for i in 0..PERF_MAP_LINES {
+        text.push_str(&format!(
+            "{:x} 10 jit_function_{i:09}_padded_to_sixty_three_bytes_\n",
+            BASE + i * 16
+        ));
+    }
+    std::fs::write(&map, &text).expect("write perf map");
+    drop(text);
+    std::os::unix::fs::chown(&map, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    let spin = format!("{:x}", BASE + (PERF_MAP_LINES - 1) * 16);
+    let mut attackers = Attackers(Vec::new());
+    for _ in 0..PERF_MAP_PROCESSES {
+        let child = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(&exe)
+            .arg(&map)
+            .arg(&spin)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run setpriv (util-linux): {e}"));
+        attackers.0.push(child);
+    }
+    // Setup, not an assertion: each workload makes its link once it runs.
+    for child in &attackers.0 {
+        let link = format!("/tmp/perf-{}.map", child.id());
+        let waited = Instant::now();
+        while std::fs::metadata(&link).is_err() {
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "workload {} made no {link}",
+                child.id()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let pids: Vec<String> = attackers.0.iter().map(|c| c.id().to_string()).collect();
+    let out = dir.path().join("out.folded");
+    let args = strings(&[
+        "record",
+        "-v",
+        "-p",
+        &pids.join(","),
+        "-d",
+        "8",
+        "-F",
+        "99",
+        "--max-perf-maps-size",
+        PERF_MAPS_BUDGET,
+        "-o",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let recording = record("32 perf maps", &args);
+    assert!(
+        recording.peak_rss_bytes <= PERF_MAPS_MAX_RSS,
+        "emberprof peaked at {} MiB of RSS with {PERF_MAP_PROCESSES} perf maps of 3 MiB, bound {} MiB",
+        recording.peak_rss_bytes >> 20,
+        PERF_MAPS_MAX_RSS >> 20
+    );
+    assert!(
+        recording
+            .stderr
+            .contains("dropped to keep all perf maps within their budget"),
+        "no word of dropped perf maps in -v:\n{}",
+        recording.stderr
+    );
+    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
+    let last = format!("jit_function_{:09}", PERF_MAP_LINES - 1);
+    assert!(
+        total(&stacks, |s| s.frames.iter().any(|f| f.contains(&last))) > 0,
+        "no process's JIT code was named within the budget:\n{}",
+        describe(&stacks)
     );
 }

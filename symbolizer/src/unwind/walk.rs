@@ -410,6 +410,7 @@ mod tests {
                 info,
             }],
             code: vec![avma],
+            generation: 0,
         };
         // The leaf has pushed 8 bytes (its row at +0x10: CFA = rsp + 16); the caller's CFA is
         // rax + 8, and its return address there is null: the root.
