@@ -79,6 +79,15 @@ struct Recording {
     peak_rss_bytes: u64,
 }
 
+/// The highest `Shmem` (KiB) seen by the last [`record`], less `before`.
+fn shmem_peak_since(before: u64) -> u64 {
+    LAST_SHMEM_PEAK
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before)
+}
+
+static LAST_SHMEM_PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Runs emberprof as root with `args`, killing it if it hangs; prints its peak RSS (from `wait4`,
 /// this child only), `Shmem` before and after, and the wall time.
 #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its own rusage
@@ -133,6 +142,7 @@ fn record(name: &str, args: &[String]) -> Recording {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    LAST_SHMEM_PEAK.store(shmem_peak, std::sync::atomic::Ordering::Relaxed);
     let recording = Recording {
         status: std::os::unix::process::ExitStatusExt::from_raw(status),
         stderr: reader.join().unwrap_or_default(),
@@ -376,6 +386,102 @@ fn perf_maps_share_one_budget() {
     assert!(
         total(&stacks, |s| s.frames.iter().any(|f| f.contains(&last))) > 0,
         "no process's JIT code was named within the budget:\n{}",
+        describe(&stacks)
+    );
+}
+
+/// Maps `COUNT` sparse files of 1,000 MiB (argv[1]) executable, then spins in its own code.
+const SPARSE_VICTIM_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+static volatile unsigned long sink;
+int main(int argc, char **argv) {
+    int count = argc == 2 ? atoi(argv[1]) : 0;
+    for (int i = 0; i < count; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "sparse%d", i);
+        int fd = open(name, O_RDWR | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || ftruncate(fd, 1000L << 20)) { perror(name); return 1; }
+        if (mmap(0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0) == MAP_FAILED) {
+            perror("mmap"); return 1;
+        }
+        close(fd);
+    }
+    if (creat("ready", 0644) < 0) { perror("ready"); return 1; }
+    for (;;) sink++;
+}
+"#;
+
+/// Sparse files the attack maps: 8,000 MiB of copies before the budget, 4 KB of the attacker's disk.
+const SPARSE_FILES: &str = "8";
+
+/// Defect 2: each executable mapping of a file the attacker can modify was copied (up to 1 GiB)
+/// into a sealed memfd kept for the session: 8 sparse 1,000 MiB files pinned 8,000 MiB of shared
+/// memory, invisible in emberprof's RSS. Copies now share a 512 MiB budget; past it a file gets no
+/// copy and no names, and `-v` says so.
+#[test]
+fn memfd_copies_share_one_budget() {
+    let _kernel = kernel_test();
+    let dir = attacker_dir();
+    let exe = dir.path().join("sparse");
+    compile(&exe, SPARSE_VICTIM_C, &[]);
+    let child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .arg(SPARSE_FILES)
+        .current_dir(dir.path())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run setpriv (util-linux): {e}"));
+    let attackers = Attackers(vec![child]);
+    let pid = attackers.0[0].id().to_string();
+    // Setup, not an assertion: the workload says when its files are mapped.
+    let waited = Instant::now();
+    while std::fs::metadata(dir.path().join("ready")).is_err() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the workload never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = dir.path().join("out.folded");
+    let args = strings(&[
+        "record",
+        "-v",
+        "-p",
+        &pid,
+        "-d",
+        "3",
+        "-F",
+        "99",
+        "-o",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let shmem_before = shmem_kib();
+    let recording = record("8 sparse files", &args);
+    let grown_mib = shmem_peak_since(shmem_before) >> 10;
+    // The budget (512 MiB), and some room for the rest of the machine's users.
+    assert!(
+        grown_mib < 600,
+        "shared memory grew by {grown_mib} MiB while emberprof recorded the sparse files; stderr:\n{}",
+        recording.stderr
+    );
+    assert!(
+        recording.stderr.contains("got no private copy"),
+        "-v does not say that files got no copy:\n{}",
+        recording.stderr
+    );
+    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
+    assert!(
+        total(&stacks, |s| s.frames.iter().any(|f| f == "main")) > 0,
+        "the workload's own code is not named:\n{}",
         describe(&stacks)
     );
 }
