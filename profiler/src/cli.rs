@@ -215,6 +215,11 @@ pub struct RecordArgs {
     #[arg(long, value_name = "BYTES", default_value_t = SymbolizerOptions::default().max_perf_map_bytes, help_heading = "Advanced")]
     pub max_perf_map_size: u64,
 
+    /// Most bytes read from all JIT perf maps together (at most 2 Mi functions kept in all). Past
+    /// it the least recently used map is dropped, with a warning: its functions are unnamed.
+    #[arg(long, value_name = "BYTES", default_value_t = SymbolizerOptions::default().max_perf_maps_total_bytes, help_heading = "Advanced")]
+    pub max_perf_maps_size: u64,
+
     /// Entries of the kernel's stack map (distinct kernel and user stacks). When it is full, further
     /// new stacks are streamed to emberprof one sample at a time instead: nothing is lost, but each
     /// such sample costs more.
@@ -312,6 +317,7 @@ impl RecordArgs {
             full_names,
             no_inherit,
             max_perf_map_size,
+            max_perf_maps_size,
             render,
             stack_map_entries,
             count_map_entries,
@@ -399,6 +405,7 @@ impl RecordArgs {
                     NameStyle::Short
                 },
                 max_perf_map_bytes: max_perf_map_size,
+                max_perf_maps_total_bytes: max_perf_maps_size,
             },
             capture_kernel: !no_kernel,
             capture_user: !no_user,

@@ -141,11 +141,25 @@ pub fn print(summary: &Summary<'_>) {
     for (reason, count) in &profile.metadata.unknown_frames {
         log::info!("{count} sampled frames unnamed: {}", reason.describe());
     }
+    let refused = emberprof_symbolizer::untrusted::copies_refused();
+    if refused > 0 {
+        log::info!(
+            "{refused} files their owners can modify got no private copy, so no names: copies hold \
+             at most {} bytes in all",
+            emberprof_symbolizer::untrusted::MAX_TOTAL_COPY_BYTES
+        );
+    }
     if collector.jit != Default::default() {
         log::info!(
             "perf maps over their limits: {} bytes not read (--max-perf-map-size), {} functions not kept",
             collector.jit.bytes_skipped,
             collector.jit.entries_dropped
         );
+        if collector.jit.maps_evicted > 0 {
+            log::info!(
+                "{} perf maps dropped to keep all perf maps within --max-perf-maps-size",
+                collector.jit.maps_evicted
+            );
+        }
     }
 }

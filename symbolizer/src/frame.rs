@@ -82,6 +82,8 @@ pub enum UnknownReason {
     ModuleUnreadable,
     /// A kernel address outside every kallsyms symbol.
     UnknownKernelAddress,
+    /// JIT code of a process whose perf map was dropped to keep all perf maps within their budget.
+    PerfMapEvicted,
 }
 
 impl UnknownReason {
@@ -94,6 +96,10 @@ impl UnknownReason {
             UnknownReason::NoSymbol => "no symbol covers the address (stripped module?)",
             UnknownReason::ModuleUnreadable => "module could not be read",
             UnknownReason::UnknownKernelAddress => "kernel address not in kallsyms",
+            UnknownReason::PerfMapEvicted => {
+                "JIT code whose perf map was dropped to keep all perf maps within \
+                 --max-perf-maps-size"
+            }
         }
     }
 }

@@ -15,6 +15,13 @@
 //! of `untrusted` (a FIFO is refused instead of blocking), read at most [`READ_CHUNK`] bytes at a time
 //! (a lookup reads further only while its address is not found yet), and at most `max_bytes` in all
 //! (`--max-perf-map-size`); what lies past that is skipped with one warning and counted.
+//!
+//! All maps together share one [`PerfMapBudget`] (bytes read and entries kept): many processes can
+//! each write a map just under the per-map limit (32 hard links of one 60 MiB file took 4,976 MiB).
+//! When a read would pass the budget, the least recently used other map is dropped whole; its
+//! process's JIT frames are unnamed from then on, for a counted reason
+//! ([`crate::UnknownReason::PerfMapEvicted`]), and it is not read again (reading it back would let
+//! two hostile maps evict each other forever).
 
 use std::fs::File;
 use std::io::Read;
@@ -34,6 +41,63 @@ const READ_CHUNK: u64 = 4 << 20;
 
 /// Default of [`crate::SymbolizerOptions::max_perf_map_bytes`].
 pub const DEFAULT_MAX_PERF_MAP_BYTES: u64 = 64 << 20;
+
+/// Default of [`crate::SymbolizerOptions::max_perf_maps_total_bytes`]: four maps at the per-map
+/// limit; a machine's real JIT maps are a few MiB each (a large Node.js application: ~10 MiB).
+pub const DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES: u64 = 256 << 20;
+
+/// Most entries kept over all perf maps: two maps at the per-map cap
+/// ([`crate::perf_map::MAX_ENTRIES`]), ~100 bytes each in memory with their index.
+pub const MAX_PERF_MAPS_TOTAL_ENTRIES: u64 = 2 << 20;
+
+/// What all perf maps of the session have read and kept, against their shared limits.
+#[derive(Debug)]
+pub(crate) struct PerfMapBudget {
+    max_bytes: u64,
+    max_entries: u64,
+    bytes: u64,
+    entries: u64,
+    /// A read was refused for want of room since the last [`PerfMapBudget::take_exhausted`].
+    exhausted: bool,
+}
+
+impl PerfMapBudget {
+    pub fn new(max_bytes: u64, max_entries: u64) -> Self {
+        PerfMapBudget {
+            max_bytes,
+            max_entries,
+            bytes: 0,
+            entries: 0,
+            exhausted: false,
+        }
+    }
+
+    /// Bytes a map may read now (0 when full, which is remembered for the caller to make room).
+    fn room(&mut self) -> u64 {
+        let room = if self.entries >= self.max_entries {
+            0
+        } else {
+            self.max_bytes.saturating_sub(self.bytes)
+        };
+        self.exhausted |= room == 0;
+        room
+    }
+
+    /// Whether less than a chunk is left: the caller evicts until there is one.
+    pub fn wants_room(&self) -> bool {
+        self.entries >= self.max_entries || self.bytes.saturating_add(READ_CHUNK) > self.max_bytes
+    }
+
+    /// Bytes read by the maps held now.
+    #[cfg(test)]
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn take_exhausted(&mut self) -> bool {
+        std::mem::take(&mut self.exhausted)
+    }
+}
 
 struct JitMap {
     file: File,
@@ -57,6 +121,8 @@ pub struct JitStats {
     pub bytes_skipped: u64,
     /// Valid lines not kept because a map held the most entries it may.
     pub entries_dropped: u64,
+    /// Maps dropped to keep all maps within their shared budget (`--max-perf-maps-size`).
+    pub maps_evicted: u64,
 }
 
 /// The perf map of one process instance, kept with the process (see `runtimes`) from its first
@@ -72,6 +138,12 @@ pub(crate) struct ProcessPerfMap {
     last_attempt: Option<Instant>,
     /// The instance exec'd or exited.
     ended: bool,
+    /// The map was dropped for the shared budget: never read again.
+    evicted: bool,
+    /// What the map had not used when it was dropped.
+    evicted_stats: JitStats,
+    /// When the map was last looked up, to evict the least recently used.
+    last_used: Option<Instant>,
 }
 
 /// Least time between two attempts to open a process's perf map.
@@ -88,21 +160,60 @@ impl ProcessPerfMap {
         self.ended = true;
     }
 
-    /// What this map did not use (over the size or entry limits).
+    /// What this map did not use (over the size or entry limits, or evicted).
     pub fn stats(&self) -> JitStats {
         match &self.open {
             Some(jit) => JitStats {
                 bytes_skipped: jit.bytes_skipped(),
                 entries_dropped: jit.map.dropped() as u64,
+                maps_evicted: 0,
             },
-            None => JitStats::default(),
+            None => self.evicted_stats,
         }
+    }
+
+    /// Whether the map was dropped for the shared budget.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted
+    }
+
+    /// When the open map was last used (`None` when none is open).
+    pub fn last_used(&self) -> Option<Instant> {
+        self.open
+            .as_ref()
+            .map(|_| self.last_used.unwrap_or_else(Instant::now))
+    }
+
+    /// Gives the open map's bytes and entries back to `budget` (the instance is forgotten).
+    pub fn release(&mut self, budget: &mut PerfMapBudget) {
+        if let Some(jit) = self.open.take() {
+            budget.bytes = budget.bytes.saturating_sub(jit.bytes_read);
+            budget.entries = budget.entries.saturating_sub(jit.map.len() as u64);
+        }
+    }
+
+    /// Drops the open map to make room in `budget`; it is never read again.
+    pub fn evict(&mut self, budget: &mut PerfMapBudget) {
+        let mut stats = self.stats();
+        if let Some(jit) = &self.open {
+            log::warn!(
+                "{}: dropped to keep all perf maps within their budget ({} bytes, {} entries: \
+                 --max-perf-maps-size); its functions are unnamed from now on",
+                jit.path,
+                budget.max_bytes,
+                budget.max_entries
+            );
+            stats.maps_evicted = 1;
+        }
+        self.release(budget);
+        self.evicted_stats = stats;
+        self.evicted = true;
     }
 
     /// Opens the perf map of live process `key` if it has one and it is not open yet. `start_ticks`,
     /// when known, is the sampled process's start time: another process under a reused PID is skipped.
     pub fn open(&mut self, key: ProcessKey, start_ticks: Option<u64>) {
-        if self.open.is_some() || self.rejected || self.ended {
+        if self.open.is_some() || self.rejected || self.ended || self.evicted {
             return;
         }
         self.last_attempt = Some(Instant::now());
@@ -175,12 +286,14 @@ impl ProcessPerfMap {
         start_ticks: Option<u64>,
         address: u64,
         max_bytes: u64,
+        budget: &mut PerfMapBudget,
     ) -> Option<Arc<str>> {
         self.open_if_due(key, start_ticks);
         let jit = self.open.as_mut()?;
+        self.last_used = Some(Instant::now());
         // One chunk of what the runtime appended, then more only while the address is not named:
-        // the total is bounded by `max_bytes` per map.
-        let mut more = jit.read_chunk(max_bytes);
+        // the total is bounded by `max_bytes` per map and by the budget of all maps.
+        let mut more = jit.read_chunk(max_bytes, budget);
         loop {
             if let Some(entry) = jit.map.lookup(address) {
                 return Some(Arc::from(entry.name.as_str()));
@@ -188,7 +301,7 @@ impl ProcessPerfMap {
             if !more {
                 return None;
             }
-            more = jit.read_chunk(max_bytes);
+            more = jit.read_chunk(max_bytes, budget);
         }
     }
 
@@ -201,11 +314,13 @@ impl ProcessPerfMap {
         start_ticks: Option<u64>,
         refresh: bool,
         max_bytes: u64,
+        budget: &mut PerfMapBudget,
     ) -> Option<&mut PerfMap> {
         self.open_if_due(key, start_ticks);
         let jit = self.open.as_mut()?;
+        self.last_used = Some(Instant::now());
         if refresh || jit.last_read.elapsed() >= UNWIND_REREAD {
-            while jit.read_chunk(max_bytes) && refresh {}
+            while jit.read_chunk(max_bytes, budget) && refresh {}
         }
         Some(&mut jit.map)
     }
@@ -233,10 +348,15 @@ impl JitMap {
         size.saturating_sub(self.bytes_read)
     }
 
-    /// Reads and parses at most [`READ_CHUNK`] new bytes; returns whether any were read.
-    fn read_chunk(&mut self, max_bytes: u64) -> bool {
+    /// Reads and parses at most [`READ_CHUNK`] new bytes, within this map's `max_bytes` and what
+    /// `budget` has left; returns whether any were read.
+    fn read_chunk(&mut self, max_bytes: u64, budget: &mut PerfMapBudget) -> bool {
         self.last_read = Instant::now();
         let allowed = max_bytes.saturating_sub(self.bytes_read).min(READ_CHUNK);
+        if allowed > 0 && budget.room() == 0 {
+            return false; // the caller evicts another map, and the next lookup reads on
+        }
+        let allowed = allowed.min(budget.max_bytes.saturating_sub(budget.bytes));
         if allowed == 0 {
             if !self.full && self.bytes_skipped_if_full() > 0 {
                 self.full = true;
@@ -254,6 +374,7 @@ impl JitMap {
         let result = reader.read_to_end(&mut bytes);
         let read = (bytes.len() - before) as u64;
         self.bytes_read = self.bytes_read.saturating_add(read);
+        budget.bytes = budget.bytes.saturating_add(read);
         if result.is_err() || read == 0 {
             self.partial_utf8 = bytes;
             return false;
@@ -268,7 +389,11 @@ impl JitMap {
         self.partial_utf8 = bytes.split_off(complete);
         let text = String::from_utf8_lossy(&bytes);
         let dropped_before = self.map.dropped();
+        let entries_before = self.map.len();
         let malformed = self.map.extend_from_text(&text);
+        budget.entries = budget
+            .entries
+            .saturating_add((self.map.len() - entries_before) as u64);
         if dropped_before == 0 && self.map.dropped() > 0 {
             log::warn!(
                 "{}: more than {} functions; the rest are unnamed",
@@ -369,6 +494,10 @@ pub(crate) mod tests {
         }
     }
 
+    fn budget() -> PerfMapBudget {
+        PerfMapBudget::new(u64::MAX, u64::MAX)
+    }
+
     fn own_start_ticks() -> u64 {
         let stat = std::fs::read_to_string("/proc/self/stat").expect("own stat");
         crate::process::parse_start_ticks(&stat).expect("start time")
@@ -387,7 +516,7 @@ pub(crate) mod tests {
         let live = ProcessKey { pid, instance: 1 };
         assert_eq!(
             ProcessPerfMap::default()
-                .lookup(live, Some(start), 0x1004, MAX)
+                .lookup(live, Some(start), 0x1004, MAX, &mut budget())
                 .as_deref(),
             Some("jitted_function")
         );
@@ -395,11 +524,17 @@ pub(crate) mod tests {
         let mut map = ProcessPerfMap::default();
         let ended = ProcessKey { pid, instance: 2 };
         map.instance_ended();
-        assert_eq!(map.lookup(ended, Some(start), 0x1004, MAX), None);
+        assert_eq!(
+            map.lookup(ended, Some(start), 0x1004, MAX, &mut budget()),
+            None
+        );
 
         let reused = ProcessKey { pid, instance: 3 };
         let mut map = ProcessPerfMap::default();
-        assert_eq!(map.lookup(reused, Some(start + 1), 0x1004, MAX), None);
+        assert_eq!(
+            map.lookup(reused, Some(start + 1), 0x1004, MAX, &mut budget()),
+            None
+        );
     }
 
     /// A map last written before the process started is another process's (an earlier one with
@@ -419,14 +554,17 @@ pub(crate) mod tests {
         file.set_modified(an_hour_ago).expect("set mtime");
         const MAX: u64 = DEFAULT_MAX_PERF_MAP_BYTES;
         let mut map = ProcessPerfMap::default();
-        assert_eq!(map.lookup(key, Some(own_start_ticks()), 0x1004, MAX), None);
-        assert_eq!(map.lookup(key, None, 0x1004, MAX), None);
+        assert_eq!(
+            map.lookup(key, Some(own_start_ticks()), 0x1004, MAX, &mut budget()),
+            None
+        );
+        assert_eq!(map.lookup(key, None, 0x1004, MAX, &mut budget()), None);
 
         file.set_modified(std::time::SystemTime::now())
             .expect("set mtime");
         std::thread::sleep(OPEN_RETRY);
         assert_eq!(
-            map.lookup(key, Some(own_start_ticks()), 0x1004, MAX)
+            map.lookup(key, Some(own_start_ticks()), 0x1004, MAX, &mut budget())
                 .as_deref(),
             Some("jitted_function")
         );
@@ -444,9 +582,13 @@ pub(crate) mod tests {
             instance: 4,
         };
         let mut map = ProcessPerfMap::default();
-        assert_eq!(map.lookup(key, None, 0x1000, 4096).as_deref(), Some("f0"));
         assert_eq!(
-            map.lookup(key, None, 0x1000 + 999 * 16, 4096),
+            map.lookup(key, None, 0x1000, 4096, &mut budget())
+                .as_deref(),
+            Some("f0")
+        );
+        assert_eq!(
+            map.lookup(key, None, 0x1000 + 999 * 16, 4096, &mut budget()),
             None,
             "past the limit"
         );

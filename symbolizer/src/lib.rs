@@ -49,7 +49,7 @@ pub use error::Error;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use jit::JitStats;
 pub use maps::{parse_maps, MapsEntry};
-pub use modules::{Module, ModuleId, ModuleTable};
+pub use modules::{FileKey, Module, ModuleId, ModuleTable};
 pub use namer::Namer;
 pub use options::SymbolizerOptions;
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};

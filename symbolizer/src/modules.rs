@@ -3,9 +3,11 @@
 //! A module is opened once, through the first process seen mapping it, and the handle is kept for the
 //! whole session: the file stays readable when the process exits, when the file is deleted or replaced
 //! on disk, and when it lives only inside the process's mount namespace. Symbolization reads it as
-//! `/proc/self/fd/N`. Modules are keyed by (device, inode) so one libc serves every process.
+//! `/proc/self/fd/N`. Modules are keyed by [`FileKey`] so one libc serves every process, and a
+//! file that only reuses a freed inode number is never taken for the module that had it.
 
 use std::collections::HashMap;
+use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +15,35 @@ use std::sync::Arc;
 use crate::untrusted::{self, Follow, StableFile};
 use crate::unwind::elf_info::{self, LoadSegment};
 use crate::Error;
+
+/// Which file a module was read from, in a way that cannot repeat within a session: (device, inode)
+/// alone does not, because a deleted file's inode number is given to the next file created (at once
+/// on tmpfs and ext4), and a rebuild-and-rerun loop or an attacker would then get the old binary's
+/// names. The change time is set by the kernel's clock on creation and on every change (its owner
+/// cannot set it, unlike the modification time), so a new file under an old inode number differs in
+/// it; size and modification time are kept too, as cheap extra evidence. The build-id is not part of
+/// the key: reading it needs the file opened (a copy made for a hostile file) before the lookup that
+/// is meant to avoid opening it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub dev: u64,
+    pub inode: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+    size: u64,
+}
+
+impl FileKey {
+    pub fn of(meta: &Metadata) -> Self {
+        FileKey {
+            dev: meta.dev(),
+            inode: meta.ino(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            size: meta.size(),
+        }
+    }
+}
 
 /// Index of a module in its [`ModuleTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,7 +115,7 @@ fn load_segments(file: &StableFile) -> Vec<LoadSegment> {
 #[derive(Debug, Default)]
 pub struct ModuleTable {
     modules: Vec<Module>,
-    by_file: HashMap<(u64, u64), ModuleId>,
+    by_file: HashMap<FileKey, ModuleId>,
 }
 
 impl ModuleTable {
@@ -100,20 +131,32 @@ impl ModuleTable {
         self.modules.is_empty()
     }
 
-    /// The module for file (`dev`, `inode`), opening it with `open` if it is new, and looking for its
-    /// separate debug information in the view of process `pid`.
-    pub fn get_or_open(
+    /// The module of the file a process maps, opening it if it is new, and looking for its separate
+    /// debug information in the view of process `pid`. `key` is the file's identity when it could be
+    /// read without opening the file (`stat`); `open` gives the file and its identity otherwise, or
+    /// when no module has that identity yet. A file that turns out to be a known module once open is
+    /// dropped before it is copied (see [`StableFile`]).
+    pub(crate) fn get_or_open(
         &mut self,
-        dev: u64,
-        inode: u64,
+        key: Option<FileKey>,
         mapped_path: &str,
         pid: u32,
-        open: impl FnOnce() -> Result<StableFile, Error>,
+        open: impl FnOnce() -> Result<(File, PathBuf), Error>,
     ) -> Result<ModuleId, Error> {
-        if let Some(&id) = self.by_file.get(&(dev, inode)) {
+        if let Some(id) = key.and_then(|key| self.find(key)) {
             return Ok(id);
         }
-        let file = open()?;
+        let (file, opened_path) = open()?;
+        let open_error = |source| Error::OpenModule {
+            pid,
+            path: opened_path.clone(),
+            source,
+        };
+        let key = FileKey::of(&file.metadata().map_err(open_error)?);
+        if let Some(id) = self.find(key) {
+            return Ok(id);
+        }
+        let file = StableFile::new(file).map_err(open_error)?;
         let id = self.insert(mapped_path, file);
         let path = self.modules[id.0 as usize].mapped_path.clone();
         let module = &mut self.modules[id.0 as usize];
@@ -121,13 +164,13 @@ impl ModuleTable {
         if module.debug_file.is_some() {
             module.segments = load_segments(&module.file);
         }
-        self.by_file.insert((dev, inode), id);
+        self.by_file.insert(key, id);
         Ok(id)
     }
 
-    /// The module of file (`dev`, `inode`), if it was opened.
-    pub fn find(&self, (dev, inode): (u64, u64)) -> Option<ModuleId> {
-        self.by_file.get(&(dev, inode)).copied()
+    /// The module of file `key`, if it was opened.
+    pub fn find(&self, key: FileKey) -> Option<ModuleId> {
+        self.by_file.get(&key).copied()
     }
 
     /// Adds a module that is not keyed by a mapped file (the vDSO image).
@@ -154,8 +197,18 @@ fn display_name(path: &Path) -> Arc<str> {
     Arc::from(name.as_ref())
 }
 
-/// Opens a module mapped by `pid` at `start..end` from `mapped_path`, as a [`StableFile`] (a private
-/// copy when the process's user could truncate it under us).
+/// The identity of the file `pid` maps at `start..end`, read without opening it: `stat` of
+/// `/proc/PID/map_files/` (the exact file, but it needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE).
+/// `None` without that privilege: the caller then opens the file to learn it.
+pub(crate) fn mapped_file_key(pid: u32, start: u64, end: u64) -> Option<FileKey> {
+    let map_file = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    let meta = std::fs::metadata(map_file).ok()?;
+    meta.file_type().is_file().then(|| FileKey::of(&meta))
+}
+
+/// Opens the file `pid` maps at `start..end` from `mapped_path`, with the path it was opened by (for
+/// errors); the caller makes it a [`StableFile`] (a private copy when the process's user could
+/// truncate it under us) if it is a new module.
 ///
 /// `/proc/PID/map_files/` is the exact file the mapping came from, even when deleted or in another
 /// mount namespace, but needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE); without it, the path is opened
@@ -166,18 +219,11 @@ pub(crate) fn open_mapped_file(
     end: u64,
     mapped_path: &str,
     inode: u64,
-) -> Result<StableFile, Error> {
+) -> Result<(File, PathBuf), Error> {
     let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
-    let stable = |path: &Path, file| {
-        StableFile::new(file).map_err(|source| Error::OpenModule {
-            pid,
-            path: path.to_owned(),
-            source,
-        })
-    };
     // map_files entries are magic links: they must be followed.
     if let Ok(file) = untrusted::open(&map_file, Follow::Yes) {
-        return stable(&map_file, file);
+        return Ok((file, map_file));
     }
     let in_root = PathBuf::from(format!("/proc/{pid}/root{mapped_path}"));
     let file =
@@ -198,5 +244,5 @@ pub(crate) fn open_mapped_file(
             ),
         });
     }
-    stable(&in_root, file)
+    Ok((file, in_root))
 }

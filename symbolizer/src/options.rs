@@ -16,6 +16,10 @@ pub struct SymbolizerOptions {
     /// Most bytes read from one process's perf map (`/tmp/perf-PID.map`), which the process writes
     /// and could make arbitrarily large; the rest is skipped with a warning. Default 64 MiB.
     pub max_perf_map_bytes: u64,
+    /// Most bytes read from all perf maps together (with at most
+    /// [`crate::jit::MAX_PERF_MAPS_TOTAL_ENTRIES`] entries kept); past it, the least recently used
+    /// map is dropped, with a warning. Default 256 MiB.
+    pub max_perf_maps_total_bytes: u64,
 }
 
 impl Default for SymbolizerOptions {
@@ -25,6 +29,7 @@ impl Default for SymbolizerOptions {
             source_lines: false,
             name_style: NameStyle::Short,
             max_perf_map_bytes: crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
+            max_perf_maps_total_bytes: crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
         }
     }
 }

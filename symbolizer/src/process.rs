@@ -12,7 +12,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
 
 use crate::maps::{parse_maps, MapsEntry};
-use crate::modules::{open_mapped_file, ModuleId, ModuleTable};
+use crate::modules::{mapped_file_key, open_mapped_file, FileKey, ModuleId, ModuleTable};
 use crate::Error;
 
 /// One run of one program in one process: a PID, and the instance id the BPF side gave it (a new one
@@ -40,9 +40,9 @@ pub struct ProcessSnapshot {
     mappings: Vec<Mapping>,
     /// The module of the main executable (`/proc/PID/exe`), if it is mapped.
     executable: Option<ModuleId>,
-    /// (device, inode) of `/proc/PID/exe` when the snapshot was taken: a later read of the maps is
-    /// only valid for this instance while the process still runs this program.
-    executable_file: Option<(u64, u64)>,
+    /// Identity of `/proc/PID/exe` when the snapshot was taken: a later read of the maps is only
+    /// valid for this instance while the process still runs this program.
+    executable_file: Option<FileKey>,
     /// Mappings whose file could not be opened, by display name, so their frames still say where they are.
     unreadable: Vec<(u64, u64, u64, std::sync::Arc<str>)>,
     /// Which of the table's snapshots this is (see [`ProcessSnapshot::generation`]).
@@ -105,11 +105,10 @@ impl ProcessSnapshot {
     }
 }
 
-/// (device, inode) of the process's main executable.
-fn executable_file(pid: u32) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
+/// Identity of the process's main executable.
+fn executable_file(pid: u32) -> Option<FileKey> {
     let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-    Some((meta.dev(), meta.ino()))
+    Some(FileKey::of(&meta))
 }
 
 /// Nanoseconds per clock tick of `/proc/PID/stat` times: USER_HZ is 100 on every Linux architecture.
@@ -264,7 +263,9 @@ impl ProcessTable {
             if entry.inode == 0 || !entry.path.starts_with('/') {
                 continue; // anonymous executable memory: JIT code, trampolines
             }
-            let opened = modules.get_or_open(entry.dev, entry.inode, &entry.path, pid, || {
+            let key = mapped_file_key(pid, entry.start, entry.end)
+                .filter(|key| (key.dev, key.inode) == (entry.dev, entry.inode));
+            let opened = modules.get_or_open(key, &entry.path, pid, || {
                 open_mapped_file(pid, entry.start, entry.end, &entry.path, entry.inode)
             });
             match opened {

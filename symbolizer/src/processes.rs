@@ -67,7 +67,7 @@ pub(crate) struct UnwindView<'a> {
 impl Processes {
     /// No process yet; the vDSO (the same in every process) is read now. `max_perf_map_bytes`
     /// bounds what is read of each process's perf map.
-    pub fn new(max_perf_map_bytes: u64) -> Result<Self, Error> {
+    pub fn new(max_perf_map_bytes: u64, max_perf_maps_total_bytes: u64) -> Result<Self, Error> {
         let mut modules = ModuleTable::default();
         let vdso = crate::vdso::extract_vdso()?.map(|file| modules.insert("[vdso]", file));
         Ok(Processes {
@@ -78,7 +78,7 @@ impl Processes {
             ended: HashSet::new(),
             released: ReleasedInstances::default(),
             start_ticks: HashMap::new(),
-            runtimes: Runtimes::new(max_perf_map_bytes),
+            runtimes: Runtimes::new(max_perf_map_bytes, max_perf_maps_total_bytes),
         })
     }
 
@@ -251,7 +251,9 @@ impl Processes {
         if let Some(name) = jit {
             return Symbol::Named(vec![Frame::new(name, FrameKind::Jit)]);
         }
-        let reason = if self.snapshots.contains(key) {
+        let reason = if self.runtimes.perf_map_evicted(key) {
+            UnknownReason::PerfMapEvicted
+        } else if self.snapshots.contains(key) {
             UnknownReason::NotInModule
         } else {
             UnknownReason::ProcessNotSnapshotted

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::jit::{self, JitStats, ProcessPerfMap};
+use crate::jit::{self, JitStats, PerfMapBudget, ProcessPerfMap};
 use crate::perf_map::PerfMap;
 use crate::process::ProcessKey;
 
@@ -27,15 +27,18 @@ pub(crate) struct Runtimes {
     /// Most bytes read from one process's perf map (`--max-perf-map-size`).
     max_perf_map_bytes: u64,
     processes: HashMap<ProcessKey, ProcessRuntimes>,
+    /// What all perf maps together may read and keep (see `jit`).
+    budget: PerfMapBudget,
     /// What the perf maps of forgotten instances did not use, for [`Runtimes::jit_stats`].
     forgotten: JitStats,
 }
 
 impl Runtimes {
-    pub fn new(max_perf_map_bytes: u64) -> Self {
+    pub fn new(max_perf_map_bytes: u64, max_perf_maps_total_bytes: u64) -> Self {
         Runtimes {
             max_perf_map_bytes,
             processes: HashMap::new(),
+            budget: PerfMapBudget::new(max_perf_maps_total_bytes, jit::MAX_PERF_MAPS_TOTAL_ENTRIES),
             forgotten: JitStats::default(),
         }
     }
@@ -57,8 +60,9 @@ impl Runtimes {
 
     /// Drops everything about a released instance but what its perf map did not use.
     pub fn forget(&mut self, key: ProcessKey) {
-        if let Some(runtimes) = self.processes.remove(&key) {
+        if let Some(mut runtimes) = self.processes.remove(&key) {
             let stats = runtimes.perf_map.stats();
+            runtimes.perf_map.release(&mut self.budget);
             self.forgotten.bytes_skipped = self
                 .forgotten
                 .bytes_skipped
@@ -67,7 +71,43 @@ impl Runtimes {
                 .forgotten
                 .entries_dropped
                 .saturating_add(stats.entries_dropped);
+            self.forgotten.maps_evicted = self
+                .forgotten
+                .maps_evicted
+                .saturating_add(stats.maps_evicted);
         }
+    }
+
+    /// Whether process `key`'s perf map was dropped for the shared budget.
+    pub fn perf_map_evicted(&self, key: ProcessKey) -> bool {
+        self.processes
+            .get(&key)
+            .is_some_and(|r| r.perf_map.is_evicted())
+    }
+
+    /// After a read of `key`'s map was refused for want of room: drops the least recently used
+    /// other maps until a chunk fits again. Returns whether any was dropped (so reading may go on).
+    fn make_room(&mut self, key: ProcessKey) -> bool {
+        if !self.budget.take_exhausted() {
+            return false;
+        }
+        let mut evicted = false;
+        while self.budget.wants_room() {
+            let oldest = self
+                .processes
+                .iter()
+                .filter(|(other, _)| **other != key)
+                .filter_map(|(other, r)| Some((r.perf_map.last_used()?, *other)))
+                .min();
+            let Some((_, oldest)) = oldest else {
+                break;
+            };
+            if let Some(runtimes) = self.processes.get_mut(&oldest) {
+                runtimes.perf_map.evict(&mut self.budget);
+                evicted = true;
+            }
+        }
+        evicted
     }
 
     /// The name a runtime gives `address` in process `key`, if any.
@@ -78,9 +118,14 @@ impl Runtimes {
         address: u64,
     ) -> Option<Arc<str>> {
         let max_bytes = self.max_perf_map_bytes;
-        self.of(key)
-            .perf_map
-            .lookup(key, start_ticks, address, max_bytes)
+        let runtimes = self.processes.entry(key).or_default();
+        let found =
+            (runtimes.perf_map).lookup(key, start_ticks, address, max_bytes, &mut self.budget);
+        if found.is_some() || !self.make_room(key) {
+            return found;
+        }
+        let runtimes = self.processes.entry(key).or_default();
+        (runtimes.perf_map).lookup(key, start_ticks, address, max_bytes, &mut self.budget)
     }
 
     /// The perf map of process `key` for the unwinder (see [`ProcessPerfMap::for_unwinding`]).
@@ -91,9 +136,21 @@ impl Runtimes {
         refresh: bool,
     ) -> Option<&mut PerfMap> {
         let max_bytes = self.max_perf_map_bytes;
-        self.of(key)
-            .perf_map
-            .for_unwinding(key, start_ticks, refresh, max_bytes)
+        let runtimes = self.processes.entry(key).or_default();
+        // Read (and refused room) first; the map is handed out after any eviction.
+        (runtimes.perf_map).for_unwinding(key, start_ticks, refresh, max_bytes, &mut self.budget);
+        if self.make_room(key) {
+            let runtimes = self.processes.entry(key).or_default();
+            (runtimes.perf_map).for_unwinding(
+                key,
+                start_ticks,
+                refresh,
+                max_bytes,
+                &mut self.budget,
+            );
+        }
+        let runtimes = self.processes.entry(key).or_default();
+        (runtimes.perf_map).for_unwinding(key, start_ticks, false, max_bytes, &mut self.budget)
     }
 
     /// Totals over every perf map, forgotten ones included.
@@ -103,6 +160,7 @@ impl Runtimes {
             let one = runtimes.perf_map.stats();
             stats.bytes_skipped = stats.bytes_skipped.saturating_add(one.bytes_skipped);
             stats.entries_dropped = stats.entries_dropped.saturating_add(one.entries_dropped);
+            stats.maps_evicted = stats.maps_evicted.saturating_add(one.maps_evicted);
         }
         stats
     }
@@ -130,7 +188,7 @@ mod tests {
             pid: std::process::id(),
             instance: 6,
         };
-        let mut runtimes = Runtimes::new(4096);
+        let mut runtimes = Runtimes::new(4096, u64::MAX);
         assert_eq!(runtimes.name(key, None, 0x1000).as_deref(), Some("f0"));
         assert_eq!(runtimes.name(key, None, 0x1000 + 999 * 16), None);
         let skipped = lines.len() as u64 - 4096;
@@ -140,5 +198,55 @@ mod tests {
         runtimes.forget(key);
         assert_eq!(runtimes.sizes(), "0 maps, 0 rejected, 0 attempts, 0 ended");
         assert_eq!(runtimes.jit_stats().bytes_skipped, skipped);
+    }
+
+    /// Eight instances (this process under eight keys) each read a perf map of 1 MiB under a
+    /// shared budget of 3 MiB: the least recently used maps are dropped (counted, and their
+    /// addresses then say why they are unnamed), never more than the budget is held, and the
+    /// instance used last keeps its names. A released instance gives its bytes back.
+    #[test]
+    fn all_perf_maps_share_one_budget() {
+        let lines: String = (0..25_000u64)
+            .map(|i| {
+                format!(
+                    "{:x} 10 function_{i:08}_padded_to_fifty_bytes_\n",
+                    0x1000 + i * 16
+                )
+            })
+            .collect();
+        assert!(lines.len() > 1 << 20);
+        let _map = OwnPerfMap::write(&lines);
+        let last = 0x1000 + 24_999 * 16;
+        let key = |instance| ProcessKey {
+            pid: std::process::id(),
+            instance,
+        };
+        // Room for a chunk of reading plus about one and a half maps.
+        let budget = 3 * (lines.len() as u64) / 2 + (4 << 20);
+        let mut runtimes = Runtimes::new(u64::MAX, budget);
+        for instance in 0..8 {
+            assert_eq!(
+                runtimes.name(key(instance), None, last).as_deref(),
+                Some("function_00024999_padded_to_fifty_bytes_"),
+                "instance {instance}"
+            );
+            assert!(runtimes.budget.bytes() <= budget, "{:?}", runtimes.budget);
+        }
+        let evicted = runtimes.jit_stats().maps_evicted;
+        assert!((4..8).contains(&evicted), "{evicted} maps evicted");
+        assert!(runtimes.perf_map_evicted(key(0)));
+        assert!(!runtimes.perf_map_evicted(key(7)));
+        assert_eq!(
+            runtimes.name(key(0), None, last),
+            None,
+            "an evicted map is not read again"
+        );
+        let held = runtimes.budget.bytes();
+        runtimes.forget(key(7));
+        assert!(
+            runtimes.budget.bytes() < held,
+            "a released map gives its bytes back"
+        );
+        assert_eq!(runtimes.jit_stats().maps_evicted, evicted);
     }
 }

@@ -30,7 +30,10 @@ pub struct Symbolizer {
 impl Symbolizer {
     pub fn new(options: SymbolizerOptions) -> Result<Self, Error> {
         Ok(Symbolizer {
-            processes: Processes::new(options.max_perf_map_bytes)?,
+            processes: Processes::new(
+                options.max_perf_map_bytes,
+                options.max_perf_maps_total_bytes,
+            )?,
             unwinder: Unwinder::default(),
             namer: Namer::new(options),
         })

@@ -25,6 +25,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::Mmap;
 use object::{Object, ObjectSection};
@@ -34,6 +35,51 @@ use object::{Object, ObjectSection};
 /// binaries with their DWARF (a Chromium or LLVM build with debug info: several hundred MiB). A larger
 /// file that the profiled user can modify gets no names, with a warning.
 pub const MAX_COPY_BYTES: u64 = 1 << 30;
+
+/// Most bytes held in all copies at once, for the session. Copies are shared memory: they escape
+/// RSS-based limits and the OOM killer's view of emberprof (8 sparse 1,000 MiB files, 4 KB of the
+/// attacker's disk, pinned 8,000 MiB). A file that does not fit gets no copy and no names, with a
+/// warning and a count ([`copies_refused`]); a copy's bytes are given back when it is dropped.
+pub const MAX_TOTAL_COPY_BYTES: u64 = 512 << 20;
+
+/// Bytes held in copies now, and copies refused for the budget so far (process-wide: the budget
+/// is the machine's shared memory, whoever in this process holds the copies).
+static COPY_BYTES_HELD: AtomicU64 = AtomicU64::new(0);
+static COPIES_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Files that got no private copy (so no names) because [`MAX_TOTAL_COPY_BYTES`] was held.
+pub fn copies_refused() -> u64 {
+    COPIES_REFUSED.load(Ordering::Relaxed)
+}
+
+/// Takes `size` bytes of the copy budget, or says why not.
+fn reserve_copy(size: u64) -> io::Result<()> {
+    let reserved = COPY_BYTES_HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+        held.checked_add(size)
+            .filter(|&total| total <= MAX_TOTAL_COPY_BYTES)
+    });
+    match reserved {
+        Ok(_) => Ok(()),
+        Err(held) => {
+            if COPIES_REFUSED.fetch_add(1, Ordering::Relaxed) == 0 {
+                log::warn!(
+                    "a file of {size} bytes its owner can modify gets no private copy, so no names: \
+                     copies already hold {held} bytes of the {MAX_TOTAL_COPY_BYTES} budget (counted in -v)"
+                );
+            }
+            Err(io::Error::other(format!(
+                "{size} bytes to copy, past the {MAX_TOTAL_COPY_BYTES}-byte budget for copies of files \
+                 their owners can modify ({held} held)"
+            )))
+        }
+    }
+}
+
+fn release_copy(size: u64) {
+    let _ = COPY_BYTES_HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+        Some(held.saturating_sub(size))
+    });
+}
 
 /// Whether the last path component may be a symlink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +179,14 @@ pub struct StableFile {
     file: File,
     /// Whether this is a private copy (the original could be modified by a non-root user).
     copied: bool,
+    /// Bytes of the copy budget this copy holds, given back on drop.
+    reserved: u64,
+}
+
+impl Drop for StableFile {
+    fn drop(&mut self) {
+        release_copy(self.reserved);
+    }
 }
 
 impl StableFile {
@@ -144,6 +198,7 @@ impl StableFile {
             return Ok(StableFile {
                 file,
                 copied: false,
+                reserved: 0,
             });
         }
         let size = file.metadata()?.len();
@@ -152,24 +207,30 @@ impl StableFile {
                 "{size} bytes, more than the {MAX_COPY_BYTES} emberprof copies of a file its owner can modify"
             )));
         }
-        let copy = memfd()?;
+        reserve_copy(size)?;
+        // Given back by its drop if anything below fails.
+        let mut stable = StableFile {
+            file: memfd()?,
+            copied: true,
+            reserved: size,
+        };
+        let copy = &stable.file;
         // Bounded by the cap even if the file grows while it is copied; a file that shrinks just
         // gives a shorter copy (read(2) returns less, it does not fault).
-        let copied = io::copy(&mut io::Read::take(&file, MAX_COPY_BYTES), &mut &copy)?;
+        let copied = io::copy(&mut io::Read::take(&file, size), &mut &*copy)?;
         if copied == 0 {
             return Err(io::Error::other("empty file"));
         }
-        unlink_debug_files(&copy);
+        unlink_debug_files(copy);
         let seals =
             libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
         // SAFETY: fcntl on a descriptor we own.
         if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(StableFile {
-            file: copy,
-            copied: true,
-        })
+        stable.reserved = copied.min(size);
+        release_copy(size - stable.reserved);
+        Ok(stable)
     }
 
     /// A file this process created itself (the vDSO image), which nobody else can modify.
@@ -177,6 +238,7 @@ impl StableFile {
         StableFile {
             file,
             copied: false,
+            reserved: 0,
         }
     }
 

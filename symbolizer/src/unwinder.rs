@@ -177,8 +177,11 @@ mod tests {
             pid: std::process::id(),
             instance: 1,
         };
-        let mut processes =
-            Processes::new(crate::jit::DEFAULT_MAX_PERF_MAP_BYTES).expect("processes");
+        let mut processes = Processes::new(
+            crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
+            crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
+        )
+        .expect("processes");
         processes.process_seen(key).expect("own snapshot");
         let generation = |processes: &Processes| {
             let snapshot = processes.snapshots().get(key).expect("snapshot");

@@ -342,8 +342,11 @@ mod tests {
         const BATCH: usize = 1000;
         let addresses = own_code_addresses(3 * USER_SYMBOLS as u64);
         assert!(addresses.len() > 2 * USER_SYMBOLS, "too few addresses");
-        let mut processes =
-            Processes::new(crate::jit::DEFAULT_MAX_PERF_MAP_BYTES).expect("processes");
+        let mut processes = Processes::new(
+            crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
+            crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
+        )
+        .expect("processes");
         processes
             .process_seen(addresses[0].0)
             .expect("own snapshot");
