@@ -429,6 +429,25 @@ static __always_inline int needs_stack_copy(__u32 tgid, __u32 instance, __u64 ip
 	return 0;
 }
 
+/* Copies the red zone below sp into rec->red_zone (right-aligned). It is on sp's page or the page
+ * below, which is mapped unless sp is at the bottom of the stack mapping: then only the part on sp's
+ * own page is copied. */
+static __always_inline void copy_red_zone(struct user_stack_record *rec, __u64 sp)
+{
+	rec->red_zone_len = 0;
+	if (sp < RED_ZONE_BYTES)
+		return;
+	if (bpf_probe_read_user(rec->red_zone, RED_ZONE_BYTES, (void *)(sp - RED_ZONE_BYTES)) == 0) {
+		rec->red_zone_len = RED_ZONE_BYTES;
+		return;
+	}
+	__u32 on_page = sp & 4095;
+	if (on_page == 0 || on_page >= RED_ZONE_BYTES)
+		return;
+	if (bpf_probe_read_user(&rec->red_zone[RED_ZONE_BYTES - on_page], on_page, (void *)(sp - on_page)) == 0)
+		rec->red_zone_len = on_page;
+}
+
 /* Sends the sample with a copy of the top of the user stack, for DWARF unwinding in userspace.
  * bpf_probe_read_user cannot fault pages in and one read fails as a whole, so the copy goes page by
  * page and stops at the first page that cannot be read (the end of the stack mapping). Returns 0 if
@@ -442,7 +461,7 @@ static __always_inline int send_user_stack(struct bpf_perf_event_data *ctx, cons
 		return -1;
 	struct user_stack_record *rec = &scratch->record;
 	rec->kind = RECORD_USER_STACK;
-	rec->_pad = 0;
+	copy_red_zone(rec, sp);
 	rec->key = *key;
 	rec->key.user_stack_id = STACK_ID_IN_RECORD;
 	rec->ip = ip;

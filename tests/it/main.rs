@@ -15,6 +15,7 @@ mod perf_backend;
 mod real_programs;
 mod real_world;
 mod record;
+mod redzone;
 mod report;
 mod support;
 mod symbols;

@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FramelessCode, FramelessMapping, JitStats, ProcessKey, Symbolizer, UnwindEnd, UserRegisters,
+    FramelessCode, FramelessMapping, JitStats, ProcessKey, StackCopy, Symbolizer, UnwindEnd,
+    UserRegisters,
 };
 
 use super::launch::remove_pre_exec_samples;
@@ -299,7 +300,7 @@ impl Collector {
         &mut self,
         process: ProcessKey,
         registers: UserRegisters,
-        stack: &[u8],
+        stack: StackCopy<'_>,
         count: u64,
     ) -> (Vec<u64>, UnwindEnd) {
         let unwound = self.symbolizer.unwind(process, registers, stack);
@@ -312,7 +313,7 @@ impl Collector {
         &mut self,
         process: ProcessKey,
         registers: UserRegisters,
-        stack: &[u8],
+        stack: StackCopy<'_>,
         frames: &[u64],
     ) {
         // The first stacks of a process come before its plan reaches the source: learn from them
@@ -322,14 +323,9 @@ impl Collector {
                 self.roots.set_plan(process, mappings_of(&code));
             }
         }
-        let change = self.roots.learn(
-            process,
-            registers.ip,
-            registers.sp,
-            registers.bp,
-            stack,
-            frames,
-        );
+        let change = self
+            .roots
+            .learn(process, registers.ip, registers.bp, stack, frames);
         if let Some(change) = change {
             self.feedback.push(Feedback::KnownRoot {
                 instance: process.instance,

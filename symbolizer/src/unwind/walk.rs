@@ -291,7 +291,7 @@ mod tests {
             cache: &mut CacheX86_64::new(),
             context: &mut UnwindContext::new(),
             stack: StackCopy {
-                sp: STACK,
+                start: STACK,
                 bytes: &bytes,
             },
             jit: Some(&mut map),
@@ -423,7 +423,7 @@ mod tests {
             cache: &mut CacheX86_64::new(),
             context: &mut UnwindContext::new(),
             stack: StackCopy {
-                sp: STACK,
+                start: STACK,
                 bytes: &bytes,
             },
             jit: None,

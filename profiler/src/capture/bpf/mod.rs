@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use emberprof_bpf::{Record, SampleKey, Stat, STACK_ID_IN_RECORD, STACK_ID_NONE};
-use emberprof_symbolizer::{FramelessCode, ProcessKey, UserRegisters};
+use emberprof_symbolizer::{FramelessCode, ProcessKey, StackCopy, UserRegisters};
 
 use sampler::StackCache;
 pub use sampler::{online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig};
@@ -159,7 +159,10 @@ impl Source for BpfSource {
                             bp: record.bp,
                             general: Some(record.gp_regs),
                         },
-                        stack,
+                        stack: StackCopy {
+                            start: record.stack_start(),
+                            bytes: stack,
+                        },
                     },
                     count: 1,
                 })),
