@@ -56,6 +56,7 @@ pub mod names {
     pub const DWARF_TGIDS: &str = "dwarf_tgids";
     pub const FRAMELESS_RANGES: &str = "frameless_ranges";
     pub const KNOWN_ROOTS: &str = "known_roots";
+    pub const STACK_COPY_SIZES: &str = "stack_copy_sizes";
     pub const MODULE_EXCEPTIONS: &str = "module_exceptions";
     pub const STACK_SCRATCH: &str = "stack_scratch";
     /// Generation 0 and 1 of the stack and count maps (see [`super::GENERATIONS`]).

@@ -123,6 +123,16 @@ struct {
 	__type(value, __u8);
 } known_roots SEC(".maps");
 
+/* Bytes of user stack to copy for a process instance whose stacks userspace found ending at the
+ * edge of the copy (frames bigger than config.stack_copy_bytes, such as git's 15 KiB
+ * cmd_pack_objects frame); other processes keep the cheap default. LRU: instances are never reused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+} stack_copy_sizes SEC(".maps");
+
 /* Staging for stack copies, one slot per CPU (max_entries set to the CPU count at load). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -477,6 +487,11 @@ static __always_inline int send_user_stack(struct bpf_perf_event_data *ctx, cons
 	}
 
 	__u32 limit = cfg.stack_copy_bytes;
+	__u32 *raised = bpf_map_lookup_elem(&stack_copy_sizes, &key->instance);
+	if (raised)
+		limit = *raised;
+	if (limit > MAX_STACK_COPY)
+		limit = MAX_STACK_COPY;
 	__u32 copied = 0;
 	/* The first chunk runs to the end of sp's page, every other one is a whole page. */
 	__u32 chunk = 4096 - (sp & 4095);

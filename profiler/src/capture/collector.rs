@@ -305,6 +305,15 @@ impl Collector {
     ) -> (Vec<u64>, UnwindEnd) {
         let unwound = self.symbolizer.unwind(process, registers, stack);
         self.unwinding.count(unwound.end, count);
+        if unwound.end == UnwindEnd::StackCopyExhausted {
+            // Bytes from sp: the red zone below it is not part of the size the source copies.
+            let end = stack.start.saturating_add(stack.bytes.len() as u64);
+            let copied = u32::try_from(end.saturating_sub(registers.sp)).unwrap_or(u32::MAX);
+            self.feedback.push(Feedback::StackCopyExhausted {
+                instance: process.instance,
+                copied,
+            });
+        }
         (unwound.frames, unwound.end)
     }
 

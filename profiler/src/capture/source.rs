@@ -89,6 +89,9 @@ pub enum Feedback {
         address: u64,
         known: bool,
     },
+    /// A stack of this instance ended at the edge of its copy, `copied` bytes from sp: copy more
+    /// for it (a source that cannot ignores this).
+    StackCopyExhausted { instance: u32, copied: u32 },
 }
 
 /// A source's own account of the capture, for the summary.

@@ -47,6 +47,8 @@ pub struct BpfSource {
     judges_stacks: bool,
     /// Time in the BPF programs and their runs, read when sampling stops.
     run_time: (Duration, u64),
+    /// Times a process's stack copy was raised (see `Sampler::stack_copy_exhausted`).
+    raised_copies: u64,
 }
 
 impl BpfSource {
@@ -62,6 +64,7 @@ impl BpfSource {
             malformed: 0,
             judges_stacks,
             run_time: (Duration::ZERO, 0),
+            raised_copies: 0,
         }
     }
 
@@ -230,6 +233,15 @@ impl Source for BpfSource {
                 address,
                 known,
             } => self.sampler.set_known_root(instance, address, known),
+            Feedback::StackCopyExhausted { instance, copied } => {
+                if let Some(bytes) = self.sampler.stack_copy_exhausted(instance, copied)? {
+                    self.raised_copies += 1;
+                    log::debug!(
+                        "instance {instance}: stacks end at the copy's edge, copying {bytes} bytes"
+                    );
+                }
+                Ok(())
+            }
         }
     }
 
@@ -260,7 +272,20 @@ impl Source for BpfSource {
             lost: stats.lost(),
             malformed: self.malformed,
             checkpoints: self.checkpoints,
-            notes: notes(&stats, self.malformed, self.checkpoints, self.run_time),
+            notes: {
+                let mut notes = notes(&stats, self.malformed, self.checkpoints, self.run_time);
+                if self.raised_copies > 0 {
+                    notes.push((
+                        log::Level::Info,
+                        format!(
+                            "stack copy raised {} times for processes whose stacks ended at its \
+                             edge (frames bigger than --stack-size)",
+                            self.raised_copies
+                        ),
+                    ));
+                }
+                notes
+            },
         })
     }
 }

@@ -85,8 +85,13 @@ pub struct SamplerConfig {
     pub unwind: UnwindMode,
     /// Bytes of user stack copied per sample when unwinding with DWARF.
     pub stack_copy_bytes: u32,
+    /// Raise the copy of a process whose stacks end at its edge (see [`Sampler::stack_copy_exhausted`]).
+    pub grow_stack_copy: bool,
     pub map_sizes: MapSizes,
 }
+
+/// `max_entries` of the `stack_copy_sizes` map.
+const STACK_COPY_SIZES_ENTRIES: usize = 16384;
 
 /// The loaded BPF object. Sampling runs from [`Sampler::attach`] until [`Sampler::detach`] or drop.
 pub struct Sampler {
@@ -96,6 +101,10 @@ pub struct Sampler {
     perf_links: Vec<PerfEventLinkId>,
     /// `--unwind auto`: modules whose frameless functions are in `module_exceptions`.
     modules_sent: std::collections::HashSet<u32>,
+    stack_copy_bytes: u32,
+    grow_stack_copy: bool,
+    /// Instances whose copy was raised, and to what (mirrors `stack_copy_sizes`).
+    raised: StdHashMap<u32, u32>,
 }
 
 impl Sampler {
@@ -179,6 +188,9 @@ impl Sampler {
             records,
             perf_links: Vec::new(),
             modules_sent: Default::default(),
+            stack_copy_bytes: config.stack_copy_bytes,
+            grow_stack_copy: config.grow_stack_copy,
+            raised: StdHashMap::new(),
         })
     }
 
@@ -265,6 +277,38 @@ impl Sampler {
         };
         result
             .with_context(|| format!("cannot update the root {address:#x} of instance {instance}"))
+    }
+
+    /// A stack of `instance` ended at the edge of a copy of `copied` bytes from sp: doubles the
+    /// instance's copy, up to `MAX_STACK_COPY`, so frames bigger than the default copy unwind
+    /// while every other process keeps the cheap size. Copies taken before an earlier raise (still
+    /// in the ring buffer) are smaller than the current size and change nothing. Returns the new
+    /// size if it grew.
+    pub fn stack_copy_exhausted(&mut self, instance: u32, copied: u32) -> Result<Option<u32>> {
+        if !self.grow_stack_copy {
+            return Ok(None);
+        }
+        let current = self
+            .raised
+            .get(&instance)
+            .copied()
+            .unwrap_or(self.stack_copy_bytes);
+        let raised = current
+            .saturating_mul(2)
+            .min(emberprof_bpf::MAX_STACK_COPY as u32);
+        // The BPF map is an LRU of this many entries; past it (a fork bomb of deep stacks) new
+        // instances keep the default rather than grow this table without bound.
+        let full =
+            !self.raised.contains_key(&instance) && self.raised.len() >= STACK_COPY_SIZES_ENTRIES;
+        if copied < current || raised <= current || full {
+            return Ok(None);
+        }
+        let mut map: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut self.ebpf, names::STACK_COPY_SIZES)?)?;
+        map.insert(instance, raised, 0)
+            .with_context(|| format!("cannot raise the stack copy of instance {instance}"))?;
+        self.raised.insert(instance, raised);
+        Ok(Some(raised))
     }
 
     /// Starts sampling: follows forks first, so no child is missed, then opens one cpu-clock event per
