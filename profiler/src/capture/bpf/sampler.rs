@@ -90,6 +90,16 @@ pub struct SamplerConfig {
     pub map_sizes: MapSizes,
 }
 
+/// The next copy size of a process whose stack ended at the edge of a copy of `copied` bytes when
+/// it copies `current`: double, up to `MAX_STACK_COPY`. `None` for a copy smaller than `current`
+/// (taken before the last raise, or cut at the end of the stack mapping, where more would not help).
+fn raised_copy_size(current: u32, copied: u32) -> Option<u32> {
+    let raised = current
+        .saturating_mul(2)
+        .min(emberprof_bpf::MAX_STACK_COPY as u32);
+    (copied >= current && raised > current).then_some(raised)
+}
+
 /// `max_entries` of the `stack_copy_sizes` map.
 const STACK_COPY_SIZES_ENTRIES: usize = 16384;
 
@@ -293,16 +303,13 @@ impl Sampler {
             .get(&instance)
             .copied()
             .unwrap_or(self.stack_copy_bytes);
-        let raised = current
-            .saturating_mul(2)
-            .min(emberprof_bpf::MAX_STACK_COPY as u32);
         // The BPF map is an LRU of this many entries; past it (a fork bomb of deep stacks) new
         // instances keep the default rather than grow this table without bound.
         let full =
             !self.raised.contains_key(&instance) && self.raised.len() >= STACK_COPY_SIZES_ENTRIES;
-        if copied < current || raised <= current || full {
+        let Some(raised) = raised_copy_size(current, copied).filter(|_| !full) else {
             return Ok(None);
-        }
+        };
         let mut map: HashMap<_, u32, u32> =
             HashMap::try_from(map(&mut self.ebpf, names::STACK_COPY_SIZES)?)?;
         map.insert(instance, raised, 0)
@@ -529,5 +536,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Doubles from the default to the BPF cap and no further; copies from before a raise, or
+    /// cut short by the end of the stack, change nothing.
+    #[test]
+    fn copy_size_doubles_up_to_the_cap() {
+        assert_eq!(raised_copy_size(16384, 16384), Some(32768));
+        assert_eq!(raised_copy_size(32768, 32768), Some(65536));
+        assert_eq!(raised_copy_size(65536, 65536), None);
+        assert_eq!(raised_copy_size(40000, 40000), Some(65536));
+        assert_eq!(raised_copy_size(32768, 16384), None);
+        assert_eq!(raised_copy_size(16384, 9000), None);
     }
 }
