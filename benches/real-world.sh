@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stacks of programs nobody here wrote: each workload present on this machine (xz, bzip2, python3,
-# node, sqlite3, sort, git, openssl, and a Rust program cargo builds with its release profile; rg
+# node, sqlite3, sort, git (grep, repack), openssl (rsa2048, sha512, ecdsap256), and a Rust program cargo builds with its release profile; rg
 # instead when ripgrep is installed) runs for SECONDS under `emberprof record --unwind auto`,
 # `--unwind dwarf`, `--unwind fp`, and `perf record --call-graph dwarf` (folded by
 # `perf script | inferno-collapse-perf` when inferno's CLI is installed, else by a small Python
@@ -146,6 +146,14 @@ add sqlite3 sqlite3 sh -c "while :; do sqlite3 :memory: <'$work/cpu.sql'; done"
 add sort sort sh -c "while :; do LC_ALL=C sort -S 64M '$work/text'; done"
 add git git sh -c "while :; do git -C '$root' grep -c -E '[a-z]+_[a-z]+\\(' \$(git -C '$root' rev-list --all); done"
 add openssl openssl openssl speed -seconds "$seconds" rsa2048
+# The SHA-512 and ECDSA assembly keeps its saved stack pointer in the red zone below rsp.
+add "openssl sha512" openssl openssl speed -seconds "$seconds" sha512
+add "openssl ecdsa" openssl openssl speed -seconds "$seconds" ecdsap256
+# pack-objects' cmd_pack_objects frame is 15.8 KiB: bigger than the default copy above it.
+if command -v git >/dev/null; then
+  git clone -q --bare "$root" "$work/repack.git"
+fi
+add "git repack" git sh -c "while :; do git -C '$work/repack.git' repack -adf -q; done"
 if [ ${#rust_tool[@]} -gt 0 ]; then
   add "$rust_name" "${rust_tool[0]}" sh -c "while :; do $(printf '%q ' "${rust_tool[@]}"); done"
 else

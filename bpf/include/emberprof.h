@@ -24,6 +24,10 @@
 /* Most user-stack bytes one sample can copy for DWARF unwinding (a power of two: offsets into the
  * scratch buffer are masked with it to satisfy the verifier). */
 #define MAX_STACK_COPY 65536
+/* The x86-64 red zone: 128 bytes below sp that leaf code may use without moving sp. Hand-written
+ * assembly keeps unwind state there (libcrypto's SHA-512 AVX2 code: CFA = *(rsp-8)+8), so a sample
+ * also copies it, into user_stack_record.red_zone. */
+#define RED_ZONE_BYTES 128
 
 /* --unwind auto plans. A process's plan lists its mappings that hold frameless code; a mapping is
  * frameless whole (a frameless module such as Debian's libc) or through its module's list of
@@ -169,7 +173,9 @@ struct user_stack_record {
 	__u32 kind; /* RECORD_USER_STACK */
 	__u32 kernel_len; /* valid entries of kernel_ips */
 	__u32 stack_len;  /* bytes of stack that follow the record */
-	__u32 _pad;
+	/* Bytes of red_zone copied: the last red_zone_len bytes of red_zone are [sp - red_zone_len, sp).
+	 * Less than RED_ZONE_BYTES only when the page below sp's page is not mapped. */
+	__u32 red_zone_len;
 	/* Both stack ids are STACK_ID_IN_RECORD (or NONE when not captured). */
 	struct sample_key key;
 	/* User registers at the sample (the task's saved user registers when it was in the kernel). */
@@ -178,6 +184,8 @@ struct user_stack_record {
 	__u64 bp;
 	__u64 gp_regs[USER_GP_REGS]; /* all of them, by DWARF number (see USER_GP_REGS) */
 	__u64 kernel_ips[MAX_STACK_DEPTH];
+	/* The red zone below sp, right-aligned (see red_zone_len). */
+	__u8 red_zone[RED_ZONE_BYTES];
 	/* followed by stack_len bytes copied from sp upwards */
 };
 
@@ -241,7 +249,7 @@ enum stat {
 _Static_assert(sizeof(struct config) == 32, "struct config layout");
 _Static_assert(sizeof(struct frameless_ranges) == 8 + 28 * MAX_PLAN_MAPPINGS, "struct frameless_ranges layout");
 _Static_assert(sizeof(struct module_exceptions) == 8 + 16 * MAX_MODULE_EXCEPTIONS, "struct module_exceptions layout");
-_Static_assert(sizeof(struct user_stack_record) == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH, "struct user_stack_record layout");
+_Static_assert(sizeof(struct user_stack_record) == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH + RED_ZONE_BYTES, "struct user_stack_record layout");
 _Static_assert(sizeof(struct sample_key) == 56, "struct sample_key layout");
 _Static_assert(sizeof(struct process_seen_record) == 40, "struct process_seen_record layout");
 _Static_assert(sizeof(struct instance_end_record) == 16, "struct instance_end_record layout");

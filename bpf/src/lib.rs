@@ -17,6 +17,8 @@ pub const USER_GP_REGS: usize = 16;
 pub const COMM_LEN: usize = 16;
 /// `MAX_STACK_COPY`: most user-stack bytes copied per sample.
 pub const MAX_STACK_COPY: usize = 65536;
+/// `RED_ZONE_BYTES`: the x86-64 red zone below sp, copied with every stack.
+pub const RED_ZONE_BYTES: usize = 128;
 /// `MAX_PLAN_MAPPINGS`: mappings with frameless code per process in `frameless_ranges`.
 pub const MAX_PLAN_MAPPINGS: usize = 512;
 /// `MAX_MODULE_EXCEPTIONS`: frameless functions per module in `module_exceptions`.
@@ -54,6 +56,7 @@ pub mod names {
     pub const DWARF_TGIDS: &str = "dwarf_tgids";
     pub const FRAMELESS_RANGES: &str = "frameless_ranges";
     pub const KNOWN_ROOTS: &str = "known_roots";
+    pub const STACK_COPY_SIZES: &str = "stack_copy_sizes";
     pub const MODULE_EXCEPTIONS: &str = "module_exceptions";
     pub const STACK_SCRATCH: &str = "stack_scratch";
     /// Generation 0 and 1 of the stack and count maps (see [`super::GENERATIONS`]).
@@ -155,7 +158,8 @@ pub struct UserStackRecord {
     pub kind: u32,
     pub kernel_len: u32,
     pub stack_len: u32,
-    pub _pad: u32,
+    /// Valid bytes at the end of `red_zone`: `[sp - red_zone_len, sp)`.
+    pub red_zone_len: u32,
     pub key: SampleKey,
     pub ip: u64,
     pub sp: u64,
@@ -163,6 +167,15 @@ pub struct UserStackRecord {
     /// All general-purpose registers by DWARF number (`USER_GP_REGS`).
     pub gp_regs: [u64; USER_GP_REGS],
     pub kernel_ips: [u64; MAX_STACK_DEPTH],
+    pub red_zone: [u8; RED_ZONE_BYTES],
+}
+
+impl UserStackRecord {
+    /// Address of the first byte of the stack copy [`Record::UserStack`] carries: the red zone's
+    /// copied part, below sp.
+    pub fn stack_start(&self) -> u64 {
+        self.sp.wrapping_sub(u64::from(self.red_zone_len))
+    }
 }
 
 /// `struct new_key_record`.
@@ -287,7 +300,10 @@ const _: () = {
     assert!(size_of::<RootKey>() == 16);
     assert!(size_of::<FramelessRanges>() == 8 + 28 * MAX_PLAN_MAPPINGS);
     assert!(size_of::<ModuleExceptions>() == 8 + 16 * MAX_MODULE_EXCEPTIONS);
-    assert!(size_of::<UserStackRecord>() == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH);
+    assert!(
+        size_of::<UserStackRecord>()
+            == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH + RED_ZONE_BYTES
+    );
     assert!(size_of::<SampleKey>() == 56);
     assert!(size_of::<InstanceEndRecord>() == 16);
     assert!(size_of::<ProcessSeenRecord>() == 40);
@@ -335,9 +351,12 @@ impl<'a> Record<'a> {
                 }
                 // SAFETY: length and alignment checked; POD type; borrows `bytes`.
                 let record = unsafe { &*ptr };
-                let stack = bytes.get(size_of::<UserStackRecord>()..)?;
-                let stack = stack.get(..record.stack_len as usize)?;
-                Some(Record::UserStack(record, stack))
+                // `red_zone` ends the record, so the red zone's copied part and the stack above
+                // sp are contiguous: one slice from `stack_start()` up.
+                let red_zone = (record.red_zone_len as usize).min(RED_ZONE_BYTES);
+                let start = size_of::<UserStackRecord>() - red_zone;
+                let end = size_of::<UserStackRecord>().checked_add(record.stack_len as usize)?;
+                Some(Record::UserStack(record, bytes.get(start..end)?))
             }
             RECORD_SAMPLE if bytes.len() >= size_of::<SampleRecord>() => {
                 let ptr = bytes.as_ptr().cast::<SampleRecord>();

@@ -123,6 +123,16 @@ struct {
 	__type(value, __u8);
 } known_roots SEC(".maps");
 
+/* Bytes of user stack to copy for a process instance whose stacks userspace found ending at the
+ * edge of the copy (frames bigger than config.stack_copy_bytes, such as git's 15 KiB
+ * cmd_pack_objects frame); other processes keep the cheap default. LRU: instances are never reused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+} stack_copy_sizes SEC(".maps");
+
 /* Staging for stack copies, one slot per CPU (max_entries set to the CPU count at load). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -429,35 +439,31 @@ static __always_inline int needs_stack_copy(__u32 tgid, __u32 instance, __u64 ip
 	return 0;
 }
 
-/* Sends the sample with a copy of the top of the user stack, for DWARF unwinding in userspace.
- * bpf_probe_read_user cannot fault pages in and one read fails as a whole, so the copy goes page by
- * page and stops at the first page that cannot be read (the end of the stack mapping). Returns 0 if
- * sent. */
-static __always_inline int send_user_stack(struct bpf_perf_event_data *ctx, const struct sample_key *key,
-					   __u64 ip, __u64 sp, __u64 bp)
+/* Copies the red zone below sp into rec->red_zone (right-aligned). It is on sp's page or the page
+ * below, which is mapped unless sp is at the bottom of the stack mapping: then only the part on sp's
+ * own page is copied. */
+static __always_inline void copy_red_zone(struct user_stack_record *rec, __u64 sp)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	struct stack_scratch *scratch = bpf_map_lookup_elem(&stack_scratch, &cpu);
-	if (!scratch)
-		return -1;
-	struct user_stack_record *rec = &scratch->record;
-	rec->kind = RECORD_USER_STACK;
-	rec->_pad = 0;
-	rec->key = *key;
-	rec->key.user_stack_id = STACK_ID_IN_RECORD;
-	rec->ip = ip;
-	rec->sp = sp;
-	rec->bp = bp;
-	user_gp_registers(ctx, rec->gp_regs);
-	rec->kernel_len = 0;
-	if (cfg.capture_kernel) {
-		rec->key.kernel_stack_id = STACK_ID_IN_RECORD;
-		long bytes = bpf_get_stack(ctx, rec->kernel_ips, sizeof(rec->kernel_ips), 0);
-		if (bytes > 0)
-			rec->kernel_len = bytes / sizeof(__u64);
+	rec->red_zone_len = 0;
+	if (sp < RED_ZONE_BYTES)
+		return;
+	if (bpf_probe_read_user(rec->red_zone, RED_ZONE_BYTES, (void *)(sp - RED_ZONE_BYTES)) == 0) {
+		rec->red_zone_len = RED_ZONE_BYTES;
+		return;
 	}
+	__u32 on_page = sp & 4095;
+	if (on_page == 0 || on_page >= RED_ZONE_BYTES)
+		return;
+	if (bpf_probe_read_user(&rec->red_zone[RED_ZONE_BYTES - on_page], on_page, (void *)(sp - on_page)) == 0)
+		rec->red_zone_len = on_page;
+}
 
-	__u32 limit = cfg.stack_copy_bytes;
+/* Copies up to `limit` bytes of user stack from sp into scratch->stack, page by page; returns the
+ * bytes copied. `limit` must be a constant at each call (see send_user_stack). */
+static __always_inline __u32 copy_user_stack(struct stack_scratch *scratch, __u64 sp, __u32 limit)
+{
+	if (limit > MAX_STACK_COPY)
+		limit = MAX_STACK_COPY;
 	__u32 copied = 0;
 	/* The first chunk runs to the end of sp's page, every other one is a whole page. */
 	__u32 chunk = 4096 - (sp & 4095);
@@ -474,6 +480,49 @@ static __always_inline int send_user_stack(struct bpf_perf_event_data *ctx, cons
 		copied += chunk;
 		chunk = 4096;
 	}
+	return copied;
+}
+
+/* Sends the sample with a copy of the top of the user stack, for DWARF unwinding in userspace.
+ * bpf_probe_read_user cannot fault pages in and one read fails as a whole, so the copy goes page by
+ * page and stops at the first page that cannot be read (the end of the stack mapping). Returns 0 if
+ * sent. */
+static __always_inline int send_user_stack(struct bpf_perf_event_data *ctx, const struct sample_key *key,
+					   __u64 ip, __u64 sp, __u64 bp)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct stack_scratch *scratch = bpf_map_lookup_elem(&stack_scratch, &cpu);
+	if (!scratch)
+		return -1;
+	struct user_stack_record *rec = &scratch->record;
+	rec->kind = RECORD_USER_STACK;
+	copy_red_zone(rec, sp);
+	rec->key = *key;
+	rec->key.user_stack_id = STACK_ID_IN_RECORD;
+	rec->ip = ip;
+	rec->sp = sp;
+	rec->bp = bp;
+	user_gp_registers(ctx, rec->gp_regs);
+	rec->kernel_len = 0;
+	if (cfg.capture_kernel) {
+		rec->key.kernel_stack_id = STACK_ID_IN_RECORD;
+		long bytes = bpf_get_stack(ctx, rec->kernel_ips, sizeof(rec->kernel_ips), 0);
+		if (bytes > 0)
+			rec->kernel_len = bytes / sizeof(__u64);
+	}
+
+	/* Each call passes a constant limit: with a limit read from a map the verifier explores every
+	 * iteration's branches for every possible value (measured: loading took 0.3 s more CPU on a
+	 * loaded machine); with constants each copy of the loop is pruned early. Userspace only ever
+	 * doubles the default (see Sampler::stack_copy_exhausted), so two raised sizes cover it. */
+	__u32 copied;
+	__u32 *raised = bpf_map_lookup_elem(&stack_copy_sizes, &key->instance);
+	if (raised && *raised >= MAX_STACK_COPY)
+		copied = copy_user_stack(scratch, sp, MAX_STACK_COPY);
+	else if (raised && *raised >= MAX_STACK_COPY / 2)
+		copied = copy_user_stack(scratch, sp, MAX_STACK_COPY / 2);
+	else
+		copied = copy_user_stack(scratch, sp, cfg.stack_copy_bytes);
 	rec->stack_len = copied;
 
 	__u64 size = sizeof(struct user_stack_record) + copied;

@@ -46,6 +46,9 @@ pub struct RecordOptions {
     pub unwind: UnwindMode,
     /// Bytes of user stack copied per sample for DWARF unwinding. Default 16384.
     pub stack_copy_bytes: u32,
+    /// Copy more (up to `MAX_STACK_COPY`) for a process whose stacks end at the edge of the copy.
+    /// Default true; false when the user chose the size.
+    pub grow_stack_copy: bool,
     /// Sizes of the kernel maps. The ring buffer's default: [`crate::capture::bpf::ring_buffer_bytes`].
     pub map_sizes: MapSizes,
     /// No status line and no summary.
@@ -225,6 +228,7 @@ fn source_options(options: &RecordOptions) -> SourceOptions<'_> {
         follow_children: options.follow_children,
         unwind: options.unwind,
         stack_copy_bytes: options.stack_copy_bytes,
+        grow_stack_copy: options.grow_stack_copy,
         map_sizes: options.map_sizes,
         ring_pages: options.ring_pages,
     }

@@ -96,6 +96,13 @@ pub fn print(summary: &Summary<'_>) {
         post_processing.as_secs_f64(),
     );
     if ended_early > 0 {
+        // Without -v too: "ended early" alone does not say whether to raise --stack-size, install
+        // debug info, or report a bug.
+        let _ = writeln!(
+            std::io::stderr(),
+            "emberprof: DWARF stacks ended early because: {}",
+            early_end_reasons(truncated)
+        );
         log::info!(
             "DWARF unwinds that ended early: {} at the end of the stack copy (raise --stack-size), {} without \
              a working unwind rule, {} in processes never snapshotted, {} where the unwinder found no caller \
@@ -162,4 +169,36 @@ pub fn print(summary: &Summary<'_>) {
             );
         }
     }
+}
+
+/// Why DWARF unwinds ended early, most first: `N <reason>, ...`.
+fn early_end_reasons(truncated: &crate::profile::Truncation) -> String {
+    let mut reasons: Vec<(u64, String)> = truncated
+        .dwarf_failures()
+        .into_iter()
+        .map(|(reason, count)| (count, reason.describe().to_string()))
+        .collect();
+    let others = [
+        (
+            UnwindEnd::StackCopyExhausted,
+            "reached the end of the stack copy (frames bigger than --stack-size)",
+        ),
+        (UnwindEnd::UnknownProcess, "in a process never snapshotted"),
+        (
+            UnwindEnd::Complete,
+            "found no caller although the frame is no process or thread entry",
+        ),
+    ];
+    for (end, reason) in others {
+        let count = truncated.dwarf_ended(end);
+        if count > 0 {
+            reasons.push((count, reason.to_string()));
+        }
+    }
+    reasons.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    reasons
+        .iter()
+        .map(|(count, reason)| format!("{count} {reason}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

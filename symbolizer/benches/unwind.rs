@@ -39,7 +39,7 @@ fn main() {
         .iter()
         .map(|s| {
             symbolizer
-                .unwind(s.key(), s.registers, &s.stack)
+                .unwind(s.key(), s.registers, s.stack_copy())
                 .frames
                 .len()
         })
@@ -60,7 +60,7 @@ fn main() {
             black_box(symbolizer.unwind(
                 snapshot.key(),
                 snapshot.registers,
-                black_box(&snapshot.stack),
+                black_box(snapshot.stack_copy()),
             ));
         }
         unwound += recorded.len() as u64;
@@ -83,7 +83,7 @@ fn main() {
                 .expect("process snapshot");
         }
         for snapshot in &recorded {
-            black_box(fresh.unwind(snapshot.key(), snapshot.registers, &snapshot.stack));
+            black_box(fresh.unwind(snapshot.key(), snapshot.registers, snapshot.stack_copy()));
         }
         rounds += 1;
     }

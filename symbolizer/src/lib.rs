@@ -56,5 +56,5 @@ pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocati
 pub use processes::Processes;
 pub use strings::SharedStrings;
 pub use symbolize::Symbolizer;
-pub use unwind::{UnwindEnd, UnwindFailure, UnwoundStack, UserRegisters};
+pub use unwind::{StackCopy, UnwindEnd, UnwindFailure, UnwoundStack, UserRegisters};
 pub use unwinder::{is_frameless, FramelessCode, FramelessMapping, Unwinder};

@@ -14,7 +14,7 @@ use crate::namer::Namer;
 use crate::options::SymbolizerOptions;
 use crate::process::{ProcessKey, ProcessTable, UserLocation};
 use crate::processes::Processes;
-use crate::unwind::{UnwoundStack, UserRegisters};
+use crate::unwind::{StackCopy, UnwoundStack, UserRegisters};
 use crate::unwinder::{FramelessCode, Unwinder};
 use crate::Error;
 
@@ -119,7 +119,7 @@ impl Symbolizer {
         &mut self,
         key: ProcessKey,
         registers: UserRegisters,
-        stack: &[u8],
+        stack: StackCopy<'_>,
     ) -> UnwoundStack {
         self.unwinder
             .unwind(&mut self.processes, key, registers, stack)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::modules::ModuleId;
 use crate::process::{ProcessKey, UserLocation};
 use crate::processes::Processes;
-use crate::unwind::{FramePointers, Unwinders, UnwoundStack, UserRegisters};
+use crate::unwind::{FramePointers, StackCopy, Unwinders, UnwoundStack, UserRegisters};
 
 /// Unwind information per module (bounded by the modules), a plan per process instance (bounded by
 /// the processes alive at once, given [`Unwinder::forget`] when each ends).
@@ -74,7 +74,7 @@ impl Unwinder {
         processes: &mut Processes,
         key: ProcessKey,
         registers: UserRegisters,
-        stack: &[u8],
+        stack: StackCopy<'_>,
     ) -> UnwoundStack {
         let view = processes.unwind_view(key, false);
         let unwound = self.unwinders.unwind(
@@ -195,7 +195,15 @@ mod tests {
             general: None,
         };
         let mut unwinder = Unwinder::default();
-        unwinder.unwind(&mut processes, key, registers, &[]);
+        unwinder.unwind(
+            &mut processes,
+            key,
+            registers,
+            StackCopy {
+                start: 0,
+                bytes: &[],
+            },
+        );
         let first = generation(&processes);
         assert_eq!(unwinder.unwinders.built_from(key), Some(first));
 
@@ -204,7 +212,15 @@ mod tests {
         assert!(processes.refresh_snapshot(key), "snapshot not retaken");
         let second = generation(&processes);
         assert_ne!(second, first);
-        unwinder.unwind(&mut processes, key, registers, &[]);
+        unwinder.unwind(
+            &mut processes,
+            key,
+            registers,
+            StackCopy {
+                start: 0,
+                bytes: &[],
+            },
+        );
         assert_eq!(unwinder.unwinders.built_from(key), Some(second));
 
         unwinder.forget(key);

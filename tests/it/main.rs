@@ -25,6 +25,7 @@ mod real_world;
 mod record;
 mod record_bpf;
 mod report;
+mod stack_copy;
 mod support;
 mod symbols;
 mod unwind;

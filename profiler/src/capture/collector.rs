@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FramelessCode, FramelessMapping, JitStats, ProcessKey, Symbolizer, UnwindEnd, UserRegisters,
+    FramelessCode, FramelessMapping, JitStats, ProcessKey, StackCopy, Symbolizer, UnwindEnd,
+    UserRegisters,
 };
 
 use super::launch::remove_pre_exec_samples;
@@ -299,11 +300,20 @@ impl Collector {
         &mut self,
         process: ProcessKey,
         registers: UserRegisters,
-        stack: &[u8],
+        stack: StackCopy<'_>,
         count: u64,
     ) -> (Vec<u64>, UnwindEnd) {
         let unwound = self.symbolizer.unwind(process, registers, stack);
         self.unwinding.count(unwound.end, count);
+        if unwound.end == UnwindEnd::StackCopyExhausted {
+            // Bytes from sp: the red zone below it is not part of the size the source copies.
+            let end = stack.start.saturating_add(stack.bytes.len() as u64);
+            let copied = u32::try_from(end.saturating_sub(registers.sp)).unwrap_or(u32::MAX);
+            self.feedback.push(Feedback::StackCopyExhausted {
+                instance: process.instance,
+                copied,
+            });
+        }
         (unwound.frames, unwound.end)
     }
 
@@ -312,7 +322,7 @@ impl Collector {
         &mut self,
         process: ProcessKey,
         registers: UserRegisters,
-        stack: &[u8],
+        stack: StackCopy<'_>,
         frames: &[u64],
     ) {
         // The first stacks of a process come before its plan reaches the source: learn from them
@@ -322,14 +332,9 @@ impl Collector {
                 self.roots.set_plan(process, mappings_of(&code));
             }
         }
-        let change = self.roots.learn(
-            process,
-            registers.ip,
-            registers.sp,
-            registers.bp,
-            stack,
-            frames,
-        );
+        let change = self
+            .roots
+            .learn(process, registers.ip, registers.bp, stack, frames);
         if let Some(change) = change {
             self.feedback.push(Feedback::KnownRoot {
                 instance: process.instance,

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use emberprof_symbolizer::{is_frameless, FramelessMapping, ProcessKey};
+use emberprof_symbolizer::{is_frameless, FramelessMapping, ProcessKey, StackCopy};
 
 use crate::sample::StackSample;
 
@@ -74,19 +74,18 @@ impl Roots {
         known
     }
 
-    /// Learns from one complete DWARF unwind (`frames`, innermost first) of a stack copied from
-    /// `sp` with registers `ip`/`bp`.
+    /// Learns from one complete DWARF unwind (`frames`, innermost first) of a stack copy taken
+    /// with registers `ip`/`bp`.
     pub fn learn(
         &mut self,
         key: ProcessKey,
         ip: u64,
-        sp: u64,
         bp: u64,
-        stack: &[u8],
+        stack: StackCopy<'_>,
         frames: &[u64],
     ) -> Option<RootChange> {
         let ranges = self.plans.get(&key)?.as_ref()?;
-        let root = chain_root(ranges, ip, sp, bp, stack)?;
+        let root = chain_root(ranges, ip, bp, stack)?;
         let at = frames.iter().skip(1).position(|&f| f == root)? + 1;
         let outer = frames[at + 1..].to_vec();
         // Only start-up code is a root: a few frames, all frameless but the outermost (`_start`,
@@ -142,15 +141,15 @@ impl Roots {
 /// return address after which the chain breaks (saved RBP 0, or not a frame on the copied stack).
 /// `None` if the walk meets frameless code before (the stack is copied for that reason), never meets
 /// any, or leaves the copy.
-fn chain_root(ranges: &[FramelessMapping], ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Option<u64> {
+fn chain_root(ranges: &[FramelessMapping], ip: u64, bp: u64, stack: StackCopy<'_>) -> Option<u64> {
     if is_frameless(ranges, ip) {
         return None;
     }
     let mut fp = bp;
     for _ in 0..MAX_WALK {
-        let [next, return_address] = read_frame(stack, sp, fp)?;
+        let [next, return_address] = read_frame(stack, fp)?;
         if is_frameless(ranges, return_address) {
-            let outermost = next == 0 || read_frame(stack, sp, next).is_none();
+            let outermost = next == 0 || read_frame(stack, next).is_none();
             return outermost.then_some(return_address);
         }
         fp = next;
@@ -158,10 +157,10 @@ fn chain_root(ranges: &[FramelessMapping], ip: u64, sp: u64, bp: u64, stack: &[u
     None
 }
 
-/// The two words at `address` in the stack copied from `sp`.
-fn read_frame(stack: &[u8], sp: u64, address: u64) -> Option<[u64; 2]> {
-    let offset = usize::try_from(address.checked_sub(sp)?).ok()?;
-    let bytes = stack.get(offset..offset.checked_add(16)?)?;
+/// The two words at `address` in the stack copy (which may start below sp: the red zone).
+fn read_frame(stack: StackCopy<'_>, address: u64) -> Option<[u64; 2]> {
+    let offset = usize::try_from(address.checked_sub(stack.start)?).ok()?;
+    let bytes = stack.bytes.get(offset..offset.checked_add(16)?)?;
     let word = |b: &[u8]| b.try_into().ok().map(u64::from_ne_bytes);
     Some([word(&bytes[..8])?, word(&bytes[8..])?])
 }
@@ -191,6 +190,11 @@ mod tests {
     const START_MAIN: u64 = 0x7f00_0000_1305;
     const START: u64 = 0x5555_0000_10b1;
 
+    /// A copy that starts at `SP`, as the perf backend takes it.
+    fn at_sp(bytes: &[u8]) -> StackCopy<'_> {
+        StackCopy { start: SP, bytes }
+    }
+
     /// A stack as a frame-pointer program leaves it: leaf frame at `SP`, frames linked through RBP,
     /// `main`'s saved RBP = `main_saved_bp` (argc, as glibc leaves it), return into libc.
     fn stack(main_saved_bp: u64) -> (u64, Vec<u8>) {
@@ -218,12 +222,34 @@ mod tests {
         ]
     }
 
+    /// The BPF copy starts at the red zone, 128 bytes below sp: frames are found by address from
+    /// where the copy starts, so the same root is learned.
+    #[test]
+    fn learns_from_a_copy_that_starts_below_sp() {
+        let mut roots = Roots::default();
+        roots.set_plan(KEY, Some(libc_plan()));
+        let (bp, bytes) = stack(2);
+        let mut with_red_zone = vec![0xee_u8; 128];
+        with_red_zone.extend_from_slice(&bytes);
+        let copy = StackCopy {
+            start: SP - 128,
+            bytes: &with_red_zone,
+        };
+        assert_eq!(
+            roots.learn(KEY, 0x5555_0000_1180, bp, copy, &dwarf_frames()),
+            Some(RootChange {
+                address: CALL_MAIN,
+                known: true
+            })
+        );
+    }
+
     #[test]
     fn learns_the_outer_frames_of_a_root_and_completes_stacks() {
         let mut roots = Roots::default();
         roots.set_plan(KEY, Some(libc_plan()));
         let (bp, bytes) = stack(2);
-        let change = roots.learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &dwarf_frames());
+        let change = roots.learn(KEY, 0x5555_0000_1180, bp, at_sp(&bytes), &dwarf_frames());
         assert_eq!(
             change,
             Some(RootChange {
@@ -233,7 +259,7 @@ mod tests {
         );
         // Learned once.
         assert_eq!(
-            roots.learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &dwarf_frames()),
+            roots.learn(KEY, 0x5555_0000_1180, bp, at_sp(&bytes), &dwarf_frames()),
             None
         );
         let mut samples = vec![StackSample {
@@ -267,7 +293,7 @@ mod tests {
         // main's saved rbp points at a readable frame of the copy: the kernel would walk on.
         let (bp, bytes) = stack(SP + 0x30);
         assert_eq!(
-            roots.learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &dwarf_frames()),
+            roots.learn(KEY, 0x5555_0000_1180, bp, at_sp(&bytes), &dwarf_frames()),
             None
         );
     }
@@ -283,7 +309,7 @@ mod tests {
         // Outer frames: run (frame-pointer code), then libc and _start.
         frames.insert(3, 0x5555_0000_1300);
         assert_eq!(
-            roots.learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &frames),
+            roots.learn(KEY, 0x5555_0000_1180, bp, at_sp(&bytes), &frames),
             None
         );
     }
@@ -294,12 +320,12 @@ mod tests {
         roots.set_plan(KEY, Some(libc_plan()));
         let (bp, bytes) = stack(0);
         assert!(roots
-            .learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &dwarf_frames())
+            .learn(KEY, 0x5555_0000_1180, bp, at_sp(&bytes), &dwarf_frames())
             .is_some_and(|c| c.known));
         let mut other = dwarf_frames();
         other.insert(3, LIBC.start + 0x99);
         assert_eq!(
-            roots.learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &other),
+            roots.learn(KEY, 0x5555_0000_1180, bp, at_sp(&bytes), &other),
             Some(RootChange {
                 address: CALL_MAIN,
                 known: false
@@ -312,12 +338,12 @@ mod tests {
         let mut roots = Roots::default();
         let (bp, bytes) = stack(2);
         assert_eq!(
-            roots.learn(KEY, 0x5555_0000_1180, SP, bp, &bytes, &dwarf_frames()),
+            roots.learn(KEY, 0x5555_0000_1180, bp, at_sp(&bytes), &dwarf_frames()),
             None
         );
         roots.set_plan(KEY, Some(libc_plan()));
         assert_eq!(
-            roots.learn(KEY, LIBC.start + 5, SP, bp, &bytes, &dwarf_frames()),
+            roots.learn(KEY, LIBC.start + 5, bp, at_sp(&bytes), &dwarf_frames()),
             None
         );
     }

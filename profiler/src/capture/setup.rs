@@ -22,6 +22,7 @@ pub struct SourceOptions<'a> {
     pub follow_children: bool,
     pub unwind: UnwindMode,
     pub stack_copy_bytes: u32,
+    pub grow_stack_copy: bool,
     pub map_sizes: MapSizes,
     pub ring_pages: Option<usize>,
 }
@@ -80,6 +81,7 @@ fn start_bpf(
             capture_user: options.capture_user,
             unwind: options.unwind,
             stack_copy_bytes: options.stack_copy_bytes,
+            grow_stack_copy: options.grow_stack_copy,
             map_sizes: options.map_sizes,
         },
     )?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use emberprof_symbolizer::{FramelessCode, ProcessKey, UserRegisters};
+use emberprof_symbolizer::{FramelessCode, ProcessKey, StackCopy, UserRegisters};
 
 /// A thread as a source saw it at a sample.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -28,18 +28,19 @@ pub enum UserStack<'a> {
     None,
     /// Walked through frame pointers by the kernel, innermost first.
     Walked(Vec<u64>),
-    /// Registers and a copy of the stack from the stack pointer up, for DWARF unwinding: the
-    /// source judged (BPF's `--unwind auto` plan) that a frame-pointer walk would go wrong.
+    /// Registers and a copy of the top of the stack (from the red zone below sp when the source
+    /// has it), for DWARF unwinding: the source judged (BPF's `--unwind auto` plan) that a
+    /// frame-pointer walk would go wrong.
     Copied {
         registers: UserRegisters,
-        stack: &'a [u8],
+        stack: StackCopy<'a>,
     },
     /// Both (perf_event samples carry the callchain and a copy): the collector picks by where the
     /// process's code is frameless.
     WalkedAndCopied {
         walked: Vec<u64>,
         registers: UserRegisters,
-        stack: &'a [u8],
+        stack: StackCopy<'a>,
     },
 }
 
@@ -88,6 +89,9 @@ pub enum Feedback {
         address: u64,
         known: bool,
     },
+    /// A stack of this instance ended at the edge of its copy, `copied` bytes from sp: copy more
+    /// for it (a source that cannot ignores this).
+    StackCopyExhausted { instance: u32, copied: u32 },
 }
 
 /// A source's own account of the capture, for the summary.

@@ -375,7 +375,10 @@ pub(crate) mod tests {
         registers: &Registers,
         bytes: &[u8],
     ) -> Result<Option<Registers>, UnwindEnd> {
-        let copy = crate::unwind::StackCopy { sp: STACK, bytes };
+        let copy = crate::unwind::StackCopy {
+            start: STACK,
+            bytes,
+        };
         let eh_frame = info.eh_frame.as_ref().expect(".eh_frame");
         let section = EhFrame::new(&eh_frame.bytes, LittleEndian);
         let fde = section

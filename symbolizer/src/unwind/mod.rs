@@ -179,16 +179,19 @@ pub(crate) struct Unwinders {
     context: UnwindContext<usize>,
 }
 
-/// The copied top of a user stack, from `sp` upwards.
-struct StackCopy<'a> {
-    sp: u64,
-    bytes: &'a [u8],
+/// The copied top of a user stack: `bytes[0]` is the byte at address `start`. The copy may start
+/// below the stack pointer (the BPF backend copies the red zone too, where hand-written assembly
+/// keeps unwind state); every reader addresses it from `start`, never from sp.
+#[derive(Clone, Copy, Debug)]
+pub struct StackCopy<'a> {
+    pub start: u64,
+    pub bytes: &'a [u8],
 }
 
 impl StackCopy<'_> {
     fn read(&self, address: u64) -> Result<u64, UnwindEnd> {
-        let end = self.sp.saturating_add(self.bytes.len() as u64);
-        let Some(offset) = address.checked_sub(self.sp) else {
+        let end = self.start.saturating_add(self.bytes.len() as u64);
+        let Some(offset) = address.checked_sub(self.start) else {
             return Err(UnwindEnd::Failed(UnwindFailure::OutsideStackCopy));
         };
         let word = usize::try_from(offset)
@@ -255,7 +258,7 @@ impl Unwinders {
         &mut self,
         key: ProcessKey,
         registers: UserRegisters,
-        stack: &[u8],
+        stack: StackCopy<'_>,
         processes: &ProcessTable,
         modules: &ModuleTable,
         jit: Option<&mut PerfMap>,
@@ -286,10 +289,7 @@ impl Unwinders {
             process,
             cache: &mut self.cache,
             context: &mut self.context,
-            stack: StackCopy {
-                sp: registers.sp,
-                bytes: stack,
-            },
+            stack,
             jit,
         };
         walk.run(registers)

@@ -291,7 +291,7 @@ mod tests {
             cache: &mut CacheX86_64::new(),
             context: &mut UnwindContext::new(),
             stack: StackCopy {
-                sp: STACK,
+                start: STACK,
                 bytes: &bytes,
             },
             jit: Some(&mut map),
@@ -403,6 +403,7 @@ mod tests {
             },
         ));
         let process = ProcessUnwinder {
+            generation: 0,
             framehop,
             modules: vec![PlacedModule {
                 avma: avma.clone(),
@@ -410,7 +411,6 @@ mod tests {
                 info,
             }],
             code: vec![avma],
-            generation: 0,
         };
         // The leaf has pushed 8 bytes (its row at +0x10: CFA = rsp + 16); the caller's CFA is
         // rax + 8, and its return address there is null: the root.
@@ -424,7 +424,7 @@ mod tests {
             cache: &mut CacheX86_64::new(),
             context: &mut UnwindContext::new(),
             stack: StackCopy {
-                sp: STACK,
+                start: STACK,
                 bytes: &bytes,
             },
             jit: None,

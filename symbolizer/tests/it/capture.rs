@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use emberprof_symbolizer::{ProcessKey, UserRegisters};
+use emberprof_symbolizer::{ProcessKey, StackCopy, UserRegisters};
 
 /// Registers and stack bytes of one moment of a thread.
 #[derive(Clone, Debug)]
@@ -24,6 +24,14 @@ impl StackSnapshot {
         ProcessKey {
             pid: self.pid,
             instance: 1,
+        }
+    }
+
+    /// The stack bytes, copied from sp up.
+    pub fn stack_copy(&self) -> StackCopy<'_> {
+        StackCopy {
+            start: self.registers.sp,
+            bytes: &self.stack,
         }
     }
 }

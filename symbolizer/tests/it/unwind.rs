@@ -6,7 +6,7 @@ use crate::capture::{snapshots, StackSnapshot, Workload};
 
 /// Unwinds and symbolizes a snapshot: function names, outermost first.
 fn unwind_names(symbolizer: &mut Symbolizer, snapshot: &StackSnapshot) -> (Vec<String>, UnwindEnd) {
-    let unwound = symbolizer.unwind(snapshot.key(), snapshot.registers, &snapshot.stack);
+    let unwound = symbolizer.unwind(snapshot.key(), snapshot.registers, snapshot.stack_copy());
     let addresses: Vec<(ProcessKey, FrameAddress)> = unwound
         .frames
         .iter()
@@ -124,7 +124,7 @@ fn short_copy_ends_at_copy_size() {
     symbolizer.process_seen(workload.key()).expect("snapshot");
     let mut snapshot = snapshots(workload.pid(), 1, 16384).remove(0);
     snapshot.stack.truncate(128);
-    let unwound = symbolizer.unwind(snapshot.key(), snapshot.registers, &snapshot.stack);
+    let unwound = symbolizer.unwind(snapshot.key(), snapshot.registers, snapshot.stack_copy());
     assert_eq!(unwound.end, UnwindEnd::StackCopyExhausted);
     assert!(
         unwound.frames.len() >= 2 && unwound.frames.len() < 40,

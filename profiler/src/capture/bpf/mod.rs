@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use emberprof_bpf::{Record, SampleKey, Stat, STACK_ID_IN_RECORD, STACK_ID_NONE};
-use emberprof_symbolizer::{FramelessCode, ProcessKey, UserRegisters};
+use emberprof_symbolizer::{FramelessCode, ProcessKey, StackCopy, UserRegisters};
 
 use sampler::StackCache;
 pub use sampler::{online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig};
@@ -47,6 +47,8 @@ pub struct BpfSource {
     judges_stacks: bool,
     /// Time in the BPF programs and their runs, read when sampling stops.
     run_time: (Duration, u64),
+    /// Times a process's stack copy was raised (see `Sampler::stack_copy_exhausted`).
+    raised_copies: u64,
 }
 
 impl BpfSource {
@@ -62,6 +64,7 @@ impl BpfSource {
             malformed: 0,
             judges_stacks,
             run_time: (Duration::ZERO, 0),
+            raised_copies: 0,
         }
     }
 
@@ -159,7 +162,10 @@ impl Source for BpfSource {
                             bp: record.bp,
                             general: Some(record.gp_regs),
                         },
-                        stack,
+                        stack: StackCopy {
+                            start: record.stack_start(),
+                            bytes: stack,
+                        },
                     },
                     count: 1,
                 })),
@@ -227,6 +233,15 @@ impl Source for BpfSource {
                 address,
                 known,
             } => self.sampler.set_known_root(instance, address, known),
+            Feedback::StackCopyExhausted { instance, copied } => {
+                if let Some(bytes) = self.sampler.stack_copy_exhausted(instance, copied)? {
+                    self.raised_copies += 1;
+                    log::debug!(
+                        "instance {instance}: stacks end at the copy's edge, copying {bytes} bytes"
+                    );
+                }
+                Ok(())
+            }
         }
     }
 
@@ -257,7 +272,20 @@ impl Source for BpfSource {
             lost: stats.lost(),
             malformed: self.malformed,
             checkpoints: self.checkpoints,
-            notes: notes(&stats, self.malformed, self.checkpoints, self.run_time),
+            notes: {
+                let mut notes = notes(&stats, self.malformed, self.checkpoints, self.run_time);
+                if self.raised_copies > 0 {
+                    notes.push((
+                        log::Level::Info,
+                        format!(
+                            "stack copy raised {} times for processes whose stacks ended at its \
+                             edge (frames bigger than --stack-size)",
+                            self.raised_copies
+                        ),
+                    ));
+                }
+                notes
+            },
         })
     }
 }

@@ -85,8 +85,23 @@ pub struct SamplerConfig {
     pub unwind: UnwindMode,
     /// Bytes of user stack copied per sample when unwinding with DWARF.
     pub stack_copy_bytes: u32,
+    /// Raise the copy of a process whose stacks end at its edge (see [`Sampler::stack_copy_exhausted`]).
+    pub grow_stack_copy: bool,
     pub map_sizes: MapSizes,
 }
+
+/// The next copy size of a process whose stack ended at the edge of a copy of `copied` bytes when
+/// it copies `current`: double, up to `MAX_STACK_COPY`. `None` for a copy smaller than `current`
+/// (taken before the last raise, or cut at the end of the stack mapping, where more would not help).
+fn raised_copy_size(current: u32, copied: u32) -> Option<u32> {
+    let raised = current
+        .saturating_mul(2)
+        .min(emberprof_bpf::MAX_STACK_COPY as u32);
+    (copied >= current && raised > current).then_some(raised)
+}
+
+/// `max_entries` of the `stack_copy_sizes` map.
+const STACK_COPY_SIZES_ENTRIES: usize = 16384;
 
 /// The loaded BPF object. Sampling runs from [`Sampler::attach`] until [`Sampler::detach`] or drop.
 pub struct Sampler {
@@ -96,6 +111,10 @@ pub struct Sampler {
     perf_links: Vec<PerfEventLinkId>,
     /// `--unwind auto`: modules whose frameless functions are in `module_exceptions`.
     modules_sent: std::collections::HashSet<u32>,
+    stack_copy_bytes: u32,
+    grow_stack_copy: bool,
+    /// Instances whose copy was raised, and to what (mirrors `stack_copy_sizes`).
+    raised: StdHashMap<u32, u32>,
 }
 
 impl Sampler {
@@ -179,6 +198,9 @@ impl Sampler {
             records,
             perf_links: Vec::new(),
             modules_sent: Default::default(),
+            stack_copy_bytes: config.stack_copy_bytes,
+            grow_stack_copy: config.grow_stack_copy,
+            raised: StdHashMap::new(),
         })
     }
 
@@ -265,6 +287,35 @@ impl Sampler {
         };
         result
             .with_context(|| format!("cannot update the root {address:#x} of instance {instance}"))
+    }
+
+    /// A stack of `instance` ended at the edge of a copy of `copied` bytes from sp: doubles the
+    /// instance's copy, up to `MAX_STACK_COPY`, so frames bigger than the default copy unwind
+    /// while every other process keeps the cheap size. Copies taken before an earlier raise (still
+    /// in the ring buffer) are smaller than the current size and change nothing. Returns the new
+    /// size if it grew.
+    pub fn stack_copy_exhausted(&mut self, instance: u32, copied: u32) -> Result<Option<u32>> {
+        if !self.grow_stack_copy {
+            return Ok(None);
+        }
+        let current = self
+            .raised
+            .get(&instance)
+            .copied()
+            .unwrap_or(self.stack_copy_bytes);
+        // The BPF map is an LRU of this many entries; past it (a fork bomb of deep stacks) new
+        // instances keep the default rather than grow this table without bound.
+        let full =
+            !self.raised.contains_key(&instance) && self.raised.len() >= STACK_COPY_SIZES_ENTRIES;
+        let Some(raised) = raised_copy_size(current, copied).filter(|_| !full) else {
+            return Ok(None);
+        };
+        let mut map: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut self.ebpf, names::STACK_COPY_SIZES)?)?;
+        map.insert(instance, raised, 0)
+            .with_context(|| format!("cannot raise the stack copy of instance {instance}"))?;
+        self.raised.insert(instance, raised);
+        Ok(Some(raised))
     }
 
     /// Starts sampling: follows forks first, so no child is missed, then opens one cpu-clock event per
@@ -485,5 +536,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Doubles from the default to the BPF cap and no further; copies from before a raise, or
+    /// cut short by the end of the stack, change nothing.
+    #[test]
+    fn copy_size_doubles_up_to_the_cap() {
+        assert_eq!(raised_copy_size(16384, 16384), Some(32768));
+        assert_eq!(raised_copy_size(32768, 32768), Some(65536));
+        assert_eq!(raised_copy_size(65536, 65536), None);
+        assert_eq!(raised_copy_size(40000, 40000), Some(65536));
+        assert_eq!(raised_copy_size(32768, 16384), None);
+        assert_eq!(raised_copy_size(16384, 9000), None);
     }
 }

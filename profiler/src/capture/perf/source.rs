@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use emberprof_symbolizer::UserRegisters;
+use emberprof_symbolizer::{StackCopy, UserRegisters};
 
 use super::events::{EventConfig, Events};
 use super::reader::Reader;
@@ -149,7 +149,12 @@ impl PerfSource {
                     bp: regs.bp,
                     general: Some(regs.general),
                 },
-                stack: sample.stack,
+                // PERF_SAMPLE_STACK_USER starts at sp and has no way to start lower: the red zone
+                // is not available here (CFI that reads it ends the unwind, counted by reason).
+                stack: StackCopy {
+                    start: regs.sp,
+                    bytes: sample.stack,
+                },
             },
             _ if sample.user_ips.is_empty() => UserStack::None,
             _ => UserStack::Walked(sample.user_ips),
