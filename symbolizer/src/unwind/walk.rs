@@ -403,6 +403,7 @@ mod tests {
             },
         ));
         let process = ProcessUnwinder {
+            generation: 0,
             framehop,
             modules: vec![PlacedModule {
                 avma: avma.clone(),
