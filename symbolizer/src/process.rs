@@ -45,6 +45,10 @@ pub struct ProcessSnapshot {
     executable_file: Option<(u64, u64)>,
     /// Mappings whose file could not be opened, by display name, so their frames still say where they are.
     unreadable: Vec<(u64, u64, u64, std::sync::Arc<str>)>,
+    /// Anonymous executable mappings (JIT code, trampolines), sorted: code no module holds, which a
+    /// runtime may name later (its perf map can be written as late as its exit) and which unwinding
+    /// may return into.
+    anonymous_code: Vec<std::ops::Range<u64>>,
     /// Which of the table's snapshots this is (see [`ProcessSnapshot::generation`]).
     generation: u64,
 }
@@ -91,6 +95,11 @@ impl ProcessSnapshot {
 
     pub fn executable(&self) -> Option<ModuleId> {
         self.executable
+    }
+
+    /// The anonymous executable mappings (JIT code), sorted.
+    pub fn anonymous_code(&self) -> &[std::ops::Range<u64>] {
+        &self.anonymous_code
     }
 
     /// Differs from that of every other snapshot the table took: what was built from a snapshot
@@ -262,7 +271,9 @@ impl ProcessTable {
                 continue;
             }
             if entry.inode == 0 || !entry.path.starts_with('/') {
-                continue; // anonymous executable memory: JIT code, trampolines
+                // Anonymous executable memory: JIT code, trampolines.
+                snapshot.anonymous_code.push(entry.start..entry.end);
+                continue;
             }
             let opened = modules.get_or_open(entry.dev, entry.inode, &entry.path, pid, || {
                 open_mapped_file(pid, entry.start, entry.end, &entry.path, entry.inode)
@@ -287,6 +298,7 @@ impl ProcessTable {
             }
         }
         snapshot.mappings.sort_by_key(|m| m.start);
+        snapshot.anonymous_code.sort_by_key(|range| range.start);
         snapshot
     }
 }
