@@ -45,9 +45,18 @@ impl Runtimes {
     }
 
     /// The process was just snapshotted (it is alive, and `start_ticks` says it is the sampled
-    /// one when known): finds the runtimes it has started so far.
-    pub fn snapshotted(&mut self, key: ProcessKey, start_ticks: Option<u64>) {
-        self.of(key).perf_map.open(key, start_ticks);
+    /// one when known): finds the runtimes it has started so far. `jit_code`: the snapshot has
+    /// anonymous executable memory.
+    pub fn snapshotted(&mut self, key: ProcessKey, start_ticks: Option<u64>, jit_code: bool) {
+        self.of(key).perf_map.open(key, start_ticks, jit_code);
+    }
+
+    /// Whether names of process `key`'s JIT code may still come from a perf map it has not written
+    /// yet (see [`ProcessPerfMap::awaited`]).
+    pub fn awaits_perf_map(&self, key: ProcessKey) -> bool {
+        self.processes
+            .get(&key)
+            .is_some_and(|runtimes| runtimes.perf_map.awaited())
     }
 
     /// The instance exec'd or exited: what it wrote stays readable, nothing is opened again by PID.
