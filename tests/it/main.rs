@@ -9,6 +9,7 @@ mod auto;
 mod errors;
 mod faults;
 mod generate;
+mod jit_exit;
 mod mixed;
 mod names;
 mod perf_backend;
