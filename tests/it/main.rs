@@ -6,6 +6,7 @@ mod attacks;
 mod attacks_cfi;
 mod attacks_files;
 mod auto;
+mod builtins_auto;
 mod errors;
 mod faults;
 mod generate;
