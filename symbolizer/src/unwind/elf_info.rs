@@ -640,11 +640,10 @@ mod tests {
         ];
         let uncovered = uncovered_code(0x1000..0x9000, &functions, 0x8800);
         assert_eq!(uncovered, vec![0x1200..0x1600]);
+        let frameless: Arc<[Range<u64>]> = std::iter::once(0x1200..0x1640).collect();
         assert_eq!(
             judge_frame_pointers(functions, 0x8800, uncovered),
-            FramePointers::Kept {
-                frameless: vec![0x1200..0x1640].into()
-            }
+            FramePointers::Kept { frameless }
         );
         assert!(uncovered_code(0x1000..0x9000, &[], 0).is_empty());
     }
