@@ -271,8 +271,11 @@ impl ProcessTable {
                 continue;
             }
             if entry.inode == 0 || !entry.path.starts_with('/') {
-                // Anonymous executable memory: JIT code, trampolines.
-                snapshot.anonymous_code.push(entry.start..entry.end);
+                // Anonymous executable memory: JIT code, trampolines (maybe named with
+                // PR_SET_VMA_ANON_NAME); not the kernel's pseudo-mappings such as `[vsyscall]`.
+                if entry.path.is_empty() || entry.path.starts_with("[anon:") {
+                    snapshot.anonymous_code.push(entry.start..entry.end);
+                }
                 continue;
             }
             let opened = modules.get_or_open(entry.dev, entry.inode, &entry.path, pid, || {
