@@ -63,6 +63,9 @@ pub struct JitStats {
     pub bytes_skipped: u64,
     /// Valid lines not kept because a map held the most entries it may.
     pub entries_dropped: u64,
+    /// Processes with JIT code (anonymous executable memory) that wrote no perf map that could be
+    /// read, not even at their exit: their JIT frames are unnamed.
+    pub without_map: u64,
 }
 
 /// The perf map of one process instance, kept with the process (see `runtimes`) from its first
@@ -85,6 +88,8 @@ pub(crate) struct ProcessPerfMap {
     late: Option<LateMap>,
     /// The map was looked for once more after the instance ended.
     looked_after_end: bool,
+    /// The process was seen with JIT code (see [`ProcessPerfMap::open`]).
+    jit_code: bool,
 }
 
 /// The `/tmp` of a live process with JIT code, to find a map written at its exit.
@@ -126,8 +131,12 @@ impl ProcessPerfMap {
             Some(jit) => JitStats {
                 bytes_skipped: jit.bytes_skipped(),
                 entries_dropped: jit.map.dropped() as u64,
+                without_map: 0,
             },
-            None => JitStats::default(),
+            None => JitStats {
+                without_map: u64::from(self.jit_code && !self.rejected),
+                ..JitStats::default()
+            },
         }
     }
 
@@ -160,6 +169,7 @@ impl ProcessPerfMap {
             }
         }
         let shown = format!("/tmp/perf-{namespace_pid}.map of process {}", key.pid);
+        self.jit_code |= jit_code;
         if jit_code && self.late.is_none() {
             self.late = late_map(key.pid, start_ticks, uid, namespace_pid, shown.clone());
         }

@@ -76,6 +76,8 @@ impl Runtimes {
                 .forgotten
                 .entries_dropped
                 .saturating_add(stats.entries_dropped);
+            self.forgotten.without_map =
+                self.forgotten.without_map.saturating_add(stats.without_map);
         }
     }
 
@@ -112,6 +114,7 @@ impl Runtimes {
             let one = runtimes.perf_map.stats();
             stats.bytes_skipped = stats.bytes_skipped.saturating_add(one.bytes_skipped);
             stats.entries_dropped = stats.entries_dropped.saturating_add(one.entries_dropped);
+            stats.without_map = stats.without_map.saturating_add(one.without_map);
         }
         stats
     }
