@@ -65,47 +65,67 @@ fn compile(dir: &Path) {
     );
 }
 
-/// Records the JVM in launch mode with `unwind`, and checks that its samples are named in the hot
-/// method's JIT frame.
-fn hot_method_is_named(unwind: &str) {
-    let _guard = kernel_test();
-    let dir = scratch();
-    compile(dir.path());
-    let folded = dir.path().join("out.folded");
-    let cpu_seconds = CPU_SECONDS.to_string();
+/// The summary's warning for a process whose JIT code no perf map names.
+const NO_MAP_WARNING: &str = "ran JIT code without a readable perf map";
+
+/// Records `HotLoop` (compiled in `dir`) burning `cpu_seconds` on a JVM with `jvm_options`, with
+/// `unwind`; returns the JVM's stacks and emberprof's stderr.
+fn record_jvm(
+    dir: &Path,
+    unwind: &str,
+    jvm_options: &[&str],
+    cpu_seconds: u32,
+) -> (Vec<FoldedStack>, String) {
+    let folded = dir.join("out.folded");
+    let cpu_seconds = cpu_seconds.to_string();
+    let mut args = vec![
+        "record",
+        "-F",
+        "199",
+        "--unwind",
+        unwind,
+        "-o",
+        folded.to_str().expect("UTF-8 temp path"),
+        "--",
+        "java",
+    ];
+    args.extend_from_slice(jvm_options);
+    args.extend_from_slice(&["-cp", ".", "HotLoop", &cpu_seconds]);
     let output = emberprof()
-        .current_dir(dir.path())
-        .args([
-            "record",
-            "-F",
-            "199",
-            "--unwind",
-            unwind,
-            "-o",
-            folded.to_str().expect("UTF-8 temp path"),
-            "--",
-            "java",
-            "-XX:+PreserveFramePointer",
-            "-XX:+UnlockDiagnosticVMOptions",
-            "-XX:+DumpPerfMapAtExit",
-            "-cp",
-            ".",
-            "HotLoop",
-            &cpu_seconds,
-        ])
+        .current_dir(dir)
+        .args(&args)
         .output()
         .expect("run emberprof");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
         "emberprof failed with {}:\n{stderr}",
         output.status
     );
     let text = std::fs::read_to_string(&folded).expect("read the folded output");
-    let stacks: Vec<_> = parse_folded(&text)
+    let stacks = parse_folded(&text)
         .into_iter()
         .filter(|s| s.frames[0] == "java")
         .collect();
+    (stacks, stderr)
+}
+
+/// Records the JVM in launch mode with `unwind`, and checks that its samples are named in the hot
+/// method's JIT frame.
+fn hot_method_is_named(unwind: &str) {
+    let _guard = kernel_test();
+    let dir = scratch();
+    compile(dir.path());
+    let options = [
+        "-XX:+PreserveFramePointer",
+        "-XX:+UnlockDiagnosticVMOptions",
+        "-XX:+DumpPerfMapAtExit",
+    ];
+    let (stacks, stderr) = record_jvm(dir.path(), unwind, &options, CPU_SECONDS);
+    assert!(
+        !stderr.contains(NO_MAP_WARNING),
+        "a map was written, yet emberprof said:\n{stderr}"
+    );
     let all = total(&stacks, |_| true);
     // The hot method is the innermost user frame (kernel frames, `_[k]`, may follow it), and the
     // stack goes on through the JIT and interpreter frames to the launcher's `JavaMain`, not cut
@@ -130,6 +150,21 @@ fn hot_method_is_named(unwind: &str) {
         share * 100.0,
         MIN_NAMED * 100.0,
         describe(&stacks)
+    );
+}
+
+/// A JVM that writes no perf map gets the summary's warning, without `-v`: its JIT frames are
+/// `[unknown]`, and the user can fix that.
+#[test]
+fn a_jit_without_a_perf_map_is_warned_about() {
+    let _guard = kernel_test();
+    let dir = scratch();
+    compile(dir.path());
+    let (stacks, stderr) = record_jvm(dir.path(), "auto", &[], 1);
+    assert!(total(&stacks, |_| true) > 0, "no JVM samples:\n{stderr}");
+    assert!(
+        stderr.contains(NO_MAP_WARNING),
+        "no warning for the JVM without a perf map; emberprof said:\n{stderr}"
     );
 }
 
