@@ -156,7 +156,20 @@ pub fn print(summary: &Summary<'_>) {
             emberprof_symbolizer::untrusted::MAX_TOTAL_COPY_BYTES
         );
     }
-    if collector.jit != Default::default() {
+    if collector.jit.without_map > 0 {
+        // Not only with -v: every frame of their JIT code is `[unknown]`, which a user must be
+        // able to fix.
+        log::warn!(
+            "{} processes ran JIT code without a readable perf map: its frames are unnamed (Node.js: \
+             --perf-basic-prof; Java: -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit; \
+             Python 3.12+: -X perf)",
+            collector.jit.without_map
+        );
+    }
+    if collector.jit.bytes_skipped > 0
+        || collector.jit.entries_dropped > 0
+        || collector.jit.maps_evicted > 0
+    {
         log::info!(
             "perf maps over their limits: {} bytes not read (--max-perf-map-size), {} functions not kept",
             collector.jit.bytes_skipped,

@@ -22,13 +22,18 @@
 //! process's JIT frames are unnamed from then on, for a counted reason
 //! ([`crate::UnknownReason::PerfMapEvicted`]), and it is not read again (reading it back would let
 //! two hostile maps evict each other forever).
+//! Some runtimes write their map only as they exit (a JVM's `-XX:+DumpPerfMapAtExit`), when
+//! `/proc/PID/root` no longer leads to it. So for a process with anonymous executable memory, a
+//! handle on its `/tmp` is kept while it lives (one descriptor per live JIT process), and once the
+//! instance has ended the map is looked for there once more, under the same rules plus one: a map
+//! written well after the instance ended belongs to a later process with the PID.
 
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::perf_map::PerfMap;
 use crate::process::ProcessKey;
@@ -123,6 +128,9 @@ pub struct JitStats {
     pub entries_dropped: u64,
     /// Maps dropped to keep all maps within their shared budget (`--max-perf-maps-size`).
     pub maps_evicted: u64,
+    /// Processes with JIT code (anonymous executable memory) that wrote no perf map that could be
+    /// read, not even at their exit: their JIT frames are unnamed.
+    pub without_map: u64,
 }
 
 /// The perf map of one process instance, kept with the process (see `runtimes`) from its first
@@ -144,6 +152,27 @@ pub(crate) struct ProcessPerfMap {
     evicted_stats: JitStats,
     /// When the map was last looked up, to evict the least recently used.
     last_used: Option<Instant>,
+    /// When the end was reported: a map written well after it is not this instance's.
+    ended_at: Option<SystemTime>,
+    /// Where the map will be if the runtime writes it only as it exits; kept while the process
+    /// has JIT code and no map.
+    late: Option<LateMap>,
+    /// The map was looked for once more after the instance ended.
+    looked_after_end: bool,
+    /// The process was seen with JIT code (see [`ProcessPerfMap::open`]).
+    jit_code: bool,
+}
+
+/// The `/tmp` of a live process with JIT code, to find a map written at its exit.
+struct LateMap {
+    /// `/proc/PID/root/tmp`, opened while the process was alive (an `O_PATH` handle).
+    dir: File,
+    /// `perf-NSPID.map`.
+    name: String,
+    shown: String,
+    pid: u32,
+    uid: u32,
+    start_ticks: Option<u64>,
 }
 
 /// Least time between two attempts to open a process's perf map.
@@ -158,6 +187,13 @@ impl ProcessPerfMap {
     /// map already open stays, for the samples it has).
     pub fn instance_ended(&mut self) {
         self.ended = true;
+        self.ended_at.get_or_insert_with(SystemTime::now);
+    }
+
+    /// Whether names of this instance's JIT code may still come: it has JIT code, no map yet, and
+    /// its map may be written at its exit (see [`ProcessPerfMap::open`]).
+    pub fn awaited(&self) -> bool {
+        self.open.is_none() && !self.rejected && !self.looked_after_end && self.late.is_some()
     }
 
     /// What this map did not use (over the size or entry limits, or evicted).
@@ -167,8 +203,14 @@ impl ProcessPerfMap {
                 bytes_skipped: jit.bytes_skipped(),
                 entries_dropped: jit.map.dropped() as u64,
                 maps_evicted: 0,
+                without_map: 0,
             },
-            None => self.evicted_stats,
+            // It had a map: evicted, not missing.
+            None if self.evicted => self.evicted_stats,
+            None => JitStats {
+                without_map: u64::from(self.jit_code && !self.rejected),
+                ..JitStats::default()
+            },
         }
     }
 
@@ -212,12 +254,22 @@ impl ProcessPerfMap {
 
     /// Opens the perf map of live process `key` if it has one and it is not open yet. `start_ticks`,
     /// when known, is the sampled process's start time: another process under a reused PID is skipped.
-    pub fn open(&mut self, key: ProcessKey, start_ticks: Option<u64>) {
-        if self.open.is_some() || self.rejected || self.ended || self.evicted {
+    /// `jit_code`: the process has anonymous executable memory, so a handle on its `/tmp` is kept
+    /// while it has no map, for a map written at its exit. Once the instance has ended (or is gone),
+    /// that handle is where the map is looked for, once. A map evicted for the shared budget is
+    /// never read again.
+    pub fn open(&mut self, key: ProcessKey, start_ticks: Option<u64>, jit_code: bool) {
+        if self.open.is_some() || self.rejected || self.evicted {
+            return;
+        }
+        if self.ended {
+            self.look_after_end();
             return;
         }
         self.last_attempt = Some(Instant::now());
         let Some((uid, namespace_pid)) = process_ids(key.pid) else {
+            // Gone: what it wrote as it exited is all there will be.
+            self.look_after_end();
             return;
         };
         let started = || {
@@ -229,6 +281,11 @@ impl ProcessPerfMap {
                 return;
             }
         }
+        let shown = format!("/tmp/perf-{namespace_pid}.map of process {}", key.pid);
+        self.jit_code |= jit_code;
+        if jit_code && self.late.is_none() {
+            self.late = late_map(key.pid, start_ticks, uid, namespace_pid, shown.clone());
+        }
         let path = format!("/proc/{}/root/tmp/perf-{namespace_pid}.map", key.pid);
         // Follow::No: a symlink planted in /tmp must not make us read another file; and a FIFO or a
         // device is refused by `untrusted::open` instead of blocking or reading forever.
@@ -236,7 +293,6 @@ impl ProcessPerfMap {
             Ok(file) => file,
             Err(_) => return, // no JIT, or not started writing yet
         };
-        let shown = format!("/tmp/perf-{namespace_pid}.map of process {}", key.pid);
         match file.metadata() {
             Ok(meta) if meta.is_file() && meta.uid() == uid => {
                 let started = start_ticks.or_else(started);
@@ -256,16 +312,62 @@ impl ProcessPerfMap {
             }
             Err(_) => return,
         }
-        self.open = Some(JitMap {
-            file,
-            path: shown,
-            map: PerfMap::new(),
-            partial_utf8: Vec::new(),
-            malformed_warned: false,
-            bytes_read: 0,
-            full: false,
-            last_read: Instant::now(),
-        });
+        self.open = Some(JitMap::new(file, shown));
+        self.late = None;
+    }
+
+    /// Looks for the map of an instance that ended in the `/tmp` kept while it lived, once, under
+    /// the rules of [`ProcessPerfMap::open`], and only if the map was written before the end (with
+    /// [`START_MARGIN`]) and the instance exited rather than exec'd (its PID would still run, with
+    /// its start time, and may write a map of the new program under the same name).
+    fn look_after_end(&mut self) {
+        if self.looked_after_end {
+            return;
+        }
+        self.looked_after_end = true;
+        let Some(late) = self.late.take() else {
+            return;
+        };
+        if self.open.is_some() || self.rejected || exec_d(late.pid, late.start_ticks) {
+            return;
+        }
+        let Ok(file) = untrusted::open_in(&late.dir, &late.name) else {
+            log::debug!("{}: no map after the process ended", late.shown);
+            return;
+        };
+        let Ok(meta) = file.metadata() else {
+            return;
+        };
+        if meta.uid() != late.uid {
+            log::warn!(
+                "ignoring {}: owned by uid {} but the process ran as uid {}",
+                late.shown,
+                meta.uid(),
+                late.uid
+            );
+            self.rejected = true;
+            return;
+        }
+        if late
+            .start_ticks
+            .is_some_and(|ticks| written_before_start(&meta, ticks))
+        {
+            log::debug!(
+                "ignoring {}: last written before the process started",
+                late.shown
+            );
+            return;
+        }
+        let written_after_end = match (meta.modified(), self.ended_at) {
+            (Ok(modified), Some(ended)) => modified > ended + START_MARGIN,
+            _ => false,
+        };
+        if written_after_end {
+            log::debug!("ignoring {}: written after the process ended", late.shown);
+            return;
+        }
+        log::debug!("{}: read after the process ended", late.shown);
+        self.open = Some(JitMap::new(file, late.shown));
     }
 
     /// Opens the perf map of process `key` unless that was tried less than [`OPEN_RETRY`] ago.
@@ -273,8 +375,8 @@ impl ProcessPerfMap {
         let due = self
             .last_attempt
             .is_none_or(|last| last.elapsed() >= OPEN_RETRY);
-        if due {
-            self.open(key, start_ticks);
+        if due || (self.ended && !self.looked_after_end) {
+            self.open(key, start_ticks, false);
         }
     }
 
@@ -339,6 +441,19 @@ pub(crate) fn sizes<'a>(maps: impl Iterator<Item = &'a ProcessPerfMap>) -> Strin
 }
 
 impl JitMap {
+    fn new(file: File, path: String) -> JitMap {
+        JitMap {
+            file,
+            path,
+            map: PerfMap::new(),
+            partial_utf8: Vec::new(),
+            malformed_warned: false,
+            bytes_read: 0,
+            full: false,
+            last_read: Instant::now(),
+        }
+    }
+
     /// Bytes of the file past the limit, when it was reached.
     fn bytes_skipped(&self) -> u64 {
         if !self.full {
@@ -451,6 +566,48 @@ fn boot_time() -> Option<std::time::SystemTime> {
         u32::try_from(since_boot.tv_nsec).ok()?,
     );
     std::time::SystemTime::now().checked_sub(since_boot)
+}
+
+/// A handle on the `/tmp` of live process `pid`, checked to be the sampled one (`start_ticks`)
+/// after it was opened, so a map it writes at its exit can be found after `/proc/PID` is gone.
+fn late_map(
+    pid: u32,
+    start_ticks: Option<u64>,
+    uid: u32,
+    namespace_pid: u32,
+    shown: String,
+) -> Option<LateMap> {
+    let dir = untrusted::open_directory(Path::new(&format!("/proc/{pid}/root/tmp"))).ok()?;
+    let started = read_start_ticks(pid)?;
+    if start_ticks.is_some_and(|expected| expected != started) {
+        return None;
+    }
+    Some(LateMap {
+        dir,
+        name: format!("perf-{namespace_pid}.map"),
+        shown,
+        pid,
+        uid,
+        start_ticks: Some(started),
+    })
+}
+
+fn read_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    crate::process::parse_start_ticks(&stat)
+}
+
+/// Whether the instance of `pid` that started at `start_ticks` still runs (it ended by exec): not
+/// a zombie, and the same start time (exec keeps it).
+fn exec_d(pid: u32, start_ticks: Option<u64>) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    let running = !matches!(state, Some("Z" | "X" | "x"));
+    running && start_ticks.is_some() && crate::process::parse_start_ticks(&stat) == start_ticks
 }
 
 /// The process's effective uid and its PID inside its own PID namespace (the number it writes into
@@ -568,6 +725,79 @@ pub(crate) mod tests {
                 .as_deref(),
             Some("jitted_function")
         );
+    }
+
+    /// A `sh` that writes its perf map (one function, `name`) once its stdin closes, then exits.
+    fn writes_map_at_exit(name: &str) -> std::process::Child {
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("read _; echo '1000 10 {name}' > /tmp/perf-$$.map"),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sh")
+    }
+
+    /// Closes the child's stdin and waits for it: its map is written, and it has exited.
+    fn let_exit(child: &mut std::process::Child) -> String {
+        drop(child.stdin.take());
+        child.wait().expect("wait for sh");
+        format!("/tmp/perf-{}.map", child.id())
+    }
+
+    /// A map written as its process exits, when `/proc/PID` no longer leads to it, is read from the
+    /// `/tmp` kept while the process lived; only processes with JIT code keep one.
+    #[test]
+    fn a_map_written_at_exit_is_read_after_the_process_ended() {
+        const MAX: u64 = DEFAULT_MAX_PERF_MAP_BYTES;
+        let mut jit = writes_map_at_exit("written_at_exit");
+        let mut plain = writes_map_at_exit("not_looked_for");
+        let jit_key = ProcessKey {
+            pid: jit.id(),
+            instance: 8,
+        };
+        let plain_key = ProcessKey {
+            pid: plain.id(),
+            instance: 9,
+        };
+        let mut jit_map = ProcessPerfMap::default();
+        let mut plain_map = ProcessPerfMap::default();
+        jit_map.open(jit_key, None, true);
+        plain_map.open(plain_key, None, false);
+        assert!(jit_map.awaited() && !plain_map.awaited());
+        let paths = [let_exit(&mut jit), let_exit(&mut plain)];
+        jit_map.instance_ended();
+        plain_map.instance_ended();
+        let named = jit_map.lookup(jit_key, None, 0x1004, MAX, &mut budget());
+        let unnamed = plain_map.lookup(plain_key, None, 0x1004, MAX, &mut budget());
+        for path in paths {
+            let _ = std::fs::remove_file(path);
+        }
+        assert_eq!(named.as_deref(), Some("written_at_exit"));
+        assert_eq!(unnamed, None, "no handle kept without JIT code");
+        assert!(!jit_map.awaited());
+    }
+
+    /// A map written well after the instance ended is a later process's under the same PID.
+    #[test]
+    fn a_map_written_after_the_end_is_not_read() {
+        let mut child = writes_map_at_exit("later_process");
+        let key = ProcessKey {
+            pid: child.id(),
+            instance: 10,
+        };
+        let mut map = ProcessPerfMap::default();
+        map.open(key, None, true);
+        let path = let_exit(&mut child);
+        map.instance_ended();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let file = std::fs::File::options().write(true).open(&path);
+        let set = file.and_then(|file| file.set_modified(later));
+        let found = map.lookup(key, None, 0x1004, DEFAULT_MAX_PERF_MAP_BYTES, &mut budget());
+        let _ = std::fs::remove_file(&path);
+        set.expect("set the map's mtime");
+        assert_eq!(found, None);
     }
 
     /// At most `max_bytes` of a map are read; the rest is counted as skipped.

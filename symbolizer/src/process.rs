@@ -45,6 +45,10 @@ pub struct ProcessSnapshot {
     executable_file: Option<FileKey>,
     /// Mappings whose file could not be opened, by display name, so their frames still say where they are.
     unreadable: Vec<(u64, u64, u64, std::sync::Arc<str>)>,
+    /// Anonymous executable mappings (JIT code, trampolines), sorted: code no module holds, which a
+    /// runtime may name later (its perf map can be written as late as its exit) and which unwinding
+    /// may return into.
+    anonymous_code: Vec<std::ops::Range<u64>>,
     /// Which of the table's snapshots this is (see [`ProcessSnapshot::generation`]).
     generation: u64,
 }
@@ -91,6 +95,11 @@ impl ProcessSnapshot {
 
     pub fn executable(&self) -> Option<ModuleId> {
         self.executable
+    }
+
+    /// The anonymous executable mappings (JIT code), sorted.
+    pub fn anonymous_code(&self) -> &[std::ops::Range<u64>] {
+        &self.anonymous_code
     }
 
     /// Differs from that of every other snapshot the table took: what was built from a snapshot
@@ -261,7 +270,12 @@ impl ProcessTable {
                 continue;
             }
             if entry.inode == 0 || !entry.path.starts_with('/') {
-                continue; // anonymous executable memory: JIT code, trampolines
+                // Anonymous executable memory: JIT code, trampolines (maybe named with
+                // PR_SET_VMA_ANON_NAME); not the kernel's pseudo-mappings such as `[vsyscall]`.
+                if entry.path.is_empty() || entry.path.starts_with("[anon:") {
+                    snapshot.anonymous_code.push(entry.start..entry.end);
+                }
+                continue;
             }
             let key = mapped_file_key(pid, entry.start, entry.end)
                 .filter(|key| (key.dev, key.inode) == (entry.dev, entry.inode));
@@ -288,6 +302,7 @@ impl ProcessTable {
             }
         }
         snapshot.mappings.sort_by_key(|m| m.start);
+        snapshot.anonymous_code.sort_by_key(|range| range.start);
         snapshot
     }
 }

@@ -172,7 +172,11 @@ impl Processes {
         let start_ticks = self.start_ticks.get(&key).copied();
         self.snapshots
             .snapshot(key, start_ticks, &mut self.modules)?;
-        self.runtimes.snapshotted(key, start_ticks);
+        let jit_code = self
+            .snapshots
+            .get(key)
+            .is_some_and(|snapshot| !snapshot.anonymous_code().is_empty());
+        self.runtimes.snapshotted(key, start_ticks, jit_code);
         self.changed.push(key);
         Ok(())
     }
@@ -281,6 +285,12 @@ impl Processes {
                 })
                 .flatten(),
         }
+    }
+
+    /// Whether process `key` has JIT code that its runtime may still name, in a perf map written at
+    /// its exit: its samples are worth building only once it ended.
+    pub fn awaits_perf_map(&self, key: ProcessKey) -> bool {
+        !self.is_released(key) && self.runtimes.awaits_perf_map(key)
     }
 
     pub fn modules(&self) -> &ModuleTable {

@@ -48,9 +48,18 @@ impl Runtimes {
     }
 
     /// The process was just snapshotted (it is alive, and `start_ticks` says it is the sampled
-    /// one when known): finds the runtimes it has started so far.
-    pub fn snapshotted(&mut self, key: ProcessKey, start_ticks: Option<u64>) {
-        self.of(key).perf_map.open(key, start_ticks);
+    /// one when known): finds the runtimes it has started so far. `jit_code`: the snapshot has
+    /// anonymous executable memory.
+    pub fn snapshotted(&mut self, key: ProcessKey, start_ticks: Option<u64>, jit_code: bool) {
+        self.of(key).perf_map.open(key, start_ticks, jit_code);
+    }
+
+    /// Whether names of process `key`'s JIT code may still come from a perf map it has not written
+    /// yet (see [`ProcessPerfMap::awaited`]).
+    pub fn awaits_perf_map(&self, key: ProcessKey) -> bool {
+        self.processes
+            .get(&key)
+            .is_some_and(|runtimes| runtimes.perf_map.awaited())
     }
 
     /// The instance exec'd or exited: what it wrote stays readable, nothing is opened again by PID.
@@ -75,6 +84,8 @@ impl Runtimes {
                 .forgotten
                 .maps_evicted
                 .saturating_add(stats.maps_evicted);
+            self.forgotten.without_map =
+                self.forgotten.without_map.saturating_add(stats.without_map);
         }
     }
 
@@ -161,6 +172,7 @@ impl Runtimes {
             stats.bytes_skipped = stats.bytes_skipped.saturating_add(one.bytes_skipped);
             stats.entries_dropped = stats.entries_dropped.saturating_add(one.entries_dropped);
             stats.maps_evicted = stats.maps_evicted.saturating_add(one.maps_evicted);
+            stats.without_map = stats.without_map.saturating_add(one.without_map);
         }
         stats
     }

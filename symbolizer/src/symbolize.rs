@@ -84,6 +84,13 @@ impl Symbolizer {
         self.unwinder.forget(key);
     }
 
+    /// Whether process `key` has JIT code without names yet, which a perf map the runtime writes
+    /// at its exit (a JVM's `-XX:+DumpPerfMapAtExit`) may still name: its samples are better built
+    /// after it ended.
+    pub fn awaits_perf_map(&self, key: ProcessKey) -> bool {
+        self.processes.awaits_perf_map(key)
+    }
+
     /// How many entries each cache holds, for the debug log of long runs.
     pub fn cache_sizes(&self) -> String {
         format!(

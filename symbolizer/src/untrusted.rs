@@ -147,6 +147,48 @@ pub(crate) fn open_in_root(pid: u32, path: &Path, follow: Follow) -> io::Result<
     regular_only(file)
 }
 
+/// A handle on directory `path` (`O_PATH`: nothing is read through it), to open files in it later
+/// with [`open_in`] even once the path no longer leads there (`/proc/PID/root/tmp` of a process that
+/// exited).
+pub(crate) fn open_directory(path: &Path) -> io::Result<File> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated path; the descriptor is owned below.
+    let fd = unsafe {
+        libc::open(
+            c_path.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened and owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Opens `name` (one path component, not a symlink) in directory `dir` read-only under the rules
+/// above; an error for anything but a regular file.
+pub(crate) fn open_in(dir: &File, name: &str) -> io::Result<File> {
+    if name.contains('/') {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let c_name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid directory descriptor and a NUL-terminated name; the descriptor is owned below.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c_name.as_ptr(),
+            libc::O_RDONLY | open_flags(Follow::No),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened and owned by nobody else.
+    regular_only(unsafe { File::from_raw_fd(fd) })
+}
+
 fn regular_only(file: File) -> io::Result<File> {
     if file.metadata()?.file_type().is_file() {
         Ok(file)

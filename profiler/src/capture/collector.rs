@@ -21,6 +21,12 @@ use crate::profile::{self, EndedLabels, MergedProfile, Metadata};
 use crate::sample::{StackSample, UserStackSource};
 use crate::symbols::symbolize_stacks;
 
+/// Most distinct stacks kept back from checkpoints while their processes' JIT code may still be
+/// named by a perf map written at exit (see [`Collector::end_checkpoint`]): what a few JIT
+/// processes make in minutes (tens of MB at most). Past it, their stacks are built with what is
+/// known, and the rest of their JIT frames may stay unnamed (warned once).
+const MAX_AWAITING_STACKS: usize = 50_000;
+
 /// A distinct stack of one thread, as counted.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct StackKey {
@@ -64,6 +70,8 @@ pub struct Collector {
     launched_pid: Option<u32>,
     /// Some snapshot was taken while the dynamic loader ran: retake it soon.
     loader_snapshots: bool,
+    /// [`MAX_AWAITING_STACKS`] was reached (warned once).
+    awaiting_full: bool,
 }
 
 impl Collector {
@@ -89,6 +97,7 @@ impl Collector {
             released: 0,
             launched_pid,
             loader_snapshots: false,
+            awaiting_full: false,
         }
     }
 
@@ -137,11 +146,14 @@ impl Collector {
     /// After the source delivered everything up to the checkpoint: builds and releases the
     /// instances that had ended before it, and builds the running ones too, so what a long
     /// recording holds is its symbolized profile, not every address-level stack until the end.
+    /// Running processes whose JIT code a perf map written at their exit may still name are kept
+    /// back (within [`MAX_AWAITING_STACKS`]): built now, their JIT frames would stay unnamed.
     pub fn end_checkpoint(&mut self, finished: HashSet<ProcessKey>) -> Vec<Feedback> {
         if !finished.is_empty() {
             self.release_ended(&finished);
         }
-        let running = self.take_samples(|_| true);
+        let awaiting = self.awaiting_perf_maps();
+        let running = self.take_samples(|key| !awaiting.contains(&key.thread.process));
         for part in profile::split_by_process(running) {
             let part = self.build_part(part);
             self.built.add(part);
@@ -162,6 +174,31 @@ impl Collector {
             );
         }
         std::mem::take(&mut self.feedback)
+    }
+
+    /// Running processes whose stacks wait for a perf map written at exit, unless they hold more
+    /// than [`MAX_AWAITING_STACKS`] stacks.
+    fn awaiting_perf_maps(&mut self) -> HashSet<ProcessKey> {
+        let mut awaiting = HashSet::new();
+        let mut stacks = 0;
+        for key in self.counts.keys() {
+            let process = key.thread.process;
+            if awaiting.contains(&process) || self.symbolizer.awaits_perf_map(process) {
+                awaiting.insert(process);
+                stacks += 1;
+            }
+        }
+        if stacks <= MAX_AWAITING_STACKS {
+            return awaiting;
+        }
+        if !self.awaiting_full {
+            self.awaiting_full = true;
+            log::warn!(
+                "{stacks} stacks of JIT processes without a perf map yet: built now, their JIT \
+                 frames stay unnamed even if a map is written at exit"
+            );
+        }
+        HashSet::new()
     }
 
     /// Builds everything left into the profile, every process being done now. The symbolizer

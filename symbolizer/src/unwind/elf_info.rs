@@ -233,7 +233,11 @@ impl ElfUnwindInfo {
             self.debug_frame = None;
         }
         // Without usable CFI the module counts as keeping frame pointers (see `frame_pointers`).
-        self.frame_pointers = judge_frame_pointers(functions, entry);
+        let uncovered = match (&self.text, cfi.problem()) {
+            (Some(text), None) => uncovered_code(text.svma.clone(), &functions, entry),
+            _ => Vec::new(),
+        };
+        self.frame_pointers = judge_frame_pointers(functions, entry, uncovered);
         self.cfi = cfi;
     }
 
@@ -326,10 +330,53 @@ fn decompress(
     Ok(Arc::from(bytes))
 }
 
+/// Least size of a stretch of `.text` without CFI that counts as code of its own (see
+/// [`uncovered_code`]): smaller gaps between FDEs are alignment padding, or the few bytes of crt
+/// helpers, which no sample needs.
+const MIN_UNCOVERED: u64 = 256;
+
+/// The stretches of `text` (at least [`MIN_UNCOVERED`] bytes, not the entry's) that no function's
+/// CFI covers, in a module whose CFI covers code elsewhere: hand-written or generated code with no
+/// unwind information (V8's builtins embedded in node's `.text`). Nothing says whether such code
+/// keeps a frame pointer, and walking frame pointers through it loses the caller of a frameless
+/// leaf, so `--unwind auto` must copy stacks there rather than trust the walk.
+fn uncovered_code(text: Range<u64>, functions: &[FunctionFrame], entry: u64) -> Vec<Range<u64>> {
+    if functions.is_empty() {
+        return Vec::new();
+    }
+    let mut covered: Vec<Range<u64>> = functions.iter().map(|f| f.range.clone()).collect();
+    covered.sort_unstable_by_key(|range| range.start);
+    let mut uncovered = Vec::new();
+    let mut at = text.start;
+    let mut push = |gap: Range<u64>| {
+        if gap.end.saturating_sub(gap.start) >= MIN_UNCOVERED && !gap.contains(&entry) {
+            uncovered.push(gap);
+        }
+    };
+    for range in covered {
+        if range.start > at {
+            push(at..range.start.min(text.end));
+        }
+        at = at.max(range.end);
+        if at >= text.end {
+            break;
+        }
+    }
+    if at < text.end {
+        push(at..text.end);
+    }
+    uncovered
+}
+
 /// The module's verdict from its functions' CFI. The ELF entry (`_start`) is exempt: it is only ever
 /// the outermost frame, which a frame-pointer walk never needs to leave. Consecutive frameless
-/// functions (no frame-pointer function between them) form one range.
-fn judge_frame_pointers(functions: Vec<FunctionFrame>, entry: u64) -> FramePointers {
+/// functions (no frame-pointer function between them) form one range. `uncovered` code (see
+/// [`uncovered_code`]) is treated as frameless, but is no evidence either way in the verdict's share.
+fn judge_frame_pointers(
+    functions: Vec<FunctionFrame>,
+    entry: u64,
+    uncovered: Vec<Range<u64>>,
+) -> FramePointers {
     let (mut kept, mut total) = (0u64, 0u64);
     let mut frameless: Vec<Range<u64>> = Vec::new();
     let mut previous_frameless = false;
@@ -353,6 +400,18 @@ fn judge_frame_pointers(functions: Vec<FunctionFrame>, entry: u64) -> FramePoint
         return FramePointers::Kept {
             frameless: Arc::from([]),
         };
+    }
+    if !uncovered.is_empty() {
+        frameless.extend(uncovered);
+        frameless.sort_unstable_by_key(|range| range.start);
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(frameless.len());
+        for range in frameless {
+            match merged.last_mut() {
+                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+                _ => merged.push(range),
+            }
+        }
+        frameless = merged;
     }
     if (kept as f64) < total as f64 * FRAME_POINTER_SHARE || frameless.len() > MAX_MODULE_EXCEPTIONS
     {
@@ -550,7 +609,7 @@ mod tests {
             function(0x1400..0x1410, false),
         ];
         assert_eq!(
-            judge_frame_pointers(functions, 0x1000),
+            judge_frame_pointers(functions, 0x1000, Vec::new()),
             FramePointers::Kept {
                 frameless: vec![0x1100..0x1140, 0x1400..0x1410].into()
             }
@@ -563,7 +622,10 @@ mod tests {
             function(0x1000..0x1100, true),
             function(0x1100..0x1300, false),
         ];
-        assert_eq!(judge_frame_pointers(functions, 0), FramePointers::Frameless);
+        assert_eq!(
+            judge_frame_pointers(functions, 0, Vec::new()),
+            FramePointers::Frameless
+        );
     }
 
     #[test]
@@ -577,7 +639,35 @@ mod tests {
                 ]
             })
             .collect();
-        assert_eq!(judge_frame_pointers(functions, 0), FramePointers::Frameless);
+        assert_eq!(
+            judge_frame_pointers(functions, 0, Vec::new()),
+            FramePointers::Frameless
+        );
+    }
+
+    /// Stretches of `.text` without CFI (at least `MIN_UNCOVERED` bytes, not the entry's) count as
+    /// frameless, merged with frameless neighbours, without swaying the module's verdict.
+    #[test]
+    fn code_without_cfi_in_a_module_with_cfi_is_frameless() {
+        let function = |range: Range<u64>, keeps_frame_pointer| FunctionFrame {
+            range,
+            keeps_frame_pointer,
+        };
+        let functions = vec![
+            function(0x1000..0x1100, true),
+            // Padding, then a stretch without CFI (builtins), then one frameless function after it.
+            function(0x1110..0x1200, true),
+            function(0x1600..0x1640, false),
+            function(0x1640..0x8000, true),
+        ];
+        let uncovered = uncovered_code(0x1000..0x9000, &functions, 0x8800);
+        assert_eq!(uncovered, vec![0x1200..0x1600]);
+        let frameless: Arc<[Range<u64>]> = std::iter::once(0x1200..0x1640).collect();
+        assert_eq!(
+            judge_frame_pointers(functions, 0x8800, uncovered),
+            FramePointers::Kept { frameless }
+        );
+        assert!(uncovered_code(0x1000..0x9000, &[], 0).is_empty());
     }
 
     /// lld layout: the text segment starts mid-page right after a read-only one, so its mapping's

@@ -151,7 +151,8 @@ struct ProcessUnwinder {
     framehop: UnwinderX86_64<SectionBytes>,
     /// Sorted by start.
     modules: Vec<PlacedModule>,
-    /// Every executable mapping of a file, sorted (including modules without unwind information).
+    /// Every executable mapping, sorted: of a file (including modules without unwind information)
+    /// or anonymous (JIT code).
     code: Vec<Range<u64>>,
 }
 
@@ -341,8 +342,15 @@ impl Unwinders {
             });
         }
         placed.sort_by_key(|m| m.avma.start);
-        let mut code: Vec<Range<u64>> =
-            snapshot.mappings().iter().map(|m| m.start..m.end).collect();
+        // Anonymous executable memory is code too: a JIT's, whose perf map may come only at its
+        // exit (a JVM's `-XX:+DumpPerfMapAtExit`), so a return address into it must not end the
+        // unwind while the map is missing.
+        let mut code: Vec<Range<u64>> = snapshot
+            .mappings()
+            .iter()
+            .map(|m| m.start..m.end)
+            .chain(snapshot.anonymous_code().iter().cloned())
+            .collect();
         code.sort_by_key(|range| range.start);
         Some(ProcessUnwinder {
             generation: snapshot.generation(),
