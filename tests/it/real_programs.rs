@@ -89,10 +89,7 @@ fn assert_complete(
 #[test]
 fn openssl_aes_gcm_reaches_start() {
     let _kernel = kernel_test();
-    let openssl = find_in_path("openssl").expect(
-        "this test needs Debian's openssl: `apt-get install openssl` (.ci/run installs it)",
-    );
-    let openssl = std::fs::canonicalize(&openssl).expect("resolve openssl");
+    let openssl = debian_openssl();
     let entry = entry_point(&openssl);
     let dir = scratch();
     let (stacks, stderr) = record_default(

@@ -49,10 +49,7 @@ both_backends! {
     /// stack must still reach `_start` (perf reaches it in all of them).
     fn openssl_assembly_unwinds_to_start(backend) {
         let _kernel = kernel_test();
-        let openssl = find_in_path("openssl").expect(
-            "this test needs Debian's openssl: `apt-get install openssl` (.ci/run installs it)",
-        );
-        let openssl = std::fs::canonicalize(&openssl).expect("resolve openssl");
+        let openssl = debian_openssl();
         let entry = entry_point(&openssl);
         let dir = scratch();
         let (stacks, stderr) = record_dwarf(

@@ -3,7 +3,6 @@
 //! `*(rsp-8)+8`), so the BPF copy must start 128 bytes below sp; a C function with a 20 KiB frame
 //! (git's `cmd_pack_objects` has 15.8 KiB) needs more than the default 16 KiB copy above it.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::*;
@@ -16,37 +15,11 @@ const MIN_ECDSA_COMPLETE: f64 = 0.995;
 /// Share of samples of the big-frame program whose stack must reach `_start`.
 const MIN_BIG_FRAME_COMPLETE: f64 = 0.95;
 
-/// A program in PATH, resolved.
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
-/// Debian's openssl, resolved (so its stripped `_start` can be found from its entry point).
-fn openssl() -> PathBuf {
-    let path = find_in_path("openssl").expect(
-        "this test needs Debian's openssl: `apt-get install openssl` (.ci/run installs it)",
-    );
-    std::fs::canonicalize(&path).expect("resolve openssl")
-}
-
-/// The ELF entry point (`e_entry`) of an executable: where `_start` is in a stripped binary.
-fn entry_point(path: &Path) -> u64 {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let field: [u8; 8] = bytes
-        .get(24..32)
-        .and_then(|b| b.try_into().ok())
-        .unwrap_or_else(|| panic!("{} is not an ELF file", path.display()));
-    u64::from_le_bytes(field)
-}
-
 /// Records `openssl speed -seconds 1 ALGORITHM` with emberprof's defaults and returns the share
 /// of its samples whose stack reaches `_start`, with a description for failure messages.
 fn complete_share(algorithm: &str) -> (f64, String) {
     let _kernel = kernel_test();
-    let openssl = openssl();
+    let openssl = debian_openssl();
     let entry = entry_point(&openssl);
     let dir = scratch();
     let folded = dir.path().join("out.folded");

@@ -243,3 +243,11 @@ pub fn entry_point(path: &Path) -> u64 {
         .unwrap_or_else(|| panic!("{} is not an ELF file", path.display()));
     u64::from_le_bytes(field)
 }
+
+/// Debian's openssl, resolved (so its stripped `_start` can be found from its entry point).
+pub fn debian_openssl() -> PathBuf {
+    let path = find_in_path("openssl").expect(
+        "this test needs Debian's openssl: `apt-get install openssl` (.ci/run installs it)",
+    );
+    std::fs::canonicalize(&path).expect("resolve openssl")
+}
