@@ -98,7 +98,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     }
     let launched_pid = paused.as_ref().map(PausedCommand::pid);
     let mut symbolizer = Symbolizer::new(options.symbols).context("cannot set up symbolization")?;
-    let (mut source, mut command) =
+    let (source, mut command) =
         setup::start(prepared, &source_options(&options), paused, &mut symbolizer)?;
     let labels = if options.render.fold.per_thread {
         EndedLabels::All
@@ -113,7 +113,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         launched_pid,
     );
     let capture = capture::record(
-        source.as_mut(),
+        source,
         collector,
         StopConditions {
             duration: options.duration,
@@ -123,9 +123,8 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         },
         !options.quiet,
     )?;
-    drop(source); // frees the kernel maps and ring buffers
-                  // The symbolizer is gone with the collector: its parsed debug info (tens of MB) does not add to
-                  // what the outputs take.
+    // The source (kernel maps, ring buffers) went before the last build, the symbolizer with the
+    // collector after it: its parsed debug info (tens of MB) does not add to what the outputs take.
     release_free_memory();
     log::debug!(
         "capture read, symbolized and built {:?} after stop",

@@ -89,8 +89,11 @@ pub struct Capture {
     pub stopped_at: Instant,
 }
 
+/// Records until a stop condition, then hands everything to the collector. The source (its kernel
+/// maps, ring buffers and event descriptors) is dropped before the collector builds what is left,
+/// so that nothing of the kernel side outlives the sampling while the profile is built.
 pub fn record(
-    source: &mut dyn Source,
+    mut source: Box<dyn Source>,
     mut collector: Collector,
     mut stop: StopConditions<'_>,
     status_line: bool,
@@ -106,16 +109,16 @@ pub fn record(
             wakeup = wakeup.min(LOADER_RETRY);
         }
         source.wait(wakeup);
-        read(source, &mut collector)?;
+        read(source.as_mut(), &mut collector)?;
         if last_symbolized.elapsed() >= SYMBOLIZE_INTERVAL && collector.pending() > 0 {
-            symbolize_ahead(source, &mut collector)?;
+            symbolize_ahead(source.as_mut(), &mut collector)?;
             last_symbolized = Instant::now();
         }
         if source.checkpoint_due() {
             let finished = collector.begin_checkpoint();
             source.checkpoint(&mut collector)?;
             let feedback = collector.end_checkpoint(finished);
-            apply(source, feedback);
+            apply(source.as_mut(), feedback);
         }
         if let Some(reason) = stop.reached(started)? {
             break reason;
@@ -134,6 +137,7 @@ pub fn record(
     }
     source.finish(&mut collector)?;
     let report = source.report()?;
+    drop(source);
     let (profile, collector) = collector.finish();
     Ok(Capture {
         profile,
