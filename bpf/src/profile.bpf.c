@@ -340,6 +340,44 @@ static __always_inline void user_gp_registers(struct bpf_perf_event_data *ctx, _
 	gp[15] = regs->r15;
 }
 
+/* A binary search over sorted, disjoint [start, end) ranges, one bpf_loop step at a time: the
+ * verifier checks one step once, instead of every path through an unrolled search (a search's
+ * bounds are precise scalars that differ on every path, so its states never prune; unrolled, the
+ * two searches below cost ~0.3 s of kernel time at every start of an `auto` capture). */
+struct range_search {
+	const __u64 *start;
+	const __u64 *end;
+	__u64 addr;
+	__u32 low;
+	__u32 high;
+	__u32 found;
+};
+
+#define NOT_FOUND 0xffffffffu
+
+/* One step of the search over arrays of `length` (a power of two) elements; the constant mask keeps
+ * every index in bounds (a mask read from the state would lose its bounds as the loop converges). */
+#define RANGE_SEARCH_STEP(name, length)                                                            \
+	static long name(__u32 index, void *data)                                                  \
+	{                                                                                          \
+		struct range_search *search = data;                                                \
+		if (search->low >= search->high)                                                   \
+			return 1;                                                                  \
+		__u32 mid = ((search->low + search->high) / 2) & ((length) - 1);                   \
+		if (search->addr < search->start[mid]) {                                           \
+			search->high = mid;                                                        \
+		} else if (search->addr >= search->end[mid]) {                                     \
+			search->low = mid + 1;                                                     \
+		} else {                                                                           \
+			search->found = mid;                                                       \
+			return 1;                                                                  \
+		}                                                                                  \
+		return 0;                                                                          \
+	}
+
+RANGE_SEARCH_STEP(plan_search_step, MAX_PLAN_MAPPINGS)
+RANGE_SEARCH_STEP(exception_search_step, MAX_MODULE_EXCEPTIONS)
+
 /* Whether addr lies in frameless code of the process: a binary search over its plan's mappings,
  * then, for a frame-pointer module, over the module's frameless functions. A global function, so
  * the verifier checks it once rather than at each of the walk's frames. */
@@ -348,47 +386,77 @@ __noinline int frameless_address(__u32 tgid, __u64 addr)
 	struct frameless_ranges *plan = bpf_map_lookup_elem(&frameless_ranges, &tgid);
 	if (!plan)
 		return 0;
-	__u32 low = 0, high = plan->count, found = MAX_PLAN_MAPPINGS;
-	if (high > MAX_PLAN_MAPPINGS)
-		high = MAX_PLAN_MAPPINGS;
-	for (int i = 0; i < PLAN_SEARCH_STEPS; i++) {
-		if (low >= high)
-			break;
-		__u32 mid = ((low + high) / 2) & (MAX_PLAN_MAPPINGS - 1);
-		if (addr < plan->start[mid]) {
-			high = mid;
-		} else if (addr >= plan->end[mid]) {
-			low = mid + 1;
-		} else {
-			found = mid;
-			break;
-		}
-	}
-	if (found >= MAX_PLAN_MAPPINGS)
+	struct range_search search = {
+		.start = plan->start,
+		.end = plan->end,
+		.addr = addr,
+		.high = plan->count < MAX_PLAN_MAPPINGS ? plan->count : MAX_PLAN_MAPPINGS,
+		.found = NOT_FOUND,
+	};
+	bpf_loop(PLAN_SEARCH_STEPS, plan_search_step, &search, 0);
+	if (search.found >= MAX_PLAN_MAPPINGS)
 		return 0;
+	__u32 found = search.found;
 	__u32 module = plan->module[found];
 	if (module == MODULE_FRAMELESS_WHOLE)
 		return 1;
 	struct module_exceptions *functions = bpf_map_lookup_elem(&module_exceptions, &module);
 	if (!functions)
 		return 1; /* cannot tell: copy, which is always right */
-	__u64 svma = addr - plan->bias[found];
-	low = 0;
-	high = functions->count;
-	if (high > MAX_MODULE_EXCEPTIONS)
-		high = MAX_MODULE_EXCEPTIONS;
-	for (int i = 0; i < EXCEPTION_SEARCH_STEPS; i++) {
-		if (low >= high)
-			break;
-		__u32 mid = ((low + high) / 2) & (MAX_MODULE_EXCEPTIONS - 1);
-		if (svma < functions->start[mid])
-			high = mid;
-		else if (svma >= functions->end[mid])
-			low = mid + 1;
-		else
-			return 1;
+	struct range_search within = {
+		.start = functions->start,
+		.end = functions->end,
+		.addr = addr - plan->bias[found],
+		.high = functions->count < MAX_MODULE_EXCEPTIONS ? functions->count : MAX_MODULE_EXCEPTIONS,
+		.found = NOT_FOUND,
+	};
+	bpf_loop(EXCEPTION_SEARCH_STEPS, exception_search_step, &within, 0);
+	return within.found != NOT_FOUND;
+}
+
+/* The state of needs_stack_copy's frame-pointer walk, handed to each bpf_loop step. */
+struct chain_walk {
+	__u32 tgid;
+	__u32 instance;
+	__u64 fp;
+	int verdict; /* WALK_* */
+};
+
+#define WALK_GOING 0
+#define WALK_FP_OK 1
+#define WALK_COPY 2
+
+/* One frame of the walk. A bpf_loop callback, so the verifier checks one frame once instead of
+ * unrolling MAX_STACK_DEPTH of them along every path (that cost ~0.4 s of kernel time at every
+ * start of an `auto` capture). */
+static long walk_one_frame(__u32 index, void *data)
+{
+	struct chain_walk *walk = data;
+	__u64 frame[2];
+	if (walk->fp == 0 || bpf_probe_read_user(frame, sizeof(frame), (void *)walk->fp) != 0) {
+		walk->verdict = WALK_FP_OK; /* the chain ended in frame-pointer code */
+		return 1;
 	}
-	return 0;
+	__u64 next = frame[0], return_address = frame[1];
+	if (!frameless_address(walk->tgid, return_address)) {
+		walk->fp = next;
+		return 0;
+	}
+	__u64 outer[2];
+	if (next != 0 && bpf_probe_read_user(outer, sizeof(outer), (void *)next) == 0) {
+		stat_inc(STAT_COPY_FRAMELESS_CALLER);
+		walk->verdict = WALK_COPY;
+		return 1;
+	}
+	struct root_key root = {.instance = walk->instance, .address = return_address};
+	if (bpf_map_lookup_elem(&known_roots, &root)) {
+		stat_inc(STAT_FP_KNOWN_ROOT);
+		walk->verdict = WALK_FP_OK;
+		return 1;
+	}
+	stat_inc(STAT_COPY_UNKNOWN_ROOT);
+	walk->verdict = WALK_COPY;
+	return 1;
 }
 
 /* --unwind auto: would the kernel's frame-pointer walk of this sample go wrong? It does as soon as
@@ -397,8 +465,10 @@ __noinline int frameless_address(__u32 tgid, __u64 addr)
  * ([rbp] = caller's rbp, [rbp + 8] = return address) and check each address. One exception: a
  * frameless return address where the chain ends (glibc's __libc_start_call_main and start_thread
  * hold no frame of their own) is a root; once userspace has learned its outer frames from a DWARF
- * unwind (known_roots), the cheap walk is kept and userspace appends them. */
-static __always_inline int needs_stack_copy(__u32 tgid, __u32 instance, __u64 ip, __u64 bp)
+ * unwind (known_roots), the cheap walk is kept and userspace appends them. A global function: its
+ * verdicts join into one unknown result, rather than each return path being checked again through
+ * the rest of the sampler. */
+__noinline int needs_stack_copy(__u32 tgid, __u32 instance, __u64 ip, __u64 bp)
 {
 	if (bpf_map_lookup_elem(&dwarf_tgids, &tgid))
 		return 1;
@@ -413,30 +483,13 @@ static __always_inline int needs_stack_copy(__u32 tgid, __u32 instance, __u64 ip
 		stat_inc(STAT_COPY_FRAMELESS_IP);
 		return 1;
 	}
-	__u64 fp = bp;
-	for (int i = 0; i < MAX_STACK_DEPTH; i++) {
-		__u64 frame[2];
-		if (fp == 0 || bpf_probe_read_user(frame, sizeof(frame), (void *)fp) != 0)
-			return 0; /* the chain ended in frame-pointer code */
-		__u64 next = frame[0], return_address = frame[1];
-		if (frameless_address(tgid, return_address)) {
-			__u64 outer[2];
-			if (next != 0 && bpf_probe_read_user(outer, sizeof(outer), (void *)next) == 0) {
-				stat_inc(STAT_COPY_FRAMELESS_CALLER);
-				return 1;
-			}
-			struct root_key root = {.instance = instance, .address = return_address};
-			if (bpf_map_lookup_elem(&known_roots, &root)) {
-				stat_inc(STAT_FP_KNOWN_ROOT);
-				return 0;
-			}
-			stat_inc(STAT_COPY_UNKNOWN_ROOT);
-			return 1;
-		}
-		fp = next;
+	struct chain_walk walk = {.tgid = tgid, .instance = instance, .fp = bp, .verdict = WALK_GOING};
+	bpf_loop(MAX_STACK_DEPTH, walk_one_frame, &walk, 0);
+	if (walk.verdict == WALK_GOING) {
+		stat_inc(STAT_FP_WALK_TOO_DEEP);
+		return 0;
 	}
-	stat_inc(STAT_FP_WALK_TOO_DEEP);
-	return 0;
+	return walk.verdict == WALK_COPY;
 }
 
 /* Copies the red zone below sp into rec->red_zone (right-aligned). It is on sp's page or the page
