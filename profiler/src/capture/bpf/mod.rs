@@ -8,23 +8,22 @@
 //! Roles: `sampler` loads, attaches and reads the BPF object (the only module that talks to aya),
 //! `stats` names its counters, and this module decodes and reports.
 
+mod comm;
 mod sampler;
 mod stats;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use emberprof_bpf::{Record, SampleKey, Stat, STACK_ID_IN_RECORD, STACK_ID_NONE};
 use emberprof_symbolizer::{FramelessCode, ProcessKey, StackCopy, UserRegisters};
 
+use comm::CommTexts;
 use sampler::StackCache;
 pub use sampler::{online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig};
 use stats::BpfStats;
 
-use super::source::{
-    Event, EventSink, Feedback, Source, SourceReport, StackEvent, Thread, UserStack,
-};
+use super::source::{Event, EventSink, Feedback, Source, SourceReport, StackEvent, UserStack};
 
 /// How often the map generations are switched and the old one read and emptied.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
@@ -49,6 +48,7 @@ pub struct BpfSource {
     run_time: (Duration, u64),
     /// Times a process's stack copy was raised (see `Sampler::stack_copy_exhausted`).
     raised_copies: u64,
+    comm_texts: CommTexts,
 }
 
 impl BpfSource {
@@ -65,6 +65,7 @@ impl BpfSource {
             judges_stacks,
             run_time: (Duration::ZERO, 0),
             raised_copies: 0,
+            comm_texts: CommTexts::default(),
         }
     }
 
@@ -92,7 +93,7 @@ impl BpfSource {
             id => UserStack::Walked(self.frames(key.generation, id, user_inline)?),
         };
         Ok(StackEvent {
-            thread: thread(&key),
+            thread: self.comm_texts.thread(&key),
             kernel,
             user,
             count,
@@ -149,7 +150,7 @@ impl Source for BpfSource {
                     inline_stack(record.key.user_stack_id, &record.user_ips, record.user_len),
                 )),
                 Some(Record::UserStack(record, stack)) => sink.event(Event::Stack(StackEvent {
-                    thread: thread(&record.key),
+                    thread: self.comm_texts.thread(&record.key),
                     kernel: inline_stack(
                         record.key.kernel_stack_id,
                         &record.kernel_ips,
@@ -383,24 +384,6 @@ fn notes(
         ));
     }
     notes
-}
-
-fn thread(key: &SampleKey) -> Thread {
-    Thread {
-        process: ProcessKey {
-            pid: key.tgid,
-            instance: key.instance,
-        },
-        tid: key.tid,
-        process_name: comm_text(&key.process_comm),
-        thread_name: comm_text(&key.thread_comm),
-    }
-}
-
-/// Names the process chose (prctl PR_SET_NAME): any bytes but NUL, made printable once here.
-fn comm_text(comm: &[u8]) -> Arc<str> {
-    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    crate::text::printable_bytes(&comm[..len]).into()
 }
 
 fn inline_stack(id: i32, ips: &[u64], len: u32) -> Vec<u64> {
