@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stacks of programs nobody here wrote: each workload present on this machine (xz, bzip2, python3,
-# node, sqlite3, sort, git (grep, repack), openssl (rsa2048, sha512, ecdsap256), and a Rust program cargo builds with its release profile; rg
-# instead when ripgrep is installed) runs for SECONDS under `emberprof record --unwind auto`,
+# node, sqlite3, sort, git (grep, repack), openssl (rsa2048, sha512, ecdsap256, aes-256-gcm), a Go
+# program built by Debian's golang-go, a Java program on the JVM with its perf map written at exit,
+# and a Rust program cargo builds with its release profile; rg instead when ripgrep is installed) runs for SECONDS under `emberprof record --unwind auto`,
 # `--unwind dwarf`, `--unwind fp`, and `perf record --call-graph dwarf` (folded by
 # `perf script | inferno-collapse-perf` when inferno's CLI is installed, else by a small Python
 # collapse of `perf script`). One table: per workload and mode, the samples, the share of stacks
@@ -13,6 +14,7 @@
 # ends, not whether frames in between were skipped (a frame-pointer walk over frameless code).
 #
 # usage: sudo benches/real-world.sh [SECONDS] [HZ]   (defaults: 3, 999)
+#        ONLY='openssl|Go' sudo -E benches/real-world.sh   (only the workloads whose name matches)
 # needs: root, `cargo build --release`, perf (Debian: linux-perf), python3. Installs nothing:
 # a workload whose program is missing is listed as skipped.
 set -euo pipefail
@@ -126,11 +128,81 @@ EOF
   fi
 fi
 
+# Go as `go build` makes it: compressed DWARF, crypto/sha256's assembly using RBP as a register.
+if command -v go >/dev/null; then
+  mkdir -p "$work/gowork"
+  cat >"$work/gowork/main.go" <<'EOF'
+package main
+
+import (
+	"crypto/sha256"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+)
+
+func hashAll(data []byte) byte {
+	var last byte
+	for i := 0; i < 64; i++ {
+		sum := sha256.Sum256(data)
+		last ^= sum[0]
+	}
+	return last
+}
+
+func sortWork(n int) int {
+	a := make([]int, n)
+	for i := range a {
+		a[i] = (i * 2654435761) % 1000003
+	}
+	sort.Ints(a)
+	return a[0]
+}
+
+func main() {
+	seconds, _ := strconv.ParseFloat(os.Args[1], 64)
+	data := make([]byte, 16384)
+	end := time.Now().Add(time.Duration(seconds * float64(time.Second)))
+	var s int
+	for time.Now().Before(end) {
+		s += int(hashAll(data)) + sortWork(100000)
+	}
+	if s < 0 {
+		println(s)
+	}
+}
+EOF
+  (cd "$work/gowork" && GOCACHE=$work/gocache GO111MODULE=off go build -o gowork main.go) ||
+    echo "skipped Go: go build failed" >&2
+fi
+
+# A JVM whose JIT frames are named from the perf map it writes only as it exits.
+if command -v javac >/dev/null && command -v java >/dev/null; then
+  mkdir -p "$work/java"
+  cat >"$work/java/Work.java" <<'EOF'
+import java.util.*;
+public class Work {
+    static int strWork(int n) { Map<String, Integer> m = new HashMap<>(); for (int i = 0; i < n; i++) { String k = "k" + (i * 7919 % 1000); m.merge(k, i, Integer::sum); } return m.size(); }
+    static int sortWork(int n) { int[] a = new int[n]; for (int i = 0; i < n; i++) a[i] = (int) ((i * 2654435761L) % 1000003); Arrays.sort(a); return a[0]; }
+    public static void main(String[] args) {
+        long end = System.nanoTime() + (long) (Double.parseDouble(args[0]) * 1e9); long s = 0;
+        while (System.nanoTime() < end) s += strWork(200000) + sortWork(200000);
+        if (s < 0) System.out.println(s);
+    }
+}
+EOF
+  javac -d "$work/java" "$work/java/Work.java" || echo "skipped the JVM: javac failed" >&2
+fi
+
 # --- workloads: name, then the command (each bounded by `timeout`) -----------------------------
 names=() commands=()
 add() {
   local name=$1 program=$2
   shift 2
+  if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then
+    return 0
+  fi
   if command -v "$program" >/dev/null; then
     names+=("$name")
     commands+=("$(printf '%q ' "$@")")
@@ -149,6 +221,12 @@ add openssl openssl openssl speed -seconds "$seconds" rsa2048
 # The SHA-512 and ECDSA assembly keeps its saved stack pointer in the red zone below rsp.
 add "openssl sha512" openssl openssl speed -seconds "$seconds" sha512
 add "openssl ecdsa" openssl openssl speed -seconds "$seconds" ecdsap256
+# AES-GCM's assembly defines the CFA on rax, which its callee never saves: registers keep their value.
+add "openssl gcm" openssl openssl speed -seconds "$seconds" -bytes 16384 -evp aes-256-gcm
+[ -x "$work/gowork/gowork" ] && add "Go (sha256, sort)" "$work/gowork/gowork" "$work/gowork/gowork" "$seconds"
+# The program ends itself just before `timeout` would: the JVM writes its perf map as it exits.
+[ -f "$work/java/Work.class" ] && add "JVM (map at exit)" java java -XX:+UnlockDiagnosticVMOptions \
+  -XX:+DumpPerfMapAtExit -cp "$work/java" Work "$(awk -v s="$seconds" 'BEGIN { print s - 0.3 }')"
 # pack-objects' cmd_pack_objects frame is 15.8 KiB: bigger than the default copy above it.
 if command -v git >/dev/null; then
   git clone -q --bare "$root" "$work/repack.git"
@@ -165,7 +243,8 @@ cat >"$work/analyze.py" <<'EOF'
 import re, sys
 # __libc_start_call_main (glibc 2.34+) calls main: the outermost frame perf's libdw unwinder and a
 # frame-pointer walk reach, with nothing of the program's own missing above it.
-ENTRIES = re.compile(r'^(_start|__libc_start_main.*|__libc_start_call_main|clone3?|start_thread|thread_start)$')
+# Go's goroutines start at runtime.goexit (runtime.main's caller), its threads at runtime.mstart (or rt0_go).
+ENTRIES = re.compile(r'^(_start|__libc_start_main.*|__libc_start_call_main|clone3?|start_thread|thread_start|runtime\.goexit.*|runtime\.mstart|runtime\.rt0_go.*)$')
 UNNAMED = re.compile(r'^(\[unknown\]|.*\+0x[0-9a-f]+)$')
 samples = complete = with_user = frames = unnamed = 0
 for line in open(sys.argv[1]):
@@ -239,7 +318,9 @@ for i in "${!names[@]}"; do
     timeout "$seconds" "${command[@]}" >/dev/null 2>&1 || true
   start=$(now)
   if [ -n "$collapse" ]; then
-    { timeout 600 perf script -i "$work/perf.data" 2>/dev/null || true; } | "$collapse" --all >"$work/perf.folded"
+    # Without the period field: inferno would weigh each sample by it (ns of cpu-clock), not count it.
+    { timeout 600 perf script -F comm,pid,tid,time,event,ip,sym,dso -i "$work/perf.data" 2>/dev/null ||
+      true; } | "$collapse" --all >"$work/perf.folded"
     how="perf dwarf+inferno"
   else
     { timeout 600 perf script -i "$work/perf.data" 2>/dev/null || true; } | python3 "$work/collapse.py" >"$work/perf.folded"
