@@ -110,7 +110,9 @@ impl Collector {
         self.loader_snapshots = self.symbolizer.retake_loader_snapshots();
         for key in self.symbolizer.take_changed() {
             self.plans.remove(&key);
-            if self.feedback_wanted {
+            // Mapping records complete the snapshots of instances already gone: a plan for their
+            // PID would only outlive them in the BPF maps (and meet whatever gets the PID next).
+            if self.feedback_wanted && !self.ended.contains(&key) {
                 self.send_plan(key);
             }
         }
