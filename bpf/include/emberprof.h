@@ -129,7 +129,8 @@ struct root_key {
 	__u64 address;
 };
 
-/* Ring-buffer records; each starts with its kind. */
+/* Ring-buffer records; each starts with its kind. PROCESS_SEEN and INSTANCE_END travel in the
+ * `notices` ring buffer, the others in `records`. */
 enum record_kind {
 	/* The first sample of a process instance: userspace snapshots the process while it is alive. */
 	RECORD_PROCESS_SEEN = 1,
