@@ -32,6 +32,8 @@ const WORKLOADS: &[(&str, &str, &[&str])] = &[
     ("burn-nofp", "c/burn.c", FRAMELESS),
     ("deep-nofp", "c/deep.c", FRAMELESS),
     ("short-lived", "c/short_lived.c", FRAMELESS),
+    // Lives 3 ms of CPU, frame pointers: named only if its mappings outlive it (issue 18).
+    ("tiny-spin", "c/tiny_spin.c", FRAME_POINTERS),
     ("spawner", "c/spawner.c", FRAME_POINTERS),
     ("exec-before", "c/exec_before.c", FRAME_POINTERS),
     ("exec-after", "c/exec_after.c", FRAME_POINTERS),

@@ -129,7 +129,8 @@ struct root_key {
 	__u64 address;
 };
 
-/* Ring-buffer records; each starts with its kind. */
+/* Ring-buffer records; each starts with its kind. PROCESS_SEEN and INSTANCE_END travel in the
+ * `notices` ring buffer, the others in `records`. */
 enum record_kind {
 	/* The first sample of a process instance: userspace snapshots the process while it is alive. */
 	RECORD_PROCESS_SEEN = 1,
@@ -154,6 +155,9 @@ struct process_seen_record {
 	/* When the process started (its leader's start_boottime, ns since boot): userspace checks it
 	 * against /proc/PID/stat before trusting /proc/PID, in case the PID was reused since. */
 	__u64 start_time;
+	/* When this first sample was taken (bpf_ktime_get_ns, CLOCK_MONOTONIC): userspace binds the
+	 * instance to the address space the process had then, from perf's mapping records. */
+	__u64 time;
 };
 
 struct instance_end_record {
@@ -251,7 +255,7 @@ _Static_assert(sizeof(struct frameless_ranges) == 8 + 28 * MAX_PLAN_MAPPINGS, "s
 _Static_assert(sizeof(struct module_exceptions) == 8 + 16 * MAX_MODULE_EXCEPTIONS, "struct module_exceptions layout");
 _Static_assert(sizeof(struct user_stack_record) == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH + RED_ZONE_BYTES, "struct user_stack_record layout");
 _Static_assert(sizeof(struct sample_key) == 56, "struct sample_key layout");
-_Static_assert(sizeof(struct process_seen_record) == 40, "struct process_seen_record layout");
+_Static_assert(sizeof(struct process_seen_record) == 48, "struct process_seen_record layout");
 _Static_assert(sizeof(struct instance_end_record) == 16, "struct instance_end_record layout");
 _Static_assert(sizeof(struct sample_record) == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
 _Static_assert(sizeof(struct new_key_record) == 64, "struct new_key_record layout");

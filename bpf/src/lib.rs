@@ -64,6 +64,8 @@ pub mod names {
     pub const COUNTS: [&str; 2] = ["counts", "counts_1"];
     pub const GENERATION: &str = "generation";
     pub const RECORDS: &str = "records";
+    /// First-sample and instance-end notices, apart from the records stack copies may fill.
+    pub const NOTICES: &str = "notices";
     pub const STATS: &str = "stats";
 }
 
@@ -198,6 +200,8 @@ pub struct ProcessSeenRecord {
     pub process_comm: [u8; COMM_LEN],
     /// The process leader's `start_boottime`, in nanoseconds since boot.
     pub start_time: u64,
+    /// When the first sample was taken (CLOCK_MONOTONIC nanoseconds, `bpf_ktime_get_ns`).
+    pub time: u64,
 }
 
 /// `struct instance_end_record`.
@@ -306,7 +310,7 @@ const _: () = {
     );
     assert!(size_of::<SampleKey>() == 56);
     assert!(size_of::<InstanceEndRecord>() == 16);
-    assert!(size_of::<ProcessSeenRecord>() == 40);
+    assert!(size_of::<ProcessSeenRecord>() == 48);
     assert!(size_of::<SampleRecord>() == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH);
     assert!(size_of::<NewKeyRecord>() == 64);
     assert!(Stat::ALL.len() == Stat::FpWalkTooDeep as usize + 1);

@@ -83,6 +83,14 @@ struct {
 	__uint(max_entries, 4 << 20); /* bytes; resized at load */
 } records SEC(".maps");
 
+/* First-sample and instance-end notices, apart from `records`: when a busy reader lets stack copies
+ * fill that one, the notices still get through, and the processes they announce are still named
+ * (from their mapping records if they are gone by then). A few thousand notices. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10);
+} notices SEC(".maps");
+
 /* --unwind auto: processes whose user stacks are all copied (their main executable is frameless). A
  * process in neither this map nor `frameless_ranges` has not been judged yet: its stacks are copied
  * too ("DWARF until judged"), so short-lived processes come out whole. */
@@ -186,7 +194,7 @@ static __always_inline __u32 process_instance(__u32 tgid, const char *process_co
 		return existing ? *existing : 0;
 	}
 
-	struct process_seen_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	struct process_seen_record *rec = bpf_ringbuf_reserve(&notices, sizeof(*rec), 0);
 	if (!rec) {
 		/* Forget the instance so the next sample retries the notice. */
 		bpf_map_delete_elem(&instances, &tgid);
@@ -199,6 +207,7 @@ static __always_inline __u32 process_instance(__u32 tgid, const char *process_co
 	rec->_pad = 0;
 	__builtin_memcpy(rec->process_comm, process_comm, COMM_LEN);
 	rec->start_time = BPF_CORE_READ(task, group_leader, start_boottime);
+	rec->time = bpf_ktime_get_ns();
 	/* Wake the reader now: the process may be short-lived. */
 	bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
 	return instance;
@@ -691,7 +700,7 @@ static __always_inline void end_instance(__u32 tgid)
 	bpf_map_delete_elem(&instances, &tgid);
 	bpf_map_delete_elem(&dwarf_tgids, &tgid);
 	bpf_map_delete_elem(&frameless_ranges, &tgid);
-	struct instance_end_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	struct instance_end_record *rec = bpf_ringbuf_reserve(&notices, sizeof(*rec), 0);
 	if (!rec) {
 		stat_inc(STAT_INSTANCE_END_LOST);
 		return;
@@ -700,7 +709,7 @@ static __always_inline void end_instance(__u32 tgid)
 	rec->tgid = tgid;
 	rec->instance = ended;
 	rec->_pad = 0;
-	bpf_ringbuf_submit(rec, wakeup_flags());
+	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 }
 
 /* The three process-lifecycle programs are raw tracepoints, not tp_btf: attaching a tp_btf program

@@ -1,6 +1,6 @@
 //! Workloads to profile, built from `c/`, `cpp/` and `rust/` by `build.rs`: the tests spawn them, and
 //! `run-example` starts them for the README demo. Most take the seconds to run as their first
-//! argument; `short-lived` takes milliseconds and `spawner` a count (see each source's header).
+//! argument; `short-lived` and `tiny-spin` take milliseconds and `spawner` a count (see each source's header).
 //!
 //! `burn-debuglink` is `burn` stripped of all symbols and DWARF: they are in `burn-debuglink.debug`
 //! in the same directory (`path("burn-debuglink").with_extension("debug")`), named by the binary's
@@ -27,6 +27,7 @@ pub const NAMES: &[&str] = &[
     "burn-nofp",
     "deep-nofp",
     "short-lived",
+    "tiny-spin",
     "spawner",
     "exec-before",
     "exec-after",

@@ -137,6 +137,7 @@ pub fn print(summary: &Summary<'_>) {
             source.checkpoints
         );
     }
+    naming_notes(&collector.naming);
     if profile.metadata.unlabelled_processes > 0 {
         log::info!(
             "{} processes are merged by name, without pid and tid (only the first {} keep them, \
@@ -181,6 +182,32 @@ pub fn print(summary: &Summary<'_>) {
                 collector.jit.maps_evicted
             );
         }
+    }
+}
+
+/// Where the processes' modules came from (`-v`): `/proc` snapshots, mapping records, or
+/// neither, and why.
+fn naming_notes(naming: &emberprof_symbolizer::NamingStats) {
+    log::info!(
+        "process instances named from /proc snapshots: {} ({} completed by mapping records); from \
+         mapping records alone (gone before their maps were read): {}; unnamed: {} gone before \
+         their maps were read with no mapping records (started before the recording, or records \
+         lost), {} whose recorded files could not be used",
+        naming.from_proc,
+        naming.completed_by_records,
+        naming.from_records,
+        naming.unnamed_without_records,
+        naming.unnamed_files_unusable,
+    );
+    for (why, count) in &naming.unusable {
+        log::info!("{count} recorded mappings not used: {}", why.describe());
+    }
+    if naming.over_limit > 0 {
+        log::info!(
+            "{} recorded mappings over the limit of {} per process",
+            naming.over_limit,
+            emberprof_symbolizer::MAX_RECORDED_PER_PROCESS
+        );
     }
 }
 

@@ -26,6 +26,7 @@ mod error;
 mod frame;
 mod jit;
 mod kallsyms;
+mod mapping_records;
 mod maps;
 mod modules;
 mod namer;
@@ -48,6 +49,9 @@ pub use demangle::{demangle, NameStyle};
 pub use error::Error;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use jit::JitStats;
+pub use mapping_records::{
+    FileIdentity, NamingStats, RecordedMapping, Unusable, MAX_RECORDED_PER_PROCESS,
+};
 pub use maps::{parse_maps, MapsEntry};
 pub use modules::{FileKey, Module, ModuleId, ModuleTable};
 pub use namer::Namer;

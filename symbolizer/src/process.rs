@@ -51,6 +51,19 @@ pub struct ProcessSnapshot {
     anonymous_code: Vec<std::ops::Range<u64>>,
     /// Which of the table's snapshots this is (see [`ProcessSnapshot::generation`]).
     generation: u64,
+    /// File mappings added from mapping records (see `mapping_records`), bounded.
+    recorded: usize,
+}
+
+/// What mapping records add to a snapshot (see `mapping_records`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RecordedParts {
+    pub mappings: Vec<Mapping>,
+    /// Mappings whose file could not be shown to be the mapped one, by display name.
+    pub unreadable: Vec<(std::ops::Range<u64>, u64, std::sync::Arc<str>)>,
+    pub anonymous: Vec<std::ops::Range<u64>>,
+    /// The program's own executable, if a record said which it is.
+    pub executable: Option<ModuleId>,
 }
 
 /// Where a user address lies.
@@ -180,6 +193,11 @@ impl ProcessTable {
         self.processes.get(&key)
     }
 
+    /// The vDSO's module, the same in every process.
+    pub(crate) fn vdso(&self) -> Option<ModuleId> {
+        self.vdso
+    }
+
     pub fn contains(&self, key: ProcessKey) -> bool {
         self.processes.contains_key(&key)
     }
@@ -248,6 +266,63 @@ impl ProcessTable {
         self.taken += 1;
         self.processes.insert(key, snapshot);
         Ok(&self.processes[&key])
+    }
+
+    /// Adds what mapping records say of `key` to its snapshot, making one if it has none (the process
+    /// was gone before its maps could be read). A snapshot read from `/proc` is the truth at the
+    /// time it was read, so a record that overlaps one of its mappings is left out; among records,
+    /// the later wins (code unmapped and other code mapped at its place). Returns the file mappings
+    /// added and those left out past [`crate::mapping_records::MAX_RECORDED_PER_PROCESS`].
+    pub(crate) fn merge_recorded(
+        &mut self,
+        key: ProcessKey,
+        parts: RecordedParts,
+    ) -> (usize, usize) {
+        let snapshot = self.processes.entry(key).or_default();
+        let from_proc = snapshot.executable_file.is_some();
+        let (mut added, mut over) = (0, 0);
+        for mapping in parts.mappings {
+            let overlaps = |m: &Mapping| m.start < mapping.end && mapping.start < m.end;
+            if snapshot.mappings.contains(&mapping)
+                || (from_proc && snapshot.mappings.iter().any(overlaps))
+            {
+                continue;
+            }
+            if snapshot.recorded >= crate::mapping_records::MAX_RECORDED_PER_PROCESS {
+                over += 1;
+                continue;
+            }
+            snapshot.mappings.retain(|m| !overlaps(m));
+            snapshot.mappings.push(mapping);
+            snapshot.recorded += 1;
+            added += 1;
+        }
+        snapshot.mappings.sort_by_key(|m| m.start);
+        for (range, offset, name) in parts.unreadable {
+            let covered = snapshot
+                .mappings
+                .iter()
+                .any(|m| m.start < range.end && range.start < m.end);
+            if !covered
+                && snapshot.unreadable.len() < crate::mapping_records::MAX_RECORDED_PER_PROCESS
+            {
+                snapshot
+                    .unreadable
+                    .push((range.start, range.end, offset, name));
+            }
+        }
+        snapshot.anonymous_code.extend(parts.anonymous);
+        crate::mapping_records::merge_ranges(&mut snapshot.anonymous_code);
+        snapshot
+            .anonymous_code
+            .truncate(crate::mapping_records::MAX_RECORDED_PER_PROCESS);
+        if snapshot.executable.is_none() {
+            snapshot.executable = parts.executable;
+        }
+        // What was built from the snapshot before (the process's unwinder) is rebuilt.
+        snapshot.generation = self.taken;
+        self.taken += 1;
+        (added, over)
     }
 
     fn snapshot_from_entries(

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::frame::{Frame, FrameKind, Symbol, UnknownReason};
 use crate::jit::JitStats;
+use crate::mapping_records::{MappingRecords, NamingStats, RecordedMapping};
 use crate::modules::ModuleTable;
 use crate::perf_map::PerfMap;
 use crate::process::{ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
@@ -54,6 +55,8 @@ pub struct Processes {
     /// snapshot so a reused PID is not mistaken for the sampled process.
     start_ticks: HashMap<ProcessKey, u64>,
     runtimes: Runtimes,
+    /// Modules known from mapping records, and where each instance's modules came from.
+    recorded: MappingRecords,
 }
 
 /// What the unwinder reads of one process at once: its snapshot among the others, the modules, and
@@ -79,6 +82,7 @@ impl Processes {
             released: ReleasedInstances::default(),
             start_ticks: HashMap::new(),
             runtimes: Runtimes::new(max_perf_map_bytes, max_perf_maps_total_bytes),
+            recorded: MappingRecords::default(),
         })
     }
 
@@ -88,7 +92,30 @@ impl Processes {
         if self.snapshots.contains(key) || self.is_released(key) {
             return Ok(());
         }
-        self.take_snapshot(key)
+        let taken = self.take_snapshot(key);
+        self.recorded.proc_snapshot(key, taken.is_ok());
+        taken
+    }
+
+    /// Executable mappings of instance `key` that mapping records reported (see
+    /// `mapping_records`): added to its snapshot, or made its snapshot if the process was gone
+    /// before its maps could be read. Not for a released instance.
+    pub fn mappings_recorded(&mut self, key: ProcessKey, mappings: &[RecordedMapping]) {
+        if self.is_released(key) || mappings.is_empty() {
+            return;
+        }
+        let vdso = self.snapshots.vdso();
+        let parts = self
+            .recorded
+            .resolve(key, mappings, &mut self.modules, vdso);
+        let (added, over) = self.snapshots.merge_recorded(key, parts.clone());
+        self.recorded.merged(key, &parts, added, over);
+        self.changed.push(key);
+    }
+
+    /// How process instances got their modules (from `/proc`, from mapping records, or not).
+    pub fn naming_stats(&self) -> NamingStats {
+        self.recorded.stats()
     }
 
     /// Like [`Processes::process_seen`], with the start time the sampled process had
@@ -119,6 +146,7 @@ impl Processes {
         self.ended.remove(&key);
         self.start_ticks.remove(&key);
         self.runtimes.forget(key);
+        self.recorded.release(key);
         self.released.insert(key.instance);
     }
 

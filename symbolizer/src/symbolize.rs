@@ -69,6 +69,18 @@ impl Symbolizer {
         self.processes.process_seen_started(key, start_boottime_ns)
     }
 
+    /// Executable mappings of instance `key` reported by mapping records (see
+    /// [`Processes::mappings_recorded`]): its frames are named even if it was gone before its
+    /// memory map could be read.
+    pub fn mappings_recorded(&mut self, key: ProcessKey, mappings: &[crate::RecordedMapping]) {
+        self.processes.mappings_recorded(key, mappings);
+    }
+
+    /// How process instances got their modules (see [`crate::NamingStats`]).
+    pub fn naming_stats(&self) -> crate::NamingStats {
+        self.processes.naming_stats()
+    }
+
     /// Called when a process instance ends (exec or exit): its snapshot stays, for the samples it
     /// already has, but is never retaken, and its unwinder is dropped.
     pub fn instance_ended(&mut self, key: ProcessKey) {

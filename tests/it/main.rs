@@ -27,6 +27,7 @@ mod real_world;
 mod record;
 mod record_bpf;
 mod report;
+mod short_lived;
 mod stack_copy;
 mod support;
 mod symbols;

@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FramelessCode, FramelessMapping, JitStats, ProcessKey, StackCopy, Symbolizer, UnwindEnd,
-    UserRegisters,
+    FramelessCode, FramelessMapping, JitStats, NamingStats, ProcessKey, StackCopy, Symbolizer,
+    UnwindEnd, UserRegisters,
 };
 
 use super::launch::remove_pre_exec_samples;
@@ -43,6 +43,8 @@ pub struct CollectorReport {
     /// Process instances built and released during the recording.
     pub released: u64,
     pub jit: JitStats,
+    /// How process instances got their modules: `/proc` snapshots, mapping records, or neither.
+    pub naming: NamingStats,
 }
 
 pub struct Collector {
@@ -108,7 +110,9 @@ impl Collector {
         self.loader_snapshots = self.symbolizer.retake_loader_snapshots();
         for key in self.symbolizer.take_changed() {
             self.plans.remove(&key);
-            if self.feedback_wanted {
+            // Mapping records complete the snapshots of instances already gone: a plan for their
+            // PID would only outlive them in the BPF maps (and meet whatever gets the PID next).
+            if self.feedback_wanted && !self.ended.contains(&key) {
                 self.send_plan(key);
             }
         }
@@ -214,6 +218,7 @@ impl Collector {
             unwinding: self.unwinding,
             released: self.released,
             jit: self.symbolizer.jit_stats(),
+            naming: self.symbolizer.naming_stats(),
         };
         (self.built, report)
     }
@@ -431,6 +436,9 @@ impl EventSink for Collector {
                 self.roots.instance_ended(process);
                 self.plans.remove(&process);
                 self.ended.push(process);
+            }
+            Event::Mappings { process, mappings } => {
+                self.symbolizer.mappings_recorded(process, &mappings);
             }
             Event::Stack(stack) => self.stack(stack),
         }

@@ -4,6 +4,7 @@
 //! ran; the session drives both until the duration, a signal or the targets' end. `backend`
 //! chooses the source, `launch` and `targets` start and watch what is profiled.
 
+mod address_spaces;
 pub mod backend;
 pub mod bpf;
 mod collector;

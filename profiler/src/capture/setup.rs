@@ -6,7 +6,7 @@ use anyhow::Result;
 use emberprof_symbolizer::Symbolizer;
 
 use super::backend::Backend;
-use super::bpf::{BpfSource, MapSizes, Sampler, SamplerConfig};
+use super::bpf::{BpfSource, MapSizes, MappingEvents, Sampler, SamplerConfig};
 use super::perf::{self, EventConfig, EventTargets, Events, PerfSource};
 use super::{
     release_free_memory, PausedCommand, RunningCommand, SampledEvent, Source, Target, UnwindMode,
@@ -88,13 +88,25 @@ fn start_bpf(
     if options.capture_kernel {
         symbolizer.load_kernel_symbols();
     }
+    // Before the sampler: every mapping of a process it samples is recorded. Without them
+    // (a kernel that refuses the dummy event), names depend on reading /proc in time.
+    let mapping_events = match MappingEvents::open() {
+        Ok(events) => Some(events),
+        Err(error) => {
+            log::warn!(
+                "{error:#}: processes that end before their memory maps are read stay unnamed"
+            );
+            None
+        }
+    };
     sampler.attach(options.frequency_hz, options.event)?;
     // A parsed kernel BTF given with --btf (tens of MB) is only needed to load the programs.
     drop(btf);
     release_free_memory();
     let command = paused.map(PausedCommand::start).transpose()?;
     let judges_stacks = options.unwind == UnwindMode::Auto;
-    Ok((Box::new(BpfSource::new(sampler, judges_stacks)), command))
+    let source = BpfSource::new(sampler, judges_stacks, mapping_events);
+    Ok((Box::new(source), command))
 }
 
 /// The perf_event backend: opens the events, starts them (or lets the child's exec do it), then

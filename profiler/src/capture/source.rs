@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use emberprof_symbolizer::{FramelessCode, ProcessKey, StackCopy, UserRegisters};
+use emberprof_symbolizer::{FramelessCode, ProcessKey, RecordedMapping, StackCopy, UserRegisters};
 
 /// A thread as a source saw it at a sample.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -69,6 +69,12 @@ pub enum Event<'a> {
     },
     /// The instance exec'd or exited: its snapshot is final.
     InstanceEnded(ProcessKey),
+    /// Executable mappings the kernel reported the instance made (see `address_spaces`): its
+    /// modules even if it is gone before its `/proc/PID/maps` can be read.
+    Mappings {
+        process: ProcessKey,
+        mappings: Vec<RecordedMapping>,
+    },
     Stack(StackEvent<'a>),
 }
 

@@ -6,9 +6,11 @@
 //! ended before the switch is in hand after it.
 //!
 //! Roles: `sampler` loads, attaches and reads the BPF object (the only module that talks to aya),
-//! `stats` names its counters, and this module decodes and reports.
+//! `stats` names its counters, `mapping_events` records executable mappings as they are made (so
+//! processes gone before their maps are read are named), and this module decodes and reports.
 
 mod comm;
+mod mapping_events;
 mod sampler;
 mod stats;
 
@@ -19,10 +21,12 @@ use emberprof_bpf::{Record, SampleKey, Stat, STACK_ID_IN_RECORD, STACK_ID_NONE};
 use emberprof_symbolizer::{FramelessCode, ProcessKey, StackCopy, UserRegisters};
 
 use comm::CommTexts;
-use sampler::StackCache;
+pub use mapping_events::MappingEvents;
 pub use sampler::{online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig};
+use sampler::{Notices, StackCache};
 use stats::BpfStats;
 
+use super::address_spaces::AddressSpaces;
 use super::source::{Event, EventSink, Feedback, Source, SourceReport, StackEvent, UserStack};
 
 /// How often the map generations are switched and the old one read and emptied.
@@ -49,11 +53,66 @@ pub struct BpfSource {
     /// Times a process's stack copy was raised (see `Sampler::stack_copy_exhausted`).
     raised_copies: u64,
     comm_texts: CommTexts,
+    /// First-sample and instance-end notices, and the mapping records they are bound with.
+    side_band: SideBand,
+}
+
+/// What the BPF side says about processes, apart from their samples: its notices (first samples,
+/// instance ends) and the kernel's mapping records.
+struct SideBand {
+    notices: Option<Notices>,
+    /// Executable mappings as they are made, if the kernel let them be recorded.
+    mapping_events: Option<MappingEvents>,
+    /// Which executable mappings each PID had when (see `address_spaces`).
+    spaces: AddressSpaces,
+    malformed: u64,
+}
+
+impl SideBand {
+    /// Hands over the pending notices, each with the mappings of its process. The notices are
+    /// taken before the mapping records are read, so every record from before a notice is read
+    /// with it (an exec's among them: a notice is bound to the right program).
+    fn sync(&mut self, sink: &mut dyn EventSink) {
+        let mut pending = Vec::new();
+        if let Some(notices) = self.notices.as_mut() {
+            notices.drain(|bytes| pending.push(bytes.to_vec()));
+        }
+        if let Some(events) = self.mapping_events.as_mut() {
+            events.sync(&mut self.spaces, sink);
+        }
+        for bytes in &pending {
+            match Record::parse(bytes) {
+                Some(Record::ProcessSeen(record)) => {
+                    let process = ProcessKey {
+                        pid: record.tgid,
+                        instance: record.instance,
+                    };
+                    self.spaces
+                        .process_seen(process, Some(record.start_time), record.time, sink);
+                }
+                Some(Record::InstanceEnd(record)) => {
+                    let process = ProcessKey {
+                        pid: record.tgid,
+                        instance: record.instance,
+                    };
+                    self.spaces.instance_ended(process);
+                    sink.event(Event::InstanceEnded(process));
+                }
+                _ => self.malformed += 1,
+            }
+        }
+    }
 }
 
 impl BpfSource {
-    /// A loaded and attached sampler, from which nothing has been read yet.
-    pub fn new(sampler: Sampler, judges_stacks: bool) -> Self {
+    /// A loaded and attached sampler, from which nothing has been read yet, and the mapping
+    /// records opened before it was attached.
+    pub fn new(
+        mut sampler: Sampler,
+        judges_stacks: bool,
+        mapping_events: Option<MappingEvents>,
+    ) -> Self {
+        let notices = sampler.take_notices();
         BpfSource {
             sampler,
             generation: 0,
@@ -66,6 +125,12 @@ impl BpfSource {
             run_time: (Duration::ZERO, 0),
             raised_copies: 0,
             comm_texts: CommTexts::default(),
+            side_band: SideBand {
+                notices,
+                mapping_events,
+                spaces: AddressSpaces::default(),
+                malformed: 0,
+            },
         }
     }
 
@@ -118,28 +183,27 @@ enum Deferred {
 
 impl Source for BpfSource {
     fn wait(&mut self, timeout: Duration) {
-        wait_readable(self.sampler.records_fd(), timeout);
+        let notices = self.side_band.notices.as_ref().map(Notices::fd);
+        let fds: Vec<i32> = [Some(self.sampler.records_fd()), notices]
+            .into_iter()
+            .flatten()
+            .collect();
+        wait_readable(&fds, timeout);
     }
 
     /// New processes are announced at once, before the records after them (their first stack
-    /// copies may follow directly).
+    /// copies may follow directly), with the mappings recorded of them; the mapping records are
+    /// read before each notice and stack copy, so those see every mapping made before them.
     fn read(&mut self, sink: &mut dyn EventSink) -> Result<()> {
         let mut deferred = Vec::new();
         let mut malformed = 0;
+        let side_band = &mut self.side_band;
+        side_band.sync(sink);
         self.sampler
             .drain_records(|bytes| match Record::parse(bytes) {
-                Some(Record::ProcessSeen(record)) => sink.event(Event::ProcessSeen {
-                    process: ProcessKey {
-                        pid: record.tgid,
-                        instance: record.instance,
-                    },
-                    start_time: Some(record.start_time),
-                }),
+                // Notices travel in their own ring buffer.
+                Some(Record::ProcessSeen(_) | Record::InstanceEnd(_)) => malformed += 1,
                 Some(Record::NewKey(key)) => deferred.push(Deferred::NewKey(key)),
-                Some(Record::InstanceEnd(record)) => sink.event(Event::InstanceEnded(ProcessKey {
-                    pid: record.tgid,
-                    instance: record.instance,
-                })),
                 Some(Record::Sample(record)) => deferred.push(Deferred::Sample(
                     record.key,
                     inline_stack(
@@ -149,30 +213,37 @@ impl Source for BpfSource {
                     ),
                     inline_stack(record.key.user_stack_id, &record.user_ips, record.user_len),
                 )),
-                Some(Record::UserStack(record, stack)) => sink.event(Event::Stack(StackEvent {
-                    thread: self.comm_texts.thread(&record.key),
-                    kernel: inline_stack(
-                        record.key.kernel_stack_id,
-                        &record.kernel_ips,
-                        record.kernel_len,
-                    ),
-                    user: UserStack::Copied {
-                        registers: UserRegisters {
-                            ip: record.ip,
-                            sp: record.sp,
-                            bp: record.bp,
-                            general: Some(record.gp_regs),
+                Some(Record::UserStack(record, stack)) => {
+                    // Its process's notice, and every mapping made before it, first.
+                    side_band.sync(sink);
+                    sink.event(Event::Stack(StackEvent {
+                        thread: self.comm_texts.thread(&record.key),
+                        kernel: inline_stack(
+                            record.key.kernel_stack_id,
+                            &record.kernel_ips,
+                            record.kernel_len,
+                        ),
+                        user: UserStack::Copied {
+                            registers: UserRegisters {
+                                ip: record.ip,
+                                sp: record.sp,
+                                bp: record.bp,
+                                general: Some(record.gp_regs),
+                            },
+                            stack: StackCopy {
+                                start: record.stack_start(),
+                                bytes: stack,
+                            },
                         },
-                        stack: StackCopy {
-                            start: record.stack_start(),
-                            bytes: stack,
-                        },
-                    },
-                    count: 1,
-                })),
+                        count: 1,
+                    }))
+                }
                 None => malformed += 1,
             });
-        self.malformed += malformed;
+        // Notices of the samples in the maps, which are delivered after this.
+        self.side_band.sync(sink);
+        self.side_band.spaces.end_round();
+        self.malformed += malformed + std::mem::take(&mut self.side_band.malformed);
         // Their stacks may be map ids: take the frames while the generation holds them.
         for record in deferred {
             let event = match record {
@@ -275,6 +346,10 @@ impl Source for BpfSource {
             checkpoints: self.checkpoints,
             notes: {
                 let mut notes = notes(&stats, self.malformed, self.checkpoints, self.run_time);
+                if let Some(events) = &self.side_band.mapping_events {
+                    notes.extend(events.notes());
+                }
+                notes.extend(self.side_band.spaces.notes());
                 if self.raised_copies > 0 {
                     notes.push((
                         log::Level::Info,
@@ -406,13 +481,22 @@ fn wait_for_bpf_programs() {
     }
 }
 
-/// Sleeps until `fd` is readable or `timeout` passes (or a signal arrives).
-fn wait_readable(fd: i32, timeout: Duration) {
-    let mut poll_fd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
+/// Sleeps until one of `fds` is readable or `timeout` passes (or a signal arrives).
+fn wait_readable(fds: &[i32], timeout: Duration) {
+    let mut poll_fds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: valid pollfds. EINTR (a signal) just ends the wait early.
+    unsafe {
+        libc::poll(
+            poll_fds.as_mut_ptr(),
+            poll_fds.len() as libc::nfds_t,
+            timeout.as_millis() as i32,
+        )
     };
-    // SAFETY: one valid pollfd. EINTR (a signal) just ends the wait early.
-    unsafe { libc::poll(&mut poll_fd, 1, timeout.as_millis() as i32) };
 }

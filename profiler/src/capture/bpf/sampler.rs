@@ -108,6 +108,8 @@ pub struct Sampler {
     ebpf: Ebpf,
     sizes: MapSizes,
     records: RingBuf<MapData>,
+    /// Taken by the reader with [`Sampler::take_notices`].
+    notices: Option<Notices>,
     perf_links: Vec<PerfEventLinkId>,
     /// `--unwind auto`: modules whose frameless functions are in `module_exceptions`.
     modules_sent: std::collections::HashSet<u32>,
@@ -192,10 +194,15 @@ impl Sampler {
             ebpf.take_map(names::RECORDS)
                 .ok_or_else(|| anyhow!("BPF object has no map {}", names::RECORDS))?,
         )?;
+        let notices = RingBuf::try_from(
+            ebpf.take_map(names::NOTICES)
+                .ok_or_else(|| anyhow!("BPF object has no map {}", names::NOTICES))?,
+        )?;
         Ok(Sampler {
             ebpf,
             sizes,
             records,
+            notices: Some(Notices(notices)),
             perf_links: Vec::new(),
             modules_sent: Default::default(),
             stack_copy_bytes: config.stack_copy_bytes,
@@ -378,6 +385,12 @@ impl Sampler {
         self.records.as_raw_fd()
     }
 
+    /// The ring buffer of first-sample and instance-end notices, read apart from the records
+    /// (see `profile.bpf.c`); `None` once taken.
+    pub fn take_notices(&mut self) -> Option<Notices> {
+        self.notices.take()
+    }
+
     /// Hands every pending ring-buffer record to `handle`.
     pub fn drain_records(&mut self, mut handle: impl FnMut(&[u8])) {
         while let Some(item) = self.records.next() {
@@ -477,6 +490,23 @@ impl Sampler {
         };
         cache.stacks.insert((generation, id), frames);
         Ok(())
+    }
+}
+
+/// The notices ring buffer (first samples, instance ends).
+pub struct Notices(RingBuf<MapData>);
+
+impl Notices {
+    /// Hands every pending notice to `handle`.
+    pub fn drain(&mut self, mut handle: impl FnMut(&[u8])) {
+        while let Some(item) = self.0.next() {
+            handle(&item);
+        }
+    }
+
+    /// File descriptor that becomes readable when notices are pending.
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 }
 

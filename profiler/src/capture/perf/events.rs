@@ -5,10 +5,10 @@
 //! events of one CPU write into the ring buffer of the first (`PERF_EVENT_IOC_SET_OUTPUT`).
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use anyhow::{anyhow, bail, Context, Result};
-use perf_event_open_sys::{bindings, ioctls, perf_event_open};
+use perf_event_open_sys::{bindings, ioctls};
 
 use super::reader::Reader;
 use super::records::{SampleLayout, USER_REGS_MASK};
@@ -233,11 +233,7 @@ fn open_one(
     attr.set_exclude_callchain_kernel(u64::from(!(config.kernel_mode && config.kernel_callchains)));
     attr.set_exclude_hv(1);
     // Side band: code mapped, names (and execs), forks and exits of the sampled tasks.
-    attr.set_mmap(1);
-    attr.set_comm(1);
-    attr.set_comm_exec(1);
-    attr.set_task(1);
-    attr.set_sample_id_all(1);
+    super::side_band::ask_for_side_band(&mut attr);
     // Wake the reader when a quarter of the buffer is full, not at every record.
     attr.set_watermark(1);
     let ring_bytes = config
@@ -245,21 +241,7 @@ fn open_one(
         .saturating_mul(super::ring::page_size())
         .min(u32::MAX as usize) as u32;
     attr.__bindgen_anon_2.wakeup_watermark = ring_bytes / 4;
-    // SAFETY: a fully initialised attr; the returned fd, if any, is new and ours.
-    let fd = unsafe {
-        perf_event_open(
-            &mut attr,
-            pid,
-            cpu as i32,
-            -1,
-            libc::c_ulong::from(bindings::PERF_FLAG_FD_CLOEXEC),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: see above.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    super::side_band::open(&mut attr, pid, cpu as i32)
 }
 
 /// Turns the kernel's errno into what the user can do about it.

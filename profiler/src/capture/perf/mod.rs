@@ -6,13 +6,15 @@
 //! does the rest, and nothing downstream knows which one ran.
 //!
 //! Roles: `events` opens the events, `ring` reads a ring buffer, `reader` empties the rings on a
-//! thread of its own, `records` decodes what is in it, `tasks` keeps thread names and process
-//! instances, `source` turns records into events.
+//! thread of its own, `records` decodes what is in it, `side_band` asks for and follows the
+//! records of mappings, execs, forks and exits (the BPF backend's too), `tasks` keeps thread names
+//! and process instances, `source` turns records into events.
 
 mod events;
 mod reader;
-mod records;
-mod ring;
+pub(super) mod records;
+pub(super) mod ring;
+pub(super) mod side_band;
 mod source;
 mod tasks;
 

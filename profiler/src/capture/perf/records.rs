@@ -1,11 +1,12 @@
 //! Decoding the records the kernel writes into a perf_event ring buffer, for the one attribute
 //! layout emberprof opens (see `events.rs`): samples with `IP | TID | TIME | CALLCHAIN` and, when
-//! stacks are copied, `REGS_USER | STACK_USER`; side-band MMAP, COMM, FORK, EXIT and LOST records
-//! with `sample_id_all` (a trailing `{pid, tid, time}`).
+//! stacks are copied, `REGS_USER | STACK_USER`; side-band MMAP2 (or MMAP), COMM, FORK, EXIT and
+//! LOST records with `sample_id_all` (a trailing `{pid, tid, time}`).
 //!
 //! Everything here is read from a byte slice the kernel filled, so every length is checked: a
 //! record that does not decode is `None`, counted by the caller, never a panic.
 
+use emberprof_symbolizer::FileIdentity;
 use perf_event_open_sys::bindings;
 
 /// User registers asked for in `sample_regs_user`: every general-purpose register and IP (x86-64
@@ -46,12 +47,17 @@ pub enum PerfRecord<'a> {
         pid: u32,
         tid: u32,
     },
-    /// Code mapped into a process (exec'd binary, a library, JIT code with `mmap` of a file).
+    /// Code mapped into a process (exec'd binary, a library, JIT code): MMAP2 records carry how
+    /// to tell the file (build-id, or device and inode), MMAP records do not.
     Mmap {
         pid: u32,
         address: u64,
         length: u64,
-        filename: String,
+        /// File offset of `address`, in bytes.
+        pgoff: u64,
+        /// As the kernel printed it (`//anon`, `[vdso]`, or a path): the process's bytes.
+        filename: &'a [u8],
+        identity: Option<FileIdentity>,
     },
     /// Records the kernel dropped because the ring buffer was full.
     Lost {
@@ -129,7 +135,17 @@ pub fn parse(record: &[u8], layout: SampleLayout) -> Option<PerfRecord<'_>> {
             pid: read_u32(body, 0)?,
             address: read_u64(body, 8)?,
             length: read_u64(body, 16)?,
-            filename: c_string(body.get(32..)?),
+            pgoff: read_u64(body, 24)?,
+            filename: c_bytes(body.get(32..)?)?,
+            identity: None,
+        }),
+        bindings::PERF_RECORD_MMAP2 => Some(PerfRecord::Mmap {
+            pid: read_u32(body, 0)?,
+            address: read_u64(body, 8)?,
+            length: read_u64(body, 16)?,
+            pgoff: read_u64(body, 24)?,
+            filename: c_bytes(body.get(64..)?)?,
+            identity: mmap2_identity(body, u32::from(misc))?,
         }),
         bindings::PERF_RECORD_LOST => Some(PerfRecord::Lost {
             count: read_u64(body, 8)?,
@@ -205,6 +221,37 @@ fn parse_sample(body: &[u8], layout: SampleLayout) -> Option<Sample<'_>> {
         registers,
         stack,
     })
+}
+
+/// The file identity of an MMAP2 body: the build-id when the kernel read one (5.12+, with
+/// `attr.build_id`), else device, inode and inode generation; `None` for anonymous memory.
+fn mmap2_identity(body: &[u8], misc: u32) -> Option<Option<FileIdentity>> {
+    if misc & bindings::PERF_RECORD_MISC_MMAP_BUILD_ID != 0 {
+        let size = usize::from(*body.get(32)?).min(20);
+        let id = body.get(36..36 + size)?;
+        return Some((size > 0).then(|| FileIdentity::BuildId(id.to_vec())));
+    }
+    let (major, minor, inode) = (
+        read_u32(body, 32)?,
+        read_u32(body, 36)?,
+        read_u64(body, 40)?,
+    );
+    let generation = read_u64(body, 48)?;
+    if inode == 0 {
+        return Some(None);
+    }
+    Some(Some(FileIdentity::Inode {
+        dev: libc::makedev(major, minor),
+        inode,
+        generation,
+    }))
+}
+
+/// A NUL-terminated file name (padded to 8 bytes by the kernel), as raw bytes; `None` without a
+/// NUL or past `PATH_MAX`: the kernel always writes one within that.
+fn c_bytes(bytes: &[u8]) -> Option<&[u8]> {
+    let end = bytes.iter().take(4096).position(|&b| b == 0)?;
+    Some(&bytes[..end])
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
@@ -347,6 +394,63 @@ pub(crate) mod tests {
         let mut bytes = record(bindings::PERF_RECORD_SAMPLE, 0, &body);
         bytes[6..8].copy_from_slice(&u16::MAX.to_le_bytes());
         assert_eq!(parse(&bytes, layout), None);
+    }
+
+    #[test]
+    /// MMAP2 records: the build-id or the device and inode, the offset and the name as bytes; a
+    /// name without its NUL does not decode.
+    fn decodes_mmap2() {
+        let layout = SampleLayout {
+            user_stack_copy: false,
+        };
+        let mut body = [7u32, 8]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>();
+        body.extend_from_slice(&words(&[0x5000, 0x2000, 0x1000]));
+        body.extend_from_slice(&[3, 0, 0, 0, 0xaa, 0xbb, 0xcc]);
+        body.resize(56, 0);
+        body.extend_from_slice(&[5, 0, 0, 0, 2, 0, 0, 0]);
+        body.extend_from_slice(b"/bin/\xff\0\0");
+        body.extend_from_slice(&words(&[0x0000_0008_0000_0007, 99]));
+        let misc = bindings::PERF_RECORD_MISC_MMAP_BUILD_ID as u16;
+        let bytes = record(bindings::PERF_RECORD_MMAP2, misc, &body);
+        assert_eq!(record_time(&bytes), Some(99));
+        assert_eq!(
+            parse(&bytes, layout),
+            Some(PerfRecord::Mmap {
+                pid: 7,
+                address: 0x5000,
+                length: 0x2000,
+                pgoff: 0x1000,
+                filename: b"/bin/\xff",
+                identity: Some(FileIdentity::BuildId(vec![0xaa, 0xbb, 0xcc])),
+            })
+        );
+        body[32..56].copy_from_slice(&[
+            8, 0, 0, 0, 1, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        let Some(PerfRecord::Mmap { identity, .. }) =
+            parse(&record(bindings::PERF_RECORD_MMAP2, 0, &body), layout)
+        else {
+            panic!("not an mmap");
+        };
+        assert_eq!(
+            identity,
+            Some(FileIdentity::Inode {
+                dev: libc::makedev(8, 1),
+                inode: 42,
+                generation: 9
+            })
+        );
+        let unterminated: Vec<u8> = body[..64].iter().copied().chain([b'x'; 16]).collect();
+        assert_eq!(
+            parse(
+                &record(bindings::PERF_RECORD_MMAP2, 0, &unterminated),
+                layout
+            ),
+            None
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use emberprof_symbolizer::{StackCopy, UserRegisters};
 use super::events::{EventConfig, Events};
 use super::reader::Reader;
 use super::records::{self, PerfRecord, Sample, SampleLayout};
+use super::side_band;
 use super::tasks::{InstanceChange, Tasks};
+use crate::capture::address_spaces::AddressSpaces;
 use crate::capture::source::{
     Event, EventSink, Source, SourceReport, StackEvent, Thread, UserStack,
 };
@@ -31,6 +33,8 @@ pub struct PerfSource {
     reader: Reader,
     layout: SampleLayout,
     tasks: Tasks,
+    /// Which executable mappings each PID had when (see `address_spaces`).
+    spaces: AddressSpaces,
     /// `--no-inherit`: only these processes (the events follow children regardless, as they must
     /// to see a target's new threads).
     only_pids: Option<HashSet<u32>>,
@@ -60,6 +64,7 @@ impl PerfSource {
             reader,
             layout: config.layout(),
             tasks: Tasks::default(),
+            spaces: AddressSpaces::default(),
             only_pids: only_pids.map(|pids| pids.into_iter().collect()),
             capture_user,
             pending: Vec::new(),
@@ -80,15 +85,17 @@ impl PerfSource {
             .map(|record| (records::record_time(&record).unwrap_or(0), record))
             .collect();
         timed.sort_by_key(|(time, _)| *time);
-        for (_, record) in &timed {
+        for (time, record) in &timed {
             match records::parse(record, self.layout) {
-                Some(record) => self.handle(record, sink),
+                Some(record) => self.handle(record, *time, sink),
                 None => self.malformed += 1,
             }
         }
+        self.spaces.end_round();
     }
 
-    fn handle(&mut self, record: PerfRecord<'_>, sink: &mut dyn EventSink) {
+    fn handle(&mut self, record: PerfRecord<'_>, time: u64, sink: &mut dyn EventSink) {
+        side_band::follow(&mut self.spaces, &record, time, sink);
         let change = match record {
             PerfRecord::Sample(sample) => {
                 self.sample(sample, sink);
@@ -107,22 +114,17 @@ impl PerfSource {
                 ptid,
             } => self.tasks.fork(pid, ppid, tid, ptid),
             PerfRecord::Exit { pid, tid } => self.tasks.exit(pid, tid),
-            PerfRecord::Mmap {
-                pid,
-                address,
-                length,
-                filename,
-            } => {
-                // The symbolizer re-reads a process's maps when a stack leads outside its snapshot.
-                log::trace!("process {pid} mapped {filename} at {address:#x}+{length:#x}");
-                None
-            }
+            // Followed above, in the address spaces' history.
+            PerfRecord::Mmap { .. } => None,
             PerfRecord::Lost { count } => {
                 self.lost = self.lost.saturating_add(count);
                 None
             }
             PerfRecord::Other => None,
         };
+        if let Some(InstanceChange::Ended(process)) = change {
+            self.spaces.instance_ended(process);
+        }
         announce(change, sink);
     }
 
@@ -138,7 +140,13 @@ impl PerfSource {
         }
         self.samples += 1;
         let (process, change) = self.tasks.instance(sample.pid);
-        announce(change, sink);
+        match change {
+            // With the mappings its address space had, which it may no longer have to show.
+            Some(InstanceChange::Started(process)) => {
+                self.spaces.process_seen(process, None, sample.time, sink)
+            }
+            change => announce(change, sink),
+        }
         let user = match sample.registers {
             _ if !self.capture_user => UserStack::None,
             Some(regs) if !sample.stack.is_empty() => UserStack::WalkedAndCopied {
@@ -261,6 +269,7 @@ impl Source for PerfSource {
                 ),
             ));
         }
+        notes.extend(self.spaces.notes());
         Ok(SourceReport {
             lost: self.lost,
             malformed: self.malformed,
