@@ -4,21 +4,134 @@
 //! kinds: `_[k]` kernel, `_[i]` inlined, `_[j]` JIT, and runtime markers (`_[p]` Python) as
 //! interpreter frames, so folding the result gives the same lines.
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::MAX_FRAMES;
+use crate::output::{no_threads, sanitize, FoldOptions, Folded, FoldedBuilder};
+use crate::profile::filter::Filter;
+use crate::profile::values::Shown;
 use crate::profile::{
     location_id, Frame, FrameKind, Location, LocationId, Mapping, Profile, Runtime, Sample,
-    StackId, Values,
+    StackId, ValueTypes, Values,
 };
 
 pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
     let mut profile = Profile::default();
     let mut locations: HashMap<&str, LocationId> = HashMap::new();
     let mut samples: HashMap<StackId, usize> = HashMap::new();
+    let mut ids = Vec::new();
+    for_each_line(text, name, |stack, count, at| {
+        ids.clear();
+        for frame in stack.split(';') {
+            if ids.len() == MAX_FRAMES {
+                bail!("{}: a stack of more than {MAX_FRAMES} frames", at());
+            }
+            let id = *locations.entry(frame).or_insert_with(|| {
+                let location = location(frame, &mut profile.mappings);
+                profile.locations.push(location);
+                location_id(profile.locations.len() - 1)
+            });
+            ids.push(id);
+        }
+        let stack = profile.stacks.insert(&ids);
+        // One sample per distinct stack: repeated lines (concatenated files) cost no memory.
+        match samples.entry(stack) {
+            Entry::Occupied(sample) => {
+                // Cannot overflow: the total of all counts holds it.
+                profile.samples[*sample.get()]
+                    .values
+                    .add(&Values::count(count));
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(profile.samples.len());
+                profile.samples.push(Sample {
+                    stack,
+                    values: Values::count(count),
+                    ..Sample::default()
+                });
+            }
+        }
+        Ok(())
+    })?;
+    // Folding comes next and holds as much again: no room left unused by the doublings of `push`.
+    profile.locations.shrink_to_fit();
+    profile.samples.shrink_to_fit();
+    Ok(profile)
+}
+
+/// Folded text read straight into folded stacks, `filter` and `options` applied as they would be to
+/// the profile [`read_folded`] makes, giving the same lines: what `report` does when no output needs
+/// a profile (pprof). Memory follows the distinct text: each distinct frame's text once, 4 bytes per
+/// frame of each distinct line, where a profile holds a location, a frame and a name per distinct
+/// frame (some 200 bytes: 26 times a 64 MiB input of short distinct frames).
+pub fn read_folded_stacks(
+    text: &str,
+    name: &str,
+    filter: &Filter,
+    options: &FoldOptions,
+) -> Result<Folded> {
+    if options.per_thread {
+        return Err(no_threads(0));
+    }
+    let shown =
+        Shown::resolve(&ValueTypes::default(), options.value).with_context(|| name.to_owned())?;
+    let mut builder = FoldedBuilder::default();
+    // By text id: whether the filter keeps the frame, and whether its name matches `--grep`.
+    let mut verdicts: Vec<(bool, bool)> = Vec::new();
+    let mut line = Vec::new();
+    for_each_line(text, name, |stack, count, at| {
+        line.clear();
+        let mut matched = filter.grep.is_none();
+        for (position, frame) in stack.split(';').enumerate() {
+            if position == MAX_FRAMES {
+                bail!("{}: a stack of more than {MAX_FRAMES} frames", at());
+            }
+            let (bare, suffix, kind) = split_kind(frame);
+            let sanitized = sanitize(bare);
+            // Most frames show as they were read: no text is made for them.
+            let unchanged = matches!(&sanitized, Cow::Borrowed(shown) if shown.len() == bare.len());
+            let id = if unchanged {
+                builder.text_id(frame)
+            } else {
+                builder.text_id(&format!("{sanitized}{suffix}"))
+            };
+            if id as usize == verdicts.len() {
+                let dropped = (filter.no_kernel && kind == FrameKind::Kernel)
+                    || (filter.no_inline && kind == FrameKind::Inlined);
+                let grep = filter.grep.as_ref().is_some_and(|grep| grep.is_match(bare));
+                verdicts.push((!dropped, grep));
+            }
+            let (kept, grep) = verdicts[id as usize];
+            if kept {
+                line.push(id);
+                matched |= grep;
+            }
+        }
+        if count == 0 || !matched {
+            return Ok(());
+        }
+        if line.is_empty() {
+            line.push(builder.text_id(EMPTY_STACK_TEXT));
+        }
+        builder.add(&line, count)
+    })?;
+    Ok(builder.finish(&shown))
+}
+
+/// What a stack that filtering left without frames shows, as in folding.
+const EMPTY_STACK_TEXT: &str = "[unknown]";
+
+/// Calls `each` with the stack, the count and the place (`FILE:LINE`) of every line of `text` that
+/// is not blank, once each is checked: a count, a stack, and counts whose sum fits in 64 bits.
+fn for_each_line<'a>(
+    text: &'a str,
+    name: &str,
+    mut each: impl FnMut(&'a str, u64, &dyn Fn() -> String) -> Result<()>,
+) -> Result<()> {
     let mut total: u64 = 0;
     for (index, line) in text.lines().enumerate() {
         let at = || format!("{name}:{}", index + 1);
@@ -55,42 +168,9 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
         if stack.is_empty() {
             bail!("{}: empty stack before the count", at());
         }
-        let frames = stack.split(';');
-        let mut ids = Vec::new();
-        for frame in frames {
-            if ids.len() == MAX_FRAMES {
-                bail!("{}: a stack of more than {MAX_FRAMES} frames", at());
-            }
-            let id = *locations.entry(frame).or_insert_with(|| {
-                let location = location(frame, &mut profile.mappings);
-                profile.locations.push(location);
-                location_id(profile.locations.len() - 1)
-            });
-            ids.push(id);
-        }
-        let stack = profile.stacks.insert(&ids);
-        // One sample per distinct stack: repeated lines (concatenated files) cost no memory.
-        match samples.entry(stack) {
-            Entry::Occupied(sample) => {
-                // Cannot overflow: `total` holds it.
-                profile.samples[*sample.get()]
-                    .values
-                    .add(&Values::count(count));
-            }
-            Entry::Vacant(entry) => {
-                entry.insert(profile.samples.len());
-                profile.samples.push(Sample {
-                    stack,
-                    values: Values::count(count),
-                    ..Sample::default()
-                });
-            }
-        }
+        each(stack, count, &at)?;
     }
-    // Folding comes next and holds as much again: no room left unused by the doublings of `push`.
-    profile.locations.shrink_to_fit();
-    profile.samples.shrink_to_fit();
-    Ok(profile)
+    Ok(())
 }
 
 /// At most 80 characters of `text` for an error message.
@@ -100,6 +180,21 @@ fn excerpt(text: &str) -> String {
         excerpt.push('…');
     }
     crate::text::printable(&excerpt).into_owned()
+}
+
+/// A folded frame's name, the suffix it was marked with (`_[k]`, `_[i]`, `_[j]`, a runtime's
+/// marker, or none) and the kind that suffix stands for (an interpreter's frame is a user frame).
+fn split_kind(frame: &str) -> (&str, &'static str, FrameKind) {
+    let markers = Runtime::ALL.map(|runtime| (runtime.marker(), FrameKind::User));
+    markers
+        .into_iter()
+        .chain([
+            ("_[k]", FrameKind::Kernel),
+            ("_[i]", FrameKind::Inlined),
+            ("_[j]", FrameKind::Jit),
+        ])
+        .find_map(|(suffix, kind)| frame.strip_suffix(suffix).map(|bare| (bare, suffix, kind)))
+        .unwrap_or((frame, "", FrameKind::User))
 }
 
 /// The location of one folded frame; an interpreter's frame goes into its runtime's mapping,
@@ -118,14 +213,7 @@ fn location(frame: &str, mappings: &mut Vec<Mapping>) -> Location {
             return Location::interpreted(id, Frame::new(name, FrameKind::User));
         }
     }
-    let (name, kind) = [
-        ("_[k]", FrameKind::Kernel),
-        ("_[i]", FrameKind::Inlined),
-        ("_[j]", FrameKind::Jit),
-    ]
-    .into_iter()
-    .find_map(|(suffix, kind)| frame.strip_suffix(suffix).map(|name| (name, kind)))
-    .unwrap_or((frame, FrameKind::User));
+    let (name, _, kind) = split_kind(frame);
     Location {
         mapping: None,
         address: 0,

@@ -11,9 +11,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use crate::output::{FoldOptions, Folded};
+use crate::profile::filter::Filter;
 use crate::profile::Profile;
 
-pub use folded::read_folded;
+pub use folded::{read_folded, read_folded_stacks};
 pub use pprof::read_pprof;
 
 /// Largest input, and largest decompressed pprof, read: a profile bigger than this is an attack or
@@ -76,6 +78,33 @@ impl InputSource {
 pub fn read_profile(source: &InputSource) -> Result<Profile> {
     let bytes = source.read_bytes()?;
     parse_profile(&bytes, &source.name())
+}
+
+/// What [`read_stacks_or_profile`] read.
+pub enum Input {
+    Profile(Profile),
+    /// Folded input, folded and filtered as it was asked.
+    Stacks(Folded),
+}
+
+/// Reads folded input straight into folded stacks, filtered and folded as `filter` and `options`
+/// say (see [`read_folded_stacks`]: memory follows the distinct text, not a profile's model of it),
+/// and any other input as a profile.
+pub fn read_stacks_or_profile(
+    source: &InputSource,
+    filter: &Filter,
+    options: &FoldOptions,
+) -> Result<Input> {
+    let bytes = source.read_bytes()?;
+    let name = source.name();
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            if !text.is_empty() && looks_like_text(text) {
+                return Ok(Input::Stacks(read_folded_stacks(text, &name, filter, options)?));
+            }
+        }
+    }
+    parse_profile(&bytes, &name).map(Input::Profile)
 }
 
 /// A profile from `bytes` read from `name`: gzip data is pprof; text is folded stacks; anything
