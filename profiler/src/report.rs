@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use crate::input::{read_stacks_or_profile, Input, InputSource};
-use crate::output::{render_folded, write_outputs, Output, OutputFile, OutputFormat, RenderOptions};
+use crate::output::{
+    render_folded, write_outputs, Output, OutputFile, OutputFormat, RenderOptions,
+};
 use crate::profile::filter::Filter;
 use crate::profile::values::Shown;
 use crate::profile::{values, ValueChoice};

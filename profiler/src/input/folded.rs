@@ -80,8 +80,9 @@ pub fn read_folded_stacks(
     let shown =
         Shown::resolve(&ValueTypes::default(), options.value).with_context(|| name.to_owned())?;
     let mut builder = FoldedBuilder::default();
-    // By text id: whether the filter keeps the frame, and whether its name matches `--grep`.
-    let mut verdicts: Vec<(bool, bool)> = Vec::new();
+    // By text id: whether the filter keeps the frame, and whether its name matches `--grep` (none
+    // for a text that is no frame's, `[unknown]`, until a frame has it).
+    let mut verdicts: Vec<Option<(bool, bool)>> = Vec::new();
     let mut line = Vec::new();
     for_each_line(text, name, |stack, count, at| {
         line.clear();
@@ -99,13 +100,15 @@ pub fn read_folded_stacks(
             } else {
                 builder.text_id(&format!("{sanitized}{suffix}"))
             };
-            if id as usize == verdicts.len() {
+            if verdicts.len() <= id as usize {
+                verdicts.resize(id as usize + 1, None);
+            }
+            let (kept, grep) = *verdicts[id as usize].get_or_insert_with(|| {
                 let dropped = (filter.no_kernel && kind == FrameKind::Kernel)
                     || (filter.no_inline && kind == FrameKind::Inlined);
                 let grep = filter.grep.as_ref().is_some_and(|grep| grep.is_match(bare));
-                verdicts.push((!dropped, grep));
-            }
-            let (kept, grep) = verdicts[id as usize];
+                (!dropped, grep)
+            });
             if kept {
                 line.push(id);
                 matched |= grep;
@@ -225,6 +228,75 @@ fn location(frame: &str, mappings: &mut Vec<Mapping>) -> Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::filter;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Read straight into folded stacks, any folded text gives the lines its profile gives once
+        /// filtered and folded, with every filter: frames of every kind, empty and unprintable names,
+        /// lines repeated, zero counts.
+        #[test]
+        fn stacks_read_directly_are_the_profile_folded(
+            lines in proptest::collection::vec(
+                (proptest::collection::vec(0usize..FRAMES.len(), 1..6), 0u64..4),
+                1..30,
+            ),
+            no_kernel in any::<bool>(),
+            no_inline in any::<bool>(),
+            grep in proptest::option::of(prop::sample::select(vec!["^b", "k", "x\\tb"])),
+        ) {
+            let text: String = lines
+                .iter()
+                .map(|(frames, count)| {
+                    let frames: Vec<&str> = frames.iter().map(|&f| FRAMES[f]).collect();
+                    format!("{} {count}\n", frames.join(";"))
+                })
+                .collect();
+            let filter = filter::Filter {
+                no_kernel,
+                no_inline,
+                grep: grep.map(|g| regex::Regex::new(g).expect("regex")),
+            };
+            let options = FoldOptions::default();
+            let direct = read_folded_stacks(&text, "t", &filter, &options);
+            match read_folded(&text, "t") {
+                Ok(profile) => {
+                    let profile = filter::apply(profile, &filter);
+                    let folded = crate::output::fold(&profile, &options).expect("fold");
+                    prop_assert_eq!(direct.expect("read").text(), folded.text());
+                }
+                // A stack of one empty frame: the same error.
+                Err(error) => {
+                    prop_assert_eq!(direct.expect_err("an error").to_string(), error.to_string())
+                }
+            }
+        }
+    }
+
+    const FRAMES: [&str; 10] = [
+        "main", "b", "ba_[k]", "k_[k]", "in_[i]", "_[i]", "jit_[j]", "py_[p]", "", "x\tb",
+    ];
+
+    /// What cannot be folded without threads or values is an error naming the file.
+    #[test]
+    fn stacks_without_threads_or_values_are_errors() {
+        let per_thread = FoldOptions {
+            per_thread: true,
+            ..FoldOptions::default()
+        };
+        let error = read_folded_stacks("a 1\n", "t", &filter::Filter::default(), &per_thread)
+            .expect_err("no threads");
+        assert!(error.to_string().contains("--per-thread needs"), "{error}");
+        let off_cpu = FoldOptions {
+            value: crate::profile::ValueChoice::OffCpu,
+            ..FoldOptions::default()
+        };
+        let error = read_folded_stacks("a 1\n", "t.folded", &filter::Filter::default(), &off_cpu)
+            .expect_err("no off-CPU time");
+        assert!(error.to_string().starts_with("t.folded"), "{error}");
+    }
 
     /// Repeated lines (folded files concatenated) are one sample per distinct stack, their counts
     /// added: memory follows the distinct stacks, not the line count.

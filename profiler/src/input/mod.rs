@@ -100,7 +100,9 @@ pub fn read_stacks_or_profile(
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         if let Ok(text) = std::str::from_utf8(&bytes) {
             if !text.is_empty() && looks_like_text(text) {
-                return Ok(Input::Stacks(read_folded_stacks(text, &name, filter, options)?));
+                return Ok(Input::Stacks(read_folded_stacks(
+                    text, &name, filter, options,
+                )?));
             }
         }
     }

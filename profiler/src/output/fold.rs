@@ -174,9 +174,7 @@ impl FoldedBuilder {
     pub fn add(&mut self, line: &[u32], value: u64) -> Result<()> {
         let folded = &mut self.folded;
         let hash = self.hasher.hash_one(line);
-        let found = self
-            .line_ids
-            .find(hash, |&id| folded.texts_of(id) == line);
+        let found = self.line_ids.find(hash, |&id| folded.texts_of(id) == line);
         let Some(&id) = found else {
             let id = index_u32(folded.counts.len());
             folded.line_texts.extend_from_slice(line);
@@ -485,7 +483,14 @@ mod tests {
         texts.sort_unstable();
         assert_eq!(
             texts,
-            ["[truncated]", "[unknown]", "main", "other", "read_k_[k]", "work"]
+            [
+                "[truncated]",
+                "[unknown]",
+                "main",
+                "other",
+                "read_k_[k]",
+                "work"
+            ]
         );
         assert_eq!(
             folded.text(),

@@ -15,9 +15,9 @@ mod stale;
 mod svg;
 mod texts;
 mod through;
-mod visible;
 #[cfg(test)]
 mod values_tests;
+mod visible;
 
 use std::path::{Path, PathBuf};
 

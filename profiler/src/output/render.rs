@@ -39,7 +39,9 @@ pub fn render(
     match format {
         OutputFormat::Pprof => write_pprof(profile, writer),
         OutputFormat::Folded => fold(profile, &options.fold)?.write(writer),
-        OutputFormat::Svg => render_folded_svg(&fold(profile, &options.fold)?, &options.svg, writer),
+        OutputFormat::Svg => {
+            render_folded_svg(&fold(profile, &options.fold)?, &options.svg, writer)
+        }
     }
 }
 

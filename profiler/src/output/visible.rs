@@ -64,11 +64,7 @@ fn kept_frames(folded: &Folded, lines: &[u32], min_time: f64) -> Vec<u32> {
             Some(&line) => folded.texts_of(line),
             None => &[],
         };
-        let shared = previous
-            .iter()
-            .zip(ids)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let shared = previous.iter().zip(ids).take_while(|(a, b)| a == b).count();
         // Frames of the previous line this one does not go through are complete.
         while open.len() > shared {
             let (start, time) = open.pop().unwrap_or_default();
@@ -121,7 +117,11 @@ mod tests {
             .skip(1)
             .map(|frame| {
                 let (title, rect) = frame.split_once("</title>").expect("title");
-                (title.to_owned(), attribute(rect, "y"), attribute(rect, "width"))
+                (
+                    title.to_owned(),
+                    attribute(rect, "y"),
+                    attribute(rect, "width"),
+                )
             })
             .collect();
         frames.sort();
