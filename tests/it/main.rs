@@ -10,6 +10,7 @@
 mod attacks;
 mod attacks_budgets;
 mod attacks_cfi;
+mod attacks_defences;
 mod attacks_files;
 mod attacks_output;
 mod attacks_report;

@@ -164,18 +164,14 @@ fn build_go_program(dir: &Path) -> PathBuf {
     );
     std::fs::write(dir.join("main.go"), SHA256_GO).expect("write main.go");
     std::fs::write(dir.join("go.mod"), "module sha\n\ngo 1.19\n").expect("write go.mod");
-    let output = Command::new(go)
-        .args(["build", "-o", "sha"])
-        .current_dir(dir)
-        .env("GOCACHE", dir.join("cache"))
-        .env("GOPATH", dir.join("gopath"))
-        .env_remove("GOFLAGS")
-        .output()
-        .expect("run go build");
-    assert!(
-        output.status.success(),
-        "go build failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_build_tool(
+        Command::new(go)
+            .args(["build", "-o", "sha"])
+            .current_dir(dir)
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("gopath"))
+            .env_remove("GOFLAGS"),
+        "apt-get install golang-go",
     );
     dir.join("sha")
 }
