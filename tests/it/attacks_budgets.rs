@@ -5,7 +5,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -252,14 +251,7 @@ fn perf_maps_share_one_budget() {
     let spin = format!("{:x}", BASE + (PERF_MAP_LINES - 1) * 16);
     let mut attackers = Attackers(Vec::new());
     for _ in 0..PERF_MAP_PROCESSES {
-        let child = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(&exe)
+        let child = as_nobody(&exe)
             .arg(&map)
             .arg(&spin)
             .spawn()
@@ -356,14 +348,7 @@ fn memfd_copies_share_one_budget() {
     let dir = attacker_dir();
     let exe = dir.path().join("sparse");
     compile(&exe, SPARSE_VICTIM_C, &[]);
-    let child = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(&exe)
+    let child = as_nobody(&exe)
         .arg(SPARSE_FILES)
         .current_dir(dir.path())
         .spawn()

@@ -80,17 +80,7 @@ fn record_jvm(
     ];
     args.extend_from_slice(jvm_options);
     args.extend_from_slice(&["-cp", ".", "HotLoop", &cpu_seconds]);
-    let output = emberprof()
-        .current_dir(dir)
-        .args(&args)
-        .output()
-        .expect("run emberprof");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "emberprof failed with {}:\n{stderr}",
-        output.status
-    );
+    let stderr = run_ok_in(dir, &args);
     let text = std::fs::read_to_string(&folded).expect("read the folded output");
     let stacks = parse_folded(&text)
         .into_iter()

@@ -30,17 +30,7 @@ fn record_default(dir: &Path, comm: &str, command: &[&str]) -> (Vec<FoldedStack>
         "--",
     ];
     args.extend_from_slice(command);
-    let output = emberprof()
-        .current_dir(dir)
-        .args(&args)
-        .output()
-        .expect("run emberprof");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "emberprof {args:?} failed with {}:\n{stderr}",
-        output.status
-    );
+    let stderr = run_ok_in(dir, &args);
     let stacks = read_folded(&folded)
         .into_iter()
         .filter(|s| s.frames[0] == comm)

@@ -3,6 +3,7 @@
 //! past a deadline, and reaped with `wait4`, which gives the peak RSS of that child alone.
 
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -81,4 +82,14 @@ pub fn run_bounded(
         peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
         wall: started.elapsed(),
     }
+}
+
+/// Runs emberprof with `args` in directory `dir`, asserting success: its stderr.
+pub fn run_ok_in(dir: &Path, args: &[&str]) -> String {
+    let output = super::emberprof()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run emberprof");
+    super::expect_success(&output, &format!("emberprof {args:?}"))
 }
