@@ -475,15 +475,12 @@ fn a_planted_temporary_name_is_never_written_through() {
 
 /// One location of `go tool pprof -raw`: its function, file and line, innermost first.
 type RawLocation = Vec<(String, String, u32)>;
+/// Each sample of `go tool pprof -raw`: its count and location ids, innermost first.
+type RawSamples = Vec<(u64, Vec<u64>)>;
 
 /// A pprof file as Go's pprof reads it (`go tool pprof -raw`, no symbolization): each sample's
 /// count and location ids (innermost first), and each location's lines by id.
-fn go_pprof_raw(
-    file: &Path,
-) -> (
-    Vec<(u64, Vec<u64>)>,
-    std::collections::HashMap<u64, RawLocation>,
-) {
+fn go_pprof_raw(file: &Path) -> (RawSamples, std::collections::HashMap<u64, RawLocation>) {
     let go = find_in_path("go").expect(
         "this test reads pprof with Go's own tool: `apt-get install golang-go` (.ci/run installs it)",
     );

@@ -81,6 +81,10 @@ pub fn read_profile(source: &InputSource) -> Result<Profile> {
 }
 
 /// What [`read_stacks_or_profile`] read.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per run, moved once: boxing would save nothing"
+)]
 pub enum Input {
     Profile(Profile),
     /// Folded input, folded and filtered as it was asked.
