@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::io::BufRead;
 
 use anyhow::{bail, Context, Result};
 
@@ -24,7 +25,12 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
     let mut locations: HashMap<&str, LocationId> = HashMap::new();
     let mut samples: HashMap<StackId, usize> = HashMap::new();
     let mut ids = Vec::new();
-    for_each_line(text, name, |stack, count, at| {
+    let mut total = 0;
+    for (index, line) in text.lines().enumerate() {
+        let at = || format!("{name}:{}", index + 1);
+        let Some((stack, count)) = parse_line(line, &mut total, &at)? else {
+            continue;
+        };
         ids.clear();
         for frame in stack.split(';') {
             if ids.len() == MAX_FRAMES {
@@ -55,8 +61,7 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
                 });
             }
         }
-        Ok(())
-    })?;
+    }
     // Folding comes next and holds as much again: no room left unused by the doublings of `push`.
     profile.locations.shrink_to_fit();
     profile.samples.shrink_to_fit();
@@ -69,7 +74,7 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
 /// frame of each distinct line, where a profile holds a location, a frame and a name per distinct
 /// frame (some 200 bytes: 26 times a 64 MiB input of short distinct frames).
 pub fn read_folded_stacks(
-    text: &str,
+    text: impl BufRead,
     name: &str,
     filter: &Filter,
     options: &FoldOptions,
@@ -84,7 +89,17 @@ pub fn read_folded_stacks(
     // for a text that is no frame's, `[unknown]`, until a frame has it).
     let mut verdicts: Vec<Option<(bool, bool)>> = Vec::new();
     let mut line = Vec::new();
-    for_each_line(text, name, |stack, count, at| {
+    // Line by line: the text is never held whole, only what it holds distinct.
+    let mut total = 0;
+    for (index, read) in text.split(b'\n').enumerate() {
+        let at = || format!("{name}:{}", index + 1);
+        let bytes = read.with_context(|| format!("cannot read {name}"))?;
+        let Ok(text_line) = std::str::from_utf8(&bytes) else {
+            bail!("{}: not UTF-8 text", at());
+        };
+        let Some((stack, count)) = parse_line(text_line, &mut total, &at)? else {
+            continue;
+        };
         line.clear();
         let mut matched = filter.grep.is_none();
         for (position, frame) in stack.split(';').enumerate() {
@@ -115,65 +130,60 @@ pub fn read_folded_stacks(
             }
         }
         if count == 0 || !matched {
-            return Ok(());
+            continue;
         }
         if line.is_empty() {
             line.push(builder.text_id(EMPTY_STACK_TEXT));
         }
-        builder.add(&line, count)
-    })?;
+        builder.add(&line, count)?;
+    }
     Ok(builder.finish(&shown))
 }
 
 /// What a stack that filtering left without frames shows, as in folding.
 const EMPTY_STACK_TEXT: &str = "[unknown]";
 
-/// Calls `each` with the stack, the count and the place (`FILE:LINE`) of every line of `text` that
-/// is not blank, once each is checked: a count, a stack, and counts whose sum fits in 64 bits.
-fn for_each_line<'a>(
-    text: &'a str,
-    name: &str,
-    mut each: impl FnMut(&'a str, u64, &dyn Fn() -> String) -> Result<()>,
-) -> Result<()> {
-    let mut total: u64 = 0;
-    for (index, line) in text.lines().enumerate() {
-        let at = || format!("{name}:{}", index + 1);
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Some((stack, count)) = line.rsplit_once(' ') else {
+/// The stack and count of folded line `line`, or `None` for a blank line, once checked: a count, a
+/// stack, and counts whose sum so far (`total`) fits in 64 bits. `at` names the line in errors.
+fn parse_line<'a>(
+    line: &'a str,
+    total: &mut u64,
+    at: &dyn Fn() -> String,
+) -> Result<Option<(&'a str, u64)>> {
+    let line = line.trim_end_matches('\r');
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let Some((stack, count)) = line.rsplit_once(' ') else {
+        bail!(
+            "{}: not a folded stack: expected `frame;frame;... COUNT`, found {:?}",
+            at(),
+            excerpt(line)
+        );
+    };
+    let count: u64 = match count.parse() {
+        Ok(count) => count,
+        Err(_) if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) => {
             bail!(
-                "{}: not a folded stack: expected `frame;frame;... COUNT`, found {:?}",
-                at(),
-                excerpt(line)
-            );
-        };
-        let count: u64 = match count.parse() {
-            Ok(count) => count,
-            Err(_) if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) => {
-                bail!(
-                    "{}: sample count {} is larger than 2^64 - 1",
-                    at(),
-                    excerpt(count)
-                )
-            }
-            Err(_) => bail!(
-                "{}: not a folded stack: the line must end in a sample count, found {:?}",
+                "{}: sample count {} is larger than 2^64 - 1",
                 at(),
                 excerpt(count)
-            ),
-        };
-        let Some(sum) = total.checked_add(count) else {
-            bail!("{}: the sample counts add up to more than 2^64 - 1", at());
-        };
-        total = sum;
-        if stack.is_empty() {
-            bail!("{}: empty stack before the count", at());
+            )
         }
-        each(stack, count, &at)?;
+        Err(_) => bail!(
+            "{}: not a folded stack: the line must end in a sample count, found {:?}",
+            at(),
+            excerpt(count)
+        ),
+    };
+    let Some(sum) = total.checked_add(count) else {
+        bail!("{}: the sample counts add up to more than 2^64 - 1", at());
+    };
+    *total = sum;
+    if stack.is_empty() {
+        bail!("{}: empty stack before the count", at());
     }
-    Ok(())
+    Ok(Some((stack, count)))
 }
 
 /// At most 80 characters of `text` for an error message.
@@ -260,7 +270,7 @@ mod tests {
                 grep: grep.map(|g| regex::Regex::new(g).expect("regex")),
             };
             let options = FoldOptions::default();
-            let direct = read_folded_stacks(&text, "t", &filter, &options);
+            let direct = read_folded_stacks(text.as_bytes(), "t", &filter, &options);
             match read_folded(&text, "t") {
                 Ok(profile) => {
                     let profile = filter::apply(profile, &filter);
@@ -286,15 +296,20 @@ mod tests {
             per_thread: true,
             ..FoldOptions::default()
         };
-        let error = read_folded_stacks("a 1\n", "t", &filter::Filter::default(), &per_thread)
+        let error = read_folded_stacks(&b"a 1\n"[..], "t", &filter::Filter::default(), &per_thread)
             .expect_err("no threads");
         assert!(error.to_string().contains("--per-thread needs"), "{error}");
         let off_cpu = FoldOptions {
             value: crate::profile::ValueChoice::OffCpu,
             ..FoldOptions::default()
         };
-        let error = read_folded_stacks("a 1\n", "t.folded", &filter::Filter::default(), &off_cpu)
-            .expect_err("no off-CPU time");
+        let error = read_folded_stacks(
+            &b"a 1\n"[..],
+            "t.folded",
+            &filter::Filter::default(),
+            &off_cpu,
+        )
+        .expect_err("no off-CPU time");
         assert!(error.to_string().starts_with("t.folded"), "{error}");
     }
 
