@@ -28,6 +28,7 @@ mod real_world;
 mod record;
 mod record_bpf;
 mod report;
+mod report_memory;
 mod stack_copy;
 mod support;
 mod symbols;
