@@ -74,7 +74,7 @@ pub fn read_folded(text: &str, name: &str) -> Result<Profile> {
 /// frame of each distinct line, where a profile holds a location, a frame and a name per distinct
 /// frame (some 200 bytes: 26 times a 64 MiB input of short distinct frames).
 pub fn read_folded_stacks(
-    text: impl BufRead,
+    mut text: impl BufRead,
     name: &str,
     filter: &Filter,
     options: &FoldOptions,
@@ -89,11 +89,21 @@ pub fn read_folded_stacks(
     // for a text that is no frame's, `[unknown]`, until a frame has it).
     let mut verdicts: Vec<Option<(bool, bool)>> = Vec::new();
     let mut line = Vec::new();
-    // Line by line: the text is never held whole, only what it holds distinct.
+    // Line by line into one buffer: the text is never held whole, only what it holds distinct.
     let mut total = 0;
-    for (index, read) in text.split(b'\n').enumerate() {
+    let mut bytes = Vec::new();
+    for index in 0.. {
+        bytes.clear();
+        let read = text
+            .read_until(b'\n', &mut bytes)
+            .with_context(|| format!("cannot read {name}"))?;
+        if read == 0 {
+            break;
+        }
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
         let at = || format!("{name}:{}", index + 1);
-        let bytes = read.with_context(|| format!("cannot read {name}"))?;
         let Ok(text_line) = std::str::from_utf8(&bytes) else {
             bail!("{}: not UTF-8 text", at());
         };
