@@ -4,9 +4,7 @@
 //! issue asks for.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -29,20 +27,7 @@ fn attacker_dir() -> tempfile::TempDir {
 
 /// Compiles C `source` with `cc` into `out` (root-owned: the attacker copies it where needed).
 fn compile(out: &Path, source: &str, flags: &[&str]) {
-    let source_path = out.with_extension("c");
-    std::fs::write(&source_path, source).expect("write source");
-    let output = Command::new("cc")
-        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
-        .arg(out)
-        .arg(&source_path)
-        .args(flags)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run cc: {e} (apt-get install gcc)"));
-    assert!(
-        output.status.success(),
-        "cc failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    compile_c("cc", out, source, flags);
 }
 
 /// `sh -c script` as the attacker, in `dir`: the arguments after emberprof's `--`.
@@ -72,13 +57,6 @@ fn shmem_kib() -> u64 {
         .expect("Shmem in /proc/meminfo")
 }
 
-/// How a recording ended, with the figures the issue asks for.
-struct Recording {
-    status: std::process::ExitStatus,
-    stderr: String,
-    peak_rss_bytes: u64,
-}
-
 /// The highest `Shmem` (KiB) seen by the last [`record`], less `before`.
 fn shmem_peak_since(before: u64) -> u64 {
     LAST_SHMEM_PEAK
@@ -88,73 +66,22 @@ fn shmem_peak_since(before: u64) -> u64 {
 
 static LAST_SHMEM_PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Runs emberprof as root with `args`, killing it if it hangs; prints its peak RSS (from `wait4`,
-/// this child only), `Shmem` before and after, and the wall time.
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its own rusage
-fn record(name: &str, args: &[String]) -> Recording {
+/// Runs emberprof as root with `args`, killing it if it hangs (see [`run_bounded`]); prints its
+/// peak RSS, `Shmem` before and at its peak, and the wall time.
+fn record(name: &str, args: &[String]) -> Finished {
     let shmem_before = shmem_kib();
-    let mut command = emberprof();
-    command
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // An unbounded regression fails its test instead of taking the machine's memory.
-    // SAFETY: setrlimit is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: ADDRESS_SPACE_LIMIT,
-                rlim_max: ADDRESS_SPACE_LIMIT,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().expect("run emberprof");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let pid = child.id() as i32;
-    let started = Instant::now();
     let mut shmem_peak = shmem_before;
-    let (status, usage) = loop {
-        let mut status = 0;
-        // SAFETY: rusage is plain data.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: our own child; valid out-pointers.
-        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if reaped == pid {
-            break (status, usage);
-        }
-        shmem_peak = shmem_peak.max(shmem_kib());
-        if started.elapsed() > HANG {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "emberprof {args:?} hung: still running after {HANG:?}; stderr:\n{}",
-                reader.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let recording = run_bounded(emberprof().args(args), ADDRESS_SPACE_LIMIT, HANG, || {
+        shmem_peak = shmem_peak.max(shmem_kib())
+    });
     LAST_SHMEM_PEAK.store(shmem_peak, std::sync::atomic::Ordering::Relaxed);
-    let recording = Recording {
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
-        stderr: reader.join().unwrap_or_default(),
-        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
-    };
     eprintln!(
         "{name}: emberprof {}, peak RSS {} MiB, Shmem {} MiB before, {} MiB at peak, wall {:.1} s",
         recording.status,
         recording.peak_rss_bytes >> 20,
         shmem_before >> 10,
         shmem_peak >> 10,
-        started.elapsed().as_secs_f64()
+        recording.wall.as_secs_f64()
     );
     assert!(
         recording.status.success() && !recording.stderr.contains("panicked"),
@@ -324,14 +251,7 @@ fn perf_maps_share_one_budget() {
     let spin = format!("{:x}", BASE + (PERF_MAP_LINES - 1) * 16);
     let mut attackers = Attackers(Vec::new());
     for _ in 0..PERF_MAP_PROCESSES {
-        let child = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(&exe)
+        let child = as_nobody(&exe)
             .arg(&map)
             .arg(&spin)
             .spawn()
@@ -428,14 +348,7 @@ fn memfd_copies_share_one_budget() {
     let dir = attacker_dir();
     let exe = dir.path().join("sparse");
     compile(&exe, SPARSE_VICTIM_C, &[]);
-    let child = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(&exe)
+    let child = as_nobody(&exe)
         .arg(SPARSE_FILES)
         .current_dir(dir.path())
         .spawn()

@@ -58,23 +58,19 @@ fn build_victim(dir: &Path) -> PathBuf {
     std::fs::write(&source, VICTIM_C).expect("write victim.c");
     std::fs::write(&assembly, hostile_assembly()).expect("write hostile.s");
     let out = dir.join("victim");
-    let output = Command::new("clang")
-        .args([
-            "-O1",
-            "-g",
-            "-fno-omit-frame-pointer",
-            "-Wa,--noexecstack",
-            "-o",
-        ])
-        .arg(&out)
-        .arg(&source)
-        .arg(&assembly)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run clang: {e} (apt-get install clang)"));
-    assert!(
-        output.status.success(),
-        "clang failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_build_tool(
+        Command::new("clang")
+            .args([
+                "-O1",
+                "-g",
+                "-fno-omit-frame-pointer",
+                "-Wa,--noexecstack",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&source)
+            .arg(&assembly),
+        "apt-get install clang",
     );
     // The hostile CIE must have survived the link (GNU ld rewrites .eh_frame).
     let size = std::fs::metadata(&out).expect("victim").len();

@@ -9,7 +9,6 @@
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -144,30 +143,15 @@ impl AttackDir {
 
     /// Compiles C `source` into `name` with `clang` and extra `flags`, owned by the attacker.
     fn compile(&self, name: &str, source: &str, flags: &[&str]) -> PathBuf {
-        let source_path = self.path(&format!("{name}.c"));
-        std::fs::write(&source_path, source).expect("write source");
         let out = self.path(name);
-        run_tool(
-            Command::new("clang")
-                .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
-                .arg(&out)
-                .arg(&source_path)
-                .args(flags),
-        );
+        compile_c("clang", &out, source, flags);
         give_to_nobody(&out);
         out
     }
 }
 
 fn run_tool(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e} (install clang and binutils)"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_build_tool(command, "apt-get install binutils");
 }
 
 /// A workload started as the attacker, killed when dropped.
@@ -200,72 +184,13 @@ impl Drop for Victim {
     }
 }
 
-/// How a recording ended.
-struct Recording {
-    status: std::process::ExitStatus,
-    stderr: String,
-    peak_rss_bytes: u64,
-}
-
-/// Runs emberprof as root with `args`, killing it if it hangs; the peak RSS comes from `wait4`
-/// (this child only).
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its own rusage
-fn record(args: &[&str]) -> Recording {
-    let mut command = emberprof();
-    command
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: setrlimit is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: ADDRESS_SPACE_LIMIT,
-                rlim_max: ADDRESS_SPACE_LIMIT,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().expect("run emberprof");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let pid = child.id() as i32;
-    let started = Instant::now();
-    let (status, usage) = loop {
-        let mut status = 0;
-        // SAFETY: rusage is plain data.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: our own child; valid out-pointers.
-        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if reaped == pid {
-            break (status, usage);
-        }
-        if started.elapsed() > HANG {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "emberprof {args:?} hung: still running after {HANG:?}; stderr:\n{}",
-                reader.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Recording {
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
-        stderr: reader.join().unwrap_or_default(),
-        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
-    }
+/// Runs emberprof as root with `args`, killing it if it hangs (see [`run_bounded`]).
+fn record(args: &[&str]) -> Finished {
+    run_bounded(emberprof().args(args), ADDRESS_SPACE_LIMIT, HANG, || {})
 }
 
 /// The recording ended normally, under the memory bound, with a profile of process `comm`.
-fn assert_survived(recording: &Recording, out: &Path, comm: &str) -> Vec<FoldedStack> {
+fn assert_survived(recording: &Finished, out: &Path, comm: &str) -> Vec<FoldedStack> {
     eprintln!(
         "emberprof: {}, peak RSS {} MiB",
         recording.status,
@@ -301,7 +226,7 @@ fn assert_survived(recording: &Recording, out: &Path, comm: &str) -> Vec<FoldedS
 }
 
 /// Records `victim` for three seconds (`-d` in `extra` overrides) into `out`.
-fn record_pid(victim: &Victim, out: &Path, extra: &[&str]) -> Recording {
+fn record_pid(victim: &Victim, out: &Path, extra: &[&str]) -> Finished {
     let pid = victim.pid().to_string();
     let duration = if extra.contains(&"-d") {
         &[][..]

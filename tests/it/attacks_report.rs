@@ -5,10 +5,8 @@
 //! that a regression fails the test instead of exhausting the machine.
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -18,34 +16,6 @@ const MAX_RSS_BYTES: u64 = 300 << 20;
 const ADDRESS_SPACE_LIMIT: u64 = 3 << 30;
 /// A report still running after this is hung (refusing takes well under a second of CPU).
 const HANG: Duration = Duration::from_secs(120);
-
-fn varint(mut value: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A length-delimited protobuf field.
-fn field(number: u64, payload: &[u8]) -> Vec<u8> {
-    [
-        varint(number << 3 | 2),
-        varint(payload.len() as u64),
-        payload.to_vec(),
-    ]
-    .concat()
-}
-
-/// A varint protobuf field.
-fn number(number: u64, value: u64) -> Vec<u8> {
-    [varint(number << 3), varint(value)].concat()
-}
 
 /// One sample type (`samples`/`count`), and function 1 named by a 60-byte string.
 fn header() -> Vec<u8> {
@@ -64,73 +34,16 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().expect("gzip")
 }
 
-/// How `report` ended.
-struct Report {
-    status: std::process::ExitStatus,
-    stderr: String,
-    stdout_bytes: u64,
-    peak_rss_bytes: u64,
-}
-
 /// Runs `emberprof report FILE -o -` (folded stacks to stdout, counted and dropped).
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its own rusage
-fn report(file: &Path) -> Report {
+fn report(file: &Path) -> Finished {
     let mut command = emberprof();
-    command
-        .args(["report", file.to_str().expect("utf-8 path"), "-o", "-"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: setrlimit is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: ADDRESS_SPACE_LIMIT,
-                rlim_max: ADDRESS_SPACE_LIMIT,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().expect("run emberprof");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let counter = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let mut stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let pid = child.id() as i32;
-    let started = Instant::now();
-    let (status, usage) = loop {
-        let mut status = 0;
-        // SAFETY: rusage is plain data.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: our own child; valid out-pointers.
-        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if reaped == pid {
-            break (status, usage);
-        }
-        if started.elapsed() > HANG {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("emberprof report {file:?} hung: still running after {HANG:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Report {
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
-        stderr: reader.join().unwrap_or_default(),
-        stdout_bytes: counter.join().expect("stdout").unwrap_or(0),
-        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
-    }
+    command.args(["report", file.to_str().expect("utf-8 path"), "-o", "-"]);
+    run_bounded(&mut command, ADDRESS_SPACE_LIMIT, HANG, || {})
 }
 
 /// `report` refused the file: an error exit, one line on stderr that says `wanted`, no output,
 /// bounded memory.
-fn assert_refused(report: &Report, wanted: &str) {
+fn assert_refused(report: &Finished, wanted: &str) {
     eprintln!(
         "report: {}, peak RSS {} MiB, {} bytes out; stderr: {}",
         report.status,

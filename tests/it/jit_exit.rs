@@ -48,20 +48,9 @@ public class HotLoop {
 /// Compiles [`PROGRAM`] into `dir` with the JDK's javac; fails saying what to install without one.
 fn compile(dir: &Path) {
     std::fs::write(dir.join("HotLoop.java"), PROGRAM).expect("write HotLoop.java");
-    let output = Command::new("javac")
-        .arg("HotLoop.java")
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|error| {
-            panic!(
-                "this test needs a JDK (javac: {error}): `apt-get install default-jdk-headless` \
-                 (CI's .ci/run installs it)"
-            )
-        });
-    assert!(
-        output.status.success(),
-        "javac failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    run_build_tool(
+        Command::new("javac").arg("HotLoop.java").current_dir(dir),
+        "this test needs a JDK: `apt-get install default-jdk-headless` (CI's .ci/run installs it)",
     );
 }
 
@@ -91,17 +80,7 @@ fn record_jvm(
     ];
     args.extend_from_slice(jvm_options);
     args.extend_from_slice(&["-cp", ".", "HotLoop", &cpu_seconds]);
-    let output = emberprof()
-        .current_dir(dir)
-        .args(&args)
-        .output()
-        .expect("run emberprof");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "emberprof failed with {}:\n{stderr}",
-        output.status
-    );
+    let stderr = run_ok_in(dir, &args);
     let text = std::fs::read_to_string(&folded).expect("read the folded output");
     let stacks = parse_folded(&text)
         .into_iter()

@@ -10,6 +10,7 @@
 mod attacks;
 mod attacks_budgets;
 mod attacks_cfi;
+mod attacks_defences;
 mod attacks_files;
 mod attacks_output;
 mod attacks_report;
@@ -27,6 +28,7 @@ mod real_world;
 mod record;
 mod record_bpf;
 mod report;
+mod report_memory;
 mod short_lived;
 mod stack_copy;
 mod support;

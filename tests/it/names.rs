@@ -69,18 +69,6 @@ both_backends! {
     }
 }
 
-/// The 1-based number of the only line of `source` containing `marker`.
-fn line_of(source: &str, marker: &str) -> usize {
-    let lines: Vec<usize> = source
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| line.contains(marker))
-        .map(|(index, _)| index + 1)
-        .collect();
-    assert_eq!(lines.len(), 1, "{marker:?} must occur once in the source");
-    lines[0]
-}
-
 both_backends! {
     /// `--lines` on the Rust example: `hot_loop`, whose callees are inlined, carries the line it is at
     /// (its call to `mix_step`, or its `for` loop with the inlined `Range::next`), `run` the line of its
@@ -88,14 +76,12 @@ both_backends! {
     /// by their text).
     fn lines_are_exact_for_frames_with_inlined_calls(backend) {
         let _kernel = kernel_test();
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/rust/inline.rs");
-        let source =
-            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-        let hot_loop_calls = line_of(&source, "state = mix_step(state, round);");
-        let hot_loop_loops = line_of(&source, "for round in 0..rounds");
-        let run_calls = line_of(&source, "state = hot_loop(black_box(state)");
+        let source = "rust/inline.rs";
+        let hot_loop_calls = source_line(source, "state = mix_step(state, round);");
+        let hot_loop_loops = source_line(source, "for round in 0..rounds");
+        let run_calls = source_line(source, "state = hot_loop(black_box(state)");
         let mix_step_body =
-            line_of(&source, "fn mix_step(") + 1..=line_of(&source, "x.rotate_left((round");
+            source_line(source, "fn mix_step(") + 1..=source_line(source, "x.rotate_left((round");
 
         let args = backend.record().frequency(999).args(&["--lines"]).output_stdout();
         let (stacks, _, cpu) =

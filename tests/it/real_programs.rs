@@ -30,17 +30,7 @@ fn record_default(dir: &Path, comm: &str, command: &[&str]) -> (Vec<FoldedStack>
         "--",
     ];
     args.extend_from_slice(command);
-    let output = emberprof()
-        .current_dir(dir)
-        .args(&args)
-        .output()
-        .expect("run emberprof");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "emberprof {args:?} failed with {}:\n{stderr}",
-        output.status
-    );
+    let stderr = run_ok_in(dir, &args);
     let stacks = read_folded(&folded)
         .into_iter()
         .filter(|s| s.frames[0] == comm)
@@ -164,18 +154,14 @@ fn build_go_program(dir: &Path) -> PathBuf {
     );
     std::fs::write(dir.join("main.go"), SHA256_GO).expect("write main.go");
     std::fs::write(dir.join("go.mod"), "module sha\n\ngo 1.19\n").expect("write go.mod");
-    let output = Command::new(go)
-        .args(["build", "-o", "sha"])
-        .current_dir(dir)
-        .env("GOCACHE", dir.join("cache"))
-        .env("GOPATH", dir.join("gopath"))
-        .env_remove("GOFLAGS")
-        .output()
-        .expect("run go build");
-    assert!(
-        output.status.success(),
-        "go build failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_build_tool(
+        Command::new(go)
+            .args(["build", "-o", "sha"])
+            .current_dir(dir)
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("gopath"))
+            .env_remove("GOFLAGS"),
+        "apt-get install golang-go",
     );
     dir.join("sha")
 }

@@ -259,28 +259,6 @@ both_backends! {
     }
 }
 
-/// Line of `source` (under `examples/`, 1-based) holding `marker`, which must occur exactly once.
-fn source_line(source: &str, marker: &str) -> usize {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(source);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let lines: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| line.contains(marker))
-        .map(|(index, _)| index + 1)
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{marker:?} in {}: lines {lines:?}",
-        path.display()
-    );
-    lines[0]
-}
-
 both_backends! {
     /// A Rust program with #[inline(always)] helpers: the inlined function is its own frame marked _[i],
     /// names are demangled with their module path and without hashes (legacy and v0 mangling), --lines

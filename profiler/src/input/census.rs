@@ -331,17 +331,11 @@ mod tests {
         out
     }
 
-    fn varint(mut value: u64) -> Vec<u8> {
+    fn varint(value: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return out;
-            }
-            out.push(byte | 0x80);
-        }
+        // A length delimiter is a varint; prost's is the public encoder of one. A Vec always has room.
+        prost::encode_length_delimiter(value as usize, &mut out).expect("a Vec grows");
+        out
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {

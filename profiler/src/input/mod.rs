@@ -11,9 +11,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use crate::output::{FoldOptions, Folded};
+use crate::profile::filter::Filter;
 use crate::profile::Profile;
 
-pub use folded::read_folded;
+pub use folded::{read_folded, read_folded_stacks};
 pub use pprof::read_pprof;
 
 /// Largest input, and largest decompressed pprof, read: a profile bigger than this is an attack or
@@ -51,31 +53,98 @@ impl InputSource {
         }
     }
 
-    fn read_bytes(&self) -> Result<Vec<u8>> {
-        let name = self.name();
-        let mut bytes = Vec::new();
-        let read = match self {
-            InputSource::Stdin => std::io::stdin()
-                .lock()
-                .take(MAX_INPUT_BYTES + 1)
-                .read_to_end(&mut bytes),
-            InputSource::File(path) => std::fs::File::open(path)
-                .with_context(|| format!("cannot open {name}"))?
-                .take(MAX_INPUT_BYTES + 1)
-                .read_to_end(&mut bytes),
+    /// The input, at most [`MAX_INPUT_BYTES`] and one byte more (which tells it is too large).
+    fn open(&self) -> Result<std::io::Take<Box<dyn Read>>> {
+        let reader: Box<dyn Read> = match self {
+            InputSource::Stdin => Box::new(std::io::stdin().lock()),
+            InputSource::File(path) => Box::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", self.name()))?,
+            ),
         };
-        read.with_context(|| format!("cannot read {name}"))?;
-        if bytes.len() as u64 > MAX_INPUT_BYTES {
-            bail!("{name}: larger than {MAX_INPUT_BYTES} bytes; not read");
-        }
+        Ok(reader.take(MAX_INPUT_BYTES + 1))
+    }
+
+    fn read_bytes(&self) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.open()?
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {}", self.name()))?;
+        too_large(&bytes, &self.name())?;
         Ok(bytes)
     }
+}
+
+fn too_large(bytes: &[u8], name: &str) -> Result<()> {
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        bail!("{name}: larger than {MAX_INPUT_BYTES} bytes; not read");
+    }
+    Ok(())
 }
 
 /// Reads a profile, telling pprof from folded stacks by content.
 pub fn read_profile(source: &InputSource) -> Result<Profile> {
     let bytes = source.read_bytes()?;
     parse_profile(&bytes, &source.name())
+}
+
+/// What [`read_stacks_or_profile`] read.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per run, moved once: boxing would save nothing"
+)]
+pub enum Input {
+    Profile(Profile),
+    /// Folded input, folded and filtered as it was asked.
+    Stacks(Folded),
+}
+
+/// Bytes read first, to tell folded text from pprof.
+const HEAD_BYTES: u64 = 64 << 10;
+
+/// Reads folded input straight into folded stacks, filtered and folded as `filter` and `options`
+/// say (see [`read_folded_stacks`]: memory follows the distinct text, not a profile's model of it;
+/// the text is read line by line, never held whole), and any other input as a profile.
+pub fn read_stacks_or_profile(
+    source: &InputSource,
+    filter: &Filter,
+    options: &FoldOptions,
+) -> Result<Input> {
+    let name = source.name();
+    let mut reader = source.open()?;
+    let mut head = Vec::new();
+    (&mut reader)
+        .take(HEAD_BYTES)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {name}"))?;
+    if !head.starts_with(&[0x1f, 0x8b]) && text_head(&head).is_some_and(looks_like_text) {
+        let mut text = std::io::BufReader::new(std::io::Cursor::new(head).chain(&mut reader));
+        let stacks = read_folded_stacks(&mut text, &name, filter, options);
+        drop(text);
+        // Read to the limit: too large, whatever the cut last line made of it.
+        if reader.limit() == 0 {
+            bail!("{name}: larger than {MAX_INPUT_BYTES} bytes; not read");
+        }
+        return stacks.map(Input::Stacks);
+    }
+    reader
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {name}"))?;
+    too_large(&head, &name)?;
+    parse_profile(&head, &name).map(Input::Profile)
+}
+
+/// The first bytes of an input as text, but for a character they cut: `None` if they are not UTF-8
+/// or there are none.
+fn text_head(head: &[u8]) -> Option<&str> {
+    let valid = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        Err(error) if error.error_len().is_none() => {
+            std::str::from_utf8(&head[..error.valid_up_to()]).ok()?
+        }
+        Err(_) => return None,
+    };
+    (!valid.is_empty()).then_some(valid)
 }
 
 /// A profile from `bytes` read from `name`: gzip data is pprof; text is folded stacks; anything
@@ -170,6 +239,36 @@ mod tests {
             let text: String = lines.iter().map(|(stack, count)| format!("{stack} {count}\n")).collect();
             fold_if_read(text.as_bytes());
         }
+    }
+
+    /// Folded text is told from pprof by its head, even where the head cuts a character in two,
+    /// and read line by line: a line that is not UTF-8 is an error naming it.
+    #[test]
+    fn folded_text_is_streamed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("x.folded");
+        let wide = "é".repeat(HEAD_BYTES as usize); // two bytes each: the head ends mid-line
+        let text = format!("a;{wide} 2\nb 1\n");
+        std::fs::write(&path, &text).expect("write");
+        let source = InputSource::File(path.clone());
+        let options = FoldOptions::default();
+        let Ok(Input::Stacks(folded)) =
+            read_stacks_or_profile(&source, &Filter::default(), &options)
+        else {
+            panic!("read as folded stacks");
+        };
+        assert_eq!(folded.text(), text);
+        // Past the head: a text that turns out not to be UTF-8 (in the head, it is tried as pprof).
+        let mut bytes = format!("a;{wide} 2\n").into_bytes();
+        bytes.extend(b"b\xff 1\n");
+        std::fs::write(&path, &bytes).expect("write");
+        let error = read_stacks_or_profile(&source, &Filter::default(), &options)
+            .err()
+            .expect("an error");
+        assert_eq!(
+            error.to_string(),
+            format!("{}:2: not UTF-8 text", path.display())
+        );
     }
 
     /// A truncated gzip stream is an error naming the file, not a short profile.

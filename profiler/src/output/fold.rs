@@ -12,15 +12,16 @@
 //! its texts' ids, and the text is made only as it is written.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use hashbrown::HashTable;
 
+use super::texts::{index_u32, Texts};
 use crate::profile::values::Shown;
 use crate::profile::{Frame, FrameKind, Location, Profile, Sample, ValueChoice, TRUNCATED_FRAME};
 
@@ -41,9 +42,8 @@ pub struct FoldOptions {
 /// Folded stacks: every distinct line once with its count, in order.
 #[derive(Debug, Default)]
 pub struct Folded {
-    /// The distinct texts of roots and frames (sanitized: never empty, never a `;`), by id. A
-    /// frame's name that is its text is the profile's own copy, shared.
-    texts: Vec<Arc<str>>,
+    /// The distinct texts of roots and frames (sanitized: never empty, never a `;`), by id.
+    texts: Texts,
     /// The text ids of every line, outermost first, one line after the other.
     line_texts: Vec<u32>,
     /// Where each line's text ids end in `line_texts`.
@@ -108,13 +108,28 @@ impl Folded {
             .iter()
             .map(|&line| {
                 let texts = self.texts_of(line).iter();
-                let stack: Vec<&str> = texts.map(|&id| &*self.texts[id as usize]).collect();
+                let stack: Vec<&str> = texts.map(|&id| self.texts.get(id)).collect();
                 (stack.join(";"), self.counts[line as usize])
             })
             .collect()
     }
 
-    fn texts_of(&self, line: u32) -> &[u32] {
+    /// The lines, in order.
+    pub(super) fn ordered(&self) -> impl Iterator<Item = u32> + '_ {
+        self.order.iter().copied()
+    }
+
+    pub(super) fn count(&self, line: u32) -> u64 {
+        self.counts[line as usize]
+    }
+
+    /// Appends the line of texts `ids` and `count`, ended by a line break.
+    pub(super) fn push_line_of(&self, text: &mut String, ids: &[u32], count: u64) {
+        self.push_texts(text, ids);
+        let _ = writeln!(text, " {count}");
+    }
+
+    pub(super) fn texts_of(&self, line: u32) -> &[u32] {
         let line = line as usize;
         let start = if line == 0 {
             0
@@ -124,18 +139,77 @@ impl Folded {
         &self.line_texts[start as usize..self.line_ends[line] as usize]
     }
 
-    fn push_stack(&self, text: &mut String, line: u32) {
-        for (position, &id) in self.texts_of(line).iter().enumerate() {
+    fn push_texts(&self, text: &mut String, ids: &[u32]) {
+        for (position, &id) in ids.iter().enumerate() {
             if position > 0 {
                 text.push(';');
             }
-            text.push_str(&self.texts[id as usize]);
+            text.push_str(self.texts.get(id));
         }
     }
 
     fn push_line(&self, text: &mut String, line: u32) {
-        self.push_stack(text, line);
+        self.push_texts(text, self.texts_of(line));
         let _ = write!(text, " {}", self.counts[line as usize]);
+    }
+}
+
+/// Folded lines added one at a time: each distinct line stored once, the values of a line seen
+/// again added to it. Both folding a profile and reading folded input build through it.
+#[derive(Default)]
+pub struct FoldedBuilder {
+    folded: Folded,
+    /// Indices of the lines, hashed by their text ids.
+    line_ids: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl FoldedBuilder {
+    /// The id of a root or frame text (already sanitized), added if new.
+    pub fn text_id(&mut self, text: &str) -> u32 {
+        self.folded.texts.id(text)
+    }
+
+    /// Adds `value` to the line of `line`'s texts (outermost first), added if new.
+    pub fn add(&mut self, line: &[u32], value: u64) -> Result<()> {
+        let folded = &mut self.folded;
+        let hash = self.hasher.hash_one(line);
+        let found = self.line_ids.find(hash, |&id| folded.texts_of(id) == line);
+        let Some(&id) = found else {
+            let id = index_u32(folded.counts.len());
+            folded.line_texts.extend_from_slice(line);
+            folded.line_ends.push(index_u32(folded.line_texts.len()));
+            folded.counts.push(value);
+            let hasher = &self.hasher;
+            self.line_ids
+                .insert_unique(hash, id, |&id| hasher.hash_one(folded.texts_of(id)));
+            return Ok(());
+        };
+        let Some(sum) = folded.counts[id as usize].checked_add(value) else {
+            let mut stack = String::new();
+            folded.push_texts(&mut stack, folded.texts_of(id));
+            bail!("the values of stack `{stack}` add up to more than 2^64 - 1");
+        };
+        folded.counts[id as usize] = sum;
+        Ok(())
+    }
+
+    /// The lines, their values scaled as `shown` says, in order.
+    pub fn finish(self, shown: &Shown) -> Folded {
+        let mut folded = self.folded;
+        drop(self.line_ids);
+        folded.texts.freeze();
+        folded.line_texts.shrink_to_fit();
+        for count in &mut folded.counts {
+            *count = shown.scale(*count);
+        }
+        let mut order: Vec<u32> = (0..index_u32(folded.counts.len()))
+            .filter(|&line| folded.counts[line as usize] > 0)
+            .collect();
+        order.sort_unstable_by(|&a, &b| compare_lines(&folded, a, b));
+        folded.order = order;
+        folded.unit = shown.unit;
+        folded
     }
 }
 
@@ -143,31 +217,27 @@ impl Folded {
 /// thread labels, when the value asked for is not in the profile, or when counts overflow.
 pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
     let shown = Shown::resolve(&profile.value_types, options.value)?;
-    let mut texts = Texts::default();
+    let mut builder = FoldedBuilder::default();
     // Each location's text ids, made once: a long recording has many samples through few locations.
     let mut location_texts: Vec<u32> = Vec::new();
     let mut location_ends: Vec<u32> = Vec::with_capacity(profile.locations.len());
     for location in &profile.locations {
         push_location_texts(
             &mut location_texts,
-            &mut texts,
+            &mut builder,
             profile,
             location,
             options.lines,
         );
-        location_ends.push(text_index(location_texts.len()));
+        location_ends.push(index_u32(location_texts.len()));
     }
     let of_location = |id: usize| {
         let start = if id == 0 { 0 } else { location_ends[id - 1] };
         &location_texts[start as usize..location_ends[id] as usize]
     };
-    let truncated = texts.id(TRUNCATED_FRAME);
-    let empty = texts.id(EMPTY_STACK);
+    let truncated = builder.text_id(TRUNCATED_FRAME);
+    let empty = builder.text_id(EMPTY_STACK);
 
-    let mut folded = Folded::default();
-    let hasher = RandomState::new();
-    // Indices of the lines, hashed by their text ids.
-    let mut line_ids: HashTable<u32> = HashTable::new();
     // Root text ids by what they are made of: many samples share a few roots.
     let mut root_ids: HashMap<Root<'_>, u32> = HashMap::new();
     let mut line = Vec::new();
@@ -183,7 +253,7 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
             line.push(
                 *root_ids
                     .entry(root)
-                    .or_insert_with(|| texts.id(&root.text())),
+                    .or_insert_with(|| builder.text_id(&root.text())),
             );
         }
         if sample.truncated {
@@ -198,116 +268,34 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
         if line.is_empty() {
             line.push(empty);
         }
-        let hash = hasher.hash_one(&line);
-        let found = line_ids.find(hash, |&id| folded.texts_of(id) == line.as_slice());
-        let Some(&id) = found else {
-            let id = text_index(folded.counts.len());
-            folded.line_texts.extend_from_slice(&line);
-            folded.line_ends.push(text_index(folded.line_texts.len()));
-            folded.counts.push(value);
-            line_ids.insert_unique(hash, id, |&id| hasher.hash_one(folded.texts_of(id)));
-            continue;
-        };
-        let Some(sum) = folded.counts[id as usize].checked_add(value) else {
-            let mut stack = String::new();
-            folded.push_stack(&mut stack, id);
-            bail!("the values of stack `{stack}` add up to more than 2^64 - 1");
-        };
-        folded.counts[id as usize] = sum;
+        builder.add(&line, value)?;
     }
-    folded.texts = texts.into_vec();
-    for count in &mut folded.counts {
-        *count = shown.scale(*count);
-    }
-    folded.order = sorted_lines(&folded);
-    folded
-        .order
-        .retain(|&line| folded.counts[line as usize] > 0);
-    folded.unit = shown.unit;
-    Ok(folded)
+    Ok(builder.finish(&shown))
 }
 
-/// The lines of `folded` in the order of their texts, without making the texts. Texts hold no `;`,
-/// so the first text two lines differ in decides, compared as it is followed in its line: by a
-/// `;` or, for the last, by nothing (shorter first). Each text gets a rank in both cases, once.
-fn sorted_lines(folded: &Folded) -> Vec<u32> {
-    let texts = &folded.texts;
-    let followed = |id: u32, last: bool| {
-        let separator: &[u8] = if last { b"" } else { b";" };
-        texts[id as usize].bytes().chain(separator.iter().copied())
+/// How lines `a` and `b` of `folded` sort as their texts: texts hold no `;`, so the first text the
+/// lines differ in decides, compared as it is followed in its line: by a `;` or, for the last, by
+/// nothing (shorter first). No text is made: the shared outer frames compare as ids.
+fn compare_lines(folded: &Folded, a: u32, b: u32) -> Ordering {
+    let (a, b) = (folded.texts_of(a), folded.texts_of(b));
+    let followed = |ids: &[u32], position: usize| {
+        let separator: &[u8] = if position + 1 == ids.len() { b"" } else { b";" };
+        let text = folded.texts.get(ids[position]);
+        text.bytes().chain(separator.iter().copied())
     };
-    let mut keys: Vec<(u32, bool)> = (0..text_index(texts.len()))
-        .flat_map(|id| [(id, false), (id, true)])
-        .collect();
-    keys.sort_unstable_by(|&(a, a_last), &(b, b_last)| {
-        followed(a, a_last).cmp(followed(b, b_last))
-    });
-    // rank[2 * id + last]
-    let mut rank = vec![0u32; keys.len()];
-    for (position, &(id, last)) in keys.iter().enumerate() {
-        rank[2 * id as usize + usize::from(last)] = text_index(position);
-    }
-    let rank = &rank;
-    let ranks = |line: u32| {
-        let ids = folded.texts_of(line);
-        let last = ids.len() - 1;
-        ids.iter()
-            .enumerate()
-            .map(move |(position, &id)| rank[2 * id as usize + usize::from(position == last)])
-    };
-    let mut order: Vec<u32> = (0..text_index(folded.counts.len())).collect();
-    order.sort_unstable_by(|&a, &b| ranks(a).cmp(ranks(b)));
-    order
-}
-
-/// `index` as a text or line id: both are bounded by the profile's locations and samples.
-fn text_index(index: usize) -> u32 {
-    u32::try_from(index).expect("fewer than 2^32 folded texts")
-}
-
-/// Distinct texts, by id.
-#[derive(Default)]
-struct Texts {
-    ids: HashMap<Arc<str>, u32>,
-}
-
-impl Texts {
-    fn id(&mut self, text: &str) -> u32 {
-        match self.ids.get(text) {
-            Some(&id) => id,
-            None => self.add(Arc::from(text)),
+    for position in 0..a.len().min(b.len()) {
+        if a[position] != b[position] {
+            return followed(a, position).cmp(followed(b, position));
         }
     }
-
-    /// The id of `text`, holding the profile's copy of it (no new one): a profile of many distinct
-    /// frames (large folded input) would otherwise be held twice.
-    fn id_shared(&mut self, text: &Arc<str>) -> u32 {
-        match self.ids.get(&**text) {
-            Some(&id) => id,
-            None => self.add(text.clone()),
-        }
-    }
-
-    fn add(&mut self, text: Arc<str>) -> u32 {
-        let id = text_index(self.ids.len());
-        self.ids.insert(text, id);
-        id
-    }
-
-    fn into_vec(self) -> Vec<Arc<str>> {
-        let mut texts: Vec<Arc<str>> = vec![Arc::from(""); self.ids.len()];
-        for (text, id) in self.ids {
-            texts[id as usize] = text;
-        }
-        texts
-    }
+    a.len().cmp(&b.len())
 }
 
 /// A location's frames, outermost first, as folded lines show them. An interpreter's frame gets
 /// its runtime's marker (`_[p]`) in place of its kind's suffix.
 fn push_location_texts(
     ids: &mut Vec<u32>,
-    texts: &mut Texts,
+    texts: &mut FoldedBuilder,
     profile: &Profile,
     location: &Location,
     lines: bool,
@@ -319,16 +307,18 @@ fn push_location_texts(
             None if location.in_kernel => "_[k]",
             None => "",
         };
-        ids.push(texts.id(&format!("{}{suffix}", sanitize(&profile.unnamed(location)))));
+        ids.push(texts.text_id(&format!("{}{suffix}", sanitize(&profile.unnamed(location)))));
         return;
     }
     for frame in &location.frames {
-        // Most frames show as their name alone: the name is shared, not copied.
+        // Most frames show as their name alone: no text is made for them.
         let plain = frame.kind == FrameKind::User
             && !(lines && frame.file.is_some() && frame.line.is_some());
-        if runtime.is_none() && plain && matches!(sanitize(&frame.name), Cow::Borrowed(_)) {
-            ids.push(texts.id_shared(&frame.name));
-            continue;
+        if runtime.is_none() && plain {
+            if let Cow::Borrowed(name) = sanitize(&frame.name) {
+                ids.push(texts.text_id(name));
+                continue;
+            }
         }
         let text = match runtime {
             Some(runtime) => format!(
@@ -338,8 +328,25 @@ fn push_location_texts(
             ),
             None => frame_text(frame, lines),
         };
-        ids.push(texts.id(&text));
+        ids.push(texts.text_id(&text));
     }
+}
+
+/// Why `--per-thread` cannot fold a profile without thread labels (`unlabelled` processes lost
+/// them while recording).
+pub fn no_threads(unlabelled: u64) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--per-thread needs the thread of each sample (pprof labels pid, tid and thread_name); \
+         this profile does not have them{}",
+        if unlabelled > 0 {
+            format!(
+                " for {unlabelled} processes that ended while recording \
+                 (record with --per-thread to keep them all)"
+            )
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// The root of a sample's line: its process, or its thread with `--per-thread`.
@@ -361,18 +368,7 @@ impl<'a> Root<'a> {
         let (Some(name), Some(pid), Some(tid)) =
             (sample.thread_name.as_deref(), sample.pid, sample.tid)
         else {
-            bail!(
-                "--per-thread needs the thread of each sample (pprof labels pid, tid and thread_name); \
-                 this profile does not have them{}",
-                if profile_unlabelled > 0 {
-                    format!(
-                        " for {profile_unlabelled} processes that ended while recording \
-                         (record with --per-thread to keep them all)"
-                    )
-                } else {
-                    String::new()
-                }
-            );
+            return Err(no_threads(profile_unlabelled));
         };
         Ok(Some(Root::Thread { name, pid, tid }))
     }
@@ -407,7 +403,7 @@ fn frame_name(frame: &Frame, lines: bool) -> String {
 /// A `;` would split a frame in two and a line break would end the line: replace both, and every
 /// other control character (see [`crate::text::printable`]): names come from the profiled process.
 /// Empty names (an unnamed thread) would make an empty frame.
-fn sanitize(name: &str) -> std::borrow::Cow<'_, str> {
+pub fn sanitize(name: &str) -> std::borrow::Cow<'_, str> {
     if name.is_empty() {
         return "[unnamed]".into();
     }
@@ -475,25 +471,31 @@ mod tests {
         assert_eq!(String::from_utf8(written).unwrap(), folded.text());
     }
 
-    /// A plain frame's folded text is the profile's own copy of its name, not a second one (a
-    /// profile of many distinct frames was held twice while folding); suffixed ones are made.
+    /// Each distinct text is stored once, whatever number of lines and locations show it.
     #[test]
-    fn plain_frame_texts_share_the_profile_names() {
-        let text = "main;work;read_k_[k] 3\nmain;other 1\n";
+    fn texts_are_stored_once() {
+        let text = "main;work;read_k_[k] 3\nmain;other 1\nmain;work 2\n";
         let profile = crate::input::parse_profile(text.as_bytes(), "t.folded").expect("read");
         let folded = fold(&profile, &FoldOptions::default()).unwrap();
-        let shared = |name: &str| {
-            let frame = profile
-                .locations
-                .iter()
-                .flat_map(|l| &l.frames)
-                .find(|f| &*f.name == name)
-                .expect("frame");
-            folded.texts.iter().any(|t| Arc::ptr_eq(t, &frame.name))
-        };
-        assert!(shared("main") && shared("work") && shared("other"));
-        assert!(!shared("read_k"), "a kernel frame's text has its suffix");
-        assert_eq!(folded.text(), "main;other 1\nmain;work;read_k_[k] 3\n");
+        let mut texts: Vec<&str> = (0..folded.texts.len() as u32)
+            .map(|id| folded.texts.get(id))
+            .collect();
+        texts.sort_unstable();
+        assert_eq!(
+            texts,
+            [
+                "[truncated]",
+                "[unknown]",
+                "main",
+                "other",
+                "read_k_[k]",
+                "work"
+            ]
+        );
+        assert_eq!(
+            folded.text(),
+            "main;other 1\nmain;work 2\nmain;work;read_k_[k] 3\n"
+        );
     }
 
     /// `--per-thread` on a profile without thread labels (folded input) is an error, not a guess.

@@ -13,18 +13,20 @@ mod pprof;
 mod render;
 mod stale;
 mod svg;
+mod texts;
 mod through;
 #[cfg(test)]
 mod values_tests;
+mod visible;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
 pub use file::OutputFile;
-pub use fold::{fold, FoldOptions};
+pub use fold::{fold, no_threads, sanitize, FoldOptions, Folded, FoldedBuilder};
 pub use pprof::write_pprof;
-pub use render::{write_outputs, Output, RenderOptions};
+pub use render::{render_folded, write_outputs, Output, RenderOptions};
 pub use svg::{render_svg, SvgOptions};
 
 /// Where the output goes.

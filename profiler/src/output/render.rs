@@ -3,10 +3,12 @@
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
+use super::visible::visible_text;
 use super::{
-    fold, render_svg, write_pprof, FoldOptions, OutputFile, OutputFormat, OutputTarget, SvgOptions,
+    fold, render_svg, write_pprof, FoldOptions, Folded, OutputFile, OutputFormat, OutputTarget,
+    SvgOptions,
 };
 use crate::profile::{filter, Profile};
 
@@ -38,14 +40,36 @@ pub fn render(
         OutputFormat::Pprof => write_pprof(profile, writer),
         OutputFormat::Folded => fold(profile, &options.fold)?.write(writer),
         OutputFormat::Svg => {
-            let folded = fold(profile, &options.fold)?;
-            let svg = SvgOptions {
-                count_name: folded.unit().to_owned(),
-                ..options.svg.clone()
-            };
-            render_svg(folded.text().lines(), &svg, writer)
+            render_folded_svg(&fold(profile, &options.fold)?, &options.svg, writer)
         }
     }
+}
+
+/// Writes folded stacks (read as such, see `input::read_folded_stacks`) in `format`: folded or
+/// SVG; pprof is made from a profile.
+pub fn render_folded(
+    folded: &Folded,
+    format: OutputFormat,
+    options: &RenderOptions,
+    writer: &mut dyn Write,
+) -> Result<()> {
+    match format {
+        OutputFormat::Folded => folded.write(writer),
+        OutputFormat::Svg => render_folded_svg(folded, &options.svg, writer),
+        OutputFormat::Pprof => bail!("pprof output is made from a profile, not folded stacks"),
+    }
+}
+
+/// The flame graph of `folded`: inferno gets only the frames it can draw (see `visible`).
+fn render_folded_svg(folded: &Folded, svg: &SvgOptions, writer: &mut dyn Write) -> Result<()> {
+    let svg = SvgOptions {
+        count_name: folded.unit().to_owned(),
+        ..svg.clone()
+    };
+    let min_width = svg
+        .min_width
+        .unwrap_or_else(|| inferno::flamegraph::Options::default().min_width);
+    render_svg(visible_text(folded, min_width).lines(), &svg, writer)
 }
 
 /// Filters `profile` once and commits each output (opened beforehand with [`OutputFile::create`],

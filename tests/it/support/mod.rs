@@ -4,15 +4,23 @@
 
 mod backend;
 mod burn;
+mod child;
+mod compile;
 mod folded;
 mod measure;
+mod protobuf;
 mod sandbox;
+mod source;
 
 pub use backend::*;
 pub use burn::*;
+pub use child::*;
+pub use compile::*;
 pub use folded::*;
 pub use measure::*;
+pub use protobuf::*;
 pub use sandbox::*;
+pub use source::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
