@@ -179,6 +179,25 @@ pub struct RecordArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Vec<PathBuf>,
 
+    /// Wall-clock profile: also count the time threads spend switched out (waiting on a lock, a
+    /// pipe, a disk, a sleep), each interval drawn on the stack it blocked in with an `[off-cpu]`
+    /// leaf. Counts are then microseconds, on-CPU samples weighted by their period, so each thread
+    /// is as wide as its wall-clock time (folded output too); pprof gets `cpu` and `off_cpu`
+    /// sample types. The BPF backend takes the stack at each switch-out; the perf backend charges
+    /// each interval to the thread's last on-CPU sample (the summary says which).
+    #[arg(long)]
+    pub off_cpu: bool,
+
+    /// With --off-cpu: shorter intervals switched out are not counted (a number of microseconds,
+    /// or with a unit: 500ns, 20us, 1ms).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5us",
+        requires = "off_cpu"
+    )]
+    pub off_cpu_min: String,
+
     /// Output format, overriding the one implied by the --output extension (one output only).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
@@ -332,7 +351,12 @@ impl RecordArgs {
             event,
             mmap_pages,
             btf,
+            off_cpu,
+            off_cpu_min,
         } = self;
+        let off_cpu = off_cpu
+            .then(|| parse_short_duration(&off_cpu_min))
+            .transpose()?;
         if let Some(pages) = mmap_pages.filter(|pages| !pages.is_power_of_two()) {
             bail!("--mmap-pages must be a power of two, not {pages}");
         }
@@ -434,8 +458,35 @@ impl RecordArgs {
             backend,
             event,
             ring_pages: mmap_pages,
+            off_cpu,
         })
     }
+}
+
+/// `--off-cpu-min`: a number of microseconds, or a number with `ns`, `us` (`µs`), `ms` or `s`; at
+/// most a minute (longer would count nothing a capture sees whole).
+fn parse_short_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let nanos_per_unit = match unit.trim() {
+        "ns" => 1.0,
+        "" | "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        other => bail!("--off-cpu-min: unknown unit `{other}` (ns, us, ms or s)"),
+    };
+    let value: f64 = match number.parse() {
+        Ok(value) => value,
+        Err(_) => bail!("--off-cpu-min must be a duration such as 5us or 1ms, not `{text}`"),
+    };
+    let nanos = value * nanos_per_unit;
+    if !(0.0..=60e9).contains(&nanos) {
+        bail!("--off-cpu-min must be at most 60 s, not `{text}`");
+    }
+    Ok(Duration::from_nanos(nanos as u64))
 }
 
 /// `--duration` in seconds: positive, finite, and small enough for a `Duration` (`1e20` would
@@ -522,6 +573,33 @@ mod tests {
 
     /// Durations: fractions work; zero, negative, NaN, infinite and too-large values are refused
     /// with the option's name, never a panic or a parser message about an unknown argument.
+    /// `--off-cpu-min` takes microseconds by default and the usual units; nonsense is refused.
+    #[test]
+    fn parses_off_cpu_thresholds() {
+        assert_eq!(parse_short_duration("5").unwrap(), Duration::from_micros(5));
+        assert_eq!(
+            parse_short_duration("500ns").unwrap(),
+            Duration::from_nanos(500)
+        );
+        assert_eq!(
+            parse_short_duration("20us").unwrap(),
+            Duration::from_micros(20)
+        );
+        assert_eq!(
+            parse_short_duration("1.5ms").unwrap(),
+            Duration::from_micros(1500)
+        );
+        assert_eq!(parse_short_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "ms", "5 parsecs", "-1", "2m", "61s"] {
+            assert!(parse_short_duration(bad).is_err(), "{bad}");
+        }
+        let options = parse(&["emberprof", "record", "--all", "--off-cpu"]).expect("parse");
+        assert_eq!(options.off_cpu, Some(Duration::from_micros(5)));
+        let options = parse(&["emberprof", "record", "--all"]).expect("parse");
+        assert_eq!(options.off_cpu, None);
+        assert!(parse(&["emberprof", "record", "--all", "--off-cpu-min", "1ms"]).is_err());
+    }
+
     #[test]
     fn parses_durations() {
         assert_eq!(parse_duration(0.5).unwrap(), Duration::from_millis(500));

@@ -25,6 +25,8 @@ pub struct SourceOptions<'a> {
     pub grow_stack_copy: bool,
     pub map_sizes: MapSizes,
     pub ring_pages: Option<usize>,
+    /// `--off-cpu`: the shortest interval switched out that is counted.
+    pub off_cpu: Option<std::time::Duration>,
 }
 
 /// A backend with what it needs loaded before anything starts.

@@ -23,7 +23,7 @@ pub use sampler::{online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, Sample
 use stats::BpfStats;
 
 use super::source::{
-    Event, EventSink, Feedback, Source, SourceReport, StackEvent, Thread, UserStack,
+    Event, EventSink, Feedback, Source, SourceReport, StackEvent, Thread, UserStack, Weight,
 };
 
 /// How often the map generations are switched and the old one read and emptied.
@@ -71,7 +71,7 @@ impl BpfSource {
     /// Reads a generation's counted keys and hands them over with their counts.
     fn deliver_generation(&mut self, generation: u32, sink: &mut dyn EventSink) -> Result<()> {
         for (key, count) in self.sampler.read_counts(generation)? {
-            let event = self.resolve(key, Vec::new(), Vec::new(), count)?;
+            let event = self.resolve(key, Vec::new(), Vec::new(), Weight::Samples, count)?;
             sink.event(Event::Stack(event));
         }
         Ok(())
@@ -84,6 +84,7 @@ impl BpfSource {
         key: SampleKey,
         kernel_inline: Vec<u64>,
         user_inline: Vec<u64>,
+        weight: Weight,
         count: u64,
     ) -> Result<StackEvent<'static>> {
         let kernel = self.frames(key.generation, key.kernel_stack_id, kernel_inline)?;
@@ -95,6 +96,7 @@ impl BpfSource {
             thread: thread(&key),
             kernel,
             user,
+            weight,
             count,
         })
     }
@@ -167,6 +169,7 @@ impl Source for BpfSource {
                             bytes: stack,
                         },
                     },
+                    weight: Weight::Samples,
                     count: 1,
                 })),
                 None => malformed += 1,
@@ -175,10 +178,12 @@ impl Source for BpfSource {
         // Their stacks may be map ids: take the frames while the generation holds them.
         for record in deferred {
             let event = match record {
-                Deferred::Sample(key, kernel, user) => self.resolve(key, kernel, user, 1)?,
+                Deferred::Sample(key, kernel, user) => {
+                    self.resolve(key, kernel, user, Weight::Samples, 1)?
+                }
                 Deferred::NewKey(key) => {
                     self.keys_in_generation += 1;
-                    self.resolve(key, Vec::new(), Vec::new(), 0)?
+                    self.resolve(key, Vec::new(), Vec::new(), Weight::Samples, 0)?
                 }
             };
             sink.event(Event::Stack(event));

@@ -16,7 +16,7 @@ use super::reader::Reader;
 use super::records::{self, PerfRecord, Sample, SampleLayout};
 use super::tasks::{InstanceChange, Tasks};
 use crate::capture::source::{
-    Event, EventSink, Source, SourceReport, StackEvent, Thread, UserStack,
+    Event, EventSink, Source, SourceReport, StackEvent, Thread, UserStack, Weight,
 };
 
 /// How often a checkpoint lets the collector build and release what it holds. Records arrive in
@@ -174,6 +174,7 @@ impl PerfSource {
             },
             kernel: sample.kernel_ips,
             user,
+            weight: Weight::Samples,
             count: 1,
         }));
     }
