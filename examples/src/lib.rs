@@ -25,6 +25,9 @@ pub const NAMES: &[&str] = &[
     "syscalls",
     "threads",
     "burn-nofp",
+    // Threads that wait (`waits sleep|pipe|mutex [SECONDS]`), for --off-cpu.
+    "waits",
+    "waits-nofp",
     "deep-nofp",
     "short-lived",
     "spawner",

@@ -85,6 +85,7 @@ fn start_bpf(
             stack_copy_bytes: options.stack_copy_bytes,
             grow_stack_copy: options.grow_stack_copy,
             map_sizes: options.map_sizes,
+            off_cpu_min: options.off_cpu,
         },
     )?;
     if options.capture_kernel {

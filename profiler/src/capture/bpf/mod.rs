@@ -8,6 +8,7 @@
 //! Roles: `sampler` loads, attaches and reads the BPF object (the only module that talks to aya),
 //! `stats` names its counters, and this module decodes and reports.
 
+mod offcpu;
 mod sampler;
 mod stats;
 
@@ -18,6 +19,7 @@ use anyhow::Result;
 use emberprof_bpf::{Record, SampleKey, Stat, STACK_ID_IN_RECORD, STACK_ID_NONE};
 use emberprof_symbolizer::{FramelessCode, ProcessKey, StackCopy, UserRegisters};
 
+use offcpu::OffCpu;
 use sampler::StackCache;
 pub use sampler::{online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig};
 use stats::BpfStats;
@@ -49,12 +51,15 @@ pub struct BpfSource {
     run_time: (Duration, u64),
     /// Times a process's stack copy was raised (see `Sampler::stack_copy_exhausted`).
     raised_copies: u64,
+    /// `--off-cpu`: the off-CPU maps' reader.
+    off_cpu: Option<OffCpu>,
 }
 
 impl BpfSource {
     /// A loaded and attached sampler, from which nothing has been read yet.
     pub fn new(sampler: Sampler, judges_stacks: bool) -> Self {
         BpfSource {
+            off_cpu: sampler.off_cpu().map(OffCpu::new),
             sampler,
             generation: 0,
             since: Instant::now(),
@@ -73,6 +78,10 @@ impl BpfSource {
         for (key, count) in self.sampler.read_counts(generation)? {
             let event = self.resolve(key, Vec::new(), Vec::new(), Weight::Samples, count)?;
             sink.event(Event::Stack(event));
+        }
+        // Emptied as it is read: nothing writes to the generation any more.
+        if let Some(off_cpu) = &mut self.off_cpu {
+            off_cpu.deliver(&mut self.sampler, generation, sink)?;
         }
         Ok(())
     }
@@ -150,28 +159,32 @@ impl Source for BpfSource {
                     ),
                     inline_stack(record.key.user_stack_id, &record.user_ips, record.user_len),
                 )),
-                Some(Record::UserStack(record, stack)) => sink.event(Event::Stack(StackEvent {
+                Some(Record::OffCpuEnd(record)) => sink.event(Event::OffCpuEnded {
+                    tid: record.tid,
+                    nanos: record.nanos,
+                }),
+                Some(Record::OffCpuSample(record)) => sink.event(Event::Stack(StackEvent {
                     thread: thread(&record.key),
                     kernel: inline_stack(
                         record.key.kernel_stack_id,
                         &record.kernel_ips,
                         record.kernel_len,
                     ),
-                    user: UserStack::Copied {
-                        registers: UserRegisters {
-                            ip: record.ip,
-                            sp: record.sp,
-                            bp: record.bp,
-                            general: Some(record.gp_regs),
-                        },
-                        stack: StackCopy {
-                            start: record.stack_start(),
-                            bytes: stack,
-                        },
+                    user: match record.key.user_stack_id {
+                        STACK_ID_NONE => UserStack::None,
+                        id => {
+                            UserStack::Walked(inline_stack(id, &record.user_ips, record.user_len))
+                        }
                     },
-                    weight: Weight::Samples,
-                    count: 1,
+                    weight: Weight::OffCpuUntilEnded,
+                    count: 0,
                 })),
+                Some(Record::UserStack(record, stack)) => {
+                    sink.event(copied_stack(record, stack, Weight::Samples, 1))
+                }
+                Some(Record::OffCpuStack(record, stack)) => {
+                    sink.event(copied_stack(record, stack, Weight::OffCpuUntilEnded, 0))
+                }
                 None => malformed += 1,
             });
         self.malformed += malformed;
@@ -256,6 +269,9 @@ impl Source for BpfSource {
 
     fn stop(&mut self) -> Result<()> {
         self.sampler.detach()?;
+        if let Some(off_cpu) = &mut self.off_cpu {
+            off_cpu.stopped();
+        }
         self.run_time = self.sampler.programs_run_time();
         Ok(())
     }
@@ -268,6 +284,9 @@ impl Source for BpfSource {
         for generation in [self.generation ^ 1, self.generation] {
             self.deliver_generation(generation, sink)?;
         }
+        if let Some(off_cpu) = &mut self.off_cpu {
+            off_cpu.deliver_waiting(&mut self.sampler, sink)?;
+        }
         Ok(())
     }
 
@@ -279,6 +298,9 @@ impl Source for BpfSource {
             checkpoints: self.checkpoints,
             notes: {
                 let mut notes = notes(&stats, self.malformed, self.checkpoints, self.run_time);
+                if self.off_cpu.is_some() {
+                    notes.extend(offcpu::notes(&offcpu::stats(&self.sampler)?));
+                }
                 if self.raised_copies > 0 {
                     notes.push((
                         log::Level::Info,
@@ -388,6 +410,37 @@ fn notes(
         ));
     }
     notes
+}
+
+/// A sample (or a switch-out) with its user stack copied.
+fn copied_stack<'a>(
+    record: &emberprof_bpf::UserStackRecord,
+    stack: &'a [u8],
+    weight: Weight,
+    count: u64,
+) -> Event<'a> {
+    Event::Stack(StackEvent {
+        thread: thread(&record.key),
+        kernel: inline_stack(
+            record.key.kernel_stack_id,
+            &record.kernel_ips,
+            record.kernel_len,
+        ),
+        user: UserStack::Copied {
+            registers: UserRegisters {
+                ip: record.ip,
+                sp: record.sp,
+                bp: record.bp,
+                general: Some(record.gp_regs),
+            },
+            stack: StackCopy {
+                start: record.stack_start(),
+                bytes: stack,
+            },
+        },
+        weight,
+        count,
+    })
 }
 
 fn thread(key: &SampleKey) -> Thread {
