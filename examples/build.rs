@@ -46,6 +46,8 @@ const WORKLOADS: &[(&str, &str, &[&str])] = &[
         "c/waits.c",
         &["-fomit-frame-pointer", "-O2", "-pthread"],
     ),
+    // Context switches as fast as they come (benches/off-cpu.sh), built as most C is.
+    ("pingpong", "c/pingpong.c", &["-O2", "-pthread"]),
     ("deep-nofp", "c/deep.c", FRAMELESS),
     ("short-lived", "c/short_lived.c", FRAMELESS),
     ("spawner", "c/spawner.c", FRAME_POINTERS),

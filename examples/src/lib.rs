@@ -28,6 +28,8 @@ pub const NAMES: &[&str] = &[
     // Threads that wait (`waits sleep|pipe|mutex [SECONDS]`), for --off-cpu.
     "waits",
     "waits-nofp",
+    // Two threads ping-ponging over pipes, or a thread pool (`pingpong ROUNDS [pool]`).
+    "pingpong",
     "deep-nofp",
     "short-lived",
     "spawner",
