@@ -83,7 +83,7 @@ pub fn print(summary: &Summary<'_>) {
     } else {
         String::new()
     };
-    if let Some(line) = wall_clock_totals(profile) {
+    if let Some(line) = wall_clock_totals(profile, *backend) {
         let _ = writeln!(std::io::stderr(), "emberprof: {line}");
     }
     if collector.off_cpu_unattributed > 0 {
@@ -195,7 +195,7 @@ pub fn print(summary: &Summary<'_>) {
 }
 
 /// `--off-cpu`: the on-CPU and off-CPU time in the profile, the two parts of its width.
-fn wall_clock_totals(profile: &Profile) -> Option<String> {
+fn wall_clock_totals(profile: &Profile, backend: Backend) -> Option<String> {
     use crate::profile::values::{CPU, OFF_CPU};
     let off_cpu = profile.value_types.position(OFF_CPU)?;
     let cpu = profile.value_types.position(CPU);
@@ -206,13 +206,18 @@ fn wall_clock_totals(profile: &Profile) -> Option<String> {
     }
     let percent = |part: u64| 100.0 * part as f64 / (on.saturating_add(off)).max(1) as f64;
     Some(format!(
-        "wall-clock {:.3} s in all threads: on-CPU {:.3} s ({:.0} %), off-CPU {:.3} s ({:.0} %); \
-         folded counts are microseconds",
+        "wall-clock {:.3} s in all threads: on-CPU {:.3} s ({:.0} %), off-CPU {:.3} s ({:.0} %, \
+         {}); folded counts are microseconds",
         on.saturating_add(off) as f64 / 1e9,
         on as f64 / 1e9,
         percent(on),
         off as f64 / 1e9,
         percent(off),
+        match backend {
+            Backend::Bpf => "on the stacks threads switched out in",
+            Backend::Perf { .. } =>
+                "on each thread's last on-CPU sample: perf_event has no stack at a switch",
+        },
     ))
 }
 

@@ -205,3 +205,41 @@ fn cpu_profiles_have_no_off_cpu_time() {
     // About 0.25 s on CPU at 99 Hz: a few dozen samples, not hundreds of thousands of µs.
     assert!(all_samples(&stacks) < 200, "{}", describe(&stacks));
 }
+
+both_backends! {
+    /// Each thread is as wide as its lifetime on both backends: the sleeper's on-CPU samples and
+    /// off-CPU intervals add up to the 3 s it ran, most of it off CPU, all under its own thread
+    /// entry. The BPF backend draws the waiting on the stack it waited in; the perf backend (no
+    /// stack at a switch) on the thread's last on-CPU sample, and says so.
+    fn threads_are_as_wide_as_their_lifetime(backend) {
+        let _kernel = kernel_test();
+        let (stacks, stderr) = wall_profile(backend, "waits", "sleep", "3", &[]);
+        let sleeper = thread(&stacks, "sleeper");
+        let context = || format!("{stderr}\n{}", describe(&sleeper));
+        let whole = all_samples(&sleeper);
+        let off = total(&sleeper, off_cpu);
+        assert!(
+            (2_700_000..=3_300_000).contains(&whole),
+            "the sleeper lived 3 s: on + off CPU is {:.3} s\n{}",
+            secs(whole),
+            context()
+        );
+        assert!(
+            off * 2 > whole && off < whole,
+            "off CPU {:.3} s of {:.3} s\n{}",
+            secs(off),
+            secs(whole),
+            context()
+        );
+        assert!(
+            sleeper.iter().all(|s| has_frame_with(s, "sleeper_main")),
+            "stacks outside the thread's entry\n{}",
+            context()
+        );
+        let method = match backend {
+            Backend::Bpf => "on the stacks threads switched out in",
+            Backend::Perf => "on each thread's last on-CPU sample",
+        };
+        assert!(stderr.contains(method), "{stderr}");
+    }
+}

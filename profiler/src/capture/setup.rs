@@ -131,6 +131,7 @@ fn start_perf(
         // in the session instead.
         inherit: true,
         ring_pages: options.ring_pages.unwrap_or_else(perf::default_ring_pages),
+        off_cpu_min: options.off_cpu,
     };
     let events = Events::open(&targets, &config)?;
     if kernel {

@@ -14,6 +14,7 @@ mod reader;
 mod records;
 mod ring;
 mod source;
+mod switches;
 mod tasks;
 
 pub use events::{EventConfig, EventTargets, Events};

@@ -14,6 +14,7 @@ use emberprof_symbolizer::{StackCopy, UserRegisters};
 use super::events::{EventConfig, Events};
 use super::reader::Reader;
 use super::records::{self, PerfRecord, Sample, SampleLayout};
+use super::switches::{monotonic_ns, Switches};
 use super::tasks::{InstanceChange, Tasks};
 use crate::capture::source::{
     Event, EventSink, Source, SourceReport, StackEvent, Thread, UserStack, Weight,
@@ -43,6 +44,10 @@ pub struct PerfSource {
     samples: u64,
     lost: u64,
     malformed: u64,
+    /// `--off-cpu`: switch records timed into intervals.
+    switches: Option<Switches>,
+    /// When the events were disabled (CLOCK_MONOTONIC ns).
+    stopped_ns: Option<u64>,
 }
 
 impl PerfSource {
@@ -68,6 +73,8 @@ impl PerfSource {
             samples: 0,
             lost: 0,
             malformed: 0,
+            switches: config.off_cpu_min.map(Switches::new),
+            stopped_ns: None,
         })
     }
 
@@ -115,6 +122,12 @@ impl PerfSource {
             } => {
                 // The symbolizer re-reads a process's maps when a stack leads outside its snapshot.
                 log::trace!("process {pid} mapped {filename} at {address:#x}+{length:#x}");
+                None
+            }
+            PerfRecord::Switch { tid, time, out } => {
+                if let Some(switches) = &mut self.switches {
+                    switches.switch(tid, time, out, sink);
+                }
                 None
             }
             PerfRecord::Lost { count } => {
@@ -229,7 +242,12 @@ impl Source for PerfSource {
     }
 
     fn stop(&mut self) -> Result<()> {
+        self.stopped_ns = Some(monotonic_ns());
         self.events.disable()
+    }
+
+    fn off_cpu_stacks(&self) -> bool {
+        false
     }
 
     /// Records written before the events were disabled are still in the buffers.
@@ -237,6 +255,9 @@ impl Source for PerfSource {
         let mut records = std::mem::take(&mut self.pending);
         records.extend(self.reader.finish()?);
         self.decode(records, sink);
+        if let Some(switches) = &mut self.switches {
+            switches.finish(self.stopped_ns.unwrap_or_else(monotonic_ns), sink);
+        }
         if self.reader.skipped_bytes() > 0 {
             log::warn!(
                 "skipped {} bytes of perf ring buffers that did not decode",
@@ -261,6 +282,9 @@ impl Source for PerfSource {
                     self.lost, self.malformed
                 ),
             ));
+        }
+        if let Some(switches) = &self.switches {
+            notes.push((log::Level::Info, switches.note()));
         }
         Ok(SourceReport {
             lost: self.lost,
