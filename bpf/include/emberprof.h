@@ -268,7 +268,9 @@ struct offcpu_config {
 	__u64 min_ns;
 	/* emberprof's own process: never counted (it runs under --all too). */
 	__u32 self_tgid;
-	__u32 _pad;
+	/* --off-cpu-sample N: one switch-out in N (at random) is followed, its time counted N times;
+	 * the others cost a random number. 1: every one. */
+	__u32 sample_every;
 };
 
 /* Value of the `offcpu_threads` map, by thread id: a target thread switched out, until it is
@@ -305,6 +307,7 @@ enum offcpu_stat {
 	OFFCPU_LOST_RINGBUF_OUT,      /* stacks did not fit the ring buffer: interval lost */
 	OFFCPU_LOST_RINGBUF_END,      /* the end record did not fit the ring buffer: interval lost */
 	OFFCPU_COPY_FALLBACK,         /* a copy did not fit: frame pointers used instead */
+	OFFCPU_NOT_SAMPLED,           /* --off-cpu-sample: a switch-out left out (not in SWITCH_OUTS) */
 	OFFCPU_STAT_COUNT,
 };
 
@@ -323,6 +326,6 @@ _Static_assert(STAT_COUNT == 24, "enum stat: update Stat in bpf/src/lib.rs");
 _Static_assert(sizeof(struct offcpu_config) == 16, "struct offcpu_config layout");
 _Static_assert(sizeof(struct offcpu_start) == 72, "struct offcpu_start layout");
 _Static_assert(sizeof(struct offcpu_end_record) == 16, "struct offcpu_end_record layout");
-_Static_assert(OFFCPU_STAT_COUNT == 11, "enum offcpu_stat: update OffCpuStat in bpf/src/lib.rs");
+_Static_assert(OFFCPU_STAT_COUNT == 12, "enum offcpu_stat: update OffCpuStat in bpf/src/lib.rs");
 
 #endif /* EMBERPROF_H */

@@ -95,7 +95,8 @@ pub struct Config {
 pub struct OffCpuConfig {
     pub min_ns: u64,
     pub self_tgid: u32,
-    pub _pad: u32,
+    /// One switch-out in this many is followed, its time counted this many times.
+    pub sample_every: u32,
 }
 
 /// `struct offcpu_start`: value of the `offcpu_threads` map, a thread switched out.
@@ -135,11 +136,12 @@ pub enum OffCpuStat {
     LostRingbufOut,
     LostRingbufEnd,
     CopyFallback,
+    NotSampled,
 }
 
 impl OffCpuStat {
     /// Number of slots (`OFFCPU_STAT_COUNT`).
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
     pub const ALL: [OffCpuStat; Self::COUNT as usize] = [
         OffCpuStat::SwitchOuts,
         OffCpuStat::SwitchIns,
@@ -152,6 +154,7 @@ impl OffCpuStat {
         OffCpuStat::LostRingbufOut,
         OffCpuStat::LostRingbufEnd,
         OffCpuStat::CopyFallback,
+        OffCpuStat::NotSampled,
     ];
 }
 
@@ -394,7 +397,7 @@ const _: () = {
     assert!(size_of::<OffCpuConfig>() == 16);
     assert!(size_of::<OffCpuStart>() == 72);
     assert!(size_of::<OffCpuEndRecord>() == 16);
-    assert!(OffCpuStat::ALL.len() == OffCpuStat::CopyFallback as usize + 1);
+    assert!(OffCpuStat::ALL.len() == OffCpuStat::NotSampled as usize + 1);
 };
 
 /// Decodes a ring-buffer record. Records are written by our own BPF program, so a short or unknown one

@@ -191,6 +191,10 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 	/* Kernel threads wait by design; idle CPUs run swapper (tid 0). */
 	if (BPF_CORE_READ(prev, mm) == NULL)
 		return;
+	if (offcpu_cfg.sample_every > 1 && bpf_get_prandom_u32() % offcpu_cfg.sample_every != 0) {
+		offcpu_stat_inc(OFFCPU_NOT_SAMPLED);
+		return;
+	}
 	offcpu_stat_inc(OFFCPU_SWITCH_OUTS);
 
 	struct offcpu_start start = {};
@@ -275,6 +279,9 @@ static __always_inline void offcpu_switch_in(struct task_struct___emberprof *nex
 		offcpu_stat_inc(OFFCPU_BELOW_MIN);
 		return;
 	}
+	/* Each followed switch-out stands for sample_every of them. */
+	if (offcpu_cfg.sample_every > 1)
+		nanos *= offcpu_cfg.sample_every;
 	if (start.streamed) {
 		struct offcpu_end_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 		if (!rec) {

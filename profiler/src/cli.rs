@@ -37,10 +37,14 @@ EXAMPLES:
       Folded stacks of two processes to stdout, at 999 samples per second.
   sudo emberprof record -a -d 10 -o sys.svg -o sys.pb.gz
       One capture, two outputs: a flame graph and a pprof profile (see `emberprof report`).
+  sudo emberprof record --off-cpu -p 1234 -d 10 -o wall.svg
+      Wall-clock profile: time on a CPU and time waiting (locks, I/O, sleeps) in one graph,
+      waiting under `[off-cpu]` frames; counts are microseconds.
 
 Folded output is one line per distinct stack, `process;outermost;...;leaf COUNT`, kernel frames
 suffixed `_[k]`, `[truncated]` under the process when the user stack does not reach its entry: it
-feeds flamegraph.pl, inferno-flamegraph and speedscope.";
+feeds flamegraph.pl, inferno-flamegraph and speedscope. COUNT is samples, or microseconds with
+--off-cpu (off-CPU stacks end in `[off-cpu]`).";
 
 const TOP_EXAMPLES: &str = "\
 EXAMPLES:
@@ -198,6 +202,13 @@ pub struct RecordArgs {
     )]
     pub off_cpu_min: String,
 
+    /// With --off-cpu on the BPF backend: follow one switch-out in N, chosen at random, and count
+    /// its time N times, for programs that switch hundreds of thousands of times a second, where
+    /// following every switch costs them dearly (see the README). The summary says so; rare long
+    /// waits may then be missed or over-counted.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "off_cpu")]
+    pub off_cpu_sample: u32,
+
     /// Output format, overriding the one implied by the --output extension (one output only).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
@@ -353,7 +364,11 @@ impl RecordArgs {
             btf,
             off_cpu,
             off_cpu_min,
+            off_cpu_sample,
         } = self;
+        if off_cpu_sample == 0 {
+            bail!("--off-cpu-sample must be at least 1 (every switch-out)");
+        }
         let off_cpu = off_cpu
             .then(|| parse_short_duration(&off_cpu_min))
             .transpose()?;
@@ -459,6 +474,7 @@ impl RecordArgs {
             event,
             ring_pages: mmap_pages,
             off_cpu,
+            off_cpu_sample,
         })
     }
 }

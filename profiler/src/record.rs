@@ -62,6 +62,9 @@ pub struct RecordOptions {
     /// `--off-cpu`: also count time switched out, intervals shorter than this left out. Default
     /// `None`: CPU time only.
     pub off_cpu: Option<Duration>,
+    /// `--off-cpu-sample`: the BPF backend follows one switch-out in this many (at random) and
+    /// counts its time this many times. Default 1: every one.
+    pub off_cpu_sample: u32,
 }
 
 /// How long a launched command gets to exit after SIGTERM before it is killed.
@@ -241,6 +244,7 @@ fn source_options(options: &RecordOptions) -> SourceOptions<'_> {
         map_sizes: options.map_sizes,
         ring_pages: options.ring_pages,
         off_cpu: options.off_cpu,
+        off_cpu_sample: options.off_cpu_sample,
     }
 }
 

@@ -243,3 +243,30 @@ both_backends! {
         assert!(stderr.contains(method), "{stderr}");
     }
 }
+
+/// `--off-cpu-sample 4` follows about one switch-out in four and counts each four times: the
+/// mutex waiter (hundreds of waits) still adds up to about its 2 s, and the summary says the
+/// off-CPU time is sampled.
+#[test]
+fn sampled_switch_outs_are_scaled() {
+    let _kernel = kernel_test();
+    let (stacks, stderr) = wall_profile(
+        Backend::Bpf,
+        "waits",
+        "mutex",
+        "2",
+        &["--off-cpu-sample", "4"],
+    );
+    let waiter = thread(&stacks, "waiter");
+    let whole = all_samples(&waiter);
+    assert!(
+        (1_300_000..=2_700_000).contains(&whole),
+        "the waiter lived 2 s: on + off CPU is {:.3} s\n{stderr}\n{}",
+        secs(whole),
+        describe(&waiter)
+    );
+    assert!(
+        stderr.contains("off-CPU time is sampled (--off-cpu-sample 4)"),
+        "{stderr}"
+    );
+}

@@ -27,6 +27,8 @@ pub struct SourceOptions<'a> {
     pub ring_pages: Option<usize>,
     /// `--off-cpu`: the shortest interval switched out that is counted.
     pub off_cpu: Option<std::time::Duration>,
+    /// `--off-cpu-sample` (BPF only).
+    pub off_cpu_sample: u32,
 }
 
 /// A backend with what it needs loaded before anything starts.
@@ -86,6 +88,7 @@ fn start_bpf(
             grow_stack_copy: options.grow_stack_copy,
             map_sizes: options.map_sizes,
             off_cpu_min: options.off_cpu,
+            off_cpu_sample: options.off_cpu_sample,
         },
     )?;
     if options.capture_kernel {

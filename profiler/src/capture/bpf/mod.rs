@@ -59,7 +59,9 @@ impl BpfSource {
     /// A loaded and attached sampler, from which nothing has been read yet.
     pub fn new(sampler: Sampler, judges_stacks: bool) -> Self {
         BpfSource {
-            off_cpu: sampler.off_cpu().map(OffCpu::new),
+            off_cpu: sampler
+                .off_cpu()
+                .map(|min| OffCpu::new(min, sampler.off_cpu_sample())),
             sampler,
             generation: 0,
             since: Instant::now(),
@@ -299,7 +301,10 @@ impl Source for BpfSource {
             notes: {
                 let mut notes = notes(&stats, self.malformed, self.checkpoints, self.run_time);
                 if self.off_cpu.is_some() {
-                    notes.extend(offcpu::notes(&offcpu::stats(&self.sampler)?));
+                    notes.extend(offcpu::notes(
+                        &offcpu::stats(&self.sampler)?,
+                        self.sampler.off_cpu_sample(),
+                    ));
                 }
                 if self.raised_copies > 0 {
                     notes.push((

@@ -26,7 +26,7 @@ pub(super) fn settings(config: &SamplerConfig) -> OffCpuConfig {
             .off_cpu_min
             .map_or(0, |min| u64::try_from(min.as_nanos()).unwrap_or(u64::MAX)),
         self_tgid: std::process::id(),
-        _pad: 0,
+        sample_every: config.off_cpu_sample.max(1),
     }
 }
 
@@ -62,12 +62,15 @@ pub struct OffCpu {
     stopped_ns: Option<u64>,
     /// The shortest interval counted.
     min_ns: u64,
+    /// Each followed switch-out stands for this many (`--off-cpu-sample`).
+    sample_every: u64,
 }
 
 impl OffCpu {
-    pub fn new(min: Duration) -> Self {
+    pub fn new(min: Duration, sample_every: u32) -> Self {
         OffCpu {
             min_ns: u64::try_from(min.as_nanos()).unwrap_or(u64::MAX),
+            sample_every: u64::from(sample_every.max(1)),
             ..OffCpu::default()
         }
     }
@@ -128,6 +131,7 @@ impl OffCpu {
             if nanos < self.min_ns {
                 continue;
             }
+            let nanos = nanos.saturating_mul(self.sample_every);
             if start.streamed != 0 {
                 sink.event(crate::capture::source::Event::OffCpuEnded { tid, nanos });
             } else {
@@ -204,9 +208,26 @@ pub fn stats(sampler: &Sampler) -> Result<[u64; OffCpuStat::COUNT as usize]> {
 
 /// What the off-CPU counters say, for the summary: switch-outs seen, below the threshold, lost by
 /// reason (a warning when any was lost).
-pub fn notes(totals: &[u64; OffCpuStat::COUNT as usize]) -> Vec<(log::Level, String)> {
+pub fn notes(
+    totals: &[u64; OffCpuStat::COUNT as usize],
+    sample_every: u32,
+) -> Vec<(log::Level, String)> {
     let get = |stat: OffCpuStat| totals[stat as usize];
-    let mut notes = vec![(
+    let mut notes = Vec::new();
+    if sample_every > 1 {
+        // Not only with -v: the off-CPU widths are estimates, not measurements.
+        notes.push((
+            log::Level::Warn,
+            format!(
+                "off-CPU time is sampled (--off-cpu-sample {sample_every}): {} of {} switch-outs \
+                 followed, each counted {sample_every} times; rare long waits may be missed or \
+                 over-counted",
+                get(OffCpuStat::SwitchOuts),
+                get(OffCpuStat::SwitchOuts) + get(OffCpuStat::NotSampled),
+            ),
+        ));
+    }
+    notes.push((
         log::Level::Info,
         format!(
             "off-CPU: {} switch-outs of target threads seen, {} switched in again ({} shorter \
@@ -217,7 +238,7 @@ pub fn notes(totals: &[u64; OffCpuStat::COUNT as usize]) -> Vec<(log::Level, Str
             get(OffCpuStat::Counted),
             get(OffCpuStat::Ended),
         ),
-    )];
+    ));
     let lost = [
         (OffCpuStat::LostThreadsFull, "the thread table was full"),
         (OffCpuStat::LostCountsFull, "the off-CPU count map was full"),

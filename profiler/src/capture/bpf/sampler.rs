@@ -92,6 +92,8 @@ pub struct SamplerConfig {
     /// `--off-cpu`: the shortest interval switched out that is counted; `None`: the off-CPU
     /// program is not loaded and its maps get one entry each.
     pub off_cpu_min: Option<Duration>,
+    /// Follow one switch-out in this many, its time counted this many times (1: every one).
+    pub off_cpu_sample: u32,
 }
 
 /// The next copy size of a process whose stack ended at the edge of a copy of `copied` bytes when
@@ -121,6 +123,7 @@ pub struct Sampler {
     raised: StdHashMap<u32, u32>,
     /// `--off-cpu`: the sched_switch program is loaded (and attached while sampling).
     off_cpu: Option<Duration>,
+    off_cpu_sample: u32,
     off_cpu_link: Option<RawTracePointLinkId>,
 }
 
@@ -218,6 +221,7 @@ impl Sampler {
             grow_stack_copy: config.grow_stack_copy,
             raised: StdHashMap::new(),
             off_cpu: config.off_cpu_min.filter(|_| off_cpu),
+            off_cpu_sample: config.off_cpu_sample.max(1),
             off_cpu_link: None,
         })
     }
@@ -234,6 +238,11 @@ impl Sampler {
     /// `--off-cpu`'s threshold, when its program is loaded.
     pub fn off_cpu(&self) -> Option<Duration> {
         self.off_cpu
+    }
+
+    /// `--off-cpu-sample`: each followed switch-out stands for this many.
+    pub fn off_cpu_sample(&self) -> u32 {
+        self.off_cpu_sample
     }
 
     /// `--unwind auto`: copy every user stack of this process.
