@@ -270,3 +270,53 @@ fn sampled_switch_outs_are_scaled() {
         "{stderr}"
     );
 }
+
+/// A wall-clock pprof reads back as it was recorded: `report` folds it exactly as the capture
+/// folded (microseconds, `[off-cpu]` leaves), `--value off-cpu` keeps only the waiting and
+/// `--value cpu` only the running, each adding up to its part of the whole.
+#[test]
+fn report_reads_wall_clock_profiles_back() {
+    let _kernel = kernel_test();
+    let dir = scratch();
+    let (pprof, folded) = (out_path(&dir, "wall.pb.gz"), out_path(&dir, "wall.folded"));
+    let path = emberprof_examples::path("waits");
+    let args = Backend::Bpf
+        .record()
+        .args(&["--off-cpu"])
+        .output(&pprof)
+        .output(&folded)
+        .command(&[path_arg(&path), "sleep", "1"]);
+    run_ok(&args.strs());
+    let recorded = read_folded(&folded);
+    let report = |value: &str| {
+        folded_stdout(&run_ok(&[
+            "report",
+            path_arg(&pprof),
+            "--value",
+            value,
+            "-o",
+            "-",
+        ]))
+    };
+    let text = |stacks: &[FoldedStack]| {
+        let mut lines: Vec<String> = stacks
+            .iter()
+            .map(|s| format!("{} {}", s.frames.join(";"), s.count))
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(text(&report("auto")), text(&recorded));
+    let waiting = report("off-cpu");
+    let running = report("cpu");
+    assert!(waiting.iter().all(off_cpu), "{}", describe(&waiting));
+    assert!(!running.iter().any(off_cpu), "{}", describe(&running));
+    assert!(!waiting.is_empty() && !running.is_empty());
+    let sum = |stacks: &[FoldedStack]| all_samples(stacks) as i64;
+    let (whole, parts) = (sum(&recorded), sum(&waiting) + sum(&running));
+    // Each line is rounded to whole microseconds on its own.
+    assert!(
+        (whole - parts).abs() <= recorded.len() as i64,
+        "{whole} µs in all, {parts} in the parts"
+    );
+}
