@@ -320,3 +320,32 @@ fn report_reads_wall_clock_profiles_back() {
         "{whole} µs in all, {parts} in the parts"
     );
 }
+
+/// Under `--all` on a busy machine (every task's switches followed), a running process's sleeping
+/// thread is still as wide as the capture: at least its 2 s (`-d 2`; an interval under way when the
+/// capture starts is seen from its switch-in only, at most one 60 ms nap), and no more than the
+/// whole emberprof run (the programs are attached before the duration starts counting and detached
+/// after it ends, which under `--all` on a busy machine can take a while).
+#[test]
+fn all_mode_threads_are_as_wide_as_the_capture() {
+    let _kernel = kernel_test();
+    let workload = Workload::start("waits", &["sleep", UNTIL_KILLED]);
+    let args = Backend::Bpf
+        .record()
+        .args(&["--all", "--off-cpu", "--per-thread", "-v"])
+        .duration("2")
+        .output_stdout();
+    let started = std::time::Instant::now();
+    let (stacks, stderr) = record_folded(&args.strs());
+    let run = started.elapsed().as_micros() as u64;
+    let prefix = format!("sleeper-{}/", workload.pid());
+    let sleeper = rooted(&stacks, |root| root.starts_with(&prefix));
+    let whole = all_samples(&sleeper);
+    assert!(
+        (1_880_000..=run).contains(&whole),
+        "sleeper: on + off CPU is {:.3} s of a 2 s capture in a {:.3} s run\n{stderr}\n{}",
+        secs(whole),
+        secs(run),
+        describe(&sleeper)
+    );
+}
