@@ -30,6 +30,24 @@ const WORKLOADS: &[(&str, &str, &[&str])] = &[
     ),
     // The same burn without frame pointers, as most -O2 C is built: frame-pointer walking fails on it.
     ("burn-nofp", "c/burn.c", FRAMELESS),
+    // Threads that wait (sleep, pipe, mutex), for --off-cpu, with and without frame pointers.
+    (
+        "waits",
+        "c/waits.c",
+        &[
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+            "-O1",
+            "-pthread",
+        ],
+    ),
+    (
+        "waits-nofp",
+        "c/waits.c",
+        &["-fomit-frame-pointer", "-O2", "-pthread"],
+    ),
+    // Context switches as fast as they come (benches/off-cpu.sh), built as most C is.
+    ("pingpong", "c/pingpong.c", &["-O2", "-pthread"]),
     ("deep-nofp", "c/deep.c", FRAMELESS),
     ("short-lived", "c/short_lived.c", FRAMELESS),
     // Lives 3 ms of CPU, frame pointers: named only if its mappings outlive it (issue 18).

@@ -144,6 +144,14 @@ enum record_kind {
 	/* A process instance ended: the process exec'd a new program, or its thread-group leader exited.
 	 * Its snapshot stays (for the samples already taken), but it will not change again. */
 	RECORD_INSTANCE_END = 5,
+	/* --off-cpu: a thread switched out; its user stack copied (struct user_stack_record layout). Its
+	 * time comes with the thread's next RECORD_OFF_CPU_END. */
+	RECORD_OFF_CPU_STACK = 6,
+	/* --off-cpu: a thread switched out whose stacks did not fit the off-CPU stack map; both inline
+	 * (struct sample_record layout). Its time comes with the thread's next RECORD_OFF_CPU_END. */
+	RECORD_OFF_CPU_SAMPLE = 7,
+	/* --off-cpu: a thread whose stacks went through the ring buffer is switched in again. */
+	RECORD_OFF_CPU_END = 8,
 };
 
 struct process_seen_record {
@@ -249,6 +257,64 @@ enum stat {
 	STAT_COUNT,
 };
 
+/*
+ * --off-cpu (src/offcpu.bpf.h): a sched_switch program times every interval a target thread spends
+ * switched out and charges it to the stacks it switched out in.
+ */
+
+/* TASK_DEAD in sched_switch's prev_state: the task's last switch-out, no switch-in follows. */
+#define OFF_CPU_TASK_DEAD 0x80
+
+/* Load-time configuration of the off-CPU program (`const volatile offcpu_cfg`), apart from struct
+ * config so the sampler's layout does not change with it. */
+struct offcpu_config {
+	/* Intervals shorter than this are not counted (--off-cpu-min). */
+	__u64 min_ns;
+	/* emberprof's own process: never counted (it runs under --all too). */
+	__u32 self_tgid;
+	/* --off-cpu-sample N: one switch-out in N (at random) is followed, its time counted N times;
+	 * the others cost a random number. 1: every one. */
+	__u32 sample_every;
+};
+
+/* Value of the `offcpu_threads` map, by thread id: a target thread switched out, until it is
+ * switched in again. */
+struct offcpu_start {
+	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the switch-out. */
+	__u64 start_ns;
+	/* Stack ids in the `offcpu_stacks` map (generation unused), or STACK_ID_NONE. */
+	struct sample_key key;
+	/* 1: the stacks went through the ring buffer (RECORD_OFF_CPU_STACK or _SAMPLE): the switch-in
+	 * sends a RECORD_OFF_CPU_END instead of counting in `offcpu_counts`. */
+	__u32 streamed;
+	__u32 _pad;
+};
+
+struct offcpu_end_record {
+	__u32 kind; /* RECORD_OFF_CPU_END */
+	__u32 tid;
+	__u64 nanos; /* switched out for this long */
+};
+
+/* Per-CPU counters of the off-CPU program (`offcpu_stats`):
+ *   SWITCH_OUTS = SWITCH_INS + still switched out + LOST_THREADS_FULL + LOST_RINGBUF_OUT
+ *   SWITCH_INS = BELOW_MIN + COUNTED + ENDED + LOST_COUNTS_FULL + LOST_RINGBUF_END */
+enum offcpu_stat {
+	OFFCPU_SWITCH_OUTS = 0,       /* target threads switched out */
+	OFFCPU_SWITCH_INS,            /* ... and switched in again */
+	OFFCPU_BELOW_MIN,             /* shorter than offcpu_config.min_ns: not counted */
+	OFFCPU_COUNTED,               /* added to `offcpu_counts` */
+	OFFCPU_ENDED,                 /* RECORD_OFF_CPU_END sent for stacks in the ring buffer */
+	OFFCPU_STREAMED,              /* stacks sent at a switch-out (copies and collisions) */
+	OFFCPU_LOST_THREADS_FULL,     /* `offcpu_threads` full: interval lost */
+	OFFCPU_LOST_COUNTS_FULL,      /* `offcpu_counts` full: interval lost */
+	OFFCPU_LOST_RINGBUF_OUT,      /* stacks did not fit the ring buffer: interval lost */
+	OFFCPU_LOST_RINGBUF_END,      /* the end record did not fit the ring buffer: interval lost */
+	OFFCPU_COPY_FALLBACK,         /* a copy did not fit: frame pointers used instead */
+	OFFCPU_NOT_SAMPLED,           /* --off-cpu-sample: a switch-out left out (not in SWITCH_OUTS) */
+	OFFCPU_STAT_COUNT,
+};
+
 /* Layout checks, mirrored by the size asserts in bpf/src/lib.rs. */
 _Static_assert(sizeof(struct config) == 32, "struct config layout");
 _Static_assert(sizeof(struct frameless_ranges) == 8 + 28 * MAX_PLAN_MAPPINGS, "struct frameless_ranges layout");
@@ -261,5 +327,9 @@ _Static_assert(sizeof(struct sample_record) == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH
 _Static_assert(sizeof(struct new_key_record) == 64, "struct new_key_record layout");
 _Static_assert(sizeof(struct root_key) == 16, "struct root_key layout");
 _Static_assert(STAT_COUNT == 24, "enum stat: update Stat in bpf/src/lib.rs");
+_Static_assert(sizeof(struct offcpu_config) == 16, "struct offcpu_config layout");
+_Static_assert(sizeof(struct offcpu_start) == 72, "struct offcpu_start layout");
+_Static_assert(sizeof(struct offcpu_end_record) == 16, "struct offcpu_end_record layout");
+_Static_assert(OFFCPU_STAT_COUNT == 12, "enum offcpu_stat: update OffCpuStat in bpf/src/lib.rs");
 
 #endif /* EMBERPROF_H */

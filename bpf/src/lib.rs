@@ -67,6 +67,14 @@ pub mod names {
     /// First-sample and instance-end notices, apart from the records stack copies may fill.
     pub const NOTICES: &str = "notices";
     pub const STATS: &str = "stats";
+    /// `--off-cpu` (`offcpu.bpf.h`): its program, tracepoint, configuration and maps.
+    pub const OFF_CPU_PROGRAM: &str = "offcpu_switch";
+    pub const OFF_CPU_TRACEPOINT: &str = "sched_switch";
+    pub const OFF_CPU_CONFIG_GLOBAL: &str = "offcpu_cfg";
+    pub const OFF_CPU_THREADS: &str = "offcpu_threads";
+    pub const OFF_CPU_STACKS: &str = "offcpu_stacks";
+    pub const OFF_CPU_COUNTS: [&str; 2] = ["offcpu_counts", "offcpu_counts_1"];
+    pub const OFF_CPU_STATS: &str = "offcpu_stats";
 }
 
 /// `struct config`: load-time settings (a `const volatile` global).
@@ -81,6 +89,75 @@ pub struct Config {
     pub unwind_mode: u32,
     pub stack_copy_bytes: u32,
     pub wakeup_bytes: u32,
+}
+
+/// `struct offcpu_config`: the off-CPU program's settings (a `const volatile` global).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffCpuConfig {
+    pub min_ns: u64,
+    pub self_tgid: u32,
+    /// One switch-out in this many is followed, its time counted this many times.
+    pub sample_every: u32,
+}
+
+/// `struct offcpu_start`: value of the `offcpu_threads` map, a thread switched out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffCpuStart {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at the switch-out.
+    pub start_ns: u64,
+    /// Stack ids in `offcpu_stacks`.
+    pub key: SampleKey,
+    /// 1: the stacks went through the ring buffer; the time comes with an end record.
+    pub streamed: u32,
+    pub _pad: u32,
+}
+
+/// `struct offcpu_end_record`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OffCpuEndRecord {
+    pub kind: u32,
+    pub tid: u32,
+    pub nanos: u64,
+}
+
+/// `enum offcpu_stat`: slots of the per-CPU `offcpu_stats` map, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum OffCpuStat {
+    SwitchOuts = 0,
+    SwitchIns,
+    BelowMin,
+    Counted,
+    Ended,
+    Streamed,
+    LostThreadsFull,
+    LostCountsFull,
+    LostRingbufOut,
+    LostRingbufEnd,
+    CopyFallback,
+    NotSampled,
+}
+
+impl OffCpuStat {
+    /// Number of slots (`OFFCPU_STAT_COUNT`).
+    pub const COUNT: u32 = 12;
+    pub const ALL: [OffCpuStat; Self::COUNT as usize] = [
+        OffCpuStat::SwitchOuts,
+        OffCpuStat::SwitchIns,
+        OffCpuStat::BelowMin,
+        OffCpuStat::Counted,
+        OffCpuStat::Ended,
+        OffCpuStat::Streamed,
+        OffCpuStat::LostThreadsFull,
+        OffCpuStat::LostCountsFull,
+        OffCpuStat::LostRingbufOut,
+        OffCpuStat::LostRingbufEnd,
+        OffCpuStat::CopyFallback,
+        OffCpuStat::NotSampled,
+    ];
 }
 
 /// `struct frameless_ranges`: value of the `frameless_ranges` map, a process's plan (14 KiB: keep
@@ -152,6 +229,9 @@ pub const RECORD_SAMPLE: u32 = 2;
 pub const RECORD_NEW_KEY: u32 = 3;
 pub const RECORD_USER_STACK: u32 = 4;
 pub const RECORD_INSTANCE_END: u32 = 5;
+pub const RECORD_OFF_CPU_STACK: u32 = 6;
+pub const RECORD_OFF_CPU_SAMPLE: u32 = 7;
+pub const RECORD_OFF_CPU_END: u32 = 8;
 
 /// `struct user_stack_record`; the stack bytes follow it in the ring buffer.
 #[repr(C)]
@@ -298,6 +378,10 @@ unsafe impl aya::Pod for FramelessRanges {}
 unsafe impl aya::Pod for RootKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ModuleExceptions {}
+// SAFETY: as above.
+unsafe impl aya::Pod for OffCpuConfig {}
+// SAFETY: as above.
+unsafe impl aya::Pod for OffCpuStart {}
 
 const _: () = {
     assert!(size_of::<Config>() == 32);
@@ -314,6 +398,10 @@ const _: () = {
     assert!(size_of::<SampleRecord>() == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH);
     assert!(size_of::<NewKeyRecord>() == 64);
     assert!(Stat::ALL.len() == Stat::FpWalkTooDeep as usize + 1);
+    assert!(size_of::<OffCpuConfig>() == 16);
+    assert!(size_of::<OffCpuStart>() == 72);
+    assert!(size_of::<OffCpuEndRecord>() == 16);
+    assert!(OffCpuStat::ALL.len() == OffCpuStat::NotSampled as usize + 1);
 };
 
 /// Decodes a ring-buffer record. Records are written by our own BPF program, so a short or unknown one
@@ -327,6 +415,13 @@ pub enum Record<'a> {
     UserStack(&'a UserStackRecord, &'a [u8]),
     /// A process instance ended (exec or exit of the thread-group leader).
     InstanceEnd(InstanceEndRecord),
+    /// `--off-cpu`: a thread switched out, its user stack copied; its time comes with its next
+    /// [`Record::OffCpuEnd`].
+    OffCpuStack(&'a UserStackRecord, &'a [u8]),
+    /// `--off-cpu`: a thread switched out, its stacks inline; its time comes likewise.
+    OffCpuSample(&'a SampleRecord),
+    /// `--off-cpu`: a thread whose stacks came by the ring buffer was switched in again.
+    OffCpuEnd(OffCpuEndRecord),
 }
 
 impl<'a> Record<'a> {
@@ -348,7 +443,14 @@ impl<'a> Record<'a> {
                 let record = unsafe { bytes.as_ptr().cast::<InstanceEndRecord>().read_unaligned() };
                 Some(Record::InstanceEnd(record))
             }
-            RECORD_USER_STACK if bytes.len() >= size_of::<UserStackRecord>() => {
+            RECORD_OFF_CPU_END if bytes.len() >= size_of::<OffCpuEndRecord>() => {
+                // SAFETY: length checked; read_unaligned copes with any alignment; POD type.
+                let record = unsafe { bytes.as_ptr().cast::<OffCpuEndRecord>().read_unaligned() };
+                Some(Record::OffCpuEnd(record))
+            }
+            RECORD_USER_STACK | RECORD_OFF_CPU_STACK
+                if bytes.len() >= size_of::<UserStackRecord>() =>
+            {
                 let ptr = bytes.as_ptr().cast::<UserStackRecord>();
                 if !ptr.is_aligned() {
                     return None;
@@ -360,16 +462,26 @@ impl<'a> Record<'a> {
                 let red_zone = (record.red_zone_len as usize).min(RED_ZONE_BYTES);
                 let start = size_of::<UserStackRecord>() - red_zone;
                 let end = size_of::<UserStackRecord>().checked_add(record.stack_len as usize)?;
-                Some(Record::UserStack(record, bytes.get(start..end)?))
+                let stack = bytes.get(start..end)?;
+                Some(if kind == RECORD_OFF_CPU_STACK {
+                    Record::OffCpuStack(record, stack)
+                } else {
+                    Record::UserStack(record, stack)
+                })
             }
-            RECORD_SAMPLE if bytes.len() >= size_of::<SampleRecord>() => {
+            RECORD_SAMPLE | RECORD_OFF_CPU_SAMPLE if bytes.len() >= size_of::<SampleRecord>() => {
                 let ptr = bytes.as_ptr().cast::<SampleRecord>();
                 // Ring-buffer records are 8-byte aligned by the kernel; check rather than assume.
                 if !ptr.is_aligned() {
                     return None;
                 }
                 // SAFETY: length and alignment checked; POD type; borrows `bytes`.
-                Some(Record::Sample(unsafe { &*ptr }))
+                let record = unsafe { &*ptr };
+                Some(if kind == RECORD_OFF_CPU_SAMPLE {
+                    Record::OffCpuSample(record)
+                } else {
+                    Record::Sample(record)
+                })
             }
             _ => None,
         }

@@ -758,3 +758,6 @@ int BPF_PROG(follow_fork, struct task_struct___emberprof *parent, struct task_st
 		stat_inc(STAT_CHILD_NOT_FOLLOWED);
 	return 0;
 }
+
+/* --off-cpu: the sched_switch program (uses the sampler's maps and functions above). */
+#include "offcpu.bpf.h"

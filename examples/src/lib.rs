@@ -25,6 +25,11 @@ pub const NAMES: &[&str] = &[
     "syscalls",
     "threads",
     "burn-nofp",
+    // Threads that wait (`waits sleep|pipe|mutex [SECONDS]`), for --off-cpu.
+    "waits",
+    "waits-nofp",
+    // Two threads ping-ponging over pipes, or a thread pool (`pingpong ROUNDS [pool]`).
+    "pingpong",
     "deep-nofp",
     "short-lived",
     "tiny-spin",

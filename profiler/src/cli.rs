@@ -37,10 +37,14 @@ EXAMPLES:
       Folded stacks of two processes to stdout, at 999 samples per second.
   sudo emberprof record -a -d 10 -o sys.svg -o sys.pb.gz
       One capture, two outputs: a flame graph and a pprof profile (see `emberprof report`).
+  sudo emberprof record --off-cpu -p 1234 -d 10 -o wall.svg
+      Wall-clock profile: time on a CPU and time waiting (locks, I/O, sleeps) in one graph,
+      waiting under `[off-cpu]` frames; counts are microseconds.
 
 Folded output is one line per distinct stack, `process;outermost;...;leaf COUNT`, kernel frames
 suffixed `_[k]`, `[truncated]` under the process when the user stack does not reach its entry: it
-feeds flamegraph.pl, inferno-flamegraph and speedscope.";
+feeds flamegraph.pl, inferno-flamegraph and speedscope. COUNT is samples, or microseconds with
+--off-cpu (off-CPU stacks end in `[off-cpu]`).";
 
 const TOP_EXAMPLES: &str = "\
 EXAMPLES:
@@ -178,6 +182,32 @@ pub struct RecordArgs {
     /// (-o /dev/null) is written through; an existing symbolic link is refused.
     #[arg(short, long, value_name = "FILE")]
     pub output: Vec<PathBuf>,
+
+    /// Wall-clock profile: also count the time threads spend switched out (waiting on a lock, a
+    /// pipe, a disk, a sleep), each interval drawn on the stack it blocked in with an `[off-cpu]`
+    /// leaf. Counts are then microseconds, on-CPU samples weighted by their period, so each thread
+    /// is as wide as its wall-clock time (folded output too); pprof gets `cpu` and `off_cpu`
+    /// sample types. The BPF backend takes the stack at each switch-out; the perf backend charges
+    /// each interval to the thread's last on-CPU sample (the summary says which).
+    #[arg(long)]
+    pub off_cpu: bool,
+
+    /// With --off-cpu: shorter intervals switched out are not counted (a number of microseconds,
+    /// or with a unit: 500ns, 20us, 1ms).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5us",
+        requires = "off_cpu"
+    )]
+    pub off_cpu_min: String,
+
+    /// With --off-cpu on the BPF backend: follow one switch-out in N, chosen at random, and count
+    /// its time N times, for programs that switch hundreds of thousands of times a second, where
+    /// following every switch costs them dearly (see the README). The summary says so; rare long
+    /// waits may then be missed or over-counted.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "off_cpu")]
+    pub off_cpu_sample: u32,
 
     /// Output format, overriding the one implied by the --output extension (one output only).
     #[arg(long, value_enum)]
@@ -332,7 +362,16 @@ impl RecordArgs {
             event,
             mmap_pages,
             btf,
+            off_cpu,
+            off_cpu_min,
+            off_cpu_sample,
         } = self;
+        if off_cpu_sample == 0 {
+            bail!("--off-cpu-sample must be at least 1 (every switch-out)");
+        }
+        let off_cpu = off_cpu
+            .then(|| parse_short_duration(&off_cpu_min))
+            .transpose()?;
         if let Some(pages) = mmap_pages.filter(|pages| !pages.is_power_of_two()) {
             bail!("--mmap-pages must be a power of two, not {pages}");
         }
@@ -434,8 +473,36 @@ impl RecordArgs {
             backend,
             event,
             ring_pages: mmap_pages,
+            off_cpu,
+            off_cpu_sample,
         })
     }
+}
+
+/// `--off-cpu-min`: a number of microseconds, or a number with `ns`, `us` (`µs`), `ms` or `s`; at
+/// most a minute (longer would count nothing a capture sees whole).
+fn parse_short_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let nanos_per_unit = match unit.trim() {
+        "ns" => 1.0,
+        "" | "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        other => bail!("--off-cpu-min: unknown unit `{other}` (ns, us, ms or s)"),
+    };
+    let value: f64 = match number.parse() {
+        Ok(value) => value,
+        Err(_) => bail!("--off-cpu-min must be a duration such as 5us or 1ms, not `{text}`"),
+    };
+    let nanos = value * nanos_per_unit;
+    if !(0.0..=60e9).contains(&nanos) {
+        bail!("--off-cpu-min must be at most 60 s, not `{text}`");
+    }
+    Ok(Duration::from_nanos(nanos as u64))
 }
 
 /// `--duration` in seconds: positive, finite, and small enough for a `Duration` (`1e20` would
@@ -522,6 +589,33 @@ mod tests {
 
     /// Durations: fractions work; zero, negative, NaN, infinite and too-large values are refused
     /// with the option's name, never a panic or a parser message about an unknown argument.
+    /// `--off-cpu-min` takes microseconds by default and the usual units; nonsense is refused.
+    #[test]
+    fn parses_off_cpu_thresholds() {
+        assert_eq!(parse_short_duration("5").unwrap(), Duration::from_micros(5));
+        assert_eq!(
+            parse_short_duration("500ns").unwrap(),
+            Duration::from_nanos(500)
+        );
+        assert_eq!(
+            parse_short_duration("20us").unwrap(),
+            Duration::from_micros(20)
+        );
+        assert_eq!(
+            parse_short_duration("1.5ms").unwrap(),
+            Duration::from_micros(1500)
+        );
+        assert_eq!(parse_short_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "ms", "5 parsecs", "-1", "2m", "61s"] {
+            assert!(parse_short_duration(bad).is_err(), "{bad}");
+        }
+        let options = parse(&["emberprof", "record", "--all", "--off-cpu"]).expect("parse");
+        assert_eq!(options.off_cpu, Some(Duration::from_micros(5)));
+        let options = parse(&["emberprof", "record", "--all"]).expect("parse");
+        assert_eq!(options.off_cpu, None);
+        assert!(parse(&["emberprof", "record", "--all", "--off-cpu-min", "1ms"]).is_err());
+    }
+
     #[test]
     fn parses_durations() {
         assert_eq!(parse_duration(0.5).unwrap(), Duration::from_millis(500));

@@ -59,6 +59,12 @@ pub struct RecordOptions {
     pub event: SampledEvent,
     /// Data pages of each CPU's ring buffer (perf backend). `None`: [`perf::default_ring_pages`].
     pub ring_pages: Option<usize>,
+    /// `--off-cpu`: also count time switched out, intervals shorter than this left out. Default
+    /// `None`: CPU time only.
+    pub off_cpu: Option<Duration>,
+    /// `--off-cpu-sample`: the BPF backend follows one switch-out in this many (at random) and
+    /// counts its time this many times. Default 1: every one.
+    pub off_cpu_sample: u32,
 }
 
 /// How long a launched command gets to exit after SIGTERM before it is killed.
@@ -111,7 +117,8 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         source.wants_feedback(),
         labels,
         launched_pid,
-    );
+    )
+    .off_cpu_on_last_sample(options.off_cpu.is_some() && !source.off_cpu_stacks());
     let capture = capture::record(
         source,
         collector,
@@ -139,7 +146,10 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         stopped_at,
     } = capture;
     let metadata = capture_metadata(&options, recorded_for, stopped_at, &source_report);
-    let profile = profile.finish(metadata);
+    let mut profile = profile.finish(metadata);
+    if options.off_cpu.is_some() {
+        crate::profile::values::add_off_cpu_type(&mut profile);
+    }
     let processes = profile
         .samples
         .iter()
@@ -150,6 +160,9 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     let mut render = options.render.clone();
     if render.svg.title.is_empty() {
         render.svg.title = default_title(&options.target);
+        if options.off_cpu.is_some() {
+            render.svg.title = wall_clock_title(render.svg.title);
+        }
     }
     let profile = write_outputs(profile, outputs, &render)?;
     let post_processing = stopped_at.elapsed();
@@ -230,6 +243,8 @@ fn source_options(options: &RecordOptions) -> SourceOptions<'_> {
         grow_stack_copy: options.grow_stack_copy,
         map_sizes: options.map_sizes,
         ring_pages: options.ring_pages,
+        off_cpu: options.off_cpu,
+        off_cpu_sample: options.off_cpu_sample,
     }
 }
 
@@ -267,6 +282,11 @@ fn default_title(target: &Target) -> String {
             format!("CPU flame graph: {}", command.join(" "))
         }
     }
+}
+
+/// The default title of a wall-clock (`--off-cpu`) capture.
+fn wall_clock_title(cpu_title: String) -> String {
+    cpu_title.replacen("CPU flame graph", "Wall-clock flame graph", 1)
 }
 
 /// How a launched command ended.

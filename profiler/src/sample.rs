@@ -3,7 +3,7 @@
 
 use emberprof_symbolizer::{ProcessKey, UnwindEnd};
 
-/// A distinct (thread, kernel stack, user stack) and its sample count.
+/// A distinct (thread, kernel stack, user stack) and its sample count (or its time off CPU).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StackSample {
     pub pid: u32,
@@ -20,7 +20,10 @@ pub struct StackSample {
     pub user_ips: Vec<u64>,
     /// How `user_ips` were obtained.
     pub user_stack: UserStackSource,
+    /// Samples, or nanoseconds switched out when `off_cpu`.
     pub count: u64,
+    /// Time the thread spent switched out in these stacks (`--off-cpu`), not samples on a CPU.
+    pub off_cpu: bool,
 }
 
 /// How a sample's user stack was obtained: the unwinding paths, counted apart in the summary.

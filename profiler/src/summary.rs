@@ -83,6 +83,16 @@ pub fn print(summary: &Summary<'_>) {
     } else {
         String::new()
     };
+    if let Some(line) = wall_clock_totals(profile, *backend) {
+        let _ = writeln!(std::io::stderr(), "emberprof: {line}");
+    }
+    if collector.off_cpu_unattributed > 0 {
+        log::info!(
+            "{:.3} s switched out without a stack of the thread to charge it to (its switch-out \
+             came before the capture, or its stack was lost)",
+            collector.off_cpu_unattributed as f64 / 1e9
+        );
+    }
     // stderr may be gone (a closed terminal after SIGHUP): never a panic for that.
     let _ = writeln!(
         std::io::stderr(),
@@ -209,6 +219,33 @@ fn naming_notes(naming: &emberprof_symbolizer::NamingStats) {
             emberprof_symbolizer::MAX_RECORDED_PER_PROCESS
         );
     }
+}
+
+/// `--off-cpu`: the on-CPU and off-CPU time in the profile, the two parts of its width.
+fn wall_clock_totals(profile: &Profile, backend: Backend) -> Option<String> {
+    use crate::profile::values::{CPU, OFF_CPU};
+    let off_cpu = profile.value_types.position(OFF_CPU)?;
+    let cpu = profile.value_types.position(CPU);
+    let (mut on, mut off) = (0u64, 0u64);
+    for sample in &profile.samples {
+        on = on.saturating_add(cpu.map_or(0, |i| sample.values.get(i)));
+        off = off.saturating_add(sample.values.get(off_cpu));
+    }
+    let percent = |part: u64| 100.0 * part as f64 / (on.saturating_add(off)).max(1) as f64;
+    Some(format!(
+        "wall-clock {:.3} s in all threads: on-CPU {:.3} s ({:.0} %), off-CPU {:.3} s ({:.0} %, \
+         {}); folded counts are microseconds",
+        on.saturating_add(off) as f64 / 1e9,
+        on as f64 / 1e9,
+        percent(on),
+        off as f64 / 1e9,
+        percent(off),
+        match backend {
+            Backend::Bpf => "on the stacks threads switched out in",
+            Backend::Perf { .. } =>
+                "on each thread's last on-CPU sample: perf_event has no stack at a switch",
+        },
+    ))
 }
 
 /// Why DWARF unwinds ended early, most first: `N <reason>, ...`.

@@ -22,6 +22,7 @@ mod generate;
 mod jit_exit;
 mod mixed;
 mod names;
+mod off_cpu;
 mod perf_backend;
 mod real_programs;
 mod real_world;

@@ -15,7 +15,7 @@ use emberprof_symbolizer::{
 
 use super::launch::remove_pre_exec_samples;
 use super::roots::Roots;
-use super::source::{Event, EventSink, Feedback, StackEvent, Thread, UserStack};
+use super::source::{Event, EventSink, Feedback, StackEvent, Thread, UserStack, Weight};
 use super::user_stack::{choose_user_stack, UnwindMode, UnwindStats, UserStackChoice};
 use crate::profile::{self, EndedLabels, MergedProfile, Metadata};
 use crate::sample::{StackSample, UserStackSource};
@@ -27,6 +27,11 @@ use crate::symbols::symbolize_stacks;
 /// known, and the rest of their JIT frames may stay unnamed (warned once).
 const MAX_AWAITING_STACKS: usize = 50_000;
 
+/// Most threads whose last stacks are held for the off-CPU time that ends later
+/// ([`Event::OffCpuEnded`]): far more than the threads a machine runs at once; past it, the
+/// intervals of further threads are counted as unattributed rather than grow the table.
+const MAX_OFF_CPU_THREADS: usize = 65_536;
+
 /// A distinct stack of one thread, as counted.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct StackKey {
@@ -34,6 +39,8 @@ struct StackKey {
     kernel: Vec<u64>,
     user: Vec<u64>,
     source: UserStackSource,
+    /// Time switched out in these stacks (nanoseconds), not samples.
+    off_cpu: bool,
 }
 
 /// What the collector did, for the summary.
@@ -45,6 +52,9 @@ pub struct CollectorReport {
     pub jit: JitStats,
     /// How process instances got their modules: `/proc` snapshots, mapping records, or neither.
     pub naming: NamingStats,
+    /// `--off-cpu`: nanoseconds switched out that came without stacks to put them on (no stack
+    /// of the thread known, or [`MAX_OFF_CPU_THREADS`] reached).
+    pub off_cpu_unattributed: u64,
 }
 
 pub struct Collector {
@@ -74,6 +84,12 @@ pub struct Collector {
     loader_snapshots: bool,
     /// [`MAX_AWAITING_STACKS`] was reached (warned once).
     awaiting_full: bool,
+    /// `--off-cpu`: each thread's stacks that its next [`Event::OffCpuEnded`] is charged to.
+    off_cpu_stacks: HashMap<u32, StackKey>,
+    /// `--off-cpu` from a source without stacks at the switch: a thread's off-CPU time goes to its
+    /// last on-CPU sample's stacks (samply's approach).
+    off_cpu_on_last_sample: bool,
+    off_cpu_unattributed: u64,
 }
 
 impl Collector {
@@ -100,7 +116,18 @@ impl Collector {
             launched_pid,
             loader_snapshots: false,
             awaiting_full: false,
+            off_cpu_stacks: HashMap::new(),
+            off_cpu_on_last_sample: false,
+            off_cpu_unattributed: 0,
         }
+    }
+
+    /// `--off-cpu` with a source that knows when threads switch but not where (perf_event without
+    /// kernel access): each interval goes to the thread's last on-CPU sample's stacks. Off (the
+    /// default), on-CPU samples cost nothing more.
+    pub fn off_cpu_on_last_sample(mut self, on: bool) -> Self {
+        self.off_cpu_on_last_sample = on;
+        self
     }
 
     /// After a source's read: retakes snapshots taken while the loader ran (before more stacks of
@@ -219,6 +246,7 @@ impl Collector {
             released: self.released,
             jit: self.symbolizer.jit_stats(),
             naming: self.symbolizer.naming_stats(),
+            off_cpu_unattributed: self.off_cpu_unattributed,
         };
         (self.built, report)
     }
@@ -233,6 +261,10 @@ impl Collector {
         for part in profile::split_by_process(done) {
             let part = self.build_part(part);
             self.built.add_ended(part);
+        }
+        if !self.off_cpu_stacks.is_empty() {
+            self.off_cpu_stacks
+                .retain(|_, key| !finished.contains(&key.thread.process));
         }
         for &key in finished {
             self.symbolizer.release(key);
@@ -391,21 +423,70 @@ impl Collector {
             thread,
             kernel,
             user,
+            weight,
             count,
         } = event;
-        let (user, source) = self.user_frames(thread.process, user, count);
+        // The unwinding figures count samples; an off-CPU stack is one interval whatever its length.
+        let samples = match weight {
+            Weight::Samples => count,
+            Weight::OffCpu | Weight::OffCpuUntilEnded => 0,
+        };
+        let (user, source) = self.user_frames(thread.process, user, samples);
         let key = StackKey {
             thread,
             kernel,
             user,
             source,
+            off_cpu: weight != Weight::Samples,
         };
+        match weight {
+            Weight::Samples if self.off_cpu_on_last_sample => {
+                let mut off_cpu = key.clone();
+                off_cpu.off_cpu = true;
+                self.hold_off_cpu_stacks(off_cpu);
+            }
+            Weight::Samples | Weight::OffCpu => {}
+            Weight::OffCpuUntilEnded => {
+                // Announced now (symbolized while the process lives); counted when it ends.
+                self.hold_off_cpu_stacks(key.clone());
+                self.add(key, 0);
+                return;
+            }
+        }
+        self.add(key, count);
+    }
+
+    fn add(&mut self, key: StackKey, count: u64) {
         match self.counts.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut entry) => *entry.get_mut() += count,
             std::collections::hash_map::Entry::Vacant(entry) => {
                 self.pending.push(to_sample(entry.key().clone(), 0));
                 entry.insert(count);
             }
+        }
+    }
+
+    /// The stacks a thread's next off-CPU interval is charged to (see [`MAX_OFF_CPU_THREADS`]).
+    fn hold_off_cpu_stacks(&mut self, key: StackKey) {
+        let tid = key.thread.tid;
+        if self.off_cpu_stacks.len() < MAX_OFF_CPU_THREADS || self.off_cpu_stacks.contains_key(&tid)
+        {
+            self.off_cpu_stacks.insert(tid, key);
+        }
+    }
+
+    /// A thread switched in again after `nanos`: its held stacks get the time. Taken from the
+    /// sampled-stacks table only when they were a switch-out's own; a last on-CPU sample stays
+    /// the thread's until its next one.
+    fn off_cpu_ended(&mut self, tid: u32, nanos: u64) {
+        let key = if self.off_cpu_on_last_sample {
+            self.off_cpu_stacks.get(&tid).cloned()
+        } else {
+            self.off_cpu_stacks.remove(&tid)
+        };
+        match key {
+            Some(key) => self.add(key, nanos),
+            None => self.off_cpu_unattributed = self.off_cpu_unattributed.saturating_add(nanos),
         }
     }
 }
@@ -441,6 +522,7 @@ impl EventSink for Collector {
                 self.symbolizer.mappings_recorded(process, &mappings);
             }
             Event::Stack(stack) => self.stack(stack),
+            Event::OffCpuEnded { tid, nanos } => self.off_cpu_ended(tid, nanos),
         }
     }
 }
@@ -460,6 +542,7 @@ fn to_sample(key: StackKey, count: u64) -> StackSample {
         kernel,
         user,
         source,
+        off_cpu,
     } = key;
     StackSample {
         pid: thread.process.pid,
@@ -471,6 +554,7 @@ fn to_sample(key: StackKey, count: u64) -> StackSample {
         user_ips: user,
         user_stack: source,
         count,
+        off_cpu,
     }
 }
 

@@ -395,6 +395,7 @@ mod tests {
             user_ips: vec![],
             user_stack: crate::sample::UserStackSource::None,
             count: 1,
+            off_cpu: false,
         };
         let mut samples = vec![
             sample(40, 1, "emberprof-exec"),

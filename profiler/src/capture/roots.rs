@@ -272,6 +272,7 @@ mod tests {
             user_ips: vec![0x5555_0000_1190, 0x5555_0000_1275, CALL_MAIN],
             user_stack: crate::sample::UserStackSource::FramePointers,
             count: 1,
+            off_cpu: false,
         }];
         roots.complete(&mut samples);
         assert_eq!(

@@ -25,6 +25,10 @@ pub struct SourceOptions<'a> {
     pub grow_stack_copy: bool,
     pub map_sizes: MapSizes,
     pub ring_pages: Option<usize>,
+    /// `--off-cpu`: the shortest interval switched out that is counted.
+    pub off_cpu: Option<std::time::Duration>,
+    /// `--off-cpu-sample` (BPF only).
+    pub off_cpu_sample: u32,
 }
 
 /// A backend with what it needs loaded before anything starts.
@@ -83,6 +87,8 @@ fn start_bpf(
             stack_copy_bytes: options.stack_copy_bytes,
             grow_stack_copy: options.grow_stack_copy,
             map_sizes: options.map_sizes,
+            off_cpu_min: options.off_cpu,
+            off_cpu_sample: options.off_cpu_sample,
         },
     )?;
     if options.capture_kernel {
@@ -140,6 +146,7 @@ fn start_perf(
         // in the session instead.
         inherit: true,
         ring_pages: options.ring_pages.unwrap_or_else(perf::default_ring_pages),
+        off_cpu_min: options.off_cpu,
     };
     let events = Events::open(&targets, &config)?;
     if kernel {

@@ -44,15 +44,30 @@ pub enum UserStack<'a> {
     },
 }
 
-/// One or more samples of the same stacks of one thread.
+/// What a [`StackEvent`]'s `count` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Weight {
+    /// Samples taken on a CPU, each one sampling period.
+    Samples,
+    /// Nanoseconds the thread spent switched out in these stacks (`--off-cpu`).
+    OffCpu,
+    /// The stacks a thread was switched out in, whose length is not known yet: it comes with the
+    /// thread's next [`Event::OffCpuEnded`] (BPF stack copies, taken at the switch-out). `count`
+    /// is unused.
+    OffCpuUntilEnded,
+}
+
+/// One or more samples of the same stacks of one thread, or time it spent switched out in them.
 #[derive(Debug)]
 pub struct StackEvent<'a> {
     pub thread: Thread,
     /// Kernel frames, innermost first; empty in user mode.
     pub kernel: Vec<u64>,
     pub user: UserStack<'a>,
-    /// Samples with these stacks. 0 announces stacks whose samples are counted in the kernel and
-    /// delivered later (so they can be symbolized while their process lives).
+    /// What `count` is: samples, or nanoseconds off CPU.
+    pub weight: Weight,
+    /// Samples (or nanoseconds) with these stacks. 0 announces stacks whose samples are counted in
+    /// the kernel and delivered later (so they can be symbolized while their process lives).
     pub count: u64,
 }
 
@@ -76,6 +91,13 @@ pub enum Event<'a> {
         mappings: Vec<RecordedMapping>,
     },
     Stack(StackEvent<'a>),
+    /// A thread was switched in again after `nanos` switched out (`--off-cpu`): the time goes to
+    /// the stacks of its last [`Weight::OffCpuUntilEnded`] event, or, from a source that has no
+    /// stack at the switch (perf_event without kernel access), to its last on-CPU sample's.
+    OffCpuEnded {
+        tid: u32,
+        nanos: u64,
+    },
 }
 
 /// Where events go (the collector).
@@ -136,6 +158,12 @@ pub trait Source {
 
     fn apply(&mut self, _feedback: Feedback) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether this source takes the stacks of a thread as it switches out (`--off-cpu`); one that
+    /// does not sends [`Event::OffCpuEnded`] alone, charged to the thread's last on-CPU sample.
+    fn off_cpu_stacks(&self) -> bool {
+        true
     }
 
     /// Samples kept so far, for the status line.

@@ -537,6 +537,7 @@ mod tests {
             // Not judged for truncation (see `truncation`'s tests).
             user_stack: crate::sample::UserStackSource::None,
             count,
+            off_cpu: false,
         };
         let samples = [sample(7, 2), sample(7, 3), sample(8, 1)];
         let profile = build(&samples, &mut symbolizer, Metadata::default());

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use inferno::flamegraph::color::{Color, MultiPalette, Palette, PaletteMap};
 use inferno::flamegraph::{self, Direction, Options};
 
-use crate::profile::Runtime;
+use crate::profile::{Runtime, OFF_CPU_FRAME};
 use crate::text::printable;
 
 /// How the flame graph looks.
@@ -71,6 +71,9 @@ pub fn render_svg<'a>(
     if let Some(min_width) = svg.min_width {
         options.min_width = min_width;
     }
+    if lines.iter().any(|line| line.contains(OFF_CPU_FRAME)) {
+        interpreted.insert(OFF_CPU_FRAME, OFF_CPU_COLOUR);
+    }
     if interpreted.iter().next().is_some() {
         options.palette_map = Some(&mut interpreted);
     }
@@ -126,6 +129,14 @@ fn mark_interpreted<'a>(line: Cow<'a, str>, palette: &mut PaletteMap) -> Cow<'a,
     marked.push_str(&line[end..]);
     Cow::Owned(marked)
 }
+
+/// The colour of the `[off-cpu]` leaf of waiting stacks: a grey-violet no other frame kind has
+/// (native red/yellow, kernel orange, JIT green, inlined aqua, Python blue), so waiting stands out.
+const OFF_CPU_COLOUR: Color = Color {
+    r: 160,
+    g: 140,
+    b: 200,
+};
 
 /// A marker inferno strips from labels; see [`mark_interpreted`].
 const INFERNO_MARKER: &str = "_[w]";
@@ -242,6 +253,27 @@ mod tests {
         assert!(svg.contains("No samples were collected"));
         assert!(svg.contains("a &lt;title&gt;"));
         assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    /// The `[off-cpu]` leaf gets its own colour: inferno's palette would give it a native one.
+    #[test]
+    fn off_cpu_frames_have_their_own_colour() {
+        let mut out = Vec::new();
+        render_svg(
+            ["app;main;work 3", "app;main;read;schedule_[k];[off-cpu] 9"],
+            &titled("wall"),
+            &mut out,
+        )
+        .unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        let fill = format!(
+            "fill=\"rgb({},{},{})\"",
+            OFF_CPU_COLOUR.r, OFF_CPU_COLOUR.g, OFF_CPU_COLOUR.b
+        );
+        let at = svg.find("<title>[off-cpu]").expect("an [off-cpu] frame");
+        let frame = &svg[at..svg[at..].find("</g>").map_or(svg.len(), |end| at + end)];
+        assert!(frame.contains(&fill), "{frame}");
+        assert_eq!(svg.matches(&fill).count(), 1, "only the [off-cpu] frame");
     }
 
     /// Only whole Python frames of the stack are re-marked for inferno, in folded and diff lines

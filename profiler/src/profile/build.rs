@@ -11,9 +11,10 @@ use emberprof_symbolizer::{
 
 use super::intern::Interner;
 use super::truncation::is_truncated;
+use super::values::{ValueType, OFF_CPU};
 use super::{
-    Location, LocationId, Mapping, MappingId, MappingKind, Metadata, Profile, Sample, Values,
-    EMPTY_STACK,
+    Frame, Location, LocationId, Mapping, MappingId, MappingKind, Metadata, Profile, Sample,
+    Values, EMPTY_STACK, OFF_CPU_FRAME,
 };
 use crate::sample::StackSample;
 use crate::symbols::{symbolize_stacks, StackSymbols};
@@ -129,15 +130,21 @@ impl Builder<'_> {
         };
         let process = sample.process();
         let metadata = self.interner.metadata_mut();
-        metadata.truncation.count_path(sample);
+        // The summary's figures count samples: an off-CPU sample's count is nanoseconds.
+        let counted = !sample.off_cpu;
+        if counted {
+            metadata.truncation.count_path(sample);
+        }
         let mut truncated = false;
         // An empty user stack (a kernel thread) is not judged.
         if let Some(outermost) = self.symbols.user_outermost_first(sample).next() {
             if is_truncated(sample, outermost) {
                 truncated = true;
-                metadata
-                    .truncation
-                    .count(sample, outermost, self.symbolizer);
+                if counted {
+                    metadata
+                        .truncation
+                        .count(sample, outermost, self.symbolizer);
+                }
             }
         }
         for symbol in self
@@ -146,7 +153,9 @@ impl Builder<'_> {
             .chain(self.symbols.kernel_outermost_first(sample))
         {
             if let Symbol::Unknown { reason, .. } = symbol {
-                *metadata.unknown_frames.entry(*reason).or_default() += sample.count;
+                if counted {
+                    *metadata.unknown_frames.entry(*reason).or_default() += sample.count;
+                }
             }
         }
         let mut stack = EMPTY_STACK;
@@ -158,11 +167,22 @@ impl Builder<'_> {
             let location = self.kernel_location(FrameAddress::from_stack_index(index, ip));
             stack = self.interner.call(stack, location);
         }
+        let values = if sample.off_cpu {
+            let leaf = self.off_cpu_location();
+            stack = self.interner.call(stack, leaf);
+            let mut values = Values::default();
+            if let Some(index) = self.interner.value_index(ValueType::of(OFF_CPU)) {
+                values.set(index, sample.count);
+            }
+            values
+        } else {
+            Values::count(sample.count)
+        };
         let process_name = Some(self.interner.name(&sample.process_name));
         let thread_name = Some(self.interner.name(&sample.thread_name));
         self.interner.add_sample(Sample {
             stack,
-            values: Values::count(sample.count),
+            values,
             pid: Some(sample.pid),
             tid: Some(sample.tid),
             process_name,
@@ -231,6 +251,17 @@ impl Builder<'_> {
         let id = self.interner.location(location);
         self.user_locations.insert((process, address), id);
         id
+    }
+
+    /// The `[off-cpu]` leaf: in no mapping (it is no code), named so that every output shows it
+    /// and pprof keeps it as a function of its own.
+    fn off_cpu_location(&mut self) -> LocationId {
+        self.interner.location(Location {
+            mapping: None,
+            address: 0,
+            frames: vec![Frame::new(OFF_CPU_FRAME, FrameKind::User)],
+            in_kernel: false,
+        })
     }
 
     fn kernel_location(&mut self, address: FrameAddress) -> LocationId {
@@ -319,6 +350,7 @@ mod tests {
             user_ips: vec![],
             user_stack: UserStackSource::None,
             count: 1,
+            off_cpu: false,
         };
         // Pid 7 alone has more than a part; 4,000 others have one to three samples, two instances.
         let mut samples: Vec<StackSample> = (0..3 * PART_SAMPLES).map(|_| sample(7, 1)).collect();
@@ -377,6 +409,53 @@ mod tests {
         assert_eq!(end(&[]), None);
     }
 
+    /// Off-CPU time is its own value under an `[off-cpu]` leaf, apart from the samples of the same
+    /// stack; with CPU time added, the types read samples, cpu, off_cpu and fold to microseconds.
+    #[test]
+    fn off_cpu_samples_get_their_leaf_and_value() {
+        use crate::output::{fold, FoldOptions};
+        use crate::profile::{EndedLabels, MergedProfile};
+        let pid = std::process::id();
+        let mut symbolizer = Symbolizer::new(Default::default()).expect("symbolizer");
+        let sample = |off_cpu, count| StackSample {
+            pid,
+            tid: pid,
+            instance: 1,
+            process_name: "tester".into(),
+            thread_name: "tester".into(),
+            kernel_ips: vec![],
+            user_ips: vec![0x100],
+            user_stack: UserStackSource::None,
+            count,
+            off_cpu,
+        };
+        let samples = [
+            sample(false, 3),
+            sample(true, 60_000_400),
+            sample(true, 600),
+        ];
+        let part = build(&samples, &mut symbolizer, Metadata::default());
+        let mut merged = MergedProfile::new(EndedLabels::Bounded);
+        merged.add(part);
+        let profile = merged.finish(Metadata {
+            frequency_hz: Some(100),
+            ..Metadata::default()
+        });
+        let types: Vec<&str> = profile
+            .value_types
+            .as_slice()
+            .iter()
+            .map(|t| &*t.name)
+            .collect();
+        assert_eq!(types, ["samples", "cpu", "off_cpu"]);
+        let folded = fold(&profile, &FoldOptions::default()).expect("fold");
+        let lines: Vec<String> = folded.lines().collect();
+        assert_eq!(
+            lines,
+            ["tester;[unknown] 30000", "tester;[unknown];[off-cpu] 60001"]
+        );
+    }
+
     #[test]
     fn unmapped_addresses_share_one_location() {
         let pid = std::process::id();
@@ -395,6 +474,7 @@ mod tests {
             user_ips: vec![0x100, 0x200 + 1],
             user_stack: UserStackSource::None,
             count: 1,
+            off_cpu: false,
         };
         let profile = build(&[sample], &mut symbolizer, Metadata::default());
         assert_eq!(profile.locations.len(), 1, "{:?}", profile.locations);

@@ -111,6 +111,11 @@ impl Interner {
         map
     }
 
+    /// The index of `value_type` in this profile's values, added if new (`None`: no room).
+    pub fn value_index(&mut self, value_type: super::ValueType) -> Option<usize> {
+        self.profile.value_types.push(value_type)
+    }
+
     pub fn location(&mut self, location: Location) -> LocationId {
         let hasher = &self.hasher;
         let locations = &mut self.profile.locations;

@@ -37,6 +37,9 @@ pub use values::{ValueChoice, ValueType, ValueTypes, Values};
 /// The frame put right under the process (or thread) root of a user stack that does not reach a
 /// process or thread entry (see `truncation`).
 pub const TRUNCATED_FRAME: &str = "[truncated]";
+/// The leaf frame of every stack a thread spent time switched out in (`--off-cpu`): Ctrl-F in the
+/// SVG finds all waiting, which has its own colour there.
+pub const OFF_CPU_FRAME: &str = "[off-cpu]";
 
 /// Index of a [`Location`] in [`Profile::locations`]. 32 bits: a long recording holds tens of
 /// thousands of distinct stacks of tens of frames each, and every frame is one of these.

@@ -177,6 +177,7 @@ mod tests {
             user_ips,
             user_stack,
             count,
+            off_cpu: false,
         };
         let samples = [
             sample(1, vec![leaf, entry], UserStackSource::FramePointers, 5),

@@ -138,7 +138,9 @@ impl Values {
 }
 
 /// Gives a capture's profile its CPU time: each sample stands for one sampling period of its
-/// `frequency_hz` (today's captures count samples; weighted ones may store `cpu` themselves).
+/// `frequency_hz` (today's captures count samples; weighted ones may store `cpu` themselves). The
+/// CPU value goes right after the counting one, so a wall-clock profile's types read `samples`,
+/// `cpu`, `off_cpu` whichever part brought off-CPU time first.
 pub fn add_cpu_time(profile: &mut Profile) {
     let frequency_hz = profile.metadata.frequency_hz;
     let Some(period) = frequency_hz
@@ -147,15 +149,26 @@ pub fn add_cpu_time(profile: &mut Profile) {
     else {
         return;
     };
-    if profile.value_types.position(CPU).is_some() || !profile.value_types.0[0].is(SAMPLES) {
+    let types = &mut profile.value_types;
+    if types.position(CPU).is_some() || !types.0[0].is(SAMPLES) || types.len() == MAX_VALUES {
         return;
     }
-    let Some(cpu) = profile.value_types.push(ValueType::of(CPU)) else {
-        return;
-    };
+    types.0.insert(1, ValueType::of(CPU));
+    // Every value after the counting one moves up by one.
+    let map: Vec<Option<usize>> = (0..MAX_VALUES)
+        .map(|i| Some(if i == 0 { 0 } else { i + 1 }).filter(|&to| to < MAX_VALUES))
+        .collect();
     for sample in &mut profile.samples {
-        sample.values.0[cpu] = sample.values.0[0].saturating_mul(period);
+        let mut values = sample.values.remapped(&map);
+        values.0[1] = sample.values.0[0].saturating_mul(period);
+        sample.values = values;
     }
+}
+
+/// A capture made with `--off-cpu` has off-CPU time even when no thread was switched out for
+/// long enough: its counts are microseconds all the same, as `--help` promises.
+pub fn add_off_cpu_type(profile: &mut Profile) {
+    profile.value_types.push(ValueType::of(OFF_CPU));
 }
 
 /// Which value folded stacks, flame graphs and `diff` show (`report --value`).

@@ -13,7 +13,7 @@ use crate::capture::source::Thread;
 /// and a process that renames itself in a loop cannot grow it.
 const MAX_NAMES: usize = 4096;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct CommTexts {
     texts: HashMap<[u8; COMM_LEN], Arc<str>>,
 }

@@ -11,6 +11,7 @@
 
 mod comm;
 mod mapping_events;
+mod offcpu;
 mod sampler;
 mod stats;
 
@@ -22,12 +23,15 @@ use emberprof_symbolizer::{FramelessCode, ProcessKey, StackCopy, UserRegisters};
 
 use comm::CommTexts;
 pub use mapping_events::MappingEvents;
+use offcpu::OffCpu;
 pub use sampler::{online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig};
 use sampler::{Notices, StackCache};
 use stats::BpfStats;
 
 use super::address_spaces::AddressSpaces;
-use super::source::{Event, EventSink, Feedback, Source, SourceReport, StackEvent, UserStack};
+use super::source::{
+    Event, EventSink, Feedback, Source, SourceReport, StackEvent, Thread, UserStack, Weight,
+};
 
 /// How often the map generations are switched and the old one read and emptied.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
@@ -55,6 +59,8 @@ pub struct BpfSource {
     comm_texts: CommTexts,
     /// First-sample and instance-end notices, and the mapping records they are bound with.
     side_band: SideBand,
+    /// `--off-cpu`: the off-CPU maps' reader.
+    off_cpu: Option<OffCpu>,
 }
 
 /// What the BPF side says about processes, apart from their samples: its notices (first samples,
@@ -114,6 +120,9 @@ impl BpfSource {
     ) -> Self {
         let notices = sampler.take_notices();
         BpfSource {
+            off_cpu: sampler
+                .off_cpu()
+                .map(|min| OffCpu::new(min, sampler.off_cpu_sample())),
             sampler,
             generation: 0,
             since: Instant::now(),
@@ -137,8 +146,12 @@ impl BpfSource {
     /// Reads a generation's counted keys and hands them over with their counts.
     fn deliver_generation(&mut self, generation: u32, sink: &mut dyn EventSink) -> Result<()> {
         for (key, count) in self.sampler.read_counts(generation)? {
-            let event = self.resolve(key, Vec::new(), Vec::new(), count)?;
+            let event = self.resolve(key, Vec::new(), Vec::new(), Weight::Samples, count)?;
             sink.event(Event::Stack(event));
+        }
+        // Emptied as it is read: nothing writes to the generation any more.
+        if let Some(off_cpu) = &mut self.off_cpu {
+            off_cpu.deliver(&mut self.sampler, generation, sink)?;
         }
         Ok(())
     }
@@ -150,6 +163,7 @@ impl BpfSource {
         key: SampleKey,
         kernel_inline: Vec<u64>,
         user_inline: Vec<u64>,
+        weight: Weight,
         count: u64,
     ) -> Result<StackEvent<'static>> {
         let kernel = self.frames(key.generation, key.kernel_stack_id, kernel_inline)?;
@@ -161,6 +175,7 @@ impl BpfSource {
             thread: self.comm_texts.thread(&key),
             kernel,
             user,
+            weight,
             count,
         })
     }
@@ -198,6 +213,7 @@ impl Source for BpfSource {
         let mut deferred = Vec::new();
         let mut malformed = 0;
         let side_band = &mut self.side_band;
+        let comm_texts = &mut self.comm_texts;
         side_band.sync(sink);
         self.sampler
             .drain_records(|bytes| match Record::parse(bytes) {
@@ -216,27 +232,39 @@ impl Source for BpfSource {
                 Some(Record::UserStack(record, stack)) => {
                     // Its process's notice, and every mapping made before it, first.
                     side_band.sync(sink);
-                    sink.event(Event::Stack(StackEvent {
-                        thread: self.comm_texts.thread(&record.key),
-                        kernel: inline_stack(
-                            record.key.kernel_stack_id,
-                            &record.kernel_ips,
-                            record.kernel_len,
-                        ),
-                        user: UserStack::Copied {
-                            registers: UserRegisters {
-                                ip: record.ip,
-                                sp: record.sp,
-                                bp: record.bp,
-                                general: Some(record.gp_regs),
-                            },
-                            stack: StackCopy {
-                                start: record.stack_start(),
-                                bytes: stack,
-                            },
-                        },
-                        count: 1,
-                    }))
+                    let thread = comm_texts.thread(&record.key);
+                    sink.event(copied_stack(thread, record, stack, Weight::Samples, 1))
+                }
+                Some(Record::OffCpuEnd(record)) => sink.event(Event::OffCpuEnded {
+                    tid: record.tid,
+                    nanos: record.nanos,
+                }),
+                Some(Record::OffCpuSample(record)) => sink.event(Event::Stack(StackEvent {
+                    thread: comm_texts.thread(&record.key),
+                    kernel: inline_stack(
+                        record.key.kernel_stack_id,
+                        &record.kernel_ips,
+                        record.kernel_len,
+                    ),
+                    user: match record.key.user_stack_id {
+                        STACK_ID_NONE => UserStack::None,
+                        id => {
+                            UserStack::Walked(inline_stack(id, &record.user_ips, record.user_len))
+                        }
+                    },
+                    weight: Weight::OffCpuUntilEnded,
+                    count: 0,
+                })),
+                Some(Record::OffCpuStack(record, stack)) => {
+                    side_band.sync(sink);
+                    let thread = comm_texts.thread(&record.key);
+                    sink.event(copied_stack(
+                        thread,
+                        record,
+                        stack,
+                        Weight::OffCpuUntilEnded,
+                        0,
+                    ))
                 }
                 None => malformed += 1,
             });
@@ -247,10 +275,12 @@ impl Source for BpfSource {
         // Their stacks may be map ids: take the frames while the generation holds them.
         for record in deferred {
             let event = match record {
-                Deferred::Sample(key, kernel, user) => self.resolve(key, kernel, user, 1)?,
+                Deferred::Sample(key, kernel, user) => {
+                    self.resolve(key, kernel, user, Weight::Samples, 1)?
+                }
                 Deferred::NewKey(key) => {
                     self.keys_in_generation += 1;
-                    self.resolve(key, Vec::new(), Vec::new(), 0)?
+                    self.resolve(key, Vec::new(), Vec::new(), Weight::Samples, 0)?
                 }
             };
             sink.event(Event::Stack(event));
@@ -323,6 +353,9 @@ impl Source for BpfSource {
 
     fn stop(&mut self) -> Result<()> {
         self.sampler.detach()?;
+        if let Some(off_cpu) = &mut self.off_cpu {
+            off_cpu.stopped();
+        }
         self.run_time = self.sampler.programs_run_time();
         Ok(())
     }
@@ -334,6 +367,9 @@ impl Source for BpfSource {
         self.read(sink)?;
         for generation in [self.generation ^ 1, self.generation] {
             self.deliver_generation(generation, sink)?;
+        }
+        if let Some(off_cpu) = &mut self.off_cpu {
+            off_cpu.deliver_waiting(&mut self.sampler, sink)?;
         }
         Ok(())
     }
@@ -350,6 +386,12 @@ impl Source for BpfSource {
                     notes.extend(events.notes());
                 }
                 notes.extend(self.side_band.spaces.notes());
+                if self.off_cpu.is_some() {
+                    notes.extend(offcpu::notes(
+                        &offcpu::stats(&self.sampler)?,
+                        self.sampler.off_cpu_sample(),
+                    ));
+                }
                 if self.raised_copies > 0 {
                     notes.push((
                         log::Level::Info,
@@ -459,6 +501,38 @@ fn notes(
         ));
     }
     notes
+}
+
+/// A sample (or a switch-out) with its user stack copied.
+fn copied_stack<'a>(
+    thread: Thread,
+    record: &emberprof_bpf::UserStackRecord,
+    stack: &'a [u8],
+    weight: Weight,
+    count: u64,
+) -> Event<'a> {
+    Event::Stack(StackEvent {
+        thread,
+        kernel: inline_stack(
+            record.key.kernel_stack_id,
+            &record.kernel_ips,
+            record.kernel_len,
+        ),
+        user: UserStack::Copied {
+            registers: UserRegisters {
+                ip: record.ip,
+                sp: record.sp,
+                bp: record.bp,
+                general: Some(record.gp_regs),
+            },
+            stack: StackCopy {
+                start: record.stack_start(),
+                bytes: stack,
+            },
+        },
+        weight,
+        count,
+    })
 }
 
 fn inline_stack(id: i32, ips: &[u64], len: u32) -> Vec<u64> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::perf_event::{PerfEventLinkId, PerfEventScope, SamplePolicy};
+use aya::programs::raw_trace_point::RawTracePointLinkId;
 use aya::programs::{PerfEvent, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use emberprof_bpf::{
@@ -88,6 +89,11 @@ pub struct SamplerConfig {
     /// Raise the copy of a process whose stacks end at its edge (see [`Sampler::stack_copy_exhausted`]).
     pub grow_stack_copy: bool,
     pub map_sizes: MapSizes,
+    /// `--off-cpu`: the shortest interval switched out that is counted; `None`: the off-CPU
+    /// program is not loaded and its maps get one entry each.
+    pub off_cpu_min: Option<Duration>,
+    /// Follow one switch-out in this many, its time counted this many times (1: every one).
+    pub off_cpu_sample: u32,
 }
 
 /// The next copy size of a process whose stack ended at the edge of a copy of `copied` bytes when
@@ -117,6 +123,10 @@ pub struct Sampler {
     grow_stack_copy: bool,
     /// Instances whose copy was raised, and to what (mirrors `stack_copy_sizes`).
     raised: StdHashMap<u32, u32>,
+    /// `--off-cpu`: the sched_switch program is loaded (and attached while sampling).
+    off_cpu: Option<Duration>,
+    off_cpu_sample: u32,
+    off_cpu_link: Option<RawTracePointLinkId>,
 }
 
 impl Sampler {
@@ -151,10 +161,12 @@ impl Sampler {
         // EbpfLoader::new parses /sys/kernel/btf/vmlinux itself (~15 MB while loading, for the CO-RE
         // relocations); it is the only parse: the tracepoint programs are raw tracepoints, which need
         // no BTF to load or attach.
+        let off_cpu_settings = super::offcpu::settings(config);
         let mut loader = EbpfLoader::new();
         if btf.is_some() {
             loader.btf(btf);
         }
+        let off_cpu = super::offcpu::load_settings(&mut loader, &off_cpu_settings, config);
         let mut ebpf = loader
             .override_global(names::CONFIG_GLOBAL, &bpf_config, true)
             .map_max_entries(names::STACKS[0], sizes.stacks)
@@ -179,6 +191,13 @@ impl Sampler {
             notice
                 .load()
                 .with_context(|| format!("the kernel rejected the {tracepoint} program"))?;
+        }
+        if off_cpu {
+            let switch: &mut RawTracePoint =
+                program(&mut ebpf, names::OFF_CPU_PROGRAM)?.try_into()?;
+            switch
+                .load()
+                .context("the kernel rejected the off-CPU (sched_switch) program")?;
         }
 
         if let Some(pids) = &config.target_pids {
@@ -208,7 +227,29 @@ impl Sampler {
             stack_copy_bytes: config.stack_copy_bytes,
             grow_stack_copy: config.grow_stack_copy,
             raised: StdHashMap::new(),
+            off_cpu: config.off_cpu_min.filter(|_| off_cpu),
+            off_cpu_sample: config.off_cpu_sample.max(1),
+            off_cpu_link: None,
         })
+    }
+
+    /// The loaded object, for `offcpu`'s maps.
+    pub(super) fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub(super) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// `--off-cpu`'s threshold, when its program is loaded.
+    pub fn off_cpu(&self) -> Option<Duration> {
+        self.off_cpu
+    }
+
+    /// `--off-cpu-sample`: each followed switch-out stands for this many.
+    pub fn off_cpu_sample(&self) -> u32 {
+        self.off_cpu_sample
     }
 
     /// `--unwind auto`: copy every user stack of this process.
@@ -338,6 +379,15 @@ impl Sampler {
                 .with_context(|| format!("cannot attach to the {tracepoint} tracepoint"))?;
         }
 
+        if self.off_cpu.is_some() {
+            let switch: &mut RawTracePoint =
+                program(&mut self.ebpf, names::OFF_CPU_PROGRAM)?.try_into()?;
+            let link = switch
+                .attach(names::OFF_CPU_TRACEPOINT)
+                .context("cannot attach to the sched_switch tracepoint (--off-cpu)")?;
+            self.off_cpu_link = Some(link);
+        }
+
         let cpus = aya::util::online_cpus()
             .map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
         let sample: &mut PerfEvent = program(&mut self.ebpf, names::SAMPLE_PROGRAM)?.try_into()?;
@@ -364,6 +414,13 @@ impl Sampler {
             sample
                 .detach(link)
                 .context("cannot detach the sampling program")?;
+        }
+        if let Some(link) = self.off_cpu_link.take() {
+            let switch: &mut RawTracePoint =
+                program(&mut self.ebpf, names::OFF_CPU_PROGRAM)?.try_into()?;
+            switch
+                .detach(link)
+                .context("cannot detach the off-CPU program")?;
         }
         Ok(())
     }

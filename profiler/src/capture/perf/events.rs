@@ -45,6 +45,10 @@ pub struct EventConfig {
     pub inherit: bool,
     /// Data pages of each CPU's ring buffer (a power of two).
     pub ring_pages: usize,
+    /// `--off-cpu`: record every switch of the sampled tasks (`context_switch`, as samply does; no
+    /// privileges needed for one's own tasks), timed by CLOCK_MONOTONIC so that threads still
+    /// switched out at the stop can be counted up to it. Shorter intervals are not counted.
+    pub off_cpu_min: Option<std::time::Duration>,
 }
 
 impl EventConfig {
@@ -234,6 +238,11 @@ fn open_one(
     attr.set_exclude_hv(1);
     // Side band: code mapped, names (and execs), forks and exits of the sampled tasks.
     super::side_band::ask_for_side_band(&mut attr);
+    if config.off_cpu_min.is_some() {
+        attr.set_context_switch(1);
+        attr.set_use_clockid(1);
+        attr.clockid = libc::CLOCK_MONOTONIC;
+    }
     // Wake the reader when a quarter of the buffer is full, not at every record.
     attr.set_watermark(1);
     let ring_bytes = config
@@ -306,6 +315,7 @@ mod tests {
             stack_copy_bytes: Some(512),
             inherit: false,
             ring_pages: 1,
+            off_cpu_min: None,
         };
         let mut events = Events::open(&EventTargets::Threads(vec![tid]), &config).expect(
             "perf_event_open on this thread (kernel.perf_event_paranoid must be 2 or lower)",

@@ -16,6 +16,7 @@ pub(super) mod records;
 pub(super) mod ring;
 pub(super) mod side_band;
 mod source;
+mod switches;
 mod tasks;
 
 pub use events::{EventConfig, EventTargets, Events};

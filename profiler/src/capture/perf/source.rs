@@ -15,10 +15,11 @@ use super::events::{EventConfig, Events};
 use super::reader::Reader;
 use super::records::{self, PerfRecord, Sample, SampleLayout};
 use super::side_band;
+use super::switches::{monotonic_ns, Switches};
 use super::tasks::{InstanceChange, Tasks};
 use crate::capture::address_spaces::AddressSpaces;
 use crate::capture::source::{
-    Event, EventSink, Source, SourceReport, StackEvent, Thread, UserStack,
+    Event, EventSink, Source, SourceReport, StackEvent, Thread, UserStack, Weight,
 };
 
 /// How often a checkpoint lets the collector build and release what it holds. Records arrive in
@@ -47,6 +48,10 @@ pub struct PerfSource {
     samples: u64,
     lost: u64,
     malformed: u64,
+    /// `--off-cpu`: switch records timed into intervals.
+    switches: Option<Switches>,
+    /// When the events were disabled (CLOCK_MONOTONIC ns).
+    stopped_ns: Option<u64>,
 }
 
 impl PerfSource {
@@ -73,6 +78,8 @@ impl PerfSource {
             samples: 0,
             lost: 0,
             malformed: 0,
+            switches: config.off_cpu_min.map(Switches::new),
+            stopped_ns: None,
         })
     }
 
@@ -116,6 +123,12 @@ impl PerfSource {
             PerfRecord::Exit { pid, tid } => self.tasks.exit(pid, tid),
             // Followed above, in the address spaces' history.
             PerfRecord::Mmap { .. } => None,
+            PerfRecord::Switch { tid, time, out } => {
+                if let Some(switches) = &mut self.switches {
+                    switches.switch(tid, time, out, sink);
+                }
+                None
+            }
             PerfRecord::Lost { count } => {
                 self.lost = self.lost.saturating_add(count);
                 None
@@ -182,6 +195,7 @@ impl PerfSource {
             },
             kernel: sample.kernel_ips,
             user,
+            weight: Weight::Samples,
             count: 1,
         }));
     }
@@ -236,7 +250,12 @@ impl Source for PerfSource {
     }
 
     fn stop(&mut self) -> Result<()> {
+        self.stopped_ns = Some(monotonic_ns());
         self.events.disable()
+    }
+
+    fn off_cpu_stacks(&self) -> bool {
+        false
     }
 
     /// Records written before the events were disabled are still in the buffers.
@@ -244,6 +263,9 @@ impl Source for PerfSource {
         let mut records = std::mem::take(&mut self.pending);
         records.extend(self.reader.finish()?);
         self.decode(records, sink);
+        if let Some(switches) = &mut self.switches {
+            switches.finish(self.stopped_ns.unwrap_or_else(monotonic_ns), sink);
+        }
         if self.reader.skipped_bytes() > 0 {
             log::warn!(
                 "skipped {} bytes of perf ring buffers that did not decode",
@@ -270,6 +292,9 @@ impl Source for PerfSource {
             ));
         }
         notes.extend(self.spaces.notes());
+        if let Some(switches) = &self.switches {
+            notes.push((log::Level::Info, switches.note()));
+        }
         Ok(SourceReport {
             lost: self.lost,
             malformed: self.malformed,

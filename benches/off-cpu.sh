@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The cost of --off-cpu to the profiled program, on context switches as fast as they come: the
+# `pingpong` example (two threads handing a byte over pipes: every hand-over switches both out and
+# in) and its thread pool (`pingpong N pool`: tasks handed one at a time to four workers on a
+# condition variable). Each is timed by itself (its own wall time for N rounds, printed by it),
+# then under emberprof: CPU only, --off-cpu (default --unwind auto: these threads block in Debian's
+# frameless libc, so every switch-out copies the user stack), --off-cpu --unwind fp (the kernel's
+# frame-pointer walk, stacks counted in the kernel), --off-cpu-sample 10 and 100 (one switch-out in
+# N followed, its time counted N times), and, where bcc is installed (Debian
+# bpfcc-tools), under bcc's offcputime for comparison. Modes alternate within each round; the
+# table shows medians over rounds and the slowdown against the program alone.
+#
+# usage: sudo benches/off-cpu.sh [ROUNDS] [REPEATS]   (defaults: 200000 hand-overs, 3 rounds)
+# needs: root, `cargo build --release`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-200000}
+repeats=${2:-3}
+bin=target/release
+example=$(ls -t target/release/build/emberprof-examples-*/out/bin/pingpong 2>/dev/null | head -1)
+if [[ ! -x $bin/emberprof || -z $example ]]; then
+  echo "build first: cargo build --release" >&2
+  exit 1
+fi
+offcputime=$(command -v offcputime-bpfcc || true)
+# bcc compiles its program against the kernel's headers: without them it cannot run at all.
+if [[ -n $offcputime ]] && ! timeout 60 "$offcputime" 1 >/dev/null 2>&1; then
+  echo "bcc's offcputime does not run here (no kernel headers for $(uname -r)?): left out" >&2
+  offcputime=
+fi
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# Seconds the workload reports for its rounds ("... in S s: ..."), run as the arguments say.
+seconds() {
+  "$@" 2>"$work/stderr" | sed -n 's/.* in \([0-9.]*\) s:.*/\1/p' | tail -1
+}
+
+run_mode() { # MODE WORKLOAD-ARGS...
+  local mode=$1
+  shift
+  case $mode in
+  alone) seconds "$example" "$@" ;;
+  cpu) seconds "$bin/emberprof" record -q -o "$work/cpu.folded" -- "$example" "$@" ;;
+  off-cpu) seconds "$bin/emberprof" record -q --off-cpu -o "$work/off.folded" -- "$example" "$@" ;;
+  off-cpu-fp) seconds "$bin/emberprof" record -q --off-cpu --unwind fp -o "$work/fp.folded" -- "$example" "$@" ;;
+  off-cpu-sample10) seconds "$bin/emberprof" record -q --off-cpu --off-cpu-sample 10 -o "$work/s10.folded" -- "$example" "$@" ;;
+  off-cpu-sample100) seconds "$bin/emberprof" record -q --off-cpu --off-cpu-sample 100 -o "$work/s100.folded" -- "$example" "$@" ;;
+  bcc-offcputime)
+    "$offcputime" -f >"$work/bcc.out" 2>/dev/null &
+    local bcc=$!
+    sleep 3 # bcc compiles its program first
+    seconds "$example" "$@"
+    kill -INT $bcc 2>/dev/null || true
+    wait $bcc 2>/dev/null || true
+    ;;
+  esac
+}
+
+modes=(alone cpu off-cpu off-cpu-fp off-cpu-sample10 off-cpu-sample100)
+[[ -n $offcputime ]] && modes+=(bcc-offcputime)
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+printf '%-10s %-16s %10s %10s\n' workload mode seconds slowdown
+for workload in pingpong pool; do
+  args=("$rounds")
+  [[ $workload == pool ]] && args+=(pool)
+  for ((r = 0; r < repeats; r++)); do
+    for mode in "${modes[@]}"; do
+      run_mode "$mode" "${args[@]}" >>"$work/$workload-$mode"
+    done
+  done
+  base=$(median <"$work/$workload-alone")
+  for mode in "${modes[@]}"; do
+    m=$(median <"$work/$workload-$mode")
+    printf '%-10s %-16s %10.3f %9.1f%%\n' "$workload" "$mode" "$m" "$(echo "($m / $base - 1) * 100" | bc -l)"
+  done
+done

@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+/*
+ * --off-cpu: where target threads wait. A raw tracepoint on sched_switch times every interval a
+ * target thread spends switched out and charges it to the stacks it switched out in, so that on-CPU
+ * samples and off-CPU time together make each thread's wall-clock time.
+ *
+ * At a switch-out (the current task is `prev`), the stacks are taken as a CPU sample takes them:
+ * the kernel stack and the frame-pointer user stack as ids in `offcpu_stacks`, or, where
+ * --unwind auto says the code is frameless (nearly always: threads block inside libc), the user
+ * registers and a copy of the stack, sent through the ring buffer at once (the stack cannot be read
+ * at the switch-in: another task runs then). The start time and the stack ids go into the global
+ * `offcpu_threads` map by thread id; global, not per CPU, because a thread is often switched in on
+ * another CPU than the one it left. At the switch-in the elapsed time is added to the stacks' count
+ * in `offcpu_counts` (of the current generation), or, for stacks in the ring buffer, sent as a
+ * RECORD_OFF_CPU_END. Threads still switched out at the end are read from `offcpu_threads` and
+ * counted up to then by userspace.
+ *
+ * `offcpu_stacks` has one generation and is never emptied while recording: a thread switched out
+ * across a map switch still refers to its ids. When it fills (or collides), the stacks are streamed
+ * inline instead. Nothing here runs without --off-cpu: the program is neither loaded nor attached,
+ * and the sampler reads none of these maps.
+ *
+ * Included at the end of profile.bpf.c: it uses the sampler's maps (target filter, instances,
+ * plans, the generation) and functions (process_instance, needs_stack_copy, the stack copy).
+ */
+
+const volatile struct offcpu_config offcpu_cfg = {};
+
+/* Kernel stacks taken here start in this program: its own frame and bpf_trace_run4 (the raw
+ * tracepoint's caller) are skipped (the BPF_F_SKIP_FIELD_MASK part of the flags), so they start at
+ * __schedule, where the thread waits. Checked on Linux 6.18 (tests/it/off_cpu.rs asserts it). */
+#define OFF_CPU_KERNEL_SKIP 2
+
+/* Target threads switched out now, by thread id. Resized at load (1 entry without --off-cpu). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct offcpu_start);
+} offcpu_threads SEC(".maps");
+
+/* Stacks threads switched out in; never BPF_F_REUSE_STACKID (see `stacks`). */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 16384); /* resized at load */
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64));
+} offcpu_stacks SEC(".maps");
+
+/* Nanoseconds switched out per (thread, stacks), one map per generation (see GENERATIONS). */
+struct offcpu_count_map {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized at load */
+	__type(key, struct sample_key);
+	__type(value, __u64);
+};
+struct offcpu_count_map offcpu_counts SEC(".maps");
+struct offcpu_count_map offcpu_counts_1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OFFCPU_STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} offcpu_stats SEC(".maps");
+
+static __always_inline void offcpu_stat_inc(__u32 stat)
+{
+	__u64 *slot = bpf_map_lookup_elem(&offcpu_stats, &stat);
+	if (slot)
+		*slot += 1; /* per-CPU slot: no other writer */
+}
+
+/* The switched-out task's user registers (it is always in the kernel at a switch). */
+static __always_inline struct pt_regs___emberprof *offcpu_user_regs(void)
+{
+	return (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+/* Sends the registers and a copy of the top of the user stack, with the kernel stack, as a
+ * RECORD_OFF_CPU_STACK (the sampler's send_user_stack, with registers from the task). 0 if sent. */
+static __always_inline int offcpu_send_copy(void *ctx, const struct sample_key *key,
+					    struct pt_regs___emberprof *regs)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct stack_scratch *scratch = bpf_map_lookup_elem(&stack_scratch, &cpu);
+	if (!scratch)
+		return -1;
+	struct user_stack_record *rec = &scratch->record;
+	__u64 sp = regs->sp;
+	rec->kind = RECORD_OFF_CPU_STACK;
+	copy_red_zone(rec, sp);
+	rec->key = *key;
+	rec->key.user_stack_id = STACK_ID_IN_RECORD;
+	rec->ip = regs->ip;
+	rec->sp = sp;
+	rec->bp = regs->bp;
+	rec->gp_regs[0] = regs->ax;
+	rec->gp_regs[1] = regs->dx;
+	rec->gp_regs[2] = regs->cx;
+	rec->gp_regs[3] = regs->bx;
+	rec->gp_regs[4] = regs->si;
+	rec->gp_regs[5] = regs->di;
+	rec->gp_regs[6] = regs->bp;
+	rec->gp_regs[7] = sp;
+	rec->gp_regs[8] = regs->r8;
+	rec->gp_regs[9] = regs->r9;
+	rec->gp_regs[10] = regs->r10;
+	rec->gp_regs[11] = regs->r11;
+	rec->gp_regs[12] = regs->r12;
+	rec->gp_regs[13] = regs->r13;
+	rec->gp_regs[14] = regs->r14;
+	rec->gp_regs[15] = regs->r15;
+	rec->kernel_len = 0;
+	if (cfg.capture_kernel) {
+		rec->key.kernel_stack_id = STACK_ID_IN_RECORD;
+		long bytes = bpf_get_stack(ctx, rec->kernel_ips, sizeof(rec->kernel_ips),
+					   OFF_CPU_KERNEL_SKIP);
+		if (bytes > 0)
+			rec->kernel_len = bytes / sizeof(__u64);
+	}
+	/* Constant limits, as in send_user_stack (the verifier prunes each copy of the loop). */
+	__u32 copied;
+	__u32 *raised = bpf_map_lookup_elem(&stack_copy_sizes, &key->instance);
+	if (raised && *raised >= MAX_STACK_COPY)
+		copied = copy_user_stack(scratch, sp, MAX_STACK_COPY);
+	else if (raised && *raised >= MAX_STACK_COPY / 2)
+		copied = copy_user_stack(scratch, sp, MAX_STACK_COPY / 2);
+	else
+		copied = copy_user_stack(scratch, sp, cfg.stack_copy_bytes);
+	rec->stack_len = copied;
+	__u64 size = sizeof(struct user_stack_record) + copied;
+	if (size > sizeof(struct stack_scratch))
+		return -1;
+	return bpf_ringbuf_output(&records, scratch, size, wakeup_flags()) == 0 ? 0 : -1;
+}
+
+/* Sends both stacks inline as a RECORD_OFF_CPU_SAMPLE (they did not fit `offcpu_stacks`). */
+static __always_inline int offcpu_send_stacks(void *ctx, const struct sample_key *key, int user)
+{
+	struct sample_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	if (!rec)
+		return -1;
+	rec->kind = RECORD_OFF_CPU_SAMPLE;
+	rec->kernel_len = 0;
+	rec->user_len = 0;
+	rec->_pad = 0;
+	rec->key = *key;
+	rec->key.kernel_stack_id = STACK_ID_NONE;
+	rec->key.user_stack_id = STACK_ID_NONE;
+	if (cfg.capture_kernel) {
+		rec->key.kernel_stack_id = STACK_ID_IN_RECORD;
+		long bytes = bpf_get_stack(ctx, rec->kernel_ips, sizeof(rec->kernel_ips),
+					   OFF_CPU_KERNEL_SKIP);
+		if (bytes > 0)
+			rec->kernel_len = bytes / sizeof(__u64);
+	}
+	if (user) {
+		rec->key.user_stack_id = STACK_ID_IN_RECORD;
+		long bytes = bpf_get_stack(ctx, rec->user_ips, sizeof(rec->user_ips), BPF_F_USER_STACK);
+		if (bytes > 0)
+			rec->user_len = bytes / sizeof(__u64);
+	}
+	bpf_ringbuf_submit(rec, wakeup_flags());
+	return 0;
+}
+
+/* A stack id in `offcpu_stacks`; *full set when the stack did not fit (collision, map full). */
+static __always_inline __s32 offcpu_stack_id(void *ctx, __u64 flags, int *full)
+{
+	long id = bpf_get_stackid(ctx, &offcpu_stacks, flags);
+	if (id >= 0)
+		return id;
+	if (id == -EEXIST || id == -ENOMEM)
+		*full = 1;
+	/* -EFAULT: no such stack (a task without user memory). */
+	return STACK_ID_NONE;
+}
+
+/* `prev` (the current task) is switched out. */
+static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___emberprof *prev,
+					      __u32 prev_state)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u32 tid = BPF_CORE_READ(prev, pid);
+	__u32 tgid = BPF_CORE_READ(prev, tgid);
+	if (tid == 0 || tgid == offcpu_cfg.self_tgid || (prev_state & OFF_CPU_TASK_DEAD))
+		return;
+	if (cfg.filter_tgids && !bpf_map_lookup_elem(&target_tgids, &tgid))
+		return;
+	/* Kernel threads wait by design; idle CPUs run swapper (tid 0). */
+	if (BPF_CORE_READ(prev, mm) == NULL)
+		return;
+	if (offcpu_cfg.sample_every > 1 && bpf_get_prandom_u32() % offcpu_cfg.sample_every != 0) {
+		offcpu_stat_inc(OFFCPU_NOT_SAMPLED);
+		return;
+	}
+	offcpu_stat_inc(OFFCPU_SWITCH_OUTS);
+
+	struct offcpu_start start = {};
+	start.start_ns = now;
+	struct sample_key *key = &start.key;
+	key->tgid = tgid;
+	key->tid = tid;
+	BPF_CORE_READ_STR_INTO(&key->thread_comm, prev, comm);
+	BPF_CORE_READ_STR_INTO(&key->process_comm, prev, group_leader, comm);
+	key->instance = process_instance(tgid, key->process_comm, prev);
+	key->kernel_stack_id = STACK_ID_NONE;
+	key->user_stack_id = STACK_ID_NONE;
+
+	if (cfg.capture_user && cfg.unwind_mode != UNWIND_FRAME_POINTERS) {
+		struct pt_regs___emberprof *regs = offcpu_user_regs();
+		if (cfg.unwind_mode == UNWIND_DWARF ||
+		    needs_stack_copy(tgid, key->instance, regs->ip, regs->bp)) {
+			if (offcpu_send_copy(ctx, key, regs) == 0) {
+				offcpu_stat_inc(OFFCPU_STREAMED);
+				start.streamed = 1;
+				goto store;
+			}
+			offcpu_stat_inc(OFFCPU_COPY_FALLBACK);
+		}
+	}
+	int full = 0;
+	if (cfg.capture_kernel)
+		key->kernel_stack_id = offcpu_stack_id(ctx, OFF_CPU_KERNEL_SKIP, &full);
+	if (cfg.capture_user)
+		key->user_stack_id = offcpu_stack_id(ctx, BPF_F_USER_STACK, &full);
+	if (full) {
+		if (offcpu_send_stacks(ctx, key, cfg.capture_user) != 0) {
+			offcpu_stat_inc(OFFCPU_LOST_RINGBUF_OUT);
+			return;
+		}
+		offcpu_stat_inc(OFFCPU_STREAMED);
+		start.streamed = 1;
+	}
+store:
+	if (bpf_map_update_elem(&offcpu_threads, &tid, &start, BPF_ANY) != 0)
+		offcpu_stat_inc(OFFCPU_LOST_THREADS_FULL);
+}
+
+/* Adds `nanos` to the key's count in the current generation (the race of two CPUs inserting the same
+ * key is settled as in count_sample). */
+static __always_inline int offcpu_count(struct sample_key *key, __u64 nanos)
+{
+	__u32 zero = 0;
+	__u32 *current = bpf_map_lookup_elem(&generation, &zero);
+	key->generation = current && *current ? 1 : 0;
+	void *map = key->generation ? (void *)&offcpu_counts_1 : (void *)&offcpu_counts;
+	__u64 *count = bpf_map_lookup_elem(map, key);
+	if (count) {
+		__sync_fetch_and_add(count, nanos);
+		return 0;
+	}
+	long err = bpf_map_update_elem(map, key, &nanos, BPF_NOEXIST);
+	if (err == 0)
+		return 0;
+	if (err == -EEXIST) {
+		count = bpf_map_lookup_elem(map, key);
+		if (count) {
+			__sync_fetch_and_add(count, nanos);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* `next` is switched in: the interval it spent switched out ends. */
+static __always_inline void offcpu_switch_in(struct task_struct___emberprof *next)
+{
+	__u32 tid = BPF_CORE_READ(next, pid);
+	struct offcpu_start *found = bpf_map_lookup_elem(&offcpu_threads, &tid);
+	if (!found)
+		return;
+	struct offcpu_start start = *found;
+	bpf_map_delete_elem(&offcpu_threads, &tid);
+	offcpu_stat_inc(OFFCPU_SWITCH_INS);
+	__u64 nanos = bpf_ktime_get_ns() - start.start_ns;
+	if (nanos < offcpu_cfg.min_ns) {
+		offcpu_stat_inc(OFFCPU_BELOW_MIN);
+		return;
+	}
+	/* Each followed switch-out stands for sample_every of them. */
+	if (offcpu_cfg.sample_every > 1)
+		nanos *= offcpu_cfg.sample_every;
+	if (start.streamed) {
+		struct offcpu_end_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+		if (!rec) {
+			offcpu_stat_inc(OFFCPU_LOST_RINGBUF_END);
+			return;
+		}
+		rec->kind = RECORD_OFF_CPU_END;
+		rec->tid = tid;
+		rec->nanos = nanos;
+		bpf_ringbuf_submit(rec, wakeup_flags());
+		offcpu_stat_inc(OFFCPU_ENDED);
+		return;
+	}
+	if (offcpu_count(&start.key, nanos) == 0)
+		offcpu_stat_inc(OFFCPU_COUNTED);
+	else
+		offcpu_stat_inc(OFFCPU_LOST_COUNTS_FULL);
+}
+
+/* A raw tracepoint for the reason the lifecycle programs are (no BTF id lookup at attach). Its
+ * prev_state argument is there since Linux 5.18. */
+SEC("raw_tp/sched_switch")
+int BPF_PROG(offcpu_switch, int preempt, struct task_struct___emberprof *prev,
+	     struct task_struct___emberprof *next, unsigned int prev_state)
+{
+	offcpu_switch_out(ctx, prev, prev_state);
+	offcpu_switch_in(next);
+	return 0;
+}
