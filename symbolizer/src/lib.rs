@@ -6,8 +6,8 @@
 //! named even after the process has exited. At the end, user addresses are normalized through the
 //! snapshot to (module, file offset) and symbolized with blazesym's ELF source (DWARF lines, inlined
 //! functions), then demangled (`demangle`); kernel addresses with kallsyms. Results are cached per (module, offset) and
-//! per kernel address, and modules are shared between processes by (device, inode), so libc is parsed
-//! once however many processes map it.
+//! per kernel address, and modules are shared between processes by file identity, so libc is parsed
+//! once however many processes map it; a module is released once no live snapshot maps it.
 //!
 //! The work is split by role: [`Processes`] (lifecycle, snapshots, per-process runtimes such as JIT
 //! perf maps; normalizes addresses), [`Unwinder`] (stacks from registers and stack copies, frameless
@@ -27,6 +27,7 @@ mod frame;
 mod jit;
 mod kallsyms;
 mod maps;
+mod module_budget;
 mod modules;
 mod namer;
 mod options;
@@ -49,6 +50,7 @@ pub use error::Error;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use jit::JitStats;
 pub use maps::{parse_maps, MapsEntry};
+pub use module_budget::ModuleStats;
 pub use modules::{FileKey, Module, ModuleId, ModuleTable};
 pub use namer::Namer;
 pub use options::SymbolizerOptions;

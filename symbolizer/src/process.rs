@@ -93,6 +93,14 @@ impl ProcessSnapshot {
         &self.mappings
     }
 
+    /// Each module mapped, once.
+    fn distinct_modules(&self) -> Vec<ModuleId> {
+        let mut modules: Vec<ModuleId> = self.mappings.iter().map(|m| m.module).collect();
+        modules.sort_unstable();
+        modules.dedup();
+        modules
+    }
+
     pub fn executable(&self) -> Option<ModuleId> {
         self.executable
     }
@@ -184,9 +192,14 @@ impl ProcessTable {
         self.processes.contains_key(&key)
     }
 
-    /// Drops the snapshot of an instance that is gone.
-    pub fn remove(&mut self, key: ProcessKey) {
-        self.processes.remove(&key);
+    /// Drops the snapshot of an instance that is gone, and its place among the users of the
+    /// modules it maps.
+    pub fn remove(&mut self, key: ProcessKey, modules: &mut ModuleTable) {
+        if let Some(snapshot) = self.processes.remove(&key) {
+            for module in snapshot.distinct_modules() {
+                modules.remove_user(module);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -246,7 +259,16 @@ impl ProcessTable {
         snapshot.executable = snapshot.executable_file.and_then(|file| modules.find(file));
         snapshot.generation = self.taken;
         self.taken += 1;
-        self.processes.insert(key, snapshot);
+        // The new snapshot's modules gain a user before the old one's lose theirs: a module both
+        // map never looks unused.
+        for module in snapshot.distinct_modules() {
+            modules.add_user(module);
+        }
+        if let Some(old) = self.processes.insert(key, snapshot) {
+            for module in old.distinct_modules() {
+                modules.remove_user(module);
+            }
+        }
         Ok(&self.processes[&key])
     }
 
@@ -279,7 +301,8 @@ impl ProcessTable {
             }
             let key = mapped_file_key(pid, entry.start, entry.end)
                 .filter(|key| (key.dev, key.inode) == (entry.dev, entry.inode));
-            let opened = modules.get_or_open(key, &entry.path, pid, || {
+            let at = (entry.start, entry.end, entry.inode);
+            let opened = modules.get_or_open(key, &entry.path, pid, at, || {
                 open_mapped_file(pid, entry.start, entry.end, &entry.path, entry.inode)
             });
             match opened {

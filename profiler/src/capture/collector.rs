@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FramelessCode, FramelessMapping, JitStats, ProcessKey, StackCopy, Symbolizer, UnwindEnd,
-    UserRegisters,
+    FramelessCode, FramelessMapping, JitStats, ModuleStats, ProcessKey, StackCopy, Symbolizer,
+    UnwindEnd, UserRegisters,
 };
 
 use super::launch::remove_pre_exec_samples;
@@ -43,6 +43,8 @@ pub struct CollectorReport {
     /// Process instances built and released during the recording.
     pub released: u64,
     pub jit: JitStats,
+    /// Modules released, and closed for the descriptor budget.
+    pub modules: ModuleStats,
 }
 
 pub struct Collector {
@@ -214,6 +216,7 @@ impl Collector {
             unwinding: self.unwinding,
             released: self.released,
             jit: self.symbolizer.jit_stats(),
+            modules: self.symbolizer.module_stats(),
         };
         (self.built, report)
     }
