@@ -2,12 +2,14 @@
 //! submodules) reading folded stacks, measuring what a target had to sample, building `record`
 //! command lines per backend, and running things as an unprivileged user.
 
+mod attack;
 mod backend;
 mod burn;
 mod folded;
 mod measure;
 mod sandbox;
 
+pub use attack::*;
 pub use backend::*;
 pub use burn::*;
 pub use folded::*;
