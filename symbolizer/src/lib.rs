@@ -51,7 +51,7 @@ pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 pub use jit::JitStats;
 pub use maps::{parse_maps, MapsEntry};
 pub use module_budget::ModuleStats;
-pub use modules::{FileKey, Module, ModuleId, ModuleTable};
+pub use modules::{DroppedModule, FileKey, Module, ModuleId, ModuleTable};
 pub use namer::Namer;
 pub use options::SymbolizerOptions;
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};

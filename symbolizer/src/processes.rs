@@ -261,8 +261,9 @@ impl Processes {
         location
     }
 
-    /// Modules closed or released since the last call (see [`ModuleTable::take_dropped`]).
-    pub(crate) fn take_dropped_modules(&mut self) -> Vec<crate::modules::DroppedModule> {
+    /// Modules closed or released since the last call (see [`ModuleTable::take_dropped`]): a
+    /// caller that holds its own [`crate::Namer`] and [`crate::Unwinder`] hands them these.
+    pub fn take_dropped_modules(&mut self) -> Vec<crate::modules::DroppedModule> {
         self.modules.take_dropped()
     }
 
