@@ -344,9 +344,10 @@ impl ModuleTable {
         );
     }
 
-    /// Makes sure module `id` is open, for an address found in it: marks it used, or reopens it by
-    /// the last mapping of it seen (which must still be the same file). Returns whether it is open.
-    pub(crate) fn ensure_open(&mut self, id: ModuleId) -> bool {
+    /// Makes sure module `id` is open, for an address found in it: marks it used, or reopens it,
+    /// through `via` (the process whose address it is: `(pid, start, end)` of its mapping) or else
+    /// the last mapping of it seen; it must still be the same file. Returns whether it is open.
+    pub(crate) fn ensure_open(&mut self, id: ModuleId, via: Option<(u32, u64, u64)>) -> bool {
         let Some(module) = self.modules.get_mut(&id) else {
             return false;
         };
@@ -354,26 +355,43 @@ impl ModuleTable {
             module.last_use = self.open.touch(id, module.last_use);
             return true;
         }
-        match self.reopen(id) {
-            Ok(()) => {
-                self.open.stats.reopened += 1;
-                true
-            }
-            Err(error) => {
-                self.open.stats.not_reopened += 1;
-                log::debug!("{}", crate::error::chain(&error));
-                false
+        let inode = module.key.map_or(0, |key| key.inode);
+        let candidates = via
+            .map(|(pid, start, end)| MappedAt {
+                pid,
+                start,
+                end,
+                inode,
+            })
+            .into_iter()
+            .chain(module.mapped_at.clone());
+        let mut error = None;
+        for at in candidates {
+            match self.reopen(id, &at) {
+                Ok(()) => {
+                    self.open.stats.reopened += 1;
+                    if let Some(module) = self.modules.get_mut(&id) {
+                        module.mapped_at = Some(at);
+                    }
+                    return true;
+                }
+                Err(failed) => error = Some(failed),
             }
         }
+        self.open.stats.not_reopened += 1;
+        if let Some(error) = error {
+            log::debug!("{}", crate::error::chain(&error));
+        }
+        false
     }
 
-    fn reopen(&mut self, id: ModuleId) -> Result<(), Error> {
+    fn reopen(&mut self, id: ModuleId, at: &MappedAt) -> Result<(), Error> {
         let module = &self.modules[&id];
-        let (Some(at), Some(key)) = (module.mapped_at.clone(), module.key) else {
+        let Some(key) = module.key else {
             return Err(Error::OpenModule {
-                pid: 0,
+                pid: at.pid,
                 path: module.mapped_path.clone(),
-                source: std::io::Error::other("no mapping of it is known to reopen it by"),
+                source: std::io::Error::other("the vDSO image is never closed"),
             });
         };
         let mapped_path = module.mapped_path.to_string_lossy().into_owned();

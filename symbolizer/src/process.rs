@@ -69,14 +69,11 @@ pub enum UserLocation {
 
 impl ProcessSnapshot {
     pub fn locate(&self, address: u64) -> UserLocation {
-        let index = self.mappings.partition_point(|m| m.start <= address);
-        if let Some(mapping) = index.checked_sub(1).map(|i| &self.mappings[i]) {
-            if address < mapping.end {
-                return UserLocation::Module {
-                    module: mapping.module,
-                    file_offset: address - mapping.start + mapping.offset,
-                };
-            }
+        if let Some(mapping) = self.mapping_at(address) {
+            return UserLocation::Module {
+                module: mapping.module,
+                file_offset: address - mapping.start + mapping.offset,
+            };
         }
         for (start, end, offset, name) in &self.unreadable {
             if (*start..*end).contains(&address) {
@@ -87,6 +84,13 @@ impl ProcessSnapshot {
             }
         }
         UserLocation::Unmapped
+    }
+
+    /// The module mapping that holds `address`.
+    pub(crate) fn mapping_at(&self, address: u64) -> Option<&Mapping> {
+        let index = self.mappings.partition_point(|m| m.start <= address);
+        let mapping = &self.mappings[index.checked_sub(1)?];
+        (address < mapping.end).then_some(mapping)
     }
 
     pub fn mappings(&self) -> &[Mapping] {

@@ -256,7 +256,13 @@ impl Processes {
             };
         }
         if let UserLocation::Module { module, .. } = location {
-            self.modules.ensure_open(module);
+            // Through this process's own mapping first: it maps the module, and may still run.
+            let via = self
+                .snapshots
+                .get(key)
+                .and_then(|snapshot| snapshot.mapping_at(address))
+                .map(|mapping| (key.pid, mapping.start, mapping.end));
+            self.modules.ensure_open(module, via);
         }
         location
     }
