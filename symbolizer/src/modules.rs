@@ -185,10 +185,14 @@ impl ModuleTable {
         }
     }
 
-    /// The module `id`. Every module a live snapshot maps is in the table: ids come from
-    /// snapshots (or this table), so a missing one is a bug.
+    /// The module `id`. Every module a live snapshot maps is in the table; an id kept past its
+    /// module's release (a bug) gets a closed placeholder, whose frames are unnamed, rather than a
+    /// panic in the middle of a recording.
     pub fn get(&self, id: ModuleId) -> &Module {
-        &self.modules[&id]
+        self.modules.get(&id).unwrap_or_else(|| {
+            log::debug!("module {id:?} was released while still in use");
+            released_module()
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -468,6 +472,22 @@ impl ModuleTable {
     }
 }
 
+/// What [`ModuleTable::get`] gives for a released module: closed, never reopened.
+fn released_module() -> &'static Module {
+    static RELEASED: std::sync::OnceLock<Module> = std::sync::OnceLock::new();
+    RELEASED.get_or_init(|| Module {
+        mapped_path: PathBuf::from("[released]"),
+        display_name: Arc::from("[released]"),
+        file: None,
+        debug_file: None,
+        segments: Vec::new(),
+        key: None,
+        users: 0,
+        mapped_at: None,
+        last_use: 0,
+    })
+}
+
 fn file_of(module: &Module) -> &StableFile {
     module.file.as_ref().expect("a module is open when added")
 }
@@ -594,5 +614,12 @@ mod tests {
         assert_eq!(processes.module_stats().released, opened as u64);
         let dropped = processes.take_dropped_modules();
         assert_eq!(dropped.iter().filter(|m| m.released).count(), opened);
+        // An id kept past the release gets a closed placeholder, not a panic.
+        let released = dropped
+            .iter()
+            .find(|m| m.released)
+            .expect("a released module");
+        let placeholder = processes.modules().get(released.id);
+        assert!(placeholder.file().is_none() && &*placeholder.display_name == "[released]");
     }
 }

@@ -51,6 +51,10 @@ pub struct ProcessSnapshot {
     anonymous_code: Vec<std::ops::Range<u64>>,
     /// Which of the table's snapshots this is (see [`ProcessSnapshot::generation`]).
     generation: u64,
+    /// The modules this snapshot is counted as a user of (sorted): what
+    /// [`ProcessTable::hold_modules`] last counted, and what [`ProcessTable::remove`] uncounts,
+    /// whatever changed the mappings since.
+    counted: Vec<ModuleId>,
 }
 
 /// Where a user address lies.
@@ -200,10 +204,32 @@ impl ProcessTable {
     /// modules it maps.
     pub fn remove(&mut self, key: ProcessKey, modules: &mut ModuleTable) {
         if let Some(snapshot) = self.processes.remove(&key) {
-            for module in snapshot.distinct_modules() {
+            for module in snapshot.counted {
                 modules.remove_user(module);
             }
         }
+    }
+
+    /// Counts the snapshot of `key` as a user of exactly the modules it maps now (see
+    /// [`ModuleTable::release_unused`]): a module it no longer maps loses it, one it maps since
+    /// gains it. Whatever changes a snapshot's mappings calls this after.
+    pub(crate) fn hold_modules(&mut self, key: ProcessKey, modules: &mut ModuleTable) {
+        let Some(snapshot) = self.processes.get_mut(&key) else {
+            return;
+        };
+        let now = snapshot.distinct_modules();
+        // Gains first: a module both map never looks unused.
+        for module in &now {
+            if snapshot.counted.binary_search(module).is_err() {
+                modules.add_user(*module);
+            }
+        }
+        for module in &snapshot.counted {
+            if now.binary_search(module).is_err() {
+                modules.remove_user(*module);
+            }
+        }
+        snapshot.counted = now;
     }
 
     pub fn len(&self) -> usize {
@@ -263,16 +289,12 @@ impl ProcessTable {
         snapshot.executable = snapshot.executable_file.and_then(|file| modules.find(file));
         snapshot.generation = self.taken;
         self.taken += 1;
-        // The new snapshot's modules gain a user before the old one's lose theirs: a module both
-        // map never looks unused.
-        for module in snapshot.distinct_modules() {
-            modules.add_user(module);
+        // The new snapshot takes over the old one's place among the modules' users.
+        if let Some(old) = self.processes.get_mut(&key) {
+            snapshot.counted = std::mem::take(&mut old.counted);
         }
-        if let Some(old) = self.processes.insert(key, snapshot) {
-            for module in old.distinct_modules() {
-                modules.remove_user(module);
-            }
-        }
+        self.processes.insert(key, snapshot);
+        self.hold_modules(key, modules);
         Ok(&self.processes[&key])
     }
 
