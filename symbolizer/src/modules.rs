@@ -195,6 +195,12 @@ impl ModuleTable {
         })
     }
 
+    /// Whether module `id` is still in the table (not released): what a cache of module ids
+    /// kept elsewhere checks before using one.
+    pub fn contains(&self, id: ModuleId) -> bool {
+        self.modules.contains_key(&id)
+    }
+
     pub fn len(&self) -> usize {
         self.modules.len()
     }
