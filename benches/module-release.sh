@@ -6,7 +6,9 @@
 # with each new program; released modules keep it flat.
 #
 # The table: emberprof's RSS at 30 s and at the last poll before sampling ended (polled every 2 s),
-# the growth between them (target: within 15 %), the peak RSS of the whole run (GNU time's maximum
+# the growth between them (target: within 15 %), the same for the highest poll in 10-30 s and in the
+# last 20 s (single polls land anywhere on the saw-tooth between two checkpoints, which release what
+# ended; the highest polls compare like with like), the peak RSS of the whole run (GNU time's maximum
 # RSS, output phase included; target: at most 100 MiB), the share of the programs' samples named
 # in their function (target: at least 80 %), and the modules -v counts as released.
 #
@@ -77,12 +79,14 @@ released=$(sed -n 's/.* \([0-9]*\) modules released while recording.*/\1/p' "$wo
 ran=$(awk '/^prog[0-9]+[; ]/ { n += $NF } END { print n + 0 }' "$work/out.folded")
 named=$(awk '/^prog[0-9]+[; ]/ && /;module_release_burn[; ]/ { n += $NF } END { print n + 0 }' "$work/out.folded")
 mib() { echo "scale=1; $1 / 1024" | bc; }
+high_30=$(awk '$1 >= 10 && $1 <= 30 && $3 > m { m = $3 } END { print m + 0 }' "$work/rss")
+high_end=$(tail -n 10 "$work/rss" | awk '$3 > m { m = $3 } END { print m + 0 }')
 
 echo "$(date -u +%Y-%m-%d), $(nproc) CPUs, Linux $(uname -r); $emberprof ${target[*]} -d $seconds, $programs distinct ~1 MB programs one after another"
 echo
-echo "| RSS at 30 s | RSS at the end | growth | peak RSS | programs' samples named | modules released |"
-echo "|---|---|---|---|---|---|"
-echo "| $(mib "${rss_30:-0}") MiB | $(mib "$rss_end") MiB | $(echo "scale=1; ($rss_end - ${rss_30:-1}) * 100 / ${rss_30:-1}" | bc) % | $(mib "$peak") MiB | $named of $ran ($(echo "scale=1; $named * 100 / ($ran + ($ran == 0))" | bc) %) | ${released:-none counted} |"
+echo "| RSS at 30 s | RSS at the end | growth | highest in 10-30 s | highest in the last 20 s | growth | peak RSS | programs' samples named | modules released |"
+echo "|---|---|---|---|---|---|---|---|---|"
+echo "| $(mib "${rss_30:-0}") MiB | $(mib "$rss_end") MiB | $(echo "scale=1; ($rss_end - ${rss_30:-1}) * 100 / ${rss_30:-1}" | bc) % | $(mib "$high_30") MiB | $(mib "$high_end") MiB | $(echo "scale=1; ($high_end - $high_30) * 100 / ($high_30 + ($high_30 == 0))" | bc) % | $(mib "$peak") MiB | $named of $ran ($(echo "scale=1; $named * 100 / ($ran + ($ran == 0))" | bc) %) | ${released:-none counted} |"
 echo
 echo "${summary#emberprof: }"
 echo "RSS every 2 s (KiB): $(awk '{ printf "%s ", $3 }' "$work/rss")"
