@@ -79,6 +79,8 @@ released=$(sed -n 's/.* \([0-9]*\) modules released while recording.*/\1/p' "$wo
 ran=$(awk '/^prog[0-9]+[; ]/ { n += $NF } END { print n + 0 }' "$work/out.folded")
 named=$(awk '/^prog[0-9]+[; ]/ && /;module_release_burn[; ]/ { n += $NF } END { print n + 0 }' "$work/out.folded")
 mib() { echo "scale=1; $1 / 1024" | bc; }
+# Growth from $1 to $2 in %, or n/a when the run ended before 30 s (the programs all ran).
+growth() { if [ "${1:-0}" -gt 0 ]; then echo "$(echo "scale=1; ($2 - $1) * 100 / $1" | bc) %"; else echo n/a; fi; }
 high_30=$(awk '$1 >= 10 && $1 <= 30 && $3 > m { m = $3 } END { print m + 0 }' "$work/rss")
 high_end=$(tail -n 10 "$work/rss" | awk '$3 > m { m = $3 } END { print m + 0 }')
 
@@ -86,7 +88,7 @@ echo "$(date -u +%Y-%m-%d), $(nproc) CPUs, Linux $(uname -r); $emberprof ${targe
 echo
 echo "| RSS at 30 s | RSS at the end | growth | highest in 10-30 s | highest in the last 20 s | growth | peak RSS | programs' samples named | modules released |"
 echo "|---|---|---|---|---|---|---|---|---|"
-echo "| $(mib "${rss_30:-0}") MiB | $(mib "$rss_end") MiB | $(echo "scale=1; ($rss_end - ${rss_30:-1}) * 100 / ${rss_30:-1}" | bc) % | $(mib "$high_30") MiB | $(mib "$high_end") MiB | $(echo "scale=1; ($high_end - $high_30) * 100 / ($high_30 + ($high_30 == 0))" | bc) % | $(mib "$peak") MiB | $named of $ran ($(echo "scale=1; $named * 100 / ($ran + ($ran == 0))" | bc) %) | ${released:-none counted} |"
+echo "| $(mib "${rss_30:-0}") MiB | $(mib "$rss_end") MiB | $(growth "${rss_30:-0}" "$rss_end") | $(mib "$high_30") MiB | $(mib "$high_end") MiB | $(growth "$high_30" "$high_end") | $(mib "$peak") MiB | $named of $ran ($(echo "scale=1; $named * 100 / ($ran + ($ran == 0))" | bc) %) | ${released:-none counted} |"
 echo
 echo "${summary#emberprof: }"
 echo "RSS every 2 s (KiB): $(awk '{ printf "%s ", $3 }' "$work/rss")"
