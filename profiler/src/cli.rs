@@ -256,6 +256,14 @@ pub struct RecordArgs {
     #[arg(long, value_name = "BYTES", default_value_t = SymbolizerOptions::default().max_perf_maps_total_bytes, help_heading = "Advanced")]
     pub max_perf_maps_size: u64,
 
+    /// Most file descriptors held for the profiled processes' modules (each executable or library
+    /// and its debug file, twice: emberprof's handle and the symbol reader's). Past it the least
+    /// recently used module is closed and opened again when a sample lands in it (unnamed, and
+    /// said so, if no live process maps it any more). Default: half the open-file limit, which
+    /// record raises to its hard limit.
+    #[arg(long, value_name = "N", help_heading = "Advanced")]
+    pub max_module_fds: Option<usize>,
+
     /// Entries of the kernel's stack map (distinct kernel and user stacks). When it is full, further
     /// new stacks are streamed to emberprof one sample at a time instead: nothing is lost, but each
     /// such sample costs more.
@@ -354,6 +362,7 @@ impl RecordArgs {
             no_inherit,
             max_perf_map_size,
             max_perf_maps_size,
+            max_module_fds,
             render,
             stack_map_entries,
             count_map_entries,
@@ -454,6 +463,7 @@ impl RecordArgs {
                 },
                 max_perf_map_bytes: max_perf_map_size,
                 max_perf_maps_total_bytes: max_perf_maps_size,
+                max_module_descriptors: max_module_fds,
             },
             capture_kernel: !no_kernel,
             capture_user: !no_user,

@@ -148,6 +148,32 @@ pub fn print(summary: &Summary<'_>) {
         );
     }
     naming_notes(&collector.naming);
+    let modules = collector.modules;
+    if modules.released > 0 {
+        log::info!(
+            "{} modules released while recording: no live process mapped them any more",
+            modules.released
+        );
+    }
+    if modules.closed > 0 {
+        // Not only with -v when it cost names: the user can raise the budget.
+        let level = if modules.not_reopened > 0 {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "{} modules closed to keep their descriptors within --max-module-fds ({}; at most {} \
+             held), {} opened again, {} could not be (no live process mapped them): their frames are \
+             unnamed",
+            modules.closed,
+            modules.max_descriptors,
+            modules.most_descriptors,
+            modules.reopened,
+            modules.not_reopened
+        );
+    }
     if profile.metadata.unlabelled_processes > 0 {
         log::info!(
             "{} processes are merged by name, without pid and tid (only the first {} keep them, \

@@ -84,6 +84,9 @@ pub enum UnknownReason {
     UnknownKernelAddress,
     /// JIT code of a process whose perf map was dropped to keep all perf maps within their budget.
     PerfMapEvicted,
+    /// The module was closed to keep the modules' descriptors within their budget, and could not
+    /// be opened again (no live process maps it any more).
+    ModuleClosed,
 }
 
 impl UnknownReason {
@@ -99,6 +102,10 @@ impl UnknownReason {
             UnknownReason::PerfMapEvicted => {
                 "JIT code whose perf map was dropped to keep all perf maps within \
                  --max-perf-maps-size"
+            }
+            UnknownReason::ModuleClosed => {
+                "module closed to keep open modules within --max-module-fds, and no live process \
+                 maps it to reopen it"
             }
         }
     }

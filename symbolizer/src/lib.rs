@@ -6,8 +6,8 @@
 //! named even after the process has exited. At the end, user addresses are normalized through the
 //! snapshot to (module, file offset) and symbolized with blazesym's ELF source (DWARF lines, inlined
 //! functions), then demangled (`demangle`); kernel addresses with kallsyms. Results are cached per (module, offset) and
-//! per kernel address, and modules are shared between processes by (device, inode), so libc is parsed
-//! once however many processes map it.
+//! per kernel address, and modules are shared between processes by file identity, so libc is parsed
+//! once however many processes map it; a module is released once no live snapshot maps it.
 //!
 //! The work is split by role: [`Processes`] (lifecycle, snapshots, per-process runtimes such as JIT
 //! perf maps; normalizes addresses), [`Unwinder`] (stacks from registers and stack copies, frameless
@@ -28,6 +28,7 @@ mod jit;
 mod kallsyms;
 mod mapping_records;
 mod maps;
+mod module_budget;
 mod modules;
 mod namer;
 mod options;
@@ -53,7 +54,8 @@ pub use mapping_records::{
     FileIdentity, NamingStats, RecordedMapping, Unusable, MAX_RECORDED_PER_PROCESS,
 };
 pub use maps::{parse_maps, MapsEntry};
-pub use modules::{FileKey, Module, ModuleId, ModuleTable};
+pub use module_budget::ModuleStats;
+pub use modules::{DroppedModule, FileKey, Module, ModuleId, ModuleTable};
 pub use namer::Namer;
 pub use options::SymbolizerOptions;
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};

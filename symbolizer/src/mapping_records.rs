@@ -243,16 +243,23 @@ impl MappingRecords {
             return Err(Unusable::NoIdentity);
         };
         let cache_key = (Arc::clone(&record.path), identity.clone());
+        // A cached module may have been released since (no live process mapped it): open again.
         if let Some(&module) = self.resolved.get(&cache_key) {
-            return Ok(module);
+            if modules.contains(module) {
+                return Ok(module);
+            }
         }
         let (file, opened) = open_recorded(pid, record, identity)?;
         let meta = file.metadata().map_err(|_| Unusable::Unreadable)?;
         let mapped_path = record.path.to_string_lossy();
         let module = modules
-            .get_or_open(Some(FileKey::of(&meta)), &mapped_path, pid, || {
-                Ok((file, opened))
-            })
+            .get_or_open(
+                Some(FileKey::of(&meta)),
+                &mapped_path,
+                pid,
+                (record.start, record.end, meta.ino()),
+                || Ok((file, opened)),
+            )
             .map_err(|error| {
                 log::debug!("{}", crate::error::chain(&error));
                 Unusable::Unreadable

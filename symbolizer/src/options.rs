@@ -20,6 +20,11 @@ pub struct SymbolizerOptions {
     /// [`crate::jit::MAX_PERF_MAPS_TOTAL_ENTRIES`] entries kept); past it, the least recently used
     /// map is dropped, with a warning. Default 256 MiB.
     pub max_perf_maps_total_bytes: u64,
+    /// Most file descriptors the open modules hold (each module's file and separate debug file,
+    /// and blazesym's handle of each); past it the least recently used module is closed, and
+    /// opened again when an address is found in it. `None` (the default): half the soft
+    /// open-file limit when the symbolizer is made.
+    pub max_module_descriptors: Option<usize>,
 }
 
 impl Default for SymbolizerOptions {
@@ -30,6 +35,7 @@ impl Default for SymbolizerOptions {
             name_style: NameStyle::Short,
             max_perf_map_bytes: crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
             max_perf_maps_total_bytes: crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
+            max_module_descriptors: None,
         }
     }
 }

@@ -53,6 +53,10 @@ pub struct ProcessSnapshot {
     generation: u64,
     /// File mappings added from mapping records (see `mapping_records`), bounded.
     recorded: usize,
+    /// The modules this snapshot is counted as a user of (sorted): what
+    /// [`ProcessTable::hold_modules`] last counted, and what [`ProcessTable::remove`] uncounts,
+    /// whatever changed the mappings since.
+    counted: Vec<ModuleId>,
 }
 
 /// What mapping records add to a snapshot (see `mapping_records`).
@@ -82,14 +86,11 @@ pub enum UserLocation {
 
 impl ProcessSnapshot {
     pub fn locate(&self, address: u64) -> UserLocation {
-        let index = self.mappings.partition_point(|m| m.start <= address);
-        if let Some(mapping) = index.checked_sub(1).map(|i| &self.mappings[i]) {
-            if address < mapping.end {
-                return UserLocation::Module {
-                    module: mapping.module,
-                    file_offset: address - mapping.start + mapping.offset,
-                };
-            }
+        if let Some(mapping) = self.mapping_at(address) {
+            return UserLocation::Module {
+                module: mapping.module,
+                file_offset: address - mapping.start + mapping.offset,
+            };
         }
         for (start, end, offset, name) in &self.unreadable {
             if (*start..*end).contains(&address) {
@@ -102,8 +103,23 @@ impl ProcessSnapshot {
         UserLocation::Unmapped
     }
 
+    /// The module mapping that holds `address`.
+    pub(crate) fn mapping_at(&self, address: u64) -> Option<&Mapping> {
+        let index = self.mappings.partition_point(|m| m.start <= address);
+        let mapping = &self.mappings[index.checked_sub(1)?];
+        (address < mapping.end).then_some(mapping)
+    }
+
     pub fn mappings(&self) -> &[Mapping] {
         &self.mappings
+    }
+
+    /// Each module mapped, once.
+    fn distinct_modules(&self) -> Vec<ModuleId> {
+        let mut modules: Vec<ModuleId> = self.mappings.iter().map(|m| m.module).collect();
+        modules.sort_unstable();
+        modules.dedup();
+        modules
     }
 
     pub fn executable(&self) -> Option<ModuleId> {
@@ -202,9 +218,36 @@ impl ProcessTable {
         self.processes.contains_key(&key)
     }
 
-    /// Drops the snapshot of an instance that is gone.
-    pub fn remove(&mut self, key: ProcessKey) {
-        self.processes.remove(&key);
+    /// Drops the snapshot of an instance that is gone, and its place among the users of the
+    /// modules it maps.
+    pub fn remove(&mut self, key: ProcessKey, modules: &mut ModuleTable) {
+        if let Some(snapshot) = self.processes.remove(&key) {
+            for module in snapshot.counted {
+                modules.remove_user(module);
+            }
+        }
+    }
+
+    /// Counts the snapshot of `key` as a user of exactly the modules it maps now (see
+    /// [`ModuleTable::release_unused`]): a module it no longer maps loses it, one it maps since
+    /// gains it. Whatever changes a snapshot's mappings calls this after.
+    pub(crate) fn hold_modules(&mut self, key: ProcessKey, modules: &mut ModuleTable) {
+        let Some(snapshot) = self.processes.get_mut(&key) else {
+            return;
+        };
+        let now = snapshot.distinct_modules();
+        // Gains first: a module both map never looks unused.
+        for module in &now {
+            if snapshot.counted.binary_search(module).is_err() {
+                modules.add_user(*module);
+            }
+        }
+        for module in &snapshot.counted {
+            if now.binary_search(module).is_err() {
+                modules.remove_user(*module);
+            }
+        }
+        snapshot.counted = now;
     }
 
     pub fn len(&self) -> usize {
@@ -264,7 +307,12 @@ impl ProcessTable {
         snapshot.executable = snapshot.executable_file.and_then(|file| modules.find(file));
         snapshot.generation = self.taken;
         self.taken += 1;
+        // The new snapshot takes over the old one's place among the modules' users.
+        if let Some(old) = self.processes.get_mut(&key) {
+            snapshot.counted = std::mem::take(&mut old.counted);
+        }
         self.processes.insert(key, snapshot);
+        self.hold_modules(key, modules);
         Ok(&self.processes[&key])
     }
 
@@ -354,7 +402,8 @@ impl ProcessTable {
             }
             let key = mapped_file_key(pid, entry.start, entry.end)
                 .filter(|key| (key.dev, key.inode) == (entry.dev, entry.inode));
-            let opened = modules.get_or_open(key, &entry.path, pid, || {
+            let at = (entry.start, entry.end, entry.inode);
+            let opened = modules.get_or_open(key, &entry.path, pid, at, || {
                 open_mapped_file(pid, entry.start, entry.end, &entry.path, entry.inode)
             });
             match opened {

@@ -34,10 +34,10 @@ const YOUNG_PROCESS: Duration = Duration::from_secs(1);
 
 /// Per-process state lives from a process's first sample until [`Processes::release`], so it is
 /// bounded by the processes alive at once (and released ones by [`ReleasedInstances`]); modules by
-/// the distinct executable files the processes map (shared, and kept for the session: a fork-heavy
-/// loop re-runs the same few files).
+/// the distinct executable files those processes map (shared, and released with the last snapshot
+/// that maps them), their descriptors by a budget (see [`ModuleTable`]).
 pub struct Processes {
-    /// Every module any process mapped, shared by (device, inode).
+    /// Every module a live snapshot maps, shared by file identity.
     modules: ModuleTable,
     snapshots: ProcessTable,
     /// When each process's memory map was first and last read. An address outside the snapshot (a
@@ -71,7 +71,20 @@ impl Processes {
     /// No process yet; the vDSO (the same in every process) is read now. `max_perf_map_bytes`
     /// bounds what is read of each process's perf map.
     pub fn new(max_perf_map_bytes: u64, max_perf_maps_total_bytes: u64) -> Result<Self, Error> {
-        let mut modules = ModuleTable::default();
+        Self::with_module_budget(
+            max_perf_map_bytes,
+            max_perf_maps_total_bytes,
+            crate::module_budget::default_max_descriptors(),
+        )
+    }
+
+    /// Like [`Processes::new`], with open modules holding at most `max_module_descriptors`.
+    pub fn with_module_budget(
+        max_perf_map_bytes: u64,
+        max_perf_maps_total_bytes: u64,
+        max_module_descriptors: usize,
+    ) -> Result<Self, Error> {
+        let mut modules = ModuleTable::new(max_module_descriptors);
         let vdso = crate::vdso::extract_vdso()?.map(|file| modules.insert("[vdso]", file));
         Ok(Processes {
             modules,
@@ -109,6 +122,8 @@ impl Processes {
             .recorded
             .resolve(key, mappings, &mut self.modules, vdso);
         let (added, over) = self.snapshots.merge_recorded(key, parts.clone());
+        // Its recorded modules are in use while it lives, as its /proc snapshot's are.
+        self.snapshots.hold_modules(key, &mut self.modules);
         self.recorded.merged(key, &parts, added, over);
         self.changed.push(key);
     }
@@ -141,7 +156,8 @@ impl Processes {
     /// Forgets an ended instance whose samples have all been symbolized: its snapshot (and so its
     /// place among the module table's users), runtimes, start time and timers.
     pub fn release(&mut self, key: ProcessKey) {
-        self.snapshots.remove(key);
+        self.snapshots.remove(key, &mut self.modules);
+        self.modules.release_unused();
         self.snapshot_taken.remove(&key);
         self.ended.remove(&key);
         self.start_ticks.remove(&key);
@@ -256,18 +272,40 @@ impl Processes {
 
     /// Where `address` lies in process `key`: the snapshot is read again first if the address is
     /// outside it (the process may have mapped it since, or never been snapshotted).
+    /// A module found is opened again if it was closed for the descriptor budget (see
+    /// [`ModuleTable`]); if it cannot be, the namer says so for its addresses.
     pub fn locate(&mut self, key: ProcessKey, address: u64) -> UserLocation {
-        let location = match self.snapshots.get(key) {
+        let mut location = match self.snapshots.get(key) {
             Some(snapshot) => snapshot.locate(address),
             None => UserLocation::Unmapped,
         };
-        if location != UserLocation::Unmapped || !self.refresh_snapshot(key) {
-            return location;
+        if location == UserLocation::Unmapped && self.refresh_snapshot(key) {
+            location = match self.snapshots.get(key) {
+                Some(snapshot) => snapshot.locate(address),
+                None => UserLocation::Unmapped,
+            };
         }
-        match self.snapshots.get(key) {
-            Some(snapshot) => snapshot.locate(address),
-            None => UserLocation::Unmapped,
+        if let UserLocation::Module { module, .. } = location {
+            // Through this process's own mapping first: it maps the module, and may still run.
+            let via = self
+                .snapshots
+                .get(key)
+                .and_then(|snapshot| snapshot.mapping_at(address))
+                .map(|mapping| (key.pid, mapping.start, mapping.end));
+            self.modules.ensure_open(module, via);
         }
+        location
+    }
+
+    /// Modules closed or released since the last call (see [`ModuleTable::take_dropped`]): a
+    /// caller that holds its own [`crate::Namer`] and [`crate::Unwinder`] hands them these.
+    pub fn take_dropped_modules(&mut self) -> Vec<crate::modules::DroppedModule> {
+        self.modules.take_dropped()
+    }
+
+    /// What the module table did so far, for the summary.
+    pub fn module_stats(&self) -> crate::ModuleStats {
+        self.modules.stats()
     }
 
     /// Names an address that [`Processes::locate`] found in no module: JIT code a runtime of the
@@ -337,9 +375,11 @@ impl Processes {
     /// How many entries each cache holds, for the debug log of long runs.
     pub fn cache_sizes(&self) -> String {
         format!(
-            "{} modules, {} process snapshots, {} ended, {} ranges of released instances, {} start times, \
+            "{} modules ({} of {} descriptors), {} process snapshots, {} ended, {} ranges of released instances, {} start times, \
              {} snapshot times",
             self.modules.len(),
+            self.modules.descriptors().0,
+            self.modules.descriptors().1,
             self.snapshots.len(),
             self.ended.len(),
             self.released.ranges(),

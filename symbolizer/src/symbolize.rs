@@ -19,8 +19,8 @@ use crate::unwinder::{FramelessCode, Unwinder};
 use crate::Error;
 
 /// Every cache is bounded for runs of hours: per-process state until [`Symbolizer::release`] (see
-/// [`Processes`] and [`Unwinder`]), per-module state by the files the processes map, the namer's
-/// caches as [`Namer`] says.
+/// [`Processes`] and [`Unwinder`]), per-module state by the files the live processes map (released
+/// with the last of them), the namer's caches as [`Namer`] says.
 pub struct Symbolizer {
     processes: Processes,
     unwinder: Unwinder,
@@ -30,9 +30,12 @@ pub struct Symbolizer {
 impl Symbolizer {
     pub fn new(options: SymbolizerOptions) -> Result<Self, Error> {
         Ok(Symbolizer {
-            processes: Processes::new(
+            processes: Processes::with_module_budget(
                 options.max_perf_map_bytes,
                 options.max_perf_maps_total_bytes,
+                options
+                    .max_module_descriptors
+                    .unwrap_or_else(crate::module_budget::default_max_descriptors),
             )?,
             unwinder: Unwinder::default(),
             namer: Namer::new(options),
@@ -55,7 +58,9 @@ impl Symbolizer {
     /// Called when a process instance is first sampled: snapshots its mappings while it is alive.
     /// Later calls for the same instance keep the snapshot.
     pub fn process_seen(&mut self, key: ProcessKey) -> Result<(), Error> {
-        self.processes.process_seen(key)
+        let seen = self.processes.process_seen(key);
+        self.forget_dropped_modules();
+        seen
     }
 
     /// Like [`Symbolizer::process_seen`], with the start time the sampled process had
@@ -66,7 +71,26 @@ impl Symbolizer {
         key: ProcessKey,
         start_boottime_ns: u64,
     ) -> Result<(), Error> {
-        self.processes.process_seen_started(key, start_boottime_ns)
+        let seen = self.processes.process_seen_started(key, start_boottime_ns);
+        self.forget_dropped_modules();
+        seen
+    }
+
+    /// Tells the namer and the unwinder which modules were closed or released, so that they drop
+    /// what they hold of them (see [`ModuleTable`]). Called after every call that may open a
+    /// module (which can close another) or release one.
+    fn forget_dropped_modules(&mut self) {
+        let dropped = self.processes.take_dropped_modules();
+        if !dropped.is_empty() {
+            self.namer.forget_modules(&dropped);
+            self.unwinder.forget_modules(&dropped);
+        }
+    }
+
+    /// What the module table did so far (modules released, closed for the descriptor budget), for
+    /// the summary.
+    pub fn module_stats(&self) -> crate::ModuleStats {
+        self.processes.module_stats()
     }
 
     /// Executable mappings of instance `key` reported by mapping records (see
@@ -94,6 +118,7 @@ impl Symbolizer {
     pub fn release(&mut self, key: ProcessKey) {
         self.processes.release(key);
         self.unwinder.forget(key);
+        self.forget_dropped_modules();
     }
 
     /// Whether process `key` has JIT code without names yet, which a perf map the runtime writes
@@ -129,7 +154,9 @@ impl Symbolizer {
     /// comes from the loader, and a short-lived one may be gone by the time a stack copy needing
     /// libc's CFI is unwound. Returns whether any such snapshot is still waiting (call again soon).
     pub fn retake_loader_snapshots(&mut self) -> bool {
-        self.processes.retake_loader_snapshots()
+        let waiting = self.processes.retake_loader_snapshots();
+        self.forget_dropped_modules();
+        waiting
     }
 
     /// Rebuilds a user stack from its registers and a copy of its top, with the modules' unwind
@@ -140,8 +167,11 @@ impl Symbolizer {
         registers: UserRegisters,
         stack: StackCopy<'_>,
     ) -> UnwoundStack {
-        self.unwinder
-            .unwind(&mut self.processes, key, registers, stack)
+        let unwound = self
+            .unwinder
+            .unwind(&mut self.processes, key, registers, stack);
+        self.forget_dropped_modules();
+        unwound
     }
 
     /// Which code of a snapshotted process lacks frame pointers; `None` if there is no snapshot.
@@ -163,6 +193,7 @@ impl Symbolizer {
             .iter()
             .map(|&(key, address)| self.processes.locate(key, address.lookup_address()))
             .collect();
+        self.forget_dropped_modules();
         let named = self
             .namer
             .symbolize_user(self.processes.modules(), &locations);

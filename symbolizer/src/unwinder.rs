@@ -153,6 +153,13 @@ impl Unwinder {
         })
     }
 
+    /// Drops what was read from modules released since (see [`crate::ModuleTable`]); a closed
+    /// module's unwind information stays, it is the same file when reopened.
+    pub fn forget_modules(&mut self, dropped: &[crate::modules::DroppedModule]) {
+        self.unwinders
+            .forget_modules(dropped.iter().filter(|m| m.released).map(|m| m.id));
+    }
+
     /// Drops the plan of a process that ended (its snapshot is final; its stacks are unwound).
     pub fn forget(&mut self, key: ProcessKey) {
         self.unwinders.forget(key);

@@ -3,98 +3,10 @@
 //! emberprof's peak RSS, the machine's `Shmem` before and after, and the wall time, the figures the
 //! issue asks for.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-
-/// The unprivileged attacker (`nobody` on Debian).
-const ATTACKER: u32 = 65534;
-/// A recording that has not ended this long after it started is hung.
-const HANG: Duration = Duration::from_secs(120);
-/// Address space granted to emberprof (RLIMIT_AS): far above a normal recording (BPF maps, module
-/// copies), far below what the attacks made it take.
-const ADDRESS_SPACE_LIMIT: u64 = 3 << 30;
-
-/// A directory the attacker owns, on the file system of the default temporary directory.
-fn attacker_dir() -> tempfile::TempDir {
-    let dir = scratch();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::os::unix::fs::chown(dir.path(), Some(ATTACKER), Some(ATTACKER)).expect("chown");
-    dir
-}
-
-/// Compiles C `source` with `cc` into `out` (root-owned: the attacker copies it where needed).
-fn compile(out: &Path, source: &str, flags: &[&str]) {
-    compile_c("cc", out, source, flags);
-}
-
-/// `sh -c script` as the attacker, in `dir`: the arguments after emberprof's `--`.
-fn as_attacker_sh(dir: &Path, script: &str) -> Vec<String> {
-    [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "sh",
-        "-c",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!("cd {} && {script}", dir.display())])
-    .collect()
-}
-
-/// `Shmem` of /proc/meminfo, in KiB.
-fn shmem_kib() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
-    meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("Shmem:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("Shmem in /proc/meminfo")
-}
-
-/// The highest `Shmem` (KiB) seen by the last [`record`], less `before`.
-fn shmem_peak_since(before: u64) -> u64 {
-    LAST_SHMEM_PEAK
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .saturating_sub(before)
-}
-
-static LAST_SHMEM_PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Runs emberprof as root with `args`, killing it if it hangs (see [`run_bounded`]); prints its
-/// peak RSS, `Shmem` before and at its peak, and the wall time.
-fn record(name: &str, args: &[String]) -> Finished {
-    let shmem_before = shmem_kib();
-    let mut shmem_peak = shmem_before;
-    let recording = run_bounded(emberprof().args(args), ADDRESS_SPACE_LIMIT, HANG, || {
-        shmem_peak = shmem_peak.max(shmem_kib())
-    });
-    LAST_SHMEM_PEAK.store(shmem_peak, std::sync::atomic::Ordering::Relaxed);
-    eprintln!(
-        "{name}: emberprof {}, peak RSS {} MiB, Shmem {} MiB before, {} MiB at peak, wall {:.1} s",
-        recording.status,
-        recording.peak_rss_bytes >> 20,
-        shmem_before >> 10,
-        shmem_peak >> 10,
-        recording.wall.as_secs_f64()
-    );
-    assert!(
-        recording.status.success() && !recording.stderr.contains("panicked"),
-        "emberprof ended with {}; stderr:\n{}",
-        recording.status,
-        recording.stderr
-    );
-    recording
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
 
 /// A program that burns CPU in one function, `NAME` (set with `-D`), so two builds differ only in
 /// that name and have their code at the same offsets.
@@ -132,7 +44,7 @@ fn recycled_inode_does_not_inherit_names() {
     args.push(out.display().to_string());
     args.push("--".into());
     args.extend(as_attacker_sh(dir.path(), script));
-    let recording = record("recycled inode", &args);
+    let recording = record_attack("recycled inode", &args);
     let inode = |name: &str| {
         std::fs::read_to_string(dir.path().join(name))
             .unwrap_or_else(|e| panic!("the workload wrote no {name}: {e}; {}", recording.stderr))
@@ -213,19 +125,6 @@ const PERF_MAPS_BUDGET: &str = "12582912";
 /// issue's 60 MiB maps: 4,976 MiB).
 const PERF_MAPS_MAX_RSS: u64 = 180 << 20;
 
-/// Workloads started as the attacker, killed (and their perf maps removed) when dropped.
-struct Attackers(Vec<std::process::Child>);
-
-impl Drop for Attackers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", child.id()));
-        }
-    }
-}
-
 /// Defect 3: 32 processes, each with a perf map in the per-map limit (hard links of one file) that
 /// names the code it runs at the map's last line. Every map was read whole and kept (60 MiB maps:
 /// 4,976 MiB of RSS). Now all maps share one budget; the least recently used are dropped, with a
@@ -251,7 +150,14 @@ fn perf_maps_share_one_budget() {
     let spin = format!("{:x}", BASE + (PERF_MAP_LINES - 1) * 16);
     let mut attackers = Attackers(Vec::new());
     for _ in 0..PERF_MAP_PROCESSES {
-        let child = as_nobody(&exe)
+        let child = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(&exe)
             .arg(&map)
             .arg(&spin)
             .spawn()
@@ -287,7 +193,7 @@ fn perf_maps_share_one_budget() {
         "-o",
         out.to_str().expect("utf-8 path"),
     ]);
-    let recording = record("32 perf maps", &args);
+    let recording = record_attack("32 perf maps", &args);
     assert!(
         recording.peak_rss_bytes <= PERF_MAPS_MAX_RSS,
         "emberprof peaked at {} MiB of RSS with {PERF_MAP_PROCESSES} perf maps of 3 MiB, bound {} MiB",
@@ -348,7 +254,14 @@ fn memfd_copies_share_one_budget() {
     let dir = attacker_dir();
     let exe = dir.path().join("sparse");
     compile(&exe, SPARSE_VICTIM_C, &[]);
-    let child = as_nobody(&exe)
+    let child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
         .arg(SPARSE_FILES)
         .current_dir(dir.path())
         .spawn()
@@ -378,7 +291,7 @@ fn memfd_copies_share_one_budget() {
         out.to_str().expect("utf-8 path"),
     ]);
     let shmem_before = shmem_kib();
-    let recording = record("8 sparse files", &args);
+    let recording = record_attack("8 sparse files", &args);
     let grown_mib = shmem_peak_since(shmem_before) >> 10;
     // The budget (512 MiB), and some room for the rest of the machine's users.
     assert!(

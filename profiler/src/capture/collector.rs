@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FramelessCode, FramelessMapping, JitStats, NamingStats, ProcessKey, StackCopy, Symbolizer,
-    UnwindEnd, UserRegisters,
+    FramelessCode, FramelessMapping, JitStats, ModuleStats, NamingStats, ProcessKey, StackCopy,
+    Symbolizer, UnwindEnd, UserRegisters,
 };
 
 use super::launch::remove_pre_exec_samples;
@@ -55,6 +55,8 @@ pub struct CollectorReport {
     /// `--off-cpu`: nanoseconds switched out that came without stacks to put them on (no stack
     /// of the thread known, or [`MAX_OFF_CPU_THREADS`] reached).
     pub off_cpu_unattributed: u64,
+    /// Modules released, and closed for the descriptor budget.
+    pub modules: ModuleStats,
 }
 
 pub struct Collector {
@@ -247,6 +249,7 @@ impl Collector {
             jit: self.symbolizer.jit_stats(),
             naming: self.symbolizer.naming_stats(),
             off_cpu_unattributed: self.off_cpu_unattributed,
+            modules: self.symbolizer.module_stats(),
         };
         (self.built, report)
     }

@@ -10,7 +10,7 @@
 
 mod elf;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use blazesym::symbolize::Input;
@@ -18,7 +18,7 @@ use blazesym::symbolize::Input;
 use crate::entry_point::entry_function;
 use crate::frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
 use crate::kallsyms::KernelSymbols;
-use crate::modules::{ModuleId, ModuleTable};
+use crate::modules::{DroppedModule, ModuleId, ModuleTable};
 use crate::options::SymbolizerOptions;
 use crate::plt::PltStubs;
 use crate::process::UserLocation;
@@ -36,7 +36,13 @@ const USER_SYMBOLS: usize = 4096;
 /// and shared names and paths by the code sampled.
 pub struct Namer {
     options: SymbolizerOptions,
-    blaze: blazesym::symbolize::Symbolizer,
+    /// One blazesym symbolizer per open module, dropped when the module is closed or released
+    /// ([`Namer::forget_modules`]). blazesym 0.2.7 cannot evict what its caches hold (the parsed
+    /// DWARF and symbol tables of each file, and an open handle of it): one symbolizer for the
+    /// session kept every module ever named, and a descriptor for each. One per module costs an
+    /// empty symbolizer each (a few hundred bytes) and nothing is parsed twice while the module
+    /// stays open.
+    blaze: HashMap<ModuleId, blazesym::symbolize::Symbolizer>,
     /// By (module, file offset looked up). Emptied when it reaches [`USER_SYMBOLS`] entries (see
     /// there).
     user_cache: HashMap<(ModuleId, u64), Symbol>,
@@ -58,15 +64,9 @@ pub struct Namer {
 
 impl Namer {
     pub fn new(options: SymbolizerOptions) -> Self {
-        let blaze = blazesym::symbolize::Symbolizer::builder()
-            .enable_code_info(options.source_lines || options.inlined_functions)
-            .enable_inlined_fns(options.inlined_functions)
-            // Done by `demangle`, which can leave out C++ parameter lists.
-            .enable_demangling(false)
-            .build();
         Namer {
             options,
-            blaze,
+            blaze: HashMap::new(),
             user_cache: HashMap::new(),
             strings: SharedStrings::default(),
             kernel_cache: HashMap::new(),
@@ -169,13 +169,48 @@ impl Namer {
             .collect()
     }
 
+    /// Drops what was built from modules closed or released since the last call: blazesym's
+    /// parsed files and open handles of both, and every name of a released one.
+    pub fn forget_modules(&mut self, dropped: &[DroppedModule]) {
+        let mut released = HashSet::new();
+        for module in dropped {
+            self.blaze.remove(&module.id);
+            if module.released {
+                self.plt.remove(&module.id);
+                self.entry.remove(&module.id);
+                released.insert(module.id);
+            }
+        }
+        if !released.is_empty() {
+            self.user_cache
+                .retain(|(module, _), _| !released.contains(module));
+        }
+    }
+
     /// Names these offsets (sorted, distinct) of one module into the user cache.
     fn symbolize_module(&mut self, modules: &ModuleTable, module_id: ModuleId, offsets: &[u64]) {
         let module = modules.get(module_id);
+        let Some(file) = module.file() else {
+            // Closed for the descriptor budget, and not reopened (see `Processes::locate`).
+            for &offset in offsets {
+                let symbol = Symbol::Unknown {
+                    module: Some(module.display_name.clone()),
+                    offset,
+                    reason: UnknownReason::ModuleClosed,
+                };
+                self.user_cache.insert((module_id, offset), symbol);
+            }
+            return;
+        };
+        let options = self.options;
+        let blaze = self
+            .blaze
+            .entry(module_id)
+            .or_insert_with(|| new_blazesym(options));
         let plt = self
             .plt
             .entry(module_id)
-            .or_insert_with(|| PltStubs::read(module.file()));
+            .or_insert_with(|| PltStubs::read(file));
         let mut offsets = offsets.to_vec();
         offsets.retain(|&offset| match plt.name_at(offset) {
             Some(name) => {
@@ -191,7 +226,7 @@ impl Namer {
         let entry = self
             .entry
             .entry(module_id)
-            .or_insert_with(|| entry_function(module.file()))
+            .or_insert_with(|| entry_function(file))
             .clone();
         // A separate debug file is addressed by virtual offsets; what it cannot name (or everything,
         // without one) is looked up in the module itself by file offset.
@@ -202,7 +237,7 @@ impl Namer {
                 .map(|&offset| module.virtual_offset(offset).unwrap_or(u64::MAX))
                 .collect();
             if let Ok(frames) = elf::lookup(
-                &self.blaze,
+                blaze,
                 &mut self.strings,
                 self.options,
                 debug_path,
@@ -221,10 +256,10 @@ impl Namer {
         let mut module_readable = true;
         if !missing.is_empty() {
             match elf::lookup(
-                &self.blaze,
+                blaze,
                 &mut self.strings,
                 self.options,
-                module.readable_path(),
+                file.readable_path(),
                 Input::FileOffset(&missing),
             ) {
                 Ok(frames) => from_module = frames.into_iter(),
@@ -260,7 +295,9 @@ impl Namer {
     /// How many entries each cache holds, for the debug log of long runs.
     pub fn cache_sizes(&self) -> String {
         format!(
-            "{} user symbols, {} kernel symbols, {} names and paths, {} PLT tables, {} entry ranges",
+            "{} blazesym symbolizers, {} user symbols, {} kernel symbols, {} names and paths, {} PLT \
+             tables, {} entry ranges",
+            self.blaze.len(),
             self.user_cache.len(),
             self.kernel_cache.len(),
             self.strings.len(),
@@ -268,6 +305,16 @@ impl Namer {
             self.entry.len(),
         )
     }
+}
+
+/// A blazesym symbolizer for one module.
+fn new_blazesym(options: SymbolizerOptions) -> blazesym::symbolize::Symbolizer {
+    blazesym::symbolize::Symbolizer::builder()
+        .enable_code_info(options.source_lines || options.inlined_functions)
+        .enable_inlined_fns(options.inlined_functions)
+        // Done by `demangle`, which can leave out C++ parameter lists.
+        .enable_demangling(false)
+        .build()
 }
 
 /// The kernel's symbols in `slot`, read from `kallsyms` on first use.

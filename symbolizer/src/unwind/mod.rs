@@ -213,11 +213,16 @@ impl Unwinders {
         module: ModuleId,
         modules: &ModuleTable,
     ) -> Option<Arc<ElfUnwindInfo>> {
+        if let Some(info) = self.elf_info.get(&module) {
+            return info.clone();
+        }
+        // A module closed for the descriptor budget is read once it is open again.
+        modules.get(module).file()?;
         self.elf_info
             .entry(module)
             .or_insert_with(|| {
                 let module = modules.get(module);
-                let info = ElfUnwindInfo::read(module.file())?;
+                let info = ElfUnwindInfo::read(module.file()?)?;
                 if let Some(problem) = info.cfi.problem() {
                     // Once per module; the unwinds it ends are counted by reason in the summary.
                     log::info!(
@@ -245,6 +250,13 @@ impl Unwinders {
     #[cfg(test)]
     pub fn built_from(&self, key: ProcessKey) -> Option<u64> {
         self.processes.get(&key).map(|p| p.generation)
+    }
+
+    /// Drops the unwind information of released modules.
+    pub fn forget_modules(&mut self, released: impl Iterator<Item = ModuleId>) {
+        for module in released {
+            self.elf_info.remove(&module);
+        }
     }
 
     /// Drops the per-process unwinder (the process ended).

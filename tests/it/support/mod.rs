@@ -2,6 +2,7 @@
 //! submodules) reading folded stacks, measuring what a target had to sample, building `record`
 //! command lines per backend, and running things as an unprivileged user.
 
+mod attack;
 mod backend;
 mod burn;
 mod child;
@@ -12,6 +13,7 @@ mod protobuf;
 mod sandbox;
 mod source;
 
+pub use attack::*;
 pub use backend::*;
 pub use burn::*;
 pub use child::*;
