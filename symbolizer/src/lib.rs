@@ -34,6 +34,7 @@ pub mod perf_map;
 mod plt;
 mod process;
 mod processes;
+pub mod python;
 mod released;
 mod runtimes;
 pub mod stack_root;
