@@ -28,6 +28,11 @@ fn build() -> Result<(), String> {
     let clang = env::var("BPF_CLANG").unwrap_or_else(|_| "clang".to_owned());
     println!("cargo:rerun-if-env-changed=BPF_CLANG");
     println!("cargo:rerun-if-changed={}", include_dir.display());
+    // The whole directory: headers there (python.bpf.h) are part of the programs too.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("src").display()
+    );
 
     let sources = bpf_sources(&manifest_dir.join("src"))?;
     for source in &sources {
