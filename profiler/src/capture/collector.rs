@@ -9,11 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FramelessCode, FramelessMapping, JitStats, ProcessKey, StackCopy, Symbolizer, UnwindEnd,
-    UserRegisters,
+    FramelessCode, FramelessMapping, JitStats, ProcessKey, PythonStack, StackCopy, Symbolizer,
+    UnwindEnd, UserRegisters,
 };
 
 use super::launch::remove_pre_exec_samples;
+use super::python_report::PythonReport;
 use super::roots::Roots;
 use super::source::{Event, EventSink, Feedback, StackEvent, Thread, UserStack};
 use super::user_stack::{choose_user_stack, UnwindMode, UnwindStats, UserStackChoice};
@@ -34,6 +35,8 @@ struct StackKey {
     kernel: Vec<u64>,
     user: Vec<u64>,
     source: UserStackSource,
+    /// Named when the event came in, while the process lives.
+    python: Option<PythonStack>,
 }
 
 /// What the collector did, for the summary.
@@ -43,6 +46,7 @@ pub struct CollectorReport {
     /// Process instances built and released during the recording.
     pub released: u64,
     pub jit: JitStats,
+    pub python: PythonReport,
 }
 
 pub struct Collector {
@@ -72,6 +76,9 @@ pub struct Collector {
     loader_snapshots: bool,
     /// [`MAX_AWAITING_STACKS`] was reached (warned once).
     awaiting_full: bool,
+    /// Processes whose CPython runtime the source was told about.
+    python_sent: HashSet<ProcessKey>,
+    python: PythonReport,
 }
 
 impl Collector {
@@ -98,6 +105,8 @@ impl Collector {
             launched_pid,
             loader_snapshots: false,
             awaiting_full: false,
+            python_sent: HashSet::new(),
+            python: PythonReport::default(),
         }
     }
 
@@ -111,6 +120,7 @@ impl Collector {
             if self.feedback_wanted {
                 self.send_plan(key);
             }
+            self.send_python(key);
         }
         std::mem::take(&mut self.feedback)
     }
@@ -214,6 +224,7 @@ impl Collector {
             unwinding: self.unwinding,
             released: self.released,
             jit: self.symbolizer.jit_stats(),
+            python: self.python,
         };
         (self.built, report)
     }
@@ -230,6 +241,7 @@ impl Collector {
             self.built.add_ended(part);
         }
         for &key in finished {
+            self.python_sent.remove(&key);
             self.symbolizer.release(key);
             self.plans.remove(&key);
             for address in self.roots.release(key) {
@@ -283,6 +295,21 @@ impl Collector {
         if let Some(plan) = plan {
             self.roots.set_plan(key, mappings_of(&plan));
             self.feedback.push(Feedback::Plan(key, plan));
+        }
+    }
+
+    /// A process whose snapshot changed may have loaded CPython: tells the source, once.
+    fn send_python(&mut self, key: ProcessKey) {
+        if self.python_sent.contains(&key) {
+            return;
+        }
+        self.python.status(key, self.symbolizer.python_status(key));
+        if let Some(runtime) = self.symbolizer.python_runtime(key) {
+            self.python_sent.insert(key);
+            self.feedback.push(Feedback::Python {
+                process: key,
+                runtime: runtime.clone(),
+            });
         }
     }
 
@@ -386,14 +413,23 @@ impl Collector {
             thread,
             kernel,
             user,
+            python,
             count,
         } = event;
         let (user, source) = self.user_frames(thread.process, user, count);
+        let python = python.map(|raw| self.symbolizer.python_stack(thread.process, &raw));
+        self.python.samples(
+            thread.process,
+            &thread.process_name,
+            count,
+            python.is_some(),
+        );
         let key = StackKey {
             thread,
             kernel,
             user,
             source,
+            python,
         };
         match self.counts.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut entry) => *entry.get_mut() += count,
@@ -452,6 +488,7 @@ fn to_sample(key: StackKey, count: u64) -> StackSample {
         kernel,
         user,
         source,
+        python,
     } = key;
     StackSample {
         pid: thread.process.pid,
@@ -462,6 +499,7 @@ fn to_sample(key: StackKey, count: u64) -> StackSample {
         kernel_ips: kernel,
         user_ips: user,
         user_stack: source,
+        python,
         count,
     }
 }

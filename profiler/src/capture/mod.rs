@@ -11,6 +11,7 @@ mod event;
 mod identity;
 mod launch;
 pub mod perf;
+mod python_report;
 mod roots;
 mod session;
 pub mod setup;

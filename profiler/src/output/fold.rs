@@ -534,6 +534,7 @@ mod tests {
             user_ips: vec![leaf, caller + 1],
             // Not judged for truncation (see `truncation`'s tests).
             user_stack: crate::sample::UserStackSource::None,
+            python: None,
             count,
         };
         let samples = [sample(7, 2), sample(7, 3), sample(8, 1)];

@@ -8,6 +8,7 @@
 //! Roles: `sampler` loads, attaches and reads the BPF object (the only module that talks to aya),
 //! `stats` names its counters, and this module decodes and reports.
 
+mod python;
 mod sampler;
 mod stats;
 
@@ -16,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use emberprof_bpf::{Record, SampleKey, Stat, STACK_ID_IN_RECORD, STACK_ID_NONE};
-use emberprof_symbolizer::{FramelessCode, ProcessKey, StackCopy, UserRegisters};
+use emberprof_symbolizer::{FramelessCode, ProcessKey, RawPythonStack, StackCopy, UserRegisters};
 
-use sampler::StackCache;
 pub use sampler::{online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig};
+use sampler::{SamplerMaps, StackCache};
 use stats::BpfStats;
 
 use super::source::{
@@ -95,8 +96,22 @@ impl BpfSource {
             thread: thread(&key),
             kernel,
             user,
+            python: self.python(&key)?,
             count,
         })
+    }
+
+    /// The Python frames of a sample, from the generation's `python_stacks`.
+    fn python(&mut self, key: &SampleKey) -> Result<Option<RawPythonStack>> {
+        if key.python_stack == 0 {
+            return Ok(None);
+        }
+        self.sampler
+            .load_python_stack(key.generation, key.python_stack, &mut self.stack_cache)?;
+        Ok(self
+            .stack_cache
+            .python(key.generation, key.python_stack)
+            .map(python::raw_stack))
     }
 
     fn frames(&mut self, generation: u32, id: i32, inline: Vec<u64>) -> Result<Vec<u64>> {
@@ -125,8 +140,22 @@ impl Source for BpfSource {
     fn read(&mut self, sink: &mut dyn EventSink) -> Result<()> {
         let mut deferred = Vec::new();
         let mut malformed = 0;
+        let stack_cache = &mut self.stack_cache;
+        let mut python_of = |maps: &SamplerMaps<'_>, key: &SampleKey| -> Option<RawPythonStack> {
+            if key.python_stack == 0 {
+                return None;
+            }
+            if let Err(error) =
+                maps.load_python_stack(key.generation, key.python_stack, stack_cache)
+            {
+                log::warn!("{error:#}");
+            }
+            stack_cache
+                .python(key.generation, key.python_stack)
+                .map(python::raw_stack)
+        };
         self.sampler
-            .drain_records(|bytes| match Record::parse(bytes) {
+            .drain_records(|maps, bytes| match Record::parse(bytes) {
                 Some(Record::ProcessSeen(record)) => sink.event(Event::ProcessSeen {
                     process: ProcessKey {
                         pid: record.tgid,
@@ -167,6 +196,7 @@ impl Source for BpfSource {
                             bytes: stack,
                         },
                     },
+                    python: python_of(maps, &record.key),
                     count: 1,
                 })),
                 None => malformed += 1,
@@ -242,6 +272,10 @@ impl Source for BpfSource {
                 }
                 Ok(())
             }
+            Feedback::Python { process, runtime } => {
+                let value = python::process_value(process.instance, &runtime)?;
+                self.sampler.set_python(process.pid, &value)
+            }
         }
     }
 
@@ -274,6 +308,7 @@ impl Source for BpfSource {
             checkpoints: self.checkpoints,
             notes: {
                 let mut notes = notes(&stats, self.malformed, self.checkpoints, self.run_time);
+                notes.extend(python::notes(&self.sampler.python_stats()?));
                 if self.raised_copies > 0 {
                     notes.push((
                         log::Level::Info,

@@ -174,6 +174,8 @@ impl PerfSource {
             },
             kernel: sample.kernel_ips,
             user,
+            // Python frames are not on the native stack a perf_event sample carries.
+            python: None,
             count: 1,
         }));
     }

@@ -1,0 +1,149 @@
+//! A process's CPython interpreter, kept with its other runtimes (see `runtimes`): found at each
+//! snapshot until found (a program may load libpython late), then kept, with the reader that names
+//! its code objects for as long as the instance is not released. The reader holds `/proc/PID/mem`
+//! open from the moment the runtime is found, so frames of a process that exited are still named
+//! from what it cached (and read while the process lived).
+
+use crate::frame::{Frame, FrameKind};
+use crate::modules::ModuleTable;
+use crate::process::{Mapping, ProcessKey};
+use crate::python::{self, CodeReader, NotPython, PythonRuntime};
+use crate::python_stack::{PythonStack, PythonStackFrame, RawPythonStack};
+
+/// Whether a process runs CPython, as far as its snapshots tell.
+#[derive(Default)]
+pub(crate) enum ProcessPython {
+    /// No CPython mapped (yet).
+    #[default]
+    NotFound,
+    Found {
+        runtime: PythonRuntime,
+        /// `None`: its memory could not be opened; frames stay `[python?]`.
+        reader: Option<CodeReader>,
+    },
+    /// CPython is mapped but cannot be read (an unsupported version, ...).
+    Unsupported(NotPython),
+}
+
+/// What a process's Python is, for the summary and the capture side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PythonStatus {
+    NotPython,
+    Found {
+        version: (u8, u8),
+    },
+    /// Why its Python frames cannot be shown.
+    Unsupported(String),
+}
+
+impl ProcessPython {
+    /// The process was just snapshotted with these mappings: looks for its runtime if not found
+    /// yet. Returns whether it was found now.
+    pub fn snapshotted(
+        &mut self,
+        key: ProcessKey,
+        mappings: &[Mapping],
+        modules: &ModuleTable,
+    ) -> bool {
+        if !matches!(self, ProcessPython::NotFound) {
+            return false;
+        }
+        match python::find_runtime(key.pid, mappings, modules) {
+            Ok(None) => false,
+            Ok(Some(runtime)) => {
+                let reader = match CodeReader::new(key.pid, &runtime) {
+                    Ok(reader) => Some(reader),
+                    Err(error) => {
+                        log::debug!(
+                            "process {}: cannot read its Python code objects: {error}",
+                            key.pid
+                        );
+                        None
+                    }
+                };
+                log::debug!(
+                    "process {} instance {}: CPython {}.{}, _PyRuntime at {:#x}",
+                    key.pid,
+                    key.instance,
+                    runtime.version.0,
+                    runtime.version.1,
+                    runtime.runtime_address
+                );
+                *self = ProcessPython::Found { runtime, reader };
+                true
+            }
+            Err(reason) => {
+                log::debug!("process {}: no Python frames: {reason}", key.pid);
+                *self = ProcessPython::Unsupported(reason);
+                false
+            }
+        }
+    }
+
+    pub fn runtime(&self) -> Option<&PythonRuntime> {
+        match self {
+            ProcessPython::Found { runtime, .. } => Some(runtime),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> PythonStatus {
+        match self {
+            ProcessPython::NotFound => PythonStatus::NotPython,
+            ProcessPython::Found { runtime, .. } => PythonStatus::Found {
+                version: runtime.version,
+            },
+            ProcessPython::Unsupported(reason) => PythonStatus::Unsupported(reason.to_string()),
+        }
+    }
+
+    /// Names the frames of `raw` (innermost first, as walked).
+    pub fn name(&mut self, raw: &RawPythonStack) -> PythonStack {
+        let reader = match self {
+            ProcessPython::Found { reader, .. } => reader.as_mut(),
+            _ => None,
+        };
+        let mut frames = Vec::with_capacity(raw.frames.len());
+        let mut reader = reader;
+        for frame in &raw.frames {
+            let named = match reader.as_deref_mut() {
+                Some(reader) => reader.frame(frame.code, frame.instruction),
+                None => python::PythonFrame::unknown(),
+            };
+            frames.push(PythonStackFrame {
+                frame: to_frame(named),
+                entry: frame.entry,
+            });
+        }
+        PythonStack {
+            frames,
+            truncated: raw.truncated,
+        }
+    }
+
+    /// Code objects cached, for the debug log.
+    pub fn cached(&self) -> usize {
+        match self {
+            ProcessPython::Found {
+                reader: Some(reader),
+                ..
+            } => reader.cache_size().0,
+            _ => 0,
+        }
+    }
+}
+
+fn to_frame(frame: python::PythonFrame) -> Frame {
+    let python::PythonFrame {
+        qualname,
+        filename,
+        line,
+    } = frame;
+    Frame {
+        name: qualname,
+        kind: FrameKind::User,
+        system_name: None,
+        file: (!filename.is_empty()).then_some(filename),
+        line,
+    }
+}
