@@ -1,16 +1,17 @@
 """Python workloads with known call trees, for emberprof's Python frame tests (tests/it/python.rs).
 
-    python3 workload.py MODE SECONDS
+    python3 workload.py MODE CPU_SECONDS
 
 Every mode burns CPU in pure Python loops (the same loop everywhere, so shares of CPU time do not
-depend on the interpreter's speed) until SECONDS of wall time have passed:
+depend on the interpreter's speed) until the process has used CPU_SECONDS of CPU time (its own
+clock, so a busy machine gives it as many samples as a quiet one):
 - calltree:  75 % in outer > middle > inner, 25 % in outer > sort_py > sorted (builtin) > key_py
 - threads:   two threads, one in thread_a > spin_a, one in thread_b > spin_b (the main thread waits)
 - generator: a generator (produce) consumed by consume
 - coroutine: an async coroutine (compute) awaited by main_async under asyncio
 - recursion: recurse calls itself 300 deep, then spins in bottom
 - sleepy:    sleeps for a second (a process that has run for a while), then as calltree
-Runs until SECONDS have passed; prints nothing.
+Prints nothing.
 """
 
 import sys
@@ -44,7 +45,7 @@ def sort_py():
 
 
 def outer(end):
-    while time.time() < end:
+    while time.process_time() < end:
         middle()
         middle()
         middle()
@@ -52,12 +53,12 @@ def outer(end):
 
 
 def spin_a(end):
-    while time.time() < end:
+    while time.process_time() < end:
         spin(1000)
 
 
 def spin_b(end):
-    while time.time() < end:
+    while time.process_time() < end:
         spin(1000)
 
 
@@ -83,7 +84,7 @@ def threads(end):
 
 
 def produce(end):
-    while time.time() < end:
+    while time.process_time() < end:
         yield spin(1000)
 
 
@@ -99,7 +100,7 @@ async def compute(n):
 
 
 async def main_async(end):
-    while time.time() < end:
+    while time.process_time() < end:
         await compute(1000)
 
 
@@ -110,7 +111,7 @@ def coroutine(end):
 
 
 def bottom(end):
-    while time.time() < end:
+    while time.process_time() < end:
         spin(1000)
 
 
@@ -122,7 +123,7 @@ def recurse(depth, end):
 
 def main():
     mode, seconds = sys.argv[1], float(sys.argv[2])
-    end = time.time() + seconds
+    end = time.process_time() + seconds
     if mode == "calltree":
         outer(end)
     elif mode == "threads":

@@ -22,6 +22,7 @@ mod jit_exit;
 mod mixed;
 mod names;
 mod perf_backend;
+mod python;
 mod real_programs;
 mod real_world;
 mod record;

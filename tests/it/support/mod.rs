@@ -6,12 +6,14 @@ mod backend;
 mod burn;
 mod folded;
 mod measure;
+mod python;
 mod sandbox;
 
 pub use backend::*;
 pub use burn::*;
 pub use folded::*;
 pub use measure::*;
+pub use python::*;
 pub use sandbox::*;
 
 use std::path::{Path, PathBuf};
