@@ -303,7 +303,9 @@ impl Collector {
         if self.python_sent.contains(&key) {
             return;
         }
-        self.python.status(key, self.symbolizer.python_status(key));
+        if !self.python.knows(key) {
+            self.python.status(key, self.symbolizer.python_status(key));
+        }
         if let Some(runtime) = self.symbolizer.python_runtime(key) {
             self.python_sent.insert(key);
             self.feedback.push(Feedback::Python {
@@ -418,6 +420,9 @@ impl Collector {
         } = event;
         let (user, source) = self.user_frames(thread.process, user, count);
         let python = python.map(|raw| self.symbolizer.python_stack(thread.process, &raw));
+        // Samples that came with the process's first notice, before the snapshot that found its
+        // Python, count too (they have no Python frames: the BPF side did not know it yet).
+        self.send_python(thread.process);
         self.python.samples(
             thread.process,
             &thread.process_name,

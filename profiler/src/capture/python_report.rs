@@ -58,6 +58,11 @@ impl PythonReport {
         );
     }
 
+    /// Whether `process` has a status other than "not Python" already.
+    pub fn knows(&self, process: ProcessKey) -> bool {
+        self.processes.contains_key(&process)
+    }
+
     /// `count` samples of `process`, with Python frames or not.
     pub fn samples(&mut self, process: ProcessKey, name: &Arc<str>, count: u64, with_frames: bool) {
         if let Some(report) = self.processes.get_mut(&process) {
