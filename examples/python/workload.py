@@ -10,6 +10,7 @@ clock, so a busy machine gives it as many samples as a quiet one):
 - generator: a generator (produce) consumed by consume
 - coroutine: an async coroutine (compute) awaited by main_async under asyncio
 - recursion: recurse calls itself 300 deep, then spins in bottom
+- deep50:    as recursion, 50 Python frames deep in all (the walker's cost per sample, README)
 - sleepy:    sleeps for a second (a process that has run for a while), then as calltree
 Prints nothing.
 """
@@ -135,6 +136,9 @@ def main():
     elif mode == "recursion":
         sys.setrecursionlimit(10000)
         recurse(300, end)
+    elif mode == "deep50":
+        # <module>, main, 47 x recurse, bottom, spin.
+        recurse(46, end)
     elif mode == "sleepy":
         time.sleep(1)
         outer(end)

@@ -346,3 +346,51 @@ fn perf_backend_says_python_frames_need_bpf() {
         "{stderr}"
     );
 }
+
+/// `--all`: a Python process started after sampling began is found when it is first sampled, and
+/// gets its Python frames from then on (its first samples, taken before its runtime was found, may
+/// have none: the summary counts them).
+#[test]
+fn all_finds_python_processes_that_start_later() {
+    let _kernel = kernel_test();
+    let mut profiler = emberprof()
+        .args([
+            "record",
+            "--backend",
+            "bpf",
+            "-a",
+            "--per-thread",
+            "-F",
+            "499",
+            "-o",
+            "-",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start emberprof");
+    wait_until_sampling(&mut profiler);
+    // Other Python processes may run on the machine: this one is told by its pid.
+    let mut python = std::process::Command::new(debian_python())
+        .args([PYTHON_WORKLOAD, "calltree", CPU_SECONDS])
+        .spawn()
+        .expect("run python3.11");
+    let root = format!("python3.11-{}/{}", python.id(), python.id());
+    let status = python.wait().expect("wait for python3.11");
+    assert!(status.success(), "python3.11 failed: {status}");
+    // SAFETY: signalling our own child, as Ctrl-C does.
+    unsafe { libc::kill(profiler.id() as libc::pid_t, libc::SIGINT) };
+    let output = profiler.wait_with_output().expect("wait for emberprof");
+    let stderr = expect_success(&output, "emberprof record -a");
+    let stacks = rooted(&folded_stdout(&output), |r| r == root);
+    let all = all_samples(&stacks);
+    let chains = total(&stacks, |s| {
+        python_frames(s).starts_with(&["<module>", "main", "outer"])
+    });
+    assert!(
+        all >= 100 && chains * 2 >= all,
+        "{chains} of {all} samples of the late {root} under <module> > main > outer:\n{}\n{stderr}",
+        describe(&stacks)
+    );
+    assert!(stderr.contains("CPython 3.11, "), "{stderr}");
+}

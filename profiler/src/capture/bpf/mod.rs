@@ -274,6 +274,11 @@ impl Source for BpfSource {
             }
             Feedback::Python { process, runtime } => {
                 let value = python::process_value(process.instance, &runtime)?;
+                log::debug!(
+                    "process {} instance {}: walking its Python frames",
+                    process.pid,
+                    process.instance
+                );
                 self.sampler.set_python(process.pid, &value)
             }
         }
