@@ -16,13 +16,16 @@ pub(crate) enum ProcessPython {
     /// No CPython mapped (yet).
     #[default]
     NotFound,
-    Found {
-        runtime: PythonRuntime,
-        /// `None`: its memory could not be opened; frames stay `[python?]`.
-        reader: Option<CodeReader>,
-    },
+    /// Boxed: hundreds of bytes, while most processes are not Python.
+    Found(Box<Found>),
     /// CPython is mapped but cannot be read (an unsupported version, ...).
     Unsupported(NotPython),
+}
+
+pub(crate) struct Found {
+    runtime: PythonRuntime,
+    /// `None`: its memory could not be opened; frames stay `[python?]`.
+    reader: Option<CodeReader>,
 }
 
 /// What a process's Python is, for the summary and the capture side.
@@ -69,7 +72,7 @@ impl ProcessPython {
                     runtime.version.1,
                     runtime.runtime_address
                 );
-                *self = ProcessPython::Found { runtime, reader };
+                *self = ProcessPython::Found(Box::new(Found { runtime, reader }));
                 true
             }
             Err(reason) => {
@@ -82,7 +85,7 @@ impl ProcessPython {
 
     pub fn runtime(&self) -> Option<&PythonRuntime> {
         match self {
-            ProcessPython::Found { runtime, .. } => Some(runtime),
+            ProcessPython::Found(found) => Some(&found.runtime),
             _ => None,
         }
     }
@@ -90,8 +93,8 @@ impl ProcessPython {
     pub fn status(&self) -> PythonStatus {
         match self {
             ProcessPython::NotFound => PythonStatus::NotPython,
-            ProcessPython::Found { runtime, .. } => PythonStatus::Found {
-                version: runtime.version,
+            ProcessPython::Found(found) => PythonStatus::Found {
+                version: found.runtime.version,
             },
             ProcessPython::Unsupported(reason) => PythonStatus::Unsupported(reason.to_string()),
         }
@@ -100,7 +103,7 @@ impl ProcessPython {
     /// Names the frames of `raw` (innermost first, as walked).
     pub fn name(&mut self, raw: &RawPythonStack) -> PythonStack {
         let reader = match self {
-            ProcessPython::Found { reader, .. } => reader.as_mut(),
+            ProcessPython::Found(found) => found.reader.as_mut(),
             _ => None,
         };
         let mut frames = Vec::with_capacity(raw.frames.len());
@@ -124,10 +127,7 @@ impl ProcessPython {
     /// Code objects cached, for the debug log.
     pub fn cached(&self) -> usize {
         match self {
-            ProcessPython::Found {
-                reader: Some(reader),
-                ..
-            } => reader.cache_size().0,
+            ProcessPython::Found(found) => found.reader.as_ref().map_or(0, |r| r.cache_size().0),
             _ => 0,
         }
     }
