@@ -135,17 +135,27 @@ both_backends! {
         let all = all_samples(&stacks);
         let script_name = script.to_str().expect("UTF-8 path");
         let python_frame = |name: &str| format!("py::{name}:{script_name}_[j]");
-        let wanted: Vec<String> = ["<module>", "a", "b", "c"]
-            .iter()
-            .flat_map(|name| [python_frame(name), "_PyEval_EvalFrameDefault".to_owned()])
-            .collect();
+        // The BPF backend walks the Python frames themselves: they replace the interpreter frames,
+        // and the trampolines, which would name them twice, go (see tests/it/python.rs).
+        let wanted: Vec<String> = match backend {
+            Backend::Bpf => ["<module>", "a", "b", "c"]
+                .iter()
+                .map(|name| format!("{name}_[p]"))
+                .collect(),
+            Backend::Perf => ["<module>", "a", "b", "c"]
+                .iter()
+                .flat_map(|name| [python_frame(name), "_PyEval_EvalFrameDefault".to_owned()])
+                .collect(),
+        };
         // The Python frames and the interpreter frames between them, in order and nothing else of those
         // kinds in between (other native frames, e.g. the trampoline evaluator, may sit between them).
         let chain = total(&stacks, |s| {
             let kinds: Vec<&String> = s
                 .frames
                 .iter()
-                .filter(|f| f.starts_with("py::") || *f == "_PyEval_EvalFrameDefault")
+                .filter(|f| {
+                    f.starts_with("py::") || *f == "_PyEval_EvalFrameDefault" || f.ends_with("_[p]")
+                })
                 .collect();
             kinds.len() >= wanted.len()
                 && kinds[..wanted.len()]
