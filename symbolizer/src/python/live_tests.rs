@@ -1,1 +1,271 @@
-//! Reads real interpreters from outside: pyenv's 3.8–3.13 and Debian's python3.11.
+//! Real interpreters read from outside: pyenv's 3.8–3.13 and Debian's `python3.11` run a script that
+//! stops in a known call chain; the test finds the runtime through the process's snapshot, walks
+//! its frames ([`super::walk`]) and names them ([`super::CodeReader`]), and checks names, files,
+//! lines and where each native eval call's frames end, all against the script's own text.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use super::dwarf_check::pyenv_version_dir;
+use super::walk::{self, RawFrame};
+use super::{find_runtime, CodeReader, PythonRuntime};
+use crate::{ModuleTable, ProcessKey, ProcessTable};
+
+/// The workload. Each mode stops in `Klass.inner`'s sleep through a different chain.
+const SCRIPT: &str = r#"import sys, time
+class Klass:
+    def inner(self):
+        print("ready", flush=True)
+        time.sleep(600)  # @inner
+def middle():
+    Klass().inner()  # @middle
+def key_py(x):
+    if x == 2:
+        Klass().inner()  # @key_py
+    return x
+def gen():
+    yield Klass().inner()  # @gen
+def outer():
+    mode = sys.argv[1]
+    if mode == "sorted":
+        sorted([3, 2, 1], key=key_py)  # @outer_sorted
+    elif mode == "generator":
+        next(gen())  # @outer_generator
+    else:
+        middle()  # @outer_chain
+outer()  # @module
+"#;
+
+/// The line of the `# @tag` comment in [`SCRIPT`].
+fn line_of(tag: &str) -> u32 {
+    let marker = format!("# @{tag}");
+    SCRIPT
+        .lines()
+        .position(|line| line.ends_with(&marker))
+        .map(|index| index as u32 + 1)
+        .unwrap_or_else(|| panic!("no {marker} in the script"))
+}
+
+/// A running interpreter, killed on drop.
+struct Running {
+    child: Child,
+    _dir: tempfile::TempDir,
+    script: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `python` on the script in `mode` and waits until it sleeps in `Klass.inner`.
+fn start(python: &Path, mode: &str) -> Running {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("workload.py");
+    std::fs::write(&script, SCRIPT).expect("write script");
+    let mut child = Command::new(python)
+        .arg(&script)
+        .arg(mode)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    let stdout = child.stdout.take().expect("stdout");
+    let mut running = Running {
+        child,
+        _dir: dir,
+        script,
+    };
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the workload's output");
+    if line.trim() != "ready" {
+        let status = running.child.try_wait();
+        panic!(
+            "{} did not get ready: {line:?} ({status:?})",
+            python.display()
+        );
+    }
+    // "ready" is printed just before the sleep: wait until the process blocks in it, so its frames
+    // stand still where the script says.
+    let stat = format!("/proc/{}/stat", running.child.id());
+    let sleeping = (0..1000).any(|_| {
+        let text = std::fs::read_to_string(&stat).unwrap_or_default();
+        let state = text
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next());
+        state == Some("S") || {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            false
+        }
+    });
+    assert!(sleeping, "{} never went to sleep", python.display());
+    running
+}
+
+/// The runtime of a running process, found as the profiler finds it.
+fn runtime_of(pid: u32) -> PythonRuntime {
+    let mut modules = ModuleTable::default();
+    let mut table = ProcessTable::new(None);
+    let key = ProcessKey { pid, instance: 0 };
+    let snapshot = table
+        .snapshot(key, None, &mut modules)
+        .expect("snapshot the interpreter");
+    find_runtime(pid, snapshot.mappings(), &modules)
+        .expect("a supported CPython")
+        .expect("the process is Python")
+}
+
+/// (qualname, file name, line, entry) of the main thread's frames, innermost first.
+fn named_frames(running: &Running) -> (PythonRuntime, Vec<(String, String, Option<u32>, bool)>) {
+    let pid = running.child.id();
+    let runtime = runtime_of(pid);
+    let memory = super::ProcessMemory::open(pid).expect("open memory");
+    let threads = walk::threads(&memory, &runtime);
+    assert_eq!(threads.len(), 1, "one Python thread: {threads:?}");
+    let thread = &threads[0];
+    assert!(!thread.truncated, "the walk reached the outermost frame");
+    if let Some(native) = thread.native_thread_id {
+        assert_eq!(
+            native,
+            u64::from(pid),
+            "the main thread's native id is the PID"
+        );
+    }
+    let mut reader = CodeReader::new(pid, &runtime).expect("code reader");
+    let frames = thread
+        .frames
+        .iter()
+        .map(
+            |&RawFrame {
+                 code,
+                 instruction,
+                 entry,
+             }| {
+                let frame = reader.frame(code, instruction);
+                (
+                    frame.qualname.to_string(),
+                    frame.filename.to_string(),
+                    frame.line,
+                    entry,
+                )
+            },
+        )
+        .collect();
+    (runtime, frames)
+}
+
+/// The frames the script must show in `mode`, innermost first: (qualname on 3.11+, name before,
+/// line tag, entry on 3.11+).
+fn expected(mode: &str) -> Vec<(&'static str, &'static str, &'static str, bool)> {
+    match mode {
+        "chain" => vec![
+            ("Klass.inner", "inner", "inner", false),
+            ("middle", "middle", "middle", false),
+            ("outer", "outer", "outer_chain", false),
+            ("<module>", "<module>", "module", true),
+        ],
+        // `sorted` and `next` are C functions: the Python function they call runs in a native eval
+        // call of its own.
+        "sorted" => vec![
+            ("Klass.inner", "inner", "inner", false),
+            ("key_py", "key_py", "key_py", true),
+            ("outer", "outer", "outer_sorted", false),
+            ("<module>", "<module>", "module", true),
+        ],
+        _ => vec![
+            ("Klass.inner", "inner", "inner", false),
+            ("gen", "gen", "gen", true),
+            ("outer", "outer", "outer_generator", false),
+            ("<module>", "<module>", "module", true),
+        ],
+    }
+}
+
+fn check(python: &Path, version: (u8, u8)) {
+    for mode in ["chain", "sorted", "generator"] {
+        let running = start(python, mode);
+        let (runtime, frames) = named_frames(&running);
+        assert_eq!(runtime.version, version, "{}", python.display());
+        let script = running.script.to_string_lossy().into_owned();
+        let want: Vec<(String, String, Option<u32>, bool)> = expected(mode)
+            .into_iter()
+            .map(|(qualname, name, tag, entry)| {
+                let interpreter_frames = version >= (3, 11);
+                (
+                    if interpreter_frames { qualname } else { name }.to_owned(),
+                    script.clone(),
+                    Some(line_of(tag)),
+                    // Before 3.11 each Python frame has its own native eval call.
+                    entry || !interpreter_frames,
+                )
+            })
+            .collect();
+        assert_eq!(
+            frames,
+            want,
+            "{} ({mode}): frames read from outside",
+            python.display()
+        );
+        if let Some(eval) = &runtime.eval_frame {
+            assert!(eval.start < eval.end, "{eval:x?}");
+        }
+    }
+}
+
+fn pyenv_python(minor: u8) -> PathBuf {
+    pyenv_version_dir(minor).join(format!("bin/python3.{minor}"))
+}
+
+/// pyenv 3.8 read from outside: names, file, lines (lnotab), one frame per native eval call.
+#[test]
+fn python_live_3_8() {
+    check(&pyenv_python(8), (3, 8));
+}
+
+/// pyenv 3.9 read from outside (lnotab).
+#[test]
+fn python_live_3_9() {
+    check(&pyenv_python(9), (3, 9));
+}
+
+/// pyenv 3.10 read from outside (3.10 line table, f_lasti in code units).
+#[test]
+fn python_live_3_10() {
+    check(&pyenv_python(10), (3, 10));
+}
+
+/// pyenv 3.11 read from outside: qualified names, location table, `is_entry`.
+#[test]
+fn python_live_3_11() {
+    check(&pyenv_python(11), (3, 11));
+}
+
+/// pyenv 3.12 read from outside: shim frames end each native eval call's frames.
+#[test]
+fn python_live_3_12() {
+    check(&pyenv_python(12), (3, 12));
+}
+
+/// pyenv 3.13 read from outside through its own `_Py_DebugOffsets`.
+#[test]
+fn python_live_3_13() {
+    check(&pyenv_python(13), (3, 13));
+}
+
+/// Debian's stripped `/usr/bin/python3.11` (libpython linked in statically): found through the
+/// executable's exported `_PyRuntime`, read with the 3.11 table.
+#[test]
+fn python_live_debian_3_11() {
+    let python = Path::new("/usr/bin/python3.11");
+    assert!(
+        python.exists(),
+        "{} is missing: install it with `apt-get install python3.11`",
+        python.display()
+    );
+    check(python, (3, 11));
+}

@@ -17,6 +17,7 @@ pub mod layout;
 mod lines;
 pub mod memory;
 mod runtime;
+pub mod walk;
 
 #[cfg(test)]
 mod dwarf_check;
