@@ -120,8 +120,11 @@ fn runtime_of(pid: u32) -> PythonRuntime {
         .expect("the process is Python")
 }
 
-/// (qualname, file name, line, entry) of the main thread's frames, innermost first.
-fn named_frames(running: &Running) -> (PythonRuntime, Vec<(String, String, Option<u32>, bool)>) {
+/// (qualname, file name, line, entry) of one frame.
+type Named = (String, String, Option<u32>, bool);
+
+/// The main thread's frames, innermost first.
+fn named_frames(running: &Running) -> (PythonRuntime, Vec<Named>) {
     let pid = running.child.id();
     let runtime = runtime_of(pid);
     let memory = super::ProcessMemory::open(pid).expect("open memory");
@@ -192,7 +195,7 @@ fn check(python: &Path, version: (u8, u8)) {
         let (runtime, frames) = named_frames(&running);
         assert_eq!(runtime.version, version, "{}", python.display());
         let script = running.script.to_string_lossy().into_owned();
-        let want: Vec<(String, String, Option<u32>, bool)> = expected(mode)
+        let want: Vec<Named> = expected(mode)
             .into_iter()
             .map(|(qualname, name, tag, entry)| {
                 let interpreter_frames = version >= (3, 11);

@@ -153,3 +153,131 @@ fn read_frame(memory: &dyn Memory, layout: &Layout, frame: u64) -> Option<Read> 
         entry,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Made-up interpreters in made-up memory (3.12 and 3.8 layouts): cycles and garbage cost the
+    //! bound, never a hang.
+    use super::*;
+    use crate::python::layout;
+    use crate::python::memory::FakeMemory;
+
+    const RUNTIME: u64 = 0x1_0000;
+    const INTERP: u64 = 0x2_0000;
+    const TSTATE: u64 = 0x3_0000;
+    const CFRAME: u64 = 0x4_0000;
+    const FRAMES: u64 = 0x5_0000;
+
+    fn word(region: &mut [u8], at: u32, value: u64) {
+        region[at as usize..at as usize + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    fn runtime(minor: u8) -> PythonRuntime {
+        PythonRuntime {
+            version: (3, minor),
+            runtime_address: RUNTIME,
+            layout: layout::table((3, minor)).expect("table"),
+            code_type: 0,
+            eval_frame: None,
+        }
+    }
+
+    /// An interpreter with one thread whose frames are `previous[i]` chained, 0x100 bytes apart,
+    /// (frame i's `previous` is FRAMES + previous[i] * 0x100, or null for None); `shims` are owned by
+    /// the C stack.
+    fn interpreter(layout: &Layout, previous: &[Option<u64>], shims: &[usize]) -> FakeMemory {
+        let mut runtime = vec![0u8; 0x1000];
+        word(&mut runtime, layout.runtime_interpreters_head, INTERP);
+        let mut interp = vec![0u8; 0x100];
+        word(&mut interp, layout.interp_threads_head, TSTATE);
+        let mut tstate = vec![0u8; 0x200];
+        let mut cframe = vec![0u8; 0x100];
+        if layout.frame_model == frame_model::CFRAME {
+            word(&mut tstate, layout.tstate_frame, CFRAME);
+            word(&mut cframe, layout.cframe_current_frame, FRAMES);
+        } else {
+            word(&mut tstate, layout.tstate_frame, FRAMES);
+        }
+        word(&mut tstate, layout.tstate_thread_id, 0x7f00_0000);
+        let mut frames = vec![0u8; 0x100 * previous.len()];
+        for (index, previous) in previous.iter().enumerate() {
+            let frame = &mut frames[index * 0x100..(index + 1) * 0x100];
+            word(frame, layout.frame_code, 0xc0de_0000 + index as u64);
+            word(
+                frame,
+                layout.frame_previous,
+                previous.map_or(0, |p| FRAMES + p * 0x100),
+            );
+            if shims.contains(&index) {
+                frame[layout.frame_owner as usize] = layout.owner_cstack as u8;
+            }
+        }
+        FakeMemory::default()
+            .with(RUNTIME, runtime)
+            .with(INTERP, interp)
+            .with(TSTATE, tstate)
+            .with(CFRAME, cframe)
+            .with(FRAMES, frames)
+    }
+
+    /// A chain of frames with shims: Python frames in order, shims skipped and marking entries.
+    #[test]
+    fn python_walk_splits_at_shims() {
+        let runtime = runtime(12);
+        let memory = interpreter(
+            &runtime.layout,
+            &[Some(1), Some(2), Some(3), Some(4), None],
+            &[2, 4],
+        );
+        let threads = threads(&memory, &runtime);
+        assert_eq!(threads.len(), 1);
+        let codes: Vec<(u64, bool)> = threads[0]
+            .frames
+            .iter()
+            .map(|f| (f.code - 0xc0de_0000, f.entry))
+            .collect();
+        assert_eq!(codes, [(0, false), (1, true), (3, true)]);
+        assert!(!threads[0].truncated);
+        assert_eq!(threads[0].thread_id, 0x7f00_0000);
+    }
+
+    /// Defence: a frame list that loops back costs MAX_FRAMES reads and is marked truncated.
+    #[test]
+    fn python_walk_stops_on_cyclic_frames() {
+        for minor in [8, 12] {
+            let runtime = runtime(minor);
+            let memory = interpreter(&runtime.layout, &[Some(1), Some(0)], &[]);
+            let threads = threads(&memory, &runtime);
+            assert_eq!(threads[0].frames.len(), MAX_FRAMES, "3.{minor}");
+            assert!(threads[0].truncated);
+        }
+        // Only shims, looping: nothing kept, still bounded.
+        let runtime = runtime(12);
+        let memory = interpreter(&runtime.layout, &[Some(0)], &[0]);
+        let threads = threads(&memory, &runtime);
+        assert!(threads[0].frames.is_empty() && threads[0].truncated);
+        assert!(memory.reads.get() < 4 * MAX_FRAMES + 16);
+    }
+
+    /// Defence: a thread list that loops back is followed MAX_THREADS times at most.
+    #[test]
+    fn python_walk_stops_on_cyclic_threads() {
+        let runtime = runtime(12);
+        let mut memory = interpreter(&runtime.layout, &[None], &[]);
+        let mut next = [0u8; 8];
+        next.copy_from_slice(&TSTATE.to_le_bytes());
+        memory.put(TSTATE + u64::from(runtime.layout.tstate_next), &next);
+        assert_eq!(threads(&memory, &runtime).len(), MAX_THREADS);
+    }
+
+    /// Defence: garbage pointers (a fake `_PyRuntime`, a frame pointing nowhere) end the walk.
+    #[test]
+    fn python_walk_survives_garbage() {
+        let runtime = runtime(11);
+        assert!(threads(&FakeMemory::default(), &runtime).is_empty());
+        let memory = interpreter(&runtime.layout, &[Some(0x4000_0000)], &[]);
+        let threads = threads(&memory, &runtime);
+        assert_eq!(threads[0].frames.len(), 1);
+        assert!(threads[0].truncated, "the second frame is unreadable");
+    }
+}
