@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use super::dwarf_check::pyenv_version_dir;
+use super::dwarf_check::{pyenv_libpython, pyenv_version_dir};
 use super::walk::{self, RawFrame};
 use super::{find_runtime, CodeReader, PythonRuntime};
 use crate::{ModuleTable, ProcessKey, ProcessTable};
@@ -63,12 +63,19 @@ impl Drop for Running {
 
 /// Starts `python` on the script in `mode` and waits until it sleeps in `Klass.inner`.
 fn start(python: &Path, mode: &str) -> Running {
+    start_with(python, |python, script| {
+        let mut command = Command::new(python);
+        command.arg(script).arg(mode);
+        command
+    })
+}
+
+/// Like [`start`], through the command `wrap` makes of the interpreter and the script.
+fn start_with(python: &Path, wrap: impl FnOnce(&Path, &Path) -> Command) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     let script = dir.path().join("workload.py");
     std::fs::write(&script, SCRIPT).expect("write script");
-    let mut child = Command::new(python)
-        .arg(&script)
-        .arg(mode)
+    let mut child = wrap(python, &script)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
@@ -271,4 +278,42 @@ fn python_live_debian_3_11() {
         python.display()
     );
     check(python, (3, 11));
+}
+
+/// A Python whose libpython exists only in the process's own mount namespace (as in a container):
+/// the runtime is found through the file the process maps, not a path on the host.
+#[test]
+fn python_live_in_another_mount_namespace() {
+    let python = pyenv_python(12);
+    let library = pyenv_libpython(12);
+    let private = tempfile::tempdir().expect("temp dir");
+    let dir = private.path().to_owned();
+    let running = start_with(&python, |python, script| {
+        // A tmpfs mounted in a new mount namespace holds the only copy of libpython the process
+        // loads; on the host, the directory stays empty.
+        let shell = format!(
+            "mount -t tmpfs none {dir} && cp {library} {dir}/ && \
+             LD_LIBRARY_PATH={dir} exec {python} {script} chain",
+            dir = dir.display(),
+            library = library.with_extension("so.1.0").display(),
+            python = python.display(),
+            script = script.display(),
+        );
+        let mut command = Command::new("unshare");
+        command.args(["--mount", "--propagation", "private", "sh", "-c", &shell]);
+        command
+    });
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", running.child.id())).expect("maps");
+    assert!(
+        maps.contains(&format!("{}/libpython3.12.so.1.0", dir.display())),
+        "the process maps the private copy: {maps}"
+    );
+    assert!(
+        std::fs::read_dir(&dir).expect("list").next().is_none(),
+        "the copy is not visible on the host"
+    );
+    let (runtime, frames) = named_frames(&running);
+    assert_eq!(runtime.version, (3, 12));
+    let names: Vec<&str> = frames.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(names, ["Klass.inner", "middle", "outer", "<module>"]);
 }
