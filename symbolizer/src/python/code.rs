@@ -34,9 +34,25 @@ pub const MAX_STRING_CHARS: u64 = 4096;
 /// Longest line table read; a longer one gives frames without lines.
 pub const MAX_LINE_TABLE_BYTES: u64 = 256 << 10;
 
-/// Bytes of a code object's header read per lookup: past every member used in every version
-/// (3.13's `co_code_adaptive` is at 200).
+/// Most bytes of a code object's header read per lookup (3.13's `co_code_adaptive` is at 200).
 const HEADER_BYTES: usize = 256;
+
+/// Bytes of a code object's header to read: up to the end of the last member used, and no further,
+/// so a small object at the end of a mapping is still read whole.
+fn header_len(layout: &Layout) -> usize {
+    let ends = [
+        layout.object_type,
+        layout.code_name,
+        layout.code_qualname,
+        layout.code_filename,
+        layout.code_linetable,
+    ]
+    .into_iter()
+    .filter(|&offset| Layout::has(offset))
+    .map(|offset| offset as usize + 8)
+    .chain([layout.code_firstlineno as usize + 4]);
+    ends.max().unwrap_or(HEADER_BYTES).min(HEADER_BYTES)
+}
 
 /// What the reader did, for `-v`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,7 +138,10 @@ impl CodeReader {
     pub fn frame(&mut self, code: u64, instruction: u64) -> PythonFrame {
         let layout = self.runtime.layout;
         let mut header = [0u8; HEADER_BYTES];
-        let header = self.memory.read(code, &mut header).then_some(header);
+        let header = self
+            .memory
+            .read(code, &mut header[..header_len(&layout)])
+            .then_some(header);
         let identity = header.map(|header| identity(&layout, &header));
         let cached = match (self.cache.get(&code), identity) {
             (Some(cached), Some(identity)) if cached.identity == identity.0 => {
@@ -542,6 +561,20 @@ mod tests {
         let frame = reader.frame(CODE, instruction());
         assert_eq!((&*frame.qualname, frame.line), ("Klass.inner", None));
         assert_eq!(reader.stats().no_line_table, 1);
+    }
+
+    /// A code object at the very end of readable memory is read: only the header members used are.
+    #[test]
+    fn python_code_object_at_the_end_of_a_mapping_is_read() {
+        let mut code = code_object(NAME, CODE_TYPE);
+        code.truncate(header_len(&layout()));
+        assert!(code.len() < HEADER_BYTES);
+        let memory = FakeMemory::default()
+            .with(CODE, code)
+            .with(QUALNAME, ascii("Klass.inner"))
+            .with(FILENAME, ascii("/app/main.py"))
+            .with(TABLE, line_table());
+        assert_eq!(&*reader(memory).frame(CODE, 0).qualname, "Klass.inner");
     }
 
     /// Defence: the cache never holds more than its bounds; it is emptied and refilled.

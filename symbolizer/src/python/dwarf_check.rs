@@ -310,6 +310,7 @@ fn expectations(minor: u8, layout: &Layout) -> Vec<(&'static str, u32, Question)
             Offset("pyruntimestate.interpreters.head"),
         ),
         ("tstate_next", l.tstate_next, Offset("_ts.next")),
+        ("tstate_interp", l.tstate_interp, Offset("_ts.interp")),
         (
             "tstate_thread_id",
             l.tstate_thread_id,
@@ -546,6 +547,7 @@ fn python_debug_offsets_match_dwarf_and_the_shipped_block() {
         (at::INTERP_THREADS_HEAD, "interpreter_state.threads_head"),
         (at::TSTATE_SIZE, "thread_state.size"),
         (at::TSTATE_NEXT, "thread_state.next"),
+        (at::TSTATE_INTERP, "thread_state.interp"),
         (at::TSTATE_CURRENT_FRAME, "thread_state.current_frame"),
         (at::TSTATE_THREAD_ID, "thread_state.thread_id"),
         (at::TSTATE_NATIVE_THREAD_ID, "thread_state.native_thread_id"),

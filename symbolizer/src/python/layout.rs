@@ -53,6 +53,9 @@ pub struct Layout {
     pub interp_threads_head: u32,
     /// `PyThreadState.next`.
     pub tstate_next: u32,
+    /// `PyThreadState.interp`: points back to the interpreter; `find_runtime` checks it to tell a
+    /// layout that does not fit the build (a patched or debug build) before trusting it.
+    pub tstate_interp: u32,
     /// `PyThreadState.thread_id`: `pthread_self()` of the thread (an `unsigned long`), which is the
     /// thread's `fs` base on x86-64 glibc and musl.
     pub tstate_thread_id: u32,
@@ -125,6 +128,7 @@ const COMMON: Layout = Layout {
     runtime_tss_key: ABSENT,
     interp_threads_head: ABSENT,
     tstate_next: 8,
+    tstate_interp: 16,
     tstate_thread_id: ABSENT,
     tstate_native_thread_id: ABSENT,
     tstate_frame: ABSENT,

@@ -62,6 +62,13 @@ pub enum NotPython {
     Unreadable { module: String, what: &'static str },
     #[error("CPython {}.{}'s _Py_DebugOffsets are invalid: {reason}", .version.0, .version.1)]
     BadDebugOffsets { version: (u8, u8), reason: String },
+    /// The process's structures do not fit the layout of its version (a patched or debug build).
+    #[error("CPython {}.{} in {module} is not laid out as emberprof expects: {reason}", .version.0, .version.1)]
+    LayoutMismatch {
+        version: (u8, u8),
+        module: String,
+        reason: String,
+    },
 }
 
 /// A Python frame, named.
