@@ -311,6 +311,7 @@ fn expectations(minor: u8, layout: &Layout) -> Vec<(&'static str, u32, Question)
         ),
         ("tstate_next", l.tstate_next, Offset("_ts.next")),
         ("tstate_interp", l.tstate_interp, Offset("_ts.interp")),
+        ("interp_next", l.interp_next, Offset("_is.next")),
         (
             "tstate_thread_id",
             l.tstate_thread_id,
@@ -544,6 +545,7 @@ fn python_debug_offsets_match_dwarf_and_the_shipped_block() {
             "runtime_state.interpreters_head",
         ),
         (at::INTERP_SIZE, "interpreter_state.size"),
+        (at::INTERP_NEXT, "interpreter_state.next"),
         (at::INTERP_THREADS_HEAD, "interpreter_state.threads_head"),
         (at::TSTATE_SIZE, "thread_state.size"),
         (at::TSTATE_NEXT, "thread_state.next"),

@@ -10,8 +10,11 @@ use super::layout::{frame_model, Layout};
 use super::memory::Memory;
 use super::PythonRuntime;
 
-/// Most threads followed through `tstate->next`.
+/// Most threads followed through `tstate->next`, over all interpreters.
 pub const MAX_THREADS: usize = 1024;
+
+/// Most interpreters followed through `interp->next`.
+pub const MAX_INTERPRETERS: usize = 16;
 
 /// Most frames followed per thread (the BPF walker's bound).
 pub const MAX_FRAMES: usize = 128;
@@ -44,33 +47,37 @@ fn at(base: u64, offset: u32) -> Option<u64> {
     base.checked_add(u64::from(offset))
 }
 
-/// Every thread of the main interpreter with its frames; empty when the interpreter is not set up
+/// Every thread of every interpreter with its frames; empty when the interpreter is not set up
 /// (yet) or its list cannot be read.
 pub fn threads(memory: &dyn Memory, runtime: &PythonRuntime) -> Vec<ThreadFrames> {
     let layout = &runtime.layout;
     let mut threads = Vec::new();
-    let Some(interp) = at(runtime.runtime_address, layout.runtime_interpreters_head)
-        .and_then(|a| memory.read_u64(a))
-        .filter(|&a| a != 0)
-    else {
-        return threads;
-    };
-    let mut tstate = at(interp, layout.interp_threads_head)
+    let mut interp = at(runtime.runtime_address, layout.runtime_interpreters_head)
         .and_then(|a| memory.read_u64(a))
         .unwrap_or(0);
-    while tstate != 0 && threads.len() < MAX_THREADS {
-        let read = |offset: u32| at(tstate, offset).and_then(|a| memory.read_u64(a));
-        let native_thread_id = Layout::has(layout.tstate_native_thread_id)
-            .then(|| read(layout.tstate_native_thread_id))
-            .flatten();
-        let (frames, truncated) = frames(memory, layout, tstate);
-        threads.push(ThreadFrames {
-            thread_id: read(layout.tstate_thread_id).unwrap_or(0),
-            native_thread_id,
-            frames,
-            truncated,
-        });
-        tstate = read(layout.tstate_next).unwrap_or(0);
+    let mut interpreters = 0;
+    while interp != 0 && interpreters < MAX_INTERPRETERS {
+        interpreters += 1;
+        let mut tstate = at(interp, layout.interp_threads_head)
+            .and_then(|a| memory.read_u64(a))
+            .unwrap_or(0);
+        while tstate != 0 && threads.len() < MAX_THREADS {
+            let read = |offset: u32| at(tstate, offset).and_then(|a| memory.read_u64(a));
+            let native_thread_id = Layout::has(layout.tstate_native_thread_id)
+                .then(|| read(layout.tstate_native_thread_id))
+                .flatten();
+            let (frames, truncated) = frames(memory, layout, tstate);
+            threads.push(ThreadFrames {
+                thread_id: read(layout.tstate_thread_id).unwrap_or(0),
+                native_thread_id,
+                frames,
+                truncated,
+            });
+            tstate = read(layout.tstate_next).unwrap_or(0);
+        }
+        interp = at(interp, layout.interp_next)
+            .and_then(|a| memory.read_u64(a))
+            .unwrap_or(0);
     }
     threads
 }
@@ -268,6 +275,37 @@ mod tests {
         next.copy_from_slice(&TSTATE.to_le_bytes());
         memory.put(TSTATE + u64::from(runtime.layout.tstate_next), &next);
         assert_eq!(threads(&memory, &runtime).len(), MAX_THREADS);
+    }
+
+    /// Threads of every interpreter are found; a cyclic interpreter list is followed a bounded
+    /// number of times.
+    #[test]
+    fn python_walk_follows_every_interpreter() {
+        let runtime = runtime(12);
+        let layout = runtime.layout;
+        let mut memory = interpreter(&layout, &[None], &[]);
+        // A second interpreter (the main one, older) after the first, with its own thread.
+        let (main, main_thread) = (0x6_0000u64, 0x7_0000u64);
+        memory = memory
+            .with(main, vec![0; 0x100])
+            .with(main_thread, vec![0; 0x200]);
+        memory.put(INTERP + u64::from(layout.interp_next), &main.to_le_bytes());
+        memory.put(
+            main + u64::from(layout.interp_threads_head),
+            &main_thread.to_le_bytes(),
+        );
+        memory.put(
+            main_thread + u64::from(layout.tstate_thread_id),
+            &7u64.to_le_bytes(),
+        );
+        let found: Vec<u64> = threads(&memory, &runtime)
+            .iter()
+            .map(|t| t.thread_id)
+            .collect();
+        assert_eq!(found, [0x7f00_0000, 7]);
+        // The main interpreter's next pointing back to the first: a cycle.
+        memory.put(main + u64::from(layout.interp_next), &INTERP.to_le_bytes());
+        assert_eq!(threads(&memory, &runtime).len(), MAX_INTERPRETERS);
     }
 
     /// Defence: garbage pointers (a fake `_PyRuntime`, a frame pointing nowhere) end the walk.
