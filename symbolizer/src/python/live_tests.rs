@@ -1,7 +1,8 @@
 //! Real interpreters read from outside: pyenv's 3.8–3.13 and Debian's `python3.11` run a script that
 //! stops in a known call chain; the test finds the runtime through the process's snapshot, walks
 //! its frames ([`super::walk`]) and names them ([`super::CodeReader`]), and checks names, files,
-//! lines and where each native eval call's frames end, all against the script's own text.
+//! lines and where each native eval call's frames end, all against the script's own text; and a
+//! threaded script, whose threads must be found by the ids the BPF walker matches them with.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,8 @@ struct Running {
     child: Child,
     _dir: tempfile::TempDir,
     script: PathBuf,
+    /// The lines it printed before `ready`.
+    output: Vec<String>,
 }
 
 impl Drop for Running {
@@ -61,20 +64,21 @@ impl Drop for Running {
     }
 }
 
-/// Starts `python` on the script in `mode` and waits until it sleeps in `Klass.inner`.
+/// Starts `python` on [`SCRIPT`] in `mode` and waits until it sleeps in `Klass.inner`.
 fn start(python: &Path, mode: &str) -> Running {
-    start_with(python, |python, script| {
+    start_with(python, SCRIPT, |python, script| {
         let mut command = Command::new(python);
         command.arg(script).arg(mode);
         command
     })
 }
 
-/// Like [`start`], through the command `wrap` makes of the interpreter and the script.
-fn start_with(python: &Path, wrap: impl FnOnce(&Path, &Path) -> Command) -> Running {
+/// Runs `text` as a script through the command `wrap` makes of the interpreter and the script's
+/// path, and waits until it has printed `ready` and every thread sleeps.
+fn start_with(python: &Path, text: &str, wrap: impl FnOnce(&Path, &Path) -> Command) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     let script = dir.path().join("workload.py");
-    std::fs::write(&script, SCRIPT).expect("write script");
+    std::fs::write(&script, text).expect("write script");
     let mut child = wrap(python, &script)
         .stdout(Stdio::piped())
         .spawn()
@@ -84,28 +88,36 @@ fn start_with(python: &Path, wrap: impl FnOnce(&Path, &Path) -> Command) -> Runn
         child,
         _dir: dir,
         script,
+        output: Vec::new(),
     };
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the workload's output");
-    if line.trim() != "ready" {
-        let status = running.child.try_wait();
-        panic!(
-            "{} did not get ready: {line:?} ({status:?})",
-            python.display()
-        );
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read the workload's output");
+        if line == "ready" {
+            break;
+        }
+        running.output.push(line);
     }
-    // "ready" is printed just before the sleep: wait until the process blocks in it, so its frames
+    if running.child.try_wait().ok().flatten().is_some() {
+        panic!("{} exited: {:?}", python.display(), running.output);
+    }
+    // "ready" is printed just before the sleep: wait until every thread blocks, so the frames
     // stand still where the script says.
-    let stat = format!("/proc/{}/stat", running.child.id());
-    let sleeping = (0..1000).any(|_| {
-        let text = std::fs::read_to_string(&stat).unwrap_or_default();
-        let state = text
-            .rsplit(')')
+    let tasks = format!("/proc/{}/task", running.child.id());
+    let state = |stat: String| {
+        stat.rsplit(')')
             .next()
-            .and_then(|rest| rest.split_whitespace().next());
-        state == Some("S") || {
+            .and_then(|rest| rest.split_whitespace().next().map(str::to_owned))
+    };
+    let sleeping = (0..1000).any(|_| {
+        let all = std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .all(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                state(stat).as_deref() == Some("S")
+            });
+        all || {
             std::thread::sleep(std::time::Duration::from_millis(10));
             false
         }
@@ -227,6 +239,91 @@ fn check(python: &Path, version: (u8, u8)) {
     }
 }
 
+/// Three threads each sleeping in their own function, the main thread joining them; every thread
+/// reports its `pthread_self`, kernel thread id and `fs` base (`arch_prctl(ARCH_GET_FS)`).
+const THREADS_SCRIPT: &str = r#"import ctypes, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
+def fs_base():
+    value = ctypes.c_ulong()
+    assert libc.syscall(158, 0x1003, ctypes.byref(value)) == 0
+    return value.value
+started = threading.Barrier(4)
+lock = threading.Lock()
+def report(name):
+    with lock:
+        print("thread", name, threading.get_ident(), threading.get_native_id(), fs_base(), flush=True)
+def worker_a():
+    report("worker_a"); started.wait(); time.sleep(600)
+def worker_b():
+    report("worker_b"); started.wait(); time.sleep(600)
+def worker_c():
+    report("worker_c"); started.wait(); time.sleep(600)
+threads = [threading.Thread(target=f) for f in (worker_a, worker_b, worker_c)]
+for t in threads:
+    t.start()
+started.wait()
+report("main")
+print("ready", flush=True)
+for t in threads:
+    t.join()
+"#;
+
+/// Every thread is found with the ids the walker matches threads by: `tstate->thread_id` is the
+/// thread's `pthread_self()` and its `fs` base (what the BPF side reads from the task), and
+/// `native_thread_id` (3.11+) its kernel id; each thread's frames are its own.
+fn check_threads(python: &Path, version: (u8, u8)) {
+    let running = start_with(python, THREADS_SCRIPT, |python, script| {
+        let mut command = Command::new(python);
+        command.arg(script);
+        command
+    });
+    let pid = running.child.id();
+    let runtime = runtime_of(pid);
+    assert_eq!(runtime.version, version);
+    let memory = super::ProcessMemory::open(pid).expect("open memory");
+    let threads = walk::threads(&memory, &runtime);
+    let mut reader = CodeReader::new(pid, &runtime).expect("code reader");
+    assert_eq!(running.output.len(), 4, "{:?}", running.output);
+    for line in &running.output {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, name, ident, native, fs] = fields[..] else {
+            panic!("bad report {line:?}");
+        };
+        let (ident, native, fs): (u64, u64, u64) = (
+            ident.parse().expect("ident"),
+            native.parse().expect("native id"),
+            fs.parse().expect("fs base"),
+        );
+        assert_eq!(ident, fs, "{name}: pthread_self is the fs base");
+        let thread = threads
+            .iter()
+            .find(|t| t.thread_id == ident)
+            .unwrap_or_else(|| {
+                panic!("{name}: no thread state with thread_id {ident:#x}: {threads:x?}")
+            });
+        if version >= (3, 11) {
+            assert_eq!(thread.native_thread_id, Some(native), "{name}");
+        }
+        let names: Vec<String> = thread
+            .frames
+            .iter()
+            .map(|f| reader.frame(f.code, f.instruction).qualname.to_string())
+            .collect();
+        if name == "main" {
+            assert_eq!(
+                names.last().map(String::as_str),
+                Some("<module>"),
+                "{names:?}"
+            );
+        } else {
+            assert_eq!(names.first().map(String::as_str), Some(name), "{names:?}");
+            assert!(names.iter().any(|n| n.ends_with("_bootstrap")), "{names:?}");
+        }
+    }
+    assert_eq!(threads.len(), 4, "{threads:x?}");
+}
+
 fn pyenv_python(minor: u8) -> PathBuf {
     pyenv_version_dir(minor).join(format!("bin/python3.{minor}"))
 }
@@ -235,36 +332,42 @@ fn pyenv_python(minor: u8) -> PathBuf {
 #[test]
 fn python_live_3_8() {
     check(&pyenv_python(8), (3, 8));
+    check_threads(&pyenv_python(8), (3, 8));
 }
 
 /// pyenv 3.9 read from outside (lnotab).
 #[test]
 fn python_live_3_9() {
     check(&pyenv_python(9), (3, 9));
+    check_threads(&pyenv_python(9), (3, 9));
 }
 
 /// pyenv 3.10 read from outside (3.10 line table, f_lasti in code units).
 #[test]
 fn python_live_3_10() {
     check(&pyenv_python(10), (3, 10));
+    check_threads(&pyenv_python(10), (3, 10));
 }
 
 /// pyenv 3.11 read from outside: qualified names, location table, `is_entry`.
 #[test]
 fn python_live_3_11() {
     check(&pyenv_python(11), (3, 11));
+    check_threads(&pyenv_python(11), (3, 11));
 }
 
 /// pyenv 3.12 read from outside: shim frames end each native eval call's frames.
 #[test]
 fn python_live_3_12() {
     check(&pyenv_python(12), (3, 12));
+    check_threads(&pyenv_python(12), (3, 12));
 }
 
 /// pyenv 3.13 read from outside through its own `_Py_DebugOffsets`.
 #[test]
 fn python_live_3_13() {
     check(&pyenv_python(13), (3, 13));
+    check_threads(&pyenv_python(13), (3, 13));
 }
 
 /// Debian's stripped `/usr/bin/python3.11` (libpython linked in statically): found through the
@@ -278,6 +381,7 @@ fn python_live_debian_3_11() {
         python.display()
     );
     check(python, (3, 11));
+    check_threads(python, (3, 11));
 }
 
 /// A Python whose libpython exists only in the process's own mount namespace (as in a container):
@@ -288,7 +392,7 @@ fn python_live_in_another_mount_namespace() {
     let library = pyenv_libpython(12);
     let private = tempfile::tempdir().expect("temp dir");
     let dir = private.path().to_owned();
-    let running = start_with(&python, |python, script| {
+    let running = start_with(&python, SCRIPT, |python, script| {
         // A tmpfs mounted in a new mount namespace holds the only copy of libpython the process
         // loads; on the host, the directory stays empty.
         let shell = format!(
