@@ -27,12 +27,26 @@ def key_py(x):
     return x
 def gen():
     yield Klass().inner()  # @gen
+def recurse(n):
+    if n == 0:
+        Klass().inner()
+    else:
+        recurse(n - 1)  # @recurse
+async def coro_inner():
+    Klass().inner()  # @coro_inner
+async def coro_outer():
+    await coro_inner()  # @coro_outer
 def outer():
     mode = sys.argv[1]
     if mode == "sorted":
         sorted([3, 2, 1], key=key_py)  # @outer_sorted
     elif mode == "generator":
         next(gen())  # @outer_generator
+    elif mode == "async":
+        import asyncio
+        asyncio.run(coro_outer())  # @outer_async
+    elif mode == "deep":
+        recurse(300)
     else:
         middle()  # @outer_chain
 outer()  # @module
@@ -144,13 +158,19 @@ type Named = (String, String, Option<u32>, bool);
 
 /// The main thread's frames, innermost first.
 fn named_frames(running: &Running) -> (PythonRuntime, Vec<Named>) {
+    let (runtime, frames, truncated) = named_frames_of(running);
+    assert!(!truncated, "the walk reached the outermost frame");
+    (runtime, frames)
+}
+
+/// The main thread's frames, innermost first, and whether the walk was cut short.
+fn named_frames_of(running: &Running) -> (PythonRuntime, Vec<Named>, bool) {
     let pid = running.child.id();
     let runtime = runtime_of(pid);
     let memory = super::ProcessMemory::open(pid).expect("open memory");
     let threads = walk::threads(&memory, &runtime);
     assert_eq!(threads.len(), 1, "one Python thread: {threads:?}");
     let thread = &threads[0];
-    assert!(!thread.truncated, "the walk reached the outermost frame");
     if let Some(native) = thread.native_thread_id {
         assert_eq!(
             native,
@@ -178,7 +198,7 @@ fn named_frames(running: &Running) -> (PythonRuntime, Vec<Named>) {
             },
         )
         .collect();
-    (runtime, frames)
+    (runtime, frames, thread.truncated)
 }
 
 /// The frames the script must show in `mode`, innermost first: (qualname on 3.11+, name before,
@@ -236,6 +256,60 @@ fn check(python: &Path, version: (u8, u8)) {
         if let Some(eval) = &runtime.eval_frame {
             assert!(eval.start < eval.end, "{eval:x?}");
         }
+    }
+    check_async(python, version);
+    check_deep(python, version);
+}
+
+/// A coroutine awaited by another under `asyncio.run`: both appear, in order, between the code
+/// that started the loop and the function they call, whatever asyncio runs in between.
+fn check_async(python: &Path, version: (u8, u8)) {
+    let running = start(python, "async");
+    let (_, frames) = named_frames(&running);
+    let inner = if version >= (3, 11) {
+        "Klass.inner"
+    } else {
+        "inner"
+    };
+    let wanted = [
+        (inner, "inner"),
+        ("coro_inner", "coro_inner"),
+        ("coro_outer", "coro_outer"),
+        ("outer", "outer_async"),
+        ("<module>", "module"),
+    ];
+    let mut rest = frames.iter();
+    for (name, tag) in wanted {
+        assert!(
+            rest.any(|f| f.0 == name && f.2 == Some(line_of(tag))),
+            "{} (async): no {name} at line {} in order in {frames:?}",
+            python.display(),
+            line_of(tag)
+        );
+    }
+}
+
+/// Recursion past the walker's bound: the innermost MAX_FRAMES frames, marked truncated.
+fn check_deep(python: &Path, version: (u8, u8)) {
+    let running = start(python, "deep");
+    let (_, frames, truncated) = named_frames_of(&running);
+    assert!(
+        truncated,
+        "{}: 300 calls deep is past the bound",
+        python.display()
+    );
+    assert_eq!(frames.len(), walk::MAX_FRAMES);
+    let inner = if version >= (3, 11) {
+        "Klass.inner"
+    } else {
+        "inner"
+    };
+    assert_eq!(frames[0].0, inner);
+    for frame in &frames[2..] {
+        assert_eq!(
+            (frame.0.as_str(), frame.2),
+            ("recurse", Some(line_of("recurse")))
+        );
     }
 }
 
