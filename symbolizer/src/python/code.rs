@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::layout::{frame_model, line_table, Layout};
@@ -27,6 +28,39 @@ pub const MAX_CODE_OBJECTS: usize = 16 * 1024;
 
 /// Most bytes of names, file names and line tables cached per process.
 pub const MAX_CACHED_BYTES: usize = 16 << 20;
+
+/// Most bytes cached by all code readers of the session together: the per-process bound times the
+/// processes alive at once could otherwise add up (a machine running many Python processes, or
+/// hostile ones with the longest line tables). A reader that would pass it empties its own cache;
+/// if that is not enough, it names frames without caching them (counted in `uncached`).
+pub const MAX_TOTAL_CACHED_BYTES: usize = 256 << 20;
+
+/// Bytes cached by every reader now.
+static TOTAL_CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// A share of a byte budget: what a reader holds, given back when it drops or empties its cache.
+struct Budget {
+    held: &'static AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    fn reserve(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+    }
+}
 
 /// Longest name or file name read, in code points; a longer one is not believed.
 pub const MAX_STRING_CHARS: u64 = 4096;
@@ -74,6 +108,9 @@ pub struct CodeReaderStats {
     pub bad_string: u64,
     /// Line tables too long or unreadable (the frames keep their names, without lines).
     pub no_line_table: u64,
+    /// Code objects named but not cached: every reader's caches together held
+    /// [`MAX_TOTAL_CACHED_BYTES`].
+    pub uncached: u64,
 }
 
 struct Cached {
@@ -100,7 +137,15 @@ pub struct CodeReader {
     cached_bytes: usize,
     /// [`MAX_CODE_OBJECTS`] and [`MAX_CACHED_BYTES`] (smaller in tests).
     limits: (usize, usize),
+    /// The session's share of [`MAX_TOTAL_CACHED_BYTES`] (another in tests).
+    budget: Budget,
     stats: CodeReaderStats,
+}
+
+impl Drop for CodeReader {
+    fn drop(&mut self) {
+        self.budget.release(self.cached_bytes);
+    }
 }
 
 impl CodeReader {
@@ -119,6 +164,10 @@ impl CodeReader {
             cache: HashMap::new(),
             cached_bytes: 0,
             limits: (MAX_CODE_OBJECTS, MAX_CACHED_BYTES),
+            budget: Budget {
+                held: &TOTAL_CACHED_BYTES,
+                limit: MAX_TOTAL_CACHED_BYTES,
+            },
             stats: CodeReaderStats::default(),
         }
     }
@@ -175,26 +224,39 @@ impl CodeReader {
             return PythonFrame::unknown();
         };
         self.stats.reads += 1;
-        let (max_entries, max_bytes) = self.limits;
-        if self.cache.len() >= max_entries || self.cached_bytes + entry.bytes() > max_bytes {
-            self.cache.clear();
-            self.cached_bytes = 0;
-            self.stats.resets += 1;
-        }
-        self.cached_bytes += entry.bytes();
-        if let Some(old) = self.cache.insert(code, entry) {
+        if let Some(old) = self.cache.remove(&code) {
             self.cached_bytes -= old.bytes();
+            self.budget.release(old.bytes());
         }
-        let cached = &self.cache[&code];
-        self.named(cached, code, instruction)
+        let bytes = entry.bytes();
+        let (max_entries, max_bytes) = self.limits;
+        if self.cache.len() >= max_entries || self.cached_bytes + bytes > max_bytes {
+            self.clear();
+        }
+        if !self.budget.reserve(bytes) {
+            // Other readers hold the budget: what this one holds goes first.
+            self.clear();
+            if !self.budget.reserve(bytes) {
+                self.stats.uncached += 1;
+                return self.named(&entry, code, instruction);
+            }
+        }
+        self.cached_bytes += bytes;
+        let cached = self.cache.entry(code).or_insert(entry);
+        let (cached, runtime) = (&*cached, &self.runtime);
+        named(runtime, cached, code, instruction)
+    }
+
+    /// Empties the cache, giving its bytes back to the budget.
+    fn clear(&mut self) {
+        self.budget.release(self.cached_bytes);
+        self.cache.clear();
+        self.cached_bytes = 0;
+        self.stats.resets += 1;
     }
 
     fn named(&self, cached: &Cached, code: u64, instruction: u64) -> PythonFrame {
-        PythonFrame {
-            qualname: cached.qualname.clone(),
-            filename: cached.filename.clone(),
-            line: line(&self.runtime.layout, cached, code, instruction),
-        }
+        named(&self.runtime, cached, code, instruction)
     }
 
     /// Reads a code object's strings and line table, given its identity fields.
@@ -219,6 +281,14 @@ impl CodeReader {
             filename,
             line_table: line_table.unwrap_or_default(),
         })
+    }
+}
+
+fn named(runtime: &PythonRuntime, cached: &Cached, code: u64, instruction: u64) -> PythonFrame {
+    PythonFrame {
+        qualname: cached.qualname.clone(),
+        filename: cached.filename.clone(),
+        line: line(&runtime.layout, cached, code, instruction),
     }
 }
 
@@ -575,6 +645,33 @@ mod tests {
             .with(FILENAME, ascii("/app/main.py"))
             .with(TABLE, line_table());
         assert_eq!(&*reader(memory).frame(CODE, 0).qualname, "Klass.inner");
+    }
+
+    /// Defence: all readers together hold at most their shared budget; a reader past it empties its
+    /// own cache, then names without caching; dropping a reader gives its bytes back.
+    #[test]
+    fn python_readers_share_one_budget() {
+        let held: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+        let make = |limit| {
+            let mut reader = reader(memory());
+            reader.budget = Budget { held, limit };
+            reader
+        };
+        let mut first = make(1000);
+        first.frame(CODE, instruction());
+        let one = first.cache_size().1;
+        assert_eq!(held.load(Ordering::Relaxed), one);
+        // A second reader whose entry does not fit beside the first one's: named, not cached.
+        let mut second = make(one + one / 2);
+        assert_eq!(&*second.frame(CODE, instruction()).qualname, "Klass.inner");
+        assert_eq!(second.stats().uncached, 1);
+        assert_eq!(held.load(Ordering::Relaxed), one);
+        drop(first);
+        assert_eq!(held.load(Ordering::Relaxed), 0);
+        second.frame(CODE, instruction());
+        assert_eq!(second.cache_size().1, one, "cached once the budget is free");
+        drop(second);
+        assert_eq!(held.load(Ordering::Relaxed), 0);
     }
 
     /// Defence: the cache never holds more than its bounds; it is emptied and refilled.

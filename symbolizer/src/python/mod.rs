@@ -26,7 +26,9 @@ mod live_tests;
 
 use std::sync::Arc;
 
-pub use code::{CodeReader, CodeReaderStats, MAX_CACHED_BYTES, MAX_CODE_OBJECTS};
+pub use code::{
+    CodeReader, CodeReaderStats, MAX_CACHED_BYTES, MAX_CODE_OBJECTS, MAX_TOTAL_CACHED_BYTES,
+};
 pub use layout::{Layout, ABSENT};
 pub use memory::{Memory, ProcessMemory};
 pub use runtime::{find_runtime, runtime_from_symbols, RuntimeSymbols};
