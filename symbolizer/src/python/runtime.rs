@@ -213,20 +213,37 @@ fn read_symbols(
             .vaddr
             .wrapping_add(mapping.offset - segment.file_offset),
     );
-    let find = |wanted: &str| {
-        // `.dynsym` first: stripped builds (Debian's) keep only it.
-        elf.dynamic_symbols()
-            .chain(elf.symbols())
-            .find(|s| !s.is_undefined() && s.name() == Ok(wanted))
-            .map(|s| (s.address().wrapping_add(bias), s.size()))
-    };
-    let (runtime, _) = find("_PyRuntime")?;
+    // One pass over `.dynsym` then `.symtab` (stripped builds, Debian's, keep only the first),
+    // keeping the first definition of each name wanted.
+    const WANTED: [&str; 4] = [
+        "_PyRuntime",
+        "Py_Version",
+        "PyCode_Type",
+        "_PyEval_EvalFrameDefault",
+    ];
+    let mut found: [Option<(u64, u64)>; 4] = [None; 4];
+    for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
+        if symbol.is_undefined() {
+            continue;
+        }
+        let Ok(name) = symbol.name() else {
+            continue;
+        };
+        if let Some(index) = WANTED.iter().position(|&wanted| wanted == name) {
+            found[index].get_or_insert((symbol.address().wrapping_add(bias), symbol.size()));
+            if found.iter().all(Option::is_some) {
+                break;
+            }
+        }
+    }
+    let [runtime, py_version, code_type, eval_frame] = found;
+    let (runtime, _) = runtime?;
     Some(RuntimeSymbols {
         module: name.to_owned(),
         runtime,
-        py_version: find("Py_Version").map(|(address, _)| address),
-        code_type: find("PyCode_Type").map_or(0, |(address, _)| address),
-        eval_frame: find("_PyEval_EvalFrameDefault")
+        py_version: py_version.map(|(address, _)| address),
+        code_type: code_type.map_or(0, |(address, _)| address),
+        eval_frame: eval_frame
             .filter(|&(_, size)| size > 0)
             .map(|(start, size)| start..start.wrapping_add(size)),
         name_version,
