@@ -22,29 +22,41 @@ pub(crate) fn pyenv_libpython(minor: u8) -> PathBuf {
     pyenv_version_dir(minor).join(format!("lib/libpython3.{minor}.so"))
 }
 
-/// `~/.pyenv/versions/3.minor.*`, or a panic saying how to install it.
-pub(crate) fn pyenv_version_dir(minor: u8) -> PathBuf {
+/// `$PYENV_ROOT/versions` (`~/.pyenv/versions` by default).
+pub(crate) fn pyenv_versions() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    let root = std::env::var_os("PYENV_ROOT")
+    std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(home).join(".pyenv"));
-    let prefix = format!("3.{minor}.");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
+        .unwrap_or_else(|| PathBuf::from(home).join(".pyenv"))
+        .join("versions")
+}
+
+/// The newest pyenv build of `version` (`3.12`, `2.7`) that has the shared library `library` in
+/// its `lib/`, or a panic saying how to install it.
+pub(crate) fn pyenv_build(version: &str, library: &str) -> PathBuf {
+    let prefix = format!("{version}.");
+    let versions = pyenv_versions();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&versions)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .map(|e| e.path())
-        .filter(|dir| dir.join(format!("lib/libpython3.{minor}.so")).exists())
+        .filter(|dir| dir.join("lib").join(library).exists())
         .collect();
     found.sort();
     found.pop().unwrap_or_else(|| {
         panic!(
-            "no pyenv build of CPython 3.{minor} with a shared library under {}: install it with \
-             `env PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install 3.{minor}`",
-            root.join("versions").display()
+            "no pyenv build of CPython {version} with {library} under {}: install it with \
+             `env PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install {version}`",
+            versions.display()
         )
     })
+}
+
+/// `~/.pyenv/versions/3.minor.*`, or a panic saying how to install it.
+pub(crate) fn pyenv_version_dir(minor: u8) -> PathBuf {
+    pyenv_build(&format!("3.{minor}"), &format!("libpython3.{minor}.so"))
 }
 
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use super::dwarf_check::{pyenv_libpython, pyenv_version_dir};
+use super::dwarf_check::{pyenv_build, pyenv_libpython, pyenv_version_dir};
 use super::walk::{self, RawFrame};
 use super::{find_runtime, CodeReader, PythonRuntime};
 use crate::{ModuleTable, ProcessKey, ProcessTable};
@@ -494,4 +494,70 @@ fn python_live_in_another_mount_namespace() {
     assert_eq!(runtime.version, (3, 12));
     let names: Vec<&str> = frames.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(names, ["Klass.inner", "middle", "outer", "<module>"]);
+}
+
+/// What the snapshot of a process running `command` says about its Python, once the process has
+/// mapped a module whose name contains `module`.
+fn discover(mut command: Command, module: &str) -> Result<Option<PythonRuntime>, super::NotPython> {
+    let mut child = command
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the process");
+    let pid = child.id();
+    let maps = format!("/proc/{pid}/maps");
+    let mapped = (0..1000).any(|_| {
+        std::fs::read_to_string(&maps).is_ok_and(|text| text.contains(module)) || {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            false
+        }
+    });
+    let result = mapped.then(|| {
+        let mut modules = ModuleTable::default();
+        let mut table = ProcessTable::new(None);
+        let key = ProcessKey { pid, instance: 0 };
+        let snapshot = table.snapshot(key, None, &mut modules).expect("snapshot");
+        find_runtime(pid, snapshot.mappings(), &modules)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    result.unwrap_or_else(|| panic!("the process never mapped {module}"))
+}
+
+/// Interpreters older than 3.8 (pyenv's 2.7, 3.6, 3.7) are recognised and refused with their
+/// version, for the summary.
+#[test]
+fn python_unsupported_versions_say_why() {
+    for (version, library) in [
+        ("2.7", "libpython2.7.so"),
+        ("3.6", "libpython3.6m.so"),
+        ("3.7", "libpython3.7m.so"),
+    ] {
+        let dir = pyenv_build(version, library);
+        let mut command = Command::new(dir.join(format!("bin/python{version}")));
+        command.args(["-c", "import time; time.sleep(600)"]);
+        let (major, minor) = version.split_once('.').expect("x.y");
+        let expected = (major.parse().expect("major"), minor.parse().expect("minor"));
+        let result = discover(command, library);
+        assert_eq!(
+            result,
+            Err(super::NotPython::UnsupportedVersion { version: expected }),
+            "pyenv {version}"
+        );
+        let message = result.expect_err("refused").to_string();
+        assert!(
+            message.contains(&format!("CPython {version} is not supported")),
+            "{message}"
+        );
+    }
+}
+
+/// A program that only has a Python-like name is not Python.
+#[test]
+fn python_named_program_without_runtime_is_not_python() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fake = dir.path().join("python3.12");
+    std::fs::copy("/bin/sleep", &fake).expect("copy sleep");
+    let mut command = Command::new(&fake);
+    command.arg("600");
+    assert_eq!(discover(command, "python3.12"), Ok(None));
 }
