@@ -32,9 +32,11 @@ pub(crate) mod at {
     pub const RUNTIME_SIZE: usize = 24;
     pub const RUNTIME_INTERPRETERS_HEAD: usize = 40;
     pub const INTERP_SIZE: usize = 48;
+    pub const INTERP_NEXT: usize = 64;
     pub const INTERP_THREADS_HEAD: usize = 72;
     pub const TSTATE_SIZE: usize = 152;
     pub const TSTATE_NEXT: usize = 168;
+    pub const TSTATE_INTERP: usize = 176;
     pub const TSTATE_CURRENT_FRAME: usize = 184;
     pub const TSTATE_THREAD_ID: usize = 192;
     pub const TSTATE_NATIVE_THREAD_ID: usize = 200;
@@ -132,8 +134,10 @@ pub fn parse(block: &[u8; SIZE]) -> Result<Layout, NotPython> {
     }
     Ok(Layout {
         runtime_interpreters_head: member(at::RUNTIME_SIZE, at::RUNTIME_INTERPRETERS_HEAD, 8)?,
+        interp_next: member(at::INTERP_SIZE, at::INTERP_NEXT, 8)?,
         interp_threads_head: member(at::INTERP_SIZE, at::INTERP_THREADS_HEAD, 8)?,
         tstate_next: member(at::TSTATE_SIZE, at::TSTATE_NEXT, 8)?,
+        tstate_interp: member(at::TSTATE_SIZE, at::TSTATE_INTERP, 8)?,
         tstate_thread_id: member(at::TSTATE_SIZE, at::TSTATE_THREAD_ID, 8)?,
         tstate_native_thread_id: member(at::TSTATE_SIZE, at::TSTATE_NATIVE_THREAD_ID, 8)?,
         tstate_frame: member(at::TSTATE_SIZE, at::TSTATE_CURRENT_FRAME, 8)?,
@@ -175,9 +179,11 @@ pub(crate) mod tests {
             (at::RUNTIME_SIZE, 283_320),
             (at::RUNTIME_INTERPRETERS_HEAD, 632),
             (at::INTERP_SIZE, 194_968),
+            (at::INTERP_NEXT, 7264),
             (at::INTERP_THREADS_HEAD, 7344),
             (at::TSTATE_SIZE, 304),
             (at::TSTATE_NEXT, 8),
+            (at::TSTATE_INTERP, 16),
             (at::TSTATE_CURRENT_FRAME, 72),
             (at::TSTATE_THREAD_ID, 152),
             (at::TSTATE_NATIVE_THREAD_ID, 160),

@@ -42,17 +42,24 @@ pub mod line_table {
 pub struct Layout {
     /// One of [`frame_model`].
     pub frame_model: u32,
-    /// `_PyRuntimeState.interpreters.head` (`PyInterpreterState*`, the main interpreter is the last
-    /// of the list, usually the only one).
+    /// `_PyRuntimeState.interpreters.head` (`PyInterpreterState*`, the newest interpreter; usually
+    /// the only one, the main interpreter).
     pub runtime_interpreters_head: u32,
     /// `_PyRuntimeState.gilstate.autoTSSkey` (3.8–3.11) / `.autoTSSkey` (3.12+): a `Py_tss_t`
     /// (`int _is_initialized; pthread_key_t _key;`), for a walker that finds the thread state
     /// through the thread's TLS instead of the thread list.
     pub runtime_tss_key: u32,
+    /// `PyInterpreterState.next`: the next (older) interpreter. `interpreters.head` is the newest;
+    /// the main interpreter is the last of the list, after any subinterpreters (mod_wsgi runs
+    /// applications in subinterpreters), so a walker looking for a thread follows this too.
+    pub interp_next: u32,
     /// `PyInterpreterState.tstate_head` (3.8–3.10) / `.threads.head` (3.11+): first `PyThreadState*`.
     pub interp_threads_head: u32,
     /// `PyThreadState.next`.
     pub tstate_next: u32,
+    /// `PyThreadState.interp`: points back to the interpreter; `find_runtime` checks it to tell a
+    /// layout that does not fit the build (a patched or debug build) before trusting it.
+    pub tstate_interp: u32,
     /// `PyThreadState.thread_id`: `pthread_self()` of the thread (an `unsigned long`), which is the
     /// thread's `fs` base on x86-64 glibc and musl.
     pub tstate_thread_id: u32,
@@ -123,8 +130,10 @@ const COMMON: Layout = Layout {
     frame_model: ABSENT,
     runtime_interpreters_head: ABSENT,
     runtime_tss_key: ABSENT,
+    interp_next: 0,
     interp_threads_head: ABSENT,
     tstate_next: 8,
+    tstate_interp: 16,
     tstate_thread_id: ABSENT,
     tstate_native_thread_id: ABSENT,
     tstate_frame: ABSENT,
@@ -254,6 +263,7 @@ const V3_13: Layout = Layout {
     frame_model: frame_model::CURRENT_FRAME,
     runtime_interpreters_head: 632,
     runtime_tss_key: 2160,
+    interp_next: 7264,
     interp_threads_head: 7344,
     tstate_thread_id: 152,
     tstate_native_thread_id: 160,

@@ -17,6 +17,7 @@ pub mod layout;
 mod lines;
 pub mod memory;
 mod runtime;
+pub mod walk;
 
 #[cfg(test)]
 mod dwarf_check;
@@ -25,7 +26,9 @@ mod live_tests;
 
 use std::sync::Arc;
 
-pub use code::{CodeReader, CodeReaderStats, MAX_CACHED_BYTES, MAX_CODE_OBJECTS};
+pub use code::{
+    CodeReader, CodeReaderStats, MAX_CACHED_BYTES, MAX_CODE_OBJECTS, MAX_TOTAL_CACHED_BYTES,
+};
 pub use layout::{Layout, ABSENT};
 pub use memory::{Memory, ProcessMemory};
 pub use runtime::{find_runtime, runtime_from_symbols, RuntimeSymbols};
@@ -61,6 +64,13 @@ pub enum NotPython {
     Unreadable { module: String, what: &'static str },
     #[error("CPython {}.{}'s _Py_DebugOffsets are invalid: {reason}", .version.0, .version.1)]
     BadDebugOffsets { version: (u8, u8), reason: String },
+    /// The process's structures do not fit the layout of its version (a patched or debug build).
+    #[error("CPython {}.{} in {module} is not laid out as emberprof expects: {reason}", .version.0, .version.1)]
+    LayoutMismatch {
+        version: (u8, u8),
+        module: String,
+        reason: String,
+    },
 }
 
 /// A Python frame, named.

@@ -129,6 +129,13 @@ pub fn runtime_from_symbols(
             what: "_PyRuntime",
         });
     }
+    if let Some(reason) = misfit(memory, &layout, symbols.runtime) {
+        return Err(NotPython::LayoutMismatch {
+            version,
+            module: module(),
+            reason,
+        });
+    }
     Ok(PythonRuntime {
         version,
         runtime_address: symbols.runtime,
@@ -136,6 +143,37 @@ pub fn runtime_from_symbols(
         code_type: symbols.code_type,
         eval_frame: symbols.eval_frame.clone(),
     })
+}
+
+/// Why the live interpreter does not fit `layout`, if it is set up enough to tell: its first
+/// thread state must point back to it. A thread being created or torn down may be seen half-linked,
+/// so a mismatch must hold over a few reads.
+fn misfit(memory: &dyn Memory, layout: &Layout, runtime: u64) -> Option<String> {
+    let read = |base: u64, offset: u32| memory.read_u64(base.checked_add(u64::from(offset))?);
+    let mut reason = None;
+    for _ in 0..3 {
+        let interp = read(runtime, layout.runtime_interpreters_head)?;
+        if interp == 0 {
+            // Not initialised yet: nothing to check.
+            return None;
+        }
+        let Some(tstate) = read(interp, layout.interp_threads_head) else {
+            reason = Some(format!("its interpreter at {interp:#x} cannot be read"));
+            continue;
+        };
+        if tstate == 0 {
+            return None;
+        }
+        match read(tstate, layout.tstate_interp) {
+            Some(back) if back == interp => return None,
+            back => {
+                reason = Some(format!(
+                    "its first thread state at {tstate:#x} names interpreter {back:#x?}, not {interp:#x}"
+                ))
+            }
+        }
+    }
+    reason
 }
 
 /// `Some(version from the name)` if `name` (a file name) names a Python interpreter or library:
@@ -175,20 +213,37 @@ fn read_symbols(
             .vaddr
             .wrapping_add(mapping.offset - segment.file_offset),
     );
-    let find = |wanted: &str| {
-        // `.dynsym` first: stripped builds (Debian's) keep only it.
-        elf.dynamic_symbols()
-            .chain(elf.symbols())
-            .find(|s| !s.is_undefined() && s.name() == Ok(wanted))
-            .map(|s| (s.address().wrapping_add(bias), s.size()))
-    };
-    let (runtime, _) = find("_PyRuntime")?;
+    // One pass over `.dynsym` then `.symtab` (stripped builds, Debian's, keep only the first),
+    // keeping the first definition of each name wanted.
+    const WANTED: [&str; 4] = [
+        "_PyRuntime",
+        "Py_Version",
+        "PyCode_Type",
+        "_PyEval_EvalFrameDefault",
+    ];
+    let mut found: [Option<(u64, u64)>; 4] = [None; 4];
+    for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
+        if symbol.is_undefined() {
+            continue;
+        }
+        let Ok(name) = symbol.name() else {
+            continue;
+        };
+        if let Some(index) = WANTED.iter().position(|&wanted| wanted == name) {
+            found[index].get_or_insert((symbol.address().wrapping_add(bias), symbol.size()));
+            if found.iter().all(Option::is_some) {
+                break;
+            }
+        }
+    }
+    let [runtime, py_version, code_type, eval_frame] = found;
+    let (runtime, _) = runtime?;
     Some(RuntimeSymbols {
         module: name.to_owned(),
         runtime,
-        py_version: find("Py_Version").map(|(address, _)| address),
-        code_type: find("PyCode_Type").map_or(0, |(address, _)| address),
-        eval_frame: find("_PyEval_EvalFrameDefault")
+        py_version: py_version.map(|(address, _)| address),
+        code_type: code_type.map_or(0, |(address, _)| address),
+        eval_frame: eval_frame
             .filter(|&(_, size)| size > 0)
             .map(|(start, size)| start..start.wrapping_add(size)),
         name_version,
@@ -272,6 +327,33 @@ mod tests {
         assert!(matches!(
             runtime_from_symbols(&symbols, &memory(0x030b_07f0)),
             Err(NotPython::Unreadable { .. })
+        ));
+    }
+
+    /// An initialised interpreter is checked: its thread state must point back to it, or the
+    /// layout does not fit the build.
+    #[test]
+    fn python_layout_is_checked_against_the_live_interpreter() {
+        let layout = layout::table((3, 12)).expect("3.12");
+        let (interp, tstate) = (0x30_0000u64, 0x40_0000u64);
+        let mut memory = memory(0x030c_01f0)
+            .with(interp, vec![0; 4096])
+            .with(tstate, vec![0; 4096]);
+        let at = |base: u64, offset: u32| base + u64::from(offset);
+        memory.put(
+            at(RUNTIME, layout.runtime_interpreters_head),
+            &interp.to_le_bytes(),
+        );
+        memory.put(
+            at(interp, layout.interp_threads_head),
+            &tstate.to_le_bytes(),
+        );
+        memory.put(at(tstate, layout.tstate_interp), &interp.to_le_bytes());
+        assert!(runtime_from_symbols(&symbols(), &memory).is_ok());
+        memory.put(at(tstate, layout.tstate_interp), &0x1234u64.to_le_bytes());
+        assert!(matches!(
+            runtime_from_symbols(&symbols(), &memory),
+            Err(NotPython::LayoutMismatch { .. })
         ));
     }
 
