@@ -17,9 +17,10 @@
 /* Frames visited per sample: Python frames plus the C-stack shim frames 3.12+ pushes at each entry
  * into the interpreter, which are skipped, not kept. */
 #define MAX_PYTHON_FRAME_VISITS 192
-/* Thread states visited to find the sampled thread's (once per thread: the result is cached until
- * the thread exits or its thread state changes). */
+/* Thread states visited per interpreter to find the sampled thread's (once per thread: the
+ * result is cached until the thread exits or its thread state changes), and interpreters visited. */
 #define MAX_PYTHON_THREADS 256
+#define MAX_PYTHON_INTERPRETERS 16
 /* Bytes of a frame read at once; every frame offset userspace sends lies below
  * PYTHON_FRAME_WINDOW - 8 (checked on both sides). A power of two. */
 #define PYTHON_FRAME_WINDOW 128
@@ -34,8 +35,10 @@
 struct python_layout {
 	/* _PyRuntime.interpreters.head */
 	__u32 runtime_interpreters_head;
-	/* PyInterpreterState's list of thread states (tstate_head; threads.head on 3.12+) */
+	/* PyInterpreterState's list of thread states (tstate_head; threads.head on 3.11+), and the next
+	 * interpreter (interpreters.head is the newest: the main one is last) */
 	__u32 interp_threads_head;
+	__u32 interp_next;
 	/* PyThreadState.next and .thread_id (pthread_self(): the thread's fsbase on x86-64 glibc) */
 	__u32 tstate_next;
 	__u32 tstate_thread_id;
@@ -58,6 +61,7 @@ struct python_layout {
 	__u32 owner_cstack;
 	/* PYTHON_* flags */
 	__u32 flags;
+	__u32 _pad;
 };
 
 /* Value of the `python_processes` map, by TGID: a process with a CPython runtime. */
@@ -111,8 +115,8 @@ enum python_stat {
 	PYTHON_STAT_COUNT,
 };
 
-_Static_assert(sizeof(struct python_layout) == 56, "struct python_layout layout");
-_Static_assert(sizeof(struct python_process) == 72, "struct python_process layout");
+_Static_assert(sizeof(struct python_layout) == 64, "struct python_layout layout");
+_Static_assert(sizeof(struct python_process) == 80, "struct python_process layout");
 _Static_assert(sizeof(struct python_stack) == 8 + 8 * (MAX_PYTHON_FRAMES / 64) + 16 * MAX_PYTHON_FRAMES,
 	       "struct python_stack layout");
 _Static_assert(PYTHON_STAT_COUNT == 10, "enum python_stat: update PythonStat in bpf/src/python.rs");

@@ -11,7 +11,7 @@
  * process's memory, so every read goes through bpf_probe_read_user, every loop is bounded, and a
  * garbage pointer costs a failed read (counted), never a wrong count of native frames.
  *
- * Finding the thread state: the thread list of _PyRuntime's first interpreter is walked for the one
+ * Finding the thread state: the thread lists of _PyRuntime's interpreters are walked for the one
  * whose thread_id (pthread_self()) equals the task's fsbase, which is what pthread_self() returns on
  * x86-64 glibc; that works on every version and for threads started at any time, without reading TLS
  * (whose layout differs per version and per libc). The answer is cached per thread and checked at
@@ -115,6 +115,28 @@ static __always_inline __u8 window_u8(const __u8 *window, __u32 offset)
 	return window[offset];
 }
 
+/* The thread state of `interpreter` whose thread_id is `fsbase`, 0 if none. */
+__noinline __u64 python_interpreter_thread(const struct python_layout *layout, __u64 interpreter, __u64 fsbase)
+{
+	if (!layout)
+		return 0;
+	__u64 tstate, thread_id;
+	if (python_read_u64(interpreter + layout->interp_threads_head, &tstate) != 0)
+		return 0;
+	for (int i = 0; i < MAX_PYTHON_THREADS; i++) {
+		if (tstate == 0)
+			return 0;
+		if (python_read_u64(tstate + layout->tstate_thread_id, &thread_id) != 0)
+			return 0;
+		if (thread_id == fsbase)
+			return tstate;
+		if (python_read_u64(tstate + layout->tstate_next, &tstate) != 0)
+			return 0;
+	}
+	python_stat(PYTHON_STAT_THREADS_EXHAUSTED);
+	return 0;
+}
+
 /* The sampled thread's PyThreadState, 0 if it has none (a thread that never ran Python code). A
  * global function, like the two below: the verifier checks it once, on its own, instead of once per
  * path through its caller (walked inline, the loops made the sampling program too large to verify).
@@ -138,23 +160,22 @@ __noinline __u64 python_thread_state(const struct python_process *process, __u32
 		bpf_map_delete_elem(&python_threads, &tid);
 	}
 
-	__u64 interpreter, tstate;
-	if (python_read_u64(process->runtime + layout->runtime_interpreters_head, &interpreter) != 0 ||
-	    interpreter == 0 || python_read_u64(interpreter + layout->interp_threads_head, &tstate) != 0)
+	/* Every interpreter's threads in turn, newest interpreter first (the main one is last). */
+	__u64 interpreter;
+	if (python_read_u64(process->runtime + layout->runtime_interpreters_head, &interpreter) != 0)
 		return 0;
-	for (int i = 0; i < MAX_PYTHON_THREADS; i++) {
-		if (tstate == 0)
+	for (int i = 0; i < MAX_PYTHON_INTERPRETERS; i++) {
+		if (interpreter == 0)
 			return 0;
-		if (python_read_u64(tstate + layout->tstate_thread_id, &thread_id) != 0)
-			return 0;
-		if (thread_id == fsbase) {
+		__u64 tstate = python_interpreter_thread(layout, interpreter, fsbase);
+		if (tstate != 0) {
 			bpf_map_update_elem(&python_threads, &tid, &tstate, BPF_ANY);
 			return tstate;
 		}
-		if (python_read_u64(tstate + layout->tstate_next, &tstate) != 0)
+		if (layout->interp_next == PYTHON_OFFSET_NONE ||
+		    python_read_u64(interpreter + layout->interp_next, &interpreter) != 0)
 			return 0;
 	}
-	python_stat(PYTHON_STAT_THREADS_EXHAUSTED);
 	return 0;
 }
 

@@ -31,6 +31,7 @@ pub mod python_names {
 pub struct PythonLayout {
     pub runtime_interpreters_head: u32,
     pub interp_threads_head: u32,
+    pub interp_next: u32,
     pub tstate_next: u32,
     pub tstate_thread_id: u32,
     pub tstate_frame: u32,
@@ -43,6 +44,7 @@ pub struct PythonLayout {
     pub frame_owner: u32,
     pub owner_cstack: u32,
     pub flags: u32,
+    pub _pad: u32,
 }
 
 /// `struct python_process`: value of `python_processes`, by TGID.
@@ -127,8 +129,8 @@ unsafe impl aya::Pod for PythonProcess {}
 unsafe impl aya::Pod for PythonStack {}
 
 const _: () = {
-    assert!(size_of::<PythonLayout>() == 56);
-    assert!(size_of::<PythonProcess>() == 72);
+    assert!(size_of::<PythonLayout>() == 64);
+    assert!(size_of::<PythonProcess>() == 80);
     assert!(size_of::<PythonStack>() == 8 + 8 * (MAX_PYTHON_FRAMES / 64) + 16 * MAX_PYTHON_FRAMES);
     assert!(PythonStat::ALL.len() == PythonStat::ThreadCached as usize + 1);
 };

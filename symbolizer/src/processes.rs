@@ -293,6 +293,22 @@ impl Processes {
 
     /// Whether process `key` has JIT code that its runtime may still name, in a perf map written at
     /// its exit: its samples are worth building only once it ended.
+    /// Looks again for the CPython runtime of a live process whose runtime could not be read for
+    /// a reason that may pass (an interpreter caught starting up), at most every so often.
+    /// Returns whether it was found now.
+    pub fn retry_python(&mut self, key: ProcessKey) -> bool {
+        if self.ended.contains(&key) || !self.runtimes.python_retry_due(key) {
+            return false;
+        }
+        match self.snapshots.get(key) {
+            Some(snapshot) => {
+                self.runtimes
+                    .python_snapshotted(key, snapshot.mappings(), &self.modules)
+            }
+            None => false,
+        }
+    }
+
     /// The CPython runtime of process `key`, if it has one that can be read.
     pub fn python_runtime(&self, key: ProcessKey) -> Option<&crate::python::PythonRuntime> {
         self.runtimes.python_runtime(key)

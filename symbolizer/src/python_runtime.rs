@@ -4,6 +4,8 @@
 //! open from the moment the runtime is found, so frames of a process that exited are still named
 //! from what it cached (and read while the process lived).
 
+use std::time::{Duration, Instant};
+
 use crate::frame::{Frame, FrameKind};
 use crate::modules::ModuleTable;
 use crate::process::{Mapping, ProcessKey};
@@ -20,7 +22,19 @@ pub(crate) enum ProcessPython {
     Found(Box<Found>),
     /// CPython is mapped but cannot be read (an unsupported version, ...).
     Unsupported(NotPython),
+    /// ... for a reason that may pass: a process caught while its interpreter starts up (its
+    /// structures not written yet) is tried again, a few times.
+    NotYet {
+        reason: NotPython,
+        attempts: u32,
+        last: Instant,
+    },
 }
+
+/// Tries of a process whose runtime could not be read for a reason that may pass, and the least
+/// time between two.
+const MAX_ATTEMPTS: u32 = 10;
+const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
 pub(crate) struct Found {
     runtime: PythonRuntime,
@@ -41,16 +55,23 @@ pub enum PythonStatus {
 
 impl ProcessPython {
     /// The process was just snapshotted with these mappings: looks for its runtime if not found
-    /// yet. Returns whether it was found now.
+    /// yet (or found unreadable for a reason that may pass, and due for another try). Returns
+    /// whether it was found now.
     pub fn snapshotted(
         &mut self,
         key: ProcessKey,
         mappings: &[Mapping],
         modules: &ModuleTable,
     ) -> bool {
-        if !matches!(self, ProcessPython::NotFound) {
-            return false;
-        }
+        let attempts = match self {
+            ProcessPython::NotFound => 0,
+            ProcessPython::NotYet { attempts, last, .. }
+                if *attempts < MAX_ATTEMPTS && last.elapsed() >= RETRY_INTERVAL =>
+            {
+                *attempts
+            }
+            _ => return false,
+        };
         match python::find_runtime(key.pid, mappings, modules) {
             Ok(None) => false,
             Ok(Some(runtime)) => {
@@ -76,11 +97,30 @@ impl ProcessPython {
                 true
             }
             Err(reason) => {
-                log::debug!("process {}: no Python frames: {reason}", key.pid);
-                *self = ProcessPython::Unsupported(reason);
+                log::debug!(
+                    "process {}: no Python frames (try {}): {reason}",
+                    key.pid,
+                    attempts + 1
+                );
+                *self = match reason {
+                    NotPython::Unreadable { .. } | NotPython::LayoutMismatch { .. } => {
+                        ProcessPython::NotYet {
+                            reason,
+                            attempts: attempts + 1,
+                            last: Instant::now(),
+                        }
+                    }
+                    _ => ProcessPython::Unsupported(reason),
+                };
                 false
             }
         }
+    }
+
+    /// Whether [`ProcessPython::snapshotted`] would look again now.
+    pub fn retry_due(&self) -> bool {
+        matches!(self, ProcessPython::NotYet { attempts, last, .. }
+            if *attempts < MAX_ATTEMPTS && last.elapsed() >= RETRY_INTERVAL)
     }
 
     pub fn runtime(&self) -> Option<&PythonRuntime> {
@@ -96,7 +136,9 @@ impl ProcessPython {
             ProcessPython::Found(found) => PythonStatus::Found {
                 version: found.runtime.version,
             },
-            ProcessPython::Unsupported(reason) => PythonStatus::Unsupported(reason.to_string()),
+            ProcessPython::Unsupported(reason) | ProcessPython::NotYet { reason, .. } => {
+                PythonStatus::Unsupported(reason.to_string())
+            }
         }
     }
 

@@ -71,6 +71,13 @@ impl Runtimes {
         self.of(key).python.snapshotted(key, mappings, modules)
     }
 
+    /// Whether process `key`'s runtime is worth looking for again (see `python_runtime`).
+    pub fn python_retry_due(&self, key: ProcessKey) -> bool {
+        self.processes
+            .get(&key)
+            .is_some_and(|runtimes| runtimes.python.retry_due())
+    }
+
     /// The CPython runtime of process `key`, if it has one that can be read.
     pub fn python_runtime(&self, key: ProcessKey) -> Option<&PythonRuntime> {
         self.processes.get(&key)?.python.runtime()

@@ -97,6 +97,12 @@ impl Symbolizer {
         self.processes.python_runtime(key)
     }
 
+    /// Looks again for the runtime of a process whose CPython could not be read yet (see
+    /// [`Processes::retry_python`]); returns whether it was found now.
+    pub fn retry_python(&mut self, key: ProcessKey) -> bool {
+        self.processes.retry_python(key)
+    }
+
     /// Whether process `key` runs CPython, and whether its frames can be read.
     pub fn python_status(&self, key: ProcessKey) -> crate::PythonStatus {
         self.processes.python_status(key)

@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FramelessCode, FramelessMapping, JitStats, ProcessKey, PythonStack, StackCopy, Symbolizer,
-    UnwindEnd, UserRegisters,
+    FramelessCode, FramelessMapping, JitStats, ProcessKey, PythonStack, RawPythonStack, StackCopy,
+    Symbolizer, UnwindEnd, UserRegisters,
 };
 
 use super::launch::remove_pre_exec_samples;
@@ -78,6 +78,13 @@ pub struct Collector {
     awaiting_full: bool,
     /// Processes whose CPython runtime the source was told about.
     python_sent: HashSet<ProcessKey>,
+    /// Python stacks named since the last checkpoint, by what the walker saw: a stack announced
+    /// while sampling and delivered with its count at the checkpoint is named once, while its
+    /// code objects live (a module's top-level code is freed once it has run).
+    python_named: HashMap<(ProcessKey, RawPythonStack), PythonStack>,
+    /// Those of the checkpoint before (keys announced while the last checkpoint ran are delivered
+    /// at the next one).
+    python_named_before: HashMap<(ProcessKey, RawPythonStack), PythonStack>,
     python: PythonReport,
 }
 
@@ -106,6 +113,8 @@ impl Collector {
             loader_snapshots: false,
             awaiting_full: false,
             python_sent: HashSet::new(),
+            python_named: HashMap::new(),
+            python_named_before: HashMap::new(),
             python: PythonReport::default(),
         }
     }
@@ -162,6 +171,8 @@ impl Collector {
         if !finished.is_empty() {
             self.release_ended(&finished);
         }
+        // Everything announced before the last checkpoint has been delivered now.
+        self.python_named_before = std::mem::take(&mut self.python_named);
         let awaiting = self.awaiting_perf_maps();
         let running = self.take_samples(|key| !awaiting.contains(&key.thread.process));
         for part in profile::split_by_process(running) {
@@ -298,12 +309,27 @@ impl Collector {
         }
     }
 
+    /// The named frames of a Python stack (see [`Collector::python_named`]).
+    fn python_stack(&mut self, process: ProcessKey, raw: RawPythonStack) -> PythonStack {
+        let key = (process, raw);
+        if let Some(named) = self.python_named_before.get(&key) {
+            return named.clone();
+        }
+        let (process, raw) = key;
+        let symbolizer = &mut self.symbolizer;
+        self.python_named
+            .entry((process, raw))
+            .or_insert_with_key(|(process, raw)| symbolizer.python_stack(*process, raw))
+            .clone()
+    }
+
     /// A process whose snapshot changed may have loaded CPython: tells the source, once.
     fn send_python(&mut self, key: ProcessKey) {
         if self.python_sent.contains(&key) {
             return;
         }
-        if !self.python.knows(key) {
+        let retried = self.symbolizer.retry_python(key);
+        if retried || !self.python.knows(key) {
             self.python.status(key, self.symbolizer.python_status(key));
         }
         if let Some(runtime) = self.symbolizer.python_runtime(key) {
@@ -419,7 +445,7 @@ impl Collector {
             count,
         } = event;
         let (user, source) = self.user_frames(thread.process, user, count);
-        let python = python.map(|raw| self.symbolizer.python_stack(thread.process, &raw));
+        let python = python.map(|raw| self.python_stack(thread.process, raw));
         // Samples that came with the process's first notice, before the snapshot that found its
         // Python, count too (they have no Python frames: the BPF side did not know it yet).
         self.send_python(thread.process);

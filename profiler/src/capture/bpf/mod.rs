@@ -40,6 +40,9 @@ pub struct BpfSource {
     since: Instant,
     /// Keys added to the current generation, to switch before it fills.
     keys_in_generation: u64,
+    /// Python stacks the current generation may hold beyond its keys' (stack copies carry one each,
+    /// outside the count map).
+    python_in_generation: u64,
     /// Stacks read from the maps of both generations.
     stack_cache: StackCache,
     checkpoints: u64,
@@ -60,6 +63,7 @@ impl BpfSource {
             generation: 0,
             since: Instant::now(),
             keys_in_generation: 0,
+            python_in_generation: 0,
             stack_cache: StackCache::default(),
             checkpoints: 0,
             malformed: 0,
@@ -141,10 +145,12 @@ impl Source for BpfSource {
         let mut deferred = Vec::new();
         let mut malformed = 0;
         let stack_cache = &mut self.stack_cache;
+        let mut python_copies = 0;
         let mut python_of = |maps: &SamplerMaps<'_>, key: &SampleKey| -> Option<RawPythonStack> {
             if key.python_stack == 0 {
                 return None;
             }
+            python_copies += 1;
             if let Err(error) =
                 maps.load_python_stack(key.generation, key.python_stack, stack_cache)
             {
@@ -202,6 +208,7 @@ impl Source for BpfSource {
                 None => malformed += 1,
             });
         self.malformed += malformed;
+        self.python_in_generation += python_copies;
         // Their stacks may be map ids: take the frames while the generation holds them.
         for record in deferred {
             let event = match record {
@@ -217,14 +224,17 @@ impl Source for BpfSource {
     }
 
     /// The interval passed, or the generation is half full (of keys, or of stacks: a new key
-    /// brings up to two).
+    /// brings up to two native ones and one Python one).
     fn checkpoint_due(&self) -> bool {
         let sizes = self.sampler.map_sizes();
         let keys = self.keys_in_generation;
         let elapsed = self.since.elapsed();
         elapsed >= CHECKPOINT_INTERVAL
             || (elapsed >= MIN_CHECKPOINT_INTERVAL
-                && (keys * 2 >= u64::from(sizes.counts) || keys * 4 >= u64::from(sizes.stacks)))
+                && (keys * 2 >= u64::from(sizes.counts)
+                    || keys * 4 >= u64::from(sizes.stacks)
+                    // A new key or a stack copy brings at most one Python stack.
+                    || (keys + self.python_in_generation) * 2 >= u64::from(sizes.python_stacks)))
     }
 
     /// Switches the BPF side to the other map generation, waits until no program can still be
@@ -241,6 +251,7 @@ impl Source for BpfSource {
         self.deliver_generation(old, sink)?;
         self.sampler.clear_generation(old, &mut self.stack_cache)?;
         self.keys_in_generation = 0;
+        self.python_in_generation = 0;
         log::debug!("map generation {old} read and emptied");
         Ok(())
     }

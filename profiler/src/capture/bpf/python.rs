@@ -67,6 +67,7 @@ pub fn process_value(instance: u32, runtime: &PythonRuntime) -> Result<PythonPro
         layout: PythonLayout {
             runtime_interpreters_head: l.runtime_interpreters_head,
             interp_threads_head: l.interp_threads_head,
+            interp_next: none(l.interp_next),
             tstate_next: l.tstate_next,
             tstate_thread_id: l.tstate_thread_id,
             tstate_frame: l.tstate_frame,
@@ -91,6 +92,7 @@ pub fn process_value(instance: u32, runtime: &PythonRuntime) -> Result<PythonPro
             } else {
                 0
             },
+            _pad: 0,
         },
     })
 }
