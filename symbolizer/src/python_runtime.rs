@@ -189,3 +189,39 @@ fn to_frame(frame: python::PythonFrame) -> Frame {
         line,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_yet(attempts: u32, ago: Duration) -> ProcessPython {
+        ProcessPython::NotYet {
+            reason: NotPython::Unreadable {
+                module: "libpython3.8.so.1.0".into(),
+                what: "the interpreter",
+            },
+            attempts,
+            last: Instant::now() - ago,
+        }
+    }
+
+    /// A runtime unreadable for a reason that may pass is tried again, not at once, and not
+    /// forever; one refused for good (an unsupported version) is not; both tell the summary why.
+    #[test]
+    fn unreadable_runtimes_are_retried_a_few_times() {
+        assert!(not_yet(1, RETRY_INTERVAL).retry_due());
+        assert!(!not_yet(1, Duration::ZERO).retry_due());
+        assert!(!not_yet(MAX_ATTEMPTS, RETRY_INTERVAL).retry_due());
+        let refused = ProcessPython::Unsupported(NotPython::UnsupportedVersion { version: (3, 7) });
+        assert!(!refused.retry_due());
+        assert!(!ProcessPython::NotFound.retry_due());
+        assert_eq!(
+            refused.status(),
+            PythonStatus::Unsupported("CPython 3.7 is not supported (3.8 to 3.13 are)".into())
+        );
+        assert!(matches!(
+            not_yet(1, Duration::ZERO).status(),
+            PythonStatus::Unsupported(reason) if reason.contains("cannot read the interpreter")
+        ));
+    }
+}
