@@ -28,7 +28,7 @@ fn build() -> Result<(), String> {
     let clang = env::var("BPF_CLANG").unwrap_or_else(|_| "clang".to_owned());
     println!("cargo:rerun-if-env-changed=BPF_CLANG");
     println!("cargo:rerun-if-changed={}", include_dir.display());
-    // Headers next to the sources (offcpu.bpf.h) are part of them.
+    // The whole directory: headers there (offcpu.bpf.h, python.bpf.h) are part of the programs too.
     println!(
         "cargo:rerun-if-changed={}",
         manifest_dir.join("src").display()

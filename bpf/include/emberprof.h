@@ -118,6 +118,9 @@ struct sample_key {
 	/* Name of the process (its thread-group leader) and of the sampled thread. */
 	char process_comm[COMM_LEN];
 	char thread_comm[COMM_LEN];
+	/* Id of the sample's Python frames in the generation's `python_stacks` (see python.h), 0 when
+	 * it has none. */
+	__u64 python_stack;
 };
 
 /* Key of the `known_roots` map: a return address in frameless code that ends the frame-pointer
@@ -319,16 +322,16 @@ enum offcpu_stat {
 _Static_assert(sizeof(struct config) == 32, "struct config layout");
 _Static_assert(sizeof(struct frameless_ranges) == 8 + 28 * MAX_PLAN_MAPPINGS, "struct frameless_ranges layout");
 _Static_assert(sizeof(struct module_exceptions) == 8 + 16 * MAX_MODULE_EXCEPTIONS, "struct module_exceptions layout");
-_Static_assert(sizeof(struct user_stack_record) == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH + RED_ZONE_BYTES, "struct user_stack_record layout");
-_Static_assert(sizeof(struct sample_key) == 56, "struct sample_key layout");
+_Static_assert(sizeof(struct user_stack_record) == 16 + 64 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH + RED_ZONE_BYTES, "struct user_stack_record layout");
+_Static_assert(sizeof(struct sample_key) == 64, "struct sample_key layout");
 _Static_assert(sizeof(struct process_seen_record) == 48, "struct process_seen_record layout");
 _Static_assert(sizeof(struct instance_end_record) == 16, "struct instance_end_record layout");
-_Static_assert(sizeof(struct sample_record) == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
-_Static_assert(sizeof(struct new_key_record) == 64, "struct new_key_record layout");
+_Static_assert(sizeof(struct sample_record) == 16 + 64 + 2 * 8 * MAX_STACK_DEPTH, "struct sample_record layout");
+_Static_assert(sizeof(struct new_key_record) == 72, "struct new_key_record layout");
 _Static_assert(sizeof(struct root_key) == 16, "struct root_key layout");
 _Static_assert(STAT_COUNT == 24, "enum stat: update Stat in bpf/src/lib.rs");
 _Static_assert(sizeof(struct offcpu_config) == 16, "struct offcpu_config layout");
-_Static_assert(sizeof(struct offcpu_start) == 72, "struct offcpu_start layout");
+_Static_assert(sizeof(struct offcpu_start) == 80, "struct offcpu_start layout");
 _Static_assert(sizeof(struct offcpu_end_record) == 16, "struct offcpu_end_record layout");
 _Static_assert(OFFCPU_STAT_COUNT == 12, "enum offcpu_stat: update OffCpuStat in bpf/src/lib.rs");
 

@@ -5,6 +5,10 @@
 //! with the same fields in the same order, and the size checks below fail the build when the two
 //! drift apart. Only the capture side of the profiler uses this crate.
 
+mod python;
+
+pub use python::*;
+
 /// The sampling object: `sample_cpu` (perf_event) and `follow_fork` (tp_btf/sched_process_fork).
 pub static PROFILE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profile.bpf.o"));
@@ -221,6 +225,8 @@ pub struct SampleKey {
     pub generation: u32,
     pub process_comm: [u8; COMM_LEN],
     pub thread_comm: [u8; COMM_LEN],
+    /// Id of the sample's Python frames in the generation's `python_stacks`, 0 for none.
+    pub python_stack: u64,
 }
 
 /// `enum record_kind`.
@@ -390,16 +396,16 @@ const _: () = {
     assert!(size_of::<ModuleExceptions>() == 8 + 16 * MAX_MODULE_EXCEPTIONS);
     assert!(
         size_of::<UserStackRecord>()
-            == 16 + 56 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH + RED_ZONE_BYTES
+            == 16 + 64 + 24 + 8 * USER_GP_REGS + 8 * MAX_STACK_DEPTH + RED_ZONE_BYTES
     );
-    assert!(size_of::<SampleKey>() == 56);
+    assert!(size_of::<SampleKey>() == 64);
     assert!(size_of::<InstanceEndRecord>() == 16);
     assert!(size_of::<ProcessSeenRecord>() == 48);
-    assert!(size_of::<SampleRecord>() == 16 + 56 + 2 * 8 * MAX_STACK_DEPTH);
-    assert!(size_of::<NewKeyRecord>() == 64);
+    assert!(size_of::<SampleRecord>() == 16 + 64 + 2 * 8 * MAX_STACK_DEPTH);
+    assert!(size_of::<NewKeyRecord>() == 72);
     assert!(Stat::ALL.len() == Stat::FpWalkTooDeep as usize + 1);
     assert!(size_of::<OffCpuConfig>() == 16);
-    assert!(size_of::<OffCpuStart>() == 72);
+    assert!(size_of::<OffCpuStart>() == 80);
     assert!(size_of::<OffCpuEndRecord>() == 16);
     assert!(OffCpuStat::ALL.len() == OffCpuStat::NotSampled as usize + 1);
 };

@@ -15,6 +15,7 @@
 
 #include "emberprof.h"
 #include "kernel_types.h"
+#include "python.bpf.h"
 
 /* Helpers such as bpf_probe_read_kernel and bpf_get_current_task are GPL-only. */
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -652,6 +653,14 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	if (has_user_memory)
 		key.instance = process_instance(tgid, key.process_comm, task);
 
+	/* Read once: the key, its stacks and its count all go to this generation. Read before any path
+	 * is chosen: the Python stack goes to this generation's map whichever path the sample takes. */
+	__u32 zero = 0;
+	__u32 *current = bpf_map_lookup_elem(&generation, &zero);
+	key.generation = current && *current ? 1 : 0;
+	if (cfg.capture_user && has_user_memory)
+		key.python_stack = python_sample_stack(tgid, tid, key.instance, key.generation);
+
 	key.kernel_stack_id = STACK_ID_NONE;
 	key.user_stack_id = STACK_ID_NONE;
 	if (cfg.capture_user && has_user_memory && cfg.unwind_mode != UNWIND_FRAME_POINTERS) {
@@ -667,10 +676,6 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 		}
 	}
 
-	/* Read once: the key, its stacks and its count all go to this generation. */
-	__u32 zero = 0;
-	__u32 *current = bpf_map_lookup_elem(&generation, &zero);
-	key.generation = current && *current ? 1 : 0;
 	int must_stream = 0;
 	if (cfg.capture_kernel)
 		key.kernel_stack_id =
@@ -700,6 +705,7 @@ static __always_inline void end_instance(__u32 tgid)
 	bpf_map_delete_elem(&instances, &tgid);
 	bpf_map_delete_elem(&dwarf_tgids, &tgid);
 	bpf_map_delete_elem(&frameless_ranges, &tgid);
+	python_instance_ended(tgid);
 	struct instance_end_record *rec = bpf_ringbuf_reserve(&notices, sizeof(*rec), 0);
 	if (!rec) {
 		stat_inc(STAT_INSTANCE_END_LOST);
@@ -733,6 +739,7 @@ int BPF_PROG(notice_exit, struct task_struct___emberprof *task)
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	if (pid == tgid)
 		end_instance(tgid);
+	python_thread_exited(pid);
 	/* The last thread of a target process: the TGID stops being a target, or once the PID is reused
 	 * an unrelated process would be sampled (and on a long run the map would fill with dead PIDs). */
 	if (cfg.filter_tgids && BPF_CORE_READ(task, signal, live.counter) == 0)

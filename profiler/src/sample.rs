@@ -1,7 +1,7 @@
 //! The plain data that leaves the capture stage: one distinct stack of one thread, with how many
 //! samples hit it. Nothing here knows about BPF maps, and nothing downstream needs root.
 
-use emberprof_symbolizer::{ProcessKey, UnwindEnd};
+use emberprof_symbolizer::{ProcessKey, PythonStack, UnwindEnd};
 
 /// A distinct (thread, kernel stack, user stack) and its sample count (or its time off CPU).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub struct StackSample {
     pub user_ips: Vec<u64>,
     /// How `user_ips` were obtained.
     pub user_stack: UserStackSource,
+    /// The Python frames the sample walked, named; they replace the native interpreter frames
+    /// that ran them (see `profile::python`).
+    pub python: Option<PythonStack>,
     /// Samples, or nanoseconds switched out when `off_cpu`.
     pub count: u64,
     /// Time the thread spent switched out in these stacks (`--off-cpu`), not samples on a CPU.

@@ -105,6 +105,14 @@ pub fn print(summary: &Summary<'_>) {
         backend.name(),
         post_processing.as_secs_f64(),
     );
+    // Without -v too: a Python process without Python frames must say why.
+    let (python, python_verbose) = collector.python.lines(*backend);
+    if let Some(line) = python {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+    for line in python_verbose {
+        log::info!("{line}");
+    }
     if ended_early > 0 {
         // Without -v too: "ended early" alone does not say whether to raise --stack-size, install
         // debug info, or report a bug.

@@ -221,6 +221,10 @@ impl Processes {
             .get(key)
             .is_some_and(|snapshot| !snapshot.anonymous_code().is_empty());
         self.runtimes.snapshotted(key, start_ticks, jit_code);
+        if let Some(snapshot) = self.snapshots.get(key) {
+            self.runtimes
+                .python_snapshotted(key, snapshot.mappings(), &self.modules);
+        }
         self.changed.push(key);
         Ok(())
     }
@@ -355,6 +359,40 @@ impl Processes {
 
     /// Whether process `key` has JIT code that its runtime may still name, in a perf map written at
     /// its exit: its samples are worth building only once it ended.
+    /// Looks again for the CPython runtime of a live process whose runtime could not be read for
+    /// a reason that may pass (an interpreter caught starting up), at most every so often.
+    /// Returns whether it was found now.
+    pub fn retry_python(&mut self, key: ProcessKey) -> bool {
+        if self.ended.contains(&key) || !self.runtimes.python_retry_due(key) {
+            return false;
+        }
+        match self.snapshots.get(key) {
+            Some(snapshot) => {
+                self.runtimes
+                    .python_snapshotted(key, snapshot.mappings(), &self.modules)
+            }
+            None => false,
+        }
+    }
+
+    /// The CPython runtime of process `key`, if it has one that can be read.
+    pub fn python_runtime(&self, key: ProcessKey) -> Option<&crate::python::PythonRuntime> {
+        self.runtimes.python_runtime(key)
+    }
+
+    pub fn python_status(&self, key: ProcessKey) -> crate::PythonStatus {
+        self.runtimes.python_status(key)
+    }
+
+    /// Names the Python frames a sample of process `key` walked (see `python_runtime`).
+    pub fn python_stack(
+        &mut self,
+        key: ProcessKey,
+        raw: &crate::RawPythonStack,
+    ) -> crate::PythonStack {
+        self.runtimes.python_stack(key, raw)
+    }
+
     pub fn awaits_perf_map(&self, key: ProcessKey) -> bool {
         !self.is_released(key) && self.runtimes.awaits_perf_map(key)
     }

@@ -12,14 +12,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::jit::{self, JitStats, PerfMapBudget, ProcessPerfMap};
+use crate::modules::ModuleTable;
 use crate::perf_map::PerfMap;
-use crate::process::ProcessKey;
+use crate::process::{Mapping, ProcessKey};
+use crate::python::PythonRuntime;
+use crate::python_runtime::{ProcessPython, PythonStatus};
+use crate::python_stack::{PythonStack, RawPythonStack};
 
 /// What runs inside one process instance besides its modules.
 #[derive(Default)]
 pub(crate) struct ProcessRuntimes {
     /// The perf map of a JIT (Node.js, Python `-X perf`, JVM agents), if the process writes one.
     perf_map: ProcessPerfMap,
+    /// Its CPython interpreter, if it runs one.
+    python: ProcessPython,
 }
 
 /// The runtimes of every process instance not yet released.
@@ -52,6 +58,40 @@ impl Runtimes {
     /// anonymous executable memory.
     pub fn snapshotted(&mut self, key: ProcessKey, start_ticks: Option<u64>, jit_code: bool) {
         self.of(key).perf_map.open(key, start_ticks, jit_code);
+    }
+
+    /// The process was snapshotted with these mappings: looks for its CPython runtime until found.
+    /// Returns whether it was found now.
+    pub fn python_snapshotted(
+        &mut self,
+        key: ProcessKey,
+        mappings: &[Mapping],
+        modules: &ModuleTable,
+    ) -> bool {
+        self.of(key).python.snapshotted(key, mappings, modules)
+    }
+
+    /// Whether process `key`'s runtime is worth looking for again (see `python_runtime`).
+    pub fn python_retry_due(&self, key: ProcessKey) -> bool {
+        self.processes
+            .get(&key)
+            .is_some_and(|runtimes| runtimes.python.retry_due())
+    }
+
+    /// The CPython runtime of process `key`, if it has one that can be read.
+    pub fn python_runtime(&self, key: ProcessKey) -> Option<&PythonRuntime> {
+        self.processes.get(&key)?.python.runtime()
+    }
+
+    pub fn python_status(&self, key: ProcessKey) -> PythonStatus {
+        self.processes
+            .get(&key)
+            .map_or(PythonStatus::NotPython, |runtimes| runtimes.python.status())
+    }
+
+    /// Names the Python frames a sample of process `key` walked.
+    pub fn python_stack(&mut self, key: ProcessKey, raw: &RawPythonStack) -> PythonStack {
+        self.of(key).python.name(raw)
     }
 
     /// Whether names of process `key`'s JIT code may still come from a perf map it has not written
@@ -179,7 +219,11 @@ impl Runtimes {
 
     /// Entries per cache, for the debug log.
     pub fn sizes(&self) -> String {
-        jit::sizes(self.processes.values().map(|r| &r.perf_map))
+        let code_objects: usize = self.processes.values().map(|r| r.python.cached()).sum();
+        format!(
+            "{}, {code_objects} Python code objects",
+            jit::sizes(self.processes.values().map(|r| &r.perf_map))
+        )
     }
 }
 

@@ -128,6 +128,33 @@ impl Symbolizer {
         self.processes.awaits_perf_map(key)
     }
 
+    /// The CPython runtime of process `key`, if it has one that can be read (looked for at each
+    /// snapshot until found).
+    pub fn python_runtime(&self, key: ProcessKey) -> Option<&crate::python::PythonRuntime> {
+        self.processes.python_runtime(key)
+    }
+
+    /// Looks again for the runtime of a process whose CPython could not be read yet (see
+    /// [`Processes::retry_python`]); returns whether it was found now.
+    pub fn retry_python(&mut self, key: ProcessKey) -> bool {
+        self.processes.retry_python(key)
+    }
+
+    /// Whether process `key` runs CPython, and whether its frames can be read.
+    pub fn python_status(&self, key: ProcessKey) -> crate::PythonStatus {
+        self.processes.python_status(key)
+    }
+
+    /// Names the Python frames a sample of process `key` walked, from the process's memory (or
+    /// what was cached of it): call while the process lives.
+    pub fn python_stack(
+        &mut self,
+        key: ProcessKey,
+        raw: &crate::RawPythonStack,
+    ) -> crate::PythonStack {
+        self.processes.python_stack(key, raw)
+    }
+
     /// How many entries each cache holds, for the debug log of long runs.
     pub fn cache_sizes(&self) -> String {
         format!(

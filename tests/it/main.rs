@@ -26,6 +26,7 @@ mod module_release;
 mod names;
 mod off_cpu;
 mod perf_backend;
+mod python;
 mod real_programs;
 mod real_world;
 mod record;

@@ -9,11 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    FramelessCode, FramelessMapping, JitStats, ModuleStats, NamingStats, ProcessKey, StackCopy,
-    Symbolizer, UnwindEnd, UserRegisters,
+    FramelessCode, FramelessMapping, JitStats, ModuleStats, NamingStats, ProcessKey, PythonStack,
+    RawPythonStack, StackCopy, Symbolizer, UnwindEnd, UserRegisters,
 };
 
 use super::launch::remove_pre_exec_samples;
+use super::python_report::PythonReport;
 use super::roots::Roots;
 use super::source::{Event, EventSink, Feedback, StackEvent, Thread, UserStack, Weight};
 use super::user_stack::{choose_user_stack, UnwindMode, UnwindStats, UserStackChoice};
@@ -41,6 +42,8 @@ struct StackKey {
     source: UserStackSource,
     /// Time switched out in these stacks (nanoseconds), not samples.
     off_cpu: bool,
+    /// Named when the event came in, while the process lives.
+    python: Option<PythonStack>,
 }
 
 /// What the collector did, for the summary.
@@ -57,6 +60,7 @@ pub struct CollectorReport {
     pub off_cpu_unattributed: u64,
     /// Modules released, and closed for the descriptor budget.
     pub modules: ModuleStats,
+    pub python: PythonReport,
 }
 
 pub struct Collector {
@@ -92,6 +96,16 @@ pub struct Collector {
     /// last on-CPU sample's stacks (samply's approach).
     off_cpu_on_last_sample: bool,
     off_cpu_unattributed: u64,
+    /// Processes whose CPython runtime the source was told about.
+    python_sent: HashSet<ProcessKey>,
+    /// Python stacks named since the last checkpoint, by what the walker saw: a stack announced
+    /// while sampling and delivered with its count at the checkpoint is named once, while its
+    /// code objects live (a module's top-level code is freed once it has run).
+    python_named: HashMap<(ProcessKey, RawPythonStack), PythonStack>,
+    /// Those of the checkpoint before (keys announced while the last checkpoint ran are delivered
+    /// at the next one).
+    python_named_before: HashMap<(ProcessKey, RawPythonStack), PythonStack>,
+    python: PythonReport,
 }
 
 impl Collector {
@@ -121,6 +135,10 @@ impl Collector {
             off_cpu_stacks: HashMap::new(),
             off_cpu_on_last_sample: false,
             off_cpu_unattributed: 0,
+            python_sent: HashSet::new(),
+            python_named: HashMap::new(),
+            python_named_before: HashMap::new(),
+            python: PythonReport::default(),
         }
     }
 
@@ -144,6 +162,7 @@ impl Collector {
             if self.feedback_wanted && !self.ended.contains(&key) {
                 self.send_plan(key);
             }
+            self.send_python(key);
         }
         std::mem::take(&mut self.feedback)
     }
@@ -185,6 +204,8 @@ impl Collector {
         if !finished.is_empty() {
             self.release_ended(&finished);
         }
+        // Everything announced before the last checkpoint has been delivered now.
+        self.python_named_before = std::mem::take(&mut self.python_named);
         let awaiting = self.awaiting_perf_maps();
         let running = self.take_samples(|key| !awaiting.contains(&key.thread.process));
         for part in profile::split_by_process(running) {
@@ -250,6 +271,7 @@ impl Collector {
             naming: self.symbolizer.naming_stats(),
             off_cpu_unattributed: self.off_cpu_unattributed,
             modules: self.symbolizer.module_stats(),
+            python: self.python,
         };
         (self.built, report)
     }
@@ -270,6 +292,7 @@ impl Collector {
                 .retain(|_, key| !finished.contains(&key.thread.process));
         }
         for &key in finished {
+            self.python_sent.remove(&key);
             self.symbolizer.release(key);
             self.plans.remove(&key);
             for address in self.roots.release(key) {
@@ -323,6 +346,38 @@ impl Collector {
         if let Some(plan) = plan {
             self.roots.set_plan(key, mappings_of(&plan));
             self.feedback.push(Feedback::Plan(key, plan));
+        }
+    }
+
+    /// The named frames of a Python stack (see [`Collector::python_named`]).
+    fn python_stack(&mut self, process: ProcessKey, raw: RawPythonStack) -> PythonStack {
+        let key = (process, raw);
+        if let Some(named) = self.python_named_before.get(&key) {
+            return named.clone();
+        }
+        let (process, raw) = key;
+        let symbolizer = &mut self.symbolizer;
+        self.python_named
+            .entry((process, raw))
+            .or_insert_with_key(|(process, raw)| symbolizer.python_stack(*process, raw))
+            .clone()
+    }
+
+    /// A process whose snapshot changed may have loaded CPython: tells the source, once.
+    fn send_python(&mut self, key: ProcessKey) {
+        if self.python_sent.contains(&key) {
+            return;
+        }
+        let retried = self.symbolizer.retry_python(key);
+        if retried || !self.python.knows(key) {
+            self.python.status(key, self.symbolizer.python_status(key));
+        }
+        if let Some(runtime) = self.symbolizer.python_runtime(key) {
+            self.python_sent.insert(key);
+            self.feedback.push(Feedback::Python {
+                process: key,
+                runtime: runtime.clone(),
+            });
         }
     }
 
@@ -426,6 +481,7 @@ impl Collector {
             thread,
             kernel,
             user,
+            python,
             weight,
             count,
         } = event;
@@ -435,12 +491,23 @@ impl Collector {
             Weight::OffCpu | Weight::OffCpuUntilEnded => 0,
         };
         let (user, source) = self.user_frames(thread.process, user, samples);
+        let python = python.map(|raw| self.python_stack(thread.process, raw));
+        // Samples that came with the process's first notice, before the snapshot that found its
+        // Python, count too (they have no Python frames: the BPF side did not know it yet).
+        self.send_python(thread.process);
+        self.python.samples(
+            thread.process,
+            &thread.process_name,
+            samples,
+            python.is_some(),
+        );
         let key = StackKey {
             thread,
             kernel,
             user,
             source,
             off_cpu: weight != Weight::Samples,
+            python,
         };
         match weight {
             Weight::Samples if self.off_cpu_on_last_sample => {
@@ -546,6 +613,7 @@ fn to_sample(key: StackKey, count: u64) -> StackSample {
         user,
         source,
         off_cpu,
+        python,
     } = key;
     StackSample {
         pid: thread.process.pid,
@@ -556,6 +624,7 @@ fn to_sample(key: StackKey, count: u64) -> StackSample {
         kernel_ips: kernel,
         user_ips: user,
         user_stack: source,
+        python,
         count,
         off_cpu,
     }

@@ -394,6 +394,7 @@ mod tests {
             kernel_ips: vec![1],
             user_ips: vec![],
             user_stack: crate::sample::UserStackSource::None,
+            python: None,
             count: 1,
             off_cpu: false,
         };

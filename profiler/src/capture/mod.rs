@@ -12,6 +12,7 @@ mod event;
 mod identity;
 mod launch;
 pub mod perf;
+mod python_report;
 mod roots;
 mod session;
 pub mod setup;

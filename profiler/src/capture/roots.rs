@@ -271,6 +271,7 @@ mod tests {
             kernel_ips: Vec::new(),
             user_ips: vec![0x5555_0000_1190, 0x5555_0000_1275, CALL_MAIN],
             user_stack: crate::sample::UserStackSource::FramePointers,
+            python: None,
             count: 1,
             off_cpu: false,
         }];

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use emberprof_symbolizer::{FramelessCode, ProcessKey, RecordedMapping, StackCopy, UserRegisters};
+use emberprof_symbolizer::{
+    FramelessCode, ProcessKey, RawPythonStack, RecordedMapping, StackCopy, UserRegisters,
+};
 
 /// A thread as a source saw it at a sample.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -64,6 +66,9 @@ pub struct StackEvent<'a> {
     /// Kernel frames, innermost first; empty in user mode.
     pub kernel: Vec<u64>,
     pub user: UserStack<'a>,
+    /// The Python frames the source walked (BPF only), which replace the native interpreter
+    /// frames that ran them; `None` when the sample has none.
+    pub python: Option<RawPythonStack>,
     /// What `count` is: samples, or nanoseconds off CPU.
     pub weight: Weight,
     /// Samples (or nanoseconds) with these stacks. 0 announces stacks whose samples are counted in
@@ -120,6 +125,12 @@ pub enum Feedback {
     /// A stack of this instance ended at the edge of its copy, `copied` bytes from sp: copy more
     /// for it (a source that cannot ignores this).
     StackCopyExhausted { instance: u32, copied: u32 },
+    /// The process runs CPython: walk its Python frames (a source that cannot ignores this, and
+    /// its samples keep their native interpreter frames).
+    Python {
+        process: ProcessKey,
+        runtime: emberprof_symbolizer::python::PythonRuntime,
+    },
 }
 
 /// A source's own account of the capture, for the summary.

@@ -536,6 +536,7 @@ mod tests {
             user_ips: vec![leaf, caller + 1],
             // Not judged for truncation (see `truncation`'s tests).
             user_stack: crate::sample::UserStackSource::None,
+            python: None,
             count,
             off_cpu: false,
         };

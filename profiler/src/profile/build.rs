@@ -6,14 +6,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use emberprof_symbolizer::{
-    stack_root, FrameAddress, FrameKind, ModuleId, ProcessKey, Symbol, Symbolizer, UserLocation,
+    stack_root, Frame, FrameAddress, FrameKind, ModuleId, ProcessKey, Symbol, Symbolizer,
+    UserLocation,
 };
 
 use super::intern::Interner;
+use super::python::{interleave, Item, NativeKind};
 use super::truncation::is_truncated;
 use super::values::{ValueType, OFF_CPU};
 use super::{
-    Frame, Location, LocationId, Mapping, MappingId, MappingKind, Metadata, Profile, Sample,
+    Location, LocationId, Mapping, MappingId, MappingKind, Metadata, Profile, Runtime, Sample,
     Values, EMPTY_STACK, OFF_CPU_FRAME,
 };
 use crate::sample::StackSample;
@@ -103,6 +105,7 @@ enum MappingKey {
     Unreadable(Arc<str>),
     Kernel,
     Jit,
+    Runtime(Runtime),
 }
 
 struct Builder<'a> {
@@ -159,9 +162,28 @@ impl Builder<'_> {
             }
         }
         let mut stack = EMPTY_STACK;
-        for (index, &ip) in sample.user_ips.iter().enumerate().rev() {
-            let location = self.user_location(process, FrameAddress::from_stack_index(index, ip));
-            stack = self.interner.call(stack, location);
+        match &sample.python {
+            None => {
+                for (index, &ip) in sample.user_ips.iter().enumerate().rev() {
+                    let address = FrameAddress::from_stack_index(index, ip);
+                    let location = self.user_location(process, address);
+                    stack = self.interner.call(stack, location);
+                }
+            }
+            Some(python) => {
+                let kind = |index: usize| self.native_kind(sample, index);
+                for item in interleave(sample.user_ips.len(), kind, python) {
+                    let location = match item {
+                        Item::Native(index) => {
+                            let ip = sample.user_ips[index];
+                            self.user_location(process, FrameAddress::from_stack_index(index, ip))
+                        }
+                        Item::Python(frame) => self.python_location(frame.clone()),
+                        Item::Truncated => self.python_location(python_truncated_frame()),
+                    };
+                    stack = self.interner.call(stack, location);
+                }
+            }
         }
         for (index, &ip) in sample.kernel_ips.iter().enumerate().rev() {
             let location = self.kernel_location(FrameAddress::from_stack_index(index, ip));
@@ -189,6 +211,23 @@ impl Builder<'_> {
             thread_name,
             truncated,
         });
+    }
+
+    /// What native user frame `index` of `sample` is to Python frames (see `python`).
+    fn native_kind(&self, sample: &StackSample, index: usize) -> NativeKind {
+        let address = FrameAddress::from_stack_index(index, sample.user_ips[index]);
+        match self.symbols.user(sample.process(), address) {
+            Some(Symbol::Named(frames)) => frames.first().map_or(NativeKind::Other, |f| {
+                NativeKind::of(&f.name, f.kind == FrameKind::Jit)
+            }),
+            _ => NativeKind::Other,
+        }
+    }
+
+    fn python_location(&mut self, frame: Frame) -> LocationId {
+        let mapping = self.mapping(MappingKey::Runtime(Runtime::Python));
+        self.interner
+            .location(Location::interpreted(mapping, frame))
     }
 
     /// The user frames of `sample` to keep, if fewer than it has (see [`end_of_real_frames`]).
@@ -305,11 +344,17 @@ impl Builder<'_> {
             },
             MappingKey::Kernel => pseudo_mapping(KERNEL_MAPPING, MappingKind::Kernel),
             MappingKey::Jit => pseudo_mapping(JIT_MAPPING, MappingKind::Jit),
+            MappingKey::Runtime(runtime) => runtime.mapping(),
         };
         let id = self.interner.mapping(mapping);
         self.mapping_ids.insert(key, id);
         id
     }
+}
+
+/// The frame standing for the outer Python frames of a stack deeper than the walker's bound.
+fn python_truncated_frame() -> Frame {
+    Frame::new("[python: outer frames not walked]", FrameKind::User)
 }
 
 fn pseudo_mapping(name: &str, kind: MappingKind) -> Mapping {
@@ -349,6 +394,7 @@ mod tests {
             kernel_ips: vec![],
             user_ips: vec![],
             user_stack: UserStackSource::None,
+            python: None,
             count: 1,
             off_cpu: false,
         };
@@ -426,6 +472,7 @@ mod tests {
             kernel_ips: vec![],
             user_ips: vec![0x100],
             user_stack: UserStackSource::None,
+            python: None,
             count,
             off_cpu,
         };
@@ -473,6 +520,7 @@ mod tests {
             kernel_ips: vec![],
             user_ips: vec![0x100, 0x200 + 1],
             user_stack: UserStackSource::None,
+            python: None,
             count: 1,
             off_cpu: false,
         };

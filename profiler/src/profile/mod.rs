@@ -15,6 +15,7 @@ pub mod filter;
 mod intern;
 mod merge;
 pub mod policy;
+mod python;
 mod stacks;
 #[cfg(test)]
 pub mod testdata;

@@ -176,6 +176,7 @@ mod tests {
             kernel_ips: vec![],
             user_ips,
             user_stack,
+            python: None,
             count,
             off_cpu: false,
         };

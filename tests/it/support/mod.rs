@@ -10,6 +10,7 @@ mod compile;
 mod folded;
 mod measure;
 mod protobuf;
+mod python;
 mod sandbox;
 mod source;
 
@@ -21,6 +22,7 @@ pub use compile::*;
 pub use folded::*;
 pub use measure::*;
 pub use protobuf::*;
+pub use python::*;
 pub use sandbox::*;
 pub use source::*;
 

@@ -12,6 +12,7 @@
 mod comm;
 mod mapping_events;
 mod offcpu;
+mod python;
 mod sampler;
 mod stats;
 
@@ -19,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use emberprof_bpf::{Record, SampleKey, Stat, STACK_ID_IN_RECORD, STACK_ID_NONE};
-use emberprof_symbolizer::{FramelessCode, ProcessKey, StackCopy, UserRegisters};
+use emberprof_symbolizer::{FramelessCode, ProcessKey, RawPythonStack, StackCopy, UserRegisters};
 
 use comm::CommTexts;
 pub use mapping_events::MappingEvents;
 use offcpu::OffCpu;
 pub use sampler::{online_cpu_count, ring_buffer_bytes, MapSizes, Sampler, SamplerConfig};
-use sampler::{Notices, StackCache};
+use sampler::{Notices, SamplerMaps, StackCache};
 use stats::BpfStats;
 
 use super::address_spaces::AddressSpaces;
@@ -46,6 +47,9 @@ pub struct BpfSource {
     since: Instant,
     /// Keys added to the current generation, to switch before it fills.
     keys_in_generation: u64,
+    /// Python stacks the current generation may hold beyond its keys' (stack copies carry one each,
+    /// outside the count map).
+    python_in_generation: u64,
     /// Stacks read from the maps of both generations.
     stack_cache: StackCache,
     checkpoints: u64,
@@ -127,6 +131,7 @@ impl BpfSource {
             generation: 0,
             since: Instant::now(),
             keys_in_generation: 0,
+            python_in_generation: 0,
             stack_cache: StackCache::default(),
             checkpoints: 0,
             malformed: 0,
@@ -175,9 +180,23 @@ impl BpfSource {
             thread: self.comm_texts.thread(&key),
             kernel,
             user,
+            python: self.python(&key)?,
             weight,
             count,
         })
+    }
+
+    /// The Python frames of a sample, from the generation's `python_stacks`.
+    fn python(&mut self, key: &SampleKey) -> Result<Option<RawPythonStack>> {
+        if key.python_stack == 0 {
+            return Ok(None);
+        }
+        self.sampler
+            .load_python_stack(key.generation, key.python_stack, &mut self.stack_cache)?;
+        Ok(self
+            .stack_cache
+            .python(key.generation, key.python_stack)
+            .map(python::raw_stack))
     }
 
     fn frames(&mut self, generation: u32, id: i32, inline: Vec<u64>) -> Result<Vec<u64>> {
@@ -215,8 +234,24 @@ impl Source for BpfSource {
         let side_band = &mut self.side_band;
         let comm_texts = &mut self.comm_texts;
         side_band.sync(sink);
+        let stack_cache = &mut self.stack_cache;
+        let mut python_copies = 0;
+        let mut python_of = |maps: &SamplerMaps<'_>, key: &SampleKey| -> Option<RawPythonStack> {
+            if key.python_stack == 0 {
+                return None;
+            }
+            python_copies += 1;
+            if let Err(error) =
+                maps.load_python_stack(key.generation, key.python_stack, stack_cache)
+            {
+                log::warn!("{error:#}");
+            }
+            stack_cache
+                .python(key.generation, key.python_stack)
+                .map(python::raw_stack)
+        };
         self.sampler
-            .drain_records(|bytes| match Record::parse(bytes) {
+            .drain_records(|maps, bytes| match Record::parse(bytes) {
                 // Notices travel in their own ring buffer.
                 Some(Record::ProcessSeen(_) | Record::InstanceEnd(_)) => malformed += 1,
                 Some(Record::NewKey(key)) => deferred.push(Deferred::NewKey(key)),
@@ -233,7 +268,15 @@ impl Source for BpfSource {
                     // Its process's notice, and every mapping made before it, first.
                     side_band.sync(sink);
                     let thread = comm_texts.thread(&record.key);
-                    sink.event(copied_stack(thread, record, stack, Weight::Samples, 1))
+                    let python = python_of(maps, &record.key);
+                    sink.event(copied_stack(
+                        thread,
+                        python,
+                        record,
+                        stack,
+                        Weight::Samples,
+                        1,
+                    ))
                 }
                 Some(Record::OffCpuEnd(record)) => sink.event(Event::OffCpuEnded {
                     tid: record.tid,
@@ -252,14 +295,17 @@ impl Source for BpfSource {
                             UserStack::Walked(inline_stack(id, &record.user_ips, record.user_len))
                         }
                     },
+                    python: python_of(maps, &record.key),
                     weight: Weight::OffCpuUntilEnded,
                     count: 0,
                 })),
                 Some(Record::OffCpuStack(record, stack)) => {
                     side_band.sync(sink);
                     let thread = comm_texts.thread(&record.key);
+                    let python = python_of(maps, &record.key);
                     sink.event(copied_stack(
                         thread,
+                        python,
                         record,
                         stack,
                         Weight::OffCpuUntilEnded,
@@ -272,6 +318,7 @@ impl Source for BpfSource {
         self.side_band.sync(sink);
         self.side_band.spaces.end_round();
         self.malformed += malformed + std::mem::take(&mut self.side_band.malformed);
+        self.python_in_generation += python_copies;
         // Their stacks may be map ids: take the frames while the generation holds them.
         for record in deferred {
             let event = match record {
@@ -289,14 +336,17 @@ impl Source for BpfSource {
     }
 
     /// The interval passed, or the generation is half full (of keys, or of stacks: a new key
-    /// brings up to two).
+    /// brings up to two native ones and one Python one).
     fn checkpoint_due(&self) -> bool {
         let sizes = self.sampler.map_sizes();
         let keys = self.keys_in_generation;
         let elapsed = self.since.elapsed();
         elapsed >= CHECKPOINT_INTERVAL
             || (elapsed >= MIN_CHECKPOINT_INTERVAL
-                && (keys * 2 >= u64::from(sizes.counts) || keys * 4 >= u64::from(sizes.stacks)))
+                && (keys * 2 >= u64::from(sizes.counts)
+                    || keys * 4 >= u64::from(sizes.stacks)
+                    // A new key or a stack copy brings at most one Python stack.
+                    || (keys + self.python_in_generation) * 2 >= u64::from(sizes.python_stacks)))
     }
 
     /// Switches the BPF side to the other map generation, waits until no program can still be
@@ -313,6 +363,7 @@ impl Source for BpfSource {
         self.deliver_generation(old, sink)?;
         self.sampler.clear_generation(old, &mut self.stack_cache)?;
         self.keys_in_generation = 0;
+        self.python_in_generation = 0;
         log::debug!("map generation {old} read and emptied");
         Ok(())
     }
@@ -343,6 +394,15 @@ impl Source for BpfSource {
                     );
                 }
                 Ok(())
+            }
+            Feedback::Python { process, runtime } => {
+                let value = python::process_value(process.instance, &runtime)?;
+                log::debug!(
+                    "process {} instance {}: walking its Python frames",
+                    process.pid,
+                    process.instance
+                );
+                self.sampler.set_python(process.pid, &value)
             }
         }
     }
@@ -392,6 +452,7 @@ impl Source for BpfSource {
                         self.sampler.off_cpu_sample(),
                     ));
                 }
+                notes.extend(python::notes(&self.sampler.python_stats()?));
                 if self.raised_copies > 0 {
                     notes.push((
                         log::Level::Info,
@@ -506,6 +567,7 @@ fn notes(
 /// A sample (or a switch-out) with its user stack copied.
 fn copied_stack<'a>(
     thread: Thread,
+    python: Option<RawPythonStack>,
     record: &emberprof_bpf::UserStackRecord,
     stack: &'a [u8],
     weight: Weight,
@@ -530,6 +592,7 @@ fn copied_stack<'a>(
                 bytes: stack,
             },
         },
+        python,
         weight,
         count,
     })

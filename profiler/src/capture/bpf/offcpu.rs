@@ -160,6 +160,8 @@ impl OffCpu {
             thread: self.texts.thread(key),
             kernel,
             user,
+            // The switch-out program walks no Python frames (the sampler does).
+            python: None,
             weight,
             count,
         })

@@ -12,8 +12,9 @@ use aya::programs::raw_trace_point::RawTracePointLinkId;
 use aya::programs::{PerfEvent, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use emberprof_bpf::{
-    names, Config, FramelessRanges, ModuleExceptions, RootKey, SampleKey, Stat,
-    MAX_MODULE_EXCEPTIONS, MAX_PLAN_MAPPINGS, MODULE_FRAMELESS_WHOLE, STACK_ID_NONE,
+    names, Config, FramelessRanges, ModuleExceptions, PythonProcess, PythonStack, PythonStat,
+    RootKey, SampleKey, Stat, MAX_MODULE_EXCEPTIONS, MAX_PLAN_MAPPINGS, MODULE_FRAMELESS_WHOLE,
+    STACK_ID_NONE,
 };
 
 use emberprof_symbolizer::{FramelessMapping, ModuleId};
@@ -34,6 +35,9 @@ pub struct MapSizes {
     pub ring_buffer_bytes: u32,
     /// Target processes, including followed children.
     pub targets: u32,
+    /// Distinct Python stacks each generation of `python_stacks` holds (2 KiB each, allocated as
+    /// used) before samples keep only their native frames (counted).
+    pub python_stacks: u32,
 }
 
 /// The ring buffer for an unwinding mode and `cpus` CPUs sampling at up to ~1 kHz, a power of two. It is
@@ -73,6 +77,7 @@ impl Default for MapSizes {
             counts: 32 * 1024,
             ring_buffer_bytes: ring_buffer_bytes(UnwindMode::FramePointers, 2),
             targets: 8 * 1024,
+            python_stacks: 8 * 1024,
         }
     }
 }
@@ -176,6 +181,14 @@ impl Sampler {
             .map_max_entries(names::RECORDS, sizes.ring_buffer_bytes)
             .map_max_entries(names::TARGET_TGIDS, sizes.targets)
             .map_max_entries(names::STACK_SCRATCH, scratch_slots)
+            .map_max_entries(
+                emberprof_bpf::python_names::PYTHON_STACKS[0],
+                sizes.python_stacks,
+            )
+            .map_max_entries(
+                emberprof_bpf::python_names::PYTHON_STACKS[1],
+                sizes.python_stacks,
+            )
             .load(emberprof_bpf::PROFILE_OBJECT)
             .context(
                 "cannot load the BPF object (is BPF enabled in this kernel, CONFIG_BPF_SYSCALL=y?)",
@@ -366,6 +379,44 @@ impl Sampler {
         Ok(Some(raised))
     }
 
+    /// A process with a CPython runtime: its Python frames are walked from its next sample on.
+    /// The BPF side forgets it when the instance ends.
+    pub fn set_python(&mut self, pid: u32, process: &PythonProcess) -> Result<()> {
+        let name = emberprof_bpf::python_names::PYTHON_PROCESSES;
+        let mut map: HashMap<_, u32, PythonProcess> =
+            HashMap::try_from(map(&mut self.ebpf, name)?)?;
+        map.insert(pid, process, 0)
+            .with_context(|| format!("cannot set the Python runtime of process {pid}"))
+    }
+
+    /// The Python walker's per-CPU counters, summed over CPUs.
+    pub fn python_stats(&self) -> Result<[u64; PythonStat::COUNT as usize]> {
+        let name = emberprof_bpf::python_names::PYTHON_STATS;
+        let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map(name)
+                .ok_or_else(|| anyhow!("BPF object has no map {name}"))?,
+        )?;
+        let mut totals = [0; PythonStat::COUNT as usize];
+        for stat in PythonStat::ALL {
+            let per_cpu = stats
+                .get(&(stat as u32), 0)
+                .with_context(|| format!("cannot read counter {stat:?}"))?;
+            totals[stat as usize] = per_cpu.iter().sum();
+        }
+        Ok(totals)
+    }
+
+    /// Makes sure `cache` holds Python stack `id` of a generation (0: none, a no-op).
+    pub fn load_python_stack(
+        &self,
+        generation: u32,
+        id: u64,
+        cache: &mut StackCache,
+    ) -> Result<()> {
+        SamplerMaps(&self.ebpf).load_python_stack(generation, id, cache)
+    }
+
     /// Starts sampling: follows forks first, so no child is missed, then opens one cpu-clock event per
     /// online CPU. Per-CPU events with the TGID filter in BPF cover every thread of a target, present
     /// and future; an event bound to a PID would sample only that one thread.
@@ -448,10 +499,11 @@ impl Sampler {
         self.notices.take()
     }
 
-    /// Hands every pending ring-buffer record to `handle`.
-    pub fn drain_records(&mut self, mut handle: impl FnMut(&[u8])) {
+    /// Hands every pending ring-buffer record to `handle`, with the maps a record may refer to.
+    pub fn drain_records(&mut self, mut handle: impl FnMut(&SamplerMaps<'_>, &[u8])) {
+        let maps = SamplerMaps(&self.ebpf);
         while let Some(item) = self.records.next() {
-            handle(&item);
+            handle(&maps, &item);
         }
     }
 
@@ -520,6 +572,16 @@ impl Sampler {
                 .with_context(|| format!("cannot clear the {name} map"))?;
         }
         cache.stacks.retain(|&(g, _), _| g != generation);
+        let name = emberprof_bpf::python_names::PYTHON_STACKS[generation as usize];
+        let mut python: HashMap<_, u64, PythonStack> =
+            HashMap::try_from(map(&mut self.ebpf, name)?)?;
+        let ids: Vec<u64> = python.keys().filter_map(|id| id.ok()).collect();
+        for id in &ids {
+            python
+                .remove(id)
+                .with_context(|| format!("cannot clear the {name} map"))?;
+        }
+        cache.python.retain(|&(g, _), _| g != generation);
         Ok(())
     }
 
@@ -567,12 +629,48 @@ impl Notices {
     }
 }
 
+/// The maps a ring-buffer record may refer to, readable while the ring buffer is drained.
+pub struct SamplerMaps<'a>(&'a Ebpf);
+
+impl SamplerMaps<'_> {
+    /// Makes sure `cache` holds Python stack `id` of a generation (0: none, a no-op).
+    pub fn load_python_stack(
+        &self,
+        generation: u32,
+        id: u64,
+        cache: &mut StackCache,
+    ) -> Result<()> {
+        let generation = generation & 1;
+        if id == 0 || cache.python.contains_key(&(generation, id)) {
+            return Ok(());
+        }
+        let name = emberprof_bpf::python_names::PYTHON_STACKS[generation as usize];
+        let stacks: HashMap<_, u64, PythonStack> = HashMap::try_from(
+            self.0
+                .map(name)
+                .ok_or_else(|| anyhow!("BPF object has no map {name}"))?,
+        )?;
+        let stack = match stacks.get(&id, 0) {
+            Ok(stack) => Some(Box::new(stack)),
+            // Cannot happen while the generation is in use; keep the sample, native frames only.
+            Err(error) => {
+                log::warn!("Python stack {id:#x} vanished from {name}: {error}");
+                None
+            }
+        };
+        cache.python.insert((generation, id), stack);
+        Ok(())
+    }
+}
+
 /// Stacks read from the stack maps, by (generation, id). An id's frames never change until its
 /// generation is cleared (no BPF_F_REUSE_STACKID), so each is read once; clearing a generation
 /// forgets its entries, so the cache holds at most the stacks of two generations.
 #[derive(Debug, Default)]
 pub struct StackCache {
     stacks: StdHashMap<(u32, i32), Vec<u64>>,
+    /// Python stacks by (generation, id), the same way (`None`: could not be read).
+    python: StdHashMap<(u32, u64), Option<Box<PythonStack>>>,
 }
 
 impl StackCache {
@@ -585,6 +683,11 @@ impl StackCache {
             .get(&(generation & 1, id))
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+
+    /// A Python stack loaded by [`Sampler::load_python_stack`].
+    pub fn python(&self, generation: u32, id: u64) -> Option<&PythonStack> {
+        self.python.get(&(generation & 1, id))?.as_deref()
     }
 }
 

@@ -196,6 +196,8 @@ impl PerfSource {
             kernel: sample.kernel_ips,
             user,
             weight: Weight::Samples,
+            // Python frames are not on the native stack a perf_event sample carries.
+            python: None,
             count: 1,
         }));
     }
