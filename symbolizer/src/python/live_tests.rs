@@ -561,3 +561,31 @@ fn python_named_program_without_runtime_is_not_python() {
     command.arg("600");
     assert_eq!(discover(command, "python3.12"), Ok(None));
 }
+
+/// Under `-X perf` (3.12+), every Python call goes through a perf trampoline into a native eval
+/// call of its own, so every frame is an entry frame; names and lines are unchanged.
+#[test]
+fn python_live_x_perf_makes_every_frame_an_entry() {
+    for minor in [12u8, 13] {
+        let python = pyenv_python(minor);
+        let running = start_with(&python, SCRIPT, |python, script| {
+            let mut command = Command::new(python);
+            command.args(["-X", "perf"]).arg(script).arg("chain");
+            command
+        });
+        let (_, frames) = named_frames(&running);
+        let script = running.script.to_string_lossy().into_owned();
+        let want: Vec<Named> = expected("chain")
+            .into_iter()
+            .map(|(qualname, _, tag, _)| {
+                (
+                    qualname.to_owned(),
+                    script.clone(),
+                    Some(line_of(tag)),
+                    true,
+                )
+            })
+            .collect();
+        assert_eq!(frames, want, "3.{minor} -X perf");
+    }
+}
