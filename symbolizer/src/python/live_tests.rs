@@ -589,3 +589,59 @@ fn python_live_x_perf_makes_every_frame_an_entry() {
         assert_eq!(frames, want, "3.{minor} -X perf");
     }
 }
+
+/// A Python in its own PID namespace (as in a container): `native_thread_id` is the namespace's
+/// thread id (1 here), not the host's one the BPF side sees, while `thread_id` (pthread_self, the fs
+/// base) does not depend on the namespace — which is why the walker matches threads by the latter.
+#[test]
+fn python_live_in_another_pid_namespace() {
+    let python = pyenv_python(12);
+    let running = start_with(&python, SCRIPT, |python, script| {
+        let mut command = Command::new("unshare");
+        command
+            // Killing unshare (on drop) must kill the namespace's init, the Python, too.
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(python)
+            .arg(script)
+            .arg("chain");
+        command
+    });
+    let parent = running.child.id();
+    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .expect("unshare's children");
+    let pid: u32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("unshare has no child: {children:?}"));
+    let stat = format!("/proc/{pid}/stat");
+    let sleeping = (0..1000).any(|_| {
+        std::fs::read_to_string(&stat).is_ok_and(|text| {
+            text.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('S'))
+        }) || {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            false
+        }
+    });
+    assert!(sleeping, "the namespaced python never went to sleep");
+    let runtime = runtime_of(pid);
+    let memory = super::ProcessMemory::open(pid).expect("open memory");
+    let threads = walk::threads(&memory, &runtime);
+    assert_eq!(threads.len(), 1, "{threads:x?}");
+    assert_eq!(
+        threads[0].native_thread_id,
+        Some(1),
+        "the namespace's own thread id"
+    );
+    assert_ne!(u64::from(pid), 1);
+    assert_ne!(threads[0].thread_id, 0);
+    let mut reader = CodeReader::new(pid, &runtime).expect("code reader");
+    let names: Vec<String> = threads[0]
+        .frames
+        .iter()
+        .map(|f| reader.frame(f.code, f.instruction).qualname.to_string())
+        .collect();
+    assert_eq!(names, ["Klass.inner", "middle", "outer", "<module>"]);
+}
