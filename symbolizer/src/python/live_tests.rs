@@ -659,3 +659,60 @@ fn python_live_in_another_pid_namespace() {
         .collect();
     assert_eq!(names, ["Klass.inner", "middle", "outer", "<module>"]);
 }
+
+/// What `find_runtime` says of `python` stopped right after its exec, before the dynamic loader
+/// or the interpreter ran (as a launched process may be first seen), with the threads a walk finds
+/// then.
+fn discover_at_exec(python: &Path) -> (Result<Option<PythonRuntime>, super::NotPython>, usize) {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(python);
+    command.args(["-c", "pass"]);
+    // SAFETY: only async-signal-safe work between fork and exec: one ptrace call.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("start the interpreter");
+    let pid = child.id();
+    let mut status = 0;
+    // SAFETY: waiting for our own child; the exec stops it with SIGTRAP.
+    let waited = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    assert!(
+        waited == pid as i32 && libc::WIFSTOPPED(status),
+        "{} did not stop at its exec",
+        python.display()
+    );
+    let mut modules = ModuleTable::default();
+    let mut table = ProcessTable::new(None);
+    let key = ProcessKey { pid, instance: 0 };
+    let snapshot = table.snapshot(key, None, &mut modules).expect("snapshot");
+    let result = find_runtime(pid, snapshot.mappings(), &modules);
+    let threads = match &result {
+        Ok(Some(runtime)) => {
+            let memory = super::ProcessMemory::open(pid).expect("open memory");
+            walk::threads(&memory, runtime).len()
+        }
+        _ => 0,
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    (result, threads)
+}
+
+/// A process seen at its exec, before anything ran: Debian's python3.11 (libpython inside the
+/// executable) is found already, with no interpreter yet (nothing to walk, nothing refused); pyenv's
+/// python3.12 (libpython not loaded yet) is not Python yet, so the caller looks again later.
+#[test]
+fn python_found_at_exec_or_later() {
+    let (debian, threads) = discover_at_exec(Path::new("/usr/bin/python3.11"));
+    let debian = debian
+        .expect("Debian's python3.11 is supported")
+        .expect("its _PyRuntime is in the executable");
+    assert_eq!(debian.version, (3, 11));
+    assert_eq!(threads, 0, "no interpreter before the process ran");
+    assert_eq!(discover_at_exec(&pyenv_python(12)), (Ok(None), 0));
+}
