@@ -193,7 +193,9 @@ impl CodeReader {
             .then_some(header);
         let identity = header.map(|header| identity(&layout, &header));
         let cached = match (self.cache.get(&code), identity) {
-            (Some(cached), Some(identity)) if cached.identity == identity.0 => {
+            (Some(cached), Some((identity, first_line)))
+                if cached.identity == identity && cached.first_line == first_line =>
+            {
                 self.stats.hits += 1;
                 Some(cached)
             }

@@ -3,8 +3,15 @@
 //! line: [`CodeReader`]).
 //!
 //! The BPF side walks the frames with the [`Layout`] offsets and records (code object address,
-//! instruction) pairs; [`CodeReader`] names them afterwards from the process's memory. Nothing here
-//! asks anything of the process: no `-X perf`, no debug info, no ptrace stop.
+//! instruction) pairs; [`CodeReader`] names them afterwards from the process's memory. [`walk`] does
+//! the same walk from userspace: the reference for the BPF walker, and what the tests read real
+//! interpreters with. Nothing here asks anything of the process: no `-X perf`, no debug info, no
+//! ptrace stop.
+//!
+//! Parts: `runtime` (finding the interpreter and its version), [`layout`] (per-version offsets,
+//! tied to the pyenv builds' DWARF by `dwarf_check`), `debug_offsets` (3.13's own offsets), `code`
+//! and `lines` (naming frames), [`memory`] (reading the process), `live_tests` (pyenv 3.8–3.13 and
+//! Debian's 3.11, read from outside).
 //!
 //! Process memory is hostile input (see [`memory`]): every read is bounded, every length capped,
 //! strings validated; what does not check out is a [`PythonFrame::unknown`] frame or a
