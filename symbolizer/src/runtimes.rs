@@ -249,10 +249,16 @@ mod tests {
         assert_eq!(runtimes.name(key, None, 0x1000 + 999 * 16), None);
         let skipped = lines.len() as u64 - 4096;
         assert_eq!(runtimes.jit_stats().bytes_skipped, skipped);
-        assert_eq!(runtimes.sizes(), "1 maps, 0 rejected, 1 attempts, 0 ended");
+        assert_eq!(
+            runtimes.sizes(),
+            "1 maps, 0 rejected, 1 attempts, 0 ended, 0 Python code objects"
+        );
 
         runtimes.forget(key);
-        assert_eq!(runtimes.sizes(), "0 maps, 0 rejected, 0 attempts, 0 ended");
+        assert_eq!(
+            runtimes.sizes(),
+            "0 maps, 0 rejected, 0 attempts, 0 ended, 0 Python code objects"
+        );
         assert_eq!(runtimes.jit_stats().bytes_skipped, skipped);
     }
 
