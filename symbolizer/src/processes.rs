@@ -125,6 +125,15 @@ impl Processes {
         // Its recorded modules are in use while it lives, as its /proc snapshot's are.
         self.snapshots.hold_modules(key, &mut self.modules);
         self.recorded.merged(key, &parts, added, over);
+        // A recorded mapping may be the libpython a launched interpreter loads after its first
+        // snapshot: with it in the snapshot, no stack leads outside it to have it retaken, so the
+        // runtime is looked for here too.
+        if added > 0 {
+            if let Some(snapshot) = self.snapshots.get(key) {
+                self.runtimes
+                    .python_snapshotted(key, snapshot.mappings(), &self.modules);
+            }
+        }
         self.changed.push(key);
     }
 

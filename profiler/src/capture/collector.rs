@@ -373,6 +373,8 @@ impl Collector {
             self.python.status(key, self.symbolizer.python_status(key));
         }
         if let Some(runtime) = self.symbolizer.python_runtime(key) {
+            // Found since its status was taken (a snapshot completed by mapping records).
+            self.python.status(key, self.symbolizer.python_status(key));
             self.python_sent.insert(key);
             self.feedback.push(Feedback::Python {
                 process: key,
