@@ -57,6 +57,16 @@ struct offcpu_count_map {
 struct offcpu_count_map offcpu_counts SEC(".maps");
 struct offcpu_count_map offcpu_counts_1 SEC(".maps");
 
+/* The adaptive N (offcpu_config.sample_every 0): one switch-out in N is followed. Written by
+ * userspace from the switch-out rate it reads in `offcpu_stats`; 0 (before its first write) counts
+ * as 1. A map, not the const config, so that it can change while recording. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} offcpu_sample_every SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, OFFCPU_STAT_COUNT);
@@ -181,7 +191,6 @@ static __always_inline __s32 offcpu_stack_id(void *ctx, __u64 flags, int *full)
 static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___emberprof *prev,
 					      __u32 prev_state)
 {
-	__u64 now = bpf_ktime_get_ns();
 	__u32 tid = BPF_CORE_READ(prev, pid);
 	__u32 tgid = BPF_CORE_READ(prev, tgid);
 	if (tid == 0 || tgid == offcpu_cfg.self_tgid || (prev_state & OFF_CPU_TASK_DEAD))
@@ -191,14 +200,22 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 	/* Kernel threads wait by design; idle CPUs run swapper (tid 0). */
 	if (BPF_CORE_READ(prev, mm) == NULL)
 		return;
-	if (offcpu_cfg.sample_every > 1 && bpf_get_prandom_u32() % offcpu_cfg.sample_every != 0) {
+	/* Sampling is decided here, right after the cheap filters: a switch-out left out costs a
+	 * random number and one per-CPU counter (the rate userspace adapts N from), nothing more. */
+	__u32 every = offcpu_cfg.sample_every;
+	if (every == 0) {
+		__u32 zero = 0;
+		__u32 *adaptive = bpf_map_lookup_elem(&offcpu_sample_every, &zero);
+		every = adaptive && *adaptive > 1 ? *adaptive : 1;
+	}
+	if (every > 1 && bpf_get_prandom_u32() % every != 0) {
 		offcpu_stat_inc(OFFCPU_NOT_SAMPLED);
 		return;
 	}
 	offcpu_stat_inc(OFFCPU_SWITCH_OUTS);
 
 	struct offcpu_start start = {};
-	start.start_ns = now;
+	start.sample_every = every;
 	struct sample_key *key = &start.key;
 	key->tgid = tgid;
 	key->tid = tid;
@@ -234,6 +251,11 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 		start.streamed = 1;
 	}
 store:
+	/* The interval starts once the stacks are taken, not at the switch-out: a copy takes
+	 * microseconds, as long as a fast hand-over's whole wait, and only followed switch-outs pay
+	 * it; counted N times it would inflate sampled time several-fold (seen on the pipe
+	 * ping-pong of benches/off-cpu.sh). */
+	start.start_ns = bpf_ktime_get_ns();
 	if (bpf_map_update_elem(&offcpu_threads, &tid, &start, BPF_ANY) != 0)
 		offcpu_stat_inc(OFFCPU_LOST_THREADS_FULL);
 }
@@ -279,9 +301,9 @@ static __always_inline void offcpu_switch_in(struct task_struct___emberprof *nex
 		offcpu_stat_inc(OFFCPU_BELOW_MIN);
 		return;
 	}
-	/* Each followed switch-out stands for sample_every of them. */
-	if (offcpu_cfg.sample_every > 1)
-		nanos *= offcpu_cfg.sample_every;
+	/* Each followed switch-out stands for the N it was followed at (unbiased while N changes). */
+	if (start.sample_every > 1)
+		nanos *= start.sample_every;
 	if (start.streamed) {
 		struct offcpu_end_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 		if (!rec) {

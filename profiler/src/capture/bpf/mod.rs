@@ -203,6 +203,9 @@ impl Source for BpfSource {
             .into_iter()
             .flatten()
             .collect();
+        // Adaptive off-CPU sampling follows the switch rate even when no record comes.
+        let adapt = self.off_cpu.as_ref().and_then(|o| o.adaptive.as_ref());
+        let timeout = adapt.map_or(timeout, |adaptive| timeout.min(adaptive.due_in()));
         wait_readable(&fds, timeout);
     }
 
@@ -214,6 +217,9 @@ impl Source for BpfSource {
         let mut malformed = 0;
         let side_band = &mut self.side_band;
         let comm_texts = &mut self.comm_texts;
+        if let Some(adaptive) = self.off_cpu.as_mut().and_then(|o| o.adaptive.as_mut()) {
+            adaptive.adapt(&mut self.sampler)?;
+        }
         side_band.sync(sink);
         self.sampler
             .drain_records(|bytes| match Record::parse(bytes) {
@@ -390,6 +396,7 @@ impl Source for BpfSource {
                     notes.extend(offcpu::notes(
                         &offcpu::stats(&self.sampler)?,
                         self.sampler.off_cpu_sample(),
+                        self.off_cpu.as_ref().and_then(|o| o.adaptive.as_ref()),
                     ));
                 }
                 if self.raised_copies > 0 {
