@@ -81,6 +81,20 @@ static __always_inline void offcpu_stat_inc(__u32 stat)
 		*slot += 1; /* per-CPU slot: no other writer */
 }
 
+/* Ring-buffer wake-up for a record of a sampled switch-out (1 in `every`, every > 1). Waking the
+ * reader there runs it on a CPU a ping-pong partner is about to need, lengthening just the
+ * followed interval, which then counts `every` times (twice the ping-pong's true width, seen with
+ * benches/off-cpu.sh). Userspace reads at least every 100 ms under --off-cpu (ADAPT_INTERVAL),
+ * well within the buffer at the sampled rates; past half full, it is woken anyway. */
+static __always_inline __u64 offcpu_wakeup_flags(__u32 every)
+{
+	if (every <= 1)
+		return wakeup_flags();
+	if (bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= 4 * (__u64)cfg.wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 /* The switched-out task's user registers (it is always in the kernel at a switch). */
 static __always_inline struct pt_regs___emberprof *offcpu_user_regs(void)
 {
@@ -90,7 +104,7 @@ static __always_inline struct pt_regs___emberprof *offcpu_user_regs(void)
 /* Sends the registers and a copy of the top of the user stack, with the kernel stack, as a
  * RECORD_OFF_CPU_STACK (the sampler's send_user_stack, with registers from the task). 0 if sent. */
 static __always_inline int offcpu_send_copy(void *ctx, const struct sample_key *key,
-					    struct pt_regs___emberprof *regs)
+					    struct pt_regs___emberprof *regs, __u32 every)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct stack_scratch *scratch = bpf_map_lookup_elem(&stack_scratch, &cpu);
@@ -142,11 +156,12 @@ static __always_inline int offcpu_send_copy(void *ctx, const struct sample_key *
 	__u64 size = sizeof(struct user_stack_record) + copied;
 	if (size > sizeof(struct stack_scratch))
 		return -1;
-	return bpf_ringbuf_output(&records, scratch, size, wakeup_flags()) == 0 ? 0 : -1;
+	return bpf_ringbuf_output(&records, scratch, size, offcpu_wakeup_flags(every)) == 0 ? 0 : -1;
 }
 
 /* Sends both stacks inline as a RECORD_OFF_CPU_SAMPLE (they did not fit `offcpu_stacks`). */
-static __always_inline int offcpu_send_stacks(void *ctx, const struct sample_key *key, int user)
+static __always_inline int offcpu_send_stacks(void *ctx, const struct sample_key *key, int user,
+					      __u32 every)
 {
 	struct sample_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 	if (!rec)
@@ -171,7 +186,7 @@ static __always_inline int offcpu_send_stacks(void *ctx, const struct sample_key
 		if (bytes > 0)
 			rec->user_len = bytes / sizeof(__u64);
 	}
-	bpf_ringbuf_submit(rec, wakeup_flags());
+	bpf_ringbuf_submit(rec, offcpu_wakeup_flags(every));
 	return 0;
 }
 
@@ -229,7 +244,7 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 		struct pt_regs___emberprof *regs = offcpu_user_regs();
 		if (cfg.unwind_mode == UNWIND_DWARF ||
 		    needs_stack_copy(tgid, key->instance, regs->ip, regs->bp)) {
-			if (offcpu_send_copy(ctx, key, regs) == 0) {
+			if (offcpu_send_copy(ctx, key, regs, every) == 0) {
 				offcpu_stat_inc(OFFCPU_STREAMED);
 				start.streamed = 1;
 				goto store;
@@ -243,7 +258,7 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 	if (cfg.capture_user)
 		key->user_stack_id = offcpu_stack_id(ctx, BPF_F_USER_STACK, &full);
 	if (full) {
-		if (offcpu_send_stacks(ctx, key, cfg.capture_user) != 0) {
+		if (offcpu_send_stacks(ctx, key, cfg.capture_user, every) != 0) {
 			offcpu_stat_inc(OFFCPU_LOST_RINGBUF_OUT);
 			return;
 		}
@@ -313,7 +328,7 @@ static __always_inline void offcpu_switch_in(struct task_struct___emberprof *nex
 		rec->kind = RECORD_OFF_CPU_END;
 		rec->tid = tid;
 		rec->nanos = nanos;
-		bpf_ringbuf_submit(rec, wakeup_flags());
+		bpf_ringbuf_submit(rec, offcpu_wakeup_flags(start.sample_every));
 		offcpu_stat_inc(OFFCPU_ENDED);
 		return;
 	}

@@ -23,6 +23,7 @@ mod jit_exit;
 mod mixed;
 mod names;
 mod off_cpu;
+mod off_cpu_adaptive;
 mod perf_backend;
 mod real_programs;
 mod real_world;

@@ -203,9 +203,17 @@ impl Source for BpfSource {
             .into_iter()
             .flatten()
             .collect();
-        // Adaptive off-CPU sampling follows the switch rate even when no record comes.
-        let adapt = self.off_cpu.as_ref().and_then(|o| o.adaptive.as_ref());
-        let timeout = adapt.map_or(timeout, |adaptive| timeout.min(adaptive.due_in()));
+        // Adaptive off-CPU sampling follows the switch rate even when no record comes, and the
+        // records of sampled switch-outs do not wake the reader (offcpu_wakeup_flags).
+        let timeout = match &self.off_cpu {
+            Some(off_cpu) => timeout.min(
+                off_cpu
+                    .adaptive
+                    .as_ref()
+                    .map_or(offcpu::ADAPT_INTERVAL, |adaptive| adaptive.due_in()),
+            ),
+            None => timeout,
+        };
         wait_readable(&fds, timeout);
     }
 
