@@ -60,7 +60,8 @@ run_mode() { # MODE WORKLOAD-ARGS...
   esac
 }
 
-modes=(alone cpu off-cpu off-cpu-every off-cpu-every-fp off-cpu-sample10 off-cpu-sample100)
+# MODES="alone off-cpu" runs only those (alone first: the slowdowns are against it).
+read -ra modes <<<"${MODES:-alone cpu off-cpu off-cpu-every off-cpu-every-fp off-cpu-sample10 off-cpu-sample100}"
 [[ -n $offcputime ]] && modes+=(bcc-offcputime)
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 

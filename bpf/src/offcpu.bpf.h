@@ -206,9 +206,13 @@ static __always_inline __s32 offcpu_stack_id(void *ctx, __u64 flags, int *full)
 static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___emberprof *prev,
 					      __u32 prev_state)
 {
+	/* Each read is a helper call: the idle task (tid 0, half the switches of a ping-pong across
+	 * CPUs) is left after one. */
 	__u32 tid = BPF_CORE_READ(prev, pid);
+	if (tid == 0 || (prev_state & OFF_CPU_TASK_DEAD))
+		return;
 	__u32 tgid = BPF_CORE_READ(prev, tgid);
-	if (tid == 0 || tgid == offcpu_cfg.self_tgid || (prev_state & OFF_CPU_TASK_DEAD))
+	if (tgid == offcpu_cfg.self_tgid)
 		return;
 	if (cfg.filter_tgids && !bpf_map_lookup_elem(&target_tgids, &tgid))
 		return;
@@ -305,6 +309,9 @@ static __always_inline int offcpu_count(struct sample_key *key, __u64 nanos)
 static __always_inline void offcpu_switch_in(struct task_struct___emberprof *next)
 {
 	__u32 tid = BPF_CORE_READ(next, pid);
+	/* The idle task is never switched out here: no lookup. */
+	if (tid == 0)
+		return;
 	struct offcpu_start *found = bpf_map_lookup_elem(&offcpu_threads, &tid);
 	if (!found)
 		return;
