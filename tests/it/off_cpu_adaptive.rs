@@ -32,8 +32,9 @@ fn pingpong(rounds: &str) -> (Vec<FoldedStack>, f64, String) {
 /// Both threads hand a byte over hundreds of thousands of times: the switch-outs are sampled
 /// (the summary says so), and each thread's on + off CPU time is still about the time it ran.
 /// The band is wide because a rare long wait (a preemption on a busy machine) that is followed
-/// counts N times; timing a followed interval from the switch-out instead of after its stack copy
-/// (the copy takes as long as a hand-over) makes them 3-5 times too wide.
+/// counts N times (once in a dozen runs a thread came out at 1.6 times its run); timing a
+/// followed interval from the switch-out instead of after its stack copy (the copy takes as long
+/// as a hand-over) makes them 2.3-5 times too wide.
 #[test]
 fn fast_hand_overs_are_sampled_and_keep_their_width() {
     let _kernel = kernel_test();
@@ -47,7 +48,7 @@ fn fast_hand_overs_are_sampled_and_keep_their_width() {
         let thread = rooted(&stacks, |root| root.starts_with(&prefix));
         let whole = all_samples(&thread) as f64 / 1e6;
         assert!(
-            whole > seconds * 0.6 && whole < seconds * 1.6,
+            whole > seconds * 0.5 && whole < seconds * 1.8,
             "{name} ran about {seconds:.3} s: on + off CPU is {whole:.3} s\n{stderr}\n{}",
             describe(&thread)
         );

@@ -304,6 +304,10 @@ const FIRST_ADAPT_INTERVAL: Duration = Duration::from_millis(2);
 /// stack walk or copy, a map update and, for copies, an unwind in userspace; at this rate the
 /// pipe ping-pong of benches/off-cpu.sh is slowed by under 5 % (see docs/performance.md).
 pub const FOLLOWED_PER_CPU_SECOND: u64 = 500;
+/// Fewer switch-outs than this in an interval leave N at 1: over the first, 2 ms intervals, the
+/// start of a program (exec, threads created) looked like 1,000 a second and sampled a thread that
+/// sleeps. At the aimed rate, a 100 ms interval sees as many.
+const MIN_SWITCH_OUTS_SAMPLED: u64 = FOLLOWED_PER_CPU_SECOND / 10;
 /// The largest N: even a CPU switching millions of times a second keeps a picture.
 const MAX_SAMPLE_EVERY: u64 = 1 << 16;
 
@@ -404,6 +408,9 @@ impl Adaptive {
 /// N for `seen` switch-outs in `elapsed` on the busiest CPU: 1 up to the aimed rate, then the
 /// ratio rounded up, at most [`MAX_SAMPLE_EVERY`].
 fn sample_every_for(seen: u64, elapsed: Duration) -> u64 {
+    if seen < MIN_SWITCH_OUTS_SAMPLED {
+        return 1;
+    }
     let aimed = FOLLOWED_PER_CPU_SECOND as u128 * elapsed.as_micros().max(1);
     let seen = u128::from(seen) * 1_000_000;
     let every = seen.div_ceil(aimed).clamp(1, u128::from(MAX_SAMPLE_EVERY));
@@ -441,6 +448,10 @@ mod tests {
         // Below the aimed rate: every switch-out.
         assert_eq!(sample_every_for(0, tenth), 1);
         assert_eq!(sample_every_for(FOLLOWED_PER_CPU_SECOND / 10, tenth), 1);
+        // A few switch-outs in a short interval are no rate.
+        let first = Duration::from_millis(2);
+        assert_eq!(sample_every_for(MIN_SWITCH_OUTS_SAMPLED - 1, first), 1);
+        assert!(sample_every_for(MIN_SWITCH_OUTS_SAMPLED * 10, first) > 1);
         // 100k a second: 1 in 100k / aimed, rounded up.
         let every = sample_every_for(10_000, tenth);
         assert_eq!(every, 100_000u64.div_ceil(FOLLOWED_PER_CPU_SECOND));
