@@ -3,10 +3,12 @@
 # `pingpong` example (two threads handing a byte over pipes: every hand-over switches both out and
 # in) and its thread pool (`pingpong N pool`: tasks handed one at a time to four workers on a
 # condition variable). Each is timed by itself (its own wall time for N rounds, printed by it),
-# then under emberprof: CPU only, --off-cpu (default --unwind auto: these threads block in Debian's
-# frameless libc, so every switch-out copies the user stack), --off-cpu --unwind fp (the kernel's
-# frame-pointer walk, stacks counted in the kernel), --off-cpu-sample 10 and 100 (one switch-out in
-# N followed, its time counted N times), and, where bcc is installed (Debian
+# then under emberprof: CPU only, --off-cpu as it comes (adaptive sampling: one switch-out in N
+# followed, N set from the switch rate, its time counted N times), --off-cpu-sample 1 (every
+# switch-out followed, as before adaptive sampling; default --unwind auto: these threads block in
+# Debian's frameless libc, so every switch-out copies the user stack), the same with --unwind fp
+# (the kernel's frame-pointer walk, stacks counted in the kernel), --off-cpu-sample 10 and 100
+# (fixed N), and, where bcc is installed (Debian
 # bpfcc-tools), under bcc's offcputime for comparison. Modes alternate within each round; the
 # table shows medians over rounds and the slowdown against the program alone.
 #
@@ -43,7 +45,8 @@ run_mode() { # MODE WORKLOAD-ARGS...
   alone) seconds "$example" "$@" ;;
   cpu) seconds "$bin/emberprof" record -q -o "$work/cpu.folded" -- "$example" "$@" ;;
   off-cpu) seconds "$bin/emberprof" record -q --off-cpu -o "$work/off.folded" -- "$example" "$@" ;;
-  off-cpu-fp) seconds "$bin/emberprof" record -q --off-cpu --unwind fp -o "$work/fp.folded" -- "$example" "$@" ;;
+  off-cpu-every) seconds "$bin/emberprof" record -q --off-cpu --off-cpu-sample 1 -o "$work/every.folded" -- "$example" "$@" ;;
+  off-cpu-every-fp) seconds "$bin/emberprof" record -q --off-cpu --off-cpu-sample 1 --unwind fp -o "$work/fp.folded" -- "$example" "$@" ;;
   off-cpu-sample10) seconds "$bin/emberprof" record -q --off-cpu --off-cpu-sample 10 -o "$work/s10.folded" -- "$example" "$@" ;;
   off-cpu-sample100) seconds "$bin/emberprof" record -q --off-cpu --off-cpu-sample 100 -o "$work/s100.folded" -- "$example" "$@" ;;
   bcc-offcputime)
@@ -57,11 +60,12 @@ run_mode() { # MODE WORKLOAD-ARGS...
   esac
 }
 
-modes=(alone cpu off-cpu off-cpu-fp off-cpu-sample10 off-cpu-sample100)
+# MODES="alone off-cpu" runs only those (alone first: the slowdowns are against it).
+read -ra modes <<<"${MODES:-alone cpu off-cpu off-cpu-every off-cpu-every-fp off-cpu-sample10 off-cpu-sample100}"
 [[ -n $offcputime ]] && modes+=(bcc-offcputime)
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-printf '%-10s %-16s %10s %10s\n' workload mode seconds slowdown
+printf '%-10s %-17s %10s %10s\n' workload mode seconds slowdown
 for workload in pingpong pool; do
   args=("$rounds")
   [[ $workload == pool ]] && args+=(pool)
@@ -73,6 +77,6 @@ for workload in pingpong pool; do
   base=$(median <"$work/$workload-alone")
   for mode in "${modes[@]}"; do
     m=$(median <"$work/$workload-$mode")
-    printf '%-10s %-16s %10.3f %9.1f%%\n' "$workload" "$mode" "$m" "$(echo "($m / $base - 1) * 100" | bc -l)"
+    printf '%-10s %-17s %10.3f %9.1f%%\n' "$workload" "$mode" "$m" "$(echo "($m / $base - 1) * 100" | bc -l)"
   done
 done

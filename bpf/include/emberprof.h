@@ -276,7 +276,8 @@ struct offcpu_config {
 	/* emberprof's own process: never counted (it runs under --all too). */
 	__u32 self_tgid;
 	/* --off-cpu-sample N: one switch-out in N (at random) is followed, its time counted N times;
-	 * the others cost a random number. 1: every one. */
+	 * the others cost a random number. 1: every one. 0: adaptive, N is read from the
+	 * `offcpu_sample_every` map, which userspace sets from the switch-out rate it observes. */
 	__u32 sample_every;
 };
 
@@ -290,7 +291,9 @@ struct offcpu_start {
 	/* 1: the stacks went through the ring buffer (RECORD_OFF_CPU_STACK or _SAMPLE): the switch-in
 	 * sends a RECORD_OFF_CPU_END instead of counting in `offcpu_counts`. */
 	__u32 streamed;
-	__u32 _pad;
+	/* The N this switch-out was followed at (1 in N): its interval is counted N times. Stored
+	 * here because an adaptive N may change before the switch-in. */
+	__u32 sample_every;
 };
 
 struct offcpu_end_record {
@@ -314,7 +317,7 @@ enum offcpu_stat {
 	OFFCPU_LOST_RINGBUF_OUT,      /* stacks did not fit the ring buffer: interval lost */
 	OFFCPU_LOST_RINGBUF_END,      /* the end record did not fit the ring buffer: interval lost */
 	OFFCPU_COPY_FALLBACK,         /* a copy did not fit: frame pointers used instead */
-	OFFCPU_NOT_SAMPLED,           /* --off-cpu-sample: a switch-out left out (not in SWITCH_OUTS) */
+	OFFCPU_NOT_SAMPLED,           /* sampling (adaptive or --off-cpu-sample): a switch-out left out (not in SWITCH_OUTS) */
 	OFFCPU_STAT_COUNT,
 };
 

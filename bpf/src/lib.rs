@@ -79,6 +79,8 @@ pub mod names {
     pub const OFF_CPU_STACKS: &str = "offcpu_stacks";
     pub const OFF_CPU_COUNTS: [&str; 2] = ["offcpu_counts", "offcpu_counts_1"];
     pub const OFF_CPU_STATS: &str = "offcpu_stats";
+    /// The adaptive N (`OffCpuConfig::sample_every` 0): one `u32` at key 0.
+    pub const OFF_CPU_SAMPLE_EVERY: &str = "offcpu_sample_every";
 }
 
 /// `struct config`: load-time settings (a `const volatile` global).
@@ -101,7 +103,8 @@ pub struct Config {
 pub struct OffCpuConfig {
     pub min_ns: u64,
     pub self_tgid: u32,
-    /// One switch-out in this many is followed, its time counted this many times.
+    /// One switch-out in this many is followed, its time counted this many times; 0: adaptive,
+    /// from the [`names::OFF_CPU_SAMPLE_EVERY`] map.
     pub sample_every: u32,
 }
 
@@ -115,7 +118,8 @@ pub struct OffCpuStart {
     pub key: SampleKey,
     /// 1: the stacks went through the ring buffer; the time comes with an end record.
     pub streamed: u32,
-    pub _pad: u32,
+    /// The N this switch-out was followed at (1 in N): its interval counts N times.
+    pub sample_every: u32,
 }
 
 /// `struct offcpu_end_record`.

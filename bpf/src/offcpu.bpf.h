@@ -57,6 +57,16 @@ struct offcpu_count_map {
 struct offcpu_count_map offcpu_counts SEC(".maps");
 struct offcpu_count_map offcpu_counts_1 SEC(".maps");
 
+/* The adaptive N (offcpu_config.sample_every 0): one switch-out in N is followed. Written by
+ * userspace from the switch-out rate it reads in `offcpu_stats`; 0 (before its first write) counts
+ * as 1. A map, not the const config, so that it can change while recording. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} offcpu_sample_every SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, OFFCPU_STAT_COUNT);
@@ -71,6 +81,20 @@ static __always_inline void offcpu_stat_inc(__u32 stat)
 		*slot += 1; /* per-CPU slot: no other writer */
 }
 
+/* Ring-buffer wake-up for a record of a sampled switch-out (1 in `every`, every > 1). Waking the
+ * reader there runs it on a CPU a ping-pong partner is about to need, lengthening just the
+ * followed interval, which then counts `every` times (twice the ping-pong's true width, seen with
+ * benches/off-cpu.sh). Userspace reads at least every 100 ms under --off-cpu (ADAPT_INTERVAL),
+ * well within the buffer at the sampled rates; past half full, it is woken anyway. */
+static __always_inline __u64 offcpu_wakeup_flags(__u32 every)
+{
+	if (every <= 1)
+		return wakeup_flags();
+	if (bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= 4 * (__u64)cfg.wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 /* The switched-out task's user registers (it is always in the kernel at a switch). */
 static __always_inline struct pt_regs___emberprof *offcpu_user_regs(void)
 {
@@ -80,7 +104,7 @@ static __always_inline struct pt_regs___emberprof *offcpu_user_regs(void)
 /* Sends the registers and a copy of the top of the user stack, with the kernel stack, as a
  * RECORD_OFF_CPU_STACK (the sampler's send_user_stack, with registers from the task). 0 if sent. */
 static __always_inline int offcpu_send_copy(void *ctx, const struct sample_key *key,
-					    struct pt_regs___emberprof *regs)
+					    struct pt_regs___emberprof *regs, __u32 every)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct stack_scratch *scratch = bpf_map_lookup_elem(&stack_scratch, &cpu);
@@ -132,11 +156,12 @@ static __always_inline int offcpu_send_copy(void *ctx, const struct sample_key *
 	__u64 size = sizeof(struct user_stack_record) + copied;
 	if (size > sizeof(struct stack_scratch))
 		return -1;
-	return bpf_ringbuf_output(&records, scratch, size, wakeup_flags()) == 0 ? 0 : -1;
+	return bpf_ringbuf_output(&records, scratch, size, offcpu_wakeup_flags(every)) == 0 ? 0 : -1;
 }
 
 /* Sends both stacks inline as a RECORD_OFF_CPU_SAMPLE (they did not fit `offcpu_stacks`). */
-static __always_inline int offcpu_send_stacks(void *ctx, const struct sample_key *key, int user)
+static __always_inline int offcpu_send_stacks(void *ctx, const struct sample_key *key, int user,
+					      __u32 every)
 {
 	struct sample_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 	if (!rec)
@@ -161,7 +186,7 @@ static __always_inline int offcpu_send_stacks(void *ctx, const struct sample_key
 		if (bytes > 0)
 			rec->user_len = bytes / sizeof(__u64);
 	}
-	bpf_ringbuf_submit(rec, wakeup_flags());
+	bpf_ringbuf_submit(rec, offcpu_wakeup_flags(every));
 	return 0;
 }
 
@@ -181,24 +206,35 @@ static __always_inline __s32 offcpu_stack_id(void *ctx, __u64 flags, int *full)
 static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___emberprof *prev,
 					      __u32 prev_state)
 {
-	__u64 now = bpf_ktime_get_ns();
+	/* Each read is a helper call: the idle task (tid 0, half the switches of a ping-pong across
+	 * CPUs) is left after one. */
 	__u32 tid = BPF_CORE_READ(prev, pid);
+	if (tid == 0 || (prev_state & OFF_CPU_TASK_DEAD))
+		return;
 	__u32 tgid = BPF_CORE_READ(prev, tgid);
-	if (tid == 0 || tgid == offcpu_cfg.self_tgid || (prev_state & OFF_CPU_TASK_DEAD))
+	if (tgid == offcpu_cfg.self_tgid)
 		return;
 	if (cfg.filter_tgids && !bpf_map_lookup_elem(&target_tgids, &tgid))
 		return;
 	/* Kernel threads wait by design; idle CPUs run swapper (tid 0). */
 	if (BPF_CORE_READ(prev, mm) == NULL)
 		return;
-	if (offcpu_cfg.sample_every > 1 && bpf_get_prandom_u32() % offcpu_cfg.sample_every != 0) {
+	/* Sampling is decided here, right after the cheap filters: a switch-out left out costs a
+	 * random number and one per-CPU counter (the rate userspace adapts N from), nothing more. */
+	__u32 every = offcpu_cfg.sample_every;
+	if (every == 0) {
+		__u32 zero = 0;
+		__u32 *adaptive = bpf_map_lookup_elem(&offcpu_sample_every, &zero);
+		every = adaptive && *adaptive > 1 ? *adaptive : 1;
+	}
+	if (every > 1 && bpf_get_prandom_u32() % every != 0) {
 		offcpu_stat_inc(OFFCPU_NOT_SAMPLED);
 		return;
 	}
 	offcpu_stat_inc(OFFCPU_SWITCH_OUTS);
 
 	struct offcpu_start start = {};
-	start.start_ns = now;
+	start.sample_every = every;
 	struct sample_key *key = &start.key;
 	key->tgid = tgid;
 	key->tid = tid;
@@ -212,7 +248,7 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 		struct pt_regs___emberprof *regs = offcpu_user_regs();
 		if (cfg.unwind_mode == UNWIND_DWARF ||
 		    needs_stack_copy(tgid, key->instance, regs->ip, regs->bp)) {
-			if (offcpu_send_copy(ctx, key, regs) == 0) {
+			if (offcpu_send_copy(ctx, key, regs, every) == 0) {
 				offcpu_stat_inc(OFFCPU_STREAMED);
 				start.streamed = 1;
 				goto store;
@@ -226,7 +262,7 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 	if (cfg.capture_user)
 		key->user_stack_id = offcpu_stack_id(ctx, BPF_F_USER_STACK, &full);
 	if (full) {
-		if (offcpu_send_stacks(ctx, key, cfg.capture_user) != 0) {
+		if (offcpu_send_stacks(ctx, key, cfg.capture_user, every) != 0) {
 			offcpu_stat_inc(OFFCPU_LOST_RINGBUF_OUT);
 			return;
 		}
@@ -234,6 +270,11 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 		start.streamed = 1;
 	}
 store:
+	/* The interval starts once the stacks are taken, not at the switch-out: a copy takes
+	 * microseconds, as long as a fast hand-over's whole wait, and only followed switch-outs pay
+	 * it; counted N times it would inflate sampled time several-fold (seen on the pipe
+	 * ping-pong of benches/off-cpu.sh). */
+	start.start_ns = bpf_ktime_get_ns();
 	if (bpf_map_update_elem(&offcpu_threads, &tid, &start, BPF_ANY) != 0)
 		offcpu_stat_inc(OFFCPU_LOST_THREADS_FULL);
 }
@@ -268,6 +309,9 @@ static __always_inline int offcpu_count(struct sample_key *key, __u64 nanos)
 static __always_inline void offcpu_switch_in(struct task_struct___emberprof *next)
 {
 	__u32 tid = BPF_CORE_READ(next, pid);
+	/* The idle task is never switched out here: no lookup. */
+	if (tid == 0)
+		return;
 	struct offcpu_start *found = bpf_map_lookup_elem(&offcpu_threads, &tid);
 	if (!found)
 		return;
@@ -279,9 +323,9 @@ static __always_inline void offcpu_switch_in(struct task_struct___emberprof *nex
 		offcpu_stat_inc(OFFCPU_BELOW_MIN);
 		return;
 	}
-	/* Each followed switch-out stands for sample_every of them. */
-	if (offcpu_cfg.sample_every > 1)
-		nanos *= offcpu_cfg.sample_every;
+	/* Each followed switch-out stands for the N it was followed at (unbiased while N changes). */
+	if (start.sample_every > 1)
+		nanos *= start.sample_every;
 	if (start.streamed) {
 		struct offcpu_end_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 		if (!rec) {
@@ -291,7 +335,7 @@ static __always_inline void offcpu_switch_in(struct task_struct___emberprof *nex
 		rec->kind = RECORD_OFF_CPU_END;
 		rec->tid = tid;
 		rec->nanos = nanos;
-		bpf_ringbuf_submit(rec, wakeup_flags());
+		bpf_ringbuf_submit(rec, offcpu_wakeup_flags(start.sample_every));
 		offcpu_stat_inc(OFFCPU_ENDED);
 		return;
 	}

@@ -203,11 +203,13 @@ pub struct RecordArgs {
     pub off_cpu_min: String,
 
     /// With --off-cpu on the BPF backend: follow one switch-out in N, chosen at random, and count
-    /// its time N times, for programs that switch hundreds of thousands of times a second, where
-    /// following every switch costs them dearly (see the README). The summary says so; rare long
-    /// waits may then be missed or over-counted.
-    #[arg(long, value_name = "N", default_value_t = 1, requires = "off_cpu")]
-    pub off_cpu_sample: u32,
+    /// its time N times (1: every switch-out). Default: adaptive, N is set a few times a second
+    /// from the switch-out rate, so that at most about 500 switch-outs a second per CPU are
+    /// followed (N stays 1 below that): programs that switch hundreds of thousands of times a
+    /// second are slowed by a few percent, not several times (see the README). The summary says
+    /// when it sampled; rare long waits may then be missed or over-counted.
+    #[arg(long, value_name = "N", requires = "off_cpu")]
+    pub off_cpu_sample: Option<u32>,
 
     /// Output format, overriding the one implied by the --output extension (one output only).
     #[arg(long, value_enum)]
@@ -375,7 +377,7 @@ impl RecordArgs {
             off_cpu_min,
             off_cpu_sample,
         } = self;
-        if off_cpu_sample == 0 {
+        if off_cpu_sample == Some(0) {
             bail!("--off-cpu-sample must be at least 1 (every switch-out)");
         }
         let off_cpu = off_cpu
@@ -484,7 +486,8 @@ impl RecordArgs {
             event,
             ring_pages: mmap_pages,
             off_cpu,
-            off_cpu_sample,
+            // 0: adaptive.
+            off_cpu_sample: off_cpu_sample.unwrap_or(0),
         })
     }
 }

@@ -63,7 +63,8 @@ pub struct RecordOptions {
     /// `None`: CPU time only.
     pub off_cpu: Option<Duration>,
     /// `--off-cpu-sample`: the BPF backend follows one switch-out in this many (at random) and
-    /// counts its time this many times. Default 1: every one.
+    /// counts its time this many times (1: every one). Default 0: adaptive, this many set from
+    /// the switch-out rate while recording.
     pub off_cpu_sample: u32,
 }
 

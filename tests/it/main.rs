@@ -25,6 +25,7 @@ mod mixed;
 mod module_release;
 mod names;
 mod off_cpu;
+mod off_cpu_adaptive;
 mod perf_backend;
 mod python;
 mod real_programs;

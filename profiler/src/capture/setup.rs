@@ -27,7 +27,7 @@ pub struct SourceOptions<'a> {
     pub ring_pages: Option<usize>,
     /// `--off-cpu`: the shortest interval switched out that is counted.
     pub off_cpu: Option<std::time::Duration>,
-    /// `--off-cpu-sample` (BPF only).
+    /// `--off-cpu-sample` (BPF only; 0: adaptive).
     pub off_cpu_sample: u32,
 }
 

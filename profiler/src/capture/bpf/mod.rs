@@ -222,6 +222,17 @@ impl Source for BpfSource {
             .into_iter()
             .flatten()
             .collect();
+        // Adaptive off-CPU sampling follows the switch rate even when no record comes, and the
+        // records of sampled switch-outs do not wake the reader (offcpu_wakeup_flags).
+        let timeout = match &self.off_cpu {
+            Some(off_cpu) => timeout.min(
+                off_cpu
+                    .adaptive
+                    .as_ref()
+                    .map_or(offcpu::ADAPT_INTERVAL, |adaptive| adaptive.due_in()),
+            ),
+            None => timeout,
+        };
         wait_readable(&fds, timeout);
     }
 
@@ -233,6 +244,9 @@ impl Source for BpfSource {
         let mut malformed = 0;
         let side_band = &mut self.side_band;
         let comm_texts = &mut self.comm_texts;
+        if let Some(adaptive) = self.off_cpu.as_mut().and_then(|o| o.adaptive.as_mut()) {
+            adaptive.adapt(&mut self.sampler)?;
+        }
         side_band.sync(sink);
         let stack_cache = &mut self.stack_cache;
         let mut python_copies = 0;
@@ -450,6 +464,7 @@ impl Source for BpfSource {
                     notes.extend(offcpu::notes(
                         &offcpu::stats(&self.sampler)?,
                         self.sampler.off_cpu_sample(),
+                        self.off_cpu.as_ref().and_then(|o| o.adaptive.as_ref()),
                     ));
                 }
                 notes.extend(python::notes(&self.sampler.python_stats()?));

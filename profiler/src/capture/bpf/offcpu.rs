@@ -6,10 +6,10 @@
 //! the stop.
 
 use std::collections::HashMap as StdHashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use aya::maps::{HashMap, PerCpuArray, StackTraceMap};
+use aya::maps::{Array, HashMap, PerCpuArray, StackTraceMap};
 use aya::EbpfLoader;
 use emberprof_bpf::{names, OffCpuConfig, OffCpuStart, OffCpuStat, SampleKey};
 
@@ -26,7 +26,7 @@ pub(super) fn settings(config: &SamplerConfig) -> OffCpuConfig {
             .off_cpu_min
             .map_or(0, |min| u64::try_from(min.as_nanos()).unwrap_or(u64::MAX)),
         self_tgid: std::process::id(),
-        sample_every: config.off_cpu_sample.max(1),
+        sample_every: config.off_cpu_sample,
     }
 }
 
@@ -62,17 +62,18 @@ pub struct OffCpu {
     stopped_ns: Option<u64>,
     /// The shortest interval counted.
     min_ns: u64,
-    /// Each followed switch-out stands for this many (`--off-cpu-sample`).
-    sample_every: u64,
+    /// Without `--off-cpu-sample`: the N one switch-out in N is followed at, set from the rate.
+    pub adaptive: Option<Adaptive>,
     /// Names of the threads its stacks belong to.
     texts: super::comm::CommTexts,
 }
 
 impl OffCpu {
+    /// `sample_every` 0: adaptive sampling.
     pub fn new(min: Duration, sample_every: u32) -> Self {
         OffCpu {
             min_ns: u64::try_from(min.as_nanos()).unwrap_or(u64::MAX),
-            sample_every: u64::from(sample_every.max(1)),
+            adaptive: (sample_every == 0).then(Adaptive::new),
             ..OffCpu::default()
         }
     }
@@ -133,7 +134,8 @@ impl OffCpu {
             if nanos < self.min_ns {
                 continue;
             }
-            let nanos = nanos.saturating_mul(self.sample_every);
+            // The N it was followed at, as the switch-in would have counted it.
+            let nanos = nanos.saturating_mul(u64::from(start.sample_every.max(1)));
             if start.streamed != 0 {
                 sink.event(crate::capture::source::Event::OffCpuEnded { tid, nanos });
             } else {
@@ -215,9 +217,11 @@ pub fn stats(sampler: &Sampler) -> Result<[u64; OffCpuStat::COUNT as usize]> {
 pub fn notes(
     totals: &[u64; OffCpuStat::COUNT as usize],
     sample_every: u32,
+    adaptive: Option<&Adaptive>,
 ) -> Vec<(log::Level, String)> {
     let get = |stat: OffCpuStat| totals[stat as usize];
     let mut notes = Vec::new();
+    notes.extend(adaptive.and_then(|adaptive| adaptive.note(totals)));
     if sample_every > 1 {
         // Not only with -v: the off-CPU widths are estimates, not measurements.
         notes.push((
@@ -290,4 +294,171 @@ fn monotonic_ns() -> u64 {
     (now.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(now.tv_nsec as u64)
+}
+
+/// How often the adaptive N is set: soon enough that a burst of switches costs the program little
+/// before N follows it, rarely enough that reading the counters costs nothing.
+pub const ADAPT_INTERVAL: Duration = Duration::from_millis(100);
+/// The first interval, doubled up to [`ADAPT_INTERVAL`]: N is 1 until the first adaptation, when
+/// every switch-out costs a stack copy, and 100 ms of that slowed a 0.7 s ping-pong by 40 %.
+const FIRST_ADAPT_INTERVAL: Duration = Duration::from_millis(2);
+/// Switch-outs followed a second on the busiest CPU that the adaptive N aims at: each costs a
+/// stack walk or copy, a map update and, for copies, an unwind in userspace; at this rate the
+/// pipe ping-pong of benches/off-cpu.sh is slowed by under 5 % (see docs/performance.md).
+pub const FOLLOWED_PER_CPU_SECOND: u64 = 500;
+/// Fewer switch-outs than this in an interval leave N at 1: over the first, 2 ms intervals, the
+/// start of a program (exec, threads created) looked like 1,000 a second and sampled a thread that
+/// sleeps. At the aimed rate, a 100 ms interval sees as many.
+const MIN_SWITCH_OUTS_SAMPLED: u64 = FOLLOWED_PER_CPU_SECOND / 10;
+/// The largest N: even a CPU switching millions of times a second keeps a picture.
+const MAX_SAMPLE_EVERY: u64 = 1 << 16;
+
+/// Adaptive sampling: every [`ADAPT_INTERVAL`], the switch-outs of target threads each CPU saw
+/// (followed or not, from the per-CPU counters) give the rate, and N is set so that the busiest
+/// CPU follows about [`FOLLOWED_PER_CPU_SECOND`]. Each followed switch-out carries the N it was
+/// followed at to its switch-in, so a changing N leaves the counts unbiased.
+#[derive(Debug)]
+pub struct Adaptive {
+    started: Instant,
+    last: Instant,
+    /// From [`FIRST_ADAPT_INTERVAL`] up to [`ADAPT_INTERVAL`].
+    interval: Duration,
+    /// Switch-outs seen by each CPU up to `last`.
+    seen: Vec<u64>,
+    /// The N now in the map.
+    current: u64,
+    /// The largest N set, and when it was first set above 1 (since the start).
+    largest: u64,
+    first_sampled: Option<Duration>,
+}
+
+impl Adaptive {
+    fn new() -> Self {
+        let now = Instant::now();
+        Adaptive {
+            started: now,
+            last: now,
+            interval: FIRST_ADAPT_INTERVAL,
+            seen: Vec::new(),
+            current: 1,
+            largest: 1,
+            first_sampled: None,
+        }
+    }
+
+    /// How long the caller may wait before [`Adaptive::adapt`] is due.
+    pub fn due_in(&self) -> Duration {
+        self.interval.saturating_sub(self.last.elapsed())
+    }
+
+    /// Sets N from the rate since the last call, when its interval has passed.
+    pub fn adapt(&mut self, sampler: &mut Sampler) -> Result<()> {
+        let elapsed = self.last.elapsed();
+        if elapsed < self.interval {
+            return Ok(());
+        }
+        self.last = Instant::now();
+        self.interval = (self.interval * 2).min(ADAPT_INTERVAL);
+        let seen = seen_per_cpu(sampler)?;
+        let busiest = seen
+            .iter()
+            .enumerate()
+            .map(|(cpu, &now)| now.saturating_sub(self.seen.get(cpu).copied().unwrap_or(0)))
+            .max()
+            .unwrap_or(0);
+        self.seen = seen;
+        let every = sample_every_for(busiest, elapsed);
+        if every == self.current {
+            return Ok(());
+        }
+        let mut map: Array<_, u32> = Array::try_from(
+            sampler
+                .ebpf_mut()
+                .map_mut(names::OFF_CPU_SAMPLE_EVERY)
+                .ok_or_else(|| anyhow!("BPF object has no map {}", names::OFF_CPU_SAMPLE_EVERY))?,
+        )?;
+        // At most MAX_SAMPLE_EVERY: fits.
+        map.set(0, every as u32, 0)
+            .context("cannot set the off-CPU sampling rate")?;
+        log::debug!("off-CPU: following 1 in {every} switch-outs ({busiest} on the busiest CPU in {elapsed:?})");
+        self.current = every;
+        self.largest = self.largest.max(every);
+        if every > 1 && self.first_sampled.is_none() {
+            self.first_sampled = Some(self.started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// For the summary: when it first sampled, and at most how sparsely.
+    pub fn note(&self, totals: &[u64; OffCpuStat::COUNT as usize]) -> Option<(log::Level, String)> {
+        let since = self.first_sampled?;
+        Some((
+            log::Level::Info,
+            format!(
+                "off-CPU time is sampled (adaptive, past {FOLLOWED_PER_CPU_SECOND} switch-outs a \
+                 second per CPU): from {:.1} s on, followed 1 in N switch-outs, N up to {} ({} of \
+                 {} followed, each counted N times; --off-cpu-sample 1 follows every one)",
+                since.as_secs_f64(),
+                self.largest,
+                totals[OffCpuStat::SwitchOuts as usize],
+                totals[OffCpuStat::SwitchOuts as usize] + totals[OffCpuStat::NotSampled as usize],
+            ),
+        ))
+    }
+}
+
+/// N for `seen` switch-outs in `elapsed` on the busiest CPU: 1 up to the aimed rate, then the
+/// ratio rounded up, at most [`MAX_SAMPLE_EVERY`].
+fn sample_every_for(seen: u64, elapsed: Duration) -> u64 {
+    if seen < MIN_SWITCH_OUTS_SAMPLED {
+        return 1;
+    }
+    let aimed = FOLLOWED_PER_CPU_SECOND as u128 * elapsed.as_micros().max(1);
+    let seen = u128::from(seen) * 1_000_000;
+    let every = seen.div_ceil(aimed).clamp(1, u128::from(MAX_SAMPLE_EVERY));
+    every as u64
+}
+
+/// Switch-outs of target threads each CPU saw so far, followed or not.
+fn seen_per_cpu(sampler: &Sampler) -> Result<Vec<u64>> {
+    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(
+        sampler
+            .ebpf()
+            .map(names::OFF_CPU_STATS)
+            .ok_or_else(|| anyhow!("BPF object has no map {}", names::OFF_CPU_STATS))?,
+    )?;
+    let get = |stat: OffCpuStat| {
+        map.get(&(stat as u32), 0)
+            .with_context(|| format!("cannot read off-CPU counter {stat:?}"))
+    };
+    let followed = get(OffCpuStat::SwitchOuts)?;
+    let left_out = get(OffCpuStat::NotSampled)?;
+    Ok(followed
+        .iter()
+        .zip(left_out.iter())
+        .map(|(a, b)| a + b)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adaptive_n_follows_the_busiest_cpu_rate() {
+        let tenth = Duration::from_millis(100);
+        // Below the aimed rate: every switch-out.
+        assert_eq!(sample_every_for(0, tenth), 1);
+        assert_eq!(sample_every_for(FOLLOWED_PER_CPU_SECOND / 10, tenth), 1);
+        // A few switch-outs in a short interval are no rate.
+        let first = Duration::from_millis(2);
+        assert_eq!(sample_every_for(MIN_SWITCH_OUTS_SAMPLED - 1, first), 1);
+        assert!(sample_every_for(MIN_SWITCH_OUTS_SAMPLED * 10, first) > 1);
+        // 100k a second: 1 in 100k / aimed, rounded up.
+        let every = sample_every_for(10_000, tenth);
+        assert_eq!(every, 100_000u64.div_ceil(FOLLOWED_PER_CPU_SECOND));
+        // A late wake-up does not inflate N: the rate is per second.
+        assert_eq!(sample_every_for(20_000, tenth * 2), every);
+        assert_eq!(sample_every_for(u64::MAX, tenth), MAX_SAMPLE_EVERY);
+    }
 }

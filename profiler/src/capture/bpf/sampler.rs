@@ -97,7 +97,8 @@ pub struct SamplerConfig {
     /// `--off-cpu`: the shortest interval switched out that is counted; `None`: the off-CPU
     /// program is not loaded and its maps get one entry each.
     pub off_cpu_min: Option<Duration>,
-    /// Follow one switch-out in this many, its time counted this many times (1: every one).
+    /// Follow one switch-out in this many, its time counted this many times (1: every one; 0:
+    /// adaptive, see `offcpu::Adaptive`).
     pub off_cpu_sample: u32,
 }
 
@@ -241,7 +242,7 @@ impl Sampler {
             grow_stack_copy: config.grow_stack_copy,
             raised: StdHashMap::new(),
             off_cpu: config.off_cpu_min.filter(|_| off_cpu),
-            off_cpu_sample: config.off_cpu_sample.max(1),
+            off_cpu_sample: config.off_cpu_sample,
             off_cpu_link: None,
         })
     }
@@ -260,7 +261,7 @@ impl Sampler {
         self.off_cpu
     }
 
-    /// `--off-cpu-sample`: each followed switch-out stands for this many.
+    /// `--off-cpu-sample`: each followed switch-out stands for this many; 0: adaptive.
     pub fn off_cpu_sample(&self) -> u32 {
         self.off_cpu_sample
     }
