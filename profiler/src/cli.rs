@@ -96,6 +96,8 @@ pub struct Verbosity {
     pub quiet: bool,
 }
 
+// Parsed once per run and matched at once: the size of the record variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sample stacks of processes, a command or the whole system, and write a flame graph.
