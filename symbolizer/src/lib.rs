@@ -29,6 +29,7 @@ mod kallsyms;
 mod mapping_records;
 mod maps;
 mod module_budget;
+mod module_id;
 mod modules;
 mod namer;
 mod options;

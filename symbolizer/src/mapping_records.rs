@@ -16,12 +16,14 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
-use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::modules::{FileKey, ModuleId, ModuleTable};
+#[cfg(test)]
+use crate::process::merge_ranges;
+pub use crate::process::MAX_RECORDED_PER_PROCESS;
 use crate::process::{Mapping, ProcessKey, RecordedParts};
 use crate::untrusted::{self, Follow};
 
@@ -64,9 +66,6 @@ impl RecordedMapping {
     }
 }
 
-/// Most mappings added from records to one process instance: a program with its libraries maps a
-/// few dozen, a JIT runtime a few thousand code regions (merged when adjacent).
-pub const MAX_RECORDED_PER_PROCESS: usize = 8192;
 /// Files resolved through records, remembered so a program run a thousand times is opened once.
 const MAX_RESOLVED: usize = 16384;
 /// Bytes read from the start of a file to find its build-id note: the kernel itself only looks
@@ -389,19 +388,6 @@ fn build_id(file: &File) -> std::io::Result<Option<Vec<u8>>> {
         }
     }
     Ok(None)
-}
-
-/// Merges anonymous code ranges: sorted, adjacent and overlapping ones joined.
-pub(crate) fn merge_ranges(ranges: &mut Vec<Range<u64>>) {
-    ranges.sort_by_key(|range| range.start);
-    let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
-    for range in ranges.drain(..) {
-        match merged.last_mut() {
-            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
-            _ => merged.push(range),
-        }
-    }
-    *ranges = merged;
 }
 
 #[cfg(test)]

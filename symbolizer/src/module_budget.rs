@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::modules::ModuleId;
+use crate::module_id::ModuleId;
 
 /// Fewest descriptors the budget allows: room for a module and its debug file next to the vDSO
 /// image, however small the limit.

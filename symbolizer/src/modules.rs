@@ -54,9 +54,7 @@ impl FileKey {
     }
 }
 
-/// Index of a module in its [`ModuleTable`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ModuleId(pub u32);
+pub use crate::module_id::ModuleId;
 
 /// Where a process maps a module: what reopens it after it was closed for the budget.
 #[derive(Clone, Debug)]

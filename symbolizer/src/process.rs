@@ -320,7 +320,7 @@ impl ProcessTable {
     /// was gone before its maps could be read). A snapshot read from `/proc` is the truth at the
     /// time it was read, so a record that overlaps one of its mappings is left out; among records,
     /// the later wins (code unmapped and other code mapped at its place). Returns the file mappings
-    /// added and those left out past [`crate::mapping_records::MAX_RECORDED_PER_PROCESS`].
+    /// added and those left out past [`MAX_RECORDED_PER_PROCESS`].
     pub(crate) fn merge_recorded(
         &mut self,
         key: ProcessKey,
@@ -336,7 +336,7 @@ impl ProcessTable {
             {
                 continue;
             }
-            if snapshot.recorded >= crate::mapping_records::MAX_RECORDED_PER_PROCESS {
+            if snapshot.recorded >= MAX_RECORDED_PER_PROCESS {
                 over += 1;
                 continue;
             }
@@ -351,19 +351,15 @@ impl ProcessTable {
                 .mappings
                 .iter()
                 .any(|m| m.start < range.end && range.start < m.end);
-            if !covered
-                && snapshot.unreadable.len() < crate::mapping_records::MAX_RECORDED_PER_PROCESS
-            {
+            if !covered && snapshot.unreadable.len() < MAX_RECORDED_PER_PROCESS {
                 snapshot
                     .unreadable
                     .push((range.start, range.end, offset, name));
             }
         }
         snapshot.anonymous_code.extend(parts.anonymous);
-        crate::mapping_records::merge_ranges(&mut snapshot.anonymous_code);
-        snapshot
-            .anonymous_code
-            .truncate(crate::mapping_records::MAX_RECORDED_PER_PROCESS);
+        merge_ranges(&mut snapshot.anonymous_code);
+        snapshot.anonymous_code.truncate(MAX_RECORDED_PER_PROCESS);
         if snapshot.executable.is_none() {
             snapshot.executable = parts.executable;
         }
@@ -429,6 +425,23 @@ impl ProcessTable {
         snapshot.anonymous_code.sort_by_key(|range| range.start);
         snapshot
     }
+}
+
+/// Most mappings added from records to one process instance: a program with its libraries maps a
+/// few dozen, a JIT runtime a few thousand code regions (merged when adjacent).
+pub const MAX_RECORDED_PER_PROCESS: usize = 8192;
+
+/// Merges anonymous code ranges: sorted, adjacent and overlapping ones joined.
+pub(crate) fn merge_ranges(ranges: &mut Vec<std::ops::Range<u64>>) {
+    ranges.sort_by_key(|range| range.start);
+    let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(ranges.len());
+    for range in ranges.drain(..) {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    *ranges = merged;
 }
 
 #[cfg(test)]
