@@ -12,6 +12,7 @@
 mod comm;
 mod mapping_events;
 mod offcpu;
+mod offcpu_load;
 mod python;
 mod sampler;
 mod stats;

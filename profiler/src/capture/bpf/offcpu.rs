@@ -10,46 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{Array, HashMap, PerCpuArray, StackTraceMap};
-use aya::EbpfLoader;
-use emberprof_bpf::{names, OffCpuConfig, OffCpuStart, OffCpuStat, SampleKey};
+use emberprof_bpf::{names, OffCpuStart, OffCpuStat, SampleKey};
 
-use super::sampler::{Sampler, SamplerConfig};
+use super::sampler::Sampler;
 use crate::capture::source::{EventSink, StackEvent, UserStack, Weight};
-
-/// Threads switched out at once that the kernel can time: far more than a machine runs.
-const THREADS: u32 = 16_384;
-
-/// The off-CPU program's configuration.
-pub(super) fn settings(config: &SamplerConfig) -> OffCpuConfig {
-    OffCpuConfig {
-        min_ns: config
-            .off_cpu_min
-            .map_or(0, |min| u64::try_from(min.as_nanos()).unwrap_or(u64::MAX)),
-        self_tgid: std::process::id(),
-        sample_every: config.off_cpu_sample,
-    }
-}
-
-/// Sets the off-CPU program's configuration and map sizes on `loader`; whether it is to be loaded.
-/// Without `--off-cpu` its maps get one entry each, so they cost nothing.
-pub(super) fn load_settings<'a>(
-    loader: &mut EbpfLoader<'a>,
-    settings: &'a OffCpuConfig,
-    config: &SamplerConfig,
-) -> bool {
-    let on = config.off_cpu_min.is_some();
-    let (threads, stacks, counts) = match on {
-        true => (THREADS, config.map_sizes.stacks, config.map_sizes.counts),
-        false => (1, 1, 1),
-    };
-    loader
-        .override_global(names::OFF_CPU_CONFIG_GLOBAL, settings, true)
-        .map_max_entries(names::OFF_CPU_THREADS, threads)
-        .map_max_entries(names::OFF_CPU_STACKS, stacks)
-        .map_max_entries(names::OFF_CPU_COUNTS[0], counts)
-        .map_max_entries(names::OFF_CPU_COUNTS[1], counts);
-    on
-}
 
 /// The userspace side of the off-CPU maps.
 #[derive(Debug, Default)]

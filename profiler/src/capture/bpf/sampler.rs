@@ -167,12 +167,18 @@ impl Sampler {
         // EbpfLoader::new parses /sys/kernel/btf/vmlinux itself (~15 MB while loading, for the CO-RE
         // relocations); it is the only parse: the tracepoint programs are raw tracepoints, which need
         // no BTF to load or attach.
-        let off_cpu_settings = super::offcpu::settings(config);
+        let off_cpu_settings =
+            super::offcpu_load::settings(config.off_cpu_min, config.off_cpu_sample);
         let mut loader = EbpfLoader::new();
         if btf.is_some() {
             loader.btf(btf);
         }
-        let off_cpu = super::offcpu::load_settings(&mut loader, &off_cpu_settings, config);
+        let off_cpu = super::offcpu_load::load_settings(
+            &mut loader,
+            &off_cpu_settings,
+            config.off_cpu_min.is_some(),
+            (config.map_sizes.stacks, config.map_sizes.counts),
+        );
         let mut ebpf = loader
             .override_global(names::CONFIG_GLOBAL, &bpf_config, true)
             .map_max_entries(names::STACKS[0], sizes.stacks)

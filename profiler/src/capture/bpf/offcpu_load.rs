@@ -1,0 +1,43 @@
+//! How the off-CPU program is set up at load: its configuration and map sizes. Apart from
+//! `offcpu` (which reads its maps from a loaded `Sampler`) so that the sampler, which loads it,
+//! depends on this one way.
+
+use std::time::Duration;
+
+use aya::EbpfLoader;
+use emberprof_bpf::{names, OffCpuConfig};
+
+/// Threads switched out at once that the kernel can time: far more than a machine runs.
+const THREADS: u32 = 16_384;
+
+/// The off-CPU program's configuration: `off_cpu_min` is `--off-cpu-min` (None without
+/// `--off-cpu`), `sample_every` `--off-cpu-sample` (0: adaptive).
+pub(super) fn settings(off_cpu_min: Option<Duration>, sample_every: u32) -> OffCpuConfig {
+    OffCpuConfig {
+        min_ns: off_cpu_min.map_or(0, |min| u64::try_from(min.as_nanos()).unwrap_or(u64::MAX)),
+        self_tgid: std::process::id(),
+        sample_every,
+    }
+}
+
+/// Sets the off-CPU program's configuration and map sizes on `loader`; whether it is to be loaded.
+/// Without `--off-cpu` its maps get one entry each, so they cost nothing; with it, its stack and
+/// count maps are as large as the sampler's (`stacks`, `counts`).
+pub(super) fn load_settings<'a>(
+    loader: &mut EbpfLoader<'a>,
+    settings: &'a OffCpuConfig,
+    on: bool,
+    (stacks, counts): (u32, u32),
+) -> bool {
+    let (threads, stacks, counts) = match on {
+        true => (THREADS, stacks, counts),
+        false => (1, 1, 1),
+    };
+    loader
+        .override_global(names::OFF_CPU_CONFIG_GLOBAL, settings, true)
+        .map_max_entries(names::OFF_CPU_THREADS, threads)
+        .map_max_entries(names::OFF_CPU_STACKS, stacks)
+        .map_max_entries(names::OFF_CPU_COUNTS[0], counts)
+        .map_max_entries(names::OFF_CPU_COUNTS[1], counts);
+    on
+}
