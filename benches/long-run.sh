@@ -14,6 +14,9 @@
 #        processes (their number, their binaries' size) otherwise dominate the figures.
 #        BACKEND=perf sudo benches/long-run.sh ...   the same with `--backend perf` (the perf_event
 #        source feeds the same collector: its memory must stay bounded the same way).
+#        BUILD_BESIDE=1 sudo benches/long-run.sh ...   a `cargo build --release` of this workspace (a
+#        fresh copy, its own target directory, cleaned and built again in a loop) runs beside the load
+#        for the whole capture: rustc and its 150 MB libLLVM come and go, as on a build server.
 # needs: root, `cargo build --release`, bc, GNU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +25,22 @@ hz=${2:-999}
 bin=target/release
 work=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+builder=
+# The build loop's cargo and rustc are found by their target directory, which only they name.
+trap 'kill "${pids[@]}" $builder 2>/dev/null || true; pkill -f "$work/build-target" || true; rm -rf "$work"' EXIT
 [ -x $bin/emberprof ] || { echo "build first: cargo build --release" >&2; exit 1; }
 
 (while :; do /bin/true; done) & pids+=($!)
 $bin/run-example spawner 1000000 50 0 >/dev/null & pids+=($!)
+if [ -n "${BUILD_BESIDE:-}" ]; then
+  git clone -q . "$work/build"
+  (cd "$work/build" && while :; do
+    cargo build -q --release --target-dir "$work/build-target" >/dev/null 2>&1 || true
+    rm -rf "$work/build-target"
+    echo build >>"$work/builds"
+  done) &
+  builder=$!
+fi
 sleep 0.5
 
 if [ "${SCOPE:-all}" = load ]; then
@@ -47,6 +61,8 @@ warm=$((seconds / 6 < 60 ? seconds / 6 : 60))
 rss_warm=""
 hwm_warm=""
 peak=0
+peak_anon=0
+anon_warm=""
 while kill -0 $profiler 2>/dev/null; do
   rss=$(awk '/^VmRSS:/ { print $2 }' /proc/$profiler/status 2>/dev/null || echo 0)
   elapsed=$(($(date +%s) - start))
@@ -55,7 +71,12 @@ while kill -0 $profiler 2>/dev/null; do
     rss_warm=$rss
     hwm_warm=$(awk '/^VmHWM:/ { print $2 }' /proc/$profiler/status 2>/dev/null || echo 0)
   fi
-  echo "$elapsed s: $rss KiB" >>"$work/rss"
+  # Anonymous memory is what emberprof allocates; file pages (the binaries it symbolizes, mapped)
+  # are page cache the kernel can drop, and a build's 150 MB libLLVM is most of them.
+  anon=$(awk '/^RssAnon:/ { print $2 }' /proc/$profiler/status 2>/dev/null || echo 0)
+  [ -n "$anon" ] && [ "$anon" -gt "$peak_anon" ] && peak_anon=$anon
+  [ -z "$anon_warm" ] && [ "$elapsed" -ge "$warm" ] && anon_warm=$anon
+  echo "$elapsed s: $rss KiB $anon" >>"$work/rss"
   sleep 5
 done
 wait $timer || { cat "$work/err" >&2; exit 1; }
@@ -64,7 +85,7 @@ summary=$(grep '^emberprof: [0-9]' "$work/err" | tail -1)
 post=$(sed -n 's/.*output written \([0-9.]*\) s after.*/\1/p' <<<"$summary")
 mib() { echo "scale=1; $1 / 1024" | bc; }
 
-echo "$(date -u +%Y-%m-%d), $(nproc) CPUs, Linux $(uname -r); ${target[*]} -F $hz -d $seconds, /bin/true loop + spawner"
+echo "$(date -u +%Y-%m-%d), $(nproc) CPUs, Linux $(uname -r); ${target[*]} -F $hz -d $seconds, /bin/true loop + spawner${BUILD_BESIDE:+ + cargo build --release in a loop}"
 echo
 growth() { echo "scale=1; ($peak - ${1:-$peak}) * 100 / ${1:-1}" | bc; }
 echo "| RSS at ${warm} s | peak RSS in the first ${warm} s | peak RSS | growth of the peak after ${warm} s | growth over the RSS at ${warm} s | end of sampling to output |"
@@ -72,4 +93,7 @@ echo "|---|---|---|---|---|---|"
 echo "| $(mib "${rss_warm:-0}") MiB | $(mib "${hwm_warm:-0}") MiB | $(mib $peak) MiB | $(growth "$hwm_warm") % | $(growth "$rss_warm") % | $post s |"
 echo
 echo "${summary#emberprof: }"
+[ -n "${BUILD_BESIDE:-}" ] && echo "cargo builds finished beside it: $(cat "$work/builds" 2>/dev/null | wc -l)"
+echo "anonymous RSS (RssAnon, 5 s polls): $(mib "${anon_warm:-0}") MiB at ${warm} s, peak $(mib $peak_anon) MiB ($(echo "scale=1; ($peak_anon - ${anon_warm:-$peak_anon}) * 100 / ${anon_warm:-1}" | bc) %)"
 echo "RSS every 5 s (KiB): $(awk '{ printf "%s ", $3 }' "$work/rss")"
+echo "RssAnon every 5 s (KiB): $(awk '{ printf "%s ", $5 }' "$work/rss")"
