@@ -268,6 +268,12 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", help_heading = "Advanced")]
     pub max_module_fds: Option<usize>,
 
+    /// Most bytes of executables, libraries and debug files whose symbols and debug info are kept
+    /// parsed at once (the parsed state is a sixth of that or less). Past it the least recently used
+    /// module's is dropped and parsed again when a sample lands in it: costs CPU, never names.
+    #[arg(long, value_name = "BYTES", default_value_t = SymbolizerOptions::default().max_parsed_bytes, help_heading = "Advanced")]
+    pub max_parsed_size: u64,
+
     /// Entries of the kernel's stack map (distinct kernel and user stacks). When it is full, further
     /// new stacks are streamed to emberprof one sample at a time instead: nothing is lost, but each
     /// such sample costs more.
@@ -367,6 +373,7 @@ impl RecordArgs {
             max_perf_map_size,
             max_perf_maps_size,
             max_module_fds,
+            max_parsed_size,
             render,
             stack_map_entries,
             count_map_entries,
@@ -468,6 +475,7 @@ impl RecordArgs {
                 max_perf_map_bytes: max_perf_map_size,
                 max_perf_maps_total_bytes: max_perf_maps_size,
                 max_module_descriptors: max_module_fds,
+                max_parsed_bytes: max_parsed_size,
             },
             capture_kernel: !no_kernel,
             capture_user: !no_user,

@@ -182,6 +182,14 @@ pub fn print(summary: &Summary<'_>) {
             modules.not_reopened
         );
     }
+    if modules.parsed_dropped > 0 {
+        log::info!(
+            "{} times a module's parsed symbols were dropped to keep them within --max-parsed-size \
+             ({} MiB of files), and parsed again when needed",
+            modules.parsed_dropped,
+            modules.max_parsed_bytes >> 20
+        );
+    }
     if profile.metadata.unlabelled_processes > 0 {
         log::info!(
             "{} processes are merged by name, without pid and tid (only the first {} keep them, \

@@ -56,6 +56,11 @@ pub struct ModuleStats {
     pub most_descriptors: usize,
     /// The budget.
     pub max_descriptors: usize,
+    /// Modules whose parsed symbols were dropped to stay within `--max-parsed-size` (see
+    /// `namer::parsed_budget`); filled in by the symbolizer.
+    pub parsed_dropped: u64,
+    /// That budget, in bytes of files.
+    pub max_parsed_bytes: u64,
 }
 
 /// Open modules by last use, and the descriptors they hold.

@@ -101,6 +101,13 @@ impl Module {
         self.file.as_ref()
     }
 
+    /// Size of the separate debug file, 0 without one (see `namer::parsed_budget`).
+    pub(crate) fn debug_file_bytes(&self) -> u64 {
+        self.debug_file
+            .as_ref()
+            .map_or(0, |debug| crate::namer::file_bytes(debug.file()))
+    }
+
     /// Like [`Module::readable_path`], for the separate debug file if there is one.
     pub fn debug_readable_path(&self) -> Option<PathBuf> {
         Some(self.debug_file.as_ref()?.readable_path())

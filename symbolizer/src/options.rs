@@ -25,6 +25,10 @@ pub struct SymbolizerOptions {
     /// opened again when an address is found in it. `None` (the default): half the soft
     /// open-file limit when the symbolizer is made.
     pub max_module_descriptors: Option<usize>,
+    /// Most bytes of module files (and their debug files) whose symbols and debug info blazesym
+    /// keeps parsed at once; past it the least recently used module's parsed state is dropped and
+    /// parsed again when it is next needed (see `namer::parsed_budget`). Default 1 GiB.
+    pub max_parsed_bytes: u64,
 }
 
 impl Default for SymbolizerOptions {
@@ -36,6 +40,7 @@ impl Default for SymbolizerOptions {
             max_perf_map_bytes: crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
             max_perf_maps_total_bytes: crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
             max_module_descriptors: None,
+            max_parsed_bytes: crate::namer::DEFAULT_MAX_PARSED_BYTES,
         }
     }
 }

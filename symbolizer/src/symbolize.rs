@@ -90,7 +90,11 @@ impl Symbolizer {
     /// What the module table did so far (modules released, closed for the descriptor budget), for
     /// the summary.
     pub fn module_stats(&self) -> crate::ModuleStats {
-        self.processes.module_stats()
+        crate::ModuleStats {
+            parsed_dropped: self.namer.parsed_dropped(),
+            max_parsed_bytes: self.namer.max_parsed_bytes(),
+            ..self.processes.module_stats()
+        }
     }
 
     /// Executable mappings of instance `key` reported by mapping records (see

@@ -9,6 +9,9 @@
 //! after their processes exited.
 
 mod elf;
+mod parsed_budget;
+
+pub use parsed_budget::DEFAULT_MAX_PARSED_BYTES;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -23,6 +26,7 @@ use crate::options::SymbolizerOptions;
 use crate::plt::PltStubs;
 use crate::process::UserLocation;
 use crate::strings::SharedStrings;
+use parsed_budget::ParsedBudget;
 
 /// Most entries the per-address user symbol cache holds before it is emptied. The cache only
 /// saves lookups: the profile keeps what each address was named. A program's hot addresses are a
@@ -43,6 +47,8 @@ pub struct Namer {
     /// empty symbolizer each (a few hundred bytes) and nothing is parsed twice while the module
     /// stays open.
     blaze: HashMap<ModuleId, blazesym::symbolize::Symbolizer>,
+    /// What those symbolizers hold parsed, in file bytes, within `--max-parsed-size`.
+    parsed: ParsedBudget,
     /// By (module, file offset looked up). Emptied when it reaches [`USER_SYMBOLS`] entries (see
     /// there).
     user_cache: HashMap<(ModuleId, u64), Symbol>,
@@ -67,6 +73,7 @@ impl Namer {
         Namer {
             options,
             blaze: HashMap::new(),
+            parsed: ParsedBudget::new(options.max_parsed_bytes),
             user_cache: HashMap::new(),
             strings: SharedStrings::default(),
             kernel_cache: HashMap::new(),
@@ -175,6 +182,7 @@ impl Namer {
         let mut released = HashSet::new();
         for module in dropped {
             self.blaze.remove(&module.id);
+            self.parsed.forget(module.id);
             if module.released {
                 self.plt.remove(&module.id);
                 self.entry.remove(&module.id);
@@ -203,6 +211,16 @@ impl Namer {
             return;
         };
         let options = self.options;
+        if !self.parsed.holds(module_id) {
+            // Counted before it is parsed: what its symbolizer may come to hold.
+            let bytes = file_bytes(file.file()) + module.debug_file_bytes();
+            self.parsed.used(module_id, bytes);
+            for dropped in self.parsed.over_budget(module_id) {
+                self.blaze.remove(&dropped);
+            }
+        } else {
+            self.parsed.used(module_id, 0);
+        }
         let blaze = self
             .blaze
             .entry(module_id)
@@ -292,12 +310,23 @@ impl Namer {
         }
     }
 
+    /// The budget of parsed symbols, in bytes of files.
+    pub fn max_parsed_bytes(&self) -> u64 {
+        self.options.max_parsed_bytes
+    }
+
+    /// Symbolizers dropped to keep parsed symbols within `--max-parsed-size`, for the summary.
+    pub fn parsed_dropped(&self) -> u64 {
+        self.parsed.dropped
+    }
+
     /// How many entries each cache holds, for the debug log of long runs.
     pub fn cache_sizes(&self) -> String {
         format!(
-            "{} blazesym symbolizers, {} user symbols, {} kernel symbols, {} names and paths, {} PLT \
+            "{} blazesym symbolizers ({} MiB of files), {} user symbols, {} kernel symbols, {} names and paths, {} PLT \
              tables, {} entry ranges",
             self.blaze.len(),
+            self.parsed.held_bytes() >> 20,
             self.user_cache.len(),
             self.kernel_cache.len(),
             self.strings.len(),
@@ -305,6 +334,12 @@ impl Namer {
             self.entry.len(),
         )
     }
+}
+
+/// The size of a module's file, as counted by the parsed budget (0 if it cannot be read: blazesym
+/// will not parse it either).
+pub(crate) fn file_bytes(file: &std::fs::File) -> u64 {
+    file.metadata().map_or(0, |m| m.len())
 }
 
 /// A blazesym symbolizer for one module.
