@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use emberprof_symbolizer::{StackCopy, UserRegisters};
 
-use super::events::{EventConfig, Events};
+use super::events::{EventConfig, Events, SwitchSampling};
 use super::reader::Reader;
 use super::records::{self, PerfRecord, Sample, SampleLayout};
 use super::side_band;
@@ -64,10 +64,14 @@ impl PerfSource {
         capture_user: bool,
     ) -> Result<Self> {
         let reader = events.start_reader()?;
+        let layout = events.layout();
+        let switches = config
+            .off_cpu_min
+            .map(|min| Switches::new(min, events.switch_sampling()));
         Ok(PerfSource {
             events,
             reader,
-            layout: config.layout(),
+            layout,
             tasks: Tasks::default(),
             spaces: AddressSpaces::default(),
             only_pids: only_pids.map(|pids| pids.into_iter().collect()),
@@ -78,7 +82,7 @@ impl PerfSource {
             samples: 0,
             lost: 0,
             malformed: 0,
-            switches: config.off_cpu_min.map(Switches::new),
+            switches,
             stopped_ns: None,
         })
     }
@@ -89,7 +93,12 @@ impl PerfSource {
     fn decode(&mut self, records: Vec<Vec<u8>>, sink: &mut dyn EventSink) {
         let mut timed: Vec<(u64, Vec<u8>)> = records
             .into_iter()
-            .map(|record| (records::record_time(&record).unwrap_or(0), record))
+            .map(|record| {
+                (
+                    records::record_time(&record, self.layout).unwrap_or(0),
+                    record,
+                )
+            })
             .collect();
         timed.sort_by_key(|(time, _)| *time);
         for (time, record) in &timed {
@@ -151,7 +160,18 @@ impl PerfSource {
                 return;
             }
         }
-        self.samples += 1;
+        // A switch-out's stack (`SwitchSampling::Exact`): held by the collector until the
+        // thread's switch-in ends the interval, which the switch records time.
+        let weight = match &mut self.switches {
+            Some(switches) if self.events.is_switch_sample(sample.id) => {
+                switches.sampled(sample.tid, sample.period);
+                Weight::OffCpuUntilEnded
+            }
+            _ => {
+                self.samples += 1;
+                Weight::Samples
+            }
+        };
         let (process, change) = self.tasks.instance(sample.pid);
         match change {
             // With the mappings its address space had, which it may no longer have to show.
@@ -195,7 +215,7 @@ impl PerfSource {
             },
             kernel: sample.kernel_ips,
             user,
-            weight: Weight::Samples,
+            weight,
             // Python frames are not on the native stack a perf_event sample carries.
             python: None,
             count: 1,
@@ -257,7 +277,7 @@ impl Source for PerfSource {
     }
 
     fn off_cpu_stacks(&self) -> bool {
-        false
+        self.events.switch_sampling() == SwitchSampling::Exact
     }
 
     /// Records written before the events were disabled are still in the buffers.
@@ -295,7 +315,7 @@ impl Source for PerfSource {
         }
         notes.extend(self.spaces.notes());
         if let Some(switches) = &self.switches {
-            notes.push((log::Level::Info, switches.note()));
+            notes.extend(switches.notes());
         }
         Ok(SourceReport {
             lost: self.lost,
