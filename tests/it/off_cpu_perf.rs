@@ -207,3 +207,52 @@ fn unprivileged_falls_back_to_last_samples() {
         context()
     );
 }
+
+/// Two threads handing a byte over pipes 100,000 times (hundreds of thousands of switch-outs a
+/// second): the run completes, the `-v` summary counts the switch-outs with their own stacks and
+/// those between samples, and each thread is still about as wide as the rounds took (every
+/// interval is timed by the switch records; records lost to full rings only make it narrower,
+/// and the band allows for that and for the thread's start and end around the rounds), waiting in
+/// its pipe read or write.
+#[test]
+fn fast_hand_overs_keep_their_width() {
+    let _kernel = kernel_test();
+    let dir = scratch();
+    let folded = out_path(&dir, "wall.folded");
+    let path = emberprof_examples::path("pingpong");
+    let args = Backend::Perf
+        .record()
+        .args(&["--off-cpu", "--per-thread", "-v"])
+        .output(&folded)
+        .command(&[path_arg(&path), "100000"]);
+    let output = run_ok(&args.strs());
+    let seconds = pingpong_seconds(&String::from_utf8_lossy(&output.stdout));
+    let stderr = stderr_text(&output);
+    let stacks = read_folded(&folded);
+    assert!(stderr.contains(EXACT), "{stderr}");
+    assert!(
+        stderr.contains("on the stacks they switched out in"),
+        "{stderr}"
+    );
+    for name in ["pingpong", "pong"] {
+        let thread = thread_stacks(&stacks, name);
+        let whole = all_samples(&thread) as f64 / 1e6;
+        assert!(
+            whole > seconds * 0.7 && whole < seconds * 1.4,
+            "{name} ran about {seconds:.3} s: on + off CPU is {whole:.3} s\n{stderr}\n{}",
+            describe(&thread)
+        );
+        // In its pipe read (or write, preempted as it wakes the other thread).
+        let in_pipes = total(&thread, |s| {
+            is_off_cpu(s) && (has_frame_with(s, "libc_read") || has_frame_with(s, "libc_write"))
+        });
+        let off = total(&thread, is_off_cpu);
+        assert!(
+            in_pipes as f64 >= 0.9 * off as f64,
+            "{name}: {:.3} s of {:.3} s off CPU in its pipe read or write\n{stderr}\n{}",
+            secs(in_pipes),
+            secs(off),
+            describe(&thread)
+        );
+    }
+}

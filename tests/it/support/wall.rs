@@ -47,3 +47,13 @@ pub fn has_frame_with(stack: &FoldedStack, text: &str) -> bool {
 pub fn secs(micros: u64) -> f64 {
     micros as f64 / 1e6
 }
+
+/// The seconds `pingpong ROUNDS` says its rounds took ("pingpong ROUNDS rounds in S s: ...").
+pub fn pingpong_seconds(stdout: &str) -> f64 {
+    stdout
+        .split(" in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("pingpong printed no time: {stdout:?}"))
+}

@@ -97,6 +97,8 @@ pub struct Events {
     /// The `context-switches` events' ids, which their samples carry (inherited ones their
     /// parent's).
     switch_ids: HashSet<u64>,
+    /// The context-switches events get rings of their own (until mapping one is refused).
+    switch_rings: bool,
     user_stack_copy: bool,
 }
 
@@ -112,9 +114,12 @@ impl Events {
             redirected: Vec::new(),
             switch_sampling: None,
             switch_ids: HashSet::new(),
+            switch_rings: true,
             user_stack_copy: config.stack_copy_bytes.is_some(),
         };
         let mut leaders: Vec<Option<usize>> = vec![None; cpus.len()];
+        // The rings of the context-switches events, per CPU (see `add_switch_event`).
+        let mut switch_leaders: Vec<Option<usize>> = vec![None; cpus.len()];
         let mut open_on = |events: &mut Events, pid: i32, enable_on_exec: bool| -> Result<bool> {
             for (slot, &cpu) in cpus.iter().enumerate() {
                 // First, so that whether it opens decides the layout of every sample.
@@ -150,16 +155,12 @@ impl Events {
                     }
                 }
                 if let Some(fd) = switch_fd {
-                    let ring = leaders[slot].map(|ring| events.rings[ring].raw_fd());
-                    // SAFETY: both are perf event fds we own, on the same CPU, with the same clock.
-                    if ring
-                        .is_none_or(|ring| unsafe { ioctls::SET_OUTPUT(fd.as_raw_fd(), ring) } != 0)
-                    {
-                        return Err(std::io::Error::last_os_error()).with_context(|| {
-                            format!("cannot share the ring buffer of CPU {cpu} with the context-switches event")
-                        });
-                    }
-                    events.redirected.push(fd);
+                    events.add_switch_event(
+                        fd,
+                        &mut switch_leaders[slot],
+                        leaders[slot],
+                        config,
+                    )?;
                 }
             }
             Ok(true)
@@ -246,6 +247,51 @@ impl Events {
         self.switch_ids.insert(id);
         self.switch_sampling = Some(SwitchSampling::Exact);
         Ok(Some(fd))
+    }
+
+    /// Puts an opened context-switches event's samples in a ring of their own on its CPU: at high
+    /// switch rates they fill it, and a full ring loses what comes next, which there is only
+    /// stacks, never the switch records that time the intervals nor CPU samples (sharing the CPU's
+    /// ring, a ping-pong lost a third of its switch records and its threads came out 0.7 times as
+    /// wide as they ran). Where a second ring is refused (a user's `perf_event_mlock_kb`), they
+    /// share the CPU's ring.
+    fn add_switch_event(
+        &mut self,
+        fd: OwnedFd,
+        switch_ring: &mut Option<usize>,
+        cpu_ring: Option<usize>,
+        config: &EventConfig,
+    ) -> Result<()> {
+        let mut fd = fd;
+        let mut target = *switch_ring;
+        if target.is_none() && self.switch_rings {
+            let spare = fd
+                .try_clone()
+                .context("cannot duplicate a perf event descriptor")?;
+            match RingBuffer::map(fd, config.ring_pages) {
+                Ok(ring) => {
+                    *switch_ring = Some(self.rings.len());
+                    self.rings.push(ring);
+                    return Ok(());
+                }
+                Err(error) => {
+                    log::debug!("context-switches samples share the CPU rings: {error:#}");
+                    self.switch_rings = false;
+                    fd = spare;
+                }
+            }
+        }
+        if target.is_none() {
+            target = cpu_ring;
+        }
+        let ring = target.map(|ring| self.rings[ring].raw_fd());
+        // SAFETY: both are perf event fds we own, on the same CPU, with the same clock.
+        if ring.is_none_or(|ring| unsafe { ioctls::SET_OUTPUT(fd.as_raw_fd(), ring) } != 0) {
+            return Err(std::io::Error::last_os_error())
+                .context("cannot give the context-switches event a ring buffer");
+        }
+        self.redirected.push(fd);
+        Ok(())
     }
 
     /// Hands the ring buffers to a reader thread. Call [`Reader::finish`] only after
@@ -380,7 +426,18 @@ fn open_switch_event(
     attr.set_sample_id_all(1);
     attr.set_use_clockid(1);
     attr.clockid = libc::CLOCK_MONOTONIC;
+    set_wakeup(&mut attr, config);
     super::side_band::open(&mut attr, pid, cpu as i32)
+}
+
+/// Wake the reader when a quarter of the buffer is full, not at every record.
+fn set_wakeup(attr: &mut bindings::perf_event_attr, config: &EventConfig) {
+    attr.set_watermark(1);
+    let ring_bytes = config
+        .ring_pages
+        .saturating_mul(super::ring::page_size())
+        .min(u32::MAX as usize) as u32;
+    attr.__bindgen_anon_2.wakeup_watermark = ring_bytes / 4;
 }
 
 fn open_one(
@@ -405,13 +462,7 @@ fn open_one(
         attr.set_use_clockid(1);
         attr.clockid = libc::CLOCK_MONOTONIC;
     }
-    // Wake the reader when a quarter of the buffer is full, not at every record.
-    attr.set_watermark(1);
-    let ring_bytes = config
-        .ring_pages
-        .saturating_mul(super::ring::page_size())
-        .min(u32::MAX as usize) as u32;
-    attr.__bindgen_anon_2.wakeup_watermark = ring_bytes / 4;
+    set_wakeup(&mut attr, config);
     super::side_band::open(&mut attr, pid, cpu as i32)
 }
 
