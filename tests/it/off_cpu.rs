@@ -232,8 +232,10 @@ both_backends! {
             context()
         );
         // Both backends (the perf one as root, through its context-switches event) have each
-        // interval's own stack: none of the waiting may be outside the entry. On-CPU samples may
-        // be (a millisecond of clone3 before it, of exit after it).
+        // interval's own stack: the waiting outside the entry is only what the thread waited
+        // while it started or exited (17 µs seen: a page fault in __libc_thread_freeres), far
+        // less than one 60 ms nap charged to the wrong stack. On-CPU samples may be outside too
+        // (a millisecond of clone3 before it, of exit after it).
         let outside = |keep: fn(&FoldedStack) -> bool| -> (u64, Vec<&FoldedStack>) {
             let stacks: Vec<&FoldedStack> = sleeper
                 .iter()
@@ -244,7 +246,7 @@ both_backends! {
         let (off_outside, off_stacks) = outside(off_cpu);
         let (on_outside, on_stacks) = outside(|s| !off_cpu(s));
         assert!(
-            off_outside == 0 && on_outside <= whole / 50,
+            off_outside <= whole / 300 && on_outside <= whole / 50,
             "outside the thread's entry: {:.3} s off CPU {off_stacks:?}, {:.3} s on CPU {on_stacks:?} of {:.3} s\n{}",
             secs(off_outside),
             secs(on_outside),

@@ -30,8 +30,8 @@ fn assert_scheduler_leaves(stacks: &[FoldedStack], context: &dyn Fn() -> String)
 
 /// The sleeper (20 ms burn, 60 ms nanosleep, in a loop) waits in its nanosleep, down to
 /// do_nanosleep in the kernel: about 3 parts in 4 of its burning and sleeping (81.7 % measured
-/// with bpftrace on a quiet machine); it is as wide as its 3 s, and none of its waiting is outside
-/// its thread entry. The last-sample method puts the naps under the burn instead.
+/// with bpftrace on a quiet machine); it is as wide as its 3 s, and none of its waiting but its
+/// start's and exit's is outside its thread entry. The last-sample method puts the naps under the burn instead.
 #[test]
 fn sleeper_waits_in_its_nanosleep() {
     let _kernel = kernel_test();
@@ -66,13 +66,15 @@ fn sleeper_waits_in_its_nanosleep() {
             secs(whole),
             context()
         );
+        // Only what it waited while starting or exiting (a page fault in __libc_thread_freeres:
+        // 17 µs seen), far less than one 60 ms nap charged to its last on-CPU sample.
         let outside = total(&sleeper, |s| {
             is_off_cpu(s) && !has_frame_with(s, "sleeper_main")
         });
-        assert_eq!(
-            outside,
-            0,
-            "off-CPU time outside the thread's entry\n{}",
+        assert!(
+            outside <= whole / 300,
+            "{:.3} s off CPU outside the thread's entry\n{}",
+            secs(outside),
             context()
         );
     }
