@@ -77,6 +77,7 @@ pub enum PerfRecord<'a> {
     },
     /// `--off-cpu`: a sampled thread was switched out (`out`) or in at `time`.
     Switch {
+        pid: u32,
         tid: u32,
         time: u64,
         out: bool,
@@ -187,6 +188,7 @@ pub fn parse(record: &[u8], layout: SampleLayout) -> Option<PerfRecord<'_>> {
                 return None;
             }
             Some(PerfRecord::Switch {
+                pid: read_u32(record, end.checked_sub(16)?)?,
                 tid: read_u32(record, end.checked_sub(12)?)?,
                 time: read_u64(record, end.checked_sub(8)?)?,
                 out: u32::from(misc) & bindings::PERF_RECORD_MISC_SWITCH_OUT != 0,
@@ -596,6 +598,7 @@ pub(crate) mod tests {
         assert_eq!(
             parse(&switch, layout),
             Some(PerfRecord::Switch {
+                pid: 7,
                 tid: 8,
                 time: 1234,
                 out: true
@@ -619,6 +622,7 @@ pub(crate) mod tests {
                 layout
             ),
             Some(PerfRecord::Switch {
+                pid: 7,
                 tid: 8,
                 time: 1234,
                 out: true
@@ -632,6 +636,7 @@ pub(crate) mod tests {
                 layout
             ),
             Some(PerfRecord::Switch {
+                pid: 7,
                 tid: 8,
                 time: 1234,
                 out: false

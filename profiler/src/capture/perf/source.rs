@@ -52,6 +52,7 @@ pub struct PerfSource {
     switches: Option<Switches>,
     /// When the events were disabled (CLOCK_MONOTONIC ns).
     stopped_ns: Option<u64>,
+    own_pid: u32,
 }
 
 impl PerfSource {
@@ -84,6 +85,7 @@ impl PerfSource {
             malformed: 0,
             switches,
             stopped_ns: None,
+            own_pid: std::process::id(),
         })
     }
 
@@ -132,8 +134,14 @@ impl PerfSource {
             PerfRecord::Exit { pid, tid } => self.tasks.exit(pid, tid),
             // Followed above, in the address spaces' history.
             PerfRecord::Mmap { .. } => None,
-            PerfRecord::Switch { tid, time, out } => {
-                if let Some(switches) = &mut self.switches {
+            PerfRecord::Switch {
+                pid,
+                tid,
+                time,
+                out,
+            } => {
+                // emberprof's own waiting (under --all) is never counted.
+                if let Some(switches) = self.switches.as_mut().filter(|_| pid != self.own_pid) {
                     switches.switch(tid, time, out, sink);
                 }
                 None
@@ -161,8 +169,12 @@ impl PerfSource {
             }
         }
         // A switch-out's stack (`SwitchSampling::Exact`): held by the collector until the
-        // thread's switch-in ends the interval, which the switch records time.
+        // thread's switch-in ends the interval, which the switch records time. Never emberprof's
+        // own (under --all), whose switch records are left out too.
         let weight = match &mut self.switches {
+            Some(_) if self.events.is_switch_sample(sample.id) && sample.pid == self.own_pid => {
+                return;
+            }
             Some(switches) if self.events.is_switch_sample(sample.id) => {
                 switches.sampled(sample.tid, sample.period);
                 Weight::OffCpuUntilEnded
