@@ -189,8 +189,10 @@ pub struct RecordArgs {
     /// pipe, a disk, a sleep), each interval drawn on the stack it blocked in with an `[off-cpu]`
     /// leaf. Counts are then microseconds, on-CPU samples weighted by their period, so each thread
     /// is as wide as its wall-clock time (folded output too); pprof gets `cpu` and `off_cpu`
-    /// sample types. The BPF backend takes the stack at each switch-out; the perf backend charges
-    /// each interval to the thread's last on-CPU sample (the summary says which).
+    /// sample types. The BPF backend takes the stack at each switch-out; so does the perf backend
+    /// with kernel access (root, CAP_PERFMON, or kernel.perf_event_paranoid <= 1: a
+    /// context-switches event), which otherwise charges each interval to the thread's last on-CPU
+    /// sample (the summary says which).
     #[arg(long)]
     pub off_cpu: bool,
 
@@ -209,7 +211,10 @@ pub struct RecordArgs {
     /// from the switch-out rate, so that at most about 500 switch-outs a second per CPU are
     /// followed (N stays 1 below that): programs that switch hundreds of thousands of times a
     /// second are slowed by a few percent, not several times (see the README). The summary says
-    /// when it sampled; rare long waits may then be missed or over-counted.
+    /// when it sampled; rare long waits may then be missed or over-counted. On the perf backend
+    /// with kernel access: take the stacks of one switch-out in N, each interval between going to
+    /// the last stacks taken (default: the kernel's adaptive period, 1 below ~50,000 switch-outs a
+    /// second per thread).
     #[arg(long, value_name = "N", requires = "off_cpu")]
     pub off_cpu_sample: Option<u32>,
 

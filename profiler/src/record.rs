@@ -112,6 +112,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
     } else {
         EndedLabels::Bounded
     };
+    let off_cpu_stacks = source.off_cpu_stacks();
     let collector = Collector::new(
         symbolizer,
         options.unwind,
@@ -119,7 +120,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         labels,
         launched_pid,
     )
-    .off_cpu_on_last_sample(options.off_cpu.is_some() && !source.off_cpu_stacks());
+    .off_cpu_on_last_sample(options.off_cpu.is_some() && !off_cpu_stacks);
     let capture = capture::record(
         source,
         collector,
@@ -177,6 +178,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
             render: &render,
             outputs: &options.outputs,
             backend,
+            off_cpu_stacks,
             processes,
             recorded_for,
             stop_reason,

@@ -20,6 +20,9 @@ pub struct Summary<'a> {
     pub render: &'a RenderOptions,
     pub outputs: &'a [Output],
     pub backend: Backend,
+    /// `--off-cpu`: the source took the stacks at the switch-outs (the BPF backend; the perf
+    /// backend with kernel access), else each thread's last on-CPU sample's were used.
+    pub off_cpu_stacks: bool,
     pub processes: u64,
     pub recorded_for: Duration,
     pub stop_reason: StopReason,
@@ -35,6 +38,7 @@ pub fn print(summary: &Summary<'_>) {
         render,
         outputs,
         backend,
+        off_cpu_stacks,
         processes,
         recorded_for,
         stop_reason,
@@ -83,7 +87,7 @@ pub fn print(summary: &Summary<'_>) {
     } else {
         String::new()
     };
-    if let Some(line) = wall_clock_totals(profile, *backend) {
+    if let Some(line) = wall_clock_totals(profile, *backend, *off_cpu_stacks) {
         let _ = writeln!(std::io::stderr(), "emberprof: {line}");
     }
     if collector.off_cpu_unattributed > 0 {
@@ -264,7 +268,7 @@ fn naming_notes(naming: &emberprof_symbolizer::NamingStats) {
 }
 
 /// `--off-cpu`: the on-CPU and off-CPU time in the profile, the two parts of its width.
-fn wall_clock_totals(profile: &Profile, backend: Backend) -> Option<String> {
+fn wall_clock_totals(profile: &Profile, backend: Backend, at_switch: bool) -> Option<String> {
     use crate::profile::values::{CPU, OFF_CPU};
     let off_cpu = profile.value_types.position(OFF_CPU)?;
     let cpu = profile.value_types.position(CPU);
@@ -284,8 +288,12 @@ fn wall_clock_totals(profile: &Profile, backend: Backend) -> Option<String> {
         percent(off),
         match backend {
             Backend::Bpf => "on the stacks threads switched out in",
+            Backend::Perf { .. } if at_switch =>
+                "on the stacks threads switched out in (context-switches event)",
             Backend::Perf { .. } =>
-                "on each thread's last on-CPU sample: perf_event has no stack at a switch",
+                "on each thread's last on-CPU sample: perf_event gives no stack at a switch \
+                 without kernel access (root, CAP_PERFMON or kernel.perf_event_paranoid <= 1 \
+                 give the exact stacks)",
         },
     ))
 }

@@ -10,54 +10,10 @@
 
 use crate::support::*;
 
-/// The off-CPU leaf.
-const OFF_CPU: &str = "[off-cpu]";
-
-/// A wall-clock capture of `waits MODE SECONDS` (built as `example`) as folded stacks per thread,
-/// sampled at 999 Hz so that the on-CPU parts are measured finely, and `extra` options; and
-/// emberprof's stderr.
-fn wall_profile(
-    backend: Backend,
-    example: &str,
-    mode: &str,
-    seconds: &str,
-    extra: &[&str],
-) -> (Vec<FoldedStack>, String) {
-    let path = emberprof_examples::path(example);
-    let args = backend
-        .record()
-        .args(&["--off-cpu", "--per-thread", "-v"])
-        .args(extra)
-        .frequency(999)
-        .output_stdout()
-        .command(&[path_arg(&path), mode, seconds]);
-    record_folded(&args.strs())
-}
-
-/// The stacks of the thread named `name` (roots are `NAME-PID/TID` with --per-thread).
-fn thread(stacks: &[FoldedStack], name: &str) -> Vec<FoldedStack> {
-    let prefix = format!("{name}-");
-    rooted(stacks, |root| root.starts_with(&prefix))
-}
-
-fn off_cpu(stack: &FoldedStack) -> bool {
-    stack.frames.last().is_some_and(|leaf| leaf == OFF_CPU)
-}
-
-/// Whether a frame of `stack` contains `text`.
-fn has_frame_with(stack: &FoldedStack, text: &str) -> bool {
-    stack.frames.iter().any(|frame| frame.contains(text))
-}
-
-/// Microseconds as seconds, for messages.
-fn secs(micros: u64) -> f64 {
-    micros as f64 / 1e6
-}
-
 /// Every off-CPU stack ends in `[off-cpu]` right under the scheduler (the BPF program's own frames
 /// are not in the stack), and only the off-CPU ones do.
 fn assert_off_cpu_leaves(stacks: &[FoldedStack]) {
-    for stack in stacks.iter().filter(|s| off_cpu(s)) {
+    for stack in stacks.iter().filter(|s| is_off_cpu(s)) {
         let frames = &stack.frames;
         assert!(
             !frames
@@ -83,13 +39,19 @@ fn assert_off_cpu_leaves(stacks: &[FoldedStack]) {
 fn sleep_loop_is_a_quarter_on_cpu() {
     let _kernel = kernel_test();
     for example in ["waits", "waits-nofp"] {
-        let (stacks, stderr) = wall_profile(Backend::Bpf, example, "sleep", "3", &[]);
-        let sleeper = thread(&stacks, "sleeper");
+        let (stacks, stderr) = waits_wall_profile(Backend::Bpf, example, "sleep", "3", &[]);
+        let sleeper = thread_stacks(&stacks, "sleeper");
         let context = || format!("{example}: {stderr}\n{}", describe(&sleeper));
         assert_off_cpu_leaves(&stacks);
-        let on = total(&sleeper, |s| !off_cpu(s) && has_frame_with(s, "burn_cpu"));
-        let nap = total(&sleeper, |s| off_cpu(s) && has_frame_with(s, "nanosleep"));
-        let elsewhere_on = total(&sleeper, |s| !off_cpu(s) && !has_frame_with(s, "burn_cpu"));
+        let on = total(&sleeper, |s| {
+            !is_off_cpu(s) && has_frame_with(s, "burn_cpu")
+        });
+        let nap = total(&sleeper, |s| {
+            is_off_cpu(s) && has_frame_with(s, "nanosleep")
+        });
+        let elsewhere_on = total(&sleeper, |s| {
+            !is_off_cpu(s) && !has_frame_with(s, "burn_cpu")
+        });
         // Time preempted while burning (a busy machine) is off CPU too, but neither part of the
         // 1:3 rhythm: it is left out of the share, and counted in the thread's total.
         let share = nap as f64 / (on + nap).max(1) as f64;
@@ -126,13 +88,14 @@ fn sleep_loop_is_a_quarter_on_cpu() {
 fn blocked_pipe_read_is_all_off_cpu() {
     let _kernel = kernel_test();
     for example in ["waits", "waits-nofp"] {
-        let (stacks, stderr) = wall_profile(Backend::Bpf, example, "pipe", "60", &["-d", "2"]);
-        let reader = thread(&stacks, "reader");
+        let (stacks, stderr) =
+            waits_wall_profile(Backend::Bpf, example, "pipe", "60", &["-d", "2"]);
+        let reader = thread_stacks(&stacks, "reader");
         let context = || format!("{example}: {stderr}\n{}", describe(&stacks));
         assert_off_cpu_leaves(&stacks);
         let whole = all_samples(&reader);
         let in_read = total(&reader, |s| {
-            off_cpu(s)
+            is_off_cpu(s)
                 && has_frame_with(s, "reader_main")
                 && has_frame_with(s, "libc_read")
                 && has_frame_with(s, "pipe_read")
@@ -150,7 +113,7 @@ fn blocked_pipe_read_is_all_off_cpu() {
             secs(whole),
             context()
         );
-        let main = thread(&stacks, example);
+        let main = thread_stacks(&stacks, example);
         let main_whole = all_samples(&main);
         assert!(
             (1_800_000..=2_200_000).contains(&main_whole),
@@ -167,13 +130,15 @@ fn blocked_pipe_read_is_all_off_cpu() {
 fn mutex_waiter_waits_in_the_lock() {
     let _kernel = kernel_test();
     for example in ["waits", "waits-nofp"] {
-        let (stacks, stderr) = wall_profile(Backend::Bpf, example, "mutex", "2", &[]);
-        let waiter = thread(&stacks, "waiter");
-        let holder = thread(&stacks, "holder");
+        let (stacks, stderr) = waits_wall_profile(Backend::Bpf, example, "mutex", "2", &[]);
+        let waiter = thread_stacks(&stacks, "waiter");
+        let holder = thread_stacks(&stacks, "holder");
         let context = || format!("{example}: {stderr}\n{}", describe(&stacks));
         assert_off_cpu_leaves(&stacks);
         let in_lock = total(&waiter, |s| {
-            off_cpu(s) && has_frame_with(s, "pthread_mutex_lock") && s.has_frame("futex_wait_[k]")
+            is_off_cpu(s)
+                && has_frame_with(s, "pthread_mutex_lock")
+                && s.has_frame("futex_wait_[k]")
         });
         let whole = all_samples(&waiter);
         assert!(
@@ -183,7 +148,7 @@ fn mutex_waiter_waits_in_the_lock() {
             secs(whole),
             context()
         );
-        let burning = total(&holder, |s| !off_cpu(s) && has_frame_with(s, "burn_cpu"));
+        let burning = total(&holder, |s| !is_off_cpu(s) && has_frame_with(s, "burn_cpu"));
         assert!(burning > 0, "the holder never burned\n{}", context());
     }
 }
@@ -200,7 +165,7 @@ fn cpu_profiles_have_no_off_cpu_time() {
         .output_stdout()
         .command(&[path_arg(&path), "sleep", "1"]);
     let (stacks, stderr) = record_folded(&args.strs());
-    assert!(!stacks.iter().any(off_cpu), "{}", describe(&stacks));
+    assert!(!stacks.iter().any(is_off_cpu), "{}", describe(&stacks));
     assert!(!stderr.contains("off-CPU"), "{stderr}");
     // About 0.25 s on CPU at 99 Hz: a few dozen samples, not hundreds of thousands of µs.
     assert!(all_samples(&stacks) < 200, "{}", describe(&stacks));
@@ -209,15 +174,15 @@ fn cpu_profiles_have_no_off_cpu_time() {
 both_backends! {
     /// Each thread is as wide as its lifetime on both backends: the sleeper's on-CPU samples and
     /// off-CPU intervals add up to the 3 s it ran, most of it off CPU, all under its own thread
-    /// entry. The BPF backend draws the waiting on the stack it waited in; the perf backend (no
-    /// stack at a switch) on the thread's last on-CPU sample, and says so.
+    /// entry: both backends (the perf one as root) draw the waiting on the stack it waited in, and
+    /// say so (the perf backend's fallback without kernel access is in `off_cpu_perf`).
     fn threads_are_as_wide_as_their_lifetime(backend) {
         let _kernel = kernel_test();
-        let (stacks, stderr) = wall_profile(backend, "waits", "sleep", "3", &[]);
-        let sleeper = thread(&stacks, "sleeper");
+        let (stacks, stderr) = waits_wall_profile(backend, "waits", "sleep", "3", &[]);
+        let sleeper = thread_stacks(&stacks, "sleeper");
         let context = || format!("{stderr}\n{}", describe(&sleeper));
         let whole = all_samples(&sleeper);
-        let off = total(&sleeper, off_cpu);
+        let off = total(&sleeper, is_off_cpu);
         assert!(
             (2_700_000..=3_300_000).contains(&whole),
             "the sleeper lived 3 s: on + off CPU is {:.3} s\n{}",
@@ -231,10 +196,11 @@ both_backends! {
             secs(whole),
             context()
         );
-        // The BPF backend has each interval's own stack: none of the waiting may be outside the
-        // entry. On-CPU samples may be (a millisecond of clone3 before it, of exit after it). The
-        // perf backend charges an interval to the thread's last on-CPU sample, which may have been
-        // taken while the thread started: one interval of its 60 ms sleeps at most.
+        // Both backends (the perf one as root, through its context-switches event) have each
+        // interval's own stack: the waiting outside the entry is only what the thread waited
+        // while it started or exited (17 µs seen: a page fault in __libc_thread_freeres), far
+        // less than one 60 ms nap charged to the wrong stack. On-CPU samples may be outside too
+        // (a millisecond of clone3 before it, of exit after it).
         let outside = |keep: fn(&FoldedStack) -> bool| -> (u64, Vec<&FoldedStack>) {
             let stacks: Vec<&FoldedStack> = sleeper
                 .iter()
@@ -242,25 +208,20 @@ both_backends! {
                 .collect();
             (stacks.iter().map(|s| s.count).sum(), stacks)
         };
-        let (off_outside, off_stacks) = outside(off_cpu);
-        let (on_outside, on_stacks) = outside(|s| !off_cpu(s));
-        let allowed_off = match backend {
-            Backend::Bpf => 0,
-            Backend::Perf => whole / 20,
-        };
+        let (off_outside, off_stacks) = outside(is_off_cpu);
+        let (on_outside, on_stacks) = outside(|s| !is_off_cpu(s));
         assert!(
-            off_outside <= allowed_off && on_outside <= whole / 50,
+            off_outside <= whole / 300 && on_outside <= whole / 50,
             "outside the thread's entry: {:.3} s off CPU {off_stacks:?}, {:.3} s on CPU {on_stacks:?} of {:.3} s\n{}",
             secs(off_outside),
             secs(on_outside),
             secs(whole),
             context()
         );
-        let method = match backend {
-            Backend::Bpf => "on the stacks threads switched out in",
-            Backend::Perf => "on each thread's last on-CPU sample",
-        };
-        assert!(stderr.contains(method), "{stderr}");
+        assert!(
+            stderr.contains("on the stacks threads switched out in"),
+            "{stderr}"
+        );
     }
 }
 
@@ -270,14 +231,14 @@ both_backends! {
 #[test]
 fn sampled_switch_outs_are_scaled() {
     let _kernel = kernel_test();
-    let (stacks, stderr) = wall_profile(
+    let (stacks, stderr) = waits_wall_profile(
         Backend::Bpf,
         "waits",
         "mutex",
         "2",
         &["--off-cpu-sample", "4"],
     );
-    let waiter = thread(&stacks, "waiter");
+    let waiter = thread_stacks(&stacks, "waiter");
     let whole = all_samples(&waiter);
     assert!(
         (1_300_000..=2_700_000).contains(&whole),
@@ -329,8 +290,8 @@ fn report_reads_wall_clock_profiles_back() {
     assert_eq!(text(&report("auto")), text(&recorded));
     let waiting = report("off-cpu");
     let running = report("cpu");
-    assert!(waiting.iter().all(off_cpu), "{}", describe(&waiting));
-    assert!(!running.iter().any(off_cpu), "{}", describe(&running));
+    assert!(waiting.iter().all(is_off_cpu), "{}", describe(&waiting));
+    assert!(!running.iter().any(is_off_cpu), "{}", describe(&running));
     assert!(!waiting.is_empty() && !running.is_empty());
     let sum = |stacks: &[FoldedStack]| all_samples(stacks) as i64;
     let (whole, parts) = (sum(&recorded), sum(&waiting) + sum(&running));

@@ -548,10 +548,11 @@ impl Collector {
     }
 
     /// A thread switched in again after `nanos`: its held stacks get the time. Taken from the
-    /// sampled-stacks table only when they were a switch-out's own; a last on-CPU sample stays
-    /// the thread's until its next one.
-    fn off_cpu_ended(&mut self, tid: u32, nanos: u64) {
-        let key = if self.off_cpu_on_last_sample {
+    /// held-stacks table only when they were a switch-out's own and the source sends each
+    /// switch-out's stacks (`keep` false); a last on-CPU sample stays the thread's until its next
+    /// one, a sampled switch-out's until the next sampled one.
+    fn off_cpu_ended(&mut self, tid: u32, nanos: u64, keep: bool) {
+        let key = if self.off_cpu_on_last_sample || keep {
             self.off_cpu_stacks.get(&tid).cloned()
         } else {
             self.off_cpu_stacks.remove(&tid)
@@ -594,7 +595,8 @@ impl EventSink for Collector {
                 self.symbolizer.mappings_recorded(process, &mappings);
             }
             Event::Stack(stack) => self.stack(stack),
-            Event::OffCpuEnded { tid, nanos } => self.off_cpu_ended(tid, nanos),
+            Event::OffCpuEnded { tid, nanos } => self.off_cpu_ended(tid, nanos, false),
+            Event::OffCpuAfterSampledSwitch { tid, nanos } => self.off_cpu_ended(tid, nanos, true),
         }
     }
 }

@@ -147,6 +147,7 @@ fn start_perf(
         inherit: true,
         ring_pages: options.ring_pages.unwrap_or_else(perf::default_ring_pages),
         off_cpu_min: options.off_cpu,
+        off_cpu_sample: options.off_cpu_sample,
     };
     let events = Events::open(&targets, &config)?;
     if kernel {

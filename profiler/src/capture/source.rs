@@ -103,6 +103,15 @@ pub enum Event<'a> {
         tid: u32,
         nanos: u64,
     },
+    /// As [`Event::OffCpuEnded`], from a source that takes the stacks of some switch-outs only
+    /// (perf's `context-switches` event, one sample in N): the time goes to the stacks of the
+    /// thread's last [`Weight::OffCpuUntilEnded`] event, which stay held for its next intervals
+    /// until its next such event. Every interval is timed, so widths stay whole however few
+    /// switch-outs are sampled.
+    OffCpuAfterSampledSwitch {
+        tid: u32,
+        nanos: u64,
+    },
 }
 
 /// Where events go (the collector).

@@ -75,14 +75,13 @@ impl MappingEvents {
         if raw.is_empty() {
             return;
         }
+        // Side band only: no samples, no identifiers.
+        let layout = SampleLayout::default();
         let mut timed: Vec<(u64, Vec<u8>)> = raw
             .into_iter()
-            .map(|record| (records::record_time(&record).unwrap_or(0), record))
+            .map(|record| (records::record_time(&record, layout).unwrap_or(0), record))
             .collect();
         timed.sort_by_key(|(time, _)| *time);
-        let layout = SampleLayout {
-            user_stack_copy: false,
-        };
         for (time, record) in &timed {
             match records::parse(record, layout) {
                 Some(PerfRecord::Lost { count }) => self.lost = self.lost.saturating_add(count),

@@ -1,7 +1,9 @@
 //! Decoding the records the kernel writes into a perf_event ring buffer, for the one attribute
 //! layout emberprof opens (see `events.rs`): samples with `IP | TID | TIME | CALLCHAIN` and, when
-//! stacks are copied, `REGS_USER | STACK_USER`; side-band MMAP2 (or MMAP), COMM, FORK, EXIT and
-//! LOST records with `sample_id_all` (a trailing `{pid, tid, time}`).
+//! stacks are copied, `REGS_USER | STACK_USER`, and, when a `context-switches` event shares the
+//! rings (exact off-CPU stacks), `IDENTIFIER | PERIOD` to tell its samples apart; side-band MMAP2
+//! (or MMAP), COMM, FORK, EXIT and LOST records with `sample_id_all` (a trailing `{pid, tid,
+//! time}`, then the identifier when there is one).
 //!
 //! Everything here is read from a byte slice the kernel filled, so every length is checked: a
 //! record that does not decode is `None`, counted by the caller, never a panic.
@@ -20,10 +22,24 @@ const USER_REGS_COUNT: usize = 17;
 pub const HEADER_BYTES: usize = 8;
 
 /// Which optional sample fields the events were opened with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SampleLayout {
     /// `PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER`.
     pub user_stack_copy: bool,
+    /// `PERF_SAMPLE_IDENTIFIER | PERF_SAMPLE_PERIOD`: two sampling events share the rings (see
+    /// `events::SwitchSampling`), and their samples say which event took them and what it counted.
+    pub identified: bool,
+}
+
+impl SampleLayout {
+    /// Bytes after the time in a trailing `sample_id`: the identifier, when there is one.
+    fn sample_id_tail(self) -> usize {
+        if self.identified {
+            8
+        } else {
+            0
+        }
+    }
 }
 
 /// One decoded record.
@@ -61,6 +77,7 @@ pub enum PerfRecord<'a> {
     },
     /// `--off-cpu`: a sampled thread was switched out (`out`) or in at `time`.
     Switch {
+        pid: u32,
         tid: u32,
         time: u64,
         out: bool,
@@ -79,6 +96,11 @@ pub struct Sample<'a> {
     pub pid: u32,
     pub tid: u32,
     pub time: u64,
+    /// The event that took it (its `PERF_EVENT_IOC_ID`, an inherited event's parent's), with
+    /// [`SampleLayout::identified`]; else 0.
+    pub id: u64,
+    /// The events it stands for (1 without [`SampleLayout::identified`]).
+    pub period: u64,
     /// Kernel frames, innermost first (empty when kernel callchains are excluded).
     pub kernel_ips: Vec<u64>,
     /// User frames walked through frame pointers, innermost first (the first is the sampled
@@ -102,13 +124,14 @@ pub struct UserRegs {
 
 /// The time of a record, for ordering records of several ring buffers: the sample's own for
 /// samples, the trailing `sample_id` for the others (`sample_id_all`). `None` if it is too short.
-pub fn record_time(record: &[u8]) -> Option<u64> {
+pub fn record_time(record: &[u8], layout: SampleLayout) -> Option<u64> {
     let kind = u32::from_le_bytes(record.get(0..4)?.try_into().ok()?);
+    let tail = layout.sample_id_tail();
     if kind == bindings::PERF_RECORD_SAMPLE {
-        // ip, then pid/tid, then time.
-        read_u64(record, HEADER_BYTES + 16)
+        // [identifier], ip, then pid/tid, then time.
+        read_u64(record, HEADER_BYTES + tail + 16)
     } else {
-        read_u64(record, record.len().checked_sub(8)?)
+        read_u64(record, record.len().checked_sub(8 + tail)?)
     }
 }
 
@@ -157,13 +180,15 @@ pub fn parse(record: &[u8], layout: SampleLayout) -> Option<PerfRecord<'_>> {
             count: read_u64(body, 8)?,
         }),
         // The thread is the one in the trailing sample_id (pid, tid, time: `sample_id_all` with
-        // TID and TIME): for a CPU-wide switch too, whose body first names the other thread.
+        // TID and TIME, then the identifier if any): for a CPU-wide switch too, whose body first
+        // names the other thread.
         bindings::PERF_RECORD_SWITCH | bindings::PERF_RECORD_SWITCH_CPU_WIDE => {
-            let end = record.len();
+            let end = record.len().checked_sub(layout.sample_id_tail())?;
             if end < HEADER_BYTES + 16 {
                 return None;
             }
             Some(PerfRecord::Switch {
+                pid: read_u32(record, end.checked_sub(16)?)?,
                 tid: read_u32(record, end.checked_sub(12)?)?,
                 time: read_u64(record, end.checked_sub(8)?)?,
                 out: u32::from(misc) & bindings::PERF_RECORD_MISC_SWITCH_OUT != 0,
@@ -183,9 +208,17 @@ fn parse_sample(body: &[u8], layout: SampleLayout) -> Option<Sample<'_>> {
         at = at.checked_add(8)?;
         Some(value)
     };
+    let id = match layout.identified {
+        true => next_u64(body)?,
+        false => 0,
+    };
     let _ip = next_u64(body)?;
     let pid_tid = next_u64(body)?;
     let time = next_u64(body)?;
+    let period = match layout.identified {
+        true => next_u64(body)?,
+        false => 1,
+    };
     let depth = usize::try_from(next_u64(body)?).ok()?;
     let mut kernel_ips = Vec::new();
     let mut user_ips = Vec::new();
@@ -235,6 +268,8 @@ fn parse_sample(body: &[u8], layout: SampleLayout) -> Option<Sample<'_>> {
         pid: pid_tid as u32,
         tid: (pid_tid >> 32) as u32,
         time,
+        id,
+        period,
         kernel_ips,
         user_ips,
         registers,
@@ -361,8 +396,9 @@ pub(crate) mod tests {
         );
         let layout = SampleLayout {
             user_stack_copy: true,
+            identified: false,
         };
-        assert_eq!(record_time(&bytes), Some(99));
+        assert_eq!(record_time(&bytes, layout), Some(99));
         let Some(PerfRecord::Sample(sample)) = parse(&bytes, layout) else {
             panic!("not a sample");
         };
@@ -404,6 +440,7 @@ pub(crate) mod tests {
         let body = sample_body(1, 1, 1, &[0; 16]);
         let layout = SampleLayout {
             user_stack_copy: true,
+            identified: false,
         };
         for cut in 0..body.len() {
             let bytes = record(bindings::PERF_RECORD_SAMPLE, 0, &body[..cut]);
@@ -421,6 +458,7 @@ pub(crate) mod tests {
     fn decodes_mmap2() {
         let layout = SampleLayout {
             user_stack_copy: false,
+            identified: false,
         };
         let mut body = [7u32, 8]
             .iter()
@@ -434,7 +472,7 @@ pub(crate) mod tests {
         body.extend_from_slice(&words(&[0x0000_0008_0000_0007, 99]));
         let misc = bindings::PERF_RECORD_MISC_MMAP_BUILD_ID as u16;
         let bytes = record(bindings::PERF_RECORD_MMAP2, misc, &body);
-        assert_eq!(record_time(&bytes), Some(99));
+        assert_eq!(record_time(&bytes, layout), Some(99));
         assert_eq!(
             parse(&bytes, layout),
             Some(PerfRecord::Mmap {
@@ -477,6 +515,7 @@ pub(crate) mod tests {
     fn decodes_side_band() {
         let layout = SampleLayout {
             user_stack_copy: false,
+            identified: false,
         };
         let mut comm = vec![5, 0, 0, 0, 6, 0, 0, 0];
         comm.extend_from_slice(b"burn\0\0\0\0");
@@ -486,7 +525,7 @@ pub(crate) mod tests {
             bindings::PERF_RECORD_MISC_COMM_EXEC as u16,
             &comm,
         );
-        assert_eq!(record_time(&bytes), Some(1234));
+        assert_eq!(record_time(&bytes, layout), Some(1234));
         assert_eq!(
             parse(&bytes, layout),
             Some(PerfRecord::Comm {
@@ -523,12 +562,57 @@ pub(crate) mod tests {
         );
     }
 
+    /// With two events sharing the rings (`identified`): a sample starts with the event's id and
+    /// has its period after the time; other records end in the id, after the time.
+    #[test]
+    fn decodes_identified_records() {
+        let layout = SampleLayout {
+            user_stack_copy: false,
+            identified: true,
+        };
+        let pid_tid = 10 | (11 << 32);
+        let body = words(&[
+            0xfeed,
+            0x1000,
+            pid_tid,
+            99,
+            3,
+            2,
+            bindings::PERF_CONTEXT_KERNEL,
+            0xffff_ffff_8100_0000,
+        ]);
+        let bytes = record(bindings::PERF_RECORD_SAMPLE, 0, &body);
+        assert_eq!(record_time(&bytes, layout), Some(99));
+        let Some(PerfRecord::Sample(sample)) = parse(&bytes, layout) else {
+            panic!("not a sample");
+        };
+        assert_eq!((sample.id, sample.period, sample.tid), (0xfeed, 3, 11));
+        assert_eq!(sample.kernel_ips, [0xffff_ffff_8100_0000]);
+        let out = bindings::PERF_RECORD_MISC_SWITCH_OUT as u16;
+        let switch = record(
+            bindings::PERF_RECORD_SWITCH,
+            out,
+            &words(&[7 | (8 << 32), 1234, 0xfeed]),
+        );
+        assert_eq!(record_time(&switch, layout), Some(1234));
+        assert_eq!(
+            parse(&switch, layout),
+            Some(PerfRecord::Switch {
+                pid: 7,
+                tid: 8,
+                time: 1234,
+                out: true
+            })
+        );
+    }
+
     /// Switch records name their thread in the trailing sample_id (after the other thread of a
     /// CPU-wide one), out or in by the misc bit; a record too short for a sample_id is refused.
     #[test]
     fn decodes_switches() {
         let layout = SampleLayout {
             user_stack_copy: false,
+            identified: false,
         };
         let sample_id = words(&[7 | (8 << 32), 1234]);
         let out = bindings::PERF_RECORD_MISC_SWITCH_OUT as u16;
@@ -538,6 +622,7 @@ pub(crate) mod tests {
                 layout
             ),
             Some(PerfRecord::Switch {
+                pid: 7,
                 tid: 8,
                 time: 1234,
                 out: true
@@ -551,6 +636,7 @@ pub(crate) mod tests {
                 layout
             ),
             Some(PerfRecord::Switch {
+                pid: 7,
                 tid: 8,
                 time: 1234,
                 out: false

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use emberprof_symbolizer::{StackCopy, UserRegisters};
 
-use super::events::{EventConfig, Events};
+use super::events::{EventConfig, Events, SwitchSampling};
 use super::reader::Reader;
 use super::records::{self, PerfRecord, Sample, SampleLayout};
 use super::side_band;
@@ -52,6 +52,7 @@ pub struct PerfSource {
     switches: Option<Switches>,
     /// When the events were disabled (CLOCK_MONOTONIC ns).
     stopped_ns: Option<u64>,
+    own_pid: u32,
 }
 
 impl PerfSource {
@@ -64,10 +65,14 @@ impl PerfSource {
         capture_user: bool,
     ) -> Result<Self> {
         let reader = events.start_reader()?;
+        let layout = events.layout();
+        let switches = config
+            .off_cpu_min
+            .map(|min| Switches::new(min, events.switch_sampling()));
         Ok(PerfSource {
             events,
             reader,
-            layout: config.layout(),
+            layout,
             tasks: Tasks::default(),
             spaces: AddressSpaces::default(),
             only_pids: only_pids.map(|pids| pids.into_iter().collect()),
@@ -78,8 +83,9 @@ impl PerfSource {
             samples: 0,
             lost: 0,
             malformed: 0,
-            switches: config.off_cpu_min.map(Switches::new),
+            switches,
             stopped_ns: None,
+            own_pid: std::process::id(),
         })
     }
 
@@ -89,7 +95,12 @@ impl PerfSource {
     fn decode(&mut self, records: Vec<Vec<u8>>, sink: &mut dyn EventSink) {
         let mut timed: Vec<(u64, Vec<u8>)> = records
             .into_iter()
-            .map(|record| (records::record_time(&record).unwrap_or(0), record))
+            .map(|record| {
+                (
+                    records::record_time(&record, self.layout).unwrap_or(0),
+                    record,
+                )
+            })
             .collect();
         timed.sort_by_key(|(time, _)| *time);
         for (time, record) in &timed {
@@ -123,8 +134,14 @@ impl PerfSource {
             PerfRecord::Exit { pid, tid } => self.tasks.exit(pid, tid),
             // Followed above, in the address spaces' history.
             PerfRecord::Mmap { .. } => None,
-            PerfRecord::Switch { tid, time, out } => {
-                if let Some(switches) = &mut self.switches {
+            PerfRecord::Switch {
+                pid,
+                tid,
+                time,
+                out,
+            } => {
+                // emberprof's own waiting (under --all) is never counted.
+                if let Some(switches) = self.switches.as_mut().filter(|_| pid != self.own_pid) {
                     switches.switch(tid, time, out, sink);
                 }
                 None
@@ -151,7 +168,22 @@ impl PerfSource {
                 return;
             }
         }
-        self.samples += 1;
+        // A switch-out's stack (`SwitchSampling::Exact`): held by the collector until the
+        // thread's switch-in ends the interval, which the switch records time. Never emberprof's
+        // own (under --all), whose switch records are left out too.
+        let weight = match &mut self.switches {
+            Some(_) if self.events.is_switch_sample(sample.id) && sample.pid == self.own_pid => {
+                return;
+            }
+            Some(switches) if self.events.is_switch_sample(sample.id) => {
+                switches.sampled(sample.tid, sample.period);
+                Weight::OffCpuUntilEnded
+            }
+            _ => {
+                self.samples += 1;
+                Weight::Samples
+            }
+        };
         let (process, change) = self.tasks.instance(sample.pid);
         match change {
             // With the mappings its address space had, which it may no longer have to show.
@@ -195,7 +227,7 @@ impl PerfSource {
             },
             kernel: sample.kernel_ips,
             user,
-            weight: Weight::Samples,
+            weight,
             // Python frames are not on the native stack a perf_event sample carries.
             python: None,
             count: 1,
@@ -257,7 +289,7 @@ impl Source for PerfSource {
     }
 
     fn off_cpu_stacks(&self) -> bool {
-        false
+        self.events.switch_sampling() == SwitchSampling::Exact
     }
 
     /// Records written before the events were disabled are still in the buffers.
@@ -295,7 +327,7 @@ impl Source for PerfSource {
         }
         notes.extend(self.spaces.notes());
         if let Some(switches) = &self.switches {
-            notes.push((log::Level::Info, switches.note()));
+            notes.extend(switches.notes());
         }
         Ok(SourceReport {
             lost: self.lost,
