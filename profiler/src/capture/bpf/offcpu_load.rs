@@ -34,6 +34,9 @@ pub(super) fn load_settings<'a>(
         false => (1, 1, 1),
     };
     loader
+        // `offcpu_pending` is task-local storage, which aya creates but has no type for (userspace
+        // never reads it).
+        .allow_unsupported_maps()
         .override_global(names::OFF_CPU_CONFIG_GLOBAL, settings, true)
         .map_max_entries(names::OFF_CPU_THREADS, threads)
         .map_max_entries(names::OFF_CPU_STACKS, stacks)
