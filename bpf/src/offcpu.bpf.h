@@ -93,6 +93,16 @@ struct {
 	__type(value, __u32);
 } offcpu_sample_every SEC(".maps");
 
+/* Per CPU: switch-outs of target threads still to be left out before the next one followed (with
+ * N > 1). A countdown, not a random number at each switch-out: one helper call less on the path
+ * nearly every switch-out takes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} offcpu_skip SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, OFFCPU_STAT_COUNT);
@@ -258,17 +268,27 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 		if (target != OFFCPU_TARGET_YES)
 			return;
 	}
-	/* Sampling is decided here, right after the cheap filters: a switch-out left out costs a
-	 * random number and one per-CPU counter (the rate userspace adapts N from), nothing more. */
+	/* Sampling is decided here, right after the filters: a switch-out left out costs a per-CPU
+	 * countdown and a per-CPU counter (the rate userspace adapts N from), nothing more. */
 	__u32 every = offcpu_cfg.sample_every;
+	__u32 zero = 0;
 	if (every == 0) {
-		__u32 zero = 0;
 		__u32 *adaptive = bpf_map_lookup_elem(&offcpu_sample_every, &zero);
 		every = adaptive && *adaptive > 1 ? *adaptive : 1;
 	}
-	if (every > 1 && bpf_get_prandom_u32() % every != 0) {
-		offcpu_stat_inc(OFFCPU_NOT_SAMPLED);
-		return;
+	if (every > 1) {
+		__u64 gaps = 2 * (__u64)every - 1;
+		__u32 *left = bpf_map_lookup_elem(&offcpu_skip, &zero);
+		if (left && *left > 0 && *left < gaps) {
+			*left -= 1;
+			offcpu_stat_inc(OFFCPU_NOT_SAMPLED);
+			return;
+		}
+		/* Followed (also when N fell below the countdown): the next one after 0..2N-2 left
+		 * out, drawn at random (N-1 on average: 1 in N followed), so that switches in a
+		 * pattern, a ping-pong's two threads taking turns, are followed in every phase. */
+		if (left)
+			*left = bpf_get_prandom_u32() % gaps;
 	}
 	offcpu_stat_inc(OFFCPU_SWITCH_OUTS);
 	if (!task) {
