@@ -26,6 +26,7 @@ mod module_release;
 mod names;
 mod off_cpu;
 mod off_cpu_adaptive;
+mod off_cpu_targets;
 mod perf_backend;
 mod python;
 mod real_programs;
