@@ -71,7 +71,9 @@ pub mod names {
     /// First-sample and instance-end notices, apart from the records stack copies may fill.
     pub const NOTICES: &str = "notices";
     pub const STATS: &str = "stats";
-    /// `--off-cpu` (`offcpu.bpf.h`): its program, tracepoint, configuration and maps.
+    /// `--off-cpu` (`offcpu.bpf.h`): its program (tp_btf: loaded against the tracepoint's BTF
+    /// type), tracepoint, configuration and maps (`offcpu_tasks`, task storage, and `offcpu_skip`
+    /// are BPF-only and not named here).
     pub const OFF_CPU_PROGRAM: &str = "offcpu_switch";
     pub const OFF_CPU_TRACEPOINT: &str = "sched_switch";
     pub const OFF_CPU_CONFIG_GLOBAL: &str = "offcpu_cfg";
