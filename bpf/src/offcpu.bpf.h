@@ -18,11 +18,11 @@
  *
  * `offcpu_stacks` has one generation and is never emptied while recording: a thread switched out
  * across a map switch still refers to its ids. When it fills (or collides), the stacks are streamed
- * inline instead. Nothing here runs without --off-cpu: the program is neither loaded nor attached,
- * and the sampler reads none of these maps.
- *
- * Included at the end of profile.bpf.c: it uses the sampler's maps (target filter, instances,
- * plans, the generation) and functions (process_instance, needs_stack_copy, the stack copy).
+ * inline instead. Nothing here exists without --off-cpu: it is included at the end of
+ * profile.bpf.c only in the object built from profile_offcpu.bpf.c (its task storage map needs
+ * Linux 5.11; the CPU-only object loads on 5.8), where it uses the sampler's maps (target filter,
+ * instances, plans, the generation) and functions (process_instance, needs_stack_copy, the stack
+ * copy).
  */
 
 const volatile struct offcpu_config offcpu_cfg = {};
@@ -32,7 +32,7 @@ const volatile struct offcpu_config offcpu_cfg = {};
  * part of the flags), so they start at __schedule, where the thread waits. Checked on Linux 6.18 (tests/it/off_cpu.rs asserts it). */
 #define OFF_CPU_KERNEL_SKIP 2
 
-/* Target threads switched out now, by thread id. Resized at load (1 entry without --off-cpu). */
+/* Target threads switched out now, by thread id. Resized at load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);

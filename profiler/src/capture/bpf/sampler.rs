@@ -173,10 +173,11 @@ impl Sampler {
         if btf.is_some() {
             loader.btf(btf);
         }
-        let off_cpu = super::offcpu_load::load_settings(
+        let off_cpu = config.off_cpu_min.is_some();
+        let object = super::offcpu_load::load_settings(
             &mut loader,
             &off_cpu_settings,
-            config.off_cpu_min.is_some(),
+            off_cpu,
             (config.map_sizes.stacks, config.map_sizes.counts),
         );
         let mut ebpf = loader
@@ -196,7 +197,7 @@ impl Sampler {
                 emberprof_bpf::python_names::PYTHON_STACKS[1],
                 sizes.python_stacks,
             )
-            .load(emberprof_bpf::PROFILE_OBJECT)
+            .load(object)
             .context(
                 "cannot load the BPF object (is BPF enabled in this kernel, CONFIG_BPF_SYSCALL=y?)",
             )?;
