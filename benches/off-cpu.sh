@@ -12,15 +12,23 @@
 # bpfcc-tools), under bcc's offcputime for comparison. Modes alternate within each round; the
 # table shows medians over rounds and the slowdown against the program alone.
 #
+# Wall-time medians swing by ±20 % on a shared 2-core VM, so the table also gives what the kernel
+# itself counts with kernel.bpf_stats_enabled=1 (set for the run, then put back): the nanoseconds
+# of a run of emberprof's BPF programs ("BPF ns/run"; under --off-cpu nearly every run is a
+# context switch of the machine: the sched_switch program runs on each, the sampling program ~1000
+# times a second), and their run time against the workload's wall time ("BPF CPU %", of one CPU:
+# ns per switch x switches a second). emberprof prints both with -v before it unloads them.
+#
 # usage: sudo benches/off-cpu.sh [ROUNDS] [REPEATS]   (defaults: 200000 hand-overs, 3 rounds)
-# needs: root, `cargo build --release`.
+# needs: root, `cargo build --release`. EMBERPROF=path runs another build of emberprof (an older
+# one, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-200000}
 repeats=${2:-3}
-bin=target/release
+emberprof=${EMBERPROF:-target/release/emberprof}
 example=$(ls -t target/release/build/emberprof-examples-*/out/bin/pingpong 2>/dev/null | head -1)
-if [[ ! -x $bin/emberprof || -z $example ]]; then
+if [[ ! -x $emberprof || -z $example ]]; then
   echo "build first: cargo build --release" >&2
   exit 1
 fi
@@ -31,11 +39,28 @@ if [[ -n $offcputime ]] && ! timeout 60 "$offcputime" 1 >/dev/null 2>&1; then
   offcputime=
 fi
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+stats_before=$(cat /proc/sys/kernel/bpf_stats_enabled)
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  echo "$stats_before" >/proc/sys/kernel/bpf_stats_enabled
+  rm -rf "$work"
+}
+trap cleanup EXIT
+echo 1 >/proc/sys/kernel/bpf_stats_enabled
 
 # Seconds the workload reports for its rounds ("... in S s: ..."), run as the arguments say.
 seconds() {
   "$@" 2>"$work/stderr" | sed -n 's/.* in \([0-9.]*\) s:.*/\1/p' | tail -1
+}
+
+# emberprof -v MODE-ARGS... -- the workload: its seconds on stdout; "NS_PER_RUN BPF_SECONDS" of
+# its BPF programs (from its -v summary) appended to $work/bpf.
+profiled() {
+  local s
+  s=$(seconds "$emberprof" record -v "$@")
+  echo "$s"
+  sed -n 's/.*BPF programs ran \([0-9]*\) times for \([0-9.]*\) s in all.*/\1 \2/p' "$work/stderr" |
+    awk -v s="$s" '{ printf "%.1f %.2f\n", $2 * 1e9 / $1, $2 / s * 100 }' >>"$work/bpf"
 }
 
 run_mode() { # MODE WORKLOAD-ARGS...
@@ -43,12 +68,12 @@ run_mode() { # MODE WORKLOAD-ARGS...
   shift
   case $mode in
   alone) seconds "$example" "$@" ;;
-  cpu) seconds "$bin/emberprof" record -q -o "$work/cpu.folded" -- "$example" "$@" ;;
-  off-cpu) seconds "$bin/emberprof" record -q --off-cpu -o "$work/off.folded" -- "$example" "$@" ;;
-  off-cpu-every) seconds "$bin/emberprof" record -q --off-cpu --off-cpu-sample 1 -o "$work/every.folded" -- "$example" "$@" ;;
-  off-cpu-every-fp) seconds "$bin/emberprof" record -q --off-cpu --off-cpu-sample 1 --unwind fp -o "$work/fp.folded" -- "$example" "$@" ;;
-  off-cpu-sample10) seconds "$bin/emberprof" record -q --off-cpu --off-cpu-sample 10 -o "$work/s10.folded" -- "$example" "$@" ;;
-  off-cpu-sample100) seconds "$bin/emberprof" record -q --off-cpu --off-cpu-sample 100 -o "$work/s100.folded" -- "$example" "$@" ;;
+  cpu) profiled -o "$work/cpu.folded" -- "$example" "$@" ;;
+  off-cpu) profiled --off-cpu -o "$work/off.folded" -- "$example" "$@" ;;
+  off-cpu-every) profiled --off-cpu --off-cpu-sample 1 -o "$work/every.folded" -- "$example" "$@" ;;
+  off-cpu-every-fp) profiled --off-cpu --off-cpu-sample 1 --unwind fp -o "$work/fp.folded" -- "$example" "$@" ;;
+  off-cpu-sample10) profiled --off-cpu --off-cpu-sample 10 -o "$work/s10.folded" -- "$example" "$@" ;;
+  off-cpu-sample100) profiled --off-cpu --off-cpu-sample 100 -o "$work/s100.folded" -- "$example" "$@" ;;
   bcc-offcputime)
     "$offcputime" -f >"$work/bcc.out" 2>/dev/null &
     local bcc=$!
@@ -65,18 +90,26 @@ read -ra modes <<<"${MODES:-alone cpu off-cpu off-cpu-every off-cpu-every-fp off
 [[ -n $offcputime ]] && modes+=(bcc-offcputime)
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-printf '%-10s %-17s %10s %10s\n' workload mode seconds slowdown
+printf '%-10s %-17s %10s %10s %13s %10s\n' workload mode seconds slowdown "BPF ns/run" "BPF CPU %"
 for workload in pingpong pool; do
   args=("$rounds")
   [[ $workload == pool ]] && args+=(pool)
   for ((r = 0; r < repeats; r++)); do
     for mode in "${modes[@]}"; do
+      : >"$work/bpf"
       run_mode "$mode" "${args[@]}" >>"$work/$workload-$mode"
+      [[ -s $work/bpf ]] && cat "$work/bpf" >>"$work/$workload-$mode.bpf"
     done
   done
   base=$(median <"$work/$workload-alone")
   for mode in "${modes[@]}"; do
     m=$(median <"$work/$workload-$mode")
-    printf '%-10s %-17s %10.3f %9.1f%%\n' "$workload" "$mode" "$m" "$(echo "($m / $base - 1) * 100" | bc -l)"
+    ns=- share=-
+    if [[ -s $work/$workload-$mode.bpf ]]; then
+      ns=$(cut -d' ' -f1 <"$work/$workload-$mode.bpf" | median)
+      share=$(cut -d' ' -f2 <"$work/$workload-$mode.bpf" | median)%
+    fi
+    printf '%-10s %-17s %10.3f %9.1f%% %13s %10s\n' "$workload" "$mode" "$m" \
+      "$(echo "($m / $base - 1) * 100" | bc -l)" "$ns" "$share"
   done
 done

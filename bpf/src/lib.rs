@@ -13,6 +13,11 @@ pub use python::*;
 pub static PROFILE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profile.bpf.o"));
 
+/// The same with `--off-cpu`'s sched_switch program and maps (`profile_offcpu.bpf.c`): apart,
+/// because its task storage map needs Linux 5.11 and an object's maps are all created at load.
+pub static PROFILE_OFF_CPU_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profile_offcpu.bpf.o"));
+
 /// Frames kept per stack (`MAX_STACK_DEPTH`).
 pub const MAX_STACK_DEPTH: usize = 127;
 /// General-purpose registers in a user stack record, by DWARF number (`USER_GP_REGS`).
@@ -71,7 +76,9 @@ pub mod names {
     /// First-sample and instance-end notices, apart from the records stack copies may fill.
     pub const NOTICES: &str = "notices";
     pub const STATS: &str = "stats";
-    /// `--off-cpu` (`offcpu.bpf.h`): its program, tracepoint, configuration and maps.
+    /// `--off-cpu` (`offcpu.bpf.h`): its program (tp_btf: loaded against the tracepoint's BTF
+    /// type), tracepoint, configuration and maps (`offcpu_tasks`, task storage, and `offcpu_skip`
+    /// are BPF-only and not named here).
     pub const OFF_CPU_PROGRAM: &str = "offcpu_switch";
     pub const OFF_CPU_TRACEPOINT: &str = "sched_switch";
     pub const OFF_CPU_CONFIG_GLOBAL: &str = "offcpu_cfg";
@@ -502,4 +509,35 @@ impl<'a> Record<'a> {
 pub fn comm_to_string(comm: &[u8; COMM_LEN]) -> String {
     let len = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
     String::from_utf8_lossy(&comm[..len]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holds(object: &[u8], name: &str) -> bool {
+        object.windows(name.len()).any(|w| w == name.as_bytes())
+    }
+
+    /// Every map of an object is created at load: the CPU-only object must hold none of the
+    /// off-CPU program's (its task storage needs Linux 5.11, the CPU-only profiler runs on 5.8),
+    /// and the off-CPU object all of them. Names are looked for in the objects' string tables.
+    #[test]
+    fn off_cpu_maps_are_only_in_the_off_cpu_object() {
+        for name in [
+            "offcpu_tasks",
+            names::OFF_CPU_THREADS,
+            names::OFF_CPU_PROGRAM,
+        ] {
+            assert!(
+                !holds(PROFILE_OBJECT, name),
+                "{name} in the CPU-only object"
+            );
+            assert!(
+                holds(PROFILE_OFF_CPU_OBJECT, name),
+                "{name} missing from the off-CPU object"
+            );
+        }
+        assert!(holds(PROFILE_OBJECT, names::SAMPLE_PROGRAM));
+    }
 }

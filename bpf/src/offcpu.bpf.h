@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
 /*
- * --off-cpu: where target threads wait. A raw tracepoint on sched_switch times every interval a
+ * --off-cpu: where target threads wait. A BTF tracepoint on sched_switch times every interval a
  * target thread spends switched out and charges it to the stacks it switched out in, so that on-CPU
  * samples and off-CPU time together make each thread's wall-clock time.
  *
@@ -10,34 +10,60 @@
  * registers and a copy of the stack, sent through the ring buffer at once (the stack cannot be read
  * at the switch-in: another task runs then). The start time and the stack ids go into the global
  * `offcpu_threads` map by thread id; global, not per CPU, because a thread is often switched in on
- * another CPU than the one it left. At the switch-in the elapsed time is added to the stacks' count
- * in `offcpu_counts` (of the current generation), or, for stacks in the ring buffer, sent as a
- * RECORD_OFF_CPU_END. Threads still switched out at the end are read from `offcpu_threads` and
+ * another CPU than the one it left; a mark in the task's own storage (`offcpu_tasks`) tells the
+ * switch-in whether to look there at all. At the switch-in the elapsed time is added to the
+ * stacks' count in `offcpu_counts` (of the current generation), or, for stacks in the ring
+ * buffer, sent as a RECORD_OFF_CPU_END. Threads still switched out at the end are read from `offcpu_threads` and
  * counted up to then by userspace.
  *
  * `offcpu_stacks` has one generation and is never emptied while recording: a thread switched out
  * across a map switch still refers to its ids. When it fills (or collides), the stacks are streamed
- * inline instead. Nothing here runs without --off-cpu: the program is neither loaded nor attached,
- * and the sampler reads none of these maps.
- *
- * Included at the end of profile.bpf.c: it uses the sampler's maps (target filter, instances,
- * plans, the generation) and functions (process_instance, needs_stack_copy, the stack copy).
+ * inline instead. Nothing here exists without --off-cpu: it is included at the end of
+ * profile.bpf.c only in the object built from profile_offcpu.bpf.c (its task storage map needs
+ * Linux 5.11; the CPU-only object loads on 5.8), where it uses the sampler's maps (target filter,
+ * instances, plans, the generation) and functions (process_instance, needs_stack_copy, the stack
+ * copy).
  */
 
 const volatile struct offcpu_config offcpu_cfg = {};
 
-/* Kernel stacks taken here start in this program: its own frame and bpf_trace_run4 (the raw
- * tracepoint's caller) are skipped (the BPF_F_SKIP_FIELD_MASK part of the flags), so they start at
- * __schedule, where the thread waits. Checked on Linux 6.18 (tests/it/off_cpu.rs asserts it). */
+/* Kernel stacks taken here start in this program: its own frame and bpf_trace_run4 (the
+ * tracepoint's caller, for tp_btf as for raw tracepoints) are skipped (the BPF_F_SKIP_FIELD_MASK
+ * part of the flags), so they start at __schedule, where the thread waits. Checked on Linux 6.18 (tests/it/off_cpu.rs asserts it). */
 #define OFF_CPU_KERNEL_SKIP 2
 
-/* Target threads switched out now, by thread id. Resized at load (1 entry without --off-cpu). */
+/* Target threads switched out now, by thread id. Resized at load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct offcpu_start);
 } offcpu_threads SEC(".maps");
+
+/* What the program keeps on each task it saw switch out (BPF-only: userspace never reads it). */
+struct offcpu_task {
+	/* 1 while the thread has an entry in `offcpu_threads`: the switch-in, which runs for every
+	 * task the machine switches to, looks up that global hash only then (a followed switch-out is
+	 * 1 in N, and most tasks are no target at all). */
+	__u32 pending;
+	/* The target filter's verdict on the task's process (OFFCPU_TARGET_*), 0 before the first
+	 * look. It cannot change while the task lives: targets are set before the program is
+	 * attached, and a followed child is added at its fork, before it first runs; a target whose
+	 * process ends is deleted only as its last thread exits. */
+	__u32 target;
+};
+#define OFFCPU_TARGET_YES 1
+#define OFFCPU_TARGET_NO 2
+
+/* Task-local storage, not per CPU: it goes with the task to whichever CPU switches it in, and is
+ * freed with the task (or the map). A lookup here costs less than one in the global hashes (their
+ * difference measured with kernel.bpf_stats_enabled, see docs/performance.md). */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct offcpu_task);
+} offcpu_tasks SEC(".maps");
 
 /* Stacks threads switched out in; never BPF_F_REUSE_STACKID (see `stacks`). */
 struct {
@@ -66,6 +92,16 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } offcpu_sample_every SEC(".maps");
+
+/* Per CPU: switch-outs of target threads still to be left out before the next one followed (with
+ * N > 1). A countdown, not a random number at each switch-out: one helper call less on the path
+ * nearly every switch-out takes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} offcpu_skip SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -206,32 +242,60 @@ static __always_inline __s32 offcpu_stack_id(void *ctx, __u64 flags, int *full)
 static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___emberprof *prev,
 					      __u32 prev_state)
 {
-	/* Each read is a helper call: the idle task (tid 0, half the switches of a ping-pong across
-	 * CPUs) is left after one. */
-	__u32 tid = BPF_CORE_READ(prev, pid);
+	/* Cheapest first: the fields are direct loads (a BTF-typed argument), then the task's own
+	 * storage, which also keeps the target filter's verdict: the global hash of targets is looked
+	 * up once per task, not at each of its switches. The idle task (tid 0, half the switches of
+	 * a ping-pong across CPUs) is left after one load. */
+	__u32 tid = prev->pid;
 	if (tid == 0 || (prev_state & OFF_CPU_TASK_DEAD))
 		return;
-	__u32 tgid = BPF_CORE_READ(prev, tgid);
+	__u32 tgid = prev->tgid;
 	if (tgid == offcpu_cfg.self_tgid)
 		return;
-	if (cfg.filter_tgids && !bpf_map_lookup_elem(&target_tgids, &tgid))
-		return;
 	/* Kernel threads wait by design; idle CPUs run swapper (tid 0). */
-	if (BPF_CORE_READ(prev, mm) == NULL)
+	if (prev->mm == NULL)
 		return;
-	/* Sampling is decided here, right after the cheap filters: a switch-out left out costs a
-	 * random number and one per-CPU counter (the rate userspace adapts N from), nothing more. */
+	struct offcpu_task *task = bpf_task_storage_get(&offcpu_tasks, (struct task_struct *)prev, 0,
+							BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (cfg.filter_tgids) {
+		__u32 target = task ? task->target : 0;
+		if (target == 0) {
+			target = bpf_map_lookup_elem(&target_tgids, &tgid) ? OFFCPU_TARGET_YES
+									   : OFFCPU_TARGET_NO;
+			if (task)
+				task->target = target;
+		}
+		if (target != OFFCPU_TARGET_YES)
+			return;
+	}
+	/* Sampling is decided here, right after the filters: a switch-out left out costs a per-CPU
+	 * countdown and a per-CPU counter (the rate userspace adapts N from), nothing more. */
 	__u32 every = offcpu_cfg.sample_every;
+	__u32 zero = 0;
 	if (every == 0) {
-		__u32 zero = 0;
 		__u32 *adaptive = bpf_map_lookup_elem(&offcpu_sample_every, &zero);
 		every = adaptive && *adaptive > 1 ? *adaptive : 1;
 	}
-	if (every > 1 && bpf_get_prandom_u32() % every != 0) {
-		offcpu_stat_inc(OFFCPU_NOT_SAMPLED);
-		return;
+	if (every > 1) {
+		__u64 gaps = 2 * (__u64)every - 1;
+		__u32 *left = bpf_map_lookup_elem(&offcpu_skip, &zero);
+		if (left && *left > 0 && *left < gaps) {
+			*left -= 1;
+			offcpu_stat_inc(OFFCPU_NOT_SAMPLED);
+			return;
+		}
+		/* Followed (also when N fell below the countdown): the next one after 0..2N-2 left
+		 * out, drawn at random (N-1 on average: 1 in N followed), so that switches in a
+		 * pattern, a ping-pong's two threads taking turns, are followed in every phase. */
+		if (left)
+			*left = bpf_get_prandom_u32() % gaps;
 	}
 	offcpu_stat_inc(OFFCPU_SWITCH_OUTS);
+	if (!task) {
+		/* No memory for the task's mark: the switch-in would not look for the interval. */
+		offcpu_stat_inc(OFFCPU_LOST_THREADS_FULL);
+		return;
+	}
 
 	struct offcpu_start start = {};
 	start.sample_every = every;
@@ -275,8 +339,11 @@ store:
 	 * it; counted N times it would inflate sampled time several-fold (seen on the pipe
 	 * ping-pong of benches/off-cpu.sh). */
 	start.start_ns = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&offcpu_threads, &tid, &start, BPF_ANY) != 0)
+	if (bpf_map_update_elem(&offcpu_threads, &tid, &start, BPF_ANY) != 0) {
 		offcpu_stat_inc(OFFCPU_LOST_THREADS_FULL);
+		return;
+	}
+	task->pending = 1;
 }
 
 /* Adds `nanos` to the key's count in the current generation (the race of two CPUs inserting the same
@@ -308,10 +375,14 @@ static __always_inline int offcpu_count(struct sample_key *key, __u64 nanos)
 /* `next` is switched in: the interval it spent switched out ends. */
 static __always_inline void offcpu_switch_in(struct task_struct___emberprof *next)
 {
-	__u32 tid = BPF_CORE_READ(next, pid);
+	__u32 tid = next->pid;
 	/* The idle task is never switched out here: no lookup. */
 	if (tid == 0)
 		return;
+	struct offcpu_task *task = bpf_task_storage_get(&offcpu_tasks, (struct task_struct *)next, 0, 0);
+	if (!task || !task->pending)
+		return;
+	task->pending = 0;
 	struct offcpu_start *found = bpf_map_lookup_elem(&offcpu_threads, &tid);
 	if (!found)
 		return;
@@ -345,9 +416,13 @@ static __always_inline void offcpu_switch_in(struct task_struct___emberprof *nex
 		offcpu_stat_inc(OFFCPU_LOST_COUNTS_FULL);
 }
 
-/* A raw tracepoint for the reason the lifecycle programs are (no BTF id lookup at attach). Its
+/* A BTF-typed tracepoint (tp_btf), not a raw one as the lifecycle programs: it runs on every
+ * context switch of the machine, and its task pointers are typed, so their fields are plain loads
+ * rather than a bpf_probe_read_kernel call each (measured with kernel.bpf_stats_enabled on the
+ * ping-pong of benches/off-cpu.sh, see docs/performance.md). The price, a second parse of the
+ * kernel's BTF at load to find the tracepoint's type (~30 ms), is paid only with --off-cpu. Its
  * prev_state argument is there since Linux 5.18. */
-SEC("raw_tp/sched_switch")
+SEC("tp_btf/sched_switch")
 int BPF_PROG(offcpu_switch, int preempt, struct task_struct___emberprof *prev,
 	     struct task_struct___emberprof *next, unsigned int prev_state)
 {

@@ -766,5 +766,9 @@ int BPF_PROG(follow_fork, struct task_struct___emberprof *parent, struct task_st
 	return 0;
 }
 
-/* --off-cpu: the sched_switch program (uses the sampler's maps and functions above). */
+/* --off-cpu: the sched_switch program (uses the sampler's maps and functions above), only in the
+ * object built from profile_offcpu.bpf.c: its task storage map needs Linux 5.11, and every map of
+ * an object is created at load, so the CPU-only object (5.8) leaves it out. */
+#ifdef EMBERPROF_OFF_CPU
 #include "offcpu.bpf.h"
+#endif

@@ -27,6 +27,7 @@ mod names;
 mod off_cpu;
 mod off_cpu_adaptive;
 mod off_cpu_perf;
+mod off_cpu_targets;
 mod parsed_budget;
 mod perf_backend;
 mod python;

@@ -20,24 +20,27 @@ pub(super) fn settings(off_cpu_min: Option<Duration>, sample_every: u32) -> OffC
     }
 }
 
-/// Sets the off-CPU program's configuration and map sizes on `loader`; whether it is to be loaded.
-/// Without `--off-cpu` its maps get one entry each, so they cost nothing; with it, its stack and
-/// count maps are as large as the sampler's (`stacks`, `counts`).
+/// The object to load and, with `--off-cpu` (`on`), the off-CPU program's configuration and map
+/// sizes on `loader` (its stack and count maps as large as the sampler's, `stacks`, `counts`).
+/// Without `--off-cpu` the object has no off-CPU program or maps at all
+/// ([`emberprof_bpf::PROFILE_OBJECT`]).
 pub(super) fn load_settings<'a>(
     loader: &mut EbpfLoader<'a>,
     settings: &'a OffCpuConfig,
     on: bool,
     (stacks, counts): (u32, u32),
-) -> bool {
-    let (threads, stacks, counts) = match on {
-        true => (THREADS, stacks, counts),
-        false => (1, 1, 1),
-    };
+) -> &'static [u8] {
+    if !on {
+        return emberprof_bpf::PROFILE_OBJECT;
+    }
     loader
+        // `offcpu_tasks` is task-local storage, which aya creates but has no type for (userspace
+        // never reads it).
+        .allow_unsupported_maps()
         .override_global(names::OFF_CPU_CONFIG_GLOBAL, settings, true)
-        .map_max_entries(names::OFF_CPU_THREADS, threads)
+        .map_max_entries(names::OFF_CPU_THREADS, THREADS)
         .map_max_entries(names::OFF_CPU_STACKS, stacks)
         .map_max_entries(names::OFF_CPU_COUNTS[0], counts)
         .map_max_entries(names::OFF_CPU_COUNTS[1], counts);
-    on
+    emberprof_bpf::PROFILE_OFF_CPU_OBJECT
 }

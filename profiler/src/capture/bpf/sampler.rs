@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::perf_event::{PerfEventLinkId, PerfEventScope, SamplePolicy};
-use aya::programs::raw_trace_point::RawTracePointLinkId;
-use aya::programs::{PerfEvent, RawTracePoint};
+use aya::programs::tp_btf::BtfTracePointLinkId;
+use aya::programs::{BtfTracePoint, PerfEvent, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use emberprof_bpf::{
     names, Config, FramelessRanges, ModuleExceptions, PythonProcess, PythonStack, PythonStat,
@@ -132,7 +132,7 @@ pub struct Sampler {
     /// `--off-cpu`: the sched_switch program is loaded (and attached while sampling).
     off_cpu: Option<Duration>,
     off_cpu_sample: u32,
-    off_cpu_link: Option<RawTracePointLinkId>,
+    off_cpu_link: Option<BtfTracePointLinkId>,
 }
 
 impl Sampler {
@@ -165,18 +165,19 @@ impl Sampler {
                 as u32,
         };
         // EbpfLoader::new parses /sys/kernel/btf/vmlinux itself (~15 MB while loading, for the CO-RE
-        // relocations); it is the only parse: the tracepoint programs are raw tracepoints, which need
-        // no BTF to load or attach.
+        // relocations); it is the only parse without --off-cpu: the lifecycle programs are raw
+        // tracepoints, which need no BTF to load or attach (the off-CPU program does, see below).
         let off_cpu_settings =
             super::offcpu_load::settings(config.off_cpu_min, config.off_cpu_sample);
         let mut loader = EbpfLoader::new();
         if btf.is_some() {
             loader.btf(btf);
         }
-        let off_cpu = super::offcpu_load::load_settings(
+        let off_cpu = config.off_cpu_min.is_some();
+        let object = super::offcpu_load::load_settings(
             &mut loader,
             &off_cpu_settings,
-            config.off_cpu_min.is_some(),
+            off_cpu,
             (config.map_sizes.stacks, config.map_sizes.counts),
         );
         let mut ebpf = loader
@@ -196,7 +197,7 @@ impl Sampler {
                 emberprof_bpf::python_names::PYTHON_STACKS[1],
                 sizes.python_stacks,
             )
-            .load(emberprof_bpf::PROFILE_OBJECT)
+            .load(object)
             .context(
                 "cannot load the BPF object (is BPF enabled in this kernel, CONFIG_BPF_SYSCALL=y?)",
             )?;
@@ -213,10 +214,21 @@ impl Sampler {
                 .with_context(|| format!("the kernel rejected the {tracepoint} program"))?;
         }
         if off_cpu {
-            let switch: &mut RawTracePoint =
+            // A tp_btf program (see offcpu.bpf.h) is loaded against its tracepoint's BTF type id:
+            // one more parse of the kernel's BTF when none was given, only under --off-cpu.
+            let parsed;
+            let btf = match btf {
+                Some(btf) => btf,
+                None => {
+                    parsed =
+                        Btf::from_sys_fs().context("cannot read the kernel's BTF for --off-cpu")?;
+                    &parsed
+                }
+            };
+            let switch: &mut BtfTracePoint =
                 program(&mut ebpf, names::OFF_CPU_PROGRAM)?.try_into()?;
             switch
-                .load()
+                .load(names::OFF_CPU_TRACEPOINT, btf)
                 .context("the kernel rejected the off-CPU (sched_switch) program")?;
         }
 
@@ -438,10 +450,10 @@ impl Sampler {
         }
 
         if self.off_cpu.is_some() {
-            let switch: &mut RawTracePoint =
+            let switch: &mut BtfTracePoint =
                 program(&mut self.ebpf, names::OFF_CPU_PROGRAM)?.try_into()?;
             let link = switch
-                .attach(names::OFF_CPU_TRACEPOINT)
+                .attach()
                 .context("cannot attach to the sched_switch tracepoint (--off-cpu)")?;
             self.off_cpu_link = Some(link);
         }
@@ -474,7 +486,7 @@ impl Sampler {
                 .context("cannot detach the sampling program")?;
         }
         if let Some(link) = self.off_cpu_link.take() {
-            let switch: &mut RawTracePoint =
+            let switch: &mut BtfTracePoint =
                 program(&mut self.ebpf, names::OFF_CPU_PROGRAM)?.try_into()?;
             switch
                 .detach(link)
