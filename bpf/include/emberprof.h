@@ -291,9 +291,11 @@ struct offcpu_start {
 	/* 1: the stacks went through the ring buffer (RECORD_OFF_CPU_STACK or _SAMPLE): the switch-in
 	 * sends a RECORD_OFF_CPU_END instead of counting in `offcpu_counts`. */
 	__u32 streamed;
-	/* The N this switch-out was followed at (1 in N): its interval is counted N times. Stored
-	 * here because an adaptive N may change before the switch-in. */
+	/* The N this switch-out was followed at (1 in N), for the ring buffer's wake-up policy. */
 	__u32 sample_every;
+	/* Time the thread spent switched out in intervals not followed since its last followed one
+	 * (their stacks were not taken): counted with this interval, on its stacks. */
+	__u64 carry_ns;
 };
 
 struct offcpu_end_record {
@@ -334,7 +336,7 @@ _Static_assert(sizeof(struct new_key_record) == 72, "struct new_key_record layou
 _Static_assert(sizeof(struct root_key) == 16, "struct root_key layout");
 _Static_assert(STAT_COUNT == 24, "enum stat: update Stat in bpf/src/lib.rs");
 _Static_assert(sizeof(struct offcpu_config) == 16, "struct offcpu_config layout");
-_Static_assert(sizeof(struct offcpu_start) == 80, "struct offcpu_start layout");
+_Static_assert(sizeof(struct offcpu_start) == 88, "struct offcpu_start layout");
 _Static_assert(sizeof(struct offcpu_end_record) == 16, "struct offcpu_end_record layout");
 _Static_assert(OFFCPU_STAT_COUNT == 12, "enum offcpu_stat: update OffCpuStat in bpf/src/lib.rs");
 

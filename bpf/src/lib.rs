@@ -125,8 +125,11 @@ pub struct OffCpuStart {
     pub key: SampleKey,
     /// 1: the stacks went through the ring buffer; the time comes with an end record.
     pub streamed: u32,
-    /// The N this switch-out was followed at (1 in N): its interval counts N times.
+    /// The N this switch-out was followed at (1 in N), for the wake-up policy.
     pub sample_every: u32,
+    /// Time switched out in the thread's intervals not followed since its last followed one,
+    /// counted with this interval on its stacks.
+    pub carry_ns: u64,
 }
 
 /// `struct offcpu_end_record`.
@@ -416,7 +419,7 @@ const _: () = {
     assert!(size_of::<NewKeyRecord>() == 72);
     assert!(Stat::ALL.len() == Stat::FpWalkTooDeep as usize + 1);
     assert!(size_of::<OffCpuConfig>() == 16);
-    assert!(size_of::<OffCpuStart>() == 80);
+    assert!(size_of::<OffCpuStart>() == 88);
     assert!(size_of::<OffCpuEndRecord>() == 16);
     assert!(OffCpuStat::ALL.len() == OffCpuStat::NotSampled as usize + 1);
 };

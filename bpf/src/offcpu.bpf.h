@@ -51,7 +51,24 @@ struct offcpu_task {
 	 * attached, and a followed child is added at its fork, before it first runs; a target whose
 	 * process ends is deleted only as its last thread exits. */
 	__u32 target;
+	/* bpf_ktime_get_ns() at a switch-out that was not followed, 0 when none is open: its
+	 * interval is timed all the same, and added to `carry_ns` at the switch-in. */
+	__u64 out_ns;
+	/* Time switched out in intervals not followed since the last followed one. The next followed
+	 * interval takes it, on its own stacks: every interval is counted once, at its own length
+	 * (a followed interval is not counted N times, which made one long preempted wait that
+	 * happened to be followed count hundreds of times on a busy machine). */
+	__u64 carry_ns;
+	/* 1 once the task was seen switching out: its first switch-out is always followed, so that
+	 * a thread that blocks once for the whole capture is drawn on its own stack. */
+	__u32 seen;
+	__u32 _pad;
 };
+/* A switch-out is followed whatever the countdown says once the thread carries this much time of
+ * intervals not followed: it bounds the time drawn on a later stack than the one it was spent in
+ * (a thread that sleeps 60 ms at a time has every other switch-out followed), and what is left
+ * uncounted when the capture ends. A ping-pong's threads carry ~3 ms between followed ones. */
+#define OFFCPU_CARRY_FOLLOW_NS 10000000ULL
 #define OFFCPU_TARGET_YES 1
 #define OFFCPU_TARGET_NO 2
 
@@ -276,12 +293,18 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 		__u32 *adaptive = bpf_map_lookup_elem(&offcpu_sample_every, &zero);
 		every = adaptive && *adaptive > 1 ? *adaptive : 1;
 	}
-	if (every > 1) {
+	int forced = !task || !task->seen || task->carry_ns >= OFFCPU_CARRY_FOLLOW_NS;
+	if (task)
+		task->seen = 1;
+	if (every > 1 && !forced) {
 		__u64 gaps = 2 * (__u64)every - 1;
 		__u32 *left = bpf_map_lookup_elem(&offcpu_skip, &zero);
 		if (left && *left > 0 && *left < gaps) {
 			*left -= 1;
 			offcpu_stat_inc(OFFCPU_NOT_SAMPLED);
+			/* Timed all the same: its length goes to the next followed interval. */
+			if (task)
+				task->out_ns = bpf_ktime_get_ns();
 			return;
 		}
 		/* Followed (also when N fell below the countdown): the next one after 0..2N-2 left
@@ -299,6 +322,9 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 
 	struct offcpu_start start = {};
 	start.sample_every = every;
+	start.carry_ns = task->carry_ns;
+	task->carry_ns = 0;
+	task->out_ns = 0;
 	struct sample_key *key = &start.key;
 	key->tgid = tgid;
 	key->tid = tid;
@@ -380,7 +406,17 @@ static __always_inline void offcpu_switch_in(struct task_struct___emberprof *nex
 	if (tid == 0)
 		return;
 	struct offcpu_task *task = bpf_task_storage_get(&offcpu_tasks, (struct task_struct *)next, 0, 0);
-	if (!task || !task->pending)
+	if (!task)
+		return;
+	if (task->out_ns) {
+		/* A switch-out that was not followed: timed into the carry (see `carry_ns`). */
+		__u64 waited = bpf_ktime_get_ns() - task->out_ns;
+		task->out_ns = 0;
+		if (waited >= offcpu_cfg.min_ns)
+			task->carry_ns += waited;
+		return;
+	}
+	if (!task->pending)
 		return;
 	task->pending = 0;
 	struct offcpu_start *found = bpf_map_lookup_elem(&offcpu_threads, &tid);
@@ -392,11 +428,12 @@ static __always_inline void offcpu_switch_in(struct task_struct___emberprof *nex
 	__u64 nanos = bpf_ktime_get_ns() - start.start_ns;
 	if (nanos < offcpu_cfg.min_ns) {
 		offcpu_stat_inc(OFFCPU_BELOW_MIN);
-		return;
+		nanos = 0;
 	}
-	/* Each followed switch-out stands for the N it was followed at (unbiased while N changes). */
-	if (start.sample_every > 1)
-		nanos *= start.sample_every;
+	/* With the time of the intervals not followed before it (see `carry_ns`). */
+	nanos += start.carry_ns;
+	if (nanos == 0)
+		return;
 	if (start.streamed) {
 		struct offcpu_end_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 		if (!rec) {

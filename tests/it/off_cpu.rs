@@ -247,7 +247,7 @@ fn sampled_switch_outs_are_scaled() {
         describe(&waiter)
     );
     assert!(
-        stderr.contains("off-CPU time is sampled (--off-cpu-sample 4)"),
+        stderr.contains("off-CPU stacks are sampled (--off-cpu-sample 4)"),
         "{stderr}"
     );
 }

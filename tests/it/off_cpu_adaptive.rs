@@ -40,7 +40,7 @@ fn fast_hand_overs_are_sampled_and_keep_their_width() {
     let _kernel = kernel_test();
     let (stacks, seconds, stderr) = pingpong("200000");
     assert!(
-        stderr.contains("off-CPU time is sampled (adaptive"),
+        stderr.contains("off-CPU stacks are sampled (adaptive"),
         "{stderr}"
     );
     for name in ["pingpong", "pong"] {

@@ -94,12 +94,15 @@ impl OffCpu {
         )?;
         let waiting: Vec<(u32, OffCpuStart)> = threads.iter().filter_map(|e| e.ok()).collect();
         for (tid, start) in waiting {
-            let nanos = stopped.saturating_sub(start.start_ns);
+            let mut nanos = stopped.saturating_sub(start.start_ns);
             if nanos < self.min_ns {
+                nanos = 0;
+            }
+            // With the intervals not followed before it, as the switch-in would have counted it.
+            let nanos = nanos.saturating_add(start.carry_ns);
+            if nanos == 0 {
                 continue;
             }
-            // The N it was followed at, as the switch-in would have counted it.
-            let nanos = nanos.saturating_mul(u64::from(start.sample_every.max(1)));
             if start.streamed != 0 {
                 sink.event(crate::capture::source::Event::OffCpuEnded { tid, nanos });
             } else {
@@ -191,9 +194,9 @@ pub fn notes(
         notes.push((
             log::Level::Warn,
             format!(
-                "off-CPU time is sampled (--off-cpu-sample {sample_every}): {} of {} switch-outs \
-                 followed, each counted {sample_every} times; rare long waits may be missed or \
-                 over-counted",
+                "off-CPU stacks are sampled (--off-cpu-sample {sample_every}): {} of {} switch-outs \
+                 followed; every interval is timed, and those not followed are drawn on their \
+                 thread's next followed stack",
                 get(OffCpuStat::SwitchOuts),
                 get(OffCpuStat::SwitchOuts) + get(OffCpuStat::NotSampled),
             ),
@@ -279,8 +282,9 @@ const MAX_SAMPLE_EVERY: u64 = 1 << 16;
 
 /// Adaptive sampling: every [`ADAPT_INTERVAL`], the switch-outs of target threads each CPU saw
 /// (followed or not, from the per-CPU counters) give the rate, and N is set so that the busiest
-/// CPU follows about [`FOLLOWED_PER_CPU_SECOND`]. Each followed switch-out carries the N it was
-/// followed at to its switch-in, so a changing N leaves the counts unbiased.
+/// CPU follows about [`FOLLOWED_PER_CPU_SECOND`]. Only the stacks are sampled: every interval is
+/// timed, and one not followed is counted with its thread's next followed interval, on that one's
+/// stacks (a thread carrying 10 ms of such time has its next switch-out followed whatever N says).
 #[derive(Debug)]
 pub struct Adaptive {
     started: Instant,
@@ -359,9 +363,10 @@ impl Adaptive {
         Some((
             log::Level::Info,
             format!(
-                "off-CPU time is sampled (adaptive, past {FOLLOWED_PER_CPU_SECOND} switch-outs a \
-                 second per CPU): from {:.1} s on, followed 1 in N switch-outs, N up to {} ({} of \
-                 {} followed, each counted N times; --off-cpu-sample 1 follows every one)",
+                "off-CPU stacks are sampled (adaptive, past {FOLLOWED_PER_CPU_SECOND} switch-outs \
+                 a second per CPU): from {:.1} s on, followed 1 in N switch-outs, N up to {} ({} \
+                 of {} followed; every interval is timed, those not followed drawn on their \
+                 thread's next followed stack; --off-cpu-sample 1 follows every one)",
                 since.as_secs_f64(),
                 self.largest,
                 totals[OffCpuStat::SwitchOuts as usize],
