@@ -23,6 +23,7 @@ use crate::perf_map::PerfMap;
 use crate::process::{ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
 use crate::released::ReleasedInstances;
 use crate::runtimes::Runtimes;
+use crate::snapshot_budget::{SnapshotBudget, SnapshotBudgetStats};
 use crate::Error;
 
 /// Least time between two reads of one process's memory map: short while the process is young (its
@@ -57,6 +58,10 @@ pub struct Processes {
     runtimes: Runtimes,
     /// Modules known from mapping records, and where each instance's modules came from.
     recorded: MappingRecords,
+    /// How much of a round snapshots may take (see `snapshot_budget`).
+    budget: SnapshotBudget,
+    /// Live instances whose snapshots have postponed mappings.
+    postponed: HashSet<ProcessKey>,
 }
 
 /// What the unwinder reads of one process at once: its snapshot among the others, the modules, and
@@ -96,6 +101,8 @@ impl Processes {
             start_ticks: HashMap::new(),
             runtimes: Runtimes::new(max_perf_map_bytes, max_perf_maps_total_bytes),
             recorded: MappingRecords::default(),
+            budget: SnapshotBudget::default(),
+            postponed: HashSet::new(),
         })
     }
 
@@ -159,12 +166,14 @@ impl Processes {
     /// never retaken, and its runtimes are not looked for again.
     pub fn instance_ended(&mut self, key: ProcessKey) {
         self.ended.insert(key);
+        self.drop_postponed(key);
         self.runtimes.instance_ended(key);
     }
 
     /// Forgets an ended instance whose samples have all been symbolized: its snapshot (and so its
     /// place among the module table's users), runtimes, start time and timers.
     pub fn release(&mut self, key: ProcessKey) {
+        self.drop_postponed(key);
         self.snapshots.remove(key, &mut self.modules);
         self.modules.release_unused();
         self.snapshot_taken.remove(&key);
@@ -173,6 +182,61 @@ impl Processes {
         self.runtimes.forget(key);
         self.recorded.release(key);
         self.released.insert(key.instance);
+    }
+
+    /// A round of the caller's loop began at `now`: snapshots may take `work` from then, and
+    /// what they do not reach is postponed (see `snapshot_budget`).
+    pub fn start_round(&mut self, now: Instant, work: Duration) {
+        self.budget.start_round(now, work);
+    }
+
+    /// Opens, within the round's budget, mappings that snapshots postponed: smallest remainders
+    /// first, so that an ordinary process caught behind a hostile one is completed first. Returns
+    /// whether some are still postponed (call again soon).
+    pub fn open_postponed(&mut self) -> bool {
+        let mut keys: Vec<(usize, ProcessKey)> = self
+            .postponed
+            .iter()
+            .map(|&key| (self.snapshots.get(key).map_or(0, |s| s.postponed()), key))
+            .collect();
+        keys.sort_unstable();
+        for (_, key) in keys {
+            if self.budget.spent() {
+                break;
+            }
+            // Opened by PID: only while the PID still runs the program the snapshot was taken of.
+            let same_program = self
+                .snapshots
+                .get(key)
+                .is_some_and(|s| s.same_program(key.pid));
+            if !same_program {
+                self.drop_postponed(key);
+                continue;
+            }
+            let opened =
+                self.snapshots
+                    .open_postponed(key, &[], &mut self.modules, &mut self.budget);
+            if opened > 0 {
+                self.changed.push(key);
+            }
+            if self.snapshots.get(key).is_none_or(|s| s.postponed() == 0) {
+                self.postponed.remove(&key);
+            }
+        }
+        !self.postponed.is_empty()
+    }
+
+    /// What the snapshot budget did so far, for the summary.
+    pub fn snapshot_budget_stats(&self) -> SnapshotBudgetStats {
+        self.budget.stats
+    }
+
+    /// The instance will not be read again: what its snapshot postponed stays unopened.
+    fn drop_postponed(&mut self, key: ProcessKey) {
+        if self.postponed.remove(&key) {
+            let left = self.snapshots.get(key).map_or(0, |s| s.postponed());
+            self.budget.stats.dropped += left as u64;
+        }
     }
 
     fn is_released(&self, key: ProcessKey) -> bool {
@@ -224,7 +288,12 @@ impl Processes {
             .or_insert((now, now));
         let start_ticks = self.start_ticks.get(&key).copied();
         self.snapshots
-            .snapshot(key, start_ticks, &mut self.modules)?;
+            .snapshot_within(key, start_ticks, &mut self.modules, &mut self.budget)?;
+        if self.snapshots.get(key).is_some_and(|s| s.postponed() > 0) {
+            self.postponed.insert(key);
+        } else {
+            self.postponed.remove(&key);
+        }
         let jit_code = self
             .snapshots
             .get(key)
@@ -297,6 +366,23 @@ impl Processes {
                 Some(snapshot) => snapshot.locate(address),
                 None => UserLocation::Unmapped,
             };
+        }
+        let postponed = !self.ended.contains(&key)
+            && self
+                .snapshots
+                .get(key)
+                .is_some_and(|s| s.is_postponed_at(address) && s.same_program(key.pid));
+        if postponed
+            && self
+                .snapshots
+                .open_postponed(key, &[address], &mut self.modules, &mut self.budget)
+                > 0
+        {
+            // A sample's address: its module is opened now, within the round's budget.
+            self.changed.push(key);
+            if let Some(snapshot) = self.snapshots.get(key) {
+                location = snapshot.locate(address);
+            }
         }
         if let UserLocation::Module { module, .. } = location {
             // Through this process's own mapping first: it maps the module, and may still run.
