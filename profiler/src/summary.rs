@@ -155,6 +155,33 @@ pub fn print(summary: &Summary<'_>) {
             source.checkpoints
         );
     }
+    let (longest, cpu) = collector.longest_iteration;
+    log::info!(
+        "longest recording-loop iteration: {:.1} ms, {:.1} ms of CPU (reading, snapshots, \
+         symbolizing between two waits)",
+        longest.as_secs_f64() * 1e3,
+        cpu.as_secs_f64() * 1e3
+    );
+    let budget = collector.snapshots;
+    if budget.postponed > 0 {
+        // Not only with -v when it cost names.
+        let level = if budget.dropped > 0 {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "snapshot budget: {} file mappings of {} snapshots postponed past {} ms of one loop \
+             iteration, {} opened later, {} never (their process ended first: frames in them are \
+             named file+offset)",
+            budget.postponed,
+            budget.snapshots_postponed,
+            crate::capture::SNAPSHOT_WORK_PER_ITERATION.as_millis(),
+            budget.opened_later,
+            budget.dropped
+        );
+    }
     naming_notes(&collector.naming);
     let modules = collector.modules;
     if modules.released > 0 {
