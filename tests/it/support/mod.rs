@@ -13,6 +13,7 @@ mod protobuf;
 mod python;
 mod sandbox;
 mod source;
+mod stop;
 
 pub use attack::*;
 pub use backend::*;
@@ -25,6 +26,7 @@ pub use protobuf::*;
 pub use python::*;
 pub use sandbox::*;
 pub use source::*;
+pub use stop::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
