@@ -172,7 +172,7 @@ pub fn print(summary: &Summary<'_>) {
         };
         log::log!(
             level,
-            "snapshot budget: {} file mappings of {} snapshots postponed past {} ms of one loop \
+            "snapshot budget: {} file mappings of {} snapshots postponed past {} ms of CPU in one loop \
              iteration, {} opened later, {} never (their process ended first: frames in them are \
              named file+offset)",
             budget.postponed,

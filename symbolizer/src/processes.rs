@@ -184,10 +184,10 @@ impl Processes {
         self.released.insert(key.instance);
     }
 
-    /// A round of the caller's loop began at `now`: snapshots may take `work` from then, and
-    /// what they do not reach is postponed (see `snapshot_budget`).
-    pub fn start_round(&mut self, now: Instant, work: Duration) {
-        self.budget.start_round(now, work);
+    /// A round of the caller's loop begins: snapshots may take `work` of the thread's CPU time
+    /// from now, and what they do not reach is postponed (see `snapshot_budget`).
+    pub fn start_round(&mut self, work: Duration) {
+        self.budget.start_round(work);
     }
 
     /// Opens, within the round's budget, mappings that snapshots postponed: smallest remainders

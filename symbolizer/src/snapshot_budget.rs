@@ -5,7 +5,8 @@
 //! process's root, `fstat`, a private copy if its owner can change it, a look for debug
 //! information): about 0.4 ms each. A process that maps 20,000 distinct one-page files made one
 //! snapshot take 9 s on the loop that also drains the ring buffer and watches for a stop signal.
-//! So the caller gives each round of its loop a deadline ([`SnapshotBudget::start_round`]); past
+//! So the caller gives each round of its loop a budget of CPU time ([`SnapshotBudget::start_round`]:
+//! CPU time of the thread, not wall time, which a busy machine stretches whatever is done); past
 //! it, the file mappings a snapshot has not reached are kept as [`Postponed`] (named
 //! `file+0xOFFSET` meanwhile), opened in later rounds, smallest snapshots first, or at once when a
 //! sample's address falls in one while the round still has time. So that an ordinary process (a
@@ -16,7 +17,7 @@
 //! deadline (`report`, tests) nothing is postponed.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::maps::MapsEntry;
 
@@ -42,16 +43,18 @@ pub struct SnapshotBudgetStats {
 /// The deadline of the current round, and the books.
 #[derive(Debug, Default)]
 pub struct SnapshotBudget {
-    deadline: Option<Instant>,
+    /// In the thread's CPU time.
+    deadline: Option<Duration>,
     /// Openings past the deadline left to this round.
     overdraft: usize,
     pub stats: SnapshotBudgetStats,
 }
 
 impl SnapshotBudget {
-    /// A round of the caller's loop began at `now`: snapshot work may take `work` from then.
-    pub fn start_round(&mut self, now: Instant, work: Duration) {
-        self.deadline = Some(now + work);
+    /// A round of the caller's loop begins: snapshot work may take `work` of this thread's CPU
+    /// time from now.
+    pub fn start_round(&mut self, work: Duration) {
+        self.deadline = Some(thread_cpu_time() + work);
         self.overdraft = WHOLE_SNAPSHOT_MAPPINGS;
     }
 
@@ -71,7 +74,7 @@ impl SnapshotBudget {
     #[cfg(test)]
     pub fn used_up() -> SnapshotBudget {
         SnapshotBudget {
-            deadline: Some(Instant::now()),
+            deadline: Some(thread_cpu_time()),
             overdraft: 0,
             stats: SnapshotBudgetStats::default(),
         }
@@ -80,8 +83,22 @@ impl SnapshotBudget {
     /// Whether the round's time is used up (never, without a deadline).
     pub fn spent(&self) -> bool {
         self.deadline
-            .is_some_and(|deadline| Instant::now() >= deadline)
+            .is_some_and(|deadline| thread_cpu_time() >= deadline)
     }
+}
+
+/// CPU time the calling thread has used (a system call: checked once per file opened, which costs
+/// a thousand times more).
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid clock id and out-pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// A file mapping of a snapshot whose module was not opened yet (see the module docs).
@@ -138,9 +155,9 @@ mod tests {
     fn deadline() {
         let mut budget = SnapshotBudget::default();
         assert!(!budget.spent());
-        budget.start_round(Instant::now(), Duration::ZERO);
+        budget.start_round(Duration::ZERO);
         assert!(budget.spent());
-        budget.start_round(Instant::now(), Duration::from_secs(60));
+        budget.start_round(Duration::from_secs(60));
         assert!(!budget.spent());
     }
 
@@ -149,7 +166,7 @@ mod tests {
     #[test]
     fn overdraft_is_per_snapshot_and_per_round() {
         let mut budget = SnapshotBudget::default();
-        budget.start_round(Instant::now(), Duration::ZERO);
+        budget.start_round(Duration::ZERO);
         assert!(budget.may_open(0));
         assert!(!budget.may_open(WHOLE_SNAPSHOT_MAPPINGS));
         let opened = (1..WHOLE_SNAPSHOT_MAPPINGS)
@@ -157,7 +174,7 @@ mod tests {
             .count();
         assert_eq!(opened, WHOLE_SNAPSHOT_MAPPINGS - 1);
         assert!(!budget.may_open(0), "the round's overdraft is used up");
-        budget.start_round(Instant::now(), Duration::ZERO);
+        budget.start_round(Duration::ZERO);
         assert!(budget.may_open(0));
     }
 

@@ -87,10 +87,11 @@ impl Symbolizer {
         }
     }
 
-    /// A round of the caller's loop began at `now`: snapshots may take `work` from then, and
-    /// what they do not reach is postponed to later rounds (see [`crate::SnapshotBudgetStats`]).
-    pub fn start_round(&mut self, now: std::time::Instant, work: std::time::Duration) {
-        self.processes.start_round(now, work);
+    /// A round of the caller's loop begins: snapshots may take `work` of the thread's CPU time
+    /// from now, and what they do not reach is postponed to later rounds (see
+    /// [`crate::SnapshotBudgetStats`]).
+    pub fn start_round(&mut self, work: std::time::Duration) {
+        self.processes.start_round(work);
     }
 
     /// Opens, within the round's budget, mappings that snapshots postponed. Returns whether some

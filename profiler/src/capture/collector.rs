@@ -33,8 +33,9 @@ const MAX_AWAITING_STACKS: usize = 50_000;
 /// intervals of further threads are counted as unattributed rather than grow the table.
 const MAX_OFF_CPU_THREADS: usize = 65_536;
 
-/// How long the snapshots of one iteration of the recording loop may take (opening the modules
-/// processes map): past it, what they did not reach is postponed to the next iterations (see the
+/// How much CPU time the snapshots of one iteration of the recording loop may take (opening the
+/// modules processes map; CPU time, since a machine busy with other work stretches wall time
+/// whatever is done): past it, what they did not reach is postponed to the next iterations (see the
 /// symbolizer's `snapshot_budget`), so that a process mapping tens of thousands of files does not
 /// hold up the ring buffer's reader and a stop signal for seconds.
 pub const SNAPSHOT_WORK_PER_ITERATION: std::time::Duration = std::time::Duration::from_millis(50);
@@ -188,11 +189,10 @@ impl Collector {
         std::mem::take(&mut self.feedback)
     }
 
-    /// The recording loop woke at `now` and starts its work: snapshots get
+    /// The recording loop woke and starts its work: snapshots get
     /// [`SNAPSHOT_WORK_PER_ITERATION`] of it.
-    pub fn begin_iteration(&mut self, now: std::time::Instant) {
-        self.symbolizer
-            .start_round(now, SNAPSHOT_WORK_PER_ITERATION);
+    pub fn begin_iteration(&mut self) {
+        self.symbolizer.start_round(SNAPSHOT_WORK_PER_ITERATION);
     }
 
     /// The recording loop's work took `busy` since [`Collector::begin_iteration`], `cpu` of it on
@@ -294,8 +294,7 @@ impl Collector {
     /// Builds everything left into the profile, every process being done now. The symbolizer
     /// goes with it: its parsed debug info (tens of MB) is not needed for the outputs.
     pub fn finish(mut self) -> (MergedProfile, CollectorReport) {
-        self.symbolizer
-            .start_round(std::time::Instant::now(), SNAPSHOT_WORK_AT_FINISH);
+        self.symbolizer.start_round(SNAPSHOT_WORK_AT_FINISH);
         let samples = self.take_samples(|_| true);
         for part in profile::split_by_process(samples) {
             let part = self.build_part(part);

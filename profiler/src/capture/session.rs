@@ -112,7 +112,7 @@ pub fn record(
         // Everything from here to the next wait delays the ring buffer's reader and a stop signal.
         let busy = Instant::now();
         let busy_cpu = thread_cpu_time();
-        collector.begin_iteration(busy);
+        collector.begin_iteration();
         read(source.as_mut(), &mut collector)?;
         if last_symbolized.elapsed() >= SYMBOLIZE_INTERVAL && collector.pending() > 0 {
             symbolize_ahead(source.as_mut(), &mut collector)?;
