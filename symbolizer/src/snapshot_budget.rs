@@ -6,7 +6,8 @@
 //! information): about 0.4 ms each. A process that maps 20,000 distinct one-page files made one
 //! snapshot take 9 s on the loop that also drains the ring buffer and watches for a stop signal.
 //! So the caller gives each round of its loop a budget of CPU time ([`SnapshotBudget::start_round`]:
-//! CPU time of the thread, not wall time, which a busy machine stretches whatever is done); past
+//! CPU time of the thread, not wall time, which a busy machine stretches whatever is done; and
+//! [`WALL_FACTOR`] times as much wall time, for work that blocks rather than computes); past
 //! it, the file mappings a snapshot has not reached are kept as [`Postponed`] (named
 //! `file+0xOFFSET` meanwhile), opened in later rounds, smallest snapshots first, or at once when a
 //! sample's address falls in one while the round still has time. So that an ordinary process (a
@@ -17,7 +18,7 @@
 //! deadline (`report`, tests) nothing is postponed.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::maps::MapsEntry;
 
@@ -25,6 +26,11 @@ use crate::maps::MapsEntry;
 /// together: more than the executable mappings of python3 with its extensions, a JVM or node (tens
 /// to a few hundred), and ~100 ms of opening a hostile process's distinct files.
 pub const WHOLE_SNAPSHOT_MAPPINGS: usize = 256;
+
+/// Wall time a round may take, as a multiple of its CPU time: a machine shared with builds (a load
+/// of 4 on 2 cores) stretches CPU work twice or more, while opening files that block on a slow
+/// disk costs wall time and hardly any CPU.
+pub const WALL_FACTOR: u32 = 4;
 
 /// What the budget did over the session, for the summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,8 +49,8 @@ pub struct SnapshotBudgetStats {
 /// The deadline of the current round, and the books.
 #[derive(Debug, Default)]
 pub struct SnapshotBudget {
-    /// In the thread's CPU time.
-    deadline: Option<Duration>,
+    /// In the thread's CPU time, and in wall time.
+    deadline: Option<(Duration, Instant)>,
     /// Openings past the deadline left to this round.
     overdraft: usize,
     pub stats: SnapshotBudgetStats,
@@ -54,7 +60,10 @@ impl SnapshotBudget {
     /// A round of the caller's loop begins: snapshot work may take `work` of this thread's CPU
     /// time from now.
     pub fn start_round(&mut self, work: Duration) {
-        self.deadline = Some(thread_cpu_time() + work);
+        self.deadline = Some((
+            thread_cpu_time() + work,
+            Instant::now() + work * WALL_FACTOR,
+        ));
         self.overdraft = WHOLE_SNAPSHOT_MAPPINGS;
     }
 
@@ -74,7 +83,7 @@ impl SnapshotBudget {
     #[cfg(test)]
     pub fn used_up() -> SnapshotBudget {
         SnapshotBudget {
-            deadline: Some(thread_cpu_time()),
+            deadline: Some((thread_cpu_time(), Instant::now())),
             overdraft: 0,
             stats: SnapshotBudgetStats::default(),
         }
@@ -83,7 +92,7 @@ impl SnapshotBudget {
     /// Whether the round's time is used up (never, without a deadline).
     pub fn spent(&self) -> bool {
         self.deadline
-            .is_some_and(|deadline| thread_cpu_time() >= deadline)
+            .is_some_and(|(cpu, wall)| Instant::now() >= wall || thread_cpu_time() >= cpu)
     }
 }
 
