@@ -182,6 +182,16 @@ pub fn print(summary: &Summary<'_>) {
             budget.dropped
         );
     }
+    if budget.records_postponed > 0 || budget.records_dropped > 0 {
+        log::info!(
+            "snapshot budget: {} mapping records postponed, {} merged later, {} never (over {} \
+             waiting in one process, or their process was released first)",
+            budget.records_postponed,
+            budget.records_merged_later,
+            budget.records_dropped,
+            emberprof_symbolizer::MAX_RECORDED_PER_PROCESS
+        );
+    }
     naming_notes(&collector.naming);
     let modules = collector.modules;
     if modules.released > 0 {

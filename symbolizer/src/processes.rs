@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use crate::frame::{Frame, FrameKind, Symbol, UnknownReason};
 use crate::jit::JitStats;
-use crate::mapping_records::{MappingRecords, NamingStats, RecordedMapping};
+use crate::mapping_records::{
+    MappingRecords, NamingStats, RecordedMapping, MAX_RECORDED_PER_PROCESS,
+};
 use crate::modules::ModuleTable;
 use crate::perf_map::PerfMap;
 use crate::process::{ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
@@ -62,6 +64,9 @@ pub struct Processes {
     budget: SnapshotBudget,
     /// Live instances whose snapshots have postponed mappings.
     postponed: HashSet<ProcessKey>,
+    /// Mapping records that came past the round's budget, by instance, in arrival order (at most
+    /// [`MAX_RECORDED_PER_PROCESS`] each): merged in later rounds.
+    records_waiting: HashMap<ProcessKey, Vec<RecordedMapping>>,
 }
 
 /// What the unwinder reads of one process at once: its snapshot among the others, the modules, and
@@ -103,6 +108,7 @@ impl Processes {
             recorded: MappingRecords::default(),
             budget: SnapshotBudget::default(),
             postponed: HashSet::new(),
+            records_waiting: HashMap::new(),
         })
     }
 
@@ -120,10 +126,32 @@ impl Processes {
     /// Executable mappings of instance `key` that mapping records reported (see
     /// `mapping_records`): added to its snapshot, or made its snapshot if the process was gone
     /// before its maps could be read. Not for a released instance.
+    /// Past the round's budget they wait for a later round (see `snapshot_budget`): a process
+    /// mapping 20,000 files while recorded sends as many records, each of which may open a file.
     pub fn mappings_recorded(&mut self, key: ProcessKey, mappings: &[RecordedMapping]) {
         if self.is_released(key) || mappings.is_empty() {
             return;
         }
+        if self.budget.spent() || self.records_waiting.contains_key(&key) {
+            // Made now, as the merge would: a snapshot of `key` must exist from here on, so that
+            // its /proc/PID/maps (maybe another process's by now) is not read in its place.
+            if !self.snapshots.contains(key) {
+                self.snapshots
+                    .merge_recorded(key, crate::process::RecordedParts::default());
+            }
+            let waiting = self.records_waiting.entry(key).or_default();
+            let room = MAX_RECORDED_PER_PROCESS.saturating_sub(waiting.len());
+            let kept = mappings.len().min(room);
+            waiting.extend_from_slice(&mappings[..kept]);
+            self.budget.stats.records_postponed += kept as u64;
+            self.budget.stats.records_dropped += (mappings.len() - kept) as u64;
+            return;
+        }
+        self.merge_records(key, mappings);
+    }
+
+    /// Merges mapping records of `key` into its snapshot now.
+    fn merge_records(&mut self, key: ProcessKey, mappings: &[RecordedMapping]) {
         let vdso = self.snapshots.vdso();
         let parts = self
             .recorded
@@ -174,6 +202,9 @@ impl Processes {
     /// place among the module table's users), runtimes, start time and timers.
     pub fn release(&mut self, key: ProcessKey) {
         self.drop_postponed(key);
+        if let Some(waiting) = self.records_waiting.remove(&key) {
+            self.budget.stats.records_dropped += waiting.len() as u64;
+        }
         self.snapshots.remove(key, &mut self.modules);
         self.modules.release_unused();
         self.snapshot_taken.remove(&key);
@@ -194,6 +225,7 @@ impl Processes {
     /// first, so that an ordinary process caught behind a hostile one is completed first. Returns
     /// whether some are still postponed (call again soon).
     pub fn open_postponed(&mut self) -> bool {
+        self.merge_waiting_records();
         let mut keys: Vec<(usize, ProcessKey)> = self
             .postponed
             .iter()
@@ -223,7 +255,31 @@ impl Processes {
                 self.postponed.remove(&key);
             }
         }
-        !self.postponed.is_empty()
+        !self.postponed.is_empty() || !self.records_waiting.is_empty()
+    }
+
+    /// Merges waiting mapping records, a batch at a time, while the round's budget lasts.
+    fn merge_waiting_records(&mut self) {
+        /// Records merged between two looks at the budget: one sort of the snapshot each.
+        const BATCH: usize = 64;
+        let keys: Vec<ProcessKey> = self.records_waiting.keys().copied().collect();
+        for key in keys {
+            while !self.budget.spent() {
+                let Some(waiting) = self.records_waiting.get_mut(&key) else {
+                    break;
+                };
+                let batch: Vec<RecordedMapping> =
+                    waiting.drain(..BATCH.min(waiting.len())).collect();
+                if waiting.is_empty() {
+                    self.records_waiting.remove(&key);
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                self.budget.stats.records_merged_later += batch.len() as u64;
+                self.merge_records(key, &batch);
+            }
+        }
     }
 
     /// What the snapshot budget did so far, for the summary.

@@ -44,6 +44,13 @@ pub struct SnapshotBudgetStats {
     /// Postponed mappings never opened: their process ended (or exec'd) first. Frames in them
     /// are named `file+0xOFFSET`.
     pub dropped: u64,
+    /// Mapping records (see `mapping_records`) that came past a round's budget.
+    pub records_postponed: u64,
+    /// ... of which merged in a later round.
+    pub records_merged_later: u64,
+    /// Mapping records never merged: past the per-process limit while waiting, or their process
+    /// was released first.
+    pub records_dropped: u64,
 }
 
 /// The deadline of the current round, and the books.
