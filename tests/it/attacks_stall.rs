@@ -53,27 +53,37 @@ const MAX_AFTER_SIGNAL: Duration = Duration::from_secs(4);
 const OPENING_FLOOD: usize = 1_000;
 /// Signalled by then whatever emberprof holds.
 const LATEST_SIGNAL: Duration = Duration::from_secs(30);
+/// Descriptors emberprof holds once it is opening the files of the flood's mapping records: more
+/// than `--all` opens for the rest of a machine, so the signal comes while the flood is handled.
+const OPENING_RECORDED_FLOOD: usize = 5_000;
+/// When the flood starts after emberprof did, in the test where it maps its files while recorded.
+const FLOOD_START: Duration = Duration::from_secs(2);
 /// Share of the samples that may be lost while the flood is snapshotted.
 const MAX_LOST_SHARE: f64 = 0.05;
 
 /// The flood, started as the attacker in its own directory; returns once every file is mapped.
 fn start_flood(dir: &std::path::Path) -> Attackers {
     compile(&dir.join("flood"), FLOOD_C, &[]);
-    let mut child = as_nobody(dir.join("flood"))
-        .arg(FLOOD_FILES)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run setpriv (util-linux): {e}"));
-    let stderr = child.stderr.take().expect("stderr");
-    let attackers = Attackers(vec![child]);
+    let mut attackers = spawn_flood(dir);
+    let stderr = attackers.0[0].stderr.take().expect("stderr");
     let mut line = String::new();
     BufReader::new(stderr)
         .read_line(&mut line)
         .expect("read the flood's stderr");
     assert_eq!(line.trim(), "mapped", "the flood failed");
     attackers
+}
+
+/// The compiled flood started as the attacker in `dir`.
+fn spawn_flood(dir: &std::path::Path) -> Attackers {
+    let child = as_nobody(dir.join("flood"))
+        .arg(FLOOD_FILES)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run setpriv (util-linux): {e}"));
+    Attackers(vec![child])
 }
 
 /// `record -p` of the flood: SIGTERM, sent while emberprof opens the flood's files, ends it within
@@ -157,4 +167,49 @@ fn mapping_flood_does_not_stall_recording_all() {
     let stacks = read_folded(&out);
     let burner = rooted(&stacks, |comm| comm == "burn");
     assert_burn_stacks(&burner);
+}
+
+/// `--all` while the flood starts and maps its files: each mapping comes as a record, which used to
+/// open its file on the loop (a recording of `-d 8` took 24 s, 18 s of it one iteration). SIGTERM,
+/// sent while emberprof opens the flood's files, ends it within [`MAX_AFTER_SIGNAL`], and at most
+/// [`MAX_LOST_SHARE`] of the samples were lost.
+#[test]
+fn mapping_flood_during_recording_does_not_stall_it() {
+    let _kernel = kernel_test();
+    let dir = attacker_dir();
+    compile(&dir.path().join("flood"), FLOOD_C, &[]);
+    let flood_dir = dir.path().to_owned();
+    // Started once emberprof samples (it takes well under this to load its BPF programs).
+    let flood = std::thread::spawn(move || {
+        std::thread::sleep(FLOOD_START);
+        spawn_flood(&flood_dir)
+    });
+    let out = dir.path().join("out.folded");
+    let mut args = strings(&["record", "-v", "--all", "-o"]);
+    args.push(out.display().to_string());
+    let stopped = record_attack_stopped(
+        "--all while 20,000 files are mapped",
+        &args,
+        &out.display().to_string(),
+        SignalWhen {
+            descriptors: OPENING_RECORDED_FLOOD,
+            after: Duration::from_millis(500),
+            latest: LATEST_SIGNAL,
+        },
+    );
+    let _flood = flood.join().expect("the thread that starts the flood");
+    let stderr = &stopped.recording.stderr;
+    assert!(
+        stopped.after_signal < MAX_AFTER_SIGNAL,
+        "emberprof ended {:.1?} after SIGTERM (bound {MAX_AFTER_SIGNAL:?}): the flood's mapping \
+         records held the recording loop:\n{stderr}",
+        stopped.after_signal
+    );
+    let samples = summary_samples(stderr);
+    let lost = summary_count(stderr, " lost");
+    assert!(
+        lost as f64 <= (samples + lost) as f64 * MAX_LOST_SHARE,
+        "{lost} samples lost of {}:\n{stderr}",
+        samples + lost
+    );
 }
