@@ -159,6 +159,43 @@ pub fn print(summary: &Summary<'_>) {
             source.checkpoints
         );
     }
+    let (longest, cpu) = collector.longest_iteration;
+    log::info!(
+        "longest recording-loop iteration: {:.1} ms, {:.1} ms of CPU (reading, snapshots, \
+         symbolizing between two waits)",
+        longest.as_secs_f64() * 1e3,
+        cpu.as_secs_f64() * 1e3
+    );
+    let budget = collector.snapshots;
+    if budget.postponed > 0 {
+        // Not only with -v when it cost names.
+        let level = if budget.dropped > 0 {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "snapshot budget: {} file mappings of {} snapshots postponed past {} ms of CPU in one loop \
+             iteration, {} opened later, {} never (their process ended first: frames in them are \
+             named file+offset)",
+            budget.postponed,
+            budget.snapshots_postponed,
+            crate::capture::SNAPSHOT_WORK_PER_ITERATION.as_millis(),
+            budget.opened_later,
+            budget.dropped
+        );
+    }
+    if budget.records_postponed > 0 || budget.records_dropped > 0 {
+        log::info!(
+            "snapshot budget: {} mapping records postponed, {} merged later, {} never (over {} \
+             waiting in one process, or their process was released first)",
+            budget.records_postponed,
+            budget.records_merged_later,
+            budget.records_dropped,
+            emberprof_symbolizer::MAX_RECORDED_PER_PROCESS
+        );
+    }
     naming_notes(&collector.naming);
     let modules = collector.modules;
     if modules.released > 0 {

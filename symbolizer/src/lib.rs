@@ -42,6 +42,7 @@ mod python_runtime;
 mod python_stack;
 mod released;
 mod runtimes;
+mod snapshot_budget;
 pub mod stack_root;
 mod strings;
 mod symbolize;
@@ -66,6 +67,7 @@ pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocati
 pub use processes::Processes;
 pub use python_runtime::PythonStatus;
 pub use python_stack::{PythonStack, PythonStackFrame, RawPythonFrame, RawPythonStack};
+pub use snapshot_budget::{SnapshotBudgetStats, WHOLE_SNAPSHOT_MAPPINGS};
 pub use strings::SharedStrings;
 pub use symbolize::Symbolizer;
 pub use unwind::{StackCopy, UnwindEnd, UnwindFailure, UnwoundStack, UserRegisters};

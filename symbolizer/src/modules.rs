@@ -133,6 +133,11 @@ impl Module {
             .and_then(|s| s.vaddr.checked_add(file_offset - s.file_offset))
     }
 
+    /// Device and inode of the file it was read from (`None` for the vDSO image).
+    pub(crate) fn dev_inode(&self) -> Option<(u64, u64)> {
+        self.key.map(|key| (key.dev, key.inode))
+    }
+
     fn files(&self) -> usize {
         usize::from(self.file.is_some()) + usize::from(self.debug_file.is_some())
     }

@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 
 use crate::maps::{parse_maps, MapsEntry};
 use crate::modules::{mapped_file_key, open_mapped_file, FileKey, ModuleId, ModuleTable};
+use crate::snapshot_budget::{display_name, postponed_at, Postponed, SnapshotBudget};
 use crate::Error;
 
 /// One run of one program in one process: a PID, and the instance id the BPF side gave it (a new one
@@ -57,6 +58,8 @@ pub struct ProcessSnapshot {
     /// [`ProcessTable::hold_modules`] last counted, and what [`ProcessTable::remove`] uncounts,
     /// whatever changed the mappings since.
     counted: Vec<ModuleId>,
+    /// File mappings not opened yet for the snapshot budget (see `snapshot_budget`), sorted.
+    postponed: Vec<Postponed>,
 }
 
 /// What mapping records add to a snapshot (see `mapping_records`).
@@ -100,6 +103,15 @@ impl ProcessSnapshot {
                 };
             }
         }
+        // Mapped, not opened yet: shown by name, and not taken for code mapped since (which
+        // would have the snapshot retaken).
+        if let Some(index) = postponed_at(&self.postponed, address) {
+            let postponed = &self.postponed[index];
+            return UserLocation::UnreadableModule {
+                name: postponed.name.clone(),
+                file_offset: address - postponed.start + postponed.offset,
+            };
+        }
         UserLocation::Unmapped
     }
 
@@ -129,6 +141,16 @@ impl ProcessSnapshot {
     /// The anonymous executable mappings (JIT code), sorted.
     pub fn anonymous_code(&self) -> &[std::ops::Range<u64>] {
         &self.anonymous_code
+    }
+
+    /// File mappings not opened yet for the snapshot budget.
+    pub fn postponed(&self) -> usize {
+        self.postponed.len()
+    }
+
+    /// Whether `address` lies in a mapping not opened yet for the snapshot budget.
+    pub(crate) fn is_postponed_at(&self, address: u64) -> bool {
+        postponed_at(&self.postponed, address).is_some()
     }
 
     /// Differs from that of every other snapshot the table took: what was built from a snapshot
@@ -270,6 +292,18 @@ impl ProcessTable {
         start_ticks: Option<u64>,
         modules: &mut ModuleTable,
     ) -> Result<&ProcessSnapshot, Error> {
+        self.snapshot_within(key, start_ticks, modules, &mut SnapshotBudget::default())
+    }
+
+    /// [`ProcessTable::snapshot`] within a round's `budget`: the file mappings it does not reach
+    /// are postponed (see `snapshot_budget`).
+    pub(crate) fn snapshot_within(
+        &mut self,
+        key: ProcessKey,
+        start_ticks: Option<u64>,
+        modules: &mut ModuleTable,
+        budget: &mut SnapshotBudget,
+    ) -> Result<&ProcessSnapshot, Error> {
         let pid = key.pid;
         let path = format!("/proc/{pid}");
         let read_error = |source| Error::ReadMaps {
@@ -294,7 +328,20 @@ impl ProcessTable {
         };
         same_process(&dir)?;
         let text = read_in(&dir, c"maps").map_err(read_error)?;
-        let mut snapshot = self.snapshot_from_entries(pid, parse_maps(&text), modules);
+        let old = self.processes.get(&key);
+        let first = executable_file(pid).map(|file| (file.dev, file.inode));
+        let mut snapshot = snapshot_from_entries(
+            (pid, first),
+            self.vdso,
+            parse_maps(&text),
+            modules,
+            old,
+            budget,
+        );
+        if !snapshot.postponed.is_empty() {
+            budget.stats.snapshots_postponed += 1;
+            budget.stats.postponed += snapshot.postponed.len() as u64;
+        }
         // The modules were opened by PID: if the process ended meanwhile, they may belong to a new
         // process that got its PID. Still readable through `dir` means it was alive all along.
         if start_ticks.is_some() && read_in(&dir, c"stat").is_err() {
@@ -369,61 +416,225 @@ impl ProcessTable {
         (added, over)
     }
 
-    fn snapshot_from_entries(
-        &self,
-        pid: u32,
-        entries: Vec<MapsEntry>,
+    /// Opens up to the budget allows of the mappings `key`'s snapshot postponed: all that
+    /// hold one of `addresses` first, then the rest. Returns how many were opened.
+    pub(crate) fn open_postponed(
+        &mut self,
+        key: ProcessKey,
+        addresses: &[u64],
         modules: &mut ModuleTable,
-    ) -> ProcessSnapshot {
-        let mut snapshot = ProcessSnapshot::default();
-        for entry in entries.into_iter().filter(|e| e.executable) {
-            if entry.path == "[vdso]" {
-                if let Some(module) = self.vdso {
-                    snapshot.mappings.push(Mapping {
-                        start: entry.start,
-                        end: entry.end,
-                        offset: 0,
-                        module,
-                    });
-                }
-                continue;
+        budget: &mut SnapshotBudget,
+    ) -> usize {
+        let Some(snapshot) = self.processes.get_mut(&key) else {
+            return 0;
+        };
+        let mut opened = 0;
+        let mut same_file = HashMap::new();
+        for &address in addresses {
+            if budget.spent() {
+                break;
             }
-            if entry.inode == 0 || !entry.path.starts_with('/') {
-                // Anonymous executable memory: JIT code, trampolines (maybe named with
-                // PR_SET_VMA_ANON_NAME); not the kernel's pseudo-mappings such as `[vsyscall]`.
-                if entry.path.is_empty() || entry.path.starts_with("[anon:") {
-                    snapshot.anonymous_code.push(entry.start..entry.end);
-                }
-                continue;
-            }
-            let key = mapped_file_key(pid, entry.start, entry.end)
-                .filter(|key| (key.dev, key.inode) == (entry.dev, entry.inode));
-            let at = (entry.start, entry.end, entry.inode);
-            let opened = modules.get_or_open(key, &entry.path, pid, at, || {
-                open_mapped_file(pid, entry.start, entry.end, &entry.path, entry.inode)
-            });
-            match opened {
-                Ok(module) => snapshot.mappings.push(Mapping {
-                    start: entry.start,
-                    end: entry.end,
-                    offset: entry.offset,
-                    module,
-                }),
-                Err(error) => {
-                    log::debug!("{}", crate::error::chain(&error));
-                    let name = std::path::Path::new(&entry.path)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| entry.path.clone());
-                    snapshot
-                        .unreadable
-                        .push((entry.start, entry.end, entry.offset, name.into()));
-                }
+            if let Some(index) = postponed_at(&snapshot.postponed, address) {
+                let postponed = snapshot.postponed.remove(index);
+                open_into(snapshot, key.pid, &postponed, modules, &mut same_file);
+                opened += 1;
             }
         }
-        snapshot.mappings.sort_by_key(|m| m.start);
-        snapshot.anonymous_code.sort_by_key(|range| range.start);
-        snapshot
+        if addresses.is_empty() {
+            // In the order snapshots take files (see `snapshot_from_entries`): the program's own
+            // executable, then from the top of the address space down.
+            let program = snapshot.executable_file.and_then(|file| {
+                snapshot
+                    .postponed
+                    .iter()
+                    .position(|p| p.inode == file.inode)
+            });
+            if let Some(index) = program.filter(|_| !budget.spent()) {
+                let postponed = snapshot.postponed.remove(index);
+                open_into(snapshot, key.pid, &postponed, modules, &mut same_file);
+                opened += 1;
+            }
+            while !budget.spent() {
+                let Some(postponed) = snapshot.postponed.pop() else {
+                    break;
+                };
+                open_into(snapshot, key.pid, &postponed, modules, &mut same_file);
+                opened += 1;
+            }
+        }
+        if opened > 0 {
+            snapshot.mappings.sort_by_key(|m| m.start);
+            snapshot.unreadable.sort_by_key(|u| u.0);
+            snapshot.generation = self.taken;
+            self.taken += 1;
+            budget.stats.opened_later += opened as u64;
+            self.hold_modules(key, modules);
+        }
+        opened
+    }
+}
+
+/// Reads a snapshot from the lines of `/proc/PID/maps`, opening the modules of its executable
+/// file mappings within `budget` (see `snapshot_budget`). A file mapped many times is looked up
+/// once: within one read of the maps, the same device and inode are the same file (a mapped inode
+/// cannot be freed and its number reused). A mapping `old` (the snapshot this one replaces) had at
+/// the same place, from the same device and inode, keeps its module without being looked up again,
+/// so that retaking a hostile process's snapshot does not start over.
+///
+/// The budget may not reach every file, so they are taken in the order that names most: the
+/// program's own executable (`executable`: its device and inode), then from the top of the
+/// address space down, where the loader maps the libraries before anything the program maps
+/// itself (mmap places mappings top-down).
+fn snapshot_from_entries(
+    (pid, executable): (u32, Option<(u64, u64)>),
+    vdso: Option<ModuleId>,
+    entries: Vec<MapsEntry>,
+    modules: &mut ModuleTable,
+    old: Option<&ProcessSnapshot>,
+    budget: &mut SnapshotBudget,
+) -> ProcessSnapshot {
+    let mut opened = 0;
+    let mut same_file: HashMap<(u64, u64), Option<ModuleId>> = HashMap::new();
+    let kept: HashMap<(u64, u64, u64), ModuleId> = old
+        .map(|old| {
+            old.mappings
+                .iter()
+                .map(|m| ((m.start, m.end, m.offset), m.module))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut snapshot = ProcessSnapshot::default();
+    let mut files = Vec::new();
+    for entry in entries.into_iter().filter(|e| e.executable) {
+        if entry.path == "[vdso]" {
+            if let Some(module) = vdso {
+                snapshot.mappings.push(Mapping {
+                    start: entry.start,
+                    end: entry.end,
+                    offset: 0,
+                    module,
+                });
+            }
+            continue;
+        }
+        if entry.inode == 0 || !entry.path.starts_with('/') {
+            // Anonymous executable memory: JIT code, trampolines (maybe named with
+            // PR_SET_VMA_ANON_NAME); not the kernel's pseudo-mappings such as `[vsyscall]`.
+            if entry.path.is_empty() || entry.path.starts_with("[anon:") {
+                snapshot.anonymous_code.push(entry.start..entry.end);
+            }
+            continue;
+        }
+        files.push(entry);
+    }
+    files.sort_by_key(|e| {
+        let program = Some((e.dev, e.inode)) == executable;
+        (!program, std::cmp::Reverse(e.start))
+    });
+    for entry in files {
+        let file = (entry.dev, entry.inode);
+        let known = same_file.get(&file).copied().or_else(|| {
+            let module = *kept.get(&(entry.start, entry.end, entry.offset))?;
+            let same = modules.contains(module) && modules.get(module).dev_inode() == Some(file);
+            same.then_some(Some(module))
+        });
+        let module = match known {
+            Some(module) => module,
+            None if budget.may_open(opened) => {
+                opened += 1;
+                let module = open_entry(pid, &entry, modules);
+                same_file.insert(file, module);
+                module
+            }
+            None => {
+                snapshot.postponed.push(Postponed::of(&entry));
+                continue;
+            }
+        };
+        let name = || display_name(&entry.path).into();
+        push_mapping(
+            &mut snapshot,
+            (entry.start, entry.end, entry.offset),
+            name,
+            module,
+        );
+    }
+    snapshot.mappings.sort_by_key(|m| m.start);
+    snapshot.anonymous_code.sort_by_key(|range| range.start);
+    snapshot.postponed.sort_by_key(|p| p.start);
+    snapshot
+}
+
+/// Opens the module of a file mapping, or says why it could not be (logged).
+fn open_entry(pid: u32, entry: &MapsEntry, modules: &mut ModuleTable) -> Option<ModuleId> {
+    let key = mapped_file_key(pid, entry.start, entry.end)
+        .filter(|key| (key.dev, key.inode) == (entry.dev, entry.inode));
+    let at = (entry.start, entry.end, entry.inode);
+    let opened = modules.get_or_open(key, &entry.path, pid, at, || {
+        open_mapped_file(pid, entry.start, entry.end, &entry.path, entry.inode)
+    });
+    match opened {
+        Ok(module) => Some(module),
+        Err(error) => {
+            log::debug!("{}", crate::error::chain(&error));
+            None
+        }
+    }
+}
+
+/// Opens a postponed mapping into `snapshot` (unsorted: the caller sorts). `same_file` remembers
+/// the modules of the files opened in this call by their identity.
+fn open_into(
+    snapshot: &mut ProcessSnapshot,
+    pid: u32,
+    postponed: &Postponed,
+    modules: &mut ModuleTable,
+    same_file: &mut HashMap<(u64, u64), Option<ModuleId>>,
+) {
+    let key = mapped_file_key(pid, postponed.start, postponed.end)
+        .filter(|key| key.inode == postponed.inode);
+    let module = match key.map(|key| (key.dev, key.inode)) {
+        Some(file) if same_file.contains_key(&file) => same_file[&file],
+        file => {
+            let at = (postponed.start, postponed.end, postponed.inode);
+            let opened = modules.get_or_open(key, &postponed.path, pid, at, || {
+                open_mapped_file(
+                    pid,
+                    postponed.start,
+                    postponed.end,
+                    &postponed.path,
+                    postponed.inode,
+                )
+            });
+            let module = opened
+                .map_err(|error| log::debug!("{}", crate::error::chain(&error)))
+                .ok();
+            if let Some(file) = file {
+                same_file.insert(file, module);
+            }
+            module
+        }
+    };
+    let at = (postponed.start, postponed.end, postponed.offset);
+    push_mapping(snapshot, at, || postponed.name.clone(), module);
+}
+
+/// Adds the file mapping `(start, end, offset)` to `snapshot`: in `module`, or unreadable (shown
+/// by `name`) without one.
+fn push_mapping(
+    snapshot: &mut ProcessSnapshot,
+    (start, end, offset): (u64, u64, u64),
+    name: impl FnOnce() -> std::sync::Arc<str>,
+    module: Option<ModuleId>,
+) {
+    match module {
+        Some(module) => snapshot.mappings.push(Mapping {
+            start,
+            end,
+            offset,
+            module,
+        }),
+        None => snapshot.unreadable.push((start, end, offset, name())),
     }
 }
 
@@ -482,6 +693,55 @@ mod tests {
             .snapshot(key, Some(start), &mut modules)
             .expect("same process");
         assert!(!snapshot.mappings().is_empty());
+    }
+
+    /// With the budget used up, a snapshot of this process opens nothing: its file mappings are
+    /// postponed and shown by file name; a sample's address opens its mapping, the rest are opened
+    /// later; a snapshot retaken with the budget used up keeps what was opened.
+    #[test]
+    fn postponed_mappings_are_named_then_opened() {
+        let key = ProcessKey {
+            pid: std::process::id(),
+            instance: 1,
+        };
+        let mut modules = ModuleTable::default();
+        let mut table = ProcessTable::new(None);
+        let mut used_up = SnapshotBudget::used_up();
+        let address = postponed_mappings_are_named_then_opened as *const () as u64;
+        let snapshot = table
+            .snapshot_within(key, None, &mut modules, &mut used_up)
+            .expect("own snapshot");
+        assert!(snapshot.mappings().is_empty(), "{:?}", snapshot.mappings());
+        assert!(snapshot.postponed() > 1);
+        let own_name = std::env::current_exe().expect("own path");
+        let own_name = own_name.file_name().expect("file name").to_string_lossy();
+        match snapshot.locate(address) {
+            UserLocation::UnreadableModule { name, .. } => assert_eq!(&*name, &*own_name),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(used_up.stats.snapshots_postponed, 1);
+        assert_eq!(used_up.stats.postponed, snapshot.postponed() as u64);
+        let mut unlimited = SnapshotBudget::default();
+        assert_eq!(
+            table.open_postponed(key, &[address], &mut modules, &mut unlimited),
+            1
+        );
+        let snapshot = table.get(key).expect("snapshot");
+        assert!(matches!(
+            snapshot.locate(address),
+            UserLocation::Module { .. }
+        ));
+        let left = snapshot.postponed();
+        assert_eq!(
+            table.open_postponed(key, &[], &mut modules, &mut unlimited),
+            left
+        );
+        let opened = table.get(key).expect("snapshot").mappings().len();
+        let snapshot = table
+            .snapshot_within(key, None, &mut modules, &mut SnapshotBudget::used_up())
+            .expect("retaken");
+        assert_eq!(snapshot.postponed(), 0);
+        assert_eq!(snapshot.mappings().len(), opened);
     }
 
     /// The BPF side's nanoseconds and /proc's ticks agree for this process (within the second that

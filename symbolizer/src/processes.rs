@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 
 use crate::frame::{Frame, FrameKind, Symbol, UnknownReason};
 use crate::jit::JitStats;
-use crate::mapping_records::{MappingRecords, NamingStats, RecordedMapping};
+use crate::mapping_records::{
+    MappingRecords, NamingStats, RecordedMapping, MAX_RECORDED_PER_PROCESS,
+};
 use crate::modules::ModuleTable;
 use crate::perf_map::PerfMap;
 use crate::process::{ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
 use crate::released::ReleasedInstances;
 use crate::runtimes::Runtimes;
+use crate::snapshot_budget::{SnapshotBudget, SnapshotBudgetStats};
 use crate::Error;
 
 /// Least time between two reads of one process's memory map: short while the process is young (its
@@ -57,6 +60,13 @@ pub struct Processes {
     runtimes: Runtimes,
     /// Modules known from mapping records, and where each instance's modules came from.
     recorded: MappingRecords,
+    /// How much of a round snapshots may take (see `snapshot_budget`).
+    budget: SnapshotBudget,
+    /// Live instances whose snapshots have postponed mappings.
+    postponed: HashSet<ProcessKey>,
+    /// Mapping records that came past the round's budget, by instance, in arrival order (at most
+    /// [`MAX_RECORDED_PER_PROCESS`] each): merged in later rounds.
+    records_waiting: HashMap<ProcessKey, Vec<RecordedMapping>>,
 }
 
 /// What the unwinder reads of one process at once: its snapshot among the others, the modules, and
@@ -96,6 +106,9 @@ impl Processes {
             start_ticks: HashMap::new(),
             runtimes: Runtimes::new(max_perf_map_bytes, max_perf_maps_total_bytes),
             recorded: MappingRecords::default(),
+            budget: SnapshotBudget::default(),
+            postponed: HashSet::new(),
+            records_waiting: HashMap::new(),
         })
     }
 
@@ -113,10 +126,32 @@ impl Processes {
     /// Executable mappings of instance `key` that mapping records reported (see
     /// `mapping_records`): added to its snapshot, or made its snapshot if the process was gone
     /// before its maps could be read. Not for a released instance.
+    /// Past the round's budget they wait for a later round (see `snapshot_budget`): a process
+    /// mapping 20,000 files while recorded sends as many records, each of which may open a file.
     pub fn mappings_recorded(&mut self, key: ProcessKey, mappings: &[RecordedMapping]) {
         if self.is_released(key) || mappings.is_empty() {
             return;
         }
+        if self.budget.spent() || self.records_waiting.contains_key(&key) {
+            // Made now, as the merge would: a snapshot of `key` must exist from here on, so that
+            // its /proc/PID/maps (maybe another process's by now) is not read in its place.
+            if !self.snapshots.contains(key) {
+                self.snapshots
+                    .merge_recorded(key, crate::process::RecordedParts::default());
+            }
+            let waiting = self.records_waiting.entry(key).or_default();
+            let room = MAX_RECORDED_PER_PROCESS.saturating_sub(waiting.len());
+            let kept = mappings.len().min(room);
+            waiting.extend_from_slice(&mappings[..kept]);
+            self.budget.stats.records_postponed += kept as u64;
+            self.budget.stats.records_dropped += (mappings.len() - kept) as u64;
+            return;
+        }
+        self.merge_records(key, mappings);
+    }
+
+    /// Merges mapping records of `key` into its snapshot now.
+    fn merge_records(&mut self, key: ProcessKey, mappings: &[RecordedMapping]) {
         let vdso = self.snapshots.vdso();
         let parts = self
             .recorded
@@ -159,12 +194,17 @@ impl Processes {
     /// never retaken, and its runtimes are not looked for again.
     pub fn instance_ended(&mut self, key: ProcessKey) {
         self.ended.insert(key);
+        self.drop_postponed(key);
         self.runtimes.instance_ended(key);
     }
 
     /// Forgets an ended instance whose samples have all been symbolized: its snapshot (and so its
     /// place among the module table's users), runtimes, start time and timers.
     pub fn release(&mut self, key: ProcessKey) {
+        self.drop_postponed(key);
+        if let Some(waiting) = self.records_waiting.remove(&key) {
+            self.budget.stats.records_dropped += waiting.len() as u64;
+        }
         self.snapshots.remove(key, &mut self.modules);
         self.modules.release_unused();
         self.snapshot_taken.remove(&key);
@@ -173,6 +213,86 @@ impl Processes {
         self.runtimes.forget(key);
         self.recorded.release(key);
         self.released.insert(key.instance);
+    }
+
+    /// A round of the caller's loop begins: snapshots may take `work` of the thread's CPU time
+    /// from now, and what they do not reach is postponed (see `snapshot_budget`).
+    pub fn start_round(&mut self, work: Duration) {
+        self.budget.start_round(work);
+    }
+
+    /// Opens, within the round's budget, mappings that snapshots postponed: smallest remainders
+    /// first, so that an ordinary process caught behind a hostile one is completed first. Returns
+    /// whether some are still postponed (call again soon).
+    pub fn open_postponed(&mut self) -> bool {
+        self.merge_waiting_records();
+        let mut keys: Vec<(usize, ProcessKey)> = self
+            .postponed
+            .iter()
+            .map(|&key| (self.snapshots.get(key).map_or(0, |s| s.postponed()), key))
+            .collect();
+        keys.sort_unstable();
+        for (_, key) in keys {
+            if self.budget.spent() {
+                break;
+            }
+            // Opened by PID: only while the PID still runs the program the snapshot was taken of.
+            let same_program = self
+                .snapshots
+                .get(key)
+                .is_some_and(|s| s.same_program(key.pid));
+            if !same_program {
+                self.drop_postponed(key);
+                continue;
+            }
+            let opened =
+                self.snapshots
+                    .open_postponed(key, &[], &mut self.modules, &mut self.budget);
+            if opened > 0 {
+                self.changed.push(key);
+            }
+            if self.snapshots.get(key).is_none_or(|s| s.postponed() == 0) {
+                self.postponed.remove(&key);
+            }
+        }
+        !self.postponed.is_empty() || !self.records_waiting.is_empty()
+    }
+
+    /// Merges waiting mapping records, a batch at a time, while the round's budget lasts.
+    fn merge_waiting_records(&mut self) {
+        /// Records merged between two looks at the budget: one sort of the snapshot each.
+        const BATCH: usize = 64;
+        let keys: Vec<ProcessKey> = self.records_waiting.keys().copied().collect();
+        for key in keys {
+            while !self.budget.spent() {
+                let Some(waiting) = self.records_waiting.get_mut(&key) else {
+                    break;
+                };
+                let batch: Vec<RecordedMapping> =
+                    waiting.drain(..BATCH.min(waiting.len())).collect();
+                if waiting.is_empty() {
+                    self.records_waiting.remove(&key);
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                self.budget.stats.records_merged_later += batch.len() as u64;
+                self.merge_records(key, &batch);
+            }
+        }
+    }
+
+    /// What the snapshot budget did so far, for the summary.
+    pub fn snapshot_budget_stats(&self) -> SnapshotBudgetStats {
+        self.budget.stats
+    }
+
+    /// The instance will not be read again: what its snapshot postponed stays unopened.
+    fn drop_postponed(&mut self, key: ProcessKey) {
+        if self.postponed.remove(&key) {
+            let left = self.snapshots.get(key).map_or(0, |s| s.postponed());
+            self.budget.stats.dropped += left as u64;
+        }
     }
 
     fn is_released(&self, key: ProcessKey) -> bool {
@@ -224,7 +344,12 @@ impl Processes {
             .or_insert((now, now));
         let start_ticks = self.start_ticks.get(&key).copied();
         self.snapshots
-            .snapshot(key, start_ticks, &mut self.modules)?;
+            .snapshot_within(key, start_ticks, &mut self.modules, &mut self.budget)?;
+        if self.snapshots.get(key).is_some_and(|s| s.postponed() > 0) {
+            self.postponed.insert(key);
+        } else {
+            self.postponed.remove(&key);
+        }
         let jit_code = self
             .snapshots
             .get(key)
@@ -297,6 +422,23 @@ impl Processes {
                 Some(snapshot) => snapshot.locate(address),
                 None => UserLocation::Unmapped,
             };
+        }
+        let postponed = !self.ended.contains(&key)
+            && self
+                .snapshots
+                .get(key)
+                .is_some_and(|s| s.is_postponed_at(address) && s.same_program(key.pid));
+        if postponed
+            && self
+                .snapshots
+                .open_postponed(key, &[address], &mut self.modules, &mut self.budget)
+                > 0
+        {
+            // A sample's address: its module is opened now, within the round's budget.
+            self.changed.push(key);
+            if let Some(snapshot) = self.snapshots.get(key) {
+                location = snapshot.locate(address);
+            }
         }
         if let UserLocation::Module { module, .. } = location {
             // Through this process's own mapping first: it maps the module, and may still run.

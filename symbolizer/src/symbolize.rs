@@ -87,6 +87,26 @@ impl Symbolizer {
         }
     }
 
+    /// A round of the caller's loop begins: snapshots may take `work` of the thread's CPU time
+    /// from now, and what they do not reach is postponed to later rounds (see
+    /// [`crate::SnapshotBudgetStats`]).
+    pub fn start_round(&mut self, work: std::time::Duration) {
+        self.processes.start_round(work);
+    }
+
+    /// Opens, within the round's budget, mappings that snapshots postponed. Returns whether some
+    /// are still postponed (call again soon).
+    pub fn open_postponed(&mut self) -> bool {
+        let left = self.processes.open_postponed();
+        self.forget_dropped_modules();
+        left
+    }
+
+    /// What the snapshot budget did so far, for the summary.
+    pub fn snapshot_budget_stats(&self) -> crate::SnapshotBudgetStats {
+        self.processes.snapshot_budget_stats()
+    }
+
     /// What the module table did so far (modules released, closed for the descriptor budget), for
     /// the summary.
     pub fn module_stats(&self) -> crate::ModuleStats {

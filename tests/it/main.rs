@@ -15,6 +15,7 @@ mod attacks_files;
 mod attacks_modules;
 mod attacks_output;
 mod attacks_report;
+mod attacks_stall;
 mod auto;
 mod builtins_auto;
 mod errors;

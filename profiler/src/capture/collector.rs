@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use emberprof_symbolizer::{
     FramelessCode, FramelessMapping, JitStats, ModuleStats, NamingStats, ProcessKey, PythonStack,
-    RawPythonStack, StackCopy, Symbolizer, UnwindEnd, UserRegisters,
+    RawPythonStack, SnapshotBudgetStats, StackCopy, Symbolizer, UnwindEnd, UserRegisters,
 };
 
 use super::launch::remove_pre_exec_samples;
@@ -32,6 +32,16 @@ const MAX_AWAITING_STACKS: usize = 50_000;
 /// ([`Event::OffCpuEnded`]): far more than the threads a machine runs at once; past it, the
 /// intervals of further threads are counted as unattributed rather than grow the table.
 const MAX_OFF_CPU_THREADS: usize = 65_536;
+
+/// How much CPU time the snapshots of one iteration of the recording loop may take (opening the
+/// modules processes map; CPU time, since a machine busy with other work stretches wall time
+/// whatever is done): past it, what they did not reach is postponed to the next iterations (see the
+/// symbolizer's `snapshot_budget`), so that a process mapping tens of thousands of files does not
+/// hold up the ring buffer's reader and a stop signal for seconds.
+pub const SNAPSHOT_WORK_PER_ITERATION: std::time::Duration = std::time::Duration::from_millis(50);
+/// The same once recording stopped, for the addresses the last build finds in mappings still
+/// postponed.
+const SNAPSHOT_WORK_AT_FINISH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A distinct stack of one thread, as counted.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -61,6 +71,12 @@ pub struct CollectorReport {
     /// Modules released, and closed for the descriptor budget.
     pub modules: ModuleStats,
     pub python: PythonReport,
+    /// The longest the recording loop went between two waits on the source (reading, snapshots,
+    /// symbolization, checkpoints): how long the ring buffer and a stop signal waited at worst,
+    /// and the CPU time it took (less on a busy machine).
+    pub longest_iteration: (std::time::Duration, std::time::Duration),
+    /// Mappings the snapshot budget postponed, opened later, or never opened.
+    pub snapshots: SnapshotBudgetStats,
 }
 
 pub struct Collector {
@@ -88,6 +104,8 @@ pub struct Collector {
     launched_pid: Option<u32>,
     /// Some snapshot was taken while the dynamic loader ran: retake it soon.
     loader_snapshots: bool,
+    /// Some snapshot has mappings postponed for the snapshot budget: continue soon.
+    postponed_snapshots: bool,
     /// [`MAX_AWAITING_STACKS`] was reached (warned once).
     awaiting_full: bool,
     /// `--off-cpu`: each thread's stacks that its next [`Event::OffCpuEnded`] is charged to.
@@ -106,6 +124,7 @@ pub struct Collector {
     /// at the next one).
     python_named_before: HashMap<(ProcessKey, RawPythonStack), PythonStack>,
     python: PythonReport,
+    longest_iteration: (std::time::Duration, std::time::Duration),
 }
 
 impl Collector {
@@ -131,6 +150,7 @@ impl Collector {
             released: 0,
             launched_pid,
             loader_snapshots: false,
+            postponed_snapshots: false,
             awaiting_full: false,
             off_cpu_stacks: HashMap::new(),
             off_cpu_on_last_sample: false,
@@ -139,6 +159,7 @@ impl Collector {
             python_named: HashMap::new(),
             python_named_before: HashMap::new(),
             python: PythonReport::default(),
+            longest_iteration: Default::default(),
         }
     }
 
@@ -155,6 +176,7 @@ impl Collector {
     /// processes whose snapshot changed. Returns what the source must be told.
     pub fn after_read(&mut self) -> Vec<Feedback> {
         self.loader_snapshots = self.symbolizer.retake_loader_snapshots();
+        self.postponed_snapshots = self.symbolizer.open_postponed();
         for key in self.symbolizer.take_changed() {
             self.plans.remove(&key);
             // Mapping records complete the snapshots of instances already gone: a plan for their
@@ -167,9 +189,23 @@ impl Collector {
         std::mem::take(&mut self.feedback)
     }
 
+    /// The recording loop woke and starts its work: snapshots get
+    /// [`SNAPSHOT_WORK_PER_ITERATION`] of it.
+    pub fn begin_iteration(&mut self) {
+        self.symbolizer.start_round(SNAPSHOT_WORK_PER_ITERATION);
+    }
+
+    /// The recording loop's work took `busy` since [`Collector::begin_iteration`], `cpu` of it on
+    /// the CPU.
+    pub fn end_iteration(&mut self, busy: std::time::Duration, cpu: std::time::Duration) {
+        if busy > self.longest_iteration.0 {
+            self.longest_iteration = (busy, cpu);
+        }
+    }
+
     /// Whether a snapshot should be retaken soon (see [`Collector::after_read`]).
     pub fn retake_soon(&self) -> bool {
-        self.loader_snapshots
+        self.loader_snapshots || self.postponed_snapshots
     }
 
     /// Stacks waiting to be symbolized.
@@ -258,6 +294,7 @@ impl Collector {
     /// Builds everything left into the profile, every process being done now. The symbolizer
     /// goes with it: its parsed debug info (tens of MB) is not needed for the outputs.
     pub fn finish(mut self) -> (MergedProfile, CollectorReport) {
+        self.symbolizer.start_round(SNAPSHOT_WORK_AT_FINISH);
         let samples = self.take_samples(|_| true);
         for part in profile::split_by_process(samples) {
             let part = self.build_part(part);
@@ -272,6 +309,8 @@ impl Collector {
             off_cpu_unattributed: self.off_cpu_unattributed,
             modules: self.symbolizer.module_stats(),
             python: self.python,
+            longest_iteration: self.longest_iteration,
+            snapshots: self.symbolizer.snapshot_budget_stats(),
         };
         (self.built, report)
     }

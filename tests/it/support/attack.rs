@@ -75,6 +75,17 @@ pub fn record_attack(name: &str, args: &[String]) -> Finished {
 /// [`record_attack`] with emberprof's open-file limit (RLIMIT_NOFILE, soft and hard) set to
 /// `max_files`, when given: the limit a machine's attacker must exhaust, the same on every machine.
 pub fn record_attack_with_files(name: &str, args: &[String], max_files: Option<u64>) -> Finished {
+    record_attack_with(name, args, max_files, || {})
+}
+
+/// [`record_attack_with_files`] calling `tick` every 20 ms while emberprof runs (to act on it
+/// mid-attack: see `support::stop`).
+pub fn record_attack_with(
+    name: &str,
+    args: &[String],
+    max_files: Option<u64>,
+    mut tick: impl FnMut(),
+) -> Finished {
     let shmem_before = shmem_kib();
     let mut shmem_peak = shmem_before;
     let mut command = emberprof();
@@ -95,7 +106,8 @@ pub fn record_attack_with_files(name: &str, args: &[String], max_files: Option<u
         }
     }
     let recording = run_bounded(&mut command, ADDRESS_SPACE_LIMIT, HANG, || {
-        shmem_peak = shmem_peak.max(shmem_kib())
+        shmem_peak = shmem_peak.max(shmem_kib());
+        tick();
     });
     LAST_SHMEM_PEAK.store(shmem_peak, std::sync::atomic::Ordering::Relaxed);
     eprintln!(

@@ -13,6 +13,7 @@ mod protobuf;
 mod python;
 mod sandbox;
 mod source;
+mod stop;
 mod wall;
 
 pub use attack::*;
@@ -26,6 +27,7 @@ pub use protobuf::*;
 pub use python::*;
 pub use sandbox::*;
 pub use source::*;
+pub use stop::*;
 pub use wall::*;
 
 use std::path::{Path, PathBuf};
