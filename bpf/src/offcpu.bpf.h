@@ -255,9 +255,18 @@ static __always_inline __s32 offcpu_stack_id(void *ctx, __u64 flags, int *full)
 	return STACK_ID_NONE;
 }
 
+/* The time now, read once per context switch: both sides of a ping-pong's switch (one thread
+ * out, not followed; the other in) need it, and in a VM the clock is a good part of the cost. */
+static __always_inline __u64 offcpu_now(__u64 *now)
+{
+	if (!*now)
+		*now = bpf_ktime_get_ns();
+	return *now;
+}
+
 /* `prev` (the current task) is switched out. */
 static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___emberprof *prev,
-					      __u32 prev_state)
+					      __u32 prev_state, __u64 *now)
 {
 	/* Cheapest first: the fields are direct loads (a BTF-typed argument), then the task's own
 	 * storage, which also keeps the target filter's verdict: the global hash of targets is looked
@@ -304,7 +313,7 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 			offcpu_stat_inc(OFFCPU_NOT_SAMPLED);
 			/* Timed all the same: its length goes to the next followed interval. */
 			if (task)
-				task->out_ns = bpf_ktime_get_ns();
+				task->out_ns = offcpu_now(now);
 			return;
 		}
 		/* Followed (also when N fell below the countdown): the next one after 0..2N-2 left
@@ -365,6 +374,7 @@ store:
 	 * it; counted N times it would inflate sampled time several-fold (seen on the pipe
 	 * ping-pong of benches/off-cpu.sh). */
 	start.start_ns = bpf_ktime_get_ns();
+	*now = start.start_ns;
 	if (bpf_map_update_elem(&offcpu_threads, &tid, &start, BPF_ANY) != 0) {
 		offcpu_stat_inc(OFFCPU_LOST_THREADS_FULL);
 		return;
@@ -399,7 +409,7 @@ static __always_inline int offcpu_count(struct sample_key *key, __u64 nanos)
 }
 
 /* `next` is switched in: the interval it spent switched out ends. */
-static __always_inline void offcpu_switch_in(struct task_struct___emberprof *next)
+static __always_inline void offcpu_switch_in(struct task_struct___emberprof *next, __u64 *now)
 {
 	__u32 tid = next->pid;
 	/* The idle task is never switched out here: no lookup. */
@@ -410,7 +420,7 @@ static __always_inline void offcpu_switch_in(struct task_struct___emberprof *nex
 		return;
 	if (task->out_ns) {
 		/* A switch-out that was not followed: timed into the carry (see `carry_ns`). */
-		__u64 waited = bpf_ktime_get_ns() - task->out_ns;
+		__u64 waited = offcpu_now(now) - task->out_ns;
 		task->out_ns = 0;
 		if (waited >= offcpu_cfg.min_ns)
 			task->carry_ns += waited;
@@ -425,7 +435,7 @@ static __always_inline void offcpu_switch_in(struct task_struct___emberprof *nex
 	struct offcpu_start start = *found;
 	bpf_map_delete_elem(&offcpu_threads, &tid);
 	offcpu_stat_inc(OFFCPU_SWITCH_INS);
-	__u64 nanos = bpf_ktime_get_ns() - start.start_ns;
+	__u64 nanos = offcpu_now(now) - start.start_ns;
 	if (nanos < offcpu_cfg.min_ns) {
 		offcpu_stat_inc(OFFCPU_BELOW_MIN);
 		nanos = 0;
@@ -463,7 +473,8 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(offcpu_switch, int preempt, struct task_struct___emberprof *prev,
 	     struct task_struct___emberprof *next, unsigned int prev_state)
 {
-	offcpu_switch_out(ctx, prev, prev_state);
-	offcpu_switch_in(next);
+	__u64 now = 0;
+	offcpu_switch_out(ctx, prev, prev_state, &now);
+	offcpu_switch_in(next, &now);
 	return 0;
 }
