@@ -67,7 +67,7 @@ pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocati
 pub use processes::Processes;
 pub use python_runtime::PythonStatus;
 pub use python_stack::{PythonStack, PythonStackFrame, RawPythonFrame, RawPythonStack};
-pub use snapshot_budget::{SnapshotBudgetStats, WHOLE_SNAPSHOT_MAPPINGS};
+pub use snapshot_budget::{thread_cpu_time, SnapshotBudgetStats, WHOLE_SNAPSHOT_MAPPINGS};
 pub use strings::SharedStrings;
 pub use symbolize::Symbolizer;
 pub use unwind::{StackCopy, UnwindEnd, UnwindFailure, UnwoundStack, UserRegisters};

@@ -111,7 +111,7 @@ pub fn record(
         source.wait(wakeup);
         // Everything from here to the next wait delays the ring buffer's reader and a stop signal.
         let busy = Instant::now();
-        let busy_cpu = thread_cpu_time();
+        let busy_cpu = emberprof_symbolizer::thread_cpu_time();
         collector.begin_iteration();
         read(source.as_mut(), &mut collector)?;
         if last_symbolized.elapsed() >= SYMBOLIZE_INTERVAL && collector.pending() > 0 {
@@ -124,7 +124,7 @@ pub fn record(
             let feedback = collector.end_checkpoint(finished);
             apply(source.as_mut(), feedback);
         }
-        collector.end_iteration(busy.elapsed(), thread_cpu_time().saturating_sub(busy_cpu));
+        collector.end_iteration(busy.elapsed(), emberprof_symbolizer::thread_cpu_time().saturating_sub(busy_cpu));
         if let Some(reason) = stop.reached(started)? {
             break reason;
         }
@@ -184,20 +184,6 @@ fn symbolize_ahead(source: &mut dyn Source, collector: &mut Collector) -> Result
         read(source, collector)?;
     }
     Ok(())
-}
-
-/// CPU time this thread has used: what a loop iteration cost, apart from the time other processes
-/// of a busy machine had the CPU.
-fn thread_cpu_time() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime with a valid clock id and out-pointer.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// The live status line on stderr (a terminal).
