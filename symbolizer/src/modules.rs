@@ -103,9 +103,7 @@ impl Module {
 
     /// Size of the separate debug file, 0 without one (see `namer::parsed_budget`).
     pub(crate) fn debug_file_bytes(&self) -> u64 {
-        self.debug_file
-            .as_ref()
-            .map_or(0, |debug| crate::namer::file_bytes(debug.file()))
+        self.debug_file.as_ref().map_or(0, StableFile::size)
     }
 
     /// Like [`Module::readable_path`], for the separate debug file if there is one.

@@ -31,6 +31,10 @@ pub struct SymbolizerOptions {
     pub max_parsed_bytes: u64,
 }
 
+/// Default `max_parsed_bytes`: files of 1 GiB in all, twice what a busy build machine kept live (a
+/// budget below the hot modules makes them parsed again and again: CPU and lost samples).
+pub const DEFAULT_MAX_PARSED_BYTES: u64 = 1 << 30;
+
 impl Default for SymbolizerOptions {
     fn default() -> Self {
         SymbolizerOptions {
@@ -40,7 +44,7 @@ impl Default for SymbolizerOptions {
             max_perf_map_bytes: crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
             max_perf_maps_total_bytes: crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
             max_module_descriptors: None,
-            max_parsed_bytes: crate::namer::DEFAULT_MAX_PARSED_BYTES,
+            max_parsed_bytes: DEFAULT_MAX_PARSED_BYTES,
         }
     }
 }

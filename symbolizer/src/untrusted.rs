@@ -292,6 +292,11 @@ impl StableFile {
         self.copied
     }
 
+    /// The file's size in bytes (0 if it cannot be read).
+    pub fn size(&self) -> u64 {
+        self.file.metadata().map_or(0, |m| m.len())
+    }
+
     /// A path any code in this process (blazesym) can open to read the file, while `self` lives.
     pub fn readable_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))

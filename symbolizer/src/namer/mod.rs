@@ -11,8 +11,6 @@
 mod elf;
 mod parsed_budget;
 
-pub use parsed_budget::DEFAULT_MAX_PARSED_BYTES;
-
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
@@ -213,7 +211,7 @@ impl Namer {
         let options = self.options;
         if !self.parsed.holds(module_id) {
             // Counted before it is parsed: what its symbolizer may come to hold.
-            let bytes = file_bytes(file.file()) + module.debug_file_bytes();
+            let bytes = file.size() + module.debug_file_bytes();
             self.parsed.used(module_id, bytes);
             for dropped in self.parsed.over_budget(module_id) {
                 self.blaze.remove(&dropped);
@@ -334,12 +332,6 @@ impl Namer {
             self.entry.len(),
         )
     }
-}
-
-/// The size of a module's file, as counted by the parsed budget (0 if it cannot be read: blazesym
-/// will not parse it either).
-pub(crate) fn file_bytes(file: &std::fs::File) -> u64 {
-    file.metadata().map_or(0, |m| m.len())
 }
 
 /// A blazesym symbolizer for one module.

@@ -16,10 +16,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::module_id::ModuleId;
 
-/// Default budget: files of 1 GiB in all, twice what a busy build machine kept live (a budget below
-/// the hot modules makes them parsed again and again: CPU and lost samples).
-pub const DEFAULT_MAX_PARSED_BYTES: u64 = 1 << 30;
-
 #[derive(Debug)]
 pub(super) struct ParsedBudget {
     max_bytes: u64,
