@@ -185,7 +185,22 @@ impl Builder<'_> {
                 }
             }
         }
-        for (index, &ip) in sample.kernel_ips.iter().enumerate().rev() {
+        // An off-CPU stack is taken in the sched_switch tracepoint, the BPF side skipping its own
+        // frames. With one program on the tracepoint the kernel calls it directly; with more (two
+        // emberprof runs, or another tool) through __traceiter_sched_switch, one frame the skip
+        // does not cover: it is not where the thread waits.
+        let dispatch = match sample.off_cpu {
+            true => sample
+                .kernel_ips
+                .iter()
+                .enumerate()
+                .take_while(|&(index, &ip)| {
+                    self.is_tracepoint_dispatch(FrameAddress::from_stack_index(index, ip))
+                })
+                .count(),
+            false => 0,
+        };
+        for (index, &ip) in sample.kernel_ips.iter().enumerate().skip(dispatch).rev() {
             let location = self.kernel_location(FrameAddress::from_stack_index(index, ip));
             stack = self.interner.call(stack, location);
         }
@@ -301,6 +316,16 @@ impl Builder<'_> {
             frames: vec![Frame::new(OFF_CPU_FRAME, FrameKind::User)],
             in_kernel: false,
         })
+    }
+
+    /// Whether a kernel address is in the code that calls a tracepoint's programs.
+    fn is_tracepoint_dispatch(&self, address: FrameAddress) -> bool {
+        match self.symbols.kernel(address) {
+            Some(Symbol::Named(frames)) => frames.first().is_some_and(|frame| {
+                frame.name.starts_with("__traceiter_") || frame.name.starts_with("bpf_trace_run")
+            }),
+            _ => false,
+        }
     }
 
     fn kernel_location(&mut self, address: FrameAddress) -> LocationId {
