@@ -124,7 +124,10 @@ pub fn record(
             let feedback = collector.end_checkpoint(finished);
             apply(source.as_mut(), feedback);
         }
-        collector.end_iteration(busy.elapsed(), emberprof_symbolizer::thread_cpu_time().saturating_sub(busy_cpu));
+        collector.end_iteration(
+            busy.elapsed(),
+            emberprof_symbolizer::thread_cpu_time().saturating_sub(busy_cpu),
+        );
         if let Some(reason) = stop.reached(started)? {
             break reason;
         }
