@@ -62,13 +62,7 @@ both_backends! {
                 secs(elsewhere_on),
                 context()
             );
-            let whole = all_samples(&sleeper);
-            assert!(
-                (2_700_000..=3_300_000).contains(&whole),
-                "the sleeper lived 3 s: on + off CPU is {:.3} s\n{}",
-                secs(whole),
-                context()
-            );
+            let whole = assert_lived(&sleeper, 2_700_000..=3_300_000, "the sleeper lived 3 s", &context);
             let off = total(&sleeper, is_off_cpu);
             assert!(
                 off * 2 > whole && off < whole,
@@ -129,13 +123,8 @@ both_backends! {
                 context()
             );
             for (name, thread) in [("reader", &reader), ("main", &thread_stacks(&stacks, example))] {
-                let whole = all_samples(thread);
-                assert!(
-                    (1_800_000..=2_200_000).contains(&whole),
-                    "the capture lasted 2 s: the {name} thread's on + off CPU is {:.3} s\n{}",
-                    secs(whole),
-                    context()
-                );
+                let what = format!("the capture lasted 2 s: the {name} thread");
+                assert_lived(thread, 1_800_000..=2_200_000, &what, &context);
             }
         }
     }
@@ -179,13 +168,8 @@ both_backends! {
                 context()
             );
             for (name, thread) in [("waiter", &waiter), ("holder", &holder)] {
-                let whole = all_samples(thread);
-                assert!(
-                    (1_700_000..=2_400_000).contains(&whole),
-                    "the {name} ran about 2 s: on + off CPU is {:.3} s\n{}",
-                    secs(whole),
-                    context()
-                );
+                let what = format!("the {name} ran about 2 s");
+                assert_lived(thread, 1_700_000..=2_400_000, &what, &context);
             }
         }
     }
@@ -223,12 +207,12 @@ fn sampled_switch_outs_are_scaled() {
         &["--off-cpu-sample", "4"],
     );
     let waiter = thread_stacks(&stacks, "waiter");
-    let whole = all_samples(&waiter);
-    assert!(
-        (1_300_000..=2_700_000).contains(&whole),
-        "the waiter lived 2 s: on + off CPU is {:.3} s\n{stderr}\n{}",
-        secs(whole),
-        describe(&waiter)
+    let context = || format!("{stderr}\n{}", describe(&waiter));
+    assert_lived(
+        &waiter,
+        1_300_000..=2_700_000,
+        "the waiter lived 2 s",
+        &context,
     );
     assert!(
         stderr.contains("off-CPU stacks are sampled (--off-cpu-sample 4)"),
@@ -305,12 +289,7 @@ fn all_mode_threads_are_as_wide_as_the_capture() {
     let run = started.elapsed().as_micros() as u64;
     let prefix = format!("sleeper-{}/", workload.pid());
     let sleeper = rooted(&stacks, |root| root.starts_with(&prefix));
-    let whole = all_samples(&sleeper);
-    assert!(
-        (1_880_000..=run).contains(&whole),
-        "sleeper: on + off CPU is {:.3} s of a 2 s capture in a {:.3} s run\n{stderr}\n{}",
-        secs(whole),
-        secs(run),
-        describe(&sleeper)
-    );
+    let what = format!("the sleeper, in a 2 s capture of a {:.3} s run", secs(run));
+    let context = || format!("{stderr}\n{}", describe(&sleeper));
+    assert_lived(&sleeper, 1_880_000..=run, &what, &context);
 }

@@ -44,12 +44,11 @@ fn unprivileged_falls_back_to_last_samples() {
         "kernel frames at paranoid 2\n{}",
         context()
     );
-    let whole = all_samples(&sleeper);
-    assert!(
-        (2_700_000..=3_300_000).contains(&whole),
-        "the sleeper lived 3 s: on + off CPU is {:.3} s\n{}",
-        secs(whole),
-        context()
+    let whole = assert_lived(
+        &sleeper,
+        2_700_000..=3_300_000,
+        "the sleeper lived 3 s",
+        &context,
     );
     assert!(
         total(&sleeper, is_off_cpu) * 2 > whole,

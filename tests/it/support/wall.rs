@@ -117,3 +117,24 @@ pub fn assert_scheduler_leaves(stacks: &[FoldedStack], context: &dyn Fn() -> Str
         );
     }
 }
+
+/// Asserts that a thread is as wide as the time it lived: its on + off CPU time (µs, all of
+/// `thread`'s stacks) is within `band`; `what` says how long it lived, for the message. Returns
+/// that time.
+pub fn assert_lived(
+    thread: &[FoldedStack],
+    band: std::ops::RangeInclusive<u64>,
+    what: &str,
+    context: &dyn Fn() -> String,
+) -> u64 {
+    let whole = super::all_samples(thread);
+    assert!(
+        band.contains(&whole),
+        "{what}: on + off CPU is {:.3} s (want {:.3} to {:.3} s)\n{}",
+        secs(whole),
+        secs(*band.start()),
+        secs(*band.end()),
+        context()
+    );
+    whole
+}
