@@ -31,20 +31,12 @@ seconds=${1:-10}
 hz=${2:-999}
 rounds=${3:-3}
 bin=target/release
-work=$(mktemp -d)
-stats_before=$(cat /proc/sys/kernel/bpf_stats_enabled)
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  echo "$stats_before" >/proc/sys/kernel/bpf_stats_enabled
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. benches/lib/bpf-stats.sh
 
 [ -x $bin/emberprof ] || { echo "build first: cargo build --release" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
 command -v perf >/dev/null || { echo "needs perf: apt-get install linux-perf" >&2; exit 1; }
 command -v bc >/dev/null || { echo "needs bc: apt-get install bc" >&2; exit 1; }
-echo 1 >/proc/sys/kernel/bpf_stats_enabled
 
 export PATH="$PWD/target/bench-tools/bin:$PATH"
 if ! command -v inferno-collapse-perf >/dev/null || ! command -v inferno-flamegraph >/dev/null; then

@@ -38,15 +38,7 @@ if [[ -n $offcputime ]] && ! timeout 60 "$offcputime" 1 >/dev/null 2>&1; then
   echo "bcc's offcputime does not run here (no kernel headers for $(uname -r)?): left out" >&2
   offcputime=
 fi
-work=$(mktemp -d)
-stats_before=$(cat /proc/sys/kernel/bpf_stats_enabled)
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  echo "$stats_before" >/proc/sys/kernel/bpf_stats_enabled
-  rm -rf "$work"
-}
-trap cleanup EXIT
-echo 1 >/proc/sys/kernel/bpf_stats_enabled
+. benches/lib/bpf-stats.sh
 
 # Seconds the workload reports for its rounds ("... in S s: ..."), run as the arguments say.
 seconds() {

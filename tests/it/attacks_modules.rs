@@ -9,26 +9,9 @@ use crate::support::*;
 
 /// Maps COUNT (argv[1]) one-page files of its own executable, then forks a child that holds every
 /// mapping and spins (its first sample comes with all of them mapped) until `stop` exists.
-const FLOOD_C: &str = r#"
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <unistd.h>
-static volatile unsigned long sink;
-static const char page[4096];
+const FLOOD_MAIN_C: &str = r#"
 int main(int argc, char **argv) {
-    int count = argc == 2 ? atoi(argv[1]) : 0;
-    for (int i = 0; i < count; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "page%d", i);
-        int fd = open(name, O_RDWR | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0 || write(fd, page, sizeof page) != sizeof page) { perror(name); return 1; }
-        if (mmap(0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0) == MAP_FAILED) {
-            perror("mmap"); return 1;
-        }
-        close(fd);
-    }
+    if (map_flood(argc == 2 ? atoi(argv[1]) : 0) != 0) return 1;
     if (fork() != 0) return 0;
     while (access("stop", F_OK) != 0) {
         for (int i = 0; i < 1000000; i++) sink++;
@@ -46,8 +29,6 @@ __attribute__((noinline)) void victim_after_the_flood(void) {
 int main(void) { victim_after_the_flood(); return 0; }
 "#;
 
-/// One-page files the flood maps: the issue's count.
-const FLOOD_FILES: &str = "20000";
 /// emberprof's open-file limit in this test: the flood's files exceed it (the limit of the machine
 /// the issue was found on).
 const FILE_LIMIT: u64 = 20_000;
@@ -62,18 +43,17 @@ const QUIET_WINDOW: Duration = Duration::from_millis(500);
 /// what came out).
 const FLOOD_WAIT: Duration = Duration::from_secs(100);
 
-/// Creates `go` once this test's emberprof child holds [`FLOODED_DESCRIPTORS`] descriptors and
-/// has caught up (or after [`FLOOD_WAIT`]): the new program starts only once emberprof has opened
-/// the flood's files, as in the issue, and not while it is still busy opening them (a program it
-/// sees only after it exited has no memory map left to read, whatever the descriptors).
-fn start_after_flood(go: PathBuf) -> std::thread::JoinHandle<()> {
+/// Creates `go` once this test's emberprof child (the one with argument `marker`, its output
+/// path) holds [`FLOODED_DESCRIPTORS`] descriptors and has caught up (or after [`FLOOD_WAIT`]): the
+/// new program starts only once emberprof has opened the flood's files, as in the issue, and not
+/// while it is still busy opening them (a program it sees only after it exited has no memory map
+/// left to read, whatever the descriptors).
+fn start_after_flood(go: PathBuf, marker: String) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let started = Instant::now();
         while started.elapsed() < FLOOD_WAIT {
-            if let Some(pid) = child_emberprof() {
-                let descriptors =
-                    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| fds.count());
-                if descriptors >= FLOODED_DESCRIPTORS {
+            if let Some(pid) = child_with_argument(&marker) {
+                if descriptors(pid) >= FLOODED_DESCRIPTORS {
                     let before = cpu_seconds_used(pid);
                     std::thread::sleep(QUIET_WINDOW);
                     if cpu_seconds_used(pid) - before < QUIET_CPU_SECONDS {
@@ -88,21 +68,6 @@ fn start_after_flood(go: PathBuf) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// The emberprof process this test started, if it runs.
-fn child_emberprof() -> Option<u32> {
-    let own = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // `PID (comm) state PPID ...`
-            let (head, rest) = stat.rsplit_once(") ")?;
-            let ours = head.ends_with("(emberprof") && rest.split(' ').nth(1) == Some(own.as_str());
-            ours.then(|| entry.file_name().to_str()?.parse().ok())?
-        })
-}
-
 /// Defect 4: 20,000 one-page files mapped by one attacker process took one descriptor each for
 /// the session (two, with blazesym's), up to the open-file limit: every process started after
 /// that was unnamed, and `-v` blamed "process exited before its memory map was read". Now open
@@ -111,13 +76,13 @@ fn child_emberprof() -> Option<u32> {
 fn mapping_many_files_does_not_take_every_descriptor() {
     let _kernel = kernel_test();
     let dir = attacker_dir();
-    compile(&dir.path().join("flood"), FLOOD_C, &[]);
+    compile_flood(&dir.path().join("flood"), FLOOD_MAIN_C);
     compile(&dir.path().join("victim"), VICTIM_C, &[]);
     let script = format!(
         "./flood {FLOOD_FILES} && while [ ! -e go ]; do sleep 0.05; done; ./victim; touch stop"
     );
-    let go = start_after_flood(dir.path().join("go"));
     let out = dir.path().join("out.folded");
+    let go = start_after_flood(dir.path().join("go"), out.display().to_string());
     let mut args = strings(&["record", "-v", "-F", "99", "-o"]);
     args.push(out.display().to_string());
     args.push("--".into());

@@ -6,6 +6,7 @@
 //! time from SIGTERM to exit) are printed by `support::attack` and `support::stop`.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -13,36 +14,17 @@ use crate::support::*;
 
 /// Maps COUNT (argv[1]) one-page files of its own, executable, says so on stderr, then spins in
 /// a named function until killed.
-const FLOOD_C: &str = r#"
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <unistd.h>
-static volatile unsigned long sink;
-static const char page[4096];
+const FLOOD_MAIN_C: &str = r#"
 __attribute__((noinline)) void spin_in_the_flood(void) {
     for (;;) for (int i = 0; i < 1000000; i++) sink++;
 }
 int main(int argc, char **argv) {
-    int count = argc == 2 ? atoi(argv[1]) : 0;
-    for (int i = 0; i < count; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "page%d", i);
-        int fd = open(name, O_RDWR | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0 || write(fd, page, sizeof page) != sizeof page) { perror(name); return 1; }
-        if (mmap(0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0) == MAP_FAILED) {
-            perror("mmap"); return 1;
-        }
-        close(fd);
-    }
+    if (map_flood(argc == 2 ? atoi(argv[1]) : 0) != 0) return 1;
     fprintf(stderr, "mapped\n");
     spin_in_the_flood();
 }
 "#;
 
-/// The issue's count of mapped files.
-const FLOOD_FILES: &str = "20000";
 /// How soon after SIGTERM emberprof must have ended, writing its outputs: generous (a stop is
 /// looked at between two ~50-150 ms iterations, then the profile is built, which takes a second or
 /// two under `--all` on a machine shared with builds), and below the 6.4 s (`-p`) and 8 s (`--all`)
@@ -62,8 +44,8 @@ const FLOOD_START: Duration = Duration::from_secs(2);
 const MAX_LOST_SHARE: f64 = 0.05;
 
 /// The flood, started as the attacker in its own directory; returns once every file is mapped.
-fn start_flood(dir: &std::path::Path) -> Attackers {
-    compile(&dir.join("flood"), FLOOD_C, &[]);
+fn start_flood(dir: &Path) -> Attackers {
+    compile_flood(&dir.join("flood"), FLOOD_MAIN_C);
     let mut attackers = spawn_flood(dir);
     let stderr = attackers.0[0].stderr.take().expect("stderr");
     let mut line = String::new();
@@ -75,7 +57,7 @@ fn start_flood(dir: &std::path::Path) -> Attackers {
 }
 
 /// The compiled flood started as the attacker in `dir`.
-fn spawn_flood(dir: &std::path::Path) -> Attackers {
+fn spawn_flood(dir: &Path) -> Attackers {
     let child = as_nobody(dir.join("flood"))
         .arg(FLOOD_FILES)
         .current_dir(dir)
@@ -86,6 +68,53 @@ fn spawn_flood(dir: &std::path::Path) -> Attackers {
     Attackers(vec![child])
 }
 
+/// Records `mode` (`-p PID`, `--all`) with `-v` into `out.folded` in `dir`, sending SIGTERM once
+/// emberprof holds `descriptors` descriptors (it is opening the flood's files) and 500 ms more;
+/// asserts that it ended within [`MAX_AFTER_SIGNAL`] of the signal, which the flood's `what` (its
+/// snapshot, its mapping records) must not hold the loop past.
+fn record_flood_stopped(
+    name: &str,
+    mode: &[&str],
+    dir: &Path,
+    descriptors: usize,
+    what: &str,
+) -> (Stopped, PathBuf) {
+    let out = dir.join("out.folded");
+    let mut args = strings(&["record", "-v"]);
+    args.extend(strings(mode));
+    args.extend(["-o".to_owned(), out.display().to_string()]);
+    let stopped = record_attack_stopped(
+        name,
+        &args,
+        &out.display().to_string(),
+        SignalWhen {
+            descriptors,
+            after: Duration::from_millis(500),
+            latest: LATEST_SIGNAL,
+        },
+    );
+    assert!(
+        stopped.after_signal < MAX_AFTER_SIGNAL,
+        "emberprof ended {:.1?} after SIGTERM (bound {MAX_AFTER_SIGNAL:?}): {what} held the \
+         recording loop:\n{}",
+        stopped.after_signal,
+        stopped.recording.stderr
+    );
+    (stopped, out)
+}
+
+/// At most [`MAX_LOST_SHARE`] of the samples were lost, by the `-v` summary in `stderr`.
+fn assert_few_lost(stderr: &str) {
+    let samples = summary_samples(stderr);
+    let lost = summary_count(stderr, " lost");
+    assert!(
+        lost as f64 <= (samples + lost) as f64 * MAX_LOST_SHARE,
+        "{lost} samples lost of {}: the ring buffer was not read while the flood was \
+         handled:\n{stderr}",
+        samples + lost
+    );
+}
+
 /// `record -p` of the flood: SIGTERM, sent while emberprof opens the flood's files, ends it within
 /// [`MAX_AFTER_SIGNAL`], with the flood's own samples named, and `-v` says what the snapshot budget
 /// postponed.
@@ -94,26 +123,14 @@ fn mapping_flood_does_not_hold_sigterm_with_pid() {
     let _kernel = kernel_test();
     let dir = attacker_dir();
     let flood = start_flood(dir.path());
-    let out = dir.path().join("out.folded");
-    let mut args = strings(&["record", "-v", "-p", &flood.0[0].id().to_string(), "-o"]);
-    args.push(out.display().to_string());
-    let stopped = record_attack_stopped(
+    let (stopped, out) = record_flood_stopped(
         "record -p of 20,000 mapped files",
-        &args,
-        &out.display().to_string(),
-        SignalWhen {
-            descriptors: OPENING_FLOOD,
-            after: Duration::from_millis(500),
-            latest: LATEST_SIGNAL,
-        },
+        &["-p", &flood.0[0].id().to_string()],
+        dir.path(),
+        OPENING_FLOOD,
+        "the flood's snapshot",
     );
     let stderr = &stopped.recording.stderr;
-    assert!(
-        stopped.after_signal < MAX_AFTER_SIGNAL,
-        "emberprof ended {:.1?} after SIGTERM (bound {MAX_AFTER_SIGNAL:?}): the flood's snapshot \
-         held the recording loop:\n{stderr}",
-        stopped.after_signal
-    );
     let stacks = read_folded(&out);
     let flood_samples = total(&stacks, |_| true);
     let named = total(&stacks, |s| s.has_frame("spin_in_the_flood"));
@@ -136,34 +153,14 @@ fn mapping_flood_does_not_stall_recording_all() {
     let dir = attacker_dir();
     let _flood = start_flood(dir.path());
     let _burner = Workload::start("burn", &[UNTIL_KILLED]);
-    let out = dir.path().join("out.folded");
-    let mut args = strings(&["record", "-v", "--all", "-o"]);
-    args.push(out.display().to_string());
-    let stopped = record_attack_stopped(
+    let (stopped, out) = record_flood_stopped(
         "--all beside 20,000 mapped files",
-        &args,
-        &out.display().to_string(),
-        SignalWhen {
-            descriptors: OPENING_FLOOD,
-            after: Duration::from_millis(500),
-            latest: LATEST_SIGNAL,
-        },
+        &["--all"],
+        dir.path(),
+        OPENING_FLOOD,
+        "the flood's snapshot",
     );
-    let stderr = &stopped.recording.stderr;
-    assert!(
-        stopped.after_signal < MAX_AFTER_SIGNAL,
-        "emberprof ended {:.1?} after SIGTERM (bound {MAX_AFTER_SIGNAL:?}): the flood's snapshot \
-         held the recording loop:\n{stderr}",
-        stopped.after_signal
-    );
-    let samples = summary_samples(stderr);
-    let lost = summary_count(stderr, " lost");
-    assert!(
-        lost as f64 <= (samples + lost) as f64 * MAX_LOST_SHARE,
-        "{lost} samples lost of {}: the ring buffer was not read while the flood was \
-         snapshotted:\n{stderr}",
-        samples + lost
-    );
+    assert_few_lost(&stopped.recording.stderr);
     let stacks = read_folded(&out);
     let burner = rooted(&stacks, |comm| comm == "burn");
     assert_burn_stacks(&burner);
@@ -177,39 +174,20 @@ fn mapping_flood_does_not_stall_recording_all() {
 fn mapping_flood_during_recording_does_not_stall_it() {
     let _kernel = kernel_test();
     let dir = attacker_dir();
-    compile(&dir.path().join("flood"), FLOOD_C, &[]);
+    compile_flood(&dir.path().join("flood"), FLOOD_MAIN_C);
     let flood_dir = dir.path().to_owned();
     // Started once emberprof samples (it takes well under this to load its BPF programs).
     let flood = std::thread::spawn(move || {
         std::thread::sleep(FLOOD_START);
         spawn_flood(&flood_dir)
     });
-    let out = dir.path().join("out.folded");
-    let mut args = strings(&["record", "-v", "--all", "-o"]);
-    args.push(out.display().to_string());
-    let stopped = record_attack_stopped(
+    let (stopped, _) = record_flood_stopped(
         "--all while 20,000 files are mapped",
-        &args,
-        &out.display().to_string(),
-        SignalWhen {
-            descriptors: OPENING_RECORDED_FLOOD,
-            after: Duration::from_millis(500),
-            latest: LATEST_SIGNAL,
-        },
+        &["--all"],
+        dir.path(),
+        OPENING_RECORDED_FLOOD,
+        "the flood's mapping records",
     );
     let _flood = flood.join().expect("the thread that starts the flood");
-    let stderr = &stopped.recording.stderr;
-    assert!(
-        stopped.after_signal < MAX_AFTER_SIGNAL,
-        "emberprof ended {:.1?} after SIGTERM (bound {MAX_AFTER_SIGNAL:?}): the flood's mapping \
-         records held the recording loop:\n{stderr}",
-        stopped.after_signal
-    );
-    let samples = summary_samples(stderr);
-    let lost = summary_count(stderr, " lost");
-    assert!(
-        lost as f64 <= (samples + lost) as f64 * MAX_LOST_SHARE,
-        "{lost} samples lost of {}:\n{stderr}",
-        samples + lost
-    );
+    assert_few_lost(&stopped.recording.stderr);
 }

@@ -65,7 +65,7 @@ pub fn record_attack_stopped(
 }
 
 /// A child of this process whose command line has `marker` as an argument.
-fn child_with_argument(marker: &str) -> Option<u32> {
+pub fn child_with_argument(marker: &str) -> Option<u32> {
     let own = std::process::id().to_string();
     std::fs::read_dir("/proc")
         .ok()?
@@ -87,6 +87,6 @@ fn child_with_argument(marker: &str) -> Option<u32> {
 }
 
 /// Descriptors process `pid` holds.
-fn descriptors(pid: u32) -> usize {
+pub fn descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| fds.count())
 }

@@ -57,3 +57,84 @@ pub fn pingpong_seconds(stdout: &str) -> f64 {
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("pingpong printed no time: {stdout:?}"))
 }
+
+/// The perf backend's summary words for its exact method (the `context-switches` event, as root).
+pub const PERF_EXACT: &str = "on the stacks threads switched out in (context-switches event)";
+
+/// Checks what `backend`'s exact method promises, on a wall-clock capture's `stderr` and its
+/// off-CPU `stacks`: the summary says the waiting is on the stacks threads switched out in (the
+/// perf backend names its event), and each off-CPU stack ends where that backend's stacks start
+/// (see [`assert_off_cpu_leaves`] and [`assert_scheduler_leaves`]).
+pub fn assert_exact_off_cpu(
+    backend: Backend,
+    stderr: &str,
+    stacks: &[FoldedStack],
+    context: &dyn Fn() -> String,
+) {
+    let summary = match backend {
+        Backend::Bpf => "on the stacks threads switched out in",
+        Backend::Perf => PERF_EXACT,
+    };
+    assert!(stderr.contains(summary), "{}", context());
+    match backend {
+        Backend::Bpf => assert_off_cpu_leaves(stacks),
+        Backend::Perf => assert_scheduler_leaves(stacks, context),
+    }
+}
+
+/// BPF: every off-CPU stack ends in `[off-cpu]` right under the scheduler (the BPF program's own
+/// frames are not in the stack), and only the off-CPU ones do.
+pub fn assert_off_cpu_leaves(stacks: &[FoldedStack]) {
+    for stack in stacks.iter().filter(|s| is_off_cpu(s)) {
+        let frames = &stack.frames;
+        assert!(
+            !frames
+                .iter()
+                .any(|f| f.contains("bpf_prog") || f.contains("bpf_trace_run")),
+            "the off-CPU program's own frames in {frames:?}"
+        );
+        if frames.len() >= 2 && frames[frames.len() - 2].ends_with("_[k]") {
+            assert_eq!(
+                frames[frames.len() - 2],
+                "__schedule_[k]",
+                "an off-CPU kernel stack must start at __schedule: {frames:?}"
+            );
+        }
+    }
+}
+
+/// perf (as root): every off-CPU stack is switched out in the kernel's scheduler: the frame above
+/// `[off-cpu]` is a kernel frame of it (`schedule`, `preempt_schedule_*`, `__cond_resched`: the
+/// sample is taken in `__schedule`, whose caller's address starts the kernel callchain).
+pub fn assert_scheduler_leaves(stacks: &[FoldedStack], context: &dyn Fn() -> String) {
+    for stack in stacks.iter().filter(|s| is_off_cpu(s)) {
+        let above = stack.frames.iter().rev().nth(1).map_or("", String::as_str);
+        assert!(
+            above.ends_with("_[k]") && above.contains("sched"),
+            "an off-CPU stack not in the scheduler: {:?}\n{}",
+            stack.frames,
+            context()
+        );
+    }
+}
+
+/// Asserts that a thread is as wide as the time it lived: its on + off CPU time (µs, all of
+/// `thread`'s stacks) is within `band`; `what` says how long it lived, for the message. Returns
+/// that time.
+pub fn assert_lived(
+    thread: &[FoldedStack],
+    band: std::ops::RangeInclusive<u64>,
+    what: &str,
+    context: &dyn Fn() -> String,
+) -> u64 {
+    let whole = super::all_samples(thread);
+    assert!(
+        band.contains(&whole),
+        "{what}: on + off CPU is {:.3} s (want {:.3} to {:.3} s)\n{}",
+        secs(whole),
+        secs(*band.start()),
+        secs(*band.end()),
+        context()
+    );
+    whole
+}
