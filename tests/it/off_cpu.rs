@@ -9,6 +9,8 @@
 //! busy machine (which preempts the burning threads: off-CPU time under their burn) does not move
 //! them; totals are judged against the run time the workload gives itself.
 
+use std::process::Stdio;
+
 use crate::support::*;
 
 both_backends! {
@@ -292,4 +294,31 @@ fn all_mode_threads_are_as_wide_as_the_capture() {
     let what = format!("the sleeper, in a 2 s capture of a {:.3} s run", secs(run));
     let context = || format!("{stderr}\n{}", describe(&sleeper));
     assert_lived(&sleeper, 1_880_000..=run, &what, &context);
+}
+
+/// With another program on the sched_switch tracepoint (here a second emberprof `--off-cpu`), the
+/// kernel calls the programs through `__traceiter_sched_switch`, one frame more than when ours is
+/// alone: off-CPU stacks must still start at `__schedule`, where the thread waits.
+#[test]
+fn a_second_program_on_the_tracepoint_leaves_stacks_alone() {
+    let _kernel = kernel_test();
+    let dir = scratch();
+    let mut other = emberprof()
+        .args(["record", "--off-cpu", "-q", "-d", "8", "-o"])
+        .arg(out_path(&dir, "other.folded"))
+        .args(["--", "sleep", "6"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the other emberprof");
+    wait_until_sampling(&mut other);
+    let (stacks, stderr) = waits_wall_profile(Backend::Bpf, "waits", "pipe", "2", &[]);
+    let _ = other.kill();
+    let _ = other.wait();
+    let reader = thread_stacks(&stacks, "reader");
+    assert!(
+        total(&reader, is_off_cpu) > 0,
+        "no off-CPU time for the reader:\n{stderr}\n{}",
+        describe(&stacks)
+    );
+    assert_off_cpu_leaves(&stacks);
 }
