@@ -577,29 +577,17 @@ impl Sampler {
         let name = names::COUNTS[generation as usize];
         let mut counts: HashMap<_, SampleKey, u64> = HashMap::try_from(map(&mut self.ebpf, name)?)?;
         let keys: Vec<SampleKey> = counts.keys().filter_map(|key| key.ok()).collect();
-        for key in &keys {
-            counts
-                .remove(key)
-                .with_context(|| format!("cannot clear the {name} map"))?;
-        }
+        remove_all(name, &keys, |key| counts.remove(key))?;
         let name = names::STACKS[generation as usize];
         let mut stacks: StackTraceMap<_> = StackTraceMap::try_from(map(&mut self.ebpf, name)?)?;
         let ids: Vec<u32> = stacks.stack_ids().filter_map(|id| id.ok()).collect();
-        for id in &ids {
-            stacks
-                .remove(id)
-                .with_context(|| format!("cannot clear the {name} map"))?;
-        }
+        remove_all(name, &ids, |id| stacks.remove(id))?;
         cache.stacks.retain(|&(g, _), _| g != generation);
         let name = emberprof_bpf::python_names::PYTHON_STACKS[generation as usize];
         let mut python: HashMap<_, u64, PythonStack> =
             HashMap::try_from(map(&mut self.ebpf, name)?)?;
         let ids: Vec<u64> = python.keys().filter_map(|id| id.ok()).collect();
-        for id in &ids {
-            python
-                .remove(id)
-                .with_context(|| format!("cannot clear the {name} map"))?;
-        }
+        remove_all(name, &ids, |id| python.remove(id))?;
         cache.python.retain(|&(g, _), _| g != generation);
         Ok(())
     }
@@ -718,6 +706,18 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
     ebpf.map_mut(name)
         .ok_or_else(|| anyhow!("BPF object has no map {name}"))
+}
+
+/// Removes these keys from the BPF map `name` with `remove`.
+fn remove_all<K>(
+    name: &str,
+    keys: &[K],
+    mut remove: impl FnMut(&K) -> Result<(), aya::maps::MapError>,
+) -> Result<()> {
+    for key in keys {
+        remove(key).with_context(|| format!("cannot clear the {name} map"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
