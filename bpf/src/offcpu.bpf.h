@@ -59,11 +59,16 @@ struct offcpu_task {
 	 * (a followed interval is not counted N times, which made one long preempted wait that
 	 * happened to be followed count hundreds of times on a busy machine). */
 	__u64 carry_ns;
-	/* 1 once the task was seen switching out: its first switch-out is always followed, so that
-	 * a thread that blocks once for the whole capture is drawn on its own stack. */
-	__u32 seen;
-	__u32 _pad;
+	/* bpf_ktime_get_ns() at the task's last switch-out, followed or not; 0 before its first,
+	 * which is so always followed: a thread that blocks once for the whole capture is drawn on
+	 * its own stack. */
+	__u64 last_out_ns;
 };
+/* A switch-out this long after the task's previous one is always followed: a thread that switches
+ * at most a thousand times a second costs little to follow, and left out, its interval could be
+ * the last before the capture ends, which no later followed one carries (a 60 ms sleep lost of a
+ * 2 s capture, seen under --all on a busy machine). Only fast switchers are sampled. */
+#define OFFCPU_SLOW_SWITCH_NS 1000000ULL
 /* A switch-out is followed whatever the countdown says once the thread carries this much time of
  * intervals not followed: it bounds the time drawn on a later stack than the one it was spent in
  * (a thread that sleeps 60 ms at a time has every other switch-out followed), and what is left
@@ -302,9 +307,13 @@ static __always_inline void offcpu_switch_out(void *ctx, struct task_struct___em
 		__u32 *adaptive = bpf_map_lookup_elem(&offcpu_sample_every, &zero);
 		every = adaptive && *adaptive > 1 ? *adaptive : 1;
 	}
-	int forced = !task || !task->seen || task->carry_ns >= OFFCPU_CARRY_FOLLOW_NS;
-	if (task)
-		task->seen = 1;
+	int forced = !task || task->carry_ns >= OFFCPU_CARRY_FOLLOW_NS;
+	if (task) {
+		__u64 at = offcpu_now(now);
+		if (at - task->last_out_ns >= OFFCPU_SLOW_SWITCH_NS)
+			forced = 1;
+		task->last_out_ns = at;
+	}
 	if (every > 1 && !forced) {
 		__u64 gaps = 2 * (__u64)every - 1;
 		__u32 *left = bpf_map_lookup_elem(&offcpu_skip, &zero);
