@@ -279,6 +279,13 @@ pub struct RecordArgs {
     #[arg(long, value_name = "BYTES", default_value_t = SymbolizerOptions::default().max_parsed_bytes, help_heading = "Advanced")]
     pub max_parsed_size: u64,
 
+    /// Most bytes (estimated) the profile holds while recording: its distinct stacks, samples,
+    /// locations and names. Past it, new stacks are cut where they leave what the profile holds
+    /// (ending in an `[over budget]` frame) and new samples merge with held ones, their time kept:
+    /// widths stay right, detail below the cut is lost, and the summary says how many samples.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::profile::policy::MAX_PROFILE_BYTES, help_heading = "Advanced")]
+    pub max_profile_size: u64,
+
     /// Entries of the kernel's stack map (distinct kernel and user stacks). When it is full, further
     /// new stacks are streamed to emberprof one sample at a time instead: nothing is lost, but each
     /// such sample costs more.
@@ -379,6 +386,7 @@ impl RecordArgs {
             max_perf_maps_size,
             max_module_fds,
             max_parsed_size,
+            max_profile_size,
             render,
             stack_map_entries,
             count_map_entries,
@@ -482,6 +490,7 @@ impl RecordArgs {
                 max_module_descriptors: max_module_fds,
                 max_parsed_bytes: max_parsed_size,
             },
+            max_profile_bytes: max_profile_size,
             capture_kernel: !no_kernel,
             capture_user: !no_user,
             follow_children: !no_inherit,

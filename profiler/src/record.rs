@@ -36,6 +36,8 @@ pub struct RecordOptions {
     pub render: RenderOptions,
     /// Inlined frames (default on) and source lines (default off).
     pub symbols: SymbolizerOptions,
+    /// `--max-profile-size`: the most bytes (estimated) the profile holds while recording.
+    pub max_profile_bytes: u64,
     pub capture_kernel: bool,
     pub capture_user: bool,
     /// Processes forked by targets become targets. Default true.
@@ -120,7 +122,8 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
         labels,
         launched_pid,
     )
-    .off_cpu_on_last_sample(options.off_cpu.is_some() && !off_cpu_stacks);
+    .off_cpu_on_last_sample(options.off_cpu.is_some() && !off_cpu_stacks)
+    .profile_within(options.max_profile_bytes);
     let capture = capture::record(
         source,
         collector,
@@ -185,6 +188,7 @@ pub fn run(options: RecordOptions) -> Result<ExitCode> {
             post_processing,
             source: &source_report,
             collector: &collector_report,
+            max_profile_bytes: options.max_profile_bytes,
         });
         if let (Some(command), Some(status)) = (&command, command_status) {
             // stderr may be gone (a closed terminal after SIGHUP): never a panic for that.

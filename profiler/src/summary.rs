@@ -30,6 +30,8 @@ pub struct Summary<'a> {
     pub post_processing: Duration,
     pub source: &'a SourceReport,
     pub collector: &'a CollectorReport,
+    /// `--max-profile-size`.
+    pub max_profile_bytes: u64,
 }
 
 pub fn print(summary: &Summary<'_>) {
@@ -45,6 +47,7 @@ pub fn print(summary: &Summary<'_>) {
         post_processing,
         source,
         collector,
+        max_profile_bytes,
     } = summary;
     let lost = source.lost + source.malformed;
     let samples = profile.total_samples();
@@ -229,6 +232,16 @@ pub fn print(summary: &Summary<'_>) {
              ({} MiB of files), and parsed again when needed",
             modules.parsed_dropped,
             modules.max_parsed_bytes >> 20
+        );
+    }
+    if profile.metadata.over_budget_samples > 0 {
+        // Not only with -v: detail was lost, and the user can raise the budget.
+        log::warn!(
+            "{} samples past --max-profile-size ({:.1} MiB held at most): their stacks end in {} \
+             where they left what the profile held, or they were merged without pid and tid",
+            profile.metadata.over_budget_samples,
+            *max_profile_bytes as f64 / f64::from(1 << 20),
+            profile::OVER_BUDGET_FRAME
         );
     }
     if profile.metadata.unlabelled_processes > 0 {

@@ -14,6 +14,7 @@ mod attacks_defences;
 mod attacks_files;
 mod attacks_modules;
 mod attacks_output;
+mod attacks_profile;
 mod attacks_report;
 mod attacks_stall;
 mod auto;

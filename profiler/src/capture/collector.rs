@@ -171,6 +171,12 @@ impl Collector {
         self
     }
 
+    /// The profile holds at most about `bytes` (`--max-profile-size`).
+    pub fn profile_within(mut self, bytes: u64) -> Self {
+        self.built = self.built.within(bytes);
+        self
+    }
+
     /// After a source's read: retakes snapshots taken while the loader ran (before more stacks of
     /// those processes arrive: a short-lived one may be gone by then), and recomputes the plans of
     /// processes whose snapshot changed. Returns what the source must be told.

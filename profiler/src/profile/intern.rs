@@ -2,7 +2,9 @@
 //! whole) both add to a profile through it, so that a mapping, a location, a stack, a process or
 //! thread name and a sample are each stored once, and adding costs the size of what is added, not
 //! of the whole. It decides nothing about what to keep: the label budget and compaction are the
-//! callers' (see `policy`).
+//! callers' (see `policy`). What it enforces is a limit in bytes on all it holds (`--max-profile-size`),
+//! which no caller could check as cheaply: past it, what is added joins what the profile holds
+//! (see [`Interner::set_limit`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -12,9 +14,14 @@ use emberprof_symbolizer::SharedStrings;
 use hashbrown::HashTable;
 
 use super::{
-    location_id, Frame, Location, LocationId, Mapping, MappingId, Metadata, Profile, Sample,
-    StackId, ValueTypes,
+    location_id, Frame, FrameKind, Location, LocationId, Mapping, MappingId, Metadata, Profile,
+    Sample, StackId, ValueTypes, EMPTY_STACK, OVER_BUDGET_FRAME,
 };
+
+/// What a stack node costs: the node, its index entry and the vector's spare room.
+const NODE_BYTES: u64 = 16;
+/// What a sample costs: the sample, its index entry and its share of the names.
+const SAMPLE_BYTES: u64 = 128;
 
 /// Which locations share the location of their code point (mapping and frames) instead of keeping
 /// their own address.
@@ -40,6 +47,15 @@ pub struct Interner {
     /// Indices into `profile.samples`, hashed by everything but the values.
     sample_ids: HashTable<u32>,
     names: SharedStrings,
+    /// The most bytes (estimated) held in mappings, locations, stack nodes and samples.
+    limit: u64,
+    /// Whether samples past the limit keep their pid and tid (`--per-thread` folds by thread).
+    keep_threads: bool,
+    /// Estimated bytes of the mappings and locations held (nodes and samples are counted).
+    mapping_bytes: u64,
+    location_bytes: u64,
+    /// The `[over budget]` frame that ends stacks cut at the limit, once one was.
+    over_budget: Option<LocationId>,
 }
 
 impl Interner {
@@ -57,7 +73,35 @@ impl Interner {
             code_point_ids: HashTable::new(),
             sample_ids: HashTable::new(),
             names: SharedStrings::default(),
+            limit: u64::MAX,
+            keep_threads: false,
+            mapping_bytes: 0,
+            location_bytes: 0,
+            over_budget: None,
         }
+    }
+
+    /// Holds at most about `bytes` from now on. Past it, a new mapping or location is not added
+    /// (its frame and those under it become one `[over budget]` frame), nor a new stack node (the
+    /// stack ends there in `[over budget]`), and a new sample joins one the profile holds: the
+    /// same stack and names without pid and tid (unless `keep_threads`), or, an eighth past the
+    /// limit, the `[over budget]` stack of no process. Every sample keeps its values, so widths stay right: only detail
+    /// below the cut is lost, and it is counted (`Metadata::over_budget_samples`).
+    pub fn set_limit(&mut self, bytes: u64, keep_threads: bool) {
+        self.limit = bytes;
+        self.keep_threads = keep_threads;
+    }
+
+    /// Estimated bytes held.
+    pub fn held_bytes(&self) -> u64 {
+        self.mapping_bytes
+            + self.location_bytes
+            + self.profile.stacks.len() as u64 * NODE_BYTES
+            + self.profile.samples.len() as u64 * SAMPLE_BYTES
+    }
+
+    fn has_room(&self) -> bool {
+        self.held_bytes() < self.limit
     }
 
     pub fn profile(&self) -> &Profile {
@@ -84,14 +128,22 @@ impl Interner {
     }
 
     pub fn mapping(&mut self, mapping: Mapping) -> MappingId {
-        let mappings = &mut self.profile.mappings;
-        *self
-            .mapping_ids
-            .entry(mapping)
-            .or_insert_with_key(|mapping| {
-                mappings.push(mapping.clone());
-                mappings.len() - 1
-            })
+        self.mapping_if(mapping, true).expect("added when new")
+    }
+
+    /// The id of `mapping`, added if new and `may_add`.
+    fn mapping_if(&mut self, mapping: Mapping, may_add: bool) -> Option<MappingId> {
+        if let Some(&id) = self.mapping_ids.get(&mapping) {
+            return Some(id);
+        }
+        if !may_add {
+            return None;
+        }
+        self.mapping_bytes += mapping_bytes(&mapping);
+        let id = self.profile.mappings.len();
+        self.profile.mappings.push(mapping.clone());
+        self.mapping_ids.insert(mapping, id);
+        Some(id)
     }
 
     /// Where each of `types` goes in this profile's values (new types added while there is room;
@@ -117,6 +169,12 @@ impl Interner {
     }
 
     pub fn location(&mut self, location: Location) -> LocationId {
+        self.location_if(location, true).expect("added when new")
+    }
+
+    /// The id of `location` (or of the location it shares), added if new and `may_add` (if not,
+    /// the held location of its function, if there is one).
+    fn location_if(&mut self, location: Location, may_add: bool) -> Option<LocationId> {
         let hasher = &self.hasher;
         let locations = &mut self.profile.locations;
         let hash = hasher.hash_one(&location);
@@ -124,7 +182,7 @@ impl Interner {
             .location_ids
             .find(hash, |&id| locations[id as usize] == location)
         {
-            return id;
+            return Some(id);
         }
         // A named code point not seen yet is indexed; one seen already is shared where asked.
         let mut new_code_point = None;
@@ -134,11 +192,19 @@ impl Interner {
                 CodePoint::of(&locations[id as usize]) == CodePoint::of(&location)
             };
             match self.code_point_ids.find(code_hash, same) {
-                Some(&id) if self.sharing == Sharing::All || location.in_kernel => return id,
+                // Past the limit too: a new address of a held function costs no detail the
+                // folded output or the SVG shows.
+                Some(&id) if self.sharing == Sharing::All || location.in_kernel || !may_add => {
+                    return Some(id)
+                }
                 Some(_) => {}
                 None => new_code_point = Some(code_hash),
             }
         }
+        if !may_add {
+            return None;
+        }
+        self.location_bytes += location_bytes(&location);
         let id = location_id(locations.len());
         locations.push(location);
         self.location_ids
@@ -148,7 +214,7 @@ impl Interner {
                 hasher.hash_one(CodePoint::of(&locations[id as usize]))
             });
         }
-        id
+        Some(id)
     }
 
     /// The stack of `location` called from `caller`.
@@ -157,37 +223,162 @@ impl Interner {
     }
 
     /// `part`'s mappings, locations and stacks interned; for each of its stacks, the id here.
+    /// Past the limit, a stack is cut where it leaves what the profile holds (see
+    /// [`Interner::set_limit`]).
     pub fn add_stacks_of(&mut self, part: &mut Profile) -> Vec<StackId> {
-        let mapping_map: Vec<MappingId> = std::mem::take(&mut part.mappings)
+        let mapping_map: Vec<Option<MappingId>> = std::mem::take(&mut part.mappings)
             .into_iter()
-            .map(|mapping| self.mapping(mapping))
-            .collect();
-        let location_map: Vec<LocationId> = std::mem::take(&mut part.locations)
-            .into_iter()
-            .map(|mut location| {
-                location.mapping = location.mapping.map(|id| mapping_map[id]);
-                self.location(location)
+            .map(|mapping| {
+                let room = self.has_room();
+                self.mapping_if(mapping, room)
             })
             .collect();
-        part.stacks.map_into(&mut self.profile.stacks, |id| {
-            Some(location_map[id as usize])
-        })
+        let location_map: Vec<Option<LocationId>> = std::mem::take(&mut part.locations)
+            .into_iter()
+            .map(|mut location| {
+                if let Some(id) = location.mapping {
+                    location.mapping = Some(mapping_map[id]?);
+                }
+                let room = self.has_room();
+                self.location_if(location, room)
+            })
+            .collect();
+        // Room is kept for the part's samples, up to half of what is left: nodes alone must not
+        // take the whole limit (every sample would be past it), nor samples leave no node to
+        // place them in.
+        let nodes = self.profile.stacks.len() as u64 * NODE_BYTES;
+        let left = self.limit.saturating_sub(self.held_bytes());
+        let for_samples = (part.samples.len() as u64 * SAMPLE_BYTES).min(left / 2);
+        let max_nodes =
+            usize::try_from((nodes + left - for_samples) / NODE_BYTES).unwrap_or(usize::MAX);
+        if location_map.iter().all(Option::is_some)
+            && self.profile.stacks.len().saturating_add(part.stacks.len()) <= max_nodes
+        {
+            return part
+                .stacks
+                .map_into(&mut self.profile.stacks, |id| location_map[id as usize]);
+        }
+        let cut = self.over_budget_location();
+        part.stacks.map_into_within(
+            &mut self.profile.stacks,
+            |id| location_map[id as usize],
+            max_nodes,
+            cut,
+        )
+    }
+
+    /// The `[over budget]` frame: in no mapping, named so that every output shows it.
+    fn over_budget_location(&mut self) -> LocationId {
+        if let Some(id) = self.over_budget {
+            return id;
+        }
+        let id = self.location(Location {
+            mapping: None,
+            address: 0,
+            frames: vec![Frame::new(OVER_BUDGET_FRAME, FrameKind::User)],
+            in_kernel: false,
+        });
+        self.over_budget = Some(id);
+        id
+    }
+
+    /// Whether `stack` was cut at the limit.
+    fn is_cut(&self, stack: StackId) -> bool {
+        self.over_budget.is_some()
+            && self.profile.stacks.innermost_first(stack).next() == self.over_budget
     }
 
     /// Adds `sample` (its stack one of this profile's, its names shared here), or its values to
-    /// the sample that differs from it only in its values.
+    /// the sample that differs from it only in its values. Past the limit, a new sample joins one
+    /// the profile holds (see [`Interner::set_limit`]).
     pub fn add_sample(&mut self, mut sample: Sample) {
         sample.process_name = sample.process_name.map(|name| self.names.get(&name));
         sample.thread_name = sample.thread_name.map(|name| self.names.get(&name));
+        let weight = sample.values.get(0);
+        let cut = self.is_cut(sample.stack);
+        if cut {
+            self.profile.metadata.over_budget_samples += weight;
+        }
+        let sample = match self.add_to_same(sample) {
+            Ok(()) => return,
+            Err(new) => new,
+        };
+        if self.has_room() {
+            return self.push_sample(sample);
+        }
+        if !cut {
+            self.profile.metadata.over_budget_samples += weight;
+        }
+        if let Err(first) = self.add_past_limit(sample) {
+            self.push_sample(first);
+        }
+    }
+
+    /// Adds `sample`, new past the limit, to the sample of its stack and names without pid and
+    /// tid; a new one of those while within an eighth past the limit; past that, to the held
+    /// sample of its names whose stack is the nearest of its callers' cut there (`...;caller;[over
+    /// budget]`), else to the `[over budget]` sample of no process. `Err`: the first sample of its
+    /// kind, reduced so, to store.
+    fn add_past_limit(&mut self, mut sample: Sample) -> Result<(), Sample> {
+        if !self.keep_threads {
+            sample.pid = None;
+            sample.tid = None;
+            sample = match self.add_to_same(sample) {
+                Ok(()) => return Ok(()),
+                Err(unlabelled) => unlabelled,
+            };
+        }
+        if self.held_bytes() < self.limit.saturating_add(self.limit / 8) {
+            return Err(sample);
+        }
+        let over_budget = self.over_budget_location();
+        let stacks = &self.profile.stacks;
+        let mut at = match self.is_cut(sample.stack) {
+            true => stacks.caller(sample.stack),
+            false => sample.stack,
+        };
+        let mut held_cuts = Vec::new();
+        loop {
+            held_cuts.extend(stacks.get(at, over_budget));
+            if at == EMPTY_STACK {
+                break;
+            }
+            at = stacks.caller(at);
+        }
+        for cut in held_cuts {
+            sample.stack = cut;
+            sample = match self.add_to_same(sample) {
+                Ok(()) => return Ok(()),
+                Err(not_held) => not_held,
+            };
+        }
+        sample.stack = self.profile.stacks.call(EMPTY_STACK, over_budget);
+        sample.process_name = None;
+        sample.thread_name = None;
+        self.add_to_same(sample)
+    }
+
+    /// Adds `sample`'s values to the sample that differs from it only in them; `Err(sample)` if
+    /// there is none.
+    fn add_to_same(&mut self, sample: Sample) -> Result<(), Sample> {
+        let hash = self.hasher.hash_one(SampleKey::of(&sample));
+        let samples = &mut self.profile.samples;
+        match self.sample_ids.find(hash, |&id| {
+            SampleKey::of(&samples[id as usize]) == SampleKey::of(&sample)
+        }) {
+            Some(&id) => {
+                samples[id as usize].values.add(&sample.values);
+                Ok(())
+            }
+            None => Err(sample),
+        }
+    }
+
+    /// Stores `sample`, new to the profile.
+    fn push_sample(&mut self, sample: Sample) {
         let hasher = &self.hasher;
         let samples = &mut self.profile.samples;
         let hash = hasher.hash_one(SampleKey::of(&sample));
-        if let Some(&id) = self.sample_ids.find(hash, |&id| {
-            SampleKey::of(&samples[id as usize]) == SampleKey::of(&sample)
-        }) {
-            samples[id as usize].values.add(&sample.values);
-            return;
-        }
         if samples.len() == samples.capacity() {
             // By an eighth, not the doubling `push` would do: a long recording's samples are its
             // largest vector, which a doubling would leave up to half unused.
@@ -209,18 +400,47 @@ impl Interner {
         self.location_ids.clear();
         self.code_point_ids.clear();
         self.sample_ids.clear();
+        self.location_bytes = 0;
         let location_map: Vec<LocationId> = locations
             .into_iter()
             .map(|location| self.location(location))
             .collect();
+        self.over_budget = self.over_budget.map(|id| location_map[id as usize]);
         let stack_map = stacks.map_into(&mut self.profile.stacks, |id| {
             Some(location_map[id as usize])
         });
+        // Fewer or as many of each as before: within the limit, nothing counted again.
         for mut sample in samples {
             sample.stack = stack_map[sample.stack as usize];
-            self.add_sample(sample);
+            if let Err(new) = self.add_to_same(sample) {
+                self.push_sample(new);
+            }
         }
     }
+}
+
+/// Estimated bytes of a mapping: the struct, its index entry and its texts.
+fn mapping_bytes(mapping: &Mapping) -> u64 {
+    (2 * std::mem::size_of::<Mapping>()
+        + mapping.path.len()
+        + mapping.display_name.len()
+        + mapping.build_id.as_ref().map_or(0, String::len)) as u64
+}
+
+/// Estimated bytes of a location: the struct, its two index entries and its frames with their
+/// texts (shared texts are counted for each location: an estimate on the safe side).
+fn location_bytes(location: &Location) -> u64 {
+    let frames: usize = location
+        .frames
+        .iter()
+        .map(|frame| {
+            std::mem::size_of::<Frame>()
+                + frame.name.len()
+                + frame.system_name.as_ref().map_or(0, |name| name.len())
+                + frame.file.as_ref().map_or(0, |file| file.len())
+        })
+        .sum();
+    (std::mem::size_of::<Location>() + 16 + frames) as u64
 }
 
 /// What folded stacks show of a location: its module and frames, not its address.

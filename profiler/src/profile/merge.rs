@@ -28,6 +28,16 @@ impl MergedProfile {
         }
     }
 
+    /// Holds at most about `bytes` in all (`--max-profile-size`, see [`super::policy::MAX_PROFILE_BYTES`]):
+    /// past it, stacks are cut and samples merged, their values kept (see
+    /// `Interner::set_limit`). With every process's labels kept (`--per-thread`), samples past it
+    /// keep their pid and tid.
+    pub fn within(mut self, bytes: u64) -> Self {
+        let keep_threads = self.labels.keeps_all();
+        self.interner.set_limit(bytes, keep_threads);
+        self
+    }
+
     /// Adds `part`, built from the samples of processes that have ended; those past the label
     /// budget are counted in the metadata as unlabelled.
     pub fn add_ended(&mut self, mut part: Profile) {
@@ -78,12 +88,14 @@ impl MergedProfile {
     pub fn sizes(&self) -> String {
         let profile = self.interner.profile();
         format!(
-            "{} samples, {} stack nodes, {} locations, {} mappings, {} processes unlabelled",
+            "{} samples, {} stack nodes, {} locations, {} mappings, {} processes unlabelled, \
+             about {} KiB held",
             profile.samples.len(),
             profile.stacks.len(),
             profile.locations.len(),
             profile.mappings.len(),
-            profile.metadata.unlabelled_processes
+            profile.metadata.unlabelled_processes,
+            self.interner.held_bytes() >> 10
         )
     }
 
@@ -96,6 +108,7 @@ impl MergedProfile {
             *metadata.unknown_frames.entry(reason).or_default() += count;
         }
         metadata.unlabelled_processes += profile.metadata.unlabelled_processes;
+        metadata.over_budget_samples += profile.metadata.over_budget_samples;
         profile.metadata = metadata;
         values::add_cpu_time(&mut profile);
         profile
@@ -112,7 +125,9 @@ mod tests {
 
     use super::*;
     use crate::profile::policy::{EXACT_LOCATIONS, EXACT_SAMPLES};
-    use crate::profile::{location_id, testdata, Location, Mapping, Sample, Stacks, Values};
+    use crate::profile::{
+        location_id, testdata, Location, Mapping, Sample, Stacks, Values, OVER_BUDGET_FRAME,
+    };
 
     /// A location as its mapping's path and its frames' names.
     type Resolved = (Option<String>, Vec<String>);
@@ -414,6 +429,107 @@ mod tests {
             side * side
         );
         assert_eq!(merged.interner.profile().locations.len(), 2);
+    }
+
+    /// A part of one sample of process `name` (pid `pid`) through functions `names`, outermost
+    /// first, each at its own address of one user mapping.
+    fn part_of(name: &str, pid: u32, names: &[String]) -> Profile {
+        let mut part = part_at(
+            &(1..=names.len() as u64).collect::<Vec<_>>(),
+            |a| names[a as usize - 1].clone(),
+            false,
+        );
+        part.samples[0].process_name = Some(name.into());
+        part.samples[0].pid = Some(pid);
+        part.samples[0].tid = Some(pid);
+        part
+    }
+
+    /// Past its limit the profile stops growing: a new stack is cut where it leaves the held
+    /// ones (ending in `[over budget]`), a new sample merges with a held one, and every sample's
+    /// values stay, so the total and the widths of what was held are right. The stacks held
+    /// before the limit fold as before, and what was cut is counted.
+    #[test]
+    fn a_profile_past_its_limit_cuts_stacks_and_keeps_every_sample() {
+        const LIMIT: u64 = 64 << 10;
+        let mut merged = MergedProfile::new(EndedLabels::Bounded).within(LIMIT);
+        let stack = |i: u32| -> Vec<String> {
+            // Shared outer frames, then frames of its own: a program with ever new stacks.
+            ["main", "run"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain((0..8).map(|depth| format!("f{i}_{depth}")))
+                .collect()
+        };
+        let mut added = 0;
+        let mut held_before_limit = None;
+        for i in 0..5_000 {
+            merged.add(part_of("app", 1 + i % 7, &stack(i)));
+            added += 1;
+            if held_before_limit.is_none() && merged.interner.held_bytes() >= LIMIT {
+                held_before_limit = Some(i);
+            }
+        }
+        let first_cut = held_before_limit.expect("the limit was reached");
+        let held = merged.interner.held_bytes();
+        assert!(held <= LIMIT + LIMIT / 4, "{held} bytes held");
+        let profile = merged.finish(Metadata::default());
+        assert_eq!(profile.total_samples(), added, "no sample lost");
+        assert!(profile.metadata.over_budget_samples >= added - first_cut as u64 - 1);
+        let folded = crate::output::fold(&profile, &Default::default())
+            .expect("fold")
+            .counts();
+        assert_eq!(
+            folded.get(&format!("app;{}", stack(0).join(";"))),
+            Some(&1),
+            "held before the limit: {folded:?}"
+        );
+        let cut = folded
+            .iter()
+            .filter(|(line, _)| line.ends_with(&format!(";{OVER_BUDGET_FRAME}")))
+            .map(|(line, count)| {
+                assert!(line.starts_with("app;main;run;"), "{line}");
+                count
+            })
+            .sum::<u64>();
+        assert!(cut >= added - first_cut as u64 - 1, "{cut} samples cut");
+    }
+
+    /// Samples that differ only in what the profiled program controls (pids and process names,
+    /// here of ever new processes) cannot grow a profile past its limit either: past it they
+    /// lose their labels, and an eighth past it their stacks and names.
+    #[test]
+    fn new_names_past_the_limit_do_not_grow_the_profile() {
+        const LIMIT: u64 = 32 << 10;
+        let mut merged = MergedProfile::new(EndedLabels::Bounded).within(LIMIT);
+        let names = vec!["main".to_owned(), "work".to_owned()];
+        for i in 0..20_000 {
+            merged.add_ended(part_of(&format!("p{i}"), i, &names));
+        }
+        let held = merged.interner.held_bytes();
+        assert!(held <= LIMIT + LIMIT / 4, "{held} bytes held");
+        let profile = merged.finish(Metadata::default());
+        assert_eq!(profile.total_samples(), 20_000);
+        let folded = crate::output::fold(&profile, &Default::default())
+            .expect("fold")
+            .counts();
+        assert_eq!(folded.get("p0;main;work"), Some(&1));
+        assert!(folded.get(OVER_BUDGET_FRAME).is_some_and(|&n| n > 10_000));
+    }
+
+    /// With `--per-thread` every sample keeps its thread past the limit (the output has a tower
+    /// per thread), its stack cut to `[over budget]`.
+    #[test]
+    fn samples_past_the_limit_keep_their_thread_with_per_thread() {
+        let mut merged = MergedProfile::new(EndedLabels::All).within(4 << 10);
+        for i in 0..1_000 {
+            let names = vec!["main".to_owned(), format!("f{i}")];
+            merged.add(part_of("app", 7, &names));
+        }
+        let profile = merged.finish(Metadata::default());
+        assert!(profile.metadata.over_budget_samples > 0);
+        assert!(profile.samples.iter().all(|s| s.tid == Some(7)));
+        assert_eq!(profile.total_samples(), 1_000);
     }
 
     /// Values add element-wise by type, whatever each part's order of types; a part with a type

@@ -38,6 +38,9 @@ pub use values::{ValueChoice, ValueType, ValueTypes, Values};
 /// The frame put right under the process (or thread) root of a user stack that does not reach a
 /// process or thread entry (see `truncation`).
 pub const TRUNCATED_FRAME: &str = "[truncated]";
+/// The frame that ends a stack cut at `--max-profile-size`: what ran below it is not kept (see
+/// `intern::Interner::set_limit`).
+pub const OVER_BUDGET_FRAME: &str = "[over budget]";
 /// The leaf frame of every stack a thread spent time switched out in (`--off-cpu`): Ctrl-F in the
 /// SVG finds all waiting, which has its own colour there.
 pub const OFF_CPU_FRAME: &str = "[off-cpu]";
@@ -85,6 +88,9 @@ pub struct Metadata {
     /// Processes whose samples were merged by name without their pid and tid (past the first
     /// `policy::LABELLED_PROCESSES`).
     pub unlabelled_processes: u64,
+    /// Samples whose stack was cut, or whose pid and tid were dropped, to keep the profile within
+    /// `--max-profile-size`.
+    pub over_budget_samples: u64,
     /// How user stacks were unwound (`auto`, `dwarf`, `fp`).
     pub unwinding: Option<String>,
     /// The command line that made the capture.

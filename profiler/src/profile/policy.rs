@@ -19,6 +19,12 @@ pub const EXACT_LOCATIONS: usize = 16_384;
 /// hundred bytes each, ~2 MB; a capture of one program stays far below it.
 pub const EXACT_SAMPLES: usize = 16_384;
 
+/// Default `--max-profile-size`: the most bytes (estimated) the profile holds while recording.
+/// A fork-heavy `--all` run holds some 5 MB after 10 minutes, a 10-minute `--all` beside a
+/// release build of this workspace (rustc's deep stacks, 250,000 distinct ones) some 50 MB; what
+/// a profiled program can make it hold is otherwise unbounded (distinct stacks, JIT names).
+pub const MAX_PROFILE_BYTES: u64 = 64 << 20;
+
 /// Whether samples keep their pid and tid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndedLabels {
@@ -52,6 +58,11 @@ impl LabelBudget {
             given: 0,
             budget: LABELLED_PROCESSES,
         }
+    }
+
+    /// Whether every process keeps its labels (`--per-thread`).
+    pub fn keeps_all(&self) -> bool {
+        self.labelled_pids.is_none()
     }
 
     /// Removes pid and tid from the samples of pids past the budget; how many distinct pids that

@@ -144,6 +144,55 @@ impl Stacks {
         ids
     }
 
+    /// [`Stacks::map_into`] within `max_nodes` nodes of `into`: a node `map` has no location for,
+    /// or one that would be past `max_nodes`, is cut: its stack is its caller's with `cut` called
+    /// from it (one such node per caller, past `max_nodes` too: at most as many as the nodes
+    /// within), and the stacks under it end there as well.
+    pub fn map_into_within(
+        &self,
+        into: &mut Stacks,
+        mut map: impl FnMut(LocationId) -> Option<LocationId>,
+        max_nodes: usize,
+        cut: LocationId,
+    ) -> Vec<StackId> {
+        let mut ids = Vec::with_capacity(self.nodes.len());
+        ids.push(EMPTY_STACK);
+        for node in &self.nodes[1..] {
+            let caller = ids[node.caller as usize];
+            let id = if into.nodes[caller as usize].location == cut {
+                caller
+            } else {
+                match map(node.location) {
+                    Some(location) => match into.get(caller, location) {
+                        Some(id) => id,
+                        None if into.nodes.len() < max_nodes => into.call(caller, location),
+                        None => into.call(caller, cut),
+                    },
+                    None => into.call(caller, cut),
+                }
+            };
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// The stack of the callers of `stack`'s innermost frame (the empty stack's is itself).
+    pub fn caller(&self, stack: StackId) -> StackId {
+        self.nodes[stack as usize].caller
+    }
+
+    /// The id of `stack` with `location` called from its innermost frame, if held.
+    pub fn get(&self, stack: StackId, location: LocationId) -> Option<StackId> {
+        let node = Node {
+            caller: stack,
+            location,
+        };
+        let hash = self.hasher.hash_one(node);
+        self.index
+            .find(hash, |&id| self.nodes[id as usize] == node)
+            .copied()
+    }
+
     /// Nodes held (the empty stack included), for the debug log of long runs.
     pub fn len(&self) -> usize {
         self.nodes.len()
