@@ -14,6 +14,8 @@
 #        processes (their number, their binaries' size) otherwise dominate the figures.
 #        BACKEND=perf sudo benches/long-run.sh ...   the same with `--backend perf` (the perf_event
 #        source feeds the same collector: its memory must stay bounded the same way).
+#        ARGS=-vv sudo benches/long-run.sh ...   more emberprof arguments (-vv: the last checkpoint's
+#        heap and profile sizes are printed at the end).
 #        BUILD_BESIDE=1 sudo benches/long-run.sh ...   a `cargo build --release` of this workspace (a
 #        fresh copy, its own target directory, cleaned and built again in a loop) runs beside the load
 #        for the whole capture: rustc and its 150 MB libLLVM come and go, as on a build server.
@@ -51,7 +53,7 @@ fi
 target+=(--backend "${BACKEND:-bpf}")
 # GNU time gives the true peak (ru_maxrss), output phase included; the 5 s polls give the curve.
 /usr/bin/time -f "%M" -o "$work/maxrss" \
-  $bin/emberprof record "${target[@]}" -F "$hz" -d "$seconds" -o "$work/long.folded" 2>"$work/err" &
+  $bin/emberprof record "${target[@]}" -F "$hz" -d "$seconds" ${ARGS:-} -o "$work/long.folded" 2>"$work/err" &
 timer=$!
 pids+=($timer)
 sleep 0.2
@@ -95,5 +97,7 @@ echo
 echo "${summary#emberprof: }"
 [ -n "${BUILD_BESIDE:-}" ] && echo "cargo builds finished beside it: $(cat "$work/builds" 2>/dev/null | wc -l)"
 echo "anonymous RSS (RssAnon, 5 s polls): $(mib "${anon_warm:-0}") MiB at ${warm} s, peak $(mib $peak_anon) MiB ($(echo "scale=1; ($peak_anon - ${anon_warm:-$peak_anon}) * 100 / ${anon_warm:-1}" | bc) %)"
+checkpoint=$(grep 'after checkpoint:' "$work/err" | tail -1 | sed 's/.*after checkpoint: //')
+[ -n "$checkpoint" ] && echo "last checkpoint: $checkpoint"
 echo "RSS every 5 s (KiB): $(awk '{ printf "%s ", $3 }' "$work/rss")"
 echo "RssAnon every 5 s (KiB): $(awk '{ printf "%s ", $5 }' "$work/rss")"
