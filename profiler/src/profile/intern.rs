@@ -6,6 +6,8 @@
 //! which no caller could check as cheaply: past it, what is added joins what the profile holds
 //! (see [`Interner::set_limit`]).
 
+mod prune;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -56,6 +58,11 @@ pub struct Interner {
     location_bytes: u64,
     /// The `[over budget]` frame that ends stacks cut at the limit, once one was.
     over_budget: Option<LocationId>,
+    /// Bytes held, and samples cut, right after the last pruning (see [`Interner::make_room`]).
+    pruned_at: u64,
+    cut_at_prune: u64,
+    /// The count of every sample added, for how often to prune.
+    added: u64,
 }
 
 impl Interner {
@@ -78,6 +85,9 @@ impl Interner {
             mapping_bytes: 0,
             location_bytes: 0,
             over_budget: None,
+            pruned_at: 0,
+            cut_at_prune: 0,
+            added: 0,
         }
     }
 
@@ -98,6 +108,39 @@ impl Interner {
             + self.location_bytes
             + self.profile.stacks.len() as u64 * NODE_BYTES
             + self.profile.samples.len() as u64 * SAMPLE_BYTES
+    }
+
+    /// Before `part` is added: past the limit with it, makes room by keeping the heaviest samples
+    /// within three quarters of the limit, or less to fit the part (see `prune`), so that a stack
+    /// that comes late and runs long still gets its place. Pruning costs the profile's size, so
+    /// it waits until the profile grew by an eighth of the limit, or samples were cut since the
+    /// last time (1024, or a 64th of all added). What does not fit even then is cut as it is
+    /// added (see [`Interner::set_limit`]).
+    pub fn make_room(&mut self, part: &Profile) {
+        if self.limit == u64::MAX {
+            return;
+        }
+        let held = self.held_bytes();
+        let part_bytes = part.stacks.len() as u64 * NODE_BYTES
+            + part.samples.len() as u64 * SAMPLE_BYTES
+            + part.locations.iter().map(location_bytes).sum::<u64>();
+        let grown = held >= self.pruned_at.saturating_add(self.limit / 8);
+        let cut = self.profile.metadata.over_budget_samples - self.cut_at_prune;
+        if held.saturating_add(part_bytes) <= self.limit
+            || !(grown || cut >= (self.added / 64).max(1024))
+        {
+            return;
+        }
+        let target = self
+            .limit
+            .saturating_sub(part_bytes)
+            .clamp(self.limit / 2, self.limit / 4 * 3);
+        self.prune(target);
+        log::debug!(
+            "profile past --max-profile-size: kept its heaviest samples, {} KiB of {} KiB held",
+            self.held_bytes() >> 10,
+            held >> 10
+        );
     }
 
     fn has_room(&self) -> bool {
@@ -295,6 +338,7 @@ impl Interner {
         sample.process_name = sample.process_name.map(|name| self.names.get(&name));
         sample.thread_name = sample.thread_name.map(|name| self.names.get(&name));
         let weight = sample.values.get(0);
+        self.added = self.added.saturating_add(weight);
         let cut = self.is_cut(sample.stack);
         if cut {
             self.profile.metadata.over_budget_samples += weight;

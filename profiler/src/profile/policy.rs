@@ -20,10 +20,12 @@ pub const EXACT_LOCATIONS: usize = 16_384;
 pub const EXACT_SAMPLES: usize = 16_384;
 
 /// Default `--max-profile-size`: the most bytes (estimated) the profile holds while recording.
-/// A fork-heavy `--all` run holds some 5 MB after 10 minutes, a 10-minute `--all` beside a
-/// release build of this workspace (rustc's deep stacks, 250,000 distinct ones) some 50 MB; what
-/// a profiled program can make it hold is otherwise unbounded (distinct stacks, JIT names).
-pub const MAX_PROFILE_BYTES: u64 = 64 << 20;
+/// What a profiled program can make it hold is otherwise unbounded (distinct stacks, JIT names):
+/// `--all` beside a release build of this workspace (rustc's deep, often truncated stacks) held
+/// 24 MB after 150 s and grew all along. Past it the heaviest samples stay whole (see
+/// `intern::prune`), so the flame graph keeps what takes the time; a 10 s capture of one program
+/// holds well under 1 MB.
+pub const MAX_PROFILE_BYTES: u64 = 16 << 20;
 
 /// Whether samples keep their pid and tid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

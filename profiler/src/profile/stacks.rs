@@ -176,6 +176,11 @@ impl Stacks {
         ids
     }
 
+    /// The innermost location of `stack` (not the empty stack).
+    pub fn location(&self, stack: StackId) -> LocationId {
+        self.nodes[stack as usize].location
+    }
+
     /// The stack of the callers of `stack`'s innermost frame (the empty stack's is itself).
     pub fn caller(&self, stack: StackId) -> StackId {
         self.nodes[stack as usize].caller
