@@ -165,8 +165,10 @@ pub struct FoldedBuilder {
 }
 
 impl FoldedBuilder {
-    /// A builder with room for `lines` distinct lines: the index is not rehashed as it grows (a
-    /// long recording's 10^5 lines of deep stacks took a tenth of the folding to rehash).
+    /// A builder whose line index has room for `lines` distinct lines: it is not rehashed as it
+    /// grows (a long recording's 10^5 lines of deep stacks took a tenth of the folding to rehash).
+    /// The vectors of lines still grow as they fill: a copy of them costs little, and room
+    /// reserved in them would stay held with the lines.
     pub fn with_capacity(lines: usize) -> Self {
         let mut builder = FoldedBuilder::default();
         let FoldedBuilder {
@@ -175,8 +177,6 @@ impl FoldedBuilder {
             hasher,
         } = &mut builder;
         line_ids.reserve(lines, |&id| hasher.hash_one(folded.texts_of(id)));
-        folded.counts.reserve(lines);
-        folded.line_ends.reserve(lines);
         builder
     }
 
@@ -232,8 +232,8 @@ impl FoldedBuilder {
 /// thread labels, when the value asked for is not in the profile, or when counts overflow.
 pub fn fold(profile: &Profile, options: &FoldOptions) -> Result<Folded> {
     let shown = Shown::resolve(&profile.value_types, options.value)?;
-    // A line per sample at most: many samples share a line, but reserving that much costs
-    // 16 bytes a sample, far less than the samples themselves.
+    // A line per sample at most: many samples share a line, but reserving that much costs 6-12
+    // bytes a sample (the index), far less than the samples themselves, and only while folding.
     let mut builder = FoldedBuilder::with_capacity(profile.samples.len());
     // Each location's text ids, made once: a long recording has many samples through few locations.
     let mut location_texts: Vec<u32> = Vec::new();
