@@ -106,6 +106,15 @@ impl Module {
         self.debug_file.as_ref().map_or(0, StableFile::size)
     }
 
+    /// Device and inode of the open files (module, debug file), as `/proc/self/maps` shows them
+    /// for mappings of those files (see `namer::file_pages`).
+    pub(crate) fn open_file_identities(&self) -> Vec<(u64, u64)> {
+        [&self.file, &self.debug_file]
+            .into_iter()
+            .filter_map(|file| file.as_ref()?.identity())
+            .collect()
+    }
+
     /// Like [`Module::readable_path`], for the separate debug file if there is one.
     pub fn debug_readable_path(&self) -> Option<PathBuf> {
         Some(self.debug_file.as_ref()?.readable_path())

@@ -297,6 +297,13 @@ impl StableFile {
         self.file.metadata().map_or(0, |m| m.len())
     }
 
+    /// Device and inode of the open file (of the copy, for a copy): what `/proc/self/maps` shows
+    /// for mappings of it.
+    pub(crate) fn identity(&self) -> Option<(u64, u64)> {
+        let meta = self.file.metadata().ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
+
     /// A path any code in this process (blazesym) can open to read the file, while `self` lives.
     pub fn readable_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
@@ -304,10 +311,36 @@ impl StableFile {
 
     /// Maps the whole file read-only.
     pub(crate) fn map(&self) -> io::Result<Mmap> {
+        let _creating = mapping_lock();
         // SAFETY: the file's size cannot change (see StableFile), so no access faults, and nothing
         // writes to it while mapped: a sealed copy cannot be written, and an original only root can
         // write is a binary in use, which root replaces by renaming, not in place.
         unsafe { Mmap::map(&self.file) }
+    }
+}
+
+/// Held while this process creates a shared mapping of a module file: by [`StableFile::map`], and
+/// by the namer around blazesym's first lookups in a module, so that the mappings of a file that
+/// appear meanwhile are blazesym's (see `namer::file_pages`), whatever other threads do.
+static MAPPING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub(crate) fn mapping_lock() -> std::sync::MutexGuard<'static, ()> {
+    // Guards no data: a panic while it was held leaves nothing inconsistent.
+    MAPPING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Drops the pages of `map` from this process's RSS. A read-only shared mapping of a stable file
+/// has nothing of its own to lose: a later access faults the same bytes in again from the page
+/// cache (where the programs that use the file keep them anyway). For sections read in full once
+/// (an index is built from them) and rarely after.
+pub(crate) fn drop_resident_pages(map: &Mmap) {
+    // SAFETY: `map` is a read-only `MAP_SHARED` mapping of a file whose contents and size cannot
+    // change (see `StableFile::map`): MADV_DONTNEED only unmaps its pages, and every later read
+    // sees the same bytes. No reference into it is invalidated.
+    if let Err(error) = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
+        log::debug!("madvise(MADV_DONTNEED) on a module mapping: {error}");
     }
 }
 
@@ -357,6 +390,24 @@ fn unlink_debug_files(copy: &File) {
         // sh_name is the first field of a section header: 0 is the empty name.
         let _ = copy.write_at(&[0; 4], offset);
     }
+}
+
+/// How many pages of the address range `start..end` are mapped into this process now (its share of
+/// RSS), from the present bit in `/proc/self/pagemap`.
+#[cfg(test)]
+pub(crate) fn resident_pages(range: Range<usize>) -> usize {
+    const PAGE: usize = 4096;
+    let first = range.start / PAGE;
+    let pages = range.end.div_ceil(PAGE) - first;
+    let pagemap = File::open("/proc/self/pagemap").expect("own pagemap");
+    let mut entries = vec![0u8; pages * 8];
+    pagemap
+        .read_exact_at(&mut entries, (first * 8) as u64)
+        .expect("read pagemap");
+    entries
+        .chunks_exact(8)
+        .filter(|entry| entry[7] & 0x80 != 0)
+        .count()
 }
 
 /// `offset..offset + size` as a range of a buffer of `len` bytes, or `None` if it does not fit (or

@@ -9,6 +9,7 @@
 //! after their processes exited.
 
 mod elf;
+mod file_pages;
 mod parsed_budget;
 
 use std::collections::{HashMap, HashSet};
@@ -24,6 +25,7 @@ use crate::options::SymbolizerOptions;
 use crate::plt::PltStubs;
 use crate::process::UserLocation;
 use crate::strings::SharedStrings;
+use file_pages::BlazeMappings;
 use parsed_budget::ParsedBudget;
 
 /// Most entries the per-address user symbol cache holds before it is emptied. The cache only
@@ -43,8 +45,8 @@ pub struct Namer {
     /// DWARF and symbol tables of each file, and an open handle of it): one symbolizer for the
     /// session kept every module ever named, and a descriptor for each. One per module costs an
     /// empty symbolizer each (a few hundred bytes) and nothing is parsed twice while the module
-    /// stays open.
-    blaze: HashMap<ModuleId, blazesym::symbolize::Symbolizer>,
+    /// stays open. With each, where it maps the module's files (see `file_pages`).
+    blaze: HashMap<ModuleId, (blazesym::symbolize::Symbolizer, BlazeMappings)>,
     /// What those symbolizers hold parsed, in file bytes, within `--max-parsed-size`.
     parsed: ParsedBudget,
     /// By (module, file offset looked up). Emptied when it reaches [`USER_SYMBOLS`] entries (see
@@ -219,10 +221,12 @@ impl Namer {
         } else {
             self.parsed.used(module_id, 0);
         }
-        let blaze = self
-            .blaze
-            .entry(module_id)
-            .or_insert_with(|| new_blazesym(options));
+        let (blaze, blaze_mappings) = self.blaze.entry(module_id).or_insert_with(|| {
+            (
+                new_blazesym(options),
+                BlazeMappings::new(module.open_file_identities()),
+            )
+        });
         let plt = self
             .plt
             .entry(module_id)
@@ -246,6 +250,7 @@ impl Namer {
             .clone();
         // A separate debug file is addressed by virtual offsets; what it cannot name (or everything,
         // without one) is looked up in the module itself by file offset.
+        let before = blaze_mappings.before_round();
         let mut found: Vec<Option<Vec<Frame>>> = vec![None; offsets.len()];
         if let Some(debug_path) = module.debug_readable_path() {
             let virtual_offsets: Vec<u64> = offsets
@@ -285,6 +290,7 @@ impl Namer {
                 }
             }
         }
+        blaze_mappings.after_round(before);
         for (&offset, frames) in offsets.iter().zip(found) {
             let frames = frames.or_else(|| from_module.next().flatten());
             let at_entry = entry.as_ref().is_some_and(|entry| entry.contains(&offset));
@@ -341,6 +347,9 @@ fn new_blazesym(options: SymbolizerOptions) -> blazesym::symbolize::Symbolizer {
         .enable_inlined_fns(options.inlined_functions)
         // Done by `demangle`, which can leave out C++ parameter lists.
         .enable_demangling(false)
+        // The files are stable (see `untrusted`): nothing to reload. A reload would also remap a
+        // file behind the range `file_pages` drops pages of.
+        .enable_auto_reload(false)
         .build()
 }
 
@@ -409,6 +418,43 @@ mod tests {
                 Some(Symbol::Unknown { .. }) | None => Vec::new(),
             })
             .collect()
+    }
+
+    /// blazesym's mappings of a module hold no pages once a round of lookups is over (before, its
+    /// symbol tables and the DWARF it walked stayed in emberprof's RSS), and naming again reads the
+    /// same names through them.
+    #[test]
+    fn blazesym_mappings_leave_no_pages_resident() {
+        let addresses = own_code_addresses(500);
+        let mut processes = Processes::new(
+            crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
+            crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
+        )
+        .expect("processes");
+        processes
+            .process_seen(addresses[0].0)
+            .expect("own snapshot");
+        let mut namer = Namer::new(SymbolizerOptions::default());
+        let resident = |namer: &Namer| -> (usize, usize) {
+            let ranges: Vec<_> = namer.blaze.values().flat_map(|(_, m)| m.ranges()).collect();
+            let resident = ranges
+                .iter()
+                .map(|r| crate::untrusted::resident_pages(r.clone()))
+                .sum();
+            (ranges.len(), resident)
+        };
+        let first = names(&mut namer, &mut processes, &addresses);
+        assert!(first.iter().filter(|n| !n.is_empty()).count() > 400);
+        let (mappings, pages) = resident(&namer);
+        assert!(
+            mappings > 0,
+            "blazesym's mapping of the test program was not found"
+        );
+        assert_eq!(pages, 0, "pages still resident in blazesym's mappings");
+        namer.user_cache.clear();
+        let again = names(&mut namer, &mut processes, &addresses);
+        assert_eq!(again, first);
+        assert_eq!(resident(&namer), (mappings, 0));
     }
 
     #[test]

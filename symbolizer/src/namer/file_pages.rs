@@ -1,0 +1,161 @@
+//! Keeps the file pages blazesym maps out of emberprof's RSS.
+//!
+//! blazesym 0.2.7 maps every file it symbolizes, whole, and reads it only through that mapping (it
+//! takes a path, not bytes or a reader). Its first lookup in a module reads all of the symbol
+//! table and its string table to sort them (librustc_driver: 20 MiB of `.symtab` and `.strtab`
+//! resident, LLVM: 18 MiB), and DWARF lookups leave the units they walked resident; later lookups
+//! touch a few pages each. Those pages stayed in emberprof's RSS (`RssFile`) while the module's
+//! symbolizer lived: on a build server about 60 MiB, counted in every RSS limit and in the OOM
+//! killer's view of emberprof, though they are page cache the build keeps anyway.
+//!
+//! So after each round of lookups in a module, the pages of blazesym's mappings of that module's
+//! files are dropped (`MADV_DONTNEED`: the next lookup faults in the few it needs from the page
+//! cache). blazesym does not say where its mappings are: they are found in `/proc/self/maps` as
+//! the read-only shared mappings of the module's files that appeared during the symbolizer's first
+//! lookups, and live exactly as long as that symbolizer, which is built without auto-reload (the
+//! files are stable, see `untrusted`), so it never remaps them. No other mapping is ever touched:
+//! the dynamic loader maps privately, and emberprof's own shared mappings of module files are made
+//! under the lock those lookups hold ([`mapping_lock`]), so none can appear meanwhile, from any
+//! thread. (A range taken for blazesym's that other code later unmapped could be reused by the
+//! heap, and MADV_DONTNEED would zero it: that is what the lock rules out.)
+
+use std::io::{self, BufRead};
+use std::ops::Range;
+use std::sync::MutexGuard;
+
+use crate::untrusted::mapping_lock;
+
+/// Rounds of lookups in which a symbolizer's mappings are looked for, at most: blazesym maps the
+/// module file and its debug file the first time each is read, and a module whose debug file it
+/// never opens must not cost two reads of `/proc/self/maps` on every round.
+const SEARCH_ROUNDS: u8 = 3;
+
+/// Where one module's blazesym symbolizer maps that module's files.
+#[derive(Debug, Default)]
+pub(super) struct BlazeMappings {
+    ranges: Vec<Range<usize>>,
+    /// Rounds left in which to look for mappings.
+    search_rounds: u8,
+    /// The files blazesym may map, by (device, inode): the module and its debug file.
+    files: Vec<(u64, u64)>,
+}
+
+/// The shared mappings of `files` before a round of lookups, to tell which ones the round made,
+/// and the lock that keeps any other code in this process from mapping them meanwhile.
+pub(super) struct Before(Option<(Vec<Range<usize>>, MutexGuard<'static, ()>)>);
+
+impl BlazeMappings {
+    pub fn new(files: Vec<(u64, u64)>) -> Self {
+        BlazeMappings {
+            ranges: Vec::new(),
+            search_rounds: SEARCH_ROUNDS,
+            files,
+        }
+    }
+
+    /// The mappings found so far.
+    #[cfg(test)]
+    pub fn ranges(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        self.ranges.iter().cloned()
+    }
+
+    /// Call before a round of lookups with this module's symbolizer.
+    pub fn before_round(&self) -> Before {
+        let looking = self.search_rounds > 0 && self.ranges.len() < self.files.len();
+        Before(looking.then(|| {
+            let lock = mapping_lock();
+            (shared_file_mappings(&self.files).unwrap_or_default(), lock)
+        }))
+    }
+
+    /// Call after the round: notes the mappings it made, and drops the pages of all of them.
+    pub fn after_round(&mut self, before: Before) {
+        if let Some((before, _lock)) = before.0 {
+            self.search_rounds -= 1;
+            if let Ok(after) = shared_file_mappings(&self.files) {
+                for range in after {
+                    if !before.contains(&range) && !self.ranges.contains(&range) {
+                        self.ranges.push(range);
+                    }
+                }
+            }
+        }
+        for range in &self.ranges {
+            // SAFETY: a read-only shared mapping of a stable file that the module's symbolizer
+            // holds for as long as `self` lives (see the module documentation): dropping its pages
+            // only makes the next read fault them in again, with the same bytes.
+            let result = unsafe {
+                libc::madvise(
+                    range.start as *mut libc::c_void,
+                    range.end - range.start,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if result != 0 {
+                log::debug!(
+                    "madvise(MADV_DONTNEED) on a blazesym mapping: {}",
+                    io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
+/// The address ranges of this process's read-only shared mappings of `files` (device, inode).
+fn shared_file_mappings(files: &[(u64, u64)]) -> io::Result<Vec<Range<usize>>> {
+    let maps = io::BufReader::new(std::fs::File::open("/proc/self/maps")?);
+    let mut ranges = Vec::new();
+    for line in maps.split(b'\n') {
+        if let Some((range, file)) = parse_maps_line(&line?) {
+            if files.contains(&file) {
+                ranges.push(range);
+            }
+        }
+    }
+    Ok(ranges)
+}
+
+/// `start-end perms offset major:minor inode path` of a `r--s` mapping: its range and (device,
+/// inode). Other mappings (writable, executable, private) give `None`.
+fn parse_maps_line(line: &[u8]) -> Option<(Range<usize>, (u64, u64))> {
+    let line = std::str::from_utf8(line.get(..line.len().min(128))?)
+        .or_else(|e| std::str::from_utf8(&line[..e.valid_up_to()]))
+        .ok()?;
+    let mut fields = line.split_ascii_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    if fields.next()? != "r--s" {
+        return None;
+    }
+    let _offset = fields.next()?;
+    let (major, minor) = fields.next()?.split_once(':')?;
+    let inode = fields.next()?.parse().ok()?;
+    let dev = libc::makedev(
+        u32::from_str_radix(major, 16).ok()?,
+        u32::from_str_radix(minor, 16).ok()?,
+    );
+    let range = usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?;
+    Some((range, (dev, inode)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_shared_read_only_mappings_only() {
+        let dev = libc::makedev(0x103, 0x2);
+        assert_eq!(
+            parse_maps_line(b"7ff1e0400000-7ff1e9882000 r--s 00000000 103:02 4521 /usr/lib/x.so"),
+            Some((0x7ff1e0400000..0x7ff1e9882000, (dev, 4521)))
+        );
+        for private in [
+            &b"7ff1e0400000-7ff1e9882000 r--p 00000000 103:02 4521 /usr/lib/x.so"[..],
+            b"7ff1e0400000-7ff1e9882000 r-xp 00001000 103:02 4521 /usr/lib/x.so",
+            b"7ff1e0400000-7ff1e9882000 rw-s 00000000 00:01 4521 /dev/zero (deleted)",
+            b"7ffd6b9e8000-7ffd6ba09000 rw-p 00000000 00:00 0 [stack]",
+            b"garbage",
+        ] {
+            assert_eq!(parse_maps_line(private), None);
+        }
+    }
+}
