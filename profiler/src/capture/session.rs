@@ -170,7 +170,18 @@ pub fn record(
 /// takes no more CPU from the others in all, it only does this work first. Lowering the nice value
 /// needs CAP_SYS_NICE (root has it, a `setcap` install may not): without it the work goes on at
 /// the usual priority.
+/// A nice value the user chose (`nice -n 19 emberprof ...`: stay in the background) is kept.
 fn hurry() {
+    // SAFETY: getpriority has no memory-safety preconditions; -1 is also a valid nice value, so
+    // errno tells an error apart.
+    let current = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    if current != 0 || std::io::Error::last_os_error().raw_os_error() != Some(0) {
+        log::debug!("output made at the priority emberprof was given (nice {current})");
+        return;
+    }
     // SAFETY: setpriority has no memory-safety preconditions; on Linux, PRIO_PROCESS 0 is the
     // calling thread (nice values are per thread), the one that makes the outputs.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, AFTER_STOP_NICE) } != 0 {

@@ -80,6 +80,13 @@ impl BlazeMappings {
                 }
             }
         }
+        // Each range must still be exactly a mapping of one of the files, checked on this
+        // thread after the round (the only code that could unmap one is blazesym's, and it runs
+        // here): a range it unmapped and the heap took would be zeroed by MADV_DONTNEED. Where
+        // `/proc/self/map_files` cannot be read (it needs CAP_SYS_ADMIN or
+        // CAP_CHECKPOINT_RESTORE, which a `setcap` install lacks), no page is dropped.
+        let files = &self.files;
+        self.ranges.retain(|range| maps_one_of(range, files));
         for range in &self.ranges {
             // SAFETY: a read-only shared mapping of a stable file that the module's symbolizer
             // holds for as long as `self` lives (see the module documentation): dropping its pages
@@ -99,6 +106,13 @@ impl BlazeMappings {
             }
         }
     }
+}
+
+/// Whether `range` is exactly one mapping of this process, of one of `files` (device, inode).
+fn maps_one_of(range: &Range<usize>, files: &[(u64, u64)]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let entry = format!("/proc/self/map_files/{:x}-{:x}", range.start, range.end);
+    std::fs::metadata(entry).is_ok_and(|file| files.contains(&(file.dev(), file.ino())))
 }
 
 /// The address ranges of this process's read-only shared mappings of `files` (device, inode).
@@ -140,6 +154,26 @@ fn parse_maps_line(line: &[u8]) -> Option<(Range<usize>, (u64, u64))> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A range that is no longer a mapping of the module's files (blazesym unmapped it and the
+    /// heap took the addresses) keeps its bytes: MADV_DONTNEED would have zeroed them.
+    #[test]
+    fn a_range_taken_by_other_memory_is_left_alone() {
+        let mut heap = vec![7u8; 1 << 20];
+        let start = heap.as_ptr() as usize;
+        let page = 4096;
+        let range = start.next_multiple_of(page)..(start + heap.len()) / page * page;
+        let mut mappings = BlazeMappings::new(vec![(1, 1)]);
+        mappings.ranges.push(range.clone());
+        mappings.search_rounds = 0;
+        mappings.after_round(mappings.before_round());
+        assert!(
+            heap.iter().all(|&byte| byte == 7),
+            "heap bytes were dropped"
+        );
+        assert!(mappings.ranges.is_empty());
+        heap.clear();
+    }
 
     #[test]
     fn parses_shared_read_only_mappings_only() {
