@@ -97,7 +97,7 @@ echo
 echo "${summary#emberprof: }"
 [ -n "${BUILD_BESIDE:-}" ] && echo "cargo builds finished beside it: $(cat "$work/builds" 2>/dev/null | wc -l)"
 echo "anonymous RSS (RssAnon, 5 s polls): $(mib "${anon_warm:-0}") MiB at ${warm} s, peak $(mib $peak_anon) MiB ($(echo "scale=1; ($peak_anon - ${anon_warm:-$peak_anon}) * 100 / ${anon_warm:-1}" | bc) %)"
-checkpoint=$(grep 'after checkpoint:' "$work/err" | tail -1 | sed 's/.*after checkpoint: //')
+checkpoint=$(grep 'after checkpoint:' "$work/err" | tail -1 | sed 's/.*after checkpoint: //' || true)
 [ -n "$checkpoint" ] && echo "last checkpoint: $checkpoint"
 echo "RSS every 5 s (KiB): $(awk '{ printf "%s ", $3 }' "$work/rss")"
 echo "RssAnon every 5 s (KiB): $(awk '{ printf "%s ", $5 }' "$work/rss")"
