@@ -91,12 +91,15 @@ impl Interner {
         }
     }
 
-    /// Holds at most about `bytes` from now on. Past it, a new mapping or location is not added
-    /// (its frame and those under it become one `[over budget]` frame), nor a new stack node (the
-    /// stack ends there in `[over budget]`), and a new sample joins one the profile holds: the
-    /// same stack and names without pid and tid (unless `keep_threads`), or, an eighth past the
-    /// limit, the `[over budget]` stack of no process. Every sample keeps its values, so widths stay right: only detail
-    /// below the cut is lost, and it is counted (`Metadata::over_budget_samples`).
+    /// Holds at most about `bytes` from now on. Before a part would pass it, the heaviest samples
+    /// are kept and the others folded under their callers ([`Interner::make_room`]). What still
+    /// does not fit is cut as it is added: a new mapping or location is not added (its frame and
+    /// those under it become one `[over budget]` frame), nor a new stack node (the stack ends
+    /// there in `[over budget]`), and a new sample joins one the profile holds (the same stack
+    /// and names without pid and tid, unless `keep_threads`; an eighth past the limit, the
+    /// `[over budget]` stack of its nearest held caller). Every sample keeps its values, so
+    /// widths stay right: only detail below the cut is lost, and it is counted
+    /// (`Metadata::over_budget_samples`).
     pub fn set_limit(&mut self, bytes: u64, keep_threads: bool) {
         self.limit = bytes;
         self.keep_threads = keep_threads;
