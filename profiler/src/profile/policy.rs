@@ -24,7 +24,7 @@ pub const EXACT_SAMPLES: usize = 16_384;
 /// `--all` beside a release build of this workspace (rustc's deep, often truncated stacks) held
 /// 24 MB after 150 s and grew all along. Past it the heaviest samples stay whole (see
 /// `intern::prune`), so the flame graph keeps what takes the time; a 10 s capture of one program
-/// holds well under 1 MB.
+/// (some thousand distinct stacks at most) holds about 1 MB or less by the same estimate.
 pub const MAX_PROFILE_BYTES: u64 = 16 << 20;
 
 /// Whether samples keep their pid and tid.
