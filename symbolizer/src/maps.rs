@@ -6,7 +6,10 @@ pub struct MapsEntry {
     pub start: u64,
     pub end: u64,
     pub readable: bool,
+    pub writable: bool,
     pub executable: bool,
+    /// `s`: shared (`MAP_SHARED`), not private copy-on-write.
+    pub shared: bool,
     /// File offset of `start`.
     pub offset: u64,
     /// Device as `major:minor` in the kernel's encoding (`makedev`).
@@ -38,7 +41,9 @@ fn parse_line(line: &str) -> Option<MapsEntry> {
         start: u64::from_str_radix(start, 16).ok()?,
         end: u64::from_str_radix(end, 16).ok()?,
         readable: perms.first() == Some(&b'r'),
+        writable: perms.get(1) == Some(&b'w'),
         executable: perms.get(2) == Some(&b'x'),
+        shared: perms.get(3) == Some(&b's'),
         offset: u64::from_str_radix(offset, 16).ok()?,
         dev: libc_makedev(major, minor),
         inode: inode.parse().ok()?,
@@ -84,6 +89,26 @@ mod tests {
         assert!(!entries[3].executable);
         assert_eq!(entries[4].path, "[vdso]");
         assert_eq!(entries[5].path, "/tmp/my lib.so (deleted)");
+    }
+
+    /// The permission letters: readable, writable, executable, and shared or private.
+    #[test]
+    fn reads_permissions() {
+        let perms = |line: &str| {
+            let entry = &parse_maps(line)[0];
+            (
+                entry.readable,
+                entry.writable,
+                entry.executable,
+                entry.shared,
+            )
+        };
+        let line =
+            |perms: &str| format!("7ff1e0400000-7ff1e9882000 {perms} 00000000 103:02 4521 /x");
+        assert_eq!(perms(&line("r--s")), (true, false, false, true));
+        assert_eq!(perms(&line("r--p")), (true, false, false, false));
+        assert_eq!(perms(&line("r-xp")), (true, false, true, false));
+        assert_eq!(perms(&line("rw-s")), (true, true, false, true));
     }
 
     /// A malformed line is skipped, the rest still parse.

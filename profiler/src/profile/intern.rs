@@ -124,14 +124,16 @@ impl Interner {
             return;
         }
         let held = self.held_bytes();
+        let grown = held >= self.pruned_at.saturating_add(self.limit / 8);
+        let cut = self.profile.metadata.over_budget_samples - self.cut_at_prune;
+        if !(grown || cut >= (self.added / 64).max(1024)) {
+            return;
+        }
+        // Sized only when a prune may be due: parts are added at every checkpoint.
         let part_bytes = part.stacks.len() as u64 * NODE_BYTES
             + part.samples.len() as u64 * SAMPLE_BYTES
             + part.locations.iter().map(location_bytes).sum::<u64>();
-        let grown = held >= self.pruned_at.saturating_add(self.limit / 8);
-        let cut = self.profile.metadata.over_budget_samples - self.cut_at_prune;
-        if held.saturating_add(part_bytes) <= self.limit
-            || !(grown || cut >= (self.added / 64).max(1024))
-        {
+        if held.saturating_add(part_bytes) <= self.limit {
             return;
         }
         let target = self

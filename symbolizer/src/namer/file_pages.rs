@@ -19,10 +19,11 @@
 //! thread. (A range taken for blazesym's that other code later unmapped could be reused by the
 //! heap, and MADV_DONTNEED would zero it: that is what the lock rules out.)
 
-use std::io::{self, BufRead};
+use std::io;
 use std::ops::Range;
 use std::sync::MutexGuard;
 
+use crate::maps::parse_maps;
 use crate::untrusted::mapping_lock;
 
 /// Rounds of lookups in which a symbolizer's mappings are looked for, at most: blazesym maps the
@@ -117,38 +118,15 @@ fn maps_one_of(range: &Range<usize>, files: &[(u64, u64)]) -> bool {
 
 /// The address ranges of this process's read-only shared mappings of `files` (device, inode).
 fn shared_file_mappings(files: &[(u64, u64)]) -> io::Result<Vec<Range<usize>>> {
-    let maps = io::BufReader::new(std::fs::File::open("/proc/self/maps")?);
-    let mut ranges = Vec::new();
-    for line in maps.split(b'\n') {
-        if let Some((range, file)) = parse_maps_line(&line?) {
-            if files.contains(&file) {
-                ranges.push(range);
-            }
-        }
-    }
-    Ok(ranges)
-}
-
-/// `start-end perms offset major:minor inode path` of a `r--s` mapping: its range and (device,
-/// inode). Other mappings (writable, executable, private) give `None`.
-fn parse_maps_line(line: &[u8]) -> Option<(Range<usize>, (u64, u64))> {
-    let line = std::str::from_utf8(line.get(..line.len().min(128))?)
-        .or_else(|e| std::str::from_utf8(&line[..e.valid_up_to()]))
-        .ok()?;
-    let mut fields = line.split_ascii_whitespace();
-    let (start, end) = fields.next()?.split_once('-')?;
-    if fields.next()? != "r--s" {
-        return None;
-    }
-    let _offset = fields.next()?;
-    let (major, minor) = fields.next()?.split_once(':')?;
-    let inode = fields.next()?.parse().ok()?;
-    let dev = libc::makedev(
-        u32::from_str_radix(major, 16).ok()?,
-        u32::from_str_radix(minor, 16).ok()?,
-    );
-    let range = usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?;
-    Some((range, (dev, inode)))
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    Ok(parse_maps(&maps)
+        .into_iter()
+        .filter(|entry| entry.readable && !entry.writable && !entry.executable && entry.shared)
+        .filter(|entry| files.contains(&(entry.dev, entry.inode)))
+        .filter_map(|entry| {
+            Some(usize::try_from(entry.start).ok()?..usize::try_from(entry.end).ok()?)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -173,23 +151,5 @@ mod tests {
         );
         assert!(mappings.ranges.is_empty());
         heap.clear();
-    }
-
-    #[test]
-    fn parses_shared_read_only_mappings_only() {
-        let dev = libc::makedev(0x103, 0x2);
-        assert_eq!(
-            parse_maps_line(b"7ff1e0400000-7ff1e9882000 r--s 00000000 103:02 4521 /usr/lib/x.so"),
-            Some((0x7ff1e0400000..0x7ff1e9882000, (dev, 4521)))
-        );
-        for private in [
-            &b"7ff1e0400000-7ff1e9882000 r--p 00000000 103:02 4521 /usr/lib/x.so"[..],
-            b"7ff1e0400000-7ff1e9882000 r-xp 00001000 103:02 4521 /usr/lib/x.so",
-            b"7ff1e0400000-7ff1e9882000 rw-s 00000000 00:01 4521 /dev/zero (deleted)",
-            b"7ffd6b9e8000-7ffd6ba09000 rw-p 00000000 00:00 0 [stack]",
-            b"garbage",
-        ] {
-            assert_eq!(parse_maps_line(private), None);
-        }
     }
 }

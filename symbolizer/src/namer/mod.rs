@@ -420,20 +420,24 @@ mod tests {
             .collect()
     }
 
+    /// The process table with this process's snapshot, `key` its key.
+    fn own_processes(key: ProcessKey) -> Processes {
+        let mut processes = Processes::new(
+            crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
+            crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
+        )
+        .expect("processes");
+        processes.process_seen(key).expect("own snapshot");
+        processes
+    }
+
     /// blazesym's mappings of a module hold no pages once a round of lookups is over (before, its
     /// symbol tables and the DWARF it walked stayed in emberprof's RSS), and naming again reads the
     /// same names through them.
     #[test]
     fn blazesym_mappings_leave_no_pages_resident() {
         let addresses = own_code_addresses(500);
-        let mut processes = Processes::new(
-            crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
-            crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
-        )
-        .expect("processes");
-        processes
-            .process_seen(addresses[0].0)
-            .expect("own snapshot");
+        let mut processes = own_processes(addresses[0].0);
         let mut namer = Namer::new(SymbolizerOptions::default());
         let resident = |namer: &Namer| -> (usize, usize) {
             let ranges: Vec<_> = namer.blaze.values().flat_map(|(_, m)| m.ranges()).collect();
@@ -462,14 +466,7 @@ mod tests {
         const BATCH: usize = 1000;
         let addresses = own_code_addresses(3 * USER_SYMBOLS as u64);
         assert!(addresses.len() > 2 * USER_SYMBOLS, "too few addresses");
-        let mut processes = Processes::new(
-            crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
-            crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
-        )
-        .expect("processes");
-        processes
-            .process_seen(addresses[0].0)
-            .expect("own snapshot");
+        let mut processes = own_processes(addresses[0].0);
         let mut namer = Namer::new(SymbolizerOptions::default());
         let first = names(&mut namer, &mut processes, &addresses[..BATCH]);
         let mut most_cached = 0;
