@@ -16,6 +16,8 @@
 #        source feeds the same collector: its memory must stay bounded the same way).
 #        ARGS=-vv sudo benches/long-run.sh ...   more emberprof arguments (-vv: the last checkpoint's
 #        heap and profile sizes are printed at the end).
+#        LOG=FILE sudo benches/long-run.sh ...   keeps emberprof's stderr (with -vv: every checkpoint's
+#        RSS, peak, heap and profile sizes) in FILE.
 #        BUILD_BESIDE=1 sudo benches/long-run.sh ...   a `cargo build --release` of this workspace (a
 #        fresh copy, its own target directory, cleaned and built again in a loop) runs beside the load
 #        for the whole capture: rustc and its 150 MB libLLVM come and go, as on a build server.
@@ -52,7 +54,7 @@ else
 fi
 target+=(--backend "${BACKEND:-bpf}")
 # GNU time gives the true peak (ru_maxrss), output phase included; the 5 s polls give the curve.
-/usr/bin/time -f "%M" -o "$work/maxrss" \
+/usr/bin/time -f "%M %U %S" -o "$work/maxrss" \
   $bin/emberprof record "${target[@]}" -F "$hz" -d "$seconds" ${ARGS:-} -o "$work/long.folded" 2>"$work/err" &
 timer=$!
 pids+=($timer)
@@ -78,11 +80,14 @@ while kill -0 $profiler 2>/dev/null; do
   anon=$(awk '/^RssAnon:/ { print $2 }' /proc/$profiler/status 2>/dev/null || echo 0)
   [ -n "$anon" ] && [ "$anon" -gt "$peak_anon" ] && peak_anon=$anon
   [ -z "$anon_warm" ] && [ "$elapsed" -ge "$warm" ] && anon_warm=$anon
-  echo "$elapsed s: $rss KiB $anon" >>"$work/rss"
+  hwm=$(awk '/^VmHWM:/ { print $2 }' /proc/$profiler/status 2>/dev/null || echo 0)
+  echo "$elapsed s: $rss KiB $anon $hwm" >>"$work/rss"
   sleep 5
 done
 wait $timer || { cat "$work/err" >&2; exit 1; }
-peak=$(cat "$work/maxrss")
+[ -n "${LOG:-}" ] && cp "$work/err" "$LOG"
+peak=$(awk '{ print $1 }' "$work/maxrss")
+cpu=$(awk '{ print $2 + $3 }' "$work/maxrss")
 summary=$(grep '^emberprof: [0-9]' "$work/err" | tail -1)
 post=$(sed -n 's/.*output written \([0-9.]*\) s after.*/\1/p' <<<"$summary")
 mib() { echo "scale=1; $1 / 1024" | bc; }
@@ -95,9 +100,11 @@ echo "|---|---|---|---|---|---|"
 echo "| $(mib "${rss_warm:-0}") MiB | $(mib "${hwm_warm:-0}") MiB | $(mib $peak) MiB | $(growth "$hwm_warm") % | $(growth "$rss_warm") % | $post s |"
 echo
 echo "${summary#emberprof: }"
+echo "emberprof's CPU time (user + system): $cpu s"
 [ -n "${BUILD_BESIDE:-}" ] && echo "cargo builds finished beside it: $(cat "$work/builds" 2>/dev/null | wc -l)"
 echo "anonymous RSS (RssAnon, 5 s polls): $(mib "${anon_warm:-0}") MiB at ${warm} s, peak $(mib $peak_anon) MiB ($(echo "scale=1; ($peak_anon - ${anon_warm:-$peak_anon}) * 100 / ${anon_warm:-1}" | bc) %)"
 checkpoint=$(grep 'after checkpoint:' "$work/err" | tail -1 | sed 's/.*after checkpoint: //' || true)
 [ -n "$checkpoint" ] && echo "last checkpoint: $checkpoint"
 echo "RSS every 5 s (KiB): $(awk '{ printf "%s ", $3 }' "$work/rss")"
+echo "VmHWM every 5 s (KiB; the last one before the stop says whether the output phase made the peak): $(awk '{ printf "%s ", $6 }' "$work/rss")"
 echo "RssAnon every 5 s (KiB): $(awk '{ printf "%s ", $5 }' "$work/rss")"

@@ -12,6 +12,7 @@ mod diff;
 mod generate;
 mod input;
 mod interrupt;
+mod memory;
 mod output;
 mod pprof;
 mod preflight;
@@ -30,6 +31,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    memory::tune_allocator();
     let cli = Cli::parse();
     init_logging(&cli.verbosity);
     let result = match cli.command {

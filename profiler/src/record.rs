@@ -13,9 +13,10 @@ use crate::capture::backend::{self, BackendChoice, NeedsPrivileges, Privileges};
 use crate::capture::bpf::MapSizes;
 use crate::capture::setup::{self, Prepared, SourceOptions};
 use crate::capture::{
-    self, release_free_memory, Capture, Collector, ExitStatus, PausedCommand, ProcessWatch, RunAs,
-    RunningCommand, SampledEvent, StopConditions, StopReason, Target, UnwindMode,
+    self, Capture, Collector, ExitStatus, PausedCommand, ProcessWatch, RunAs, RunningCommand,
+    SampledEvent, StopConditions, StopReason, Target, UnwindMode,
 };
+use crate::memory::release_free_memory;
 use crate::output::{write_outputs, Output, OutputFile, RenderOptions};
 use crate::profile::{EndedLabels, Metadata};
 use crate::{interrupt, preflight, summary};

@@ -476,6 +476,10 @@ impl ModuleTable {
                 continue;
             }
             let module = self.modules.remove(&id).expect("checked above");
+            log::debug!(
+                "module {} released: no live process maps it",
+                module.display_name
+            );
             self.open
                 .closed(module.last_use, descriptors_of(module.files()));
             if let Some(key) = module.key {

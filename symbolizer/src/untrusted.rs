@@ -393,21 +393,19 @@ fn unlink_debug_files(copy: &File) {
 }
 
 /// How many pages of the address range `start..end` are mapped into this process now (its share of
-/// RSS), from the present bit in `/proc/self/pagemap`.
-#[cfg(test)]
-pub(crate) fn resident_pages(range: Range<usize>) -> usize {
+/// RSS), from the present bit in `/proc/self/pagemap` (`mincore` would say which are in the page
+/// cache: as root, all of a file that others read too).
+pub(crate) fn resident_pages(range: Range<usize>) -> std::io::Result<usize> {
     const PAGE: usize = 4096;
     let first = range.start / PAGE;
     let pages = range.end.div_ceil(PAGE) - first;
-    let pagemap = File::open("/proc/self/pagemap").expect("own pagemap");
+    let pagemap = File::open("/proc/self/pagemap")?;
     let mut entries = vec![0u8; pages * 8];
-    pagemap
-        .read_exact_at(&mut entries, (first * 8) as u64)
-        .expect("read pagemap");
-    entries
+    pagemap.read_exact_at(&mut entries, (first * 8) as u64)?;
+    Ok(entries
         .chunks_exact(8)
         .filter(|entry| entry[7] & 0x80 != 0)
-        .count()
+        .count())
 }
 
 /// `offset..offset + size` as a range of a buffer of `len` bytes, or `None` if it does not fit (or

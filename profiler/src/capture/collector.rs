@@ -18,6 +18,7 @@ use super::python_report::PythonReport;
 use super::roots::Roots;
 use super::source::{Event, EventSink, Feedback, StackEvent, Thread, UserStack, Weight};
 use super::user_stack::{choose_user_stack, UnwindMode, UnwindStats, UserStackChoice};
+use crate::memory::release_free_memory;
 use crate::profile::{self, EndedLabels, MergedProfile, Metadata};
 use crate::sample::{StackSample, UserStackSource};
 use crate::symbols::symbolize_stacks;
@@ -259,8 +260,9 @@ impl Collector {
             // SAFETY: mallinfo2 has no preconditions.
             let heap = unsafe { libc::mallinfo2() };
             log::debug!(
-                "after checkpoint: heap {} KiB in use of {} KiB; {} pending; profile: {}; roots: \
-                 {}; symbolizer: {}",
+                "after checkpoint: {}; heap {} KiB in use of {} KiB; {} pending; profile: {}; \
+                 roots: {}; symbolizer: {}",
+                crate::memory::own_rss(),
                 heap.uordblks / 1024,
                 (heap.arena + heap.hblkhd) / 1024,
                 self.pending.len(),
@@ -681,11 +683,4 @@ fn to_sample(key: StackKey, count: u64) -> StackSample {
 
 fn name_text(name: Arc<str>) -> String {
     name.as_ref().to_owned()
-}
-
-/// Hands memory freed on the heap back to the kernel (glibc keeps it otherwise), so peak RSS
-/// reflects what is in use.
-pub fn release_free_memory() {
-    // SAFETY: malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
 }

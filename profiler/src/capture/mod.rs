@@ -20,7 +20,7 @@ mod source;
 mod targets;
 mod user_stack;
 
-pub use collector::{release_free_memory, Collector, CollectorReport, SNAPSHOT_WORK_PER_ITERATION};
+pub use collector::{Collector, CollectorReport, SNAPSHOT_WORK_PER_ITERATION};
 pub use event::SampledEvent;
 pub use identity::RunAs;
 pub use launch::{ExitStatus, PausedCommand, RunningCommand};

@@ -8,9 +8,8 @@ use emberprof_symbolizer::Symbolizer;
 use super::backend::Backend;
 use super::bpf::{BpfSource, MapSizes, MappingEvents, Sampler, SamplerConfig};
 use super::perf::{self, EventConfig, EventTargets, Events, PerfSource};
-use super::{
-    release_free_memory, PausedCommand, RunningCommand, SampledEvent, Source, Target, UnwindMode,
-};
+use super::{PausedCommand, RunningCommand, SampledEvent, Source, Target, UnwindMode};
+use crate::memory::release_free_memory;
 
 /// What a source samples and how (see `record::RecordOptions` for each).
 pub struct SourceOptions<'a> {

@@ -448,7 +448,6 @@ impl Interner {
         let samples = std::mem::take(&mut self.profile.samples);
         self.location_ids.clear();
         self.code_point_ids.clear();
-        self.sample_ids.clear();
         self.location_bytes = 0;
         let location_map: Vec<LocationId> = locations
             .into_iter()
@@ -459,12 +458,41 @@ impl Interner {
             Some(location_map[id as usize])
         });
         // Fewer or as many of each as before: within the limit, nothing counted again.
-        for mut sample in samples {
+        let mut samples = samples;
+        for sample in &mut samples {
             sample.stack = stack_map[sample.stack as usize];
-            if let Err(new) = self.add_to_same(sample) {
-                self.push_sample(new);
-            }
         }
+        self.profile.samples = samples;
+        self.merge_equal_samples();
+    }
+
+    /// After samples were rewritten (their stacks, or their threads dropped): merges those that
+    /// became equal but for their values, in place, and indexes them again. In place because the
+    /// samples are the profile's largest part: a rebuilt copy beside them was what pruning cost.
+    fn merge_equal_samples(&mut self) {
+        self.sample_ids.clear();
+        let hasher = &self.hasher;
+        let samples = &mut self.profile.samples;
+        let mut held = 0;
+        for at in 0..samples.len() {
+            let hash = hasher.hash_one(SampleKey::of(&samples[at]));
+            let (before, rest) = samples.split_at_mut(at);
+            let sample = &rest[0];
+            let same = self.sample_ids.find(hash, |&id| {
+                SampleKey::of(&before[id as usize]) == SampleKey::of(sample)
+            });
+            if let Some(&id) = same {
+                before[id as usize].values.add(&sample.values);
+                continue;
+            }
+            samples.swap(held, at);
+            let id = u32::try_from(held).expect("fewer than 2^32 samples");
+            self.sample_ids.insert_unique(hash, id, |&id| {
+                hasher.hash_one(SampleKey::of(&samples[id as usize]))
+            });
+            held += 1;
+        }
+        samples.truncate(held);
     }
 }
 

@@ -489,6 +489,23 @@ mod tests {
             .sum::<u64>();
         assert!(cut * 2 >= u64::from(added), "{cut} samples cut");
         assert_eq!(profile.metadata.over_budget_samples, cut);
+        assert_samples_distinct(&profile);
+    }
+
+    /// No two samples differ only in their values: pruning merged those it made equal.
+    fn assert_samples_distinct(profile: &Profile) {
+        let mut keys = HashSet::new();
+        for sample in &profile.samples {
+            let key = (
+                sample.stack,
+                sample.pid,
+                sample.tid,
+                sample.process_name.clone(),
+                sample.thread_name.clone(),
+                sample.truncated,
+            );
+            assert!(keys.insert(key), "a sample twice: {sample:?}");
+        }
     }
 
     /// Past the limit the profile keeps its heaviest samples: a program that starts late and
@@ -521,6 +538,7 @@ mod tests {
             .unwrap_or(0);
         assert!(over > 0, "{folded:?}");
         assert_eq!(profile.metadata.over_budget_samples, over);
+        assert_samples_distinct(&profile);
     }
 
     /// Samples that differ only in what the profiled program controls (pids and process names,

@@ -35,6 +35,11 @@ use parsed_budget::ParsedBudget;
 /// `--all` run ever sampled.
 const USER_SYMBOLS: usize = 4096;
 
+/// Addresses of one module named between two drops of its file pages (see `file_pages`). Beside a
+/// build, 256 rustc or LLVM addresses left 4-7 MiB of their files resident (the pages their names
+/// and symbols are on); 64 keep that near a MiB, for a few syscalls and page faults more per chunk.
+const LOOKUPS_PER_TRIM: usize = 64;
+
 /// What bounds each cache, for runs of hours: the user per-address cache by [`USER_SYMBOLS`], the
 /// kernel one by the kernel's functions, per-module tables (PLT stubs, entry ranges) by the modules,
 /// and shared names and paths by the code sampled.
@@ -66,6 +71,8 @@ pub struct Namer {
     kallsyms: PathBuf,
     /// Kernel symbols, read with the first kernel address.
     kernel_symbols: Option<KernelSymbols>,
+    /// [`LOOKUPS_PER_TRIM`]; tests compare it with whole rounds.
+    lookups_per_trim: usize,
 }
 
 impl Namer {
@@ -81,6 +88,7 @@ impl Namer {
             entry: HashMap::new(),
             kallsyms: PathBuf::from("/proc/kallsyms"),
             kernel_symbols: None,
+            lookups_per_trim: LOOKUPS_PER_TRIM,
         }
     }
 
@@ -248,51 +256,31 @@ impl Namer {
             .entry(module_id)
             .or_insert_with(|| entry_function(file))
             .clone();
-        // A separate debug file is addressed by virtual offsets; what it cannot name (or everything,
-        // without one) is looked up in the module itself by file offset.
-        let before = blaze_mappings.before_round();
-        let mut found: Vec<Option<Vec<Frame>>> = vec![None; offsets.len()];
-        if let Some(debug_path) = module.debug_readable_path() {
-            let virtual_offsets: Vec<u64> = offsets
-                .iter()
-                .map(|&offset| module.virtual_offset(offset).unwrap_or(u64::MAX))
-                .collect();
-            if let Ok(frames) = elf::lookup(
-                blaze,
-                &mut self.strings,
-                self.options,
-                debug_path,
-                Input::VirtOffset(&virtual_offsets),
-            ) {
-                found = frames;
-            }
-        }
-        let missing: Vec<u64> = offsets
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|(&o, _)| o)
-            .collect();
-        let mut from_module = Vec::new().into_iter();
+        // In chunks, each one's pages dropped after it: a round names thousands of a large
+        // module's addresses, each name on a page of its own of the string table (rustc's
+        // 16 MiB one was 13-15 MiB resident after such rounds, most of emberprof's RSS swings
+        // beside a build).
+        let mut found: Vec<Option<Vec<Frame>>> = Vec::with_capacity(offsets.len());
         let mut module_readable = true;
-        if !missing.is_empty() {
-            match elf::lookup(
-                blaze,
-                &mut self.strings,
-                self.options,
-                file.readable_path(),
-                Input::FileOffset(&missing),
-            ) {
-                Ok(frames) => from_module = frames.into_iter(),
-                Err(error) => {
-                    log::warn!("cannot symbolize {}: {error}", module.mapped_path.display());
-                    module_readable = false;
-                }
+        blaze_mappings.most_resident = 0;
+        for chunk in offsets.chunks(self.lookups_per_trim) {
+            let before = blaze_mappings.before_round();
+            let (frames, readable) = lookup(blaze, &mut self.strings, options, module, file, chunk);
+            blaze_mappings.after_round(before);
+            found.extend(frames);
+            if !readable {
+                module_readable = false;
+                found.resize(offsets.len(), None);
+                break;
             }
         }
-        blaze_mappings.after_round(before);
+        if blaze_mappings.most_resident > 1 << 20 {
+            log::debug!(
+                "{display_name}: {} KiB of its files resident after {LOOKUPS_PER_TRIM} lookups",
+                blaze_mappings.most_resident >> 10
+            );
+        }
         for (&offset, frames) in offsets.iter().zip(found) {
-            let frames = frames.or_else(|| from_module.next().flatten());
             let at_entry = entry.as_ref().is_some_and(|entry| entry.contains(&offset));
             let symbol = match frames {
                 Some(frames) => Symbol::Named(frames),
@@ -337,6 +325,63 @@ impl Namer {
             self.plt.len(),
             self.entry.len(),
         )
+    }
+}
+
+/// Names `offsets` of `module` with its blazesym symbolizer, one `Option` each, and whether the
+/// module could be read. A separate debug file is addressed by virtual offsets; what it cannot
+/// name (or everything, without one) is looked up in the module itself by file offset.
+fn lookup(
+    blaze: &blazesym::symbolize::Symbolizer,
+    strings: &mut SharedStrings,
+    options: SymbolizerOptions,
+    module: &crate::modules::Module,
+    file: &crate::untrusted::StableFile,
+    offsets: &[u64],
+) -> (Vec<Option<Vec<Frame>>>, bool) {
+    let mut found: Vec<Option<Vec<Frame>>> = vec![None; offsets.len()];
+    if let Some(debug_path) = module.debug_readable_path() {
+        let virtual_offsets: Vec<u64> = offsets
+            .iter()
+            .map(|&offset| module.virtual_offset(offset).unwrap_or(u64::MAX))
+            .collect();
+        if let Ok(frames) = elf::lookup(
+            blaze,
+            strings,
+            options,
+            debug_path,
+            Input::VirtOffset(&virtual_offsets),
+        ) {
+            found = frames;
+        }
+    }
+    let missing: Vec<u64> = offsets
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(&o, _)| o)
+        .collect();
+    if missing.is_empty() {
+        return (found, true);
+    }
+    match elf::lookup(
+        blaze,
+        strings,
+        options,
+        file.readable_path(),
+        Input::FileOffset(&missing),
+    ) {
+        Ok(frames) => {
+            let mut from_module = frames.into_iter();
+            for slot in found.iter_mut().filter(|f| f.is_none()) {
+                *slot = from_module.next().flatten();
+            }
+            (found, true)
+        }
+        Err(error) => {
+            log::warn!("cannot symbolize {}: {error}", module.mapped_path.display());
+            (found, false)
+        }
     }
 }
 
@@ -443,7 +488,7 @@ mod tests {
             let ranges: Vec<_> = namer.blaze.values().flat_map(|(_, m)| m.ranges()).collect();
             let resident = ranges
                 .iter()
-                .map(|r| crate::untrusted::resident_pages(r.clone()))
+                .map(|r| crate::untrusted::resident_pages(r.clone()).expect("own pagemap"))
                 .sum();
             (ranges.len(), resident)
         };
@@ -459,6 +504,40 @@ mod tests {
         let again = names(&mut namer, &mut processes, &addresses);
         assert_eq!(again, first);
         assert_eq!(resident(&namer), (mappings, 0));
+    }
+
+    /// A long round of lookups drops its pages every [`LOOKUPS_PER_TRIM`] addresses: what it
+    /// leaves resident at a time is a chunk's pages, not the whole round's (3,000 rustc addresses
+    /// in one round left 13-15 MiB of its string table resident).
+    #[test]
+    fn a_long_round_drops_its_pages_as_it_goes() {
+        let addresses = own_code_addresses(16 * LOOKUPS_PER_TRIM as u64);
+        let mut processes = own_processes(addresses[0].0);
+        let mut namer = Namer::new(SymbolizerOptions::default());
+        // The most left resident by one round of all the addresses, in chunks of `per_trim`.
+        let mut most_resident = |namer: &mut Namer, per_trim: usize| {
+            namer.user_cache.clear();
+            namer.lookups_per_trim = per_trim;
+            for (_, mappings) in namer.blaze.values_mut() {
+                mappings.measure = true;
+            }
+            let named = names(namer, &mut processes, &addresses);
+            assert!(named.iter().filter(|n| !n.is_empty()).count() > named.len() / 2);
+            let blaze = namer.blaze.values();
+            blaze.map(|(_, mappings)| mappings.most_resident).max()
+        };
+        // Parsed first: the first lookups read the module's tables whole.
+        most_resident(&mut namer, usize::MAX);
+        let chunked = most_resident(&mut namer, LOOKUPS_PER_TRIM).expect("a symbolizer");
+        let whole = most_resident(&mut namer, usize::MAX).expect("a symbolizer");
+        assert!(
+            // Less than half in this test program, whose DWARF each lookup walks.
+            chunked > 0 && chunked * 4 < whole * 3,
+            "{} KiB resident after a chunk of {LOOKUPS_PER_TRIM} lookups, {} KiB after all {}",
+            chunked >> 10,
+            whole >> 10,
+            addresses.len()
+        );
     }
 
     #[test]

@@ -555,7 +555,7 @@ mod tests {
         let bytes: &[u8] = &eh_frame.bytes;
         let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
         assert_eq!(
-            crate::untrusted::resident_pages(range.clone()),
+            crate::untrusted::resident_pages(range.clone()).expect("own pagemap"),
             0,
             "pages of the scanned .eh_frame ({} bytes) still resident",
             bytes.len()
@@ -565,7 +565,7 @@ mod tests {
         };
         let original = std::fs::read(&path).expect("read example");
         assert!(bytes == &original[in_file.clone()]);
-        assert!(crate::untrusted::resident_pages(range) > 0);
+        assert!(crate::untrusted::resident_pages(range).expect("own pagemap") > 0);
     }
 
     /// zstd (`gcc -gz=zstd`), through ruzstd.

@@ -52,57 +52,54 @@ impl Interner {
             }
         }
 
+        // What is rebuilt reuses what it replaces where it can: a prune runs when the profile is at
+        // its largest, and a second copy of it (the samples are most of it) was the run's peak.
         self.location_ids.clear();
         self.code_point_ids.clear();
-        self.sample_ids.clear();
         self.location_bytes = 0;
         let location_map: Vec<Option<_>> = locations
             .into_iter()
             .zip(&kept_location)
             .map(|(location, &kept)| kept.then(|| self.location(location)))
             .collect();
+        // Each old node's new id: its own if kept, else that of its deepest kept caller.
         let mut node_map = vec![EMPTY_STACK; stacks.len()];
         for node in 1..stacks.len() as u32 {
-            if kept_node[node as usize] {
-                let location = location_map[stacks.location(node) as usize]
-                    .expect("a kept node's location is kept");
-                node_map[node as usize] = self
-                    .profile
-                    .stacks
-                    .call(node_map[stacks.caller(node) as usize], location);
-            }
+            let caller = node_map[stacks.caller(node) as usize];
+            node_map[node as usize] = match kept_node[node as usize] {
+                true => {
+                    let location = location_map[stacks.location(node) as usize]
+                        .expect("a kept node's location is kept");
+                    self.profile.stacks.call(caller, location)
+                }
+                false => caller,
+            };
         }
         let over_budget = self.over_budget_location();
-        for (index, mut sample) in samples.into_iter().enumerate() {
-            if !kept_sample[index] {
-                let already_cut = Some(stacks.location(sample.stack)) == old_over_budget
-                    && sample.stack != EMPTY_STACK;
-                let mut at = sample.stack;
-                while !kept_node[at as usize] {
-                    at = stacks.caller(at);
-                }
-                let kept = node_map[at as usize];
-                sample.stack = match kept != EMPTY_STACK
-                    && self.profile.stacks.location(kept) == over_budget
-                {
-                    true => kept,
-                    false => self.profile.stacks.call(kept, over_budget),
-                };
-                if !self.keep_threads {
-                    sample.pid = None;
-                    sample.tid = None;
-                    sample.thread_name = None;
-                }
-                if !already_cut {
-                    self.profile.metadata.over_budget_samples += sample.values.get(0);
-                }
-            } else {
-                sample.stack = node_map[sample.stack as usize];
+        let mut samples = samples;
+        for (sample, &kept) in samples.iter_mut().zip(&kept_sample) {
+            let old = sample.stack;
+            sample.stack = node_map[old as usize];
+            if kept {
+                continue;
             }
-            if let Err(new) = self.add_to_same(sample) {
-                self.push_sample(new);
+            let already_cut = Some(stacks.location(old)) == old_over_budget && old != EMPTY_STACK;
+            let at = sample.stack;
+            if at == EMPTY_STACK || self.profile.stacks.location(at) != over_budget {
+                sample.stack = self.profile.stacks.call(at, over_budget);
+            }
+            if !self.keep_threads {
+                sample.pid = None;
+                sample.tid = None;
+                sample.thread_name = None;
+            }
+            if !already_cut {
+                self.profile.metadata.over_budget_samples += sample.values.get(0);
             }
         }
+        drop((stacks, node_map));
+        self.profile.samples = samples;
+        self.merge_equal_samples();
         self.pruned_at = self.held_bytes();
         self.cut_at_prune = self.profile.metadata.over_budget_samples;
     }
