@@ -344,6 +344,21 @@ pub(crate) fn drop_resident_pages(map: &Mmap) {
     }
 }
 
+/// [`drop_resident_pages`] for the bytes `range` of `map` (widened to whole pages: the pages around
+/// it fault in again too when read).
+pub(crate) fn drop_resident_range(map: &Mmap, range: Range<usize>) {
+    if range.is_empty() {
+        return;
+    }
+    // SAFETY: as in `drop_resident_pages`, for a range of `map`'s own bytes (callers pass one).
+    let result = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
+    };
+    if let Err(error) = result {
+        log::debug!("madvise(MADV_DONTNEED) on part of a module mapping: {error}");
+    }
+}
+
 fn memfd() -> io::Result<File> {
     let name = c"emberprof-module";
     // SAFETY: valid NUL-terminated name; the descriptor is owned by the File below.

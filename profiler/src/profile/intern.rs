@@ -445,7 +445,7 @@ impl Interner {
         self.sharing = sharing;
         let locations = std::mem::take(&mut self.profile.locations);
         let stacks = std::mem::take(&mut self.profile.stacks);
-        let samples = std::mem::take(&mut self.profile.samples);
+        let mut samples = std::mem::take(&mut self.profile.samples);
         self.location_ids.clear();
         self.code_point_ids.clear();
         self.location_bytes = 0;
@@ -458,7 +458,6 @@ impl Interner {
             Some(location_map[id as usize])
         });
         // Fewer or as many of each as before: within the limit, nothing counted again.
-        let mut samples = samples;
         for sample in &mut samples {
             sample.stack = stack_map[sample.stack as usize];
         }

@@ -13,7 +13,7 @@ use object::{CompressionFormat, Object, ObjectSection, ObjectSegment};
 
 use super::scan::{CfiProblem, FunctionFrame, ModuleCfi};
 use super::UnwindFailure;
-use crate::untrusted::{byte_range, drop_resident_pages, StableFile};
+use crate::untrusted::{byte_range, drop_resident_pages, drop_resident_range, StableFile};
 
 /// Bytes of compressed sections decompressed per module, in all (Go links its `.debug_frame`
 /// zlib-compressed; a section's header states its size, which the file controls). The decompressed
@@ -53,6 +53,14 @@ impl Deref for SectionBytes {
 }
 
 impl SectionBytes {
+    /// Drops the resident pages of the section's first `len` bytes, read once and not soon again
+    /// (see [`drop_resident_range`]); nothing for bytes not mapped from the file.
+    pub(crate) fn drop_pages_before(&self, len: usize) {
+        if let Bytes::Mapped { map, range } = &self.0 {
+            drop_resident_range(map, range.start..range.start + len.min(range.len()));
+        }
+    }
+
     /// Bytes not from a file, for unit tests that generate sections.
     #[cfg(test)]
     pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
@@ -227,10 +235,18 @@ impl ElfUnwindInfo {
     /// Scans the CFI (within its caps) and judges the frame pointers from it. CFI over the caps is
     /// dropped like an unusable section.
     pub(crate) fn index_cfi(&mut self, entry: u64) {
+        // The section scanned is read once, front to back: its pages are dropped as the scan goes
+        // (what is left, after it).
+        let scanned = self.eh_frame.as_ref().or(self.debug_frame.as_ref());
         let (cfi, functions) = ModuleCfi::scan(
             self.eh_frame.as_ref().map(|s| &*s.bytes),
             self.debug_frame.as_ref().map(|s| &*s.bytes),
             &self.bases(),
+            &mut |offset| {
+                if let Some(section) = scanned {
+                    section.bytes.drop_pages_before(offset);
+                }
+            },
         );
         if cfi.problem().is_some() {
             self.eh_frame = None;
@@ -566,6 +582,34 @@ mod tests {
         let original = std::fs::read(&path).expect("read example");
         assert!(bytes == &original[in_file.clone()]);
         assert!(crate::untrusted::resident_pages(range).expect("own pagemap") > 0);
+    }
+
+    /// The scan drops the pages it has read as it goes: however large the section, about a step
+    /// of it is resident at a time (the whole of it was, until the scan ended).
+    #[test]
+    fn the_scan_drops_pages_as_it_goes() {
+        use super::super::scan::SCANNED_STEP;
+        let file = StableFile::own(std::fs::File::open("/proc/self/exe").expect("own executable"));
+        let info = ElfUnwindInfo::read(&file).expect("an ELF file");
+        let eh_frame = info.eh_frame.as_ref().expect("an .eh_frame");
+        let bytes: &[u8] = &eh_frame.bytes;
+        assert!(bytes.len() > 5 * SCANNED_STEP, "{} bytes", bytes.len());
+        let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+        let mut most_resident = 0;
+        let mut steps = 0;
+        let (cfi, _) = ModuleCfi::scan(Some(bytes), None, &info.bases(), &mut |offset| {
+            let resident = crate::untrusted::resident_pages(range.clone()).expect("own pagemap");
+            most_resident = most_resident.max(resident * 4096);
+            eh_frame.bytes.drop_pages_before(offset);
+            steps += 1;
+        });
+        assert_eq!(cfi.problem(), None);
+        assert!(steps >= 4, "{steps} steps");
+        assert!(
+            most_resident <= 4 * SCANNED_STEP,
+            "{most_resident} bytes of {} resident during the scan",
+            bytes.len()
+        );
     }
 
     /// zstd (`gcc -gz=zstd`), through ruzstd.

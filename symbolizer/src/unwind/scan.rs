@@ -42,6 +42,10 @@ const TIME_CHECK_INTERVAL: u64 = 1024;
 /// Gaps between FDEs up to this size (function alignment padding, where no PC ever is) are merged
 /// into one covered range.
 const MAX_PADDING: u64 = 15;
+/// How far the scan reads between two calls of its `scanned_to`: a new module's section is read
+/// once, and what was read need not stay resident until the end (LLVM's 7.5 MiB `.eh_frame`). The
+/// kernel maps a file's pages 64 KiB at a time.
+pub const SCANNED_STEP: usize = 64 << 10;
 
 /// Which section the module's CFI is in (the one framehop is given: `.eh_frame` when there is one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,19 +106,24 @@ impl ModuleCfi {
 
     /// Scans the module's CFI once, within the caps: the index, and every function's frame (empty
     /// if the CFI is unusable). `.eh_frame` is used where there is one, else `.debug_frame`;
-    /// `bases` are what their pointer encodings are relative to.
+    /// `bases` are what their pointer encodings are relative to. `scanned_to` is called with the
+    /// section offset the scan reached, every [`SCANNED_STEP`] bytes or so.
     pub fn scan(
         eh_frame: Option<&[u8]>,
         debug_frame: Option<&[u8]>,
         bases: &BaseAddresses,
+        scanned_to: &mut dyn FnMut(usize),
     ) -> (Self, Vec<FunctionFrame>) {
         let (kind, scanned) = if let Some(eh_frame) = eh_frame {
             let section = EhFrame::new(eh_frame, LittleEndian);
-            (CfiKind::EhFrame, scan_section(&section, bases))
+            (CfiKind::EhFrame, scan_section(&section, bases, scanned_to))
         } else if let Some(debug_frame) = debug_frame {
             let mut section = DebugFrame::new(debug_frame, LittleEndian);
             section.set_address_size(8);
-            (CfiKind::DebugFrame, scan_section(&section, bases))
+            (
+                CfiKind::DebugFrame,
+                scan_section(&section, bases, scanned_to),
+            )
         } else {
             return (ModuleCfi::default(), Vec::new());
         };
@@ -189,6 +198,7 @@ fn too_large(detail: String) -> CfiProblem {
 fn scan_section<'a, S>(
     section: &S,
     bases: &BaseAddresses,
+    scanned_to: &mut dyn FnMut(usize),
 ) -> Result<(Vec<SpecialFde>, Vec<FunctionFrame>), CfiProblem>
 where
     S: UnwindSection<gimli::EndianSlice<'a, LittleEndian>>,
@@ -201,6 +211,7 @@ where
     let mut special = Vec::new();
     let mut functions = Vec::new();
     let mut entries = section.entries(bases);
+    let mut next_step = SCANNED_STEP;
     while let Ok(Some(entry)) = entries.next() {
         let CieOrFde::Fde(partial) = entry else {
             continue;
@@ -251,6 +262,10 @@ where
             return Err(too_large(format!(
                 "more than {MAX_MODULE_INSTRUCTIONS} CFI instructions"
             )));
+        }
+        if fde.offset() >= next_step {
+            scanned_to(fde.offset());
+            next_step = fde.offset() + SCANNED_STEP;
         }
         let start = fde.initial_address();
         let Some(end) = start.checked_add(fde.len()) else {

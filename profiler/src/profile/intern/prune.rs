@@ -15,7 +15,7 @@ impl Interner {
     pub(super) fn prune(&mut self, target: u64) {
         let stacks = std::mem::take(&mut self.profile.stacks);
         let locations = std::mem::take(&mut self.profile.locations);
-        let samples = std::mem::take(&mut self.profile.samples);
+        let mut samples = std::mem::take(&mut self.profile.samples);
         let old_over_budget = self.over_budget.take();
 
         let mut order: Vec<usize> = (0..samples.len()).collect();
@@ -76,7 +76,6 @@ impl Interner {
             };
         }
         let over_budget = self.over_budget_location();
-        let mut samples = samples;
         for (sample, &kept) in samples.iter_mut().zip(&kept_sample) {
             let old = sample.stack;
             sample.stack = node_map[old as usize];
