@@ -6,7 +6,9 @@
 # switch raises it for a moment), the peak of the whole run (GNU time's maximum RSS, output phase
 # included), the growth of the peak after the first minute (the target is flat: within 10 %), the
 # growth over the RSS at the first minute, and how long after the stop the output was written
-# (target: within 1 s).
+# (target: within 1 s); then emberprof's CPU time, and the RSS, RssAnon and VmHWM of every poll
+# (the last VmHWM before the stop against the whole run's peak tells whether the output phase made
+# it).
 #
 # usage: sudo benches/long-run.sh [SECONDS] [HZ]      (defaults: 600 s, 999 Hz)
 #        SCOPE=load sudo benches/long-run.sh ...   profiles only the load (`-p` on the loop and the
@@ -106,5 +108,5 @@ echo "anonymous RSS (RssAnon, 5 s polls): $(mib "${anon_warm:-0}") MiB at ${warm
 checkpoint=$(grep 'after checkpoint:' "$work/err" | tail -1 | sed 's/.*after checkpoint: //' || true)
 [ -n "$checkpoint" ] && echo "last checkpoint: $checkpoint"
 echo "RSS every 5 s (KiB): $(awk '{ printf "%s ", $3 }' "$work/rss")"
-echo "VmHWM every 5 s (KiB; the last one before the stop says whether the output phase made the peak): $(awk '{ printf "%s ", $6 }' "$work/rss")"
+echo "VmHWM every 5 s (KiB): $(awk '{ printf "%s ", $6 }' "$work/rss")"
 echo "RssAnon every 5 s (KiB): $(awk '{ printf "%s ", $5 }' "$work/rss")"
