@@ -35,6 +35,7 @@ fn distinct_short_frames() -> String {
 /// Folded output gives the input back; folded and SVG output stay within the bound.
 #[test]
 fn report_memory_follows_the_distinct_text() {
+    let _cpus = cpu_heavy_test();
     let dir = scratch();
     let input = dir.path().join("distinct.folded");
     let text = distinct_short_frames();

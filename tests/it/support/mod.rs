@@ -44,10 +44,13 @@ pub fn emberprof() -> Command {
     command
 }
 
-/// Tests that sample take this lock: two of them at once would share two CPUs and skew each other's
-/// counts. The guard also checks for root, failing with instructions when the test cannot run.
+/// Held by every test that samples, and by every test that keeps both CPUs busy for seconds: two
+/// of them at once would share two CPUs and skew each other's counts.
+static SAMPLING: Mutex<()> = Mutex::new(());
+
+/// Tests that sample take this lock (see [`SAMPLING`]). The guard also checks for root, failing
+/// with instructions when the test cannot run.
 pub fn kernel_test() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         panic!(
@@ -55,7 +58,19 @@ pub fn kernel_test() -> MutexGuard<'static, ()> {
              `sudo -E env PATH=$PATH cargo test --workspace` (CI runs `bash .ci/run` as root)"
         );
     }
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SAMPLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A test that needs no root but keeps the CPUs busy for seconds takes this guard, so that no
+/// sampling test runs beside it. (`report` of 8 MiB in a debug build beside `--all` made the
+/// recorder symbolize that binary's 140 MB of DWARF in one loop iteration of 1.4 s, and short-lived
+/// programs ended unnamed meanwhile.)
+pub fn cpu_heavy_test() -> MutexGuard<'static, ()> {
+    SAMPLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A child process killed and reaped when dropped, so that a failing test leaves nothing running.
