@@ -285,13 +285,22 @@ fn diff_marks_grown_and_shrunk_functions() {
         "the title says how it was normalised"
     );
     // inferno colours a frame by the change in its own (self) samples: here the `spin` called by
-    // each function, found at the same x as its caller.
-    let frames: Vec<(String, String, (u32, u32, u32))> = svg
+    // each function, the widest `spin` within its caller's span (a sample taken in a kernel frame
+    // right under the caller, as on a busy machine, puts that frame first, and `spin` after it).
+    let frames: Vec<(String, u64, u64, (u32, u32, u32))> = svg
         .split("<title>")
         .skip(1)
         .filter_map(|part| {
             let name = part.split(" (").next()?.to_owned();
-            let x = part.split("fg:x=\"").nth(1)?.split('"').next()?.to_owned();
+            let number = |attribute: &str| -> Option<u64> {
+                part.split(attribute)
+                    .nth(1)?
+                    .split('"')
+                    .next()?
+                    .parse()
+                    .ok()
+            };
+            let (x, width) = (number("fg:x=\"")?, number("fg:w=\"")?);
             let rgb: Vec<u32> = part
                 .split("fill=\"rgb(")
                 .nth(1)?
@@ -300,18 +309,19 @@ fn diff_marks_grown_and_shrunk_functions() {
                 .split(',')
                 .filter_map(|n| n.trim().parse().ok())
                 .collect();
-            Some((name, x, (*rgb.first()?, *rgb.get(1)?, *rgb.get(2)?)))
+            Some((name, x, width, (*rgb.first()?, *rgb.get(1)?, *rgb.get(2)?)))
         })
         .collect();
     let callee_colour = |caller: &str| {
-        let (_, x, _) = frames
+        let &(_, x, width, _) = frames
             .iter()
-            .find(|(name, _, _)| name == caller)
+            .find(|(name, ..)| name == caller)
             .unwrap_or_else(|| panic!("{caller} in the SVG"));
         frames
             .iter()
-            .find(|(name, at, _)| name == "spin" && at == x)
-            .map(|(_, _, rgb)| *rgb)
+            .filter(|(name, at, ..)| name == "spin" && (x..x + width).contains(at))
+            .max_by_key(|(_, _, width, _)| *width)
+            .map(|(.., rgb)| *rgb)
             .unwrap_or_else(|| panic!("spin under {caller} in the SVG"))
     };
     let (r, _, b) = callee_colour("burn_b");
