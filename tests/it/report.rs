@@ -287,7 +287,9 @@ fn diff_marks_grown_and_shrunk_functions() {
     // inferno colours a frame by the change in its own (self) samples: here the `spin` called by
     // each function, the widest `spin` within its caller's span (a sample taken in a kernel frame
     // right under the caller, as on a busy machine, puts that frame first, and `spin` after it).
-    let frames: Vec<(String, u64, u64, (u32, u32, u32))> = svg
+    // Name, x and width in samples, colour.
+    type SvgFrame = (String, u64, u64, (u32, u32, u32));
+    let frames: Vec<SvgFrame> = svg
         .split("<title>")
         .skip(1)
         .filter_map(|part| {
