@@ -336,12 +336,7 @@ pub(crate) fn mapping_lock() -> std::sync::MutexGuard<'static, ()> {
 /// cache (where the programs that use the file keep them anyway). For sections read in full once
 /// (an index is built from them) and rarely after.
 pub(crate) fn drop_resident_pages(map: &Mmap) {
-    // SAFETY: `map` is a read-only `MAP_SHARED` mapping of a file whose contents and size cannot
-    // change (see `StableFile::map`): MADV_DONTNEED only unmaps its pages, and every later read
-    // sees the same bytes. No reference into it is invalidated.
-    if let Err(error) = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
-        log::debug!("madvise(MADV_DONTNEED) on a module mapping: {error}");
-    }
+    drop_resident_range(map, 0..map.len());
 }
 
 /// [`drop_resident_pages`] for the bytes `range` of `map` (widened to whole pages: the pages around
@@ -350,7 +345,10 @@ pub(crate) fn drop_resident_range(map: &Mmap, range: Range<usize>) {
     if range.is_empty() {
         return;
     }
-    // SAFETY: as in `drop_resident_pages`, for a range of `map`'s own bytes (callers pass one).
+    // SAFETY: `map` is a read-only `MAP_SHARED` mapping of a file whose contents and size cannot
+    // change (see `StableFile::map`), and `range` lies within it (callers pass a range of its
+    // bytes): MADV_DONTNEED only unmaps its pages, and every later read sees the same bytes. No
+    // reference into it is invalidated.
     let result = unsafe {
         map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
     };
