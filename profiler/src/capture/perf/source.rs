@@ -124,14 +124,14 @@ impl PerfSource {
                 tid,
                 name,
                 exec,
-            } => self.tasks.comm(pid, tid, name, exec),
+            } => self.tasks.comm(pid, tid, name, exec, time),
             PerfRecord::Fork {
                 pid,
                 ppid,
                 tid,
                 ptid,
-            } => self.tasks.fork(pid, ppid, tid, ptid),
-            PerfRecord::Exit { pid, tid } => self.tasks.exit(pid, tid),
+            } => self.tasks.fork(pid, ppid, tid, ptid, time),
+            PerfRecord::Exit { pid, tid } => self.tasks.exit(pid, tid, time),
             // Followed above, in the address spaces' history.
             PerfRecord::Mmap { .. } => None,
             PerfRecord::Switch {
@@ -212,11 +212,11 @@ impl PerfSource {
             _ if sample.user_ips.is_empty() => UserStack::None,
             _ => UserStack::Walked(sample.user_ips),
         };
-        let thread_name: Arc<str> = self.name(sample.pid, sample.tid);
+        let thread_name: Arc<str> = self.name(sample.pid, sample.tid, sample.time);
         let process_name = if sample.pid == sample.tid {
             Arc::clone(&thread_name)
         } else {
-            self.name(sample.pid, sample.pid)
+            self.name(sample.pid, sample.pid, sample.time)
         };
         sink.event(Event::Stack(StackEvent {
             thread: Thread {
@@ -234,8 +234,8 @@ impl PerfSource {
         }));
     }
 
-    fn name(&mut self, pid: u32, tid: u32) -> Arc<str> {
-        crate::text::printable(&self.tasks.thread_name(pid, tid))
+    fn name(&mut self, pid: u32, tid: u32, time: u64) -> Arc<str> {
+        crate::text::printable(&self.tasks.thread_name(pid, tid, time))
             .as_ref()
             .into()
     }

@@ -9,10 +9,19 @@ use emberprof_symbolizer::ProcessKey;
 
 #[derive(Debug, Default)]
 pub struct Tasks {
-    thread_names: HashMap<u32, String>,
+    thread_names: HashMap<u32, TimedName>,
     /// Current instance of each process seen.
     instances: HashMap<u32, u32>,
     next_instance: u32,
+}
+
+/// A thread's name and the time of the record it came from. Records of different CPUs are put in
+/// time order within one read of the rings, not across reads: a thread's FORK can be decoded after
+/// the rename and samples it made on another CPU, and must not take the newer name back.
+#[derive(Debug)]
+struct TimedName {
+    name: String,
+    since: u64,
 }
 
 /// What changed for the symbolizer.
@@ -46,8 +55,15 @@ impl Tasks {
         Some(InstanceChange::Ended(ProcessKey { pid, instance }))
     }
 
-    pub fn comm(&mut self, pid: u32, tid: u32, name: String, exec: bool) -> Option<InstanceChange> {
-        self.thread_names.insert(tid, name);
+    pub fn comm(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        name: String,
+        exec: bool,
+        time: u64,
+    ) -> Option<InstanceChange> {
+        self.name_thread(tid, name, time);
         if exec {
             self.end(pid)
         } else {
@@ -55,9 +71,17 @@ impl Tasks {
         }
     }
 
-    pub fn fork(&mut self, pid: u32, ppid: u32, tid: u32, ptid: u32) -> Option<InstanceChange> {
-        if let Some(name) = self.thread_names.get(&ptid).cloned() {
-            self.thread_names.insert(tid, name);
+    pub fn fork(
+        &mut self,
+        pid: u32,
+        ppid: u32,
+        tid: u32,
+        ptid: u32,
+        time: u64,
+    ) -> Option<InstanceChange> {
+        if let Some(parent) = self.thread_names.get(&ptid) {
+            let name = parent.name.clone();
+            self.name_thread(tid, name, time);
         }
         if pid != ppid {
             // A new process: a PID known from before belonged to one whose exit was not seen.
@@ -67,8 +91,15 @@ impl Tasks {
         }
     }
 
-    pub fn exit(&mut self, pid: u32, tid: u32) -> Option<InstanceChange> {
-        self.thread_names.remove(&tid);
+    pub fn exit(&mut self, pid: u32, tid: u32, time: u64) -> Option<InstanceChange> {
+        // Not the name of a newer thread that got the same TID.
+        if self
+            .thread_names
+            .get(&tid)
+            .is_some_and(|named| named.since <= time)
+        {
+            self.thread_names.remove(&tid);
+        }
         if pid == tid {
             self.end(pid)
         } else {
@@ -76,13 +107,29 @@ impl Tasks {
         }
     }
 
-    /// The name of a thread: from its COMM record or its parent's, else read from /proc (threads
-    /// that existed before sampling started).
-    pub fn thread_name(&mut self, pid: u32, tid: u32) -> String {
+    /// The name of a thread at `time`: from its COMM record or its parent's, else read from /proc
+    /// (threads that existed before sampling started), as of `time` since a later rename can
+    /// still replace it.
+    pub fn thread_name(&mut self, pid: u32, tid: u32, time: u64) -> String {
         self.thread_names
             .entry(tid)
-            .or_insert_with(|| read_comm(pid, tid))
+            .or_insert_with(|| TimedName {
+                name: read_comm(pid, tid),
+                since: time,
+            })
+            .name
             .clone()
+    }
+
+    /// Names `tid` unless a record newer than `time` already has.
+    fn name_thread(&mut self, tid: u32, name: String, since: u64) {
+        match self.thread_names.get_mut(&tid) {
+            Some(named) if named.since > since => {}
+            Some(named) => *named = TimedName { name, since },
+            None => {
+                self.thread_names.insert(tid, TimedName { name, since });
+            }
+        }
     }
 }
 
@@ -111,34 +158,57 @@ mod tests {
             (key(10, 1), Some(InstanceChange::Started(key(10, 1))))
         );
         assert_eq!(tasks.instance(10), (key(10, 1), None));
-        assert_eq!(tasks.exit(10, 11), None);
+        assert_eq!(tasks.exit(10, 11, 1), None);
         assert_eq!(
-            tasks.comm(10, 10, "new".into(), true),
+            tasks.comm(10, 10, "new".into(), true, 2),
             Some(InstanceChange::Ended(key(10, 1)))
         );
         assert_eq!(tasks.instance(10).0, key(10, 2));
-        assert_eq!(tasks.exit(10, 10), Some(InstanceChange::Ended(key(10, 2))));
+        assert_eq!(
+            tasks.exit(10, 10, 3),
+            Some(InstanceChange::Ended(key(10, 2)))
+        );
         assert_eq!(tasks.instance(10).0, key(10, 3));
         // A fork creating process 10 again means the old one is gone.
         assert_eq!(
-            tasks.fork(10, 1, 10, 1),
+            tasks.fork(10, 1, 10, 1, 4),
             Some(InstanceChange::Ended(key(10, 3)))
         );
     }
+
+    const PID: u32 = u32::MAX - 1;
+    const TID: u32 = u32::MAX - 2;
 
     /// Names come from COMM records, children inherit their parent's, renames replace them.
     #[test]
     fn thread_names() {
         let mut tasks = Tasks::default();
-        tasks.comm(u32::MAX - 1, u32::MAX - 1, "burn".into(), true);
-        tasks.fork(u32::MAX - 1, u32::MAX - 1, u32::MAX - 2, u32::MAX - 1);
-        assert_eq!(tasks.thread_name(u32::MAX - 1, u32::MAX - 2), "burn");
-        tasks.comm(u32::MAX - 1, u32::MAX - 2, "worker".into(), false);
-        assert_eq!(tasks.thread_name(u32::MAX - 1, u32::MAX - 2), "worker");
+        tasks.comm(PID, PID, "burn".into(), true, 10);
+        tasks.fork(PID, PID, TID, PID, 20);
+        assert_eq!(tasks.thread_name(PID, TID, 25), "burn");
+        tasks.comm(PID, TID, "worker".into(), false, 30);
+        assert_eq!(tasks.thread_name(PID, TID, 35), "worker");
         // Unknown and gone: a placeholder rather than an error.
         assert_eq!(
-            tasks.thread_name(u32::MAX, u32::MAX),
+            tasks.thread_name(u32::MAX, u32::MAX, 40),
             format!("[{}]", u32::MAX)
         );
+    }
+
+    /// A thread's FORK read after its rename (they were written to different CPUs' rings) and an
+    /// exit of an older thread with the same TID read late leave the newest name in place.
+    #[test]
+    fn an_older_record_read_late_keeps_the_newer_name() {
+        let mut tasks = Tasks::default();
+        tasks.comm(PID, PID, "waits".into(), true, 10);
+        tasks.comm(PID, TID, "holder".into(), false, 30);
+        assert_eq!(tasks.thread_name(PID, TID, 40), "holder");
+        tasks.fork(PID, PID, TID, PID, 20);
+        assert_eq!(tasks.thread_name(PID, TID, 50), "holder");
+        tasks.exit(PID, TID, 15);
+        assert_eq!(tasks.thread_name(PID, TID, 60), "holder");
+        // Its own exit does end the name.
+        tasks.exit(PID, TID, 70);
+        assert_eq!(tasks.thread_name(PID, TID, 80), format!("[{TID}]"));
     }
 }
