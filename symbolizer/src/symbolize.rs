@@ -179,6 +179,13 @@ impl Symbolizer {
         self.processes.python_stack(key, raw)
     }
 
+    /// Drops the pages of module files that unwinding left in this process's RSS: they are page
+    /// cache the profiled programs keep anyway, and the next unwinds fault in only what they read.
+    /// Call now and then (the recorder does at each checkpoint).
+    pub fn drop_file_pages(&self) {
+        self.unwinder.drop_file_pages();
+    }
+
     /// How many entries each cache holds, for the debug log of long runs.
     pub fn cache_sizes(&self) -> String {
         format!(

@@ -160,6 +160,11 @@ impl Unwinder {
             .forget_modules(dropped.iter().filter(|m| m.released).map(|m| m.id));
     }
 
+    /// Drops the file pages unwinding left resident: call now and then (each checkpoint).
+    pub fn drop_file_pages(&self) {
+        self.unwinders.drop_file_pages();
+    }
+
     /// Drops the plan of a process that ended (its snapshot is final; its stacks are unwound).
     pub fn forget(&mut self, key: ProcessKey) {
         self.unwinders.forget(key);

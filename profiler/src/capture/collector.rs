@@ -244,6 +244,8 @@ impl Collector {
     /// Running processes whose JIT code a perf map written at their exit may still name are kept
     /// back (within [`MAX_AWAITING_STACKS`]): built now, their JIT frames would stay unnamed.
     pub fn end_checkpoint(&mut self, finished: HashSet<ProcessKey>) -> Vec<Feedback> {
+        // Before the profile is built, whose memory would come on top of those pages.
+        self.symbolizer.drop_file_pages();
         if !finished.is_empty() {
             self.release_ended(&finished);
         }

@@ -252,6 +252,14 @@ impl Unwinders {
         self.processes.get(&key).map(|p| p.generation)
     }
 
+    /// Drops the file pages unwinding left resident in every module (see
+    /// [`ElfUnwindInfo::drop_resident_pages`]).
+    pub fn drop_file_pages(&self) {
+        for info in self.elf_info.values().flatten() {
+            info.drop_resident_pages();
+        }
+    }
+
     /// Drops the unwind information of released modules.
     pub fn forget_modules(&mut self, released: impl Iterator<Item = ModuleId>) {
         for module in released {
