@@ -11,6 +11,7 @@
 //! and process instances, `source` turns records into events.
 
 mod events;
+mod order;
 mod reader;
 pub(super) mod records;
 pub(super) mod ring;

@@ -7,7 +7,7 @@
 //! always kept: the task table depends on them).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use anyhow::{anyhow, Context, Result};
 use perf_event_open_sys::bindings;
 
 use super::ring::RingBuffer;
+use super::switches::monotonic_ns;
 
 /// Record bytes waiting for the session before samples are dropped. When the session unwinds more
 /// slowly than the kernel samples (`--all` on a busy machine), a larger backlog would only delay
@@ -25,11 +26,34 @@ const MAX_PENDING_BYTES: usize = 32 << 20;
 /// (a process at a low rate) still reaches the session promptly.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
+/// A record is stamped before the kernel writes it to the ring: one being written while its ring
+/// was read is in the next pass although stamped just before this one began. Writing one takes
+/// microseconds (a stack copy of 64 KiB at most); the margin is far above that, and below the
+/// 50 ms the reader sleeps between passes when the rings are quiet.
+const IN_FLIGHT_MARGIN_NS: u64 = 5_000_000;
+
 pub struct Reader {
     thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
-    records: Receiver<Vec<Vec<u8>>>,
+    passes: Receiver<Pass>,
+}
+
+/// What one pass over the rings read, and when it began (CLOCK_MONOTONIC ns, the records' clock):
+/// a record not in this pass or an earlier one was written after its ring was read in this pass.
+struct Pass {
+    began_ns: u64,
+    records: Vec<Vec<u8>>,
+}
+
+/// Records taken from the reader.
+#[derive(Debug, Default)]
+pub struct Taken {
+    pub records: Vec<Vec<u8>>,
+    /// If any pass was taken: every record stamped before this is in these records or earlier ones
+    /// (when the last pass taken began, less [`IN_FLIGHT_MARGIN_NS`]). `u64::MAX` for the last
+    /// records, read after the events were disabled.
+    pub complete_before: Option<u64>,
 }
 
 struct Shared {
@@ -46,7 +70,7 @@ impl Reader {
             dropped_samples: AtomicU64::new(0),
             skipped_bytes: AtomicU64::new(0),
         });
-        let (sender, records) = std::sync::mpsc::channel();
+        let (sender, passes) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("emberprof-ring".into())
             .spawn({
@@ -59,42 +83,49 @@ impl Reader {
             thread: Some(thread),
             stop,
             shared,
-            records,
+            passes,
         })
     }
 
-    /// Waits up to `timeout` for records, then takes what is pending, in whole batches, up to about
-    /// `max_bytes`: what the session has not taken yet still counts against the backlog's bound.
-    pub fn take(&self, timeout: Duration, max_bytes: usize) -> Vec<Vec<u8>> {
-        let mut records = match self.records.recv_timeout(timeout) {
-            Ok(batch) => batch,
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return Vec::new(),
+    /// Waits up to `timeout` for a pass over the rings, then takes what is pending, in whole passes,
+    /// up to about `max_bytes`: what the session has not taken yet still counts against the
+    /// backlog's bound.
+    pub fn take(&self, timeout: Duration, max_bytes: usize) -> Taken {
+        let Ok(first) = self.passes.recv_timeout(timeout) else {
+            return Taken::default();
         };
+        let mut complete_before = first.began_ns;
+        let mut records = first.records;
         let mut taken: usize = records.iter().map(Vec::len).sum();
         while taken < max_bytes {
-            let Ok(batch) = self.records.try_recv() else {
+            let Ok(pass) = self.passes.try_recv() else {
                 break;
             };
-            taken += batch.iter().map(Vec::len).sum::<usize>();
-            records.extend(batch);
+            taken += pass.records.iter().map(Vec::len).sum::<usize>();
+            complete_before = pass.began_ns;
+            records.extend(pass.records);
         }
-        let bytes: usize = records.iter().map(Vec::len).sum();
         self.shared
             .pending_bytes
-            .fetch_sub(bytes, Ordering::Relaxed);
-        records
+            .fetch_sub(taken, Ordering::Relaxed);
+        Taken {
+            records,
+            complete_before: Some(complete_before.saturating_sub(IN_FLIGHT_MARGIN_NS)),
+        }
     }
 
     /// Stops the thread after a last pass over the rings (call once the events are disabled), and
-    /// returns what it read.
-    pub fn finish(&mut self) -> Result<Vec<Vec<u8>>> {
+    /// returns what it read: all that is left.
+    pub fn finish(&mut self) -> Result<Taken> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             thread
                 .join()
                 .map_err(|_| anyhow!("the ring-buffer reader thread panicked"))?;
         }
-        Ok(self.take(Duration::ZERO, usize::MAX))
+        let mut last = self.take(Duration::ZERO, usize::MAX);
+        last.complete_before = Some(u64::MAX);
+        Ok(last)
     }
 
     /// Samples dropped because the session fell too far behind.
@@ -121,7 +152,7 @@ fn read_until_stopped(
     mut rings: Vec<RingBuffer>,
     stop: &AtomicBool,
     shared: &Shared,
-    sender: &Sender<Vec<Vec<u8>>>,
+    sender: &Sender<Pass>,
 ) {
     let mut fds: Vec<libc::pollfd> = rings
         .iter()
@@ -135,6 +166,7 @@ fn read_until_stopped(
         // Read after the last pass when asked to stop: the events are disabled by then, so
         // this pass sees every record.
         let stopping = stop.load(Ordering::Relaxed);
+        let began_ns = monotonic_ns();
         let mut batch = Vec::new();
         for ring in &mut rings {
             let skipped = ring.drain(&mut batch);
@@ -147,12 +179,16 @@ fn read_until_stopped(
                 .dropped_samples
                 .fetch_add((before - batch.len()) as u64, Ordering::Relaxed);
         }
-        if !batch.is_empty() {
-            let bytes: usize = batch.iter().map(Vec::len).sum();
-            shared.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
-            if sender.send(batch).is_err() {
-                return; // the session is gone
-            }
+        // Sent even when empty: it tells the session that the records it holds back for time order
+        // (see `order`) are complete.
+        let bytes: usize = batch.iter().map(Vec::len).sum();
+        shared.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let pass = Pass {
+            began_ns,
+            records: batch,
+        };
+        if sender.send(pass).is_err() {
+            return; // the session is gone
         }
         if stopping {
             return;

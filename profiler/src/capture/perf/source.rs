@@ -12,7 +12,8 @@ use anyhow::Result;
 use emberprof_symbolizer::{StackCopy, UserRegisters};
 
 use super::events::{EventConfig, Events, SwitchSampling};
-use super::reader::Reader;
+use super::order::TimeOrder;
+use super::reader::{Reader, Taken};
 use super::records::{self, PerfRecord, Sample, SampleLayout};
 use super::side_band;
 use super::switches::{monotonic_ns, Switches};
@@ -42,7 +43,9 @@ pub struct PerfSource {
     capture_user: bool,
     /// Records taken by [`Source::wait`] (at most [`READ_BYTES`]), decoded by the next
     /// [`Source::read`].
-    pending: Vec<Vec<u8>>,
+    pending: Option<Taken>,
+    /// Records decoded once every older one is in hand.
+    order: TimeOrder,
     last_checkpoint: Instant,
     checkpoints: u64,
     samples: u64,
@@ -77,7 +80,8 @@ impl PerfSource {
             spaces: AddressSpaces::default(),
             only_pids: only_pids.map(|pids| pids.into_iter().collect()),
             capture_user,
-            pending: Vec::new(),
+            pending: None,
+            order: TimeOrder::default(),
             last_checkpoint: Instant::now(),
             checkpoints: 0,
             samples: 0,
@@ -91,19 +95,20 @@ impl PerfSource {
 
     /// Decodes records of several ring buffers oldest first: records of different CPUs interleave
     /// (an exec on one CPU, the new program's first sample on another), and the task table must
-    /// see them in the order they happened.
-    fn decode(&mut self, records: Vec<Vec<u8>>, sink: &mut dyn EventSink) {
-        let mut timed: Vec<(u64, Vec<u8>)> = records
-            .into_iter()
-            .map(|record| {
-                (
-                    records::record_time(&record, self.layout).unwrap_or(0),
-                    record,
-                )
-            })
-            .collect();
-        timed.sort_by_key(|(time, _)| *time);
-        for (time, record) in &timed {
+    /// see them in the order they happened. Those that an older record of the next read may still
+    /// precede wait for it (see `order`).
+    fn decode(&mut self, taken: Taken, sink: &mut dyn EventSink) {
+        let layout = self.layout;
+        self.order.add(
+            taken
+                .records
+                .into_iter()
+                .map(|record| (records::record_time(&record, layout).unwrap_or(0), record)),
+        );
+        let Some(complete_before) = taken.complete_before else {
+            return;
+        };
+        for (time, record) in &self.order.ready(complete_before) {
             match records::parse(record, self.layout) {
                 Some(record) => self.handle(record, *time, sink),
                 None => self.malformed += 1,
@@ -255,17 +260,17 @@ fn announce(change: Option<InstanceChange>, sink: &mut dyn EventSink) {
 
 impl Source for PerfSource {
     fn wait(&mut self, timeout: Duration) {
-        if self.pending.is_empty() {
-            self.pending = self.reader.take(timeout, READ_BYTES);
+        if self.pending.is_none() {
+            self.pending = Some(self.reader.take(timeout, READ_BYTES));
         }
     }
 
     fn read(&mut self, sink: &mut dyn EventSink) -> Result<()> {
-        let mut records = std::mem::take(&mut self.pending);
-        if records.is_empty() {
-            records = self.reader.take(Duration::ZERO, READ_BYTES);
-        }
-        self.decode(records, sink);
+        let taken = match self.pending.take() {
+            Some(taken) => taken,
+            None => self.reader.take(Duration::ZERO, READ_BYTES),
+        };
+        self.decode(taken, sink);
         Ok(())
     }
 
@@ -294,9 +299,11 @@ impl Source for PerfSource {
 
     /// Records written before the events were disabled are still in the buffers.
     fn finish(&mut self, sink: &mut dyn EventSink) -> Result<()> {
-        let mut records = std::mem::take(&mut self.pending);
-        records.extend(self.reader.finish()?);
-        self.decode(records, sink);
+        if let Some(taken) = self.pending.take() {
+            self.decode(taken, sink);
+        }
+        let last = self.reader.finish()?;
+        self.decode(last, sink);
         if let Some(switches) = &mut self.switches {
             switches.finish(self.stopped_ns.unwrap_or_else(monotonic_ns), sink);
         }

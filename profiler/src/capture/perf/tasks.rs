@@ -15,9 +15,10 @@ pub struct Tasks {
     next_instance: u32,
 }
 
-/// A thread's name and the time of the record it came from. Records of different CPUs are put in
-/// time order within one read of the rings, not across reads: a thread's FORK can be decoded after
-/// the rename and samples it made on another CPU, and must not take the newer name back.
+/// A thread's name and the time of the record it came from, so that an older record never replaces
+/// a newer name. Records reach the task table in time order (see `order`) as far as its margin for
+/// records still being written reaches; should a thread's FORK come later than that, after the
+/// rename and samples the thread made on another CPU, it still does not take the newer name back.
 #[derive(Debug)]
 struct TimedName {
     name: String,
