@@ -7,6 +7,7 @@
 mod address_spaces;
 pub mod backend;
 pub mod bpf;
+mod clock;
 mod collector;
 mod event;
 mod identity;

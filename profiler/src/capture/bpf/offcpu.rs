@@ -13,6 +13,7 @@ use aya::maps::{Array, HashMap, PerCpuArray, StackTraceMap};
 use emberprof_bpf::{names, OffCpuStart, OffCpuStat, SampleKey};
 
 use super::sampler::Sampler;
+use crate::capture::clock::monotonic_ns;
 use crate::capture::source::{EventSink, StackEvent, UserStack, Weight};
 
 /// The userspace side of the off-CPU maps.
@@ -248,19 +249,6 @@ pub fn notes(
         ));
     }
     notes
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to write to; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
 }
 
 /// How often the adaptive N is set: soon enough that a burst of switches costs the program little

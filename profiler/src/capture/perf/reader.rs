@@ -16,7 +16,7 @@ use anyhow::{anyhow, Context, Result};
 use perf_event_open_sys::bindings;
 
 use super::ring::RingBuffer;
-use super::switches::monotonic_ns;
+use crate::capture::clock::monotonic_ns;
 
 /// Record bytes waiting for the session before samples are dropped. When the session unwinds more
 /// slowly than the kernel samples (`--all` on a busy machine), a larger backlog would only delay

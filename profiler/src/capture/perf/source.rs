@@ -16,9 +16,10 @@ use super::order::TimeOrder;
 use super::reader::{Reader, Taken};
 use super::records::{self, PerfRecord, Sample, SampleLayout};
 use super::side_band;
-use super::switches::{monotonic_ns, Switches};
+use super::switches::Switches;
 use super::tasks::{InstanceChange, Tasks};
 use crate::capture::address_spaces::AddressSpaces;
+use crate::capture::clock::monotonic_ns;
 use crate::capture::source::{
     Event, EventSink, Source, SourceReport, StackEvent, Thread, UserStack, Weight,
 };
