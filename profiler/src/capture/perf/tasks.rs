@@ -124,12 +124,12 @@ impl Tasks {
 
     /// Names `tid` unless a record newer than `time` already has.
     fn name_thread(&mut self, tid: u32, name: String, since: u64) {
-        match self.thread_names.get_mut(&tid) {
-            Some(named) if named.since > since => {}
-            Some(named) => *named = TimedName { name, since },
-            None => {
-                self.thread_names.insert(tid, TimedName { name, since });
-            }
+        let newer = self
+            .thread_names
+            .get(&tid)
+            .is_some_and(|named| named.since > since);
+        if !newer {
+            self.thread_names.insert(tid, TimedName { name, since });
         }
     }
 }
