@@ -1,6 +1,8 @@
 //! emberprof's own memory: how glibc's allocator is set to behave, handing freed memory back, and
 //! the RSS figures the `-vv` log shows.
 
+use std::time::{Duration, Instant};
+
 /// Allocations from this size up get their own mapping, unmapped when freed.
 const MMAP_THRESHOLD: libc::c_int = 256 << 10;
 /// Free memory at the top of the heap past this is handed back at once.
@@ -26,6 +28,62 @@ pub fn tune_allocator() {
 pub fn release_free_memory() {
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
+}
+
+/// How far the module file pages resident may grow past what was resident right after they were
+/// last dropped. Unwinding reads each module's CFI and code through mappings (see the
+/// symbolizer's `drop_file_pages`), and each page fault maps the 64 KiB around the page: beside a
+/// build, rustc's and LLVM's pages piled up between two checkpoints to 10-20 MiB, the largest
+/// swings of emberprof's RSS. The pages every unwind reads come back within 100 ms of a drop
+/// (about 5 MiB beside a clang loop), so a slack below that drops them again at every check:
+/// 40 s of `--all` beside a clang loop took 650 more page faults a second with 4 MiB (0.2-0.4 s
+/// more system time), 350 with 6 MiB and 100 with 8 MiB, for peaks 2-4, 3 and 1 MiB lower.
+const FILE_PAGES_SLACK: u64 = 6 << 20;
+/// How often the resident file pages are read (`/proc/self/statm`, a few microseconds).
+const FILE_PAGES_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Keeps the module file pages emberprof's own work leaves resident within [`FILE_PAGES_SLACK`]
+/// of where the last drop left them: call [`FilePageBudget::exceeded`] from the recording loop,
+/// and [`FilePageBudget::dropped`] after each drop.
+pub struct FilePageBudget {
+    after_drop: u64,
+    checked: Instant,
+    /// Drops so far, for the checkpoint log.
+    pub drops: u64,
+}
+
+impl FilePageBudget {
+    pub fn new() -> Self {
+        FilePageBudget {
+            after_drop: resident_file_bytes().unwrap_or(0),
+            checked: Instant::now(),
+            drops: 0,
+        }
+    }
+
+    /// Whether the file pages resident grew past the slack since the last drop (read at most
+    /// every [`FILE_PAGES_CHECK_INTERVAL`]).
+    pub fn exceeded(&mut self) -> bool {
+        if self.checked.elapsed() < FILE_PAGES_CHECK_INTERVAL {
+            return false;
+        }
+        self.checked = Instant::now();
+        resident_file_bytes().is_some_and(|bytes| bytes > self.after_drop + FILE_PAGES_SLACK)
+    }
+
+    /// The pages were dropped: what is resident now is the new floor.
+    pub fn dropped(&mut self) {
+        self.after_drop = resident_file_bytes().unwrap_or(0);
+        self.checked = Instant::now();
+        self.drops += 1;
+    }
+}
+
+/// This process's resident pages of files and shared memory, in bytes (`statm`'s third field).
+fn resident_file_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(2)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// emberprof's RSS and its peak so far, for the checkpoint log: what a checkpoint's work raised the

@@ -9,9 +9,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// Bounded by the distinct strings given. In the symbolizer: the names and source paths of the code
-/// sampled, the same strings the profile's locations hold (they share these copies), so this adds
-/// no entry the output does not already pay for.
+/// Bounded by the distinct strings in use: in the symbolizer, the names and source paths of the code
+/// its caches and the profile's locations hold (they share these copies). A long `--all` run names
+/// far more code than its bounded profile keeps (beside a build: 41,000 strings for 11,600
+/// locations after ten minutes, and growing), so the owner calls [`SharedStrings::forget_unused`]
+/// now and then.
 #[derive(Debug, Default)]
 pub struct SharedStrings {
     strings: HashSet<Arc<str>>,
@@ -26,6 +28,18 @@ impl SharedStrings {
         let shared: Arc<str> = Arc::from(text);
         self.strings.insert(shared.clone());
         shared
+    }
+
+    /// Forgets the strings no one else holds a copy of: the next [`SharedStrings::get`] of one
+    /// makes it again. Returns how many were forgotten.
+    pub fn forget_unused(&mut self) -> usize {
+        let before = self.strings.len();
+        self.strings.retain(|text| Arc::strong_count(text) > 1);
+        // A table sized for its largest moment would keep that size for the rest of the run.
+        if self.strings.capacity() > 4 * self.strings.len().max(64) {
+            self.strings.shrink_to_fit();
+        }
+        before - self.strings.len()
     }
 
     pub fn len(&self) -> usize {
@@ -51,5 +65,18 @@ mod tests {
         assert_eq!(&*other, "main");
         assert!(!Arc::ptr_eq(&first, &other));
         assert_eq!(strings.len(), 2);
+    }
+
+    #[test]
+    fn only_strings_held_elsewhere_are_kept() {
+        let mut strings = SharedStrings::default();
+        let held = strings.get("held");
+        drop(strings.get("dropped"));
+        assert_eq!(strings.forget_unused(), 1);
+        assert_eq!(strings.len(), 1);
+        assert!(Arc::ptr_eq(&held, &strings.get("held")));
+        drop(held);
+        assert_eq!(strings.forget_unused(), 1);
+        assert!(strings.is_empty());
     }
 }

@@ -18,7 +18,7 @@ use super::python_report::PythonReport;
 use super::roots::Roots;
 use super::source::{Event, EventSink, Feedback, StackEvent, Thread, UserStack, Weight};
 use super::user_stack::{choose_user_stack, UnwindMode, UnwindStats, UserStackChoice};
-use crate::memory::release_free_memory;
+use crate::memory::{release_free_memory, FilePageBudget};
 use crate::profile::{self, EndedLabels, MergedProfile, Metadata};
 use crate::sample::{StackSample, UserStackSource};
 use crate::symbols::symbolize_stacks;
@@ -126,6 +126,8 @@ pub struct Collector {
     python_named_before: HashMap<(ProcessKey, RawPythonStack), PythonStack>,
     python: PythonReport,
     longest_iteration: (std::time::Duration, std::time::Duration),
+    /// When to drop unwinding's file pages between checkpoints too.
+    file_pages: FilePageBudget,
 }
 
 impl Collector {
@@ -161,6 +163,7 @@ impl Collector {
             python_named_before: HashMap::new(),
             python: PythonReport::default(),
             longest_iteration: Default::default(),
+            file_pages: FilePageBudget::new(),
         }
     }
 
@@ -208,6 +211,15 @@ impl Collector {
         if busy > self.longest_iteration.0 {
             self.longest_iteration = (busy, cpu);
         }
+        if self.file_pages.exceeded() {
+            self.drop_file_pages();
+        }
+    }
+
+    /// Drops the module file pages unwinding left resident (see `FilePageBudget`).
+    fn drop_file_pages(&mut self) {
+        self.symbolizer.drop_file_pages();
+        self.file_pages.dropped();
     }
 
     /// Whether a snapshot should be retaken soon (see [`Collector::after_read`]).
@@ -245,7 +257,7 @@ impl Collector {
     /// back (within [`MAX_AWAITING_STACKS`]): built now, their JIT frames would stay unnamed.
     pub fn end_checkpoint(&mut self, finished: HashSet<ProcessKey>) -> Vec<Feedback> {
         // Before the profile is built, whose memory would come on top of those pages.
-        self.symbolizer.drop_file_pages();
+        self.drop_file_pages();
         if !finished.is_empty() {
             self.release_ended(&finished);
         }
@@ -257,14 +269,17 @@ impl Collector {
             let part = self.build_part(part);
             self.built.add(part);
         }
+        // The profile now holds what it keeps of the names; what it pruned goes.
+        self.symbolizer.forget_unused_names();
         release_free_memory();
         if log::log_enabled!(log::Level::Debug) {
             // SAFETY: mallinfo2 has no preconditions.
             let heap = unsafe { libc::mallinfo2() };
             log::debug!(
-                "after checkpoint: {}; heap {} KiB in use of {} KiB; {} pending; profile: {}; \
-                 roots: {}; symbolizer: {}",
+                "after checkpoint: {}, file pages dropped {} times; heap {} KiB in use of {} KiB; \
+                 {} pending; profile: {}; roots: {}; symbolizer: {}",
                 crate::memory::own_rss(),
+                self.file_pages.drops,
                 heap.uordblks / 1024,
                 (heap.arena + heap.hblkhd) / 1024,
                 self.pending.len(),

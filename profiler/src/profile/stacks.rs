@@ -176,6 +176,49 @@ impl Stacks {
         ids
     }
 
+    /// Keeps the nodes `kept` marks (each kept node's callers must be kept too), their locations
+    /// changed by `relocate`, in place: beside the samples this is the largest table of a full
+    /// profile, and a second one built beside it made the peak of a prune. Nodes that `relocate`
+    /// makes equal become one. Returns each old node's new id: its own if kept, else that of its
+    /// deepest kept caller.
+    pub fn retain(
+        &mut self,
+        kept: &[bool],
+        mut relocate: impl FnMut(LocationId) -> LocationId,
+    ) -> Vec<StackId> {
+        let mut map = vec![EMPTY_STACK; self.nodes.len()];
+        self.index.clear();
+        let hasher = &self.hasher;
+        let nodes = &mut self.nodes;
+        let mut next = 1;
+        for old in 1..nodes.len() {
+            // A caller comes before its callees, so it is mapped already, and `next <= old`: the
+            // nodes not read yet are never overwritten.
+            let caller = map[nodes[old].caller as usize];
+            if !kept[old] {
+                map[old] = caller;
+                continue;
+            }
+            let node = Node {
+                caller,
+                location: relocate(nodes[old].location),
+            };
+            let hash = hasher.hash_one(node);
+            if let Some(&id) = self.index.find(hash, |&id| nodes[id as usize] == node) {
+                map[old] = id;
+                continue;
+            }
+            let id = StackId::try_from(next).expect("fewer than 2^32 stack nodes");
+            nodes[next] = node;
+            self.index
+                .insert_unique(hash, id, |&id| hasher.hash_one(nodes[id as usize]));
+            map[old] = id;
+            next += 1;
+        }
+        nodes.truncate(next);
+        map
+    }
+
     /// The innermost location of `stack` (not the empty stack).
     pub fn location(&self, stack: StackId) -> LocationId {
         self.nodes[stack as usize].location
@@ -258,5 +301,35 @@ mod tests {
         assert_eq!(into.outermost_first(eight), [8]);
         // The empty stack, 8, 1, 1;2, 1;2;3 and 1;3.
         assert_eq!(into.len(), 6);
+    }
+
+    #[test]
+    fn retained_stacks_keep_their_paths_and_merge_what_becomes_equal() {
+        let mut stacks = Stacks::default();
+        let ids = [
+            stacks.insert(&[1, 2, 3]),
+            stacks.insert(&[1, 5, 3]),
+            stacks.insert(&[1, 9, 4]),
+            stacks.insert(&[6]),
+        ];
+        // Nodes: 1, 1;2, 1;2;3, 1;5, 1;5;3, 1;9, 1;9;4, 6. Drop 1;9;4 and 6; 5 becomes 2.
+        let mut kept = vec![true; stacks.len()];
+        kept[ids[2] as usize] = false;
+        kept[ids[3] as usize] = false;
+        let map = stacks.retain(&kept, |location| if location == 5 { 2 } else { location });
+        let paths: Vec<Vec<LocationId>> = ids
+            .iter()
+            .map(|&id| stacks.outermost_first(map[id as usize]))
+            .collect();
+        assert_eq!(paths, [vec![1, 2, 3], vec![1, 2, 3], vec![1, 9], vec![]]);
+        assert_eq!(map[ids[0] as usize], map[ids[1] as usize]);
+        // The empty stack, 1, 1;2, 1;2;3 and 1;9.
+        assert_eq!(stacks.len(), 5);
+        // The index holds the new nodes: finding one adds nothing, a new one is added.
+        assert_eq!(stacks.insert(&[1, 2, 3]), map[ids[0] as usize]);
+        assert_eq!(stacks.len(), 5);
+        let added = stacks.insert(&[1, 9, 4]);
+        assert_eq!(stacks.outermost_first(added), [1, 9, 4]);
+        assert_eq!(stacks.len(), 6);
     }
 }

@@ -204,6 +204,12 @@ impl Namer {
         }
     }
 
+    /// Forgets the names and source paths that neither a cache here nor a profile holds any more
+    /// (see [`SharedStrings::forget_unused`]). Returns how many.
+    pub fn forget_unused_names(&mut self) -> usize {
+        self.strings.forget_unused()
+    }
+
     /// Names these offsets (sorted, distinct) of one module into the user cache.
     fn symbolize_module(&mut self, modules: &ModuleTable, module_id: ModuleId, offsets: &[u64]) {
         let module = modules.get(module_id);

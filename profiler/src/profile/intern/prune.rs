@@ -13,10 +13,10 @@ impl Interner {
     /// its deepest caller that a kept stack passes through, without pid, tid and thread name
     /// (unless threads are kept), so totals and the kept stacks' widths stay right.
     pub(super) fn prune(&mut self, target: u64) {
-        let stacks = std::mem::take(&mut self.profile.stacks);
         let locations = std::mem::take(&mut self.profile.locations);
         let mut samples = std::mem::take(&mut self.profile.samples);
         let old_over_budget = self.over_budget.take();
+        let stacks = &self.profile.stacks;
 
         let mut order: Vec<usize> = (0..samples.len()).collect();
         order.sort_unstable_by_key(|&i| Reverse(weight(&samples[i].values)));
@@ -51,9 +51,20 @@ impl Interner {
                 kept_location[stacks.location(node) as usize] = true;
             }
         }
+        drop(order);
+        // Samples cut at an earlier prune, whose `[over budget]` frame is not counted again.
+        let already_cut: Vec<bool> = samples
+            .iter()
+            .zip(&kept_sample)
+            .map(|(sample, &kept)| {
+                !kept
+                    && sample.stack != EMPTY_STACK
+                    && Some(stacks.location(sample.stack)) == old_over_budget
+            })
+            .collect();
 
-        // What is rebuilt reuses what it replaces where it can: a prune runs when the profile is at
-        // its largest, and a second copy of it (the samples are most of it) was the run's peak.
+        // What is rebuilt reuses what it replaces: a prune runs when the profile is at its
+        // largest, and a second copy of it (the samples, then the stack nodes) was the run's peak.
         self.location_ids.clear();
         self.code_point_ids.clear();
         self.location_bytes = 0;
@@ -62,27 +73,18 @@ impl Interner {
             .zip(&kept_location)
             .map(|(location, &kept)| kept.then(|| self.location(location)))
             .collect();
-        // Each old node's new id: its own if kept, else that of its deepest kept caller.
-        let mut node_map = vec![EMPTY_STACK; stacks.len()];
-        for node in 1..stacks.len() as u32 {
-            let caller = node_map[stacks.caller(node) as usize];
-            node_map[node as usize] = match kept_node[node as usize] {
-                true => {
-                    let location = location_map[stacks.location(node) as usize]
-                        .expect("a kept node's location is kept");
-                    self.profile.stacks.call(caller, location)
-                }
-                false => caller,
-            };
-        }
+        let node_map = self.profile.stacks.retain(&kept_node, |location| {
+            location_map[location as usize].expect("a kept node's location is kept")
+        });
+        drop((kept_node, kept_location, location_map));
         let over_budget = self.over_budget_location();
-        for (sample, &kept) in samples.iter_mut().zip(&kept_sample) {
-            let old = sample.stack;
-            sample.stack = node_map[old as usize];
+        for ((sample, &kept), &already_cut) in
+            samples.iter_mut().zip(&kept_sample).zip(&already_cut)
+        {
+            sample.stack = node_map[sample.stack as usize];
             if kept {
                 continue;
             }
-            let already_cut = Some(stacks.location(old)) == old_over_budget && old != EMPTY_STACK;
             let at = sample.stack;
             if at == EMPTY_STACK || self.profile.stacks.location(at) != over_budget {
                 sample.stack = self.profile.stacks.call(at, over_budget);
@@ -96,9 +98,11 @@ impl Interner {
                 self.profile.metadata.over_budget_samples += sample.values.get(0);
             }
         }
-        drop((stacks, node_map));
+        drop(node_map);
         self.profile.samples = samples;
         self.merge_equal_samples();
+        // The thread names of the samples folded away.
+        self.names.forget_unused();
         self.pruned_at = self.held_bytes();
         self.cut_at_prune = self.profile.metadata.over_budget_samples;
     }
