@@ -61,7 +61,9 @@ struct python_layout {
 	__u32 owner_cstack;
 	/* PYTHON_* flags */
 	__u32 flags;
-	__u32 _pad;
+	/* In a code object: the three pointers a frame's check covers (co_filename and the two
+	 * members after it, which no code object changes), or PYTHON_OFFSET_NONE: no check. */
+	__u32 code_check;
 };
 
 /* Value of the `python_processes` map, by TGID: a process with a CPython runtime. */
@@ -79,6 +81,10 @@ struct python_frame {
 	__u64 code;
 	/* f_lasti (3.8-3.10, zero-extended int) or the instruction pointer (3.11+). */
 	__u64 instr;
+	/* The code object's check as sampled (python_code_check), 0 if none was taken: userspace
+	 * names the frame only from an object with the same check, since by the time it reads the
+	 * object it may have been freed and its address given to another. */
+	__u64 check;
 };
 
 /* python_stack.flags */
@@ -117,7 +123,7 @@ enum python_stat {
 
 _Static_assert(sizeof(struct python_layout) == 64, "struct python_layout layout");
 _Static_assert(sizeof(struct python_process) == 80, "struct python_process layout");
-_Static_assert(sizeof(struct python_stack) == 8 + 8 * (MAX_PYTHON_FRAMES / 64) + 16 * MAX_PYTHON_FRAMES,
+_Static_assert(sizeof(struct python_stack) == 8 + 8 * (MAX_PYTHON_FRAMES / 64) + 24 * MAX_PYTHON_FRAMES,
 	       "struct python_stack layout");
 _Static_assert(PYTHON_STAT_COUNT == 10, "enum python_stat: update PythonStat in bpf/src/python.rs");
 

@@ -2,7 +2,7 @@
 /*
  * The CPython frame walker, included by profile.bpf.c. For a sample of a process userspace found a
  * CPython runtime in (`python_processes`, by TGID), it finds the sampled thread's PyThreadState and
- * walks its Python frames, innermost first, storing (code object, instruction) per frame in a
+ * walks its Python frames, innermost first, storing (code object, instruction, check) per frame in a
  * `python_stacks` map under a hash of the frames, which goes into the sample key: identical Python
  * stacks merge in the count map like identical native stacks do. Userspace names the code objects
  * and puts the frames in place of the native interpreter frames that ran them.
@@ -40,7 +40,7 @@ struct {
 } python_threads SEC(".maps");
 
 /* Python stacks by the hash in sample_key.python_stack, one map per generation like `stacks`.
- * Values are 2 KiB: allocated per entry, not preallocated. */
+ * Values are 3 KiB: allocated per entry, not preallocated. */
 struct python_stack_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096); /* resized at load */
@@ -179,6 +179,14 @@ __noinline __u64 python_thread_state(const struct python_process *process, __u32
 	return 0;
 }
 
+/* A frame's check of its code object: the three pointers at layout->code_check, mixed as the
+ * symbolizer's `code_check` (python/code.rs) mixes them. Never 0, which means "no check". */
+static __always_inline __u64 python_code_check(const __u64 *words)
+{
+	__u64 check = words[0] ^ ((words[1] << 21) | (words[1] >> 43)) ^ ((words[2] << 42) | (words[2] >> 22));
+	return check ? check : 1;
+}
+
 /* Visits the frame at scratch->frame: keeps it in scratch->stack (or, for a 3.12+ shim, marks the
  * frame kept before it as an entry) and moves scratch->frame to its caller. Returns 1 when the walk
  * is over (end of the chain, the bound, a failed read), else 0. */
@@ -214,6 +222,15 @@ __noinline int python_step(struct python_scratch *scratch, const struct python_l
 	stack->frames[index].code = window_u64(scratch->window, layout->frame_code);
 	stack->frames[index].instr = layout->instr_size == 4 ? window_u32(scratch->window, layout->frame_instr)
 							     : window_u64(scratch->window, layout->frame_instr);
+	/* One more read per frame: the code object, which a later read from userspace may find
+	 * freed and replaced. Unreadable now, it gets no check (as before checks were taken). */
+	stack->frames[index].check = 0;
+	if (layout->code_check != PYTHON_OFFSET_NONE) {
+		__u64 words[3];
+		__u64 at = stack->frames[index].code + layout->code_check;
+		if (bpf_probe_read_user(words, sizeof(words), (void *)at) == 0)
+			stack->frames[index].check = python_code_check(words);
+	}
 	if ((layout->flags & PYTHON_EVERY_FRAME_ENTRY) ||
 	    (layout->frame_is_entry != PYTHON_OFFSET_NONE && window_u8(scratch->window, layout->frame_is_entry) != 0))
 		stack->entry[index / 64] |= 1ull << (index % 64);
@@ -239,6 +256,8 @@ __noinline __u64 python_stack_hash(const struct python_stack *stack)
 		hash ^= hash >> 29;
 		hash = (hash ^ stack->frames[i].instr) * 0xc4ceb9fe1a85ec53ull;
 		hash ^= hash >> 32;
+		hash = (hash ^ stack->frames[i].check) * 0xff51afd7ed558ccdull;
+		hash ^= hash >> 29;
 	}
 	return hash ? hash : 1;
 }

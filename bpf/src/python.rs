@@ -44,7 +44,9 @@ pub struct PythonLayout {
     pub frame_owner: u32,
     pub owner_cstack: u32,
     pub flags: u32,
-    pub _pad: u32,
+    /// Where the pointers a frame's check covers start in a code object, or
+    /// [`PYTHON_OFFSET_NONE`].
+    pub code_check: u32,
 }
 
 /// `struct python_process`: value of `python_processes`, by TGID.
@@ -66,6 +68,8 @@ pub struct PythonFrame {
     pub code: u64,
     /// `f_lasti` (3.8-3.10) or the instruction pointer (3.11+).
     pub instr: u64,
+    /// The code object's check as sampled, 0 if none was taken.
+    pub check: u64,
 }
 
 /// `struct python_stack`: value of `python_stacks`, one sample's frames, innermost first.
@@ -131,6 +135,6 @@ unsafe impl aya::Pod for PythonStack {}
 const _: () = {
     assert!(size_of::<PythonLayout>() == 64);
     assert!(size_of::<PythonProcess>() == 80);
-    assert!(size_of::<PythonStack>() == 8 + 8 * (MAX_PYTHON_FRAMES / 64) + 16 * MAX_PYTHON_FRAMES);
+    assert!(size_of::<PythonStack>() == 8 + 8 * (MAX_PYTHON_FRAMES / 64) + 24 * MAX_PYTHON_FRAMES);
     assert!(PythonStat::ALL.len() == PythonStat::ThreadCached as usize + 1);
 };

@@ -12,6 +12,10 @@ clock, so a busy machine gives it as many samples as a quiet one):
 - recursion: recurse calls itself 300 deep, then spins in bottom
 - deep50:    as recursion, 50 Python frames deep in all (the walker's cost per sample, README)
 - sleepy:    sleeps for a second (a process that has run for a while), then as calltree
+- reused:    call_alpha > alpha and call_beta > beta in turns, each alpha and beta a new function
+             (a new code object, freed when it returns): beta's code object often takes the
+             address of the alpha before it, after alpha's samples were taken and before they were
+             named, so a profiler that names frames from the address alone shows call_alpha > beta
 Prints nothing.
 """
 
@@ -122,6 +126,36 @@ def recurse(depth, end):
     return recurse(depth - 1, end)
 
 
+FRESH = """
+def {name}(end):
+    while time.process_time() < end:
+        spin(100)
+"""
+
+
+def fresh(name):
+    """A new function `name`, compiled now: a code object of its own, freed with the function."""
+    namespace = {"time": time, "spin": spin}
+    exec(compile(FRESH.format(name=name), "<fresh>", "exec"), namespace)
+    # The namespace is the function's globals: left in it, the function would be freed only by
+    # the cycle collector, not when its caller returns.
+    return namespace.pop(name)
+
+
+def call_alpha(seconds):
+    fresh("alpha")(time.process_time() + seconds)
+
+
+def call_beta(seconds):
+    fresh("beta")(time.process_time() + seconds)
+
+
+def reused(end):
+    while time.process_time() < end:
+        call_alpha(0.004)
+        call_beta(0.016)
+
+
 def main():
     mode, seconds = sys.argv[1], float(sys.argv[2])
     end = time.process_time() + seconds
@@ -139,6 +173,8 @@ def main():
     elif mode == "deep50":
         # <module>, main, 47 x recurse, bottom, spin.
         recurse(46, end)
+    elif mode == "reused":
+        reused(end)
     elif mode == "sleepy":
         time.sleep(1)
         outer(end)

@@ -152,7 +152,7 @@ impl ProcessPython {
         let mut reader = reader;
         for frame in &raw.frames {
             let named = match reader.as_deref_mut() {
-                Some(reader) => reader.frame(frame.code, frame.instruction),
+                Some(reader) => reader.frame(frame.code, frame.instruction, frame.check),
                 None => python::PythonFrame::unknown(),
             };
             frames.push(PythonStackFrame {

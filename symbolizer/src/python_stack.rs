@@ -12,6 +12,9 @@ pub struct RawPythonFrame {
     pub code: u64,
     /// `f_lasti` (3.8-3.10) or the address of the instruction (3.11+).
     pub instruction: u64,
+    /// The code object's check when the frame was sampled (see `python::code_check`), 0 if none
+    /// was taken.
+    pub check: u64,
     /// The first frame its native interpreter call (`_PyEval_EvalFrameDefault`) ran.
     pub entry: bool,
 }
@@ -42,6 +45,13 @@ pub struct PythonStack {
 }
 
 impl PythonStack {
+    /// Whether a frame's code object could not be read or did not check out (`[python?]`).
+    pub fn has_unknown_frames(&self) -> bool {
+        self.frames
+            .iter()
+            .any(|frame| &*frame.frame.name == crate::python::UNKNOWN_NAME)
+    }
+
     /// The frames split by native interpreter call, innermost call first; each group's frames
     /// innermost first. A group ends at an entry frame; frames after the last entry (a truncated
     /// stack, or a runtime that marks no entries) form a last group.

@@ -116,8 +116,6 @@ fn assert_call_tree(python: &Path, python_args: &[&str], version: &str) {
         "{unknown} samples with unreadable Python frames:\n{shown}"
     );
     // `sorted` is native code between two Python calls: it stays where it runs.
-    // (Under `outer`: a startup stack whose code objects were freed, their addresses reused by the
-    // workload's before the stack was named, can carry the workload's names; see docs/python.md.)
     let keys: Vec<&FoldedStack> = stacks
         .iter()
         .filter(|s| s.has_frame("key_py_[p]") && s.has_frame("outer_[p]"))
@@ -140,6 +138,45 @@ fn assert_call_tree(python: &Path, python_args: &[&str], version: &str) {
         "{:.0} % of stacks reach _start:\n{shown}",
         complete * 100.0
     );
+}
+
+/// `reused`: each `alpha` and `beta` is a new code object, freed when it returns, and the next one
+/// often takes its address before the samples taken in it are named. Those samples are named after
+/// the object they were taken in, or `[python?]`: never `call_alpha > beta` or `call_beta > alpha`.
+fn assert_no_borrowed_names(python: &Path, version: &str) {
+    let _kernel = kernel_test();
+    let (stacks, stderr) = record_python(Backend::Bpf.record(), python, &[], "reused");
+    assert_python_frames(&stacks, &stderr, version);
+    let shown = describe(&stacks);
+    let borrowed = total(&stacks, |s| {
+        python_frames(s)
+            .windows(2)
+            .any(|pair| matches!(pair, ["call_alpha", "beta"] | ["call_beta", "alpha"]))
+    });
+    assert_eq!(
+        borrowed, 0,
+        "samples named after a code object that took the address of theirs:\n{shown}"
+    );
+    // The check does not blank the names of objects read while they lived (beta lives four times
+    // as long as alpha; the names of long-lived code are checked by `assert_call_tree`).
+    let alpha = total(&stacks, |s| s.has_frame("alpha_[p]"));
+    let beta = total(&stacks, |s| s.has_frame("beta_[p]"));
+    let calls = total(&stacks, |s| s.has_frame("call_beta_[p]"));
+    assert!(
+        calls > 0 && beta * 10 >= calls,
+        "{alpha} samples in alpha, {beta} of {calls} under call_beta in beta:\n{shown}"
+    );
+}
+
+#[test]
+fn freed_code_objects_do_not_lend_names_debian_python_3_11() {
+    assert_no_borrowed_names(&debian_python(), "3.11");
+}
+
+/// 3.8 checks other members (the file name, the name and the line table).
+#[test]
+fn freed_code_objects_do_not_lend_names_python_3_8() {
+    assert_no_borrowed_names(&python_interpreter("3.8"), "3.8");
 }
 
 /// Debian's stripped, static `python3.11`.

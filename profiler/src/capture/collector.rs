@@ -419,12 +419,16 @@ impl Collector {
         if let Some(named) = self.python_named_before.get(&key) {
             return named.clone();
         }
-        let (process, raw) = key;
-        let symbolizer = &mut self.symbolizer;
-        self.python_named
-            .entry((process, raw))
-            .or_insert_with_key(|(process, raw)| symbolizer.python_stack(*process, raw))
-            .clone()
+        if let Some(named) = self.python_named.get(&key) {
+            return named.clone();
+        }
+        let named = self.symbolizer.python_stack(key.0, &key.1);
+        // A stack with an unreadable code object is named again next time: a later sample may
+        // come while the object is readable (or cached) again.
+        if !named.has_unknown_frames() {
+            self.python_named.insert(key, named.clone());
+        }
+        named
     }
 
     /// A process whose snapshot changed may have loaded CPython: tells the source, once.

@@ -6,6 +6,13 @@
 //! only if the pointers it holds (type, names, file, line table) and its first line are unchanged.
 //! When the process is gone and nothing can be read, the cached entry is the best answer there is.
 //!
+//! The object can also be replaced between the sample and its naming: a module's top-level code
+//! runs once at import and is freed, and the next function of its size takes its address (a
+//! startup import chain named `sort_py` that way). So the walker takes a check of the object with
+//! each frame ([`code_check`] of three pointers no code object changes), and a frame is named only
+//! from an object with the same check: cached by (address, check), or read now; none is
+//! `[python?]`, never another function's name.
+//!
 //! All of it is hostile input: strings are capped at [`MAX_STRING_CHARS`] and must be compact
 //! (ASCII, Latin-1, UCS-2 or UCS-4 code points that are valid characters), line tables at
 //! [`MAX_LINE_TABLE_BYTES`], and the cache at [`MAX_CODE_OBJECTS`] entries and [`MAX_CACHED_BYTES`]
@@ -84,8 +91,39 @@ fn header_len(layout: &Layout) -> usize {
     .into_iter()
     .filter(|&offset| Layout::has(offset))
     .map(|offset| offset as usize + 8)
-    .chain([layout.code_firstlineno as usize + 4]);
+    .chain([layout.code_firstlineno as usize + 4])
+    .chain(check_offset(layout).map(|offset| offset as usize + 8 * CHECKED_WORDS));
     ends.max().unwrap_or(HEADER_BYTES).min(HEADER_BYTES)
+}
+
+/// Pointers at [`check_offset`] that a frame's check covers.
+pub const CHECKED_WORDS: usize = 3;
+
+/// Where in a code object the [`CHECKED_WORDS`] pointers a frame's check covers start: at
+/// `co_filename`, when the two members after it are ones a code object never changes (3.8–3.10:
+/// `co_name` and the line table; 3.11+: `co_name` and `co_qualname`). `None`: frames carry no
+/// check, and are named from whatever lives at their address.
+pub fn check_offset(layout: &Layout) -> Option<u32> {
+    let start = layout.code_filename;
+    let fixed = [
+        layout.code_name,
+        layout.code_qualname,
+        layout.code_linetable,
+    ];
+    let checked = (1..CHECKED_WORDS as u32).all(|word| {
+        start
+            .checked_add(8 * word)
+            .is_some_and(|offset| fixed.contains(&offset))
+    });
+    (Layout::has(start) && checked).then_some(start)
+}
+
+/// A frame's check of its code object, from the words at [`check_offset`]. The BPF walker computes
+/// the same when it samples the frame (`python_code_check` in `bpf/src/python.bpf.h`). Never 0,
+/// which means "no check".
+pub fn code_check(words: [u64; CHECKED_WORDS]) -> u64 {
+    let check = words[0] ^ words[1].rotate_left(21) ^ words[2].rotate_left(42);
+    check.max(1)
 }
 
 /// What the reader did, for `-v`.
@@ -95,8 +133,12 @@ pub struct CodeReaderStats {
     pub hits: u64,
     /// Code objects read.
     pub reads: u64,
-    /// Cached entries found to belong to a freed code object (address reused), and read again.
+    /// Cached entries found to belong to a freed code object (address reused), and read again
+    /// (frames without a check).
     pub stale: u64,
+    /// Frames left unknown: their code object was freed after the sample and its address now
+    /// holds another (their checks differ), and it was not cached.
+    pub replaced: u64,
     /// Times the cache was emptied because it was full.
     pub resets: u64,
     /// Frames left unknown: the code object could not be read (the process is gone and it was
@@ -133,7 +175,9 @@ impl Cached {
 pub struct CodeReader {
     memory: Box<dyn Memory + Send>,
     runtime: PythonRuntime,
-    cache: HashMap<u64, Cached>,
+    /// By (address, check): with checks, objects that took turns at one address (a function
+    /// made again and again) each keep their entry; without (check 0), one per address.
+    cache: HashMap<(u64, u64), Cached>,
     cached_bytes: usize,
     /// [`MAX_CODE_OBJECTS`] and [`MAX_CACHED_BYTES`] (smaller in tests).
     limits: (usize, usize),
@@ -183,40 +227,58 @@ impl CodeReader {
 
     /// The frame running code object `code` at `instruction`, the value the walker read at
     /// [`Layout::frame_instr`] ([`Layout::frame_instr_size`] bytes, zero-extended): `f_lasti`
-    /// (3.8–3.10) or the instruction pointer (3.11+).
-    pub fn frame(&mut self, code: u64, instruction: u64) -> PythonFrame {
+    /// (3.8–3.10) or the instruction pointer (3.11+). `check` is the object's [`code_check`] when
+    /// it was sampled, or 0 if the walker took none.
+    pub fn frame(&mut self, code: u64, instruction: u64, check: u64) -> PythonFrame {
         let layout = self.runtime.layout;
+        let check = if check_offset(&layout).is_some() {
+            check
+        } else {
+            0
+        };
+        let key = (code, check);
+        if check != 0 {
+            // The object sampled is the one cached, whatever lives at its address now.
+            if let Some(cached) = self.cache.get(&key) {
+                self.stats.hits += 1;
+                return named(&self.runtime, cached, code, instruction);
+            }
+        }
         let mut header = [0u8; HEADER_BYTES];
         let header = self
             .memory
             .read(code, &mut header[..header_len(&layout)])
             .then_some(header);
-        let identity = header.map(|header| identity(&layout, &header));
-        let cached = match (self.cache.get(&code), identity) {
-            (Some(cached), Some((identity, first_line)))
-                if cached.identity == identity && cached.first_line == first_line =>
-            {
+        let now = header.map(|header| identity(&layout, &header));
+        if check == 0 {
+            let cached = match (self.cache.get(&key), now) {
+                (Some(cached), Some((identity, first_line, _)))
+                    if cached.identity == identity && cached.first_line == first_line =>
+                {
+                    Some(cached)
+                }
+                // The process is gone (or the page unmapped): what was read before is all there
+                // is.
+                (Some(cached), None) => Some(cached),
+                (Some(_), Some(_)) => {
+                    self.stats.stale += 1;
+                    None
+                }
+                (None, _) => None,
+            };
+            if let Some(cached) = cached {
                 self.stats.hits += 1;
-                Some(cached)
+                return named(&self.runtime, cached, code, instruction);
             }
-            // The process is gone (or the page unmapped): what was read before is all there is.
-            (Some(cached), None) => {
-                self.stats.hits += 1;
-                Some(cached)
-            }
-            (Some(_), Some(_)) => {
-                self.stats.stale += 1;
-                None
-            }
-            (None, _) => None,
-        };
-        if let Some(cached) = cached {
-            return self.named(cached, code, instruction);
         }
-        let Some((identity, first_line)) = identity else {
+        let Some((identity, first_line, check_now)) = now else {
             self.stats.unreadable += 1;
             return PythonFrame::unknown();
         };
+        if check != 0 && check_now != check {
+            self.stats.replaced += 1;
+            return PythonFrame::unknown();
+        }
         if self.runtime.code_type != 0 && identity[0] != self.runtime.code_type {
             self.stats.not_code += 1;
             return PythonFrame::unknown();
@@ -226,7 +288,7 @@ impl CodeReader {
             return PythonFrame::unknown();
         };
         self.stats.reads += 1;
-        if let Some(old) = self.cache.remove(&code) {
+        if let Some(old) = self.cache.remove(&key) {
             self.cached_bytes -= old.bytes();
             self.budget.release(old.bytes());
         }
@@ -244,7 +306,7 @@ impl CodeReader {
             }
         }
         self.cached_bytes += bytes;
-        let cached = self.cache.entry(code).or_insert(entry);
+        let cached = self.cache.entry(key).or_insert(entry);
         let (cached, runtime) = (&*cached, &self.runtime);
         named(runtime, cached, code, instruction)
     }
@@ -294,9 +356,9 @@ fn named(runtime: &PythonRuntime, cached: &Cached, code: u64, instruction: u64) 
     }
 }
 
-/// (type, name, qualname, filename, line table) pointers and the first line from a code object's
-/// header.
-fn identity(layout: &Layout, header: &[u8; HEADER_BYTES]) -> ([u64; 5], i32) {
+/// (type, name, qualname, filename, line table) pointers, the first line and the [`code_check`] (0
+/// without a [`check_offset`]) from a code object's header.
+fn identity(layout: &Layout, header: &[u8; HEADER_BYTES]) -> ([u64; 5], i32, u64) {
     let word = |offset: u32| -> u64 {
         let at = offset as usize;
         header.get(at..at.saturating_add(8)).map_or(0, |bytes| {
@@ -309,6 +371,9 @@ fn identity(layout: &Layout, header: &[u8; HEADER_BYTES]) -> ([u64; 5], i32) {
         .map_or(0, |bytes| {
             i32::from_le_bytes(bytes.try_into().expect("4 bytes"))
         });
+    let check = check_offset(layout).map_or(0, |start| {
+        code_check(std::array::from_fn(|index| word(start + 8 * index as u32)))
+    });
     (
         [
             word(layout.object_type),
@@ -318,6 +383,7 @@ fn identity(layout: &Layout, header: &[u8; HEADER_BYTES]) -> ([u64; 5], i32) {
             word(layout.code_linetable),
         ],
         first_line,
+        check,
     )
 }
 
@@ -521,47 +587,91 @@ mod tests {
         CODE + u64::from(layout().code_code_adaptive) + 4
     }
 
+    /// The check the walker took of the code object in [`memory`] (3.12: file, name, qualname).
+    fn sampled() -> u64 {
+        code_check([FILENAME, NAME, QUALNAME])
+    }
+
+    /// The memory of [`memory`] with another code object at `CODE`, named `other`, and its check.
+    fn replaced() -> (FakeMemory, u64) {
+        let other_name = 0x60_000;
+        let mut memory = memory().with(other_name, ascii("other"));
+        let mut header = code_object(other_name, CODE_TYPE);
+        put_u64(&mut header, layout().code_qualname, other_name);
+        memory.put(CODE, &header);
+        (memory, code_check([FILENAME, other_name, other_name]))
+    }
+
     /// A well-formed code object is named, with its line; the second lookup is a cache hit.
     #[test]
     fn python_code_object_is_named_and_cached() {
         let mut reader = reader(memory());
-        let frame = reader.frame(CODE, instruction());
+        let frame = reader.frame(CODE, instruction(), sampled());
         assert_eq!(&*frame.qualname, "Klass.inner");
         assert_eq!(&*frame.filename, "/app/main.py");
         assert_eq!(frame.line, Some(FIRST_LINE as u32 + 2));
-        assert_eq!(reader.frame(CODE, instruction()), frame);
+        assert_eq!(reader.frame(CODE, instruction(), sampled()), frame);
         let stats = reader.stats();
         assert_eq!((stats.reads, stats.hits), (1, 1));
         // Before the first instruction (a frame being set up): the first line.
-        assert_eq!(reader.frame(CODE, CODE).line, Some(FIRST_LINE as u32));
+        assert_eq!(reader.frame(CODE, CODE, 0).line, Some(FIRST_LINE as u32));
     }
 
     /// Defence: a freed code object whose address now holds another one is read again, not taken
     /// from the cache.
     #[test]
     fn python_reused_code_address_is_read_again() {
-        let other_name = 0x60_000;
-        let memory = memory().with(other_name, ascii("other"));
-        let mut reader = reader(memory);
-        assert_eq!(&*reader.frame(CODE, instruction()).qualname, "Klass.inner");
-        // The new object at the same address: other names (3.12 names frames by qualname).
-        let mut memory = self::memory().with(other_name, ascii("other"));
-        let mut header = code_object(other_name, CODE_TYPE);
-        put_u64(&mut header, layout().code_qualname, other_name);
-        memory.put(CODE, &header);
+        let (memory, other) = replaced();
+        let mut reader = reader(self::memory());
+        assert_eq!(
+            &*reader.frame(CODE, instruction(), sampled()).qualname,
+            "Klass.inner"
+        );
         reader.memory = Box::new(memory);
-        assert_eq!(&*reader.frame(CODE, instruction()).qualname, "other");
-        assert_eq!(reader.stats().stale, 1);
+        assert_eq!(&*reader.frame(CODE, instruction(), other).qualname, "other");
+        // Both are cached now, by their checks.
+        assert_eq!(
+            &*reader.frame(CODE, instruction(), sampled()).qualname,
+            "Klass.inner"
+        );
+        assert_eq!(reader.stats().reads, 2);
+        // Without checks (a walker that took none), by what the header says now.
+        let mut unchecked = self::reader(self::memory());
+        unchecked.frame(CODE, instruction(), 0);
+        unchecked.memory = Box::new(replaced().0);
+        assert_eq!(&*unchecked.frame(CODE, instruction(), 0).qualname, "other");
+        assert_eq!(unchecked.stats().stale, 1);
     }
 
-    /// Once the process is gone, a cached code object is still named; an uncached one is unknown.
+    /// Defence: a frame whose code object was freed after the sample, its address taken by
+    /// another function's, is not named after that function: from the cache if the object
+    /// sampled was read before, else `[python?]`.
+    #[test]
+    fn python_code_object_replaced_since_the_sample_keeps_its_name_or_none() {
+        let (memory, other) = replaced();
+        let mut fresh = reader(memory);
+        assert!(fresh.frame(CODE, instruction(), sampled()).is_unknown());
+        assert_eq!(fresh.stats().replaced, 1);
+        assert_eq!(&*fresh.frame(CODE, instruction(), other).qualname, "other");
+
+        let mut reader = reader(self::memory());
+        reader.frame(CODE, instruction(), sampled());
+        reader.memory = Box::new(replaced().0);
+        let frame = reader.frame(CODE, instruction(), sampled());
+        assert_eq!(&*frame.qualname, "Klass.inner");
+        assert_eq!(frame.line, Some(FIRST_LINE as u32 + 2));
+    }
+
     #[test]
     fn python_exited_process_keeps_cached_names() {
         let mut reader = reader(memory());
-        reader.frame(CODE, instruction());
+        reader.frame(CODE, instruction(), 0);
         reader.memory = Box::new(FakeMemory::default());
-        assert_eq!(&*reader.frame(CODE, instruction()).qualname, "Klass.inner");
-        assert!(reader.frame(CODE + 0x1000, 0).is_unknown());
+        assert_eq!(
+            &*reader.frame(CODE, instruction(), 0).qualname,
+            "Klass.inner"
+        );
+        assert!(reader.frame(CODE + 0x1000, 0, 0).is_unknown());
         assert_eq!(reader.stats().unreadable, 1);
     }
 
@@ -571,7 +681,7 @@ mod tests {
         let mut memory = memory();
         memory.put(CODE, &code_object(NAME, 0x1234));
         let mut reader = reader(memory);
-        assert!(reader.frame(CODE, instruction()).is_unknown());
+        assert!(reader.frame(CODE, instruction(), 0).is_unknown());
         assert_eq!(reader.stats().not_code, 1);
     }
 
@@ -581,7 +691,10 @@ mod tests {
     fn python_absurd_string_length_is_unknown() {
         for length in [MAX_STRING_CHARS + 1, 1 << 40, u64::MAX] {
             let mut reader = reader(memory_with(string(&[65], 1, true, length)));
-            assert!(reader.frame(CODE, instruction()).is_unknown(), "{length}");
+            assert!(
+                reader.frame(CODE, instruction(), 0).is_unknown(),
+                "{length}"
+            );
             assert_eq!(reader.stats().bad_string, 1);
         }
     }
@@ -602,7 +715,7 @@ mod tests {
         ];
         for (case, bytes) in cases {
             let mut reader = reader(memory_with(bytes));
-            assert!(reader.frame(CODE, instruction()).is_unknown(), "{case}");
+            assert!(reader.frame(CODE, instruction(), 0).is_unknown(), "{case}");
         }
     }
 
@@ -617,11 +730,11 @@ mod tests {
         let mut header = code_object(NAME, CODE_TYPE);
         put_u64(&mut header, layout().code_filename, 0x70_000);
         memory.put(CODE, &header);
-        let frame = reader(memory).frame(CODE, instruction());
+        let frame = reader(memory).frame(CODE, instruction(), 0);
         assert_eq!(&*frame.qualname, "naïve_ƒ_🐍\u{fffd}");
         assert_eq!(&*frame.filename, "ƒ_x");
         let latin1 = memory_with(string(&[0x63, 0xe9], 1, false, 2));
-        assert_eq!(&*reader(latin1).frame(CODE, 0).qualname, "cé");
+        assert_eq!(&*reader(latin1).frame(CODE, 0, 0).qualname, "cé");
     }
 
     /// Defence: an absurd line table size keeps the name but gives no line.
@@ -630,7 +743,7 @@ mod tests {
         let mut memory = memory();
         memory.put(TABLE, &bytes_object(&[], u64::MAX));
         let mut reader = reader(memory);
-        let frame = reader.frame(CODE, instruction());
+        let frame = reader.frame(CODE, instruction(), 0);
         assert_eq!((&*frame.qualname, frame.line), ("Klass.inner", None));
         assert_eq!(reader.stats().no_line_table, 1);
     }
@@ -646,7 +759,7 @@ mod tests {
             .with(QUALNAME, ascii("Klass.inner"))
             .with(FILENAME, ascii("/app/main.py"))
             .with(TABLE, line_table());
-        assert_eq!(&*reader(memory).frame(CODE, 0).qualname, "Klass.inner");
+        assert_eq!(&*reader(memory).frame(CODE, 0, 0).qualname, "Klass.inner");
     }
 
     /// Defence: all readers together hold at most their shared budget; a reader past it empties its
@@ -660,17 +773,20 @@ mod tests {
             reader
         };
         let mut first = make(1000);
-        first.frame(CODE, instruction());
+        first.frame(CODE, instruction(), 0);
         let one = first.cache_size().1;
         assert_eq!(held.load(Ordering::Relaxed), one);
         // A second reader whose entry does not fit beside the first one's: named, not cached.
         let mut second = make(one + one / 2);
-        assert_eq!(&*second.frame(CODE, instruction()).qualname, "Klass.inner");
+        assert_eq!(
+            &*second.frame(CODE, instruction(), 0).qualname,
+            "Klass.inner"
+        );
         assert_eq!(second.stats().uncached, 1);
         assert_eq!(held.load(Ordering::Relaxed), one);
         drop(first);
         assert_eq!(held.load(Ordering::Relaxed), 0);
-        second.frame(CODE, instruction());
+        second.frame(CODE, instruction(), 0);
         assert_eq!(second.cache_size().1, one, "cached once the budget is free");
         drop(second);
         assert_eq!(held.load(Ordering::Relaxed), 0);
@@ -686,13 +802,13 @@ mod tests {
         let mut reader = reader(memory);
         reader.limits = (4, MAX_CACHED_BYTES);
         for index in 0..=10u64 {
-            assert!(!reader.frame(CODE + index * 0x1000, 0).is_unknown());
+            assert!(!reader.frame(CODE + index * 0x1000, 0, 0).is_unknown());
             assert!(reader.cache_size().0 <= 4);
         }
         assert!(reader.stats().resets >= 2);
         reader.limits = (MAX_CODE_OBJECTS, 200);
         for index in 0..=10u64 {
-            reader.frame(CODE + index * 0x1000, 0);
+            reader.frame(CODE + index * 0x1000, 0, 0);
             assert!(reader.cache_size().1 <= 200);
         }
     }

@@ -186,9 +186,12 @@ fn named_frames_of(running: &Running) -> (PythonRuntime, Vec<Named>, bool) {
             |&RawFrame {
                  code,
                  instruction,
+                 check,
                  entry,
              }| {
-                let frame = reader.frame(code, instruction);
+                // Every supported version's code objects carry the check the walker takes.
+                assert_ne!(check, 0, "no check of code object {code:#x}");
+                let frame = reader.frame(code, instruction, check);
                 (
                     frame.qualname.to_string(),
                     frame.filename.to_string(),
@@ -382,7 +385,12 @@ fn check_threads(python: &Path, version: (u8, u8)) {
         let names: Vec<String> = thread
             .frames
             .iter()
-            .map(|f| reader.frame(f.code, f.instruction).qualname.to_string())
+            .map(|f| {
+                reader
+                    .frame(f.code, f.instruction, f.check)
+                    .qualname
+                    .to_string()
+            })
             .collect();
         if name == "main" {
             assert_eq!(
@@ -655,7 +663,12 @@ fn python_live_in_another_pid_namespace() {
     let names: Vec<String> = threads[0]
         .frames
         .iter()
-        .map(|f| reader.frame(f.code, f.instruction).qualname.to_string())
+        .map(|f| {
+            reader
+                .frame(f.code, f.instruction, f.check)
+                .qualname
+                .to_string()
+        })
         .collect();
     assert_eq!(names, ["Klass.inner", "middle", "outer", "<module>"]);
 }

@@ -6,6 +6,7 @@
 //! ([`MAX_THREADS`], [`MAX_FRAMES`]): a cycle costs the bound and is reported as truncation, not a
 //! hang.
 
+use super::code::{check_offset, code_check, CHECKED_WORDS};
 use super::layout::{frame_model, Layout};
 use super::memory::Memory;
 use super::PythonRuntime;
@@ -26,6 +27,8 @@ pub struct RawFrame {
     pub code: u64,
     /// The value at [`Layout::frame_instr`], zero-extended (see [`super::CodeReader::frame`]).
     pub instruction: u64,
+    /// The code object's [`code_check`], 0 if it has no [`check_offset`] or was unreadable.
+    pub check: u64,
     /// The first frame its native `_PyEval_EvalFrameDefault` call ran: walking outwards, the last
     /// Python frame of that native frame.
     pub entry: bool,
@@ -154,9 +157,25 @@ fn read_frame(memory: &dyn Memory, layout: &Layout, frame: u64) -> Option<Read> 
         _ if Layout::has(layout.frame_is_entry) => byte(layout.frame_is_entry)? != 0,
         _ => false,
     };
+    // As the BPF walker: a code object it cannot read gets no check, not the end of the walk.
+    let check = check_offset(layout).map_or(0, |start| {
+        let mut words = [0u64; CHECKED_WORDS];
+        let read = words.iter_mut().enumerate().all(|(index, word)| {
+            at(code, start + 8 * index as u32)
+                .and_then(|address| memory.read_u64(address))
+                .map(|value| *word = value)
+                .is_some()
+        });
+        if read {
+            code_check(words)
+        } else {
+            0
+        }
+    });
     Some(Read::Python(RawFrame {
         code,
         instruction,
+        check,
         entry,
     }))
 }

@@ -7,7 +7,7 @@ use emberprof_bpf::{
     PythonLayout, PythonProcess, PythonStack, PythonStat, PYTHON_EVERY_FRAME_ENTRY,
     PYTHON_FRAME_WINDOW, PYTHON_OFFSET_NONE, PYTHON_STACK_READ_FAILED, PYTHON_STACK_TRUNCATED,
 };
-use emberprof_symbolizer::python::{layout::frame_model, PythonRuntime, ABSENT};
+use emberprof_symbolizer::python::{check_offset, layout::frame_model, PythonRuntime, ABSENT};
 use emberprof_symbolizer::{RawPythonFrame, RawPythonStack};
 
 /// The walker's view of a runtime found in process instance `instance`. Fails for a layout the
@@ -92,7 +92,7 @@ pub fn process_value(instance: u32, runtime: &PythonRuntime) -> Result<PythonPro
             } else {
                 0
             },
-            _pad: 0,
+            code_check: check_offset(l).unwrap_or(PYTHON_OFFSET_NONE),
         },
     })
 }
@@ -105,6 +105,7 @@ pub fn raw_stack(stack: &PythonStack) -> RawPythonStack {
             .map(|(frame, entry)| RawPythonFrame {
                 code: frame.code,
                 instruction: frame.instr,
+                check: frame.check,
                 entry,
             })
             .collect(),

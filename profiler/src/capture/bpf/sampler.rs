@@ -35,7 +35,7 @@ pub struct MapSizes {
     pub ring_buffer_bytes: u32,
     /// Target processes, including followed children.
     pub targets: u32,
-    /// Distinct Python stacks each generation of `python_stacks` holds (2 KiB each, allocated as
+    /// Distinct Python stacks each generation of `python_stacks` holds (3 KiB each, allocated as
     /// used) before samples keep only their native frames (counted).
     pub python_stacks: u32,
 }
