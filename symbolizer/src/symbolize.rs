@@ -188,8 +188,8 @@ impl Symbolizer {
 
     /// Forgets the names and source paths nothing holds any more: call after the profile took what
     /// it keeps (the recorder does at each checkpoint), or they stay for the whole run.
-    pub fn forget_unused_names(&mut self) -> usize {
-        self.namer.forget_unused_names()
+    pub fn forget_unused_names(&mut self) {
+        self.namer.forget_unused_names();
     }
 
     /// How many entries each cache holds, for the debug log of long runs.

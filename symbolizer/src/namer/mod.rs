@@ -205,9 +205,9 @@ impl Namer {
     }
 
     /// Forgets the names and source paths that neither a cache here nor a profile holds any more
-    /// (see [`SharedStrings::forget_unused`]). Returns how many.
-    pub fn forget_unused_names(&mut self) -> usize {
-        self.strings.forget_unused()
+    /// (see [`SharedStrings::forget_unused`]).
+    pub fn forget_unused_names(&mut self) {
+        self.strings.forget_unused();
     }
 
     /// Names these offsets (sorted, distinct) of one module into the user cache.

@@ -231,11 +231,6 @@ impl CodeReader {
     /// it was sampled, or 0 if the walker took none.
     pub fn frame(&mut self, code: u64, instruction: u64, check: u64) -> PythonFrame {
         let layout = self.runtime.layout;
-        let check = if check_offset(&layout).is_some() {
-            check
-        } else {
-            0
-        };
         let key = (code, check);
         if check != 0 {
             // The object sampled is the one cached, whatever lives at its address now.

@@ -34,8 +34,8 @@ mod live_tests;
 use std::sync::Arc;
 
 pub use code::{
-    check_offset, code_check, CodeReader, CodeReaderStats, CHECKED_WORDS, MAX_CACHED_BYTES,
-    MAX_CODE_OBJECTS, MAX_TOTAL_CACHED_BYTES,
+    check_offset, CodeReader, CodeReaderStats, MAX_CACHED_BYTES, MAX_CODE_OBJECTS,
+    MAX_TOTAL_CACHED_BYTES,
 };
 pub use layout::{Layout, ABSENT};
 pub use memory::{Memory, ProcessMemory};

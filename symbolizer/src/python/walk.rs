@@ -157,21 +157,19 @@ fn read_frame(memory: &dyn Memory, layout: &Layout, frame: u64) -> Option<Read> 
         _ if Layout::has(layout.frame_is_entry) => byte(layout.frame_is_entry)? != 0,
         _ => false,
     };
-    // As the BPF walker: a code object it cannot read gets no check, not the end of the walk.
-    let check = check_offset(layout).map_or(0, |start| {
-        let mut words = [0u64; CHECKED_WORDS];
-        let read = words.iter_mut().enumerate().all(|(index, word)| {
-            at(code, start + 8 * index as u32)
-                .and_then(|address| memory.read_u64(address))
-                .map(|value| *word = value)
-                .is_some()
-        });
-        if read {
-            code_check(words)
-        } else {
-            0
-        }
-    });
+    // As the BPF walker, one read: a code object it cannot read gets no check, not the end of the
+    // walk.
+    let check = check_offset(layout)
+        .and_then(|start| {
+            let mut bytes = [0u8; 8 * CHECKED_WORDS];
+            memory.read(at(code, start)?, &mut bytes).then(|| {
+                code_check(std::array::from_fn(|index| {
+                    let word = &bytes[8 * index..8 * index + 8];
+                    u64::from_le_bytes(word.try_into().expect("8 bytes"))
+                }))
+            })
+        })
+        .unwrap_or(0);
     Some(Read::Python(RawFrame {
         code,
         instruction,
