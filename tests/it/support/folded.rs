@@ -33,6 +33,16 @@ impl FoldedStack {
             .map(String::as_str)
             .filter(|f| !f.ends_with("_[k]"))
     }
+
+    /// The innermost user frame: the leaf, below any kernel frames (not the process frame).
+    pub fn user_leaf(&self) -> Option<&str> {
+        self.frames
+            .iter()
+            .skip(1)
+            .rev()
+            .map(String::as_str)
+            .find(|f| !f.ends_with("_[k]"))
+    }
 }
 
 pub fn parse_folded(text: &str) -> Vec<FoldedStack> {
