@@ -65,6 +65,7 @@ pub use namer::Namer;
 pub use options::SymbolizerOptions;
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
 pub use processes::Processes;
+pub use python::CodeReaderStats;
 pub use python_runtime::PythonStatus;
 pub use python_stack::{PythonStack, PythonStackFrame, RawPythonFrame, RawPythonStack};
 pub use snapshot_budget::{thread_cpu_time, SnapshotBudgetStats, WHOLE_SNAPSHOT_MAPPINGS};

@@ -561,6 +561,11 @@ impl Processes {
         self.runtimes.jit_stats()
     }
 
+    /// What the readers of Python code objects did, for `-v`.
+    pub fn python_stats(&self) -> crate::CodeReaderStats {
+        self.runtimes.python_stats()
+    }
+
     /// How many entries each cache holds, for the debug log of long runs.
     pub fn cache_sizes(&self) -> String {
         format!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::frame::{Frame, FrameKind};
 use crate::modules::ModuleTable;
 use crate::process::{Mapping, ProcessKey};
-use crate::python::{self, CodeReader, NotPython, PythonRuntime};
+use crate::python::{self, CodeReader, CodeReaderStats, NotPython, PythonRuntime};
 use crate::python_stack::{PythonStack, PythonStackFrame, RawPythonStack};
 
 /// Whether a process runs CPython, as far as its snapshots tell.
@@ -163,6 +163,17 @@ impl ProcessPython {
         PythonStack {
             frames,
             truncated: raw.truncated,
+        }
+    }
+
+    /// What its reader did (nothing if it has none).
+    pub fn stats(&self) -> CodeReaderStats {
+        match self {
+            ProcessPython::Found(found) => found
+                .reader
+                .as_ref()
+                .map_or_else(CodeReaderStats::default, CodeReader::stats),
+            _ => CodeReaderStats::default(),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::jit::{self, JitStats, PerfMapBudget, ProcessPerfMap};
 use crate::modules::ModuleTable;
 use crate::perf_map::PerfMap;
 use crate::process::{Mapping, ProcessKey};
-use crate::python::PythonRuntime;
+use crate::python::{CodeReaderStats, PythonRuntime};
 use crate::python_runtime::{ProcessPython, PythonStatus};
 use crate::python_stack::{PythonStack, RawPythonStack};
 
@@ -37,6 +37,8 @@ pub(crate) struct Runtimes {
     budget: PerfMapBudget,
     /// What the perf maps of forgotten instances did not use, for [`Runtimes::jit_stats`].
     forgotten: JitStats,
+    /// What the Python readers of forgotten instances did, for [`Runtimes::python_stats`].
+    forgotten_python: CodeReaderStats,
 }
 
 impl Runtimes {
@@ -46,6 +48,7 @@ impl Runtimes {
             processes: HashMap::new(),
             budget: PerfMapBudget::new(max_perf_maps_total_bytes, jit::MAX_PERF_MAPS_TOTAL_ENTRIES),
             forgotten: JitStats::default(),
+            forgotten_python: CodeReaderStats::default(),
         }
     }
 
@@ -110,6 +113,7 @@ impl Runtimes {
     /// Drops everything about a released instance but what its perf map did not use.
     pub fn forget(&mut self, key: ProcessKey) {
         if let Some(mut runtimes) = self.processes.remove(&key) {
+            self.forgotten_python.add(&runtimes.python.stats());
             let stats = runtimes.perf_map.stats();
             runtimes.perf_map.release(&mut self.budget);
             self.forgotten.bytes_skipped = self
@@ -213,6 +217,15 @@ impl Runtimes {
             stats.entries_dropped = stats.entries_dropped.saturating_add(one.entries_dropped);
             stats.maps_evicted = stats.maps_evicted.saturating_add(one.maps_evicted);
             stats.without_map = stats.without_map.saturating_add(one.without_map);
+        }
+        stats
+    }
+
+    /// What every process's Python reader did, released ones included.
+    pub fn python_stats(&self) -> CodeReaderStats {
+        let mut stats = self.forgotten_python;
+        for runtimes in self.processes.values() {
+            stats.add(&runtimes.python.stats());
         }
         stats
     }

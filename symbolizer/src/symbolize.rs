@@ -203,6 +203,11 @@ impl Symbolizer {
         )
     }
 
+    /// What the readers of Python code objects did, for `-v`.
+    pub fn python_stats(&self) -> crate::CodeReaderStats {
+        self.processes.python_stats()
+    }
+
     /// What perf maps cost that was not used (over the size or entry limits).
     pub fn jit_stats(&self) -> crate::JitStats {
         self.processes.jit_stats()

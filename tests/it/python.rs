@@ -143,9 +143,11 @@ fn assert_call_tree(python: &Path, python_args: &[&str], version: &str) {
 /// `reused`: each `alpha` and `beta` is a new code object, freed when it returns, and the next one
 /// often takes its address before the samples taken in it are named. Those samples are named after
 /// the object they were taken in, or `[python?]`: never `call_alpha > beta` or `call_beta > alpha`.
+/// `-v` says why frames stayed `[python?]`.
 fn assert_no_borrowed_names(python: &Path, version: &str) {
     let _kernel = kernel_test();
-    let (stacks, stderr) = record_python(Backend::Bpf.record(), python, &[], "reused");
+    let record = Backend::Bpf.record().args(&["-v"]);
+    let (stacks, stderr) = record_python(record, python, &[], "reused");
     assert_python_frames(&stacks, &stderr, version);
     let shown = describe(&stacks);
     let borrowed = total(&stacks, |s| {
@@ -165,6 +167,20 @@ fn assert_no_borrowed_names(python: &Path, version: &str) {
     assert!(
         calls > 0 && beta * 10 >= calls,
         "{alpha} samples in alpha, {beta} of {calls} under call_beta in beta:\n{shown}"
+    );
+    // Most `alpha` objects are gone before anything reads them: -v must say why those frames are
+    // `[python?]`.
+    let unknown = total(&stacks, |s| {
+        s.has_frame(&format!("{UNKNOWN_PYTHON_FRAME}_[p]"))
+    });
+    let replaced = "whose code object was freed and its address taken by another";
+    assert!(
+        unknown > 0
+            && stderr
+                .lines()
+                .any(|l| l.contains("Python code objects:") && l.contains(replaced)),
+        "{unknown} samples with [python?] frames; -v should count frames whose code object was \
+         replaced:\n{stderr}"
     );
 }
 

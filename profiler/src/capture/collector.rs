@@ -326,6 +326,7 @@ impl Collector {
             // Those past the label budget are counted like ended ones.
             self.built.add_ended(part);
         }
+        self.python.code = self.symbolizer.python_stats();
         let report = CollectorReport {
             unwinding: self.unwinding,
             released: self.released,

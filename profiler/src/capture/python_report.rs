@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use emberprof_symbolizer::{ProcessKey, PythonStatus};
+use emberprof_symbolizer::{CodeReaderStats, ProcessKey, PythonStatus};
 
 use super::backend::Backend;
 
@@ -31,6 +31,8 @@ pub struct PythonReport {
     pub processes: BTreeMap<ProcessKey, PythonProcessReport>,
     /// Python processes past [`MAX_LISTED`].
     pub unlisted: u64,
+    /// What the readers of code objects did, every process together (set when the capture ends).
+    pub code: CodeReaderStats,
 }
 
 impl PythonReport {
@@ -124,8 +126,59 @@ impl PythonReport {
                 self.unlisted
             ));
         }
+        verbose.extend(code_reader_line(&self.code));
         (Some(line), verbose)
     }
+}
+
+/// What the code-object readers did, for `-v`: above all why frames stayed `[python?]`. Counted
+/// per frame named, and a stack is named once however many samples it has.
+fn code_reader_line(stats: &CodeReaderStats) -> Option<String> {
+    if stats.reads == 0 && stats.hits == 0 && stats.unknown_frames() == 0 {
+        return None;
+    }
+    let mut line = format!(
+        "Python code objects: {} read, {} frames named from the cache",
+        stats.reads, stats.hits
+    );
+    let unknown = stats.unknown_frames();
+    if unknown > 0 {
+        let reasons = [
+            (
+                stats.replaced,
+                "whose code object was freed and its address taken by another before it was read",
+            ),
+            (
+                stats.unreadable,
+                "unreadable (the process had exited, or the address was not mapped)",
+            ),
+            (stats.not_code, "not pointing at a code object"),
+            (stats.bad_string, "with a name that is not a string"),
+        ];
+        let reasons: Vec<String> = reasons
+            .iter()
+            .filter(|(count, _)| *count > 0)
+            .map(|(count, why)| format!("{count} {why}"))
+            .collect();
+        line.push_str(&format!(
+            "; {unknown} frames left [python?]: {}",
+            reasons.join(", ")
+        ));
+    }
+    if stats.no_line_table > 0 {
+        line.push_str(&format!(
+            "; {} without line numbers (line table too long or unreadable)",
+            stats.no_line_table
+        ));
+    }
+    if stats.uncached > 0 || stats.resets > 0 {
+        line.push_str(&format!(
+            "; {} named but not cached (every reader's cache together full), caches emptied {} \
+             times",
+            stats.uncached, stats.resets
+        ));
+    }
+    Some(line)
 }
 
 #[cfg(test)]
@@ -160,6 +213,22 @@ mod tests {
         assert!(verbose.is_empty());
         let (line, _) = report.lines(Backend::Perf { kernel: false });
         assert!(line.unwrap().contains("they need the BPF backend"));
+        report.code = CodeReaderStats {
+            reads: 40,
+            hits: 300,
+            replaced: 7,
+            unreadable: 2,
+            ..CodeReaderStats::default()
+        };
+        let (_, verbose) = report.lines(Backend::Bpf);
+        assert_eq!(
+            verbose,
+            [
+                "Python code objects: 40 read, 300 frames named from the cache; 9 frames left \
+              [python?]: 7 whose code object was freed and its address taken by another before it \
+              was read, 2 unreadable (the process had exited, or the address was not mapped)"
+            ]
+        );
         assert_eq!(
             PythonReport::default().lines(Backend::Bpf),
             (None, Vec::new())

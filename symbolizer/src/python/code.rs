@@ -155,6 +155,46 @@ pub struct CodeReaderStats {
     pub uncached: u64,
 }
 
+impl CodeReaderStats {
+    /// Adds another reader's counts (the summary totals every process's).
+    pub fn add(&mut self, other: &CodeReaderStats) {
+        let CodeReaderStats {
+            hits,
+            reads,
+            stale,
+            replaced,
+            resets,
+            unreadable,
+            not_code,
+            bad_string,
+            no_line_table,
+            uncached,
+        } = other;
+        for (total, one) in [
+            (&mut self.hits, hits),
+            (&mut self.reads, reads),
+            (&mut self.stale, stale),
+            (&mut self.replaced, replaced),
+            (&mut self.resets, resets),
+            (&mut self.unreadable, unreadable),
+            (&mut self.not_code, not_code),
+            (&mut self.bad_string, bad_string),
+            (&mut self.no_line_table, no_line_table),
+            (&mut self.uncached, uncached),
+        ] {
+            *total = total.saturating_add(*one);
+        }
+    }
+
+    /// Frames this reader left `[python?]`.
+    pub fn unknown_frames(&self) -> u64 {
+        self.replaced
+            .saturating_add(self.unreadable)
+            .saturating_add(self.not_code)
+            .saturating_add(self.bad_string)
+    }
+}
+
 struct Cached {
     /// The header fields that identify the object (see the module documentation).
     identity: [u64; 5],
