@@ -50,30 +50,40 @@ pub struct FilePageBudget {
     checked: Instant,
     /// Drops so far, for the checkpoint log.
     pub drops: u64,
+    /// Reads the resident file pages: [`resident_file_bytes`], or a test's figures.
+    resident: fn() -> Option<u64>,
+    /// Least time between two reads: [`FILE_PAGES_CHECK_INTERVAL`].
+    interval: Duration,
 }
 
 impl FilePageBudget {
     pub fn new() -> Self {
+        FilePageBudget::reading(resident_file_bytes, FILE_PAGES_CHECK_INTERVAL)
+    }
+
+    fn reading(resident: fn() -> Option<u64>, interval: Duration) -> Self {
         FilePageBudget {
-            after_drop: resident_file_bytes().unwrap_or(0),
+            after_drop: resident().unwrap_or(0),
             checked: Instant::now(),
             drops: 0,
+            resident,
+            interval,
         }
     }
 
     /// Whether the file pages resident grew past the slack since the last drop (read at most
     /// every [`FILE_PAGES_CHECK_INTERVAL`]).
     pub fn exceeded(&mut self) -> bool {
-        if self.checked.elapsed() < FILE_PAGES_CHECK_INTERVAL {
+        if self.checked.elapsed() < self.interval {
             return false;
         }
         self.checked = Instant::now();
-        resident_file_bytes().is_some_and(|bytes| bytes > self.after_drop + FILE_PAGES_SLACK)
+        (self.resident)().is_some_and(|bytes| bytes > self.after_drop + FILE_PAGES_SLACK)
     }
 
     /// The pages were dropped: what is resident now is the new floor.
     pub fn dropped(&mut self) {
-        self.after_drop = resident_file_bytes().unwrap_or(0);
+        self.after_drop = (self.resident)().unwrap_or(0);
         self.checked = Instant::now();
         self.drops += 1;
     }
@@ -98,4 +108,67 @@ pub fn own_rss() -> String {
             .to_owned()
     };
     format!("RSS {} KiB (peak {} KiB)", field("VmRSS:"), field("VmHWM:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    thread_local! {
+        /// The resident file bytes the budget under test reads (`None`: unreadable).
+        static RESIDENT: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    fn set_resident(bytes: Option<u64>) {
+        RESIDENT.with(|resident| resident.set(bytes));
+    }
+
+    fn read_resident() -> Option<u64> {
+        RESIDENT.with(Cell::get)
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    /// Past the slack over the level the last drop left, and only then, the pages are to be
+    /// dropped; a drop sets the new level, whatever it was before.
+    #[test]
+    fn file_pages_are_dropped_past_the_slack_over_the_last_drop() {
+        set_resident(Some(20 * MIB));
+        let mut budget = FilePageBudget::reading(read_resident, Duration::ZERO);
+        set_resident(Some(20 * MIB + FILE_PAGES_SLACK));
+        assert!(!budget.exceeded(), "at the slack");
+        set_resident(Some(20 * MIB + FILE_PAGES_SLACK + 4096));
+        assert!(budget.exceeded(), "one page past the slack");
+        // The drop left more than before (other pages came meanwhile): that is the new floor.
+        set_resident(Some(24 * MIB));
+        budget.dropped();
+        set_resident(Some(24 * MIB + FILE_PAGES_SLACK));
+        assert!(!budget.exceeded(), "at the slack over the new floor");
+        // ... and less: the floor goes down too.
+        set_resident(Some(18 * MIB));
+        budget.dropped();
+        set_resident(Some(18 * MIB + FILE_PAGES_SLACK + 4096));
+        assert!(budget.exceeded(), "past the slack over the lower floor");
+        assert_eq!(budget.drops, 2);
+        // Unreadable figures never ask for a drop.
+        set_resident(None);
+        assert!(!budget.exceeded());
+    }
+
+    /// The figures are read at most once an interval: the recording loop runs many times faster.
+    #[test]
+    fn file_pages_are_read_at_most_once_an_interval() {
+        set_resident(Some(20 * MIB));
+        let mut budget = FilePageBudget::reading(read_resident, Duration::from_secs(3600));
+        set_resident(Some(200 * MIB));
+        assert!(!budget.exceeded());
+    }
+
+    /// This process's own figure is readable, and counts its mapped file (its binary at least).
+    #[test]
+    fn own_resident_file_pages_are_read() {
+        assert!(resident_file_bytes().is_some_and(|bytes| bytes > 0));
+    }
 }
