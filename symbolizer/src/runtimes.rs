@@ -110,7 +110,8 @@ impl Runtimes {
         self.of(key).perf_map.instance_ended();
     }
 
-    /// Drops everything about a released instance but what its perf map did not use.
+    /// Drops everything about a released instance but its counters (what its perf map did not use,
+    /// what its Python reader did).
     pub fn forget(&mut self, key: ProcessKey) {
         if let Some(mut runtimes) = self.processes.remove(&key) {
             self.forgotten_python.add(&runtimes.python.stats());
