@@ -276,12 +276,16 @@ impl Collector {
             // SAFETY: mallinfo2 has no preconditions.
             let heap = unsafe { libc::mallinfo2() };
             log::debug!(
-                "after checkpoint: {}, file pages dropped {} times; heap {} KiB in use of {} KiB; \
-                 {} pending; profile: {}; roots: {}; symbolizer: {}",
+                "after checkpoint: {}, file pages dropped {} times; heap {} KiB in use of an arena \
+                 of {} KiB, and {} KiB in blocks mapped apart; {} pending; profile: {}; roots: {}; \
+                 symbolizer: {}",
                 crate::memory::own_rss(),
                 self.file_pages.drops,
+                // glibc counts blocks past the mmap threshold (large vectors and tables) apart from
+                // the arena's: both are in use.
                 heap.uordblks / 1024,
-                (heap.arena + heap.hblkhd) / 1024,
+                heap.arena / 1024,
+                heap.hblkhd / 1024,
                 self.pending.len(),
                 self.built.sizes(),
                 self.roots.sizes(),
