@@ -133,6 +133,26 @@ pub struct JitStats {
     pub without_map: u64,
 }
 
+impl JitStats {
+    /// Adds another map's counts (the summary totals every process's).
+    pub fn add(&mut self, other: &JitStats) {
+        let JitStats {
+            bytes_skipped,
+            entries_dropped,
+            maps_evicted,
+            without_map,
+        } = other;
+        for (total, one) in [
+            (&mut self.bytes_skipped, bytes_skipped),
+            (&mut self.entries_dropped, entries_dropped),
+            (&mut self.maps_evicted, maps_evicted),
+            (&mut self.without_map, without_map),
+        ] {
+            *total = total.saturating_add(*one);
+        }
+    }
+}
+
 /// The perf map of one process instance, kept with the process (see `runtimes`) from its first
 /// sample until it is forgotten (released after it ended and its samples were symbolized).
 #[derive(Default)]

@@ -114,23 +114,9 @@ impl Runtimes {
     /// what its Python reader did).
     pub fn forget(&mut self, key: ProcessKey) {
         if let Some(mut runtimes) = self.processes.remove(&key) {
+            self.forgotten.add(&runtimes.perf_map.stats());
             self.forgotten_python.add(&runtimes.python.stats());
-            let stats = runtimes.perf_map.stats();
             runtimes.perf_map.release(&mut self.budget);
-            self.forgotten.bytes_skipped = self
-                .forgotten
-                .bytes_skipped
-                .saturating_add(stats.bytes_skipped);
-            self.forgotten.entries_dropped = self
-                .forgotten
-                .entries_dropped
-                .saturating_add(stats.entries_dropped);
-            self.forgotten.maps_evicted = self
-                .forgotten
-                .maps_evicted
-                .saturating_add(stats.maps_evicted);
-            self.forgotten.without_map =
-                self.forgotten.without_map.saturating_add(stats.without_map);
         }
     }
 
@@ -213,11 +199,7 @@ impl Runtimes {
     pub fn jit_stats(&self) -> JitStats {
         let mut stats = self.forgotten;
         for runtimes in self.processes.values() {
-            let one = runtimes.perf_map.stats();
-            stats.bytes_skipped = stats.bytes_skipped.saturating_add(one.bytes_skipped);
-            stats.entries_dropped = stats.entries_dropped.saturating_add(one.entries_dropped);
-            stats.maps_evicted = stats.maps_evicted.saturating_add(one.maps_evicted);
-            stats.without_map = stats.without_map.saturating_add(one.without_map);
+            stats.add(&runtimes.perf_map.stats());
         }
         stats
     }

@@ -111,9 +111,7 @@ fn hot_method_is_named(unwind: &str) {
     // where JIT code begins.
     let named = total(&stacks, |s| {
         let hot = s
-            .frames
-            .iter()
-            .rfind(|f| !f.ends_with("_[k]"))
+            .user_leaf()
             .is_some_and(|f| f.contains("HotLoop.burn") && f.ends_with("_[j]"));
         hot && s.frames.iter().any(|f| f == "JavaMain")
     });

@@ -134,14 +134,14 @@ impl PythonReport {
 /// What the code-object readers did, for `-v`: above all why frames stayed `[python?]`. Counted
 /// per frame named, and a stack is named once however many samples it has.
 fn code_reader_line(stats: &CodeReaderStats) -> Option<String> {
-    if stats.reads == 0 && stats.hits == 0 && stats.unknown_frames() == 0 {
+    let unknown = stats.unknown_frames();
+    if stats.reads == 0 && stats.hits == 0 && unknown == 0 {
         return None;
     }
     let mut line = format!(
         "Python code objects: {} read, {} frames named from the cache",
         stats.reads, stats.hits
     );
-    let unknown = stats.unknown_frames();
     if unknown > 0 {
         let reasons = [
             (
