@@ -30,14 +30,7 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 [ -x "$emberprof" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 
-cat >"$work/program.c" <<'EOF'
-static volatile unsigned long sink;
-__attribute__((used)) static const unsigned char padding[1 << 20] = { ID, ID, ID };
-__attribute__((noinline)) void module_release_burn(void) {
-    for (unsigned long i = 0; i < 200000000UL; i++) sink += i;
-}
-int main(void) { module_release_burn(); return padding[0] == 255; }
-EOF
+cp examples/c/module_release.c "$work/program.c"
 echo "compiling $programs programs..." >&2
 seq 0 $((programs - 1)) | xargs -P "$(nproc)" -I{} sh -c \
   'cc -O1 -g -fno-omit-frame-pointer -DID=$(({} % 250 + 1)) -o "$1/prog{}" "$1/program.c" &&

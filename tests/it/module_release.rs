@@ -7,16 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::support::*;
 
-/// A program of about 1 MB that burns about 0.15 s of CPU in one function; `ID` (set with `-D`)
-/// fills its data, so that every build is a distinct file, as a build server's are.
-pub const DISTINCT_PROGRAM_C: &str = r#"
-static volatile unsigned long sink;
-__attribute__((used)) static const unsigned char padding[1 << 20] = { ID, ID, ID };
-__attribute__((noinline)) void module_release_burn(void) {
-    for (unsigned long i = 0; i < 200000000UL; i++) sink += i;
-}
-int main(void) { module_release_burn(); return padding[0] == 255; }
-"#;
+/// A program of about 1 MB that burns 0.15 s of CPU in one function, distinct per `ID` (see the
+/// file).
+pub const DISTINCT_PROGRAM_C: &str = include_str!("../../examples/c/module_release.c");
 
 /// Programs run one after another: enough for several checkpoints (each releases what ended
 /// before it) within the recording.
