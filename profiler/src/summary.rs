@@ -234,6 +234,15 @@ pub fn print(summary: &Summary<'_>) {
             modules.max_parsed_bytes >> 20
         );
     }
+    if modules.dwarf_refused > 0 {
+        log::info!(
+            "{} modules named from their symbol tables only, their DWARF not read: compressed \
+             sections that would inflate past {} MiB or not as their headers claim, or links to \
+             other files (-v names them)",
+            modules.dwarf_refused,
+            emberprof_symbolizer::MAX_INFLATED_BYTES >> 20
+        );
+    }
     if profile.metadata.over_budget_samples > 0 {
         // Not only with -v: detail was lost, and the user can raise the budget.
         log::warn!(

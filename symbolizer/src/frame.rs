@@ -87,6 +87,9 @@ pub enum UnknownReason {
     /// The module was closed to keep the modules' descriptors within their budget, and could not
     /// be opened again (no live process maps it any more).
     ModuleClosed,
+    /// The module's symbol tables hold more symbols than blazesym may sort (see the namer's
+    /// `file_check`): hostile, or far larger than any real program's.
+    SymbolTablesTooLarge,
 }
 
 impl UnknownReason {
@@ -102,6 +105,10 @@ impl UnknownReason {
             UnknownReason::PerfMapEvicted => {
                 "JIT code whose perf map was dropped to keep all perf maps within \
                  --max-perf-maps-size"
+            }
+            UnknownReason::SymbolTablesTooLarge => {
+                "module whose symbol tables hold more symbols than are sorted for naming (-v names \
+                 it)"
             }
             UnknownReason::ModuleClosed => {
                 "module closed to keep open modules within --max-module-fds, and no live process \

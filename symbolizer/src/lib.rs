@@ -19,6 +19,7 @@
 //!
 //! [`stack_root`] says which outermost frames make a user stack complete.
 
+mod compressed;
 mod debug_file;
 mod demangle;
 mod entry_point;
@@ -61,7 +62,7 @@ pub use mapping_records::{
 pub use maps::{parse_maps, MapsEntry};
 pub use module_budget::ModuleStats;
 pub use modules::{DroppedModule, FileKey, Module, ModuleId, ModuleTable};
-pub use namer::Namer;
+pub use namer::{Namer, MAX_INFLATED_BYTES, MAX_SYMBOL_ENTRIES};
 pub use options::SymbolizerOptions;
 pub use process::{Mapping, ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
 pub use processes::Processes;

@@ -61,6 +61,11 @@ pub struct ModuleStats {
     pub parsed_dropped: u64,
     /// That budget, in bytes of files.
     pub max_parsed_bytes: u64,
+    /// Modules with DWARF named from their symbol tables only: their compressed DWARF sections
+    /// claimed or inflated to more than blazesym may inflate, or not as they claimed, or they
+    /// link to files blazesym would look for outside emberprof's checks (see
+    /// `namer::file_check`); filled in by the symbolizer.
+    pub dwarf_refused: u64,
 }
 
 /// Open modules by last use, and the descriptors they hold.

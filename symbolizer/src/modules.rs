@@ -101,6 +101,11 @@ impl Module {
         self.file.as_ref()
     }
 
+    /// The separate debug file, if there is one.
+    pub(crate) fn debug_file(&self) -> Option<&StableFile> {
+        self.debug_file.as_ref()
+    }
+
     /// Size of the separate debug file, 0 without one (see `namer::parsed_budget`).
     pub(crate) fn debug_file_bytes(&self) -> u64 {
         self.debug_file.as_ref().map_or(0, StableFile::size)

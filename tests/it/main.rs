@@ -8,6 +8,7 @@
 //! on a busy machine; see `support/measure.rs`.
 
 mod attacks;
+mod attacks_blazesym;
 mod attacks_budgets;
 mod attacks_cfi;
 mod attacks_defences;

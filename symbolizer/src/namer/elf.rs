@@ -13,7 +13,8 @@ use crate::frame::{Frame, FrameKind};
 use crate::options::SymbolizerOptions;
 use crate::strings::SharedStrings;
 
-/// Frames for each address of one ELF file, `None` where it has no symbol.
+/// Frames for each address of one ELF file, `None` where it has no symbol. `dwarf`: whether its
+/// DWARF may be read (see `file_check`); without it, names come from the symbol tables alone.
 ///
 /// Two passes: DWARF (inlined functions, lines) and the symbol table. DWARF names are often bare
 /// (`hot_loop`: rustc's line-tables-only debug info has no linkage names), while the symbol table
@@ -25,9 +26,14 @@ pub(super) fn lookup(
     strings: &mut SharedStrings,
     options: SymbolizerOptions,
     path: PathBuf,
+    dwarf: bool,
     input: Input<&[u64]>,
 ) -> Result<Vec<Option<Vec<Frame>>>, blazesym::Error> {
-    let dwarf = blaze.symbolize(&Source::Elf(Elf::new(path.clone())), input)?;
+    let dwarf_source = Source::Elf(Elf {
+        debug_syms: dwarf,
+        ..Elf::new(path.clone())
+    });
+    let dwarf = blaze.symbolize(&dwarf_source, input)?;
     let symtab_source = Source::Elf(Elf {
         debug_syms: false,
         ..Elf::new(path)

@@ -9,6 +9,7 @@
 //! after their processes exited.
 
 mod elf;
+mod file_check;
 mod file_pages;
 mod parsed_budget;
 
@@ -25,6 +26,8 @@ use crate::options::SymbolizerOptions;
 use crate::plt::PltStubs;
 use crate::process::UserLocation;
 use crate::strings::SharedStrings;
+use file_check::FileCheck;
+pub use file_check::{MAX_INFLATED_BYTES, MAX_SYMBOL_ENTRIES};
 use file_pages::BlazeMappings;
 use parsed_budget::ParsedBudget;
 
@@ -74,6 +77,11 @@ pub struct Namer {
     kernel_symbols: Option<KernelSymbols>,
     /// [`LOOKUPS_PER_TRIM`]; tests compare it with whole rounds.
     lookups_per_trim: usize,
+    /// What blazesym may read of each module (see `file_check`), checked when the module is first
+    /// named and kept until it is released.
+    checks: HashMap<ModuleId, FileCheck>,
+    /// Modules whose DWARF was left out (see `file_check`), for the summary.
+    dwarf_refused: u64,
 }
 
 impl Namer {
@@ -90,6 +98,8 @@ impl Namer {
             kallsyms: PathBuf::from("/proc/kallsyms"),
             kernel_symbols: None,
             lookups_per_trim: LOOKUPS_PER_TRIM,
+            checks: HashMap::new(),
+            dwarf_refused: 0,
         }
     }
 
@@ -195,6 +205,7 @@ impl Namer {
             if module.released {
                 self.plt.remove(&module.id);
                 self.entry.remove(&module.id);
+                self.checks.remove(&module.id);
                 released.insert(module.id);
             }
         }
@@ -210,25 +221,51 @@ impl Namer {
         self.strings.forget_unused();
     }
 
+    /// Caches these offsets of one module as unnamed, for `reason`.
+    fn leave_unnamed(
+        &mut self,
+        modules: &ModuleTable,
+        module_id: ModuleId,
+        offsets: &[u64],
+        reason: UnknownReason,
+    ) {
+        let module = Some(modules.get(module_id).display_name.clone());
+        for &offset in offsets {
+            let symbol = Symbol::Unknown {
+                module: module.clone(),
+                offset,
+                reason,
+            };
+            self.user_cache.insert((module_id, offset), symbol);
+        }
+    }
+
     /// Names these offsets (sorted, distinct) of one module into the user cache.
     fn symbolize_module(&mut self, modules: &ModuleTable, module_id: ModuleId, offsets: &[u64]) {
         let module = modules.get(module_id);
         let Some(file) = module.file() else {
             // Closed for the descriptor budget, and not reopened (see `Processes::locate`).
-            for &offset in offsets {
-                let symbol = Symbol::Unknown {
-                    module: Some(module.display_name.clone()),
-                    offset,
-                    reason: UnknownReason::ModuleClosed,
-                };
-                self.user_cache.insert((module_id, offset), symbol);
-            }
+            self.leave_unnamed(modules, module_id, offsets, UnknownReason::ModuleClosed);
             return;
         };
         let options = self.options;
+        let check = *self.checks.entry(module_id).or_insert_with(|| {
+            let check = file_check::check_module(module, file);
+            self.dwarf_refused += u64::from(check.refused);
+            check
+        });
+        if check.too_many_symbols.is_some() {
+            self.leave_unnamed(
+                modules,
+                module_id,
+                offsets,
+                UnknownReason::SymbolTablesTooLarge,
+            );
+            return;
+        }
         if !self.parsed.holds(module_id) {
             // Counted before it is parsed: what its symbolizer may come to hold.
-            let bytes = file.size() + module.debug_file_bytes();
+            let bytes = file.size() + module.debug_file_bytes() + check.inflated;
             self.parsed.used(module_id, bytes);
             for dropped in self.parsed.over_budget(module_id) {
                 self.blaze.remove(&dropped);
@@ -272,7 +309,15 @@ impl Namer {
         blaze_mappings.most_resident = 0;
         for chunk in offsets.chunks(self.lookups_per_trim) {
             let before = blaze_mappings.before_round();
-            let (frames, readable) = lookup(blaze, &mut self.strings, options, module, file, chunk);
+            let (frames, readable) = lookup(
+                blaze,
+                &mut self.strings,
+                options,
+                module,
+                file,
+                check,
+                chunk,
+            );
             blaze_mappings.after_round(before);
             found.extend(frames);
             if !readable {
@@ -314,6 +359,12 @@ impl Namer {
         self.options.max_parsed_bytes
     }
 
+    /// Modules with DWARF named from their symbol tables only (see `file_check`), for the
+    /// summary.
+    pub fn dwarf_refused(&self) -> u64 {
+        self.dwarf_refused
+    }
+
     /// Symbolizers dropped to keep parsed symbols within `--max-parsed-size`, for the summary.
     pub fn parsed_dropped(&self) -> u64 {
         self.parsed.dropped
@@ -344,6 +395,7 @@ fn lookup(
     options: SymbolizerOptions,
     module: &crate::modules::Module,
     file: &crate::untrusted::StableFile,
+    dwarf: FileCheck,
     offsets: &[u64],
 ) -> (Vec<Option<Vec<Frame>>>, bool) {
     let mut found: Vec<Option<Vec<Frame>>> = vec![None; offsets.len()];
@@ -357,6 +409,7 @@ fn lookup(
             strings,
             options,
             debug_path,
+            dwarf.debug_file,
             Input::VirtOffset(&virtual_offsets),
         ) {
             found = frames;
@@ -376,6 +429,7 @@ fn lookup(
         strings,
         options,
         file.readable_path(),
+        dwarf.module_file,
         Input::FileOffset(&missing),
     ) {
         Ok(frames) => {

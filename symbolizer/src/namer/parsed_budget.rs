@@ -7,7 +7,8 @@
 //! of MiB of DWARF, rustc's libraries) the parsed state of live modules alone took emberprof's heap
 //! past 200 MiB (heaptrack: 74 of 117 MiB of heap in blazesym). A 90 s `--all` there held 392-529
 //! MiB of files with 31-81 MiB of heap in all: the budget counts those files' sizes (known without
-//! parsing anything, and well above what is parsed of them) and, past it,
+//! parsing anything, and well above what is parsed of them), plus what their compressed DWARF
+//! sections inflate to (held whole in the heap; see `file_check`), and, past it,
 //! drops the least recently used symbolizers. A dropped module is parsed again when one of its
 //! addresses is next named: names already given stay in the profile, so the budget costs CPU on a
 //! machine with more hot debug info than it allows, never names.

@@ -4,7 +4,6 @@
 //! segments (to place it at a mapping's address), the index of its CFI, and which of its functions
 //! keep frame pointers (for `--unwind auto`).
 
-use std::io::Read;
 use std::ops::{Deref, Range};
 use std::sync::Arc;
 
@@ -13,6 +12,7 @@ use object::{CompressionFormat, Object, ObjectSection, ObjectSegment};
 
 use super::scan::{CfiProblem, FunctionFrame, ModuleCfi};
 use super::UnwindFailure;
+use crate::compressed::{inflate_exactly, InflateError};
 use crate::untrusted::{byte_range, drop_resident_pages, drop_resident_range, StableFile};
 
 /// Bytes of compressed sections decompressed per module, in all (Go links its `.debug_frame`
@@ -351,22 +351,16 @@ fn decompress(
         .map_err(|_| unusable(format!("{name}: compressed bytes outside the file")))?
         .data;
     let mut bytes = Vec::with_capacity(size as usize);
-    // One byte more than the header says, to notice a stream that is longer.
-    let limit = size.saturating_add(1);
-    let read = match range.format {
-        CompressionFormat::Zlib => flate2::read::ZlibDecoder::new(data)
-            .take(limit)
-            .read_to_end(&mut bytes),
-        CompressionFormat::Zstandard => ruzstd::decoding::StreamingDecoder::new(data)
-            .map_err(|_| unusable(format!("{name}: bad zstd stream")))?
-            .take(limit)
-            .read_to_end(&mut bytes),
-        _ => return Err(unusable(format!("{name}: unknown compression format"))),
-    };
-    if read.is_err() || bytes.len() as u64 != size {
-        return Err(unusable(format!(
-            "{name}: the compressed stream is corrupt or not of the size its header states"
-        )));
+    match inflate_exactly(range.format, data, size, &mut bytes) {
+        Ok(()) => {}
+        Err(InflateError::UnknownFormat) => {
+            return Err(unusable(format!("{name}: unknown compression format")))
+        }
+        Err(InflateError::BadStream) => {
+            return Err(unusable(format!(
+                "{name}: the compressed stream is corrupt or not of the size its header states"
+            )))
+        }
     }
     *decompressed = total;
     Ok(Arc::from(bytes))
@@ -467,6 +461,7 @@ fn judge_frame_pointers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compressed::test_files::{elf_with_compressed_sections, zlib};
     use crate::untrusted::StableFile;
 
     fn info(load_segments: Vec<LoadSegment>) -> ElfUnwindInfo {
@@ -520,38 +515,13 @@ mod tests {
         section.0.into_vec()
     }
 
-    /// An ELF file (relocatable: sections are all this reader needs) with one `.debug_frame`
-    /// section, `SHF_COMPRESSED` with `ch_type` and `ch_size` as given.
+    /// An ELF file with one `.debug_frame` section, `SHF_COMPRESSED` with `ch_type` and
+    /// `ch_size` as given.
     fn elf_with_compressed_debug_frame(ch_type: u32, ch_size: u64, stream: &[u8]) -> StableFile {
-        use object::write::{Object, SectionKind};
-        let mut elf = Object::new(
-            object::BinaryFormat::Elf,
-            object::Architecture::X86_64,
-            object::Endianness::Little,
-        );
-        let id = elf.add_section(Vec::new(), b".debug_frame".to_vec(), SectionKind::Debug);
-        elf.section_mut(id).flags = object::SectionFlags::Elf {
-            sh_type: object::elf::SHT_PROGBITS,
-            sh_flags: object::elf::SHF_COMPRESSED,
-        };
-        let mut data = Vec::new();
-        data.extend_from_slice(&ch_type.to_le_bytes());
-        data.extend_from_slice(&0u32.to_le_bytes());
-        data.extend_from_slice(&ch_size.to_le_bytes());
-        data.extend_from_slice(&1u64.to_le_bytes());
-        data.extend_from_slice(stream);
-        elf.append_section_data(id, &data, 8);
-        let bytes = elf.write().expect("write ELF");
+        let bytes = elf_with_compressed_sections(&[(".debug_frame", ch_type, ch_size, stream)]);
         let mut file = tempfile::tempfile().expect("temp file");
         std::io::Write::write_all(&mut file, &bytes).expect("write temp file");
         StableFile::own(file)
-    }
-
-    fn zlib(bytes: &[u8]) -> Vec<u8> {
-        let mut encoder =
-            flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        std::io::Write::write_all(&mut encoder, bytes).expect("compress");
-        encoder.finish().expect("compress")
     }
 
     /// Issue 18, item 3: Go links `.debug_frame` zlib-compressed. It is decompressed, indexed, and

@@ -1,0 +1,321 @@
+//! What blazesym reads of files a profiled process controls: symbol tables (the kind of issue 19's
+//! defect 1, a parse of untrusted data on the recording loop), compressed DWARF sections (the kind
+//! of defect 8, in the files `record` reads) and links to other files (the kind of defect 6).
+//! Compressed sections: blazesym inflates a compressed `.debug_info` whole into the heap, into a
+//! vector of the size the section's header claims, and reads the stream to its end. The attacker
+//! (uid 65534 through `setpriv`) runs two programs built with `-gz=zlib`, each patched after the
+//! link: one's `.debug_info` header claims 64 TiB (emberprof, as root, aborted: "memory allocation
+//! of 70368744177664 bytes failed", and the profile was lost), the other's claims 4 KiB and holds a
+//! stream that inflates to 1 GiB of zeros from 1 MiB of file. A third, honest program checks that
+//! compressed DWARF is still read.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// Burns CPU for a second or so in `NAME` (set with `-D`), through a function only DWARF names
+/// (inlined into it).
+const VICTIM_C: &str = r#"
+static volatile unsigned long sink;
+static inline __attribute__((always_inline)) void inlined_into(unsigned long i) { sink += i * 3; }
+__attribute__((noinline)) void NAME(void) {
+    for (unsigned long i = 0; i < 2000000000UL; i++) inlined_into(i);
+}
+int main(void) { NAME(); return 0; }
+"#;
+
+/// Peak RSS allowed: a recording of three small programs peaks near 50 MiB; the bomb alone would
+/// take 1 GiB.
+const MAX_RSS_BYTES: u64 = 300 << 20;
+/// What the bomb inflates to.
+const BOMB_BYTES: usize = 1 << 30;
+/// What the bomb's header claims.
+const BOMB_CLAIM: u64 = 4096;
+
+#[test]
+fn hostile_compressed_dwarf_neither_aborts_nor_inflates() {
+    let _kernel = kernel_test();
+    let dir = attacker_dir();
+    let build = |name: &str| {
+        let path = dir.path().join(format!("{name}.bin"));
+        compile(
+            &path,
+            VICTIM_C,
+            &["-O1", "-g", "-gz=zlib", &format!("-DNAME={name}")],
+        );
+        path
+    };
+    let claim = build("function_of_the_lying_claim");
+    patch_debug_info(&claim, |elf, section| {
+        // ch_size, after ch_type and ch_reserved.
+        elf[section.offset + 8..section.offset + 16].copy_from_slice(&(1u64 << 46).to_le_bytes());
+    });
+    let bomb = build("function_of_the_bomb");
+    patch_debug_info(&bomb, |elf, section| {
+        // A new compression header and stream, at the end of the file.
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..BOMB_BYTES / zeros.len() {
+            encoder.write_all(&zeros).expect("compress");
+        }
+        let stream = encoder.finish().expect("compress");
+        let mut data = Vec::new();
+        for field in [1u32, 0] {
+            data.extend_from_slice(&field.to_le_bytes());
+        }
+        for field in [BOMB_CLAIM, 1] {
+            data.extend_from_slice(&field.to_le_bytes());
+        }
+        data.extend_from_slice(&stream);
+        replace_section_data(elf, &section, &data);
+    });
+    build("honest_function");
+
+    let out = dir.path().join("out.folded");
+    let mut args = strings(&["record", "-v", "-F", "499", "-o"]);
+    args.push(out.display().to_string());
+    args.push("--".into());
+    // The attacker runs copies of its own (files it could rewrite at any time).
+    let script = "for f in *.bin; do cp $f ${f%.bin}; done; ./function_of_the_lying_claim & \
+                  ./function_of_the_bomb & ./honest_function; wait";
+    args.extend(as_attacker_sh(dir.path(), script));
+    let recording = record_attack("hostile compressed DWARF", &args);
+    assert!(
+        recording.peak_rss_bytes < MAX_RSS_BYTES,
+        "emberprof peaked at {} MiB (at most {} MiB):\n{}",
+        recording.peak_rss_bytes >> 20,
+        MAX_RSS_BYTES >> 20,
+        recording.stderr
+    );
+    for reason in [
+        "function_of_the_lying_claim: named from its symbol tables only, its DWARF is not \
+         read: section .debug_info claims to inflate to 70368744177664 bytes",
+        "function_of_the_bomb: named from its symbol tables only, its DWARF is not read: \
+         section .debug_info does not inflate to the 4096 bytes it claims",
+    ] {
+        assert!(
+            recording.stderr.contains(reason),
+            "-v does not say \"{reason}\":\n{}",
+            recording.stderr
+        );
+    }
+    assert!(
+        recording
+            .stderr
+            .contains("2 modules named from their symbol tables only"),
+        "the summary does not count the two modules:\n{}",
+        recording.stderr
+    );
+    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
+    let samples_in = |function: &str| total(&stacks, |s| s.frames.iter().any(|f| f == function));
+    // The symbol tables still name the hostile programs' functions.
+    for function in ["function_of_the_lying_claim", "function_of_the_bomb"] {
+        assert!(
+            samples_in(function) > 50,
+            "{function} is not named:\n{}",
+            describe(&stacks)
+        );
+    }
+    // Honest compressed DWARF is read: the inlined function only it names is there.
+    let honest_inlined = total(&stacks, |s| {
+        s.frames
+            .windows(2)
+            .any(|pair| pair[0] == "honest_function" && pair[1].starts_with("inlined_into"))
+    });
+    assert!(
+        honest_inlined > 50,
+        "honest_function's inlined callee (from its compressed DWARF) is not named:\n{}",
+        describe(&stacks)
+    );
+}
+
+/// A root-owned program with a `.gnu_debuglink` (built with `-g`, its DWARF moved to
+/// `victim.debug` by objcopy, as distributions ship them) runs from a directory the attacker
+/// writes, where the attacker replaced `victim.debug` with a FIFO nobody writes to. blazesym looked
+/// for the debug file beside the program and opened the FIFO: `record` blocked in `open` for good,
+/// past SIGINT and SIGTERM.
+#[test]
+fn a_fifo_named_by_a_debug_link_does_not_hang_recording() {
+    let _kernel = kernel_test();
+    let dir = attacker_dir();
+    let program = dir.path().join("victim");
+    compile(
+        &program,
+        VICTIM_C,
+        &["-O1", "-g", "-DNAME=function_beside_a_fifo"],
+    );
+    let debug = dir.path().join("victim.debug");
+    run_build_tool(
+        Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&program)
+            .arg(&debug),
+        "apt-get install binutils",
+    );
+    run_build_tool(
+        Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(format!("--add-gnu-debuglink={}", debug.display()))
+            .arg(&program),
+        "apt-get install binutils",
+    );
+    std::fs::remove_file(&debug).expect("remove the debug file");
+    let out = dir.path().join("out.folded");
+    let mut args = strings(&["record", "-F", "499", "-o"]);
+    args.push(out.display().to_string());
+    args.push("--".into());
+    args.extend(as_attacker_sh(
+        dir.path(),
+        "mkfifo victim.debug && ./victim",
+    ));
+    let recording = record_attack("FIFO named by a debug link", &args);
+    // The program runs for a second or two: a recording that took far longer waited on the FIFO
+    // (and was killed by `record_attack`'s hang bound before the fix).
+    assert!(
+        recording.wall < Duration::from_secs(30),
+        "recording took {:.1?}",
+        recording.wall
+    );
+    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
+    assert!(
+        total(&stacks, |s| s
+            .frames
+            .iter()
+            .any(|f| f == "function_beside_a_fifo"))
+            > 50,
+        "the program's function is not named from its symbol table:\n{}",
+        describe(&stacks)
+    );
+}
+
+/// Symbols in the hostile symbol table: past emberprof's 2 Mi, 96 MB of `.symtab`.
+const HOSTILE_SYMBOLS: usize = 4 << 20;
+
+/// The attacker's program has a `.symtab` of [`HOSTILE_SYMBOLS`] functions at distinct addresses
+/// (its own table replaced after the link). blazesym sorted all of them on the recording loop at
+/// the first lookup, and kept 8 bytes of index for each: 8 million held `record` for 0.67 s and
+/// took its RSS to 276 MiB. The module is now left unnamed, and `-v` says why.
+#[test]
+fn a_huge_symbol_table_is_not_sorted() {
+    let _kernel = kernel_test();
+    let dir = attacker_dir();
+    let program = dir.path().join("victim.bin");
+    compile(
+        &program,
+        VICTIM_C,
+        &["-O1", "-DNAME=function_of_the_huge_table"],
+    );
+    patch_section(&program, ".symtab", |elf, section| {
+        let mut table = vec![0u8; HOSTILE_SYMBOLS * 24];
+        let mut address: u64 = 0x1234_5678;
+        for entry in table.chunks_exact_mut(24) {
+            // st_name 0, st_info FUNC GLOBAL, st_other 0, st_shndx 1, st_value, st_size 16.
+            address = address
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            entry[4] = 0x12;
+            entry[6] = 1;
+            entry[8..16].copy_from_slice(&(address >> 16).to_le_bytes());
+            entry[16..24].copy_from_slice(&16u64.to_le_bytes());
+        }
+        replace_section_data(elf, &section, &table);
+    });
+    let out = dir.path().join("out.folded");
+    let mut args = strings(&["record", "-v", "-F", "499", "-o"]);
+    args.push(out.display().to_string());
+    args.push("--".into());
+    args.extend(as_attacker_sh(
+        dir.path(),
+        "cp victim.bin victim && ./victim",
+    ));
+    let recording = record_attack("huge symbol table", &args);
+    let said = |text: &str| recording.stderr.contains(text);
+    assert!(
+        said("victim: not named, its symbol tables hold ")
+            && said("symbols, more than the 2097152 blazesym may sort"),
+        "-v does not say why the program is not named:\n{}",
+        recording.stderr
+    );
+    // The index alone was 32 MiB, and sorting read the 96 MB table through its mapping.
+    assert!(
+        recording.peak_rss_bytes < MAX_RSS_BYTES_WITHOUT_BOMB,
+        "emberprof peaked at {} MiB (at most {} MiB)",
+        recording.peak_rss_bytes >> 20,
+        MAX_RSS_BYTES_WITHOUT_BOMB >> 20
+    );
+    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
+    let unnamed = total(&stacks, |s| {
+        s.frames.first().is_some_and(|f| f == "victim")
+            && s.frames.iter().any(|f| f.starts_with("victim+0x"))
+    });
+    assert!(
+        unnamed > 50,
+        "the program's frames are not left as victim+0xOFFSET:\n{}",
+        describe(&stacks)
+    );
+}
+
+/// Peak RSS allowed where nothing is inflated: a short recording of one program peaks near 40 MiB.
+const MAX_RSS_BYTES_WITHOUT_BOMB: u64 = 100 << 20;
+
+/// Where a section is: its header's offset in the file, and its data's.
+struct Section {
+    header: usize,
+    offset: usize,
+}
+
+/// Applies `patch` to the ELF file at `path` with its section `name`. By hand: a few fields of the
+/// section header table.
+fn patch_section(path: &Path, name: &str, patch: impl FnOnce(&mut Vec<u8>, Section)) {
+    let mut elf = std::fs::read(path).expect("read the victim");
+    let u16_at = |elf: &[u8], at: usize| u16::from_le_bytes(field(elf, at));
+    let u64_at = |elf: &[u8], at: usize| u64::from_le_bytes(field(elf, at));
+    let table = u64_at(&elf, 0x28) as usize;
+    let (entry_size, count, names) = (
+        usize::from(u16_at(&elf, 0x3a)),
+        usize::from(u16_at(&elf, 0x3c)),
+        usize::from(u16_at(&elf, 0x3e)),
+    );
+    let names_offset = u64_at(&elf, table + names * entry_size + 0x18) as usize;
+    let wanted = [name.as_bytes(), &[0]].concat();
+    let header = (0..count)
+        .map(|index| table + index * entry_size)
+        .find(|&header| {
+            let name = u32::from_le_bytes(field(&elf, header)) as usize;
+            elf[names_offset + name..].starts_with(&wanted)
+        })
+        .unwrap_or_else(|| panic!("the victim has no {name}"));
+    let offset = u64_at(&elf, header + 0x18) as usize;
+    patch(&mut elf, Section { header, offset });
+    std::fs::write(path, elf).expect("write the victim");
+}
+
+/// [`patch_section`] on `.debug_info`, which must be compressed (`SHF_COMPRESSED`).
+fn patch_debug_info(path: &Path, patch: impl FnOnce(&mut Vec<u8>, Section)) {
+    patch_section(path, ".debug_info", |elf, section| {
+        let flags = u64::from_le_bytes(field(elf, section.header + 8));
+        assert_ne!(
+            flags & 0x800,
+            0,
+            "cc -gz=zlib left .debug_info uncompressed (the linker needs zlib support)"
+        );
+        patch(elf, section)
+    });
+}
+
+/// Points the section at `data`, appended to the file.
+fn replace_section_data(elf: &mut Vec<u8>, section: &Section, data: &[u8]) {
+    let start = elf.len();
+    elf.extend_from_slice(data);
+    let (offset, size) = (start as u64, data.len() as u64);
+    elf[section.header + 0x18..section.header + 0x20].copy_from_slice(&offset.to_le_bytes());
+    elf[section.header + 0x20..section.header + 0x28].copy_from_slice(&size.to_le_bytes());
+}
+
+/// The `N` bytes of a header field at `at`.
+fn field<const N: usize>(elf: &[u8], at: usize) -> [u8; N] {
+    elf[at..at + N].try_into().expect("a field inside the file")
+}
