@@ -33,12 +33,18 @@ pub(super) fn lookup(
         debug_syms: dwarf,
         ..Elf::new(path.clone())
     });
+    let read_dwarf = dwarf;
     let dwarf = blaze.symbolize(&dwarf_source, input)?;
-    let symtab_source = Source::Elf(Elf {
-        debug_syms: false,
-        ..Elf::new(path)
-    });
-    let symtab = blaze.symbolize(&symtab_source, input).unwrap_or_default();
+    // Without DWARF the first pass was the symbol table's already.
+    let symtab = if read_dwarf {
+        let symtab_source = Source::Elf(Elf {
+            debug_syms: false,
+            ..Elf::new(path)
+        });
+        blaze.symbolize(&symtab_source, input).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     Ok(dwarf
         .iter()
         .enumerate()

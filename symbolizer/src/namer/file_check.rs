@@ -31,6 +31,7 @@
 //! By hand because no crate checks this for blazesym; `object` reads the headers, `flate2` (the
 //! inflater blazesym itself uses) the streams.
 
+use memmap2::Mmap;
 use object::{CompressionFormat, Object, ObjectSection};
 
 use crate::compressed::{inflate_exactly, InflateError};
@@ -169,12 +170,12 @@ pub(super) struct FileCheck {
 /// Checks `module`'s file and debug file (see the module documentation); says why at `-v` when
 /// a module is left unnamed, or DWARF of a file that has some is left out.
 pub(super) fn check_module(module: &Module, file: &StableFile) -> FileCheck {
-    let files = [Some(file), module.debug_file()];
-    let symbols: u64 = files
+    // A file that cannot be mapped is one blazesym cannot read either.
+    let maps: Vec<(Mmap, bool)> = [(Some(file), false), (module.debug_file(), true)]
         .into_iter()
-        .flatten()
-        .filter_map(|file| Some(symbol_entries(&file.map().ok()?)))
-        .sum();
+        .filter_map(|(file, is_debug_file)| Some((file?.map().ok()?, is_debug_file)))
+        .collect();
+    let symbols: u64 = maps.iter().map(|(map, _)| symbol_entries(map)).sum();
     if symbols > MAX_SYMBOL_ENTRIES {
         log::info!(
             "{}: not named, its symbol tables hold {symbols} symbols, more than the {} blazesym \
@@ -197,30 +198,26 @@ pub(super) fn check_module(module: &Module, file: &StableFile) -> FileCheck {
         inflated: 0,
         refused: false,
     };
-    for (file, is_debug_file) in files.into_iter().zip([false, true]) {
-        // A file that cannot be mapped is one blazesym cannot read either.
-        let Some(map) = file.and_then(|file| file.map().ok()) else {
-            continue;
-        };
-        let verdict = match followed_link(&map) {
+    for (map, is_debug_file) in &maps {
+        let verdict = match followed_link(map) {
             Some(reason) => Err(reason),
-            None => inflated_bytes(&map, MAX_INFLATED_BYTES - check.inflated),
+            None => inflated_bytes(map, MAX_INFLATED_BYTES - check.inflated),
         };
         match verdict {
             Ok(bytes) => {
                 check.inflated += bytes;
-                *(if is_debug_file {
+                *(if *is_debug_file {
                     &mut check.debug_file
                 } else {
                     &mut check.module_file
                 }) = true;
             }
-            Err(reason) if has_dwarf(&map) => {
+            Err(reason) if has_dwarf(map) => {
                 check.refused = true;
                 log::info!(
                     "{}{}: named from its symbol tables only, its DWARF is not read: {reason}",
                     module.display_name,
-                    if is_debug_file {
+                    if *is_debug_file {
                         " (its debug file)"
                     } else {
                         ""
