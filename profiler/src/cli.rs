@@ -273,9 +273,11 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", help_heading = "Advanced")]
     pub max_module_fds: Option<usize>,
 
-    /// Most bytes of executables, libraries and debug files whose symbols and debug info are kept
-    /// parsed at once (the parsed state is a sixth of that or less). Past it the least recently used
-    /// module's is dropped and parsed again when a sample lands in it: costs CPU, never names.
+    /// Most bytes of symbols and debug info kept parsed at once, each module counted as the size of
+    /// its executable or library and debug file, or the heap its parse took when that is more (the
+    /// parsed state of real programs is a sixth of their files or less). Past it the least recently
+    /// used module's is dropped and parsed again when a sample lands in it: costs CPU, never names.
+    /// A module whose parse alone takes more is named from its symbol tables from then on.
     #[arg(long, value_name = "BYTES", default_value_t = SymbolizerOptions::default().max_parsed_bytes, help_heading = "Advanced")]
     pub max_parsed_size: u64,
 

@@ -30,6 +30,10 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 
+/// Counts the heap in use, by which the symbolizer measures what blazesym parsed (see its `heap`).
+#[global_allocator]
+static HEAP: emberprof_symbolizer::CountingAllocator = emberprof_symbolizer::CountingAllocator;
+
 fn main() -> ExitCode {
     memory::tune_allocator();
     let cli = Cli::parse();

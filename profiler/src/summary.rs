@@ -237,8 +237,8 @@ pub fn print(summary: &Summary<'_>) {
     if modules.dwarf_refused > 0 {
         log::info!(
             "{} modules named from their symbol tables only, their DWARF not read: compressed \
-             sections that would inflate past {} MiB or not as their headers claim, or links to \
-             other files (-v names them)",
+             sections that would inflate past {} MiB or not as their headers claim, links to \
+             other files, or more DWARF work than allowed (-v names them and the limit)",
             modules.dwarf_refused,
             emberprof_symbolizer::MAX_INFLATED_BYTES >> 20
         );

@@ -19,12 +19,17 @@
 //!
 //! [`stack_root`] says which outermost frames make a user stack complete.
 
+#[cfg(test)]
+#[global_allocator]
+static HEAP: CountingAllocator = CountingAllocator;
+
 mod compressed;
 mod debug_file;
 mod demangle;
 mod entry_point;
 mod error;
 mod frame;
+mod heap;
 mod jit;
 mod kallsyms;
 mod mapping_records;
@@ -55,6 +60,7 @@ mod vdso;
 pub use demangle::{demangle, NameStyle};
 pub use error::Error;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
+pub use heap::{heap_in_use, CountingAllocator};
 pub use jit::JitStats;
 pub use mapping_records::{
     FileIdentity, NamingStats, RecordedMapping, Unusable, MAX_RECORDED_PER_PROCESS,

@@ -7,7 +7,8 @@
 //! link: one's `.debug_info` header claims 64 TiB (emberprof, as root, aborted: "memory allocation
 //! of 70368744177664 bytes failed", and the profile was lost), the other's claims 4 KiB and holds a
 //! stream that inflates to 1 GiB of zeros from 1 MiB of file. A third, honest program checks that
-//! compressed DWARF is still read.
+//! compressed DWARF is still read. Line programs: blazesym keeps every row of a unit's program,
+//! and a row can take one byte of it.
 
 use std::io::Write;
 use std::path::Path;
@@ -256,6 +257,159 @@ fn a_huge_symbol_table_is_not_sorted() {
         "the program's frames are not left as victim+0xOFFSET:\n{}",
         describe(&stacks)
     );
+}
+
+/// Rows in the line program blazesym must not build: 20 MB of one-byte rows took `record` to
+/// 510 MiB of RSS.
+const LONG_PROGRAM_ROWS: usize = 20_000_000;
+/// Rows in the compressed one: what 64 MiB of inflated sections allow, from a few KiB of file.
+const PACKED_PROGRAM_ROWS: usize = 60_000_000;
+/// Rows of a program just within emberprof's limit on one unit's line program (2 MiB): its parse
+/// takes some 60 MiB of heap, past the `--max-parsed-size` the test sets.
+const PROGRAM_ROWS_AT_THE_LIMIT: usize = (2 << 20) - 64;
+/// `--max-parsed-size` for [`hostile_dwarf_is_not_built_past_its_limits`].
+const PARSED_BUDGET: u64 = 32 << 20;
+/// Peak RSS allowed: the program at the limit takes some 60 MiB while it is parsed; before, the
+/// long program alone took 510 MiB, the packed one 1.5 GiB.
+const MAX_RSS_BYTES_FOR_DWARF: u64 = 200 << 20;
+
+/// blazesym runs a unit's whole line program at its first lookup there and keeps every row (24
+/// bytes, from one byte of program), so the attacker's programs (their `.debug_line` replaced
+/// after the link) hold one long program: 20 MB of it, and 60 MB of it compressed into the file
+/// (within the 64 MiB a module's sections may inflate to). Each is now refused before blazesym
+/// reads it (`dwarf_shape`). A third program's is just within that limit, and the test's
+/// `--max-parsed-size` is below what its parse takes: the heap measured around its lookups is
+/// counted, and its DWARF is left out after the first round. An honest program keeps its DWARF.
+#[test]
+fn hostile_dwarf_is_not_built_past_its_limits() {
+    let _kernel = kernel_test();
+    let dir = attacker_dir();
+    let build = |name: &str, rows: Option<usize>, compressed: bool| {
+        let path = dir.path().join(format!("{name}.bin"));
+        compile(
+            &path,
+            VICTIM_C,
+            &["-O1", "-g", "-gdwarf-4", &format!("-DNAME={name}")],
+        );
+        if let Some(rows) = rows {
+            patch_section(&path, ".debug_line", |elf, section| {
+                let program = line_program(rows);
+                if !compressed {
+                    return replace_section_data(elf, &section, &program);
+                }
+                let flags = u64::from_le_bytes(field(elf, section.header + 8)) | 0x800;
+                elf[section.header + 8..section.header + 16].copy_from_slice(&flags.to_le_bytes());
+                let mut data = Vec::new();
+                data.extend_from_slice(&1u32.to_le_bytes()); // ELFCOMPRESS_ZLIB
+                data.extend_from_slice(&0u32.to_le_bytes());
+                data.extend_from_slice(&(program.len() as u64).to_le_bytes());
+                data.extend_from_slice(&1u64.to_le_bytes());
+                let mut encoder =
+                    flate2::write::ZlibEncoder::new(data, flate2::Compression::best());
+                encoder.write_all(&program).expect("compress");
+                replace_section_data(elf, &section, &encoder.finish().expect("compress"));
+            });
+        }
+    };
+    build("function_of_the_long_lines", Some(LONG_PROGRAM_ROWS), false);
+    build(
+        "function_of_the_packed_lines",
+        Some(PACKED_PROGRAM_ROWS),
+        true,
+    );
+    build(
+        "function_at_the_limit",
+        Some(PROGRAM_ROWS_AT_THE_LIMIT),
+        false,
+    );
+    build("honest_function", None, false);
+
+    let out = dir.path().join("out.folded");
+    let mut args = strings(&["record", "-v", "-F", "499", "--max-parsed-size"]);
+    args.push(PARSED_BUDGET.to_string());
+    args.push("-o".into());
+    args.push(out.display().to_string());
+    args.push("--".into());
+    let script = "for f in *.bin; do cp $f ${f%.bin}; done; ./function_of_the_long_lines & \
+                  ./function_of_the_packed_lines & ./function_at_the_limit & ./honest_function; \
+                  wait";
+    args.extend(as_attacker_sh(dir.path(), script));
+    let recording = record_attack("hostile DWARF line programs", &args);
+    assert!(
+        recording.peak_rss_bytes < MAX_RSS_BYTES_FOR_DWARF,
+        "emberprof peaked at {} MiB (at most {} MiB):\n{}",
+        recording.peak_rss_bytes >> 20,
+        MAX_RSS_BYTES_FOR_DWARF >> 20,
+        recording.stderr
+    );
+    let header = 56; // line_program's header and the program's first and last opcodes
+    for reason in [
+        format!(
+            "function_of_the_long_lines: named from its symbol tables only, its DWARF is not \
+             read: a line program of {} bytes, past the 2 MiB allowed",
+            LONG_PROGRAM_ROWS + header
+        ),
+        format!(
+            "function_of_the_packed_lines: named from its symbol tables only, its DWARF is not \
+             read: a line program of {} bytes, past the 2 MiB allowed",
+            PACKED_PROGRAM_ROWS + header
+        ),
+        format!(
+            "function_at_the_limit: named from its symbol tables only from now on: parsing its \
+             DWARF took more heap than --max-parsed-size ({} MiB)",
+            PARSED_BUDGET >> 20
+        ),
+    ] {
+        assert!(
+            recording.stderr.contains(&reason),
+            "-v does not say \"{reason}\":\n{}",
+            recording.stderr
+        );
+    }
+    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
+    let samples_in = |function: &str| total(&stacks, |s| s.frames.iter().any(|f| f == function));
+    for function in [
+        "function_of_the_long_lines",
+        "function_of_the_packed_lines",
+        "function_at_the_limit",
+    ] {
+        assert!(
+            samples_in(function) > 50,
+            "{function} is not named:\n{}",
+            describe(&stacks)
+        );
+    }
+    let honest_inlined = total(&stacks, |s| {
+        s.frames
+            .windows(2)
+            .any(|pair| pair[0] == "honest_function" && pair[1].starts_with("inlined_into"))
+    });
+    assert!(
+        honest_inlined > 50,
+        "honest_function's inlined callee (from its DWARF) is not named:\n{}",
+        describe(&stacks)
+    );
+}
+
+/// A DWARF 4 line program of `rows` rows, one byte each (a special opcode: address + 1).
+fn line_program(rows: usize) -> Vec<u8> {
+    // minimum_instruction_length, maximum_operations_per_instruction, default_is_stmt,
+    // line_base -5, line_range 14, opcode_base 13, the standard opcodes' lengths, no include
+    // directories, one file.
+    let mut header = vec![1, 1, 1, (-5i8) as u8, 14, 13];
+    header.extend_from_slice(&[0, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1]);
+    header.push(0);
+    header.extend_from_slice(b"victim.c\0\0\0\0\0");
+    let mut body = vec![0, 9, 2]; // DW_LNE_set_address 0
+    body.extend_from_slice(&0u64.to_le_bytes());
+    // Special opcode 32: (32 - 13) = 1 * 14 + (0 - -5): address + 1, line + 0, a row.
+    body.resize(body.len() + rows, 32);
+    body.extend_from_slice(&[0, 1, 1]); // DW_LNE_end_sequence
+    let mut program = 4u16.to_le_bytes().to_vec();
+    program.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    program.extend_from_slice(&header);
+    program.extend_from_slice(&body);
+    [&(program.len() as u32).to_le_bytes()[..], &program].concat()
 }
 
 /// Peak RSS allowed where nothing is inflated: a short recording of one program peaks near 40 MiB.

@@ -1,5 +1,5 @@
 //! What blazesym may read of a module, checked before it is asked to: the module's files are the
-//! profiled process's, and blazesym trusts them in three ways.
+//! profiled process's, and blazesym trusts them in four ways.
 //!
 //! - **Symbol tables.** blazesym's first lookup in a module sorts all of its symbol table and
 //!   dynamic symbol table by address, on the recording loop, and keeps an 8-byte index per symbol
@@ -25,6 +25,9 @@
 //!   `.gnu_debugaltlink` or `.debug_sup` (dwz's shared DWARF) is followed only to an absolute path
 //!   under `/usr/lib/debug/`, which only root writes.
 //!
+//! - **How much work its DWARF gives.** See `dwarf_shape`: blazesym builds many times what it
+//!   reads of line programs, abbreviation tables and units.
+//!
 //! A file whose DWARF is not read is named from its symbol tables (blazesym reads those without
 //! inflating or following anything), and `-v` says why when it had DWARF of its own.
 //!
@@ -34,6 +37,7 @@
 use memmap2::Mmap;
 use object::{CompressionFormat, Object, ObjectSection};
 
+use super::dwarf_shape;
 use crate::compressed::{inflate_exactly, InflateError};
 use crate::modules::Module;
 use crate::untrusted::StableFile;
@@ -201,7 +205,13 @@ pub(super) fn check_module(module: &Module, file: &StableFile) -> FileCheck {
     for (map, is_debug_file) in &maps {
         let verdict = match followed_link(map) {
             Some(reason) => Err(reason),
-            None => inflated_bytes(map, MAX_INFLATED_BYTES - check.inflated),
+            None => inflated_bytes(map, MAX_INFLATED_BYTES - check.inflated).and_then(|bytes| {
+                // After the inflation check: it reads compressed sections inflated.
+                match dwarf_shape::too_much_work(map) {
+                    Some(reason) => Err(reason),
+                    None => Ok(bytes),
+                }
+            }),
         };
         match verdict {
             Ok(bytes) => {

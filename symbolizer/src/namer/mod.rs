@@ -8,6 +8,7 @@
 //! symbolization the same way), so the namer works the same on live processes and on modules kept
 //! after their processes exited.
 
+mod dwarf_shape;
 mod elf;
 mod file_check;
 mod file_pages;
@@ -240,6 +241,36 @@ impl Namer {
         }
     }
 
+    /// Drops the symbolizer of a module whose parse took more heap than the whole
+    /// `--max-parsed-size` (counted as a drop for the budget), and leaves its DWARF out from then
+    /// on: its next symbolizer reads its symbol tables only. Names it gave stay.
+    fn refuse_dwarf(&mut self, modules: &ModuleTable, module_id: ModuleId) {
+        self.blaze.remove(&module_id);
+        self.parsed.forget(module_id);
+        self.parsed.dropped += 1;
+        let Some(check) = self.checks.get_mut(&module_id) else {
+            return;
+        };
+        if !(check.module_file || check.debug_file) {
+            // Its symbol tables alone were past it: parsed again when needed, as any drop.
+            return;
+        }
+        check.module_file = false;
+        check.debug_file = false;
+        check.inflated = 0;
+        if !check.refused {
+            // Not counted yet (one of its files may have been, at its check).
+            check.refused = true;
+            self.dwarf_refused += 1;
+        }
+        log::info!(
+            "{}: named from its symbol tables only from now on: parsing its DWARF took more heap \
+             than --max-parsed-size ({} MiB)",
+            modules.get(module_id).display_name,
+            self.options.max_parsed_bytes >> 20
+        );
+    }
+
     /// Names these offsets (sorted, distinct) of one module into the user cache.
     fn symbolize_module(&mut self, modules: &ModuleTable, module_id: ModuleId, offsets: &[u64]) {
         let module = modules.get(module_id);
@@ -307,8 +338,10 @@ impl Namer {
         let mut found: Vec<Option<Vec<Frame>>> = Vec::with_capacity(offsets.len());
         let mut module_readable = true;
         blaze_mappings.most_resident = 0;
+        let mut heap_taken = 0;
         for chunk in offsets.chunks(self.lookups_per_trim) {
             let before = blaze_mappings.before_round();
+            let heap_before = crate::heap_in_use();
             let (frames, readable) = lookup(
                 blaze,
                 &mut self.strings,
@@ -318,6 +351,7 @@ impl Namer {
                 check,
                 chunk,
             );
+            heap_taken += crate::heap_in_use().saturating_sub(heap_before);
             blaze_mappings.after_round(before);
             found.extend(frames);
             if !readable {
@@ -331,6 +365,12 @@ impl Namer {
                 "{display_name}: {} KiB of its files resident after {LOOKUPS_PER_TRIM} lookups",
                 blaze_mappings.most_resident >> 10
             );
+        }
+        if self.parsed.grew(module_id, heap_taken) {
+            self.refuse_dwarf(modules, module_id);
+        }
+        for dropped in self.parsed.over_budget(module_id) {
+            self.blaze.remove(&dropped);
         }
         for (&offset, frames) in offsets.iter().zip(found) {
             let at_entry = entry.as_ref().is_some_and(|entry| entry.contains(&offset));

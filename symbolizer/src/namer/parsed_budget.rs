@@ -12,6 +12,14 @@
 //! drops the least recently used symbolizers. A dropped module is parsed again when one of its
 //! addresses is next named: names already given stay in the profile, so the budget costs CPU on a
 //! machine with more hot debug info than it allows, never names.
+//!
+//! The files' sizes are not always above what is parsed: a profiled process's file can hold DWARF
+//! that blazesym builds into 25 times its size (a line program of one-byte rows, see
+//! `dwarf_shape`, which bounds one unit's), in as many units as its code covers. So the heap each
+//! module's lookups take is measured too (before and after each round: see `heap`), and a
+//! module is counted for the larger of the two. One module past the whole budget alone has its
+//! DWARF left out from then on (its symbol tables still name it), where the rule above would keep
+//! it whatever it holds.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,13 +29,31 @@ use crate::module_id::ModuleId;
 pub(super) struct ParsedBudget {
     max_bytes: u64,
     held_bytes: u64,
-    /// Size counted and last-use stamp of each module with a live symbolizer.
-    modules: HashMap<ModuleId, (u64, u64)>,
+    /// What is counted for each module with a live symbolizer, and its last-use stamp.
+    modules: HashMap<ModuleId, (Held, u64)>,
     /// The same modules by last-use stamp, oldest first.
     by_use: BTreeMap<u64, ModuleId>,
     clock: u64,
     /// Symbolizers dropped to stay within the budget, for the summary.
     pub dropped: u64,
+}
+
+/// What one module's symbolizer is counted for.
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    /// The sizes of the files it reads, counted before anything is parsed.
+    file_bytes: u64,
+    /// The heap its lookups have taken so far (see [`crate::heap_in_use`]).
+    heap_bytes: u64,
+}
+
+impl Held {
+    /// The files' sizes, or the heap the parse took when that is more: blazesym builds many times
+    /// the bytes of some DWARF (line programs: 25 times; see `dwarf_shape`), which a file's size
+    /// alone would not count.
+    fn counted(self) -> u64 {
+        self.file_bytes.max(self.heap_bytes)
+    }
 }
 
 impl ParsedBudget {
@@ -58,18 +84,34 @@ impl ParsedBudget {
                 *last_use = stamp;
             }
             None => {
-                self.modules.insert(module, (bytes, stamp));
-                self.held_bytes += bytes;
+                let held = Held {
+                    file_bytes: bytes,
+                    heap_bytes: 0,
+                };
+                self.modules.insert(module, (held, stamp));
+                self.held_bytes += held.counted();
             }
         }
         self.by_use.insert(stamp, module);
     }
 
+    /// `module`'s lookups took `bytes` more of the heap; returns whether that heap alone is now past
+    /// the whole budget (its files' sizes past it are not: see [`ParsedBudget::over_budget`]).
+    pub fn grew(&mut self, module: ModuleId, bytes: u64) -> bool {
+        let Some((held, _)) = self.modules.get_mut(&module) else {
+            return false;
+        };
+        self.held_bytes -= held.counted();
+        held.heap_bytes += bytes;
+        self.held_bytes += held.counted();
+        held.heap_bytes > self.max_bytes
+    }
+
     /// `module`'s symbolizer is gone (the module was closed or released).
     pub fn forget(&mut self, module: ModuleId) {
-        if let Some((bytes, last_use)) = self.modules.remove(&module) {
+        if let Some((held, last_use)) = self.modules.remove(&module) {
             self.by_use.remove(&last_use);
-            self.held_bytes -= bytes;
+            self.held_bytes -= held.counted();
         }
     }
 
@@ -123,6 +165,33 @@ mod tests {
         assert_eq!(budget.over_budget(id(2)), vec![id(1)]);
         assert!(budget.over_budget(id(2)).is_empty());
         assert_eq!(budget.held_bytes(), 500);
+    }
+
+    /// A module is counted for its files, or for the heap its parse took when more: growth past
+    /// the files makes room as the files' sizes do, and says when one module alone is past all.
+    #[test]
+    fn heap_taken_past_the_files_is_counted() {
+        let mut budget = ParsedBudget::new(100);
+        budget.used(id(1), 30);
+        budget.used(id(2), 30);
+        assert!(!budget.grew(id(2), 20), "within its files' 30");
+        assert_eq!(budget.held_bytes(), 60);
+        assert!(!budget.grew(id(2), 40), "60 of heap");
+        assert_eq!(budget.held_bytes(), 90);
+        assert!(budget.over_budget(id(2)).is_empty());
+        assert!(!budget.grew(id(2), 20));
+        assert_eq!(budget.over_budget(id(2)), vec![id(1)]);
+        assert!(
+            budget.grew(id(2), 30),
+            "110 alone, past the 100 of the budget"
+        );
+        // Files past the whole budget are named still (see the test below); their heap is not.
+        budget.used(id(3), 500);
+        assert!(!budget.grew(id(3), 10), "500 of files, 10 of heap");
+        budget.forget(id(2));
+        budget.forget(id(3));
+        assert_eq!(budget.held_bytes(), 0);
+        assert!(!budget.grew(id(2), 1000), "not counted any more");
     }
 
     #[test]

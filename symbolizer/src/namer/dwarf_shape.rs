@@ -1,0 +1,391 @@
+//! How much work a file's DWARF may give blazesym, checked before blazesym reads any of it.
+//!
+//! blazesym turns what it reads into structures many times the size of the bytes they come from,
+//! and the file is the profiled process's:
+//! - **Line programs.** The first lookup in a compilation unit runs its whole line program and
+//!   keeps every row (24 bytes, up to 48 while its vector grows), and a row can take one byte: a
+//!   program of 20 MB, run by an unprivileged user, took `record` to 510 MiB of RSS and held its
+//!   recording loop for 0.28 s; a 64 MiB one that compresses to a few kilobytes would have taken
+//!   1.5 GiB.
+//! - **Abbreviation tables.** Each unit's table is parsed anew for the unit (blazesym keeps no
+//!   cache of shared ones), at load for every unit without an address range table: one table
+//!   shared by a hundred thousand units is parsed a hundred thousand times.
+//! - **Units.** blazesym keeps a record of every unit, made at load; a unit's entries are parsed
+//!   whole at its first lookup.
+//!
+//! A file past any of the limits below is named from its symbol tables only (see `file_check`),
+//! and `-v` says which limit. Each is tens of times what the largest file we measured needs:
+//! this workspace's debug build (2,811 units, the largest 0.98 MB with a 295 KB line program,
+//! 0.86 MB of abbreviations in all), CPython 3.13's `libpython` (175 units, 0.6 MB, 0.3 MB),
+//! a Go program built by golang-go, and Debian's libc6-dbg. What blazesym holds of the units it
+//! does parse counts against `--max-parsed-size` (see `parsed_budget`).
+//!
+//! By hand because no crate bounds this for blazesym; gimli (the DWARF reader blazesym itself
+//! uses) reads the headers and the first entry of each unit.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use gimli::{AttributeValue, EndianSlice, Reader, RunTimeEndian, Section, SectionId};
+use object::{CompressionFormat, Object, ObjectSection};
+
+use super::file_check::MAX_INFLATED_BYTES;
+use crate::compressed::inflate_exactly;
+
+/// The most compilation units a file may have: blazesym keeps a record of each.
+pub const MAX_UNITS: u64 = 1 << 17;
+/// The largest a unit's entries may be: blazesym parses them whole at its first lookup.
+pub const MAX_UNIT_BYTES: u64 = 16 << 20;
+/// The largest a unit's line program may be: every row of it is kept (see the module
+/// documentation), some 25 bytes of heap per byte of program at worst.
+pub const MAX_LINE_PROGRAM_BYTES: u64 = 2 << 20;
+/// The largest one abbreviation table may be.
+pub const MAX_ABBREVIATION_TABLE_BYTES: u64 = 1 << 20;
+/// The most abbreviation bytes blazesym may parse over all units, a shared table counted for each
+/// unit that uses it (it is parsed for each).
+pub const MAX_ABBREVIATION_BYTES: u64 = 32 << 20;
+
+/// Why blazesym must not read the DWARF of the ELF file `data` (see the module documentation), if
+/// it must not. Compressed sections are read inflated (`file_check` has bounded what they inflate
+/// to); a file that is not ELF or has no `.debug_info` passes.
+pub(crate) fn too_much_work(data: &[u8]) -> Option<String> {
+    let file = object::File::parse(data).ok()?;
+    file.section_by_name(".debug_info")?;
+    let endian = if file.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    // Only what the check reads: inflating the rest (strings, locations) would be wasted.
+    let sections = gimli::DwarfSections::load(|id: SectionId| {
+        Ok::<_, ()>(match id {
+            SectionId::DebugInfo | SectionId::DebugAbbrev | SectionId::DebugLine => {
+                section_bytes(&file, data, id.name())
+            }
+            _ => Cow::Borrowed(&[][..]),
+        })
+    })
+    .ok()?;
+    let dwarf = sections.borrow(|section| EndianSlice::new(section, endian));
+    check_units(&dwarf).err()
+}
+
+/// The bytes of the section `name` of `file` (whose bytes are `data`), inflated if compressed;
+/// none if it is missing or does not inflate. `file_check` has bounded what the file's compressed
+/// sections inflate to, in all, before this runs.
+fn section_bytes<'data>(
+    file: &object::File<'data>,
+    data: &'data [u8],
+    name: &str,
+) -> Cow<'data, [u8]> {
+    let empty = Cow::Borrowed(&[][..]);
+    let Some(section) = file.section_by_name(name) else {
+        return empty;
+    };
+    let Ok(range) = section.compressed_file_range() else {
+        return empty;
+    };
+    if range.format == CompressionFormat::None {
+        return section.data().map_or(empty, Cow::Borrowed);
+    }
+    if range.uncompressed_size > MAX_INFLATED_BYTES {
+        return empty;
+    }
+    let Ok(stream) = range.data(data) else {
+        return empty;
+    };
+    let mut inflated = Vec::with_capacity(range.uncompressed_size as usize + 1);
+    match inflate_exactly(
+        range.format,
+        stream.data,
+        range.uncompressed_size,
+        &mut inflated,
+    ) {
+        Ok(()) => Cow::Owned(inflated),
+        Err(_) => empty,
+    }
+}
+
+fn check_units(dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>) -> Result<(), String> {
+    let mut units: u64 = 0;
+    let mut abbreviation_bytes: u64 = 0;
+    // By table offset: a table shared by many units is measured once, counted for each.
+    let mut tables: HashMap<u64, u64> = HashMap::new();
+    let mut headers = dwarf.units();
+    // A malformed header ends the walk where blazesym's own ends.
+    while let Ok(Some(header)) = headers.next() {
+        units += 1;
+        if units > MAX_UNITS {
+            return Err(format!("it has more than {MAX_UNITS} compilation units"));
+        }
+        let size = header.length_including_self() as u64;
+        if size > MAX_UNIT_BYTES {
+            return Err(format!(
+                "a compilation unit of {size} bytes, past the {} MiB allowed",
+                MAX_UNIT_BYTES >> 20
+            ));
+        }
+        let table_offset = header.debug_abbrev_offset().0 as u64;
+        let table = match tables.get(&table_offset) {
+            Some(&bytes) => bytes,
+            None => {
+                let bytes = abbreviation_table_bytes(&dwarf.debug_abbrev, table_offset)?;
+                tables.insert(table_offset, bytes);
+                bytes
+            }
+        };
+        abbreviation_bytes += table;
+        if abbreviation_bytes > MAX_ABBREVIATION_BYTES {
+            return Err(format!(
+                "its units' abbreviation tables take more than {} MiB to parse",
+                MAX_ABBREVIATION_BYTES >> 20
+            ));
+        }
+        if let Some(program) = line_program_offset(dwarf, &header) {
+            let size = line_program_bytes(&dwarf.debug_line, program);
+            if size > MAX_LINE_PROGRAM_BYTES {
+                return Err(format!(
+                    "a line program of {size} bytes, past the {} MiB allowed",
+                    MAX_LINE_PROGRAM_BYTES >> 20
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of the abbreviation table at `offset`, read without building it; past
+/// [`MAX_ABBREVIATION_TABLE_BYTES`], why not. A table cut short ends where it is cut (gimli fails
+/// there as well).
+fn abbreviation_table_bytes(
+    debug_abbrev: &gimli::DebugAbbrev<EndianSlice<'_, RunTimeEndian>>,
+    offset: u64,
+) -> Result<u64, String> {
+    let section: EndianSlice<'_, RunTimeEndian> = *debug_abbrev.reader();
+    let Some(table) = section.slice().get(offset as usize..) else {
+        return Ok(0);
+    };
+    // One byte more than allowed is read at most: running out of it means the table is longer.
+    let limit = table.len().min(MAX_ABBREVIATION_TABLE_BYTES as usize + 1);
+    let cut = limit < table.len();
+    let mut input = EndianSlice::new(&table[..limit], section.endian());
+    loop {
+        match abbreviation(&mut input) {
+            Ok(true) => {}
+            Ok(false) => return Ok((limit - input.len()) as u64),
+            Err(_) if cut && input.is_empty() => {
+                return Err(format!(
+                    "an abbreviation table past the {} KiB allowed",
+                    MAX_ABBREVIATION_TABLE_BYTES >> 10
+                ))
+            }
+            Err(_) => return Ok((limit - input.len()) as u64),
+        }
+    }
+}
+
+/// Reads one abbreviation declaration: code, tag, children flag, then (name, form) pairs ended by
+/// (0, 0), an implicit constant after its form. `false` at the table's end (code 0).
+fn abbreviation(input: &mut EndianSlice<'_, RunTimeEndian>) -> gimli::Result<bool> {
+    if input.read_uleb128()? == 0 {
+        return Ok(false);
+    }
+    input.read_uleb128()?;
+    input.read_u8()?;
+    loop {
+        let name = input.read_uleb128()?;
+        let form = input.read_uleb128()?;
+        if form == u64::from(gimli::DW_FORM_implicit_const.0) {
+            input.read_sleb128()?;
+        }
+        if name == 0 && form == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Where the unit's line program is: its first entry's `DW_AT_stmt_list`.
+fn line_program_offset(
+    dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>,
+    header: &gimli::UnitHeader<EndianSlice<'_, RunTimeEndian>>,
+) -> Option<u64> {
+    let abbreviations = dwarf.abbreviations(header).ok()?;
+    let mut entries = header.entries_raw(&abbreviations, None).ok()?;
+    let abbreviation = entries.read_abbreviation().ok()??;
+    for spec in abbreviation.attributes() {
+        let attribute = entries.read_attribute(*spec).ok()?;
+        if let AttributeValue::DebugLineRef(offset) = attribute.value() {
+            return Some(offset.0 as u64);
+        }
+    }
+    None
+}
+
+/// The bytes of the line program at `offset`, header included, as its length field says (what
+/// gimli and blazesym read); 0 where there is none.
+fn line_program_bytes(
+    debug_line: &gimli::DebugLine<EndianSlice<'_, RunTimeEndian>>,
+    offset: u64,
+) -> u64 {
+    let section: EndianSlice<'_, RunTimeEndian> = *debug_line.reader();
+    let Some(program) = section.slice().get(offset as usize..) else {
+        return 0;
+    };
+    let mut input = EndianSlice::new(program, section.endian());
+    match input.read_initial_length() {
+        Ok((length, format)) => length as u64 + u64::from(format.initial_length_size()),
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compressed::test_files::{elf_with_compressed_sections, elf_with_sections, zlib};
+
+    /// An abbreviation table of one declaration: a compile unit with `DW_AT_stmt_list`, padded with
+    /// `padding` more attributes (`DW_AT_name`, `DW_FORM_flag_present`: no bytes in the entry).
+    fn abbreviations(padding: usize) -> Vec<u8> {
+        let mut table = vec![1, 0x11, 0, 0x10, 0x17];
+        for _ in 0..padding {
+            table.extend_from_slice(&[0x03, 0x19]);
+        }
+        table.extend_from_slice(&[0, 0, 0]);
+        table
+    }
+
+    /// A DWARF 4 compile unit whose one entry points at the line program at `line_offset`, with
+    /// `padding` more bytes of entries, its abbreviations at `abbrev_offset`.
+    fn unit(abbrev_offset: u32, line_offset: u32, padding: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&4u16.to_le_bytes());
+        body.extend_from_slice(&abbrev_offset.to_le_bytes());
+        body.push(8);
+        body.push(1);
+        body.extend_from_slice(&line_offset.to_le_bytes());
+        body.resize(body.len() + padding, 0);
+        [&(body.len() as u32).to_le_bytes()[..], &body].concat()
+    }
+
+    /// A line program `bytes` long in all, its length field saying so (its contents are not read).
+    fn line_program(bytes: usize) -> Vec<u8> {
+        let mut program = ((bytes - 4) as u32).to_le_bytes().to_vec();
+        program.resize(bytes, 1);
+        program
+    }
+
+    fn dwarf_file(info: Vec<u8>, abbrev: Vec<u8>, line: Vec<u8>) -> Vec<u8> {
+        elf_with_sections(&[
+            (".debug_info", false, info),
+            (".debug_abbrev", false, abbrev),
+            (".debug_line", false, line),
+        ])
+    }
+
+    #[test]
+    fn units_within_every_limit_pass() {
+        let info = [unit(0, 0, 100), unit(0, 1000, 100)].concat();
+        let line = [line_program(1000), line_program(2000)].concat();
+        assert_eq!(
+            too_much_work(&dwarf_file(info, abbreviations(10), line)),
+            None
+        );
+        assert_eq!(too_much_work(b"not an ELF file"), None);
+        assert_eq!(too_much_work(&elf_with_sections(&[])), None, "no DWARF");
+    }
+
+    #[test]
+    fn a_line_program_past_the_limit_is_refused() {
+        let at_limit = MAX_LINE_PROGRAM_BYTES as usize;
+        let file = |bytes| dwarf_file(unit(0, 0, 0), abbreviations(0), line_program(bytes));
+        assert_eq!(too_much_work(&file(at_limit)), None);
+        let refused = too_much_work(&file(at_limit + 1)).expect("refused");
+        let expected = format!("a line program of {} bytes", at_limit + 1);
+        assert!(refused.contains(&expected), "{refused}");
+    }
+
+    /// A unit may point into the middle of another's program, at bytes that read as a longer
+    /// length: what is checked is what the unit points at, not the section's chain of programs.
+    #[test]
+    fn the_program_checked_is_the_one_each_unit_points_at() {
+        // A 64-byte program, bytes 16..20 of which read as the length of a far longer one.
+        let mut line = line_program(64);
+        let inner = (MAX_LINE_PROGRAM_BYTES * 2) as u32;
+        line[16..20].copy_from_slice(&inner.to_le_bytes());
+        line.resize(inner as usize + 20, 1);
+        let file = |offset| dwarf_file(unit(0, offset, 0), abbreviations(0), line.clone());
+        assert_eq!(too_much_work(&file(0)), None);
+        let refused = too_much_work(&file(16)).expect("refused");
+        let expected = format!("a line program of {} bytes", inner + 4);
+        assert!(refused.contains(&expected), "{refused}");
+    }
+
+    #[test]
+    fn compressed_sections_are_checked_inflated() {
+        let line = line_program(MAX_LINE_PROGRAM_BYTES as usize + 1);
+        let zlib_line = zlib(&line);
+        let zlib_info = zlib(&unit(0, 0, 0));
+        let zlib_abbrev = zlib(&abbreviations(0));
+        const ZLIB: u32 = object::elf::ELFCOMPRESS_ZLIB.0;
+        let file = elf_with_compressed_sections(&[
+            (".debug_info", ZLIB, unit(0, 0, 0).len() as u64, &zlib_info),
+            (
+                ".debug_abbrev",
+                ZLIB,
+                abbreviations(0).len() as u64,
+                &zlib_abbrev,
+            ),
+            (".debug_line", ZLIB, line.len() as u64, &zlib_line),
+        ]);
+        assert!(zlib_line.len() < 64 << 10, "a few KiB on disk");
+        let refused = too_much_work(&file).expect("refused");
+        assert!(refused.contains("line program"), "{refused}");
+    }
+
+    #[test]
+    fn too_many_units_are_refused() {
+        let one = unit(0, 0, 0);
+        let file = |units: u64| {
+            let info = one.repeat(units as usize);
+            dwarf_file(info, abbreviations(0), line_program(100))
+        };
+        assert_eq!(too_much_work(&file(MAX_UNITS)), None);
+        let refused = too_much_work(&file(MAX_UNITS + 1)).expect("refused");
+        assert!(refused.contains("compilation units"), "{refused}");
+    }
+
+    #[test]
+    fn a_unit_past_the_limit_is_refused() {
+        // The unit's own header and entry take 16 bytes.
+        let file = |padding| dwarf_file(unit(0, 0, padding), abbreviations(0), line_program(100));
+        let at_limit = MAX_UNIT_BYTES as usize - 16;
+        assert_eq!(too_much_work(&file(at_limit)), None);
+        let refused = too_much_work(&file(at_limit + 1)).expect("refused");
+        assert!(refused.contains("a compilation unit of"), "{refused}");
+    }
+
+    /// blazesym parses a unit's table for each unit: one table shared by many is counted for each.
+    #[test]
+    fn a_shared_abbreviation_table_counts_for_every_unit_that_uses_it() {
+        let table = abbreviations(256 << 10); // 512 KiB
+        let units = |count: usize| unit(0, 0, 0).repeat(count);
+        let fits = (MAX_ABBREVIATION_BYTES as usize) / table.len();
+        let file = |count| dwarf_file(units(count), table.clone(), line_program(100));
+        assert_eq!(too_much_work(&file(fits)), None);
+        let refused = too_much_work(&file(fits + 1)).expect("refused");
+        assert!(
+            refused.contains("abbreviation tables take more than"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn an_abbreviation_table_past_the_limit_is_refused() {
+        let pairs = (MAX_ABBREVIATION_TABLE_BYTES as usize) / 2;
+        let file = |pairs| dwarf_file(unit(0, 0, 0), abbreviations(pairs), line_program(100));
+        // 5 bytes of declaration and 3 of ends around the pairs.
+        assert_eq!(too_much_work(&file(pairs - 4)), None);
+        let refused = too_much_work(&file(pairs)).expect("refused");
+        assert!(refused.contains("an abbreviation table past"), "{refused}");
+    }
+}
