@@ -259,9 +259,9 @@ fn a_huge_symbol_table_is_not_sorted() {
     );
 }
 
-/// Rows in the line program blazesym must not build: 20 MB of one-byte rows took `record` to
-/// 510 MiB of RSS.
-const LONG_PROGRAM_ROWS: usize = 20_000_000;
+/// Rows in the line program blazesym must not build (20 MB of one-byte rows took `record` to 510
+/// MiB of RSS; this one is held in the test's memory while it is written).
+const LONG_PROGRAM_ROWS: usize = 8_000_000;
 /// Rows in the compressed one: what 64 MiB of inflated sections allow, from a few KiB of file.
 const PACKED_PROGRAM_ROWS: usize = 60_000_000;
 /// Rows of a program just within emberprof's limit on one unit's line program (2 MiB): its parse
@@ -293,8 +293,9 @@ fn hostile_dwarf_is_not_built_past_its_limits() {
         );
         if let Some(rows) = rows {
             patch_section(&path, ".debug_line", |elf, section| {
-                let program = line_program(rows);
                 if !compressed {
+                    let mut program = Vec::new();
+                    write_line_program(rows, &mut program);
                     return replace_section_data(elf, &section, &program);
                 }
                 let flags = u64::from_le_bytes(field(elf, section.header + 8)) | 0x800;
@@ -302,11 +303,12 @@ fn hostile_dwarf_is_not_built_past_its_limits() {
                 let mut data = Vec::new();
                 data.extend_from_slice(&1u32.to_le_bytes()); // ELFCOMPRESS_ZLIB
                 data.extend_from_slice(&0u32.to_le_bytes());
-                data.extend_from_slice(&(program.len() as u64).to_le_bytes());
+                data.extend_from_slice(&((rows + LINE_PROGRAM_EXTRA) as u64).to_le_bytes());
                 data.extend_from_slice(&1u64.to_le_bytes());
+                // Compressed as it is written: 60 MB never held in the test's memory.
                 let mut encoder =
                     flate2::write::ZlibEncoder::new(data, flate2::Compression::best());
-                encoder.write_all(&program).expect("compress");
+                write_line_program(rows, &mut encoder);
                 replace_section_data(elf, &section, &encoder.finish().expect("compress"));
             });
         }
@@ -342,17 +344,16 @@ fn hostile_dwarf_is_not_built_past_its_limits() {
         MAX_RSS_BYTES_FOR_DWARF >> 20,
         recording.stderr
     );
-    let header = 56; // line_program's header and the program's first and last opcodes
     for reason in [
         format!(
             "function_of_the_long_lines: named from its symbol tables only, its DWARF is not \
              read: a line program of {} bytes, past the 2 MiB allowed",
-            LONG_PROGRAM_ROWS + header
+            LONG_PROGRAM_ROWS + LINE_PROGRAM_EXTRA
         ),
         format!(
             "function_of_the_packed_lines: named from its symbol tables only, its DWARF is not \
              read: a line program of {} bytes, past the 2 MiB allowed",
-            PACKED_PROGRAM_ROWS + header
+            PACKED_PROGRAM_ROWS + LINE_PROGRAM_EXTRA
         ),
         format!(
             "function_at_the_limit: named from its symbol tables only from now on: parsing its \
@@ -391,8 +392,101 @@ fn hostile_dwarf_is_not_built_past_its_limits() {
     );
 }
 
-/// A DWARF 4 line program of `rows` rows, one byte each (a special opcode: address + 1).
-fn line_program(rows: usize) -> Vec<u8> {
+/// Inlined functions nested in the attacker's DWARF: 3.6 MB of `.debug_info`.
+const NESTED_INLINED_FUNCTIONS: usize = 200_000;
+
+/// The attacker's program's DWARF (its `.debug_info` and `.debug_abbrev` replaced after the link)
+/// is one compile unit and one function covering `.text`, and inside the function
+/// [`NESTED_INLINED_FUNCTIONS`] inlined functions, each inside the one before. blazesym walks
+/// inlined functions by recursion, a stack frame per level: `record`, as root, overflowed its stack
+/// ("fatal runtime error: stack overflow, aborting"), the profile lost. The nesting is now measured
+/// first (`dwarf_shape`), and the program named from its symbol table.
+#[test]
+fn deeply_nested_dwarf_does_not_overflow_the_stack() {
+    let _kernel = kernel_test();
+    let dir = attacker_dir();
+    let program = dir.path().join("victim.bin");
+    compile(
+        &program,
+        VICTIM_C,
+        &[
+            "-O1",
+            "-g",
+            "-gdwarf-4",
+            "-DNAME=function_of_the_deep_dwarf",
+        ],
+    );
+    let mut text = (0, 0);
+    patch_section(&program, ".text", |elf, section| {
+        text = (
+            u64::from_le_bytes(field(elf, section.header + 0x10)),
+            u64::from_le_bytes(field(elf, section.header + 0x20)),
+        );
+    });
+    patch_section(&program, ".debug_abbrev", |elf, section| {
+        let table = [
+            // 1: compile unit, with children: low_pc (addr), high_pc (data8), stmt_list.
+            &[1, 0x11, 1, 0x11, 0x01, 0x12, 0x07, 0x10, 0x17, 0, 0][..],
+            // 2: function, with children: name (string), low_pc, high_pc.
+            &[2, 0x2e, 1, 0x03, 0x08, 0x11, 0x01, 0x12, 0x07, 0, 0],
+            // 3: inlined function, with children: low_pc, high_pc.
+            &[3, 0x1d, 1, 0x11, 0x01, 0x12, 0x07, 0, 0],
+            &[0],
+        ]
+        .concat();
+        replace_section_data(elf, &section, &table);
+    });
+    patch_section(&program, ".debug_info", |elf, section| {
+        let (start, size) = text;
+        let range = [start.to_le_bytes(), size.to_le_bytes()].concat();
+        let mut body = vec![4, 0, 0, 0, 0, 0, 8]; // version 4, abbreviations at 0, 8-byte addresses
+        body.push(1);
+        body.extend_from_slice(&range);
+        body.extend_from_slice(&0u32.to_le_bytes()); // the line program the compiler wrote
+        body.push(2);
+        body.extend_from_slice(b"function_of_the_deep_dwarf\0");
+        body.extend_from_slice(&range);
+        for _ in 0..NESTED_INLINED_FUNCTIONS {
+            body.push(3);
+            body.extend_from_slice(&range);
+        }
+        body.resize(body.len() + NESTED_INLINED_FUNCTIONS + 2, 0);
+        let unit = [&(body.len() as u32).to_le_bytes()[..], &body].concat();
+        replace_section_data(elf, &section, &unit);
+    });
+    let out = dir.path().join("out.folded");
+    let mut args = strings(&["record", "-v", "-F", "499", "-o"]);
+    args.push(out.display().to_string());
+    args.push("--".into());
+    args.extend(as_attacker_sh(
+        dir.path(),
+        "cp victim.bin victim && ./victim",
+    ));
+    // Fails on an abort: record_attack requires a clean exit.
+    let recording = record_attack("deeply nested DWARF", &args);
+    let reason = "victim: named from its symbol tables only, its DWARF is not read: its entries \
+                  nest deeper than the 512 levels allowed";
+    assert!(
+        recording.stderr.contains(reason),
+        "-v does not say \"{reason}\":\n{}",
+        recording.stderr
+    );
+    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
+    let named = total(&stacks, |s| {
+        s.frames.iter().any(|f| f == "function_of_the_deep_dwarf")
+    });
+    assert!(
+        named > 50,
+        "the program's function is not named:\n{}",
+        describe(&stacks)
+    );
+}
+
+/// Bytes of a line program of [`write_line_program`] besides its rows.
+const LINE_PROGRAM_EXTRA: usize = 56;
+
+/// Writes a DWARF 4 line program of `rows` rows, one byte each (a special opcode: address + 1).
+fn write_line_program(rows: usize, out: &mut impl Write) {
     // minimum_instruction_length, maximum_operations_per_instruction, default_is_stmt,
     // line_base -5, line_range 14, opcode_base 13, the standard opcodes' lengths, no include
     // directories, one file.
@@ -400,16 +494,23 @@ fn line_program(rows: usize) -> Vec<u8> {
     header.extend_from_slice(&[0, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1]);
     header.push(0);
     header.extend_from_slice(b"victim.c\0\0\0\0\0");
-    let mut body = vec![0, 9, 2]; // DW_LNE_set_address 0
-    body.extend_from_slice(&0u64.to_le_bytes());
+    let length = 2 + 4 + header.len() + 11 + rows + 3;
+    assert_eq!(4 + length, rows + LINE_PROGRAM_EXTRA);
+    let mut start = (length as u32).to_le_bytes().to_vec();
+    start.extend_from_slice(&4u16.to_le_bytes());
+    start.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    start.extend_from_slice(&header);
+    start.extend_from_slice(&[0, 9, 2]); // DW_LNE_set_address 0
+    start.extend_from_slice(&0u64.to_le_bytes());
+    out.write_all(&start).expect("write the program");
     // Special opcode 32: (32 - 13) = 1 * 14 + (0 - -5): address + 1, line + 0, a row.
-    body.resize(body.len() + rows, 32);
-    body.extend_from_slice(&[0, 1, 1]); // DW_LNE_end_sequence
-    let mut program = 4u16.to_le_bytes().to_vec();
-    program.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    program.extend_from_slice(&header);
-    program.extend_from_slice(&body);
-    [&(program.len() as u32).to_le_bytes()[..], &program].concat()
+    let rows_chunk = [32u8; 1 << 16];
+    for written in (0..rows).step_by(rows_chunk.len()) {
+        let chunk = rows_chunk.len().min(rows - written);
+        out.write_all(&rows_chunk[..chunk])
+            .expect("write the program");
+    }
+    out.write_all(&[0, 1, 1]).expect("write the program"); // DW_LNE_end_sequence
 }
 
 /// Peak RSS allowed where nothing is inflated: a short recording of one program peaks near 40 MiB.

@@ -10,13 +10,17 @@
 //! - **Abbreviation tables.** Each unit's table is parsed anew for the unit (blazesym keeps no
 //!   cache of shared ones), at load for every unit without an address range table: one table
 //!   shared by a hundred thousand units is parsed a hundred thousand times.
-//! - **Units.** blazesym keeps a record of every unit, made at load; a unit's entries are parsed
-//!   whole at its first lookup.
+//! - **Units and entries.** blazesym keeps a record of every unit, made at load, and of every
+//!   function of a unit at its first lookup there; it walks inlined functions by recursion, a
+//!   stack frame per level: 200,000 nested ones in 3.6 MB overflowed `record`'s stack (abort).
+//!   So every unit's entries are walked here, without building them: 74 ms for this workspace's
+//!   50 MB debug build, once.
 //!
 //! A file past any of the limits below is named from its symbol tables only (see `file_check`),
 //! and `-v` says which limit. Each is tens of times what the largest file we measured needs:
-//! this workspace's debug build (2,811 units, the largest 0.98 MB with a 295 KB line program,
-//! 0.86 MB of abbreviations in all), CPython 3.13's `libpython` (175 units, 0.6 MB, 0.3 MB),
+//! this workspace's debug build (2,868 units, the largest 0.98 MB and 87,727 entries with a 295 KB
+//! line program, 0.86 MB of abbreviations in all), CPython 3.13's `libpython` (175 units, 0.6 MB,
+//! 40,415 entries, 0.3 MB),
 //! a Go program built by golang-go, and Debian's libc6-dbg. What blazesym holds of the units it
 //! does parse counts against `--max-parsed-size` (see `parsed_budget`).
 //!
@@ -39,6 +43,13 @@ pub const MAX_UNIT_BYTES: u64 = 16 << 20;
 /// The largest a unit's line program may be: every row of it is kept (see the module
 /// documentation), some 25 bytes of heap per byte of program at worst.
 pub const MAX_LINE_PROGRAM_BYTES: u64 = 2 << 20;
+/// The deepest entries may nest in a unit: blazesym walks inlined functions by recursion, a frame
+/// of its stack per level (a chain of 200,000 nested `DW_TAG_inlined_subroutine` entries, 3.6 MB of
+/// `.debug_info`, overflowed `record`'s stack: "fatal runtime error: stack overflow, aborting").
+pub const MAX_ENTRY_DEPTH: isize = 512;
+/// The most entries a unit may have: blazesym builds a record of every function and inlined
+/// function of a unit at its first lookup there, some 50 bytes from as little as one byte.
+pub const MAX_UNIT_ENTRIES: u64 = 1 << 20;
 /// The largest one abbreviation table may be.
 pub const MAX_ABBREVIATION_TABLE_BYTES: u64 = 1 << 20;
 /// The most abbreviation bytes blazesym may parse over all units, a shared table counted for each
@@ -109,6 +120,7 @@ fn section_bytes<'data>(
 fn check_units(dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>) -> Result<(), String> {
     let mut units: u64 = 0;
     let mut abbreviation_bytes: u64 = 0;
+    let mut most_entries: u64 = 0;
     // By table offset: a table shared by many units is measured once, counted for each.
     let mut tables: HashMap<u64, u64> = HashMap::new();
     let mut headers = dwarf.units();
@@ -141,7 +153,13 @@ fn check_units(dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>) -> Result<(
                 MAX_ABBREVIATION_BYTES >> 20
             ));
         }
-        if let Some(program) = line_program_offset(dwarf, &header) {
+        // Parsed once for the unit: the walk below and its line program's offset both need them.
+        let Ok(abbreviations) = dwarf.abbreviations(&header) else {
+            continue;
+        };
+        let entries = walk_entries(&header, &abbreviations)?;
+        most_entries = most_entries.max(entries);
+        if let Some(program) = line_program_offset(&header, &abbreviations) {
             let size = line_program_bytes(&dwarf.debug_line, program);
             if size > MAX_LINE_PROGRAM_BYTES {
                 return Err(format!(
@@ -151,6 +169,7 @@ fn check_units(dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>) -> Result<(
             }
         }
     }
+    log::trace!("{units} units, at most {most_entries} entries in one");
     Ok(())
 }
 
@@ -204,13 +223,48 @@ fn abbreviation(input: &mut EndianSlice<'_, RunTimeEndian>) -> gimli::Result<boo
     }
 }
 
+/// Walks the unit's entries without building them: how many there are; why not, past
+/// [`MAX_ENTRY_DEPTH`] or [`MAX_UNIT_ENTRIES`]. A malformed entry ends the walk where blazesym's
+/// own ends.
+fn walk_entries(
+    header: &gimli::UnitHeader<EndianSlice<'_, RunTimeEndian>>,
+    abbreviations: &gimli::Abbreviations,
+) -> Result<u64, String> {
+    let Ok(mut entries) = header.entries_raw(abbreviations, None) else {
+        return Ok(0);
+    };
+    let mut count: u64 = 0;
+    while !entries.is_empty() {
+        if entries.next_depth() > MAX_ENTRY_DEPTH {
+            return Err(format!(
+                "its entries nest deeper than the {MAX_ENTRY_DEPTH} levels allowed"
+            ));
+        }
+        match entries.read_abbreviation() {
+            Ok(Some(abbreviation)) => {
+                if entries.skip_attributes(abbreviation.attributes()).is_err() {
+                    break;
+                }
+                count += 1;
+                if count > MAX_UNIT_ENTRIES {
+                    return Err(format!(
+                        "a compilation unit of more than {MAX_UNIT_ENTRIES} entries"
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(count)
+}
+
 /// Where the unit's line program is: its first entry's `DW_AT_stmt_list`.
 fn line_program_offset(
-    dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>,
     header: &gimli::UnitHeader<EndianSlice<'_, RunTimeEndian>>,
+    abbreviations: &gimli::Abbreviations,
 ) -> Option<u64> {
-    let abbreviations = dwarf.abbreviations(header).ok()?;
-    let mut entries = header.entries_raw(&abbreviations, None).ok()?;
+    let mut entries = header.entries_raw(abbreviations, None).ok()?;
     let abbreviation = entries.read_abbreviation().ok()??;
     for spec in abbreviation.attributes() {
         let attribute = entries.read_attribute(*spec).ok()?;
@@ -387,5 +441,43 @@ mod tests {
         assert_eq!(too_much_work(&file(pairs - 4)), None);
         let refused = too_much_work(&file(pairs)).expect("refused");
         assert!(refused.contains("an abbreviation table past"), "{refused}");
+    }
+
+    /// A unit whose root has `count` children, each nesting in the one before (`nested`) or all
+    /// side by side: `DW_TAG_inlined_subroutine` entries without attributes, a byte each.
+    fn unit_of_entries(count: usize, nested: bool) -> Vec<u8> {
+        let table = [
+            &[1, 0x11, 1, 0x10, 0x17, 0, 0][..],
+            &[2, 0x1d, u8::from(nested), 0, 0],
+            &[0],
+        ]
+        .concat();
+        let mut body = vec![4, 0, 0, 0, 0, 0, 8, 1, 0, 0, 0, 0];
+        body.resize(body.len() + count, 2);
+        body.resize(body.len() + if nested { count + 1 } else { 1 }, 0);
+        let info = [&(body.len() as u32).to_le_bytes()[..], &body].concat();
+        dwarf_file(info, table, line_program(100))
+    }
+
+    #[test]
+    fn entries_nested_past_the_limit_are_refused() {
+        let depth = MAX_ENTRY_DEPTH as usize;
+        // The root is at depth 0, and each entry says it has children: the null entry that ends
+        // the deepest one's (empty) list is a level below it.
+        assert_eq!(too_much_work(&unit_of_entries(depth - 1, true)), None);
+        let refused = too_much_work(&unit_of_entries(depth, true)).expect("refused");
+        assert!(
+            refused.contains("nest deeper than the 512 levels"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_unit_of_too_many_entries_is_refused() {
+        let most = MAX_UNIT_ENTRIES as usize;
+        // The root counts as one.
+        assert_eq!(too_much_work(&unit_of_entries(most - 1, false)), None);
+        let refused = too_much_work(&unit_of_entries(most, false)).expect("refused");
+        assert!(refused.contains("more than 1048576 entries"), "{refused}");
     }
 }
