@@ -17,15 +17,14 @@
 //!   50 MB debug build, once.
 //!
 //! A file past any of the limits below is named from its symbol tables only (see `file_check`),
-//! and `-v` says which limit. Each is tens of times what the largest file we measured needs:
+//! and `-v` says which limit. Each is seven times or more what the largest file we measured needs:
 //! this workspace's debug build (2,868 units, the largest 0.98 MB and 87,727 entries with a 295 KB
 //! line program, 0.86 MB of abbreviations in all), CPython 3.13's `libpython` (175 units, 0.6 MB,
-//! 40,415 entries, 0.3 MB),
-//! a Go program built by golang-go, and Debian's libc6-dbg. What blazesym holds of the units it
-//! does parse counts against `--max-parsed-size` (see `parsed_budget`).
+//! 40,415 entries, 0.3 MB), a Go program built by golang-go, and Debian's libc6-dbg. What blazesym
+//! holds of the units it does parse counts against `--max-parsed-size` (see `parsed_budget`).
 //!
 //! By hand because no crate bounds this for blazesym; gimli (the DWARF reader blazesym itself
-//! uses) reads the headers and the first entry of each unit.
+//! uses) reads the unit headers and walks the entries.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
