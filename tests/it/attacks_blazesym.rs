@@ -8,7 +8,8 @@
 //! of 70368744177664 bytes failed", and the profile was lost), the other's claims 4 KiB and holds a
 //! stream that inflates to 1 GiB of zeros from 1 MiB of file. A third, honest program checks that
 //! compressed DWARF is still read. Line programs: blazesym keeps every row of a unit's program,
-//! and a row can take one byte of it.
+//! and a row can take one byte of it. Entries: blazesym recurses per nesting level of inlined
+//! functions, and expands a range list for every function that names it.
 
 use std::io::Write;
 use std::path::Path;
@@ -110,26 +111,11 @@ fn hostile_compressed_dwarf_neither_aborts_nor_inflates() {
         "the summary does not count the two modules:\n{}",
         recording.stderr
     );
-    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
-    let samples_in = |function: &str| total(&stacks, |s| s.frames.iter().any(|f| f == function));
-    // The symbol tables still name the hostile programs' functions.
-    for function in ["function_of_the_lying_claim", "function_of_the_bomb"] {
-        assert!(
-            samples_in(function) > 50,
-            "{function} is not named:\n{}",
-            describe(&stacks)
-        );
-    }
-    // Honest compressed DWARF is read: the inlined function only it names is there.
-    let honest_inlined = total(&stacks, |s| {
-        s.frames
-            .windows(2)
-            .any(|pair| pair[0] == "honest_function" && pair[1].starts_with("inlined_into"))
-    });
-    assert!(
-        honest_inlined > 50,
-        "honest_function's inlined callee (from its compressed DWARF) is not named:\n{}",
-        describe(&stacks)
+    // The symbol tables still name the hostile programs' functions; honest compressed DWARF is
+    // read.
+    assert_hostile_named_honest_inlined(
+        &out,
+        &["function_of_the_lying_claim", "function_of_the_bomb"],
     );
 }
 
@@ -367,13 +353,22 @@ fn hostile_dwarf_is_not_built_past_its_limits() {
             recording.stderr
         );
     }
-    let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
+    assert_hostile_named_honest_inlined(
+        &out,
+        &[
+            "function_of_the_long_lines",
+            "function_of_the_packed_lines",
+            "function_at_the_limit",
+        ],
+    );
+}
+
+/// In the folded output `out`: each of the `hostile` functions is named (from its symbol table),
+/// and `honest_function`'s inlined callee too, which only its DWARF names.
+fn assert_hostile_named_honest_inlined(out: &Path, hostile: &[&str]) {
+    let stacks = parse_folded(&std::fs::read_to_string(out).expect("read folded output"));
     let samples_in = |function: &str| total(&stacks, |s| s.frames.iter().any(|f| f == function));
-    for function in [
-        "function_of_the_long_lines",
-        "function_of_the_packed_lines",
-        "function_at_the_limit",
-    ] {
+    for function in hostile {
         assert!(
             samples_in(function) > 50,
             "{function} is not named:\n{}",
@@ -405,55 +400,134 @@ const NESTED_INLINED_FUNCTIONS: usize = 200_000;
 fn deeply_nested_dwarf_does_not_overflow_the_stack() {
     let _kernel = kernel_test();
     let dir = attacker_dir();
+    let abbreviations = [
+        // 2: function, with children: name (string), low_pc, high_pc.
+        &[2, 0x2e, 1, 0x03, 0x08, 0x11, 0x01, 0x12, 0x07, 0, 0][..],
+        // 3: inlined function, with children: low_pc, high_pc.
+        &[3, 0x1d, 1, 0x11, 0x01, 0x12, 0x07, 0, 0],
+    ]
+    .concat();
+    build_hostile_dwarf(
+        &dir,
+        "function_of_the_deep_dwarf",
+        &abbreviations,
+        |range| {
+            let mut entries = vec![2];
+            entries.extend_from_slice(b"function_of_the_deep_dwarf\0");
+            entries.extend_from_slice(range);
+            for _ in 0..NESTED_INLINED_FUNCTIONS {
+                entries.push(3);
+                entries.extend_from_slice(range);
+            }
+            // Each inlined function's list of children, then the function's, then the unit's.
+            entries.resize(entries.len() + NESTED_INLINED_FUNCTIONS + 2, 0);
+            entries
+        },
+    );
+    record_named_from_symbols(
+        &dir,
+        "deeply nested DWARF",
+        "function_of_the_deep_dwarf",
+        "its entries nest deeper than the 512 levels allowed",
+    );
+}
+
+/// Functions in the attacker's DWARF that share one range list, and the ranges in that list: blazesym
+/// would expand 400 million ranges (9.6 GB) from 0.6 MB of `.debug_info` and 64 KB of
+/// `.debug_ranges`.
+const FUNCTIONS_SHARING_A_LIST: usize = 100_000;
+const RANGES_IN_THE_LIST: usize = 4_000;
+
+/// The attacker's program's DWARF (its `.debug_info`, `.debug_abbrev` and `.debug_ranges` replaced
+/// after the link) is one compile unit covering `.text` whose [`FUNCTIONS_SHARING_A_LIST`]
+/// functions all name one list of [`RANGES_IN_THE_LIST`] ranges. blazesym expands a function's
+/// list for each function of a unit at its first lookup there: `record`, as root, took the
+/// allocation past the tests' 3 GiB address space and aborted. The ranges are now counted first
+/// (`dwarf_shape`), a list for each entry that names it.
+#[test]
+fn a_range_list_shared_by_many_functions_is_not_expanded_for_each() {
+    let _kernel = kernel_test();
+    let dir = attacker_dir();
+    // 2: function, no children: ranges (sec_offset).
+    let abbreviations = [2, 0x2e, 0, 0x55, 0x17, 0, 0];
+    let program = build_hostile_dwarf(
+        &dir,
+        "function_of_the_shared_ranges",
+        &abbreviations,
+        |_| {
+            let mut entries = [2, 0, 0, 0, 0].repeat(FUNCTIONS_SHARING_A_LIST);
+            entries.push(0);
+            entries
+        },
+    );
+    let text = text_section(&program);
+    patch_section(&program, ".debug_ranges", |elf, section| {
+        let mut list = Vec::new();
+        for range in 0..RANGES_IN_THE_LIST as u64 {
+            list.extend_from_slice(&(text.0 + range).to_le_bytes());
+            list.extend_from_slice(&(text.0 + range + 1).to_le_bytes());
+        }
+        list.resize(list.len() + 16, 0);
+        replace_section_data(elf, &section, &list);
+    });
+    let recording = record_named_from_symbols(
+        &dir,
+        "range list shared by many functions",
+        "function_of_the_shared_ranges",
+        "a compilation unit whose entries' range lists hold more than 1048576 ranges",
+    );
+    assert!(
+        recording.peak_rss_bytes < MAX_RSS_BYTES_WITHOUT_BOMB,
+        "emberprof peaked at {} MiB (at most {} MiB)",
+        recording.peak_rss_bytes >> 20,
+        MAX_RSS_BYTES_WITHOUT_BOMB >> 20
+    );
+}
+
+/// Builds the attacker's program `victim.bin` in `dir`, burning CPU in `function`, its DWARF then
+/// replaced by one compile unit covering `.text` (the range of which, as low_pc and size,
+/// `entries` is given) whose root has the children `entries` returns, in the declarations
+/// `abbreviations` (from code 2: 1 is the root's).
+fn build_hostile_dwarf(
+    dir: &tempfile::TempDir,
+    function: &str,
+    abbreviations: &[u8],
+    entries: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> std::path::PathBuf {
     let program = dir.path().join("victim.bin");
     compile(
         &program,
         VICTIM_C,
-        &[
-            "-O1",
-            "-g",
-            "-gdwarf-4",
-            "-DNAME=function_of_the_deep_dwarf",
-        ],
+        &["-O1", "-g", "-gdwarf-4", &format!("-DNAME={function}")],
     );
-    let mut text = (0, 0);
-    patch_section(&program, ".text", |elf, section| {
-        text = (
-            u64::from_le_bytes(field(elf, section.header + 0x10)),
-            u64::from_le_bytes(field(elf, section.header + 0x20)),
-        );
-    });
+    let (start, size) = text_section(&program);
+    let range = [start.to_le_bytes(), size.to_le_bytes()].concat();
     patch_section(&program, ".debug_abbrev", |elf, section| {
-        let table = [
-            // 1: compile unit, with children: low_pc (addr), high_pc (data8), stmt_list.
-            &[1, 0x11, 1, 0x11, 0x01, 0x12, 0x07, 0x10, 0x17, 0, 0][..],
-            // 2: function, with children: name (string), low_pc, high_pc.
-            &[2, 0x2e, 1, 0x03, 0x08, 0x11, 0x01, 0x12, 0x07, 0, 0],
-            // 3: inlined function, with children: low_pc, high_pc.
-            &[3, 0x1d, 1, 0x11, 0x01, 0x12, 0x07, 0, 0],
-            &[0],
-        ]
-        .concat();
-        replace_section_data(elf, &section, &table);
+        // 1: compile unit, with children: low_pc (addr), high_pc (data8), stmt_list.
+        let root = [1, 0x11, 1, 0x11, 0x01, 0x12, 0x07, 0x10, 0x17, 0, 0];
+        replace_section_data(elf, &section, &[&root[..], abbreviations, &[0]].concat());
     });
     patch_section(&program, ".debug_info", |elf, section| {
-        let (start, size) = text;
-        let range = [start.to_le_bytes(), size.to_le_bytes()].concat();
-        let mut body = vec![4, 0, 0, 0, 0, 0, 8]; // version 4, abbreviations at 0, 8-byte addresses
-        body.push(1);
+        // Version 4, abbreviations at 0, 8-byte addresses; the root: abbreviation 1, its range,
+        // and the line program the compiler wrote.
+        let mut body = vec![4, 0, 0, 0, 0, 0, 8, 1];
         body.extend_from_slice(&range);
-        body.extend_from_slice(&0u32.to_le_bytes()); // the line program the compiler wrote
-        body.push(2);
-        body.extend_from_slice(b"function_of_the_deep_dwarf\0");
-        body.extend_from_slice(&range);
-        for _ in 0..NESTED_INLINED_FUNCTIONS {
-            body.push(3);
-            body.extend_from_slice(&range);
-        }
-        body.resize(body.len() + NESTED_INLINED_FUNCTIONS + 2, 0);
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.extend(entries(&range));
         let unit = [&(body.len() as u32).to_le_bytes()[..], &body].concat();
         replace_section_data(elf, &section, &unit);
     });
+    program
+}
+
+/// Records the attacker running a copy of `victim.bin` from `dir`, and requires `-v` to say its
+/// DWARF was not read for `reason`, and its `function` to be named from its symbol table.
+fn record_named_from_symbols(
+    dir: &tempfile::TempDir,
+    name: &str,
+    function: &str,
+    reason: &str,
+) -> Finished {
     let out = dir.path().join("out.folded");
     let mut args = strings(&["record", "-v", "-F", "499", "-o"]);
     args.push(out.display().to_string());
@@ -463,23 +537,34 @@ fn deeply_nested_dwarf_does_not_overflow_the_stack() {
         "cp victim.bin victim && ./victim",
     ));
     // Fails on an abort: record_attack requires a clean exit.
-    let recording = record_attack("deeply nested DWARF", &args);
-    let reason = "victim: named from its symbol tables only, its DWARF is not read: its entries \
-                  nest deeper than the 512 levels allowed";
+    let recording = record_attack(name, &args);
+    let said =
+        format!("victim: named from its symbol tables only, its DWARF is not read: {reason}");
     assert!(
-        recording.stderr.contains(reason),
-        "-v does not say \"{reason}\":\n{}",
+        recording.stderr.contains(&said),
+        "-v does not say \"{said}\":\n{}",
         recording.stderr
     );
     let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
-    let named = total(&stacks, |s| {
-        s.frames.iter().any(|f| f == "function_of_the_deep_dwarf")
-    });
+    let named = total(&stacks, |s| s.frames.iter().any(|f| f == function));
     assert!(
         named > 50,
-        "the program's function is not named:\n{}",
+        "{function} is not named:\n{}",
         describe(&stacks)
     );
+    recording
+}
+
+/// The address and size of the ELF file's `.text`.
+fn text_section(program: &Path) -> (u64, u64) {
+    let mut text = (0, 0);
+    patch_section(program, ".text", |elf, section| {
+        text = (
+            u64::from_le_bytes(field(elf, section.header + 0x10)),
+            u64::from_le_bytes(field(elf, section.header + 0x20)),
+        );
+    });
+    text
 }
 
 /// Bytes of a line program of [`write_line_program`] besides its rows.

@@ -11,10 +11,12 @@
 //!   cache of shared ones), at load for every unit without an address range table: one table
 //!   shared by a hundred thousand units is parsed a hundred thousand times.
 //! - **Units and entries.** blazesym keeps a record of every unit, made at load, and of every
-//!   function of a unit at its first lookup there; it walks inlined functions by recursion, a
-//!   stack frame per level: 200,000 nested ones in 3.6 MB overflowed `record`'s stack (abort).
-//!   So every unit's entries are walked here, without building them: 74 ms for this workspace's
-//!   50 MB debug build, once.
+//!   function of a unit at its first lookup there, with every range of the function's range list
+//!   (100,000 functions naming one list of 4,000 ranges asked for 9.6 GB: abort); it walks
+//!   inlined functions by recursion, a stack frame per level: 200,000 nested ones in 3.6 MB
+//!   overflowed `record`'s stack (abort). So every unit's entries are walked here, without
+//!   building them, their range lists counted: 100 ms for this workspace's 50 MB debug build,
+//!   once.
 //!
 //! A file past any of the limits below is named from its symbol tables only (see `file_check`),
 //! and `-v` says which limit. Each is seven times or more what the largest file we measured needs:
@@ -49,6 +51,12 @@ pub const MAX_ENTRY_DEPTH: isize = 512;
 /// The most entries a unit may have: blazesym builds a record of every function and inlined
 /// function of a unit at its first lookup there, some 50 bytes from as little as one byte.
 pub const MAX_UNIT_ENTRIES: u64 = 1 << 20;
+/// The most address ranges the range lists of a unit's entries may hold, a list counted for each
+/// entry that refers to it: blazesym expands them for each (16-32 bytes a range, from as little as
+/// 3 bytes of list, or none for an entry that shares it).
+pub const MAX_UNIT_RANGES: u64 = 1 << 20;
+/// The same over all units of a file: what the check itself reads at most.
+pub const MAX_FILE_RANGES: u64 = 16 << 20;
 /// The largest one abbreviation table may be.
 pub const MAX_ABBREVIATION_TABLE_BYTES: u64 = 1 << 20;
 /// The most abbreviation bytes blazesym may parse over all units, a shared table counted for each
@@ -69,9 +77,11 @@ pub(crate) fn too_much_work(data: &[u8]) -> Option<String> {
     // Only what the check reads: inflating the rest (strings, locations) would be wasted.
     let sections = gimli::DwarfSections::load(|id: SectionId| {
         Ok::<_, ()>(match id {
-            SectionId::DebugInfo | SectionId::DebugAbbrev | SectionId::DebugLine => {
-                section_bytes(&file, data, id.name())
-            }
+            SectionId::DebugInfo
+            | SectionId::DebugAbbrev
+            | SectionId::DebugLine
+            | SectionId::DebugRanges
+            | SectionId::DebugRngLists => section_bytes(&file, data, id.name()),
             _ => Cow::Borrowed(&[][..]),
         })
     })
@@ -120,6 +130,7 @@ fn check_units(dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>) -> Result<(
     let mut units: u64 = 0;
     let mut abbreviation_bytes: u64 = 0;
     let mut most_entries: u64 = 0;
+    let mut ranges = RangeCount::default();
     // By table offset: a table shared by many units is measured once, counted for each.
     let mut tables: HashMap<u64, u64> = HashMap::new();
     let mut headers = dwarf.units();
@@ -152,13 +163,12 @@ fn check_units(dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>) -> Result<(
                 MAX_ABBREVIATION_BYTES >> 20
             ));
         }
-        // Parsed once for the unit: the walk below and its line program's offset both need them.
+        // Parsed once for the unit: its line program's offset, the unit and the walk need them.
         let Ok(abbreviations) = dwarf.abbreviations(&header) else {
             continue;
         };
-        let entries = walk_entries(&header, &abbreviations)?;
-        most_entries = most_entries.max(entries);
-        if let Some(program) = line_program_offset(&header, &abbreviations) {
+        let root = root_attributes(&header, &abbreviations);
+        if let Some(program) = root.line_program {
             let size = line_program_bytes(&dwarf.debug_line, program);
             if size > MAX_LINE_PROGRAM_BYTES {
                 return Err(format!(
@@ -167,9 +177,31 @@ fn check_units(dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>) -> Result<(
                 ));
             }
         }
+        let walked = walk_entries(
+            dwarf,
+            &header,
+            &abbreviations,
+            root.range_lists,
+            &mut ranges,
+        )?;
+        most_entries = most_entries.max(walked);
     }
-    log::trace!("{units} units, at most {most_entries} entries in one");
+    log::trace!(
+        "{units} units, at most {most_entries} entries in one, {} ranges",
+        ranges.file
+    );
     Ok(())
+}
+
+/// Address ranges the range lists of a file's entries hold, counted once for each entry that
+/// refers to one: blazesym expands an entry's list for each entry (a function, an inlined
+/// function, a unit at load), and many entries can share one list.
+#[derive(Default)]
+struct RangeCount {
+    /// In the unit being walked.
+    unit: u64,
+    /// In the file.
+    file: u64,
 }
 
 /// The bytes of the abbreviation table at `offset`, read without building it; past
@@ -223,15 +255,19 @@ fn abbreviation(input: &mut EndianSlice<'_, RunTimeEndian>) -> gimli::Result<boo
 }
 
 /// Walks the unit's entries without building them: how many there are; why not, past
-/// [`MAX_ENTRY_DEPTH`] or [`MAX_UNIT_ENTRIES`]. A malformed entry ends the walk where blazesym's
-/// own ends.
+/// [`MAX_ENTRY_DEPTH`], [`MAX_UNIT_ENTRIES`] or the ranges allowed. A malformed entry ends the walk
+/// where blazesym's own ends.
 fn walk_entries(
+    dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>,
     header: &gimli::UnitHeader<EndianSlice<'_, RunTimeEndian>>,
     abbreviations: &gimli::Abbreviations,
+    range_lists: gimli::DebugRngListsBase,
+    ranges: &mut RangeCount,
 ) -> Result<u64, String> {
     let Ok(mut entries) = header.entries_raw(abbreviations, None) else {
         return Ok(0);
     };
+    ranges.unit = 0;
     let mut count: u64 = 0;
     while !entries.is_empty() {
         if entries.next_depth() > MAX_ENTRY_DEPTH {
@@ -239,39 +275,113 @@ fn walk_entries(
                 "its entries nest deeper than the {MAX_ENTRY_DEPTH} levels allowed"
             ));
         }
-        match entries.read_abbreviation() {
-            Ok(Some(abbreviation)) => {
-                if entries.skip_attributes(abbreviation.attributes()).is_err() {
-                    break;
-                }
-                count += 1;
-                if count > MAX_UNIT_ENTRIES {
-                    return Err(format!(
-                        "a compilation unit of more than {MAX_UNIT_ENTRIES} entries"
-                    ));
-                }
-            }
-            Ok(None) => {}
+        let abbreviation = match entries.read_abbreviation() {
+            Ok(Some(abbreviation)) => abbreviation,
+            Ok(None) => continue,
             Err(_) => break,
+        };
+        count += 1;
+        if count > MAX_UNIT_ENTRIES {
+            return Err(format!(
+                "a compilation unit of more than {MAX_UNIT_ENTRIES} entries"
+            ));
+        }
+        let specs = abbreviation.attributes();
+        if !specs.iter().any(|spec| spec.name() == gimli::DW_AT_ranges) {
+            if entries.skip_attributes(specs).is_err() {
+                return Ok(count);
+            }
+            continue;
+        }
+        for spec in specs {
+            if spec.name() != gimli::DW_AT_ranges {
+                if entries.skip_attributes(std::slice::from_ref(spec)).is_err() {
+                    return Ok(count);
+                }
+                continue;
+            }
+            let Ok(attribute) = entries.read_attribute(*spec) else {
+                return Ok(count);
+            };
+            let offset = match attribute.value() {
+                AttributeValue::RangeListsRef(offset) => Some(gimli::RangeListsOffset(offset.0)),
+                AttributeValue::DebugRngListsIndex(index) => dwarf
+                    .ranges
+                    .get_offset(header.encoding(), range_lists, index)
+                    .ok(),
+                _ => None,
+            };
+            if let Some(offset) = offset {
+                count_ranges(dwarf, header.encoding(), offset, ranges)?;
+            }
         }
     }
     Ok(count)
 }
 
-/// Where the unit's line program is: its first entry's `DW_AT_stmt_list`.
-fn line_program_offset(
-    header: &gimli::UnitHeader<EndianSlice<'_, RunTimeEndian>>,
-    abbreviations: &gimli::Abbreviations,
-) -> Option<u64> {
-    let mut entries = header.entries_raw(abbreviations, None).ok()?;
-    let abbreviation = entries.read_abbreviation().ok()??;
-    for spec in abbreviation.attributes() {
-        let attribute = entries.read_attribute(*spec).ok()?;
-        if let AttributeValue::DebugLineRef(offset) = attribute.value() {
-            return Some(offset.0 as u64);
+/// Adds the entries of the range list at `offset` to `ranges`, reading no further than the limits.
+fn count_ranges(
+    dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>,
+    encoding: gimli::Encoding,
+    offset: gimli::RangeListsOffset,
+    ranges: &mut RangeCount,
+) -> Result<(), String> {
+    let Ok(mut list) = dwarf.ranges.raw_ranges(offset, encoding) else {
+        return Ok(());
+    };
+    while let Ok(Some(_)) = list.next() {
+        ranges.unit += 1;
+        ranges.file += 1;
+        if ranges.unit > MAX_UNIT_RANGES {
+            return Err(format!(
+                "a compilation unit whose entries' range lists hold more than {MAX_UNIT_RANGES} \
+                 ranges"
+            ));
+        }
+        if ranges.file > MAX_FILE_RANGES {
+            return Err(format!(
+                "its entries' range lists hold more than {MAX_FILE_RANGES} ranges"
+            ));
         }
     }
-    None
+    Ok(())
+}
+
+/// What a unit's first entry says of where its other data is.
+struct RootAttributes {
+    /// `DW_AT_stmt_list`: its line program's offset.
+    line_program: Option<u64>,
+    /// `DW_AT_rnglists_base`: what its range list indices count from.
+    range_lists: gimli::DebugRngListsBase,
+}
+
+/// Reads the unit's first entry's attributes (gimli builds its `Unit` from them too, and blazesym
+/// with it).
+fn root_attributes(
+    header: &gimli::UnitHeader<EndianSlice<'_, RunTimeEndian>>,
+    abbreviations: &gimli::Abbreviations,
+) -> RootAttributes {
+    let mut root = RootAttributes {
+        line_program: None,
+        range_lists: gimli::DebugRngListsBase(0),
+    };
+    let Ok(mut entries) = header.entries_raw(abbreviations, None) else {
+        return root;
+    };
+    let Ok(Some(abbreviation)) = entries.read_abbreviation() else {
+        return root;
+    };
+    for spec in abbreviation.attributes() {
+        let Ok(attribute) = entries.read_attribute(*spec) else {
+            break;
+        };
+        match attribute.value() {
+            AttributeValue::DebugLineRef(offset) => root.line_program = Some(offset.0 as u64),
+            AttributeValue::DebugRngListsBase(base) => root.range_lists = base,
+            _ => {}
+        }
+    }
+    root
 }
 
 /// The bytes of the line program at `offset`, header included, as its length field says (what
@@ -478,5 +588,48 @@ mod tests {
         assert_eq!(too_much_work(&unit_of_entries(most - 1, false)), None);
         let refused = too_much_work(&unit_of_entries(most, false)).expect("refused");
         assert!(refused.contains("more than 1048576 entries"), "{refused}");
+    }
+
+    /// A unit whose root has `entries` functions, each with `DW_AT_ranges` naming the one list
+    /// of `ranges` ranges in `.debug_ranges`.
+    fn shared_range_list(entries: usize, ranges: usize) -> Vec<u8> {
+        let table = [
+            &[1, 0x11, 1, 0x10, 0x17, 0, 0][..],
+            &[2, 0x2e, 0, 0x55, 0x17, 0, 0],
+            &[0],
+        ]
+        .concat();
+        let mut body = vec![4, 0, 0, 0, 0, 0, 8, 1, 0, 0, 0, 0];
+        for _ in 0..entries {
+            body.extend_from_slice(&[2, 0, 0, 0, 0]);
+        }
+        body.push(0);
+        let info = [&(body.len() as u32).to_le_bytes()[..], &body].concat();
+        let mut list = Vec::new();
+        for range in 0..ranges as u64 {
+            list.extend_from_slice(&(range * 16).to_le_bytes());
+            list.extend_from_slice(&(range * 16 + 8).to_le_bytes());
+        }
+        list.resize(list.len() + 16, 0);
+        elf_with_sections(&[
+            (".debug_info", false, info),
+            (".debug_abbrev", false, table),
+            (".debug_line", false, line_program(100)),
+            (".debug_ranges", false, list),
+        ])
+    }
+
+    /// blazesym expands a range list for each entry that names it: a list shared by many counts
+    /// for each.
+    #[test]
+    fn a_shared_range_list_counts_for_every_entry_that_names_it() {
+        let per_list = 1024;
+        let entries = MAX_UNIT_RANGES as usize / per_list;
+        assert_eq!(too_much_work(&shared_range_list(entries, per_list)), None);
+        let refused = too_much_work(&shared_range_list(entries + 1, per_list)).expect("refused");
+        assert!(
+            refused.contains("hold more than 1048576 ranges"),
+            "{refused}"
+        );
     }
 }
