@@ -34,7 +34,6 @@ use std::collections::HashMap;
 use gimli::{AttributeValue, EndianSlice, Reader, RunTimeEndian, Section, SectionId};
 use object::{CompressionFormat, Object, ObjectSection};
 
-use super::file_check::MAX_INFLATED_BYTES;
 use crate::compressed::inflate_exactly;
 
 /// The most compilation units a file may have: blazesym keeps a record of each.
@@ -64,9 +63,9 @@ pub const MAX_ABBREVIATION_TABLE_BYTES: u64 = 1 << 20;
 pub const MAX_ABBREVIATION_BYTES: u64 = 32 << 20;
 
 /// Why blazesym must not read the DWARF of the ELF file `data` (see the module documentation), if
-/// it must not. Compressed sections are read inflated (`file_check` has bounded what they inflate
-/// to); a file that is not ELF or has no `.debug_info` passes.
-pub(crate) fn too_much_work(data: &[u8]) -> Option<String> {
+/// it must not. Compressed sections are read inflated, none past `max_inflated` bytes (`file_check`
+/// has bounded what they inflate to in all); a file that is not ELF or has no `.debug_info` passes.
+pub(crate) fn too_much_work(data: &[u8], max_inflated: u64) -> Option<String> {
     let file = object::File::parse(data).ok()?;
     file.section_by_name(".debug_info")?;
     let endian = if file.is_little_endian() {
@@ -81,7 +80,7 @@ pub(crate) fn too_much_work(data: &[u8]) -> Option<String> {
             | SectionId::DebugAbbrev
             | SectionId::DebugLine
             | SectionId::DebugRanges
-            | SectionId::DebugRngLists => section_bytes(&file, data, id.name()),
+            | SectionId::DebugRngLists => section_bytes(&file, data, id.name(), max_inflated),
             _ => Cow::Borrowed(&[][..]),
         })
     })
@@ -91,12 +90,12 @@ pub(crate) fn too_much_work(data: &[u8]) -> Option<String> {
 }
 
 /// The bytes of the section `name` of `file` (whose bytes are `data`), inflated if compressed;
-/// none if it is missing or does not inflate. `file_check` has bounded what the file's compressed
-/// sections inflate to, in all, before this runs.
+/// none if it is missing, does not inflate, or would inflate past `max_inflated`.
 fn section_bytes<'data>(
     file: &object::File<'data>,
     data: &'data [u8],
     name: &str,
+    max_inflated: u64,
 ) -> Cow<'data, [u8]> {
     let empty = Cow::Borrowed(&[][..]);
     let Some(section) = file.section_by_name(name) else {
@@ -108,7 +107,7 @@ fn section_bytes<'data>(
     if range.format == CompressionFormat::None {
         return section.data().map_or(empty, Cow::Borrowed);
     }
-    if range.uncompressed_size > MAX_INFLATED_BYTES {
+    if range.uncompressed_size > max_inflated {
         return empty;
     }
     let Ok(stream) = range.data(data) else {
@@ -404,6 +403,11 @@ fn line_program_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::too_much_work`] with `file_check`'s inflation limit (64 MiB).
+    fn too_much_work(data: &[u8]) -> Option<String> {
+        super::too_much_work(data, 64 << 20)
+    }
     use crate::compressed::test_files::{elf_with_compressed_sections, elf_with_sections, zlib};
 
     /// An abbreviation table of one declaration: a compile unit with `DW_AT_stmt_list`, padded with

@@ -207,7 +207,7 @@ pub(super) fn check_module(module: &Module, file: &StableFile) -> FileCheck {
             Some(reason) => Err(reason),
             None => inflated_bytes(map, MAX_INFLATED_BYTES - check.inflated).and_then(|bytes| {
                 // After the inflation check: it reads compressed sections inflated.
-                match dwarf_shape::too_much_work(map) {
+                match dwarf_shape::too_much_work(map, MAX_INFLATED_BYTES) {
                     Some(reason) => Err(reason),
                     None => Ok(bytes),
                 }
