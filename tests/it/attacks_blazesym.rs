@@ -76,22 +76,12 @@ fn hostile_compressed_dwarf_neither_aborts_nor_inflates() {
     });
     build("honest_function");
 
-    let out = dir.path().join("out.folded");
-    let mut args = strings(&["record", "-v", "-F", "499", "-o"]);
-    args.push(out.display().to_string());
-    args.push("--".into());
     // The attacker runs copies of its own (files it could rewrite at any time).
     let script = "for f in *.bin; do cp $f ${f%.bin}; done; ./function_of_the_lying_claim & \
                   ./function_of_the_bomb & ./honest_function; wait";
-    args.extend(as_attacker_sh(dir.path(), script));
+    let (out, args) = attack_args(dir.path(), &["-v"], script);
     let recording = record_attack("hostile compressed DWARF", &args);
-    assert!(
-        recording.peak_rss_bytes < MAX_RSS_BYTES,
-        "emberprof peaked at {} MiB (at most {} MiB):\n{}",
-        recording.peak_rss_bytes >> 20,
-        MAX_RSS_BYTES >> 20,
-        recording.stderr
-    );
+    assert_peak_below(&recording, MAX_RSS_BYTES);
     for reason in [
         "function_of_the_lying_claim: named from its symbol tables only, its DWARF is not \
          read: section .debug_info claims to inflate to 70368744177664 bytes",
@@ -150,14 +140,7 @@ fn a_fifo_named_by_a_debug_link_does_not_hang_recording() {
         "apt-get install binutils",
     );
     std::fs::remove_file(&debug).expect("remove the debug file");
-    let out = dir.path().join("out.folded");
-    let mut args = strings(&["record", "-F", "499", "-o"]);
-    args.push(out.display().to_string());
-    args.push("--".into());
-    args.extend(as_attacker_sh(
-        dir.path(),
-        "mkfifo victim.debug && ./victim",
-    ));
+    let (out, args) = attack_args(dir.path(), &[], "mkfifo victim.debug && ./victim");
     let recording = record_attack("FIFO named by a debug link", &args);
     // The program runs for a second or two: a recording that took far longer waited on the FIFO
     // (and was killed by `record_attack`'s hang bound before the fix).
@@ -210,14 +193,7 @@ fn a_huge_symbol_table_is_not_sorted() {
         }
         replace_section_data(elf, &section, &table);
     });
-    let out = dir.path().join("out.folded");
-    let mut args = strings(&["record", "-v", "-F", "499", "-o"]);
-    args.push(out.display().to_string());
-    args.push("--".into());
-    args.extend(as_attacker_sh(
-        dir.path(),
-        "cp victim.bin victim && ./victim",
-    ));
+    let (out, args) = attack_args(dir.path(), &["-v"], "cp victim.bin victim && ./victim");
     let recording = record_attack("huge symbol table", &args);
     let said = |text: &str| recording.stderr.contains(text);
     assert!(
@@ -227,12 +203,7 @@ fn a_huge_symbol_table_is_not_sorted() {
         recording.stderr
     );
     // The index alone was 32 MiB, and sorting read the 96 MB table through its mapping.
-    assert!(
-        recording.peak_rss_bytes < MAX_RSS_BYTES_WITHOUT_BOMB,
-        "emberprof peaked at {} MiB (at most {} MiB)",
-        recording.peak_rss_bytes >> 20,
-        MAX_RSS_BYTES_WITHOUT_BOMB >> 20
-    );
+    assert_peak_below(&recording, MAX_RSS_BYTES_WITHOUT_BOMB);
     let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));
     let unnamed = total(&stacks, |s| {
         s.frames.first().is_some_and(|f| f == "victim")
@@ -312,24 +283,13 @@ fn hostile_dwarf_is_not_built_past_its_limits() {
     );
     build("honest_function", None, false);
 
-    let out = dir.path().join("out.folded");
-    let mut args = strings(&["record", "-v", "-F", "499", "--max-parsed-size"]);
-    args.push(PARSED_BUDGET.to_string());
-    args.push("-o".into());
-    args.push(out.display().to_string());
-    args.push("--".into());
     let script = "for f in *.bin; do cp $f ${f%.bin}; done; ./function_of_the_long_lines & \
                   ./function_of_the_packed_lines & ./function_at_the_limit & ./honest_function; \
                   wait";
-    args.extend(as_attacker_sh(dir.path(), script));
+    let budget = PARSED_BUDGET.to_string();
+    let (out, args) = attack_args(dir.path(), &["-v", "--max-parsed-size", &budget], script);
     let recording = record_attack("hostile DWARF line programs", &args);
-    assert!(
-        recording.peak_rss_bytes < MAX_RSS_BYTES_FOR_DWARF,
-        "emberprof peaked at {} MiB (at most {} MiB):\n{}",
-        recording.peak_rss_bytes >> 20,
-        MAX_RSS_BYTES_FOR_DWARF >> 20,
-        recording.stderr
-    );
+    assert_peak_below(&recording, MAX_RSS_BYTES_FOR_DWARF);
     for reason in [
         format!(
             "function_of_the_long_lines: named from its symbol tables only, its DWARF is not \
@@ -476,12 +436,7 @@ fn a_range_list_shared_by_many_functions_is_not_expanded_for_each() {
         "function_of_the_shared_ranges",
         "a compilation unit whose entries' range lists hold more than 1048576 ranges",
     );
-    assert!(
-        recording.peak_rss_bytes < MAX_RSS_BYTES_WITHOUT_BOMB,
-        "emberprof peaked at {} MiB (at most {} MiB)",
-        recording.peak_rss_bytes >> 20,
-        MAX_RSS_BYTES_WITHOUT_BOMB >> 20
-    );
+    assert_peak_below(&recording, MAX_RSS_BYTES_WITHOUT_BOMB);
 }
 
 /// Builds the attacker's program `victim.bin` in `dir`, burning CPU in `function`, its DWARF then
@@ -528,14 +483,7 @@ fn record_named_from_symbols(
     function: &str,
     reason: &str,
 ) -> Finished {
-    let out = dir.path().join("out.folded");
-    let mut args = strings(&["record", "-v", "-F", "499", "-o"]);
-    args.push(out.display().to_string());
-    args.push("--".into());
-    args.extend(as_attacker_sh(
-        dir.path(),
-        "cp victim.bin victim && ./victim",
-    ));
+    let (out, args) = attack_args(dir.path(), &["-v"], "cp victim.bin victim && ./victim");
     // Fails on an abort: record_attack requires a clean exit.
     let recording = record_attack(name, &args);
     let said =
@@ -658,4 +606,28 @@ fn replace_section_data(elf: &mut Vec<u8>, section: &Section, data: &[u8]) {
 /// The `N` bytes of a header field at `at`.
 fn field<const N: usize>(elf: &[u8], at: usize) -> [u8; N] {
     elf[at..at + N].try_into().expect("a field inside the file")
+}
+
+/// Requires emberprof's peak RSS in `recording` to be below `bound` bytes.
+fn assert_peak_below(recording: &Finished, bound: u64) {
+    assert!(
+        recording.peak_rss_bytes < bound,
+        "emberprof peaked at {} MiB (at most {} MiB):\n{}",
+        recording.peak_rss_bytes >> 20,
+        bound >> 20,
+        recording.stderr
+    );
+}
+
+/// `record OPTIONS -F 499 -o DIR/out.folded -- sh -c SCRIPT` as the attacker in `dir`: the
+/// folded output's path and the arguments.
+fn attack_args(dir: &Path, options: &[&str], script: &str) -> (std::path::PathBuf, Vec<String>) {
+    let out = dir.join("out.folded");
+    let mut args = strings(&["record"]);
+    args.extend(strings(options));
+    args.extend(strings(&["-F", "499", "-o"]));
+    args.push(out.display().to_string());
+    args.push("--".into());
+    args.extend(as_attacker_sh(dir, script));
+    (out, args)
 }
