@@ -6,26 +6,23 @@
 
 use crate::support::*;
 
-/// `pingpong ROUNDS` under `--off-cpu --per-thread -v`: the stacks, the seconds the workload
-/// says its rounds took, and emberprof's stderr.
+/// `pingpong ROUNDS` under `--off-cpu --off-cpu-min 0 --per-thread -v`: the stacks, the seconds
+/// the workload says its rounds took, and emberprof's stderr. Every interval is counted, however
+/// short: on a quiet machine a hand-over waits tens of µs (the CPU idles between them: 200,000
+/// rounds in 7-9 s), on a busy one a few (1.0-1.2 s), below the default `--off-cpu-min` of 5 µs.
+/// The intervals that default rightly leaves out took a thread's on + off CPU time down to 0.44 of
+/// its run with two busy loops beside it, and failed this test in about half of the CI runs.
 fn pingpong(rounds: &str) -> (Vec<FoldedStack>, f64, String) {
     let dir = scratch();
     let folded = out_path(&dir, "wall.folded");
     let path = emberprof_examples::path("pingpong");
     let args = Backend::Bpf
         .record()
-        .args(&["--off-cpu", "--per-thread", "-v"])
+        .args(&["--off-cpu", "--off-cpu-min", "0", "--per-thread", "-v"])
         .output(&folded)
         .command(&[path_arg(&path), rounds]);
     let output = run_ok(&args.strs());
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    // "pingpong ROUNDS rounds in S s: R rounds/s"
-    let seconds = stdout
-        .split(" in ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("pingpong printed no time: {stdout:?}"));
+    let seconds = pingpong_seconds(&String::from_utf8_lossy(&output.stdout));
     (read_folded(&folded), seconds, stderr_text(&output))
 }
 
