@@ -274,10 +274,12 @@ pub struct RecordArgs {
     pub max_module_fds: Option<usize>,
 
     /// Most bytes of symbols and debug info kept parsed at once, each module counted as the size of
-    /// its executable or library and debug file, or the heap its parse took when that is more (the
+    /// its executable or library and debug file, or the heap its parse keeps when that is more (the
     /// parsed state of real programs is a sixth of their files or less). Past it the least recently
     /// used module's is dropped and parsed again when a sample lands in it: costs CPU, never names.
-    /// A module whose parse alone takes more is named from its symbol tables from then on.
+    /// A module whose parse alone takes more is named from its symbol tables from then on; one
+    /// whose parse grew well past its first round's is parsed anew (keeping what recent samples
+    /// need, not every unit ever named).
     #[arg(long, value_name = "BYTES", default_value_t = SymbolizerOptions::default().max_parsed_bytes, help_heading = "Advanced")]
     pub max_parsed_size: u64,
 

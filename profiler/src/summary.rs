@@ -234,6 +234,13 @@ pub fn print(summary: &Summary<'_>) {
             modules.max_parsed_bytes >> 20
         );
     }
+    if modules.parsed_rebuilt > 0 {
+        log::info!(
+            "{} times a module's parsed symbols were parsed anew, having grown well past their \
+             first round's: they keep what recent samples needed, not every unit ever named",
+            modules.parsed_rebuilt
+        );
+    }
     if modules.dwarf_refused > 0 {
         log::info!(
             "{} modules named from their symbol tables only, their DWARF not read: compressed \

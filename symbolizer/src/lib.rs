@@ -60,7 +60,7 @@ mod vdso;
 pub use demangle::{demangle, NameStyle};
 pub use error::Error;
 pub use frame::{Frame, FrameAddress, FrameKind, Symbol, UnknownReason};
-pub use heap::{heap_in_use, CountingAllocator};
+pub use heap::{thread_heap_balance, CountingAllocator};
 pub use jit::JitStats;
 pub use mapping_records::{
     FileIdentity, NamingStats, RecordedMapping, Unusable, MAX_RECORDED_PER_PROCESS,

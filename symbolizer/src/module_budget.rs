@@ -61,6 +61,9 @@ pub struct ModuleStats {
     pub parsed_dropped: u64,
     /// That budget, in bytes of files.
     pub max_parsed_bytes: u64,
+    /// Modules whose parsed symbols were dropped to be parsed anew, for what they had come to keep
+    /// past their first round's (see `namer::parsed_budget`); filled in by the symbolizer.
+    pub parsed_rebuilt: u64,
     /// Modules with DWARF named from their symbol tables only: their compressed DWARF sections
     /// claimed or inflated to more than blazesym may inflate, or not as they claimed, or they
     /// link to files blazesym would look for outside emberprof's checks (see

@@ -113,6 +113,7 @@ impl Symbolizer {
         crate::ModuleStats {
             parsed_dropped: self.namer.parsed_dropped(),
             max_parsed_bytes: self.namer.max_parsed_bytes(),
+            parsed_rebuilt: self.namer.parsed_rebuilt(),
             dwarf_refused: self.namer.dwarf_refused(),
             ..self.processes.module_stats()
         }

@@ -16,6 +16,7 @@ mod parsed_budget;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::time::Instant;
 
 use blazesym::symbolize::Input;
 
@@ -30,7 +31,7 @@ use crate::strings::SharedStrings;
 use file_check::FileCheck;
 pub use file_check::{MAX_INFLATED_BYTES, MAX_SYMBOL_ENTRIES};
 use file_pages::BlazeMappings;
-use parsed_budget::ParsedBudget;
+use parsed_budget::{Growth, ParsedBudget};
 
 /// Most entries the per-address user symbol cache holds before it is emptied. The cache only
 /// saves lookups: the profile keeps what each address was named. A program's hot addresses are a
@@ -341,8 +342,7 @@ impl Namer {
         let mut heap_taken = 0;
         for chunk in offsets.chunks(self.lookups_per_trim) {
             let before = blaze_mappings.before_round();
-            let heap_before = crate::heap_in_use();
-            let (frames, readable) = lookup(
+            let (frames, readable, parsed_heap) = lookup(
                 blaze,
                 &mut self.strings,
                 options,
@@ -351,7 +351,7 @@ impl Namer {
                 check,
                 chunk,
             );
-            heap_taken += crate::heap_in_use().saturating_sub(heap_before);
+            heap_taken += parsed_heap;
             blaze_mappings.after_round(before);
             found.extend(frames);
             if !readable {
@@ -366,8 +366,24 @@ impl Namer {
                 blaze_mappings.most_resident >> 10
             );
         }
-        if self.parsed.grew(module_id, heap_taken) {
-            self.refuse_dwarf(modules, module_id);
+        let heap_was = self.parsed.heap_bytes(module_id);
+        if passes_a_power_of_two_mib(heap_was, heap_was + heap_taken) {
+            log::debug!(
+                "{display_name}: blazesym keeps {} KiB of heap parsed from it",
+                (heap_was + heap_taken) >> 10
+            );
+        }
+        match self.parsed.grew(module_id, heap_taken, Instant::now()) {
+            Growth::Within => {}
+            Growth::Rebuild => {
+                // Parsed anew by the next round, for the addresses it names (see `parsed_budget`).
+                self.blaze.remove(&module_id);
+                log::debug!(
+                    "{display_name}: blazesym kept {} KiB parsed from it: rebuilt when next needed",
+                    (heap_was + heap_taken) >> 10
+                );
+            }
+            Growth::PastBudget => self.refuse_dwarf(modules, module_id),
         }
         for dropped in self.parsed.over_budget(module_id) {
             self.blaze.remove(&dropped);
@@ -410,13 +426,19 @@ impl Namer {
         self.parsed.dropped
     }
 
+    /// Symbolizers rebuilt for what they had come to keep (see `parsed_budget`), for the summary.
+    pub fn parsed_rebuilt(&self) -> u64 {
+        self.parsed.rebuilt
+    }
+
     /// How many entries each cache holds, for the debug log of long runs.
     pub fn cache_sizes(&self) -> String {
         format!(
-            "{} blazesym symbolizers ({} MiB of files), {} user symbols, {} kernel symbols, {} names and paths, {} PLT \
+            "{} blazesym symbolizers ({} MiB of files, {} KiB of heap parsed), {} user symbols, {} kernel symbols, {} names and paths, {} PLT \
              tables, {} entry ranges",
             self.blaze.len(),
             self.parsed.held_bytes() >> 20,
+            self.parsed.total_heap_bytes() >> 10,
             self.user_cache.len(),
             self.kernel_cache.len(),
             self.strings.len(),
@@ -426,8 +448,8 @@ impl Namer {
     }
 }
 
-/// Names `offsets` of `module` with its blazesym symbolizer, one `Option` each, and whether the
-/// module could be read. A separate debug file is addressed by virtual offsets; what it cannot
+/// Names `offsets` of `module` with its blazesym symbolizer, one `Option` each, whether the module
+/// could be read, and the heap blazesym kept doing it (see `elf::Looked`). A separate debug file is addressed by virtual offsets; what it cannot
 /// name (or everything, without one) is looked up in the module itself by file offset.
 fn lookup(
     blaze: &blazesym::symbolize::Symbolizer,
@@ -437,14 +459,15 @@ fn lookup(
     file: &crate::untrusted::StableFile,
     dwarf: FileCheck,
     offsets: &[u64],
-) -> (Vec<Option<Vec<Frame>>>, bool) {
+) -> (Vec<Option<Vec<Frame>>>, bool, u64) {
     let mut found: Vec<Option<Vec<Frame>>> = vec![None; offsets.len()];
+    let mut parsed_heap = 0;
     if let Some(debug_path) = module.debug_readable_path() {
         let virtual_offsets: Vec<u64> = offsets
             .iter()
             .map(|&offset| module.virtual_offset(offset).unwrap_or(u64::MAX))
             .collect();
-        if let Ok(frames) = elf::lookup(
+        if let Ok(looked) = elf::lookup(
             blaze,
             strings,
             options,
@@ -452,7 +475,8 @@ fn lookup(
             dwarf.debug_file,
             Input::VirtOffset(&virtual_offsets),
         ) {
-            found = frames;
+            found = looked.frames;
+            parsed_heap += looked.parsed_heap;
         }
     }
     let missing: Vec<u64> = offsets
@@ -462,7 +486,7 @@ fn lookup(
         .map(|(&o, _)| o)
         .collect();
     if missing.is_empty() {
-        return (found, true);
+        return (found, true, parsed_heap);
     }
     match elf::lookup(
         blaze,
@@ -472,18 +496,25 @@ fn lookup(
         dwarf.module_file,
         Input::FileOffset(&missing),
     ) {
-        Ok(frames) => {
-            let mut from_module = frames.into_iter();
+        Ok(looked) => {
+            let mut from_module = looked.frames.into_iter();
             for slot in found.iter_mut().filter(|f| f.is_none()) {
                 *slot = from_module.next().flatten();
             }
-            (found, true)
+            (found, true, parsed_heap + looked.parsed_heap)
         }
         Err(error) => {
             log::warn!("cannot symbolize {}: {error}", module.mapped_path.display());
-            (found, false)
+            (found, false, parsed_heap)
         }
     }
+}
+
+/// Whether `now` bytes passed 1, 2, 4, ... MiB that `was` had not: when the debug log names what
+/// a module's parse keeps, a few lines per module, not one per round.
+fn passes_a_power_of_two_mib(was: u64, now: u64) -> bool {
+    let (was, now) = (was >> 20, now >> 20);
+    now > 0 && (was == 0 || now.ilog2() > was.ilog2())
 }
 
 /// A blazesym symbolizer for one module.
@@ -639,6 +670,74 @@ mod tests {
             whole >> 10,
             addresses.len()
         );
+    }
+
+    /// What blazesym parsed is counted against the budget, not the frames and names handed out:
+    /// naming the same addresses again parses nothing new, and counts (almost) nothing. Before,
+    /// every round's frames were counted, and a module named all day would have grown past any
+    /// budget (libc: 16 MiB after 600 s of `--all`).
+    #[test]
+    fn only_what_blazesym_keeps_is_counted() {
+        let addresses = own_code_addresses(4 * LOOKUPS_PER_TRIM as u64);
+        let mut processes = own_processes(addresses[0].0);
+        let mut namer = Namer::new(SymbolizerOptions::default());
+        names(&mut namer, &mut processes, &addresses);
+        let module = *namer.blaze.keys().next().expect("a symbolizer");
+        let parsed = namer.parsed.heap_bytes(module);
+        assert!(
+            parsed > 64 << 10,
+            "{parsed} bytes parsed: the symbol tables at least"
+        );
+        namer.user_cache.clear();
+        let named = names(&mut namer, &mut processes, &addresses);
+        assert!(named.iter().filter(|n| !n.is_empty()).count() > addresses.len() / 2);
+        let again = namer.parsed.heap_bytes(module) - parsed;
+        assert!(
+            again < 4 << 10,
+            "{again} more bytes counted for naming {} addresses again ({parsed} the first time)",
+            addresses.len()
+        );
+    }
+
+    /// A symbolizer that came to keep much more than after its first round is dropped, the heap
+    /// it kept freed, and built anew by the next round, which names as before.
+    #[test]
+    fn a_symbolizer_that_grew_is_rebuilt_and_names_the_same() {
+        let addresses = own_code_addresses(16 * LOOKUPS_PER_TRIM as u64);
+        let (first, rest) = addresses.split_at(LOOKUPS_PER_TRIM / 4);
+        let mut processes = own_processes(addresses[0].0);
+        let mut namer = Namer::new(SymbolizerOptions::default());
+        namer.parsed.rebuild_age = std::time::Duration::ZERO;
+        let mut named = names(&mut namer, &mut processes, first);
+        let module = *namer.blaze.keys().next().expect("a symbolizer");
+        let after_first = namer.parsed.heap_bytes(module);
+        let mut most_kept = after_first;
+        let mut freed = 0;
+        for batch in rest.chunks(LOOKUPS_PER_TRIM) {
+            let (kept, balance) = (
+                namer.parsed.heap_bytes(module),
+                crate::thread_heap_balance(),
+            );
+            named.extend(names(&mut namer, &mut processes, batch));
+            if namer.parsed.rebuilt > 0 && freed == 0 {
+                freed = u64::try_from(balance - crate::thread_heap_balance()).unwrap_or(0);
+                most_kept = most_kept.max(kept);
+            }
+            if freed == 0 {
+                most_kept = most_kept.max(namer.parsed.heap_bytes(module));
+            }
+        }
+        assert!(
+            namer.parsed.rebuilt > 0,
+            "never rebuilt: {after_first} bytes kept after the first round, {most_kept} at most"
+        );
+        assert!(
+            freed > most_kept / 2,
+            "a rebuild freed {freed} bytes of the {most_kept} the symbolizer kept"
+        );
+        namer.user_cache.clear();
+        let mut fresh = Namer::new(SymbolizerOptions::default());
+        assert_eq!(names(&mut fresh, &mut processes, &addresses), named);
     }
 
     #[test]

@@ -15,15 +15,41 @@
 //!
 //! The files' sizes are not always above what is parsed: a profiled process's file can hold DWARF
 //! that blazesym builds into 25 times its size (a line program of one-byte rows, see
-//! `dwarf_shape`, which bounds one unit's), in as many units as its code covers. So the heap each
-//! module's lookups take is measured too (before and after each round: see `heap`), and a
-//! module is counted for the larger of the two. One module past the whole budget alone has its
+//! `dwarf_shape`, which bounds one unit's), in as many units as its code covers. So the heap blazesym keeps
+//! from each module's lookups is measured too (what it allocated in a call and did not free with
+//! the results: see `elf::Looked` and `heap`), and a module is counted for the larger of the two. One module past the whole budget alone has its
 //! DWARF left out from then on (its symbol tables still name it), where the rule above would keep
 //! it whatever it holds.
 
+//!
+//! What blazesym keeps of a module only grows: each lookup in a unit not seen before parses that
+//! unit (its functions, inlined frames and line rows), and nothing is ever let go. Over a long
+//! `--all`, a module every process uses comes to hold the parse of every unit any sample landed
+//! in: Debian's libc with its debug file kept 11 MiB after the first round of a run beside a build,
+//! 16 MiB 40 s later, and 36 MiB once all of its code had been named. So a symbolizer that has
+//! come to keep [`REBUILD_GROWTH`] more than after its first round (and at least
+//! [`REBUILD_FLOOR`]), and was built a while ago, is dropped once its round ends: the next round builds it anew and parses
+//! what that round names, so it holds what recent samples need rather than what all samples ever
+//! needed. Names already given stay; the cost is one parse of the module again (libc: 92 ms for a
+//! first round of 256 addresses spread over all of it, most of it inflating its 9.6 MiB of
+//! compressed DWARF again, which is also why it keeps 11 MiB after any first round), at most once
+//! a [`REBUILD_AGE`] per module: after a rebuild, a round of a few addresses would make a small
+//! first round, and the growth back to the module's usual set would call for another. Beside a
+//! build, libc was rebuilt every 30 s with an age of 30 s, each time at 14-15 MiB.
+
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use crate::module_id::ModuleId;
+
+/// What a symbolizer may come to keep past what it kept after its first round before it is
+/// rebuilt, at least: a quarter of that first round's is allowed when more.
+pub(super) const REBUILD_GROWTH: u64 = 2 << 20;
+/// Symbolizers keeping less are never rebuilt: small modules' parse costs little memory, and a
+/// rebuild costs a parse.
+pub(super) const REBUILD_FLOOR: u64 = 4 << 20;
+/// The least time between a symbolizer's first round and its rebuild.
+pub(super) const REBUILD_AGE: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub(super) struct ParsedBudget {
@@ -36,6 +62,21 @@ pub(super) struct ParsedBudget {
     clock: u64,
     /// Symbolizers dropped to stay within the budget, for the summary.
     pub dropped: u64,
+    /// Symbolizers dropped for what they had come to keep (see [`Growth::Rebuild`]).
+    pub rebuilt: u64,
+    /// [`REBUILD_AGE`]; tests that cannot wait that long set less.
+    pub rebuild_age: Duration,
+}
+
+/// What a round of lookups left a module's symbolizer keeping, in the budget's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Growth {
+    Within,
+    /// It keeps [`REBUILD_GROWTH`] (or a quarter) more than after its first round, at least
+    /// [`REBUILD_AGE`] ago: drop it, the next round builds it anew.
+    Rebuild,
+    /// Its parse alone is past the whole budget.
+    PastBudget,
 }
 
 /// What one module's symbolizer is counted for.
@@ -43,8 +84,10 @@ pub(super) struct ParsedBudget {
 struct Held {
     /// The sizes of the files it reads, counted before anything is parsed.
     file_bytes: u64,
-    /// The heap its lookups have taken so far (see [`crate::heap_in_use`]).
+    /// The heap blazesym kept from its lookups so far (see `elf::Looked`).
     heap_bytes: u64,
+    /// `heap_bytes` after its first round, and when that round ended, once it had one.
+    first_round: Option<(u64, Instant)>,
 }
 
 impl Held {
@@ -65,6 +108,8 @@ impl ParsedBudget {
             by_use: BTreeMap::new(),
             clock: 0,
             dropped: 0,
+            rebuilt: 0,
+            rebuild_age: REBUILD_AGE,
         }
     }
 
@@ -86,7 +131,7 @@ impl ParsedBudget {
             None => {
                 let held = Held {
                     file_bytes: bytes,
-                    heap_bytes: 0,
+                    ..Held::default()
                 };
                 self.modules.insert(module, (held, stamp));
                 self.held_bytes += held.counted();
@@ -95,16 +140,31 @@ impl ParsedBudget {
         self.by_use.insert(stamp, module);
     }
 
-    /// `module`'s lookups took `bytes` more of the heap; returns whether that heap alone is now past
-    /// the whole budget (its files' sizes past it are not: see [`ParsedBudget::over_budget`]).
-    pub fn grew(&mut self, module: ModuleId, bytes: u64) -> bool {
+    /// A round of `module`'s lookups, ending `now`, left blazesym keeping `bytes` more of the heap:
+    /// whether its parse alone is now past the whole budget (its files' sizes past it are not: see
+    /// [`ParsedBudget::over_budget`]), or has grown enough since its first round to be rebuilt
+    /// (then it is forgotten here, and counted in `rebuilt`).
+    pub fn grew(&mut self, module: ModuleId, bytes: u64, now: Instant) -> Growth {
         let Some((held, _)) = self.modules.get_mut(&module) else {
-            return false;
+            return Growth::Within;
         };
         self.held_bytes -= held.counted();
         held.heap_bytes += bytes;
         self.held_bytes += held.counted();
-        held.heap_bytes > self.max_bytes
+        if held.heap_bytes > self.max_bytes {
+            return Growth::PastBudget;
+        }
+        let (first, built) = *held.first_round.get_or_insert((held.heap_bytes, now));
+        let allowed = first + REBUILD_GROWTH.max(first / 4);
+        if held.heap_bytes >= REBUILD_FLOOR
+            && held.heap_bytes > allowed
+            && now.duration_since(built) >= self.rebuild_age
+        {
+            self.forget(module);
+            self.rebuilt += 1;
+            return Growth::Rebuild;
+        }
+        Growth::Within
     }
 
     /// `module`'s symbolizer is gone (the module was closed or released).
@@ -133,6 +193,18 @@ impl ParsedBudget {
 
     pub fn held_bytes(&self) -> u64 {
         self.held_bytes
+    }
+
+    /// The heap `module`'s lookups took so far (0 when it is not counted).
+    pub fn heap_bytes(&self, module: ModuleId) -> u64 {
+        self.modules
+            .get(&module)
+            .map_or(0, |(held, _)| held.heap_bytes)
+    }
+
+    /// The heap all counted modules' lookups took so far, for the debug log.
+    pub fn total_heap_bytes(&self) -> u64 {
+        self.modules.values().map(|(held, _)| held.heap_bytes).sum()
     }
 }
 
@@ -171,27 +243,41 @@ mod tests {
     /// the files makes room as the files' sizes do, and says when one module alone is past all.
     #[test]
     fn heap_taken_past_the_files_is_counted() {
+        let now = Instant::now();
         let mut budget = ParsedBudget::new(100);
         budget.used(id(1), 30);
         budget.used(id(2), 30);
-        assert!(!budget.grew(id(2), 20), "within its files' 30");
+        assert_eq!(
+            budget.grew(id(2), 20, now),
+            Growth::Within,
+            "within its files' 30"
+        );
         assert_eq!(budget.held_bytes(), 60);
-        assert!(!budget.grew(id(2), 40), "60 of heap");
+        assert_eq!(budget.grew(id(2), 40, now), Growth::Within, "60 of heap");
         assert_eq!(budget.held_bytes(), 90);
         assert!(budget.over_budget(id(2)).is_empty());
-        assert!(!budget.grew(id(2), 20));
+        assert_eq!(budget.grew(id(2), 20, now), Growth::Within);
         assert_eq!(budget.over_budget(id(2)), vec![id(1)]);
-        assert!(
-            budget.grew(id(2), 30),
+        assert_eq!(
+            budget.grew(id(2), 30, now),
+            Growth::PastBudget,
             "110 alone, past the 100 of the budget"
         );
         // Files past the whole budget are named still (see the test below); their heap is not.
         budget.used(id(3), 500);
-        assert!(!budget.grew(id(3), 10), "500 of files, 10 of heap");
+        assert_eq!(
+            budget.grew(id(3), 10, now),
+            Growth::Within,
+            "500 of files, 10 of heap"
+        );
         budget.forget(id(2));
         budget.forget(id(3));
         assert_eq!(budget.held_bytes(), 0);
-        assert!(!budget.grew(id(2), 1000), "not counted any more");
+        assert_eq!(
+            budget.grew(id(2), 1000, now),
+            Growth::Within,
+            "not counted any more"
+        );
     }
 
     #[test]
@@ -204,5 +290,54 @@ mod tests {
         assert_eq!(budget.dropped, 0);
         budget.forget(id(1)); // twice is harmless
         assert_eq!(budget.held_bytes(), 60);
+    }
+
+    /// A symbolizer is rebuilt when it keeps [`REBUILD_GROWTH`] (or a quarter of its first round)
+    /// more than after its first round, keeps [`REBUILD_FLOOR`] at least, and was built
+    /// [`REBUILD_AGE`] ago; it is then forgotten, and counted for its files again when next used.
+    #[test]
+    fn a_symbolizer_that_grew_is_rebuilt_at_most_once_an_age() {
+        const MIB: u64 = 1 << 20;
+        let start = Instant::now();
+        let later = start + REBUILD_AGE;
+        let mut budget = ParsedBudget::new(1 << 30);
+        budget.used(id(1), MIB);
+        assert_eq!(
+            budget.grew(id(1), 12 * MIB, start),
+            Growth::Within,
+            "first round"
+        );
+        // Allowed: 12 + 3 MiB (a quarter of 12 is more than 2).
+        assert_eq!(budget.grew(id(1), 3 * MIB, later), Growth::Within);
+        assert_eq!(
+            budget.grew(id(1), 1, start + REBUILD_AGE / 2),
+            Growth::Within,
+            "past the growth allowed, but built too recently"
+        );
+        assert_eq!(budget.grew(id(1), 1, later), Growth::Rebuild);
+        assert!(!budget.holds(id(1)));
+        assert_eq!((budget.rebuilt, budget.held_bytes()), (1, 0));
+        // Built again: its new first round is what it is measured against.
+        budget.used(id(1), MIB);
+        assert_eq!(budget.grew(id(1), MIB, later), Growth::Within);
+        assert_eq!(
+            budget.grew(id(1), 2 * MIB, later + REBUILD_AGE),
+            Growth::Within,
+            "3 MiB: below the floor"
+        );
+        assert_eq!(
+            budget.grew(id(1), 2 * MIB, later + REBUILD_AGE),
+            Growth::Rebuild,
+            "5 MiB: 4 past 1"
+        );
+        // Small first rounds are allowed REBUILD_GROWTH.
+        budget.used(id(2), MIB);
+        assert_eq!(budget.grew(id(2), 3 * MIB, start), Growth::Within);
+        assert_eq!(
+            budget.grew(id(2), 2 * MIB, later),
+            Growth::Within,
+            "5 MiB: 2 past 3"
+        );
+        assert_eq!(budget.grew(id(2), 1, later), Growth::Rebuild);
     }
 }
