@@ -339,7 +339,7 @@ impl Namer {
         let mut found: Vec<Option<Vec<Frame>>> = Vec::with_capacity(offsets.len());
         let mut module_readable = true;
         blaze_mappings.most_resident = 0;
-        let mut heap_taken = 0;
+        let mut heap_kept = 0;
         for chunk in offsets.chunks(self.lookups_per_trim) {
             let before = blaze_mappings.before_round();
             let (frames, readable, parsed_heap) = lookup(
@@ -351,7 +351,7 @@ impl Namer {
                 check,
                 chunk,
             );
-            heap_taken += parsed_heap;
+            heap_kept += parsed_heap;
             blaze_mappings.after_round(before);
             found.extend(frames);
             if !readable {
@@ -367,20 +367,20 @@ impl Namer {
             );
         }
         let heap_was = self.parsed.heap_bytes(module_id);
-        if passes_a_power_of_two_mib(heap_was, heap_was + heap_taken) {
+        if passes_a_power_of_two_mib(heap_was, heap_was + heap_kept) {
             log::debug!(
                 "{display_name}: blazesym keeps {} KiB of heap parsed from it",
-                (heap_was + heap_taken) >> 10
+                (heap_was + heap_kept) >> 10
             );
         }
-        match self.parsed.grew(module_id, heap_taken, Instant::now()) {
+        match self.parsed.grew(module_id, heap_kept, Instant::now()) {
             Growth::Within => {}
             Growth::Rebuild => {
                 // Parsed anew by the next round, for the addresses it names (see `parsed_budget`).
                 self.blaze.remove(&module_id);
                 log::debug!(
                     "{display_name}: blazesym kept {} KiB parsed from it: rebuilt when next needed",
-                    (heap_was + heap_taken) >> 10
+                    (heap_was + heap_kept) >> 10
                 );
             }
             Growth::PastBudget => self.refuse_dwarf(modules, module_id),
@@ -449,8 +449,9 @@ impl Namer {
 }
 
 /// Names `offsets` of `module` with its blazesym symbolizer, one `Option` each, whether the module
-/// could be read, and the heap blazesym kept doing it (see `elf::Looked`). A separate debug file is addressed by virtual offsets; what it cannot
-/// name (or everything, without one) is looked up in the module itself by file offset.
+/// could be read, and the heap blazesym kept doing it (see `elf::Looked`). A separate debug file
+/// is addressed by virtual offsets; what it cannot name (or everything, without one) is looked up
+/// in the module itself by file offset.
 fn lookup(
     blaze: &blazesym::symbolize::Symbolizer,
     strings: &mut SharedStrings,
