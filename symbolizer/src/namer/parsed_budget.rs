@@ -26,16 +26,17 @@
 //! unit (its functions, inlined frames and line rows), and nothing is ever let go. Over a long
 //! `--all`, a module every process uses comes to hold the parse of every unit any sample landed
 //! in: Debian's libc with its debug file kept 11 MiB after the first round of a run beside a build,
-//! 16 MiB 40 s later, and 36 MiB once all of its code had been named. So a symbolizer that has
+//! 16 MiB 100 s later, and 36 MiB once all of its code had been named. So a symbolizer that has
 //! come to keep [`REBUILD_GROWTH`] more than after its first round (and at least
-//! [`REBUILD_FLOOR`]), and was built a while ago, is dropped once its round ends: the next round builds it anew and parses
-//! what that round names, so it holds what recent samples need rather than what all samples ever
-//! needed. Names already given stay; the cost is one parse of the module again (libc: 92 ms for a
-//! first round of 256 addresses spread over all of it, most of it inflating its 9.6 MiB of
-//! compressed DWARF again, which is also why it keeps 11 MiB after any first round), at most once
-//! a [`REBUILD_AGE`] per module: after a rebuild, a round of a few addresses would make a small
-//! first round, and the growth back to the module's usual set would call for another. Beside a
-//! build, libc was rebuilt every 30 s with an age of 30 s, each time at 14-15 MiB.
+//! [`REBUILD_FLOOR`]), and was built a while ago, is dropped once its round ends: the next round
+//! builds it anew and parses what that round names, so it holds what recent samples need rather
+//! than what all samples ever needed. Names already given stay; the cost is one parse of the
+//! module again (libc: 92 ms for a first round of 256 addresses spread over all of it, its 9.6 MiB
+//! of compressed DWARF inflated again among it, which is also why it keeps 11 MiB after any first
+//! round), at most once a [`REBUILD_AGE`] per module: after a rebuild, a round of a few addresses
+//! would make a small first round, and the growth back to the module's usual set would call for
+//! another. Beside a build, libc was rebuilt every 30 s with an age of 30 s (each time at 14-15
+//! MiB), and 9 times in 600 s with 60 s (at 15.5 MiB).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
