@@ -558,18 +558,30 @@ mod tests {
 
     /// Addresses spread over this test program's own code, in its own process.
     fn own_code_addresses(count: u64) -> Vec<(ProcessKey, u64)> {
-        let maps = parse_maps(&std::fs::read_to_string("/proc/self/maps").expect("own maps"));
         let exe = std::fs::read_link("/proc/self/exe").expect("own executable");
-        let text = maps
-            .iter()
-            .filter(|m| m.executable && std::path::Path::new(&m.path) == exe)
-            .max_by_key(|m| m.end - m.start)
-            .expect("an executable mapping of the test program");
-        let step = ((text.end - text.start) / count).max(1);
         let key = ProcessKey {
             pid: std::process::id(),
             instance: 1,
         };
+        let text = program_text(key.pid, &exe).expect("an executable mapping of the test program");
+        spread_over(key, &text, count)
+    }
+
+    /// The largest executable mapping of `program` in process `pid`.
+    fn program_text(pid: u32, program: &std::path::Path) -> Option<crate::maps::MapsEntry> {
+        let maps = parse_maps(&std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps"));
+        maps.into_iter()
+            .filter(|m| m.executable && std::path::Path::new(&m.path) == program)
+            .max_by_key(|m| m.end - m.start)
+    }
+
+    /// `count` addresses of process `key` spread evenly over `text`.
+    fn spread_over(
+        key: ProcessKey,
+        text: &crate::maps::MapsEntry,
+        count: u64,
+    ) -> Vec<(ProcessKey, u64)> {
+        let step = ((text.end - text.start) / count).max(1);
         (0..count)
             .map(|i| text.start + i * step)
             .take_while(|&address| address < text.end)
@@ -673,14 +685,64 @@ mod tests {
         );
     }
 
+    /// An example program stopped once it has started, and killed when dropped: its code has
+    /// DWARF whatever profile the tests are built with (this test program has none under
+    /// `--release`).
+    struct StoppedExample(std::process::Child);
+
+    impl Drop for StoppedExample {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `count` addresses spread over the code of the example `name`, started and stopped, and
+    /// the process table with its snapshot.
+    fn example_code(name: &str, count: u64) -> (StoppedExample, Vec<(ProcessKey, u64)>, Processes) {
+        let path = emberprof_examples::path(name);
+        let child = std::process::Command::new(&path)
+            .arg("600")
+            .spawn()
+            .expect("example");
+        let example = StoppedExample(child);
+        let pid = example.0.id();
+        let key = ProcessKey { pid, instance: 1 };
+        let exe = path.canonicalize().expect("example path");
+        // `spawn` returns once the child has its new address space, before exec has mapped the
+        // program into it: wait for the mapping.
+        let waited = std::time::Instant::now();
+        let text = loop {
+            if let Some(text) = program_text(pid, &exe) {
+                break text;
+            }
+            assert!(
+                waited.elapsed().as_secs() < 10,
+                "{} never mapped its program",
+                exe.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        // SAFETY: a signal to our own child, which `example` waits for.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        let addresses = spread_over(key, &text, count);
+        let mut processes = Processes::new(
+            crate::jit::DEFAULT_MAX_PERF_MAP_BYTES,
+            crate::jit::DEFAULT_MAX_PERF_MAPS_TOTAL_BYTES,
+        )
+        .expect("processes");
+        processes.process_seen(key).expect("example snapshot");
+        (example, addresses, processes)
+    }
+
     /// What blazesym parsed is counted against the budget, not the frames and names handed out:
     /// naming the same addresses again parses nothing new, and counts (almost) nothing. Before,
     /// every round's frames were counted, and a module named all day would have grown past any
     /// budget (libc: 16 MiB after 600 s of `--all`).
     #[test]
     fn only_what_blazesym_keeps_is_counted() {
-        let addresses = own_code_addresses(4 * LOOKUPS_PER_TRIM as u64);
-        let mut processes = own_processes(addresses[0].0);
+        let (_example, addresses, mut processes) =
+            example_code("rust-release", 4 * LOOKUPS_PER_TRIM as u64);
         let mut namer = Namer::new(SymbolizerOptions::default());
         names(&mut namer, &mut processes, &addresses);
         let module = *namer.blaze.keys().next().expect("a symbolizer");
@@ -704,11 +766,16 @@ mod tests {
     /// it kept freed, and built anew by the next round, which names as before.
     #[test]
     fn a_symbolizer_that_grew_is_rebuilt_and_names_the_same() {
-        let addresses = own_code_addresses(16 * LOOKUPS_PER_TRIM as u64);
+        let (_example, addresses, mut processes) =
+            example_code("rust-release", 16 * LOOKUPS_PER_TRIM as u64);
         let (first, rest) = addresses.split_at(LOOKUPS_PER_TRIM / 4);
-        let mut processes = own_processes(addresses[0].0);
         let mut namer = Namer::new(SymbolizerOptions::default());
-        namer.parsed.rebuild_age = std::time::Duration::ZERO;
+        // Scaled to the example's 1 MB of DWARF, and no wait.
+        namer.parsed.rebuild = parsed_budget::RebuildRule {
+            growth: 256 << 10,
+            floor: 512 << 10,
+            age: std::time::Duration::ZERO,
+        };
         let mut named = names(&mut namer, &mut processes, first);
         let module = *namer.blaze.keys().next().expect("a symbolizer");
         let after_first = namer.parsed.heap_bytes(module);
@@ -736,7 +803,6 @@ mod tests {
             freed > most_kept / 2,
             "a rebuild freed {freed} bytes of the {most_kept} the symbolizer kept"
         );
-        namer.user_cache.clear();
         let mut fresh = Namer::new(SymbolizerOptions::default());
         assert_eq!(names(&mut fresh, &mut processes, &addresses), named);
     }

@@ -52,6 +52,25 @@ pub(super) const REBUILD_FLOOR: u64 = 4 << 20;
 /// The least time between a symbolizer's first round and its rebuild.
 pub(super) const REBUILD_AGE: Duration = Duration::from_secs(60);
 
+/// When a symbolizer is rebuilt (see [`Growth::Rebuild`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RebuildRule {
+    /// [`REBUILD_GROWTH`].
+    pub growth: u64,
+    /// [`REBUILD_FLOOR`].
+    pub floor: u64,
+    /// [`REBUILD_AGE`].
+    pub age: Duration,
+}
+
+impl RebuildRule {
+    pub const DEFAULT: RebuildRule = RebuildRule {
+        growth: REBUILD_GROWTH,
+        floor: REBUILD_FLOOR,
+        age: REBUILD_AGE,
+    };
+}
+
 #[derive(Debug)]
 pub(super) struct ParsedBudget {
     max_bytes: u64,
@@ -65,8 +84,8 @@ pub(super) struct ParsedBudget {
     pub dropped: u64,
     /// Symbolizers dropped for what they had come to keep (see [`Growth::Rebuild`]).
     pub rebuilt: u64,
-    /// [`REBUILD_AGE`]; tests that cannot wait that long set less.
-    pub rebuild_age: Duration,
+    /// [`RebuildRule::DEFAULT`]; tests set smaller modules and less time.
+    pub rebuild: RebuildRule,
 }
 
 /// What a round of lookups left a module's symbolizer keeping, in the budget's terms.
@@ -110,7 +129,7 @@ impl ParsedBudget {
             clock: 0,
             dropped: 0,
             rebuilt: 0,
-            rebuild_age: REBUILD_AGE,
+            rebuild: RebuildRule::DEFAULT,
         }
     }
 
@@ -156,10 +175,11 @@ impl ParsedBudget {
             return Growth::PastBudget;
         }
         let (first, built) = *held.first_round.get_or_insert((held.heap_bytes, now));
-        let allowed = first + REBUILD_GROWTH.max(first / 4);
-        if held.heap_bytes >= REBUILD_FLOOR
+        let rule = self.rebuild;
+        let allowed = first + rule.growth.max(first / 4);
+        if held.heap_bytes >= rule.floor
             && held.heap_bytes > allowed
-            && now.duration_since(built) >= self.rebuild_age
+            && now.duration_since(built) >= rule.age
         {
             self.forget(module);
             self.rebuilt += 1;
