@@ -79,7 +79,7 @@ fn hostile_compressed_dwarf_neither_aborts_nor_inflates() {
     // The attacker runs copies of its own (files it could rewrite at any time).
     let script = "for f in *.bin; do cp $f ${f%.bin}; done; ./function_of_the_lying_claim & \
                   ./function_of_the_bomb & ./honest_function; wait";
-    let (out, args) = attack_args(dir.path(), &["-v"], script);
+    let (out, args) = attack_args(dir.path(), 499, &["-v"], script);
     let recording = record_attack("hostile compressed DWARF", &args);
     assert_peak_below(&recording, MAX_RSS_BYTES);
     for reason in [
@@ -140,7 +140,7 @@ fn a_fifo_named_by_a_debug_link_does_not_hang_recording() {
         "apt-get install binutils",
     );
     std::fs::remove_file(&debug).expect("remove the debug file");
-    let (out, args) = attack_args(dir.path(), &[], "mkfifo victim.debug && ./victim");
+    let (out, args) = attack_args(dir.path(), 499, &[], "mkfifo victim.debug && ./victim");
     let recording = record_attack("FIFO named by a debug link", &args);
     // The program runs for a second or two: a recording that took far longer waited on the FIFO
     // (and was killed by `record_attack`'s hang bound before the fix).
@@ -193,7 +193,7 @@ fn a_huge_symbol_table_is_not_sorted() {
         }
         replace_section_data(elf, &section, &table);
     });
-    let (out, args) = attack_args(dir.path(), &["-v"], "cp victim.bin victim && ./victim");
+    let (out, args) = attack_args(dir.path(), 499, &["-v"], "cp victim.bin victim && ./victim");
     let recording = record_attack("huge symbol table", &args);
     let said = |text: &str| recording.stderr.contains(text);
     assert!(
@@ -287,7 +287,12 @@ fn hostile_dwarf_is_not_built_past_its_limits() {
                   ./function_of_the_packed_lines & ./function_at_the_limit & ./honest_function; \
                   wait";
     let budget = PARSED_BUDGET.to_string();
-    let (out, args) = attack_args(dir.path(), &["-v", "--max-parsed-size", &budget], script);
+    let (out, args) = attack_args(
+        dir.path(),
+        499,
+        &["-v", "--max-parsed-size", &budget],
+        script,
+    );
     let recording = record_attack("hostile DWARF line programs", &args);
     assert_peak_below(&recording, MAX_RSS_BYTES_FOR_DWARF);
     for reason in [
@@ -483,7 +488,7 @@ fn record_named_from_symbols(
     function: &str,
     reason: &str,
 ) -> Finished {
-    let (out, args) = attack_args(dir.path(), &["-v"], "cp victim.bin victim && ./victim");
+    let (out, args) = attack_args(dir.path(), 499, &["-v"], "cp victim.bin victim && ./victim");
     // Fails on an abort: record_attack requires a clean exit.
     let recording = record_attack(name, &args);
     let said =
@@ -617,17 +622,4 @@ fn assert_peak_below(recording: &Finished, bound: u64) {
         bound >> 20,
         recording.stderr
     );
-}
-
-/// `record OPTIONS -F 499 -o DIR/out.folded -- sh -c SCRIPT` as the attacker in `dir`: the
-/// folded output's path and the arguments.
-fn attack_args(dir: &Path, options: &[&str], script: &str) -> (std::path::PathBuf, Vec<String>) {
-    let out = dir.join("out.folded");
-    let mut args = strings(&["record"]);
-    args.extend(strings(options));
-    args.extend(strings(&["-F", "499", "-o"]));
-    args.push(out.display().to_string());
-    args.push("--".into());
-    args.extend(as_attacker_sh(dir, script));
-    (out, args)
 }

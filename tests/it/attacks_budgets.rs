@@ -39,11 +39,7 @@ fn recycled_inode_does_not_inherit_names() {
     // the inode is free once `old1` is deleted.
     let script = "cp old.bin old1 && ./old1 && stat -c %i old1 > inode1 && rm old1 && \
                   cp new.bin new1 && stat -c %i new1 > inode2 && ./new1";
-    let out = dir.path().join("out.folded");
-    let mut args = strings(&["record", "-F", "499", "-o"]);
-    args.push(out.display().to_string());
-    args.push("--".into());
-    args.extend(as_attacker_sh(dir.path(), script));
+    let (out, args) = attack_args(dir.path(), 499, &[], script);
     let recording = record_attack("recycled inode", &args);
     let inode = |name: &str| {
         std::fs::read_to_string(dir.path().join(name))

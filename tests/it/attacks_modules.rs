@@ -81,12 +81,8 @@ fn mapping_many_files_does_not_take_every_descriptor() {
     let script = format!(
         "./flood {FLOOD_FILES} && while [ ! -e go ]; do sleep 0.05; done; ./victim; touch stop"
     );
-    let out = dir.path().join("out.folded");
+    let (out, args) = attack_args(dir.path(), 99, &["-v"], &script);
     let go = start_after_flood(dir.path().join("go"), out.display().to_string());
-    let mut args = strings(&["record", "-v", "-F", "99", "-o"]);
-    args.push(out.display().to_string());
-    args.push("--".into());
-    args.extend(as_attacker_sh(dir.path(), &script));
     let recording = record_attack_with_files("20,000 mapped files", &args, Some(FILE_LIMIT));
     go.join().expect("the thread that starts the new program");
     let stacks = parse_folded(&std::fs::read_to_string(&out).expect("read folded output"));

@@ -46,11 +46,13 @@ fn endless_distinct_stacks_stay_within_the_profile_budget() {
     let _kernel = kernel_test();
     let dir = attacker_dir();
     compile(&dir.path().join("paths"), RANDOM_PATHS_C, &[]);
-    let out = dir.path().join("out.folded");
-    let mut args = strings(&["record", "-F", "999", "--max-profile-size"]);
-    args.push(BUDGET.to_string());
-    args.extend(strings(&["-o", path_arg(&out), "--"]));
-    args.extend(as_attacker_sh(dir.path(), "./paths 6"));
+    let budget = BUDGET.to_string();
+    let (out, args) = attack_args(
+        dir.path(),
+        999,
+        &["--max-profile-size", &budget],
+        "./paths 6",
+    );
     let recording = record_attack("endless distinct stacks", &args);
     let stacks = read_folded(&out);
     let samples = summary_samples(&recording.stderr);

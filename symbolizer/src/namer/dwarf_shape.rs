@@ -403,12 +403,12 @@ fn line_program_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compressed::test_files::{elf_with_compressed_sections, elf_with_sections, zlib};
 
     /// [`super::too_much_work`] with `file_check`'s inflation limit (64 MiB).
     fn too_much_work(data: &[u8]) -> Option<String> {
         super::too_much_work(data, 64 << 20)
     }
-    use crate::compressed::test_files::{elf_with_compressed_sections, elf_with_sections, zlib};
 
     /// An abbreviation table of one declaration: a compile unit with `DW_AT_stmt_list`, padded with
     /// `padding` more attributes (`DW_AT_name`, `DW_FORM_flag_present`: no bytes in the entry).

@@ -47,6 +47,24 @@ pub fn as_attacker_sh(dir: &Path, script: &str) -> Vec<String> {
     .collect()
 }
 
+/// `record` as the attacker's `script` in `dir` runs: `options`, `-F hz`, and the folded output in
+/// `dir` (its path is returned with the arguments).
+pub fn attack_args(
+    dir: &Path,
+    hz: u32,
+    options: &[&str],
+    script: &str,
+) -> (std::path::PathBuf, Vec<String>) {
+    let out = dir.join("out.folded");
+    let mut args = vec!["record".to_string()];
+    args.extend(options.iter().map(|option| option.to_string()));
+    args.extend(["-F".into(), hz.to_string(), "-o".into()]);
+    args.push(out.display().to_string());
+    args.push("--".into());
+    args.extend(as_attacker_sh(dir, script));
+    (out, args)
+}
+
 /// `Shmem` of /proc/meminfo, in KiB.
 pub fn shmem_kib() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
