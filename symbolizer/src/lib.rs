@@ -52,6 +52,7 @@ mod snapshot_budget;
 pub mod stack_root;
 mod strings;
 mod symbolize;
+mod tables;
 pub mod untrusted;
 mod unwind;
 mod unwinder;
@@ -78,5 +79,6 @@ pub use python_stack::{PythonStack, PythonStackFrame, RawPythonFrame, RawPythonS
 pub use snapshot_budget::{thread_cpu_time, SnapshotBudgetStats, WHOLE_SNAPSHOT_MAPPINGS};
 pub use strings::SharedStrings;
 pub use symbolize::Symbolizer;
+pub use tables::ShrinkSparse;
 pub use unwind::{StackCopy, UnwindEnd, UnwindFailure, UnwoundStack, UserRegisters};
 pub use unwinder::{is_frameless, FramelessCode, FramelessMapping, Unwinder};

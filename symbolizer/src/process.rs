@@ -7,6 +7,8 @@
 //! than switching to the new process) once that process is gone.
 
 use std::collections::HashMap;
+
+use crate::tables::ShrinkSparse;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -219,6 +221,11 @@ pub struct ProcessTable {
 }
 
 impl ProcessTable {
+    /// See [`crate::Symbolizer::shrink_tables`].
+    pub(crate) fn shrink_tables(&mut self) {
+        self.processes.shrink_if_sparse();
+    }
+
     pub fn new(vdso: Option<ModuleId>) -> Self {
         ProcessTable {
             processes: HashMap::new(),

@@ -13,6 +13,8 @@
 //! checked before each snapshot.
 
 use std::collections::{HashMap, HashSet};
+
+use crate::tables::ShrinkSparse;
 use std::time::{Duration, Instant};
 
 use crate::frame::{Frame, FrameKind, Symbol, UnknownReason};
@@ -585,5 +587,17 @@ impl Processes {
     /// Entries kept for the processes' runtimes, for the debug log.
     pub fn runtime_sizes(&self) -> String {
         self.runtimes.sizes()
+    }
+
+    /// See [`crate::Symbolizer::shrink_tables`].
+    pub fn shrink_tables(&mut self) {
+        self.snapshots.shrink_tables();
+        self.runtimes.shrink_tables();
+        self.snapshot_taken.shrink_if_sparse();
+        self.changed.shrink_if_sparse();
+        self.ended.shrink_if_sparse();
+        self.start_ticks.shrink_if_sparse();
+        self.postponed.shrink_if_sparse();
+        self.records_waiting.shrink_if_sparse();
     }
 }

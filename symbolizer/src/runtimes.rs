@@ -9,6 +9,8 @@
 //! decided by `processes`.
 
 use std::collections::HashMap;
+
+use crate::tables::ShrinkSparse;
 use std::sync::Arc;
 
 use crate::jit::{self, JitStats, PerfMapBudget, ProcessPerfMap};
@@ -50,6 +52,11 @@ impl Runtimes {
             forgotten: JitStats::default(),
             forgotten_python: CodeReaderStats::default(),
         }
+    }
+
+    /// See [`crate::Symbolizer::shrink_tables`].
+    pub fn shrink_tables(&mut self) {
+        self.processes.shrink_if_sparse();
     }
 
     fn of(&mut self, key: ProcessKey) -> &mut ProcessRuntimes {

@@ -194,6 +194,13 @@ impl Symbolizer {
         self.namer.forget_unused_names();
     }
 
+    /// Gives back the room per-process tables grew to while more processes were alive than are
+    /// now (see `tables`): call at a quiet moment (the recorder does at each checkpoint).
+    pub fn shrink_tables(&mut self) {
+        self.processes.shrink_tables();
+        self.unwinder.shrink_tables();
+    }
+
     /// How many entries each cache holds, for the debug log of long runs.
     pub fn cache_sizes(&self) -> String {
         format!(

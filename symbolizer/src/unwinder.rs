@@ -161,6 +161,11 @@ impl Unwinder {
     }
 
     /// Drops the file pages unwinding left resident: call now and then (each checkpoint).
+    /// See [`crate::Symbolizer::shrink_tables`].
+    pub fn shrink_tables(&mut self) {
+        self.unwinders.shrink_tables();
+    }
+
     pub fn drop_file_pages(&self) {
         self.unwinders.drop_file_pages();
     }

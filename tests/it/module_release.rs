@@ -86,3 +86,52 @@ fn modules_of_ended_programs_are_released_and_named() {
         describe(&programs)
     );
 }
+
+/// Processes the burst below runs, one after another.
+const BURST_PROCESSES: usize = 8_000;
+/// The most room a table shrunk after the burst keeps while it is quiet (`KEPT_CAPACITY` in the
+/// symbolizer's `tables`: tables below it are left alone).
+const ROOM_KEPT: usize = 1_024;
+
+/// Tables follow what is live, not the busiest moment (see the symbolizer's `tables`): the table
+/// of the stacks seen since the last checkpoint gives back the room a burst grew it to. `-vv`
+/// logs that room at each checkpoint, before it shrinks. A burst of 8,000 `/bin/true` (each
+/// sample a stack of its own, being another process's), then seconds of one sleeping shell: kept,
+/// the burst's room would show at every later checkpoint.
+#[test]
+fn a_burst_of_stacks_leaves_no_room_behind() {
+    let _kernel = kernel_test();
+    let dir = scratch();
+    let out = dir.path().join("out.folded");
+    let script = format!(
+        "i=0; while [ $i -lt {BURST_PROCESSES} ]; do /bin/true; i=$((i + 1)); done; sleep 12"
+    );
+    let mut args = strings(&["record", "-vv", "-F", "999", "-o"]);
+    args.push(out.display().to_string());
+    args.extend(strings(&["--", "sh", "-c", &script]));
+    let recording = record_attack("a burst of processes, then a sleep", &args);
+    let rooms: Vec<usize> = recording
+        .stderr
+        .lines()
+        .filter_map(|line| {
+            let (before, _) = line.split_once(" before shrinking")?;
+            before.rsplit(' ').next()?.parse().ok()
+        })
+        .collect();
+    let (Some(&burst), Some(&last)) = (rooms.iter().max(), rooms.last()) else {
+        panic!(
+            "-vv logs no checkpoint's room for stacks:\n{}",
+            recording.stderr
+        );
+    };
+    assert!(
+        burst > 3 * ROOM_KEPT / 2,
+        "the burst took the table of stacks to room for only {burst} (checkpoints: {rooms:?}): \
+         too few to tell a shrunk table from a kept one"
+    );
+    assert!(
+        last <= ROOM_KEPT,
+        "the table of stacks kept room for {last} after a burst took it to {burst} \
+         (checkpoints: {rooms:?})"
+    );
+}

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use emberprof_symbolizer::{
     FramelessCode, FramelessMapping, JitStats, ModuleStats, NamingStats, ProcessKey, PythonStack,
-    RawPythonStack, SnapshotBudgetStats, StackCopy, Symbolizer, UnwindEnd, UserRegisters,
+    RawPythonStack, ShrinkSparse, SnapshotBudgetStats, StackCopy, Symbolizer, UnwindEnd,
+    UserRegisters,
 };
 
 use super::launch::remove_pre_exec_samples;
@@ -271,13 +272,16 @@ impl Collector {
         }
         // The profile now holds what it keeps of the names; what it pruned goes.
         self.symbolizer.forget_unused_names();
+        let stacks_room = self.counts.capacity();
+        self.shrink_tables();
         release_free_memory();
         if log::log_enabled!(log::Level::Debug) {
             // SAFETY: mallinfo2 has no preconditions.
             let heap = unsafe { libc::mallinfo2() };
             log::debug!(
                 "after checkpoint: {}, file pages dropped {} times; heap {} KiB in use of an arena \
-                 of {} KiB, and {} KiB in blocks mapped apart; {} pending; profile: {}; roots: {}; \
+                 of {} KiB, and {} KiB in blocks mapped apart; {} pending; stacks since the last \
+                 checkpoint: {} left, room for {} before shrinking; profile: {}; roots: {}; \
                  symbolizer: {}",
                 crate::memory::own_rss(),
                 self.file_pages.drops,
@@ -287,12 +291,25 @@ impl Collector {
                 heap.arena / 1024,
                 heap.hblkhd / 1024,
                 self.pending.len(),
+                self.counts.len(),
+                stacks_room,
                 self.built.sizes(),
                 self.roots.sizes(),
                 self.symbolizer.cache_sizes()
             );
         }
         std::mem::take(&mut self.feedback)
+    }
+
+    /// Gives back the room a burst left in the tables emptied at each checkpoint (the stacks since
+    /// the last one above all) and in the per-process ones (see `ShrinkSparse`).
+    fn shrink_tables(&mut self) {
+        self.counts.shrink_if_sparse();
+        self.pending.shrink_if_sparse();
+        self.plans.shrink_if_sparse();
+        self.off_cpu_stacks.shrink_if_sparse();
+        self.python_sent.shrink_if_sparse();
+        self.symbolizer.shrink_tables();
     }
 
     /// Running processes whose stacks wait for a perf map written at exit, unless they hold more

@@ -12,6 +12,8 @@ mod scan;
 mod walk;
 
 use std::collections::HashMap;
+
+use crate::tables::ShrinkSparse;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -258,6 +260,11 @@ impl Unwinders {
         for info in self.elf_info.values().flatten() {
             info.drop_resident_pages();
         }
+    }
+
+    /// See [`crate::Symbolizer::shrink_tables`].
+    pub fn shrink_tables(&mut self) {
+        self.processes.shrink_if_sparse();
     }
 
     /// Drops the unwind information of released modules.
