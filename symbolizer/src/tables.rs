@@ -6,9 +6,9 @@
 //! their largest moment for the rest of the recording. Beside a build, glibc's blocks mapped apart
 //! (large tables and vectors) rose in steps from 35.5 to 41.9 MiB between the first and the tenth
 //! minute of a run while the heap in use, blazesym's parsed state and the profile stayed level;
-//! with these tables shrunk at each checkpoint they stayed at 31.4-33.0 MiB from the first minute
-//! on. Whoever empties a table calls [`ShrinkSparse::shrink_if_sparse`] at a quiet moment (the
-//! recorder does at each checkpoint).
+//! with these tables shrunk at each checkpoint they were at most 33.8 MiB after the first minute.
+//! Whoever empties a table calls [`ShrinkSparse::shrink_if_sparse`] at a quiet moment (the recorder
+//! does at each checkpoint).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
