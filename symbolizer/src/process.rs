@@ -7,8 +7,6 @@
 //! than switching to the new process) once that process is gone.
 
 use std::collections::HashMap;
-
-use crate::tables::ShrinkSparse;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -16,6 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use crate::maps::{parse_maps, MapsEntry};
 use crate::modules::{mapped_file_key, open_mapped_file, FileKey, ModuleId, ModuleTable};
 use crate::snapshot_budget::{display_name, postponed_at, Postponed, SnapshotBudget};
+use crate::tables::ShrinkSparse;
 use crate::Error;
 
 /// One run of one program in one process: a PID, and the instance id the BPF side gave it (a new one
@@ -221,11 +220,6 @@ pub struct ProcessTable {
 }
 
 impl ProcessTable {
-    /// See [`crate::Symbolizer::shrink_tables`].
-    pub(crate) fn shrink_tables(&mut self) {
-        self.processes.shrink_if_sparse();
-    }
-
     pub fn new(vdso: Option<ModuleId>) -> Self {
         ProcessTable {
             processes: HashMap::new(),
@@ -236,6 +230,11 @@ impl ProcessTable {
 
     pub fn get(&self, key: ProcessKey) -> Option<&ProcessSnapshot> {
         self.processes.get(&key)
+    }
+
+    /// See [`crate::Symbolizer::shrink_tables`].
+    pub(crate) fn shrink_tables(&mut self) {
+        self.processes.shrink_if_sparse();
     }
 
     /// The vDSO's module, the same in every process.

@@ -13,8 +13,6 @@
 //! checked before each snapshot.
 
 use std::collections::{HashMap, HashSet};
-
-use crate::tables::ShrinkSparse;
 use std::time::{Duration, Instant};
 
 use crate::frame::{Frame, FrameKind, Symbol, UnknownReason};
@@ -28,6 +26,7 @@ use crate::process::{ProcessKey, ProcessSnapshot, ProcessTable, UserLocation};
 use crate::released::ReleasedInstances;
 use crate::runtimes::Runtimes;
 use crate::snapshot_budget::{SnapshotBudget, SnapshotBudgetStats};
+use crate::tables::ShrinkSparse;
 use crate::Error;
 
 /// Least time between two reads of one process's memory map: short while the process is young (its

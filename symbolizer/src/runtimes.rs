@@ -9,8 +9,6 @@
 //! decided by `processes`.
 
 use std::collections::HashMap;
-
-use crate::tables::ShrinkSparse;
 use std::sync::Arc;
 
 use crate::jit::{self, JitStats, PerfMapBudget, ProcessPerfMap};
@@ -20,6 +18,7 @@ use crate::process::{Mapping, ProcessKey};
 use crate::python::{CodeReaderStats, PythonRuntime};
 use crate::python_runtime::{ProcessPython, PythonStatus};
 use crate::python_stack::{PythonStack, RawPythonStack};
+use crate::tables::ShrinkSparse;
 
 /// What runs inside one process instance besides its modules.
 #[derive(Default)]

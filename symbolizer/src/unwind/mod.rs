@@ -12,8 +12,6 @@ mod scan;
 mod walk;
 
 use std::collections::HashMap;
-
-use crate::tables::ShrinkSparse;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -28,6 +26,7 @@ use walk::Walk;
 use crate::modules::{ModuleId, ModuleTable};
 use crate::perf_map::PerfMap;
 use crate::process::{ProcessKey, ProcessTable};
+use crate::tables::ShrinkSparse;
 
 /// Frames kept per unwound stack; deeper stacks are cut (and counted as ended early).
 const MAX_UNWIND_FRAMES: usize = 512;
