@@ -34,6 +34,17 @@ fn distinct_programs(dir: &Path, count: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `record` with `options` of a shell running `script` (measured as `record_attack` does), the
+/// folded output in `dir`: its path, and how the recording went.
+fn record_script(name: &str, dir: &Path, options: &[&str], script: &str) -> (PathBuf, Finished) {
+    let out = dir.join("out.folded");
+    let mut args = strings(&["record"]);
+    args.extend(strings(options));
+    args.extend(strings(&["-o", path_arg(&out), "--", "sh", "-c", script]));
+    let recording = record_attack(name, &args);
+    (out, recording)
+}
+
 /// 60 distinct programs of about 1 MB run one after another under one recording: each program's
 /// module is released at the first checkpoint after it ended (`-v` counts them; before, every
 /// module was kept for the session with its parsed symbols and a descriptor), and releasing
@@ -43,16 +54,17 @@ fn modules_of_ended_programs_are_released_and_named() {
     let _kernel = kernel_test();
     let dir = scratch();
     distinct_programs(dir.path(), PROGRAMS);
-    let out = dir.path().join("out.folded");
     let script = format!(
         "cd {} && for i in $(seq 0 {}); do ./prog$i; done",
         dir.path().display(),
         PROGRAMS - 1
     );
-    let mut args = strings(&["record", "-v", "-F", "199", "-o"]);
-    args.push(out.display().to_string());
-    args.extend(strings(&["--", "sh", "-c", &script]));
-    let recording = record_attack("60 distinct programs", &args);
+    let (out, recording) = record_script(
+        "60 distinct programs",
+        dir.path(),
+        &["-v", "-F", "199"],
+        &script,
+    );
     let released = recording
         .stderr
         .lines()
@@ -102,14 +114,15 @@ const ROOM_KEPT: usize = 1_024;
 fn a_burst_of_stacks_leaves_no_room_behind() {
     let _kernel = kernel_test();
     let dir = scratch();
-    let out = dir.path().join("out.folded");
     let script = format!(
         "i=0; while [ $i -lt {BURST_PROCESSES} ]; do /bin/true; i=$((i + 1)); done; sleep 12"
     );
-    let mut args = strings(&["record", "-vv", "-F", "999", "-o"]);
-    args.push(out.display().to_string());
-    args.extend(strings(&["--", "sh", "-c", &script]));
-    let recording = record_attack("a burst of processes, then a sleep", &args);
+    let (_, recording) = record_script(
+        "a burst of processes, then a sleep",
+        dir.path(),
+        &["-vv", "-F", "999"],
+        &script,
+    );
     let rooms: Vec<usize> = recording
         .stderr
         .lines()

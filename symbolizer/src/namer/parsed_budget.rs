@@ -15,12 +15,11 @@
 //!
 //! The files' sizes are not always above what is parsed: a profiled process's file can hold DWARF
 //! that blazesym builds into 25 times its size (a line program of one-byte rows, see
-//! `dwarf_shape`, which bounds one unit's), in as many units as its code covers. So the heap blazesym keeps
-//! from each module's lookups is measured too (what it allocated in a call and did not free with
-//! the results: see `elf::Looked` and `heap`), and a module is counted for the larger of the two. One module past the whole budget alone has its
-//! DWARF left out from then on (its symbol tables still name it), where the rule above would keep
-//! it whatever it holds.
-
+//! `dwarf_shape`, which bounds one unit's), in as many units as its code covers. So the heap
+//! blazesym keeps from each module's lookups is measured too (what it allocated in a call and did
+//! not free with the results: see `elf::Looked` and `heap`), and a module is counted for the larger
+//! of the two. One module past the whole budget alone has its DWARF left out from then on (its
+//! symbol tables still name it), where the rule above would keep it whatever it holds.
 //!
 //! What blazesym keeps of a module only grows: each lookup in a unit not seen before parses that
 //! unit (its functions, inlined frames and line rows), and nothing is ever let go. Over a long
